@@ -1,0 +1,166 @@
+//! The one error format of the protocol, used in NATS replies, HTTP responses, `command_rejected`
+//! events and dead-letter records.
+
+use serde::{Deserialize, Serialize};
+
+/// Machine-readable error codes. Clients branch on these, never on messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The payload is not valid JSON, or a field has the wrong type, or an unknown field is present.
+    MalformedPayload,
+    /// The payload parsed but a value breaks a rule (range, syntax, size).
+    ValidationFailed,
+    /// The payload is larger than the configured limit.
+    PayloadTooLarge,
+    /// The subject names no known command.
+    UnknownCommand,
+    /// The command conflicts with the current state (e.g. an id registered for another service).
+    Conflict,
+    /// The target does not exist.
+    NotFound,
+    /// A dependency (PostgreSQL, NATS) is unavailable; retrying later is safe.
+    Unavailable,
+    /// Authentication is missing or wrong.
+    Unauthorized,
+    /// Something failed inside the orchestrator; details are in its log.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status that matches the code; also sent in `Nats-Service-Error-Code`.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::MalformedPayload | ErrorCode::ValidationFailed => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::NotFound | ErrorCode::UnknownCommand => 404,
+            ErrorCode::Conflict => 409,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedPayload => "malformed_payload",
+            ErrorCode::ValidationFailed => "validation_failed",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnknownCommand => "unknown_command",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// `{"code": "...", "message": "...", "field": "..."}`: the error object of every reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+    /// Path of the offending field (`port`, `metadata.owner`, `tags[2]`) when one is to blame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// A protocol-level failure: what the client sent cannot be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}", .0.message, .0.field.as_ref().map(|f| format!(" (field `{f}`)")).unwrap_or_default())]
+pub struct ProtocolError(pub ErrorBody);
+
+impl ProtocolError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ProtocolError(ErrorBody { code, message: message.into(), field: None })
+    }
+
+    pub fn field(code: ErrorCode, field: impl Into<String>, message: impl Into<String>) -> Self {
+        ProtocolError(ErrorBody { code, message: message.into(), field: Some(field.into()) })
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::field(ErrorCode::ValidationFailed, field, message)
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.0.code
+    }
+
+    pub fn body(&self) -> &ErrorBody {
+        &self.0
+    }
+}
+
+/// `{"error": {...}}`: the envelope of an error reply on NATS and HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub error: ErrorBody,
+}
+
+/// Parses a JSON payload into `T`, naming the offending field on failure
+/// (`tags[1]: invalid type: integer `3`, expected a string`).
+pub fn parse_json<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ProtocolError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let message = if inner.is_eof() {
+            format!("payload is not complete JSON: {inner}")
+        } else if inner.is_syntax() {
+            format!("payload is not valid JSON: {inner}")
+        } else {
+            inner.to_string()
+        };
+        if path.is_empty() || path == "." {
+            ProtocolError::new(ErrorCode::MalformedPayload, message)
+        } else {
+            ProtocolError::field(ErrorCode::MalformedPayload, path, message)
+        }
+    })?;
+    de.end().map_err(|e| {
+        ProtocolError::new(ErrorCode::MalformedPayload, format!("trailing data after the JSON value: {e}"))
+    })?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Sample {
+        port: u32,
+        tags: Vec<String>,
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let err = parse_json::<Sample>(br#"{"port": "x", "tags": []}"#).unwrap_err();
+        assert_eq!(err.body().field.as_deref(), Some("port"));
+        assert_eq!(err.code(), ErrorCode::MalformedPayload);
+    }
+
+    #[test]
+    fn nested_wrong_type_names_the_path() {
+        let err = parse_json::<Sample>(br#"{"port": 1, "tags": ["a", 3]}"#).unwrap_err();
+        assert_eq!(err.body().field.as_deref(), Some("tags[1]"));
+    }
+
+    #[test]
+    fn unknown_field_is_rejected_and_named() {
+        let err = parse_json::<Sample>(br#"{"port": 1, "tags": [], "colour": 1}"#).unwrap_err();
+        assert!(err.body().message.contains("unknown field `colour`"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_is_malformed_without_field() {
+        let err = parse_json::<Sample>(b"{not json").unwrap_err();
+        assert_eq!(err.code(), ErrorCode::MalformedPayload);
+        assert!(err.body().message.starts_with("payload is not valid JSON"), "{err}");
+    }
+}

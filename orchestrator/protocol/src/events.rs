@@ -1,0 +1,254 @@
+//! Events: CloudEvents 1.0 in structured JSON mode, built with the CloudEvents SDK.
+//! Each kind knows its domain, its subject token and its `type` string; the data of each kind is a
+//! typed struct below, so producers and consumers agree at compile time.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{ErrorBody, ProtocolError};
+use crate::registry::{Health, Instance};
+use crate::subjects::Subjects;
+
+pub use cloudevents::Event;
+use cloudevents::{AttributesReader, EventBuilder, EventBuilderV10};
+
+/// `source` attribute of every event the orchestrator emits.
+pub const SOURCE: &str = "/orchestrator";
+
+/// Service token used in the subject of events that belong to no single service.
+pub const SYSTEM_SERVICE: &str = "_system";
+
+/// Every kind of event. Adding one means adding its data struct and a line in `docs/protocol.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    Registered,
+    Updated,
+    Deregistered,
+    Expired,
+    Recovered,
+    SelfPreservationEntered,
+    SelfPreservationExited,
+    CommandRejected,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 8] = [
+        EventKind::Registered,
+        EventKind::Updated,
+        EventKind::Deregistered,
+        EventKind::Expired,
+        EventKind::Recovered,
+        EventKind::SelfPreservationEntered,
+        EventKind::SelfPreservationExited,
+        EventKind::CommandRejected,
+    ];
+
+    /// Domain token of the subject: `registry` or `system`.
+    pub fn domain(self) -> &'static str {
+        match self {
+            EventKind::Registered
+            | EventKind::Updated
+            | EventKind::Deregistered
+            | EventKind::Expired
+            | EventKind::Recovered => "registry",
+            EventKind::SelfPreservationEntered | EventKind::SelfPreservationExited | EventKind::CommandRejected => {
+                "system"
+            }
+        }
+    }
+
+    /// Last subject token, e.g. `registered`.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Registered => "registered",
+            EventKind::Updated => "updated",
+            EventKind::Deregistered => "deregistered",
+            EventKind::Expired => "expired",
+            EventKind::Recovered => "recovered",
+            EventKind::SelfPreservationEntered => "self_preservation_entered",
+            EventKind::SelfPreservationExited => "self_preservation_exited",
+            EventKind::CommandRejected => "command_rejected",
+        }
+    }
+
+    /// CloudEvents `type`, e.g. `io.orch.registry.registered.v1`.
+    pub fn type_str(self) -> &'static str {
+        match self {
+            EventKind::Registered => "io.orch.registry.registered.v1",
+            EventKind::Updated => "io.orch.registry.updated.v1",
+            EventKind::Deregistered => "io.orch.registry.deregistered.v1",
+            EventKind::Expired => "io.orch.registry.expired.v1",
+            EventKind::Recovered => "io.orch.registry.recovered.v1",
+            EventKind::SelfPreservationEntered => "io.orch.system.self_preservation_entered.v1",
+            EventKind::SelfPreservationExited => "io.orch.system.self_preservation_exited.v1",
+            EventKind::CommandRejected => "io.orch.system.command_rejected.v1",
+        }
+    }
+
+    pub fn from_type_str(ty: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.type_str() == ty)
+    }
+}
+
+/// Data of `registered`: the instance as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisteredData {
+    pub instance: Instance,
+}
+
+/// Data of `updated`: the instance after the change and the names of the fields that changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdatedData {
+    pub instance: Instance,
+    pub changed: Vec<String>,
+}
+
+/// Why an instance left the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeregisterReason {
+    /// A client asked for it.
+    Requested,
+    /// It stayed critical longer than the configured limit.
+    CriticalTooLong,
+}
+
+/// Data of `deregistered`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeregisteredData {
+    pub instance: Instance,
+    pub reason: DeregisterReason,
+}
+
+/// Data of `expired`: the lease ran out; the instance is now critical.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiredData {
+    pub instance: Instance,
+    pub previous_health: Health,
+    /// The last heartbeat the orchestrator saw, if any since it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+}
+
+/// Data of `recovered`: a heartbeat arrived for a critical instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveredData {
+    pub instance: Instance,
+    pub previous_health: Health,
+    /// How long the instance had been critical, in milliseconds.
+    pub critical_for_ms: i64,
+}
+
+/// Data of `self_preservation_entered` / `self_preservation_exited`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelfPreservationData {
+    /// Instances whose lease ran out in the sweep that decided.
+    pub expiring: usize,
+    /// Instances with a live lease before that sweep.
+    pub live: usize,
+    /// The configured share above which expiry is suspended.
+    pub threshold: f64,
+    pub message: String,
+}
+
+/// Data of `command_rejected`: a command could not be applied and went to the dead-letter stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRejectedData {
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
+    pub error: ErrorBody,
+    /// Id of the record in the dead-letter table and `Nats-Msg-Id` on the dead-letter stream.
+    pub dead_letter_id: Uuid,
+}
+
+/// An event ready to publish: its id (also the `Nats-Msg-Id`), subject and serialized body.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub id: Uuid,
+    pub subject: String,
+    pub payload: Vec<u8>,
+}
+
+/// Builds an event of `kind` about `service` (a subject token; [`SYSTEM_SERVICE`] for none) with
+/// CloudEvents `subject` = `ce_subject` (the instance id, for registry events).
+pub fn encode(
+    subjects: &Subjects,
+    kind: EventKind,
+    service: &str,
+    ce_subject: &str,
+    time: DateTime<Utc>,
+    data: &impl Serialize,
+) -> Encoded {
+    let id = Uuid::now_v7();
+    let data = serde_json::to_value(data).expect("event data serializes");
+    let event = EventBuilderV10::new()
+        .id(id.to_string())
+        .source(SOURCE)
+        .ty(kind.type_str())
+        .subject(ce_subject)
+        .time(time)
+        .data("application/json", data)
+        .build()
+        .expect("every required CloudEvents attribute is set");
+    Encoded {
+        id,
+        subject: subjects.event(kind.domain(), service, kind.name()),
+        payload: serde_json::to_vec(&event).expect("a CloudEvent serializes"),
+    }
+}
+
+/// Parses an event from the wire and returns its kind (when known) and the event.
+pub fn decode(payload: &[u8]) -> Result<(Option<EventKind>, Event), ProtocolError> {
+    let event: Event = crate::error::parse_json(payload)?;
+    Ok((EventKind::from_type_str(event.ty()), event))
+}
+
+/// The JSON data of an event, deserialized into `T`.
+pub fn data_of<T: for<'de> Deserialize<'de>>(event: &Event) -> Result<T, ProtocolError> {
+    use cloudevents::Data;
+    let value = match event.data() {
+        Some(Data::Json(v)) => v.clone(),
+        Some(Data::String(s)) => serde_json::from_str(s).map_err(|e| {
+            ProtocolError::new(crate::ErrorCode::MalformedPayload, format!("event data is not JSON: {e}"))
+        })?,
+        Some(Data::Binary(b)) => serde_json::from_slice(b).map_err(|e| {
+            ProtocolError::new(crate::ErrorCode::MalformedPayload, format!("event data is not JSON: {e}"))
+        })?,
+        None => serde_json::Value::Null,
+    };
+    serde_json::from_value(value)
+        .map_err(|e| ProtocolError::new(crate::ErrorCode::MalformedPayload, format!("event data: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_structured_cloudevent() {
+        let s = Subjects::default();
+        let data = SelfPreservationData { expiring: 3, live: 10, threshold: 0.15, message: "m".into() };
+        let e = encode(&s, EventKind::SelfPreservationEntered, SYSTEM_SERVICE, "registry", Utc::now(), &data);
+        assert_eq!(e.subject, "orch.evt.system._system.self_preservation_entered");
+        let json: serde_json::Value = serde_json::from_slice(&e.payload).unwrap();
+        assert_eq!(json["specversion"], "1.0");
+        assert_eq!(json["id"], e.id.to_string());
+        assert_eq!(json["type"], "io.orch.system.self_preservation_entered.v1");
+        assert_eq!(json["datacontenttype"], "application/json");
+        assert_eq!(json["data"]["expiring"], 3);
+        let (kind, event) = decode(&e.payload).unwrap();
+        assert_eq!(kind, Some(EventKind::SelfPreservationEntered));
+        let back: SelfPreservationData = data_of(&event).unwrap();
+        assert_eq!(back, data);
+    }
+
+    #[test]
+    fn type_strings_round_trip() {
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::from_type_str(k.type_str()), Some(k));
+            assert!(k.type_str().contains(k.name()));
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The orchestrator's wire protocol: subject names, command payloads, CloudEvents and the error
+//! format. Shared by the server and every client (the Python bridge among them), so a client never
+//! links the server's database or HTTP stack. `docs/protocol.md` is the human-readable contract for
+//! everything defined here.
+
+pub mod error;
+pub mod events;
+pub mod headers;
+pub mod registry;
+pub mod subjects;
+
+pub use error::{ErrorBody, ErrorCode, ProtocolError};
+pub use events::{Event, EventKind};
+pub use subjects::Subjects;

@@ -1,0 +1,183 @@
+//! Subject and stream names: the one place they are spelled. Every name derives from a prefix
+//! (default `orch`), so several orchestrators, or several test runs, can share one NATS server.
+
+use crate::error::ProtocolError;
+
+/// The default subject prefix.
+pub const DEFAULT_PREFIX: &str = "orch";
+
+/// Command domains and verbs that exist. A command on any other subject is rejected.
+pub mod verbs {
+    pub const REGISTRY: &str = "registry";
+    pub const REGISTER: &str = "register";
+    pub const DEREGISTER: &str = "deregister";
+    pub const HEARTBEAT: &str = "heartbeat";
+    pub const GET: &str = "get";
+    pub const LIST: &str = "list";
+    pub const DISCOVER: &str = "discover";
+}
+
+/// Names derived from one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    prefix: String,
+}
+
+impl Default for Subjects {
+    fn default() -> Self {
+        Subjects { prefix: DEFAULT_PREFIX.to_string() }
+    }
+}
+
+impl Subjects {
+    /// A prefix is one subject token and also part of stream names: letters, digits, `_` and `-`.
+    pub fn new(prefix: &str) -> Result<Self, ProtocolError> {
+        let ok = !prefix.is_empty()
+            && prefix.len() <= 32
+            && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok {
+            Ok(Subjects { prefix: prefix.to_string() })
+        } else {
+            Err(ProtocolError::invalid(
+                "prefix",
+                "the subject prefix must be 1-32 characters of letters, digits, '_' or '-'",
+            ))
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn stream(&self, suffix: &str) -> String {
+        format!("{}_{}", self.prefix.to_ascii_uppercase().replace('-', "_"), suffix)
+    }
+
+    /// Stream of durable commands (`ORCH_COMMANDS`), work-queue retention.
+    pub fn commands_stream(&self) -> String {
+        self.stream("COMMANDS")
+    }
+
+    /// Stream of events (`ORCH_EVENTS`).
+    pub fn events_stream(&self) -> String {
+        self.stream("EVENTS")
+    }
+
+    /// Stream of rejected commands (`ORCH_DLQ`).
+    pub fn dead_letter_stream(&self) -> String {
+        self.stream("DLQ")
+    }
+
+    /// The orchestrator's durable consumer on the commands stream.
+    pub fn commands_consumer(&self) -> String {
+        "orchestrator".to_string()
+    }
+
+    /// `orch.cmd.>`: everything the commands stream captures.
+    pub fn commands_all(&self) -> String {
+        format!("{}.cmd.>", self.prefix)
+    }
+
+    /// `orch.cmd.<domain>.<verb>`
+    pub fn command(&self, domain: &str, verb: &str) -> String {
+        format!("{}.cmd.{domain}.{verb}", self.prefix)
+    }
+
+    /// `orch.req.>`: request/reply subjects the orchestrator answers.
+    pub fn requests_all(&self) -> String {
+        format!("{}.req.>", self.prefix)
+    }
+
+    /// `orch.req.<domain>.<verb>`
+    pub fn request(&self, domain: &str, verb: &str) -> String {
+        format!("{}.req.{domain}.{verb}", self.prefix)
+    }
+
+    /// `orch.evt.>`: everything the events stream captures.
+    pub fn events_all(&self) -> String {
+        format!("{}.evt.>", self.prefix)
+    }
+
+    /// `orch.evt.<domain>.<service>.<kind>`
+    pub fn event(&self, domain: &str, service: &str, kind: &str) -> String {
+        format!("{}.evt.{domain}.{service}.{kind}", self.prefix)
+    }
+
+    /// `orch.hb.*`: heartbeats, one token for the instance id.
+    pub fn heartbeats_all(&self) -> String {
+        format!("{}.hb.*", self.prefix)
+    }
+
+    /// `orch.hb.<instance>`
+    pub fn heartbeat(&self, instance: &str) -> String {
+        format!("{}.hb.{instance}", self.prefix)
+    }
+
+    /// `orch.dlq.>`: everything the dead-letter stream captures.
+    pub fn dead_letters_all(&self) -> String {
+        format!("{}.dlq.>", self.prefix)
+    }
+
+    /// `orch.dlq.<rest of the original subject after the prefix>`, e.g. `orch.dlq.cmd.registry.register`.
+    /// A subject that does not start with the prefix keeps all its tokens.
+    pub fn dead_letter_for(&self, original: &str) -> String {
+        let rest = original
+            .strip_prefix(&self.prefix)
+            .and_then(|r| r.strip_prefix('.'))
+            .unwrap_or(original);
+        format!("{}.dlq.{rest}", self.prefix)
+    }
+
+    /// Splits `orch.cmd.<domain>.<verb>` (or `orch.req.…`) into `(domain, verb)`.
+    /// `kind` is `cmd` or `req`. Returns `None` when the subject has another shape.
+    pub fn parse_command<'a>(&self, subject: &'a str, kind: &str) -> Option<(&'a str, &'a str)> {
+        let rest = subject.strip_prefix(&self.prefix)?.strip_prefix('.')?;
+        let rest = rest.strip_prefix(kind)?.strip_prefix('.')?;
+        let mut parts = rest.split('.');
+        let (domain, verb) = (parts.next()?, parts.next()?);
+        if parts.next().is_some() || domain.is_empty() || verb.is_empty() {
+            return None;
+        }
+        Some((domain, verb))
+    }
+
+    /// The instance id of a heartbeat subject `orch.hb.<instance>`.
+    pub fn parse_heartbeat<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        let id = subject.strip_prefix(&self.prefix)?.strip_prefix(".hb.")?;
+        (!id.is_empty() && !id.contains('.')).then_some(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_prefix() {
+        let s = Subjects::new("orch").unwrap();
+        assert_eq!(s.commands_stream(), "ORCH_COMMANDS");
+        assert_eq!(s.command("registry", "register"), "orch.cmd.registry.register");
+        assert_eq!(s.event("registry", "web", "registered"), "orch.evt.registry.web.registered");
+        assert_eq!(s.dead_letter_for("orch.cmd.registry.bogus"), "orch.dlq.cmd.registry.bogus");
+        let t = Subjects::new("t-1").unwrap();
+        assert_eq!(t.events_stream(), "T_1_EVENTS");
+    }
+
+    #[test]
+    fn parses_command_subjects() {
+        let s = Subjects::default();
+        assert_eq!(s.parse_command("orch.cmd.registry.register", "cmd"), Some(("registry", "register")));
+        assert_eq!(s.parse_command("orch.cmd.registry", "cmd"), None);
+        assert_eq!(s.parse_command("orch.cmd.registry.a.b", "cmd"), None);
+        assert_eq!(s.parse_command("other.cmd.registry.register", "cmd"), None);
+        assert_eq!(s.parse_heartbeat("orch.hb.web-1"), Some("web-1"));
+        assert_eq!(s.parse_heartbeat("orch.hb."), None);
+    }
+
+    #[test]
+    fn rejects_bad_prefix() {
+        assert!(Subjects::new("a.b").is_err());
+        assert!(Subjects::new("").is_err());
+        assert!(Subjects::new("a>").is_err());
+    }
+}
