@@ -1,0 +1,67 @@
+-- The registry: instances, the idempotency ledger of commands, the transactional outbox,
+-- dead letters, and small system state (self-preservation).
+
+CREATE TABLE instances (
+    id              text        PRIMARY KEY,
+    name            text        NOT NULL,
+    version         text        NOT NULL,
+    address         text        NOT NULL,
+    port            integer     NOT NULL CHECK (port BETWEEN 1 AND 65535),
+    protocol        text        NOT NULL,
+    tags            jsonb       NOT NULL DEFAULT '[]',
+    metadata        jsonb       NOT NULL DEFAULT '{}',
+    dependencies    jsonb       NOT NULL DEFAULT '[]',
+    weight          integer     NOT NULL,
+    ttl_seconds     integer     NOT NULL,
+    health          text        NOT NULL CHECK (health IN ('passing', 'warning', 'critical')),
+    registered_at   timestamptz NOT NULL,
+    updated_at      timestamptz NOT NULL,
+    critical_since  timestamptz,
+    revision        bigint      NOT NULL
+);
+CREATE INDEX instances_name ON instances (name, id);
+CREATE INDEX instances_tags ON instances USING gin (tags);
+CREATE INDEX instances_metadata ON instances USING gin (metadata jsonb_path_ops);
+
+-- One row per command ever applied or rejected: the key of exactly-once handling. A redelivered
+-- command finds its row and is answered with the stored outcome instead of being applied again.
+CREATE TABLE processed_commands (
+    command_id      text        PRIMARY KEY,
+    subject         text        NOT NULL,
+    stream_seq      bigint,
+    outcome         jsonb       NOT NULL,
+    processed_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX processed_commands_processed_at ON processed_commands (processed_at);
+
+-- Messages written in the same transaction as the state change they announce, and published to
+-- NATS by the relay afterwards. `msg_id` becomes the Nats-Msg-Id, so a re-publish is de-duplicated.
+CREATE TABLE outbox (
+    seq             bigserial   PRIMARY KEY,
+    msg_id          uuid        NOT NULL,
+    subject         text        NOT NULL,
+    payload         bytea       NOT NULL,
+    headers         jsonb,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+
+-- Commands that could not be applied, with the reason. Also published to the dead-letter stream.
+CREATE TABLE dead_letters (
+    id                  uuid        PRIMARY KEY,
+    received_at         timestamptz NOT NULL DEFAULT now(),
+    subject             text        NOT NULL,
+    command_id          text,
+    stream_seq          bigint,
+    code                text        NOT NULL,
+    message             text        NOT NULL,
+    field               text,
+    payload             bytea       NOT NULL,
+    payload_truncated   boolean     NOT NULL
+);
+CREATE INDEX dead_letters_received_at ON dead_letters (received_at);
+
+CREATE TABLE system_state (
+    key         text        PRIMARY KEY,
+    value       jsonb       NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);

@@ -1,0 +1,257 @@
+//! Typed configuration. Every setting is a flag, an `ORCH_*` environment variable and a key of the
+//! optional TOML config file (`--config`), in that order of precedence. The `///` comment on each
+//! field is its `--help` text.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "orchestrator",
+    version,
+    about = "Event-driven service orchestrator over NATS JetStream and PostgreSQL",
+    long_about = "Event-driven service orchestrator: a service registry with leases and discovery, \
+                  every change persisted in PostgreSQL and published as a CloudEvent on NATS JetStream.\n\n\
+                  Settings come from flags, ORCH_* environment variables, and an optional TOML file \
+                  (--config) whose keys are the long flag names, e.g. `nats-url = \"nats://host:4222\"`."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the orchestrator: provision streams, apply migrations, serve NATS and HTTP until stopped.
+    Serve(Box<Config>),
+    /// Apply the database migrations and exit.
+    Migrate(DatabaseConfig),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable on a terminal, JSON otherwise.
+    Auto,
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "ORCH_DATABASE_URL", default_value = "postgres://orch@127.0.0.1:55432/orch")]
+    pub database_url: String,
+
+    /// Maximum connections in the PostgreSQL pool.
+    #[arg(long, env = "ORCH_DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+
+    /// How long to wait for a pooled connection before reporting PostgreSQL unavailable.
+    #[arg(long, env = "ORCH_DATABASE_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub database_acquire_timeout: Duration,
+
+    /// Optional TOML file with settings; keys are the long flag names.
+    #[arg(long, env = "ORCH_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `orchestrator=debug,info`.
+    #[arg(long, env = "ORCH_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Log format.
+    #[arg(long, env = "ORCH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, env = "ORCH_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// Name this orchestrator gives its NATS connection (visible in server monitoring).
+    #[arg(long, env = "ORCH_NATS_NAME", default_value = "orchestrator")]
+    pub nats_name: String,
+
+    /// Subject prefix; subjects are `<prefix>.cmd.…`, `<prefix>.evt.…`, streams `<PREFIX>_COMMANDS` and so on.
+    #[arg(long, env = "ORCH_SUBJECT_PREFIX", default_value = "orch")]
+    pub subject_prefix: String,
+
+    /// Replicas of every stream (1 on a single server; 3 on a NATS cluster).
+    #[arg(long, env = "ORCH_STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
+
+    /// How long events are kept on the events stream.
+    #[arg(long, env = "ORCH_EVENTS_MAX_AGE", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub events_max_age: Duration,
+
+    /// How long rejected commands are kept on the dead-letter stream.
+    #[arg(long, env = "ORCH_DEAD_LETTER_MAX_AGE", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub dead_letter_max_age: Duration,
+
+    /// JetStream duplicate window of the commands and events streams: a re-publish with the same
+    /// Nats-Msg-Id within this window is dropped by the server.
+    #[arg(long, env = "ORCH_DUPLICATE_WINDOW", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub duplicate_window: Duration,
+
+    /// Most commands waiting on the commands stream; beyond it publishers get an error rather than
+    /// older commands being dropped.
+    #[arg(long, env = "ORCH_COMMANDS_MAX_MESSAGES", default_value_t = 1_000_000)]
+    pub commands_max_messages: i64,
+
+    /// Largest command payload accepted, in bytes; larger ones are dead-lettered.
+    #[arg(long, env = "ORCH_COMMAND_MAX_BYTES", default_value_t = 64 * 1024)]
+    pub command_max_bytes: usize,
+
+    /// Most commands applied in one PostgreSQL transaction (group commit).
+    #[arg(long, env = "ORCH_BATCH_MAX", default_value_t = 512)]
+    pub batch_max: usize,
+
+    /// HTTP API listen address.
+    #[arg(long, env = "ORCH_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// How long an HTTP or NATS request waits for its command to commit before answering `unavailable`.
+    #[arg(long, env = "ORCH_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// How often leases are checked for expiry.
+    #[arg(long, env = "ORCH_SWEEP_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub sweep_interval: Duration,
+
+    /// An instance critical for this long is deregistered.
+    #[arg(long, env = "ORCH_DEREGISTER_CRITICAL_AFTER", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub deregister_critical_after: Duration,
+
+    /// Self-preservation: if more than this share of live instances expire in one sweep, expiry is
+    /// suspended (a network problem is likelier than a mass failure) until heartbeats recover.
+    #[arg(long, env = "ORCH_SELF_PRESERVATION_THRESHOLD", default_value_t = 0.15)]
+    pub self_preservation_threshold: f64,
+
+    /// Self-preservation only applies with at least this many live instances.
+    #[arg(long, env = "ORCH_SELF_PRESERVATION_MIN_INSTANCES", default_value_t = 10)]
+    pub self_preservation_min_instances: usize,
+
+    /// How long the ids of processed commands are remembered for exactly-once handling.
+    #[arg(long, env = "ORCH_PROCESSED_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub processed_retention: Duration,
+}
+
+impl Config {
+    /// Checks relations between settings that clap cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        orch_protocol::Subjects::new(&self.subject_prefix).map_err(|e| format!("--subject-prefix: {e}"))?;
+        if !(0.0..=1.0).contains(&self.self_preservation_threshold) {
+            return Err("--self-preservation-threshold must be between 0 and 1".into());
+        }
+        if self.batch_max == 0 {
+            return Err("--batch-max must be at least 1".into());
+        }
+        if self.sweep_interval.is_zero() {
+            return Err("--sweep-interval must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Parses the command line, filling defaults from the config file named by `--config` or
+/// `ORCH_CONFIG` when there is one. Exits with a usage message on error, like clap does.
+pub fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut command = Cli::command();
+    if let Some(path) = config_file_from(&args) {
+        match file_defaults(&path) {
+            Ok(defaults) => command = apply_defaults(command, &defaults),
+            Err(e) => clap::Error::raw(clap::error::ErrorKind::Io, format!("config file {}: {e}\n", path.display()))
+                .exit(),
+        }
+    }
+    let matches = command.get_matches_from(args);
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+fn config_file_from(args: &[std::ffi::OsString]) -> Option<PathBuf> {
+    let mut iter = args.iter().map(|a| a.to_string_lossy().into_owned());
+    while let Some(arg) = iter.next() {
+        if arg == "--config" {
+            return iter.next().map(PathBuf::from);
+        }
+        if let Some(v) = arg.strip_prefix("--config=") {
+            return Some(PathBuf::from(v));
+        }
+    }
+    std::env::var_os("ORCH_CONFIG").map(PathBuf::from)
+}
+
+/// Reads `key = value` pairs of a TOML file; keys may use `-` or `_`.
+fn file_defaults(path: &std::path::Path) -> Result<Vec<(String, String)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+    table
+        .into_iter()
+        .map(|(key, value)| {
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => return Err(format!("`{key}`: only strings, numbers and booleans are allowed, got {other}")),
+            };
+            Ok((key.replace('_', "-"), value))
+        })
+        .collect()
+}
+
+/// Turns file values into the defaults of the matching arguments of every subcommand, so flags and
+/// environment variables still win. An unknown key is an error, like an unknown flag.
+fn apply_defaults(mut command: clap::Command, defaults: &[(String, String)]) -> clap::Command {
+    for (key, value) in defaults {
+        let mut known = false;
+        for name in command.get_subcommands().map(|s| s.get_name().to_string()).collect::<Vec<_>>() {
+            let sub = command.find_subcommand_mut(&name).expect("subcommand listed");
+            if sub.get_arguments().any(|a| a.get_long() == Some(key.as_str())) {
+                known = true;
+                let id = sub
+                    .get_arguments()
+                    .find(|a| a.get_long() == Some(key.as_str()))
+                    .map(|a| a.get_id().clone())
+                    .expect("argument found");
+                let taken = std::mem::take(sub);
+                *sub = taken.mut_arg(id, |a| a.default_value(value.clone()));
+            }
+        }
+        if !known {
+            clap::Error::raw(clap::error::ErrorKind::UnknownArgument, format!("config file: unknown setting `{key}`\n"))
+                .exit();
+        }
+    }
+    command
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches};
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn file_values_are_defaults_that_flags_override() {
+        let defaults = vec![("nats-url".to_string(), "nats://file:4222".to_string()), ("batch-max".into(), "7".into())];
+        let command = apply_defaults(Cli::command(), &defaults);
+        let m = command.try_get_matches_from(["orchestrator", "serve", "--batch-max", "9"]).unwrap();
+        let Command::Serve(config) = Cli::from_arg_matches(&m).unwrap().command else { panic!("serve") };
+        assert_eq!(config.nats_url, "nats://file:4222");
+        assert_eq!(config.batch_max, 9);
+    }
+}

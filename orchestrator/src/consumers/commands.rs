@@ -1,0 +1,132 @@
+//! The durable command consumer. Pulls batches from the commands stream, submits them to the
+//! registry writer, and acknowledges each message only after its outcome is committed in
+//! PostgreSQL. A crash before the ack means a redelivery, which the processed-command ledger
+//! answers without applying twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use futures::{FutureExt, StreamExt};
+use orch_protocol::{Subjects, headers};
+use tokio::sync::watch;
+
+use super::{decode_command, reply_message};
+use crate::registry::Registry;
+
+pub struct CommandConsumer {
+    pub js: jetstream::Context,
+    pub subjects: Subjects,
+    pub registry: Arc<Registry>,
+    pub batch_max: usize,
+    pub command_max_bytes: usize,
+}
+
+/// While a batch waits for storage, tell JetStream we are still working on it so it is not
+/// redelivered (which would be harmless, but wasteful).
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+impl CommandConsumer {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let stream = self.subjects.commands_stream();
+        let name = self.subjects.commands_consumer();
+        let mut delay = Duration::from_millis(200);
+        'reconnect: while !*shutdown.borrow() {
+            let consumer: jetstream::consumer::PullConsumer = match self.js.get_consumer_from_stream(&name, &stream).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "commands consumer unavailable");
+                    tokio::select! { _ = tokio::time::sleep(delay) => {}, _ = shutdown.changed() => break }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            let messages = consumer
+                .stream()
+                .max_messages_per_batch(self.batch_max.max(1))
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await;
+            let mut messages = match messages {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot pull commands; retrying");
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+            };
+            delay = Duration::from_millis(200);
+            tracing::info!(stream = %stream, consumer = %name, "consuming commands");
+            loop {
+                let first = tokio::select! {
+                    m = messages.next() => m,
+                    _ = shutdown.changed() => break 'reconnect,
+                };
+                let mut batch = match first {
+                    Some(Ok(m)) => vec![m],
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "commands pull interrupted; reconnecting");
+                        continue 'reconnect;
+                    }
+                    None => continue 'reconnect,
+                };
+                while batch.len() < self.batch_max {
+                    match messages.next().now_or_never() {
+                        Some(Some(Ok(m))) => batch.push(m),
+                        _ => break,
+                    }
+                }
+                self.handle(batch).await;
+            }
+        }
+        tracing::info!("commands consumer stopped");
+    }
+
+    async fn handle(&self, batch: Vec<jetstream::Message>) {
+        let submissions = batch
+            .iter()
+            .map(|m| {
+                let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+                decode_command(&self.subjects, &m.subject, m.headers.as_ref(), &m.payload, seq, self.command_max_bytes)
+            })
+            .collect();
+        let outcomes = {
+            let submit = self.registry.writer.submit_many(submissions);
+            tokio::pin!(submit);
+            let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+            loop {
+                tokio::select! {
+                    outcomes = &mut submit => break outcomes,
+                    _ = progress.tick() => {
+                        for m in &batch {
+                            let _ = m.ack_with(AckKind::Progress).await;
+                        }
+                    }
+                }
+            }
+        };
+        for (message, outcome) in batch.iter().zip(outcomes.iter().map(Some).chain(std::iter::repeat(None))) {
+            match outcome {
+                Some(Ok(outcome)) => {
+                    if let Some(reply_to) = message.headers.as_ref().and_then(|h| h.get(headers::REPLY_TO)) {
+                        let (headers, body) = reply_message(outcome);
+                        let client = self.js.client();
+                        if let Err(e) = client.publish_with_headers(reply_to.as_str().to_string(), headers, body).await {
+                            tracing::debug!(error = %e, "could not publish a command outcome");
+                        }
+                    }
+                    if let Err(e) = message.ack().await {
+                        // The command is committed; a lost ack only causes a redelivery that the
+                        // ledger answers.
+                        tracing::debug!(error = %e, "ack failed; the command will be redelivered and deduplicated");
+                    }
+                }
+                // Not committed (shutting down): leave it for redelivery.
+                Some(Err(_)) | None => {
+                    let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Turns a NATS message (subject, headers, payload) into a registry submission or a read request.
+//! Everything a client can get wrong is caught here and becomes a protocol error naming the field.
+
+use bytes::Bytes;
+use orch_protocol::error::parse_json;
+use orch_protocol::registry::{InstanceRef, Registration, validate_instance_id};
+use orch_protocol::subjects::verbs;
+use orch_protocol::{ErrorCode, ProtocolError, Subjects, headers};
+use serde::Deserialize;
+
+use crate::registry::{Body, Command, Meta, Strategy, Submission, with_id};
+
+/// The command id of a message: its `Nats-Msg-Id`, or, on the durable stream, its stream sequence
+/// (unique per stream, stable across redeliveries).
+fn command_id(headers: Option<&async_nats::HeaderMap>, stream_seq: Option<u64>) -> Option<String> {
+    headers
+        .and_then(|h| h.get(headers::MSG_ID))
+        .map(|v| v.as_str().to_string())
+        .filter(|v| !v.is_empty())
+        .or_else(|| stream_seq.map(|seq| format!("seq:{seq}")))
+}
+
+fn check_size(payload: &Bytes, max: usize) -> Result<(), ProtocolError> {
+    if payload.len() > max {
+        return Err(ProtocolError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("payload is {} bytes; the limit is {max} bytes", payload.len()),
+        ));
+    }
+    Ok(())
+}
+
+fn unknown(subject: &str, expected: &str) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::UnknownCommand,
+        format!("{subject:?} is not a known subject; expected {expected} (see docs/protocol.md)"),
+    )
+}
+
+/// The write commands, shared by the durable stream and request/reply.
+fn write_command(domain: &str, verb: &str, payload: &[u8]) -> Option<Result<Command, ProtocolError>> {
+    match (domain, verb) {
+        (verbs::REGISTRY, verbs::REGISTER) => Some(parse_json::<Registration>(payload).and_then(|reg| {
+            reg.validate()?;
+            Ok(Command::Register(with_id(reg)))
+        })),
+        (verbs::REGISTRY, verbs::DEREGISTER) => Some(parse_json::<InstanceRef>(payload).and_then(|r| {
+            validate_instance_id("id", &r.id)?;
+            Ok(Command::Deregister { id: r.id })
+        })),
+        _ => None,
+    }
+}
+
+/// A message from the commands stream. Never fails: what cannot be applied becomes
+/// [`Body::Invalid`] and is dead-lettered by the writer.
+pub fn decode_command(
+    subjects: &Subjects,
+    subject: &str,
+    headers: Option<&async_nats::HeaderMap>,
+    payload: &Bytes,
+    stream_seq: u64,
+    max_bytes: usize,
+) -> Submission {
+    let meta = Meta {
+        command_id: command_id(headers, Some(stream_seq)),
+        subject: subject.to_string(),
+        stream_seq: Some(stream_seq),
+        durable: true,
+    };
+    let command = check_size(payload, max_bytes).and_then(|()| {
+        let (domain, verb) = subjects
+            .parse_command(subject, "cmd")
+            .ok_or_else(|| unknown(subject, &format!("{}.cmd.<domain>.<verb>", subjects.prefix())))?;
+        write_command(domain, verb, payload)
+            .unwrap_or_else(|| Err(unknown(subject, "registry.register or registry.deregister")))
+    });
+    let body = match command {
+        Ok(command) => Body::Command(command),
+        Err(error) => Body::Invalid { error, payload: payload.clone() },
+    };
+    Submission { meta, body }
+}
+
+/// Payload of `registry.list`: the same filters as `GET /api/v1/services`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListRequest {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub health: Option<orch_protocol::registry::Health>,
+    #[serde(default)]
+    pub metadata: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub after: Option<String>,
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+/// Payload of `registry.discover`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverRequest {
+    pub name: String,
+    #[serde(default)]
+    pub strategy: Strategy,
+}
+
+/// What a request asks for.
+#[derive(Debug)]
+pub enum Request {
+    Write(Submission),
+    Get(String),
+    List(ListRequest),
+    Discover(DiscoverRequest),
+}
+
+/// A message on a request/reply subject.
+pub fn decode_request(
+    subjects: &Subjects,
+    subject: &str,
+    headers: Option<&async_nats::HeaderMap>,
+    payload: &Bytes,
+    max_bytes: usize,
+) -> Result<Request, ProtocolError> {
+    check_size(payload, max_bytes)?;
+    let expected = || format!("{}.req.registry.<register|deregister|get|list|discover>", subjects.prefix());
+    let (domain, verb) = subjects.parse_command(subject, "req").ok_or_else(|| unknown(subject, &expected()))?;
+    if let Some(command) = write_command(domain, verb, payload) {
+        let meta = Meta { command_id: command_id(headers, None), subject: subject.to_string(), stream_seq: None, durable: false };
+        return Ok(Request::Write(Submission { meta, body: Body::Command(command?) }));
+    }
+    let empty_is_object = |p: &Bytes| if p.is_empty() { Bytes::from_static(b"{}") } else { p.clone() };
+    match (domain, verb) {
+        (verbs::REGISTRY, verbs::GET) => {
+            let r: InstanceRef = parse_json(payload)?;
+            validate_instance_id("id", &r.id)?;
+            Ok(Request::Get(r.id))
+        }
+        (verbs::REGISTRY, verbs::LIST) => Ok(Request::List(parse_json(&empty_is_object(payload))?)),
+        (verbs::REGISTRY, verbs::DISCOVER) => Ok(Request::Discover(parse_json(payload)?)),
+        _ => Err(unknown(subject, &expected())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subjects() -> Subjects {
+        Subjects::default()
+    }
+
+    #[track_caller]
+    fn invalid(sub: Submission) -> ProtocolError {
+        match sub.body {
+            Body::Invalid { error, .. } => error,
+            Body::Command(c) => panic!("expected a rejection, got {c:?}"),
+        }
+    }
+
+    #[test]
+    fn valid_register_gets_an_id_and_a_command_id() {
+        let payload = Bytes::from_static(br#"{"name":"web","address":"127.0.0.1","port":80}"#);
+        let sub = decode_command(&subjects(), "orch.cmd.registry.register", None, &payload, 7, 1024);
+        assert_eq!(sub.meta.command_id.as_deref(), Some("seq:7"));
+        let Body::Command(Command::Register(reg)) = sub.body else { panic!() };
+        assert!(reg.id.is_some());
+    }
+
+    #[test]
+    fn msg_id_header_is_the_command_id() {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(headers::MSG_ID, "abc");
+        let payload = Bytes::from_static(br#"{"id":"x"}"#);
+        let sub = decode_command(&subjects(), "orch.cmd.registry.deregister", Some(&h), &payload, 1, 1024);
+        assert_eq!(sub.meta.command_id.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn bad_input_becomes_a_named_rejection() {
+        let s = subjects();
+        let e = invalid(decode_command(&s, "orch.cmd.registry.register", None, &Bytes::from_static(b"{"), 1, 1024));
+        assert_eq!(e.code(), ErrorCode::MalformedPayload);
+        let e = invalid(decode_command(
+            &s,
+            "orch.cmd.registry.register",
+            None,
+            &Bytes::from_static(br#"{"name":"web","address":"h","port":"80"}"#),
+            1,
+            1024,
+        ));
+        assert_eq!(e.body().field.as_deref(), Some("port"));
+        let e = invalid(decode_command(
+            &s,
+            "orch.cmd.registry.register",
+            None,
+            &Bytes::from_static(br#"{"name":"web","address":"h","port":0}"#),
+            1,
+            1024,
+        ));
+        assert_eq!((e.code(), e.body().field.as_deref()), (ErrorCode::ValidationFailed, Some("port")));
+        let e = invalid(decode_command(&s, "orch.cmd.registry.explode", None, &Bytes::from_static(b"{}"), 1, 1024));
+        assert_eq!(e.code(), ErrorCode::UnknownCommand);
+        let e = invalid(decode_command(&s, "orch.cmd.x", None, &Bytes::from_static(b"{}"), 1, 1024));
+        assert_eq!(e.code(), ErrorCode::UnknownCommand);
+        let e = invalid(decode_command(&s, "orch.cmd.registry.register", None, &Bytes::from(vec![b' '; 2000]), 1, 1024));
+        assert_eq!(e.code(), ErrorCode::PayloadTooLarge);
+    }
+
+    #[test]
+    fn requests_decode_reads_and_writes() {
+        let s = subjects();
+        let list = decode_request(&s, "orch.req.registry.list", None, &Bytes::new(), 1024).unwrap();
+        assert!(matches!(list, Request::List(_)));
+        let get = decode_request(&s, "orch.req.registry.get", None, &Bytes::from_static(br#"{"id":"a"}"#), 1024).unwrap();
+        assert!(matches!(get, Request::Get(id) if id == "a"));
+        let err = decode_request(&s, "orch.req.registry.nope", None, &Bytes::new(), 1024).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::UnknownCommand);
+    }
+}

@@ -1,0 +1,105 @@
+//! Request/reply on `orch.req.<domain>.<verb>`: writes are answered after their commit, reads
+//! straight from PostgreSQL. Each request runs in its own task, so concurrent writes share a
+//! transaction in the writer.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use orch_protocol::{ErrorCode, ProtocolError, Subjects};
+use serde::Serialize;
+use tokio::sync::{Semaphore, watch};
+
+use super::{QUEUE_GROUP, Request, decode_request, error_message, reply_message};
+use crate::registry::{Registry, WriteError};
+use crate::storage::instances::Filter;
+
+/// Most requests handled at once; beyond it the subscription buffers.
+const MAX_IN_FLIGHT: usize = 4096;
+
+pub async fn run(
+    client: async_nats::Client,
+    subjects: Subjects,
+    registry: Arc<Registry>,
+    max_bytes: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut sub = match client.queue_subscribe(subjects.requests_all(), QUEUE_GROUP.into()).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot subscribe to requests");
+            return;
+        }
+    };
+    tracing::info!(subject = %subjects.requests_all(), "answering requests");
+    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    loop {
+        let message = tokio::select! {
+            m = sub.next() => match m { Some(m) => m, None => break },
+            _ = shutdown.changed() => break,
+        };
+        let Ok(permit) = permits.clone().acquire_owned().await else { break };
+        let (client, subjects, registry) = (client.clone(), subjects.clone(), registry.clone());
+        tokio::spawn(async move {
+            let (headers, body) = answer(&subjects, &registry, &message, max_bytes).await;
+            if let Some(reply) = message.reply {
+                let _ = client.publish_with_headers(reply, headers, body).await;
+            }
+            drop(permit);
+        });
+    }
+    let _ = sub.unsubscribe().await;
+}
+
+fn ok(value: &impl Serialize) -> (async_nats::HeaderMap, bytes::Bytes) {
+    (async_nats::HeaderMap::new(), serde_json::to_vec(value).expect("reply serializes").into())
+}
+
+fn unavailable(message: String) -> (async_nats::HeaderMap, bytes::Bytes) {
+    error_message(ProtocolError::new(ErrorCode::Unavailable, message))
+}
+
+async fn answer(
+    subjects: &Subjects,
+    registry: &Registry,
+    message: &async_nats::Message,
+    max_bytes: usize,
+) -> (async_nats::HeaderMap, bytes::Bytes) {
+    let request = match decode_request(subjects, &message.subject, message.headers.as_ref(), &message.payload, max_bytes) {
+        Ok(r) => r,
+        Err(e) => return error_message(e),
+    };
+    let storage_error = |e: crate::storage::StorageError| {
+        tracing::warn!(error = %e, "read request failed");
+        unavailable("PostgreSQL is unavailable; retry later".into())
+    };
+    match request {
+        Request::Write(submission) => match registry.submit(submission).await {
+            Ok(outcome) => reply_message(&outcome),
+            Err(WriteError::Unavailable(m)) => unavailable(m),
+            Err(WriteError::Internal(m)) => error_message(ProtocolError::new(ErrorCode::Internal, m)),
+        },
+        Request::Get(id) => match registry.get(&id).await {
+            Ok(Some(view)) => ok(&view),
+            Ok(None) => error_message(ProtocolError::field(ErrorCode::NotFound, "id", format!("no instance with id {id:?}"))),
+            Err(e) => storage_error(e),
+        },
+        Request::List(list) => {
+            let filter = Filter {
+                name: list.name,
+                tags: list.tags,
+                health: list.health,
+                metadata: list.metadata,
+                after: list.after,
+                limit: list.limit.unwrap_or(100).clamp(1, 1000),
+            };
+            match registry.list(&filter).await {
+                Ok(items) => ok(&serde_json::json!({ "items": items })),
+                Err(e) => storage_error(e),
+            }
+        }
+        Request::Discover(d) => match registry.discover(&d.name, d.strategy).await {
+            Ok(found) => ok(&found),
+            Err(e) => storage_error(e),
+        },
+    }
+}

@@ -1,0 +1,77 @@
+//! The API's error type: knows its status code and renders the protocol's error JSON
+//! `{"error": {"code", "message", "field"}}`. Storage failures are logged and shown as a generic
+//! `unavailable` or `internal` error, never with database details.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use orch_protocol::error::ErrorReply;
+use orch_protocol::{ErrorBody, ErrorCode, ProtocolError};
+
+use crate::registry::WriteError;
+use crate::storage::StorageError;
+
+#[derive(Debug)]
+pub struct ApiError(pub ErrorBody);
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError(ErrorBody { code, message: message.into(), field: None })
+    }
+
+    pub fn field(code: ErrorCode, field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError(ErrorBody { code, message: message.into(), field: Some(field.into()) })
+    }
+}
+
+impl From<ProtocolError> for ApiError {
+    fn from(e: ProtocolError) -> Self {
+        ApiError(e.0)
+    }
+}
+
+impl From<ErrorBody> for ApiError {
+    fn from(body: ErrorBody) -> Self {
+        ApiError(body)
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        if e.is_transient() {
+            tracing::warn!(error = %e, "request failed: storage unavailable");
+            ApiError::new(ErrorCode::Unavailable, "PostgreSQL is unavailable; retry later")
+        } else {
+            tracing::error!(error = %e, "request failed in storage");
+            ApiError::new(ErrorCode::Internal, "internal error; see the orchestrator's log")
+        }
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Unavailable(m) => ApiError::new(ErrorCode::Unavailable, m),
+            WriteError::Internal(m) => {
+                tracing::error!(error = %m, "command failed");
+                ApiError::new(ErrorCode::Internal, "internal error; see the orchestrator's log")
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, Json(ErrorReply { error: self.0 })).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// Unknown routes answer in the same JSON shape.
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, format!("no route for {}", uri.path()))
+}

@@ -1,0 +1,34 @@
+//! A JSON body extractor whose rejections are JSON errors naming the field, like every other error.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::header::CONTENT_TYPE;
+use orch_protocol::ErrorCode;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"));
+        if !json_type {
+            return Err(ApiError::new(ErrorCode::MalformedPayload, "expected a body with Content-Type: application/json"));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(ErrorCode::PayloadTooLarge, "the request body is larger than the limit")
+            } else {
+                ApiError::new(ErrorCode::MalformedPayload, rejection.body_text())
+            }
+        })?;
+        Ok(Json(orch_protocol::error::parse_json(&bytes)?))
+    }
+}

@@ -1,0 +1,45 @@
+//! The HTTP API under `/api/v1`, plus `/healthz`, `/readyz` and the dashboard at `/`. Each
+//! resource module exposes its own `router()`; [`app`] merges them, so tests can drive the whole
+//! API without a socket.
+
+mod discovery;
+mod error;
+mod extract;
+mod health;
+mod services;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use sqlx::PgPool;
+
+pub use error::ApiError;
+
+use crate::registry::Registry;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub pool: PgPool,
+    pub nats: async_nats::Client,
+    pub max_body_bytes: usize,
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .nest("/api/v1", services::router().merge(discovery::router()))
+        .merge(health::router())
+        .route("/", axum::routing::get(dashboard))
+        .fallback(error::not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// The dashboard placeholder until the dashboard is built.
+async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("../../../dashboard/index.html"))
+}

@@ -1,0 +1,174 @@
+//! `/api/v1/services`: register, list, get, deregister and heartbeat instances. Writes go through
+//! the same registry writer as NATS commands.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use orch_protocol::ErrorCode;
+use orch_protocol::registry::{Health, Registration, validate_instance_id};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract;
+use crate::registry::{Beat, Body, Command, Meta, Outcome, Status, Submission, with_id};
+use crate::storage::instances::Filter;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/services", get(list).post(register))
+        .route("/services/{id}", get(get_one).delete(deregister))
+        .route("/services/{id}/heartbeat", put(heartbeat))
+}
+
+/// Header that makes a POST or DELETE idempotent: the same key is applied once.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+fn meta(headers: &HeaderMap, subject: &str) -> Result<Meta, ApiError> {
+    let command_id = match headers.get(IDEMPOTENCY_KEY) {
+        None => None,
+        Some(v) => {
+            let key = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 200).ok_or_else(|| {
+                ApiError::field(ErrorCode::ValidationFailed, "Idempotency-Key", "must be 1-200 visible ASCII characters")
+            })?;
+            Some(format!("http:{key}"))
+        }
+    };
+    Ok(Meta { command_id, subject: subject.to_string(), stream_seq: None, durable: false })
+}
+
+fn respond(outcome: Outcome) -> Response {
+    match outcome {
+        Outcome::Failed(e) => ApiError::from(e.error).into_response(),
+        Outcome::Applied(reply) => {
+            let status = if reply.status == Status::Registered { StatusCode::CREATED } else { StatusCode::OK };
+            let mut response = (status, Json(&reply)).into_response();
+            if let (StatusCode::CREATED, Some(instance)) = (status, &reply.instance) {
+                if let Ok(location) = format!("/api/v1/services/{}", instance.id).parse() {
+                    response.headers_mut().insert(header::LOCATION, location);
+                }
+            }
+            response
+        }
+    }
+}
+
+async fn register(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    extract::Json(registration): extract::Json<Registration>,
+) -> Result<Response, ApiError> {
+    registration.validate()?;
+    let submission = Submission {
+        meta: meta(&headers, "http:POST /api/v1/services")?,
+        body: Body::Command(Command::Register(with_id(registration))),
+    };
+    Ok(respond(state.registry.submit(submission).await?))
+}
+
+async fn deregister(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    validate_instance_id("id", &id)?;
+    let submission = Submission {
+        meta: meta(&headers, "http:DELETE /api/v1/services/{id}")?,
+        body: Body::Command(Command::Deregister { id }),
+    };
+    Ok(respond(state.registry.submit(submission).await?))
+}
+
+async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    validate_instance_id("id", &id)?;
+    match state.registry.get(&id).await? {
+        Some(view) => Ok(Json(view).into_response()),
+        None => Err(ApiError::field(ErrorCode::NotFound, "id", format!("no instance with id {id:?}"))),
+    }
+}
+
+async fn heartbeat(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    validate_instance_id("id", &id)?;
+    match state.registry.heartbeat(&id).await {
+        Beat::Unknown => Err(ApiError::field(
+            ErrorCode::NotFound,
+            "id",
+            format!("no instance with id {id:?} is registered; register it again"),
+        )),
+        Beat::Renewed => Ok(Json(serde_json::json!({ "status": "renewed" })).into_response()),
+        Beat::NeedsRecovery => Ok(Json(serde_json::json!({ "status": "recovering" })).into_response()),
+    }
+}
+
+/// Most instances one page returns.
+const PAGE_MAX: i64 = 1000;
+
+/// Parses `?name=&tag=a,b&tag=c&health=&meta.<key>=<value>&limit=&after=`. Unknown parameters
+/// are an error, so a misspelt filter never silently returns everything.
+fn parse_filter(query: Option<&str>) -> Result<Filter, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|e| ApiError::new(ErrorCode::MalformedPayload, format!("query string: {e}")))?;
+    let mut filter = Filter { limit: 100, ..Default::default() };
+    let mut metadata = BTreeMap::new();
+    for (key, value) in pairs {
+        match key.as_str() {
+            "name" => filter.name = Some(value),
+            "tag" => filter.tags.extend(value.split(',').filter(|t| !t.is_empty()).map(String::from)),
+            "health" => {
+                filter.health = Some(Health::parse(&value).ok_or_else(|| {
+                    ApiError::field(ErrorCode::ValidationFailed, "health", "must be passing, warning or critical")
+                })?)
+            }
+            "limit" => {
+                filter.limit = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|l| (1..=PAGE_MAX).contains(l))
+                    .ok_or_else(|| ApiError::field(ErrorCode::ValidationFailed, "limit", format!("must be 1-{PAGE_MAX}")))?
+            }
+            "after" => filter.after = Some(value),
+            other => match other.strip_prefix("meta.") {
+                Some(k) if !k.is_empty() => {
+                    metadata.insert(k.to_string(), value);
+                }
+                _ => {
+                    return Err(ApiError::field(
+                        ErrorCode::ValidationFailed,
+                        other,
+                        "unknown query parameter; use name, tag, health, meta.<key>, limit or after",
+                    ));
+                }
+            },
+        }
+    }
+    filter.metadata = metadata;
+    Ok(filter)
+}
+
+async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    let filter = parse_filter(query.as_deref())?;
+    let items = state.registry.list(&filter).await?;
+    let next = (items.len() as i64 == filter.limit).then(|| items.last().map(|i| i.instance.id.clone())).flatten();
+    Ok(Json(serde_json::json!({ "items": items, "next": next })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_parses_every_parameter() {
+        let f = parse_filter(Some("name=web&tag=a,b&tag=c&health=passing&meta.zone=eu&limit=5&after=x")).unwrap();
+        assert_eq!(f.name.as_deref(), Some("web"));
+        assert_eq!(f.tags, vec!["a", "b", "c"]);
+        assert_eq!(f.health, Some(Health::Passing));
+        assert_eq!(f.metadata.get("zone").map(String::as_str), Some("eu"));
+        assert_eq!((f.limit, f.after.as_deref()), (5, Some("x")));
+    }
+
+    #[test]
+    fn filter_names_the_bad_parameter() {
+        assert_eq!(parse_filter(Some("colour=red")).unwrap_err().0.field.as_deref(), Some("colour"));
+        assert_eq!(parse_filter(Some("limit=0")).unwrap_err().0.field.as_deref(), Some("limit"));
+        assert_eq!(parse_filter(Some("health=sad")).unwrap_err().0.field.as_deref(), Some("health"));
+    }
+}

@@ -1,0 +1,198 @@
+//! The orchestrator as a library: [`start`] provisions NATS, migrates PostgreSQL, loads the
+//! registry and starts every task; the binary only parses configuration and waits for a signal.
+
+pub mod config;
+pub mod consumers;
+pub mod http;
+pub mod nats;
+pub mod registry;
+pub mod storage;
+pub mod telemetry;
+pub mod workers;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use orch_protocol::Subjects;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::registry::sweeper::{self, SweeperConfig};
+use crate::registry::writer::WriterTask;
+use crate::registry::{Leases, Registry};
+
+/// How long the relay keeps publishing committed events after a stop was asked.
+const OUTBOX_DRAIN: Duration = Duration::from_secs(5);
+
+/// A started orchestrator.
+pub struct Running {
+    /// The address the HTTP API listens on (useful with port 0).
+    pub http_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    relay_shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    writer: JoinHandle<()>,
+    relay: JoinHandle<()>,
+    registry: Arc<Registry>,
+    app: http::AppState,
+}
+
+impl Running {
+    /// The HTTP application, for driving the API in-process (`tower::ServiceExt::oneshot`).
+    pub fn router(&self) -> axum::Router {
+        http::app(self.app.clone())
+    }
+
+    /// The registry, for tests that inspect leases.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Stops taking new work, finishes in-flight commands, publishes committed events, then returns.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down: finishing in-flight work");
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        // Every submitter is gone once the tasks ended; dropping the last handle lets the writer
+        // drain its queue and stop.
+        drop(self.registry);
+        drop(self.app);
+        let _ = self.writer.await;
+        let _ = self.relay_shutdown.send(true);
+        let _ = self.relay.await;
+        tracing::info!("stopped");
+    }
+}
+
+/// Starts the orchestrator. Waits for PostgreSQL and NATS when they are not reachable yet.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let started = Instant::now();
+    config.validate().map_err(anyhow::Error::msg)?;
+    let subjects = Subjects::new(&config.subject_prefix)?;
+
+    let pool = storage::pool(&config.database)?;
+    storage::migrate(&pool).await.context("applying database migrations")?;
+
+    let client = nats::connect(&config).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    nats::provision(&js, &config, &subjects).await?;
+
+    let leases = Arc::new(Leases::default());
+    let rows = retry("loading instances", || storage::instances::all_leases(&pool)).await?;
+    let instance_count = rows.len();
+    leases.load(rows.into_iter().map(|r| {
+        let critical_since = if r.health == "critical" { Some(r.critical_since.unwrap_or_else(chrono::Utc::now)) } else { None };
+        (r.id, Duration::from_secs(r.ttl_seconds.max(1) as u64), critical_since)
+    }));
+    let self_preservation = retry("reading system state", || storage::system::get(&pool, storage::system::SELF_PRESERVATION))
+        .await?
+        .and_then(|v| v.get("active").and_then(|a| a.as_bool()))
+        .unwrap_or(false);
+
+    let outbox_written = Arc::new(Notify::new());
+    let (writer, writer_task) = WriterTask {
+        pool: pool.clone(),
+        subjects: subjects.clone(),
+        leases: leases.clone(),
+        batch_max: config.batch_max,
+        outbox_written: outbox_written.clone(),
+        max_payload_kept: config.command_max_bytes,
+    }
+    .spawn();
+    let registry = Arc::new(Registry::new(writer, leases, pool.clone(), config.request_timeout));
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (relay_shutdown, relay_shutdown_rx) = watch::channel(false);
+    let relay = tokio::spawn(
+        workers::outbox_relay::OutboxRelay { pool: pool.clone(), js: js.clone(), written: outbox_written }
+            .run(relay_shutdown_rx, OUTBOX_DRAIN),
+    );
+
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(
+        consumers::commands::CommandConsumer {
+            js: js.clone(),
+            subjects: subjects.clone(),
+            registry: registry.clone(),
+            batch_max: config.batch_max,
+            command_max_bytes: config.command_max_bytes,
+        }
+        .run(shutdown_rx.clone()),
+    ));
+    tasks.push(tokio::spawn(consumers::requests::run(
+        client.clone(),
+        subjects.clone(),
+        registry.clone(),
+        config.command_max_bytes,
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(consumers::heartbeats::run(client.clone(), subjects.clone(), registry.clone(), shutdown_rx.clone())));
+    tasks.push(tokio::spawn(sweeper::run(
+        registry.clone(),
+        SweeperConfig {
+            interval: config.sweep_interval,
+            deregister_critical_after: config.deregister_critical_after,
+            threshold: config.self_preservation_threshold,
+            min_instances: config.self_preservation_min_instances,
+        },
+        self_preservation,
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(workers::maintenance::run(pool.clone(), config.processed_retention, shutdown_rx.clone())));
+
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding the HTTP API to {}", config.http_addr))?;
+    let http_addr = listener.local_addr()?;
+    let state = http::AppState {
+        registry: registry.clone(),
+        pool: pool.clone(),
+        nats: client.clone(),
+        max_body_bytes: config.command_max_bytes,
+    };
+    let app = http::app(state.clone());
+    let mut http_shutdown = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = http_shutdown.wait_for(|stop| *stop).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    }));
+
+    tracing::info!(
+        http = %http_addr,
+        nats = %config.nats_url,
+        prefix = %subjects.prefix(),
+        instances = instance_count,
+        self_preservation,
+        startup_ms = started.elapsed().as_millis() as u64,
+        "orchestrator ready"
+    );
+    Ok(Running { http_addr, shutdown, relay_shutdown, tasks, writer: writer_task, relay, registry, app: state })
+}
+
+/// Retries a storage read while PostgreSQL is unavailable.
+async fn retry<T, F, Fut>(what: &str, mut f: F) -> storage::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = storage::Result<T>>,
+{
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match f().await {
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, retry_in = ?delay, "{what}: PostgreSQL unavailable; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! The `orchestrator` binary: parses configuration, sets up logging, runs until SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use orchestrator::config::{self, Command};
+use orchestrator::{storage, telemetry};
+
+/// After a stop signal, in-flight work gets this long before the process exits anyway. Commands not
+/// acknowledged by then are redelivered at the next start.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = config::parse();
+    match cli.command {
+        Command::Serve(config) => {
+            telemetry::init(&config.database.log, config.database.log_format);
+            let running = match orchestrator::start(*config).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "start-up failed");
+                    return ExitCode::FAILURE;
+                }
+            };
+            wait_for_signal().await;
+            if tokio::time::timeout(SHUTDOWN_GRACE, running.shutdown()).await.is_err() {
+                tracing::warn!(grace = ?SHUTDOWN_GRACE, "in-flight work did not finish in time; exiting anyway");
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Migrate(db) => {
+            telemetry::init(&db.log, db.log_format);
+            let result = async {
+                let pool = storage::pool(&db)?;
+                storage::migrate(&pool).await
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    tracing::info!("migrations applied");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "migration failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,191 @@
+//! NATS connection and JetStream provisioning. Streams and the durable consumer are created at
+//! start-up if missing; drift in settings that can change in place is reconciled, drift in
+//! settings that cannot (retention, storage) is reported and left alone. A stream that holds data
+//! is never deleted.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use orch_protocol::Subjects;
+
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect { url: String, source: async_nats::ConnectError },
+    #[error("JetStream request failed while provisioning {what}: {message}")]
+    Provision { what: String, message: String },
+}
+
+/// Connects with unlimited reconnects: an outage of NATS stalls the orchestrator but never
+/// stops it. Connection state changes are logged.
+pub async fn connect(config: &Config) -> Result<async_nats::Client, NatsError> {
+    let url = config.nats_url.clone();
+    async_nats::ConnectOptions::new()
+        .name(&config.nats_name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        // Heartbeats arrive in bursts; a deep buffer avoids slow-consumer drops.
+        .subscription_capacity(1 << 20)
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
+                async_nats::Event::SlowConsumer(sid) => tracing::warn!(sid, "NATS subscription fell behind; messages were dropped"),
+                other => tracing::info!(event = %other, "NATS event"),
+            }
+        })
+        .connect(url.as_str())
+        .await
+        .map_err(|source| NatsError::Connect { url, source })
+}
+
+/// The stream configurations the orchestrator wants.
+pub fn desired_streams(config: &Config, subjects: &Subjects) -> Vec<stream::Config> {
+    vec![
+        stream::Config {
+            name: subjects.commands_stream(),
+            description: Some("Orchestrator commands, removed once applied".into()),
+            subjects: vec![subjects.commands_all()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            // Full means publishers get an error; nothing accepted is silently dropped.
+            discard: stream::DiscardPolicy::New,
+            max_messages: config.commands_max_messages,
+            duplicate_window: config.duplicate_window,
+            num_replicas: config.stream_replicas,
+            ..Default::default()
+        },
+        stream::Config {
+            name: subjects.events_stream(),
+            description: Some("Orchestrator events (CloudEvents 1.0, structured JSON)".into()),
+            subjects: vec![subjects.events_all()],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            max_age: config.events_max_age,
+            duplicate_window: config.duplicate_window,
+            num_replicas: config.stream_replicas,
+            allow_direct: true,
+            ..Default::default()
+        },
+        stream::Config {
+            name: subjects.dead_letter_stream(),
+            description: Some("Commands the orchestrator rejected, with the reason in headers".into()),
+            subjects: vec![subjects.dead_letters_all()],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            max_age: config.dead_letter_max_age,
+            duplicate_window: config.duplicate_window,
+            num_replicas: config.stream_replicas,
+            ..Default::default()
+        },
+    ]
+}
+
+/// The orchestrator's durable consumer on the commands stream.
+pub fn desired_consumer(subjects: &Subjects) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(subjects.commands_consumer()),
+        description: Some("The orchestrator's command processor".into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        // Redelivery is unlimited: bad input is dead-lettered and acknowledged, so only commands
+        // waiting for an unavailable database are redelivered, and those must not be lost.
+        max_deliver: -1,
+        max_ack_pending: 20_000,
+        ..Default::default()
+    }
+}
+
+/// Differences between an existing stream's settings and the wanted ones, as
+/// `(setting, current, wanted, changeable in place)`.
+pub fn drift(current: &stream::Config, wanted: &stream::Config) -> Vec<(&'static str, String, String, bool)> {
+    let mut out = Vec::new();
+    let mut check = |name, a: String, b: String, mutable| {
+        if a != b {
+            out.push((name, a, b, mutable));
+        }
+    };
+    check("subjects", format!("{:?}", current.subjects), format!("{:?}", wanted.subjects), true);
+    check("retention", format!("{:?}", current.retention), format!("{:?}", wanted.retention), false);
+    check("storage", format!("{:?}", current.storage), format!("{:?}", wanted.storage), false);
+    check("discard", format!("{:?}", current.discard), format!("{:?}", wanted.discard), true);
+    check("max_messages", current.max_messages.to_string(), wanted.max_messages.to_string(), true);
+    check("max_age", format!("{:?}", current.max_age), format!("{:?}", wanted.max_age), true);
+    check("duplicate_window", format!("{:?}", current.duplicate_window), format!("{:?}", wanted.duplicate_window), true);
+    check("num_replicas", current.num_replicas.to_string(), wanted.num_replicas.to_string(), true);
+    out
+}
+
+fn provision_error(what: &str, e: impl std::fmt::Display) -> NatsError {
+    NatsError::Provision { what: what.to_string(), message: e.to_string() }
+}
+
+/// Creates or reconciles one stream.
+pub async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Result<(), NatsError> {
+    let name = wanted.name.clone();
+    let mut existing = match js.get_stream(&name).await {
+        Ok(s) => s,
+        Err(e) if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
+                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) => {
+            js.create_stream(wanted).await.map_err(|e| provision_error(&name, e))?;
+            tracing::info!(stream = %name, "stream created");
+            return Ok(());
+        }
+        Err(e) => return Err(provision_error(&name, e)),
+    };
+    let info = existing.info().await.map_err(|e| provision_error(&name, e))?.clone();
+    let differences = drift(&info.config, &wanted);
+    if differences.is_empty() {
+        tracing::info!(stream = %name, messages = info.state.messages, "stream ready");
+        return Ok(());
+    }
+    let mut updated = info.config.clone();
+    for (setting, current, want, mutable) in &differences {
+        if *mutable {
+            tracing::warn!(stream = %name, setting, current = %current, wanted = %want, "stream setting drifted; updating in place");
+        } else {
+            tracing::error!(stream = %name, setting, current = %current, wanted = %want, messages = info.state.messages,
+                "stream setting drifted and cannot change in place; the stream is left as it is (it is never deleted). \
+                 To apply it, drain or back up the stream and recreate it by hand");
+        }
+    }
+    updated.subjects = wanted.subjects;
+    updated.discard = wanted.discard;
+    updated.max_messages = wanted.max_messages;
+    updated.max_age = wanted.max_age;
+    updated.duplicate_window = wanted.duplicate_window;
+    updated.num_replicas = wanted.num_replicas;
+    if differences.iter().any(|d| d.3) {
+        if let Err(e) = js.update_stream(&updated).await {
+            tracing::error!(stream = %name, error = %e, "could not update the stream's settings; continuing with the current ones");
+        }
+    }
+    Ok(())
+}
+
+/// Provisions every stream and the consumer, retrying while NATS is unreachable.
+pub async fn provision(js: &jetstream::Context, config: &Config, subjects: &Subjects) -> Result<(), NatsError> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match provision_once(js, config, subjects).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "JetStream provisioning failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn provision_once(js: &jetstream::Context, config: &Config, subjects: &Subjects) -> Result<(), NatsError> {
+    for wanted in desired_streams(config, subjects) {
+        ensure_stream(js, wanted).await?;
+    }
+    let stream = subjects.commands_stream();
+    let wanted = desired_consumer(subjects);
+    js.create_consumer_on_stream(wanted, &stream).await.map_err(|e| provision_error("the commands consumer", e))?;
+    Ok(())
+}

@@ -1,0 +1,282 @@
+//! Leases in memory. Heartbeats are high-volume, so they only touch this table; PostgreSQL hears
+//! about a lease when it matters: the instance expired, recovered or must be reaped.
+//!
+//! After a restart every live instance gets a fresh full TTL, so an instance that kept beating
+//! while the orchestrator was down is never expired by mistake.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Beating, or inside its TTL.
+    Live,
+    /// The sweeper asked to expire it; the commit is pending.
+    Expiring,
+    /// Committed as critical since this wall-clock time.
+    Critical { since: DateTime<Utc>, reaping: bool },
+    /// A heartbeat arrived while critical; the recovery commit is pending.
+    Recovering,
+}
+
+#[derive(Debug)]
+struct Lease {
+    ttl: Duration,
+    deadline: Instant,
+    last_beat: Option<DateTime<Utc>>,
+    state: State,
+}
+
+/// What a heartbeat did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Beat {
+    Renewed,
+    /// The instance was critical: the caller must submit a `Recover` command.
+    NeedsRecovery,
+    Unknown,
+}
+
+/// What the sweeper should do now.
+#[derive(Debug, Default)]
+pub struct Sweep {
+    /// Live leases whose deadline passed, with their last heartbeat.
+    pub expiring: Vec<(String, Option<DateTime<Utc>>)>,
+    /// Leases live before this sweep (those expiring included).
+    pub live: usize,
+    /// Critical instances due for deregistration.
+    pub reap: Vec<String>,
+}
+
+#[derive(Default)]
+pub struct Leases {
+    inner: Mutex<HashMap<String, Lease>>,
+}
+
+impl Leases {
+    /// Adds the instances found in PostgreSQL at start-up.
+    pub fn load(&self, rows: impl IntoIterator<Item = (String, Duration, Option<DateTime<Utc>>)>) {
+        let now = Instant::now();
+        let mut map = self.inner.lock().expect("lease table lock");
+        for (id, ttl, critical_since) in rows {
+            let state = match critical_since {
+                Some(since) => State::Critical { since, reaping: false },
+                None => State::Live,
+            };
+            map.insert(id, Lease { ttl, deadline: now + ttl, last_beat: None, state });
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().expect("lease table lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A heartbeat for `id`.
+    pub fn beat(&self, id: &str) -> Beat {
+        let mut map = self.inner.lock().expect("lease table lock");
+        let Some(lease) = map.get_mut(id) else { return Beat::Unknown };
+        lease.deadline = Instant::now() + lease.ttl;
+        lease.last_beat = Some(Utc::now());
+        match lease.state {
+            State::Live | State::Expiring | State::Recovering => Beat::Renewed,
+            State::Critical { .. } => {
+                lease.state = State::Recovering;
+                Beat::NeedsRecovery
+            }
+        }
+    }
+
+    /// The last heartbeat seen since start-up, and when the lease runs out if it is live.
+    pub fn view(&self, id: &str) -> Option<LeaseView> {
+        let map = self.inner.lock().expect("lease table lock");
+        let lease = map.get(id)?;
+        let remaining = lease.deadline.saturating_duration_since(Instant::now());
+        Some(LeaseView {
+            last_heartbeat_at: lease.last_beat,
+            expires_at: matches!(lease.state, State::Live)
+                .then(|| Utc::now() + chrono::Duration::from_std(remaining).unwrap_or_default()),
+        })
+    }
+
+    /// Finds leases to expire and instances to reap, and marks them in flight so the next sweep
+    /// does not ask again. When `expire` is false (self-preservation) nothing is marked.
+    pub fn sweep(&self, reap_critical_before: DateTime<Utc>, expire: bool) -> Sweep {
+        let now = Instant::now();
+        let mut map = self.inner.lock().expect("lease table lock");
+        let mut sweep = Sweep::default();
+        for (id, lease) in map.iter_mut() {
+            match &mut lease.state {
+                State::Live => {
+                    sweep.live += 1;
+                    if lease.deadline <= now {
+                        sweep.expiring.push((id.clone(), lease.last_beat));
+                        if expire {
+                            lease.state = State::Expiring;
+                        }
+                    }
+                }
+                State::Critical { since, reaping } if expire && !*reaping && *since <= reap_critical_before => {
+                    *reaping = true;
+                    sweep.reap.push(id.clone());
+                }
+                _ => {}
+            }
+        }
+        sweep
+    }
+
+    /// A submitted expiry or reap did not commit; put the leases back so a later sweep retries.
+    pub fn release(&self, expiring: &[String], reaping: &[String]) {
+        let mut map = self.inner.lock().expect("lease table lock");
+        for id in expiring {
+            if let Some(lease) = map.get_mut(id) {
+                if lease.state == State::Expiring {
+                    lease.state = State::Live;
+                }
+            }
+        }
+        for id in reaping {
+            if let Some(Lease { state: State::Critical { reaping, .. }, .. }) = map.get_mut(id) {
+                *reaping = false;
+            }
+        }
+    }
+
+    /// A registration committed. A new instance gets a full TTL; an existing one keeps its lease
+    /// and health, with the new TTL applied from its last renewal.
+    pub fn registered(&self, id: &str, ttl: Duration, created: bool) {
+        let mut map = self.inner.lock().expect("lease table lock");
+        match map.get_mut(id) {
+            Some(lease) if !created => {
+                if lease.ttl != ttl {
+                    lease.deadline = lease.deadline - lease.ttl + ttl;
+                    lease.ttl = ttl;
+                }
+            }
+            _ => {
+                map.insert(
+                    id.to_string(),
+                    Lease { ttl, deadline: Instant::now() + ttl, last_beat: None, state: State::Live },
+                );
+            }
+        }
+    }
+
+    /// An expiry committed. Returns true when a heartbeat arrived in the meantime, so the caller
+    /// submits a recovery right away.
+    pub fn expired(&self, id: &str, since: DateTime<Utc>) -> bool {
+        let mut map = self.inner.lock().expect("lease table lock");
+        let Some(lease) = map.get_mut(id) else { return false };
+        let beat_meanwhile = lease.deadline > Instant::now();
+        lease.state = if beat_meanwhile { State::Recovering } else { State::Critical { since, reaping: false } };
+        beat_meanwhile
+    }
+
+    /// A recovery committed.
+    pub fn recovered(&self, id: &str) {
+        let mut map = self.inner.lock().expect("lease table lock");
+        if let Some(lease) = map.get_mut(id) {
+            lease.state = State::Live;
+        }
+    }
+
+    /// A recovery could not be submitted or found nothing to do; the instance stays critical.
+    pub fn recovery_failed(&self, id: &str, since: DateTime<Utc>) {
+        let mut map = self.inner.lock().expect("lease table lock");
+        if let Some(lease) = map.get_mut(id) {
+            if lease.state == State::Recovering {
+                lease.state = State::Critical { since, reaping: false };
+            }
+        }
+    }
+
+    pub fn removed(&self, id: &str) {
+        self.inner.lock().expect("lease table lock").remove(id);
+    }
+}
+
+/// Lease information shown with an instance.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct LeaseView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn far_past() -> DateTime<Utc> {
+        Utc::now() - chrono::Duration::days(1)
+    }
+
+    #[test]
+    fn beats_renew_and_unknown_is_reported() {
+        let leases = Leases::default();
+        leases.registered("a", Duration::from_secs(30), true);
+        assert_eq!(leases.beat("a"), Beat::Renewed);
+        assert_eq!(leases.beat("b"), Beat::Unknown);
+    }
+
+    #[test]
+    fn overdue_lease_is_swept_once() {
+        let leases = Leases::default();
+        leases.registered("a", Duration::ZERO, true);
+        let s = leases.sweep(far_past(), true);
+        assert_eq!(s.expiring.len(), 1);
+        assert_eq!(s.live, 1);
+        assert!(leases.sweep(far_past(), true).expiring.is_empty(), "in flight, not asked twice");
+        leases.release(&["a".into()], &[]);
+        assert_eq!(leases.sweep(far_past(), true).expiring.len(), 1, "released, asked again");
+    }
+
+    #[test]
+    fn self_preservation_sweep_marks_nothing() {
+        let leases = Leases::default();
+        leases.registered("a", Duration::ZERO, true);
+        assert_eq!(leases.sweep(far_past(), false).expiring.len(), 1);
+        assert_eq!(leases.sweep(far_past(), false).expiring.len(), 1);
+    }
+
+    #[test]
+    fn beat_on_critical_asks_for_recovery_once() {
+        let leases = Leases::default();
+        leases.registered("a", Duration::ZERO, true);
+        leases.sweep(far_past(), true);
+        assert!(!leases.expired("a", Utc::now()));
+        assert_eq!(leases.beat("a"), Beat::NeedsRecovery);
+        assert_eq!(leases.beat("a"), Beat::Renewed);
+        leases.recovered("a");
+        assert_eq!(leases.beat("a"), Beat::Renewed);
+    }
+
+    #[test]
+    fn beat_while_expiry_in_flight_triggers_recovery_after_commit() {
+        let leases = Leases::default();
+        leases.registered("a", Duration::from_millis(1), true);
+        std::thread::sleep(Duration::from_millis(5));
+        leases.sweep(far_past(), true);
+        leases.registered("a", Duration::from_secs(30), false);
+        leases.beat("a");
+        assert!(leases.expired("a", Utc::now()), "the beat came in while the expiry was committing");
+    }
+
+    #[test]
+    fn critical_instances_are_reaped_after_the_limit() {
+        let leases = Leases::default();
+        let since = Utc::now() - chrono::Duration::minutes(20);
+        leases.load([("a".to_string(), Duration::from_secs(30), Some(since))]);
+        assert!(leases.sweep(since - chrono::Duration::seconds(1), true).reap.is_empty());
+        let s = leases.sweep(Utc::now() - chrono::Duration::minutes(10), true);
+        assert_eq!(s.reap, vec!["a".to_string()]);
+        assert!(leases.sweep(Utc::now(), true).reap.is_empty(), "in flight");
+    }
+}

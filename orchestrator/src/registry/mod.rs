@@ -1,0 +1,110 @@
+//! The registry: instances with leases, discovery, and the single writer that applies every change.
+
+pub mod discovery;
+pub mod leases;
+pub mod state;
+pub mod sweeper;
+pub mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orch_protocol::registry::{Health, Instance, Registration};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::storage::{self, instances};
+pub use discovery::Strategy;
+pub use leases::{Beat, LeaseView, Leases};
+pub use state::{Command, Outcome, Reply, Status};
+pub use writer::{Body, Meta, Submission, WriteError, Writer};
+
+/// An instance with its live lease information.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceView {
+    #[serde(flatten)]
+    pub instance: Instance,
+    #[serde(flatten)]
+    pub lease: Option<LeaseView>,
+}
+
+/// Result of a discovery query.
+#[derive(Debug, Clone, Serialize)]
+pub struct Discovery {
+    pub service: String,
+    pub strategy: Strategy,
+    /// The instance the strategy picked; absent when none is healthy.
+    pub instance: Option<Instance>,
+    /// Every passing instance of the service.
+    pub instances: Vec<Instance>,
+}
+
+pub struct Registry {
+    pub writer: Writer,
+    pub leases: Arc<Leases>,
+    pool: PgPool,
+    balancer: discovery::Balancer,
+    request_timeout: Duration,
+}
+
+impl Registry {
+    pub fn new(writer: Writer, leases: Arc<Leases>, pool: PgPool, request_timeout: Duration) -> Registry {
+        Registry { writer, leases, pool, balancer: Default::default(), request_timeout }
+    }
+
+    /// Submits a command on behalf of a caller that waits (HTTP, request/reply): gives up with
+    /// `Unavailable` after the request timeout, and the writer then drops the command if it has not
+    /// been applied yet.
+    pub async fn submit(&self, submission: Submission) -> Result<Outcome, WriteError> {
+        match tokio::time::timeout(self.request_timeout, self.writer.submit(submission)).await {
+            Ok(result) => result,
+            Err(_) => Err(WriteError::Unavailable(format!(
+                "the command was not committed within {:?}; PostgreSQL may be unavailable. Retrying is safe",
+                self.request_timeout
+            ))),
+        }
+    }
+
+    /// A heartbeat: renews the lease in memory, and submits a recovery if the instance was critical.
+    pub async fn heartbeat(&self, id: &str) -> Beat {
+        let beat = self.leases.beat(id);
+        if beat == Beat::NeedsRecovery {
+            self.writer.submit_detached(writer::internal(Command::Recover { id: id.to_string() })).await;
+        }
+        beat
+    }
+
+    pub async fn get(&self, id: &str) -> storage::Result<Option<InstanceView>> {
+        Ok(instances::get(&self.pool, id).await?.map(|instance| self.view(instance)))
+    }
+
+    pub async fn list(&self, filter: &instances::Filter) -> storage::Result<Vec<InstanceView>> {
+        Ok(instances::list(&self.pool, filter).await?.into_iter().map(|i| self.view(i)).collect())
+    }
+
+    /// Passing instances of `service` and the one `strategy` picks.
+    pub async fn discover(&self, service: &str, strategy: Strategy) -> storage::Result<Discovery> {
+        let filter = instances::Filter {
+            name: Some(service.to_string()),
+            health: Some(Health::Passing),
+            limit: 10_000,
+            ..Default::default()
+        };
+        let instances = instances::list(&self.pool, &filter).await?;
+        let instance = self.balancer.choose(service, &instances, strategy).cloned();
+        Ok(Discovery { service: service.to_string(), strategy, instance, instances })
+    }
+
+    fn view(&self, instance: Instance) -> InstanceView {
+        let lease = self.leases.view(&instance.id);
+        InstanceView { instance, lease }
+    }
+}
+
+/// Gives a registration without an id a fresh UUIDv7.
+pub fn with_id(mut registration: Registration) -> Registration {
+    if registration.id.is_none() {
+        registration.id = Some(uuid::Uuid::now_v7().to_string());
+    }
+    registration
+}

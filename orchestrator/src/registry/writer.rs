@@ -1,0 +1,433 @@
+//! The single writer of the registry. Every command, from JetStream, NATS request/reply, HTTP or
+//! the orchestrator itself, is submitted here; the writer drains what is waiting into one batch
+//! and applies it in one PostgreSQL transaction (group commit): state changes, outbox rows,
+//! dead letters and the processed-command ledger commit together or not at all.
+//!
+//! One writer means no lock contention between batches and a strict order of application.
+//! Transient storage failures are retried with back-off; durable commands are never dropped.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use orch_protocol::events::{self, CommandRejectedData, EventKind, SYSTEM_SERVICE};
+use orch_protocol::registry::Instance;
+use orch_protocol::{ErrorCode, ProtocolError, Subjects, headers};
+use sqlx::PgPool;
+use tokio::sync::{Notify, mpsc, oneshot};
+use uuid::Uuid;
+
+use super::leases::Leases;
+use super::state::{Command, Next, Outcome, Status, decide};
+use crate::storage::{StorageError, instances, ledger, system};
+
+/// Where a command came from, and how to remember it.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    /// The idempotency key. Commands with the same id are applied once; `None` for commands that
+    /// need no memory (internal ones, or requests without an id).
+    pub command_id: Option<String>,
+    pub subject: String,
+    pub stream_seq: Option<u64>,
+    /// From the durable commands stream: never dropped, dead-lettered when refused.
+    pub durable: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum Body {
+    Command(Command),
+    /// Refused before reaching the registry: malformed, invalid, too large or unknown.
+    Invalid { error: ProtocolError, payload: Bytes },
+}
+
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub meta: Meta,
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    /// PostgreSQL did not answer in time, or the orchestrator is shutting down. Retrying is safe.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+struct Job {
+    submission: Submission,
+    reply: Option<oneshot::Sender<Result<Outcome, WriteError>>>,
+}
+
+/// Handle to submit commands; cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Submits and waits for the outcome (committed, or replayed from the ledger).
+    pub async fn submit(&self, submission: Submission) -> Result<Outcome, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job { submission, reply: Some(reply) })
+            .await
+            .map_err(|_| WriteError::Unavailable("the orchestrator is shutting down".into()))?;
+        rx.await.unwrap_or_else(|_| Err(WriteError::Unavailable("the orchestrator is shutting down".into())))
+    }
+
+    /// Submits several in order, then waits for all their outcomes.
+    pub async fn submit_many(&self, submissions: Vec<Submission>) -> Vec<Result<Outcome, WriteError>> {
+        let mut receivers = Vec::with_capacity(submissions.len());
+        for submission in submissions {
+            let (reply, rx) = oneshot::channel();
+            if self.tx.send(Job { submission, reply: Some(reply) }).await.is_err() {
+                break;
+            }
+            receivers.push(rx);
+        }
+        let mut outcomes = Vec::with_capacity(receivers.len());
+        for rx in receivers {
+            outcomes.push(rx.await.unwrap_or_else(|_| Err(WriteError::Unavailable("the orchestrator is shutting down".into()))));
+        }
+        outcomes
+    }
+
+    /// Submits without waiting (internal commands whose outcome nobody awaits).
+    pub async fn submit_detached(&self, submission: Submission) {
+        let _ = self.tx.send(Job { submission, reply: None }).await;
+    }
+}
+
+/// Settings of the writer task.
+pub struct WriterTask {
+    pub pool: PgPool,
+    pub subjects: Subjects,
+    pub leases: Arc<Leases>,
+    pub batch_max: usize,
+    /// Notified after every commit that wrote outbox rows.
+    pub outbox_written: Arc<Notify>,
+    pub max_payload_kept: usize,
+}
+
+impl WriterTask {
+    /// Starts the task; it ends when every [`Writer`] handle is dropped and the queue is drained.
+    pub fn spawn(self) -> (Writer, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(self.batch_max * 8);
+        let handle = tokio::spawn(self.run(rx));
+        (Writer { tx }, handle)
+    }
+
+    async fn run(self, mut rx: mpsc::Receiver<Job>) {
+        let mut follow_ups: Vec<Job> = Vec::new();
+        loop {
+            let mut jobs = std::mem::take(&mut follow_ups);
+            if jobs.is_empty() {
+                match rx.recv().await {
+                    Some(job) => jobs.push(job),
+                    None => break,
+                }
+            }
+            while jobs.len() < self.batch_max {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            follow_ups = self.process(jobs).await;
+        }
+        tracing::debug!("registry writer stopped");
+    }
+
+    /// Applies the batch, retrying while storage is unavailable. Returns follow-up jobs (recoveries
+    /// for instances that beat while their expiry was committing).
+    async fn process(&self, mut jobs: Vec<Job>) -> Vec<Job> {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            // A caller that gave up (timed out) on a non-durable command no longer wants it applied.
+            jobs.retain(|j| j.submission.meta.durable || j.reply.as_ref().is_none_or(|r| !r.is_closed()));
+            if jobs.is_empty() {
+                return Vec::new();
+            }
+            let submissions: Vec<&Submission> = jobs.iter().map(|j| &j.submission).collect();
+            match self.execute(&submissions).await {
+                Ok(applied) => return self.finish(jobs, applied),
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, batch = jobs.len(), retry_in = ?delay, "storage unavailable; batch will be retried");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Err(e) if jobs.len() > 1 => {
+                    // One command broke the whole transaction: apply them one by one to isolate it.
+                    tracing::warn!(error = %e, batch = jobs.len(), "batch failed; applying its commands one by one");
+                    let mut follow_ups = Vec::new();
+                    for job in jobs {
+                        follow_ups.extend(Box::pin(self.process(vec![job])).await);
+                    }
+                    return follow_ups;
+                }
+                Err(e) => {
+                    let mut job = jobs.pop().expect("one job");
+                    tracing::error!(error = %e, subject = %job.submission.meta.subject, "command failed in storage");
+                    if job.submission.meta.durable && !matches!(job.submission.body, Body::Invalid { .. }) {
+                        // Dead-letter it rather than redelivering it forever.
+                        job.submission.body = Body::Invalid {
+                            error: ProtocolError::new(ErrorCode::Internal, format!("storage refused the command: {e}")),
+                            payload: Bytes::new(),
+                        };
+                        jobs = vec![job];
+                        continue;
+                    }
+                    if let Some(reply) = job.reply {
+                        let _ = reply.send(Err(WriteError::Internal(e.to_string())));
+                    }
+                    return Vec::new();
+                }
+            }
+        }
+    }
+
+    /// After commit: update leases, answer callers, wake the relay.
+    fn finish(&self, jobs: Vec<Job>, applied: Applied) -> Vec<Job> {
+        let mut follow_ups = Vec::new();
+        for (job, (outcome, fresh)) in jobs.into_iter().zip(applied.outcomes) {
+            if fresh {
+                if let Body::Command(command) = &job.submission.body {
+                    if let Some(recover) = self.apply_to_leases(command, &outcome) {
+                        follow_ups.push(recover);
+                    }
+                }
+            }
+            if let Some(reply) = job.reply {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        if applied.wrote_outbox {
+            self.outbox_written.notify_one();
+        }
+        follow_ups
+    }
+
+    fn apply_to_leases(&self, command: &Command, outcome: &Outcome) -> Option<Job> {
+        let status = match outcome {
+            Outcome::Applied(reply) => reply.status,
+            Outcome::Failed(_) => return None,
+        };
+        let instance = match outcome {
+            Outcome::Applied(reply) => reply.instance.as_ref(),
+            Outcome::Failed(_) => None,
+        };
+        let ttl = |i: &Instance| Duration::from_secs(u64::from(i.ttl_seconds));
+        match (command, status, instance) {
+            (Command::Register(_), Status::Registered, Some(i)) => self.leases.registered(&i.id, ttl(i), true),
+            (Command::Register(_), Status::Updated, Some(i)) => self.leases.registered(&i.id, ttl(i), false),
+            (Command::Deregister { .. } | Command::Reap { .. }, Status::Deregistered, Some(i)) => {
+                self.leases.removed(&i.id)
+            }
+            (Command::Expire { id, .. }, Status::Expired, Some(i)) => {
+                if self.leases.expired(id, i.critical_since.unwrap_or_else(Utc::now)) {
+                    return Some(Job { submission: internal(Command::Recover { id: id.clone() }), reply: None });
+                }
+            }
+            (Command::Expire { id, .. }, Status::Ignored, _) => self.leases.release(std::slice::from_ref(id), &[]),
+            (Command::Reap { id, .. }, Status::Ignored, _) => self.leases.release(&[], std::slice::from_ref(id)),
+            (Command::Recover { id }, Status::Recovered, _) => self.leases.recovered(id),
+            (Command::Recover { id }, Status::Ignored, _) => self.leases.recovered(id),
+            _ => {}
+        }
+        None
+    }
+
+    /// One transaction for the whole batch.
+    async fn execute(&self, batch: &[&Submission]) -> Result<Applied, StorageError> {
+        let now = Utc::now();
+        let mut tx = self.pool.begin().await?;
+
+        let command_ids: Vec<String> = batch.iter().filter_map(|s| s.meta.command_id.clone()).collect();
+        let known = ledger::processed(&mut tx, &command_ids).await?;
+
+        let touched: Vec<String> = {
+            let mut seen = HashSet::new();
+            batch
+                .iter()
+                .filter_map(|s| match &s.body {
+                    Body::Command(c) => c.instance_id(),
+                    Body::Invalid { .. } => None,
+                })
+                .filter(|id| seen.insert(*id))
+                .map(String::from)
+                .collect()
+        };
+        let mut state: HashMap<String, Option<Instance>> = touched.iter().map(|id| (id.clone(), None)).collect();
+        for instance in instances::lock(&mut tx, &touched).await? {
+            state.insert(instance.id.clone(), Some(instance));
+        }
+
+        let mut out = BatchWrites::default();
+        let mut outcomes: Vec<(Outcome, bool)> = Vec::with_capacity(batch.len());
+        let mut first_of: HashMap<&str, usize> = HashMap::new();
+        for (index, submission) in batch.iter().enumerate() {
+            let meta = &submission.meta;
+            if let Some(id) = meta.command_id.as_deref() {
+                if let Some(stored) = known.get(id) {
+                    let outcome = serde_json::from_value(stored.clone()).unwrap_or_else(|e| {
+                        Outcome::failed(ProtocolError::new(ErrorCode::Internal, format!("stored outcome unreadable: {e}")))
+                    });
+                    outcomes.push((outcome, false));
+                    continue;
+                }
+                if let Some(&first) = first_of.get(id) {
+                    outcomes.push((outcomes[first].0.clone(), false));
+                    continue;
+                }
+                first_of.insert(id, index);
+            }
+            let (outcome, rejection) = match &submission.body {
+                Body::Invalid { error, payload } => (Outcome::failed(error.clone()), Some((error.clone(), payload.clone()))),
+                Body::Command(command) => {
+                    let current = command.instance_id().and_then(|id| state.get(id)).and_then(Option::as_ref);
+                    let decision = decide(command, current, now);
+                    if let Some(id) = command.instance_id() {
+                        match decision.next {
+                            Next::Put(instance) => {
+                                state.insert(id.to_string(), Some(instance));
+                                out.dirty.insert(id.to_string());
+                            }
+                            Next::Delete => {
+                                state.insert(id.to_string(), None);
+                                out.dirty.insert(id.to_string());
+                            }
+                            Next::Keep => {}
+                        }
+                    }
+                    if let Command::SelfPreservation { entered, data } = command {
+                        let value = serde_json::json!({ "active": entered, "since": now, "data": data });
+                        out.system.push((system::SELF_PRESERVATION, value));
+                    }
+                    if let Some(emit) = decision.emit {
+                        let event = events::encode(&self.subjects, emit.kind, &emit.service, &emit.subject, now, &emit.data);
+                        out.outbox.push(ledger::OutboxRow {
+                            msg_id: event.id,
+                            subject: event.subject,
+                            payload: event.payload,
+                            headers: None,
+                        });
+                    }
+                    let rejection = decision.rejected.then(|| {
+                        let error = ProtocolError(decision.outcome.error().cloned().expect("a rejection carries an error"));
+                        let payload = match command {
+                            Command::Register(r) => Bytes::from(serde_json::to_vec(r).unwrap_or_default()),
+                            _ => Bytes::new(),
+                        };
+                        (error, payload)
+                    });
+                    (decision.outcome, rejection)
+                }
+            };
+            if let Some((error, payload)) = rejection {
+                if meta.durable {
+                    self.dead_letter(&mut out, meta, &error, &payload, now);
+                }
+            }
+            if let Some(id) = &meta.command_id {
+                out.processed.push(ledger::Processed {
+                    command_id: id.clone(),
+                    subject: meta.subject.clone(),
+                    stream_seq: meta.stream_seq.map(|s| s as i64),
+                    outcome: serde_json::to_string(&outcome).expect("outcome serializes"),
+                });
+            }
+            outcomes.push((outcome, true));
+        }
+
+        let puts: Vec<&Instance> = out.dirty.iter().filter_map(|id| state.get(id).and_then(Option::as_ref)).collect();
+        let deletes: Vec<String> =
+            out.dirty.iter().filter(|id| state.get(*id).is_some_and(Option::is_none)).cloned().collect();
+        instances::upsert(&mut tx, &puts).await?;
+        instances::delete(&mut tx, &deletes).await?;
+        ledger::enqueue(&mut tx, &out.outbox).await?;
+        ledger::record_dead_letters(&mut tx, &out.dead_letters).await?;
+        ledger::record_processed(&mut tx, &out.processed).await?;
+        for (key, value) in &out.system {
+            system::put(&mut tx, key, value).await?;
+        }
+        tx.commit().await?;
+        Ok(Applied { outcomes, wrote_outbox: !out.outbox.is_empty() })
+    }
+
+    /// A refused durable command: a dead-letter record, a message on the dead-letter stream and a
+    /// `command_rejected` event, all in the batch's transaction.
+    fn dead_letter(&self, out: &mut BatchWrites, meta: &Meta, error: &ProtocolError, payload: &Bytes, now: DateTime<Utc>) {
+        let id = Uuid::now_v7();
+        let truncated = payload.len() > self.max_payload_kept;
+        let kept = payload[..payload.len().min(self.max_payload_kept)].to_vec();
+        let body = error.body();
+        tracing::warn!(subject = %meta.subject, command_id = ?meta.command_id, code = body.code.as_str(),
+            field = ?body.field, message = %body.message, dead_letter = %id, "command rejected");
+        let mut dlq_headers = serde_json::Map::new();
+        dlq_headers.insert(headers::DLQ_ORIGINAL_SUBJECT.into(), meta.subject.clone().into());
+        dlq_headers.insert(headers::DLQ_REASON.into(), body.code.as_str().into());
+        dlq_headers.insert(headers::SERVICE_ERROR.into(), body.message.clone().into());
+        out.outbox.push(ledger::OutboxRow {
+            msg_id: id,
+            subject: self.subjects.dead_letter_for(&meta.subject),
+            payload: kept.clone(),
+            headers: Some(serde_json::Value::Object(dlq_headers)),
+        });
+        let event = events::encode(
+            &self.subjects,
+            EventKind::CommandRejected,
+            SYSTEM_SERVICE,
+            &meta.subject,
+            now,
+            &CommandRejectedData {
+                subject: meta.subject.clone(),
+                command_id: meta.command_id.clone(),
+                error: body.clone(),
+                dead_letter_id: id,
+            },
+        );
+        out.outbox.push(ledger::OutboxRow { msg_id: event.id, subject: event.subject, payload: event.payload, headers: None });
+        out.dead_letters.push(ledger::DeadLetter {
+            id,
+            subject: meta.subject.clone(),
+            command_id: meta.command_id.clone(),
+            stream_seq: meta.stream_seq.map(|s| s as i64),
+            code: body.code.as_str().to_string(),
+            message: body.message.clone(),
+            field: body.field.clone(),
+            payload: kept,
+            payload_truncated: truncated,
+        });
+    }
+}
+
+/// A command the orchestrator issues itself.
+pub fn internal(command: Command) -> Submission {
+    Submission { meta: Meta { command_id: None, subject: "internal".into(), stream_seq: None, durable: false }, body: Body::Command(command) }
+}
+
+#[derive(Default)]
+struct BatchWrites {
+    dirty: HashSet<String>,
+    outbox: Vec<ledger::OutboxRow>,
+    dead_letters: Vec<ledger::DeadLetter>,
+    processed: Vec<ledger::Processed>,
+    system: Vec<(&'static str, serde_json::Value)>,
+}
+
+struct Applied {
+    /// Per submission: the outcome, and whether it was applied now (false: replayed).
+    outcomes: Vec<(Outcome, bool)>,
+    wrote_outbox: bool,
+}
+
+impl From<StorageError> for WriteError {
+    fn from(e: StorageError) -> Self {
+        if e.is_transient() { WriteError::Unavailable(e.to_string()) } else { WriteError::Internal(e.to_string()) }
+    }
+}
+

@@ -1,0 +1,157 @@
+//! The `instances` table: set-based reads and writes, so a batch of any size costs a fixed number
+//! of round trips.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use orch_protocol::registry::{Health, Instance};
+use sqlx::types::Json;
+use sqlx::{FromRow, PgPool, Postgres, QueryBuilder, Transaction};
+
+use super::Result;
+
+const COLUMNS: &str = "id, name, version, address, port, protocol, tags, metadata, dependencies, weight, \
+                       ttl_seconds, health, registered_at, updated_at, critical_since, revision";
+
+#[derive(FromRow)]
+struct Row {
+    id: String,
+    name: String,
+    version: String,
+    address: String,
+    port: i32,
+    protocol: String,
+    tags: Json<Vec<String>>,
+    metadata: Json<BTreeMap<String, String>>,
+    dependencies: Json<Vec<String>>,
+    weight: i32,
+    ttl_seconds: i32,
+    health: String,
+    registered_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    critical_since: Option<DateTime<Utc>>,
+    revision: i64,
+}
+
+impl From<Row> for Instance {
+    fn from(r: Row) -> Self {
+        Instance {
+            id: r.id,
+            name: r.name,
+            version: r.version,
+            address: r.address,
+            port: r.port as u32,
+            protocol: r.protocol,
+            tags: r.tags.0,
+            metadata: r.metadata.0,
+            dependencies: r.dependencies.0,
+            weight: r.weight as u32,
+            ttl_seconds: r.ttl_seconds as u32,
+            // The column has a CHECK constraint, so anything else cannot be stored.
+            health: Health::parse(&r.health).unwrap_or(Health::Critical),
+            registered_at: r.registered_at,
+            updated_at: r.updated_at,
+            critical_since: r.critical_since,
+            revision: r.revision,
+        }
+    }
+}
+
+/// Locks and returns the instances with these ids (those that exist).
+pub async fn lock(tx: &mut Transaction<'_, Postgres>, ids: &[String]) -> Result<Vec<Instance>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM instances WHERE id = ANY($1) FOR UPDATE"))
+        .bind(ids)
+        .fetch_all(&mut **tx)
+        .await?;
+    Ok(rows.into_iter().map(Instance::from).collect())
+}
+
+/// Inserts or replaces these instances (one statement for the whole batch).
+pub async fn upsert(tx: &mut Transaction<'_, Postgres>, instances: &[&Instance]) -> Result<()> {
+    if instances.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO instances SELECT * FROM jsonb_populate_recordset(NULL::instances, $1)
+         ON CONFLICT (id) DO UPDATE SET
+           name = EXCLUDED.name, version = EXCLUDED.version, address = EXCLUDED.address,
+           port = EXCLUDED.port, protocol = EXCLUDED.protocol, tags = EXCLUDED.tags,
+           metadata = EXCLUDED.metadata, dependencies = EXCLUDED.dependencies,
+           weight = EXCLUDED.weight, ttl_seconds = EXCLUDED.ttl_seconds, health = EXCLUDED.health,
+           registered_at = EXCLUDED.registered_at, updated_at = EXCLUDED.updated_at,
+           critical_since = EXCLUDED.critical_since, revision = EXCLUDED.revision",
+    )
+    .bind(Json(instances))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn delete(tx: &mut Transaction<'_, Postgres>, ids: &[String]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM instances WHERE id = ANY($1)").bind(ids).execute(&mut **tx).await?;
+    Ok(())
+}
+
+pub async fn get(pool: &PgPool, id: &str) -> Result<Option<Instance>> {
+    let row: Option<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM instances WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(Instance::from))
+}
+
+/// Filters of a listing; every present filter must match.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    pub name: Option<String>,
+    /// Every tag listed must be present.
+    pub tags: Vec<String>,
+    pub health: Option<Health>,
+    /// Every key must have exactly this value.
+    pub metadata: BTreeMap<String, String>,
+    /// Keyset pagination: only ids greater than this.
+    pub after: Option<String>,
+    pub limit: i64,
+}
+
+/// Instances matching `filter`, ordered by id.
+pub async fn list(pool: &PgPool, filter: &Filter) -> Result<Vec<Instance>> {
+    let mut q: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {COLUMNS} FROM instances WHERE true"));
+    if let Some(name) = &filter.name {
+        q.push(" AND name = ").push_bind(name);
+    }
+    if !filter.tags.is_empty() {
+        q.push(" AND tags @> ").push_bind(Json(&filter.tags));
+    }
+    if let Some(health) = filter.health {
+        q.push(" AND health = ").push_bind(health.as_str());
+    }
+    if !filter.metadata.is_empty() {
+        q.push(" AND metadata @> ").push_bind(Json(&filter.metadata));
+    }
+    if let Some(after) = &filter.after {
+        q.push(" AND id > ").push_bind(after);
+    }
+    q.push(" ORDER BY id LIMIT ").push_bind(filter.limit);
+    let rows: Vec<Row> = q.build_query_as().fetch_all(pool).await?;
+    Ok(rows.into_iter().map(Instance::from).collect())
+}
+
+/// What the lease table needs of every instance at start-up.
+#[derive(Debug, FromRow)]
+pub struct LeaseRow {
+    pub id: String,
+    pub ttl_seconds: i32,
+    pub health: String,
+    pub critical_since: Option<DateTime<Utc>>,
+}
+
+pub async fn all_leases(pool: &PgPool) -> Result<Vec<LeaseRow>> {
+    Ok(sqlx::query_as("SELECT id, ttl_seconds, health, critical_since FROM instances").fetch_all(pool).await?)
+}

@@ -1,0 +1,62 @@
+//! PostgreSQL, the system of record. Every write of the registry happens in one transaction per
+//! batch (see `registry::writer`); this module holds the pool, migrations and the SQL.
+
+mod error;
+pub mod instances;
+pub mod ledger;
+pub mod outbox;
+pub mod system;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+use crate::config::DatabaseConfig;
+pub use error::{Result, StorageError};
+
+/// Embedded migrations from the workspace's `migrations/` folder.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Creates the pool without connecting: the first use connects, and a pool recovers by itself
+/// after PostgreSQL comes back.
+pub fn pool(config: &DatabaseConfig) -> Result<PgPool> {
+    let options: PgConnectOptions = config
+        .database_url
+        .parse::<PgConnectOptions>()
+        .map_err(StorageError::from)?
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2))
+        .application_name("orchestrator");
+    Ok(PgPoolOptions::new()
+        .max_connections(config.database_max_connections)
+        .acquire_timeout(config.database_acquire_timeout)
+        // Detect connections broken by a PostgreSQL restart before handing them out.
+        .test_before_acquire(true)
+        .connect_lazy_with(options))
+}
+
+/// Applies pending migrations, retrying while PostgreSQL is unreachable so that start-up waits for
+/// the database instead of failing.
+pub async fn migrate(pool: &PgPool) -> Result<()> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match MIGRATOR.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(sqlx::migrate::MigrateError::Execute(e)) => {
+                let e = StorageError::from(e);
+                if !e.is_transient() {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(StorageError::Migrate(e)),
+        }
+        tracing::warn!(retry_in = ?delay, "PostgreSQL unreachable while applying migrations; retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// True when PostgreSQL answers.
+pub async fn ping(pool: &PgPool) -> bool {
+    sqlx::query("SELECT 1").execute(pool).await.is_ok()
+}

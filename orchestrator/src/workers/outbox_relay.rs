@@ -1,0 +1,114 @@
+//! The outbox relay: publishes committed outbox rows to JetStream in commit order, with the row's
+//! id as `Nats-Msg-Id`, and deletes them once JetStream acknowledged them. A crash between publish
+//! and delete re-publishes the rows, and JetStream drops the duplicates (within the stream's
+//! duplicate window).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use std::future::IntoFuture;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use sqlx::PgPool;
+use tokio::sync::{Notify, watch};
+
+use crate::storage::outbox;
+
+/// Rows published per round.
+const BATCH: i64 = 1000;
+/// Poll even without a notification: rows committed by another replica, or left by a crash.
+const POLL: Duration = Duration::from_millis(500);
+
+pub struct OutboxRelay {
+    pub pool: PgPool,
+    pub js: jetstream::Context,
+    pub written: Arc<Notify>,
+}
+
+impl OutboxRelay {
+    /// Runs until shutdown, then keeps publishing for up to `drain_for` so that committed events
+    /// leave with the process when they can.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>, drain_for: Duration) {
+        let mut delay = Duration::from_millis(100);
+        let mut drain_deadline: Option<tokio::time::Instant> = None;
+        loop {
+            if drain_deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                tracing::warn!("outbox not drained before shutdown; the rest is published at next start");
+                return;
+            }
+            match self.round().await {
+                Ok(n) if n as i64 == BATCH => continue,
+                Ok(0) if drain_deadline.is_some() => return,
+                Ok(_) => {
+                    delay = Duration::from_millis(100);
+                    if drain_deadline.is_some() {
+                        continue;
+                    }
+                    tokio::select! {
+                        _ = self.written.notified() => {}
+                        _ = tokio::time::sleep(POLL) => {}
+                        _ = shutdown.changed() => drain_deadline = Some(tokio::time::Instant::now() + drain_for),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "outbox relay stalled; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.changed(), if drain_deadline.is_none() => {
+                            drain_deadline = Some(tokio::time::Instant::now() + drain_for)
+                        }
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Publishes one batch; returns how many rows were published and removed.
+    async fn round(&self) -> Result<usize, anyhow::Error> {
+        let rows = outbox::oldest(&self.pool, BATCH).await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut acks = Vec::with_capacity(rows.len());
+        let mut publish_error = None;
+        for row in &rows {
+            let mut publish = PublishMessage::build().payload(row.payload.clone().into()).message_id(row.msg_id.to_string());
+            if let Some(extra) = &row.headers {
+                for (name, value) in extra.0.iter() {
+                    publish = publish.header(name.as_str(), value.as_str());
+                }
+            }
+            match self.js.send_publish(row.subject.clone(), publish).await {
+                Ok(ack) => acks.push(ack),
+                Err(e) => {
+                    publish_error = Some(e);
+                    break;
+                }
+            }
+        }
+        // Only the rows up to the first failure are known to be stored; the rest are retried.
+        let mut published = Vec::with_capacity(acks.len());
+        let mut ack_error = None;
+        for (row, ack) in rows.iter().zip(futures::future::join_all(acks.into_iter().map(IntoFuture::into_future)).await) {
+            match ack {
+                Ok(_) if ack_error.is_none() => published.push(row.seq),
+                Ok(_) => {}
+                Err(e) => {
+                    ack_error.get_or_insert(e);
+                }
+            }
+        }
+        if !published.is_empty() {
+            outbox::remove(&self.pool, &published).await?;
+        }
+        if let Some(e) = publish_error {
+            return Err(e.into());
+        }
+        if let Some(e) = ack_error {
+            return Err(e.into());
+        }
+        Ok(published.len())
+    }
+}
+

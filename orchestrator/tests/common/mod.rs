@@ -1,0 +1,203 @@
+//! Shared helpers of the integration tests: a real nats-server and a fresh PostgreSQL database per
+//! test, the orchestrator started in-process (or as a child process), and readers for what it
+//! wrote to JetStream and PostgreSQL.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::DeliverPolicy};
+use clap::Parser;
+use futures::StreamExt;
+use orch_protocol::Subjects;
+use orch_testkit::NatsServer;
+use orchestrator::config::{Cli, Command, Config};
+use serde_json::Value;
+
+pub use orch_testkit::eventually;
+
+/// Settings for a test orchestrator, as command-line flags.
+pub fn config(nats_url: &str, database_url: &str, extra: &[&str]) -> Config {
+    let mut args = vec![
+        "orchestrator".to_string(),
+        "serve".into(),
+        "--nats-url".into(),
+        nats_url.into(),
+        "--database-url".into(),
+        database_url.into(),
+        "--http-addr".into(),
+        "127.0.0.1:0".into(),
+        "--log".into(),
+        "warn".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    match Cli::try_parse_from(args).expect("valid test configuration").command {
+        Command::Serve(config) => *config,
+        _ => unreachable!(),
+    }
+}
+
+/// One NATS server, one database, one orchestrator.
+pub struct Stack {
+    pub nats: NatsServer,
+    pub database_url: String,
+    pub orchestrator: Option<orchestrator::Running>,
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub pool: sqlx::PgPool,
+    pub subjects: Subjects,
+    extra: Vec<String>,
+}
+
+pub fn init_logs() {
+    orchestrator::telemetry::init("warn", orchestrator::config::LogFormat::Human);
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        Stack::start_with(&[]).await
+    }
+
+    pub async fn start_with(extra: &[&str]) -> Stack {
+        init_logs();
+        let nats = NatsServer::start();
+        let database_url = orch_testkit::fresh_database().await;
+        let client = async_nats::connect(nats.url()).await.expect("connect test client");
+        let js = jetstream::new(client.clone());
+        let pool = sqlx::PgPool::connect(&database_url).await.expect("connect test pool");
+        let mut stack = Stack {
+            nats,
+            database_url,
+            orchestrator: None,
+            client,
+            js,
+            pool,
+            subjects: Subjects::default(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        stack.start_orchestrator().await;
+        stack
+    }
+
+    pub fn config(&self) -> Config {
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        config(&self.nats.url(), &self.database_url, &extra)
+    }
+
+    pub async fn start_orchestrator(&mut self) {
+        let running = orchestrator::start(self.config()).await.expect("orchestrator starts");
+        self.orchestrator = Some(running);
+    }
+
+    pub async fn stop_orchestrator(&mut self) {
+        if let Some(running) = self.orchestrator.take() {
+            running.shutdown().await;
+        }
+    }
+
+    pub fn running(&self) -> &orchestrator::Running {
+        self.orchestrator.as_ref().expect("orchestrator running")
+    }
+
+    pub fn http_port(&self) -> u16 {
+        self.running().http_addr.port()
+    }
+
+    /// Publishes a command to JetStream with an optional `Nats-Msg-Id`; returns after the PubAck.
+    pub async fn publish_command(&self, verb: &str, payload: &str, msg_id: Option<&str>) {
+        let subject = self.subjects.command("registry", verb);
+        publish_raw(&self.js, &subject, payload.as_bytes(), msg_id).await;
+    }
+
+    /// Sends a request and returns (error code header, parsed body).
+    pub async fn request(&self, verb: &str, payload: &str) -> (Option<String>, Value) {
+        let reply = self
+            .client
+            .request(self.subjects.request("registry", verb), payload.to_string().into())
+            .await
+            .expect("request answered");
+        let code = reply
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(orch_protocol::headers::SERVICE_ERROR_CODE))
+            .map(|v| v.as_str().to_string());
+        (code, serde_json::from_slice(&reply.payload).expect("reply is JSON"))
+    }
+
+    /// Every event on the events stream so far, as JSON, in stream order.
+    pub async fn events(&self) -> Vec<Value> {
+        read_stream(&self.js, &self.subjects.events_stream(), None).await
+    }
+
+    /// Waits until the events stream holds at least `n` events matching `filter` and returns them.
+    pub async fn wait_events(&self, n: usize, what: &str, filter: impl Fn(&Value) -> bool) -> Vec<Value> {
+        eventually(Duration::from_secs(20), what, || async {
+            let found: Vec<Value> = self.events().await.into_iter().filter(|e| filter(e)).collect();
+            (found.len() >= n).then_some(found)
+        })
+        .await
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.expect("count query")
+    }
+}
+
+pub async fn publish_raw(js: &jetstream::Context, subject: &str, payload: &[u8], msg_id: Option<&str>) {
+    let mut publish = jetstream::message::PublishMessage::build().payload(payload.to_vec().into());
+    if let Some(id) = msg_id {
+        publish = publish.message_id(id);
+    }
+    js.send_publish(subject.to_string(), publish).await.expect("publish").await.expect("PubAck");
+}
+
+/// Reads a whole stream (or one subject filter) with an ephemeral ordered consumer.
+pub async fn read_stream(js: &jetstream::Context, stream: &str, filter: Option<&str>) -> Vec<Value> {
+    read_stream_raw(js, stream, filter)
+        .await
+        .into_iter()
+        .map(|m| serde_json::from_slice(&m.payload).unwrap_or(Value::Null))
+        .collect()
+}
+
+pub async fn read_stream_raw(js: &jetstream::Context, stream: &str, filter: Option<&str>) -> Vec<async_nats::Message> {
+    let stream_handle = js.get_stream(stream).await.expect("stream exists");
+    let mut info = stream_handle.clone();
+    let total = info.info().await.expect("stream info").state.messages;
+    if total == 0 {
+        return Vec::new();
+    }
+    let consumer = stream_handle
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::All,
+            filter_subject: filter.unwrap_or_default().to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("ordered consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut out = Vec::new();
+    loop {
+        let next = tokio::time::timeout(Duration::from_millis(500), messages.next()).await;
+        match next {
+            Ok(Some(Ok(m))) => {
+                let pending = m.info().map(|i| i.pending).unwrap_or(0);
+                out.push(m.message.clone());
+                if pending == 0 {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+/// The `data` of events of one type.
+pub fn of_type<'a>(events: &'a [Value], ty: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == ty).collect()
+}
+
+/// A registration payload.
+pub fn registration(id: &str, name: &str, ttl: u32) -> String {
+    serde_json::json!({ "id": id, "name": name, "address": "127.0.0.1", "port": 8080, "ttl_seconds": ttl }).to_string()
+}
