@@ -76,23 +76,38 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let subjects = Subjects::new(&config.subject_prefix)?;
 
     let pool = storage::pool(&config.database)?;
-    storage::migrate(&pool).await.context("applying database migrations")?;
+    storage::migrate(&pool)
+        .await
+        .context("applying database migrations")?;
 
     let client = nats::connect(&config).await?;
     let js = async_nats::jetstream::new(client.clone());
     nats::provision(&js, &config, &subjects).await?;
 
     let leases = Arc::new(Leases::default());
-    let rows = retry("loading instances", || storage::instances::all_leases(&pool)).await?;
+    let rows = retry("loading instances", || {
+        storage::instances::all_leases(&pool)
+    })
+    .await?;
     let instance_count = rows.len();
     leases.load(rows.into_iter().map(|r| {
-        let critical_since = if r.health == "critical" { Some(r.critical_since.unwrap_or_else(chrono::Utc::now)) } else { None };
-        (r.id, Duration::from_secs(r.ttl_seconds.max(1) as u64), critical_since)
+        let critical_since = if r.health == "critical" {
+            Some(r.critical_since.unwrap_or_else(chrono::Utc::now))
+        } else {
+            None
+        };
+        (
+            r.id,
+            Duration::from_secs(r.ttl_seconds.max(1) as u64),
+            critical_since,
+        )
     }));
-    let self_preservation = retry("reading system state", || storage::system::get(&pool, storage::system::SELF_PRESERVATION))
-        .await?
-        .and_then(|v| v.get("active").and_then(|a| a.as_bool()))
-        .unwrap_or(false);
+    let self_preservation = retry("reading system state", || {
+        storage::system::get(&pool, storage::system::SELF_PRESERVATION)
+    })
+    .await?
+    .and_then(|v| v.get("active").and_then(|a| a.as_bool()))
+    .unwrap_or(false);
 
     let outbox_written = Arc::new(Notify::new());
     let (writer, writer_task) = WriterTask {
@@ -104,14 +119,34 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         max_payload_kept: config.command_max_bytes,
     }
     .spawn();
-    let registry = Arc::new(Registry::new(writer, leases, pool.clone(), config.request_timeout));
+    let registry = Arc::new(Registry::new(
+        writer,
+        leases,
+        pool.clone(),
+        config.request_timeout,
+    ));
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (relay_shutdown, relay_shutdown_rx) = watch::channel(false);
     let relay = tokio::spawn(
-        workers::outbox_relay::OutboxRelay { pool: pool.clone(), js: js.clone(), written: outbox_written }
-            .run(relay_shutdown_rx, OUTBOX_DRAIN),
+        workers::outbox_relay::OutboxRelay {
+            pool: pool.clone(),
+            js: js.clone(),
+            written: outbox_written,
+        }
+        .run(relay_shutdown_rx, OUTBOX_DRAIN),
     );
+
+    // Subscribe before reporting ready, so no request or heartbeat finds nobody listening.
+    let request_sub = client
+        .queue_subscribe(subjects.requests_all(), consumers::QUEUE_GROUP.into())
+        .await?;
+    let heartbeat_sub = client
+        .queue_subscribe(subjects.heartbeats_all(), consumers::QUEUE_GROUP.into())
+        .await?;
+    // A round trip: the server handles a connection's messages in order, so once this is
+    // answered the subscriptions above are registered.
+    js.query_account().await.context("confirming subscriptions with the NATS server")?;
 
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(
@@ -126,12 +161,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     ));
     tasks.push(tokio::spawn(consumers::requests::run(
         client.clone(),
+        request_sub,
         subjects.clone(),
         registry.clone(),
         config.command_max_bytes,
         shutdown_rx.clone(),
     )));
-    tasks.push(tokio::spawn(consumers::heartbeats::run(client.clone(), subjects.clone(), registry.clone(), shutdown_rx.clone())));
+    tasks.push(tokio::spawn(consumers::heartbeats::run(
+        client.clone(),
+        heartbeat_sub,
+        subjects.clone(),
+        registry.clone(),
+        shutdown_rx.clone(),
+    )));
     tasks.push(tokio::spawn(sweeper::run(
         registry.clone(),
         SweeperConfig {
@@ -143,7 +185,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         self_preservation,
         shutdown_rx.clone(),
     )));
-    tasks.push(tokio::spawn(workers::maintenance::run(pool.clone(), config.processed_retention, shutdown_rx.clone())));
+    tasks.push(tokio::spawn(workers::maintenance::run(
+        pool.clone(),
+        config.processed_retention,
+        shutdown_rx.clone(),
+    )));
 
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
@@ -175,7 +221,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         startup_ms = started.elapsed().as_millis() as u64,
         "orchestrator ready"
     );
-    Ok(Running { http_addr, shutdown, relay_shutdown, tasks, writer: writer_task, relay, registry, app: state })
+    Ok(Running {
+        http_addr,
+        shutdown,
+        relay_shutdown,
+        tasks,
+        writer: writer_task,
+        relay,
+        registry,
+        app: state,
+    })
 }
 
 /// Retries a storage read while PostgreSQL is unavailable.

@@ -32,7 +32,11 @@ impl CommandConsumer {
         let name = self.subjects.commands_consumer();
         let mut delay = Duration::from_millis(200);
         'reconnect: while !*shutdown.borrow() {
-            let consumer: jetstream::consumer::PullConsumer = match self.js.get_consumer_from_stream(&name, &stream).await {
+            let consumer: jetstream::consumer::PullConsumer = match self
+                .js
+                .get_consumer_from_stream(&name, &stream)
+                .await
+            {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?delay, "commands consumer unavailable");
@@ -88,13 +92,23 @@ impl CommandConsumer {
             .iter()
             .map(|m| {
                 let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
-                decode_command(&self.subjects, &m.subject, m.headers.as_ref(), &m.payload, seq, self.command_max_bytes)
+                decode_command(
+                    &self.subjects,
+                    &m.subject,
+                    m.headers.as_ref(),
+                    &m.payload,
+                    seq,
+                    self.command_max_bytes,
+                )
             })
             .collect();
         let outcomes = {
             let submit = self.registry.writer.submit_many(submissions);
             tokio::pin!(submit);
-            let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+            let mut progress = tokio::time::interval_at(
+                tokio::time::Instant::now() + PROGRESS_EVERY,
+                PROGRESS_EVERY,
+            );
             loop {
                 tokio::select! {
                     outcomes = &mut submit => break outcomes,
@@ -106,13 +120,23 @@ impl CommandConsumer {
                 }
             }
         };
-        for (message, outcome) in batch.iter().zip(outcomes.iter().map(Some).chain(std::iter::repeat(None))) {
+        for (message, outcome) in batch
+            .iter()
+            .zip(outcomes.iter().map(Some).chain(std::iter::repeat(None)))
+        {
             match outcome {
                 Some(Ok(outcome)) => {
-                    if let Some(reply_to) = message.headers.as_ref().and_then(|h| h.get(headers::REPLY_TO)) {
+                    if let Some(reply_to) = message
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get(headers::REPLY_TO))
+                    {
                         let (headers, body) = reply_message(outcome);
                         let client = self.js.client();
-                        if let Err(e) = client.publish_with_headers(reply_to.as_str().to_string(), headers, body).await {
+                        if let Err(e) = client
+                            .publish_with_headers(reply_to.as_str().to_string(), headers, body)
+                            .await
+                        {
                             tracing::debug!(error = %e, "could not publish a command outcome");
                         }
                     }
@@ -124,7 +148,9 @@ impl CommandConsumer {
                 }
                 // Not committed (shutting down): leave it for redelivery.
                 Some(Err(_)) | None => {
-                    let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
                 }
             }
         }

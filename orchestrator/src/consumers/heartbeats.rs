@@ -8,24 +8,25 @@ use futures::StreamExt;
 use orch_protocol::{ErrorCode, ProtocolError, Subjects};
 use tokio::sync::watch;
 
-use super::{QUEUE_GROUP, error_message};
+use super::error_message;
 use crate::registry::{Beat, Registry};
 
-pub async fn run(client: async_nats::Client, subjects: Subjects, registry: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {
-    let mut sub = match client.queue_subscribe(subjects.heartbeats_all(), QUEUE_GROUP.into()).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot subscribe to heartbeats");
-            return;
-        }
-    };
+pub async fn run(
+    client: async_nats::Client,
+    mut sub: async_nats::Subscriber,
+    subjects: Subjects,
+    registry: Arc<Registry>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     tracing::info!(subject = %subjects.heartbeats_all(), "accepting heartbeats");
     loop {
         let message = tokio::select! {
             m = sub.next() => match m { Some(m) => m, None => break },
             _ = shutdown.changed() => break,
         };
-        let Some(id) = subjects.parse_heartbeat(&message.subject) else { continue };
+        let Some(id) = subjects.parse_heartbeat(&message.subject) else {
+            continue;
+        };
         let beat = registry.heartbeat(id).await;
         if let Some(reply) = message.reply {
             let (headers, body) = match beat {
@@ -34,9 +35,10 @@ pub async fn run(client: async_nats::Client, subjects: Subjects, registry: Arc<R
                     "id",
                     format!("no instance with id {id:?} is registered; register it again"),
                 )),
-                Beat::Renewed | Beat::NeedsRecovery => {
-                    (async_nats::HeaderMap::new(), bytes::Bytes::from_static(br#"{"status":"renewed"}"#))
-                }
+                Beat::Renewed | Beat::NeedsRecovery => (
+                    async_nats::HeaderMap::new(),
+                    bytes::Bytes::from_static(br#"{"status":"renewed"}"#),
+                ),
             };
             let _ = client.publish_with_headers(reply, headers, body).await;
         }

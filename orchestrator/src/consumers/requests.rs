@@ -9,7 +9,7 @@ use orch_protocol::{ErrorCode, ProtocolError, Subjects};
 use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 
-use super::{QUEUE_GROUP, Request, decode_request, error_message, reply_message};
+use super::{Request, decode_request, error_message, reply_message};
 use crate::registry::{Registry, WriteError};
 use crate::storage::instances::Filter;
 
@@ -18,18 +18,12 @@ const MAX_IN_FLIGHT: usize = 4096;
 
 pub async fn run(
     client: async_nats::Client,
+    mut sub: async_nats::Subscriber,
     subjects: Subjects,
     registry: Arc<Registry>,
     max_bytes: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut sub = match client.queue_subscribe(subjects.requests_all(), QUEUE_GROUP.into()).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot subscribe to requests");
-            return;
-        }
-    };
     tracing::info!(subject = %subjects.requests_all(), "answering requests");
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
@@ -37,7 +31,9 @@ pub async fn run(
             m = sub.next() => match m { Some(m) => m, None => break },
             _ = shutdown.changed() => break,
         };
-        let Ok(permit) = permits.clone().acquire_owned().await else { break };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
         let (client, subjects, registry) = (client.clone(), subjects.clone(), registry.clone());
         tokio::spawn(async move {
             let (headers, body) = answer(&subjects, &registry, &message, max_bytes).await;
@@ -51,7 +47,10 @@ pub async fn run(
 }
 
 fn ok(value: &impl Serialize) -> (async_nats::HeaderMap, bytes::Bytes) {
-    (async_nats::HeaderMap::new(), serde_json::to_vec(value).expect("reply serializes").into())
+    (
+        async_nats::HeaderMap::new(),
+        serde_json::to_vec(value).expect("reply serializes").into(),
+    )
 }
 
 fn unavailable(message: String) -> (async_nats::HeaderMap, bytes::Bytes) {
@@ -64,7 +63,13 @@ async fn answer(
     message: &async_nats::Message,
     max_bytes: usize,
 ) -> (async_nats::HeaderMap, bytes::Bytes) {
-    let request = match decode_request(subjects, &message.subject, message.headers.as_ref(), &message.payload, max_bytes) {
+    let request = match decode_request(
+        subjects,
+        &message.subject,
+        message.headers.as_ref(),
+        &message.payload,
+        max_bytes,
+    ) {
         Ok(r) => r,
         Err(e) => return error_message(e),
     };
@@ -76,11 +81,17 @@ async fn answer(
         Request::Write(submission) => match registry.submit(submission).await {
             Ok(outcome) => reply_message(&outcome),
             Err(WriteError::Unavailable(m)) => unavailable(m),
-            Err(WriteError::Internal(m)) => error_message(ProtocolError::new(ErrorCode::Internal, m)),
+            Err(WriteError::Internal(m)) => {
+                error_message(ProtocolError::new(ErrorCode::Internal, m))
+            }
         },
         Request::Get(id) => match registry.get(&id).await {
             Ok(Some(view)) => ok(&view),
-            Ok(None) => error_message(ProtocolError::field(ErrorCode::NotFound, "id", format!("no instance with id {id:?}"))),
+            Ok(None) => error_message(ProtocolError::field(
+                ErrorCode::NotFound,
+                "id",
+                format!("no instance with id {id:?}"),
+            )),
             Err(e) => storage_error(e),
         },
         Request::List(list) => {

@@ -25,14 +25,23 @@ async fn discover(
     Path(name): Path<String>,
     params: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Discovery>, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::new(ErrorCode::ValidationFailed, e.body_text()))?;
+    let Query(params) =
+        params.map_err(|e| ApiError::new(ErrorCode::ValidationFailed, e.body_text()))?;
     if !orch_protocol::registry::is_valid_name(&name) {
-        return Err(ApiError::field(ErrorCode::ValidationFailed, "name", format!("{name:?} is not a valid service name")));
+        return Err(ApiError::field(
+            ErrorCode::ValidationFailed,
+            "name",
+            format!("{name:?} is not a valid service name"),
+        ));
     }
     let strategy = match params.strategy.as_deref() {
         None => Strategy::default(),
         Some(s) => Strategy::parse(s).ok_or_else(|| {
-            ApiError::field(ErrorCode::ValidationFailed, "strategy", "must be round_robin, weighted or random")
+            ApiError::field(
+                ErrorCode::ValidationFailed,
+                "strategy",
+                "must be round_robin, weighted or random",
+            )
         })?,
     };
     Ok(Json(state.registry.discover(&name, strategy).await?))

@@ -20,11 +20,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"));
         if !json_type {
-            return Err(ApiError::new(ErrorCode::MalformedPayload, "expected a body with Content-Type: application/json"));
+            return Err(ApiError::new(
+                ErrorCode::MalformedPayload,
+                "expected a body with Content-Type: application/json",
+            ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(ErrorCode::PayloadTooLarge, "the request body is larger than the limit")
+                ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    "the request body is larger than the limit",
+                )
             } else {
                 ApiError::new(ErrorCode::MalformedPayload, rejection.body_text())
             }

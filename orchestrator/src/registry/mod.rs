@@ -48,8 +48,19 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(writer: Writer, leases: Arc<Leases>, pool: PgPool, request_timeout: Duration) -> Registry {
-        Registry { writer, leases, pool, balancer: Default::default(), request_timeout }
+    pub fn new(
+        writer: Writer,
+        leases: Arc<Leases>,
+        pool: PgPool,
+        request_timeout: Duration,
+    ) -> Registry {
+        Registry {
+            writer,
+            leases,
+            pool,
+            balancer: Default::default(),
+            request_timeout,
+        }
     }
 
     /// Submits a command on behalf of a caller that waits (HTTP, request/reply): gives up with
@@ -69,17 +80,25 @@ impl Registry {
     pub async fn heartbeat(&self, id: &str) -> Beat {
         let beat = self.leases.beat(id);
         if beat == Beat::NeedsRecovery {
-            self.writer.submit_detached(writer::internal(Command::Recover { id: id.to_string() })).await;
+            self.writer
+                .submit_detached(writer::internal(Command::Recover { id: id.to_string() }))
+                .await;
         }
         beat
     }
 
     pub async fn get(&self, id: &str) -> storage::Result<Option<InstanceView>> {
-        Ok(instances::get(&self.pool, id).await?.map(|instance| self.view(instance)))
+        Ok(instances::get(&self.pool, id)
+            .await?
+            .map(|instance| self.view(instance)))
     }
 
     pub async fn list(&self, filter: &instances::Filter) -> storage::Result<Vec<InstanceView>> {
-        Ok(instances::list(&self.pool, filter).await?.into_iter().map(|i| self.view(i)).collect())
+        Ok(instances::list(&self.pool, filter)
+            .await?
+            .into_iter()
+            .map(|i| self.view(i))
+            .collect())
     }
 
     /// Passing instances of `service` and the one `strategy` picks.
@@ -92,7 +111,12 @@ impl Registry {
         };
         let instances = instances::list(&self.pool, &filter).await?;
         let instance = self.balancer.choose(service, &instances, strategy).cloned();
-        Ok(Discovery { service: service.to_string(), strategy, instance, instances })
+        Ok(Discovery {
+            service: service.to_string(),
+            strategy,
+            instance,
+            instances,
+        })
     }
 
     fn view(&self, instance: Instance) -> InstanceView {

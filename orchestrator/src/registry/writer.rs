@@ -39,7 +39,10 @@ pub struct Meta {
 pub enum Body {
     Command(Command),
     /// Refused before reaching the registry: malformed, invalid, too large or unknown.
-    Invalid { error: ProtocolError, payload: Bytes },
+    Invalid {
+        error: ProtocolError,
+        payload: Bytes,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -73,32 +76,60 @@ impl Writer {
     pub async fn submit(&self, submission: Submission) -> Result<Outcome, WriteError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job { submission, reply: Some(reply) })
+            .send(Job {
+                submission,
+                reply: Some(reply),
+            })
             .await
             .map_err(|_| WriteError::Unavailable("the orchestrator is shutting down".into()))?;
-        rx.await.unwrap_or_else(|_| Err(WriteError::Unavailable("the orchestrator is shutting down".into())))
+        rx.await.unwrap_or_else(|_| {
+            Err(WriteError::Unavailable(
+                "the orchestrator is shutting down".into(),
+            ))
+        })
     }
 
     /// Submits several in order, then waits for all their outcomes.
-    pub async fn submit_many(&self, submissions: Vec<Submission>) -> Vec<Result<Outcome, WriteError>> {
+    pub async fn submit_many(
+        &self,
+        submissions: Vec<Submission>,
+    ) -> Vec<Result<Outcome, WriteError>> {
         let mut receivers = Vec::with_capacity(submissions.len());
         for submission in submissions {
             let (reply, rx) = oneshot::channel();
-            if self.tx.send(Job { submission, reply: Some(reply) }).await.is_err() {
+            if self
+                .tx
+                .send(Job {
+                    submission,
+                    reply: Some(reply),
+                })
+                .await
+                .is_err()
+            {
                 break;
             }
             receivers.push(rx);
         }
         let mut outcomes = Vec::with_capacity(receivers.len());
         for rx in receivers {
-            outcomes.push(rx.await.unwrap_or_else(|_| Err(WriteError::Unavailable("the orchestrator is shutting down".into()))));
+            outcomes.push(rx.await.unwrap_or_else(|_| {
+                Err(WriteError::Unavailable(
+                    "the orchestrator is shutting down".into(),
+                ))
+            }));
         }
         outcomes
     }
 
     /// Submits without waiting (internal commands whose outcome nobody awaits).
     pub async fn submit_detached(&self, submission: Submission) {
-        let _ = self.tx.send(Job { submission, reply: None }).await;
+        let _ = self
+            .tx
+            .send(Job {
+                submission,
+                reply: None,
+            })
+            .await;
     }
 }
 
@@ -148,7 +179,9 @@ impl WriterTask {
         let mut delay = Duration::from_millis(50);
         loop {
             // A caller that gave up (timed out) on a non-durable command no longer wants it applied.
-            jobs.retain(|j| j.submission.meta.durable || j.reply.as_ref().is_none_or(|r| !r.is_closed()));
+            jobs.retain(|j| {
+                j.submission.meta.durable || j.reply.as_ref().is_none_or(|r| !r.is_closed())
+            });
             if jobs.is_empty() {
                 return Vec::new();
             }
@@ -172,10 +205,15 @@ impl WriterTask {
                 Err(e) => {
                     let mut job = jobs.pop().expect("one job");
                     tracing::error!(error = %e, subject = %job.submission.meta.subject, "command failed in storage");
-                    if job.submission.meta.durable && !matches!(job.submission.body, Body::Invalid { .. }) {
+                    if job.submission.meta.durable
+                        && !matches!(job.submission.body, Body::Invalid { .. })
+                    {
                         // Dead-letter it rather than redelivering it forever.
                         job.submission.body = Body::Invalid {
-                            error: ProtocolError::new(ErrorCode::Internal, format!("storage refused the command: {e}")),
+                            error: ProtocolError::new(
+                                ErrorCode::Internal,
+                                format!("storage refused the command: {e}"),
+                            ),
                             payload: Bytes::new(),
                         };
                         jobs = vec![job];
@@ -222,18 +260,32 @@ impl WriterTask {
         };
         let ttl = |i: &Instance| Duration::from_secs(u64::from(i.ttl_seconds));
         match (command, status, instance) {
-            (Command::Register(_), Status::Registered, Some(i)) => self.leases.registered(&i.id, ttl(i), true),
-            (Command::Register(_), Status::Updated, Some(i)) => self.leases.registered(&i.id, ttl(i), false),
+            (Command::Register(_), Status::Registered, Some(i)) => {
+                self.leases.registered(&i.id, ttl(i), true)
+            }
+            (Command::Register(_), Status::Updated, Some(i)) => {
+                self.leases.registered(&i.id, ttl(i), false)
+            }
             (Command::Deregister { .. } | Command::Reap { .. }, Status::Deregistered, Some(i)) => {
                 self.leases.removed(&i.id)
             }
             (Command::Expire { id, .. }, Status::Expired, Some(i)) => {
-                if self.leases.expired(id, i.critical_since.unwrap_or_else(Utc::now)) {
-                    return Some(Job { submission: internal(Command::Recover { id: id.clone() }), reply: None });
+                if self
+                    .leases
+                    .expired(id, i.critical_since.unwrap_or_else(Utc::now))
+                {
+                    return Some(Job {
+                        submission: internal(Command::Recover { id: id.clone() }),
+                        reply: None,
+                    });
                 }
             }
-            (Command::Expire { id, .. }, Status::Ignored, _) => self.leases.release(std::slice::from_ref(id), &[]),
-            (Command::Reap { id, .. }, Status::Ignored, _) => self.leases.release(&[], std::slice::from_ref(id)),
+            (Command::Expire { id, .. }, Status::Ignored, _) => {
+                self.leases.release(std::slice::from_ref(id), &[])
+            }
+            (Command::Reap { id, .. }, Status::Ignored, _) => {
+                self.leases.release(&[], std::slice::from_ref(id))
+            }
             (Command::Recover { id }, Status::Recovered, _) => self.leases.recovered(id),
             (Command::Recover { id }, Status::Ignored, _) => self.leases.recovered(id),
             _ => {}
@@ -246,7 +298,10 @@ impl WriterTask {
         let now = Utc::now();
         let mut tx = self.pool.begin().await?;
 
-        let command_ids: Vec<String> = batch.iter().filter_map(|s| s.meta.command_id.clone()).collect();
+        let command_ids: Vec<String> = batch
+            .iter()
+            .filter_map(|s| s.meta.command_id.clone())
+            .collect();
         let known = ledger::processed(&mut tx, &command_ids).await?;
 
         let touched: Vec<String> = {
@@ -261,7 +316,8 @@ impl WriterTask {
                 .map(String::from)
                 .collect()
         };
-        let mut state: HashMap<String, Option<Instance>> = touched.iter().map(|id| (id.clone(), None)).collect();
+        let mut state: HashMap<String, Option<Instance>> =
+            touched.iter().map(|id| (id.clone(), None)).collect();
         for instance in instances::lock(&mut tx, &touched).await? {
             state.insert(instance.id.clone(), Some(instance));
         }
@@ -274,7 +330,10 @@ impl WriterTask {
             if let Some(id) = meta.command_id.as_deref() {
                 if let Some(stored) = known.get(id) {
                     let outcome = serde_json::from_value(stored.clone()).unwrap_or_else(|e| {
-                        Outcome::failed(ProtocolError::new(ErrorCode::Internal, format!("stored outcome unreadable: {e}")))
+                        Outcome::failed(ProtocolError::new(
+                            ErrorCode::Internal,
+                            format!("stored outcome unreadable: {e}"),
+                        ))
                     });
                     outcomes.push((outcome, false));
                     continue;
@@ -286,9 +345,15 @@ impl WriterTask {
                 first_of.insert(id, index);
             }
             let (outcome, rejection) = match &submission.body {
-                Body::Invalid { error, payload } => (Outcome::failed(error.clone()), Some((error.clone(), payload.clone()))),
+                Body::Invalid { error, payload } => (
+                    Outcome::failed(error.clone()),
+                    Some((error.clone(), payload.clone())),
+                ),
                 Body::Command(command) => {
-                    let current = command.instance_id().and_then(|id| state.get(id)).and_then(Option::as_ref);
+                    let current = command
+                        .instance_id()
+                        .and_then(|id| state.get(id))
+                        .and_then(Option::as_ref);
                     let decision = decide(command, current, now);
                     if let Some(id) = command.instance_id() {
                         match decision.next {
@@ -304,11 +369,19 @@ impl WriterTask {
                         }
                     }
                     if let Command::SelfPreservation { entered, data } = command {
-                        let value = serde_json::json!({ "active": entered, "since": now, "data": data });
+                        let value =
+                            serde_json::json!({ "active": entered, "since": now, "data": data });
                         out.system.push((system::SELF_PRESERVATION, value));
                     }
                     if let Some(emit) = decision.emit {
-                        let event = events::encode(&self.subjects, emit.kind, &emit.service, &emit.subject, now, &emit.data);
+                        let event = events::encode(
+                            &self.subjects,
+                            emit.kind,
+                            &emit.service,
+                            &emit.subject,
+                            now,
+                            &emit.data,
+                        );
                         out.outbox.push(ledger::OutboxRow {
                             msg_id: event.id,
                             subject: event.subject,
@@ -317,9 +390,17 @@ impl WriterTask {
                         });
                     }
                     let rejection = decision.rejected.then(|| {
-                        let error = ProtocolError(decision.outcome.error().cloned().expect("a rejection carries an error"));
+                        let error = ProtocolError(
+                            decision
+                                .outcome
+                                .error()
+                                .cloned()
+                                .expect("a rejection carries an error"),
+                        );
                         let payload = match command {
-                            Command::Register(r) => Bytes::from(serde_json::to_vec(r).unwrap_or_default()),
+                            Command::Register(r) => {
+                                Bytes::from(serde_json::to_vec(r).unwrap_or_default())
+                            }
                             _ => Bytes::new(),
                         };
                         (error, payload)
@@ -343,9 +424,17 @@ impl WriterTask {
             outcomes.push((outcome, true));
         }
 
-        let puts: Vec<&Instance> = out.dirty.iter().filter_map(|id| state.get(id).and_then(Option::as_ref)).collect();
-        let deletes: Vec<String> =
-            out.dirty.iter().filter(|id| state.get(*id).is_some_and(Option::is_none)).cloned().collect();
+        let puts: Vec<&Instance> = out
+            .dirty
+            .iter()
+            .filter_map(|id| state.get(id).and_then(Option::as_ref))
+            .collect();
+        let deletes: Vec<String> = out
+            .dirty
+            .iter()
+            .filter(|id| state.get(*id).is_some_and(Option::is_none))
+            .cloned()
+            .collect();
         instances::upsert(&mut tx, &puts).await?;
         instances::delete(&mut tx, &deletes).await?;
         ledger::enqueue(&mut tx, &out.outbox).await?;
@@ -355,12 +444,22 @@ impl WriterTask {
             system::put(&mut tx, key, value).await?;
         }
         tx.commit().await?;
-        Ok(Applied { outcomes, wrote_outbox: !out.outbox.is_empty() })
+        Ok(Applied {
+            outcomes,
+            wrote_outbox: !out.outbox.is_empty(),
+        })
     }
 
     /// A refused durable command: a dead-letter record, a message on the dead-letter stream and a
     /// `command_rejected` event, all in the batch's transaction.
-    fn dead_letter(&self, out: &mut BatchWrites, meta: &Meta, error: &ProtocolError, payload: &Bytes, now: DateTime<Utc>) {
+    fn dead_letter(
+        &self,
+        out: &mut BatchWrites,
+        meta: &Meta,
+        error: &ProtocolError,
+        payload: &Bytes,
+        now: DateTime<Utc>,
+    ) {
         let id = Uuid::now_v7();
         let truncated = payload.len() > self.max_payload_kept;
         let kept = payload[..payload.len().min(self.max_payload_kept)].to_vec();
@@ -368,7 +467,10 @@ impl WriterTask {
         tracing::warn!(subject = %meta.subject, command_id = ?meta.command_id, code = body.code.as_str(),
             field = ?body.field, message = %body.message, dead_letter = %id, "command rejected");
         let mut dlq_headers = serde_json::Map::new();
-        dlq_headers.insert(headers::DLQ_ORIGINAL_SUBJECT.into(), meta.subject.clone().into());
+        dlq_headers.insert(
+            headers::DLQ_ORIGINAL_SUBJECT.into(),
+            meta.subject.clone().into(),
+        );
         dlq_headers.insert(headers::DLQ_REASON.into(), body.code.as_str().into());
         dlq_headers.insert(headers::SERVICE_ERROR.into(), body.message.clone().into());
         out.outbox.push(ledger::OutboxRow {
@@ -390,7 +492,12 @@ impl WriterTask {
                 dead_letter_id: id,
             },
         );
-        out.outbox.push(ledger::OutboxRow { msg_id: event.id, subject: event.subject, payload: event.payload, headers: None });
+        out.outbox.push(ledger::OutboxRow {
+            msg_id: event.id,
+            subject: event.subject,
+            payload: event.payload,
+            headers: None,
+        });
         out.dead_letters.push(ledger::DeadLetter {
             id,
             subject: meta.subject.clone(),
@@ -407,7 +514,15 @@ impl WriterTask {
 
 /// A command the orchestrator issues itself.
 pub fn internal(command: Command) -> Submission {
-    Submission { meta: Meta { command_id: None, subject: "internal".into(), stream_seq: None, durable: false }, body: Body::Command(command) }
+    Submission {
+        meta: Meta {
+            command_id: None,
+            subject: "internal".into(),
+            stream_seq: None,
+            durable: false,
+        },
+        body: Body::Command(command),
+    }
 }
 
 #[derive(Default)]
@@ -427,7 +542,10 @@ struct Applied {
 
 impl From<StorageError> for WriteError {
     fn from(e: StorageError) -> Self {
-        if e.is_transient() { WriteError::Unavailable(e.to_string()) } else { WriteError::Internal(e.to_string()) }
+        if e.is_transient() {
+            WriteError::Unavailable(e.to_string())
+        } else {
+            WriteError::Internal(e.to_string())
+        }
     }
 }
-

@@ -19,7 +19,9 @@ pub async fn run(pool: PgPool, retention: Duration, mut shutdown: watch::Receive
         match ledger::prune_processed(&pool, retention).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "pruned processed-command ids past retention"),
-            Err(e) => tracing::warn!(error = %e, "pruning processed-command ids failed; will retry"),
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning processed-command ids failed; will retry")
+            }
         }
     }
 }
