@@ -146,7 +146,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await?;
     // A round trip: the server handles a connection's messages in order, so once this is
     // answered the subscriptions above are registered.
-    js.query_account().await.context("confirming subscriptions with the NATS server")?;
+    js.query_account()
+        .await
+        .context("confirming subscriptions with the NATS server")?;
 
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(

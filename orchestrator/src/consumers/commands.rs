@@ -32,11 +32,7 @@ impl CommandConsumer {
         let name = self.subjects.commands_consumer();
         let mut delay = Duration::from_millis(200);
         'reconnect: while !*shutdown.borrow() {
-            let consumer: jetstream::consumer::PullConsumer = match self
-                .js
-                .get_consumer_from_stream(&name, &stream)
-                .await
-            {
+            let consumer = match self.attach(&stream, &name).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?delay, "commands consumer unavailable");
@@ -85,6 +81,28 @@ impl CommandConsumer {
             }
         }
         tracing::info!("commands consumer stopped");
+    }
+
+    /// Recreates the durable consumer and returns it. On a work-queue stream the messages stay until
+    /// acknowledged, so a fresh consumer delivers every unacknowledged command again, oldest
+    /// first. Without this, commands delivered to a crashed process would only come back after
+    /// the ack wait, behind newer ones, and be applied out of order.
+    async fn attach(
+        &self,
+        stream: &str,
+        name: &str,
+    ) -> Result<jetstream::consumer::PullConsumer, anyhow::Error> {
+        match self.js.delete_consumer_from_stream(name, stream).await {
+            Ok(_) => {}
+            Err(e)
+                if matches!(e.kind(), jetstream::stream::ConsumerErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(self
+            .js
+            .create_consumer_on_stream(crate::nats::desired_consumer(&self.subjects), stream)
+            .await?)
     }
 
     async fn handle(&self, batch: Vec<jetstream::Message>) {

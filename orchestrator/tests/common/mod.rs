@@ -3,6 +3,8 @@
 //! wrote to JetStream and PostgreSQL.
 #![allow(dead_code)]
 
+pub mod load;
+
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::DeliverPolicy};

@@ -1,0 +1,175 @@
+//! A command load for the crash and outage tests: registrations, then updates, then
+//! deregistrations, each with a unique `Nats-Msg-Id`, re-published until JetStream acknowledges
+//! it (a client that never gives up, as a real one would), and the checks that every command was
+//! applied exactly once with exactly one event per state change.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use orch_protocol::Subjects;
+use serde_json::Value;
+
+pub struct Load {
+    pub registers: usize,
+    pub updates: usize,
+    pub deregisters: usize,
+    /// Pause between chunks of 200, so the load spans the failures a test injects.
+    pub pace: Duration,
+}
+
+impl Load {
+    pub fn total(&self) -> usize {
+        self.registers + self.updates + self.deregisters
+    }
+
+    /// The commands in publishing order: (msg id, subject verb, payload).
+    pub fn commands(&self) -> Vec<(String, &'static str, String)> {
+        let mut out = Vec::with_capacity(self.total());
+        for i in 0..self.registers {
+            out.push((format!("reg-{i}"), "register", registration(i, 8080)));
+        }
+        // Updates touch the instances after the deregistered ones.
+        for i in self.deregisters..self.deregisters + self.updates {
+            out.push((format!("upd-{i}"), "register", registration(i, 9000)));
+        }
+        for i in 0..self.deregisters {
+            out.push((
+                format!("dereg-{i}"),
+                "deregister",
+                format!(r#"{{"id":"i-{i}"}}"#),
+            ));
+        }
+        out
+    }
+
+    /// Publishes everything, pipelining up to 200 un-acknowledged messages, and retries each until
+    /// it has a PubAck (through NATS restarts). Returns the number of retries.
+    pub async fn publish(&self, js: &jetstream::Context, subjects: &Subjects) -> usize {
+        let mut retries = 0;
+        let commands = self.commands();
+        for chunk in commands.chunks(200) {
+            let mut pending: Vec<&(String, &str, String)> = chunk.iter().collect();
+            while !pending.is_empty() {
+                let mut acks = Vec::new();
+                for (id, verb, payload) in &pending {
+                    let publish = jetstream::message::PublishMessage::build()
+                        .payload(payload.clone().into())
+                        .message_id(id.as_str());
+                    let ack = js
+                        .send_publish(subjects.command("registry", verb), publish)
+                        .await;
+                    acks.push(ack);
+                }
+                let mut failed = Vec::new();
+                for (command, ack) in pending.iter().zip(acks) {
+                    let ok = match ack {
+                        Ok(future) => tokio::time::timeout(Duration::from_secs(5), future)
+                            .await
+                            .is_ok_and(|r| r.is_ok()),
+                        Err(_) => false,
+                    };
+                    if !ok {
+                        failed.push(*command);
+                    }
+                }
+                if !failed.is_empty() {
+                    retries += failed.len();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                // Order matters only between a registration and its later update or
+                // deregistration, which are in later chunks; a retried chunk is re-sent whole
+                // in its original order before the next chunk starts.
+                pending = failed;
+            }
+            tokio::time::sleep(self.pace).await;
+        }
+        retries
+    }
+
+    /// Checks PostgreSQL and the events stream after everything was processed.
+    pub async fn verify(&self, pool: &sqlx::PgPool, events: &[Value]) {
+        let processed: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_commands")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            processed as usize,
+            self.total(),
+            "every command is in the ledger exactly once"
+        );
+        let instances: i64 = sqlx::query_scalar("SELECT count(*) FROM instances")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            instances as usize,
+            self.registers - self.deregisters,
+            "deregistered ones are gone"
+        );
+        let updated: i64 = sqlx::query_scalar("SELECT count(*) FROM instances WHERE port = 9000")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(updated as usize, self.updates, "every update applied");
+        let wrong_revision: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM instances WHERE revision <> CASE WHEN port = 9000 THEN 2 ELSE 1 END")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            wrong_revision, 0,
+            "no change was applied twice (revisions count changes)"
+        );
+
+        let ids: HashSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+        assert_eq!(ids.len(), events.len(), "no event was published twice");
+        let mut per_kind: HashMap<(String, String), usize> = HashMap::new();
+        for e in events {
+            *per_kind
+                .entry((
+                    e["type"].as_str().unwrap().to_string(),
+                    e["subject"].as_str().unwrap().to_string(),
+                ))
+                .or_default() += 1;
+        }
+        assert!(
+            per_kind.values().all(|&n| n == 1),
+            "at most one event per kind and instance"
+        );
+        let count = |ty: &str| events.iter().filter(|e| e["type"] == ty).count();
+        assert_eq!(count("io.orch.registry.registered.v1"), self.registers);
+        assert_eq!(count("io.orch.registry.updated.v1"), self.updates);
+        assert_eq!(count("io.orch.registry.deregistered.v1"), self.deregisters);
+        assert_eq!(
+            events.len(),
+            self.total(),
+            "exactly one event per state change and nothing else"
+        );
+    }
+}
+
+fn registration(i: usize, port: u16) -> String {
+    format!(
+        r#"{{"id":"i-{i}","name":"load","address":"127.0.0.1","port":{port},"ttl_seconds":3600}}"#
+    )
+}
+
+/// Waits until the commands stream and the outbox are empty.
+pub async fn wait_drained(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    pool: &sqlx::PgPool,
+    timeout: Duration,
+) {
+    super::eventually(timeout, "commands applied and outbox published", || async {
+        let mut stream = js.get_stream(subjects.commands_stream()).await.ok()?;
+        let waiting = stream.info().await.ok()?.state.messages;
+        let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(pool)
+            .await
+            .ok()?;
+        (waiting == 0 && outbox == 0).then_some(())
+    })
+    .await
+}

@@ -1,0 +1,85 @@
+//! Exactly-once under crashes: the orchestrator binary is killed with SIGKILL again and again while
+//! a client publishes thousands of commands. After a final restart every command is applied once
+//! and every state change has exactly one event.
+
+mod common;
+
+use std::time::Duration;
+
+use common::load::{Load, wait_drained};
+use common::read_stream;
+use orch_protocol::Subjects;
+use orch_testkit::{NatsServer, OrchestratorProcess, TempDir};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_load_loses_nothing_and_duplicates_nothing() {
+    let nats = NatsServer::start();
+    let database_url = orch_testkit::fresh_database().await;
+    let logs = TempDir::new("orch-crash-logs");
+    let log = logs.path().join("orchestrator.log");
+    let env = [
+        ("ORCH_NATS_URL", nats.url()),
+        ("ORCH_DATABASE_URL", database_url.clone()),
+        ("ORCH_LOG", "info".to_string()),
+        ("ORCH_BATCH_MAX", "64".to_string()),
+    ];
+    let mut orchestrator =
+        OrchestratorProcess::start(env!("CARGO_BIN_EXE_orchestrator"), &env, &log);
+    orchestrator.wait_ready(Duration::from_secs(60));
+
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let subjects = Subjects::default();
+    let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
+
+    let load = || Load {
+        registers: 2000,
+        updates: 500,
+        deregisters: 500,
+        pace: Duration::from_millis(150),
+    };
+    let publisher = {
+        let (js, subjects, load) = (js.clone(), subjects.clone(), load());
+        tokio::spawn(async move { load.publish(&js, &subjects).await })
+    };
+
+    // Kill at random moments while commands are being published and processed.
+    let total = load().total() as i64;
+    let mut kills = 0;
+    let mut processed_at_kill = Vec::new();
+    while !publisher.is_finished() || kills < 8 {
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(150..450))).await;
+        orchestrator.kill();
+        kills += 1;
+        let processed: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_commands")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        processed_at_kill.push(processed);
+        orchestrator.start_again();
+        // Sometimes kill it again before it is even ready.
+        if kills % 3 != 0 {
+            orchestrator.wait_ready(Duration::from_secs(60));
+        }
+    }
+    publisher.await.unwrap();
+    orchestrator.wait_ready(Duration::from_secs(60));
+    wait_drained(&js, &subjects, &pool, Duration::from_secs(120)).await;
+
+    let events = read_stream(&js, &subjects.events_stream(), None).await;
+    load().verify(&pool, &events).await;
+    eprintln!("commands processed at each kill: {processed_at_kill:?} of {total}");
+    let mid_flight = processed_at_kill
+        .iter()
+        .filter(|&&p| p > 0 && p < total)
+        .count();
+    assert!(
+        mid_flight >= 2,
+        "kills landed while commands were being applied: {processed_at_kill:?}"
+    );
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !log_text.contains("panicked"),
+        "no panic in the orchestrator log"
+    );
+}

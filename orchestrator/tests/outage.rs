@@ -1,0 +1,149 @@
+//! Outages of NATS and PostgreSQL during load stall progress, not correctness: the orchestrator
+//! keeps running, nothing accepted is lost, nothing is applied twice, and it resumes by itself.
+
+mod common;
+
+use std::time::Duration;
+
+use common::load::{Load, wait_drained};
+use common::{config, read_stream};
+use orch_protocol::Subjects;
+use orch_testkit::{NatsServer, Postgres, http_request};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restart_during_load() {
+    common::init_logs();
+    let mut nats = NatsServer::start();
+    let database_url = orch_testkit::fresh_database().await;
+    let running = orchestrator::start(config(&nats.url(), &database_url, &[]))
+        .await
+        .unwrap();
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(nats.url())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    let subjects = Subjects::default();
+    let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
+
+    let load = Load {
+        registers: 1500,
+        updates: 300,
+        deregisters: 300,
+        pace: Duration::from_millis(300),
+    };
+    let publisher = {
+        let (js, subjects) = (js.clone(), subjects.clone());
+        tokio::spawn(async move {
+            Load {
+                registers: 1500,
+                updates: 300,
+                deregisters: 300,
+                pace: Duration::from_millis(300),
+            }
+            .publish(&js, &subjects)
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A crash of the server, not a polite stop; then a second, graceful restart.
+    nats.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    nats.start_again();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    nats.restart();
+    let retries = publisher.await.unwrap();
+
+    wait_drained(&js, &subjects, &pool, Duration::from_secs(120)).await;
+    let events = read_stream(&js, &subjects.events_stream(), None).await;
+    load.verify(&pool, &events).await;
+    eprintln!("publisher retried {retries} commands across the restarts");
+
+    // Still serving.
+    let port = running.http_addr.port();
+    let (status, body) =
+        tokio::task::spawn_blocking(move || orch_testkit::http_get(port, "/readyz").unwrap())
+            .await
+            .unwrap();
+    assert_eq!(status, 200, "{body}");
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_for_ten_seconds_during_load() {
+    common::init_logs();
+    let nats = NatsServer::start();
+    let postgres = Postgres::start();
+    let database_url = orch_testkit::fresh_database_on(&postgres.url).await;
+    let running = orchestrator::start(config(
+        &nats.url(),
+        &database_url,
+        &["--request-timeout", "2s"],
+    ))
+    .await
+    .unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let subjects = Subjects::default();
+
+    let load = Load {
+        registers: 1500,
+        updates: 300,
+        deregisters: 300,
+        pace: Duration::from_millis(300),
+    };
+    let publisher = {
+        let (js, subjects) = (js.clone(), subjects.clone());
+        tokio::spawn(async move {
+            Load {
+                registers: 1500,
+                updates: 300,
+                deregisters: 300,
+                pace: Duration::from_millis(300),
+            }
+            .publish(&js, &subjects)
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    postgres.stop();
+    let down_since = std::time::Instant::now();
+
+    // While PostgreSQL is down, HTTP writes answer 503 with a JSON reason instead of hanging.
+    let port = running.http_addr.port();
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        http_request(
+            port,
+            "POST",
+            "/api/v1/services",
+            Some(r#"{"name":"during","address":"h","port":1}"#),
+        )
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"unavailable\""), "{body}");
+    let (status, _) =
+        tokio::task::spawn_blocking(move || orch_testkit::http_get(port, "/readyz").unwrap())
+            .await
+            .unwrap();
+    assert_eq!(status, 503, "not ready without PostgreSQL");
+
+    let remaining = Duration::from_secs(10).saturating_sub(down_since.elapsed());
+    tokio::time::sleep(remaining).await;
+    postgres.start_again();
+    publisher.await.unwrap();
+
+    let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
+    wait_drained(&js, &subjects, &pool, Duration::from_secs(120)).await;
+    let events = read_stream(&js, &subjects.events_stream(), None).await;
+    load.verify(&pool, &events).await;
+    let (status, _) =
+        tokio::task::spawn_blocking(move || orch_testkit::http_get(port, "/readyz").unwrap())
+            .await
+            .unwrap();
+    assert_eq!(status, 200, "ready again by itself");
+    running.shutdown().await;
+}
