@@ -42,11 +42,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseConfig {
     /// PostgreSQL connection URL.
-    #[arg(
-        long,
-        env = "ORCH_DATABASE_URL",
-        default_value = "postgres://orch@127.0.0.1:55432/orch"
-    )]
+    #[arg(long, env = "ORCH_DATABASE_URL", default_value = "postgres://orch@127.0.0.1:55432/orch")]
     pub database_url: String,
 
     /// Maximum connections in the PostgreSQL pool.
@@ -139,11 +135,7 @@ pub struct Config {
     pub self_preservation_threshold: f64,
 
     /// Self-preservation only applies with at least this many live instances.
-    #[arg(
-        long,
-        env = "ORCH_SELF_PRESERVATION_MIN_INSTANCES",
-        default_value_t = 10
-    )]
+    #[arg(long, env = "ORCH_SELF_PRESERVATION_MIN_INSTANCES", default_value_t = 10)]
     pub self_preservation_min_instances: usize,
 
     /// How long the ids of processed commands are remembered for exactly-once handling.
@@ -154,8 +146,7 @@ pub struct Config {
 impl Config {
     /// Checks relations between settings that clap cannot express.
     pub fn validate(&self) -> Result<(), String> {
-        orch_protocol::Subjects::new(&self.subject_prefix)
-            .map_err(|e| format!("--subject-prefix: {e}"))?;
+        orch_protocol::Subjects::new(&self.subject_prefix).map_err(|e| format!("--subject-prefix: {e}"))?;
         if !(0.0..=1.0).contains(&self.self_preservation_threshold) {
             return Err("--self-preservation-threshold must be between 0 and 1".into());
         }
@@ -178,11 +169,9 @@ pub fn parse() -> Cli {
     if let Some(path) = config_file_from(&args) {
         match file_defaults(&path) {
             Ok(defaults) => command = apply_defaults(command, &defaults),
-            Err(e) => clap::Error::raw(
-                clap::error::ErrorKind::Io,
-                format!("config file {}: {e}\n", path.display()),
-            )
-            .exit(),
+            Err(e) => {
+                clap::Error::raw(clap::error::ErrorKind::Io, format!("config file {}: {e}\n", path.display())).exit()
+            }
         }
     }
     let matches = command.get_matches_from(args);
@@ -215,9 +204,7 @@ fn file_defaults(path: &std::path::Path) -> Result<Vec<(String, String)>, String
                 toml::Value::Float(f) => f.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
                 other => {
-                    return Err(format!(
-                        "`{key}`: only strings, numbers and booleans are allowed, got {other}"
-                    ));
+                    return Err(format!("`{key}`: only strings, numbers and booleans are allowed, got {other}"));
                 }
             };
             Ok((key.replace('_', "-"), value))
@@ -230,18 +217,9 @@ fn file_defaults(path: &std::path::Path) -> Result<Vec<(String, String)>, String
 fn apply_defaults(mut command: clap::Command, defaults: &[(String, String)]) -> clap::Command {
     for (key, value) in defaults {
         let mut known = false;
-        for name in command
-            .get_subcommands()
-            .map(|s| s.get_name().to_string())
-            .collect::<Vec<_>>()
-        {
-            let sub = command
-                .find_subcommand_mut(&name)
-                .expect("subcommand listed");
-            if sub
-                .get_arguments()
-                .any(|a| a.get_long() == Some(key.as_str()))
-            {
+        for name in command.get_subcommands().map(|s| s.get_name().to_string()).collect::<Vec<_>>() {
+            let sub = command.find_subcommand_mut(&name).expect("subcommand listed");
+            if sub.get_arguments().any(|a| a.get_long() == Some(key.as_str())) {
                 known = true;
                 let id = sub
                     .get_arguments()
@@ -275,17 +253,10 @@ mod tests {
 
     #[test]
     fn file_values_are_defaults_that_flags_override() {
-        let defaults = vec![
-            ("nats-url".to_string(), "nats://file:4222".to_string()),
-            ("batch-max".into(), "7".into()),
-        ];
+        let defaults = vec![("nats-url".to_string(), "nats://file:4222".to_string()), ("batch-max".into(), "7".into())];
         let command = apply_defaults(Cli::command(), &defaults);
-        let m = command
-            .try_get_matches_from(["orchestrator", "serve", "--batch-max", "9"])
-            .unwrap();
-        let Command::Serve(config) = Cli::from_arg_matches(&m).unwrap().command else {
-            panic!("serve")
-        };
+        let m = command.try_get_matches_from(["orchestrator", "serve", "--batch-max", "9"]).unwrap();
+        let Command::Serve(config) = Cli::from_arg_matches(&m).unwrap().command else { panic!("serve") };
         assert_eq!(config.nats_url, "nats://file:4222");
         assert_eq!(config.batch_max, 9);
     }

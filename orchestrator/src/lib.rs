@@ -4,6 +4,7 @@
 pub mod config;
 pub mod consumers;
 pub mod http;
+pub mod metrics;
 pub mod nats;
 pub mod registry;
 pub mod storage;
@@ -76,39 +77,27 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let subjects = Subjects::new(&config.subject_prefix)?;
 
     let pool = storage::pool(&config.database)?;
-    storage::migrate(&pool)
-        .await
-        .context("applying database migrations")?;
+    storage::migrate(&pool).await.context("applying database migrations")?;
 
     let client = nats::connect(&config).await?;
     let js = async_nats::jetstream::new(client.clone());
     nats::provision(&js, &config, &subjects).await?;
 
     let leases = Arc::new(Leases::default());
-    let rows = retry("loading instances", || {
-        storage::instances::all_leases(&pool)
-    })
-    .await?;
+    let rows = retry("loading instances", || storage::instances::all_leases(&pool)).await?;
     let instance_count = rows.len();
     leases.load(rows.into_iter().map(|r| {
-        let critical_since = if r.health == "critical" {
-            Some(r.critical_since.unwrap_or_else(chrono::Utc::now))
-        } else {
-            None
-        };
-        (
-            r.id,
-            Duration::from_secs(r.ttl_seconds.max(1) as u64),
-            critical_since,
-        )
+        let critical_since =
+            if r.health == "critical" { Some(r.critical_since.unwrap_or_else(chrono::Utc::now)) } else { None };
+        (r.id, Duration::from_secs(r.ttl_seconds.max(1) as u64), critical_since)
     }));
-    let self_preservation = retry("reading system state", || {
-        storage::system::get(&pool, storage::system::SELF_PRESERVATION)
-    })
-    .await?
-    .and_then(|v| v.get("active").and_then(|a| a.as_bool()))
-    .unwrap_or(false);
+    let self_preservation =
+        retry("reading system state", || storage::system::get(&pool, storage::system::SELF_PRESERVATION))
+            .await?
+            .and_then(|v| v.get("active").and_then(|a| a.as_bool()))
+            .unwrap_or(false);
 
+    let metrics = Arc::new(metrics::Metrics::default());
     let outbox_written = Arc::new(Notify::new());
     let (writer, writer_task) = WriterTask {
         pool: pool.clone(),
@@ -117,14 +106,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         batch_max: config.batch_max,
         outbox_written: outbox_written.clone(),
         max_payload_kept: config.command_max_bytes,
+        metrics: metrics.clone(),
     }
     .spawn();
-    let registry = Arc::new(Registry::new(
-        writer,
-        leases,
-        pool.clone(),
-        config.request_timeout,
-    ));
+    let registry = Arc::new(Registry::new(writer, leases, pool.clone(), config.request_timeout, metrics.clone()));
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (relay_shutdown, relay_shutdown_rx) = watch::channel(false);
@@ -133,22 +118,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             pool: pool.clone(),
             js: js.clone(),
             written: outbox_written,
+            metrics: metrics.clone(),
         }
         .run(relay_shutdown_rx, OUTBOX_DRAIN),
     );
 
     // Subscribe before reporting ready, so no request or heartbeat finds nobody listening.
-    let request_sub = client
-        .queue_subscribe(subjects.requests_all(), consumers::QUEUE_GROUP.into())
-        .await?;
-    let heartbeat_sub = client
-        .queue_subscribe(subjects.heartbeats_all(), consumers::QUEUE_GROUP.into())
-        .await?;
+    let request_sub = client.queue_subscribe(subjects.requests_all(), consumers::QUEUE_GROUP.into()).await?;
+    let heartbeat_sub = client.queue_subscribe(subjects.heartbeats_all(), consumers::QUEUE_GROUP.into()).await?;
     // A round trip: the server handles a connection's messages in order, so once this is
     // answered the subscriptions above are registered.
-    js.query_account()
-        .await
-        .context("confirming subscriptions with the NATS server")?;
+    js.query_account().await.context("confirming subscriptions with the NATS server")?;
 
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(
@@ -187,11 +167,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         self_preservation,
         shutdown_rx.clone(),
     )));
-    tasks.push(tokio::spawn(workers::maintenance::run(
-        pool.clone(),
-        config.processed_retention,
-        shutdown_rx.clone(),
-    )));
+    tasks.push(tokio::spawn(workers::maintenance::run(pool.clone(), config.processed_retention, shutdown_rx.clone())));
 
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
@@ -202,6 +178,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         pool: pool.clone(),
         nats: client.clone(),
         max_body_bytes: config.command_max_bytes,
+        metrics,
     };
     let app = http::app(state.clone());
     let mut http_shutdown = shutdown_rx.clone();
@@ -223,16 +200,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         startup_ms = started.elapsed().as_millis() as u64,
         "orchestrator ready"
     );
-    Ok(Running {
-        http_addr,
-        shutdown,
-        relay_shutdown,
-        tasks,
-        writer: writer_task,
-        relay,
-        registry,
-        app: state,
-    })
+    Ok(Running { http_addr, shutdown, relay_shutdown, tasks, writer: writer_task, relay, registry, app: state })
 }
 
 /// Retries a storage read while PostgreSQL is unavailable.

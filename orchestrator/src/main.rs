@@ -24,10 +24,7 @@ async fn main() -> ExitCode {
                 }
             };
             wait_for_signal().await;
-            if tokio::time::timeout(SHUTDOWN_GRACE, running.shutdown())
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(SHUTDOWN_GRACE, running.shutdown()).await.is_err() {
                 tracing::warn!(grace = ?SHUTDOWN_GRACE, "in-flight work did not finish in time; exiting anyway");
             }
             ExitCode::SUCCESS
@@ -57,8 +54,8 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => tracing::info!("SIGINT received"),
             _ = term.recv() => tracing::info!("SIGTERM received"),

@@ -13,10 +13,7 @@ use crate::config::Config;
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
     #[error("cannot connect to NATS at {url}: {source}")]
-    Connect {
-        url: String,
-        source: async_nats::ConnectError,
-    },
+    Connect { url: String, source: async_nats::ConnectError },
     #[error("JetStream request failed while provisioning {what}: {message}")]
     Provision { what: String, message: String },
 }
@@ -78,9 +75,7 @@ pub fn desired_streams(config: &Config, subjects: &Subjects) -> Vec<stream::Conf
         },
         stream::Config {
             name: subjects.dead_letter_stream(),
-            description: Some(
-                "Commands the orchestrator rejected, with the reason in headers".into(),
-            ),
+            description: Some("Commands the orchestrator rejected, with the reason in headers".into()),
             subjects: vec![subjects.dead_letters_all()],
             retention: stream::RetentionPolicy::Limits,
             storage: stream::StorageType::File,
@@ -109,79 +104,35 @@ pub fn desired_consumer(subjects: &Subjects) -> consumer::pull::Config {
 
 /// Differences between an existing stream's settings and the wanted ones, as
 /// `(setting, current, wanted, changeable in place)`.
-pub fn drift(
-    current: &stream::Config,
-    wanted: &stream::Config,
-) -> Vec<(&'static str, String, String, bool)> {
+pub fn drift(current: &stream::Config, wanted: &stream::Config) -> Vec<(&'static str, String, String, bool)> {
     let mut out = Vec::new();
     let mut check = |name, a: String, b: String, mutable| {
         if a != b {
             out.push((name, a, b, mutable));
         }
     };
-    check(
-        "subjects",
-        format!("{:?}", current.subjects),
-        format!("{:?}", wanted.subjects),
-        true,
-    );
-    check(
-        "retention",
-        format!("{:?}", current.retention),
-        format!("{:?}", wanted.retention),
-        false,
-    );
-    check(
-        "storage",
-        format!("{:?}", current.storage),
-        format!("{:?}", wanted.storage),
-        false,
-    );
-    check(
-        "discard",
-        format!("{:?}", current.discard),
-        format!("{:?}", wanted.discard),
-        true,
-    );
-    check(
-        "max_messages",
-        current.max_messages.to_string(),
-        wanted.max_messages.to_string(),
-        true,
-    );
-    check(
-        "max_age",
-        format!("{:?}", current.max_age),
-        format!("{:?}", wanted.max_age),
-        true,
-    );
+    check("subjects", format!("{:?}", current.subjects), format!("{:?}", wanted.subjects), true);
+    check("retention", format!("{:?}", current.retention), format!("{:?}", wanted.retention), false);
+    check("storage", format!("{:?}", current.storage), format!("{:?}", wanted.storage), false);
+    check("discard", format!("{:?}", current.discard), format!("{:?}", wanted.discard), true);
+    check("max_messages", current.max_messages.to_string(), wanted.max_messages.to_string(), true);
+    check("max_age", format!("{:?}", current.max_age), format!("{:?}", wanted.max_age), true);
     check(
         "duplicate_window",
         format!("{:?}", current.duplicate_window),
         format!("{:?}", wanted.duplicate_window),
         true,
     );
-    check(
-        "num_replicas",
-        current.num_replicas.to_string(),
-        wanted.num_replicas.to_string(),
-        true,
-    );
+    check("num_replicas", current.num_replicas.to_string(), wanted.num_replicas.to_string(), true);
     out
 }
 
 fn provision_error(what: &str, e: impl std::fmt::Display) -> NatsError {
-    NatsError::Provision {
-        what: what.to_string(),
-        message: e.to_string(),
-    }
+    NatsError::Provision { what: what.to_string(), message: e.to_string() }
 }
 
 /// Creates or reconciles one stream.
-pub async fn ensure_stream(
-    js: &jetstream::Context,
-    wanted: stream::Config,
-) -> Result<(), NatsError> {
+pub async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Result<(), NatsError> {
     let name = wanted.name.clone();
     let mut existing = match js.get_stream(&name).await {
         Ok(s) => s,
@@ -189,19 +140,13 @@ pub async fn ensure_stream(
             if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
                 if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
         {
-            js.create_stream(wanted)
-                .await
-                .map_err(|e| provision_error(&name, e))?;
+            js.create_stream(wanted).await.map_err(|e| provision_error(&name, e))?;
             tracing::info!(stream = %name, "stream created");
             return Ok(());
         }
         Err(e) => return Err(provision_error(&name, e)),
     };
-    let info = existing
-        .info()
-        .await
-        .map_err(|e| provision_error(&name, e))?
-        .clone();
+    let info = existing.info().await.map_err(|e| provision_error(&name, e))?.clone();
     let differences = drift(&info.config, &wanted);
     if differences.is_empty() {
         tracing::info!(stream = %name, messages = info.state.messages, "stream ready");
@@ -232,11 +177,7 @@ pub async fn ensure_stream(
 }
 
 /// Provisions every stream and the consumer, retrying while NATS is unreachable.
-pub async fn provision(
-    js: &jetstream::Context,
-    config: &Config,
-    subjects: &Subjects,
-) -> Result<(), NatsError> {
+pub async fn provision(js: &jetstream::Context, config: &Config, subjects: &Subjects) -> Result<(), NatsError> {
     let mut delay = Duration::from_millis(200);
     loop {
         match provision_once(js, config, subjects).await {
@@ -250,18 +191,12 @@ pub async fn provision(
     }
 }
 
-async fn provision_once(
-    js: &jetstream::Context,
-    config: &Config,
-    subjects: &Subjects,
-) -> Result<(), NatsError> {
+async fn provision_once(js: &jetstream::Context, config: &Config, subjects: &Subjects) -> Result<(), NatsError> {
     for wanted in desired_streams(config, subjects) {
         ensure_stream(js, wanted).await?;
     }
     let stream = subjects.commands_stream();
     let wanted = desired_consumer(subjects);
-    js.create_consumer_on_stream(wanted, &stream)
-        .await
-        .map_err(|e| provision_error("the commands consumer", e))?;
+    js.create_consumer_on_stream(wanted, &stream).await.map_err(|e| provision_error("the commands consumer", e))?;
     Ok(())
 }

@@ -23,8 +23,7 @@ async fn kill_9_during_load_loses_nothing_and_duplicates_nothing() {
         ("ORCH_LOG", "info".to_string()),
         ("ORCH_BATCH_MAX", "64".to_string()),
     ];
-    let mut orchestrator =
-        OrchestratorProcess::start(env!("CARGO_BIN_EXE_orchestrator"), &env, &log);
+    let mut orchestrator = OrchestratorProcess::start(env!("CARGO_BIN_EXE_orchestrator"), &env, &log);
     orchestrator.wait_ready(Duration::from_secs(60));
 
     let client = async_nats::connect(nats.url()).await.unwrap();
@@ -32,12 +31,7 @@ async fn kill_9_during_load_loses_nothing_and_duplicates_nothing() {
     let subjects = Subjects::default();
     let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
 
-    let load = || Load {
-        registers: 2000,
-        updates: 500,
-        deregisters: 500,
-        pace: Duration::from_millis(150),
-    };
+    let load = || Load { registers: 2000, updates: 500, deregisters: 500, pace: Duration::from_millis(150) };
     let publisher = {
         let (js, subjects, load) = (js.clone(), subjects.clone(), load());
         tokio::spawn(async move { load.publish(&js, &subjects).await })
@@ -51,10 +45,8 @@ async fn kill_9_during_load_loses_nothing_and_duplicates_nothing() {
         tokio::time::sleep(Duration::from_millis(fastrand::u64(150..450))).await;
         orchestrator.kill();
         kills += 1;
-        let processed: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_commands")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        let processed: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM processed_commands").fetch_one(&pool).await.unwrap();
         processed_at_kill.push(processed);
         orchestrator.start_again();
         // Sometimes kill it again before it is even ready.
@@ -69,17 +61,8 @@ async fn kill_9_during_load_loses_nothing_and_duplicates_nothing() {
     let events = read_stream(&js, &subjects.events_stream(), None).await;
     load().verify(&pool, &events).await;
     eprintln!("commands processed at each kill: {processed_at_kill:?} of {total}");
-    let mid_flight = processed_at_kill
-        .iter()
-        .filter(|&&p| p > 0 && p < total)
-        .count();
-    assert!(
-        mid_flight >= 2,
-        "kills landed while commands were being applied: {processed_at_kill:?}"
-    );
+    let mid_flight = processed_at_kill.iter().filter(|&&p| p > 0 && p < total).count();
+    assert!(mid_flight >= 2, "kills landed while commands were being applied: {processed_at_kill:?}");
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(
-        !log_text.contains("panicked"),
-        "no panic in the orchestrator log"
-    );
+    assert!(!log_text.contains("panicked"), "no panic in the orchestrator log");
 }

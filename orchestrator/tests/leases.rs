@@ -8,21 +8,11 @@ use std::time::Duration;
 use common::{Stack, of_type, registration};
 use serde_json::Value;
 
-const FAST: &[&str] = &[
-    "--sweep-interval",
-    "100ms",
-    "--deregister-critical-after",
-    "2s",
-    "--self-preservation-min-instances",
-    "10",
-];
+const FAST: &[&str] =
+    &["--sweep-interval", "100ms", "--deregister-critical-after", "2s", "--self-preservation-min-instances", "10"];
 
 async fn beat(stack: &Stack, id: &str) {
-    stack
-        .client
-        .publish(stack.subjects.heartbeat(id), "".into())
-        .await
-        .unwrap();
+    stack.client.publish(stack.subjects.heartbeat(id), "".into()).await.unwrap();
 }
 
 fn types(events: &[Value], subject: &str) -> Vec<String> {
@@ -30,12 +20,7 @@ fn types(events: &[Value], subject: &str) -> Vec<String> {
         .iter()
         .filter(|e| e["subject"] == subject)
         .map(|e| {
-            e["type"]
-                .as_str()
-                .unwrap()
-                .trim_start_matches("io.orch.registry.")
-                .trim_end_matches(".v1")
-                .to_string()
+            e["type"].as_str().unwrap().trim_start_matches("io.orch.registry.").trim_end_matches(".v1").to_string()
         })
         .collect()
 }
@@ -43,97 +28,58 @@ fn types(events: &[Value], subject: &str) -> Vec<String> {
 #[tokio::test]
 async fn silent_instance_expires_recovers_then_is_deregistered() {
     let stack = Stack::start_with(FAST).await;
-    stack
-        .request("register", &registration("l-1", "web", 1))
-        .await;
-    let expired = stack
-        .wait_events(1, "expired event", |e| {
-            e["type"] == "io.orch.registry.expired.v1"
-        })
-        .await;
+    stack.request("register", &registration("l-1", "web", 1)).await;
+    let expired = stack.wait_events(1, "expired event", |e| e["type"] == "io.orch.registry.expired.v1").await;
     assert_eq!(expired[0]["data"]["instance"]["health"], "critical");
     assert_eq!(expired[0]["data"]["previous_health"], "passing");
-    let health: String = sqlx::query_scalar("SELECT health FROM instances WHERE id = 'l-1'")
-        .fetch_one(&stack.pool)
-        .await
-        .unwrap();
+    let health: String =
+        sqlx::query_scalar("SELECT health FROM instances WHERE id = 'l-1'").fetch_one(&stack.pool).await.unwrap();
     assert_eq!(health, "critical", "committed in PostgreSQL");
 
     beat(&stack, "l-1").await;
-    let recovered = stack
-        .wait_events(1, "recovered event", |e| {
-            e["type"] == "io.orch.registry.recovered.v1"
-        })
-        .await;
+    let recovered = stack.wait_events(1, "recovered event", |e| e["type"] == "io.orch.registry.recovered.v1").await;
     assert!(recovered[0]["data"]["critical_for_ms"].as_i64().unwrap() >= 0);
     assert_eq!(recovered[0]["data"]["instance"]["health"], "passing");
 
     // Silent again: expires, and after 2 s critical it is deregistered with its own reason.
-    let gone = stack
-        .wait_events(1, "deregistered event", |e| {
-            e["type"] == "io.orch.registry.deregistered.v1"
-        })
-        .await;
+    let gone = stack.wait_events(1, "deregistered event", |e| e["type"] == "io.orch.registry.deregistered.v1").await;
     assert_eq!(gone[0]["data"]["reason"], "critical_too_long");
     assert_eq!(stack.count("SELECT count(*) FROM instances").await, 0);
     let events = stack.events().await;
-    assert_eq!(
-        types(&events, "l-1"),
-        [
-            "registered",
-            "expired",
-            "recovered",
-            "expired",
-            "deregistered"
-        ]
-    );
+    assert_eq!(types(&events, "l-1"), ["registered", "expired", "recovered", "expired", "deregistered"]);
 }
 
 #[tokio::test]
 async fn beating_instance_never_expires() {
     let stack = Stack::start_with(FAST).await;
-    stack
-        .request("register", &registration("steady", "web", 1))
-        .await;
+    stack.request("register", &registration("steady", "web", 1)).await;
     for _ in 0..30 {
         beat(&stack, "steady").await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let events = stack.events().await;
-    assert_eq!(
-        types(&events, "steady"),
-        ["registered"],
-        "no expiry while beating"
-    );
+    assert_eq!(types(&events, "steady"), ["registered"], "no expiry while beating");
 }
 
 #[tokio::test]
 async fn mass_expiry_triggers_self_preservation_until_beats_return() {
     let stack = Stack::start_with(FAST).await;
     for i in 0..20 {
-        stack
-            .request("register", &registration(&format!("sp-{i}"), "web", 1))
-            .await;
+        stack.request("register", &registration(&format!("sp-{i}"), "web", 1)).await;
     }
     // All 20 stop beating at once: 100% > 15% of live instances.
     let entered = stack
-        .wait_events(1, "self-preservation entered", |e| {
-            e["type"] == "io.orch.system.self_preservation_entered.v1"
-        })
+        .wait_events(1, "self-preservation entered", |e| e["type"] == "io.orch.system.self_preservation_entered.v1")
         .await;
     assert_eq!(entered[0]["data"]["live"], 20);
     assert_eq!(entered[0]["data"]["expiring"], 20);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let events = stack.events().await;
-    assert!(
-        of_type(&events, "io.orch.registry.expired.v1").is_empty(),
-        "no instance expired while suspended"
-    );
-    let active: Value =
-        sqlx::query_scalar("SELECT value FROM system_state WHERE key = 'self_preservation'")
-            .fetch_one(&stack.pool)
-            .await
-            .unwrap();
+    assert!(of_type(&events, "io.orch.registry.expired.v1").is_empty(), "no instance expired while suspended");
+    let active: Value = sqlx::query_scalar("SELECT value FROM system_state WHERE key = 'self_preservation'")
+        .fetch_one(&stack.pool)
+        .await
+        .unwrap();
     assert_eq!(active["active"], true);
 
     // Beats return for 18 of them; 2 of 20 (10%) overdue is under the threshold.
@@ -144,19 +90,11 @@ async fn mass_expiry_triggers_self_preservation_until_beats_return() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     stack
-        .wait_events(1, "self-preservation exited", |e| {
-            e["type"] == "io.orch.system.self_preservation_exited.v1"
-        })
+        .wait_events(1, "self-preservation exited", |e| e["type"] == "io.orch.system.self_preservation_exited.v1")
         .await;
-    let expired = stack
-        .wait_events(2, "the two silent ones expire", |e| {
-            e["type"] == "io.orch.registry.expired.v1"
-        })
-        .await;
-    let mut ids: Vec<&str> = expired
-        .iter()
-        .map(|e| e["subject"].as_str().unwrap())
-        .collect();
+    let expired =
+        stack.wait_events(2, "the two silent ones expire", |e| e["type"] == "io.orch.registry.expired.v1").await;
+    let mut ids: Vec<&str> = expired.iter().map(|e| e["subject"].as_str().unwrap()).collect();
     ids.sort();
     assert_eq!(ids, ["sp-18", "sp-19"]);
 }
@@ -164,9 +102,7 @@ async fn mass_expiry_triggers_self_preservation_until_beats_return() {
 #[tokio::test]
 async fn restart_does_not_expire_instances_that_kept_beating() {
     let mut stack = Stack::start_with(FAST).await;
-    stack
-        .request("register", &registration("keep", "web", 2))
-        .await;
+    stack.request("register", &registration("keep", "web", 2)).await;
     stack.stop_orchestrator().await;
     // Down for longer than the TTL, while the instance keeps beating into the void.
     for _ in 0..25 {
@@ -179,11 +115,7 @@ async fn restart_does_not_expire_instances_that_kept_beating() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let events = stack.events().await;
-    assert_eq!(
-        types(&events, "keep"),
-        ["registered"],
-        "not expired by the restart"
-    );
+    assert_eq!(types(&events, "keep"), ["registered"], "not expired by the restart");
     // And one that stopped beating does expire after the restart's grace TTL.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let events = stack.events().await;

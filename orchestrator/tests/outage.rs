@@ -15,35 +15,19 @@ async fn nats_restart_during_load() {
     common::init_logs();
     let mut nats = NatsServer::start();
     let database_url = orch_testkit::fresh_database().await;
-    let running = orchestrator::start(config(&nats.url(), &database_url, &[]))
-        .await
-        .unwrap();
-    let client = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(nats.url())
-        .await
-        .unwrap();
+    let running = orchestrator::start(config(&nats.url(), &database_url, &[])).await.unwrap();
+    let client = async_nats::ConnectOptions::new().retry_on_initial_connect().connect(nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let subjects = Subjects::default();
     let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
 
-    let load = Load {
-        registers: 1500,
-        updates: 300,
-        deregisters: 300,
-        pace: Duration::from_millis(300),
-    };
+    let load = Load { registers: 1500, updates: 300, deregisters: 300, pace: Duration::from_millis(300) };
     let publisher = {
         let (js, subjects) = (js.clone(), subjects.clone());
         tokio::spawn(async move {
-            Load {
-                registers: 1500,
-                updates: 300,
-                deregisters: 300,
-                pace: Duration::from_millis(300),
-            }
-            .publish(&js, &subjects)
-            .await
+            Load { registers: 1500, updates: 300, deregisters: 300, pace: Duration::from_millis(300) }
+                .publish(&js, &subjects)
+                .await
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -63,9 +47,7 @@ async fn nats_restart_during_load() {
     // Still serving.
     let port = running.http_addr.port();
     let (status, body) =
-        tokio::task::spawn_blocking(move || orch_testkit::http_get(port, "/readyz").unwrap())
-            .await
-            .unwrap();
+        tokio::task::spawn_blocking(move || orch_testkit::http_get(port, "/readyz").unwrap()).await.unwrap();
     assert_eq!(status, 200, "{body}");
     running.shutdown().await;
 }
@@ -76,34 +58,18 @@ async fn postgres_down_for_ten_seconds_during_load() {
     let nats = NatsServer::start();
     let postgres = Postgres::start();
     let database_url = orch_testkit::fresh_database_on(&postgres.url).await;
-    let running = orchestrator::start(config(
-        &nats.url(),
-        &database_url,
-        &["--request-timeout", "2s"],
-    ))
-    .await
-    .unwrap();
+    let running = orchestrator::start(config(&nats.url(), &database_url, &["--request-timeout", "2s"])).await.unwrap();
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let subjects = Subjects::default();
 
-    let load = Load {
-        registers: 1500,
-        updates: 300,
-        deregisters: 300,
-        pace: Duration::from_millis(300),
-    };
+    let load = Load { registers: 1500, updates: 300, deregisters: 300, pace: Duration::from_millis(300) };
     let publisher = {
         let (js, subjects) = (js.clone(), subjects.clone());
         tokio::spawn(async move {
-            Load {
-                registers: 1500,
-                updates: 300,
-                deregisters: 300,
-                pace: Duration::from_millis(300),
-            }
-            .publish(&js, &subjects)
-            .await
+            Load { registers: 1500, updates: 300, deregisters: 300, pace: Duration::from_millis(300) }
+                .publish(&js, &subjects)
+                .await
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -113,22 +79,14 @@ async fn postgres_down_for_ten_seconds_during_load() {
     // While PostgreSQL is down, HTTP writes answer 503 with a JSON reason instead of hanging.
     let port = running.http_addr.port();
     let (status, body) = tokio::task::spawn_blocking(move || {
-        http_request(
-            port,
-            "POST",
-            "/api/v1/services",
-            Some(r#"{"name":"during","address":"h","port":1}"#),
-        )
-        .unwrap()
+        http_request(port, "POST", "/api/v1/services", Some(r#"{"name":"during","address":"h","port":1}"#)).unwrap()
     })
     .await
     .unwrap();
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("\"unavailable\""), "{body}");
     let (status, _) =
-        tokio::task::spawn_blocking(move || orch_testkit::http_get(port, "/readyz").unwrap())
-            .await
-            .unwrap();
+        tokio::task::spawn_blocking(move || orch_testkit::http_get(port, "/readyz").unwrap()).await.unwrap();
     assert_eq!(status, 503, "not ready without PostgreSQL");
 
     let remaining = Duration::from_secs(10).saturating_sub(down_since.elapsed());
@@ -141,9 +99,7 @@ async fn postgres_down_for_ten_seconds_during_load() {
     let events = read_stream(&js, &subjects.events_stream(), None).await;
     load.verify(&pool, &events).await;
     let (status, _) =
-        tokio::task::spawn_blocking(move || orch_testkit::http_get(port, "/readyz").unwrap())
-            .await
-            .unwrap();
+        tokio::task::spawn_blocking(move || orch_testkit::http_get(port, "/readyz").unwrap()).await.unwrap();
     assert_eq!(status, 200, "ready again by itself");
     running.shutdown().await;
 }

@@ -10,15 +10,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 async fn call(stack: &Stack, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-    call_raw(
-        stack,
-        method,
-        uri,
-        body.map(|b| b.to_string()),
-        "application/json",
-        &[],
-    )
-    .await
+    call_raw(stack, method, uri, body.map(|b| b.to_string()), "application/json", &[]).await
 }
 
 async fn call_raw(
@@ -29,23 +21,16 @@ async fn call_raw(
     content_type: &str,
     headers: &[(&str, &str)],
 ) -> (StatusCode, Value) {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", content_type);
+    let mut request = Request::builder().method(method).uri(uri).header("content-type", content_type);
     for (k, v) in headers {
         request = request.header(*k, *v);
     }
-    let request = request
-        .body(body.map(Body::from).unwrap_or_else(Body::empty))
-        .unwrap();
+    let request = request.body(body.map(Body::from).unwrap_or_else(Body::empty)).unwrap();
     let response = stack.running().router().oneshot(request).await.unwrap();
     let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    let value = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    let value =
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
     (status, value)
 }
 
@@ -56,11 +41,7 @@ fn assert_error(result: &(StatusCode, Value), status: StatusCode, code: &str, fi
     if let Some(field) = field {
         assert_eq!(result.1["error"]["field"], field, "{}", result.1);
     }
-    assert!(
-        result.1["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty())
-    );
+    assert!(result.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
 }
 
 #[tokio::test]
@@ -75,11 +56,7 @@ async fn register_list_get_heartbeat_deregister() {
     assert_eq!(reply["instance"]["revision"], 1);
 
     // The event is on JetStream, in CloudEvents form.
-    let events = stack
-        .wait_events(1, "registered event", |e| {
-            e["type"] == "io.orch.registry.registered.v1"
-        })
-        .await;
+    let events = stack.wait_events(1, "registered event", |e| e["type"] == "io.orch.registry.registered.v1").await;
     let event = &events[0];
     assert_eq!(event["specversion"], "1.0");
     assert_eq!(event["subject"], "web-1");
@@ -90,10 +67,7 @@ async fn register_list_get_heartbeat_deregister() {
 
     // The same body again changes nothing and emits nothing.
     let (status, reply) = call(&stack, "POST", "/api/v1/services", Some(body.clone())).await;
-    assert_eq!(
-        (status, &reply["status"]),
-        (StatusCode::OK, &json!("unchanged"))
-    );
+    assert_eq!((status, &reply["status"]), (StatusCode::OK, &json!("unchanged")));
 
     // A changed body is an update that keeps health and reports the fields.
     let mut changed = body.clone();
@@ -104,7 +78,13 @@ async fn register_list_get_heartbeat_deregister() {
     assert_eq!(reply["changed"], json!(["port"]));
     assert_eq!(reply["instance"]["revision"], 2);
 
-    call(&stack, "POST", "/api/v1/services", Some(json!({"id": "web-2", "name": "web", "address": "10.0.0.6", "port": 80, "tags": ["green"]}))).await;
+    call(
+        &stack,
+        "POST",
+        "/api/v1/services",
+        Some(json!({"id": "web-2", "name": "web", "address": "10.0.0.6", "port": 80, "tags": ["green"]})),
+    )
+    .await;
     call(
         &stack,
         "POST",
@@ -114,12 +94,7 @@ async fn register_list_get_heartbeat_deregister() {
     .await;
 
     let (_, list) = call(&stack, "GET", "/api/v1/services?name=web", None).await;
-    let ids: Vec<&str> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = list["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["web-1", "web-2"]);
     let (_, list) = call(&stack, "GET", "/api/v1/services?tag=blue,eu", None).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
@@ -130,36 +105,21 @@ async fn register_list_get_heartbeat_deregister() {
     let (_, page) = call(&stack, "GET", "/api/v1/services?limit=2", None).await;
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
     let next = page["next"].as_str().unwrap().to_string();
-    let (_, rest) = call(
-        &stack,
-        "GET",
-        &format!("/api/v1/services?limit=2&after={next}"),
-        None,
-    )
-    .await;
+    let (_, rest) = call(&stack, "GET", &format!("/api/v1/services?limit=2&after={next}"), None).await;
     assert_eq!(rest["items"].as_array().unwrap().len(), 1);
 
     let (status, one) = call(&stack, "GET", "/api/v1/services/web-1", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(one["port"], 9090);
-    assert!(
-        one["expires_at"].is_string(),
-        "a live lease shows its expiry: {one}"
-    );
+    assert!(one["expires_at"].is_string(), "a live lease shows its expiry: {one}");
 
     let (status, beat) = call(&stack, "PUT", "/api/v1/services/web-1/heartbeat", None).await;
-    assert_eq!(
-        (status, &beat["status"]),
-        (StatusCode::OK, &json!("renewed"))
-    );
+    assert_eq!((status, &beat["status"]), (StatusCode::OK, &json!("renewed")));
     let (_, one) = call(&stack, "GET", "/api/v1/services/web-1", None).await;
     assert!(one["last_heartbeat_at"].is_string(), "{one}");
 
     let (status, reply) = call(&stack, "DELETE", "/api/v1/services/web-1", None).await;
-    assert_eq!(
-        (status, &reply["status"]),
-        (StatusCode::OK, &json!("deregistered"))
-    );
+    assert_eq!((status, &reply["status"]), (StatusCode::OK, &json!("deregistered")));
     assert_error(
         &call(&stack, "GET", "/api/v1/services/web-1", None).await,
         StatusCode::NOT_FOUND,
@@ -181,16 +141,11 @@ async fn register_list_get_heartbeat_deregister() {
 
     // One event per state change: 3 registered, 1 updated, 1 deregistered.
     let events = stack
-        .wait_events(5, "all registry events", |e| {
-            e["type"].as_str().unwrap().starts_with("io.orch.registry.")
-        })
+        .wait_events(5, "all registry events", |e| e["type"].as_str().unwrap().starts_with("io.orch.registry."))
         .await;
     assert_eq!(of_type(&events, "io.orch.registry.registered.v1").len(), 3);
     assert_eq!(of_type(&events, "io.orch.registry.updated.v1").len(), 1);
-    assert_eq!(
-        of_type(&events, "io.orch.registry.deregistered.v1").len(),
-        1
-    );
+    assert_eq!(of_type(&events, "io.orch.registry.deregistered.v1").len(), 1);
     assert_eq!(events.len(), 5);
 }
 
@@ -198,22 +153,12 @@ async fn register_list_get_heartbeat_deregister() {
 async fn discovery_strategies_pick_passing_instances() {
     let stack = Stack::start().await;
     for (id, weight) in [("api-a", 1), ("api-b", 1), ("api-c", 50)] {
-        let body =
-            json!({"id": id, "name": "api", "address": "127.0.0.1", "port": 80, "weight": weight});
-        assert_eq!(
-            call(&stack, "POST", "/api/v1/services", Some(body)).await.0,
-            StatusCode::CREATED
-        );
+        let body = json!({"id": id, "name": "api", "address": "127.0.0.1", "port": 80, "weight": weight});
+        assert_eq!(call(&stack, "POST", "/api/v1/services", Some(body)).await.0, StatusCode::CREATED);
     }
     let mut picks = Vec::new();
     for _ in 0..3 {
-        let (_, d) = call(
-            &stack,
-            "GET",
-            "/api/v1/discovery/api?strategy=round_robin",
-            None,
-        )
-        .await;
+        let (_, d) = call(&stack, "GET", "/api/v1/discovery/api?strategy=round_robin", None).await;
         assert_eq!(d["instances"].as_array().unwrap().len(), 3);
         picks.push(d["instance"]["id"].as_str().unwrap().to_string());
     }
@@ -221,13 +166,7 @@ async fn discovery_strategies_pick_passing_instances() {
     assert_eq!(picks, ["api-a", "api-b", "api-c"]);
     let mut heavy = 0;
     for _ in 0..200 {
-        let (_, d) = call(
-            &stack,
-            "GET",
-            "/api/v1/discovery/api?strategy=weighted",
-            None,
-        )
-        .await;
+        let (_, d) = call(&stack, "GET", "/api/v1/discovery/api?strategy=weighted", None).await;
         heavy += usize::from(d["instance"]["id"] == "api-c");
     }
     assert!(heavy > 150, "weight 50 of 52 chosen {heavy} of 200 times");
@@ -237,13 +176,7 @@ async fn discovery_strategies_pick_passing_instances() {
     let (_, none) = call(&stack, "GET", "/api/v1/discovery/nothing", None).await;
     assert_eq!(none["instance"], Value::Null);
     assert_error(
-        &call(
-            &stack,
-            "GET",
-            "/api/v1/discovery/api?strategy=fastest",
-            None,
-        )
-        .await,
+        &call(&stack, "GET", "/api/v1/discovery/api?strategy=fastest", None).await,
         StatusCode::BAD_REQUEST,
         "validation_failed",
         Some("strategy"),
@@ -253,22 +186,9 @@ async fn discovery_strategies_pick_passing_instances() {
 #[tokio::test]
 async fn bad_http_input_gets_a_json_error_naming_the_field() {
     let stack = Stack::start().await;
-    let post = |body: &str| {
-        call_raw(
-            &stack,
-            "POST",
-            "/api/v1/services",
-            Some(body.to_string()),
-            "application/json",
-            &[],
-        )
-    };
-    assert_error(
-        &post("{not json").await,
-        StatusCode::BAD_REQUEST,
-        "malformed_payload",
-        None,
-    );
+    let post =
+        |body: &str| call_raw(&stack, "POST", "/api/v1/services", Some(body.to_string()), "application/json", &[]);
+    assert_error(&post("{not json").await, StatusCode::BAD_REQUEST, "malformed_payload", None);
     assert_error(
         &post(r#"{"name":"web","address":"h","port":"80"}"#).await,
         StatusCode::BAD_REQUEST,
@@ -277,18 +197,8 @@ async fn bad_http_input_gets_a_json_error_naming_the_field() {
     );
     let unknown = post(r#"{"name":"web","address":"h","port":80,"colour":"red"}"#).await;
     assert_error(&unknown, StatusCode::BAD_REQUEST, "malformed_payload", None);
-    assert!(
-        unknown.1["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("colour")
-    );
-    assert_error(
-        &post(r#"{"address":"h","port":80}"#).await,
-        StatusCode::BAD_REQUEST,
-        "malformed_payload",
-        None,
-    );
+    assert!(unknown.1["error"]["message"].as_str().unwrap().contains("colour"));
+    assert_error(&post(r#"{"address":"h","port":80}"#).await, StatusCode::BAD_REQUEST, "malformed_payload", None);
     assert_error(
         &post(r#"{"name":"Web","address":"h","port":80}"#).await,
         StatusCode::BAD_REQUEST,
@@ -313,26 +223,10 @@ async fn bad_http_input_gets_a_json_error_naming_the_field() {
         "validation_failed",
         Some("tags[1]"),
     );
-    let huge = format!(
-        r#"{{"name":"web","address":"h","port":80,"version":"{}"}}"#,
-        "x".repeat(100_000)
-    );
+    let huge = format!(r#"{{"name":"web","address":"h","port":80,"version":"{}"}}"#, "x".repeat(100_000));
+    assert_error(&post(&huge).await, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None);
     assert_error(
-        &post(&huge).await,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-        None,
-    );
-    assert_error(
-        &call_raw(
-            &stack,
-            "POST",
-            "/api/v1/services",
-            Some("{}".into()),
-            "text/plain",
-            &[],
-        )
-        .await,
+        &call_raw(&stack, "POST", "/api/v1/services", Some("{}".into()), "text/plain", &[]).await,
         StatusCode::BAD_REQUEST,
         "malformed_payload",
         None,
@@ -349,20 +243,10 @@ async fn bad_http_input_gets_a_json_error_naming_the_field() {
         "validation_failed",
         Some("id"),
     );
-    assert_error(
-        &call(&stack, "GET", "/api/v1/nowhere", None).await,
-        StatusCode::NOT_FOUND,
-        "not_found",
-        None,
-    );
+    assert_error(&call(&stack, "GET", "/api/v1/nowhere", None).await, StatusCode::NOT_FOUND, "not_found", None);
 
     // A conflicting re-registration (same id, other service) is refused.
-    assert_eq!(
-        post(r#"{"id":"x1","name":"web","address":"h","port":80}"#)
-            .await
-            .0,
-        StatusCode::CREATED
-    );
+    assert_eq!(post(r#"{"id":"x1","name":"web","address":"h","port":80}"#).await.0, StatusCode::CREATED);
     assert_error(
         &post(r#"{"id":"x1","name":"api","address":"h","port":80}"#).await,
         StatusCode::CONFLICT,
@@ -379,34 +263,11 @@ async fn idempotency_key_applies_a_command_once() {
     let stack = Stack::start().await;
     let headers = [("idempotency-key", "k-1")];
     let body = Some(r#"{"name":"web","address":"h","port":80}"#.to_string());
-    let (s1, r1) = call_raw(
-        &stack,
-        "POST",
-        "/api/v1/services",
-        body.clone(),
-        "application/json",
-        &headers,
-    )
-    .await;
-    let (s2, r2) = call_raw(
-        &stack,
-        "POST",
-        "/api/v1/services",
-        body,
-        "application/json",
-        &headers,
-    )
-    .await;
+    let (s1, r1) = call_raw(&stack, "POST", "/api/v1/services", body.clone(), "application/json", &headers).await;
+    let (s2, r2) = call_raw(&stack, "POST", "/api/v1/services", body, "application/json", &headers).await;
     assert_eq!(s1, StatusCode::CREATED);
-    assert_eq!(
-        s2,
-        StatusCode::CREATED,
-        "the replay answers like the original"
-    );
-    assert_eq!(
-        r1["instance"]["id"], r2["instance"]["id"],
-        "no second instance with a new id"
-    );
+    assert_eq!(s2, StatusCode::CREATED, "the replay answers like the original");
+    assert_eq!(r1["instance"]["id"], r2["instance"]["id"], "no second instance with a new id");
     assert_eq!(stack.count("SELECT count(*) FROM instances").await, 1);
 }
 
@@ -415,25 +276,15 @@ async fn real_socket_and_readiness() {
     let stack = Stack::start().await;
     let port = stack.http_port();
     let (status, body) = tokio::task::spawn_blocking(move || {
-        orch_testkit::http_request(
-            port,
-            "POST",
-            "/api/v1/services",
-            Some(r#"{"name":"sock","address":"h","port":1}"#),
-        )
-        .unwrap()
+        orch_testkit::http_request(port, "POST", "/api/v1/services", Some(r#"{"name":"sock","address":"h","port":1}"#))
+            .unwrap()
     })
     .await
     .unwrap();
     assert_eq!(status, 201, "{body}");
     let (status, body) =
-        tokio::task::spawn_blocking(move || orch_testkit::http_get(port, "/readyz").unwrap())
-            .await
-            .unwrap();
+        tokio::task::spawn_blocking(move || orch_testkit::http_get(port, "/readyz").unwrap()).await.unwrap();
     assert_eq!(status, 200);
     let ready: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(
-        ready,
-        json!({"postgres": true, "nats": true, "instances": 1})
-    );
+    assert_eq!(ready, json!({"postgres": true, "nats": true, "instances": 1}));
 }

@@ -14,34 +14,14 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn durable_command_is_applied_and_announced() {
     let stack = Stack::start().await;
-    stack
-        .publish_command("register", &registration("svc-1", "web", 30), Some("cmd-1"))
-        .await;
-    let events = stack
-        .wait_events(1, "registered event", |e| e["subject"] == "svc-1")
-        .await;
+    stack.publish_command("register", &registration("svc-1", "web", 30), Some("cmd-1")).await;
+    let events = stack.wait_events(1, "registered event", |e| e["subject"] == "svc-1").await;
     assert_eq!(events[0]["type"], "io.orch.registry.registered.v1");
-    assert_eq!(
-        stack
-            .count("SELECT count(*) FROM instances WHERE id = 'svc-1'")
-            .await,
-        1
-    );
-    assert_eq!(
-        stack
-            .count("SELECT count(*) FROM processed_commands WHERE command_id = 'cmd-1'")
-            .await,
-        1
-    );
+    assert_eq!(stack.count("SELECT count(*) FROM instances WHERE id = 'svc-1'").await, 1);
+    assert_eq!(stack.count("SELECT count(*) FROM processed_commands WHERE command_id = 'cmd-1'").await, 1);
 
-    stack
-        .publish_command("deregister", r#"{"id":"svc-1"}"#, None)
-        .await;
-    stack
-        .wait_events(1, "deregistered event", |e| {
-            e["type"] == "io.orch.registry.deregistered.v1"
-        })
-        .await;
+    stack.publish_command("deregister", r#"{"id":"svc-1"}"#, None).await;
+    stack.wait_events(1, "deregistered event", |e| e["type"] == "io.orch.registry.deregistered.v1").await;
     assert_eq!(stack.count("SELECT count(*) FROM instances").await, 0);
 }
 
@@ -54,44 +34,24 @@ async fn reply_to_header_gets_the_outcome_after_commit() {
     h.insert(headers::REPLY_TO, inbox.as_str());
     stack
         .js
-        .publish_with_headers(
-            stack.subjects.command("registry", "register"),
-            h,
-            registration("r-1", "web", 30).into(),
-        )
+        .publish_with_headers(stack.subjects.command("registry", "register"), h, registration("r-1", "web", 30).into())
         .await
         .unwrap()
         .await
         .unwrap();
-    let reply = tokio::time::timeout(Duration::from_secs(10), replies.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), replies.next()).await.unwrap().unwrap();
     let body: Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(body["status"], "registered");
     // The reply comes after the commit.
-    assert_eq!(
-        stack
-            .count("SELECT count(*) FROM instances WHERE id = 'r-1'")
-            .await,
-        1
-    );
+    assert_eq!(stack.count("SELECT count(*) FROM instances WHERE id = 'r-1'").await, 1);
 }
 
 #[tokio::test]
 async fn request_reply_writes_and_reads() {
     let stack = Stack::start().await;
-    let (err, reply) = stack
-        .request("register", &registration("q-1", "api", 30))
-        .await;
+    let (err, reply) = stack.request("register", &registration("q-1", "api", 30)).await;
     assert_eq!((err, &reply["status"]), (None, &json!("registered")));
-    assert_eq!(
-        stack
-            .count("SELECT count(*) FROM instances WHERE id = 'q-1'")
-            .await,
-        1,
-        "answered after commit"
-    );
+    assert_eq!(stack.count("SELECT count(*) FROM instances WHERE id = 'q-1'").await, 1, "answered after commit");
 
     let (err, got) = stack.request("get", r#"{"id":"q-1"}"#).await;
     assert_eq!((err, &got["name"]), (None, &json!("api")));
@@ -99,30 +59,20 @@ async fn request_reply_writes_and_reads() {
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     let (_, all) = stack.request("list", "").await;
     assert_eq!(all["items"].as_array().unwrap().len(), 1);
-    let (_, found) = stack
-        .request("discover", r#"{"name":"api","strategy":"random"}"#)
-        .await;
+    let (_, found) = stack.request("discover", r#"{"name":"api","strategy":"random"}"#).await;
     assert_eq!(found["instance"]["id"], "q-1");
 
     let (err, missing) = stack.request("get", r#"{"id":"nope"}"#).await;
     assert_eq!(err.as_deref(), Some("404"));
     assert_eq!(missing["error"]["code"], "not_found");
 
-    let (err, bad) = stack
-        .request("register", r#"{"name":"api","address":"h","port":-1}"#)
-        .await;
+    let (err, bad) = stack.request("register", r#"{"name":"api","address":"h","port":-1}"#).await;
     assert_eq!(err.as_deref(), Some("400"));
     assert_eq!(bad["error"]["field"], "port");
     let (err, bad) = stack.request("register", "{oops").await;
-    assert_eq!(
-        (err.as_deref(), &bad["error"]["code"]),
-        (Some("400"), &json!("malformed_payload"))
-    );
+    assert_eq!((err.as_deref(), &bad["error"]["code"]), (Some("400"), &json!("malformed_payload")));
     let (err, bad) = stack.request("teleport", "{}").await;
-    assert_eq!(
-        (err.as_deref(), &bad["error"]["code"]),
-        (Some("404"), &json!("unknown_command"))
-    );
+    assert_eq!((err.as_deref(), &bad["error"]["code"]), (Some("404"), &json!("unknown_command")));
 
     let (err, gone) = stack.request("deregister", r#"{"id":"q-1"}"#).await;
     assert_eq!((err, &gone["status"]), (None, &json!("deregistered")));
@@ -131,48 +81,17 @@ async fn request_reply_writes_and_reads() {
 #[tokio::test]
 async fn heartbeats_over_nats_renew_and_report_unknown() {
     let stack = Stack::start().await;
-    stack
-        .request("register", &registration("hb-1", "web", 30))
-        .await;
-    let reply = stack
-        .client
-        .request(stack.subjects.heartbeat("hb-1"), "".into())
-        .await
-        .unwrap();
-    assert_eq!(
-        serde_json::from_slice::<Value>(&reply.payload).unwrap()["status"],
-        "renewed"
-    );
-    let reply = stack
-        .client
-        .request(stack.subjects.heartbeat("ghost"), "".into())
-        .await
-        .unwrap();
+    stack.request("register", &registration("hb-1", "web", 30)).await;
+    let reply = stack.client.request(stack.subjects.heartbeat("hb-1"), "".into()).await.unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&reply.payload).unwrap()["status"], "renewed");
+    let reply = stack.client.request(stack.subjects.heartbeat("ghost"), "".into()).await.unwrap();
     let body: Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(body["error"]["code"], "not_found");
-    assert_eq!(
-        reply
-            .headers
-            .unwrap()
-            .get(headers::SERVICE_ERROR_CODE)
-            .unwrap()
-            .as_str(),
-        "404"
-    );
+    assert_eq!(reply.headers.unwrap().get(headers::SERVICE_ERROR_CODE).unwrap().as_str(), "404");
     // Fire-and-forget beats (no reply subject) are accepted too.
-    stack
-        .client
-        .publish(stack.subjects.heartbeat("hb-1"), "".into())
-        .await
-        .unwrap();
+    stack.client.publish(stack.subjects.heartbeat("hb-1"), "".into()).await.unwrap();
     stack.client.flush().await.unwrap();
-    let view = stack
-        .running()
-        .registry()
-        .get("hb-1")
-        .await
-        .unwrap()
-        .unwrap();
+    let view = stack.running().registry().get("hb-1").await.unwrap().unwrap();
     assert!(view.lease.unwrap().last_heartbeat_at.is_some());
 }
 
@@ -183,88 +102,43 @@ async fn bad_durable_commands_are_dead_lettered_once() {
     let stack = Stack::start_with(&["--command-max-bytes", "4096"]).await;
     let register = stack.subjects.command("registry", "register");
     let cases: Vec<(String, Vec<u8>, &str, Option<&str>)> = vec![
-        (
-            register.clone(),
-            b"{not json".to_vec(),
-            "malformed_payload",
-            None,
-        ),
-        (
-            register.clone(),
-            br#"{"name":"web","address":"h","port":"80"}"#.to_vec(),
-            "malformed_payload",
-            Some("port"),
-        ),
+        (register.clone(), b"{not json".to_vec(), "malformed_payload", None),
+        (register.clone(), br#"{"name":"web","address":"h","port":"80"}"#.to_vec(), "malformed_payload", Some("port")),
         (
             register.clone(),
             br#"{"name":"web","address":"h","port":80,"colour":1}"#.to_vec(),
             "malformed_payload",
             Some("colour"),
         ),
-        (
-            register.clone(),
-            br#"{"name":"web","address":"h","port":0}"#.to_vec(),
-            "validation_failed",
-            Some("port"),
-        ),
-        (
-            register.clone(),
-            vec![b' '; 5000],
-            "payload_too_large",
-            None,
-        ),
-        (
-            stack.subjects.command("registry", "explode"),
-            b"{}".to_vec(),
-            "unknown_command",
-            None,
-        ),
-        (
-            format!("{}.cmd.nonsense", stack.subjects.prefix()),
-            b"{}".to_vec(),
-            "unknown_command",
-            None,
-        ),
-        (
-            format!("{}.cmd.registry.register.extra", stack.subjects.prefix()),
-            b"{}".to_vec(),
-            "unknown_command",
-            None,
-        ),
+        (register.clone(), br#"{"name":"web","address":"h","port":0}"#.to_vec(), "validation_failed", Some("port")),
+        (register.clone(), vec![b' '; 5000], "payload_too_large", None),
+        (stack.subjects.command("registry", "explode"), b"{}".to_vec(), "unknown_command", None),
+        (format!("{}.cmd.nonsense", stack.subjects.prefix()), b"{}".to_vec(), "unknown_command", None),
+        (format!("{}.cmd.registry.register.extra", stack.subjects.prefix()), b"{}".to_vec(), "unknown_command", None),
     ];
     for (i, (subject, payload, _, _)) in cases.iter().enumerate() {
         publish_raw(&stack.js, subject, payload, Some(&format!("bad-{i}"))).await;
     }
     // A good command after the bad ones is still applied: nothing is stuck.
-    stack
-        .publish_command("register", &registration("good-1", "web", 30), None)
-        .await;
-    stack
-        .wait_events(1, "the good command's event", |e| e["subject"] == "good-1")
-        .await;
+    stack.publish_command("register", &registration("good-1", "web", 30), None).await;
+    stack.wait_events(1, "the good command's event", |e| e["subject"] == "good-1").await;
 
     let rejected = stack
-        .wait_events(cases.len(), "command_rejected events", |e| {
-            e["type"] == "io.orch.system.command_rejected.v1"
-        })
+        .wait_events(cases.len(), "command_rejected events", |e| e["type"] == "io.orch.system.command_rejected.v1")
         .await;
     assert_eq!(rejected.len(), cases.len());
     for (i, (subject, _, code, field)) in cases.iter().enumerate() {
         let id = format!("bad-{i}");
-        let row: (String, String, Option<String>, String) = sqlx::query_as(
-            "SELECT code, message, field, subject FROM dead_letters WHERE command_id = $1",
-        )
-        .bind(&id)
-        .fetch_one(&stack.pool)
-        .await
-        .unwrap_or_else(|e| panic!("dead letter for case {i} ({subject}): {e}"));
+        let row: (String, String, Option<String>, String) =
+            sqlx::query_as("SELECT code, message, field, subject FROM dead_letters WHERE command_id = $1")
+                .bind(&id)
+                .fetch_one(&stack.pool)
+                .await
+                .unwrap_or_else(|e| panic!("dead letter for case {i} ({subject}): {e}"));
         assert_eq!(row.0, *code, "case {i}: {}", row.1);
         assert_eq!(row.2.as_deref(), *field, "case {i}: {}", row.1);
         assert_eq!(row.3, *subject);
-        let event = rejected
-            .iter()
-            .find(|e| e["data"]["command_id"] == id.as_str())
-            .expect("event per rejection");
+        let event = rejected.iter().find(|e| e["data"]["command_id"] == id.as_str()).expect("event per rejection");
         assert_eq!(event["data"]["error"]["code"], *code);
     }
     // Dead-letter messages carry the reason in headers.
@@ -273,23 +147,14 @@ async fn bad_durable_commands_are_dead_lettered_once() {
     let first = &dlq[0];
     assert_eq!(first.subject.as_str(), "orch.dlq.cmd.registry.register");
     let h = first.headers.as_ref().unwrap();
-    assert_eq!(
-        h.get(headers::DLQ_REASON).unwrap().as_str(),
-        "malformed_payload"
-    );
-    assert_eq!(
-        h.get(headers::DLQ_ORIGINAL_SUBJECT).unwrap().as_str(),
-        register
-    );
+    assert_eq!(h.get(headers::DLQ_REASON).unwrap().as_str(), "malformed_payload");
+    assert_eq!(h.get(headers::DLQ_ORIGINAL_SUBJECT).unwrap().as_str(), register);
     assert_eq!(first.payload.as_ref(), b"{not json");
 
     // Everything was acknowledged: nothing waits for redelivery.
     let consumer: jetstream::consumer::PullConsumer = stack
         .js
-        .get_consumer_from_stream(
-            stack.subjects.commands_consumer(),
-            stack.subjects.commands_stream(),
-        )
+        .get_consumer_from_stream(stack.subjects.commands_consumer(), stack.subjects.commands_stream())
         .await
         .unwrap();
     let info = eventually(Duration::from_secs(10), "all commands acknowledged", || {
@@ -300,14 +165,8 @@ async fn bad_durable_commands_are_dead_lettered_once() {
         }
     })
     .await;
-    assert_eq!(
-        info.num_redelivered, 0,
-        "no rejected command was redelivered"
-    );
-    assert_eq!(
-        stack.count("SELECT count(*) FROM dead_letters").await,
-        cases.len() as i64
-    );
+    assert_eq!(info.num_redelivered, 0, "no rejected command was redelivered");
+    assert_eq!(stack.count("SELECT count(*) FROM dead_letters").await, cases.len() as i64);
     // Only the good command changed the registry.
     assert_eq!(stack.count("SELECT count(*) FROM instances").await, 1);
     let events = stack.events().await;
@@ -319,52 +178,24 @@ async fn bad_durable_commands_are_dead_lettered_once() {
 #[tokio::test]
 async fn late_retry_with_the_same_command_id_is_not_applied_twice() {
     let stack = Stack::start_with(&["--duplicate-window", "200ms"]).await;
-    stack
-        .publish_command("register", &registration("d-1", "web", 30), Some("same"))
-        .await;
-    stack
-        .wait_events(1, "first registration", |e| e["subject"] == "d-1")
-        .await;
+    stack.publish_command("register", &registration("d-1", "web", 30), Some("same")).await;
+    stack.wait_events(1, "first registration", |e| e["subject"] == "d-1").await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     // Same command id, different content: must be recognised as the same command, not applied.
     let mut changed: Value = serde_json::from_str(&registration("d-1", "web", 30)).unwrap();
     changed["port"] = json!(1234);
-    stack
-        .publish_command("register", &changed.to_string(), Some("same"))
-        .await;
-    stack
-        .publish_command("register", &registration("d-2", "web", 30), Some("other"))
-        .await;
-    stack
-        .wait_events(1, "a later command", |e| e["subject"] == "d-2")
-        .await;
-    let port: i32 = sqlx::query_scalar("SELECT port FROM instances WHERE id = 'd-1'")
-        .fetch_one(&stack.pool)
-        .await
-        .unwrap();
+    stack.publish_command("register", &changed.to_string(), Some("same")).await;
+    stack.publish_command("register", &registration("d-2", "web", 30), Some("other")).await;
+    stack.wait_events(1, "a later command", |e| e["subject"] == "d-2").await;
+    let port: i32 =
+        sqlx::query_scalar("SELECT port FROM instances WHERE id = 'd-1'").fetch_one(&stack.pool).await.unwrap();
     assert_eq!(port, 8080, "the retry was not applied");
     let stream_messages: u64 = {
-        let mut s = stack
-            .js
-            .get_stream(stack.subjects.commands_stream())
-            .await
-            .unwrap();
+        let mut s = stack.js.get_stream(stack.subjects.commands_stream()).await.unwrap();
         s.info().await.unwrap().state.messages
     };
-    assert_eq!(
-        stream_messages, 0,
-        "every command, the retry included, was acknowledged"
-    );
+    assert_eq!(stream_messages, 0, "every command, the retry included, was acknowledged");
     let events = stack.events().await;
-    assert_eq!(
-        events.iter().filter(|e| e["subject"] == "d-1").count(),
-        1,
-        "one event for d-1"
-    );
-    assert_eq!(
-        stack
-            .count("SELECT count(*) FROM processed_commands WHERE command_id = 'same'")
-            .await,
-        1
-    );
+    assert_eq!(events.iter().filter(|e| e["subject"] == "d-1").count(), 1, "one event for d-1");
+    assert_eq!(stack.count("SELECT count(*) FROM processed_commands WHERE command_id = 'same'").await, 1);
 }

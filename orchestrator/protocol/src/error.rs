@@ -73,19 +73,11 @@ pub struct ProtocolError(pub ErrorBody);
 
 impl ProtocolError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ProtocolError(ErrorBody {
-            code,
-            message: message.into(),
-            field: None,
-        })
+        ProtocolError(ErrorBody { code, message: message.into(), field: None })
     }
 
     pub fn field(code: ErrorCode, field: impl Into<String>, message: impl Into<String>) -> Self {
-        ProtocolError(ErrorBody {
-            code,
-            message: message.into(),
-            field: Some(field.into()),
-        })
+        ProtocolError(ErrorBody { code, message: message.into(), field: Some(field.into()) })
     }
 
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -128,10 +120,7 @@ pub fn parse_json<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, P
         }
     })?;
     de.end().map_err(|e| {
-        ProtocolError::new(
-            ErrorCode::MalformedPayload,
-            format!("trailing data after the JSON value: {e}"),
-        )
+        ProtocolError::new(ErrorCode::MalformedPayload, format!("trailing data after the JSON value: {e}"))
     })?;
     Ok(value)
 }
@@ -165,19 +154,13 @@ mod tests {
     #[test]
     fn unknown_field_is_rejected_and_named() {
         let err = parse_json::<Sample>(br#"{"port": 1, "tags": [], "colour": 1}"#).unwrap_err();
-        assert!(
-            err.body().message.contains("unknown field `colour`"),
-            "{err}"
-        );
+        assert!(err.body().message.contains("unknown field `colour`"), "{err}");
     }
 
     #[test]
     fn syntax_error_is_malformed_without_field() {
         let err = parse_json::<Sample>(b"{not json").unwrap_err();
         assert_eq!(err.code(), ErrorCode::MalformedPayload);
-        assert!(
-            err.body().message.starts_with("payload is not valid JSON"),
-            "{err}"
-        );
+        assert!(err.body().message.starts_with("payload is not valid JSON"), "{err}");
     }
 }

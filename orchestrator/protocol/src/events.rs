@@ -52,9 +52,9 @@ impl EventKind {
             | EventKind::Deregistered
             | EventKind::Expired
             | EventKind::Recovered => "registry",
-            EventKind::SelfPreservationEntered
-            | EventKind::SelfPreservationExited
-            | EventKind::CommandRejected => "system",
+            EventKind::SelfPreservationEntered | EventKind::SelfPreservationExited | EventKind::CommandRejected => {
+                "system"
+            }
         }
     }
 
@@ -211,25 +211,15 @@ pub fn data_of<T: for<'de> Deserialize<'de>>(event: &Event) -> Result<T, Protoco
     let value = match event.data() {
         Some(Data::Json(v)) => v.clone(),
         Some(Data::String(s)) => serde_json::from_str(s).map_err(|e| {
-            ProtocolError::new(
-                crate::ErrorCode::MalformedPayload,
-                format!("event data is not JSON: {e}"),
-            )
+            ProtocolError::new(crate::ErrorCode::MalformedPayload, format!("event data is not JSON: {e}"))
         })?,
         Some(Data::Binary(b)) => serde_json::from_slice(b).map_err(|e| {
-            ProtocolError::new(
-                crate::ErrorCode::MalformedPayload,
-                format!("event data is not JSON: {e}"),
-            )
+            ProtocolError::new(crate::ErrorCode::MalformedPayload, format!("event data is not JSON: {e}"))
         })?,
         None => serde_json::Value::Null,
     };
-    serde_json::from_value(value).map_err(|e| {
-        ProtocolError::new(
-            crate::ErrorCode::MalformedPayload,
-            format!("event data: {e}"),
-        )
-    })
+    serde_json::from_value(value)
+        .map_err(|e| ProtocolError::new(crate::ErrorCode::MalformedPayload, format!("event data: {e}")))
 }
 
 #[cfg(test)]
@@ -239,24 +229,9 @@ mod tests {
     #[test]
     fn encodes_structured_cloudevent() {
         let s = Subjects::default();
-        let data = SelfPreservationData {
-            expiring: 3,
-            live: 10,
-            threshold: 0.15,
-            message: "m".into(),
-        };
-        let e = encode(
-            &s,
-            EventKind::SelfPreservationEntered,
-            SYSTEM_SERVICE,
-            "registry",
-            Utc::now(),
-            &data,
-        );
-        assert_eq!(
-            e.subject,
-            "orch.evt.system._system.self_preservation_entered"
-        );
+        let data = SelfPreservationData { expiring: 3, live: 10, threshold: 0.15, message: "m".into() };
+        let e = encode(&s, EventKind::SelfPreservationEntered, SYSTEM_SERVICE, "registry", Utc::now(), &data);
+        assert_eq!(e.subject, "orch.evt.system._system.self_preservation_entered");
         let json: serde_json::Value = serde_json::from_slice(&e.payload).unwrap();
         assert_eq!(json["specversion"], "1.0");
         assert_eq!(json["id"], e.id.to_string());

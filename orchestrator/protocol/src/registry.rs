@@ -159,8 +159,7 @@ pub fn is_valid_name(name: &str) -> bool {
     let b = name.as_bytes();
     !b.is_empty()
         && b.len() <= limits::NAME_MAX
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
 }
@@ -169,27 +168,19 @@ pub fn is_valid_name(name: &str) -> bool {
 pub fn is_valid_instance_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= limits::ID_MAX
-        && id
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        && id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
 }
 
 fn check_len(field: &str, value: &str, max: usize) -> Result<(), ProtocolError> {
     if value.chars().count() > max {
-        return Err(ProtocolError::invalid(
-            field,
-            format!("must be at most {max} characters"),
-        ));
+        return Err(ProtocolError::invalid(field, format!("must be at most {max} characters")));
     }
     Ok(())
 }
 
 fn check_printable(field: &str, value: &str) -> Result<(), ProtocolError> {
     if value.chars().any(|c| c.is_control()) {
-        return Err(ProtocolError::invalid(
-            field,
-            "must not contain control characters",
-        ));
+        return Err(ProtocolError::invalid(field, "must not contain control characters"));
     }
     Ok(())
 }
@@ -200,10 +191,7 @@ pub fn validate_instance_id(field: &str, id: &str) -> Result<(), ProtocolError> 
     } else {
         Err(ProtocolError::invalid(
             field,
-            format!(
-                "instance id must be 1-{} characters of letters, digits, '-' or '_' (got {id:?})",
-                limits::ID_MAX
-            ),
+            format!("instance id must be 1-{} characters of letters, digits, '-' or '_' (got {id:?})", limits::ID_MAX),
         ))
     }
 }
@@ -237,19 +225,14 @@ fn validate_address(address: &str) -> Result<(), ProtocolError> {
         || address.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                && label.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         });
     if ok {
         Ok(())
     } else {
-        Err(ProtocolError::invalid(
-            "address",
-            format!("must be a host name or an IP address (got {address:?})"),
-        ))
+        Err(ProtocolError::invalid("address", format!("must be a host name or an IP address (got {address:?})")))
     }
 }
 
@@ -264,18 +247,12 @@ impl Registration {
         check_printable("version", &self.version)?;
         validate_address(&self.address)?;
         if !(1..=65_535).contains(&self.port) {
-            return Err(ProtocolError::invalid(
-                "port",
-                format!("must be between 1 and 65535 (got {})", self.port),
-            ));
+            return Err(ProtocolError::invalid("port", format!("must be between 1 and 65535 (got {})", self.port)));
         }
         let protocol_ok = !self.protocol.is_empty()
             && self.protocol.len() <= limits::PROTOCOL_MAX
             && self.protocol.as_bytes()[0].is_ascii_lowercase()
-            && self
-                .protocol
-                .bytes()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"+.-".contains(&c));
+            && self.protocol.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"+.-".contains(&c));
         if !protocol_ok {
             return Err(ProtocolError::invalid(
                 "protocol",
@@ -288,10 +265,7 @@ impl Registration {
             ));
         }
         if self.tags.len() > limits::TAGS_MAX {
-            return Err(ProtocolError::invalid(
-                "tags",
-                format!("at most {} tags", limits::TAGS_MAX),
-            ));
+            return Err(ProtocolError::invalid("tags", format!("at most {} tags", limits::TAGS_MAX)));
         }
         for (i, tag) in self.tags.iter().enumerate() {
             let field = format!("tags[{i}]");
@@ -301,17 +275,11 @@ impl Registration {
             check_len(&field, tag, limits::TAG_MAX)?;
             check_printable(&field, tag)?;
             if tag.contains(',') {
-                return Err(ProtocolError::invalid(
-                    field,
-                    "must not contain ',' (it separates tags in queries)",
-                ));
+                return Err(ProtocolError::invalid(field, "must not contain ',' (it separates tags in queries)"));
             }
         }
         if self.metadata.len() > limits::METADATA_MAX {
-            return Err(ProtocolError::invalid(
-                "metadata",
-                format!("at most {} entries", limits::METADATA_MAX),
-            ));
+            return Err(ProtocolError::invalid("metadata", format!("at most {} entries", limits::METADATA_MAX)));
         }
         for (key, value) in &self.metadata {
             let field = format!("metadata.{key}");
@@ -334,23 +302,13 @@ impl Registration {
         if !(limits::WEIGHT_MIN..=limits::WEIGHT_MAX).contains(&self.weight) {
             return Err(ProtocolError::invalid(
                 "weight",
-                format!(
-                    "must be between {} and {} (got {})",
-                    limits::WEIGHT_MIN,
-                    limits::WEIGHT_MAX,
-                    self.weight
-                ),
+                format!("must be between {} and {} (got {})", limits::WEIGHT_MIN, limits::WEIGHT_MAX, self.weight),
             ));
         }
         if !(limits::TTL_MIN..=limits::TTL_MAX).contains(&self.ttl_seconds) {
             return Err(ProtocolError::invalid(
                 "ttl_seconds",
-                format!(
-                    "must be between {} and {} (got {})",
-                    limits::TTL_MIN,
-                    limits::TTL_MAX,
-                    self.ttl_seconds
-                ),
+                format!("must be between {} and {} (got {})", limits::TTL_MIN, limits::TTL_MAX, self.ttl_seconds),
             ));
         }
         Ok(())
@@ -397,10 +355,7 @@ mod tests {
         rejects(|r| r.protocol = "HTTP".into(), "protocol");
         rejects(|r| r.tags = vec!["ok".into(), String::new()], "tags[1]");
         rejects(|r| r.tags = vec!["t".into(); 33], "tags");
-        rejects(
-            |r| r.metadata = [("k".to_string(), "v".repeat(513))].into(),
-            "metadata.k",
-        );
+        rejects(|r| r.metadata = [("k".to_string(), "v".repeat(513))].into(), "metadata.k");
         rejects(|r| r.dependencies = vec!["Bad".into()], "dependencies[0]");
         rejects(|r| r.weight = 0, "weight");
         rejects(|r| r.ttl_seconds = 0, "ttl_seconds");
@@ -410,13 +365,7 @@ mod tests {
 
     #[test]
     fn accepts_ipv6_and_host_names() {
-        for address in [
-            "::1",
-            "[::1]",
-            "db-1.internal.example",
-            "localhost",
-            "192.168.1.20",
-        ] {
+        for address in ["::1", "[::1]", "db-1.internal.example", "localhost", "192.168.1.20"] {
             let mut reg = valid();
             reg.address = address.into();
             reg.validate().unwrap_or_else(|e| panic!("{address}: {e}"));

@@ -25,9 +25,7 @@ pub struct Subjects {
 
 impl Default for Subjects {
     fn default() -> Self {
-        Subjects {
-            prefix: DEFAULT_PREFIX.to_string(),
-        }
+        Subjects { prefix: DEFAULT_PREFIX.to_string() }
     }
 }
 
@@ -36,13 +34,9 @@ impl Subjects {
     pub fn new(prefix: &str) -> Result<Self, ProtocolError> {
         let ok = !prefix.is_empty()
             && prefix.len() <= 32
-            && prefix
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if ok {
-            Ok(Subjects {
-                prefix: prefix.to_string(),
-            })
+            Ok(Subjects { prefix: prefix.to_string() })
         } else {
             Err(ProtocolError::invalid(
                 "prefix",
@@ -56,11 +50,7 @@ impl Subjects {
     }
 
     fn stream(&self, suffix: &str) -> String {
-        format!(
-            "{}_{}",
-            self.prefix.to_ascii_uppercase().replace('-', "_"),
-            suffix
-        )
+        format!("{}_{}", self.prefix.to_ascii_uppercase().replace('-', "_"), suffix)
     }
 
     /// Stream of durable commands (`ORCH_COMMANDS`), work-queue retention.
@@ -131,10 +121,7 @@ impl Subjects {
     /// `orch.dlq.<rest of the original subject after the prefix>`, e.g. `orch.dlq.cmd.registry.register`.
     /// A subject that does not start with the prefix keeps all its tokens.
     pub fn dead_letter_for(&self, original: &str) -> String {
-        let rest = original
-            .strip_prefix(&self.prefix)
-            .and_then(|r| r.strip_prefix('.'))
-            .unwrap_or(original);
+        let rest = original.strip_prefix(&self.prefix).and_then(|r| r.strip_prefix('.')).unwrap_or(original);
         format!("{}.dlq.{rest}", self.prefix)
     }
 
@@ -166,18 +153,9 @@ mod tests {
     fn names_follow_the_prefix() {
         let s = Subjects::new("orch").unwrap();
         assert_eq!(s.commands_stream(), "ORCH_COMMANDS");
-        assert_eq!(
-            s.command("registry", "register"),
-            "orch.cmd.registry.register"
-        );
-        assert_eq!(
-            s.event("registry", "web", "registered"),
-            "orch.evt.registry.web.registered"
-        );
-        assert_eq!(
-            s.dead_letter_for("orch.cmd.registry.bogus"),
-            "orch.dlq.cmd.registry.bogus"
-        );
+        assert_eq!(s.command("registry", "register"), "orch.cmd.registry.register");
+        assert_eq!(s.event("registry", "web", "registered"), "orch.evt.registry.web.registered");
+        assert_eq!(s.dead_letter_for("orch.cmd.registry.bogus"), "orch.dlq.cmd.registry.bogus");
         let t = Subjects::new("t-1").unwrap();
         assert_eq!(t.events_stream(), "T_1_EVENTS");
     }
@@ -185,10 +163,7 @@ mod tests {
     #[test]
     fn parses_command_subjects() {
         let s = Subjects::default();
-        assert_eq!(
-            s.parse_command("orch.cmd.registry.register", "cmd"),
-            Some(("registry", "register"))
-        );
+        assert_eq!(s.parse_command("orch.cmd.registry.register", "cmd"), Some(("registry", "register")));
         assert_eq!(s.parse_command("orch.cmd.registry", "cmd"), None);
         assert_eq!(s.parse_command("orch.cmd.registry.a.b", "cmd"), None);
         assert_eq!(s.parse_command("other.cmd.registry.register", "cmd"), None);

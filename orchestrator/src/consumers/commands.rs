@@ -87,11 +87,7 @@ impl CommandConsumer {
     /// acknowledged, so a fresh consumer delivers every unacknowledged command again, oldest
     /// first. Without this, commands delivered to a crashed process would only come back after
     /// the ack wait, behind newer ones, and be applied out of order.
-    async fn attach(
-        &self,
-        stream: &str,
-        name: &str,
-    ) -> Result<jetstream::consumer::PullConsumer, anyhow::Error> {
+    async fn attach(&self, stream: &str, name: &str) -> Result<jetstream::consumer::PullConsumer, anyhow::Error> {
         match self.js.delete_consumer_from_stream(name, stream).await {
             Ok(_) => {}
             Err(e)
@@ -99,10 +95,7 @@ impl CommandConsumer {
                     if j.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND) => {}
             Err(e) => return Err(e.into()),
         }
-        Ok(self
-            .js
-            .create_consumer_on_stream(crate::nats::desired_consumer(&self.subjects), stream)
-            .await?)
+        Ok(self.js.create_consumer_on_stream(crate::nats::desired_consumer(&self.subjects), stream).await?)
     }
 
     async fn handle(&self, batch: Vec<jetstream::Message>) {
@@ -110,23 +103,13 @@ impl CommandConsumer {
             .iter()
             .map(|m| {
                 let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
-                decode_command(
-                    &self.subjects,
-                    &m.subject,
-                    m.headers.as_ref(),
-                    &m.payload,
-                    seq,
-                    self.command_max_bytes,
-                )
+                decode_command(&self.subjects, &m.subject, m.headers.as_ref(), &m.payload, seq, self.command_max_bytes)
             })
             .collect();
         let outcomes = {
             let submit = self.registry.writer.submit_many(submissions);
             tokio::pin!(submit);
-            let mut progress = tokio::time::interval_at(
-                tokio::time::Instant::now() + PROGRESS_EVERY,
-                PROGRESS_EVERY,
-            );
+            let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
             loop {
                 tokio::select! {
                     outcomes = &mut submit => break outcomes,
@@ -138,22 +121,13 @@ impl CommandConsumer {
                 }
             }
         };
-        for (message, outcome) in batch
-            .iter()
-            .zip(outcomes.iter().map(Some).chain(std::iter::repeat(None)))
-        {
+        for (message, outcome) in batch.iter().zip(outcomes.iter().map(Some).chain(std::iter::repeat(None))) {
             match outcome {
                 Some(Ok(outcome)) => {
-                    if let Some(reply_to) = message
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get(headers::REPLY_TO))
-                    {
+                    if let Some(reply_to) = message.headers.as_ref().and_then(|h| h.get(headers::REPLY_TO)) {
                         let (headers, body) = reply_message(outcome);
                         let client = self.js.client();
-                        if let Err(e) = client
-                            .publish_with_headers(reply_to.as_str().to_string(), headers, body)
-                            .await
+                        if let Err(e) = client.publish_with_headers(reply_to.as_str().to_string(), headers, body).await
                         {
                             tracing::debug!(error = %e, "could not publish a command outcome");
                         }
@@ -166,9 +140,7 @@ impl CommandConsumer {
                 }
                 // Not committed (shutting down): leave it for redelivery.
                 Some(Err(_)) | None => {
-                    let _ = message
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                        .await;
+                    let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
                 }
             }
         }

@@ -24,10 +24,7 @@ fn check_size(payload: &Bytes, max: usize) -> Result<(), ProtocolError> {
     if payload.len() > max {
         return Err(ProtocolError::new(
             ErrorCode::PayloadTooLarge,
-            format!(
-                "payload is {} bytes; the limit is {max} bytes",
-                payload.len()
-            ),
+            format!("payload is {} bytes; the limit is {max} bytes", payload.len()),
         ));
     }
     Ok(())
@@ -41,24 +38,16 @@ fn unknown(subject: &str, expected: &str) -> ProtocolError {
 }
 
 /// The write commands, shared by the durable stream and request/reply.
-fn write_command(
-    domain: &str,
-    verb: &str,
-    payload: &[u8],
-) -> Option<Result<Command, ProtocolError>> {
+fn write_command(domain: &str, verb: &str, payload: &[u8]) -> Option<Result<Command, ProtocolError>> {
     match (domain, verb) {
-        (verbs::REGISTRY, verbs::REGISTER) => {
-            Some(parse_json::<Registration>(payload).and_then(|reg| {
-                reg.validate()?;
-                Ok(Command::Register(with_id(reg)))
-            }))
-        }
-        (verbs::REGISTRY, verbs::DEREGISTER) => {
-            Some(parse_json::<InstanceRef>(payload).and_then(|r| {
-                validate_instance_id("id", &r.id)?;
-                Ok(Command::Deregister { id: r.id })
-            }))
-        }
+        (verbs::REGISTRY, verbs::REGISTER) => Some(parse_json::<Registration>(payload).and_then(|reg| {
+            reg.validate()?;
+            Ok(Command::Register(with_id(reg)))
+        })),
+        (verbs::REGISTRY, verbs::DEREGISTER) => Some(parse_json::<InstanceRef>(payload).and_then(|r| {
+            validate_instance_id("id", &r.id)?;
+            Ok(Command::Deregister { id: r.id })
+        })),
         _ => None,
     }
 }
@@ -80,21 +69,15 @@ pub fn decode_command(
         durable: true,
     };
     let command = check_size(payload, max_bytes).and_then(|()| {
-        let (domain, verb) = subjects.parse_command(subject, "cmd").ok_or_else(|| {
-            unknown(
-                subject,
-                &format!("{}.cmd.<domain>.<verb>", subjects.prefix()),
-            )
-        })?;
+        let (domain, verb) = subjects
+            .parse_command(subject, "cmd")
+            .ok_or_else(|| unknown(subject, &format!("{}.cmd.<domain>.<verb>", subjects.prefix())))?;
         write_command(domain, verb, payload)
             .unwrap_or_else(|| Err(unknown(subject, "registry.register or registry.deregister")))
     });
     let body = match command {
         Ok(command) => Body::Command(command),
-        Err(error) => Body::Invalid {
-            error,
-            payload: payload.clone(),
-        },
+        Err(error) => Body::Invalid { error, payload: payload.clone() },
     };
     Submission { meta, body }
 }
@@ -144,15 +127,8 @@ pub fn decode_request(
     max_bytes: usize,
 ) -> Result<Request, ProtocolError> {
     check_size(payload, max_bytes)?;
-    let expected = || {
-        format!(
-            "{}.req.registry.<register|deregister|get|list|discover>",
-            subjects.prefix()
-        )
-    };
-    let (domain, verb) = subjects
-        .parse_command(subject, "req")
-        .ok_or_else(|| unknown(subject, &expected()))?;
+    let expected = || format!("{}.req.registry.<register|deregister|get|list|discover>", subjects.prefix());
+    let (domain, verb) = subjects.parse_command(subject, "req").ok_or_else(|| unknown(subject, &expected()))?;
     if let Some(command) = write_command(domain, verb, payload) {
         let meta = Meta {
             command_id: command_id(headers, None),
@@ -160,17 +136,10 @@ pub fn decode_request(
             stream_seq: None,
             durable: false,
         };
-        return Ok(Request::Write(Submission {
-            meta,
-            body: Body::Command(command?),
-        }));
+        return Ok(Request::Write(Submission { meta, body: Body::Command(command?) }));
     }
     let empty_is_object = |p: &Bytes| {
-        if p.is_empty() {
-            Bytes::from_static(b"{}")
-        } else {
-            p.clone()
-        }
+        if p.is_empty() { Bytes::from_static(b"{}") } else { p.clone() }
     };
     match (domain, verb) {
         (verbs::REGISTRY, verbs::GET) => {
@@ -203,18 +172,9 @@ mod tests {
     #[test]
     fn valid_register_gets_an_id_and_a_command_id() {
         let payload = Bytes::from_static(br#"{"name":"web","address":"127.0.0.1","port":80}"#);
-        let sub = decode_command(
-            &subjects(),
-            "orch.cmd.registry.register",
-            None,
-            &payload,
-            7,
-            1024,
-        );
+        let sub = decode_command(&subjects(), "orch.cmd.registry.register", None, &payload, 7, 1024);
         assert_eq!(sub.meta.command_id.as_deref(), Some("seq:7"));
-        let Body::Command(Command::Register(reg)) = sub.body else {
-            panic!()
-        };
+        let Body::Command(Command::Register(reg)) = sub.body else { panic!() };
         assert!(reg.id.is_some());
     }
 
@@ -223,28 +183,14 @@ mod tests {
         let mut h = async_nats::HeaderMap::new();
         h.insert(headers::MSG_ID, "abc");
         let payload = Bytes::from_static(br#"{"id":"x"}"#);
-        let sub = decode_command(
-            &subjects(),
-            "orch.cmd.registry.deregister",
-            Some(&h),
-            &payload,
-            1,
-            1024,
-        );
+        let sub = decode_command(&subjects(), "orch.cmd.registry.deregister", Some(&h), &payload, 1, 1024);
         assert_eq!(sub.meta.command_id.as_deref(), Some("abc"));
     }
 
     #[test]
     fn bad_input_becomes_a_named_rejection() {
         let s = subjects();
-        let e = invalid(decode_command(
-            &s,
-            "orch.cmd.registry.register",
-            None,
-            &Bytes::from_static(b"{"),
-            1,
-            1024,
-        ));
+        let e = invalid(decode_command(&s, "orch.cmd.registry.register", None, &Bytes::from_static(b"{"), 1, 1024));
         assert_eq!(e.code(), ErrorCode::MalformedPayload);
         let e = invalid(decode_command(
             &s,
@@ -263,36 +209,13 @@ mod tests {
             1,
             1024,
         ));
-        assert_eq!(
-            (e.code(), e.body().field.as_deref()),
-            (ErrorCode::ValidationFailed, Some("port"))
-        );
-        let e = invalid(decode_command(
-            &s,
-            "orch.cmd.registry.explode",
-            None,
-            &Bytes::from_static(b"{}"),
-            1,
-            1024,
-        ));
+        assert_eq!((e.code(), e.body().field.as_deref()), (ErrorCode::ValidationFailed, Some("port")));
+        let e = invalid(decode_command(&s, "orch.cmd.registry.explode", None, &Bytes::from_static(b"{}"), 1, 1024));
         assert_eq!(e.code(), ErrorCode::UnknownCommand);
-        let e = invalid(decode_command(
-            &s,
-            "orch.cmd.x",
-            None,
-            &Bytes::from_static(b"{}"),
-            1,
-            1024,
-        ));
+        let e = invalid(decode_command(&s, "orch.cmd.x", None, &Bytes::from_static(b"{}"), 1, 1024));
         assert_eq!(e.code(), ErrorCode::UnknownCommand);
-        let e = invalid(decode_command(
-            &s,
-            "orch.cmd.registry.register",
-            None,
-            &Bytes::from(vec![b' '; 2000]),
-            1,
-            1024,
-        ));
+        let e =
+            invalid(decode_command(&s, "orch.cmd.registry.register", None, &Bytes::from(vec![b' '; 2000]), 1, 1024));
         assert_eq!(e.code(), ErrorCode::PayloadTooLarge);
     }
 
@@ -301,17 +224,10 @@ mod tests {
         let s = subjects();
         let list = decode_request(&s, "orch.req.registry.list", None, &Bytes::new(), 1024).unwrap();
         assert!(matches!(list, Request::List(_)));
-        let get = decode_request(
-            &s,
-            "orch.req.registry.get",
-            None,
-            &Bytes::from_static(br#"{"id":"a"}"#),
-            1024,
-        )
-        .unwrap();
+        let get =
+            decode_request(&s, "orch.req.registry.get", None, &Bytes::from_static(br#"{"id":"a"}"#), 1024).unwrap();
         assert!(matches!(get, Request::Get(id) if id == "a"));
-        let err =
-            decode_request(&s, "orch.req.registry.nope", None, &Bytes::new(), 1024).unwrap_err();
+        let err = decode_request(&s, "orch.req.registry.nope", None, &Bytes::new(), 1024).unwrap_err();
         assert_eq!(err.code(), ErrorCode::UnknownCommand);
     }
 }

@@ -35,10 +35,9 @@ pub async fn run(
                     "id",
                     format!("no instance with id {id:?} is registered; register it again"),
                 )),
-                Beat::Renewed | Beat::NeedsRecovery => (
-                    async_nats::HeaderMap::new(),
-                    bytes::Bytes::from_static(br#"{"status":"renewed"}"#),
-                ),
+                Beat::Renewed | Beat::NeedsRecovery => {
+                    (async_nats::HeaderMap::new(), bytes::Bytes::from_static(br#"{"status":"renewed"}"#))
+                }
             };
             let _ = client.publish_with_headers(reply, headers, body).await;
         }

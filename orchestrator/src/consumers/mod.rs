@@ -16,21 +16,10 @@ pub const QUEUE_GROUP: &str = "orchestrator";
 pub fn reply_message(outcome: &crate::registry::Outcome) -> (async_nats::HeaderMap, bytes::Bytes) {
     let mut headers = async_nats::HeaderMap::new();
     if let Some(error) = outcome.error() {
-        headers.insert(
-            orch_protocol::headers::SERVICE_ERROR_CODE,
-            error.code.status().to_string().as_str(),
-        );
-        headers.insert(
-            orch_protocol::headers::SERVICE_ERROR,
-            error.message.replace(['\r', '\n'], " ").as_str(),
-        );
+        headers.insert(orch_protocol::headers::SERVICE_ERROR_CODE, error.code.status().to_string().as_str());
+        headers.insert(orch_protocol::headers::SERVICE_ERROR, error.message.replace(['\r', '\n'], " ").as_str());
     }
-    (
-        headers,
-        serde_json::to_vec(outcome)
-            .expect("outcome serializes")
-            .into(),
-    )
+    (headers, serde_json::to_vec(outcome).expect("outcome serializes").into())
 }
 
 /// Error reply for a protocol error.

@@ -47,10 +47,7 @@ pub async fn run(
 }
 
 fn ok(value: &impl Serialize) -> (async_nats::HeaderMap, bytes::Bytes) {
-    (
-        async_nats::HeaderMap::new(),
-        serde_json::to_vec(value).expect("reply serializes").into(),
-    )
+    (async_nats::HeaderMap::new(), serde_json::to_vec(value).expect("reply serializes").into())
 }
 
 fn unavailable(message: String) -> (async_nats::HeaderMap, bytes::Bytes) {
@@ -63,16 +60,11 @@ async fn answer(
     message: &async_nats::Message,
     max_bytes: usize,
 ) -> (async_nats::HeaderMap, bytes::Bytes) {
-    let request = match decode_request(
-        subjects,
-        &message.subject,
-        message.headers.as_ref(),
-        &message.payload,
-        max_bytes,
-    ) {
-        Ok(r) => r,
-        Err(e) => return error_message(e),
-    };
+    let request =
+        match decode_request(subjects, &message.subject, message.headers.as_ref(), &message.payload, max_bytes) {
+            Ok(r) => r,
+            Err(e) => return error_message(e),
+        };
     let storage_error = |e: crate::storage::StorageError| {
         tracing::warn!(error = %e, "read request failed");
         unavailable("PostgreSQL is unavailable; retry later".into())
@@ -81,17 +73,13 @@ async fn answer(
         Request::Write(submission) => match registry.submit(submission).await {
             Ok(outcome) => reply_message(&outcome),
             Err(WriteError::Unavailable(m)) => unavailable(m),
-            Err(WriteError::Internal(m)) => {
-                error_message(ProtocolError::new(ErrorCode::Internal, m))
-            }
+            Err(WriteError::Internal(m)) => error_message(ProtocolError::new(ErrorCode::Internal, m)),
         },
         Request::Get(id) => match registry.get(&id).await {
             Ok(Some(view)) => ok(&view),
-            Ok(None) => error_message(ProtocolError::field(
-                ErrorCode::NotFound,
-                "id",
-                format!("no instance with id {id:?}"),
-            )),
+            Ok(None) => {
+                error_message(ProtocolError::field(ErrorCode::NotFound, "id", format!("no instance with id {id:?}")))
+            }
             Err(e) => storage_error(e),
         },
         Request::List(list) => {

@@ -25,8 +25,7 @@ async fn discover(
     Path(name): Path<String>,
     params: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Discovery>, ApiError> {
-    let Query(params) =
-        params.map_err(|e| ApiError::new(ErrorCode::ValidationFailed, e.body_text()))?;
+    let Query(params) = params.map_err(|e| ApiError::new(ErrorCode::ValidationFailed, e.body_text()))?;
     if !orch_protocol::registry::is_valid_name(&name) {
         return Err(ApiError::field(
             ErrorCode::ValidationFailed,
@@ -37,11 +36,7 @@ async fn discover(
     let strategy = match params.strategy.as_deref() {
         None => Strategy::default(),
         Some(s) => Strategy::parse(s).ok_or_else(|| {
-            ApiError::field(
-                ErrorCode::ValidationFailed,
-                "strategy",
-                "must be round_robin, weighted or random",
-            )
+            ApiError::field(ErrorCode::ValidationFailed, "strategy", "must be round_robin, weighted or random")
         })?,
     };
     Ok(Json(state.registry.discover(&name, strategy).await?))

@@ -16,19 +16,11 @@ pub struct ApiError(pub ErrorBody);
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError(ErrorBody {
-            code,
-            message: message.into(),
-            field: None,
-        })
+        ApiError(ErrorBody { code, message: message.into(), field: None })
     }
 
     pub fn field(code: ErrorCode, field: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError(ErrorBody {
-            code,
-            message: message.into(),
-            field: Some(field.into()),
-        })
+        ApiError(ErrorBody { code, message: message.into(), field: Some(field.into()) })
     }
 }
 
@@ -48,16 +40,10 @@ impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         if e.is_transient() {
             tracing::warn!(error = %e, "request failed: storage unavailable");
-            ApiError::new(
-                ErrorCode::Unavailable,
-                "PostgreSQL is unavailable; retry later",
-            )
+            ApiError::new(ErrorCode::Unavailable, "PostgreSQL is unavailable; retry later")
         } else {
             tracing::error!(error = %e, "request failed in storage");
-            ApiError::new(
-                ErrorCode::Internal,
-                "internal error; see the orchestrator's log",
-            )
+            ApiError::new(ErrorCode::Internal, "internal error; see the orchestrator's log")
         }
     }
 }
@@ -68,10 +54,7 @@ impl From<WriteError> for ApiError {
             WriteError::Unavailable(m) => ApiError::new(ErrorCode::Unavailable, m),
             WriteError::Internal(m) => {
                 tracing::error!(error = %m, "command failed");
-                ApiError::new(
-                    ErrorCode::Internal,
-                    "internal error; see the orchestrator's log",
-                )
+                ApiError::new(ErrorCode::Internal, "internal error; see the orchestrator's log")
             }
         }
     }
@@ -79,14 +62,10 @@ impl From<WriteError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.0.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, Json(ErrorReply { error: self.0 })).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
-            );
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
         }
         response
     }

@@ -27,10 +27,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    ErrorCode::PayloadTooLarge,
-                    "the request body is larger than the limit",
-                )
+                ApiError::new(ErrorCode::PayloadTooLarge, "the request body is larger than the limit")
             } else {
                 ApiError::new(ErrorCode::MalformedPayload, rejection.body_text())
             }

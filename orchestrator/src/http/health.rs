@@ -10,9 +10,7 @@ use super::AppState;
 use crate::storage;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
 }
 
 /// The process is up and serving HTTP.
@@ -24,15 +22,6 @@ async fn healthz() -> &'static str {
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let postgres = storage::ping(&state.pool).await;
     let nats = state.nats.connection_state() == async_nats::connection::State::Connected;
-    let status = if postgres && nats {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(
-            serde_json::json!({ "postgres": postgres, "nats": nats, "instances": state.registry.leases.len() }),
-        ),
-    )
+    let status = if postgres && nats { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(serde_json::json!({ "postgres": postgres, "nats": nats, "instances": state.registry.leases.len() })))
 }

@@ -25,6 +25,7 @@ pub struct AppState {
     pub pool: PgPool,
     pub nats: async_nats::Client,
     pub max_body_bytes: usize,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The whole HTTP application.
@@ -34,6 +35,7 @@ pub fn app(state: AppState) -> Router {
         .nest("/api/v1", services::router().merge(discovery::router()))
         .merge(health::router())
         .route("/", axum::routing::get(dashboard))
+        .route("/metrics", axum::routing::get(metrics))
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -42,4 +44,13 @@ pub fn app(state: AppState) -> Router {
 /// The dashboard placeholder until the dashboard is built.
 async fn dashboard() -> axum::response::Html<&'static str> {
     axum::response::Html(include_str!("../../../dashboard/index.html"))
+}
+
+/// Prometheus metrics in the OpenMetrics text format.
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl axum::response::IntoResponse {
+    state.metrics.instances.set(state.registry.leases.len() as i64);
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.encode(),
+    )
 }

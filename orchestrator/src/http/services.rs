@@ -31,37 +31,24 @@ fn meta(headers: &HeaderMap, subject: &str) -> Result<Meta, ApiError> {
     let command_id = match headers.get(IDEMPOTENCY_KEY) {
         None => None,
         Some(v) => {
-            let key = v
-                .to_str()
-                .ok()
-                .filter(|k| !k.is_empty() && k.len() <= 200)
-                .ok_or_else(|| {
-                    ApiError::field(
-                        ErrorCode::ValidationFailed,
-                        "Idempotency-Key",
-                        "must be 1-200 visible ASCII characters",
-                    )
-                })?;
+            let key = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 200).ok_or_else(|| {
+                ApiError::field(
+                    ErrorCode::ValidationFailed,
+                    "Idempotency-Key",
+                    "must be 1-200 visible ASCII characters",
+                )
+            })?;
             Some(format!("http:{key}"))
         }
     };
-    Ok(Meta {
-        command_id,
-        subject: subject.to_string(),
-        stream_seq: None,
-        durable: false,
-    })
+    Ok(Meta { command_id, subject: subject.to_string(), stream_seq: None, durable: false })
 }
 
 fn respond(outcome: Outcome) -> Response {
     match outcome {
         Outcome::Failed(e) => ApiError::from(e.error).into_response(),
         Outcome::Applied(reply) => {
-            let status = if reply.status == Status::Registered {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
+            let status = if reply.status == Status::Registered { StatusCode::CREATED } else { StatusCode::OK };
             let mut response = (status, Json(&reply)).into_response();
             if let (StatusCode::CREATED, Some(instance)) = (status, &reply.instance) {
                 if let Ok(location) = format!("/api/v1/services/{}", instance.id).parse() {
@@ -99,25 +86,15 @@ async fn deregister(
     Ok(respond(state.registry.submit(submission).await?))
 }
 
-async fn get_one(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     validate_instance_id("id", &id)?;
     match state.registry.get(&id).await? {
         Some(view) => Ok(Json(view).into_response()),
-        None => Err(ApiError::field(
-            ErrorCode::NotFound,
-            "id",
-            format!("no instance with id {id:?}"),
-        )),
+        None => Err(ApiError::field(ErrorCode::NotFound, "id", format!("no instance with id {id:?}"))),
     }
 }
 
-async fn heartbeat(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+async fn heartbeat(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     validate_instance_id("id", &id)?;
     match state.registry.heartbeat(&id).await {
         Beat::Unknown => Err(ApiError::field(
@@ -126,9 +103,7 @@ async fn heartbeat(
             format!("no instance with id {id:?} is registered; register it again"),
         )),
         Beat::Renewed => Ok(Json(serde_json::json!({ "status": "renewed" })).into_response()),
-        Beat::NeedsRecovery => {
-            Ok(Json(serde_json::json!({ "status": "recovering" })).into_response())
-        }
+        Beat::NeedsRecovery => Ok(Json(serde_json::json!({ "status": "recovering" })).into_response()),
     }
 }
 
@@ -140,38 +115,21 @@ const PAGE_MAX: i64 = 1000;
 fn parse_filter(query: Option<&str>) -> Result<Filter, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
         .map_err(|e| ApiError::new(ErrorCode::MalformedPayload, format!("query string: {e}")))?;
-    let mut filter = Filter {
-        limit: 100,
-        ..Default::default()
-    };
+    let mut filter = Filter { limit: 100, ..Default::default() };
     let mut metadata = BTreeMap::new();
     for (key, value) in pairs {
         match key.as_str() {
             "name" => filter.name = Some(value),
-            "tag" => filter
-                .tags
-                .extend(value.split(',').filter(|t| !t.is_empty()).map(String::from)),
+            "tag" => filter.tags.extend(value.split(',').filter(|t| !t.is_empty()).map(String::from)),
             "health" => {
                 filter.health = Some(Health::parse(&value).ok_or_else(|| {
-                    ApiError::field(
-                        ErrorCode::ValidationFailed,
-                        "health",
-                        "must be passing, warning or critical",
-                    )
+                    ApiError::field(ErrorCode::ValidationFailed, "health", "must be passing, warning or critical")
                 })?)
             }
             "limit" => {
-                filter.limit = value
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|l| (1..=PAGE_MAX).contains(l))
-                    .ok_or_else(|| {
-                        ApiError::field(
-                            ErrorCode::ValidationFailed,
-                            "limit",
-                            format!("must be 1-{PAGE_MAX}"),
-                        )
-                    })?
+                filter.limit = value.parse::<i64>().ok().filter(|l| (1..=PAGE_MAX).contains(l)).ok_or_else(|| {
+                    ApiError::field(ErrorCode::ValidationFailed, "limit", format!("must be 1-{PAGE_MAX}"))
+                })?
             }
             "after" => filter.after = Some(value),
             other => match other.strip_prefix("meta.") {
@@ -192,15 +150,10 @@ fn parse_filter(query: Option<&str>) -> Result<Filter, ApiError> {
     Ok(filter)
 }
 
-async fn list(
-    State(state): State<AppState>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, ApiError> {
+async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     let filter = parse_filter(query.as_deref())?;
     let items = state.registry.list(&filter).await?;
-    let next = (items.len() as i64 == filter.limit)
-        .then(|| items.last().map(|i| i.instance.id.clone()))
-        .flatten();
+    let next = (items.len() as i64 == filter.limit).then(|| items.last().map(|i| i.instance.id.clone())).flatten();
     Ok(Json(serde_json::json!({ "items": items, "next": next })).into_response())
 }
 
@@ -210,10 +163,7 @@ mod tests {
 
     #[test]
     fn filter_parses_every_parameter() {
-        let f = parse_filter(Some(
-            "name=web&tag=a,b&tag=c&health=passing&meta.zone=eu&limit=5&after=x",
-        ))
-        .unwrap();
+        let f = parse_filter(Some("name=web&tag=a,b&tag=c&health=passing&meta.zone=eu&limit=5&after=x")).unwrap();
         assert_eq!(f.name.as_deref(), Some("web"));
         assert_eq!(f.tags, vec!["a", "b", "c"]);
         assert_eq!(f.health, Some(Health::Passing));
@@ -223,29 +173,8 @@ mod tests {
 
     #[test]
     fn filter_names_the_bad_parameter() {
-        assert_eq!(
-            parse_filter(Some("colour=red"))
-                .unwrap_err()
-                .0
-                .field
-                .as_deref(),
-            Some("colour")
-        );
-        assert_eq!(
-            parse_filter(Some("limit=0"))
-                .unwrap_err()
-                .0
-                .field
-                .as_deref(),
-            Some("limit")
-        );
-        assert_eq!(
-            parse_filter(Some("health=sad"))
-                .unwrap_err()
-                .0
-                .field
-                .as_deref(),
-            Some("health")
-        );
+        assert_eq!(parse_filter(Some("colour=red")).unwrap_err().0.field.as_deref(), Some("colour"));
+        assert_eq!(parse_filter(Some("limit=0")).unwrap_err().0.field.as_deref(), Some("limit"));
+        assert_eq!(parse_filter(Some("health=sad")).unwrap_err().0.field.as_deref(), Some("health"));
     }
 }

@@ -37,12 +37,7 @@ pub struct Balancer {
 
 impl Balancer {
     /// Picks one of `instances` (already filtered to healthy ones, ordered by id).
-    pub fn choose<'a>(
-        &self,
-        service: &str,
-        instances: &'a [Instance],
-        strategy: Strategy,
-    ) -> Option<&'a Instance> {
+    pub fn choose<'a>(&self, service: &str, instances: &'a [Instance], strategy: Strategy) -> Option<&'a Instance> {
         if instances.is_empty() {
             return None;
         }
@@ -106,14 +101,7 @@ mod tests {
     fn round_robin_cycles() {
         let b = Balancer::default();
         let all = [inst("a", 1), inst("b", 1), inst("c", 1)];
-        let picks: Vec<_> = (0..6)
-            .map(|_| {
-                b.choose("web", &all, Strategy::RoundRobin)
-                    .unwrap()
-                    .id
-                    .clone()
-            })
-            .collect();
+        let picks: Vec<_> = (0..6).map(|_| b.choose("web", &all, Strategy::RoundRobin).unwrap().id.clone()).collect();
         assert_eq!(picks, ["a", "b", "c", "a", "b", "c"]);
     }
 
@@ -121,21 +109,12 @@ mod tests {
     fn weighted_follows_weights() {
         let b = Balancer::default();
         let all = [inst("light", 1), inst("heavy", 9)];
-        let heavy = (0..10_000)
-            .filter(|_| b.choose("web", &all, Strategy::Weighted).unwrap().id == "heavy")
-            .count();
-        assert!(
-            (8_500..9_500).contains(&heavy),
-            "heavy chosen {heavy} of 10000"
-        );
+        let heavy = (0..10_000).filter(|_| b.choose("web", &all, Strategy::Weighted).unwrap().id == "heavy").count();
+        assert!((8_500..9_500).contains(&heavy), "heavy chosen {heavy} of 10000");
     }
 
     #[test]
     fn empty_gives_none() {
-        assert!(
-            Balancer::default()
-                .choose("web", &[], Strategy::Random)
-                .is_none()
-        );
+        assert!(Balancer::default().choose("web", &[], Strategy::Random).is_none());
     }
 }

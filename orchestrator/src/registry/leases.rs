@@ -62,21 +62,10 @@ impl Leases {
         let mut map = self.inner.lock().expect("lease table lock");
         for (id, ttl, critical_since) in rows {
             let state = match critical_since {
-                Some(since) => State::Critical {
-                    since,
-                    reaping: false,
-                },
+                Some(since) => State::Critical { since, reaping: false },
                 None => State::Live,
             };
-            map.insert(
-                id,
-                Lease {
-                    ttl,
-                    deadline: now + ttl,
-                    last_beat: None,
-                    state,
-                },
-            );
+            map.insert(id, Lease { ttl, deadline: now + ttl, last_beat: None, state });
         }
     }
 
@@ -134,9 +123,7 @@ impl Leases {
                         }
                     }
                 }
-                State::Critical { since, reaping }
-                    if expire && !*reaping && *since <= reap_critical_before =>
-                {
+                State::Critical { since, reaping } if expire && !*reaping && *since <= reap_critical_before => {
                     *reaping = true;
                     sweep.reap.push(id.clone());
                 }
@@ -157,11 +144,7 @@ impl Leases {
             }
         }
         for id in reaping {
-            if let Some(Lease {
-                state: State::Critical { reaping, .. },
-                ..
-            }) = map.get_mut(id)
-            {
+            if let Some(Lease { state: State::Critical { reaping, .. }, .. }) = map.get_mut(id) {
                 *reaping = false;
             }
         }
@@ -181,12 +164,7 @@ impl Leases {
             _ => {
                 map.insert(
                     id.to_string(),
-                    Lease {
-                        ttl,
-                        deadline: Instant::now() + ttl,
-                        last_beat: None,
-                        state: State::Live,
-                    },
+                    Lease { ttl, deadline: Instant::now() + ttl, last_beat: None, state: State::Live },
                 );
             }
         }
@@ -200,14 +178,7 @@ impl Leases {
             return false;
         };
         let beat_meanwhile = lease.deadline > Instant::now();
-        lease.state = if beat_meanwhile {
-            State::Recovering
-        } else {
-            State::Critical {
-                since,
-                reaping: false,
-            }
-        };
+        lease.state = if beat_meanwhile { State::Recovering } else { State::Critical { since, reaping: false } };
         beat_meanwhile
     }
 
@@ -224,10 +195,7 @@ impl Leases {
         let mut map = self.inner.lock().expect("lease table lock");
         if let Some(lease) = map.get_mut(id) {
             if lease.state == State::Recovering {
-                lease.state = State::Critical {
-                    since,
-                    reaping: false,
-                };
+                lease.state = State::Critical { since, reaping: false };
             }
         }
     }
@@ -269,16 +237,9 @@ mod tests {
         let s = leases.sweep(far_past(), true);
         assert_eq!(s.expiring.len(), 1);
         assert_eq!(s.live, 1);
-        assert!(
-            leases.sweep(far_past(), true).expiring.is_empty(),
-            "in flight, not asked twice"
-        );
+        assert!(leases.sweep(far_past(), true).expiring.is_empty(), "in flight, not asked twice");
         leases.release(&["a".into()], &[]);
-        assert_eq!(
-            leases.sweep(far_past(), true).expiring.len(),
-            1,
-            "released, asked again"
-        );
+        assert_eq!(leases.sweep(far_past(), true).expiring.len(), 1, "released, asked again");
     }
 
     #[test]
@@ -309,10 +270,7 @@ mod tests {
         leases.sweep(far_past(), true);
         leases.registered("a", Duration::from_secs(30), false);
         leases.beat("a");
-        assert!(
-            leases.expired("a", Utc::now()),
-            "the beat came in while the expiry was committing"
-        );
+        assert!(leases.expired("a", Utc::now()), "the beat came in while the expiry was committing");
     }
 
     #[test]
@@ -320,12 +278,7 @@ mod tests {
         let leases = Leases::default();
         let since = Utc::now() - chrono::Duration::minutes(20);
         leases.load([("a".to_string(), Duration::from_secs(30), Some(since))]);
-        assert!(
-            leases
-                .sweep(since - chrono::Duration::seconds(1), true)
-                .reap
-                .is_empty()
-        );
+        assert!(leases.sweep(since - chrono::Duration::seconds(1), true).reap.is_empty());
         let s = leases.sweep(Utc::now() - chrono::Duration::minutes(10), true);
         assert_eq!(s.reap, vec!["a".to_string()]);
         assert!(leases.sweep(Utc::now(), true).reap.is_empty(), "in flight");

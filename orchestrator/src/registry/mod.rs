@@ -13,6 +13,7 @@ use orch_protocol::registry::{Health, Instance, Registration};
 use serde::Serialize;
 use sqlx::PgPool;
 
+use crate::metrics::Metrics;
 use crate::storage::{self, instances};
 pub use discovery::Strategy;
 pub use leases::{Beat, LeaseView, Leases};
@@ -45,6 +46,7 @@ pub struct Registry {
     pool: PgPool,
     balancer: discovery::Balancer,
     request_timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Registry {
@@ -53,14 +55,9 @@ impl Registry {
         leases: Arc<Leases>,
         pool: PgPool,
         request_timeout: Duration,
+        metrics: Arc<Metrics>,
     ) -> Registry {
-        Registry {
-            writer,
-            leases,
-            pool,
-            balancer: Default::default(),
-            request_timeout,
-        }
+        Registry { writer, leases, pool, balancer: Default::default(), request_timeout, metrics }
     }
 
     /// Submits a command on behalf of a caller that waits (HTTP, request/reply): gives up with
@@ -79,26 +76,23 @@ impl Registry {
     /// A heartbeat: renews the lease in memory, and submits a recovery if the instance was critical.
     pub async fn heartbeat(&self, id: &str) -> Beat {
         let beat = self.leases.beat(id);
+        self.metrics.heartbeat(match beat {
+            Beat::Renewed => "renewed",
+            Beat::NeedsRecovery => "recovering",
+            Beat::Unknown => "unknown",
+        });
         if beat == Beat::NeedsRecovery {
-            self.writer
-                .submit_detached(writer::internal(Command::Recover { id: id.to_string() }))
-                .await;
+            self.writer.submit_detached(writer::internal(Command::Recover { id: id.to_string() })).await;
         }
         beat
     }
 
     pub async fn get(&self, id: &str) -> storage::Result<Option<InstanceView>> {
-        Ok(instances::get(&self.pool, id)
-            .await?
-            .map(|instance| self.view(instance)))
+        Ok(instances::get(&self.pool, id).await?.map(|instance| self.view(instance)))
     }
 
     pub async fn list(&self, filter: &instances::Filter) -> storage::Result<Vec<InstanceView>> {
-        Ok(instances::list(&self.pool, filter)
-            .await?
-            .into_iter()
-            .map(|i| self.view(i))
-            .collect())
+        Ok(instances::list(&self.pool, filter).await?.into_iter().map(|i| self.view(i)).collect())
     }
 
     /// Passing instances of `service` and the one `strategy` picks.
@@ -111,12 +105,7 @@ impl Registry {
         };
         let instances = instances::list(&self.pool, &filter).await?;
         let instance = self.balancer.choose(service, &instances, strategy).cloned();
-        Ok(Discovery {
-            service: service.to_string(),
-            strategy,
-            instance,
-            instances,
-        })
+        Ok(Discovery { service: service.to_string(), strategy, instance, instances })
     }
 
     fn view(&self, instance: Instance) -> InstanceView {

@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use orch_protocol::ErrorCode;
 use orch_protocol::error::ProtocolError;
 use orch_protocol::events::{
-    DeregisterReason, DeregisteredData, EventKind, ExpiredData, RecoveredData, RegisteredData,
-    SYSTEM_SERVICE, SelfPreservationData, UpdatedData,
+    DeregisterReason, DeregisteredData, EventKind, ExpiredData, RecoveredData, RegisteredData, SYSTEM_SERVICE,
+    SelfPreservationData, UpdatedData,
 };
 use orch_protocol::registry::{Health, Instance, Registration};
 use serde::{Deserialize, Serialize};
@@ -140,18 +140,9 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn applied(
-        status: Status,
-        instance: Option<Instance>,
-        next: Next,
-        emit: Option<Emit>,
-    ) -> Decision {
+    fn applied(status: Status, instance: Option<Instance>, next: Next, emit: Option<Emit>) -> Decision {
         Decision {
-            outcome: Outcome::Applied(Reply {
-                status,
-                instance,
-                changed: Vec::new(),
-            }),
+            outcome: Outcome::Applied(Reply { status, instance, changed: Vec::new() }),
             next,
             emit,
             rejected: false,
@@ -191,16 +182,11 @@ pub fn decide(command: &Command, current: Option<&Instance>, now: DateTime<Utc>)
                     EventKind::Deregistered,
                     &inst.name,
                     &inst.id,
-                    DeregisteredData {
-                        instance: inst.clone(),
-                        reason: DeregisterReason::Requested,
-                    },
+                    DeregisteredData { instance: inst.clone(), reason: DeregisterReason::Requested },
                 )),
             ),
         },
-        Command::Expire {
-            last_heartbeat_at, ..
-        } => match current {
+        Command::Expire { last_heartbeat_at, .. } => match current {
             Some(inst) if inst.health != Health::Critical => {
                 let mut next = inst.clone();
                 next.health = Health::Critical;
@@ -217,12 +203,7 @@ pub fn decide(command: &Command, current: Option<&Instance>, now: DateTime<Utc>)
                         last_heartbeat_at: *last_heartbeat_at,
                     },
                 );
-                Decision::applied(
-                    Status::Expired,
-                    Some(next.clone()),
-                    Next::Put(next),
-                    Some(emit),
-                )
+                Decision::applied(Status::Expired, Some(next.clone()), Next::Put(next), Some(emit))
             }
             _ => Decision::ignored(),
         },
@@ -233,35 +214,21 @@ pub fn decide(command: &Command, current: Option<&Instance>, now: DateTime<Utc>)
                 next.critical_since = None;
                 next.updated_at = now;
                 next.revision += 1;
-                let critical_for_ms = inst
-                    .critical_since
-                    .map(|since| (now - since).num_milliseconds().max(0))
-                    .unwrap_or(0);
+                let critical_for_ms =
+                    inst.critical_since.map(|since| (now - since).num_milliseconds().max(0)).unwrap_or(0);
                 let emit = Emit::new(
                     EventKind::Recovered,
                     &inst.name,
                     &inst.id,
-                    RecoveredData {
-                        instance: next.clone(),
-                        previous_health: inst.health,
-                        critical_for_ms,
-                    },
+                    RecoveredData { instance: next.clone(), previous_health: inst.health, critical_for_ms },
                 );
-                Decision::applied(
-                    Status::Recovered,
-                    Some(next.clone()),
-                    Next::Put(next),
-                    Some(emit),
-                )
+                Decision::applied(Status::Recovered, Some(next.clone()), Next::Put(next), Some(emit))
             }
             _ => Decision::ignored(),
         },
-        Command::Reap {
-            critical_before, ..
-        } => match current {
+        Command::Reap { critical_before, .. } => match current {
             Some(inst)
-                if inst.health == Health::Critical
-                    && inst.critical_since.is_some_and(|s| s <= *critical_before) =>
+                if inst.health == Health::Critical && inst.critical_since.is_some_and(|s| s <= *critical_before) =>
             {
                 Decision::applied(
                     Status::Deregistered,
@@ -271,21 +238,14 @@ pub fn decide(command: &Command, current: Option<&Instance>, now: DateTime<Utc>)
                         EventKind::Deregistered,
                         &inst.name,
                         &inst.id,
-                        DeregisteredData {
-                            instance: inst.clone(),
-                            reason: DeregisterReason::CriticalTooLong,
-                        },
+                        DeregisteredData { instance: inst.clone(), reason: DeregisterReason::CriticalTooLong },
                     )),
                 )
             }
             _ => Decision::ignored(),
         },
         Command::SelfPreservation { entered, data } => {
-            let kind = if *entered {
-                EventKind::SelfPreservationEntered
-            } else {
-                EventKind::SelfPreservationExited
-            };
+            let kind = if *entered { EventKind::SelfPreservationEntered } else { EventKind::SelfPreservationExited };
             Decision::applied(
                 Status::Recorded,
                 None,
@@ -297,10 +257,7 @@ pub fn decide(command: &Command, current: Option<&Instance>, now: DateTime<Utc>)
 }
 
 fn register(reg: &Registration, current: Option<&Instance>, now: DateTime<Utc>) -> Decision {
-    let id = reg
-        .id
-        .clone()
-        .expect("the writer assigns an id before deciding");
+    let id = reg.id.clone().expect("the writer assigns an id before deciding");
     match current {
         None => {
             let instance = Instance {
@@ -325,16 +282,9 @@ fn register(reg: &Registration, current: Option<&Instance>, now: DateTime<Utc>) 
                 EventKind::Registered,
                 &instance.name,
                 &instance.id,
-                RegisteredData {
-                    instance: instance.clone(),
-                },
+                RegisteredData { instance: instance.clone() },
             );
-            Decision::applied(
-                Status::Registered,
-                Some(instance.clone()),
-                Next::Put(instance),
-                Some(emit),
-            )
+            Decision::applied(Status::Registered, Some(instance.clone()), Next::Put(instance), Some(emit))
         }
         Some(inst) if inst.name != reg.name => Decision {
             outcome: Outcome::failed(ProtocolError::field(
@@ -350,11 +300,7 @@ fn register(reg: &Registration, current: Option<&Instance>, now: DateTime<Utc>) 
             rejected: true,
         },
         Some(inst) => {
-            let changed: Vec<String> = inst
-                .differs_from(reg)
-                .into_iter()
-                .map(String::from)
-                .collect();
+            let changed: Vec<String> = inst.differs_from(reg).into_iter().map(String::from).collect();
             if changed.is_empty() {
                 return Decision::applied(Status::Unchanged, Some(inst.clone()), Next::Keep, None);
             }
@@ -375,17 +321,10 @@ fn register(reg: &Registration, current: Option<&Instance>, now: DateTime<Utc>) 
                 EventKind::Updated,
                 &next.name,
                 &next.id,
-                UpdatedData {
-                    instance: next.clone(),
-                    changed: changed.clone(),
-                },
+                UpdatedData { instance: next.clone(), changed: changed.clone() },
             );
             Decision {
-                outcome: Outcome::Applied(Reply {
-                    status: Status::Updated,
-                    instance: Some(next.clone()),
-                    changed,
-                }),
+                outcome: Outcome::Applied(Reply { status: Status::Updated, instance: Some(next.clone()), changed }),
                 next: Next::Put(next),
                 emit: Some(emit),
                 rejected: false,
@@ -400,8 +339,7 @@ mod tests {
 
     fn reg(id: &str, name: &str) -> Registration {
         let mut r: Registration = orch_protocol::error::parse_json(
-            format!(r#"{{"id": "{id}", "name": "{name}", "address": "127.0.0.1", "port": 80}}"#)
-                .as_bytes(),
+            format!(r#"{{"id": "{id}", "name": "{name}", "address": "127.0.0.1", "port": 80}}"#).as_bytes(),
         )
         .unwrap();
         r.id = Some(id.into());
@@ -409,18 +347,14 @@ mod tests {
     }
 
     fn registered(id: &str) -> Instance {
-        let Next::Put(i) = decide(&Command::Register(reg(id, "web")), None, Utc::now()).next else {
-            panic!()
-        };
+        let Next::Put(i) = decide(&Command::Register(reg(id, "web")), None, Utc::now()).next else { panic!() };
         i
     }
 
     #[test]
     fn register_creates_passing_instance_with_event() {
         let d = decide(&Command::Register(reg("a", "web")), None, Utc::now());
-        let Next::Put(inst) = &d.next else {
-            panic!("{d:?}")
-        };
+        let Next::Put(inst) = &d.next else { panic!("{d:?}") };
         assert_eq!(inst.health, Health::Passing);
         assert_eq!(inst.revision, 1);
         assert_eq!(d.emit.unwrap().kind, EventKind::Registered);
@@ -432,13 +366,7 @@ mod tests {
         let d = decide(&Command::Register(reg("a", "web")), Some(&inst), Utc::now());
         assert_eq!(d.next, Next::Keep);
         assert!(d.emit.is_none());
-        assert!(matches!(
-            d.outcome,
-            Outcome::Applied(Reply {
-                status: Status::Unchanged,
-                ..
-            })
-        ));
+        assert!(matches!(d.outcome, Outcome::Applied(Reply { status: Status::Unchanged, .. })));
     }
 
     #[test]
@@ -455,9 +383,7 @@ mod tests {
         assert_eq!(next.critical_since, inst.critical_since);
         assert_eq!(next.registered_at, inst.registered_at);
         assert_eq!(next.revision, 2);
-        let Outcome::Applied(reply) = d.outcome else {
-            panic!()
-        };
+        let Outcome::Applied(reply) = d.outcome else { panic!() };
         assert_eq!(reply.changed, vec!["port", "tags"]);
     }
 
@@ -473,27 +399,11 @@ mod tests {
     fn expire_then_recover() {
         let inst = registered("a");
         let t0 = Utc::now();
-        let d = decide(
-            &Command::Expire {
-                id: "a".into(),
-                last_heartbeat_at: None,
-            },
-            Some(&inst),
-            t0,
-        );
-        let Next::Put(critical) = d.next else {
-            panic!()
-        };
+        let d = decide(&Command::Expire { id: "a".into(), last_heartbeat_at: None }, Some(&inst), t0);
+        let Next::Put(critical) = d.next else { panic!() };
         assert_eq!(critical.health, Health::Critical);
         // Expiring twice does nothing.
-        let again = decide(
-            &Command::Expire {
-                id: "a".into(),
-                last_heartbeat_at: None,
-            },
-            Some(&critical),
-            t0,
-        );
+        let again = decide(&Command::Expire { id: "a".into(), last_heartbeat_at: None }, Some(&critical), t0);
         assert_eq!(again.next, Next::Keep);
         let later = t0 + chrono::Duration::milliseconds(1500);
         let d = decide(&Command::Recover { id: "a".into() }, Some(&critical), later);
@@ -507,17 +417,11 @@ mod tests {
     fn reap_only_when_critical_long_enough() {
         let now = Utc::now();
         let mut inst = registered("a");
-        let reap = |before| Command::Reap {
-            id: "a".into(),
-            critical_before: before,
-        };
+        let reap = |before| Command::Reap { id: "a".into(), critical_before: before };
         assert_eq!(decide(&reap(now), Some(&inst), now).next, Next::Keep);
         inst.health = Health::Critical;
         inst.critical_since = Some(now);
-        assert_eq!(
-            decide(&reap(now - chrono::Duration::seconds(1)), Some(&inst), now).next,
-            Next::Keep
-        );
+        assert_eq!(decide(&reap(now - chrono::Duration::seconds(1)), Some(&inst), now).next, Next::Keep);
         let d = decide(&reap(now), Some(&inst), now);
         assert_eq!(d.next, Next::Delete);
         assert_eq!(d.emit.unwrap().data["reason"], "critical_too_long");

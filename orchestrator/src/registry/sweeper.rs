@@ -29,8 +29,7 @@ pub async fn run(
 ) {
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let reap_after = chrono::Duration::from_std(config.deregister_critical_after)
-        .unwrap_or(chrono::Duration::MAX);
+    let reap_after = chrono::Duration::from_std(config.deregister_critical_after).unwrap_or(chrono::Duration::MAX);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -38,11 +37,7 @@ pub async fn run(
         }
         let reap_before = Utc::now() - reap_after;
         let peek = registry.leases.sweep(reap_before, false);
-        let share = if peek.live == 0 {
-            0.0
-        } else {
-            peek.expiring.len() as f64 / peek.live as f64
-        };
+        let share = if peek.live == 0 { 0.0 } else { peek.expiring.len() as f64 / peek.live as f64 };
         let mass_expiry = peek.live >= config.min_instances && share > config.threshold;
         let data = |message: String| SelfPreservationData {
             expiring: peek.expiring.len(),
@@ -66,10 +61,7 @@ pub async fn run(
                     live = peek.live,
                     "self-preservation entered: {message}"
                 );
-                let command = Command::SelfPreservation {
-                    entered: true,
-                    data: data(message),
-                };
+                let command = Command::SelfPreservation { entered: true, data: data(message) };
                 registry.writer.submit_detached(internal(command)).await;
             }
             continue;
@@ -82,32 +74,17 @@ pub async fn run(
                 peek.live
             );
             tracing::warn!("self-preservation exited: {message}");
-            let command = Command::SelfPreservation {
-                entered: false,
-                data: data(message),
-            };
+            let command = Command::SelfPreservation { entered: false, data: data(message) };
             registry.writer.submit_detached(internal(command)).await;
         }
         let sweep = registry.leases.sweep(reap_before, true);
         for (id, last_heartbeat_at) in sweep.expiring {
             tracing::info!(instance = %id, "lease expired");
-            registry
-                .writer
-                .submit_detached(internal(Command::Expire {
-                    id,
-                    last_heartbeat_at,
-                }))
-                .await;
+            registry.writer.submit_detached(internal(Command::Expire { id, last_heartbeat_at })).await;
         }
         for id in sweep.reap {
             tracing::info!(instance = %id, "critical too long; deregistering");
-            registry
-                .writer
-                .submit_detached(internal(Command::Reap {
-                    id,
-                    critical_before: reap_before,
-                }))
-                .await;
+            registry.writer.submit_detached(internal(Command::Reap { id, critical_before: reap_before })).await;
         }
     }
 }

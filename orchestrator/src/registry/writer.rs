@@ -76,60 +76,34 @@ impl Writer {
     pub async fn submit(&self, submission: Submission) -> Result<Outcome, WriteError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job {
-                submission,
-                reply: Some(reply),
-            })
+            .send(Job { submission, reply: Some(reply) })
             .await
             .map_err(|_| WriteError::Unavailable("the orchestrator is shutting down".into()))?;
-        rx.await.unwrap_or_else(|_| {
-            Err(WriteError::Unavailable(
-                "the orchestrator is shutting down".into(),
-            ))
-        })
+        rx.await.unwrap_or_else(|_| Err(WriteError::Unavailable("the orchestrator is shutting down".into())))
     }
 
     /// Submits several in order, then waits for all their outcomes.
-    pub async fn submit_many(
-        &self,
-        submissions: Vec<Submission>,
-    ) -> Vec<Result<Outcome, WriteError>> {
+    pub async fn submit_many(&self, submissions: Vec<Submission>) -> Vec<Result<Outcome, WriteError>> {
         let mut receivers = Vec::with_capacity(submissions.len());
         for submission in submissions {
             let (reply, rx) = oneshot::channel();
-            if self
-                .tx
-                .send(Job {
-                    submission,
-                    reply: Some(reply),
-                })
-                .await
-                .is_err()
-            {
+            if self.tx.send(Job { submission, reply: Some(reply) }).await.is_err() {
                 break;
             }
             receivers.push(rx);
         }
         let mut outcomes = Vec::with_capacity(receivers.len());
         for rx in receivers {
-            outcomes.push(rx.await.unwrap_or_else(|_| {
-                Err(WriteError::Unavailable(
-                    "the orchestrator is shutting down".into(),
-                ))
-            }));
+            outcomes.push(
+                rx.await.unwrap_or_else(|_| Err(WriteError::Unavailable("the orchestrator is shutting down".into()))),
+            );
         }
         outcomes
     }
 
     /// Submits without waiting (internal commands whose outcome nobody awaits).
     pub async fn submit_detached(&self, submission: Submission) {
-        let _ = self
-            .tx
-            .send(Job {
-                submission,
-                reply: None,
-            })
-            .await;
+        let _ = self.tx.send(Job { submission, reply: None }).await;
     }
 }
 
@@ -142,6 +116,7 @@ pub struct WriterTask {
     /// Notified after every commit that wrote outbox rows.
     pub outbox_written: Arc<Notify>,
     pub max_payload_kept: usize,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl WriterTask {
@@ -179,15 +154,18 @@ impl WriterTask {
         let mut delay = Duration::from_millis(50);
         loop {
             // A caller that gave up (timed out) on a non-durable command no longer wants it applied.
-            jobs.retain(|j| {
-                j.submission.meta.durable || j.reply.as_ref().is_none_or(|r| !r.is_closed())
-            });
+            jobs.retain(|j| j.submission.meta.durable || j.reply.as_ref().is_none_or(|r| !r.is_closed()));
             if jobs.is_empty() {
                 return Vec::new();
             }
             let submissions: Vec<&Submission> = jobs.iter().map(|j| &j.submission).collect();
+            let started = std::time::Instant::now();
             match self.execute(&submissions).await {
-                Ok(applied) => return self.finish(jobs, applied),
+                Ok(applied) => {
+                    self.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+                    self.metrics.batch_size.observe(jobs.len() as f64);
+                    return self.finish(jobs, applied);
+                }
                 Err(e) if e.is_transient() => {
                     tracing::warn!(error = %e, batch = jobs.len(), retry_in = ?delay, "storage unavailable; batch will be retried");
                     tokio::time::sleep(delay).await;
@@ -205,15 +183,10 @@ impl WriterTask {
                 Err(e) => {
                     let mut job = jobs.pop().expect("one job");
                     tracing::error!(error = %e, subject = %job.submission.meta.subject, "command failed in storage");
-                    if job.submission.meta.durable
-                        && !matches!(job.submission.body, Body::Invalid { .. })
-                    {
+                    if job.submission.meta.durable && !matches!(job.submission.body, Body::Invalid { .. }) {
                         // Dead-letter it rather than redelivering it forever.
                         job.submission.body = Body::Invalid {
-                            error: ProtocolError::new(
-                                ErrorCode::Internal,
-                                format!("storage refused the command: {e}"),
-                            ),
+                            error: ProtocolError::new(ErrorCode::Internal, format!("storage refused the command: {e}")),
                             payload: Bytes::new(),
                         };
                         jobs = vec![job];
@@ -232,6 +205,11 @@ impl WriterTask {
     fn finish(&self, jobs: Vec<Job>, applied: Applied) -> Vec<Job> {
         let mut follow_ups = Vec::new();
         for (job, (outcome, fresh)) in jobs.into_iter().zip(applied.outcomes) {
+            self.metrics.command(match (&outcome, fresh) {
+                (_, false) => "replayed",
+                (Outcome::Failed(_), true) => "rejected",
+                (Outcome::Applied(_), true) => "applied",
+            });
             if fresh {
                 if let Body::Command(command) = &job.submission.body {
                     if let Some(recover) = self.apply_to_leases(command, &outcome) {
@@ -260,32 +238,18 @@ impl WriterTask {
         };
         let ttl = |i: &Instance| Duration::from_secs(u64::from(i.ttl_seconds));
         match (command, status, instance) {
-            (Command::Register(_), Status::Registered, Some(i)) => {
-                self.leases.registered(&i.id, ttl(i), true)
-            }
-            (Command::Register(_), Status::Updated, Some(i)) => {
-                self.leases.registered(&i.id, ttl(i), false)
-            }
+            (Command::Register(_), Status::Registered, Some(i)) => self.leases.registered(&i.id, ttl(i), true),
+            (Command::Register(_), Status::Updated, Some(i)) => self.leases.registered(&i.id, ttl(i), false),
             (Command::Deregister { .. } | Command::Reap { .. }, Status::Deregistered, Some(i)) => {
                 self.leases.removed(&i.id)
             }
             (Command::Expire { id, .. }, Status::Expired, Some(i)) => {
-                if self
-                    .leases
-                    .expired(id, i.critical_since.unwrap_or_else(Utc::now))
-                {
-                    return Some(Job {
-                        submission: internal(Command::Recover { id: id.clone() }),
-                        reply: None,
-                    });
+                if self.leases.expired(id, i.critical_since.unwrap_or_else(Utc::now)) {
+                    return Some(Job { submission: internal(Command::Recover { id: id.clone() }), reply: None });
                 }
             }
-            (Command::Expire { id, .. }, Status::Ignored, _) => {
-                self.leases.release(std::slice::from_ref(id), &[])
-            }
-            (Command::Reap { id, .. }, Status::Ignored, _) => {
-                self.leases.release(&[], std::slice::from_ref(id))
-            }
+            (Command::Expire { id, .. }, Status::Ignored, _) => self.leases.release(std::slice::from_ref(id), &[]),
+            (Command::Reap { id, .. }, Status::Ignored, _) => self.leases.release(&[], std::slice::from_ref(id)),
             (Command::Recover { id }, Status::Recovered, _) => self.leases.recovered(id),
             (Command::Recover { id }, Status::Ignored, _) => self.leases.recovered(id),
             _ => {}
@@ -298,10 +262,7 @@ impl WriterTask {
         let now = Utc::now();
         let mut tx = self.pool.begin().await?;
 
-        let command_ids: Vec<String> = batch
-            .iter()
-            .filter_map(|s| s.meta.command_id.clone())
-            .collect();
+        let command_ids: Vec<String> = batch.iter().filter_map(|s| s.meta.command_id.clone()).collect();
         let known = ledger::processed(&mut tx, &command_ids).await?;
 
         let touched: Vec<String> = {
@@ -316,8 +277,7 @@ impl WriterTask {
                 .map(String::from)
                 .collect()
         };
-        let mut state: HashMap<String, Option<Instance>> =
-            touched.iter().map(|id| (id.clone(), None)).collect();
+        let mut state: HashMap<String, Option<Instance>> = touched.iter().map(|id| (id.clone(), None)).collect();
         for instance in instances::lock(&mut tx, &touched).await? {
             state.insert(instance.id.clone(), Some(instance));
         }
@@ -345,15 +305,11 @@ impl WriterTask {
                 first_of.insert(id, index);
             }
             let (outcome, rejection) = match &submission.body {
-                Body::Invalid { error, payload } => (
-                    Outcome::failed(error.clone()),
-                    Some((error.clone(), payload.clone())),
-                ),
+                Body::Invalid { error, payload } => {
+                    (Outcome::failed(error.clone()), Some((error.clone(), payload.clone())))
+                }
                 Body::Command(command) => {
-                    let current = command
-                        .instance_id()
-                        .and_then(|id| state.get(id))
-                        .and_then(Option::as_ref);
+                    let current = command.instance_id().and_then(|id| state.get(id)).and_then(Option::as_ref);
                     let decision = decide(command, current, now);
                     if let Some(id) = command.instance_id() {
                         match decision.next {
@@ -369,19 +325,12 @@ impl WriterTask {
                         }
                     }
                     if let Command::SelfPreservation { entered, data } = command {
-                        let value =
-                            serde_json::json!({ "active": entered, "since": now, "data": data });
+                        let value = serde_json::json!({ "active": entered, "since": now, "data": data });
                         out.system.push((system::SELF_PRESERVATION, value));
                     }
                     if let Some(emit) = decision.emit {
-                        let event = events::encode(
-                            &self.subjects,
-                            emit.kind,
-                            &emit.service,
-                            &emit.subject,
-                            now,
-                            &emit.data,
-                        );
+                        let event =
+                            events::encode(&self.subjects, emit.kind, &emit.service, &emit.subject, now, &emit.data);
                         out.outbox.push(ledger::OutboxRow {
                             msg_id: event.id,
                             subject: event.subject,
@@ -390,17 +339,10 @@ impl WriterTask {
                         });
                     }
                     let rejection = decision.rejected.then(|| {
-                        let error = ProtocolError(
-                            decision
-                                .outcome
-                                .error()
-                                .cloned()
-                                .expect("a rejection carries an error"),
-                        );
+                        let error =
+                            ProtocolError(decision.outcome.error().cloned().expect("a rejection carries an error"));
                         let payload = match command {
-                            Command::Register(r) => {
-                                Bytes::from(serde_json::to_vec(r).unwrap_or_default())
-                            }
+                            Command::Register(r) => Bytes::from(serde_json::to_vec(r).unwrap_or_default()),
                             _ => Bytes::new(),
                         };
                         (error, payload)
@@ -424,17 +366,9 @@ impl WriterTask {
             outcomes.push((outcome, true));
         }
 
-        let puts: Vec<&Instance> = out
-            .dirty
-            .iter()
-            .filter_map(|id| state.get(id).and_then(Option::as_ref))
-            .collect();
-        let deletes: Vec<String> = out
-            .dirty
-            .iter()
-            .filter(|id| state.get(*id).is_some_and(Option::is_none))
-            .cloned()
-            .collect();
+        let puts: Vec<&Instance> = out.dirty.iter().filter_map(|id| state.get(id).and_then(Option::as_ref)).collect();
+        let deletes: Vec<String> =
+            out.dirty.iter().filter(|id| state.get(*id).is_some_and(Option::is_none)).cloned().collect();
         instances::upsert(&mut tx, &puts).await?;
         instances::delete(&mut tx, &deletes).await?;
         ledger::enqueue(&mut tx, &out.outbox).await?;
@@ -444,10 +378,7 @@ impl WriterTask {
             system::put(&mut tx, key, value).await?;
         }
         tx.commit().await?;
-        Ok(Applied {
-            outcomes,
-            wrote_outbox: !out.outbox.is_empty(),
-        })
+        Ok(Applied { outcomes, wrote_outbox: !out.outbox.is_empty() })
     }
 
     /// A refused durable command: a dead-letter record, a message on the dead-letter stream and a
@@ -467,10 +398,7 @@ impl WriterTask {
         tracing::warn!(subject = %meta.subject, command_id = ?meta.command_id, code = body.code.as_str(),
             field = ?body.field, message = %body.message, dead_letter = %id, "command rejected");
         let mut dlq_headers = serde_json::Map::new();
-        dlq_headers.insert(
-            headers::DLQ_ORIGINAL_SUBJECT.into(),
-            meta.subject.clone().into(),
-        );
+        dlq_headers.insert(headers::DLQ_ORIGINAL_SUBJECT.into(), meta.subject.clone().into());
         dlq_headers.insert(headers::DLQ_REASON.into(), body.code.as_str().into());
         dlq_headers.insert(headers::SERVICE_ERROR.into(), body.message.clone().into());
         out.outbox.push(ledger::OutboxRow {
@@ -515,12 +443,7 @@ impl WriterTask {
 /// A command the orchestrator issues itself.
 pub fn internal(command: Command) -> Submission {
     Submission {
-        meta: Meta {
-            command_id: None,
-            subject: "internal".into(),
-            stream_seq: None,
-            durable: false,
-        },
+        meta: Meta { command_id: None, subject: "internal".into(), stream_seq: None, durable: false },
         body: Body::Command(command),
     }
 }
@@ -542,10 +465,6 @@ struct Applied {
 
 impl From<StorageError> for WriteError {
     fn from(e: StorageError) -> Self {
-        if e.is_transient() {
-            WriteError::Unavailable(e.to_string())
-        } else {
-            WriteError::Internal(e.to_string())
-        }
+        if e.is_transient() { WriteError::Unavailable(e.to_string()) } else { WriteError::Internal(e.to_string()) }
     }
 }

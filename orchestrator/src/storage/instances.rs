@@ -62,12 +62,10 @@ pub async fn lock(tx: &mut Transaction<'_, Postgres>, ids: &[String]) -> Result<
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let rows: Vec<Row> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM instances WHERE id = ANY($1) FOR UPDATE"
-    ))
-    .bind(ids)
-    .fetch_all(&mut **tx)
-    .await?;
+    let rows: Vec<Row> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM instances WHERE id = ANY($1) FOR UPDATE"))
+        .bind(ids)
+        .fetch_all(&mut **tx)
+        .await?;
     Ok(rows.into_iter().map(Instance::from).collect())
 }
 
@@ -96,19 +94,13 @@ pub async fn delete(tx: &mut Transaction<'_, Postgres>, ids: &[String]) -> Resul
     if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query("DELETE FROM instances WHERE id = ANY($1)")
-        .bind(ids)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query("DELETE FROM instances WHERE id = ANY($1)").bind(ids).execute(&mut **tx).await?;
     Ok(())
 }
 
 pub async fn get(pool: &PgPool, id: &str) -> Result<Option<Instance>> {
     let row: Option<Row> =
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM instances WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM instances WHERE id = $1")).bind(id).fetch_optional(pool).await?;
     Ok(row.map(Instance::from))
 }
 
@@ -128,8 +120,7 @@ pub struct Filter {
 
 /// Instances matching `filter`, ordered by id.
 pub async fn list(pool: &PgPool, filter: &Filter) -> Result<Vec<Instance>> {
-    let mut q: QueryBuilder<Postgres> =
-        QueryBuilder::new(format!("SELECT {COLUMNS} FROM instances WHERE true"));
+    let mut q: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {COLUMNS} FROM instances WHERE true"));
     if let Some(name) = &filter.name {
         q.push(" AND name = ").push_bind(name);
     }
@@ -140,8 +131,7 @@ pub async fn list(pool: &PgPool, filter: &Filter) -> Result<Vec<Instance>> {
         q.push(" AND health = ").push_bind(health.as_str());
     }
     if !filter.metadata.is_empty() {
-        q.push(" AND metadata @> ")
-            .push_bind(Json(&filter.metadata));
+        q.push(" AND metadata @> ").push_bind(Json(&filter.metadata));
     }
     if let Some(after) = &filter.after {
         q.push(" AND id > ").push_bind(after);
@@ -161,9 +151,5 @@ pub struct LeaseRow {
 }
 
 pub async fn all_leases(pool: &PgPool) -> Result<Vec<LeaseRow>> {
-    Ok(
-        sqlx::query_as("SELECT id, ttl_seconds, health, critical_since FROM instances")
-            .fetch_all(pool)
-            .await?,
-    )
+    Ok(sqlx::query_as("SELECT id, ttl_seconds, health, critical_since FROM instances").fetch_all(pool).await?)
 }

@@ -16,12 +16,11 @@ pub async fn processed(
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
-        "SELECT command_id, outcome FROM processed_commands WHERE command_id = ANY($1)",
-    )
-    .bind(ids)
-    .fetch_all(&mut **tx)
-    .await?;
+    let rows: Vec<(String, serde_json::Value)> =
+        sqlx::query_as("SELECT command_id, outcome FROM processed_commands WHERE command_id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&mut **tx)
+            .await?;
     Ok(rows.into_iter().collect())
 }
 
@@ -35,10 +34,7 @@ pub struct Processed {
 
 /// Records processed commands. Fails with [`StorageError::ConcurrentCommand`] when another
 /// transaction recorded one of them first, so the caller re-runs the batch and finds it processed.
-pub async fn record_processed(
-    tx: &mut Transaction<'_, Postgres>,
-    rows: &[Processed],
-) -> Result<()> {
+pub async fn record_processed(tx: &mut Transaction<'_, Postgres>, rows: &[Processed]) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -81,10 +77,7 @@ pub async fn enqueue(tx: &mut Transaction<'_, Postgres>, rows: &[OutboxRow]) -> 
     let ids: Vec<Uuid> = rows.iter().map(|r| r.msg_id).collect();
     let subjects: Vec<&str> = rows.iter().map(|r| r.subject.as_str()).collect();
     let payloads: Vec<&[u8]> = rows.iter().map(|r| r.payload.as_slice()).collect();
-    let headers: Vec<Option<String>> = rows
-        .iter()
-        .map(|r| r.headers.as_ref().map(|h| h.to_string()))
-        .collect();
+    let headers: Vec<Option<String>> = rows.iter().map(|r| r.headers.as_ref().map(|h| h.to_string())).collect();
     sqlx::query(
         "INSERT INTO outbox (msg_id, subject, payload, headers)
          SELECT id, subject, payload, headers::jsonb
@@ -114,10 +107,7 @@ pub struct DeadLetter {
     pub payload_truncated: bool,
 }
 
-pub async fn record_dead_letters(
-    tx: &mut Transaction<'_, Postgres>,
-    rows: &[DeadLetter],
-) -> Result<()> {
+pub async fn record_dead_letters(tx: &mut Transaction<'_, Postgres>, rows: &[DeadLetter]) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -143,8 +133,7 @@ pub async fn record_dead_letters(
 /// Forgets processed commands older than `retention`, a bounded chunk at a time so the delete
 /// never holds long locks. Returns how many rows went.
 pub async fn prune_processed(pool: &PgPool, retention: std::time::Duration) -> Result<u64> {
-    let cutoff = chrono::Utc::now()
-        - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(7));
+    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(7));
     let mut total = 0;
     loop {
         let n = sqlx::query(

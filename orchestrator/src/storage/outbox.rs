@@ -16,25 +16,18 @@ pub struct Pending {
 
 /// The oldest `limit` rows in commit order.
 pub async fn oldest(pool: &PgPool, limit: i64) -> Result<Vec<Pending>> {
-    Ok(sqlx::query_as(
-        "SELECT seq, msg_id, subject, payload, headers FROM outbox ORDER BY seq LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(pool)
-    .await?)
+    Ok(sqlx::query_as("SELECT seq, msg_id, subject, payload, headers FROM outbox ORDER BY seq LIMIT $1")
+        .bind(limit)
+        .fetch_all(pool)
+        .await?)
 }
 
 pub async fn remove(pool: &PgPool, seqs: &[i64]) -> Result<()> {
-    sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)")
-        .bind(seqs)
-        .execute(pool)
-        .await?;
+    sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)").bind(seqs).execute(pool).await?;
     Ok(())
 }
 
 /// Rows waiting to be published (exported as outbox lag).
 pub async fn backlog(pool: &PgPool) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM outbox")
-        .fetch_one(pool)
-        .await?)
+    Ok(sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(pool).await?)
 }

@@ -7,19 +7,10 @@ use super::Result;
 pub const SELF_PRESERVATION: &str = "self_preservation";
 
 pub async fn get(pool: &PgPool, key: &str) -> Result<Option<serde_json::Value>> {
-    Ok(
-        sqlx::query_scalar("SELECT value FROM system_state WHERE key = $1")
-            .bind(key)
-            .fetch_optional(pool)
-            .await?,
-    )
+    Ok(sqlx::query_scalar("SELECT value FROM system_state WHERE key = $1").bind(key).fetch_optional(pool).await?)
 }
 
-pub async fn put(
-    tx: &mut Transaction<'_, Postgres>,
-    key: &str,
-    value: &serde_json::Value,
-) -> Result<()> {
+pub async fn put(tx: &mut Transaction<'_, Postgres>, key: &str, value: &serde_json::Value) -> Result<()> {
     sqlx::query(
         "INSERT INTO system_state (key, value, updated_at) VALUES ($1, $2, now())
          ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",

@@ -23,6 +23,7 @@ pub struct OutboxRelay {
     pub pool: PgPool,
     pub js: jetstream::Context,
     pub written: Arc<Notify>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl OutboxRelay {
@@ -33,9 +34,7 @@ impl OutboxRelay {
         let mut drain_deadline: Option<tokio::time::Instant> = None;
         loop {
             if drain_deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                tracing::warn!(
-                    "outbox not drained before shutdown; the rest is published at next start"
-                );
+                tracing::warn!("outbox not drained before shutdown; the rest is published at next start");
                 return;
             }
             match self.round().await {
@@ -75,9 +74,8 @@ impl OutboxRelay {
         let mut acks = Vec::with_capacity(rows.len());
         let mut publish_error = None;
         for row in &rows {
-            let mut publish = PublishMessage::build()
-                .payload(row.payload.clone().into())
-                .message_id(row.msg_id.to_string());
+            let mut publish =
+                PublishMessage::build().payload(row.payload.clone().into()).message_id(row.msg_id.to_string());
             if let Some(extra) = &row.headers {
                 for (name, value) in extra.0.iter() {
                     publish = publish.header(name.as_str(), value.as_str());
@@ -94,9 +92,8 @@ impl OutboxRelay {
         // Only the rows up to the first failure are known to be stored; the rest are retried.
         let mut published = Vec::with_capacity(acks.len());
         let mut ack_error = None;
-        for (row, ack) in rows
-            .iter()
-            .zip(futures::future::join_all(acks.into_iter().map(IntoFuture::into_future)).await)
+        for (row, ack) in
+            rows.iter().zip(futures::future::join_all(acks.into_iter().map(IntoFuture::into_future)).await)
         {
             match ack {
                 Ok(_) if ack_error.is_none() => published.push(row.seq),
@@ -108,6 +105,7 @@ impl OutboxRelay {
         }
         if !published.is_empty() {
             outbox::remove(&self.pool, &published).await?;
+            self.metrics.outbox_published.inc_by(published.len() as u64);
         }
         if let Some(e) = publish_error {
             return Err(e.into());

@@ -13,19 +13,12 @@ use anyhow::{Context, bail};
 
 /// The repository root.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
 }
 
 /// A free TCP port on loopback (the OS picks it; a small race with other processes is accepted).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind port 0")
-        .local_addr()
-        .expect("local addr")
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("local addr").port()
 }
 
 /// A fresh directory under the system temp dir, removed when dropped.
@@ -82,11 +75,7 @@ pub struct NatsServer {
 
 impl NatsServer {
     pub fn start() -> NatsServer {
-        let mut server = NatsServer {
-            child: None,
-            port: free_port(),
-            dir: TempDir::new("orch-nats"),
-        };
+        let mut server = NatsServer { child: None, port: free_port(), dir: TempDir::new("orch-nats") };
         server.spawn().expect("start nats-server");
         server
     }
@@ -96,19 +85,9 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("nats.log"))?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("nats.log"))?;
         let child = Command::new(nats_server_bin())
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(self.dir.path().join("jetstream"))
             .stdout(Stdio::null())
             .stderr(log)
@@ -167,11 +146,7 @@ fn run_pg(args: &[&str]) -> anyhow::Result<String> {
         .output()
         .context("running scripts/pg.sh")?;
     if !output.status.success() {
-        bail!(
-            "scripts/pg.sh {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        bail!("scripts/pg.sh {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
     }
     let stdout = String::from_utf8(output.stdout)?;
     Ok(stdout.lines().last().unwrap_or_default().trim().to_string())
@@ -190,12 +165,7 @@ impl Postgres {
         let dir = TempDir::new("orch-pg");
         let port = free_port();
         let data = dir.path().join("data");
-        let url = run_pg(&[
-            "start",
-            data.to_str().expect("utf-8 path"),
-            &port.to_string(),
-        ])
-        .expect("start PostgreSQL");
+        let url = run_pg(&["start", data.to_str().expect("utf-8 path"), &port.to_string()]).expect("start PostgreSQL");
         Postgres { dir, port, url }
     }
 
@@ -214,7 +184,8 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let _ = run_pg(&["stop", &self.data()]);
+        // `remove` also deletes a cluster that pg.sh had to place elsewhere (running as root).
+        let _ = run_pg(&["remove", &self.data()]);
     }
 }
 
@@ -238,16 +209,9 @@ pub async fn fresh_database() -> String {
 pub async fn fresh_database_on(cluster_url: &str) -> String {
     use sqlx::Connection;
     let name = format!("test_{}", uuid::Uuid::now_v7().simple());
-    let mut conn = sqlx::PgConnection::connect(cluster_url)
-        .await
-        .expect("connect to the test PostgreSQL");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .expect("create test database");
-    let (base, _) = cluster_url
-        .rsplit_once('/')
-        .expect("database URL has a path");
+    let mut conn = sqlx::PgConnection::connect(cluster_url).await.expect("connect to the test PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
+    let (base, _) = cluster_url.rsplit_once('/').expect("database URL has a path");
     format!("{base}/{name}")
 }
 
@@ -263,18 +227,11 @@ pub struct OrchestratorProcess {
 impl OrchestratorProcess {
     /// Starts `binary serve` with these `ORCH_*` settings (the HTTP port is chosen here) and waits
     /// until `/readyz` answers 200.
-    pub fn start(
-        binary: impl Into<PathBuf>,
-        env: &[(&str, String)],
-        log: impl Into<PathBuf>,
-    ) -> OrchestratorProcess {
+    pub fn start(binary: impl Into<PathBuf>, env: &[(&str, String)], log: impl Into<PathBuf>) -> OrchestratorProcess {
         let mut process = OrchestratorProcess {
             child: None,
             binary: binary.into(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
             http_port: free_port(),
             log: log.into(),
         };
@@ -283,11 +240,7 @@ impl OrchestratorProcess {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("orchestrator log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("orchestrator log");
         let child = Command::new(&self.binary)
             .arg("serve")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -307,15 +260,8 @@ impl OrchestratorProcess {
             if let Ok((200, _)) = http_get(self.http_port, "/readyz") {
                 return;
             }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "the orchestrator exited with {status}; log: {}",
-                    self.log.display()
-                );
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("the orchestrator exited with {status}; log: {}", self.log.display());
             }
             assert!(
                 Instant::now() < deadline,
@@ -368,20 +314,11 @@ pub fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
 }
 
 /// A minimal HTTP/1.1 request with an optional JSON body.
-pub fn http_request(
-    port: u16,
-    method: &str,
-    path: &str,
-    json: Option<&str>,
-) -> anyhow::Result<(u16, String)> {
+pub fn http_request(port: u16, method: &str, path: &str, json: Option<&str>) -> anyhow::Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(15)))?;
     let body = json.unwrap_or("");
-    let content = if json.is_some() {
-        "Content-Type: application/json\r\n"
-    } else {
-        ""
-    };
+    let content = if json.is_some() { "Content-Type: application/json\r\n" } else { "" };
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{content}Content-Length: {}\r\n\r\n{body}",
@@ -389,20 +326,10 @@ pub fn http_request(
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    let status: u16 = response
-        .split(' ')
-        .nth(1)
-        .context("no status line")?
-        .parse()?;
+    let status: u16 = response.split(' ').nth(1).context("no status line")?.parse()?;
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
     Ok((status, body))
 }
 
@@ -432,10 +359,7 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

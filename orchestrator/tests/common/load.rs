@@ -34,11 +34,7 @@ impl Load {
             out.push((format!("upd-{i}"), "register", registration(i, 9000)));
         }
         for i in 0..self.deregisters {
-            out.push((
-                format!("dereg-{i}"),
-                "deregister",
-                format!(r#"{{"id":"i-{i}"}}"#),
-            ));
+            out.push((format!("dereg-{i}"), "deregister", format!(r#"{{"id":"i-{i}"}}"#)));
         }
         out
     }
@@ -56,17 +52,15 @@ impl Load {
                     let publish = jetstream::message::PublishMessage::build()
                         .payload(payload.clone().into())
                         .message_id(id.as_str());
-                    let ack = js
-                        .send_publish(subjects.command("registry", verb), publish)
-                        .await;
+                    let ack = js.send_publish(subjects.command("registry", verb), publish).await;
                     acks.push(ack);
                 }
                 let mut failed = Vec::new();
                 for (command, ack) in pending.iter().zip(acks) {
                     let ok = match ack {
-                        Ok(future) => tokio::time::timeout(Duration::from_secs(5), future)
-                            .await
-                            .is_ok_and(|r| r.is_ok()),
+                        Ok(future) => {
+                            tokio::time::timeout(Duration::from_secs(5), future).await.is_ok_and(|r| r.is_ok())
+                        }
                         Err(_) => false,
                     };
                     if !ok {
@@ -89,86 +83,49 @@ impl Load {
 
     /// Checks PostgreSQL and the events stream after everything was processed.
     pub async fn verify(&self, pool: &sqlx::PgPool, events: &[Value]) {
-        let processed: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_commands")
-            .fetch_one(pool)
-            .await
-            .unwrap();
-        assert_eq!(
-            processed as usize,
-            self.total(),
-            "every command is in the ledger exactly once"
-        );
-        let instances: i64 = sqlx::query_scalar("SELECT count(*) FROM instances")
-            .fetch_one(pool)
-            .await
-            .unwrap();
-        assert_eq!(
-            instances as usize,
-            self.registers - self.deregisters,
-            "deregistered ones are gone"
-        );
-        let updated: i64 = sqlx::query_scalar("SELECT count(*) FROM instances WHERE port = 9000")
-            .fetch_one(pool)
-            .await
-            .unwrap();
+        let processed: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM processed_commands").fetch_one(pool).await.unwrap();
+        assert_eq!(processed as usize, self.total(), "every command is in the ledger exactly once");
+        let instances: i64 = sqlx::query_scalar("SELECT count(*) FROM instances").fetch_one(pool).await.unwrap();
+        assert_eq!(instances as usize, self.registers - self.deregisters, "deregistered ones are gone");
+        let updated: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM instances WHERE port = 9000").fetch_one(pool).await.unwrap();
         assert_eq!(updated as usize, self.updates, "every update applied");
-        let wrong_revision: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM instances WHERE revision <> CASE WHEN port = 9000 THEN 2 ELSE 1 END")
-                .fetch_one(pool)
-                .await
-                .unwrap();
-        assert_eq!(
-            wrong_revision, 0,
-            "no change was applied twice (revisions count changes)"
-        );
+        let wrong_revision: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM instances WHERE revision <> CASE WHEN port = 9000 THEN 2 ELSE 1 END",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert_eq!(wrong_revision, 0, "no change was applied twice (revisions count changes)");
 
         let ids: HashSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
         assert_eq!(ids.len(), events.len(), "no event was published twice");
         let mut per_kind: HashMap<(String, String), usize> = HashMap::new();
         for e in events {
             *per_kind
-                .entry((
-                    e["type"].as_str().unwrap().to_string(),
-                    e["subject"].as_str().unwrap().to_string(),
-                ))
+                .entry((e["type"].as_str().unwrap().to_string(), e["subject"].as_str().unwrap().to_string()))
                 .or_default() += 1;
         }
-        assert!(
-            per_kind.values().all(|&n| n == 1),
-            "at most one event per kind and instance"
-        );
+        assert!(per_kind.values().all(|&n| n == 1), "at most one event per kind and instance");
         let count = |ty: &str| events.iter().filter(|e| e["type"] == ty).count();
         assert_eq!(count("io.orch.registry.registered.v1"), self.registers);
         assert_eq!(count("io.orch.registry.updated.v1"), self.updates);
         assert_eq!(count("io.orch.registry.deregistered.v1"), self.deregisters);
-        assert_eq!(
-            events.len(),
-            self.total(),
-            "exactly one event per state change and nothing else"
-        );
+        assert_eq!(events.len(), self.total(), "exactly one event per state change and nothing else");
     }
 }
 
 fn registration(i: usize, port: u16) -> String {
-    format!(
-        r#"{{"id":"i-{i}","name":"load","address":"127.0.0.1","port":{port},"ttl_seconds":3600}}"#
-    )
+    format!(r#"{{"id":"i-{i}","name":"load","address":"127.0.0.1","port":{port},"ttl_seconds":3600}}"#)
 }
 
 /// Waits until the commands stream and the outbox are empty.
-pub async fn wait_drained(
-    js: &jetstream::Context,
-    subjects: &Subjects,
-    pool: &sqlx::PgPool,
-    timeout: Duration,
-) {
+pub async fn wait_drained(js: &jetstream::Context, subjects: &Subjects, pool: &sqlx::PgPool, timeout: Duration) {
     super::eventually(timeout, "commands applied and outbox published", || async {
         let mut stream = js.get_stream(subjects.commands_stream()).await.ok()?;
         let waiting = stream.info().await.ok()?.state.messages;
-        let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
-            .fetch_one(pool)
-            .await
-            .ok()?;
+        let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(pool).await.ok()?;
         (waiting == 0 && outbox == 0).then_some(())
     })
     .await

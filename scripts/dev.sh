@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# "make dev": runs the orchestrator locally against its own NATS (JetStream)
+# and PostgreSQL, both kept in $ORCH_LOCAL/dev so data survives restarts.
+# Ctrl-C stops the orchestrator, then NATS and PostgreSQL.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+    cat <<'EOF'
+Usage: scripts/dev.sh [--help]
+
+Installs/checks dependencies (scripts/deps.sh), starts NATS and PostgreSQL
+under .local/dev, builds the orchestrator and runs "orchestrator serve" in the
+foreground. Ctrl-C stops everything. Running it again reuses the data.
+
+Environment (defaults in brackets):
+  ORCH_DEV_NATS_PORT      NATS client port [4222]
+  ORCH_NATS_MONITOR_PORT  NATS HTTP monitoring port [8222]
+  ORCH_DEV_PG_PORT        PostgreSQL port [55432]
+  ORCH_HTTP_PORT          orchestrator HTTP API/dashboard port [8080]
+EOF
+}
+
+case "${1:-}" in
+-h | --help) usage; exit 0 ;;
+"") ;;
+*) usage >&2; die "unexpected argument: $1" ;;
+esac
+
+NATS_PORT="${ORCH_DEV_NATS_PORT:-4222}"
+PG_PORT="${ORCH_DEV_PG_PORT:-55432}"
+HTTP_PORT="${ORCH_HTTP_PORT:-8080}"
+export ORCH_NATS_MONITOR_PORT="${ORCH_NATS_MONITOR_PORT:-8222}"
+DEV_DIR="$ORCH_LOCAL/dev"
+NATS_DIR="$DEV_DIR/nats"
+PG_DIR="$DEV_DIR/pg"
+SCRIPTS="$ROOT/scripts"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/orchestrator"
+
+"$SCRIPTS/deps.sh"
+
+ORCH_PID=""
+# Runs once on any exit (normal, error, Ctrl-C, kill): stop the orchestrator
+# first (it may flush to NATS/PostgreSQL while shutting down), then the servers.
+# shellcheck disable=SC2317 # invoked by the trap below
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM HUP
+    if [ -n "$ORCH_PID" ] && kill -0 "$ORCH_PID" 2>/dev/null; then
+        log "stopping orchestrator (pid $ORCH_PID)"
+        kill -TERM "$ORCH_PID" 2>/dev/null || true
+        local i
+        for ((i = 0; i < 200; i++)); do
+            kill -0 "$ORCH_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$ORCH_PID" 2>/dev/null; then
+            warn "orchestrator still running after 20 s; sending SIGKILL"
+            kill -KILL "$ORCH_PID" 2>/dev/null || true
+        fi
+        wait "$ORCH_PID" 2>/dev/null || true
+    fi
+    "$SCRIPTS/nats.sh" stop "$NATS_DIR" || true
+    "$SCRIPTS/pg.sh" stop "$PG_DIR" || true
+    log "everything stopped (data kept in $DEV_DIR)"
+    exit "$rc"
+}
+trap cleanup EXIT
+# Turn signals into a normal exit so the EXIT trap runs with a telling status.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+nats_url="$("$SCRIPTS/nats.sh" start "$NATS_DIR" "$NATS_PORT")"
+pg_url="$("$SCRIPTS/pg.sh" start "$PG_DIR" "$PG_PORT")"
+
+log "building the orchestrator"
+(cd "$ROOT" && cargo build -p orchestrator --bin orchestrator)
+
+# Development admin token: created once, kept across runs. The orchestrator
+# may ignore it for now; exporting it is harmless.
+TOKEN_FILE="$DEV_DIR/admin-token"
+if [ ! -s "$TOKEN_FILE" ]; then
+    (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TOKEN_FILE")
+fi
+ORCH_ADMIN_TOKEN="$(cat "$TOKEN_FILE")"
+export ORCH_ADMIN_TOKEN
+
+cat <<EOF
+
+  Orchestrator (development)
+    HTTP API + dashboard  http://127.0.0.1:$HTTP_PORT
+    NATS                  $nats_url   (monitor http://127.0.0.1:$ORCH_NATS_MONITOR_PORT)
+    PostgreSQL            $pg_url
+    Admin token           $ORCH_ADMIN_TOKEN   (in $TOKEN_FILE)
+    Data                  $NATS_DIR
+                          $PG_DIR
+  Ctrl-C stops everything.
+
+EOF
+
+# Not exec'd, and run in the background + wait, so that the trap above runs
+# and a signal sent to this script is handled at once (bash defers traps
+# while a foreground child runs). The binary applies migrations itself.
+ORCH_NATS_URL="$nats_url" \
+    ORCH_DATABASE_URL="$pg_url" \
+    ORCH_HTTP_ADDR="127.0.0.1:$HTTP_PORT" \
+    "$BIN" serve &
+ORCH_PID=$!
+rc=0
+wait "$ORCH_PID" || rc=$?
+ORCH_PID=""
+log "orchestrator exited with status $rc"
+exit "$rc"

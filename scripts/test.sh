@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# "make test" (and CI): runs the workspace tests against a shared, throw-away
+# PostgreSQL in $ORCH_LOCAL/test/pg. Tests that need NATS start their own
+# servers from $ORCH_NATS_SERVER; tests that need a private PostgreSQL call
+# scripts/pg.sh themselves.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+    cat <<'EOF'
+Usage: scripts/test.sh [RUNNER ARGS...]
+
+Checks dependencies (scripts/deps.sh), starts the shared test PostgreSQL,
+builds the Python bridge crate (orch-bridge) and runs
+  cargo nextest run --workspace --no-fail-fast [RUNNER ARGS...]
+or, without cargo-nextest,
+  cargo test --workspace [RUNNER ARGS...]
+The exit status is the test runner's. The test PostgreSQL is stopped on exit.
+
+Exported to the tests:
+  ORCH_TEST_DATABASE_URL  postgres://orch@127.0.0.1:PORT/orch (shared cluster)
+  ORCH_NATS_SERVER        path of the nats-server binary
+  ORCH_LOCAL              <repo>/.local unless set
+  ORCH_PG_FAST            1 unless set (no fsync: test data only)
+
+Environment:
+  ORCH_TEST_PG_PORT       port of the shared test PostgreSQL [55433]
+EOF
+}
+
+case "${1:-}" in
+-h | --help) usage; exit 0 ;;
+esac
+
+PG_DIR="$ORCH_LOCAL/test/pg"
+PG_PORT="${ORCH_TEST_PG_PORT:-55433}"
+SCRIPTS="$ROOT/scripts"
+
+"$SCRIPTS/deps.sh"
+
+# Test data is disposable: skip fsync (also inherited by private clusters the
+# tests start through pg.sh).
+export ORCH_PG_FAST="${ORCH_PG_FAST:-1}"
+export ORCH_LOCAL
+
+# shellcheck disable=SC2317 # invoked by the trap below
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM HUP
+    "$SCRIPTS/pg.sh" stop "$PG_DIR" || true
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+ORCH_TEST_DATABASE_URL="$("$SCRIPTS/pg.sh" start "$PG_DIR" "$PG_PORT")"
+export ORCH_TEST_DATABASE_URL
+export ORCH_NATS_SERVER="$NATS_SERVER"
+log "ORCH_TEST_DATABASE_URL=$ORCH_TEST_DATABASE_URL"
+log "ORCH_NATS_SERVER=$ORCH_NATS_SERVER"
+
+cd "$ROOT"
+
+# orch-bridge (pyo3) is not in default-members; build it explicitly, before
+# the tests, so that the runner's summary stays the last thing printed.
+log "building orch-bridge"
+cargo build -p orch-bridge
+
+rc=0
+if cargo nextest --version >/dev/null 2>&1; then
+    log "running: cargo nextest run --workspace --no-fail-fast $*"
+    cargo nextest run --workspace --no-fail-fast "$@" || rc=$?
+else
+    log "cargo-nextest not installed (cargo install cargo-nextest); using cargo test"
+    log "running: cargo test --workspace $*"
+    cargo test --workspace "$@" || rc=$?
+fi
+exit "$rc"
