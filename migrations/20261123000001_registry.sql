@@ -19,9 +19,9 @@ CREATE TABLE instances (
     critical_since  timestamptz,
     revision        bigint      NOT NULL
 );
+-- Only the name is indexed: lookups and discovery go by name, and every extra index is paid on
+-- each registration, the hot path. Tag and metadata filters scan (acceptable for listings).
 CREATE INDEX instances_name ON instances (name, id);
-CREATE INDEX instances_tags ON instances USING gin (tags);
-CREATE INDEX instances_metadata ON instances USING gin (metadata jsonb_path_ops);
 
 -- One row per command ever applied or rejected: the key of exactly-once handling. A redelivered
 -- command finds its row and is answered with the stored outcome instead of being applied again.
@@ -29,10 +29,12 @@ CREATE TABLE processed_commands (
     command_id      text        PRIMARY KEY,
     subject         text        NOT NULL,
     stream_seq      bigint,
-    outcome         jsonb       NOT NULL,
+    outcome         json        NOT NULL,
     processed_at    timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX processed_commands_processed_at ON processed_commands (processed_at);
+-- BRIN: rows arrive in time order, so a tiny block-range index serves the retention prune
+-- without a B-tree insert per command.
+CREATE INDEX processed_commands_processed_at ON processed_commands USING brin (processed_at);
 
 -- Messages written in the same transaction as the state change they announce, and published to
 -- NATS by the relay afterwards. `msg_id` becomes the Nats-Msg-Id, so a re-publish is de-duplicated.

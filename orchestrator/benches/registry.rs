@@ -17,6 +17,10 @@ use serde_json::{Value, json};
 
 /// Commands and instances of the throughput run (also the heartbeat and cold-start population).
 const INSTANCES: usize = 100_000;
+/// Commands of the throughput run; `ORCH_BENCH_COMMANDS` overrides it for quick experiments.
+fn command_count() -> usize {
+    std::env::var("ORCH_BENCH_COMMANDS").ok().and_then(|v| v.parse().ok()).unwrap_or(INSTANCES)
+}
 /// Un-acknowledged publishes in flight, for the baseline and the command load alike.
 const WINDOW: usize = 4096;
 
@@ -29,14 +33,21 @@ fn payload(i: usize) -> String {
     )
 }
 
-fn write_json(name: &str, value: &Value) {
+/// `target/bench`: JSON figures and the orchestrator's log of the last run.
+fn bench_dir() -> std::path::PathBuf {
     let dir = orch_testkit::workspace_root().join("target/bench");
     std::fs::create_dir_all(&dir).expect("target/bench");
+    dir
+}
+
+fn write_json(name: &str, value: &Value) {
+    let dir = bench_dir();
     let mut value = value.clone();
     value["benchmark"] = json!(name);
     value["recorded_at"] = json!(chrono::Utc::now().to_rfc3339());
     value["cores"] = json!(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-    std::fs::write(dir.join(format!("{name}.json")), serde_json::to_string_pretty(&value).unwrap()).expect("write bench json");
+    std::fs::write(dir.join(format!("{name}.json")), serde_json::to_string_pretty(&value).unwrap())
+        .expect("write bench json");
 }
 
 /// Publishes `count` messages with at most WINDOW acks outstanding; returns the elapsed time.
@@ -50,7 +61,10 @@ async fn publish_windowed(
     let mut window = VecDeque::with_capacity(WINDOW);
     for i in 0..count {
         let (subject, id, body) = message(i);
-        let ack = js.send_publish(subject, PublishMessage::build().payload(body.into()).message_id(id)).await.expect("publish");
+        let ack = js
+            .send_publish(subject, PublishMessage::build().payload(body.into()).message_id(id))
+            .await
+            .expect("publish");
         sent(i);
         window.push_back(ack.into_future());
         if window.len() >= WINDOW {
@@ -77,6 +91,31 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
+/// Pids of every PostgreSQL server process of the cluster listening on `port`.
+fn postgres_pids(port: u16) -> Vec<u32> {
+    let needle = format!("-p {port}");
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if comm.trim() == "postgres" && (cmdline.contains(&needle) || cmdline.starts_with("postgres:")) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// CPU seconds used so far by the orchestrator, nats-server and PostgreSQL.
+fn cpu_split(b: &Bench) -> [f64; 3] {
+    [
+        b.orchestrator.pid().map(cpu_seconds).unwrap_or(0.0),
+        b.nats.pid().map(cpu_seconds).unwrap_or(0.0),
+        postgres_pids(b._postgres.port).into_iter().map(cpu_seconds).sum(),
+    ]
+}
+
 fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -94,6 +133,13 @@ fn metric(port: u16, name: &str, label: Option<&str>) -> f64 {
         .filter(|l| l.starts_with(name) && label.is_none_or(|lab| l.contains(lab)))
         .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
         .sum()
+}
+
+/// The one field the load generator reads from each event (a light client, so it takes little of
+/// the machine's CPU away from the system under test).
+#[derive(serde::Deserialize)]
+struct EventSubject {
+    subject: String,
 }
 
 struct Bench {
@@ -124,12 +170,24 @@ impl Bench {
         let mut orchestrator = OrchestratorProcess::start(
             env!("CARGO_BIN_EXE_orchestrator"),
             &orchestrator_env(&nats, &database_url),
-            logs.path().join("orchestrator.log"),
+            bench_dir().join("orchestrator.log"),
         );
         orchestrator.wait_ready(Duration::from_secs(120));
         let client = async_nats::connect(nats.url()).await.unwrap();
-        let js = jetstream::ContextBuilder::new().max_ack_inflight(WINDOW * 2).backpressure_on_inflight(true).build(client.clone());
-        Bench { nats, _postgres: postgres, database_url, orchestrator, js, client, subjects: Subjects::default(), _logs: logs }
+        let js = jetstream::ContextBuilder::new()
+            .max_ack_inflight(WINDOW * 2)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        Bench {
+            nats,
+            _postgres: postgres,
+            database_url,
+            orchestrator,
+            js,
+            client,
+            subjects: Subjects::default(),
+            _logs: logs,
+        }
     }
 }
 
@@ -143,11 +201,19 @@ async fn baseline(b: &Bench) -> f64 {
     .await
     .unwrap();
     let n = INSTANCES;
-    let elapsed = publish_windowed(&b.js, n, |i| ("bench.baseline".into(), format!("base-{i}"), payload(i)), |_| {}).await;
+    let elapsed =
+        publish_windowed(&b.js, n, |i| ("bench.baseline".into(), format!("base-{i}"), payload(i)), |_| {}).await;
     let rate = n as f64 / elapsed.as_secs_f64();
-    println!("baseline   raw JetStream async publish: {n} msgs of ~{} B in {:.2}s = {rate:.0} msg/s", payload(0).len(), elapsed.as_secs_f64());
+    println!(
+        "baseline   raw JetStream async publish: {n} msgs of ~{} B in {:.2}s = {rate:.0} msg/s",
+        payload(0).len(),
+        elapsed.as_secs_f64()
+    );
     b.js.delete_stream("BENCH_BASELINE").await.unwrap();
-    write_json("baseline", &json!({ "messages": n, "payload_bytes": payload(0).len(), "seconds": elapsed.as_secs_f64(), "msgs_per_sec": rate }));
+    write_json(
+        "baseline",
+        &json!({ "messages": n, "payload_bytes": payload(0).len(), "seconds": elapsed.as_secs_f64(), "msgs_per_sec": rate }),
+    );
     rate
 }
 
@@ -156,7 +222,8 @@ async fn baseline(b: &Bench) -> f64 {
 async fn command_run(b: &Bench, offset: usize, count: usize) -> (Duration, Histogram<u64>) {
     let mut events = b.client.subscribe(format!("{}.evt.registry.*.registered", b.subjects.prefix())).await.unwrap();
     b.client.flush().await.unwrap();
-    let sent_at: std::sync::Arc<std::sync::Mutex<Vec<Option<Instant>>>> = std::sync::Arc::new(std::sync::Mutex::new(vec![None; count]));
+    let sent_at: std::sync::Arc<std::sync::Mutex<Vec<Option<Instant>>>> =
+        std::sync::Arc::new(std::sync::Mutex::new(vec![None; count]));
     let receiver = {
         let sent_at = sent_at.clone();
         tokio::spawn(async move {
@@ -168,8 +235,8 @@ async fn command_run(b: &Bench, offset: usize, count: usize) -> (Duration, Histo
                     panic!("events stopped after {seen} of {count}");
                 };
                 let now = Instant::now();
-                let event: Value = serde_json::from_slice(&msg.payload).unwrap();
-                let idx: usize = event["subject"].as_str().unwrap().trim_start_matches("b-").parse().unwrap();
+                let event: EventSubject = serde_json::from_slice(&msg.payload).unwrap();
+                let idx: usize = event.subject.trim_start_matches("b-").parse().unwrap();
                 if let Some(Some(t0)) = sent_at.lock().unwrap().get(idx - offset) {
                     h.record(now.duration_since(*t0).as_micros().max(1) as u64).unwrap();
                 }
@@ -180,8 +247,28 @@ async fn command_run(b: &Bench, offset: usize, count: usize) -> (Duration, Histo
         })
     };
     let started = Instant::now();
+    // When did the writer finish committing, and the relay finish publishing?
+    let port = b.orchestrator.http_port;
+    let committed0 = metric(port, "orch_commands_total", Some("applied"));
+    let published0 = metric(port, "orch_outbox_published_total", None);
+    let progress = tokio::task::spawn_blocking(move || {
+        let (mut committed_at, mut published_at) = (None, None);
+        while published_at.is_none() && started.elapsed() < Duration::from_secs(300) {
+            let now = started.elapsed();
+            if committed_at.is_none()
+                && metric(port, "orch_commands_total", Some("applied")) - committed0 >= count as f64
+            {
+                committed_at = Some(now);
+            }
+            if metric(port, "orch_outbox_published_total", None) - published0 >= count as f64 {
+                published_at = Some(now);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (committed_at, published_at)
+    });
     let subject = b.subjects.command("registry", "register");
-    publish_windowed(
+    let publishing = publish_windowed(
         &b.js,
         count,
         |i| (subject.clone(), format!("cmd-{}", offset + i), payload(offset + i)),
@@ -190,7 +277,18 @@ async fn command_run(b: &Bench, offset: usize, count: usize) -> (Duration, Histo
         },
     )
     .await;
+    println!(
+        "           publishing the commands took {:.2}s ({:.0}/s accepted by JetStream while the orchestrator consumed)",
+        publishing.as_secs_f64(),
+        count as f64 / publishing.as_secs_f64()
+    );
     let (h, last) = receiver.await.unwrap();
+    let (committed_at, published_at) = progress.await.unwrap();
+    println!(
+        "           all committed by the writer after {:.2}s, all published by the relay after {:.2}s",
+        committed_at.map(|d| d.as_secs_f64()).unwrap_or(f64::NAN),
+        published_at.map(|d| d.as_secs_f64()).unwrap_or(f64::NAN)
+    );
     (last.duration_since(started), h)
 }
 
@@ -212,7 +310,12 @@ async fn paced_command_run(b: &Bench, offset: usize, count: usize, rate: f64) ->
                 }
                 times.push(Instant::now());
                 let ack = js
-                    .send_publish(subject.clone(), PublishMessage::build().payload(payload(offset + i).into()).message_id(format!("cmd-{}", offset + i)))
+                    .send_publish(
+                        subject.clone(),
+                        PublishMessage::build()
+                            .payload(payload(offset + i).into())
+                            .message_id(format!("cmd-{}", offset + i)),
+                    )
                     .await
                     .unwrap();
                 acks.push_back(ack.into_future());
@@ -229,8 +332,8 @@ async fn paced_command_run(b: &Bench, offset: usize, count: usize, rate: f64) ->
     let mut received = vec![None; count];
     for _ in 0..count {
         let msg = tokio::time::timeout(Duration::from_secs(120), events.next()).await.unwrap().unwrap();
-        let event: Value = serde_json::from_slice(&msg.payload).unwrap();
-        let idx: usize = event["subject"].as_str().unwrap().trim_start_matches("b-").parse().unwrap();
+        let event: EventSubject = serde_json::from_slice(&msg.payload).unwrap();
+        let idx: usize = event.subject.trim_start_matches("b-").parse().unwrap();
         received[idx - offset] = Some(Instant::now());
     }
     let times = publisher.await.unwrap();
@@ -243,11 +346,19 @@ async fn paced_command_run(b: &Bench, offset: usize, count: usize, rate: f64) ->
 }
 
 async fn commands(b: &Bench, baseline: Option<f64>) {
-    let (elapsed, saturated) = command_run(b, 0, INSTANCES).await;
-    let throughput = INSTANCES as f64 / elapsed.as_secs_f64();
+    let n = command_count();
+    let cpu0 = cpu_split(b);
+    let (elapsed, saturated) = command_run(b, 0, n).await;
+    let cpu1 = cpu_split(b);
+    let cpu: Vec<f64> = cpu0.iter().zip(cpu1).map(|(a, b)| (b - a) / elapsed.as_secs_f64() * 100.0).collect();
+    let throughput = n as f64 / elapsed.as_secs_f64();
     println!(
-        "commands   end to end (published -> committed in PostgreSQL -> event seen): {INSTANCES} in {:.2}s = {throughput:.0} cmd/s",
+        "commands   end to end (published -> committed in PostgreSQL -> event seen): {n} in {:.2}s = {throughput:.0} cmd/s",
         elapsed.as_secs_f64()
+    );
+    println!(
+        "           CPU during the run (% of one core): orchestrator {:.0}, nats-server {:.0}, PostgreSQL {:.0} (2 cores = 200)",
+        cpu[0], cpu[1], cpu[2]
     );
     println!(
         "           latency at saturation: p50 {:.1} ms, p99 {:.1} ms (queueing included)",
@@ -257,11 +368,18 @@ async fn commands(b: &Bench, baseline: Option<f64>) {
     // Latency at a steady load well under saturation, as a client would see it.
     let paced_rate = (throughput * 0.5).min(10_000.0).max(100.0);
     let paced_n = 20_000;
-    let paced = paced_command_run(b, INSTANCES, paced_n, paced_rate).await;
+    let paced = paced_command_run(b, n, paced_n, paced_rate).await;
     println!(
         "           latency at {paced_rate:.0} cmd/s steady: p50 {:.2} ms, p99 {:.2} ms ({paced_n} commands)",
         percentile_ms(&paced, 0.5),
         percentile_ms(&paced, 0.99)
+    );
+    let port = b.orchestrator.http_port;
+    let batches = metric(port, "orch_batch_size_count", None);
+    let mean_batch = metric(port, "orch_batch_size_sum", None) / batches.max(1.0);
+    let mean_commit_ms = metric(port, "orch_batch_commit_seconds_sum", None) / batches.max(1.0) * 1000.0;
+    println!(
+        "           writer: {batches:.0} batches, mean {mean_batch:.1} commands per batch, mean {mean_commit_ms:.2} ms to apply and commit one"
     );
     let share = baseline.map(|base| throughput / base);
     if let Some(share) = share {
@@ -270,7 +388,7 @@ async fn commands(b: &Bench, baseline: Option<f64>) {
     write_json(
         "commands",
         &json!({
-            "commands": INSTANCES,
+            "commands": n,
             "seconds": elapsed.as_secs_f64(),
             "commands_per_sec": throughput,
             "saturated_p50_ms": percentile_ms(&saturated, 0.5),
@@ -280,6 +398,12 @@ async fn commands(b: &Bench, baseline: Option<f64>) {
             "steady_p50_ms": percentile_ms(&paced, 0.5),
             "steady_p99_ms": percentile_ms(&paced, 0.99),
             "baseline_msgs_per_sec": baseline,
+            "cpu_percent_orchestrator": cpu[0],
+            "cpu_percent_nats_server": cpu[1],
+            "cpu_percent_postgres": cpu[2],
+            "writer_batches": batches,
+            "writer_mean_batch": mean_batch,
+            "writer_mean_commit_ms": mean_commit_ms,
             "share_of_baseline": share,
         }),
     );
@@ -289,7 +413,7 @@ async fn commands(b: &Bench, baseline: Option<f64>) {
 async fn heartbeats(b: &Bench) {
     let port = b.orchestrator.http_port;
     let pid = b.orchestrator.pid().unwrap();
-    let live = INSTANCES;
+    let live = command_count();
     let mut results = Vec::new();
     for (label, rate, seconds) in [("target", Some(100_000.0), 10.0), ("max", None, 5.0)] {
         let before = metric(port, "orch_heartbeats_total", Some("renewed"));
@@ -366,7 +490,11 @@ async fn cold_start(b: &mut Bench) {
     // The same binary with an empty registry, for the per-instance difference.
     let empty_db = orch_testkit::fresh_database_on(&b._postgres.url).await;
     let logs = TempDir::new("orch-bench-empty");
-    let mut empty = OrchestratorProcess::start(env!("CARGO_BIN_EXE_orchestrator"), &orchestrator_env(&b.nats, &empty_db), logs.path().join("o.log"));
+    let mut empty = OrchestratorProcess::start(
+        env!("CARGO_BIN_EXE_orchestrator"),
+        &orchestrator_env(&b.nats, &empty_db),
+        logs.path().join("o.log"),
+    );
     empty.wait_ready(Duration::from_secs(120));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_empty = rss_bytes(empty.pid().unwrap());
@@ -387,6 +515,7 @@ async fn cold_start(b: &mut Bench) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let _ = std::fs::remove_file(bench_dir().join("orchestrator.log"));
     let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let wants = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     println!("registry benchmarks: nats-server + PostgreSQL on this machine, JetStream file storage, default fsync");

@@ -9,10 +9,11 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind};
 use futures::{FutureExt, StreamExt};
 use orch_protocol::{Subjects, headers};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::{decode_command, reply_message};
 use crate::registry::Registry;
+use crate::registry::writer::Pending;
 
 pub struct CommandConsumer {
     pub js: jetstream::Context,
@@ -26,8 +27,15 @@ pub struct CommandConsumer {
 /// redelivered (which would be harmless, but wasteful).
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
+/// Pulled batches submitted and not yet acknowledged. Batches are whatever the pull had ready,
+/// often a handful of messages, so this must be deep enough to keep a full writer batch queued;
+/// the writer's own queue bounds the commands held in memory.
+const ACKER_QUEUE: usize = 4096;
+
 impl CommandConsumer {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let (acker, submitted) = mpsc::channel(ACKER_QUEUE);
+        let acker_task = tokio::spawn(acknowledge(self.js.client(), submitted));
         let stream = self.subjects.commands_stream();
         let name = self.subjects.commands_consumer();
         let mut delay = Duration::from_millis(200);
@@ -77,9 +85,11 @@ impl CommandConsumer {
                         _ => break,
                     }
                 }
-                self.handle(batch).await;
+                self.submit(batch, &acker).await;
             }
         }
+        drop(acker);
+        let _ = acker_task.await;
         tracing::info!("commands consumer stopped");
     }
 
@@ -98,7 +108,8 @@ impl CommandConsumer {
         Ok(self.js.create_consumer_on_stream(crate::nats::desired_consumer(&self.subjects), stream).await?)
     }
 
-    async fn handle(&self, batch: Vec<jetstream::Message>) {
+    /// Decodes a pulled batch and queues it for the writer; the acker answers it after commit.
+    async fn submit(&self, batch: Vec<jetstream::Message>, acker: &mpsc::Sender<Submitted>) {
         let submissions = batch
             .iter()
             .map(|m| {
@@ -106,13 +117,29 @@ impl CommandConsumer {
                 decode_command(&self.subjects, &m.subject, m.headers.as_ref(), &m.payload, seq, self.command_max_bytes)
             })
             .collect();
+        let pending = self.registry.writer.enqueue_many(submissions).await;
+        let _ = acker.send(Submitted { batch, pending }).await;
+    }
+}
+
+/// A batch handed to the writer, waiting for its outcomes.
+struct Submitted {
+    batch: Vec<jetstream::Message>,
+    pending: Vec<Pending>,
+}
+
+/// Acknowledges batches in the order they were submitted, each message only after its command
+/// committed, and publishes outcomes to `Orch-Reply-To` subjects. Runs beside the puller so the
+/// writer always has the next batch queued while one commits.
+async fn acknowledge(client: async_nats::Client, mut submitted: mpsc::Receiver<Submitted>) {
+    while let Some(Submitted { batch, pending }) = submitted.recv().await {
         let outcomes = {
-            let submit = self.registry.writer.submit_many(submissions);
-            tokio::pin!(submit);
+            let wait = futures::future::join_all(pending.into_iter().map(Pending::outcome));
+            tokio::pin!(wait);
             let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
             loop {
                 tokio::select! {
-                    outcomes = &mut submit => break outcomes,
+                    outcomes = &mut wait => break outcomes,
                     _ = progress.tick() => {
                         for m in &batch {
                             let _ = m.ack_with(AckKind::Progress).await;
@@ -126,7 +153,6 @@ impl CommandConsumer {
                 Some(Ok(outcome)) => {
                     if let Some(reply_to) = message.headers.as_ref().and_then(|h| h.get(headers::REPLY_TO)) {
                         let (headers, body) = reply_message(outcome);
-                        let client = self.js.client();
                         if let Err(e) = client.publish_with_headers(reply_to.as_str().to_string(), headers, body).await
                         {
                             tracing::debug!(error = %e, "could not publish a command outcome");

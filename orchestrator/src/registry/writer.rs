@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::leases::Leases;
 use super::state::{Command, Next, Outcome, Status, decide};
-use crate::storage::{StorageError, instances, ledger, system};
+use crate::storage::{StorageError, batch, instances, ledger, system};
 
 /// Where a command came from, and how to remember it.
 #[derive(Debug, Clone)]
@@ -60,6 +60,15 @@ pub enum WriteError {
     Internal(String),
 }
 
+/// The outcome of a queued submission, once it is committed.
+pub struct Pending(oneshot::Receiver<Result<Outcome, WriteError>>);
+
+impl Pending {
+    pub async fn outcome(self) -> Result<Outcome, WriteError> {
+        self.0.await.unwrap_or_else(|_| Err(WriteError::Unavailable("the orchestrator is shutting down".into())))
+    }
+}
+
 struct Job {
     submission: Submission,
     reply: Option<oneshot::Sender<Result<Outcome, WriteError>>>,
@@ -82,23 +91,18 @@ impl Writer {
         rx.await.unwrap_or_else(|_| Err(WriteError::Unavailable("the orchestrator is shutting down".into())))
     }
 
-    /// Submits several in order, then waits for all their outcomes.
-    pub async fn submit_many(&self, submissions: Vec<Submission>) -> Vec<Result<Outcome, WriteError>> {
+    /// Queues several in order and returns where each outcome will arrive, without waiting for
+    /// them, so a caller can keep the writer fed while earlier batches commit.
+    pub async fn enqueue_many(&self, submissions: Vec<Submission>) -> Vec<Pending> {
         let mut receivers = Vec::with_capacity(submissions.len());
         for submission in submissions {
             let (reply, rx) = oneshot::channel();
             if self.tx.send(Job { submission, reply: Some(reply) }).await.is_err() {
                 break;
             }
-            receivers.push(rx);
+            receivers.push(Pending(rx));
         }
-        let mut outcomes = Vec::with_capacity(receivers.len());
-        for rx in receivers {
-            outcomes.push(
-                rx.await.unwrap_or_else(|_| Err(WriteError::Unavailable("the orchestrator is shutting down".into()))),
-            );
-        }
-        outcomes
+        receivers
     }
 
     /// Submits without waiting (internal commands whose outcome nobody awaits).
@@ -119,15 +123,19 @@ pub struct WriterTask {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
+/// The writer's own connection, kept between batches (no pool round trip per batch) and dropped
+/// after a failure, so a broken one is never reused.
+type HeldConnection = tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<sqlx::Postgres>>>;
+
 impl WriterTask {
     /// Starts the task; it ends when every [`Writer`] handle is dropped and the queue is drained.
     pub fn spawn(self) -> (Writer, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(self.batch_max * 8);
-        let handle = tokio::spawn(self.run(rx));
+        let handle = tokio::spawn(self.run(rx, HeldConnection::default()));
         (Writer { tx }, handle)
     }
 
-    async fn run(self, mut rx: mpsc::Receiver<Job>) {
+    async fn run(self, mut rx: mpsc::Receiver<Job>, conn: HeldConnection) {
         let mut follow_ups: Vec<Job> = Vec::new();
         loop {
             let mut jobs = std::mem::take(&mut follow_ups);
@@ -143,14 +151,14 @@ impl WriterTask {
                     Err(_) => break,
                 }
             }
-            follow_ups = self.process(jobs).await;
+            follow_ups = self.process(&conn, jobs).await;
         }
         tracing::debug!("registry writer stopped");
     }
 
     /// Applies the batch, retrying while storage is unavailable. Returns follow-up jobs (recoveries
     /// for instances that beat while their expiry was committing).
-    async fn process(&self, mut jobs: Vec<Job>) -> Vec<Job> {
+    async fn process(&self, conn: &HeldConnection, mut jobs: Vec<Job>) -> Vec<Job> {
         let mut delay = Duration::from_millis(50);
         loop {
             // A caller that gave up (timed out) on a non-durable command no longer wants it applied.
@@ -160,7 +168,7 @@ impl WriterTask {
             }
             let submissions: Vec<&Submission> = jobs.iter().map(|j| &j.submission).collect();
             let started = std::time::Instant::now();
-            match self.execute(&submissions).await {
+            match self.execute(conn, &submissions).await {
                 Ok(applied) => {
                     self.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
                     self.metrics.batch_size.observe(jobs.len() as f64);
@@ -176,7 +184,7 @@ impl WriterTask {
                     tracing::warn!(error = %e, batch = jobs.len(), "batch failed; applying its commands one by one");
                     let mut follow_ups = Vec::new();
                     for job in jobs {
-                        follow_ups.extend(Box::pin(self.process(vec![job])).await);
+                        follow_ups.extend(Box::pin(self.process(conn, vec![job])).await);
                     }
                     return follow_ups;
                 }
@@ -258,9 +266,22 @@ impl WriterTask {
     }
 
     /// One transaction for the whole batch.
-    async fn execute(&self, batch: &[&Submission]) -> Result<Applied, StorageError> {
+    async fn execute(&self, conn: &HeldConnection, batch: &[&Submission]) -> Result<Applied, StorageError> {
+        let mut held = conn.lock().await;
+        if held.is_none() {
+            *held = Some(self.pool.acquire().await?);
+        }
+        let result = self.execute_on(held.as_mut().expect("connection held"), batch).await;
+        if result.is_err() {
+            *held = None;
+        }
+        result
+    }
+
+    async fn execute_on(&self, conn: &mut sqlx::PgConnection, batch: &[&Submission]) -> Result<Applied, StorageError> {
+        use sqlx::Connection;
         let now = Utc::now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = conn.begin().await?;
 
         let command_ids: Vec<String> = batch.iter().filter_map(|s| s.meta.command_id.clone()).collect();
         let known = ledger::processed(&mut tx, &command_ids).await?;
@@ -331,7 +352,7 @@ impl WriterTask {
                     if let Some(emit) = decision.emit {
                         let event =
                             events::encode(&self.subjects, emit.kind, &emit.service, &emit.subject, now, &emit.data);
-                        out.outbox.push(ledger::OutboxRow {
+                        out.outbox.push(batch::OutboxRow {
                             msg_id: event.id,
                             subject: event.subject,
                             payload: event.payload,
@@ -356,7 +377,7 @@ impl WriterTask {
                 }
             }
             if let Some(id) = &meta.command_id {
-                out.processed.push(ledger::Processed {
+                out.processed.push(batch::Processed {
                     command_id: id.clone(),
                     subject: meta.subject.clone(),
                     stream_seq: meta.stream_seq.map(|s| s as i64),
@@ -369,11 +390,12 @@ impl WriterTask {
         let puts: Vec<&Instance> = out.dirty.iter().filter_map(|id| state.get(id).and_then(Option::as_ref)).collect();
         let deletes: Vec<String> =
             out.dirty.iter().filter(|id| state.get(*id).is_some_and(Option::is_none)).cloned().collect();
-        instances::upsert(&mut tx, &puts).await?;
-        instances::delete(&mut tx, &deletes).await?;
-        ledger::enqueue(&mut tx, &out.outbox).await?;
+        batch::write(
+            &mut tx,
+            &batch::Writes { puts: &puts, deletes: &deletes, outbox: &out.outbox, processed: &out.processed },
+        )
+        .await?;
         ledger::record_dead_letters(&mut tx, &out.dead_letters).await?;
-        ledger::record_processed(&mut tx, &out.processed).await?;
         for (key, value) in &out.system {
             system::put(&mut tx, key, value).await?;
         }
@@ -401,7 +423,7 @@ impl WriterTask {
         dlq_headers.insert(headers::DLQ_ORIGINAL_SUBJECT.into(), meta.subject.clone().into());
         dlq_headers.insert(headers::DLQ_REASON.into(), body.code.as_str().into());
         dlq_headers.insert(headers::SERVICE_ERROR.into(), body.message.clone().into());
-        out.outbox.push(ledger::OutboxRow {
+        out.outbox.push(batch::OutboxRow {
             msg_id: id,
             subject: self.subjects.dead_letter_for(&meta.subject),
             payload: kept.clone(),
@@ -420,7 +442,7 @@ impl WriterTask {
                 dead_letter_id: id,
             },
         );
-        out.outbox.push(ledger::OutboxRow {
+        out.outbox.push(batch::OutboxRow {
             msg_id: event.id,
             subject: event.subject,
             payload: event.payload,
@@ -451,9 +473,9 @@ pub fn internal(command: Command) -> Submission {
 #[derive(Default)]
 struct BatchWrites {
     dirty: HashSet<String>,
-    outbox: Vec<ledger::OutboxRow>,
+    outbox: Vec<batch::OutboxRow>,
     dead_letters: Vec<ledger::DeadLetter>,
-    processed: Vec<ledger::Processed>,
+    processed: Vec<batch::Processed>,
     system: Vec<(&'static str, serde_json::Value)>,
 }
 

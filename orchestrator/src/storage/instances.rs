@@ -69,35 +69,6 @@ pub async fn lock(tx: &mut Transaction<'_, Postgres>, ids: &[String]) -> Result<
     Ok(rows.into_iter().map(Instance::from).collect())
 }
 
-/// Inserts or replaces these instances (one statement for the whole batch).
-pub async fn upsert(tx: &mut Transaction<'_, Postgres>, instances: &[&Instance]) -> Result<()> {
-    if instances.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO instances SELECT * FROM jsonb_populate_recordset(NULL::instances, $1)
-         ON CONFLICT (id) DO UPDATE SET
-           name = EXCLUDED.name, version = EXCLUDED.version, address = EXCLUDED.address,
-           port = EXCLUDED.port, protocol = EXCLUDED.protocol, tags = EXCLUDED.tags,
-           metadata = EXCLUDED.metadata, dependencies = EXCLUDED.dependencies,
-           weight = EXCLUDED.weight, ttl_seconds = EXCLUDED.ttl_seconds, health = EXCLUDED.health,
-           registered_at = EXCLUDED.registered_at, updated_at = EXCLUDED.updated_at,
-           critical_since = EXCLUDED.critical_since, revision = EXCLUDED.revision",
-    )
-    .bind(Json(instances))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-pub async fn delete(tx: &mut Transaction<'_, Postgres>, ids: &[String]) -> Result<()> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query("DELETE FROM instances WHERE id = ANY($1)").bind(ids).execute(&mut **tx).await?;
-    Ok(())
-}
-
 pub async fn get(pool: &PgPool, id: &str) -> Result<Option<Instance>> {
     let row: Option<Row> =
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM instances WHERE id = $1")).bind(id).fetch_optional(pool).await?;

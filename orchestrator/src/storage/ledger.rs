@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{Result, StorageError};
+use super::Result;
 
 /// Outcomes already stored for any of these command ids.
 pub async fn processed(
@@ -32,35 +32,6 @@ pub struct Processed {
     pub outcome: String,
 }
 
-/// Records processed commands. Fails with [`StorageError::ConcurrentCommand`] when another
-/// transaction recorded one of them first, so the caller re-runs the batch and finds it processed.
-pub async fn record_processed(tx: &mut Transaction<'_, Postgres>, rows: &[Processed]) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<&str> = rows.iter().map(|r| r.command_id.as_str()).collect();
-    let subjects: Vec<&str> = rows.iter().map(|r| r.subject.as_str()).collect();
-    let seqs: Vec<Option<i64>> = rows.iter().map(|r| r.stream_seq).collect();
-    let outcomes: Vec<&str> = rows.iter().map(|r| r.outcome.as_str()).collect();
-    let inserted = sqlx::query(
-        "INSERT INTO processed_commands (command_id, subject, stream_seq, outcome)
-         SELECT id, subject, seq, outcome::jsonb FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[])
-           AS t(id, subject, seq, outcome)
-         ON CONFLICT (command_id) DO NOTHING",
-    )
-    .bind(&ids)
-    .bind(&subjects)
-    .bind(&seqs)
-    .bind(&outcomes)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if inserted != rows.len() as u64 {
-        return Err(StorageError::ConcurrentCommand);
-    }
-    Ok(())
-}
-
 /// One message for the relay to publish after commit.
 pub struct OutboxRow {
     pub msg_id: Uuid,
@@ -68,30 +39,6 @@ pub struct OutboxRow {
     pub payload: Vec<u8>,
     /// Extra NATS headers, as a JSON object of strings.
     pub headers: Option<serde_json::Value>,
-}
-
-pub async fn enqueue(tx: &mut Transaction<'_, Postgres>, rows: &[OutboxRow]) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.msg_id).collect();
-    let subjects: Vec<&str> = rows.iter().map(|r| r.subject.as_str()).collect();
-    let payloads: Vec<&[u8]> = rows.iter().map(|r| r.payload.as_slice()).collect();
-    let headers: Vec<Option<String>> = rows.iter().map(|r| r.headers.as_ref().map(|h| h.to_string())).collect();
-    sqlx::query(
-        "INSERT INTO outbox (msg_id, subject, payload, headers)
-         SELECT id, subject, payload, headers::jsonb
-           FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[]) WITH ORDINALITY
-             AS t(id, subject, payload, headers, ord)
-         ORDER BY ord",
-    )
-    .bind(&ids)
-    .bind(&subjects)
-    .bind(&payloads)
-    .bind(&headers)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 /// A rejected command, kept for inspection.

@@ -1,6 +1,7 @@
 //! PostgreSQL, the system of record. Every write of the registry happens in one transaction per
 //! batch (see `registry::writer`); this module holds the pool, migrations and the SQL.
 
+pub mod batch;
 mod error;
 pub mod instances;
 pub mod ledger;
@@ -26,7 +27,10 @@ pub fn pool(config: &DatabaseConfig) -> Result<PgPool> {
         .parse::<PgConnectOptions>()
         .map_err(StorageError::from)?
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2))
-        .application_name("orchestrator");
+        .application_name("orchestrator")
+        // Every statement takes arrays whose size changes with the batch; a cached generic plan
+        // made for one size (or for an empty table) can turn an index lookup into a table scan.
+        .options([("plan_cache_mode", "force_custom_plan")]);
     Ok(PgPoolOptions::new()
         .max_connections(config.database_max_connections)
         .acquire_timeout(config.database_acquire_timeout)

@@ -126,6 +126,10 @@ impl NatsServer {
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
 }
 
 impl Drop for NatsServer {

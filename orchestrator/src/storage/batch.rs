@@ -1,0 +1,85 @@
+//! The writes of one batch in a single statement: instance upserts and deletes, outbox rows and the
+//! processed-command ledger, as data-modifying CTEs. One round trip instead of four keeps the
+//! writer's transaction short, which is what bounds command throughput.
+
+use orch_protocol::registry::Instance;
+use sqlx::types::Json;
+use sqlx::{PgConnection, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::{Result, StorageError};
+
+/// One processed command to remember.
+pub struct Processed {
+    pub command_id: String,
+    pub subject: String,
+    pub stream_seq: Option<i64>,
+    pub outcome: String,
+}
+
+/// One message for the relay to publish after commit.
+pub struct OutboxRow {
+    pub msg_id: Uuid,
+    pub subject: String,
+    pub payload: Vec<u8>,
+    /// Extra NATS headers, as a JSON object of strings.
+    pub headers: Option<serde_json::Value>,
+}
+
+/// Everything a batch writes besides dead letters and system state.
+pub struct Writes<'a> {
+    pub puts: &'a [&'a Instance],
+    pub deletes: &'a [String],
+    pub outbox: &'a [OutboxRow],
+    pub processed: &'a [Processed],
+}
+
+/// Applies the writes. Fails with [`StorageError::ConcurrentCommand`] when another transaction
+/// recorded one of the commands first, so the caller re-runs the batch and finds it processed.
+pub async fn write(tx: &mut Transaction<'_, Postgres>, w: &Writes<'_>) -> Result<()> {
+    let conn: &mut PgConnection = tx;
+    let recorded: i64 = sqlx::query_scalar(
+        "WITH
+           put AS (
+             INSERT INTO instances SELECT * FROM jsonb_populate_recordset(NULL::instances, $1)
+             ON CONFLICT (id) DO UPDATE SET
+               name = EXCLUDED.name, version = EXCLUDED.version, address = EXCLUDED.address,
+               port = EXCLUDED.port, protocol = EXCLUDED.protocol, tags = EXCLUDED.tags,
+               metadata = EXCLUDED.metadata, dependencies = EXCLUDED.dependencies,
+               weight = EXCLUDED.weight, ttl_seconds = EXCLUDED.ttl_seconds, health = EXCLUDED.health,
+               registered_at = EXCLUDED.registered_at, updated_at = EXCLUDED.updated_at,
+               critical_since = EXCLUDED.critical_since, revision = EXCLUDED.revision
+             RETURNING 1),
+           del AS (DELETE FROM instances WHERE id = ANY($2) RETURNING 1),
+           evt AS (
+             INSERT INTO outbox (msg_id, subject, payload, headers)
+             SELECT id, subject, payload, headers::jsonb
+               FROM unnest($3::uuid[], $4::text[], $5::bytea[], $6::text[]) WITH ORDINALITY
+                 AS t(id, subject, payload, headers, ord)
+             ORDER BY ord
+             RETURNING 1),
+           done AS (
+             INSERT INTO processed_commands (command_id, subject, stream_seq, outcome)
+             SELECT id, subject, seq, outcome::json
+               FROM unnest($7::text[], $8::text[], $9::int8[], $10::text[]) AS t(id, subject, seq, outcome)
+             ON CONFLICT (command_id) DO NOTHING
+             RETURNING 1)
+         SELECT count(*) FROM done",
+    )
+    .bind(Json(w.puts))
+    .bind(w.deletes)
+    .bind(w.outbox.iter().map(|r| r.msg_id).collect::<Vec<_>>())
+    .bind(w.outbox.iter().map(|r| r.subject.as_str()).collect::<Vec<_>>())
+    .bind(w.outbox.iter().map(|r| r.payload.as_slice()).collect::<Vec<_>>())
+    .bind(w.outbox.iter().map(|r| r.headers.as_ref().map(|h| h.to_string())).collect::<Vec<_>>())
+    .bind(w.processed.iter().map(|r| r.command_id.as_str()).collect::<Vec<_>>())
+    .bind(w.processed.iter().map(|r| r.subject.as_str()).collect::<Vec<_>>())
+    .bind(w.processed.iter().map(|r| r.stream_seq).collect::<Vec<_>>())
+    .bind(w.processed.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>())
+    .fetch_one(conn)
+    .await?;
+    if recorded != w.processed.len() as i64 {
+        return Err(StorageError::ConcurrentCommand);
+    }
+    Ok(())
+}
