@@ -78,24 +78,20 @@ pg_url="$("$SCRIPTS/pg.sh" start "$PG_DIR" "$PG_PORT")"
 log "building the orchestrator"
 (cd "$ROOT" && cargo build -p orchestrator --bin orchestrator)
 
-# Development admin token: created once, kept across runs. The orchestrator
-# may ignore it for now; exporting it is harmless.
-TOKEN_FILE="$DEV_DIR/admin-token"
-if [ ! -s "$TOKEN_FILE" ]; then
-    (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TOKEN_FILE")
-fi
-ORCH_ADMIN_TOKEN="$(cat "$TOKEN_FILE")"
-export ORCH_ADMIN_TOKEN
-
 cat <<EOF
 
   Orchestrator (development)
     HTTP API + dashboard  http://127.0.0.1:$HTTP_PORT
     NATS                  $nats_url   (monitor http://127.0.0.1:$ORCH_NATS_MONITOR_PORT)
     PostgreSQL            $pg_url
-    Admin token           $ORCH_ADMIN_TOKEN   (in $TOKEN_FILE)
     Data                  $NATS_DIR
                           $PG_DIR
+  Try it (in another terminal):
+    curl -s -X POST http://127.0.0.1:$HTTP_PORT/api/v1/services \\
+         -H 'content-type: application/json' \\
+         -d '{"name":"web","address":"127.0.0.1","port":9000}'
+    curl -s http://127.0.0.1:$HTTP_PORT/api/v1/services
+    $BIN events --nats-url $nats_url --all
   Ctrl-C stops everything.
 
 EOF
@@ -106,6 +102,7 @@ EOF
 ORCH_NATS_URL="$nats_url" \
     ORCH_DATABASE_URL="$pg_url" \
     ORCH_HTTP_ADDR="127.0.0.1:$HTTP_PORT" \
+    ORCH_LOG_FORMAT="${ORCH_LOG_FORMAT:-human}" \
     "$BIN" serve &
 ORCH_PID=$!
 rc=0

@@ -29,6 +29,27 @@ pub enum Command {
     Serve(Box<Config>),
     /// Apply the database migrations and exit.
     Migrate(DatabaseConfig),
+    /// Print events from the events stream as they arrive, one JSON document per line.
+    Events(EventsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, env = "ORCH_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// Subject prefix of the orchestrator to follow.
+    #[arg(long, env = "ORCH_SUBJECT_PREFIX", default_value = "orch")]
+    pub subject_prefix: String,
+
+    /// Only events on subjects matching this pattern, e.g. `orch.evt.registry.web.>`.
+    #[arg(long)]
+    pub filter: Option<String>,
+
+    /// Start from the first stored event instead of only new ones.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

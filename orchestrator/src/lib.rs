@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod nats;
 pub mod registry;
 pub mod storage;
+pub mod tail;
 pub mod telemetry;
 pub mod workers;
 

@@ -29,6 +29,13 @@ async fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Events(args) => match orchestrator::tail::run(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("orchestrator events: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Migrate(db) => {
             telemetry::init(&db.log, db.log_format);
             let result = async {
