@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# "make bench": the benchmarks, against real nats-server and PostgreSQL started by the benchmark
+# itself (JetStream file storage and PostgreSQL with their default durability: no fsync shortcuts).
+# Figures are printed and written as JSON to target/bench/<name>.json.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+case "${1:-}" in
+-h | --help)
+    cat <<'USAGE'
+Usage: scripts/bench.sh [PART...]
+
+Runs the registry benchmarks (release build). PART limits the run to some of:
+  baseline    raw JetStream async publish rate of the command payload (the ceiling)
+  commands    registry commands end to end: throughput, latency, CPU split
+  heartbeats  heartbeats absorbed from 100,000 live instances, orchestrator CPU
+  cold_start  time until serving with 100,000 instances in PostgreSQL, RSS per instance
+Figures: stdout and target/bench/*.json; the orchestrator's log: target/bench/orchestrator.log.
+USAGE
+    exit 0
+    ;;
+esac
+
+"$ROOT/scripts/deps.sh"
+# Benchmarks measure the real thing: never the test-only "no fsync" PostgreSQL mode.
+unset ORCH_PG_FAST
+export ORCH_NATS_SERVER="$NATS_SERVER"
+cd "$ROOT"
+log "building and running the benchmarks (release); this takes a few minutes"
+cargo bench -p orchestrator --bench registry -- "$@"
