@@ -366,7 +366,7 @@ async fn commands(b: &Bench, baseline: Option<f64>) {
         percentile_ms(&saturated, 0.99)
     );
     // Latency at a steady load well under saturation, as a client would see it.
-    let paced_rate = (throughput * 0.5).min(10_000.0).max(100.0);
+    let paced_rate = (throughput * 0.5).clamp(100.0, 10_000.0);
     let paced_n = 20_000;
     let paced = paced_command_run(b, n, paced_n, paced_rate).await;
     println!(

@@ -131,44 +131,45 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // answered the subscriptions above are registered.
     js.query_account().await.context("confirming subscriptions with the NATS server")?;
 
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(
-        consumers::commands::CommandConsumer {
-            js: js.clone(),
-            subjects: subjects.clone(),
-            registry: registry.clone(),
-            batch_max: config.batch_max,
-            command_max_bytes: config.command_max_bytes,
-        }
-        .run(shutdown_rx.clone()),
-    ));
-    tasks.push(tokio::spawn(consumers::requests::run(
-        client.clone(),
-        request_sub,
-        subjects.clone(),
-        registry.clone(),
-        config.command_max_bytes,
-        shutdown_rx.clone(),
-    )));
-    tasks.push(tokio::spawn(consumers::heartbeats::run(
-        client.clone(),
-        heartbeat_sub,
-        subjects.clone(),
-        registry.clone(),
-        shutdown_rx.clone(),
-    )));
-    tasks.push(tokio::spawn(sweeper::run(
-        registry.clone(),
-        SweeperConfig {
-            interval: config.sweep_interval,
-            deregister_critical_after: config.deregister_critical_after,
-            threshold: config.self_preservation_threshold,
-            min_instances: config.self_preservation_min_instances,
-        },
-        self_preservation,
-        shutdown_rx.clone(),
-    )));
-    tasks.push(tokio::spawn(workers::maintenance::run(pool.clone(), config.processed_retention, shutdown_rx.clone())));
+    let mut tasks = vec![
+        tokio::spawn(
+            consumers::commands::CommandConsumer {
+                js: js.clone(),
+                subjects: subjects.clone(),
+                registry: registry.clone(),
+                batch_max: config.batch_max,
+                command_max_bytes: config.command_max_bytes,
+            }
+            .run(shutdown_rx.clone()),
+        ),
+        tokio::spawn(consumers::requests::run(
+            client.clone(),
+            request_sub,
+            subjects.clone(),
+            registry.clone(),
+            config.command_max_bytes,
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(consumers::heartbeats::run(
+            client.clone(),
+            heartbeat_sub,
+            subjects.clone(),
+            registry.clone(),
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(sweeper::run(
+            registry.clone(),
+            SweeperConfig {
+                interval: config.sweep_interval,
+                deregister_critical_after: config.deregister_critical_after,
+                threshold: config.self_preservation_threshold,
+                min_instances: config.self_preservation_min_instances,
+            },
+            self_preservation,
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(workers::maintenance::run(pool.clone(), config.processed_retention, shutdown_rx.clone())),
+    ];
 
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await

@@ -168,10 +168,10 @@ pub async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> R
     updated.max_age = wanted.max_age;
     updated.duplicate_window = wanted.duplicate_window;
     updated.num_replicas = wanted.num_replicas;
-    if differences.iter().any(|d| d.3) {
-        if let Err(e) = js.update_stream(&updated).await {
-            tracing::error!(stream = %name, error = %e, "could not update the stream's settings; continuing with the current ones");
-        }
+    if differences.iter().any(|d| d.3)
+        && let Err(e) = js.update_stream(&updated).await
+    {
+        tracing::error!(stream = %name, error = %e, "could not update the stream's settings; continuing with the current ones");
     }
     Ok(())
 }

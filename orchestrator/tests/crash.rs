@@ -31,14 +31,11 @@ async fn kill_9_during_load_loses_nothing_and_duplicates_nothing() {
     let subjects = Subjects::default();
     let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
 
-    let load = || Load { registers: 2000, updates: 500, deregisters: 500, pace: Duration::from_millis(150) };
-    let publisher = {
-        let (js, subjects, load) = (js.clone(), subjects.clone(), load());
-        tokio::spawn(async move { load.publish(&js, &subjects).await })
-    };
+    let load = Load { registers: 2000, updates: 500, deregisters: 500, pace: Duration::from_millis(150) };
+    let publisher = load.spawn_publish(&js, &subjects);
 
     // Kill at random moments while commands are being published and processed.
-    let total = load().total() as i64;
+    let total = load.total() as i64;
     let mut kills = 0;
     let mut processed_at_kill = Vec::new();
     while !publisher.is_finished() || kills < 8 {
@@ -59,7 +56,7 @@ async fn kill_9_during_load_loses_nothing_and_duplicates_nothing() {
     wait_drained(&js, &subjects, &pool, Duration::from_secs(120)).await;
 
     let events = read_stream(&js, &subjects.events_stream(), None).await;
-    load().verify(&pool, &events).await;
+    load.verify(&pool, &events).await;
     eprintln!("commands processed at each kill: {processed_at_kill:?} of {total}");
     let mid_flight = processed_at_kill.iter().filter(|&&p| p > 0 && p < total).count();
     assert!(mid_flight >= 2, "kills landed while commands were being applied: {processed_at_kill:?}");

@@ -22,14 +22,7 @@ async fn nats_restart_during_load() {
     let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
 
     let load = Load { registers: 1500, updates: 300, deregisters: 300, pace: Duration::from_millis(300) };
-    let publisher = {
-        let (js, subjects) = (js.clone(), subjects.clone());
-        tokio::spawn(async move {
-            Load { registers: 1500, updates: 300, deregisters: 300, pace: Duration::from_millis(300) }
-                .publish(&js, &subjects)
-                .await
-        })
-    };
+    let publisher = load.spawn_publish(&js, &subjects);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A crash of the server, not a polite stop; then a second, graceful restart.
     nats.kill();
@@ -64,14 +57,7 @@ async fn postgres_down_for_ten_seconds_during_load() {
     let subjects = Subjects::default();
 
     let load = Load { registers: 1500, updates: 300, deregisters: 300, pace: Duration::from_millis(300) };
-    let publisher = {
-        let (js, subjects) = (js.clone(), subjects.clone());
-        tokio::spawn(async move {
-            Load { registers: 1500, updates: 300, deregisters: 300, pace: Duration::from_millis(300) }
-                .publish(&js, &subjects)
-                .await
-        })
-    };
+    let publisher = load.spawn_publish(&js, &subjects);
     tokio::time::sleep(Duration::from_millis(300)).await;
     postgres.stop();
     let down_since = std::time::Instant::now();

@@ -50,10 +50,10 @@ fn respond(outcome: Outcome) -> Response {
         Outcome::Applied(reply) => {
             let status = if reply.status == Status::Registered { StatusCode::CREATED } else { StatusCode::OK };
             let mut response = (status, Json(&reply)).into_response();
-            if let (StatusCode::CREATED, Some(instance)) = (status, &reply.instance) {
-                if let Ok(location) = format!("/api/v1/services/{}", instance.id).parse() {
-                    response.headers_mut().insert(header::LOCATION, location);
-                }
+            if let (StatusCode::CREATED, Some(instance)) = (status, &reply.instance)
+                && let Ok(location) = format!("/api/v1/services/{}", instance.id).parse()
+            {
+                response.headers_mut().insert(header::LOCATION, location);
             }
             response
         }

@@ -137,10 +137,10 @@ impl Leases {
     pub fn release(&self, expiring: &[String], reaping: &[String]) {
         let mut map = self.inner.lock().expect("lease table lock");
         for id in expiring {
-            if let Some(lease) = map.get_mut(id) {
-                if lease.state == State::Expiring {
-                    lease.state = State::Live;
-                }
+            if let Some(lease) = map.get_mut(id)
+                && lease.state == State::Expiring
+            {
+                lease.state = State::Live;
             }
         }
         for id in reaping {
@@ -193,10 +193,10 @@ impl Leases {
     /// A recovery could not be submitted or found nothing to do; the instance stays critical.
     pub fn recovery_failed(&self, id: &str, since: DateTime<Utc>) {
         let mut map = self.inner.lock().expect("lease table lock");
-        if let Some(lease) = map.get_mut(id) {
-            if lease.state == State::Recovering {
-                lease.state = State::Critical { since, reaping: false };
-            }
+        if let Some(lease) = map.get_mut(id)
+            && lease.state == State::Recovering
+        {
+            lease.state = State::Critical { since, reaping: false };
         }
     }
 

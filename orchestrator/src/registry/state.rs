@@ -82,6 +82,8 @@ pub struct Reply {
 /// The outcome of one command, in the shape of the wire reply: a [`Reply`] or `{"error": {...}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
+// Outcomes live for one reply; boxing the common variant would only add allocations.
+#[allow(clippy::large_enum_variant)]
 pub enum Outcome {
     Applied(Reply),
     Failed(orch_protocol::error::ErrorReply),
@@ -102,6 +104,8 @@ impl Outcome {
 
 /// The state after the command, for the one instance it touched.
 #[derive(Debug, Clone, PartialEq)]
+// Short-lived, one per command in a batch; `Put` is the common case.
+#[allow(clippy::large_enum_variant)]
 pub enum Next {
     Keep,
     Put(Instance),

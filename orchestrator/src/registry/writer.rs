@@ -218,12 +218,11 @@ impl WriterTask {
                 (Outcome::Failed(_), true) => "rejected",
                 (Outcome::Applied(_), true) => "applied",
             });
-            if fresh {
-                if let Body::Command(command) = &job.submission.body {
-                    if let Some(recover) = self.apply_to_leases(command, &outcome) {
-                        follow_ups.push(recover);
-                    }
-                }
+            if fresh
+                && let Body::Command(command) = &job.submission.body
+                && let Some(recover) = self.apply_to_leases(command, &outcome)
+            {
+                follow_ups.push(recover);
             }
             if let Some(reply) = job.reply {
                 let _ = reply.send(Ok(outcome));
@@ -251,10 +250,10 @@ impl WriterTask {
             (Command::Deregister { .. } | Command::Reap { .. }, Status::Deregistered, Some(i)) => {
                 self.leases.removed(&i.id)
             }
-            (Command::Expire { id, .. }, Status::Expired, Some(i)) => {
-                if self.leases.expired(id, i.critical_since.unwrap_or_else(Utc::now)) {
-                    return Some(Job { submission: internal(Command::Recover { id: id.clone() }), reply: None });
-                }
+            (Command::Expire { id, .. }, Status::Expired, Some(i))
+                if self.leases.expired(id, i.critical_since.unwrap_or_else(Utc::now)) =>
+            {
+                return Some(Job { submission: internal(Command::Recover { id: id.clone() }), reply: None });
             }
             (Command::Expire { id, .. }, Status::Ignored, _) => self.leases.release(std::slice::from_ref(id), &[]),
             (Command::Reap { id, .. }, Status::Ignored, _) => self.leases.release(&[], std::slice::from_ref(id)),
@@ -371,10 +370,10 @@ impl WriterTask {
                     (decision.outcome, rejection)
                 }
             };
-            if let Some((error, payload)) = rejection {
-                if meta.durable {
-                    self.dead_letter(&mut out, meta, &error, &payload, now);
-                }
+            if let Some((error, payload)) = rejection
+                && meta.durable
+            {
+                self.dead_letter(&mut out, meta, &error, &payload, now);
             }
             if let Some(id) = &meta.command_id {
                 out.processed.push(batch::Processed {

@@ -24,23 +24,6 @@ pub async fn processed(
     Ok(rows.into_iter().collect())
 }
 
-/// One processed command to remember.
-pub struct Processed {
-    pub command_id: String,
-    pub subject: String,
-    pub stream_seq: Option<i64>,
-    pub outcome: String,
-}
-
-/// One message for the relay to publish after commit.
-pub struct OutboxRow {
-    pub msg_id: Uuid,
-    pub subject: String,
-    pub payload: Vec<u8>,
-    /// Extra NATS headers, as a JSON object of strings.
-    pub headers: Option<serde_json::Value>,
-}
-
 /// A rejected command, kept for inspection.
 pub struct DeadLetter {
     pub id: Uuid,

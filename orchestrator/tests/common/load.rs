@@ -10,6 +10,7 @@ use async_nats::jetstream;
 use orch_protocol::Subjects;
 use serde_json::Value;
 
+#[derive(Clone, Copy)]
 pub struct Load {
     pub registers: usize,
     pub updates: usize,
@@ -37,6 +38,12 @@ impl Load {
             out.push((format!("dereg-{i}"), "deregister", format!(r#"{{"id":"i-{i}"}}"#)));
         }
         out
+    }
+
+    /// Publishes in the background; the handle yields the number of retries.
+    pub fn spawn_publish(self, js: &jetstream::Context, subjects: &Subjects) -> tokio::task::JoinHandle<usize> {
+        let (js, subjects) = (js.clone(), subjects.clone());
+        tokio::spawn(async move { self.publish(&js, &subjects).await })
     }
 
     /// Publishes everything, pipelining up to 200 un-acknowledged messages, and retries each until
