@@ -27,7 +27,7 @@ pub async fn run(
         let Some(id) = subjects.parse_heartbeat(&message.subject) else {
             continue;
         };
-        let beat = registry.heartbeat(id).await;
+        let beat = registry.heartbeat(id);
         if let Some(reply) = message.reply {
             let (headers, body) = match beat {
                 Beat::Unknown => error_message(ProtocolError::field(

@@ -96,7 +96,7 @@ async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Resul
 
 async fn heartbeat(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     validate_instance_id("id", &id)?;
-    match state.registry.heartbeat(&id).await {
+    match state.registry.heartbeat(&id) {
         Beat::Unknown => Err(ApiError::field(
             ErrorCode::NotFound,
             "id",

@@ -190,16 +190,6 @@ impl Leases {
         }
     }
 
-    /// A recovery could not be submitted or found nothing to do; the instance stays critical.
-    pub fn recovery_failed(&self, id: &str, since: DateTime<Utc>) {
-        let mut map = self.inner.lock().expect("lease table lock");
-        if let Some(lease) = map.get_mut(id)
-            && lease.state == State::Recovering
-        {
-            lease.state = State::Critical { since, reaping: false };
-        }
-    }
-
     pub fn removed(&self, id: &str) {
         self.inner.lock().expect("lease table lock").remove(id);
     }

@@ -74,7 +74,7 @@ impl Registry {
     }
 
     /// A heartbeat: renews the lease in memory, and submits a recovery if the instance was critical.
-    pub async fn heartbeat(&self, id: &str) -> Beat {
+    pub fn heartbeat(&self, id: &str) -> Beat {
         let beat = self.leases.beat(id);
         self.metrics.heartbeat(match beat {
             Beat::Renewed => "renewed",
@@ -82,7 +82,9 @@ impl Registry {
             Beat::Unknown => "unknown",
         });
         if beat == Beat::NeedsRecovery {
-            self.writer.submit_detached(writer::internal(Command::Recover { id: id.to_string() })).await;
+            // Spawned, so a writer stalled by a database outage never holds up the heartbeat loop.
+            let (writer, id) = (self.writer.clone(), id.to_string());
+            tokio::spawn(async move { writer.submit_detached(writer::internal(Command::Recover { id })).await });
         }
         beat
     }
