@@ -25,8 +25,11 @@ CREATE INDEX instances_name ON instances (name, id);
 
 -- One row per command ever applied or rejected: the key of exactly-once handling. A redelivered
 -- command finds its row and is answered with the stored outcome instead of being applied again.
+-- `command_id` is namespaced by the path it came by (js:, js-seq:, req:, http:); `fingerprint`
+-- hashes subject and payload, so an id reused for a different command is refused, not replayed.
 CREATE TABLE processed_commands (
     command_id      text        PRIMARY KEY,
+    fingerprint     bigint      NOT NULL,
     subject         text        NOT NULL,
     stream_seq      bigint,
     outcome         json        NOT NULL,

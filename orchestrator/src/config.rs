@@ -116,8 +116,8 @@ pub struct Config {
     #[arg(long, env = "ORCH_DEAD_LETTER_MAX_AGE", default_value = "30d", value_parser = humantime::parse_duration)]
     pub dead_letter_max_age: Duration,
 
-    /// JetStream duplicate window of the commands and events streams: a re-publish with the same
-    /// Nats-Msg-Id within this window is dropped by the server.
+    /// JetStream duplicate window of every stream: a re-publish with the same Nats-Msg-Id within
+    /// this window is dropped by the server.
     #[arg(long, env = "ORCH_DUPLICATE_WINDOW", default_value = "2m", value_parser = humantime::parse_duration)]
     pub duplicate_window: Duration,
 

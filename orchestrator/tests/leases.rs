@@ -36,7 +36,8 @@ async fn silent_instance_expires_recovers_then_is_deregistered() {
         sqlx::query_scalar("SELECT health FROM instances WHERE id = 'l-1'").fetch_one(&stack.pool).await.unwrap();
     assert_eq!(health, "critical", "committed in PostgreSQL");
 
-    beat(&stack, "l-1").await;
+    let reply = stack.client.request(stack.subjects.heartbeat("l-1"), "".into()).await.unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&reply.payload).unwrap()["status"], "recovering");
     let recovered = stack.wait_events(1, "recovered event", |e| e["type"] == "io.orch.registry.recovered.v1").await;
     assert!(recovered[0]["data"]["critical_for_ms"].as_i64().unwrap() >= 0);
     assert_eq!(recovered[0]["data"]["instance"]["health"], "passing");

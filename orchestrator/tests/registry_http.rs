@@ -107,6 +107,7 @@ async fn register_list_get_heartbeat_deregister() {
     let next = page["next"].as_str().unwrap().to_string();
     let (_, rest) = call(&stack, "GET", &format!("/api/v1/services?limit=2&after={next}"), None).await;
     assert_eq!(rest["items"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["next"], Value::Null, "the last page says there is no next one");
 
     let (status, one) = call(&stack, "GET", "/api/v1/services/web-1", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -244,6 +245,9 @@ async fn bad_http_input_gets_a_json_error_naming_the_field() {
         Some("id"),
     );
     assert_error(&call(&stack, "GET", "/api/v1/nowhere", None).await, StatusCode::NOT_FOUND, "not_found", None);
+    let wrong_method = call(&stack, "PATCH", "/api/v1/services", None).await;
+    assert_eq!(wrong_method.0, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(wrong_method.1["error"]["message"].as_str().unwrap().contains("PATCH"), "{}", wrong_method.1);
 
     // A conflicting re-registration (same id, other service) is refused.
     assert_eq!(post(r#"{"id":"x1","name":"web","address":"h","port":80}"#).await.0, StatusCode::CREATED);
@@ -269,6 +273,25 @@ async fn idempotency_key_applies_a_command_once() {
     assert_eq!(s2, StatusCode::CREATED, "the replay answers like the original");
     assert_eq!(r1["instance"]["id"], r2["instance"]["id"], "no second instance with a new id");
     assert_eq!(stack.count("SELECT count(*) FROM instances").await, 1);
+
+    // The same key on another request is a conflict, never the first request's outcome.
+    let id = r1["instance"]["id"].as_str().unwrap().to_string();
+    let reuse = call_raw(&stack, "DELETE", &format!("/api/v1/services/{id}"), None, "application/json", &headers).await;
+    assert_error(&reuse, StatusCode::CONFLICT, "conflict", None);
+    assert_eq!(stack.count("SELECT count(*) FROM instances").await, 1, "nothing was deleted");
+    let other_body = Some(r#"{"name":"web","address":"h","port":81}"#.to_string());
+    let reuse = call_raw(&stack, "POST", "/api/v1/services", other_body, "application/json", &headers).await;
+    assert_error(&reuse, StatusCode::CONFLICT, "conflict", None);
+    let bad_key = call_raw(
+        &stack,
+        "DELETE",
+        &format!("/api/v1/services/{id}"),
+        None,
+        "application/json",
+        &[("idempotency-key", "has space")],
+    )
+    .await;
+    assert_error(&bad_key, StatusCode::BAD_REQUEST, "validation_failed", Some("Idempotency-Key"));
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ async fn durable_command_is_applied_and_announced() {
     let events = stack.wait_events(1, "registered event", |e| e["subject"] == "svc-1").await;
     assert_eq!(events[0]["type"], "io.orch.registry.registered.v1");
     assert_eq!(stack.count("SELECT count(*) FROM instances WHERE id = 'svc-1'").await, 1);
-    assert_eq!(stack.count("SELECT count(*) FROM processed_commands WHERE command_id = 'cmd-1'").await, 1);
+    assert_eq!(stack.count("SELECT count(*) FROM processed_commands WHERE command_id = 'js:cmd-1'").await, 1);
 
     stack.publish_command("deregister", r#"{"id":"svc-1"}"#, None).await;
     stack.wait_events(1, "deregistered event", |e| e["type"] == "io.orch.registry.deregistered.v1").await;
@@ -197,5 +197,36 @@ async fn late_retry_with_the_same_command_id_is_not_applied_twice() {
     assert_eq!(stream_messages, 0, "every command, the retry included, was acknowledged");
     let events = stack.events().await;
     assert_eq!(events.iter().filter(|e| e["subject"] == "d-1").count(), 1, "one event for d-1");
-    assert_eq!(stack.count("SELECT count(*) FROM processed_commands WHERE command_id = 'same'").await, 1);
+    assert_eq!(stack.count("SELECT count(*) FROM processed_commands WHERE command_id = 'js:same'").await, 1);
+    // The reuse of the id for different content is refused and dead-lettered, not silently dropped.
+    let code: String = sqlx::query_scalar("SELECT code FROM dead_letters WHERE command_id = 'same'")
+        .fetch_one(&stack.pool)
+        .await
+        .unwrap();
+    assert_eq!(code, "conflict");
+    // The same command again (same id, same content) is answered from the ledger: no dead letter.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stack.publish_command("register", &registration("d-1", "web", 30), Some("same")).await;
+    stack.publish_command("register", &registration("d-3", "web", 30), Some("third")).await;
+    stack.wait_events(1, "a later command", |e| e["subject"] == "d-3").await;
+    assert_eq!(stack.count("SELECT count(*) FROM dead_letters").await, 1);
+}
+
+/// Ids are namespaced by path: a request's Nats-Msg-Id never meets a durable command's.
+#[tokio::test]
+async fn request_and_durable_ids_never_collide() {
+    let stack = Stack::start().await;
+    stack.publish_command("register", &registration("n-1", "web", 30), Some("dup")).await;
+    stack.wait_events(1, "durable registration", |e| e["subject"] == "n-1").await;
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(headers::MSG_ID, "dup");
+    let reply = stack
+        .client
+        .request_with_headers(stack.subjects.request("registry", "register"), h, registration("n-2", "web", 30).into())
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(body["status"], "registered", "{body}");
+    assert_eq!(body["instance"]["id"], "n-2");
+    assert_eq!(stack.count("SELECT count(*) FROM instances").await, 2);
 }

@@ -222,13 +222,14 @@ fn validate_address(address: &str) -> Result<(), ProtocolError> {
             .strip_prefix('[')
             .and_then(|a| a.strip_suffix(']'))
             .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok())
-        || address.split('.').all(|label| {
+        || (address.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
                 && label.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-        });
+            // A host name's last label is never all digits (RFC 1123), so `999.1.1.1` is no host.
+        }) && !address.rsplit('.').next().is_some_and(|last| last.bytes().all(|c| c.is_ascii_digit())));
     if ok {
         Ok(())
     } else {
@@ -352,6 +353,7 @@ mod tests {
         rejects(|r| r.port = 65_536, "port");
         rejects(|r| r.address = "bad host!".into(), "address");
         rejects(|r| r.address = String::new(), "address");
+        rejects(|r| r.address = "999.1.1.1".into(), "address");
         rejects(|r| r.protocol = "HTTP".into(), "protocol");
         rejects(|r| r.tags = vec!["ok".into(), String::new()], "tags[1]");
         rejects(|r| r.tags = vec!["t".into(); 33], "tags");

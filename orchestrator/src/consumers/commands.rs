@@ -11,7 +11,7 @@ use futures::{FutureExt, StreamExt};
 use orch_protocol::{Subjects, headers};
 use tokio::sync::{mpsc, watch};
 
-use super::{decode_command, reply_message};
+use super::{StreamPosition, decode_command, reply_message};
 use crate::registry::Registry;
 use crate::registry::writer::Pending;
 
@@ -40,8 +40,8 @@ impl CommandConsumer {
         let name = self.subjects.commands_consumer();
         let mut delay = Duration::from_millis(200);
         'reconnect: while !*shutdown.borrow() {
-            let consumer = match self.attach(&stream, &name).await {
-                Ok(c) => c,
+            let (consumer, stream_epoch) = match self.attach(&stream, &name).await {
+                Ok(attached) => attached,
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?delay, "commands consumer unavailable");
                     tokio::select! { _ = tokio::time::sleep(delay) => {}, _ = shutdown.changed() => break }
@@ -85,7 +85,7 @@ impl CommandConsumer {
                         _ => break,
                     }
                 }
-                self.submit(batch, &acker).await;
+                self.submit(batch, stream_epoch, &acker).await;
             }
         }
         drop(acker);
@@ -97,7 +97,13 @@ impl CommandConsumer {
     /// acknowledged, so a fresh consumer delivers every unacknowledged command again, oldest
     /// first. Without this, commands delivered to a crashed process would only come back after
     /// the ack wait, behind newer ones, and be applied out of order.
-    async fn attach(&self, stream: &str, name: &str) -> Result<jetstream::consumer::PullConsumer, anyhow::Error> {
+    /// Also returns the stream's creation time, part of the ids of commands without a `Nats-Msg-Id`.
+    async fn attach(
+        &self,
+        stream: &str,
+        name: &str,
+    ) -> Result<(jetstream::consumer::PullConsumer, i128), anyhow::Error> {
+        let stream_epoch = self.js.get_stream(stream).await?.cached_info().created.unix_timestamp_nanos();
         match self.js.delete_consumer_from_stream(name, stream).await {
             Ok(_) => {}
             Err(e)
@@ -105,16 +111,25 @@ impl CommandConsumer {
                     if j.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND) => {}
             Err(e) => return Err(e.into()),
         }
-        Ok(self.js.create_consumer_on_stream(crate::nats::desired_consumer(&self.subjects), stream).await?)
+        let consumer = self.js.create_consumer_on_stream(crate::nats::desired_consumer(&self.subjects), stream).await?;
+        Ok((consumer, stream_epoch))
     }
 
     /// Decodes a pulled batch and queues it for the writer; the acker answers it after commit.
-    async fn submit(&self, batch: Vec<jetstream::Message>, acker: &mpsc::Sender<Submitted>) {
+    async fn submit(&self, batch: Vec<jetstream::Message>, stream_epoch: i128, acker: &mpsc::Sender<Submitted>) {
         let submissions = batch
             .iter()
             .map(|m| {
                 let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
-                decode_command(&self.subjects, &m.subject, m.headers.as_ref(), &m.payload, seq, self.command_max_bytes)
+                let position = StreamPosition { stream_epoch, seq };
+                decode_command(
+                    &self.subjects,
+                    &m.subject,
+                    m.headers.as_ref(),
+                    &m.payload,
+                    position,
+                    self.command_max_bytes,
+                )
             })
             .collect();
         let pending = self.registry.writer.enqueue_many(submissions).await;

@@ -10,14 +10,9 @@ use serde::Deserialize;
 
 use crate::registry::{Body, Command, Meta, Strategy, Submission, with_id};
 
-/// The command id of a message: its `Nats-Msg-Id`, or, on the durable stream, its stream sequence
-/// (unique per stream, stable across redeliveries).
-fn command_id(headers: Option<&async_nats::HeaderMap>, stream_seq: Option<u64>) -> Option<String> {
-    headers
-        .and_then(|h| h.get(headers::MSG_ID))
-        .map(|v| v.as_str().to_string())
-        .filter(|v| !v.is_empty())
-        .or_else(|| stream_seq.map(|seq| format!("seq:{seq}")))
+/// The client's id of a message: its `Nats-Msg-Id`, if any.
+fn msg_id(headers: Option<&async_nats::HeaderMap>) -> Option<String> {
+    headers.and_then(|h| h.get(headers::MSG_ID)).map(|v| v.as_str().to_string()).filter(|v| !v.is_empty())
 }
 
 fn check_size(payload: &Bytes, max: usize) -> Result<(), ProtocolError> {
@@ -52,22 +47,35 @@ fn write_command(domain: &str, verb: &str, payload: &[u8]) -> Option<Result<Comm
     }
 }
 
+/// Where a message sits in the commands stream: the stream's creation time (so sequence numbers
+/// of a re-created stream never collide with old ones) and the message's sequence.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamPosition {
+    pub stream_epoch: i128,
+    pub seq: u64,
+}
+
 /// A message from the commands stream. Never fails: what cannot be applied becomes
-/// [`Body::Invalid`] and is dead-lettered by the writer.
+/// [`Body::Invalid`] and is dead-lettered by the writer. Its command id is its `Nats-Msg-Id`, or
+/// else `seq:<stream sequence>` (stable across redeliveries).
 pub fn decode_command(
     subjects: &Subjects,
     subject: &str,
     headers: Option<&async_nats::HeaderMap>,
     payload: &Bytes,
-    stream_seq: u64,
+    position: StreamPosition,
     max_bytes: usize,
 ) -> Submission {
-    let meta = Meta {
-        command_id: command_id(headers, Some(stream_seq)),
-        subject: subject.to_string(),
-        stream_seq: Some(stream_seq),
-        durable: true,
+    let mut meta = match msg_id(headers) {
+        Some(id) => Meta::new("js", Some(id), subject, payload.clone()),
+        None => {
+            let mut meta = Meta::new("js", Some(format!("seq:{}", position.seq)), subject, payload.clone());
+            meta.ledger_key = Some(format!("js-seq:{}:{}", position.stream_epoch, position.seq));
+            meta
+        }
     };
+    meta.stream_seq = Some(position.seq);
+    meta.durable = true;
     let command = check_size(payload, max_bytes).and_then(|()| {
         let (domain, verb) = subjects
             .parse_command(subject, "cmd")
@@ -77,7 +85,7 @@ pub fn decode_command(
     });
     let body = match command {
         Ok(command) => Body::Command(command),
-        Err(error) => Body::Invalid { error, payload: payload.clone() },
+        Err(error) => Body::Invalid { error },
     };
     Submission { meta, body }
 }
@@ -112,7 +120,7 @@ pub struct DiscoverRequest {
 /// What a request asks for.
 #[derive(Debug)]
 pub enum Request {
-    Write(Submission),
+    Write(Box<Submission>),
     Get(String),
     List(ListRequest),
     Discover(DiscoverRequest),
@@ -130,13 +138,8 @@ pub fn decode_request(
     let expected = || format!("{}.req.registry.<register|deregister|get|list|discover>", subjects.prefix());
     let (domain, verb) = subjects.parse_command(subject, "req").ok_or_else(|| unknown(subject, &expected()))?;
     if let Some(command) = write_command(domain, verb, payload) {
-        let meta = Meta {
-            command_id: command_id(headers, None),
-            subject: subject.to_string(),
-            stream_seq: None,
-            durable: false,
-        };
-        return Ok(Request::Write(Submission { meta, body: Body::Command(command?) }));
+        let meta = Meta::new("req", msg_id(headers), subject, payload.clone());
+        return Ok(Request::Write(Box::new(Submission { meta, body: Body::Command(command?) })));
     }
     let empty_is_object = |p: &Bytes| {
         if p.is_empty() { Bytes::from_static(b"{}") } else { p.clone() }
@@ -148,7 +151,13 @@ pub fn decode_request(
             Ok(Request::Get(r.id))
         }
         (verbs::REGISTRY, verbs::LIST) => Ok(Request::List(parse_json(&empty_is_object(payload))?)),
-        (verbs::REGISTRY, verbs::DISCOVER) => Ok(Request::Discover(parse_json(payload)?)),
+        (verbs::REGISTRY, verbs::DISCOVER) => {
+            let request: DiscoverRequest = parse_json(payload)?;
+            if !orch_protocol::registry::is_valid_name(&request.name) {
+                return Err(ProtocolError::invalid("name", format!("{:?} is not a valid service name", request.name)));
+            }
+            Ok(Request::Discover(request))
+        }
         _ => Err(unknown(subject, &expected())),
     }
 }
@@ -161,10 +170,14 @@ mod tests {
         Subjects::default()
     }
 
+    fn pos(seq: u64) -> StreamPosition {
+        StreamPosition { stream_epoch: 1000, seq }
+    }
+
     #[track_caller]
     fn invalid(sub: Submission) -> ProtocolError {
         match sub.body {
-            Body::Invalid { error, .. } => error,
+            Body::Invalid { error } => error,
             Body::Command(c) => panic!("expected a rejection, got {c:?}"),
         }
     }
@@ -172,8 +185,9 @@ mod tests {
     #[test]
     fn valid_register_gets_an_id_and_a_command_id() {
         let payload = Bytes::from_static(br#"{"name":"web","address":"127.0.0.1","port":80}"#);
-        let sub = decode_command(&subjects(), "orch.cmd.registry.register", None, &payload, 7, 1024);
+        let sub = decode_command(&subjects(), "orch.cmd.registry.register", None, &payload, pos(7), 1024);
         assert_eq!(sub.meta.command_id.as_deref(), Some("seq:7"));
+        assert_eq!(sub.meta.ledger_key.as_deref(), Some("js-seq:1000:7"));
         let Body::Command(Command::Register(reg)) = sub.body else { panic!() };
         assert!(reg.id.is_some());
     }
@@ -183,21 +197,26 @@ mod tests {
         let mut h = async_nats::HeaderMap::new();
         h.insert(headers::MSG_ID, "abc");
         let payload = Bytes::from_static(br#"{"id":"x"}"#);
-        let sub = decode_command(&subjects(), "orch.cmd.registry.deregister", Some(&h), &payload, 1, 1024);
+        let sub = decode_command(&subjects(), "orch.cmd.registry.deregister", Some(&h), &payload, pos(1), 1024);
         assert_eq!(sub.meta.command_id.as_deref(), Some("abc"));
+        assert_eq!(sub.meta.ledger_key.as_deref(), Some("js:abc"));
+        let req = decode_request(&subjects(), "orch.req.registry.deregister", Some(&h), &payload, 1024).unwrap();
+        let Request::Write(req) = req else { panic!() };
+        assert_eq!(req.meta.ledger_key.as_deref(), Some("req:abc"), "paths never share ledger keys");
     }
 
     #[test]
     fn bad_input_becomes_a_named_rejection() {
         let s = subjects();
-        let e = invalid(decode_command(&s, "orch.cmd.registry.register", None, &Bytes::from_static(b"{"), 1, 1024));
+        let e =
+            invalid(decode_command(&s, "orch.cmd.registry.register", None, &Bytes::from_static(b"{"), pos(1), 1024));
         assert_eq!(e.code(), ErrorCode::MalformedPayload);
         let e = invalid(decode_command(
             &s,
             "orch.cmd.registry.register",
             None,
             &Bytes::from_static(br#"{"name":"web","address":"h","port":"80"}"#),
-            1,
+            pos(1),
             1024,
         ));
         assert_eq!(e.body().field.as_deref(), Some("port"));
@@ -206,16 +225,23 @@ mod tests {
             "orch.cmd.registry.register",
             None,
             &Bytes::from_static(br#"{"name":"web","address":"h","port":0}"#),
-            1,
+            pos(1),
             1024,
         ));
         assert_eq!((e.code(), e.body().field.as_deref()), (ErrorCode::ValidationFailed, Some("port")));
-        let e = invalid(decode_command(&s, "orch.cmd.registry.explode", None, &Bytes::from_static(b"{}"), 1, 1024));
-        assert_eq!(e.code(), ErrorCode::UnknownCommand);
-        let e = invalid(decode_command(&s, "orch.cmd.x", None, &Bytes::from_static(b"{}"), 1, 1024));
-        assert_eq!(e.code(), ErrorCode::UnknownCommand);
         let e =
-            invalid(decode_command(&s, "orch.cmd.registry.register", None, &Bytes::from(vec![b' '; 2000]), 1, 1024));
+            invalid(decode_command(&s, "orch.cmd.registry.explode", None, &Bytes::from_static(b"{}"), pos(1), 1024));
+        assert_eq!(e.code(), ErrorCode::UnknownCommand);
+        let e = invalid(decode_command(&s, "orch.cmd.x", None, &Bytes::from_static(b"{}"), pos(1), 1024));
+        assert_eq!(e.code(), ErrorCode::UnknownCommand);
+        let e = invalid(decode_command(
+            &s,
+            "orch.cmd.registry.register",
+            None,
+            &Bytes::from(vec![b' '; 2000]),
+            pos(1),
+            1024,
+        ));
         assert_eq!(e.code(), ErrorCode::PayloadTooLarge);
     }
 

@@ -35,8 +35,9 @@ pub async fn run(
                     "id",
                     format!("no instance with id {id:?} is registered; register it again"),
                 )),
-                Beat::Renewed | Beat::NeedsRecovery => {
-                    (async_nats::HeaderMap::new(), bytes::Bytes::from_static(br#"{"status":"renewed"}"#))
+                Beat::Renewed => (async_nats::HeaderMap::new(), bytes::Bytes::from_static(br#"{"status":"renewed"}"#)),
+                Beat::NeedsRecovery => {
+                    (async_nats::HeaderMap::new(), bytes::Bytes::from_static(br#"{"status":"recovering"}"#))
                 }
             };
             let _ = client.publish_with_headers(reply, headers, body).await;

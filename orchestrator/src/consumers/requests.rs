@@ -11,7 +11,7 @@ use tokio::sync::{Semaphore, watch};
 
 use super::{Request, decode_request, error_message, reply_message};
 use crate::registry::{Registry, WriteError};
-use crate::storage::instances::Filter;
+use crate::storage::instances::{Filter, PAGE_DEFAULT, PAGE_MAX};
 
 /// Most requests handled at once; beyond it the subscription buffers.
 const MAX_IN_FLIGHT: usize = 4096;
@@ -70,7 +70,7 @@ async fn answer(
         unavailable("PostgreSQL is unavailable; retry later".into())
     };
     match request {
-        Request::Write(submission) => match registry.submit(submission).await {
+        Request::Write(submission) => match registry.submit(*submission).await {
             Ok(outcome) => reply_message(&outcome),
             Err(WriteError::Unavailable(m)) => unavailable(m),
             Err(WriteError::Internal(m)) => error_message(ProtocolError::new(ErrorCode::Internal, m)),
@@ -89,10 +89,13 @@ async fn answer(
                 health: list.health,
                 metadata: list.metadata,
                 after: list.after,
-                limit: list.limit.unwrap_or(100).clamp(1, 1000),
+                limit: list.limit.unwrap_or(PAGE_DEFAULT),
             };
+            if !(1..=PAGE_MAX).contains(&filter.limit) {
+                return error_message(ProtocolError::invalid("limit", format!("must be 1-{PAGE_MAX}")));
+            }
             match registry.list(&filter).await {
-                Ok(items) => ok(&serde_json::json!({ "items": items })),
+                Ok(page) => ok(&page),
                 Err(e) => storage_error(e),
             }
         }

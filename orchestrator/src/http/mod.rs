@@ -37,6 +37,7 @@ pub fn app(state: AppState) -> Router {
         .route("/", axum::routing::get(dashboard))
         .route("/metrics", axum::routing::get(metrics))
         .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

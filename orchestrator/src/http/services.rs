@@ -15,7 +15,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract;
 use crate::registry::{Beat, Body, Command, Meta, Outcome, Status, Submission, with_id};
-use crate::storage::instances::Filter;
+use crate::storage::instances::{Filter, PAGE_DEFAULT, PAGE_MAX};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -27,21 +27,26 @@ pub fn router() -> Router<AppState> {
 /// Header that makes a POST or DELETE idempotent: the same key is applied once.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
-fn meta(headers: &HeaderMap, subject: &str) -> Result<Meta, ApiError> {
-    let command_id = match headers.get(IDEMPOTENCY_KEY) {
+/// Where an HTTP command came from. `route` and `body` make the fingerprint, so a key reused for
+/// another request is refused rather than answered with the first request's outcome.
+fn meta(headers: &HeaderMap, route: &str, body: Vec<u8>) -> Result<Meta, ApiError> {
+    let key = match headers.get(IDEMPOTENCY_KEY) {
         None => None,
-        Some(v) => {
-            let key = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 200).ok_or_else(|| {
-                ApiError::field(
-                    ErrorCode::ValidationFailed,
-                    "Idempotency-Key",
-                    "must be 1-200 visible ASCII characters",
-                )
-            })?;
-            Some(format!("http:{key}"))
-        }
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|k| (1..=200).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+                .ok_or_else(|| {
+                    ApiError::field(
+                        ErrorCode::ValidationFailed,
+                        "Idempotency-Key",
+                        "must be 1-200 visible ASCII characters (no spaces)",
+                    )
+                })?
+                .to_string(),
+        ),
     };
-    Ok(Meta { command_id, subject: subject.to_string(), stream_seq: None, durable: false })
+    Ok(Meta::new("http", key, route, body.into()))
 }
 
 fn respond(outcome: Outcome) -> Response {
@@ -66,8 +71,9 @@ async fn register(
     extract::Json(registration): extract::Json<Registration>,
 ) -> Result<Response, ApiError> {
     registration.validate()?;
+    let body = serde_json::to_vec(&registration).expect("a registration serializes");
     let submission = Submission {
-        meta: meta(&headers, "http:POST /api/v1/services")?,
+        meta: meta(&headers, "POST /api/v1/services", body)?,
         body: Body::Command(Command::Register(with_id(registration))),
     };
     Ok(respond(state.registry.submit(submission).await?))
@@ -80,7 +86,7 @@ async fn deregister(
 ) -> Result<Response, ApiError> {
     validate_instance_id("id", &id)?;
     let submission = Submission {
-        meta: meta(&headers, "http:DELETE /api/v1/services/{id}")?,
+        meta: meta(&headers, "DELETE /api/v1/services/{id}", id.clone().into_bytes())?,
         body: Body::Command(Command::Deregister { id }),
     };
     Ok(respond(state.registry.submit(submission).await?))
@@ -107,15 +113,12 @@ async fn heartbeat(State(state): State<AppState>, Path(id): Path<String>) -> Res
     }
 }
 
-/// Most instances one page returns.
-const PAGE_MAX: i64 = 1000;
-
 /// Parses `?name=&tag=a,b&tag=c&health=&meta.<key>=<value>&limit=&after=`. Unknown parameters
 /// are an error, so a misspelt filter never silently returns everything.
 fn parse_filter(query: Option<&str>) -> Result<Filter, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
         .map_err(|e| ApiError::new(ErrorCode::MalformedPayload, format!("query string: {e}")))?;
-    let mut filter = Filter { limit: 100, ..Default::default() };
+    let mut filter = Filter { limit: PAGE_DEFAULT, ..Default::default() };
     let mut metadata = BTreeMap::new();
     for (key, value) in pairs {
         match key.as_str() {
@@ -152,9 +155,7 @@ fn parse_filter(query: Option<&str>) -> Result<Filter, ApiError> {
 
 async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     let filter = parse_filter(query.as_deref())?;
-    let items = state.registry.list(&filter).await?;
-    let next = (items.len() as i64 == filter.limit).then(|| items.last().map(|i| i.instance.id.clone())).flatten();
-    Ok(Json(serde_json::json!({ "items": items, "next": next })).into_response())
+    Ok(Json(state.registry.list(&filter).await?).into_response())
 }
 
 #[cfg(test)]

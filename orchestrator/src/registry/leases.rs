@@ -98,11 +98,16 @@ impl Leases {
     pub fn view(&self, id: &str) -> Option<LeaseView> {
         let map = self.inner.lock().expect("lease table lock");
         let lease = map.get(id)?;
-        let remaining = lease.deadline.saturating_duration_since(Instant::now());
+        let now = Instant::now();
+        // The deadline in wall-clock time, in the past for an overdue lease.
+        let deadline = if lease.deadline >= now {
+            Utc::now() + chrono::Duration::from_std(lease.deadline - now).unwrap_or_default()
+        } else {
+            Utc::now() - chrono::Duration::from_std(now - lease.deadline).unwrap_or_default()
+        };
         Some(LeaseView {
             last_heartbeat_at: lease.last_beat,
-            expires_at: matches!(lease.state, State::Live)
-                .then(|| Utc::now() + chrono::Duration::from_std(remaining).unwrap_or_default()),
+            expires_at: matches!(lease.state, State::Live).then_some(deadline),
         })
     }
 

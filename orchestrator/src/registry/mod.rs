@@ -29,6 +29,13 @@ pub struct InstanceView {
     pub lease: Option<LeaseView>,
 }
 
+/// A page of a listing: `{"items": [...], "next": "<id>" | null}`; pass `next` as `after`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page {
+    pub items: Vec<InstanceView>,
+    pub next: Option<String>,
+}
+
 /// Result of a discovery query.
 #[derive(Debug, Clone, Serialize)]
 pub struct Discovery {
@@ -93,8 +100,15 @@ impl Registry {
         Ok(instances::get(&self.pool, id).await?.map(|instance| self.view(instance)))
     }
 
-    pub async fn list(&self, filter: &instances::Filter) -> storage::Result<Vec<InstanceView>> {
-        Ok(instances::list(&self.pool, filter).await?.into_iter().map(|i| self.view(i)).collect())
+    /// One page of instances matching `filter`, and the cursor of the next page when there is one.
+    pub async fn list(&self, filter: &instances::Filter) -> storage::Result<Page> {
+        // One row more than asked tells whether another page exists.
+        let probe = instances::Filter { limit: filter.limit + 1, ..filter.clone() };
+        let mut found = instances::list(&self.pool, &probe).await?;
+        let more = found.len() as i64 > filter.limit;
+        found.truncate(filter.limit as usize);
+        let next = if more { found.last().map(|i| i.id.clone()) } else { None };
+        Ok(Page { items: found.into_iter().map(|i| self.view(i)).collect(), next })
     }
 
     /// Passing instances of `service` and the one `strategy` picks.

@@ -26,13 +26,48 @@ use crate::storage::{StorageError, batch, instances, ledger, system};
 /// Where a command came from, and how to remember it.
 #[derive(Debug, Clone)]
 pub struct Meta {
-    /// The idempotency key. Commands with the same id are applied once; `None` for commands that
-    /// need no memory (internal ones, or requests without an id).
+    /// The client's id for the command (its `Nats-Msg-Id`, `Idempotency-Key`, or `seq:<n>` on the
+    /// durable stream), as shown in dead letters and events.
     pub command_id: Option<String>,
+    /// The command's key in the processed-command ledger: its id in the namespace of the path it
+    /// came by, so ids from different paths never meet. `None`: not remembered (internal commands,
+    /// requests without an id).
+    pub ledger_key: Option<String>,
+    /// Stable hash of subject and payload. A remembered id arriving with another fingerprint is a
+    /// reuse of the id for a different command: refused, never answered with the old outcome.
+    pub fingerprint: i64,
     pub subject: String,
     pub stream_seq: Option<u64>,
     /// From the durable commands stream: never dropped, dead-lettered when refused.
     pub durable: bool,
+    /// The bytes as received, kept for dead letters.
+    pub payload: Bytes,
+}
+
+impl Meta {
+    /// A command that came by `namespace` (`js`, `req`, `http`) with the client's `command_id`.
+    pub fn new(namespace: &str, command_id: Option<String>, subject: &str, payload: Bytes) -> Meta {
+        Meta {
+            ledger_key: command_id.as_ref().map(|id| format!("{namespace}:{id}")),
+            command_id,
+            fingerprint: fingerprint(subject, &payload),
+            subject: subject.to_string(),
+            stream_seq: None,
+            durable: false,
+            payload,
+        }
+    }
+}
+
+/// FNV-1a over the subject and payload. Stored in the ledger, so it must stay the same across
+/// versions and platforms, which the standard library's hasher does not promise.
+pub fn fingerprint(subject: &str, payload: &[u8]) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in subject.as_bytes().iter().chain(&[0xff]).chain(payload) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash as i64
 }
 
 #[derive(Debug, Clone)]
@@ -41,7 +76,6 @@ pub enum Body {
     /// Refused before reaching the registry: malformed, invalid, too large or unknown.
     Invalid {
         error: ProtocolError,
-        payload: Bytes,
     },
 }
 
@@ -195,7 +229,6 @@ impl WriterTask {
                         // Dead-letter it rather than redelivering it forever.
                         job.submission.body = Body::Invalid {
                             error: ProtocolError::new(ErrorCode::Internal, format!("storage refused the command: {e}")),
-                            payload: Bytes::new(),
                         };
                         jobs = vec![job];
                         continue;
@@ -279,11 +312,12 @@ impl WriterTask {
 
     async fn execute_on(&self, conn: &mut sqlx::PgConnection, batch: &[&Submission]) -> Result<Applied, StorageError> {
         use sqlx::Connection;
-        let now = Utc::now();
+        // PostgreSQL keeps microseconds; replies and events must show what a later read returns.
+        let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
         let mut tx = conn.begin().await?;
 
-        let command_ids: Vec<String> = batch.iter().filter_map(|s| s.meta.command_id.clone()).collect();
-        let known = ledger::processed(&mut tx, &command_ids).await?;
+        let keys: Vec<String> = batch.iter().filter_map(|s| s.meta.ledger_key.clone()).collect();
+        let known = ledger::processed(&mut tx, &keys).await?;
 
         let touched: Vec<String> = {
             let mut seen = HashSet::new();
@@ -307,27 +341,47 @@ impl WriterTask {
         let mut first_of: HashMap<&str, usize> = HashMap::new();
         for (index, submission) in batch.iter().enumerate() {
             let meta = &submission.meta;
-            if let Some(id) = meta.command_id.as_deref() {
-                if let Some(stored) = known.get(id) {
-                    let outcome = serde_json::from_value(stored.clone()).unwrap_or_else(|e| {
-                        Outcome::failed(ProtocolError::new(
-                            ErrorCode::Internal,
-                            format!("stored outcome unreadable: {e}"),
-                        ))
-                    });
-                    outcomes.push((outcome, false));
-                    continue;
+            if let Some(key) = meta.ledger_key.as_deref() {
+                // Seen before, in the ledger or earlier in this batch?
+                let earlier = match known.get(key) {
+                    Some((fingerprint, stored)) => Some((*fingerprint, Some(stored))),
+                    None => first_of.get(key).map(|&first| (batch[first].meta.fingerprint, None)),
+                };
+                match earlier {
+                    Some((fingerprint, stored)) if fingerprint == meta.fingerprint => {
+                        let outcome = match stored {
+                            Some(stored) => serde_json::from_value(stored.clone()).unwrap_or_else(|e| {
+                                Outcome::failed(ProtocolError::new(
+                                    ErrorCode::Internal,
+                                    format!("stored outcome unreadable: {e}"),
+                                ))
+                            }),
+                            None => outcomes[first_of[key]].0.clone(),
+                        };
+                        outcomes.push((outcome, false));
+                        continue;
+                    }
+                    Some(_) => {
+                        let error = ProtocolError::new(
+                            ErrorCode::Conflict,
+                            format!(
+                                "command id {:?} was already used for a different command; give each command its own id",
+                                meta.command_id.as_deref().unwrap_or(key)
+                            ),
+                        );
+                        if meta.durable {
+                            self.dead_letter(&mut out, meta, &error, now);
+                        }
+                        outcomes.push((Outcome::failed(error), false));
+                        continue;
+                    }
+                    None => {
+                        first_of.insert(key, index);
+                    }
                 }
-                if let Some(&first) = first_of.get(id) {
-                    outcomes.push((outcomes[first].0.clone(), false));
-                    continue;
-                }
-                first_of.insert(id, index);
             }
             let (outcome, rejection) = match &submission.body {
-                Body::Invalid { error, payload } => {
-                    (Outcome::failed(error.clone()), Some((error.clone(), payload.clone())))
-                }
+                Body::Invalid { error } => (Outcome::failed(error.clone()), Some(error.clone())),
                 Body::Command(command) => {
                     let current = command.instance_id().and_then(|id| state.get(id)).and_then(Option::as_ref);
                     let decision = decide(command, current, now);
@@ -359,25 +413,20 @@ impl WriterTask {
                         });
                     }
                     let rejection = decision.rejected.then(|| {
-                        let error =
-                            ProtocolError(decision.outcome.error().cloned().expect("a rejection carries an error"));
-                        let payload = match command {
-                            Command::Register(r) => Bytes::from(serde_json::to_vec(r).unwrap_or_default()),
-                            _ => Bytes::new(),
-                        };
-                        (error, payload)
+                        ProtocolError(decision.outcome.error().cloned().expect("a rejection carries an error"))
                     });
                     (decision.outcome, rejection)
                 }
             };
-            if let Some((error, payload)) = rejection
+            if let Some(error) = rejection
                 && meta.durable
             {
-                self.dead_letter(&mut out, meta, &error, &payload, now);
+                self.dead_letter(&mut out, meta, &error, now);
             }
-            if let Some(id) = &meta.command_id {
+            if let Some(key) = &meta.ledger_key {
                 out.processed.push(batch::Processed {
-                    command_id: id.clone(),
+                    command_id: key.clone(),
+                    fingerprint: meta.fingerprint,
                     subject: meta.subject.clone(),
                     stream_seq: meta.stream_seq.map(|s| s as i64),
                     outcome: serde_json::to_string(&outcome).expect("outcome serializes"),
@@ -404,14 +453,8 @@ impl WriterTask {
 
     /// A refused durable command: a dead-letter record, a message on the dead-letter stream and a
     /// `command_rejected` event, all in the batch's transaction.
-    fn dead_letter(
-        &self,
-        out: &mut BatchWrites,
-        meta: &Meta,
-        error: &ProtocolError,
-        payload: &Bytes,
-        now: DateTime<Utc>,
-    ) {
+    fn dead_letter(&self, out: &mut BatchWrites, meta: &Meta, error: &ProtocolError, now: DateTime<Utc>) {
+        let payload = &meta.payload;
         let id = Uuid::now_v7();
         let truncated = payload.len() > self.max_payload_kept;
         let kept = payload[..payload.len().min(self.max_payload_kept)].to_vec();
@@ -421,7 +464,7 @@ impl WriterTask {
         let mut dlq_headers = serde_json::Map::new();
         dlq_headers.insert(headers::DLQ_ORIGINAL_SUBJECT.into(), meta.subject.clone().into());
         dlq_headers.insert(headers::DLQ_REASON.into(), body.code.as_str().into());
-        dlq_headers.insert(headers::SERVICE_ERROR.into(), body.message.clone().into());
+        dlq_headers.insert(headers::SERVICE_ERROR.into(), body.message.replace(['\r', '\n'], " ").into());
         out.outbox.push(batch::OutboxRow {
             msg_id: id,
             subject: self.subjects.dead_letter_for(&meta.subject),
@@ -463,10 +506,7 @@ impl WriterTask {
 
 /// A command the orchestrator issues itself.
 pub fn internal(command: Command) -> Submission {
-    Submission {
-        meta: Meta { command_id: None, subject: "internal".into(), stream_seq: None, durable: false },
-        body: Body::Command(command),
-    }
+    Submission { meta: Meta::new("internal", None, "internal", Bytes::new()), body: Body::Command(command) }
 }
 
 #[derive(Default)]

@@ -11,7 +11,9 @@ use super::{Result, StorageError};
 
 /// One processed command to remember.
 pub struct Processed {
+    /// The ledger key (the command id in its path's namespace).
     pub command_id: String,
+    pub fingerprint: i64,
     pub subject: String,
     pub stream_seq: Option<i64>,
     pub outcome: String,
@@ -59,9 +61,10 @@ pub async fn write(tx: &mut Transaction<'_, Postgres>, w: &Writes<'_>) -> Result
              ORDER BY ord
              RETURNING 1),
            done AS (
-             INSERT INTO processed_commands (command_id, subject, stream_seq, outcome)
-             SELECT id, subject, seq, outcome::json
-               FROM unnest($7::text[], $8::text[], $9::int8[], $10::text[]) AS t(id, subject, seq, outcome)
+             INSERT INTO processed_commands (command_id, fingerprint, subject, stream_seq, outcome)
+             SELECT id, fingerprint, subject, seq, outcome::json
+               FROM unnest($7::text[], $8::int8[], $9::text[], $10::int8[], $11::text[])
+                 AS t(id, fingerprint, subject, seq, outcome)
              ON CONFLICT (command_id) DO NOTHING
              RETURNING 1)
          SELECT count(*) FROM done",
@@ -73,6 +76,7 @@ pub async fn write(tx: &mut Transaction<'_, Postgres>, w: &Writes<'_>) -> Result
     .bind(w.outbox.iter().map(|r| r.payload.as_slice()).collect::<Vec<_>>())
     .bind(w.outbox.iter().map(|r| r.headers.as_ref().map(|h| h.to_string())).collect::<Vec<_>>())
     .bind(w.processed.iter().map(|r| r.command_id.as_str()).collect::<Vec<_>>())
+    .bind(w.processed.iter().map(|r| r.fingerprint).collect::<Vec<_>>())
     .bind(w.processed.iter().map(|r| r.subject.as_str()).collect::<Vec<_>>())
     .bind(w.processed.iter().map(|r| r.stream_seq).collect::<Vec<_>>())
     .bind(w.processed.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>())

@@ -75,6 +75,10 @@ pub async fn get(pool: &PgPool, id: &str) -> Result<Option<Instance>> {
     Ok(row.map(Instance::from))
 }
 
+/// Most instances one page returns; the default page is 100.
+pub const PAGE_MAX: i64 = 1000;
+pub const PAGE_DEFAULT: i64 = 100;
+
 /// Filters of a listing; every present filter must match.
 #[derive(Debug, Default, Clone)]
 pub struct Filter {

@@ -8,20 +8,20 @@ use uuid::Uuid;
 
 use super::Result;
 
-/// Outcomes already stored for any of these command ids.
+/// Fingerprints and outcomes already stored for any of these ledger keys.
 pub async fn processed(
     tx: &mut Transaction<'_, Postgres>,
     ids: &[String],
-) -> Result<HashMap<String, serde_json::Value>> {
+) -> Result<HashMap<String, (i64, serde_json::Value)>> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<(String, serde_json::Value)> =
-        sqlx::query_as("SELECT command_id, outcome FROM processed_commands WHERE command_id = ANY($1)")
+    let rows: Vec<(String, i64, serde_json::Value)> =
+        sqlx::query_as("SELECT command_id, fingerprint, outcome FROM processed_commands WHERE command_id = ANY($1)")
             .bind(ids)
             .fetch_all(&mut **tx)
             .await?;
-    Ok(rows.into_iter().collect())
+    Ok(rows.into_iter().map(|(id, fingerprint, outcome)| (id, (fingerprint, outcome))).collect())
 }
 
 /// A rejected command, kept for inspection.
