@@ -134,6 +134,11 @@ pub struct Config {
     #[arg(long, env = "ORCH_BATCH_MAX", default_value_t = 512)]
     pub batch_max: usize,
 
+    /// Parallel registry writers. Commands on one instance always go to the same writer, so they
+    /// keep their order; more writers overlap transactions on more cores.
+    #[arg(long, env = "ORCH_WRITER_SHARDS", default_value_t = 2)]
+    pub writer_shards: usize,
+
     /// HTTP API listen address.
     #[arg(long, env = "ORCH_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
@@ -170,6 +175,9 @@ impl Config {
         orch_protocol::Subjects::new(&self.subject_prefix).map_err(|e| format!("--subject-prefix: {e}"))?;
         if !(0.0..=1.0).contains(&self.self_preservation_threshold) {
             return Err("--self-preservation-threshold must be between 0 and 1".into());
+        }
+        if self.writer_shards == 0 || self.writer_shards > 64 {
+            return Err("--writer-shards must be between 1 and 64".into());
         }
         if self.batch_max == 0 {
             return Err("--batch-max must be at least 1".into());

@@ -108,6 +108,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         outbox_written: outbox_written.clone(),
         max_payload_kept: config.command_max_bytes,
         metrics: metrics.clone(),
+        shards: config.writer_shards,
     }
     .spawn();
     let registry = Arc::new(Registry::new(writer, leases, pool.clone(), config.request_timeout, metrics.clone()));

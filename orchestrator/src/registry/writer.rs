@@ -111,15 +111,29 @@ struct Job {
 /// Handle to submit commands; cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::Sender<Job>,
+    shards: Arc<[mpsc::Sender<Job>]>,
 }
 
 impl Writer {
+    /// The shard of a submission. Every command on one instance goes to the same shard, so the
+    /// commands of an instance are applied in the order they were submitted; different instances
+    /// are applied in parallel by different shards.
+    fn shard(&self, submission: &Submission) -> &mpsc::Sender<Job> {
+        let key = match &submission.body {
+            Body::Command(command) => command.instance_id().unwrap_or(""),
+            Body::Invalid { .. } => submission.meta.ledger_key.as_deref().unwrap_or(""),
+        };
+        &self.shards[(fingerprint(key, b"") as u64 % self.shards.len() as u64) as usize]
+    }
+
+    async fn send(&self, job: Job) -> Result<(), mpsc::error::SendError<Job>> {
+        self.shard(&job.submission).send(job).await
+    }
+
     /// Submits and waits for the outcome (committed, or replayed from the ledger).
     pub async fn submit(&self, submission: Submission) -> Result<Outcome, WriteError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job { submission, reply: Some(reply) })
+        self.send(Job { submission, reply: Some(reply) })
             .await
             .map_err(|_| WriteError::Unavailable("the orchestrator is shutting down".into()))?;
         rx.await.unwrap_or_else(|_| Err(WriteError::Unavailable("the orchestrator is shutting down".into())))
@@ -131,7 +145,7 @@ impl Writer {
         let mut receivers = Vec::with_capacity(submissions.len());
         for submission in submissions {
             let (reply, rx) = oneshot::channel();
-            if self.tx.send(Job { submission, reply: Some(reply) }).await.is_err() {
+            if self.send(Job { submission, reply: Some(reply) }).await.is_err() {
                 break;
             }
             receivers.push(Pending(rx));
@@ -141,11 +155,12 @@ impl Writer {
 
     /// Submits without waiting (internal commands whose outcome nobody awaits).
     pub async fn submit_detached(&self, submission: Submission) {
-        let _ = self.tx.send(Job { submission, reply: None }).await;
+        let _ = self.send(Job { submission, reply: None }).await;
     }
 }
 
-/// Settings of the writer task.
+/// Settings of the writer's tasks (one per shard).
+#[derive(Clone)]
 pub struct WriterTask {
     pub pool: PgPool,
     pub subjects: Subjects,
@@ -155,6 +170,8 @@ pub struct WriterTask {
     pub outbox_written: Arc<Notify>,
     pub max_payload_kept: usize,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Parallel writers, each with its own connection and transactions.
+    pub shards: usize,
 }
 
 /// The writer's own connection, kept between batches (no pool round trip per batch) and dropped
@@ -162,11 +179,22 @@ pub struct WriterTask {
 type HeldConnection = tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<sqlx::Postgres>>>;
 
 impl WriterTask {
-    /// Starts the task; it ends when every [`Writer`] handle is dropped and the queue is drained.
+    /// Starts one task per shard; they end when every [`Writer`] handle is dropped and their
+    /// queues are drained. The handle completes when all have.
     pub fn spawn(self) -> (Writer, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(self.batch_max * 8);
-        let handle = tokio::spawn(self.run(rx, HeldConnection::default()));
-        (Writer { tx }, handle)
+        let mut senders = Vec::with_capacity(self.shards.max(1));
+        let mut tasks = Vec::with_capacity(self.shards.max(1));
+        for _ in 0..self.shards.max(1) {
+            let (tx, rx) = mpsc::channel(self.batch_max * 8);
+            senders.push(tx);
+            tasks.push(tokio::spawn(self.clone().run(rx, HeldConnection::default())));
+        }
+        let handle = tokio::spawn(async move {
+            for task in tasks {
+                let _ = task.await;
+            }
+        });
+        (Writer { shards: senders.into() }, handle)
     }
 
     async fn run(self, mut rx: mpsc::Receiver<Job>, conn: HeldConnection) {
