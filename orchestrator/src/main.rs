@@ -4,6 +4,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use orchestrator::config::{self, Command};
+
+/// glibc's allocator spent about 40% of the orchestrator's CPU under command load (batches of
+/// short-lived buffers); mimalloc is several times cheaper there. The library leaves the choice
+/// of allocator to whoever embeds it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use orchestrator::{storage, telemetry};
 
 /// After a stop signal, in-flight work gets this long before the process exits anyway. Commands not
