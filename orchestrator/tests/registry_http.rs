@@ -246,7 +246,7 @@ async fn bad_http_input_gets_a_json_error_naming_the_field() {
     );
     assert_error(&call(&stack, "GET", "/api/v1/nowhere", None).await, StatusCode::NOT_FOUND, "not_found", None);
     let wrong_method = call(&stack, "PATCH", "/api/v1/services", None).await;
-    assert_eq!(wrong_method.0, StatusCode::METHOD_NOT_ALLOWED);
+    assert_error(&wrong_method, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None);
     assert!(wrong_method.1["error"]["message"].as_str().unwrap().contains("PATCH"), "{}", wrong_method.1);
 
     // A conflicting re-registration (same id, other service) is refused.

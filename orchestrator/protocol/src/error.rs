@@ -19,6 +19,8 @@ pub enum ErrorCode {
     Conflict,
     /// The target does not exist.
     NotFound,
+    /// HTTP only: the route exists, but not with this method.
+    MethodNotAllowed,
     /// A dependency (PostgreSQL, NATS) is unavailable; retrying later is safe.
     Unavailable,
     /// Authentication is missing or wrong.
@@ -34,6 +36,7 @@ impl ErrorCode {
             ErrorCode::MalformedPayload | ErrorCode::ValidationFailed => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::NotFound | ErrorCode::UnknownCommand => 404,
+            ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::Unavailable => 503,
@@ -49,6 +52,7 @@ impl ErrorCode {
             ErrorCode::UnknownCommand => "unknown_command",
             ErrorCode::Conflict => "conflict",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Internal => "internal",

@@ -77,13 +77,6 @@ pub async fn not_found(uri: axum::http::Uri) -> ApiError {
 }
 
 /// A known route with another method answers 405 in the same JSON shape.
-pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
-    let body = ErrorReply {
-        error: ErrorBody {
-            code: ErrorCode::MalformedPayload,
-            message: format!("{method} is not allowed on {}", uri.path()),
-            field: None,
-        },
-    };
-    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {}", uri.path()))
 }
