@@ -11,25 +11,41 @@ use common::read_stream;
 use orch_protocol::Subjects;
 use orch_testkit::{NatsServer, OrchestratorProcess, TempDir};
 
+/// The orchestrator binary as a child process, with its own NATS server and database.
+struct ProcessStack {
+    _nats: NatsServer,
+    _logs: TempDir,
+    log: std::path::PathBuf,
+    orchestrator: OrchestratorProcess,
+    js: async_nats::jetstream::Context,
+    subjects: Subjects,
+    pool: sqlx::PgPool,
+}
+
+impl ProcessStack {
+    async fn start(extra_env: &[(&'static str, String)]) -> ProcessStack {
+        let nats = NatsServer::start();
+        let database_url = orch_testkit::fresh_database().await;
+        let logs = TempDir::new("orch-process-logs");
+        let log = logs.path().join("orchestrator.log");
+        let mut env = vec![
+            ("ORCH_NATS_URL", nats.url()),
+            ("ORCH_DATABASE_URL", database_url.clone()),
+            ("ORCH_LOG", "info".into()),
+        ];
+        env.extend(extra_env.iter().cloned());
+        let mut orchestrator = OrchestratorProcess::start(env!("CARGO_BIN_EXE_orchestrator"), &env, &log);
+        orchestrator.wait_ready(Duration::from_secs(60));
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
+        ProcessStack { _nats: nats, _logs: logs, log, orchestrator, js, subjects: Subjects::default(), pool }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_load_loses_nothing_and_duplicates_nothing() {
-    let nats = NatsServer::start();
-    let database_url = orch_testkit::fresh_database().await;
-    let logs = TempDir::new("orch-crash-logs");
-    let log = logs.path().join("orchestrator.log");
-    let env = [
-        ("ORCH_NATS_URL", nats.url()),
-        ("ORCH_DATABASE_URL", database_url.clone()),
-        ("ORCH_LOG", "info".to_string()),
-        ("ORCH_BATCH_MAX", "64".to_string()),
-    ];
-    let mut orchestrator = OrchestratorProcess::start(env!("CARGO_BIN_EXE_orchestrator"), &env, &log);
-    orchestrator.wait_ready(Duration::from_secs(60));
-
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let subjects = Subjects::default();
-    let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
+    let ProcessStack { _nats, _logs, log, mut orchestrator, js, subjects, pool } =
+        ProcessStack::start(&[("ORCH_BATCH_MAX", "64".to_string())]).await;
 
     let load = Load { registers: 2000, updates: 500, deregisters: 500, pace: Duration::from_millis(150) };
     let publisher = load.spawn_publish(&js, &subjects);
@@ -67,18 +83,7 @@ async fn kill_9_during_load_loses_nothing_and_duplicates_nothing() {
 /// SIGTERM finishes in-flight work and exits 0; nothing is lost or applied twice across it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_gracefully_mid_load() {
-    let nats = NatsServer::start();
-    let database_url = orch_testkit::fresh_database().await;
-    let logs = TempDir::new("orch-term-logs");
-    let log = logs.path().join("orchestrator.log");
-    let env =
-        [("ORCH_NATS_URL", nats.url()), ("ORCH_DATABASE_URL", database_url.clone()), ("ORCH_LOG", "info".to_string())];
-    let mut orchestrator = OrchestratorProcess::start(env!("CARGO_BIN_EXE_orchestrator"), &env, &log);
-    orchestrator.wait_ready(Duration::from_secs(60));
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let subjects = Subjects::default();
-    let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
+    let ProcessStack { _nats, _logs, log, mut orchestrator, js, subjects, pool } = ProcessStack::start(&[]).await;
 
     let load = Load { registers: 1500, updates: 200, deregisters: 200, pace: Duration::from_millis(50) };
     let publisher = load.spawn_publish(&js, &subjects);

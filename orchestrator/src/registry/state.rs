@@ -192,11 +192,7 @@ pub fn decide(command: &Command, current: Option<&Instance>, now: DateTime<Utc>)
         },
         Command::Expire { last_heartbeat_at, .. } => match current {
             Some(inst) if inst.health != Health::Critical => {
-                let mut next = inst.clone();
-                next.health = Health::Critical;
-                next.critical_since = Some(now);
-                next.updated_at = now;
-                next.revision += 1;
+                let next = with_health(inst, Health::Critical, Some(now), now);
                 let emit = Emit::new(
                     EventKind::Expired,
                     &inst.name,
@@ -213,11 +209,7 @@ pub fn decide(command: &Command, current: Option<&Instance>, now: DateTime<Utc>)
         },
         Command::Recover { .. } => match current {
             Some(inst) if inst.health == Health::Critical => {
-                let mut next = inst.clone();
-                next.health = Health::Passing;
-                next.critical_since = None;
-                next.updated_at = now;
-                next.revision += 1;
+                let next = with_health(inst, Health::Passing, None, now);
                 let critical_for_ms =
                     inst.critical_since.map(|since| (now - since).num_milliseconds().max(0)).unwrap_or(0);
                 let emit = Emit::new(
@@ -258,6 +250,11 @@ pub fn decide(command: &Command, current: Option<&Instance>, now: DateTime<Utc>)
             )
         }
     }
+}
+
+/// The instance after a change of health: a new revision, everything else kept.
+fn with_health(inst: &Instance, health: Health, critical_since: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Instance {
+    Instance { health, critical_since, updated_at: now, revision: inst.revision + 1, ..inst.clone() }
 }
 
 fn register(reg: &Registration, current: Option<&Instance>, now: DateTime<Utc>) -> Decision {
