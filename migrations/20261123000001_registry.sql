@@ -41,14 +41,19 @@ CREATE INDEX processed_commands_processed_at ON processed_commands USING brin (p
 
 -- Messages written in the same transaction as the state change they announce, and published to
 -- NATS by the relay afterwards. `msg_id` becomes the Nats-Msg-Id, so a re-publish is de-duplicated.
+-- `shard` is the writer shard that committed the row: within one shard rows commit in `seq` order,
+-- so the relay reads each shard from a cursor (`seq > last published`) and never walks the dead
+-- rows of published messages at the head of the table.
 CREATE TABLE outbox (
     seq             bigserial   PRIMARY KEY,
+    shard           smallint    NOT NULL,
     msg_id          uuid        NOT NULL,
     subject         text        NOT NULL,
     payload         bytea       NOT NULL,
     headers         jsonb,
     created_at      timestamptz NOT NULL DEFAULT now()
 );
+CREATE INDEX outbox_shard_seq ON outbox (shard, seq);
 
 -- Commands that could not be applied, with the reason. Also published to the dead-letter stream.
 CREATE TABLE dead_letters (

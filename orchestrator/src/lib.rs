@@ -109,6 +109,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         max_payload_kept: config.command_max_bytes,
         metrics: metrics.clone(),
         shards: config.writer_shards,
+        shard: 0,
     }
     .spawn();
     let registry = Arc::new(Registry::new(writer, leases, pool.clone(), config.request_timeout, metrics.clone()));
@@ -121,6 +122,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             js: js.clone(),
             written: outbox_written,
             metrics: metrics.clone(),
+            shards: config.writer_shards,
         }
         .run(relay_shutdown_rx, OUTBOX_DRAIN),
     );

@@ -172,6 +172,8 @@ pub struct WriterTask {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Parallel writers, each with its own connection and transactions.
     pub shards: usize,
+    /// Which shard this task is (set by `spawn`).
+    pub shard: i16,
 }
 
 /// The writer's own connection, kept between batches (no pool round trip per batch) and dropped
@@ -184,10 +186,11 @@ impl WriterTask {
     pub fn spawn(self) -> (Writer, tokio::task::JoinHandle<()>) {
         let mut senders = Vec::with_capacity(self.shards.max(1));
         let mut tasks = Vec::with_capacity(self.shards.max(1));
-        for _ in 0..self.shards.max(1) {
+        for shard in 0..self.shards.max(1) {
             let (tx, rx) = mpsc::channel(self.batch_max * 8);
             senders.push(tx);
-            tasks.push(tokio::spawn(self.clone().run(rx, HeldConnection::default())));
+            let task = WriterTask { shard: shard as i16, ..self.clone() };
+            tasks.push(tokio::spawn(task.run(rx, HeldConnection::default())));
         }
         let handle = tokio::spawn(async move {
             for task in tasks {
@@ -468,7 +471,13 @@ impl WriterTask {
             out.dirty.iter().filter(|id| state.get(*id).is_some_and(Option::is_none)).cloned().collect();
         batch::write(
             &mut tx,
-            &batch::Writes { puts: &puts, deletes: &deletes, outbox: &out.outbox, processed: &out.processed },
+            &batch::Writes {
+                shard: self.shard,
+                puts: &puts,
+                deletes: &deletes,
+                outbox: &out.outbox,
+                processed: &out.processed,
+            },
         )
         .await?;
         ledger::record_dead_letters(&mut tx, &out.dead_letters).await?;

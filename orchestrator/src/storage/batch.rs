@@ -30,6 +30,8 @@ pub struct OutboxRow {
 
 /// Everything a batch writes besides dead letters and system state.
 pub struct Writes<'a> {
+    /// The writer shard committing the batch (recorded on outbox rows).
+    pub shard: i16,
     pub puts: &'a [&'a Instance],
     pub deletes: &'a [String],
     pub outbox: &'a [OutboxRow],
@@ -54,8 +56,8 @@ pub async fn write(tx: &mut Transaction<'_, Postgres>, w: &Writes<'_>) -> Result
              RETURNING 1),
            del AS (DELETE FROM instances WHERE id = ANY($2) RETURNING 1),
            evt AS (
-             INSERT INTO outbox (msg_id, subject, payload, headers)
-             SELECT id, subject, payload, headers::jsonb
+             INSERT INTO outbox (shard, msg_id, subject, payload, headers)
+             SELECT $12, id, subject, payload, headers::jsonb
                FROM unnest($3::uuid[], $4::text[], $5::bytea[], $6::text[]) WITH ORDINALITY
                  AS t(id, subject, payload, headers, ord)
              ORDER BY ord
@@ -80,6 +82,7 @@ pub async fn write(tx: &mut Transaction<'_, Postgres>, w: &Writes<'_>) -> Result
     .bind(w.processed.iter().map(|r| r.subject.as_str()).collect::<Vec<_>>())
     .bind(w.processed.iter().map(|r| r.stream_seq).collect::<Vec<_>>())
     .bind(w.processed.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>())
+    .bind(w.shard)
     .fetch_one(conn)
     .await?;
     if recorded != w.processed.len() as i64 {

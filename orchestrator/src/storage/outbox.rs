@@ -14,12 +14,22 @@ pub struct Pending {
     pub headers: Option<sqlx::types::Json<std::collections::BTreeMap<String, String>>>,
 }
 
-/// The oldest `limit` rows in commit order.
-pub async fn oldest(pool: &PgPool, limit: i64) -> Result<Vec<Pending>> {
-    Ok(sqlx::query_as("SELECT seq, msg_id, subject, payload, headers FROM outbox ORDER BY seq LIMIT $1")
-        .bind(limit)
-        .fetch_all(pool)
-        .await?)
+/// The next `limit` rows of one writer shard after `after`, in commit order.
+pub async fn next(pool: &PgPool, shard: i16, after: i64, limit: i64) -> Result<Vec<Pending>> {
+    Ok(sqlx::query_as(
+        "SELECT seq, msg_id, subject, payload, headers FROM outbox
+         WHERE shard = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+    )
+    .bind(shard)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Shards that have rows waiting (also those of a larger shard count before a restart).
+pub async fn shards_with_rows(pool: &PgPool) -> Result<Vec<i16>> {
+    Ok(sqlx::query_scalar("SELECT DISTINCT shard FROM outbox").fetch_all(pool).await?)
 }
 
 pub async fn remove(pool: &PgPool, seqs: &[i64]) -> Result<()> {

@@ -1,12 +1,16 @@
-//! The outbox relay: publishes committed outbox rows to JetStream in commit order, with the row's
-//! id as `Nats-Msg-Id`, and deletes them once JetStream acknowledged them. A crash between publish
-//! and delete re-publishes the rows, and JetStream drops the duplicates (within the stream's
-//! duplicate window).
+//! The outbox relay: publishes committed outbox rows to JetStream, each writer shard's rows in
+//! commit order, with the row's id as `Nats-Msg-Id`, and deletes them once JetStream acknowledged
+//! them. A crash between publish and delete re-publishes the rows, and JetStream drops the
+//! duplicates (within the stream's duplicate window).
+//!
+//! Each shard is read from a cursor (`seq > last published`). Reading "the oldest rows" instead
+//! would walk every dead row of the messages already published at the head of the table: 4 ms
+//! a round with 50,000 of them, measured.
 
+use std::collections::BTreeMap;
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::future::IntoFuture;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use sqlx::PgPool;
@@ -24,7 +28,12 @@ pub struct OutboxRelay {
     pub js: jetstream::Context,
     pub written: Arc<Notify>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Writer shards whose rows to read.
+    pub shards: usize,
 }
+
+/// Last published `seq` per writer shard; `None` until the shards are known.
+type Cursors = Option<BTreeMap<i16, i64>>;
 
 impl OutboxRelay {
     /// Runs until shutdown, then keeps publishing for up to `drain_for` so that committed events
@@ -32,14 +41,15 @@ impl OutboxRelay {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>, drain_for: Duration) {
         let mut delay = Duration::from_millis(100);
         let mut drain_deadline: Option<tokio::time::Instant> = None;
+        let mut cursors: Cursors = None;
         loop {
             if drain_deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                 tracing::warn!("outbox not drained before shutdown; the rest is published at next start");
                 return;
             }
-            match self.round().await {
-                Ok(n) if n as i64 == BATCH => continue,
-                Ok(0) if drain_deadline.is_some() => return,
+            match self.round(&mut cursors).await {
+                Ok((_, true)) => continue,
+                Ok((0, _)) if drain_deadline.is_some() => return,
                 Ok(_) => {
                     delay = Duration::from_millis(100);
                     if drain_deadline.is_some() {
@@ -65,15 +75,39 @@ impl OutboxRelay {
         }
     }
 
-    /// Publishes one batch; returns how many rows were published and removed.
-    async fn round(&self) -> Result<usize, anyhow::Error> {
-        let rows = outbox::oldest(&self.pool, BATCH).await?;
+    /// Publishes what is waiting in every shard; returns how many rows were published and removed,
+    /// and whether a shard had a full batch (more may be waiting).
+    async fn round(&self, cursors: &mut Cursors) -> Result<(usize, bool), anyhow::Error> {
+        if cursors.is_none() {
+            // Shards of a larger shard count before a restart may still hold rows.
+            let mut known: BTreeMap<i16, i64> = (0..self.shards as i16).map(|s| (s, 0)).collect();
+            for shard in outbox::shards_with_rows(&self.pool).await? {
+                known.entry(shard).or_insert(0);
+            }
+            *cursors = Some(known);
+        }
+        let cursors = cursors.as_mut().expect("set above");
+        let (mut published, mut full) = (0, false);
+        for (shard, cursor) in cursors.iter_mut() {
+            let rows = outbox::next(&self.pool, *shard, *cursor, BATCH).await?;
+            full |= rows.len() as i64 == BATCH;
+            if let Some(last) = self.publish(&rows).await? {
+                published += rows.iter().take_while(|r| r.seq <= last).count();
+                *cursor = last;
+            }
+        }
+        Ok((published, full))
+    }
+
+    /// Publishes rows in order and removes those JetStream stored; returns the `seq` of the last
+    /// one removed. Rows after a failed publish are left for the next round.
+    async fn publish(&self, rows: &[outbox::Pending]) -> Result<Option<i64>, anyhow::Error> {
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(None);
         }
         let mut acks = Vec::with_capacity(rows.len());
         let mut publish_error = None;
-        for row in &rows {
+        for row in rows {
             let mut publish =
                 PublishMessage::build().payload(row.payload.clone().into()).message_id(row.msg_id.to_string());
             if let Some(extra) = &row.headers {
@@ -113,6 +147,6 @@ impl OutboxRelay {
         if let Some(e) = ack_error {
             return Err(e.into());
         }
-        Ok(published.len())
+        Ok(published.last().copied())
     }
 }
