@@ -49,16 +49,7 @@ cleanup() {
     trap - EXIT INT TERM HUP
     if [ -n "$ORCH_PID" ] && kill -0 "$ORCH_PID" 2>/dev/null; then
         log "stopping orchestrator (pid $ORCH_PID)"
-        kill -TERM "$ORCH_PID" 2>/dev/null || true
-        local i
-        for ((i = 0; i < 200; i++)); do
-            kill -0 "$ORCH_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$ORCH_PID" 2>/dev/null; then
-            warn "orchestrator still running after 20 s; sending SIGKILL"
-            kill -KILL "$ORCH_PID" 2>/dev/null || true
-        fi
+        stop_pid "$ORCH_PID" orchestrator 20
         wait "$ORCH_PID" 2>/dev/null || true
     fi
     "$SCRIPTS/nats.sh" stop "$NATS_DIR" || true

@@ -85,3 +85,16 @@ find_pg_bindir() {
     macOS:         brew install postgresql@15
   or set ORCH_PG_BINDIR to the directory that contains initdb."
 }
+
+# stop_pid PID NAME SECONDS: SIGTERM, wait up to SECONDS for the exit, then SIGKILL.
+stop_pid() {
+    local pid=$1 name=$2 seconds=$3 i
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < seconds * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    warn "$name (pid $pid) still running after $seconds s; sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    sleep 0.2
+}

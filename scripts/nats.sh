@@ -129,17 +129,7 @@ cmd_stop() {
         rm -f "$PID_FILE"
         return 0
     fi
-    kill -TERM "$pid" 2>/dev/null || true
-    local i
-    for ((i = 0; i < 150; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        warn "nats-server (pid $pid) still running after 15 s; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        sleep 0.2
-    fi
+    stop_pid "$pid" nats-server 15
     rm -f "$PID_FILE"
     log "stopped (pid $pid)"
 }

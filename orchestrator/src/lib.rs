@@ -85,7 +85,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     nats::provision(&js, &config, &subjects).await?;
 
     let leases = Arc::new(Leases::default());
-    let rows = retry("loading instances", || storage::instances::all_leases(&pool)).await?;
+    let rows = storage::retry("loading instances", || storage::instances::all_leases(&pool)).await?;
     let instance_count = rows.len();
     leases.load(rows.into_iter().map(|r| {
         let critical_since =
@@ -93,7 +93,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         (r.id, Duration::from_secs(r.ttl_seconds.max(1) as u64), critical_since)
     }));
     let self_preservation =
-        retry("reading system state", || storage::system::get(&pool, storage::system::SELF_PRESERVATION))
+        storage::retry("reading system state", || storage::system::get(&pool, storage::system::SELF_PRESERVATION))
             .await?
             .and_then(|v| v.get("active").and_then(|a| a.as_bool()))
             .unwrap_or(false);
@@ -206,23 +206,4 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         "orchestrator ready"
     );
     Ok(Running { http_addr, shutdown, relay_shutdown, tasks, writer: writer_task, relay, registry, app: state })
-}
-
-/// Retries a storage read while PostgreSQL is unavailable.
-async fn retry<T, F, Fut>(what: &str, mut f: F) -> storage::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = storage::Result<T>>,
-{
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match f().await {
-            Err(e) if e.is_transient() => {
-                tracing::warn!(error = %e, retry_in = ?delay, "{what}: PostgreSQL unavailable; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            other => return other,
-        }
-    }
 }

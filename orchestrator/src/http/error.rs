@@ -16,11 +16,11 @@ pub struct ApiError(pub ErrorBody);
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError(ErrorBody { code, message: message.into(), field: None })
+        ProtocolError::new(code, message).into()
     }
 
     pub fn field(code: ErrorCode, field: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError(ErrorBody { code, message: message.into(), field: Some(field.into()) })
+        ProtocolError::field(code, field, message).into()
     }
 }
 

@@ -171,24 +171,14 @@ impl Decision {
     }
 }
 
-/// Applies `command` to `current` (the instance with the command's id, if it exists). `id` is the
-/// instance id to use for a registration that did not choose one.
+/// Applies `command` to `current` (the instance with the command's id, if it exists). A
+/// registration always carries its id here: the writer's callers assign one when the client did not.
 pub fn decide(command: &Command, current: Option<&Instance>, now: DateTime<Utc>) -> Decision {
     match command {
         Command::Register(reg) => register(reg, current, now),
         Command::Deregister { id } => match current {
             None => Decision::not_found(id),
-            Some(inst) => Decision::applied(
-                Status::Deregistered,
-                Some(inst.clone()),
-                Next::Delete,
-                Some(Emit::new(
-                    EventKind::Deregistered,
-                    &inst.name,
-                    &inst.id,
-                    DeregisteredData { instance: inst.clone(), reason: DeregisterReason::Requested },
-                )),
-            ),
+            Some(inst) => deregistered(inst, DeregisterReason::Requested),
         },
         Command::Expire { last_heartbeat_at, .. } => match current {
             Some(inst) if inst.health != Health::Critical => {
@@ -226,17 +216,7 @@ pub fn decide(command: &Command, current: Option<&Instance>, now: DateTime<Utc>)
             Some(inst)
                 if inst.health == Health::Critical && inst.critical_since.is_some_and(|s| s <= *critical_before) =>
             {
-                Decision::applied(
-                    Status::Deregistered,
-                    Some(inst.clone()),
-                    Next::Delete,
-                    Some(Emit::new(
-                        EventKind::Deregistered,
-                        &inst.name,
-                        &inst.id,
-                        DeregisteredData { instance: inst.clone(), reason: DeregisterReason::CriticalTooLong },
-                    )),
-                )
+                deregistered(inst, DeregisterReason::CriticalTooLong)
             }
             _ => Decision::ignored(),
         },
@@ -250,6 +230,13 @@ pub fn decide(command: &Command, current: Option<&Instance>, now: DateTime<Utc>)
             )
         }
     }
+}
+
+/// The instance leaves the registry, for `reason`.
+fn deregistered(inst: &Instance, reason: DeregisterReason) -> Decision {
+    let emit =
+        Emit::new(EventKind::Deregistered, &inst.name, &inst.id, DeregisteredData { instance: inst.clone(), reason });
+    Decision::applied(Status::Deregistered, Some(inst.clone()), Next::Delete, Some(emit))
 }
 
 /// The instance after a change of health: a new revision, everything else kept.

@@ -5,7 +5,8 @@
 pub enum StorageError {
     #[error("PostgreSQL error: {0}")]
     Sqlx(#[from] sqlx::Error),
-    #[error("migration failed: {0}")]
+    /// Shown as the migrator's own message (the caller adds "applying database migrations").
+    #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// Another writer committed the same command id first; the batch must be run again.
     #[error("a command of the batch was processed concurrently; retrying the batch")]

@@ -39,24 +39,34 @@ pub fn pool(config: &DatabaseConfig) -> Result<PgPool> {
         .connect_lazy_with(options))
 }
 
-/// Applies pending migrations, retrying while PostgreSQL is unreachable so that start-up waits for
-/// the database instead of failing.
+/// Applies pending migrations, waiting for PostgreSQL when it is not reachable yet.
 pub async fn migrate(pool: &PgPool) -> Result<()> {
+    retry("applying migrations", || async {
+        MIGRATOR.run(pool).await.map_err(|e| match e {
+            // A statement failed: transient (connection lost) or not, as for any query.
+            sqlx::migrate::MigrateError::Execute(e) => StorageError::Sqlx(e),
+            other => StorageError::Migrate(other),
+        })
+    })
+    .await
+}
+
+/// Runs `f` again, with back-off, while PostgreSQL is unavailable; any other outcome is returned.
+pub async fn retry<T, F, Fut>(what: &str, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
     let mut delay = Duration::from_millis(200);
     loop {
-        match MIGRATOR.run(pool).await {
-            Ok(()) => return Ok(()),
-            Err(sqlx::migrate::MigrateError::Execute(e)) => {
-                let e = StorageError::from(e);
-                if !e.is_transient() {
-                    return Err(e);
-                }
+        match f().await {
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, retry_in = ?delay, "{what}: PostgreSQL unavailable; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err(e) => return Err(StorageError::Migrate(e)),
+            other => return other,
         }
-        tracing::warn!(retry_in = ?delay, "PostgreSQL unreachable while applying migrations; retrying");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -36,8 +36,3 @@ pub async fn remove(pool: &PgPool, seqs: &[i64]) -> Result<()> {
     sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)").bind(seqs).execute(pool).await?;
     Ok(())
 }
-
-/// Rows waiting to be published (exported as outbox lag).
-pub async fn backlog(pool: &PgPool) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(pool).await?)
-}

@@ -123,10 +123,6 @@ impl NatsServer {
         self.spawn().expect("start nats-server again");
     }
 
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
-    }
-
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -293,11 +289,6 @@ impl OrchestratorProcess {
         let mut child = self.child.take()?;
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         child.wait().ok()
-    }
-
-    pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
     }
 
     pub fn start_again(&mut self) {
