@@ -6,6 +6,7 @@
 pub mod error;
 pub mod events;
 pub mod headers;
+pub mod health;
 pub mod registry;
 pub mod subjects;
 

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ProtocolError;
+use crate::health::{Check, CheckSpec, Maintenance};
 
 /// Limits of a registration. Documented in `docs/protocol.md`; change both together.
 pub mod limits {
@@ -29,9 +30,9 @@ pub mod limits {
     pub const DEFAULT_TTL: u32 = 30;
 }
 
-/// Health of an instance. `warning` is reserved for active checks; the lease alone gives
-/// `passing` or `critical`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Health of a check or an instance. The lease alone gives `passing` or `critical`; checks can
+/// also report `warning`. Ordered from best to worst, so the worst of several is their maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Health {
     Passing,
@@ -67,6 +68,9 @@ fn default_weight() -> u32 {
 fn default_ttl() -> u32 {
     limits::DEFAULT_TTL
 }
+fn passing() -> Health {
+    Health::Passing
+}
 
 /// Payload of `registry.register`. Unknown fields are rejected, so a typo never passes silently.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +101,9 @@ pub struct Registration {
     /// Lease length: the instance turns critical when no heartbeat arrives for this long.
     #[serde(default = "default_ttl")]
     pub ttl_seconds: u32,
+    /// Health checks the orchestrator runs (or, for `ttl` checks, expects updates for).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckSpec>,
 }
 
 /// Payload of `registry.deregister` and `registry.get`.
@@ -120,7 +127,24 @@ pub struct Instance {
     pub dependencies: Vec<String>,
     pub weight: u32,
     pub ttl_seconds: u32,
+    /// The worst of the lease and the checks.
     pub health: Health,
+    /// Health of the heartbeat lease alone: `critical` once the TTL ran out without a heartbeat.
+    #[serde(default = "passing")]
+    pub lease: Health,
+    /// Declared checks with their committed state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<Check>,
+    /// Set while the instance is in maintenance: hidden from discovery, kept in the registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<Maintenance>,
+    /// Set while the instance flaps (its health changed too often in the flap window); its health
+    /// events are held back until it settles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flapping_since: Option<DateTime<Utc>>,
+    /// When its health last changed, newest last (as many as flap detection needs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_changes: Vec<DateTime<Utc>>,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// When the instance turned critical; absent while it is not.
@@ -149,6 +173,7 @@ impl Instance {
         check("dependencies", self.dependencies != reg.dependencies);
         check("weight", self.weight != reg.weight);
         check("ttl_seconds", self.ttl_seconds != reg.ttl_seconds);
+        check("checks", !self.checks.iter().map(|c| &c.spec).eq(reg.checks.iter()));
         changed
     }
 }
@@ -238,6 +263,13 @@ fn validate_address(address: &str) -> Result<(), ProtocolError> {
 }
 
 impl Registration {
+    /// Fills defaults that depend on other fields (check ids from their kinds).
+    pub fn normalize(&mut self) {
+        for check in &mut self.checks {
+            check.normalize();
+        }
+    }
+
     /// Checks every rule and returns the first broken one, naming its field.
     pub fn validate(&self) -> Result<(), ProtocolError> {
         if let Some(id) = &self.id {
@@ -312,6 +344,7 @@ impl Registration {
                 format!("must be between {} and {} (got {})", limits::TTL_MIN, limits::TTL_MAX, self.ttl_seconds),
             ));
         }
+        crate::health::validate_checks("checks", &self.checks)?;
         Ok(())
     }
 }

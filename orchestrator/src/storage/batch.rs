@@ -52,7 +52,9 @@ pub async fn write(tx: &mut Transaction<'_, Postgres>, w: &Writes<'_>) -> Result
                metadata = EXCLUDED.metadata, dependencies = EXCLUDED.dependencies,
                weight = EXCLUDED.weight, ttl_seconds = EXCLUDED.ttl_seconds, health = EXCLUDED.health,
                registered_at = EXCLUDED.registered_at, updated_at = EXCLUDED.updated_at,
-               critical_since = EXCLUDED.critical_since, revision = EXCLUDED.revision
+               critical_since = EXCLUDED.critical_since, revision = EXCLUDED.revision,
+               lease = EXCLUDED.lease, checks = EXCLUDED.checks, maintenance = EXCLUDED.maintenance,
+               flapping_since = EXCLUDED.flapping_since, health_changes = EXCLUDED.health_changes
              RETURNING 1),
            del AS (DELETE FROM instances WHERE id = ANY($2) RETURNING 1),
            evt AS (

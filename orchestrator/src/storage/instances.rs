@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use orch_protocol::health::{Check, Maintenance};
 use orch_protocol::registry::{Health, Instance};
 use sqlx::types::Json;
 use sqlx::{FromRow, PgPool, Postgres, QueryBuilder, Transaction};
@@ -11,7 +12,8 @@ use sqlx::{FromRow, PgPool, Postgres, QueryBuilder, Transaction};
 use super::Result;
 
 const COLUMNS: &str = "id, name, version, address, port, protocol, tags, metadata, dependencies, weight, \
-                       ttl_seconds, health, registered_at, updated_at, critical_since, revision";
+                       ttl_seconds, health, lease, checks, maintenance, flapping_since, health_changes, \
+                       registered_at, updated_at, critical_since, revision";
 
 #[derive(FromRow)]
 struct Row {
@@ -27,6 +29,11 @@ struct Row {
     weight: i32,
     ttl_seconds: i32,
     health: String,
+    lease: String,
+    checks: Option<Json<Vec<Check>>>,
+    maintenance: Option<Json<Maintenance>>,
+    flapping_since: Option<DateTime<Utc>>,
+    health_changes: Option<Json<Vec<DateTime<Utc>>>>,
     registered_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     critical_since: Option<DateTime<Utc>>,
@@ -49,6 +56,11 @@ impl From<Row> for Instance {
             ttl_seconds: r.ttl_seconds as u32,
             // The column has a CHECK constraint, so anything else cannot be stored.
             health: Health::parse(&r.health).unwrap_or(Health::Critical),
+            lease: Health::parse(&r.lease).unwrap_or(Health::Critical),
+            checks: r.checks.map(|c| c.0).unwrap_or_default(),
+            maintenance: r.maintenance.map(|m| m.0),
+            flapping_since: r.flapping_since,
+            health_changes: r.health_changes.map(|c| c.0).unwrap_or_default(),
             registered_at: r.registered_at,
             updated_at: r.updated_at,
             critical_since: r.critical_since,
