@@ -147,13 +147,46 @@ pub struct Config {
     #[arg(long, env = "ORCH_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
-    /// How often leases are checked for expiry.
-    #[arg(long, env = "ORCH_SWEEP_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    /// How often leases are checked for expiry. Detection of a dead instance takes its TTL plus
+    /// up to this long.
+    #[arg(long, env = "ORCH_SWEEP_INTERVAL", default_value = "100ms", value_parser = humantime::parse_duration)]
     pub sweep_interval: Duration,
 
-    /// An instance critical for this long is deregistered.
+    /// An instance critical for this long (by its lease or its checks, whatever path registered
+    /// it) is deregistered. Instances in maintenance are kept.
     #[arg(long, env = "ORCH_DEREGISTER_CRITICAL_AFTER", default_value = "10m", value_parser = humantime::parse_duration)]
     pub deregister_critical_after: Duration,
+
+    /// Run `exec` health checks. Off by default: an exec check runs a command, declared by whoever
+    /// may register, on the orchestrator's host.
+    #[arg(long, env = "ORCH_HEALTH_EXEC_ENABLED", default_value_t = false)]
+    pub health_exec_enabled: bool,
+
+    /// Most check runs in flight at once; runs beyond it wait, which shows as drift.
+    #[arg(long, env = "ORCH_HEALTH_CONCURRENCY", default_value_t = 4096)]
+    pub health_concurrency: usize,
+
+    /// The checker reports itself lagging (event and metric) when check runs start later than
+    /// this (99th percentile over 5 s) or runs are skipped.
+    #[arg(long, env = "ORCH_HEALTH_MAX_DRIFT", default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub health_max_drift: Duration,
+
+    /// Flap damping: an instance whose health changes more than this many times within the flap
+    /// window is flapping; its health events are held back until it is stable for a whole window.
+    #[arg(long, env = "ORCH_FLAP_THRESHOLD", default_value_t = 4)]
+    pub flap_threshold: usize,
+
+    /// Flap damping window.
+    #[arg(long, env = "ORCH_FLAP_WINDOW", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub flap_window: Duration,
+
+    /// Services marked critical, comma-separated: the system is critical while any of them is.
+    #[arg(long, env = "ORCH_CRITICAL_SERVICES", value_delimiter = ',')]
+    pub critical_services: Vec<String>,
+
+    /// How long the history of health transitions is kept.
+    #[arg(long, env = "ORCH_HEALTH_HISTORY_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub health_history_retention: Duration,
 
     /// Self-preservation: if more than this share of live instances expire in one sweep, expiry is
     /// suspended (a network problem is likelier than a mass failure) until heartbeats recover.
@@ -184,6 +217,17 @@ impl Config {
         }
         if self.sweep_interval.is_zero() {
             return Err("--sweep-interval must be positive".into());
+        }
+        if self.flap_threshold == 0 {
+            return Err("--flap-threshold must be at least 1".into());
+        }
+        if self.health_concurrency == 0 {
+            return Err("--health-concurrency must be at least 1".into());
+        }
+        for name in &self.critical_services {
+            if !orch_protocol::registry::is_valid_name(name) {
+                return Err(format!("--critical-services: {name:?} is not a valid service name"));
+            }
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod consumers;
+pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod nats;
@@ -18,10 +19,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use orch_protocol::Subjects;
+use orch_protocol::registry::Health;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::registry::health::Policy;
 use crate::registry::sweeper::{self, SweeperConfig};
 use crate::registry::writer::WriterTask;
 use crate::registry::{Leases, Registry};
@@ -85,21 +88,23 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     nats::provision(&js, &config, &subjects).await?;
 
     let leases = Arc::new(Leases::default());
-    let rows = storage::retry("loading instances", || storage::instances::all_leases(&pool)).await?;
-    let instance_count = rows.len();
-    leases.load(rows.into_iter().map(|r| {
-        let critical_since =
-            if r.health == "critical" { Some(r.critical_since.unwrap_or_else(chrono::Utc::now)) } else { None };
-        (r.id, Duration::from_secs(r.ttl_seconds.max(1) as u64), critical_since)
+    let summaries = storage::retry("loading instances", || storage::instances::all_summaries(&pool)).await?;
+    let instance_count = summaries.len();
+    leases.load(summaries.iter().map(|r| {
+        (r.id.clone(), Duration::from_secs(r.ttl_seconds.max(1) as u64), r.lease == Health::Critical.as_str())
     }));
     let self_preservation =
         storage::retry("reading system state", || storage::system::get(&pool, storage::system::SELF_PRESERVATION))
             .await?
             .and_then(|v| v.get("active").and_then(|a| a.as_bool()))
             .unwrap_or(false);
+    let tracker = health::load_tracker(&pool, &summaries, &config.critical_services).await?;
+    drop(summaries);
+    let with_checks = storage::retry("loading checks", || storage::instances::all_with_checks(&pool)).await?;
 
     let metrics = Arc::new(metrics::Metrics::default());
     let outbox_written = Arc::new(Notify::new());
+    let (changes_tx, changes_rx) = tokio::sync::mpsc::unbounded_channel();
     let (writer, writer_task) = WriterTask {
         pool: pool.clone(),
         subjects: subjects.clone(),
@@ -110,9 +115,24 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics: metrics.clone(),
         shards: config.writer_shards,
         shard: 0,
+        policy: Policy {
+            flap_threshold: config.flap_threshold,
+            flap_window: config.flap_window,
+            exec_enabled: config.health_exec_enabled,
+        },
+        changes: Some(changes_tx),
     }
     .spawn();
     let registry = Arc::new(Registry::new(writer, leases, pool.clone(), config.request_timeout, metrics.clone()));
+
+    let prober = health::probe::Prober::new(client.clone(), config.health_exec_enabled)?;
+    let checker = Arc::new(health::Checker::new(prober, registry.clone(), metrics.clone(), config.health_concurrency));
+    for instance in &with_checks {
+        checker.sync(&instance.id, Some(instance));
+    }
+    let checks = checker.len();
+    drop(with_checks);
+    let monitor = Arc::new(health::Monitor::new(checker, tracker));
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (relay_shutdown, relay_shutdown_rx) = watch::channel(false);
@@ -150,6 +170,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             request_sub,
             subjects.clone(),
             registry.clone(),
+            monitor.clone(),
             config.command_max_bytes,
             shutdown_rx.clone(),
         )),
@@ -164,14 +185,32 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             registry.clone(),
             SweeperConfig {
                 interval: config.sweep_interval,
-                deregister_critical_after: config.deregister_critical_after,
                 threshold: config.self_preservation_threshold,
                 min_instances: config.self_preservation_min_instances,
             },
             self_preservation,
             shutdown_rx.clone(),
         )),
-        tokio::spawn(workers::maintenance::run(pool.clone(), config.processed_retention, shutdown_rx.clone())),
+        tokio::spawn(health::run(
+            monitor.clone(),
+            registry.clone(),
+            metrics.clone(),
+            health::HealthConfig {
+                deregister_critical_after: config.deregister_critical_after,
+                flap_window: config.flap_window,
+                max_drift: config.health_max_drift,
+            },
+            changes_rx,
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(workers::maintenance::run(
+            pool.clone(),
+            workers::maintenance::Retention {
+                processed: config.processed_retention,
+                health_history: config.health_history_retention,
+            },
+            shutdown_rx.clone(),
+        )),
     ];
 
     let listener = tokio::net::TcpListener::bind(config.http_addr)
@@ -184,6 +223,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         nats: client.clone(),
         max_body_bytes: config.command_max_bytes,
         metrics,
+        health: monitor,
     };
     let app = http::app(state.clone());
     let mut http_shutdown = shutdown_rx.clone();
@@ -201,6 +241,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         nats = %config.nats_url,
         prefix = %subjects.prefix(),
         instances = instance_count,
+        checks,
         self_preservation,
         startup_ms = started.elapsed().as_millis() as u64,
         "orchestrator ready"

@@ -26,6 +26,16 @@ pub struct Metrics {
     pub outbox_published: Counter,
     /// Instances with a lease (set at scrape time).
     pub instances: Gauge,
+    /// Declared checks the checker runs or watches.
+    pub checks: Gauge,
+    /// Check runs by result (`passing`, `warning`, `critical`).
+    pub check_runs: Family<ResultLabel, Counter>,
+    /// How late each check run started against its schedule.
+    pub checker_drift: Histogram,
+    /// Runs skipped because a check fell more than a whole interval behind.
+    pub checker_skipped: Counter,
+    /// 1 while the checker cannot keep its schedule.
+    pub checker_lagging: Gauge,
 }
 
 impl Default for Metrics {
@@ -47,7 +57,38 @@ impl Default for Metrics {
         registry.register("outbox_published", "Messages published by the outbox relay", outbox_published.clone());
         let instances = Gauge::default();
         registry.register("instances", "Registered instances", instances.clone());
-        Metrics { registry, heartbeats, commands, batch_seconds, batch_size, outbox_published, instances }
+        let checks = Gauge::default();
+        registry.register("checks", "Declared health checks scheduled", checks.clone());
+        let check_runs = Family::<ResultLabel, Counter>::default();
+        registry.register("check_runs", "Health check runs by result", check_runs.clone());
+        let checker_drift = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
+        registry.register(
+            "checker_drift_seconds",
+            "How late check runs started against their schedule",
+            checker_drift.clone(),
+        );
+        let checker_skipped = Counter::default();
+        registry.register(
+            "checker_skipped",
+            "Check runs skipped because the checker fell behind",
+            checker_skipped.clone(),
+        );
+        let checker_lagging = Gauge::default();
+        registry.register("checker_lagging", "1 while the checker cannot keep its schedule", checker_lagging.clone());
+        Metrics {
+            registry,
+            heartbeats,
+            commands,
+            batch_seconds,
+            batch_size,
+            outbox_published,
+            instances,
+            checks,
+            check_runs,
+            checker_drift,
+            checker_skipped,
+            checker_lagging,
+        }
     }
 }
 
@@ -60,6 +101,10 @@ impl Metrics {
 
     pub fn heartbeat(&self, result: &'static str) {
         self.heartbeats.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    pub fn check_run(&self, result: &'static str) {
+        self.check_runs.get_or_create(&ResultLabel { result }).inc();
     }
 
     pub fn command(&self, result: &'static str) {

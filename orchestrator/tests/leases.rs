@@ -18,7 +18,7 @@ async fn beat(stack: &Stack, id: &str) {
 fn types(events: &[Value], subject: &str) -> Vec<String> {
     events
         .iter()
-        .filter(|e| e["subject"] == subject)
+        .filter(|e| e["subject"] == subject && e["type"].as_str().unwrap().starts_with("io.orch.registry."))
         .map(|e| {
             e["type"].as_str().unwrap().trim_start_matches("io.orch.registry.").trim_end_matches(".v1").to_string()
         })

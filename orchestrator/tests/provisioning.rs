@@ -9,16 +9,18 @@ use async_nats::jetstream::stream;
 use common::{Stack, config, registration};
 use orch_protocol::Subjects;
 use orch_testkit::NatsServer;
+use serde_json::Value;
 
 #[tokio::test]
 async fn restart_keeps_streams_and_their_data() {
     let mut stack = Stack::start().await;
     stack.request("register", &registration("p-1", "web", 30)).await;
-    stack.wait_events(1, "event", |_| true).await;
+    let registry = |e: &Value| e["type"].as_str().unwrap().starts_with("io.orch.registry.");
+    stack.wait_events(1, "event", registry).await;
     stack.stop_orchestrator().await;
     stack.start_orchestrator().await;
     stack.request("register", &registration("p-2", "web", 30)).await;
-    let events = stack.wait_events(2, "both events", |_| true).await;
+    let events = stack.wait_events(2, "both events", registry).await;
     assert_eq!(events.len(), 2, "the first event survived the restart");
     for name in [stack.subjects.commands_stream(), stack.subjects.events_stream(), stack.subjects.dead_letter_stream()]
     {

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{ErrorBody, ProtocolError};
+use crate::health::{Aggregate, CheckKind, Counts};
 use crate::registry::{Health, Instance};
 use crate::subjects::Subjects;
 
@@ -30,10 +31,20 @@ pub enum EventKind {
     SelfPreservationEntered,
     SelfPreservationExited,
     CommandRejected,
+    CheckChanged,
+    InstanceChanged,
+    ServiceChanged,
+    SystemChanged,
+    FlappingStarted,
+    FlappingStopped,
+    MaintenanceEntered,
+    MaintenanceExited,
+    CheckerLagging,
+    CheckerRecovered,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 18] = [
         EventKind::Registered,
         EventKind::Updated,
         EventKind::Deregistered,
@@ -42,9 +53,19 @@ impl EventKind {
         EventKind::SelfPreservationEntered,
         EventKind::SelfPreservationExited,
         EventKind::CommandRejected,
+        EventKind::CheckChanged,
+        EventKind::InstanceChanged,
+        EventKind::ServiceChanged,
+        EventKind::SystemChanged,
+        EventKind::FlappingStarted,
+        EventKind::FlappingStopped,
+        EventKind::MaintenanceEntered,
+        EventKind::MaintenanceExited,
+        EventKind::CheckerLagging,
+        EventKind::CheckerRecovered,
     ];
 
-    /// Domain token of the subject: `registry` or `system`.
+    /// Domain token of the subject: `registry`, `health` or `system`.
     pub fn domain(self) -> &'static str {
         match self {
             EventKind::Registered
@@ -52,9 +73,19 @@ impl EventKind {
             | EventKind::Deregistered
             | EventKind::Expired
             | EventKind::Recovered => "registry",
-            EventKind::SelfPreservationEntered | EventKind::SelfPreservationExited | EventKind::CommandRejected => {
-                "system"
-            }
+            EventKind::CheckChanged
+            | EventKind::InstanceChanged
+            | EventKind::ServiceChanged
+            | EventKind::SystemChanged
+            | EventKind::FlappingStarted
+            | EventKind::FlappingStopped
+            | EventKind::MaintenanceEntered
+            | EventKind::MaintenanceExited => "health",
+            EventKind::SelfPreservationEntered
+            | EventKind::SelfPreservationExited
+            | EventKind::CommandRejected
+            | EventKind::CheckerLagging
+            | EventKind::CheckerRecovered => "system",
         }
     }
 
@@ -69,6 +100,16 @@ impl EventKind {
             EventKind::SelfPreservationEntered => "self_preservation_entered",
             EventKind::SelfPreservationExited => "self_preservation_exited",
             EventKind::CommandRejected => "command_rejected",
+            EventKind::CheckChanged => "check_changed",
+            EventKind::InstanceChanged => "instance_changed",
+            EventKind::ServiceChanged => "service_changed",
+            EventKind::SystemChanged => "system_changed",
+            EventKind::FlappingStarted => "flapping_started",
+            EventKind::FlappingStopped => "flapping_stopped",
+            EventKind::MaintenanceEntered => "maintenance_entered",
+            EventKind::MaintenanceExited => "maintenance_exited",
+            EventKind::CheckerLagging => "checker_lagging",
+            EventKind::CheckerRecovered => "checker_recovered",
         }
     }
 
@@ -83,6 +124,16 @@ impl EventKind {
             EventKind::SelfPreservationEntered => "io.orch.system.self_preservation_entered.v1",
             EventKind::SelfPreservationExited => "io.orch.system.self_preservation_exited.v1",
             EventKind::CommandRejected => "io.orch.system.command_rejected.v1",
+            EventKind::CheckChanged => "io.orch.health.check_changed.v1",
+            EventKind::InstanceChanged => "io.orch.health.instance_changed.v1",
+            EventKind::ServiceChanged => "io.orch.health.service_changed.v1",
+            EventKind::SystemChanged => "io.orch.health.system_changed.v1",
+            EventKind::FlappingStarted => "io.orch.health.flapping_started.v1",
+            EventKind::FlappingStopped => "io.orch.health.flapping_stopped.v1",
+            EventKind::MaintenanceEntered => "io.orch.health.maintenance_entered.v1",
+            EventKind::MaintenanceExited => "io.orch.health.maintenance_exited.v1",
+            EventKind::CheckerLagging => "io.orch.system.checker_lagging.v1",
+            EventKind::CheckerRecovered => "io.orch.system.checker_recovered.v1",
         }
     }
 
@@ -161,6 +212,94 @@ pub struct CommandRejectedData {
     pub error: ErrorBody,
     /// Id of the record in the dead-letter table and `Nats-Msg-Id` on the dead-letter stream.
     pub dead_letter_id: Uuid,
+}
+
+/// Data of `check_changed`: a check of an instance changed state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckChangedData {
+    pub service: String,
+    pub instance_id: String,
+    pub check: String,
+    pub kind: CheckKind,
+    pub previous: Health,
+    pub status: Health,
+    /// The output of the run that caused the change (at most 4 KiB).
+    #[serde(default)]
+    pub output: String,
+}
+
+/// Data of `instance_changed`: the health of an instance (the worst of its lease and checks)
+/// changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceChangedData {
+    pub instance: Instance,
+    pub previous: Health,
+    pub health: Health,
+    /// What caused it: `lease`, `check:<id>`, `checks` (the checks were changed) or `settled`.
+    pub cause: String,
+}
+
+/// Data of `flapping_started` and `flapping_stopped`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlappingData {
+    pub instance: Instance,
+    /// Health changes inside the window when flapping started; 0 when it stopped.
+    pub changes: usize,
+    /// The flap window, e.g. `2m`.
+    pub window: String,
+}
+
+/// Data of `maintenance_entered` and `maintenance_exited`, for an instance or a whole service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceData {
+    pub service: String,
+    /// Absent for service-wide maintenance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Data of `service_changed`: the aggregated health of a service changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceChangedData {
+    pub service: String,
+    /// Absent when the service was not tracked before (its first instance arrived).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Aggregate>,
+    pub state: Aggregate,
+    pub counts: Counts,
+    /// The service is marked critical: the system is critical while it is.
+    pub critical: bool,
+}
+
+/// Data of `system_changed`: the health of the whole system changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemChangedData {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Aggregate>,
+    pub state: Aggregate,
+    /// Services by state (services in maintenance are left out).
+    pub healthy: u32,
+    pub degraded: u32,
+    pub critical: u32,
+    /// Services marked critical that are critical now: why the system is critical.
+    pub critical_services_down: Vec<String>,
+}
+
+/// Data of `checker_lagging` and `checker_recovered`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckerLagData {
+    /// Active checks scheduled.
+    pub checks: usize,
+    /// How late runs started in the last window, 99th percentile and worst, in milliseconds.
+    pub drift_p99_ms: f64,
+    pub drift_max_ms: f64,
+    /// Runs skipped in the window because the previous one was still due.
+    pub skipped: u64,
+    /// The configured drift above which the checker reports lagging.
+    pub max_drift_ms: f64,
+    pub message: String,
 }
 
 /// An event ready to publish: its id (also the `Nats-Msg-Id`), subject and serialized body.

@@ -329,7 +329,10 @@ impl CheckSpec {
             }
             CheckKind::Exec => {
                 if self.command.is_empty() || self.command[0].is_empty() {
-                    return Err(ProtocolError::invalid(f("command"), "an exec check needs a program, e.g. [\"/bin/true\"]"));
+                    return Err(ProtocolError::invalid(
+                        f("command"),
+                        "an exec check needs a program, e.g. [\"/bin/true\"]",
+                    ));
                 }
                 if self.command.len() > limits::ARGS_MAX || self.command.iter().any(|a| a.len() > limits::ARG_MAX) {
                     return Err(ProtocolError::invalid(
@@ -366,8 +369,8 @@ impl CheckSpec {
             return Err(ProtocolError::invalid(f("headers"), format!("at most {} headers", limits::HEADERS_MAX)));
         }
         for (name, value) in &self.headers {
-            let name_ok = !name.is_empty()
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            let name_ok =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
             if !name_ok || value.chars().any(|c| c.is_control()) {
                 return Err(ProtocolError::invalid(
                     format!("{field}.headers.{name}"),
@@ -460,6 +463,45 @@ impl MaintenanceRequest {
         }
         Ok(())
     }
+}
+
+/// Payload of `health.maintenance` over NATS: maintenance of one instance (`id`) or of a whole
+/// service (`service`), on (`enabled: true`, with a reason) or off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceCommand {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    pub enabled: bool,
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl MaintenanceCommand {
+    pub fn validate(&self) -> Result<(), ProtocolError> {
+        match (&self.id, &self.service) {
+            (Some(id), None) => crate::registry::validate_instance_id("id", id)?,
+            (None, Some(service)) if crate::registry::is_valid_name(service) => {}
+            (None, Some(service)) => {
+                return Err(ProtocolError::invalid("service", format!("{service:?} is not a valid service name")));
+            }
+            _ => return Err(ProtocolError::invalid("id", "give exactly one of \"id\" (an instance) or \"service\"")),
+        }
+        MaintenanceRequest { reason: self.reason.clone() }.validate()
+    }
+}
+
+/// Payload of `health.ttl` over NATS: a TTL update of check `check` of instance `id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TtlCommand {
+    pub id: String,
+    pub check: String,
+    pub status: Health,
+    #[serde(default)]
+    pub output: String,
 }
 
 /// Payload of a TTL update over HTTP: `{"status": "passing", "output": "..."}`.

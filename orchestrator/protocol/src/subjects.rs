@@ -15,6 +15,12 @@ pub mod verbs {
     pub const GET: &str = "get";
     pub const LIST: &str = "list";
     pub const DISCOVER: &str = "discover";
+    pub const HEALTH: &str = "health";
+    pub const TTL: &str = "ttl";
+    pub const MAINTENANCE: &str = "maintenance";
+    pub const SYSTEM: &str = "system";
+    pub const SERVICE: &str = "service";
+    pub const CHECKS: &str = "checks";
 }
 
 /// Names derived from one prefix.

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use orch_protocol::error::parse_json;
+use orch_protocol::health::{MaintenanceCommand, TtlCommand};
 use orch_protocol::registry::{InstanceRef, Registration, validate_instance_id};
 use orch_protocol::subjects::verbs;
 use orch_protocol::{ErrorCode, ProtocolError, Subjects, headers};
@@ -35,13 +36,23 @@ fn unknown(subject: &str, expected: &str) -> ProtocolError {
 /// The write commands, shared by the durable stream and request/reply.
 fn write_command(domain: &str, verb: &str, payload: &[u8]) -> Option<Result<Command, ProtocolError>> {
     match (domain, verb) {
-        (verbs::REGISTRY, verbs::REGISTER) => Some(parse_json::<Registration>(payload).and_then(|reg| {
+        (verbs::REGISTRY, verbs::REGISTER) => Some(parse_json::<Registration>(payload).and_then(|mut reg| {
+            reg.normalize();
             reg.validate()?;
             Ok(Command::Register(with_id(reg)))
         })),
         (verbs::REGISTRY, verbs::DEREGISTER) => Some(parse_json::<InstanceRef>(payload).and_then(|r| {
             validate_instance_id("id", &r.id)?;
             Ok(Command::Deregister { id: r.id })
+        })),
+        (verbs::HEALTH, verbs::MAINTENANCE) => Some(parse_json::<MaintenanceCommand>(payload).and_then(|m| {
+            m.validate()?;
+            let reason = m.enabled.then_some(m.reason);
+            Ok(match (m.id, m.service) {
+                (Some(id), _) => Command::Maintenance { id, reason },
+                (None, Some(service)) => Command::ServiceMaintenance { service, reason },
+                (None, None) => unreachable!("validated"),
+            })
         })),
         _ => None,
     }
@@ -81,7 +92,7 @@ pub fn decode_command(
             .parse_command(subject, "cmd")
             .ok_or_else(|| unknown(subject, &format!("{}.cmd.<domain>.<verb>", subjects.prefix())))?;
         write_command(domain, verb, payload)
-            .unwrap_or_else(|| Err(unknown(subject, "registry.register or registry.deregister")))
+            .unwrap_or_else(|| Err(unknown(subject, "registry.register, registry.deregister or health.maintenance")))
     });
     let body = match command {
         Ok(command) => Body::Command(command),
@@ -117,6 +128,13 @@ pub struct DiscoverRequest {
     pub strategy: Strategy,
 }
 
+/// Payload of `health.service`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceRequest {
+    pub name: String,
+}
+
 /// What a request asks for.
 #[derive(Debug)]
 pub enum Request {
@@ -124,6 +142,10 @@ pub enum Request {
     Get(String),
     List(ListRequest),
     Discover(DiscoverRequest),
+    Ttl(TtlCommand),
+    SystemHealth,
+    ServiceHealth(String),
+    Checks(String),
 }
 
 /// A message on a request/reply subject.
@@ -135,7 +157,13 @@ pub fn decode_request(
     max_bytes: usize,
 ) -> Result<Request, ProtocolError> {
     check_size(payload, max_bytes)?;
-    let expected = || format!("{}.req.registry.<register|deregister|get|list|discover>", subjects.prefix());
+    let expected = || {
+        format!(
+            "{0}.req.registry.<register|deregister|get|list|discover> or \
+             {0}.req.health.<ttl|maintenance|system|service|checks>",
+            subjects.prefix()
+        )
+    };
     let (domain, verb) = subjects.parse_command(subject, "req").ok_or_else(|| unknown(subject, &expected()))?;
     if let Some(command) = write_command(domain, verb, payload) {
         let meta = Meta::new("req", msg_id(headers), subject, payload.clone());
@@ -157,6 +185,27 @@ pub fn decode_request(
                 return Err(ProtocolError::invalid("name", format!("{:?} is not a valid service name", request.name)));
             }
             Ok(Request::Discover(request))
+        }
+        (verbs::HEALTH, verbs::TTL) => {
+            let ttl: TtlCommand = parse_json(payload)?;
+            validate_instance_id("id", &ttl.id)?;
+            if !orch_protocol::health::is_valid_check_id(&ttl.check) {
+                return Err(ProtocolError::invalid("check", format!("{:?} is not a check id", ttl.check)));
+            }
+            Ok(Request::Ttl(ttl))
+        }
+        (verbs::HEALTH, verbs::SYSTEM) => Ok(Request::SystemHealth),
+        (verbs::HEALTH, verbs::SERVICE) => {
+            let request: ServiceRequest = parse_json(payload)?;
+            if !orch_protocol::registry::is_valid_name(&request.name) {
+                return Err(ProtocolError::invalid("name", format!("{:?} is not a valid service name", request.name)));
+            }
+            Ok(Request::ServiceHealth(request.name))
+        }
+        (verbs::HEALTH, verbs::CHECKS) => {
+            let r: InstanceRef = parse_json(payload)?;
+            validate_instance_id("id", &r.id)?;
+            Ok(Request::Checks(r.id))
         }
         _ => Err(unknown(subject, &expected())),
     }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 
 use super::{Request, decode_request, error_message, reply_message};
+use crate::health::Monitor;
 use crate::registry::{Registry, WriteError};
 use crate::storage::instances::{Filter, PAGE_DEFAULT, PAGE_MAX};
 
@@ -21,6 +22,7 @@ pub async fn run(
     mut sub: async_nats::Subscriber,
     subjects: Subjects,
     registry: Arc<Registry>,
+    health: Arc<Monitor>,
     max_bytes: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -34,9 +36,9 @@ pub async fn run(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
-        let (client, subjects, registry) = (client.clone(), subjects.clone(), registry.clone());
+        let (client, subjects, registry, health) = (client.clone(), subjects.clone(), registry.clone(), health.clone());
         tokio::spawn(async move {
-            let (headers, body) = answer(&subjects, &registry, &message, max_bytes).await;
+            let (headers, body) = answer(&subjects, &registry, &health, &message, max_bytes).await;
             if let Some(reply) = message.reply {
                 let _ = client.publish_with_headers(reply, headers, body).await;
             }
@@ -57,6 +59,7 @@ fn unavailable(message: String) -> (async_nats::HeaderMap, bytes::Bytes) {
 async fn answer(
     subjects: &Subjects,
     registry: &Registry,
+    health: &Monitor,
     message: &async_nats::Message,
     max_bytes: usize,
 ) -> (async_nats::HeaderMap, bytes::Bytes) {
@@ -90,6 +93,7 @@ async fn answer(
                 metadata: list.metadata,
                 after: list.after,
                 limit: list.limit.unwrap_or(PAGE_DEFAULT),
+                discoverable: false,
             };
             if !(1..=PAGE_MAX).contains(&filter.limit) {
                 return error_message(ProtocolError::invalid("limit", format!("must be 1-{PAGE_MAX}")));
@@ -101,6 +105,26 @@ async fn answer(
         }
         Request::Discover(d) => match registry.discover(&d.name, d.strategy).await {
             Ok(found) => ok(&found),
+            Err(e) => storage_error(e),
+        },
+        Request::Ttl(t) => match health.checker.ttl_update(&t.id, &t.check, t.status, t.output).await {
+            Ok(reply) => ok(&reply),
+            Err(e) => error_message(ProtocolError(crate::http::ttl_error(e).0)),
+        },
+        Request::SystemHealth => ok(&health.system()),
+        Request::ServiceHealth(name) => match health.service(&name) {
+            Some(view) => ok(&view),
+            None => error_message(ProtocolError::field(
+                ErrorCode::NotFound,
+                "name",
+                format!("no instance of service {name:?} is registered"),
+            )),
+        },
+        Request::Checks(id) => match registry.get(&id).await {
+            Ok(Some(view)) => ok(&serde_json::json!({ "checks": health.checks(registry, &view.instance) })),
+            Ok(None) => {
+                error_message(ProtocolError::field(ErrorCode::NotFound, "id", format!("no instance with id {id:?}")))
+            }
             Err(e) => storage_error(e),
         },
     }

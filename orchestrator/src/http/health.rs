@@ -1,27 +1,341 @@
-//! Liveness and readiness of the orchestrator itself.
+//! The health API: system and service health (HTTP status 200 / 429 / 503 by state, like Consul's
+//! agent health endpoint), checks of an instance with TTL updates, maintenance of an instance or a
+//! whole service, and the history of transitions.
+//!
+//! `/services/{id}/…` takes a service name here; the older instance routes (`GET`/`DELETE
+//! /services/{id}`, `/services/{id}/heartbeat`) take an instance id. Instance-level health routes
+//! live under `/instances/{id}/…`.
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
 use axum::{Json, Router};
+use orch_protocol::ErrorCode;
+use orch_protocol::health::{Aggregate, CheckSpec, MaintenanceRequest, TtlUpdate, is_valid_check_id};
+use orch_protocol::registry::{Instance, is_valid_name, validate_instance_id};
+use serde::Serialize;
 
 use super::AppState;
-use crate::storage;
+use super::error::ApiError;
+use super::extract;
+use super::services::{meta, respond};
+use crate::health::checker::TtlError;
+use crate::health::{CheckerView, ServiceView, SystemView};
+use crate::registry::{Body, Command, Submission};
+use crate::storage::health::{self as store, HistoryFilter};
+use crate::storage::instances::{self, Filter, PAGE_MAX};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+    Router::new()
+        .route("/health", get(system))
+        .route("/health/history", get(history))
+        .route("/services/{id}/health", get(service))
+        .route("/services/{id}/maintenance", put(service_maintenance_on).delete(service_maintenance_off))
+        .route("/instances/{id}/checks", get(list_checks))
+        .route("/instances/{id}/checks/{check}", put(put_check).delete(remove_check))
+        .route("/instances/{id}/checks/{check}/ttl", put(ttl_update))
+        .route("/instances/{id}/maintenance", put(maintenance_on).delete(maintenance_off))
+        .route("/instances/{id}/health/history", get(instance_history))
 }
 
-/// The process is up and serving HTTP.
-async fn healthz() -> &'static str {
-    "ok"
+fn status_of(state: Aggregate) -> StatusCode {
+    StatusCode::from_u16(state.http_status()).expect("a valid status code")
 }
 
-/// PostgreSQL answers and NATS is connected: 200, else 503 with what is missing.
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let postgres = storage::ping(&state.pool).await;
-    let nats = state.nats.connection_state() == async_nats::connection::State::Connected;
-    let status = if postgres && nats { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(serde_json::json!({ "postgres": postgres, "nats": nats, "instances": state.registry.leases.len() })))
+#[derive(Serialize)]
+struct SystemHealth {
+    #[serde(flatten)]
+    system: SystemView,
+    checker: CheckerView,
+    self_preservation: bool,
+}
+
+async fn system(State(state): State<AppState>) -> Response {
+    let system = state.health.system();
+    let code = status_of(system.state);
+    let body = SystemHealth {
+        system,
+        checker: state.health.checker_view(),
+        self_preservation: state.registry.self_preservation(),
+    };
+    (code, Json(body)).into_response()
+}
+
+/// An instance as the service health lists it.
+#[derive(Serialize)]
+struct InstanceHealth {
+    id: String,
+    health: orch_protocol::registry::Health,
+    lease: orch_protocol::registry::Health,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    maintenance: Option<orch_protocol::health::Maintenance>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flapping_since: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    critical_since: Option<chrono::DateTime<chrono::Utc>>,
+    checks: Vec<CheckStatus>,
+}
+
+#[derive(Serialize)]
+struct CheckStatus {
+    id: String,
+    status: orch_protocol::registry::Health,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    output: String,
+}
+
+#[derive(Serialize)]
+struct ServiceHealth {
+    #[serde(flatten)]
+    view: ServiceView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    maintenance: Option<orch_protocol::health::Maintenance>,
+    instances: Vec<InstanceHealth>,
+}
+
+fn service_name(name: &str) -> Result<(), ApiError> {
+    if is_valid_name(name) {
+        Ok(())
+    } else {
+        Err(ApiError::field(ErrorCode::ValidationFailed, "name", format!("{name:?} is not a valid service name")))
+    }
+}
+
+async fn service(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    service_name(&name)?;
+    let Some(view) = state.health.service(&name) else {
+        return Err(ApiError::field(
+            ErrorCode::NotFound,
+            "name",
+            format!("no instance of service {name:?} is registered"),
+        ));
+    };
+    let filter = Filter { name: Some(name.clone()), limit: PAGE_MAX, ..Default::default() };
+    let found = instances::list(&state.pool, &filter).await?;
+    let maintenance = store::service_maintenance(&state.pool).await?.remove(&name);
+    let code = status_of(view.state);
+    let instances = found
+        .into_iter()
+        .map(|i: Instance| InstanceHealth {
+            id: i.id,
+            health: i.health,
+            lease: i.lease,
+            maintenance: i.maintenance,
+            flapping_since: i.flapping_since,
+            critical_since: i.critical_since,
+            checks: i
+                .checks
+                .into_iter()
+                .map(|c| CheckStatus { id: c.spec.id, status: c.status, output: c.output })
+                .collect(),
+        })
+        .collect();
+    Ok((code, Json(ServiceHealth { view, maintenance, instances })).into_response())
+}
+
+async fn submit(
+    state: &AppState,
+    headers: &HeaderMap,
+    route: &str,
+    body: Vec<u8>,
+    command: Command,
+) -> Result<Response, ApiError> {
+    let submission = Submission { meta: meta(headers, route, body)?, body: Body::Command(command) };
+    Ok(respond(state.registry.submit(submission).await?))
+}
+
+async fn service_maintenance_on(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    extract::Json(request): extract::Json<MaintenanceRequest>,
+) -> Result<Response, ApiError> {
+    service_name(&name)?;
+    request.validate()?;
+    let body = format!("{name}\n{}", request.reason).into_bytes();
+    let command = Command::ServiceMaintenance { service: name, reason: Some(request.reason) };
+    submit(&state, &headers, "PUT /api/v1/services/{name}/maintenance", body, command).await
+}
+
+async fn service_maintenance_off(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    service_name(&name)?;
+    let body = name.clone().into_bytes();
+    let command = Command::ServiceMaintenance { service: name, reason: None };
+    submit(&state, &headers, "DELETE /api/v1/services/{name}/maintenance", body, command).await
+}
+
+async fn instance(state: &AppState, id: &str) -> Result<Instance, ApiError> {
+    validate_instance_id("id", id)?;
+    instances::get(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::field(ErrorCode::NotFound, "id", format!("no instance with id {id:?} is registered")))
+}
+
+async fn list_checks(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let inst = instance(&state, &id).await?;
+    Ok(Json(serde_json::json!({ "checks": state.health.checks(&state.registry, &inst) })).into_response())
+}
+
+fn check_id(check: &str) -> Result<(), ApiError> {
+    if is_valid_check_id(check) {
+        Ok(())
+    } else {
+        Err(ApiError::field(
+            ErrorCode::ValidationFailed,
+            "check",
+            format!("{check:?} is not a check id (1-64 of a-z, 0-9, '-' or '_')"),
+        ))
+    }
+}
+
+async fn put_check(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, check)): Path<(String, String)>,
+    extract::Json(mut spec): extract::Json<CheckSpec>,
+) -> Result<Response, ApiError> {
+    validate_instance_id("id", &id)?;
+    check_id(&check)?;
+    if spec.id.is_empty() {
+        spec.id = check.clone();
+    }
+    spec.normalize();
+    if spec.id != check {
+        return Err(ApiError::field(
+            ErrorCode::ValidationFailed,
+            "id",
+            format!("the body names check {:?} but the path names {check:?}", spec.id),
+        ));
+    }
+    spec.validate("check")?;
+    let body = serde_json::to_vec(&(&id, &spec)).expect("a check serializes");
+    submit(&state, &headers, "PUT /api/v1/instances/{id}/checks/{check}", body, Command::PutCheck { id, spec }).await
+}
+
+async fn remove_check(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, check)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    validate_instance_id("id", &id)?;
+    check_id(&check)?;
+    let body = format!("{id}\n{check}").into_bytes();
+    submit(&state, &headers, "DELETE /api/v1/instances/{id}/checks/{check}", body, Command::RemoveCheck { id, check })
+        .await
+}
+
+async fn ttl_update(
+    State(state): State<AppState>,
+    Path((id, check)): Path<(String, String)>,
+    extract::Json(update): extract::Json<TtlUpdate>,
+) -> Result<Response, ApiError> {
+    validate_instance_id("id", &id)?;
+    check_id(&check)?;
+    match state.health.checker.ttl_update(&id, &check, update.status, update.output).await {
+        Ok(reply) => Ok(Json(reply).into_response()),
+        Err(e) => Err(ttl_error(e)),
+    }
+}
+
+/// The protocol error of a refused TTL update (shared with NATS).
+pub fn ttl_error(e: TtlError) -> ApiError {
+    match e {
+        TtlError::NotFound(..) => ApiError::field(ErrorCode::NotFound, "check", e.to_string()),
+        TtlError::NotTtl { .. } => ApiError::field(ErrorCode::Conflict, "check", e.to_string()),
+        TtlError::Write(w) => w.into(),
+    }
+}
+
+async fn maintenance_on(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    extract::Json(request): extract::Json<MaintenanceRequest>,
+) -> Result<Response, ApiError> {
+    validate_instance_id("id", &id)?;
+    request.validate()?;
+    let body = format!("{id}\n{}", request.reason).into_bytes();
+    let command = Command::Maintenance { id, reason: Some(request.reason) };
+    submit(&state, &headers, "PUT /api/v1/instances/{id}/maintenance", body, command).await
+}
+
+async fn maintenance_off(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    validate_instance_id("id", &id)?;
+    let body = id.clone().into_bytes();
+    submit(
+        &state,
+        &headers,
+        "DELETE /api/v1/instances/{id}/maintenance",
+        body,
+        Command::Maintenance { id, reason: None },
+    )
+    .await
+}
+
+/// Parses `?limit=&before=` (and, when `filters` is true, `service=&instance=&level=`).
+fn history_filter(query: Option<&str>, filters: bool) -> Result<HistoryFilter, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|e| ApiError::new(ErrorCode::MalformedPayload, format!("query string: {e}")))?;
+    let mut f = HistoryFilter { limit: 100, ..Default::default() };
+    for (key, value) in pairs {
+        match key.as_str() {
+            "limit" => {
+                f.limit = value.parse().ok().filter(|l| (1..=PAGE_MAX).contains(l)).ok_or_else(|| {
+                    ApiError::field(ErrorCode::ValidationFailed, "limit", format!("must be 1-{PAGE_MAX}"))
+                })?
+            }
+            "before" => {
+                f.before = Some(value.parse().map_err(|_| {
+                    ApiError::field(ErrorCode::ValidationFailed, "before", "must be the seq of an earlier entry")
+                })?)
+            }
+            "service" if filters => f.service = Some(value),
+            "instance" if filters => f.instance_id = Some(value),
+            "level" if filters => {
+                if !["check", "instance", "service", "system"].contains(&value.as_str()) {
+                    return Err(ApiError::field(
+                        ErrorCode::ValidationFailed,
+                        "level",
+                        "must be check, instance, service or system",
+                    ));
+                }
+                f.level = Some(value)
+            }
+            other => {
+                let known = if filters { "limit, before, service, instance or level" } else { "limit or before" };
+                return Err(ApiError::field(
+                    ErrorCode::ValidationFailed,
+                    other,
+                    format!("unknown query parameter; use {known}"),
+                ));
+            }
+        }
+    }
+    Ok(f)
+}
+
+async fn history(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    let filter = history_filter(query.as_deref(), true)?;
+    let items = store::history(&state.pool, &filter).await?;
+    Ok(Json(serde_json::json!({ "items": items })).into_response())
+}
+
+async fn instance_history(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    validate_instance_id("id", &id)?;
+    let filter = HistoryFilter { instance_id: Some(id), ..history_filter(query.as_deref(), false)? };
+    let items = store::history(&state.pool, &filter).await?;
+    Ok(Json(serde_json::json!({ "items": items })).into_response())
 }

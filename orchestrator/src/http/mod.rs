@@ -6,6 +6,7 @@ mod discovery;
 mod error;
 mod extract;
 mod health;
+mod readiness;
 mod services;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use axum::extract::DefaultBodyLimit;
 use sqlx::PgPool;
 
 pub use error::ApiError;
+pub use health::ttl_error;
 
 use crate::registry::Registry;
 
@@ -26,14 +28,15 @@ pub struct AppState {
     pub nats: async_nats::Client,
     pub max_body_bytes: usize,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub health: Arc<crate::health::Monitor>,
 }
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
-        .nest("/api/v1", services::router().merge(discovery::router()))
-        .merge(health::router())
+        .nest("/api/v1", services::router().merge(discovery::router()).merge(health::router()))
+        .merge(readiness::router())
         .route("/", axum::routing::get(dashboard))
         .route("/metrics", axum::routing::get(metrics))
         .fallback(error::not_found)

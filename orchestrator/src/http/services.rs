@@ -29,7 +29,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Where an HTTP command came from. `route` and `body` make the fingerprint, so a key reused for
 /// another request is refused rather than answered with the first request's outcome.
-fn meta(headers: &HeaderMap, route: &str, body: Vec<u8>) -> Result<Meta, ApiError> {
+pub(super) fn meta(headers: &HeaderMap, route: &str, body: Vec<u8>) -> Result<Meta, ApiError> {
     let key = match headers.get(IDEMPOTENCY_KEY) {
         None => None,
         Some(v) => Some(
@@ -49,7 +49,7 @@ fn meta(headers: &HeaderMap, route: &str, body: Vec<u8>) -> Result<Meta, ApiErro
     Ok(Meta::new("http", key, route, body.into()))
 }
 
-fn respond(outcome: Outcome) -> Response {
+pub(super) fn respond(outcome: Outcome) -> Response {
     match outcome {
         Outcome::Failed(e) => ApiError::from(e.error).into_response(),
         Outcome::Applied(reply) => {
@@ -68,8 +68,9 @@ fn respond(outcome: Outcome) -> Response {
 async fn register(
     State(state): State<AppState>,
     headers: HeaderMap,
-    extract::Json(registration): extract::Json<Registration>,
+    extract::Json(mut registration): extract::Json<Registration>,
 ) -> Result<Response, ApiError> {
+    registration.normalize();
     registration.validate()?;
     let body = serde_json::to_vec(&registration).expect("a registration serializes");
     let submission = Submission {

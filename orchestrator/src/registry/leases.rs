@@ -1,5 +1,5 @@
 //! Leases in memory. Heartbeats are high-volume, so they only touch this table; PostgreSQL hears
-//! about a lease when it matters: the instance expired, recovered or must be reaped.
+//! about a lease when it matters: it expired, or it recovered.
 //!
 //! After a restart every live instance gets a fresh full TTL, so an instance that kept beating
 //! while the orchestrator was down is never expired by mistake.
@@ -16,8 +16,8 @@ enum State {
     Live,
     /// The sweeper asked to expire it; the commit is pending.
     Expiring,
-    /// Committed as critical since this wall-clock time.
-    Critical { since: DateTime<Utc>, reaping: bool },
+    /// Committed as critical.
+    Critical,
     /// A heartbeat arrived while critical; the recovery commit is pending.
     Recovering,
 }
@@ -46,8 +46,6 @@ pub struct Sweep {
     pub expiring: Vec<(String, Option<DateTime<Utc>>)>,
     /// Leases live before this sweep (those expiring included).
     pub live: usize,
-    /// Critical instances due for deregistration.
-    pub reap: Vec<String>,
 }
 
 #[derive(Default)]
@@ -56,15 +54,13 @@ pub struct Leases {
 }
 
 impl Leases {
-    /// Adds the instances found in PostgreSQL at start-up.
-    pub fn load(&self, rows: impl IntoIterator<Item = (String, Duration, Option<DateTime<Utc>>)>) {
+    /// Adds the instances found in PostgreSQL at start-up: id, TTL, and whether the lease is
+    /// critical.
+    pub fn load(&self, rows: impl IntoIterator<Item = (String, Duration, bool)>) {
         let now = Instant::now();
         let mut map = self.inner.lock().expect("lease table lock");
-        for (id, ttl, critical_since) in rows {
-            let state = match critical_since {
-                Some(since) => State::Critical { since, reaping: false },
-                None => State::Live,
-            };
+        for (id, ttl, critical) in rows {
+            let state = if critical { State::Critical } else { State::Live };
             map.insert(id, Lease { ttl, deadline: now + ttl, last_beat: None, state });
         }
     }
@@ -87,7 +83,7 @@ impl Leases {
         lease.last_beat = Some(Utc::now());
         match lease.state {
             State::Live | State::Expiring | State::Recovering => Beat::Renewed,
-            State::Critical { .. } => {
+            State::Critical => {
                 lease.state = State::Recovering;
                 Beat::NeedsRecovery
             }
@@ -111,47 +107,33 @@ impl Leases {
         })
     }
 
-    /// Finds leases to expire and instances to reap, and marks them in flight so the next sweep
-    /// does not ask again. When `expire` is false (self-preservation) nothing is marked.
-    pub fn sweep(&self, reap_critical_before: DateTime<Utc>, expire: bool) -> Sweep {
+    /// Finds leases to expire and marks them in flight so the next sweep does not ask again.
+    /// When `expire` is false (self-preservation) nothing is marked.
+    pub fn sweep(&self, expire: bool) -> Sweep {
         let now = Instant::now();
         let mut map = self.inner.lock().expect("lease table lock");
         let mut sweep = Sweep::default();
         for (id, lease) in map.iter_mut() {
-            match &mut lease.state {
-                State::Live => {
-                    sweep.live += 1;
-                    if lease.deadline <= now {
-                        sweep.expiring.push((id.clone(), lease.last_beat));
-                        if expire {
-                            lease.state = State::Expiring;
-                        }
+            if lease.state == State::Live {
+                sweep.live += 1;
+                if lease.deadline <= now {
+                    sweep.expiring.push((id.clone(), lease.last_beat));
+                    if expire {
+                        lease.state = State::Expiring;
                     }
                 }
-                State::Critical { since, reaping } if expire && !*reaping && *since <= reap_critical_before => {
-                    *reaping = true;
-                    sweep.reap.push(id.clone());
-                }
-                _ => {}
             }
         }
         sweep
     }
 
-    /// A submitted expiry or reap did not commit; put the leases back so a later sweep retries.
-    pub fn release(&self, expiring: &[String], reaping: &[String]) {
+    /// A submitted expiry did not commit; put the lease back so a later sweep retries.
+    pub fn release(&self, id: &str) {
         let mut map = self.inner.lock().expect("lease table lock");
-        for id in expiring {
-            if let Some(lease) = map.get_mut(id)
-                && lease.state == State::Expiring
-            {
-                lease.state = State::Live;
-            }
-        }
-        for id in reaping {
-            if let Some(Lease { state: State::Critical { reaping, .. }, .. }) = map.get_mut(id) {
-                *reaping = false;
-            }
+        if let Some(lease) = map.get_mut(id)
+            && lease.state == State::Expiring
+        {
+            lease.state = State::Live;
         }
     }
 
@@ -177,13 +159,13 @@ impl Leases {
 
     /// An expiry committed. Returns true when a heartbeat arrived in the meantime, so the caller
     /// submits a recovery right away.
-    pub fn expired(&self, id: &str, since: DateTime<Utc>) -> bool {
+    pub fn expired(&self, id: &str) -> bool {
         let mut map = self.inner.lock().expect("lease table lock");
         let Some(lease) = map.get_mut(id) else {
             return false;
         };
         let beat_meanwhile = lease.deadline > Instant::now();
-        lease.state = if beat_meanwhile { State::Recovering } else { State::Critical { since, reaping: false } };
+        lease.state = if beat_meanwhile { State::Recovering } else { State::Critical };
         beat_meanwhile
     }
 
@@ -213,10 +195,6 @@ pub struct LeaseView {
 mod tests {
     use super::*;
 
-    fn far_past() -> DateTime<Utc> {
-        Utc::now() - chrono::Duration::days(1)
-    }
-
     #[test]
     fn beats_renew_and_unknown_is_reported() {
         let leases = Leases::default();
@@ -229,28 +207,28 @@ mod tests {
     fn overdue_lease_is_swept_once() {
         let leases = Leases::default();
         leases.registered("a", Duration::ZERO, true);
-        let s = leases.sweep(far_past(), true);
+        let s = leases.sweep(true);
         assert_eq!(s.expiring.len(), 1);
         assert_eq!(s.live, 1);
-        assert!(leases.sweep(far_past(), true).expiring.is_empty(), "in flight, not asked twice");
-        leases.release(&["a".into()], &[]);
-        assert_eq!(leases.sweep(far_past(), true).expiring.len(), 1, "released, asked again");
+        assert!(leases.sweep(true).expiring.is_empty(), "in flight, not asked twice");
+        leases.release("a");
+        assert_eq!(leases.sweep(true).expiring.len(), 1, "released, asked again");
     }
 
     #[test]
     fn self_preservation_sweep_marks_nothing() {
         let leases = Leases::default();
         leases.registered("a", Duration::ZERO, true);
-        assert_eq!(leases.sweep(far_past(), false).expiring.len(), 1);
-        assert_eq!(leases.sweep(far_past(), false).expiring.len(), 1);
+        assert_eq!(leases.sweep(false).expiring.len(), 1);
+        assert_eq!(leases.sweep(false).expiring.len(), 1);
     }
 
     #[test]
     fn beat_on_critical_asks_for_recovery_once() {
         let leases = Leases::default();
         leases.registered("a", Duration::ZERO, true);
-        leases.sweep(far_past(), true);
-        assert!(!leases.expired("a", Utc::now()));
+        leases.sweep(true);
+        assert!(!leases.expired("a"));
         assert_eq!(leases.beat("a"), Beat::NeedsRecovery);
         assert_eq!(leases.beat("a"), Beat::Renewed);
         leases.recovered("a");
@@ -262,20 +240,17 @@ mod tests {
         let leases = Leases::default();
         leases.registered("a", Duration::from_millis(1), true);
         std::thread::sleep(Duration::from_millis(5));
-        leases.sweep(far_past(), true);
+        leases.sweep(true);
         leases.registered("a", Duration::from_secs(30), false);
         leases.beat("a");
-        assert!(leases.expired("a", Utc::now()), "the beat came in while the expiry was committing");
+        assert!(leases.expired("a"), "the beat came in while the expiry was committing");
     }
 
     #[test]
-    fn critical_instances_are_reaped_after_the_limit() {
+    fn loaded_critical_lease_recovers_on_beat() {
         let leases = Leases::default();
-        let since = Utc::now() - chrono::Duration::minutes(20);
-        leases.load([("a".to_string(), Duration::from_secs(30), Some(since))]);
-        assert!(leases.sweep(since - chrono::Duration::seconds(1), true).reap.is_empty());
-        let s = leases.sweep(Utc::now() - chrono::Duration::minutes(10), true);
-        assert_eq!(s.reap, vec!["a".to_string()]);
-        assert!(leases.sweep(Utc::now(), true).reap.is_empty(), "in flight");
+        leases.load([("a".to_string(), Duration::from_secs(30), true)]);
+        assert_eq!(leases.sweep(true).live, 0);
+        assert_eq!(leases.beat("a"), Beat::NeedsRecovery);
     }
 }

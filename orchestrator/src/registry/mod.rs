@@ -1,12 +1,14 @@
 //! The registry: instances with leases, discovery, and the single writer that applies every change.
 
 pub mod discovery;
+pub mod health;
 pub mod leases;
 pub mod state;
 pub mod sweeper;
 pub mod writer;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use orch_protocol::registry::{Health, Instance, Registration};
@@ -18,7 +20,7 @@ use crate::storage::{self, instances};
 pub use discovery::Strategy;
 pub use leases::{Beat, LeaseView, Leases};
 pub use state::{Command, Outcome, Reply, Status};
-pub use writer::{Body, Meta, Submission, WriteError, Writer};
+pub use writer::{Body, Change, Meta, Submission, WriteError, Writer};
 
 /// An instance with its live lease information.
 #[derive(Debug, Clone, Serialize)]
@@ -50,6 +52,9 @@ pub struct Discovery {
 pub struct Registry {
     pub writer: Writer,
     pub leases: Arc<Leases>,
+    /// Set by the sweeper while too many leases run out at once; the health tracker deregisters
+    /// nothing meanwhile.
+    self_preservation: AtomicBool,
     pool: PgPool,
     balancer: discovery::Balancer,
     request_timeout: Duration,
@@ -64,7 +69,23 @@ impl Registry {
         request_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Registry {
-        Registry { writer, leases, pool, balancer: Default::default(), request_timeout, metrics }
+        Registry {
+            writer,
+            leases,
+            self_preservation: AtomicBool::new(false),
+            pool,
+            balancer: Default::default(),
+            request_timeout,
+            metrics,
+        }
+    }
+
+    pub fn self_preservation(&self) -> bool {
+        self.self_preservation.load(Ordering::Relaxed)
+    }
+
+    pub fn set_self_preservation(&self, active: bool) {
+        self.self_preservation.store(active, Ordering::Relaxed);
     }
 
     /// Submits a command on behalf of a caller that waits (HTTP, request/reply): gives up with
@@ -117,6 +138,7 @@ impl Registry {
             name: Some(service.to_string()),
             health: Some(Health::Passing),
             limit: 10_000,
+            discoverable: true,
             ..Default::default()
         };
         let instances = instances::list(&self.pool, &filter).await?;

@@ -1,11 +1,11 @@
-//! The lease sweeper: expires instances whose lease ran out, deregisters instances critical for too
-//! long, and suspends both when too many leases run out at once (self-preservation: a network
-//! partition between services and the orchestrator looks exactly like a mass failure).
+//! The lease sweeper: expires instances whose lease ran out, and suspends expiry (and the health
+//! tracker's deregistration of critical instances) when too many leases run out at once
+//! (self-preservation: a network partition between services and the orchestrator looks exactly
+//! like a mass failure).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use orch_protocol::events::SelfPreservationData;
 use tokio::sync::watch;
 
@@ -15,7 +15,6 @@ use super::writer::internal;
 
 pub struct SweeperConfig {
     pub interval: Duration,
-    pub deregister_critical_after: Duration,
     pub threshold: f64,
     pub min_instances: usize,
 }
@@ -29,14 +28,13 @@ pub async fn run(
 ) {
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let reap_after = chrono::Duration::from_std(config.deregister_critical_after).unwrap_or(chrono::Duration::MAX);
+    registry.set_self_preservation(self_preservation);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let reap_before = Utc::now() - reap_after;
-        let peek = registry.leases.sweep(reap_before, false);
+        let peek = registry.leases.sweep(false);
         let share = if peek.live == 0 { 0.0 } else { peek.expiring.len() as f64 / peek.live as f64 };
         let mass_expiry = peek.live >= config.min_instances && share > config.threshold;
         let data = |message: String| SelfPreservationData {
@@ -48,6 +46,7 @@ pub async fn run(
         if mass_expiry {
             if !self_preservation {
                 self_preservation = true;
+                registry.set_self_preservation(true);
                 let message = format!(
                     "{} of {} live instances ({:.1}%) missed their heartbeats in one sweep, more than {:.1}%: \
                      expiry and deregistration are suspended until heartbeats recover",
@@ -68,6 +67,7 @@ pub async fn run(
         }
         if self_preservation {
             self_preservation = false;
+            registry.set_self_preservation(false);
             let message = format!(
                 "heartbeats recovered: {} of {} live instances overdue; expiry resumes",
                 peek.expiring.len(),
@@ -77,14 +77,10 @@ pub async fn run(
             let command = Command::SelfPreservation { entered: false, data: data(message) };
             registry.writer.submit_detached(internal(command)).await;
         }
-        let sweep = registry.leases.sweep(reap_before, true);
+        let sweep = registry.leases.sweep(true);
         for (id, last_heartbeat_at) in sweep.expiring {
             tracing::info!(instance = %id, "lease expired");
             registry.writer.submit_detached(internal(Command::Expire { id, last_heartbeat_at })).await;
-        }
-        for id in sweep.reap {
-            tracing::info!(instance = %id, "critical too long; deregistering");
-            registry.writer.submit_detached(internal(Command::Reap { id, critical_before: reap_before })).await;
         }
     }
 }

@@ -19,9 +19,25 @@ use sqlx::PgPool;
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
+use super::health::Policy;
 use super::leases::Leases;
-use super::state::{Command, Next, Outcome, Status, decide};
-use crate::storage::{StorageError, batch, instances, ledger, system};
+use super::state::{Command, Context, Next, Outcome, SideWrite, Status, decide};
+use crate::storage::{StorageError, batch, health as health_store, instances, ledger, system};
+
+/// What a committed batch changed, for those who keep a view of the registry in memory (the
+/// health checker and tracker).
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// The instance as committed; `None`: deleted.
+    Instance {
+        id: String,
+        now: Option<Box<Instance>>,
+    },
+    ServiceMaintenance {
+        service: String,
+        on: bool,
+    },
+}
 
 /// Where a command came from, and how to remember it.
 #[derive(Debug, Clone)]
@@ -71,6 +87,8 @@ pub fn fingerprint(subject: &str, payload: &[u8]) -> i64 {
 }
 
 #[derive(Debug, Clone)]
+// A submission lives for one batch; boxing the common variant would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Body {
     Command(Command),
     /// Refused before reaching the registry: malformed, invalid, too large or unknown.
@@ -120,7 +138,7 @@ impl Writer {
     /// are applied in parallel by different shards.
     fn shard(&self, submission: &Submission) -> &mpsc::Sender<Job> {
         let key = match &submission.body {
-            Body::Command(command) => command.instance_id().unwrap_or(""),
+            Body::Command(command) => command.shard_key(),
             Body::Invalid { .. } => submission.meta.ledger_key.as_deref().unwrap_or(""),
         };
         &self.shards[(fingerprint(key, b"") as u64 % self.shards.len() as u64) as usize]
@@ -174,6 +192,9 @@ pub struct WriterTask {
     pub shards: usize,
     /// Which shard this task is (set by `spawn`).
     pub shard: i16,
+    pub policy: Policy,
+    /// Receives what every commit changed.
+    pub changes: Option<mpsc::UnboundedSender<Vec<Change>>>,
 }
 
 /// The writer's own connection, kept between batches (no pool round trip per batch) and dropped
@@ -295,6 +316,11 @@ impl WriterTask {
         if applied.wrote_outbox {
             self.outbox_written.notify_one();
         }
+        if let Some(changes) = &self.changes
+            && !applied.changes.is_empty()
+        {
+            let _ = changes.send(applied.changes);
+        }
         follow_ups
     }
 
@@ -314,13 +340,10 @@ impl WriterTask {
             (Command::Deregister { .. } | Command::Reap { .. }, Status::Deregistered, Some(i)) => {
                 self.leases.removed(&i.id)
             }
-            (Command::Expire { id, .. }, Status::Expired, Some(i))
-                if self.leases.expired(id, i.critical_since.unwrap_or_else(Utc::now)) =>
-            {
+            (Command::Expire { id, .. }, Status::Expired, Some(_)) if self.leases.expired(id) => {
                 return Some(Job { submission: internal(Command::Recover { id: id.clone() }), reply: None });
             }
-            (Command::Expire { id, .. }, Status::Ignored, _) => self.leases.release(std::slice::from_ref(id), &[]),
-            (Command::Reap { id, .. }, Status::Ignored, _) => self.leases.release(&[], std::slice::from_ref(id)),
+            (Command::Expire { id, .. }, Status::Ignored, _) => self.leases.release(id),
             (Command::Recover { id }, Status::Recovered, _) => self.leases.recovered(id),
             (Command::Recover { id }, Status::Ignored, _) => self.leases.recovered(id),
             _ => {}
@@ -366,6 +389,14 @@ impl WriterTask {
         for instance in instances::lock(&mut tx, &touched).await? {
             state.insert(instance.id.clone(), Some(instance));
         }
+        let services: Vec<String> = batch
+            .iter()
+            .filter_map(|s| match &s.body {
+                Body::Command(Command::ServiceMaintenance { service, .. }) => Some(service.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut service_maintenance = health_store::lock_service_maintenance(&mut tx, &services).await?;
 
         let mut out = BatchWrites::default();
         let mut outcomes: Vec<(Outcome, bool)> = Vec::with_capacity(batch.len());
@@ -415,7 +446,15 @@ impl WriterTask {
                 Body::Invalid { error } => (Outcome::failed(error.clone()), Some(error.clone())),
                 Body::Command(command) => {
                     let current = command.instance_id().and_then(|id| state.get(id)).and_then(Option::as_ref);
-                    let decision = decide(command, current, now);
+                    let ctx = Context {
+                        now,
+                        policy: &self.policy,
+                        service_maintenance: match command {
+                            Command::ServiceMaintenance { service, .. } => service_maintenance.get(service),
+                            _ => None,
+                        },
+                    };
+                    let decision = decide(command, current, &ctx);
                     if let Some(id) = command.instance_id() {
                         match decision.next {
                             Next::Put(instance) => {
@@ -429,11 +468,30 @@ impl WriterTask {
                             Next::Keep => {}
                         }
                     }
-                    if let Command::SelfPreservation { entered, data } = command {
-                        let value = serde_json::json!({ "active": entered, "since": now, "data": data });
-                        out.system.push((system::SELF_PRESERVATION, value));
+                    match decision.side {
+                        Some(SideWrite::SelfPreservation { entered, data }) => {
+                            let value = serde_json::json!({ "active": entered, "since": now, "data": data });
+                            out.system.push((system::SELF_PRESERVATION, value));
+                        }
+                        Some(SideWrite::SystemHealth(data)) => {
+                            let value = serde_json::json!({ "state": data.state, "since": now, "data": data });
+                            out.system.push((system::HEALTH, value));
+                        }
+                        Some(SideWrite::ServiceHealth { service, data }) => out.service_health.push((service, data)),
+                        Some(SideWrite::ServiceMaintenance { service, maintenance }) => {
+                            out.changes.push(Change::ServiceMaintenance {
+                                service: service.clone(),
+                                on: maintenance.is_some(),
+                            });
+                            match &maintenance {
+                                Some(m) => service_maintenance.insert(service.clone(), m.clone()),
+                                None => service_maintenance.remove(&service),
+                            };
+                            out.service_maintenance.push((service, maintenance));
+                        }
+                        None => {}
                     }
-                    if let Some(emit) = decision.emit {
+                    for emit in decision.effects.events {
                         let event =
                             events::encode(&self.subjects, emit.kind, &emit.service, &emit.subject, now, &emit.data);
                         out.outbox.push(batch::OutboxRow {
@@ -443,6 +501,7 @@ impl WriterTask {
                             headers: None,
                         });
                     }
+                    out.transitions.extend(decision.effects.transitions);
                     let rejection = decision.rejected.then(|| {
                         ProtocolError(decision.outcome.error().cloned().expect("a rejection carries an error"))
                     });
@@ -467,6 +526,13 @@ impl WriterTask {
         }
 
         let puts: Vec<&Instance> = out.dirty.iter().filter_map(|id| state.get(id).and_then(Option::as_ref)).collect();
+        if self.changes.is_some() {
+            out.changes.extend(
+                out.dirty
+                    .iter()
+                    .map(|id| Change::Instance { id: id.clone(), now: state.get(id).cloned().flatten().map(Box::new) }),
+            );
+        }
         let deletes: Vec<String> =
             out.dirty.iter().filter(|id| state.get(*id).is_some_and(Option::is_none)).cloned().collect();
         batch::write(
@@ -477,6 +543,7 @@ impl WriterTask {
                 deletes: &deletes,
                 outbox: &out.outbox,
                 processed: &out.processed,
+                transitions: &out.transitions,
             },
         )
         .await?;
@@ -484,8 +551,14 @@ impl WriterTask {
         for (key, value) in &out.system {
             system::put(&mut tx, key, value).await?;
         }
+        for (service, maintenance) in &out.service_maintenance {
+            health_store::put_service_maintenance(&mut tx, service, maintenance.as_ref()).await?;
+        }
+        for (service, data) in &out.service_health {
+            health_store::put_service_health(&mut tx, service, data.as_ref(), now).await?;
+        }
         tx.commit().await?;
-        Ok(Applied { outcomes, wrote_outbox: !out.outbox.is_empty() })
+        Ok(Applied { outcomes, wrote_outbox: !out.outbox.is_empty(), changes: out.changes })
     }
 
     /// A refused durable command: a dead-letter record, a message on the dead-letter stream and a
@@ -553,12 +626,17 @@ struct BatchWrites {
     dead_letters: Vec<ledger::DeadLetter>,
     processed: Vec<batch::Processed>,
     system: Vec<(&'static str, serde_json::Value)>,
+    transitions: Vec<super::health::Transition>,
+    service_maintenance: Vec<(String, Option<orch_protocol::health::Maintenance>)>,
+    service_health: Vec<(String, Option<orch_protocol::events::ServiceChangedData>)>,
+    changes: Vec<Change>,
 }
 
 struct Applied {
     /// Per submission: the outcome, and whether it was applied now (false: replayed).
     outcomes: Vec<(Outcome, bool)>,
     wrote_outbox: bool,
+    changes: Vec<Change>,
 }
 
 impl From<StorageError> for WriteError {

@@ -3,6 +3,8 @@
 //! writer's transaction short, which is what bounds command throughput.
 
 use orch_protocol::registry::Instance;
+
+use crate::registry::health::Transition;
 use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
@@ -36,6 +38,8 @@ pub struct Writes<'a> {
     pub deletes: &'a [String],
     pub outbox: &'a [OutboxRow],
     pub processed: &'a [Processed],
+    /// Health history rows.
+    pub transitions: &'a [Transition],
 }
 
 /// Applies the writes. Fails with [`StorageError::ConcurrentCommand`] when another transaction
@@ -70,6 +74,13 @@ pub async fn write(tx: &mut Transaction<'_, Postgres>, w: &Writes<'_>) -> Result
                FROM unnest($7::text[], $8::int8[], $9::text[], $10::int8[], $11::text[])
                  AS t(id, fingerprint, subject, seq, outcome)
              ON CONFLICT (command_id) DO NOTHING
+             RETURNING 1),
+           hist AS (
+             INSERT INTO health_transitions
+               (at, level, service, instance_id, check_id, previous, state, output, damped, detail)
+             SELECT at, level, service, instance_id, check_id, previous, state, output, damped, detail
+               FROM jsonb_to_recordset($13) AS t(at timestamptz, level text, service text, instance_id text,
+                 check_id text, previous text, state text, output text, damped boolean, detail jsonb)
              RETURNING 1)
          SELECT count(*) FROM done",
     )
@@ -85,6 +96,7 @@ pub async fn write(tx: &mut Transaction<'_, Postgres>, w: &Writes<'_>) -> Result
     .bind(w.processed.iter().map(|r| r.stream_seq).collect::<Vec<_>>())
     .bind(w.processed.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>())
     .bind(w.shard)
+    .bind(Json(w.transitions))
     .fetch_one(conn)
     .await?;
     if recorded != w.processed.len() as i64 {

@@ -103,6 +103,8 @@ pub struct Filter {
     /// Keyset pagination: only ids greater than this.
     pub after: Option<String>,
     pub limit: i64,
+    /// Only instances discovery may hand out: not in maintenance, nor their service.
+    pub discoverable: bool,
 }
 
 /// Instances matching `filter`, ordered by id.
@@ -123,20 +125,45 @@ pub async fn list(pool: &PgPool, filter: &Filter) -> Result<Vec<Instance>> {
     if let Some(after) = &filter.after {
         q.push(" AND id > ").push_bind(after);
     }
+    if filter.discoverable {
+        q.push(
+            " AND maintenance IS NULL \
+             AND NOT EXISTS (SELECT 1 FROM service_maintenance m WHERE m.service = instances.name)",
+        );
+    }
     q.push(" ORDER BY id LIMIT ").push_bind(filter.limit);
     let rows: Vec<Row> = q.build_query_as().fetch_all(pool).await?;
     Ok(rows.into_iter().map(Instance::from).collect())
 }
 
-/// What the lease table needs of every instance at start-up.
-#[derive(Debug, FromRow)]
-pub struct LeaseRow {
+/// What the lease table and the health tracker need of every instance at start-up.
+#[derive(Debug, Clone, FromRow)]
+pub struct Summary {
     pub id: String,
+    pub name: String,
     pub ttl_seconds: i32,
+    pub lease: String,
     pub health: String,
     pub critical_since: Option<DateTime<Utc>>,
+    pub in_maintenance: bool,
+    pub flapping_since: Option<DateTime<Utc>>,
+    /// The latest health change, for flap settling.
+    pub last_change: Option<DateTime<Utc>>,
 }
 
-pub async fn all_leases(pool: &PgPool) -> Result<Vec<LeaseRow>> {
-    Ok(sqlx::query_as("SELECT id, ttl_seconds, health, critical_since FROM instances").fetch_all(pool).await?)
+pub async fn all_summaries(pool: &PgPool) -> Result<Vec<Summary>> {
+    Ok(sqlx::query_as(
+        "SELECT id, name, ttl_seconds, lease, health, critical_since, maintenance IS NOT NULL AS in_maintenance,
+                flapping_since, (health_changes ->> -1)::timestamptz AS last_change
+           FROM instances",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Every instance that declares checks, for the health checker at start-up.
+pub async fn all_with_checks(pool: &PgPool) -> Result<Vec<Instance>> {
+    let rows: Vec<Row> =
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM instances WHERE checks IS NOT NULL")).fetch_all(pool).await?;
+    Ok(rows.into_iter().map(Instance::from).collect())
 }

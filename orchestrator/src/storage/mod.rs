@@ -3,6 +3,7 @@
 
 pub mod batch;
 mod error;
+pub mod health;
 pub mod instances;
 pub mod ledger;
 pub mod outbox;

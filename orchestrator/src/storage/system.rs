@@ -5,6 +5,8 @@ use sqlx::{PgPool, Postgres, Transaction};
 use super::Result;
 
 pub const SELF_PRESERVATION: &str = "self_preservation";
+/// The last aggregated health of the whole system.
+pub const HEALTH: &str = "health";
 
 pub async fn get(pool: &PgPool, key: &str) -> Result<Option<serde_json::Value>> {
     Ok(sqlx::query_scalar("SELECT value FROM system_state WHERE key = $1").bind(key).fetch_optional(pool).await?)

@@ -1,27 +1,37 @@
-//! Periodic clean-up: forgets processed-command ids past their retention.
+//! Periodic clean-up: forgets processed-command ids and health transitions past their retention.
 
 use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use crate::storage::ledger;
+use crate::storage::{health, ledger};
 
 const EVERY: Duration = Duration::from_secs(3600);
 
-pub async fn run(pool: PgPool, retention: Duration, mut shutdown: watch::Receiver<bool>) {
+/// How long each kind of record is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub processed: Duration,
+    pub health_history: Duration,
+}
+
+pub async fn run(pool: PgPool, retention: Retention, mut shutdown: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(EVERY);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = shutdown.changed() => return,
         }
-        match ledger::prune_processed(&pool, retention).await {
+        match ledger::prune_processed(&pool, retention.processed).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "pruned processed-command ids past retention"),
-            Err(e) => {
-                tracing::warn!(error = %e, "pruning processed-command ids failed; will retry")
-            }
+            Err(e) => tracing::warn!(error = %e, "pruning processed-command ids failed; will retry"),
+        }
+        match health::prune_history(&pool, retention.health_history).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "pruned health transitions past retention"),
+            Err(e) => tracing::warn!(error = %e, "pruning health transitions failed; will retry"),
         }
     }
 }
