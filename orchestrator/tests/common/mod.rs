@@ -3,6 +3,7 @@
 //! wrote to JetStream and PostgreSQL.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod load;
 
 use std::time::Duration;
@@ -110,11 +111,16 @@ impl Stack {
         publish_raw(&self.js, &subject, payload.as_bytes(), msg_id).await;
     }
 
-    /// Sends a request and returns (error code header, parsed body).
+    /// Sends a registry request and returns (error code header, parsed body).
     pub async fn request(&self, verb: &str, payload: &str) -> (Option<String>, Value) {
+        self.request_on("registry", verb, payload).await
+    }
+
+    /// Sends a request on `<prefix>.req.<domain>.<verb>` and returns (error code header, parsed body).
+    pub async fn request_on(&self, domain: &str, verb: &str, payload: &str) -> (Option<String>, Value) {
         let reply = self
             .client
-            .request(self.subjects.request("registry", verb), payload.to_string().into())
+            .request(self.subjects.request(domain, verb), payload.to_string().into())
             .await
             .expect("request answered");
         let code = reply
