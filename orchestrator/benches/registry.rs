@@ -4,6 +4,8 @@
 //!
 //! Run one part with `cargo bench -p orchestrator --bench registry -- <baseline|commands|heartbeats|cold_start>`.
 
+mod common;
+
 use std::collections::VecDeque;
 use std::future::IntoFuture;
 use std::time::{Duration, Instant};
@@ -11,9 +13,10 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, message::PublishMessage};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use orch_protocol::Subjects;
-use orch_testkit::{NatsServer, OrchestratorProcess, Postgres, TempDir, http_get};
-use serde_json::{Value, json};
+use orch_testkit::{OrchestratorProcess, TempDir};
+use serde_json::json;
+
+use common::{Bench, WINDOW, bench_dir, cpu_seconds, metric, orchestrator_env, percentile_ms, write_json};
 
 /// Commands and instances of the throughput run (also the heartbeat and cold-start population).
 const INSTANCES: usize = 100_000;
@@ -21,8 +24,6 @@ const INSTANCES: usize = 100_000;
 fn command_count() -> usize {
     std::env::var("ORCH_BENCH_COMMANDS").ok().and_then(|v| v.parse().ok()).unwrap_or(INSTANCES)
 }
-/// Un-acknowledged publishes in flight, for the baseline and the command load alike.
-const WINDOW: usize = 4096;
 
 fn payload(i: usize) -> String {
     format!(
@@ -31,23 +32,6 @@ fn payload(i: usize) -> String {
         (i / 250) % 250,
         i % 250
     )
-}
-
-/// `target/bench`: JSON figures and the orchestrator's log of the last run.
-fn bench_dir() -> std::path::PathBuf {
-    let dir = orch_testkit::workspace_root().join("target/bench");
-    std::fs::create_dir_all(&dir).expect("target/bench");
-    dir
-}
-
-fn write_json(name: &str, value: &Value) {
-    let dir = bench_dir();
-    let mut value = value.clone();
-    value["benchmark"] = json!(name);
-    value["recorded_at"] = json!(chrono::Utc::now().to_rfc3339());
-    value["cores"] = json!(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-    std::fs::write(dir.join(format!("{name}.json")), serde_json::to_string_pretty(&value).unwrap())
-        .expect("write bench json");
 }
 
 /// Publishes `count` messages with at most WINDOW acks outstanding; returns the elapsed time.
@@ -75,20 +59,6 @@ async fn publish_windowed(
         ack.await.expect("PubAck");
     }
     started.elapsed()
-}
-
-fn percentile_ms(h: &Histogram<u64>, q: f64) -> f64 {
-    h.value_at_quantile(q) as f64 / 1000.0
-}
-
-/// CPU time (user + system) of a process, from /proc.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
 /// Pids of every PostgreSQL server process of the cluster listening on `port`.
@@ -126,69 +96,11 @@ fn rss_bytes(pid: u32) -> u64 {
         * 1024
 }
 
-/// A counter from the orchestrator's /metrics (summed over labels).
-fn metric(port: u16, name: &str, label: Option<&str>) -> f64 {
-    let (_, text) = http_get(port, "/metrics").expect("metrics");
-    text.lines()
-        .filter(|l| l.starts_with(name) && label.is_none_or(|lab| l.contains(lab)))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
-}
-
 /// The one field the load generator reads from each event (a light client, so it takes little of
 /// the machine's CPU away from the system under test).
 #[derive(serde::Deserialize)]
 struct EventSubject {
     subject: String,
-}
-
-struct Bench {
-    nats: NatsServer,
-    _postgres: Postgres,
-    database_url: String,
-    orchestrator: OrchestratorProcess,
-    js: jetstream::Context,
-    client: async_nats::Client,
-    subjects: Subjects,
-    _logs: TempDir,
-}
-
-fn orchestrator_env(nats: &NatsServer, database_url: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("ORCH_NATS_URL", nats.url()),
-        ("ORCH_DATABASE_URL", database_url.to_string()),
-        ("ORCH_LOG", "warn".to_string()),
-    ]
-}
-
-impl Bench {
-    async fn start() -> Bench {
-        let nats = NatsServer::start();
-        let postgres = Postgres::start();
-        let database_url = orch_testkit::fresh_database_on(&postgres.url).await;
-        let logs = TempDir::new("orch-bench");
-        let mut orchestrator = OrchestratorProcess::start(
-            env!("CARGO_BIN_EXE_orchestrator"),
-            &orchestrator_env(&nats, &database_url),
-            bench_dir().join("orchestrator.log"),
-        );
-        orchestrator.wait_ready(Duration::from_secs(120));
-        let client = async_nats::connect(nats.url()).await.unwrap();
-        let js = jetstream::ContextBuilder::new()
-            .max_ack_inflight(WINDOW * 2)
-            .backpressure_on_inflight(true)
-            .build(client.clone());
-        Bench {
-            nats,
-            _postgres: postgres,
-            database_url,
-            orchestrator,
-            js,
-            client,
-            subjects: Subjects::default(),
-            _logs: logs,
-        }
-    }
 }
 
 /// Ceiling: raw JetStream async publish of the same payloads to a file-storage stream.
@@ -519,7 +431,7 @@ async fn main() {
     let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let wants = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     println!("registry benchmarks: nats-server + PostgreSQL on this machine, JetStream file storage, default fsync");
-    let mut b = Bench::start().await;
+    let mut b = Bench::start(&[]).await;
     let base = if wants("baseline") || wants("commands") { Some(baseline(&b).await) } else { None };
     // Heartbeats and cold start need the population the command run registers.
     if wants("commands") || wants("heartbeats") || wants("cold_start") {
