@@ -24,8 +24,8 @@ dev: ## Run the orchestrator locally with its own NATS + PostgreSQL (Ctrl-C stop
 test: ## Run all tests (shared test PostgreSQL; ARGS='...' goes to the runner)
 	scripts/test.sh $(ARGS)
 
-bench: ## Run the benchmarks (scripts/bench.sh)
-	bash scripts/bench.sh
+bench: ## Run the benchmarks (scripts/bench.sh); PARTS="ttl_detection scale" runs some
+	bash scripts/bench.sh $(PARTS)
 
 prod: ## Release build, and the Docker image if a Docker engine is running
 	cargo build --release -p orchestrator

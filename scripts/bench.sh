@@ -11,11 +11,17 @@ case "${1:-}" in
     cat <<'USAGE'
 Usage: scripts/bench.sh [PART...]
 
-Runs the registry benchmarks (release build). PART limits the run to some of:
-  baseline    raw JetStream async publish rate of the command payload (the ceiling)
-  commands    registry commands end to end: throughput, latency, CPU split
-  heartbeats  heartbeats absorbed from 100,000 live instances, orchestrator CPU
-  cold_start  time until serving with 100,000 instances in PostgreSQL, RSS per instance
+Runs the benchmarks (release build). PART limits the run to some of:
+  registry:
+    baseline        raw JetStream async publish rate of the command payload (the ceiling)
+    commands        registry commands end to end: throughput, latency, CPU split
+    heartbeats      heartbeats absorbed from 100,000 live instances, orchestrator CPU
+    cold_start      time until serving with 100,000 instances in PostgreSQL, RSS per instance
+  health:
+    ttl_detection   SIGKILL of a process beating every second: time to the committed expiry event
+    http_detection  an HTTP check target switches to 500: time to the committed critical event
+    scale           10,000 heartbeating instances and 10,000 HTTP checks at 1s for two minutes:
+                    false positives, checks per second, scheduling drift
 Figures: stdout and target/bench/*.json; the orchestrator's log: target/bench/orchestrator.log.
 USAGE
     exit 0
@@ -28,4 +34,17 @@ unset ORCH_PG_FAST
 export ORCH_NATS_SERVER="$NATS_SERVER"
 cd "$ROOT"
 log "building and running the benchmarks (release); this takes a few minutes"
-cargo bench -p orchestrator --bench registry -- "$@"
+registry=() health=()
+for part in "$@"; do
+    case "$part" in
+    baseline | commands | heartbeats | cold_start) registry+=("$part") ;;
+    ttl_detection | http_detection | scale) health+=("$part") ;;
+    *) die "unknown benchmark part '$part' (see scripts/bench.sh --help)" ;;
+    esac
+done
+if [ $# -eq 0 ] || [ ${#registry[@]} -gt 0 ]; then
+    cargo bench -p orchestrator --bench registry -- "${registry[@]}"
+fi
+if [ $# -eq 0 ] || [ ${#health[@]} -gt 0 ]; then
+    cargo bench -p orchestrator --bench health -- "${health[@]}"
+fi
