@@ -124,6 +124,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     .spawn();
     let registry = Arc::new(Registry::new(writer, leases, pool.clone(), config.request_timeout, metrics.clone()));
+    // Before any task starts, so the tracker never deregisters during a persisted self-preservation.
+    registry.set_self_preservation(self_preservation);
 
     let prober = health::probe::Prober::new(client.clone(), config.health_exec_enabled)?;
     let checker = Arc::new(health::Checker::new(prober, registry.clone(), metrics.clone(), config.health_concurrency));

@@ -235,7 +235,7 @@ pub struct InstanceChangedData {
     pub instance: Instance,
     pub previous: Health,
     pub health: Health,
-    /// What caused it: `lease`, `check:<id>`, `checks` (the checks were changed) or `settled`.
+    /// What caused it: `lease`, `check:<id>`, or `checks` (the declared checks were changed).
     pub cause: String,
 }
 
@@ -290,7 +290,7 @@ pub struct SystemChangedData {
 /// Data of `checker_lagging` and `checker_recovered`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckerLagData {
-    /// Active checks scheduled.
+    /// Declared checks scheduled or watched (active and ttl).
     pub checks: usize,
     /// How late runs started in the last window, 99th percentile and worst, in milliseconds.
     pub drift_p99_ms: f64,

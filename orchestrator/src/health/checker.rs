@@ -226,13 +226,23 @@ impl Checker {
 
     /// A TTL update from the service: renews the deadline, and commits the status if it changed.
     pub async fn ttl_update(
-        &self,
+        self: &Arc<Self>,
         id: &str,
         check: &str,
         status: Health,
         output: String,
     ) -> Result<TtlReply, TtlError> {
-        let slot = self.slot(id, check).ok_or_else(|| TtlError::NotFound(id.to_string(), check.to_string()))?;
+        let not_found = || TtlError::NotFound(id.to_string(), check.to_string());
+        let slot = match self.slot(id, check) {
+            Some(slot) => slot,
+            None => {
+                // Registered a moment ago: the commit is there, the change stream not yet here.
+                let instance = self.registry.get(id).await.map_err(|e| TtlError::Write(e.into()))?;
+                let instance = instance.ok_or_else(not_found)?.instance;
+                self.sync(id, Some(&instance));
+                self.slot(id, check).ok_or_else(not_found)?
+            }
+        };
         if slot.spec.kind != CheckKind::Ttl {
             return Err(TtlError::NotTtl { check: check.to_string(), kind: slot.spec.kind.as_str() });
         }
@@ -252,12 +262,15 @@ impl Checker {
         if committed == status {
             return Ok(TtlReply { status, changed: false, due_at });
         }
-        self.commit(&slot, status, output).await?;
+        if !self.commit(&slot, status, output).await? {
+            return Err(not_found());
+        }
         Ok(TtlReply { status, changed: true, due_at })
     }
 
-    /// Submits a status change and waits for its commit.
-    async fn commit(&self, slot: &Slot, status: Health, output: String) -> Result<(), WriteError> {
+    /// Submits a status change and waits for its commit. False: the registry refused it (the
+    /// instance or the check is gone).
+    async fn commit(&self, slot: &Slot, status: Health, output: String) -> Result<bool, WriteError> {
         let (id, service) = {
             let t = slot.target.lock().expect("slot lock");
             (t.instance_id.clone(), t.service.clone())
@@ -269,11 +282,11 @@ impl Checker {
                 // submitting the same change while the stream catches up.
                 *slot.committed.lock().expect("slot lock") = status;
                 tracing::info!(service = %service, instance = %id, check = %slot.spec.id, status = status.as_str(), "check changed");
-                Ok(())
+                Ok(true)
             }
             Outcome::Failed(e) => {
                 tracing::debug!(instance = %id, check = %slot.spec.id, error = %e.error.message, "check result not applied");
-                Ok(())
+                Ok(false)
             }
         }
     }

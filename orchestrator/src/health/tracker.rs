@@ -228,6 +228,7 @@ impl Tracker {
             if let Some(before) = reap_before
                 && t.health == Health::Critical
                 && !t.maintenance
+                && !self.service_maintenance.contains(&t.service)
                 && t.critical_since.is_some_and(|since| since <= before)
             {
                 tracing::info!(instance = %id, service = %t.service, "critical too long; deregistering");
@@ -396,5 +397,10 @@ mod tests {
         a.maintenance = Some(orch_protocol::health::Maintenance { reason: String::new(), since: Utc::now() });
         put(&mut t, a);
         assert!(t.due(Utc::now(), before, Duration::from_secs(60)).is_empty(), "maintenance protects");
+        let mut b = inst("b", "api", Health::Critical);
+        b.critical_since = Some(Utc::now() - chrono::Duration::minutes(20));
+        put(&mut t, b);
+        t.apply(&Change::ServiceMaintenance { service: "api".into(), on: true });
+        assert!(t.due(Utc::now(), before, Duration::from_secs(60)).is_empty(), "service maintenance protects");
     }
 }
