@@ -410,3 +410,43 @@ async fn system_health_follows_the_critical_services() {
     let (code, reply) = stack.request_on("health", "service", r#"{"name": "web"}"#).await;
     assert_eq!((code, &reply["state"]), (None, &json!("critical")), "{reply}");
 }
+
+#[tokio::test]
+async fn checker_says_so_when_it_cannot_keep_up() {
+    // One run at a time, and runs that take longer than the schedule allows: the checker must
+    // report lagging (event, metric, system health) rather than silently check less often.
+    let stack = Stack::start_with(&["--health-concurrency", "1", "--health-max-drift", "50ms"]).await;
+    let app = axum::Router::new().route(
+        "/slow",
+        axum::routing::get(|| async {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            "slow but fine"
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    for i in 0..10 {
+        register(
+            &stack,
+            json!({"id": format!("s-{i}"), "name": "slow", "address": "127.0.0.1", "port": port,
+                   "checks": [{"kind": "http", "url": "/slow", "interval": "200ms", "timeout": "150ms"}]}),
+        )
+        .await;
+    }
+    let lagging = stack.wait_events(1, "lagging", |e| e["type"] == "io.orch.system.checker_lagging.v1").await;
+    assert!(lagging[0]["data"]["drift_p99_ms"].as_f64().unwrap() > 50.0, "{}", lagging[0]);
+    assert_eq!(lagging[0]["data"]["checks"], 10);
+    let (_, body) = system(&stack).await;
+    assert_eq!(body["checker"]["lagging"], true, "{body}");
+    let (_, metrics) = call(&stack, "GET", "/metrics", None).await;
+    let metrics = metrics.as_str().unwrap();
+    assert!(metrics.contains("orch_checker_lagging 1"), "{metrics}");
+    assert!(metrics.contains("orch_checker_drift_seconds_bucket"), "drift is exported: {metrics}");
+
+    // With the checks gone, it keeps its schedule again and says that too.
+    for i in 0..10 {
+        call(&stack, "DELETE", &format!("/api/v1/services/s-{i}"), None).await;
+    }
+    stack.wait_events(1, "recovered", |e| e["type"] == "io.orch.system.checker_recovered.v1").await;
+}
