@@ -299,30 +299,7 @@ mod tests {
     use super::*;
 
     fn inst(id: &str, service: &str, health: Health) -> Instance {
-        let now = Utc::now();
-        Instance {
-            id: id.into(),
-            name: service.into(),
-            version: String::new(),
-            address: "127.0.0.1".into(),
-            port: 80,
-            protocol: "http".into(),
-            tags: vec![],
-            metadata: Default::default(),
-            dependencies: vec![],
-            weight: 100,
-            ttl_seconds: 30,
-            health,
-            lease: Health::Passing,
-            checks: vec![],
-            maintenance: None,
-            flapping_since: None,
-            health_changes: vec![],
-            registered_at: now,
-            updated_at: now,
-            critical_since: (health == Health::Critical).then_some(now),
-            revision: 1,
-        }
+        crate::registry::sample_instance(id, service, health)
     }
 
     fn put(t: &mut Tracker, i: Instance) {

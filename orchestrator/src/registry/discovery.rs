@@ -77,29 +77,7 @@ mod tests {
     use orch_protocol::registry::Health;
 
     fn inst(id: &str, weight: u32) -> Instance {
-        Instance {
-            id: id.into(),
-            name: "web".into(),
-            version: String::new(),
-            address: "127.0.0.1".into(),
-            port: 80,
-            protocol: "http".into(),
-            tags: vec![],
-            metadata: Default::default(),
-            dependencies: vec![],
-            weight,
-            ttl_seconds: 30,
-            health: Health::Passing,
-            lease: Health::Passing,
-            checks: vec![],
-            maintenance: None,
-            flapping_since: None,
-            health_changes: vec![],
-            registered_at: chrono::Utc::now(),
-            updated_at: chrono::Utc::now(),
-            critical_since: None,
-            revision: 1,
-        }
+        Instance { weight, ..crate::registry::sample_instance(id, "web", Health::Passing) }
     }
 
     #[test]
