@@ -127,7 +127,12 @@ pub async fn run(
             }
             _ = shutdown.changed() => break,
         };
-        submit_all(&registry, commands).await;
+        // A writer stalled by a database outage must not hold up a stop; what is not submitted
+        // is derived again at the next start.
+        tokio::select! {
+            _ = submit_all(&registry, commands) => {}
+            _ = shutdown.changed() => break,
+        }
     }
     monitor.checker.stop();
 }
