@@ -407,8 +407,10 @@ async fn system_health_follows_the_critical_services() {
     assert_eq!(states, ["critical", "healthy", "degraded"]);
     let (code, reply) = stack.request_on("health", "system", "{}").await;
     assert_eq!((code, &reply["state"]), (None, &json!("degraded")));
+    assert_eq!(reply["checker"]["lagging"], false, "the same body as HTTP: {reply}");
     let (code, reply) = stack.request_on("health", "service", r#"{"name": "web"}"#).await;
     assert_eq!((code, &reply["state"]), (None, &json!("critical")), "{reply}");
+    assert_eq!(reply["instances"][0]["id"], "w-1", "the same body as HTTP: {reply}");
 }
 
 #[tokio::test]

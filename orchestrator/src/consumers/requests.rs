@@ -111,14 +111,15 @@ async fn answer(
             Ok(reply) => ok(&reply),
             Err(e) => error_message(ProtocolError(crate::http::ttl_error(e).0)),
         },
-        Request::SystemHealth => ok(&health.system()),
-        Request::ServiceHealth(name) => match health.service(&name) {
-            Some(view) => ok(&view),
-            None => error_message(ProtocolError::field(
+        Request::SystemHealth => ok(&health.system_report(registry)),
+        Request::ServiceHealth(name) => match health.service_report(registry.pool(), &name).await {
+            Ok(Some(report)) => ok(&report),
+            Ok(None) => error_message(ProtocolError::field(
                 ErrorCode::NotFound,
                 "name",
                 format!("no instance of service {name:?} is registered"),
             )),
+            Err(e) => storage_error(e),
         },
         Request::Checks(id) => match registry.get(&id).await {
             Ok(Some(view)) => ok(&serde_json::json!({ "checks": health.checks(registry, &view.instance) })),

@@ -63,6 +63,7 @@ struct TargetOwned {
     instance_id: String,
     address: String,
     port: u32,
+    protocol: String,
 }
 
 struct Running {
@@ -164,6 +165,7 @@ impl Checker {
             instance_id: inst.id.clone(),
             address: inst.address.clone(),
             port: inst.port,
+            protocol: inst.protocol.clone(),
         };
         let tasks = all.entry(id.to_string()).or_default();
         tasks.retain(|check_id, running| {
@@ -315,6 +317,7 @@ impl Checker {
                         instance_id: &target.instance_id,
                         address: &target.address,
                         port: target.port,
+                        protocol: &target.protocol,
                     },
                 )
                 .await;

@@ -76,6 +76,90 @@ impl Monitor {
     }
 }
 
+/// The health of the whole system as the API answers it (HTTP and NATS alike).
+#[derive(Debug, Clone, Serialize)]
+pub struct SystemReport {
+    #[serde(flatten)]
+    pub system: SystemView,
+    pub checker: CheckerView,
+    pub self_preservation: bool,
+}
+
+/// An instance as a service's health lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceHealth {
+    pub id: String,
+    pub health: orch_protocol::registry::Health,
+    pub lease: orch_protocol::registry::Health,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<orch_protocol::health::Maintenance>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flapping_since: Option<chrono::DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub critical_since: Option<chrono::DateTime<Utc>>,
+    pub checks: Vec<CheckStatus>,
+}
+
+/// A check's status in a service's health.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckStatus {
+    pub id: String,
+    pub status: orch_protocol::registry::Health,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub output: String,
+}
+
+/// The health of one service as the API answers it (HTTP and NATS alike).
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceReport {
+    #[serde(flatten)]
+    pub view: ServiceView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<orch_protocol::health::Maintenance>,
+    /// Its instances, at most 1000.
+    pub instances: Vec<InstanceHealth>,
+}
+
+impl Monitor {
+    pub fn system_report(&self, registry: &Registry) -> SystemReport {
+        SystemReport {
+            system: self.system(),
+            checker: self.checker_view(),
+            self_preservation: registry.self_preservation(),
+        }
+    }
+
+    /// `None` when the service is not tracked (no instance, not marked critical).
+    pub async fn service_report(
+        &self,
+        pool: &sqlx::PgPool,
+        name: &str,
+    ) -> crate::storage::Result<Option<ServiceReport>> {
+        use crate::storage::instances::{self, Filter, PAGE_MAX};
+        let Some(view) = self.service(name) else { return Ok(None) };
+        let filter = Filter { name: Some(name.to_string()), limit: PAGE_MAX, ..Default::default() };
+        let found = instances::list(pool, &filter).await?;
+        let maintenance = crate::storage::health::service_maintenance(pool).await?.remove(name);
+        let instances = found
+            .into_iter()
+            .map(|i| InstanceHealth {
+                id: i.id,
+                health: i.health,
+                lease: i.lease,
+                maintenance: i.maintenance,
+                flapping_since: i.flapping_since,
+                critical_since: i.critical_since,
+                checks: i
+                    .checks
+                    .into_iter()
+                    .map(|c| CheckStatus { id: c.spec.id, status: c.status, output: c.output })
+                    .collect(),
+            })
+            .collect();
+        Ok(Some(ServiceReport { view, maintenance, instances }))
+    }
+}
+
 /// Runs until `shutdown`: applies committed changes to the checker and the tracker, records
 /// aggregate transitions, deregisters and settles instances when due, and reports checker lag.
 pub async fn run(

@@ -49,6 +49,9 @@ pub struct Target<'a> {
     pub instance_id: &'a str,
     pub address: &'a str,
     pub port: u32,
+    /// The instance's registered protocol: a path-only HTTP check uses `https://` when it is
+    /// `https`, `http://` otherwise.
+    pub protocol: &'a str,
 }
 
 /// One run's result.
@@ -250,7 +253,8 @@ fn http_url(url: Option<&str>, target: &Target<'_>) -> String {
         return url.to_string();
     }
     let slash = if url.starts_with('/') { "" } else { "/" };
-    format!("http://{}:{}{slash}{url}", url_host(target.address), target.port)
+    let scheme = if target.protocol == "https" { "https" } else { "http" };
+    format!("{scheme}://{}:{}{slash}{url}", url_host(target.address), target.port)
 }
 
 /// An address as the host part of a URL or of `host:port`: IPv6 addresses go in brackets.
@@ -449,7 +453,7 @@ mod tests {
     }
 
     fn target(port: u16) -> Target<'static> {
-        Target { service: "web", instance_id: "web-1", address: "127.0.0.1", port: port.into() }
+        Target { service: "web", instance_id: "web-1", address: "127.0.0.1", port: port.into(), protocol: "http" }
     }
 
     fn spec(kind: CheckKind, timeout: Duration) -> CheckSpec {
@@ -606,6 +610,8 @@ mod tests {
         assert_eq!(http_url(Some("/health"), &v6), "http://[::1]:8080/health");
         let named = Target { address: "web-1.internal", ..v4 };
         assert_eq!(http_url(Some("/health"), &named), "http://web-1.internal:8080/health");
+        let tls = Target { protocol: "https", ..v4 };
+        assert_eq!(http_url(Some("/health"), &tls), "https://127.0.0.1:8080/health");
     }
 
     /// An HTTPS server with a self-signed certificate that answers every request with `secure`.

@@ -256,7 +256,8 @@ impl Tracker {
         })
     }
 
-    /// Services in maintenance take no part in the system's health.
+    /// Services in maintenance, and services whose every instance is, take no part in the
+    /// system's health.
     pub fn system(&self) -> SystemView {
         let mut view = SystemView {
             state: Aggregate::Healthy,
@@ -270,7 +271,9 @@ impl Tracker {
         view.services_in_maintenance.sort();
         let services: BTreeSet<&String> = self.counts.keys().chain(self.critical_services.iter()).collect();
         for service in services {
-            if self.service_maintenance.contains(service) {
+            // A service in maintenance, or whose every instance is, is out on purpose.
+            let counts = self.counts.get(service).copied().unwrap_or_default();
+            if self.service_maintenance.contains(service) || (counts.active() == 0 && counts.maintenance > 0) {
                 continue;
             }
             let Some(state) = self.state_of(service) else { continue };
@@ -359,6 +362,9 @@ mod tests {
         let view = t.service("web").unwrap();
         assert_eq!((view.counts.maintenance, view.counts.warning, view.counts.flapping), (1, 1, 1));
         assert_eq!(view.state, Aggregate::Degraded);
+        t.apply(&Change::Instance { id: "b".into(), now: None });
+        assert_eq!(t.service("web").unwrap().state, Aggregate::Critical, "nothing can serve it");
+        assert_eq!(t.system().state, Aggregate::Healthy, "but it is out on purpose");
     }
 
     #[test]

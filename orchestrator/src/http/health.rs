@@ -14,17 +14,15 @@ use axum::{Json, Router};
 use orch_protocol::ErrorCode;
 use orch_protocol::health::{Aggregate, CheckSpec, MaintenanceRequest, TtlUpdate, is_valid_check_id};
 use orch_protocol::registry::{Instance, is_valid_name, validate_instance_id};
-use serde::Serialize;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract;
 use super::services::{meta, respond};
 use crate::health::checker::TtlError;
-use crate::health::{CheckerView, ServiceView, SystemView};
 use crate::registry::{Body, Command, Submission};
 use crate::storage::health::{self as store, HistoryFilter};
-use crate::storage::instances::{self, Filter, PAGE_MAX};
+use crate::storage::instances::{self, PAGE_MAX};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -43,55 +41,9 @@ fn status_of(state: Aggregate) -> StatusCode {
     StatusCode::from_u16(state.http_status()).expect("a valid status code")
 }
 
-#[derive(Serialize)]
-struct SystemHealth {
-    #[serde(flatten)]
-    system: SystemView,
-    checker: CheckerView,
-    self_preservation: bool,
-}
-
 async fn system(State(state): State<AppState>) -> Response {
-    let system = state.health.system();
-    let code = status_of(system.state);
-    let body = SystemHealth {
-        system,
-        checker: state.health.checker_view(),
-        self_preservation: state.registry.self_preservation(),
-    };
-    (code, Json(body)).into_response()
-}
-
-/// An instance as the service health lists it.
-#[derive(Serialize)]
-struct InstanceHealth {
-    id: String,
-    health: orch_protocol::registry::Health,
-    lease: orch_protocol::registry::Health,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    maintenance: Option<orch_protocol::health::Maintenance>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    flapping_since: Option<chrono::DateTime<chrono::Utc>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    critical_since: Option<chrono::DateTime<chrono::Utc>>,
-    checks: Vec<CheckStatus>,
-}
-
-#[derive(Serialize)]
-struct CheckStatus {
-    id: String,
-    status: orch_protocol::registry::Health,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    output: String,
-}
-
-#[derive(Serialize)]
-struct ServiceHealth {
-    #[serde(flatten)]
-    view: ServiceView,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    maintenance: Option<orch_protocol::health::Maintenance>,
-    instances: Vec<InstanceHealth>,
+    let report = state.health.system_report(&state.registry);
+    (status_of(report.system.state), Json(report)).into_response()
 }
 
 fn service_name(name: &str) -> Result<(), ApiError> {
@@ -104,34 +56,12 @@ fn service_name(name: &str) -> Result<(), ApiError> {
 
 async fn service(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     service_name(&name)?;
-    let Some(view) = state.health.service(&name) else {
-        return Err(ApiError::field(
-            ErrorCode::NotFound,
-            "name",
-            format!("no instance of service {name:?} is registered"),
-        ));
-    };
-    let filter = Filter { name: Some(name.clone()), limit: PAGE_MAX, ..Default::default() };
-    let found = instances::list(&state.pool, &filter).await?;
-    let maintenance = store::service_maintenance(&state.pool).await?.remove(&name);
-    let code = status_of(view.state);
-    let instances = found
-        .into_iter()
-        .map(|i: Instance| InstanceHealth {
-            id: i.id,
-            health: i.health,
-            lease: i.lease,
-            maintenance: i.maintenance,
-            flapping_since: i.flapping_since,
-            critical_since: i.critical_since,
-            checks: i
-                .checks
-                .into_iter()
-                .map(|c| CheckStatus { id: c.spec.id, status: c.status, output: c.output })
-                .collect(),
-        })
-        .collect();
-    Ok((code, Json(ServiceHealth { view, maintenance, instances })).into_response())
+    match state.health.service_report(&state.pool, &name).await? {
+        Some(report) => Ok((status_of(report.view.state), Json(report)).into_response()),
+        None => {
+            Err(ApiError::field(ErrorCode::NotFound, "name", format!("no instance of service {name:?} is registered")))
+        }
+    }
 }
 
 async fn submit(

@@ -80,6 +80,10 @@ impl Registry {
         }
     }
 
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     pub fn self_preservation(&self) -> bool {
         self.self_preservation.load(Ordering::Relaxed)
     }
