@@ -31,6 +31,20 @@ pub enum Command {
     Migrate(DatabaseConfig),
     /// Print events from the events stream as they arrive, one JSON document per line.
     Events(EventsArgs),
+    /// Validate a manifest of managed services and print its dependency graph (GraphViz DOT, one
+    /// rank per level that can start in parallel), or its levels with `--levels`.
+    Graph(GraphArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GraphArgs {
+    /// The manifest (TOML); see docs/manifest.md and examples/stack.toml.
+    #[arg(short = 'f', long = "file", env = "ORCH_MANIFEST")]
+    pub file: PathBuf,
+
+    /// Print the levels (services that can start in parallel), one line per level, instead of DOT.
+    #[arg(long)]
+    pub levels: bool,
 }
 
 #[derive(Debug, Clone, Args)]

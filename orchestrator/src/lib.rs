@@ -5,6 +5,7 @@ pub mod config;
 pub mod consumers;
 pub mod health;
 pub mod http;
+pub mod lifecycle;
 pub mod metrics;
 pub mod nats;
 pub mod registry;

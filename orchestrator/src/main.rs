@@ -42,6 +42,7 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Graph(args) => graph(&args),
         Command::Migrate(db) => {
             telemetry::init(&db.log, db.log_format);
             let result = async {
@@ -59,6 +60,28 @@ async fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `orchestrator graph`: a manifest's problems on stderr (exit 2), or its graph on stdout.
+fn graph(args: &config::GraphArgs) -> ExitCode {
+    use orchestrator::lifecycle::{Graph, Manifest};
+    let graph = Manifest::load(&args.file).and_then(|m| Graph::new(&m));
+    match graph {
+        Ok(g) if args.levels => {
+            for (level, names) in g.layers().iter().enumerate() {
+                println!("level {level}: {}", names.join(" "));
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(g) => {
+            print!("{}", g.to_dot(None));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprint!("{}: {e}", args.file.display());
+            ExitCode::from(2)
         }
     }
 }

@@ -1,0 +1,555 @@
+//! The manifest of managed services: a TOML file saying what to run, in which order, how to check
+//! it and how to recover it. Parsing reports TOML errors with their line; validation reports every
+//! problem at once, each with its field path and the line of its service.
+//!
+//! `docs/manifest.md` documents every field; `examples/stack.toml` is a complete example.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use orch_protocol::health::{CheckKind, CheckSpec, duration};
+use orch_protocol::registry::is_valid_name;
+use serde::{Deserialize, Serialize};
+
+/// What a dependency waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// The process was started.
+    Started,
+    /// Its readiness check passes.
+    Healthy,
+    /// It ran to completion with exit code 0 (a one-shot task, such as a migration).
+    Completed,
+}
+
+impl Condition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Condition::Started => "started",
+            Condition::Healthy => "healthy",
+            Condition::Completed => "completed",
+        }
+    }
+}
+
+/// A dependency: `db = "healthy"`, or `cache = { condition = "started", required = false }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DependencyDecl {
+    Condition(Condition),
+    Full {
+        condition: Condition,
+        #[serde(default = "yes")]
+        required: bool,
+    },
+}
+
+/// A dependency after defaults: required ones block the dependent when they fail; optional ones
+/// are waited for while they may still come, and skipped when they fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Dependency {
+    pub condition: Condition,
+    pub required: bool,
+}
+
+impl From<DependencyDecl> for Dependency {
+    fn from(d: DependencyDecl) -> Self {
+        match d {
+            DependencyDecl::Condition(condition) => Dependency { condition, required: true },
+            DependencyDecl::Full { condition, required } => Dependency { condition, required },
+        }
+    }
+}
+
+/// When a process that ended is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    Never,
+    /// After a non-zero exit, a signal, or a critical liveness check.
+    OnFailure,
+    /// Whenever it ends.
+    Always,
+}
+
+/// Restarts: the policy, the back-off between attempts, and the start-rate limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restart {
+    #[serde(default = "on_failure")]
+    pub policy: RestartPolicy,
+    /// The first delay; it doubles with each attempt.
+    #[serde(default = "one_second", with = "duration")]
+    pub backoff: Duration,
+    #[serde(default = "five_minutes", with = "duration")]
+    pub backoff_max: Duration,
+    /// The delay starts again from `backoff` once the service stayed healthy this long.
+    #[serde(default = "ten_minutes", with = "duration")]
+    pub backoff_reset: Duration,
+    /// More starts than this within `start_limit_window` put the service in `failed`.
+    #[serde(default = "five")]
+    pub start_limit: u32,
+    #[serde(default = "five_minutes", with = "duration")]
+    pub start_limit_window: Duration,
+}
+
+impl Default for Restart {
+    fn default() -> Self {
+        Restart {
+            policy: on_failure(),
+            backoff: one_second(),
+            backoff_max: five_minutes(),
+            backoff_reset: ten_minutes(),
+            start_limit: five(),
+            start_limit_window: five_minutes(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn on_failure() -> RestartPolicy {
+    RestartPolicy::OnFailure
+}
+fn one_second() -> Duration {
+    Duration::from_secs(1)
+}
+fn five_minutes() -> Duration {
+    Duration::from_secs(300)
+}
+fn ten_minutes() -> Duration {
+    Duration::from_secs(600)
+}
+fn five() -> u32 {
+    5
+}
+fn thirty_seconds() -> Duration {
+    Duration::from_secs(30)
+}
+fn sixty_seconds() -> Duration {
+    Duration::from_secs(60)
+}
+fn sigterm() -> String {
+    "SIGTERM".to_string()
+}
+fn fifty() -> u8 {
+    50
+}
+fn local() -> String {
+    "local".to_string()
+}
+fn loopback() -> String {
+    "127.0.0.1".to_string()
+}
+fn default_max_parallel() -> usize {
+    16
+}
+
+/// One managed service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// The program, run without a shell.
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory; the agent's own by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<PathBuf>,
+    #[serde(default)]
+    pub depends_on: BTreeMap<String, DependencyDecl>,
+    /// Services this one is bound to: when one of them is restarted, this one is restarted after it.
+    #[serde(default)]
+    pub binds_to: Vec<String>,
+    /// A failure of a critical service stops the whole start-up.
+    #[serde(default)]
+    pub critical: bool,
+    /// How long the service may take from start to ready before the attempt counts as failed.
+    #[serde(default = "sixty_seconds", with = "duration")]
+    pub startup_timeout: Duration,
+    /// Decides `ready` (and the `healthy` condition); without one, a started service is ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<CheckSpec>,
+    /// Critical means restart (by the policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<CheckSpec>,
+    #[serde(default)]
+    pub restart: Restart,
+    #[serde(default = "sigterm")]
+    pub stop_signal: String,
+    /// Between the stop signal and SIGKILL.
+    #[serde(default = "thirty_seconds", with = "duration")]
+    pub grace_period: Duration,
+    /// 0-100; among services ready to start at the same moment, higher first.
+    #[serde(default = "fifty")]
+    pub priority: u8,
+    /// The node whose agent runs it.
+    #[serde(default = "local")]
+    pub node: String,
+    /// Where it listens: registered in the registry and the target of its checks.
+    #[serde(default = "loopback")]
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+}
+
+/// The whole manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Most services starting at once.
+    #[serde(default = "default_max_parallel")]
+    pub max_parallel: usize,
+    /// When a critical service fails, stop what was started, in reverse order.
+    #[serde(default = "yes")]
+    pub stop_on_critical_failure: bool,
+    pub services: BTreeMap<String, ServiceSpec>,
+}
+
+/// One problem found in a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// Where: `services.api.depends_on.db`.
+    pub field: String,
+    /// The line of the service (or of the TOML error), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}: {}", self.field, self.message),
+            None => write!(f, "{}: {}", self.field, self.message),
+        }
+    }
+}
+
+/// Everything wrong with a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+pub struct ManifestError {
+    pub problems: Vec<Problem>,
+}
+
+impl std::fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.problems.len();
+        writeln!(f, "the manifest has {n} problem{}:", if n == 1 { "" } else { "s" })?;
+        for p in &self.problems {
+            writeln!(f, "  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Signals a service may name as its stop signal.
+const SIGNALS: [(&str, i32); 7] = [
+    ("SIGTERM", libc::SIGTERM),
+    ("SIGINT", libc::SIGINT),
+    ("SIGQUIT", libc::SIGQUIT),
+    ("SIGHUP", libc::SIGHUP),
+    ("SIGUSR1", libc::SIGUSR1),
+    ("SIGUSR2", libc::SIGUSR2),
+    ("SIGKILL", libc::SIGKILL),
+];
+
+/// The number of a signal name, with or without the `SIG` prefix.
+pub fn signal_number(name: &str) -> Option<i32> {
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    SIGNALS.iter().find(|(n, _)| *n == full).map(|(_, s)| *s)
+}
+
+impl Manifest {
+    /// Parses and validates `text`. Every problem is reported, each with the line of its service.
+    pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        let mut manifest: Manifest = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            ManifestError {
+                problems: vec![Problem { field: "manifest".into(), line, message: e.message().to_string() }],
+            }
+        })?;
+        for (name, spec) in &mut manifest.services {
+            for (check, id) in [(&mut spec.readiness, "readiness"), (&mut spec.liveness, "liveness")] {
+                if let Some(check) = check {
+                    if check.id.is_empty() {
+                        check.id = id.to_string();
+                    }
+                    check.normalize();
+                }
+            }
+            let _ = name;
+        }
+        let problems = manifest.problems();
+        if problems.is_empty() {
+            Ok(manifest)
+        } else {
+            let problems = problems
+                .into_iter()
+                .map(|mut p| {
+                    let service = p.field.strip_prefix("services.").and_then(|r| r.split('.').next());
+                    p.line = service.and_then(|s| service_line(text, s));
+                    p
+                })
+                .collect();
+            Err(ManifestError { problems })
+        }
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &std::path::Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
+            problems: vec![Problem {
+                field: "manifest".into(),
+                line: None,
+                message: format!("{}: {e}", path.display()),
+            }],
+        })?;
+        Manifest::parse(&text)
+    }
+
+    /// The dependencies of `service` with their defaults.
+    pub fn dependencies(&self, service: &str) -> impl Iterator<Item = (&str, Dependency)> {
+        self.services
+            .get(service)
+            .into_iter()
+            .flat_map(|s| s.depends_on.iter().map(|(name, d)| (name.as_str(), Dependency::from(*d))))
+    }
+
+    /// Every problem but cycles (the graph reports those).
+    fn problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut problem = |field: String, message: String| problems.push(Problem { field, line: None, message });
+        if self.services.is_empty() {
+            problem("services".into(), "the manifest declares no service".into());
+        }
+        if self.max_parallel == 0 {
+            problem("max_parallel".into(), "must be at least 1".into());
+        }
+        for (name, spec) in &self.services {
+            let at = |field: &str| format!("services.{name}.{field}");
+            if !is_valid_name(name) {
+                problem(
+                    format!("services.{name}"),
+                    "a service name is 1-63 of lower-case letters, digits, '-' or '_', starting and ending with a \
+                     letter or digit"
+                        .into(),
+                );
+            }
+            if spec.command.trim().is_empty() {
+                problem(at("command"), "must name a program".into());
+            }
+            for key in spec.env.keys() {
+                if key.is_empty() || key.contains('=') || key.contains('\0') {
+                    problem(
+                        at(&format!("env.{key}")),
+                        "an environment name must be non-empty, without '=' or NUL".into(),
+                    );
+                }
+            }
+            for (dep, decl) in &spec.depends_on {
+                let field = at(&format!("depends_on.{dep}"));
+                let Some(target) = self.services.get(dep) else {
+                    problem(field, format!("no service named {dep:?} in the manifest"));
+                    continue;
+                };
+                if dep == name {
+                    problem(field, "a service cannot depend on itself".into());
+                    continue;
+                }
+                let condition = Dependency::from(*decl).condition;
+                if condition == Condition::Healthy && target.readiness.is_none() {
+                    problem(
+                        field.clone(),
+                        format!("condition \"healthy\" needs a readiness check on {dep:?} (services.{dep}.readiness)"),
+                    );
+                }
+                if condition == Condition::Completed && target.restart.policy == RestartPolicy::Always {
+                    problem(field, format!("condition \"completed\": {dep:?} restarts always, so it never completes"));
+                }
+            }
+            for (i, bound) in spec.binds_to.iter().enumerate() {
+                let field = at(&format!("binds_to[{i}]"));
+                if bound == name {
+                    problem(field, "a service cannot bind to itself".into());
+                } else if !self.services.contains_key(bound) {
+                    problem(field, format!("no service named {bound:?} in the manifest"));
+                }
+            }
+            if spec.priority > 100 {
+                problem(at("priority"), format!("must be 0-100 (got {})", spec.priority));
+            }
+            if spec.startup_timeout < Duration::from_secs(1) || spec.startup_timeout > Duration::from_secs(24 * 3600) {
+                problem(at("startup_timeout"), "must be between 1s and 24h".into());
+            }
+            if spec.grace_period > Duration::from_secs(3600) {
+                problem(at("grace_period"), "must be at most 1h".into());
+            }
+            if signal_number(&spec.stop_signal).is_none() {
+                let names: Vec<&str> = SIGNALS.iter().map(|(n, _)| *n).collect();
+                problem(
+                    at("stop_signal"),
+                    format!("unknown signal {:?}; use one of {}", spec.stop_signal, names.join(", ")),
+                );
+            }
+            if !is_valid_name(&spec.node) {
+                problem(at("node"), "a node name is 1-63 of lower-case letters, digits, '-' or '_'".into());
+            }
+            if let Some(port) = spec.port
+                && !(1..=65_535).contains(&port)
+            {
+                problem(at("port"), "must be between 1 and 65535".into());
+            }
+            let r = &spec.restart;
+            if r.backoff.is_zero() || r.backoff > r.backoff_max {
+                problem(at("restart.backoff"), "must be positive and at most restart.backoff_max".into());
+            }
+            if r.start_limit == 0 || r.start_limit_window.is_zero() {
+                problem(at("restart.start_limit"), "the start limit and its window must be positive".into());
+            }
+            for (check, field) in [(&spec.readiness, "readiness"), (&spec.liveness, "liveness")] {
+                let Some(check) = check else { continue };
+                if let Err(e) = check.validate(&at(field)) {
+                    let body = e.body();
+                    problem(body.field.clone().unwrap_or_else(|| at(field)), body.message.clone());
+                }
+                let needs_port = matches!(check.kind, CheckKind::Tcp)
+                    || (check.kind == CheckKind::Http && check.url.as_deref().is_none_or(|u| u.starts_with('/')));
+                if needs_port && spec.port.is_none() && check.port.is_none() {
+                    problem(
+                        at(field),
+                        format!(
+                            "a {} check on the service's own address needs services.{name}.port",
+                            check.kind.as_str()
+                        ),
+                    );
+                }
+                if check.kind == CheckKind::Ttl {
+                    problem(
+                        at(&format!("{field}.kind")),
+                        "a managed service's checks are run by the orchestrator: use http, tcp, nats or exec".into(),
+                    );
+                }
+            }
+        }
+        problems
+    }
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+/// The line of the `[services.<name>]` header (or the first `services.<name>.` key).
+fn service_line(text: &str, name: &str) -> Option<usize> {
+    let header = format!("[services.{name}");
+    let dotted = format!("services.{name}.");
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            (l.starts_with(&header) && l[header.len()..].starts_with([']', '.'])) || l.starts_with(&dotted)
+        })
+        .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STACK: &str = r#"
+max_parallel = 4
+
+[services.db]
+command = "/usr/bin/db"
+port = 5432
+critical = true
+priority = 90
+readiness = { kind = "tcp", interval = "200ms" }
+
+[services.migrate]
+command = "/usr/bin/migrate"
+restart = { policy = "never" }
+depends_on = { db = "healthy" }
+
+[services.api]
+command = "/usr/bin/api"
+args = ["--port", "8080"]
+port = 8080
+depends_on = { migrate = "completed", cache = { condition = "started", required = false } }
+binds_to = ["db"]
+liveness = { kind = "http", url = "/health", interval = "1s", failures_before_critical = 3 }
+
+[services.cache]
+command = "/usr/bin/cache"
+"#;
+
+    #[test]
+    fn parses_with_defaults() {
+        let m = Manifest::parse(STACK).unwrap();
+        assert_eq!(m.max_parallel, 4);
+        let api = &m.services["api"];
+        assert_eq!(api.grace_period, Duration::from_secs(30));
+        assert_eq!(api.restart.policy, RestartPolicy::OnFailure);
+        assert_eq!(api.restart.backoff, Duration::from_secs(1));
+        assert_eq!(api.priority, 50);
+        assert_eq!(api.liveness.as_ref().unwrap().id, "liveness");
+        let deps: Vec<_> = m.dependencies("api").collect();
+        assert_eq!(
+            deps,
+            vec![
+                ("cache", Dependency { condition: Condition::Started, required: false }),
+                ("migrate", Dependency { condition: Condition::Completed, required: true }),
+            ]
+        );
+    }
+
+    #[track_caller]
+    fn problems(text: &str) -> Vec<Problem> {
+        Manifest::parse(text).unwrap_err().problems
+    }
+
+    #[test]
+    fn every_problem_is_named_with_its_line() {
+        let text = r#"
+[services.a]
+command = "x"
+depends_on = { ghost = "started", a = "started" }
+
+[services.b]
+command = ""
+priority = 101
+stop_signal = "SIGNOPE"
+depends_on = { a = "healthy" }
+"#;
+        let found = problems(text);
+        let fields: Vec<(&str, Option<usize>)> = found.iter().map(|p| (p.field.as_str(), p.line)).collect();
+        assert!(fields.contains(&("services.a.depends_on.ghost", Some(2))), "{found:?}");
+        assert!(fields.contains(&("services.a.depends_on.a", Some(2))), "{found:?}");
+        assert!(fields.contains(&("services.b.command", Some(6))), "{found:?}");
+        assert!(fields.contains(&("services.b.priority", Some(6))), "{found:?}");
+        assert!(fields.contains(&("services.b.stop_signal", Some(6))), "{found:?}");
+        assert!(fields.contains(&("services.b.depends_on.a", Some(6))), "healthy needs readiness: {found:?}");
+    }
+
+    #[test]
+    fn toml_errors_carry_their_line() {
+        let found = problems("[services.a]\ncommand = \"x\"\ngrace_period = 30\n");
+        assert_eq!(found[0].line, Some(3), "{found:?}");
+        let found = problems("[services.a]\ncommand = \"x\"\ncolour = \"red\"\n");
+        assert!(found[0].message.contains("colour"), "{found:?}");
+    }
+
+    #[test]
+    fn signals_by_name() {
+        assert_eq!(signal_number("TERM"), Some(libc::SIGTERM));
+        assert_eq!(signal_number("sigint"), Some(libc::SIGINT));
+        assert_eq!(signal_number("SIGWHAT"), None);
+    }
+}
