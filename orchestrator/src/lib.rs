@@ -1,6 +1,7 @@
 //! The orchestrator as a library: [`start`] provisions NATS, migrates PostgreSQL, loads the
 //! registry and starts every task; the binary only parses configuration and waits for a signal.
 
+pub mod agent;
 pub mod config;
 pub mod consumers;
 pub mod health;
