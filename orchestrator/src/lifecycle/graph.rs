@@ -115,6 +115,21 @@ impl Graph {
         deps
     }
 
+    /// Every service that depends on `name`, directly or not, sorted.
+    pub fn all_dependents(&self, name: &str) -> Vec<&str> {
+        let Some(&node) = self.index.get(name) else { return Vec::new() };
+        let reversed = petgraph::visit::Reversed(&self.graph);
+        let mut dfs = petgraph::visit::Dfs::new(reversed, node);
+        let mut found = Vec::new();
+        while let Some(n) = dfs.next(reversed) {
+            if n != node {
+                found.push(self.graph[n].as_str());
+            }
+        }
+        found.sort_unstable();
+        found
+    }
+
     /// Level of each service: 0 without dependencies, else one more than its deepest dependency.
     /// Services of one level can start in parallel once the levels below are up.
     pub fn levels(&self) -> BTreeMap<String, usize> {

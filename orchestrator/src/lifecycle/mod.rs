@@ -1,8 +1,9 @@
-//! Lifecycle of managed services: the manifest that declares them and the dependency graph that
-//! orders their start-up and shutdown.
+//! Lifecycle of managed services: the manifest that declares them, the dependency graph, and the
+//! start-up and shutdown orders (pure decisions; the agent runs the processes).
 
 pub mod graph;
 pub mod manifest;
+pub mod startup;
 
 pub use graph::Graph;
 pub use manifest::{Manifest, ManifestError};
