@@ -3,6 +3,8 @@
 
 pub mod graph;
 pub mod manifest;
+pub mod profile;
+pub mod restart;
 pub mod startup;
 
 pub use graph::Graph;
