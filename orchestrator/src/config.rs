@@ -31,9 +31,57 @@ pub enum Command {
     Migrate(DatabaseConfig),
     /// Print events from the events stream as they arrive, one JSON document per line.
     Events(EventsArgs),
+    /// Run a node agent alone, connected only to NATS: it starts, stops and watches the processes
+    /// of managed services on this machine for the orchestrator.
+    Agent(AgentArgs),
+    /// Run one service's process under a shim that kills its whole process group when the agent
+    /// dies (used by the agent itself).
+    #[command(hide = true)]
+    Shim(ShimArgs),
     /// Validate a manifest of managed services and print its dependency graph (GraphViz DOT, one
     /// rank per level that can start in parallel), or its levels with `--levels`.
     Graph(GraphArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// This node's name: the agent answers on `<prefix>.agent.<node>.*`.
+    #[arg(long, env = "ORCH_NODE", default_value = "local")]
+    pub node: String,
+
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, env = "ORCH_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// Subject prefix of the orchestrator this agent serves.
+    #[arg(long, env = "ORCH_SUBJECT_PREFIX", default_value = "orch")]
+    pub subject_prefix: String,
+
+    /// Where the output of each service is kept (`<service>.log`, rotated).
+    #[arg(long, env = "ORCH_AGENT_LOG_DIR", default_value = "agent-logs")]
+    pub log_dir: PathBuf,
+
+    /// A service's log is rotated past this size (bytes); three rotated files are kept.
+    #[arg(long, env = "ORCH_AGENT_LOG_MAX_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub log_max_bytes: u64,
+
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "ORCH_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Log format.
+    #[arg(long, env = "ORCH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ShimArgs {
+    /// The agent's pid: the shim kills its process group when that process dies.
+    #[arg(long)]
+    pub parent: u32,
+    /// The program and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -16,10 +16,28 @@ use orchestrator::{storage, telemetry};
 /// acknowledged by then are redelivered at the next start.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = config::parse();
+    // The shim is a plain process: no runtime, no threads, so its signal handling stays simple.
+    if let Command::Shim(args) = &cli.command {
+        return orchestrator::agent::shim::run(args.parent, &args.command[0], &args.command[1..]);
+    }
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime").block_on(run(cli))
+}
+
+async fn run(cli: config::Cli) -> ExitCode {
     match cli.command {
+        Command::Shim(_) => unreachable!("handled before the runtime starts"),
+        Command::Agent(args) => {
+            telemetry::init(&args.log, args.log_format);
+            match agent(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "agent failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve(config) => {
             telemetry::init(&config.database.log, config.database.log_format);
             let running = match orchestrator::start(*config).await {
@@ -62,6 +80,30 @@ async fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `orchestrator agent`: the node agent alone, until SIGINT or SIGTERM.
+async fn agent(args: config::AgentArgs) -> anyhow::Result<()> {
+    use orchestrator::agent::{Supervisor, logs::Rotation, service};
+    if !orch_protocol::registry::is_valid_name(&args.node) {
+        anyhow::bail!("--node {:?}: a node name is 1-63 of lower-case letters, digits, '-' or '_'", args.node);
+    }
+    let subjects = orch_protocol::Subjects::new(&args.subject_prefix)?;
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("agent-{}", args.node))
+        .retry_on_initial_connect()
+        .connect(&args.nats_url)
+        .await?;
+    let (exits_tx, exits) = tokio::sync::mpsc::unbounded_channel();
+    let rotation = Rotation { max_bytes: args.log_max_bytes, ..Rotation::default() };
+    let shim = std::env::current_exe().ok();
+    let supervisor = std::sync::Arc::new(Supervisor::new(args.log_dir.clone(), rotation, exits_tx, shim));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(service::run(client, subjects, args.node, supervisor, exits, stopped));
+    wait_for_signal().await;
+    let _ = stop.send(true);
+    task.await??;
+    Ok(())
 }
 
 /// `orchestrator graph`: a manifest's problems on stderr (exit 2), or its graph on stdout.

@@ -3,6 +3,7 @@
 //! links the server's database or HTTP stack. `docs/protocol.md` is the human-readable contract for
 //! everything defined here.
 
+pub mod agent;
 pub mod error;
 pub mod events;
 pub mod headers;

@@ -109,6 +109,16 @@ impl Subjects {
         format!("{}.evt.{domain}.{service}.{kind}", self.prefix)
     }
 
+    /// `orch.agent.<node>.<verb>`: requests to (and reports of) the agent of a node.
+    pub fn agent(&self, node: &str, verb: &str) -> String {
+        format!("{}.agent.{node}.{verb}", self.prefix)
+    }
+
+    /// `orch.agent.<node>.*`: everything the agent of a node answers.
+    pub fn agent_all(&self, node: &str) -> String {
+        format!("{}.agent.{node}.*", self.prefix)
+    }
+
     /// `orch.hb.*`: heartbeats, one token for the instance id.
     pub fn heartbeats_all(&self) -> String {
         format!("{}.hb.*", self.prefix)

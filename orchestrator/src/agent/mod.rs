@@ -1,7 +1,9 @@
-//! The node agent: supervises the processes of managed services on one node. This part holds the
-//! process supervisor and the capture of their output; the agent's NATS interface comes next.
+//! The node agent: supervises the processes of managed services on one node, takes its requests
+//! over NATS, and reports how each process ended.
 
 pub mod logs;
+pub mod service;
+pub mod shim;
 pub mod supervisor;
 
 pub use supervisor::{Exit, Exited, ProcessSpec, Supervisor, SupervisorError};

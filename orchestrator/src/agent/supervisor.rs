@@ -12,7 +12,6 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
@@ -27,37 +26,19 @@ pub struct ProcessSpec {
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub workdir: Option<PathBuf>,
+    /// How the agent stops it when the agent itself stops.
+    pub stop_signal: i32,
+    pub grace_period: Duration,
 }
 
-/// How a process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "by")]
-pub enum Exit {
-    Code { code: i32 },
-    Signal { signal: i32 },
-}
+pub use orch_protocol::agent::Exit;
 
-impl Exit {
-    pub fn success(self) -> bool {
-        self == Exit::Code { code: 0 }
-    }
-
-    fn of(status: std::process::ExitStatus) -> Exit {
-        use std::os::unix::process::ExitStatusExt;
-        match (status.code(), status.signal()) {
-            (Some(code), _) => Exit::Code { code },
-            (None, Some(signal)) => Exit::Signal { signal },
-            (None, None) => Exit::Code { code: -1 },
-        }
-    }
-}
-
-impl std::fmt::Display for Exit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Exit::Code { code } => write!(f, "exit code {code}"),
-            Exit::Signal { signal } => write!(f, "signal {signal}"),
-        }
+fn exit_of(status: std::process::ExitStatus) -> Exit {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Exit::Code { code },
+        (None, Some(signal)) => Exit::Signal { signal },
+        (None, None) => Exit::Code { code: -1 },
     }
 }
 
@@ -86,6 +67,8 @@ pub enum SupervisorError {
 
 struct Handle {
     pid: u32,
+    stop_signal: i32,
+    grace_period: Duration,
     exited: watch::Receiver<Option<Exit>>,
     stopping: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -96,6 +79,21 @@ pub struct Supervisor {
     /// Shared with each process's waiting task, which removes its entry when the process ends.
     children: Arc<Mutex<HashMap<String, Handle>>>,
     events: mpsc::UnboundedSender<Exited>,
+    /// The `orchestrator` binary, to run each service under `orchestrator shim` (see
+    /// [`super::shim`]); without it the service is run directly and only its first process is
+    /// sure to die with the agent.
+    shim: Option<PathBuf>,
+}
+
+/// True when `program` names an executable file: a path, or a name found on `PATH`.
+fn runnable(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let executable =
+        |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.contains('/') {
+        return executable(std::path::Path::new(program));
+    }
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| executable(&dir.join(program))))
 }
 
 /// Sends `signal` to the process group led by `pid`. Errors (the group is gone) are expected.
@@ -108,8 +106,13 @@ fn signal_group(pid: u32, signal: i32) {
 
 impl Supervisor {
     /// A supervisor writing logs under `log_dir`; every end of a process is sent to `events`.
-    pub fn new(log_dir: PathBuf, rotation: Rotation, events: mpsc::UnboundedSender<Exited>) -> Supervisor {
-        Supervisor { log_dir, rotation, children: Arc::default(), events }
+    pub fn new(
+        log_dir: PathBuf,
+        rotation: Rotation,
+        events: mpsc::UnboundedSender<Exited>,
+        shim: Option<PathBuf>,
+    ) -> Supervisor {
+        Supervisor { log_dir, rotation, children: Arc::default(), events, shim }
     }
 
     pub fn log_dir(&self) -> &std::path::Path {
@@ -135,21 +138,34 @@ impl Supervisor {
         if children.contains_key(&spec.service) {
             return Err(SupervisorError::AlreadyRunning(spec.service.clone()));
         }
+        // Checked here because under the shim a missing program would only show as an exit code.
+        if !runnable(&spec.command) {
+            return Err(SupervisorError::Spawn {
+                service: spec.service.clone(),
+                command: spec.command.clone(),
+                error: std::io::Error::new(std::io::ErrorKind::NotFound, "no such executable program"),
+            });
+        }
         let log = RotatingLog::open(&self.log_dir, &spec.service, self.rotation)
             .map_err(|error| SupervisorError::Log { service: spec.service.clone(), error })?;
         let log = Arc::new(Mutex::new(log));
-        let mut command = Command::new(&spec.command);
-        command
-            .args(&spec.args)
-            .envs(&spec.env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
+        let agent = std::process::id();
+        let mut command = match &self.shim {
+            Some(shim) => {
+                let mut c = Command::new(shim);
+                c.args(["shim", "--parent", &agent.to_string(), "--", &spec.command]).args(&spec.args);
+                c
+            }
+            None => {
+                let mut c = Command::new(&spec.command);
+                c.args(&spec.args);
+                c
+            }
+        };
+        command.envs(&spec.env).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
         if let Some(dir) = &spec.workdir {
             command.current_dir(dir);
         }
-        let agent = std::process::id();
         // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
         unsafe {
             command.pre_exec(move || {
@@ -185,7 +201,16 @@ impl Supervisor {
         }
         let (exited_tx, exited) = watch::channel(None);
         let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        children.insert(spec.service.clone(), Handle { pid, exited, stopping: stopping.clone() });
+        children.insert(
+            spec.service.clone(),
+            Handle {
+                pid,
+                stop_signal: spec.stop_signal,
+                grace_period: spec.grace_period,
+                exited,
+                stopping: stopping.clone(),
+            },
+        );
         drop(children);
         let started = Instant::now();
         let service = spec.service.clone();
@@ -193,7 +218,7 @@ impl Supervisor {
         let children = self.children.clone();
         tokio::spawn(async move {
             let exit = match child.wait().await {
-                Ok(status) => Exit::of(status),
+                Ok(status) => exit_of(status),
                 Err(e) => {
                     tracing::error!(service = %service, error = %e, "waiting for a process failed");
                     Exit::Code { code: -1 }
@@ -235,6 +260,19 @@ impl Supervisor {
         Ok(exit)
     }
 
+    /// Stops every process with its own stop signal and grace period, all at once (the agent
+    /// stops).
+    pub async fn stop_all(&self) {
+        let all: Vec<(String, i32, Duration)> = self
+            .children
+            .lock()
+            .expect("supervisor lock")
+            .iter()
+            .map(|(s, h)| (s.clone(), h.stop_signal, h.grace_period))
+            .collect();
+        futures::future::join_all(all.iter().map(|(service, signal, grace)| self.stop(service, *signal, *grace))).await;
+    }
+
     /// Kills every process at once (the agent is going away).
     pub fn kill_all(&self) {
         for (_, handle) in self.children.lock().expect("supervisor lock").drain() {
@@ -260,13 +298,15 @@ mod tests {
             args: vec!["-c".into(), script.into()],
             env: BTreeMap::from([("GREETING".to_string(), "hello".to_string())]),
             workdir: None,
+            stop_signal: libc::SIGTERM,
+            grace_period: Duration::from_secs(5),
         }
     }
 
     fn supervisor() -> (Supervisor, mpsc::UnboundedReceiver<Exited>, orch_testkit::TempDir) {
         let dir = orch_testkit::TempDir::new("supervisor");
         let (tx, rx) = mpsc::unbounded_channel();
-        (Supervisor::new(dir.path().to_path_buf(), Rotation::default(), tx), rx, dir)
+        (Supervisor::new(dir.path().to_path_buf(), Rotation::default(), tx, None), rx, dir)
     }
 
     fn alive(pid: u32) -> bool {

@@ -1,0 +1,152 @@
+//! The node agent's protocol: requests on `<prefix>.agent.<node>.<verb>` (core NATS request/reply)
+//! and the report of every process end on `<prefix>.agent.<node>.exited`. Reports are hints for
+//! promptness; `status` is the truth a controller reconciles with after missing some.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ProtocolError;
+
+/// Verbs of the agent's subjects.
+pub mod verbs {
+    pub const START: &str = "start";
+    pub const STOP: &str = "stop";
+    pub const STATUS: &str = "status";
+    pub const LOGS: &str = "logs";
+    pub const EXITED: &str = "exited";
+}
+
+fn sigterm() -> String {
+    "SIGTERM".to_string()
+}
+fn thirty_seconds() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
+}
+fn hundred() -> usize {
+    100
+}
+
+/// `start`: run a service's process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    pub service: String,
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// Used when the agent itself stops (its own shutdown).
+    #[serde(default = "sigterm")]
+    pub stop_signal: String,
+    #[serde(default = "thirty_seconds", with = "crate::health::duration")]
+    pub grace_period: std::time::Duration,
+}
+
+/// Reply to `start`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    pub service: String,
+    pub pid: u32,
+}
+
+/// `stop`: the stop signal to the process group, the grace period, then SIGKILL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopRequest {
+    pub service: String,
+    #[serde(default = "sigterm")]
+    pub signal: String,
+    #[serde(default = "thirty_seconds", with = "crate::health::duration")]
+    pub grace_period: std::time::Duration,
+}
+
+/// How a process ended: `{"by": "code", "code": 0}` or `{"by": "signal", "signal": 9}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "by")]
+pub enum Exit {
+    Code { code: i32 },
+    Signal { signal: i32 },
+}
+
+impl Exit {
+    pub fn success(self) -> bool {
+        self == Exit::Code { code: 0 }
+    }
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Code { code } => write!(f, "exit code {code}"),
+            Exit::Signal { signal } => write!(f, "signal {signal}"),
+        }
+    }
+}
+
+/// Reply to `stop`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stopped {
+    pub service: String,
+    pub exit: Exit,
+}
+
+/// One running process in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Running {
+    pub service: String,
+    pub pid: u32,
+}
+
+/// Reply to `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub node: String,
+    pub running: Vec<Running>,
+}
+
+/// `logs`: the last lines of a service's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsRequest {
+    pub service: String,
+    #[serde(default = "hundred")]
+    pub lines: usize,
+}
+
+/// Reply to `logs`: `<RFC 3339 time> <stdout|stderr> <text>` per line, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Logs {
+    pub service: String,
+    pub lines: Vec<String>,
+}
+
+/// Published on `<prefix>.agent.<node>.exited` when a process ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exited {
+    pub node: String,
+    pub service: String,
+    pub pid: u32,
+    pub exit: Exit,
+    pub ran_for_ms: u64,
+    /// The end was asked for (`stop`), not a crash.
+    pub stopped: bool,
+}
+
+/// Most lines one `logs` request returns.
+pub const LOG_LINES_MAX: usize = 10_000;
+
+impl StartRequest {
+    pub fn validate(&self) -> Result<(), ProtocolError> {
+        if !crate::registry::is_valid_name(&self.service) {
+            return Err(ProtocolError::invalid("service", format!("{:?} is not a valid service name", self.service)));
+        }
+        if self.command.trim().is_empty() {
+            return Err(ProtocolError::invalid("command", "must name a program"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,136 @@
+//! The agent on NATS: answers `start`, `stop`, `status` and `logs` on `<prefix>.agent.<node>.*`
+//! and publishes every process end on `<prefix>.agent.<node>.exited`. Runs embedded in the
+//! orchestrator or standalone (`orchestrator agent --node NAME`), connected only to NATS.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use orch_protocol::agent::{self, LogsRequest, StartRequest, StopRequest, verbs};
+use orch_protocol::error::parse_json;
+use orch_protocol::{ErrorCode, ProtocolError, Subjects};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use super::supervisor::{Exited, ProcessSpec, Supervisor, SupervisorError};
+use crate::consumers::error_message;
+use crate::lifecycle::manifest::signal_number;
+
+/// Runs until `shutdown` turns true; then stops every process with its stop signal and grace.
+pub async fn run(
+    client: async_nats::Client,
+    subjects: Subjects,
+    node: String,
+    supervisor: Arc<Supervisor>,
+    mut exits: mpsc::UnboundedReceiver<Exited>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut requests = client.subscribe(subjects.agent_all(&node)).await?;
+    client.flush().await?;
+    tracing::info!(node = %node, subject = %subjects.agent_all(&node), "agent ready");
+    let exited_subject = subjects.agent(&node, verbs::EXITED);
+    loop {
+        tokio::select! {
+            message = requests.next() => {
+                let Some(message) = message else { break };
+                let Some(reply) = message.reply.clone() else { continue };
+                let verb = message.subject.rsplit('.').next().unwrap_or_default().to_string();
+                if verb == verbs::EXITED {
+                    continue;
+                }
+                let (client, supervisor, node) = (client.clone(), supervisor.clone(), node.clone());
+                tokio::spawn(async move {
+                    let (headers, body) = match answer(&supervisor, &node, &verb, &message.payload).await {
+                        Ok(body) => (async_nats::HeaderMap::new(), body),
+                        Err(e) => error_message(e),
+                    };
+                    let _ = client.publish_with_headers(reply, headers, body).await;
+                });
+            }
+            exit = exits.recv() => {
+                let Some(e) = exit else { break };
+                tracing::info!(node = %node, service = %e.service, pid = e.pid, exit = %e.exit, stopped = e.stopped, "process ended");
+                let report = agent::Exited {
+                    node: node.clone(),
+                    service: e.service,
+                    pid: e.pid,
+                    exit: e.exit,
+                    ran_for_ms: e.ran_for.as_millis() as u64,
+                    stopped: e.stopped,
+                };
+                let body = serde_json::to_vec(&report).expect("a report serializes");
+                if let Err(e) = client.publish(exited_subject.clone(), body.into()).await {
+                    tracing::warn!(error = %e, "could not publish a process end; status requests still show it");
+                }
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    tracing::info!(node = %node, running = supervisor.running().len(), "agent stopping its processes");
+    supervisor.stop_all().await;
+    let _ = requests.unsubscribe().await;
+    Ok(())
+}
+
+fn json(value: &impl Serialize) -> Bytes {
+    serde_json::to_vec(value).expect("a reply serializes").into()
+}
+
+fn signal(field: &str, name: &str) -> Result<i32, ProtocolError> {
+    signal_number(name).ok_or_else(|| ProtocolError::invalid(field, format!("unknown signal {name:?}")))
+}
+
+fn supervisor_error(e: SupervisorError) -> ProtocolError {
+    match e {
+        SupervisorError::AlreadyRunning(_) => ProtocolError::field(ErrorCode::Conflict, "service", e.to_string()),
+        SupervisorError::NotRunning(_) => ProtocolError::field(ErrorCode::NotFound, "service", e.to_string()),
+        SupervisorError::Spawn { .. } => ProtocolError::field(ErrorCode::ValidationFailed, "command", e.to_string()),
+        SupervisorError::Log { .. } => ProtocolError::new(ErrorCode::Internal, e.to_string()),
+    }
+}
+
+async fn answer(supervisor: &Supervisor, node: &str, verb: &str, payload: &[u8]) -> Result<Bytes, ProtocolError> {
+    match verb {
+        verbs::START => {
+            let r: StartRequest = parse_json(payload)?;
+            r.validate()?;
+            let spec = ProcessSpec {
+                service: r.service.clone(),
+                command: r.command,
+                args: r.args,
+                env: r.env,
+                workdir: r.workdir.map(Into::into),
+                stop_signal: signal("stop_signal", &r.stop_signal)?,
+                grace_period: r.grace_period,
+            };
+            let pid = supervisor.start(&spec).map_err(supervisor_error)?;
+            Ok(json(&agent::Started { service: r.service, pid }))
+        }
+        verbs::STOP => {
+            let r: StopRequest = parse_json(payload)?;
+            let sig = signal("signal", &r.signal)?;
+            let grace = r.grace_period.min(Duration::from_secs(3600));
+            let exit = supervisor.stop(&r.service, sig, grace).await.map_err(supervisor_error)?;
+            Ok(json(&agent::Stopped { service: r.service, exit }))
+        }
+        verbs::STATUS => {
+            let running =
+                supervisor.running().into_iter().map(|(service, pid)| agent::Running { service, pid }).collect();
+            Ok(json(&agent::Status { node: node.to_string(), running }))
+        }
+        verbs::LOGS => {
+            let r: LogsRequest = parse_json(payload)?;
+            if !orch_protocol::registry::is_valid_name(&r.service) {
+                return Err(ProtocolError::invalid("service", format!("{:?} is not a valid service name", r.service)));
+            }
+            let lines = super::logs::tail(supervisor.log_dir(), &r.service, r.lines.min(agent::LOG_LINES_MAX))
+                .map_err(|e| ProtocolError::new(ErrorCode::Internal, format!("reading the log: {e}")))?;
+            Ok(json(&agent::Logs { service: r.service, lines }))
+        }
+        other => Err(ProtocolError::new(
+            ErrorCode::UnknownCommand,
+            format!("{other:?} is not an agent verb; use start, stop, status or logs"),
+        )),
+    }
+}
