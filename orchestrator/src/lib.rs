@@ -9,6 +9,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod metrics;
 pub mod nats;
+pub mod process;
 pub mod registry;
 pub mod storage;
 pub mod tail;

@@ -17,6 +17,7 @@ use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
 use super::logs::{RotatingLog, Rotation};
+use crate::process::signal_group;
 
 /// What to run for one service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,14 +95,6 @@ fn runnable(program: &str) -> bool {
         return executable(std::path::Path::new(program));
     }
     std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| executable(&dir.join(program))))
-}
-
-/// Sends `signal` to the process group led by `pid`. Errors (the group is gone) are expected.
-fn signal_group(pid: u32, signal: i32) {
-    if pid > 0 {
-        // SAFETY: kill(2) has no memory effects.
-        unsafe { libc::kill(-(pid as libc::pid_t), signal) };
-    }
 }
 
 impl Supervisor {

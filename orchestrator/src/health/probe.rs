@@ -308,7 +308,7 @@ async fn run_command(program: &str, args: &[String], timeout: Duration) -> Probe
         Err(e) => return ProbeResult::critical(format!("could not start {program}: {e}")),
     };
     // The child leads its group, so the group id is its pid.
-    let group = ProcessGroup(child.id().map(|pid| pid as libc::pid_t));
+    let group = ProcessGroup(child.id());
     let mut output = Vec::new();
     let finished = async {
         let drain = async {
@@ -383,15 +383,12 @@ fn judge_exit(program: &str, status: ExitStatus, text: String) -> ProbeResult {
 /// The process group of an exec check; killed when the run ends or is dropped, so no process of
 /// the check outlives it. After a normal exit the leader is already reaped: while leftovers remain
 /// in the group its id stays reserved, and once the group is empty kill(2) finds nothing (ESRCH).
-struct ProcessGroup(Option<libc::pid_t>);
+struct ProcessGroup(Option<u32>);
 
 impl ProcessGroup {
     fn kill(&self) {
-        if let Some(pgid) = self.0
-            && pgid > 0
-        {
-            // SAFETY: kill(2) has no memory effects; ESRCH (the group is gone) is expected.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        if let Some(pgid) = self.0 {
+            crate::process::signal_group(pgid, libc::SIGKILL);
         }
     }
 }
