@@ -26,7 +26,7 @@ pub struct Metrics {
     pub outbox_published: Counter,
     /// Instances with a lease (set at scrape time).
     pub instances: Gauge,
-    /// Declared checks the checker runs or watches.
+    /// Declared checks the checker runs or watches (set at scrape time).
     pub checks: Gauge,
     /// Check runs by result (`passing`, `warning`, `critical`).
     pub check_runs: Family<ResultLabel, Counter>,

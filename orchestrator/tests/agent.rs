@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use orch_protocol::Subjects;
-use orch_testkit::{NatsServer, TempDir, eventually};
+use orch_testkit::{NatsServer, TempDir, eventually, process_alive as alive};
 use serde_json::{Value, json};
 
 struct Agent {
@@ -43,12 +43,6 @@ async fn request(client: &async_nats::Client, verb: &str, body: Value) -> (Optio
         .and_then(|h| h.get(orch_protocol::headers::SERVICE_ERROR_CODE))
         .map(|v| v.as_str().to_string());
     (code, serde_json::from_slice(&reply.payload).expect("JSON reply"))
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map(|s| !s.lines().any(|l| l.starts_with("State:") && l.contains('Z')))
-        .unwrap_or(false)
 }
 
 fn sh(service: &str, script: &str) -> Value {

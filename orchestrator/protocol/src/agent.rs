@@ -141,9 +141,7 @@ pub const LOG_LINES_MAX: usize = 10_000;
 
 impl StartRequest {
     pub fn validate(&self) -> Result<(), ProtocolError> {
-        if !crate::registry::is_valid_name(&self.service) {
-            return Err(ProtocolError::invalid("service", format!("{:?} is not a valid service name", self.service)));
-        }
+        crate::registry::validate_name("service", &self.service)?;
         if self.command.trim().is_empty() {
             return Err(ProtocolError::invalid("command", "must name a program"));
         }

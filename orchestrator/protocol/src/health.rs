@@ -233,16 +233,7 @@ impl CheckSpec {
     /// Checks every rule; `field` is where the spec sits in the payload, e.g. `checks[0]`.
     pub fn validate(&self, field: &str) -> Result<(), ProtocolError> {
         let f = |name: &str| format!("{field}.{name}");
-        if !is_valid_check_id(&self.id) {
-            return Err(ProtocolError::invalid(
-                f("id"),
-                format!(
-                    "must be 1-{} characters of lower-case letters, digits, '-' or '_' (got {:?})",
-                    limits::CHECK_ID_MAX,
-                    self.id
-                ),
-            ));
-        }
+        validate_check_id(&f("id"), &self.id)?;
         if self.kind == CheckKind::Lease || self.id == LEASE_CHECK {
             return Err(ProtocolError::invalid(
                 if self.kind == CheckKind::Lease { f("kind") } else { f("id") },
@@ -397,6 +388,17 @@ pub fn is_valid_check_id(id: &str) -> bool {
         && id.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_')
 }
 
+/// Refuses anything but a check id, naming `field`.
+pub fn validate_check_id(field: &str, id: &str) -> Result<(), ProtocolError> {
+    if is_valid_check_id(id) {
+        return Ok(());
+    }
+    Err(ProtocolError::invalid(
+        field,
+        format!("must be 1-{} characters of lower-case letters, digits, '-' or '_' (got {id:?})", limits::CHECK_ID_MAX),
+    ))
+}
+
 /// Validates a list of declared checks: each valid, ids unique, at most [`limits::CHECKS_MAX`].
 pub fn validate_checks(field: &str, checks: &[CheckSpec]) -> Result<(), ProtocolError> {
     if checks.len() > limits::CHECKS_MAX {
@@ -483,10 +485,7 @@ impl MaintenanceCommand {
     pub fn validate(&self) -> Result<(), ProtocolError> {
         match (&self.id, &self.service) {
             (Some(id), None) => crate::registry::validate_instance_id("id", id)?,
-            (None, Some(service)) if crate::registry::is_valid_name(service) => {}
-            (None, Some(service)) => {
-                return Err(ProtocolError::invalid("service", format!("{service:?} is not a valid service name")));
-            }
+            (None, Some(service)) => crate::registry::validate_name("service", service)?,
             _ => return Err(ProtocolError::invalid("id", "give exactly one of \"id\" (an instance) or \"service\"")),
         }
         MaintenanceRequest { reason: self.reason.clone() }.validate()

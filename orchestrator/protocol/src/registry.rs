@@ -221,7 +221,8 @@ pub fn validate_instance_id(field: &str, id: &str) -> Result<(), ProtocolError> 
     }
 }
 
-fn validate_name(field: &str, name: &str) -> Result<(), ProtocolError> {
+/// Refuses anything but a service name, naming `field`.
+pub fn validate_name(field: &str, name: &str) -> Result<(), ProtocolError> {
     if is_valid_name(name) {
         Ok(())
     } else {

@@ -121,9 +121,7 @@ async fn answer(supervisor: &Supervisor, node: &str, verb: &str, payload: &[u8])
         }
         verbs::LOGS => {
             let r: LogsRequest = parse_json(payload)?;
-            if !orch_protocol::registry::is_valid_name(&r.service) {
-                return Err(ProtocolError::invalid("service", format!("{:?} is not a valid service name", r.service)));
-            }
+            orch_protocol::registry::validate_name("service", &r.service)?;
             let lines = super::logs::tail(supervisor.log_dir(), &r.service, r.lines.min(agent::LOG_LINES_MAX))
                 .map_err(|e| ProtocolError::new(ErrorCode::Internal, format!("reading the log: {e}")))?;
             Ok(json(&agent::Logs { service: r.service, lines }))

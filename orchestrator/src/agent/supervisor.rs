@@ -302,12 +302,7 @@ mod tests {
         (Supervisor::new(dir.path().to_path_buf(), Rotation::default(), tx, None), rx, dir)
     }
 
-    fn alive(pid: u32) -> bool {
-        // A zombie is as good as gone; `State: Z` in /proc.
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .map(|s| !s.lines().any(|l| l.starts_with("State:") && l.contains('Z')))
-            .unwrap_or(false)
-    }
+    use orch_testkit::process_alive as alive;
 
     #[tokio::test]
     async fn captures_output_and_reports_the_exit() {

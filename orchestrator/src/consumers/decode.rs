@@ -181,25 +181,19 @@ pub fn decode_request(
         (verbs::REGISTRY, verbs::LIST) => Ok(Request::List(parse_json(&empty_is_object(payload))?)),
         (verbs::REGISTRY, verbs::DISCOVER) => {
             let request: DiscoverRequest = parse_json(payload)?;
-            if !orch_protocol::registry::is_valid_name(&request.name) {
-                return Err(ProtocolError::invalid("name", format!("{:?} is not a valid service name", request.name)));
-            }
+            orch_protocol::registry::validate_name("name", &request.name)?;
             Ok(Request::Discover(request))
         }
         (verbs::HEALTH, verbs::TTL) => {
             let ttl: TtlCommand = parse_json(payload)?;
             validate_instance_id("id", &ttl.id)?;
-            if !orch_protocol::health::is_valid_check_id(&ttl.check) {
-                return Err(ProtocolError::invalid("check", format!("{:?} is not a check id", ttl.check)));
-            }
+            orch_protocol::health::validate_check_id("check", &ttl.check)?;
             Ok(Request::Ttl(ttl))
         }
         (verbs::HEALTH, verbs::SYSTEM) => Ok(Request::SystemHealth),
         (verbs::HEALTH, verbs::SERVICE) => {
             let request: ServiceRequest = parse_json(payload)?;
-            if !orch_protocol::registry::is_valid_name(&request.name) {
-                return Err(ProtocolError::invalid("name", format!("{:?} is not a valid service name", request.name)));
-            }
+            orch_protocol::registry::validate_name("name", &request.name)?;
             Ok(Request::ServiceHealth(request.name))
         }
         (verbs::HEALTH, verbs::CHECKS) => {

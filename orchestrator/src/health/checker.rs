@@ -203,7 +203,6 @@ impl Checker {
                 }
             }
         }
-        self.metrics.checks.set(all.values().map(HashMap::len).sum::<usize>() as i64);
     }
 
     /// What the API shows of a check beyond its committed state.
@@ -251,16 +250,17 @@ impl Checker {
         let ttl = slot.spec.ttl.unwrap_or(Duration::from_secs(30));
         *slot.deadline.lock().expect("slot lock") = Some(Instant::now() + ttl);
         let output = cap_output(output);
+        let now = Utc::now();
+        let due_at = now + chrono::Duration::from_std(ttl).unwrap_or_default();
         {
             let mut live = slot.live.lock().expect("slot lock");
-            live.last_run_at = Some(Utc::now());
+            live.last_run_at = Some(now);
             live.last_result = Some(status);
             live.last_output = Some(output.clone());
-            live.due_at = Some(Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default());
+            live.due_at = Some(due_at);
         }
         slot.updated.notify_one();
         let committed = *slot.committed.lock().expect("slot lock");
-        let due_at = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
         if committed == status {
             return Ok(TtlReply { status, changed: false, due_at });
         }

@@ -139,7 +139,7 @@ impl Monitor {
         let Some(view) = self.service(name) else { return Ok(None) };
         let filter = Filter { name: Some(name.to_string()), limit: PAGE_MAX, ..Default::default() };
         let found = instances::list(pool, &filter).await?;
-        let maintenance = crate::storage::health::service_maintenance(pool).await?.remove(name);
+        let maintenance = crate::storage::health::service_maintenance(pool, Some(name)).await?.remove(name);
         let instances = found
             .into_iter()
             .map(|i| InstanceHealth {
@@ -182,22 +182,18 @@ pub async fn run(
     loop {
         let commands = tokio::select! {
             batch = changes.recv() => {
-                let Some(batch) = batch else { break };
+                let Some(first) = batch else { break };
                 let mut tracker = monitor.tracker.lock().expect("tracker lock");
-                for change in &batch {
-                    if let Change::Instance { id, now } = change {
-                        monitor.checker.sync(id, now.as_deref());
-                    }
-                    tracker.apply(change);
-                }
-                // Drain what else is waiting, so a burst of registrations is one publish.
-                while let Ok(batch) = changes.try_recv() {
+                // What else is waiting is applied too, so a burst of registrations is one publish.
+                let mut next = Some(first);
+                while let Some(batch) = next {
                     for change in &batch {
                         if let Change::Instance { id, now } = change {
                             monitor.checker.sync(id, now.as_deref());
                         }
                         tracker.apply(change);
                     }
+                    next = changes.try_recv().ok();
                 }
                 tracker.publish()
             }
@@ -270,7 +266,7 @@ pub async fn load_tracker(
     critical_services: &[String],
 ) -> crate::storage::Result<Tracker> {
     use crate::storage::{self, health as store, system};
-    let maintenance = storage::retry("reading service maintenance", || store::service_maintenance(pool)).await?;
+    let maintenance = storage::retry("reading service maintenance", || store::service_maintenance(pool, None)).await?;
     let recorded = storage::retry("reading service health", || store::service_health(pool)).await?;
     let system_state = storage::retry("reading system health", || system::get(pool, system::HEALTH)).await?;
     let recorded_system: Option<Aggregate> =

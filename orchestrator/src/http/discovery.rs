@@ -26,13 +26,7 @@ async fn discover(
     params: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Discovery>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::new(ErrorCode::ValidationFailed, e.body_text()))?;
-    if !orch_protocol::registry::is_valid_name(&name) {
-        return Err(ApiError::field(
-            ErrorCode::ValidationFailed,
-            "name",
-            format!("{name:?} is not a valid service name"),
-        ));
-    }
+    orch_protocol::registry::validate_name("name", &name)?;
     let strategy = match params.strategy.as_deref() {
         None => Strategy::default(),
         Some(s) => Strategy::parse(s).ok_or_else(|| {

@@ -12,17 +12,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use orch_protocol::ErrorCode;
-use orch_protocol::health::{Aggregate, CheckSpec, MaintenanceRequest, TtlUpdate, is_valid_check_id};
-use orch_protocol::registry::{Instance, is_valid_name, validate_instance_id};
+use orch_protocol::health::{Aggregate, CheckSpec, MaintenanceRequest, TtlUpdate, validate_check_id};
+use orch_protocol::registry::{Instance, validate_instance_id, validate_name};
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract;
-use super::services::{meta, respond};
+use super::services::submit;
 use crate::health::checker::TtlError;
-use crate::registry::{Body, Command, Submission};
+use crate::registry::Command;
 use crate::storage::health::{self as store, HistoryFilter};
-use crate::storage::instances::{self, PAGE_MAX};
+use crate::storage::instances::PAGE_MAX;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -46,16 +46,8 @@ async fn system(State(state): State<AppState>) -> Response {
     (status_of(report.system.state), Json(report)).into_response()
 }
 
-fn service_name(name: &str) -> Result<(), ApiError> {
-    if is_valid_name(name) {
-        Ok(())
-    } else {
-        Err(ApiError::field(ErrorCode::ValidationFailed, "name", format!("{name:?} is not a valid service name")))
-    }
-}
-
 async fn service(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
-    service_name(&name)?;
+    validate_name("name", &name)?;
     match state.health.service_report(&state.pool, &name).await? {
         Some(report) => Ok((status_of(report.view.state), Json(report)).into_response()),
         None => {
@@ -64,24 +56,13 @@ async fn service(State(state): State<AppState>, Path(name): Path<String>) -> Res
     }
 }
 
-async fn submit(
-    state: &AppState,
-    headers: &HeaderMap,
-    route: &str,
-    body: Vec<u8>,
-    command: Command,
-) -> Result<Response, ApiError> {
-    let submission = Submission { meta: meta(headers, route, body)?, body: Body::Command(command) };
-    Ok(respond(state.registry.submit(submission).await?))
-}
-
 async fn service_maintenance_on(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
     extract::Json(request): extract::Json<MaintenanceRequest>,
 ) -> Result<Response, ApiError> {
-    service_name(&name)?;
+    validate_name("name", &name)?;
     request.validate()?;
     let body = format!("{name}\n{}", request.reason).into_bytes();
     let command = Command::ServiceMaintenance { service: name, reason: Some(request.reason) };
@@ -93,7 +74,7 @@ async fn service_maintenance_off(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    service_name(&name)?;
+    validate_name("name", &name)?;
     let body = name.clone().into_bytes();
     let command = Command::ServiceMaintenance { service: name, reason: None };
     submit(&state, &headers, "DELETE /api/v1/services/{name}/maintenance", body, command).await
@@ -101,26 +82,17 @@ async fn service_maintenance_off(
 
 async fn instance(state: &AppState, id: &str) -> Result<Instance, ApiError> {
     validate_instance_id("id", id)?;
-    instances::get(&state.pool, id)
+    state
+        .registry
+        .get(id)
         .await?
+        .map(|view| view.instance)
         .ok_or_else(|| ApiError::field(ErrorCode::NotFound, "id", format!("no instance with id {id:?} is registered")))
 }
 
 async fn list_checks(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let inst = instance(&state, &id).await?;
     Ok(Json(serde_json::json!({ "checks": state.health.checks(&state.registry, &inst) })).into_response())
-}
-
-fn check_id(check: &str) -> Result<(), ApiError> {
-    if is_valid_check_id(check) {
-        Ok(())
-    } else {
-        Err(ApiError::field(
-            ErrorCode::ValidationFailed,
-            "check",
-            format!("{check:?} is not a check id (1-64 of a-z, 0-9, '-' or '_')"),
-        ))
-    }
 }
 
 async fn put_check(
@@ -130,7 +102,7 @@ async fn put_check(
     extract::Json(mut spec): extract::Json<CheckSpec>,
 ) -> Result<Response, ApiError> {
     validate_instance_id("id", &id)?;
-    check_id(&check)?;
+    validate_check_id("check", &check)?;
     if spec.id.is_empty() {
         spec.id = check.clone();
     }
@@ -153,7 +125,7 @@ async fn remove_check(
     Path((id, check)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     validate_instance_id("id", &id)?;
-    check_id(&check)?;
+    validate_check_id("check", &check)?;
     let body = format!("{id}\n{check}").into_bytes();
     submit(&state, &headers, "DELETE /api/v1/instances/{id}/checks/{check}", body, Command::RemoveCheck { id, check })
         .await
@@ -165,7 +137,7 @@ async fn ttl_update(
     extract::Json(update): extract::Json<TtlUpdate>,
 ) -> Result<Response, ApiError> {
     validate_instance_id("id", &id)?;
-    check_id(&check)?;
+    validate_check_id("check", &check)?;
     match state.health.checker.ttl_update(&id, &check, update.status, update.output).await {
         Ok(reply) => Ok(Json(reply).into_response()),
         Err(e) => Err(ttl_error(e)),

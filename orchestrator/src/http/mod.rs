@@ -53,6 +53,7 @@ async fn dashboard() -> axum::response::Html<&'static str> {
 /// Prometheus metrics in the OpenMetrics text format.
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl axum::response::IntoResponse {
     state.metrics.instances.set(state.registry.leases.len() as i64);
+    state.metrics.checks.set(state.health.checker.len() as i64);
     (
         [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.metrics.encode(),

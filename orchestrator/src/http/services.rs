@@ -29,7 +29,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Where an HTTP command came from. `route` and `body` make the fingerprint, so a key reused for
 /// another request is refused rather than answered with the first request's outcome.
-pub(super) fn meta(headers: &HeaderMap, route: &str, body: Vec<u8>) -> Result<Meta, ApiError> {
+fn meta(headers: &HeaderMap, route: &str, body: Vec<u8>) -> Result<Meta, ApiError> {
     let key = match headers.get(IDEMPOTENCY_KEY) {
         None => None,
         Some(v) => Some(
@@ -49,7 +49,7 @@ pub(super) fn meta(headers: &HeaderMap, route: &str, body: Vec<u8>) -> Result<Me
     Ok(Meta::new("http", key, route, body.into()))
 }
 
-pub(super) fn respond(outcome: Outcome) -> Response {
+fn respond(outcome: Outcome) -> Response {
     match outcome {
         Outcome::Failed(e) => ApiError::from(e.error).into_response(),
         Outcome::Applied(reply) => {
@@ -65,6 +65,19 @@ pub(super) fn respond(outcome: Outcome) -> Response {
     }
 }
 
+/// Submits `command`, received on `route` with `body` (the fingerprint of its idempotency key),
+/// and answers with its outcome.
+pub(super) async fn submit(
+    state: &AppState,
+    headers: &HeaderMap,
+    route: &str,
+    body: Vec<u8>,
+    command: Command,
+) -> Result<Response, ApiError> {
+    let submission = Submission { meta: meta(headers, route, body)?, body: Body::Command(command) };
+    Ok(respond(state.registry.submit(submission).await?))
+}
+
 async fn register(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -73,11 +86,7 @@ async fn register(
     registration.normalize();
     registration.validate()?;
     let body = serde_json::to_vec(&registration).expect("a registration serializes");
-    let submission = Submission {
-        meta: meta(&headers, "POST /api/v1/services", body)?,
-        body: Body::Command(Command::Register(with_id(registration))),
-    };
-    Ok(respond(state.registry.submit(submission).await?))
+    submit(&state, &headers, "POST /api/v1/services", body, Command::Register(with_id(registration))).await
 }
 
 async fn deregister(
@@ -86,11 +95,8 @@ async fn deregister(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     validate_instance_id("id", &id)?;
-    let submission = Submission {
-        meta: meta(&headers, "DELETE /api/v1/services/{id}", id.clone().into_bytes())?,
-        body: Body::Command(Command::Deregister { id }),
-    };
-    Ok(respond(state.registry.submit(submission).await?))
+    let body = id.clone().into_bytes();
+    submit(&state, &headers, "DELETE /api/v1/services/{id}", body, Command::Deregister { id }).await
 }
 
 async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {

@@ -275,7 +275,7 @@ impl Manifest {
                 problems: vec![Problem { field: "manifest".into(), line, message: e.message().to_string() }],
             }
         })?;
-        for (name, spec) in &mut manifest.services {
+        for spec in manifest.services.values_mut() {
             for (check, id) in [(&mut spec.readiness, "readiness"), (&mut spec.liveness, "liveness")] {
                 if let Some(check) = check {
                     if check.id.is_empty() {
@@ -284,7 +284,6 @@ impl Manifest {
                     check.normalize();
                 }
             }
-            let _ = name;
         }
         let problems = manifest.problems();
         if problems.is_empty() {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use orch_protocol::events::{EventKind, FlappingData, InstanceChangedData, ServiceChangedData, SystemChangedData};
+use orch_protocol::health::Aggregate;
 use orch_protocol::registry::{Health, Instance};
 use serde::Serialize;
 
@@ -88,32 +89,33 @@ impl Transition {
     }
 
     pub fn service(data: &ServiceChangedData, at: DateTime<Utc>) -> Self {
-        Transition {
-            at,
-            level: "service",
-            service: Some(data.service.clone()),
-            instance_id: None,
-            check_id: None,
-            previous: data.previous.map(|p| p.as_str().to_string()),
-            state: data.state.as_str().to_string(),
-            output: None,
-            damped: false,
-            detail: serde_json::to_value(data.counts).ok(),
-        }
+        let detail = serde_json::to_value(data.counts).ok();
+        Transition::aggregate("service", Some(data.service.clone()), data.previous, data.state, detail, at)
     }
 
     pub fn system(data: &SystemChangedData, at: DateTime<Utc>) -> Self {
+        Transition::aggregate("system", None, data.previous, data.state, serde_json::to_value(data).ok(), at)
+    }
+
+    fn aggregate(
+        level: &'static str,
+        service: Option<String>,
+        previous: Option<Aggregate>,
+        state: Aggregate,
+        detail: Option<serde_json::Value>,
+        at: DateTime<Utc>,
+    ) -> Self {
         Transition {
             at,
-            level: "system",
-            service: None,
+            level,
+            service,
             instance_id: None,
             check_id: None,
-            previous: data.previous.map(|p| p.as_str().to_string()),
-            state: data.state.as_str().to_string(),
+            previous: previous.map(|p| p.as_str().to_string()),
+            state: state.as_str().to_string(),
             output: None,
             damped: false,
-            detail: serde_json::to_value(data).ok(),
+            detail,
         }
     }
 }
@@ -132,6 +134,12 @@ impl Effects {
 
     pub fn emit(&mut self, event: Emit) {
         self.events.push(event);
+    }
+
+    /// Puts `event` first: the event of the command itself comes before the health events its
+    /// change caused.
+    pub fn lead(&mut self, event: Emit) {
+        self.events.insert(0, event);
     }
 }
 

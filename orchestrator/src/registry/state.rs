@@ -299,20 +299,18 @@ pub fn decide(command: &Command, current: Option<&Instance>, ctx: &Context) -> D
                 let mut next = revised(inst, now);
                 next.lease = Health::Critical;
                 let mut effects = Effects::default();
-                effects.emit(Emit::new(
+                effects.transitions.push(Transition::check(&next, "lease", Health::Passing, Health::Critical, "", now));
+                health::reassess(inst, &mut next, "lease", ctx, &mut effects);
+                effects.lead(Emit::new(
                     EventKind::Expired,
                     &inst.name,
                     &inst.id,
                     ExpiredData {
-                        instance: inst.clone(),
+                        instance: next.clone(),
                         previous_health: inst.health,
                         last_heartbeat_at: *last_heartbeat_at,
                     },
                 ));
-                effects.transitions.push(Transition::check(&next, "lease", Health::Passing, Health::Critical, "", now));
-                health::reassess(inst, &mut next, "lease", ctx, &mut effects);
-                // The event shows the instance as stored after the change.
-                effects.events[0].data["instance"] = serde_json::to_value(&next).expect("an instance serializes");
                 Decision::put(Status::Expired, next, effects)
             }
             _ => Decision::ignored(),
@@ -326,15 +324,12 @@ pub fn decide(command: &Command, current: Option<&Instance>, ctx: &Context) -> D
                     inst.critical_since.map(|since| (now - since).num_milliseconds().max(0)).unwrap_or(0);
                 effects.transitions.push(Transition::check(&next, "lease", Health::Critical, Health::Passing, "", now));
                 health::reassess(inst, &mut next, "lease", ctx, &mut effects);
-                effects.events.insert(
-                    0,
-                    Emit::new(
-                        EventKind::Recovered,
-                        &inst.name,
-                        &inst.id,
-                        RecoveredData { instance: next.clone(), previous_health: inst.health, critical_for_ms },
-                    ),
-                );
+                effects.lead(Emit::new(
+                    EventKind::Recovered,
+                    &inst.name,
+                    &inst.id,
+                    RecoveredData { instance: next.clone(), previous_health: inst.health, critical_for_ms },
+                ));
                 Decision::put(Status::Recovered, next, effects)
             }
             _ => Decision::ignored(),
@@ -497,7 +492,7 @@ fn check_result(inst: &Instance, check: &str, status: Health, output: &str, ctx:
             status,
             output,
         };
-        effects.events.insert(0, Emit::new(EventKind::CheckChanged, &inst.name, &inst.id, data));
+        effects.lead(Emit::new(EventKind::CheckChanged, &inst.name, &inst.id, data));
     }
     effects.transitions.insert(0, transition);
     Decision::put(Status::Updated, next, effects)
@@ -519,20 +514,22 @@ fn merge_checks(inst: &Instance, specs: &[CheckSpec], now: DateTime<Utc>) -> Vec
 fn checks_changed(inst: &Instance, specs: &[CheckSpec], ctx: &Context) -> Decision {
     let mut next = revised(inst, ctx.now);
     next.checks = merge_checks(inst, specs, ctx.now);
-    let mut effects = Effects::with(Emit::new(
+    updated(inst, next, vec!["checks".into()], ctx)
+}
+
+/// `inst` became `next` by a change of the `changed` fields: its health is reassessed (its
+/// checks may have changed), and the `updated` event leads the effects.
+fn updated(inst: &Instance, mut next: Instance, changed: Vec<String>, ctx: &Context) -> Decision {
+    let mut effects = Effects::default();
+    health::reassess(inst, &mut next, "checks", ctx, &mut effects);
+    effects.lead(Emit::new(
         EventKind::Updated,
         &next.name,
         &next.id,
-        UpdatedData { instance: next.clone(), changed: vec!["checks".into()] },
+        UpdatedData { instance: next.clone(), changed: changed.clone() },
     ));
-    health::reassess(inst, &mut next, "checks", ctx, &mut effects);
-    effects.events[0].data["instance"] = serde_json::to_value(&next).expect("an instance serializes");
     Decision {
-        outcome: Outcome::Applied(Reply {
-            status: Status::Updated,
-            instance: Some(next.clone()),
-            changed: vec!["checks".into()],
-        }),
+        outcome: Outcome::Applied(Reply { status: Status::Updated, instance: Some(next.clone()), changed }),
         ..Decision::put(Status::Updated, next, effects)
     }
 }
@@ -617,18 +614,7 @@ fn register(reg: &Registration, current: Option<&Instance>, ctx: &Context) -> De
             next.weight = reg.weight;
             next.ttl_seconds = reg.ttl_seconds;
             next.checks = merge_checks(inst, &reg.checks, now);
-            let mut effects = Effects::with(Emit::new(
-                EventKind::Updated,
-                &next.name,
-                &next.id,
-                UpdatedData { instance: next.clone(), changed: changed.clone() },
-            ));
-            health::reassess(inst, &mut next, "checks", ctx, &mut effects);
-            effects.events[0].data["instance"] = serde_json::to_value(&next).expect("an instance serializes");
-            Decision {
-                outcome: Outcome::Applied(Reply { status: Status::Updated, instance: Some(next.clone()), changed }),
-                ..Decision::put(Status::Updated, next, effects)
-            }
+            updated(inst, next, changed, ctx)
         }
     }
 }

@@ -53,10 +53,13 @@ pub async fn put_service_maintenance(
     Ok(())
 }
 
-/// Every service in maintenance.
-pub async fn service_maintenance(pool: &PgPool) -> Result<HashMap<String, Maintenance>> {
+/// The services in maintenance: every one, or only `only`.
+pub async fn service_maintenance(pool: &PgPool, only: Option<&str>) -> Result<HashMap<String, Maintenance>> {
     let rows: Vec<(String, String, DateTime<Utc>)> =
-        sqlx::query_as("SELECT service, reason, since FROM service_maintenance").fetch_all(pool).await?;
+        sqlx::query_as("SELECT service, reason, since FROM service_maintenance WHERE $1::text IS NULL OR service = $1")
+            .bind(only)
+            .fetch_all(pool)
+            .await?;
     Ok(rows.into_iter().map(|(service, reason, since)| (service, Maintenance { reason, since })).collect())
 }
 

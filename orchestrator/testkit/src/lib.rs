@@ -17,6 +17,13 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// A free TCP port on loopback (the OS picks it; a small race with other processes is accepted).
+/// True while process `pid` runs; a zombie (exited, not yet reaped) counts as gone.
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|s| !s.lines().any(|l| l.starts_with("State:") && l.contains('Z')))
+        .unwrap_or(false)
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("local addr").port()
 }
