@@ -262,6 +262,35 @@ pub struct Config {
     /// How long the ids of processed commands are remembered for exactly-once handling.
     #[arg(long, env = "ORCH_PROCESSED_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
     pub processed_retention: Duration,
+
+    /// This machine's node name: the embedded agent runs the managed services whose `node` is
+    /// this name (the manifest's default is `local`).
+    #[arg(long, env = "ORCH_NODE", default_value = "local")]
+    pub node: String,
+
+    /// Run no embedded agent: managed services then run only on nodes with a standalone agent
+    /// (`orchestrator agent --node NAME`).
+    #[arg(long, env = "ORCH_NO_AGENT", default_value_t = false)]
+    pub no_agent: bool,
+
+    /// Where the embedded agent keeps each managed service's output (`<service>.log`, rotated).
+    #[arg(long, env = "ORCH_AGENT_LOG_DIR", default_value = "agent-logs")]
+    pub agent_log_dir: PathBuf,
+
+    /// The `orchestrator` binary the embedded agent runs each service under (`orchestrator shim`);
+    /// by default the running binary itself.
+    #[arg(long, env = "ORCH_AGENT_SHIM", hide = true)]
+    pub agent_shim: Option<PathBuf>,
+
+    /// How often a starting service's readiness check runs until it first passes (at most the
+    /// check's own interval): short, so what depends on it starts moments after it is ready.
+    #[arg(long, env = "ORCH_STARTUP_PROBE_INTERVAL", default_value = "20ms", value_parser = humantime::parse_duration)]
+    pub startup_probe_interval: Duration,
+
+    /// How often the controller compares the processes it expects with what each node's agent
+    /// runs, so that a lost process-end report is noticed.
+    #[arg(long, env = "ORCH_RECONCILE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub reconcile_interval: Duration,
 }
 
 impl Config {
@@ -285,6 +314,15 @@ impl Config {
         }
         if self.health_concurrency == 0 {
             return Err("--health-concurrency must be at least 1".into());
+        }
+        if !orch_protocol::registry::is_valid_name(&self.node) {
+            return Err(format!(
+                "--node {:?}: a node name is 1-63 of lower-case letters, digits, '-' or '_'",
+                self.node
+            ));
+        }
+        if self.startup_probe_interval < Duration::from_millis(1) {
+            return Err("--startup-probe-interval must be at least 1ms".into());
         }
         for name in &self.critical_services {
             if !orch_protocol::registry::is_valid_name(name) {

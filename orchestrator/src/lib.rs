@@ -46,6 +46,9 @@ pub struct Running {
     relay: JoinHandle<()>,
     registry: Arc<Registry>,
     app: http::AppState,
+    controller: lifecycle::Controller,
+    /// The embedded agent, stopped after the controller has stopped the managed services.
+    agent: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
 impl Running {
@@ -62,6 +65,17 @@ impl Running {
     /// Stops taking new work, finishes in-flight commands, publishes committed events, then returns.
     pub async fn shutdown(self) {
         tracing::info!("shutting down: finishing in-flight work");
+        if let Some((stop, task)) = self.agent {
+            // The embedded agent's processes die with this process: stop them in order first.
+            match self.controller.halt().await {
+                Ok(n) if n > 0 => tracing::info!(stopped = n, "managed services stopped"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "managed services not stopped in order"),
+            }
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+        drop(self.controller);
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
@@ -131,7 +145,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     registry.set_self_preservation(self_preservation);
 
     let prober = health::probe::Prober::new(client.clone(), config.health_exec_enabled)?;
-    let checker = Arc::new(health::Checker::new(prober, registry.clone(), metrics.clone(), config.health_concurrency));
+    let checker =
+        Arc::new(health::Checker::new(prober.clone(), registry.clone(), metrics.clone(), config.health_concurrency));
     for instance in &with_checks {
         checker.sync(&instance.id, Some(instance));
     }
@@ -145,7 +160,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         workers::outbox_relay::OutboxRelay {
             pool: pool.clone(),
             js: js.clone(),
-            written: outbox_written,
+            written: outbox_written.clone(),
             metrics: metrics.clone(),
             shards: config.writer_shards,
         }
@@ -218,6 +233,44 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         )),
     ];
 
+    let agent = if config.no_agent {
+        None
+    } else {
+        let (exits_tx, exits) = tokio::sync::mpsc::unbounded_channel();
+        let supervisor = Arc::new(agent::Supervisor::new(
+            config.agent_log_dir.clone(),
+            agent::logs::Rotation::default(),
+            exits_tx,
+            config.agent_shim.clone(),
+        ));
+        let (stop, stopped) = watch::channel(false);
+        let run =
+            agent::service::run(client.clone(), subjects.clone(), config.node.clone(), supervisor, exits, stopped);
+        let task = tokio::spawn(async move {
+            if let Err(e) = run.await {
+                tracing::error!(error = format!("{e:#}"), "the embedded agent failed");
+            }
+        });
+        Some((stop, task))
+    };
+    let (records_tx, records_rx) = tokio::sync::mpsc::unbounded_channel();
+    tasks.push(tokio::spawn(lifecycle::recorder::run(pool.clone(), records_rx, outbox_written.clone())));
+    let (controller, controller_task) = lifecycle::Controller::start(
+        lifecycle::ControllerConfig {
+            startup_probe_interval: config.startup_probe_interval,
+            reconcile_interval: config.reconcile_interval,
+        },
+        pool.clone(),
+        client.clone(),
+        subjects.clone(),
+        registry.clone(),
+        prober.clone(),
+        records_tx,
+        shutdown_rx.clone(),
+    )
+    .await?;
+    tasks.push(controller_task);
+
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding the HTTP API to {}", config.http_addr))?;
@@ -229,6 +282,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         max_body_bytes: config.command_max_bytes,
         metrics,
         health: monitor,
+        controller: controller.clone(),
     };
     let app = http::app(state.clone());
     let mut http_shutdown = shutdown_rx.clone();
@@ -251,5 +305,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         startup_ms = started.elapsed().as_millis() as u64,
         "orchestrator ready"
     );
-    Ok(Running { http_addr, shutdown, relay_shutdown, tasks, writer: writer_task, relay, registry, app: state })
+    Ok(Running {
+        http_addr,
+        shutdown,
+        relay_shutdown,
+        tasks,
+        writer: writer_task,
+        relay,
+        registry,
+        app: state,
+        controller,
+        agent,
+    })
 }

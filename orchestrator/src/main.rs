@@ -38,8 +38,11 @@ async fn run(cli: config::Cli) -> ExitCode {
                 }
             }
         }
-        Command::Serve(config) => {
+        Command::Serve(mut config) => {
             telemetry::init(&config.database.log, config.database.log_format);
+            if config.agent_shim.is_none() {
+                config.agent_shim = std::env::current_exe().ok();
+            }
             let running = match orchestrator::start(*config).await {
                 Ok(r) => r,
                 Err(e) => {

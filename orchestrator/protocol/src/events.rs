@@ -8,6 +8,8 @@ use uuid::Uuid;
 
 use crate::error::{ErrorBody, ProtocolError};
 use crate::health::{Aggregate, CheckKind, Counts};
+use crate::lifecycle::ServiceState;
+pub use crate::lifecycle::{ManifestAppliedData, RunFinishedData, TransitionData};
 use crate::registry::{Health, Instance};
 use crate::subjects::Subjects;
 
@@ -41,10 +43,14 @@ pub enum EventKind {
     MaintenanceExited,
     CheckerLagging,
     CheckerRecovered,
+    /// A managed service entered this state (domain `lifecycle`, data [`TransitionData`]).
+    Lifecycle(ServiceState),
+    ManifestApplied,
+    RunFinished,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 31] = [
         EventKind::Registered,
         EventKind::Updated,
         EventKind::Deregistered,
@@ -63,9 +69,22 @@ impl EventKind {
         EventKind::MaintenanceExited,
         EventKind::CheckerLagging,
         EventKind::CheckerRecovered,
+        EventKind::Lifecycle(ServiceState::Pending),
+        EventKind::Lifecycle(ServiceState::Starting),
+        EventKind::Lifecycle(ServiceState::Started),
+        EventKind::Lifecycle(ServiceState::Ready),
+        EventKind::Lifecycle(ServiceState::Completed),
+        EventKind::Lifecycle(ServiceState::Stopping),
+        EventKind::Lifecycle(ServiceState::Stopped),
+        EventKind::Lifecycle(ServiceState::Crashed),
+        EventKind::Lifecycle(ServiceState::Restarting),
+        EventKind::Lifecycle(ServiceState::Blocked),
+        EventKind::Lifecycle(ServiceState::Failed),
+        EventKind::ManifestApplied,
+        EventKind::RunFinished,
     ];
 
-    /// Domain token of the subject: `registry`, `health` or `system`.
+    /// Domain token of the subject: `registry`, `health`, `lifecycle` or `system`.
     pub fn domain(self) -> &'static str {
         match self {
             EventKind::Registered
@@ -86,6 +105,7 @@ impl EventKind {
             | EventKind::CommandRejected
             | EventKind::CheckerLagging
             | EventKind::CheckerRecovered => "system",
+            EventKind::Lifecycle(_) | EventKind::ManifestApplied | EventKind::RunFinished => "lifecycle",
         }
     }
 
@@ -110,6 +130,9 @@ impl EventKind {
             EventKind::MaintenanceExited => "maintenance_exited",
             EventKind::CheckerLagging => "checker_lagging",
             EventKind::CheckerRecovered => "checker_recovered",
+            EventKind::Lifecycle(state) => state.as_str(),
+            EventKind::ManifestApplied => "manifest_applied",
+            EventKind::RunFinished => "run_finished",
         }
     }
 
@@ -134,6 +157,21 @@ impl EventKind {
             EventKind::MaintenanceExited => "io.orch.health.maintenance_exited.v1",
             EventKind::CheckerLagging => "io.orch.system.checker_lagging.v1",
             EventKind::CheckerRecovered => "io.orch.system.checker_recovered.v1",
+            EventKind::Lifecycle(state) => match state {
+                ServiceState::Pending => "io.orch.lifecycle.pending.v1",
+                ServiceState::Starting => "io.orch.lifecycle.starting.v1",
+                ServiceState::Started => "io.orch.lifecycle.started.v1",
+                ServiceState::Ready => "io.orch.lifecycle.ready.v1",
+                ServiceState::Completed => "io.orch.lifecycle.completed.v1",
+                ServiceState::Stopping => "io.orch.lifecycle.stopping.v1",
+                ServiceState::Stopped => "io.orch.lifecycle.stopped.v1",
+                ServiceState::Crashed => "io.orch.lifecycle.crashed.v1",
+                ServiceState::Restarting => "io.orch.lifecycle.restarting.v1",
+                ServiceState::Blocked => "io.orch.lifecycle.blocked.v1",
+                ServiceState::Failed => "io.orch.lifecycle.failed.v1",
+            },
+            EventKind::ManifestApplied => "io.orch.lifecycle.manifest_applied.v1",
+            EventKind::RunFinished => "io.orch.lifecycle.run_finished.v1",
         }
     }
 

@@ -8,6 +8,7 @@ pub mod error;
 pub mod events;
 pub mod headers;
 pub mod health;
+pub mod lifecycle;
 pub mod registry;
 pub mod subjects;
 

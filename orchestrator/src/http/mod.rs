@@ -8,6 +8,7 @@ mod extract;
 mod health;
 mod readiness;
 mod services;
+mod stack;
 
 use std::sync::Arc;
 
@@ -29,13 +30,14 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub health: Arc<crate::health::Monitor>,
+    pub controller: crate::lifecycle::Controller,
 }
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
-        .nest("/api/v1", services::router().merge(discovery::router()).merge(health::router()))
+        .nest("/api/v1", services::router().merge(discovery::router()).merge(health::router()).merge(stack::router()))
         .merge(readiness::router())
         .route("/", axum::routing::get(dashboard))
         .route("/metrics", axum::routing::get(metrics))

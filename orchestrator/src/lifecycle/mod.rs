@@ -1,11 +1,15 @@
 //! Lifecycle of managed services: the manifest that declares them, the dependency graph, and the
 //! start-up and shutdown orders (pure decisions; the agent runs the processes).
 
+pub mod controller;
 pub mod graph;
 pub mod manifest;
+pub mod probes;
 pub mod profile;
+pub mod recorder;
 pub mod restart;
 pub mod startup;
 
+pub use controller::{ControlError, Controller, ControllerConfig};
 pub use graph::Graph;
 pub use manifest::{Manifest, ManifestError};

@@ -12,12 +12,27 @@ use super::graph::Graph;
 /// Times of one service, from the start of the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Timing {
+    /// Its dependencies were met (it could start but for a free slot).
+    #[serde(rename = "queued_ms", serialize_with = "ms")]
     pub queued: Duration,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Its launch was asked of the agent.
+    #[serde(rename = "started_ms", serialize_with = "ms_opt", skip_serializing_if = "Option::is_none")]
     pub started: Option<Duration>,
     /// Ready, or completed for a one-shot task.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "ready_ms", serialize_with = "ms_opt", skip_serializing_if = "Option::is_none")]
     pub ready: Option<Duration>,
+}
+
+/// Durations go on the wire as milliseconds with microsecond precision.
+fn ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_micros() as f64) / 1000.0)
+}
+
+fn ms_opt<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => ms(d, s),
+        None => s.serialize_none(),
+    }
 }
 
 impl Timing {
@@ -31,9 +46,12 @@ impl Timing {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Link {
     pub service: String,
+    #[serde(rename = "started_ms", serialize_with = "ms")]
     pub started: Duration,
+    #[serde(rename = "ready_ms", serialize_with = "ms")]
     pub ready: Duration,
     /// ready - started.
+    #[serde(rename = "took_ms", serialize_with = "ms")]
     pub took: Duration,
 }
 
@@ -41,6 +59,7 @@ pub struct Link {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Bottleneck {
     pub service: String,
+    #[serde(rename = "took_ms", serialize_with = "ms")]
     pub took: Duration,
     pub why: String,
 }
@@ -48,8 +67,10 @@ pub struct Bottleneck {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Profile {
     /// From the first queued service to the last ready one.
+    #[serde(rename = "wall_ms", serialize_with = "ms")]
     pub wall: Duration,
     /// The longest path through the graph weighted by each service's own start time.
+    #[serde(rename = "critical_path_ms", serialize_with = "ms")]
     pub critical_path: Duration,
     /// critical_path / wall: 1.0 means the orchestrator added nothing to what the dependencies
     /// force.

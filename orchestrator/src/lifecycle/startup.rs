@@ -142,6 +142,23 @@ impl Startup {
         chosen.into_iter().map(Action::Launch).collect()
     }
 
+    /// Pending services whose dependencies are met (waiting only for a slot).
+    pub fn launchable(&mut self) -> Vec<String> {
+        self.propagate_blocks();
+        self.states
+            .iter()
+            .filter(|(n, s)| **s == State::Pending && self.can_launch(n))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// A service already running and ready when the run begins (kept from an earlier stack).
+    pub fn already_ready(&mut self, service: &str) {
+        if self.states.get(service) == Some(&State::Pending) {
+            self.states.insert(service.to_string(), State::Ready);
+        }
+    }
+
     /// Every required dependency meets its condition; every optional one meets it or is dead.
     fn can_launch(&self, name: &str) -> bool {
         self.graph.dependencies(name).into_iter().all(|(dep, d)| {

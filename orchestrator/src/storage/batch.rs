@@ -22,6 +22,7 @@ pub struct Processed {
 }
 
 /// One message for the relay to publish after commit.
+#[derive(Debug, Clone)]
 pub struct OutboxRow {
     pub msg_id: Uuid,
     pub subject: String,

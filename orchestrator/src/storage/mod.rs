@@ -6,6 +6,7 @@ mod error;
 pub mod health;
 pub mod instances;
 pub mod ledger;
+pub mod lifecycle;
 pub mod outbox;
 pub mod system;
 

@@ -31,6 +31,9 @@ pub fn config(nats_url: &str, database_url: &str, extra: &[&str]) -> Config {
         "127.0.0.1:0".into(),
         "--log".into(),
         "warn".into(),
+        // Services of the embedded agent run under the real binary's shim.
+        "--agent-shim".into(),
+        env!("CARGO_BIN_EXE_orchestrator").into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     match Cli::try_parse_from(args).expect("valid test configuration").command {
@@ -48,6 +51,8 @@ pub struct Stack {
     pub js: jetstream::Context,
     pub pool: sqlx::PgPool,
     pub subjects: Subjects,
+    /// The embedded agent's service logs.
+    pub agent_logs: orch_testkit::TempDir,
     extra: Vec<String>,
 }
 
@@ -75,6 +80,7 @@ impl Stack {
             js,
             pool,
             subjects: Subjects::default(),
+            agent_logs: orch_testkit::TempDir::new("orch-agent-logs"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         stack.start_orchestrator().await;
@@ -82,7 +88,9 @@ impl Stack {
     }
 
     pub fn config(&self) -> Config {
-        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let logs = self.agent_logs.path().display().to_string();
+        let mut extra: Vec<&str> = vec!["--agent-log-dir", &logs];
+        extra.extend(self.extra.iter().map(String::as_str));
         config(&self.nats.url(), &self.database_url, &extra)
     }
 

@@ -1,0 +1,128 @@
+//! Lifecycle of managed services: the states a managed service goes through, and the data of the
+//! lifecycle events (`<prefix>.evt.lifecycle.<service>.<state>`), one event per transition.
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::Exit;
+
+/// The state of a managed service. Each state is also the kind of the event announcing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceState {
+    /// Waiting for its dependencies or a free start slot.
+    Pending,
+    /// Launch asked of the node's agent.
+    Starting,
+    /// The process runs; not ready yet.
+    Started,
+    /// The readiness check passes (or it has none).
+    Ready,
+    /// A one-shot task that exited with code 0.
+    Completed,
+    /// Stop signal sent; waiting for the process to end.
+    Stopping,
+    Stopped,
+    /// The process ended unexpectedly, did not become ready in time, or its liveness check went
+    /// critical.
+    Crashed,
+    /// Waiting out its back-off before the next start.
+    Restarting,
+    /// Will not start: a required dependency failed or is blocked.
+    Blocked,
+    /// Given up: the restart policy does not restart it, or it started too often.
+    Failed,
+}
+
+impl ServiceState {
+    pub const ALL: [ServiceState; 11] = [
+        ServiceState::Pending,
+        ServiceState::Starting,
+        ServiceState::Started,
+        ServiceState::Ready,
+        ServiceState::Completed,
+        ServiceState::Stopping,
+        ServiceState::Stopped,
+        ServiceState::Crashed,
+        ServiceState::Restarting,
+        ServiceState::Blocked,
+        ServiceState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceState::Pending => "pending",
+            ServiceState::Starting => "starting",
+            ServiceState::Started => "started",
+            ServiceState::Ready => "ready",
+            ServiceState::Completed => "completed",
+            ServiceState::Stopping => "stopping",
+            ServiceState::Stopped => "stopped",
+            ServiceState::Crashed => "crashed",
+            ServiceState::Restarting => "restarting",
+            ServiceState::Blocked => "blocked",
+            ServiceState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ServiceState> {
+        ServiceState::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// A process of the service may be running.
+    pub fn running(self) -> bool {
+        matches!(self, ServiceState::Starting | ServiceState::Started | ServiceState::Ready | ServiceState::Stopping)
+    }
+}
+
+impl std::fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Data of every lifecycle event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionData {
+    pub service: String,
+    pub node: String,
+    pub state: ServiceState,
+    pub previous: ServiceState,
+    /// Why, in words: the exit, the blocking dependency, the back-off, the stop request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// How the process ended (`crashed`, `stopped`, `completed`, `failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<Exit>,
+    /// Restarts in a row (`restarting`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// Back-off before the next start (`restarting`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_in_ms: Option<u64>,
+    pub manifest_version: i64,
+    /// The start-up run the transition belongs to, if one is in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<uuid::Uuid>,
+}
+
+/// Data of `manifest_applied` (`<prefix>.evt.lifecycle._system.manifest_applied`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestAppliedData {
+    pub version: i64,
+    pub source: String,
+    pub services: usize,
+}
+
+/// Data of `run_finished` (`<prefix>.evt.lifecycle._system.run_finished`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunFinishedData {
+    pub run_id: uuid::Uuid,
+    pub manifest_version: i64,
+    /// `ready` (everything ready or completed), `degraded` (some failed or blocked) or `aborted`
+    /// (a critical service failed).
+    pub outcome: String,
+    pub wall_ms: u64,
+    pub critical_path_ms: u64,
+}

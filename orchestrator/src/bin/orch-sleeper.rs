@@ -1,0 +1,90 @@
+//! `orch-sleeper`: a stand-in service for tests and benchmarks of the lifecycle. It waits a
+//! configured time (its start-up), then listens on its port and answers every connection with
+//! `HTTP/1.1 200 OK`; optionally it stops answering, or exits, after a while.
+//!
+//! ```text
+//! orch-sleeper [--ready-after 500ms] [--port N | $PORT] [--healthy-for 2s] [--exit-after 1s] [--exit-code 3]
+//! ```
+//! It prints `ready <unix ms>` when it starts listening, and ignores nothing: SIGTERM ends it.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn duration(text: &str) -> Duration {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().unwrap_or_else(|_| usage(&format!("bad duration {text:?}")));
+    match unit {
+        "ms" => Duration::from_millis(n),
+        "s" | "" => Duration::from_secs(n),
+        _ => usage(&format!("bad duration unit in {text:?}; use ms or s")),
+    }
+}
+
+fn usage(problem: &str) -> ! {
+    eprintln!("orch-sleeper: {problem}");
+    eprintln!(
+        "usage: orch-sleeper [--ready-after DUR] [--port N] [--healthy-for DUR] [--exit-after DUR] [--exit-code N]"
+    );
+    std::process::exit(64);
+}
+
+fn main() {
+    let mut ready_after = Duration::ZERO;
+    let mut port: Option<u16> = std::env::var("PORT").ok().and_then(|p| p.parse().ok());
+    let mut healthy_for: Option<Duration> = None;
+    let mut exit_after: Option<Duration> = None;
+    let mut exit_code = 0;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
+        match flag.as_str() {
+            "--ready-after" => ready_after = duration(&value()),
+            "--port" => port = Some(value().parse().unwrap_or_else(|_| usage("bad port"))),
+            "--healthy-for" => healthy_for = Some(duration(&value())),
+            "--exit-after" => exit_after = Some(duration(&value())),
+            "--exit-code" => exit_code = value().parse().unwrap_or_else(|_| usage("bad exit code")),
+            other => usage(&format!("unknown flag {other}")),
+        }
+    }
+    let started = Instant::now();
+    if let Some(after) = exit_after {
+        std::thread::spawn(move || {
+            std::thread::sleep(after.saturating_sub(started.elapsed()));
+            println!("exiting with code {exit_code}");
+            std::process::exit(exit_code);
+        });
+    }
+    std::thread::sleep(ready_after);
+    let Some(port) = port else {
+        println!("ready {} (no port)", unix_ms());
+        loop {
+            std::thread::park();
+        }
+    };
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| {
+        eprintln!("orch-sleeper: cannot listen on port {port}: {e}");
+        std::process::exit(3);
+    });
+    println!("ready {}", unix_ms());
+    let healthy_until = healthy_for.map(|d| Instant::now() + d);
+    for stream in listener.incoming() {
+        if healthy_until.is_some_and(|t| Instant::now() >= t) {
+            println!("no longer healthy");
+            drop(listener);
+            loop {
+                std::thread::park();
+            }
+        }
+        if let Ok(mut stream) = stream {
+            let mut buffer = [0u8; 1024];
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+            let _ = stream.read(&mut buffer);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    }
+}
+
+fn unix_ms() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+}

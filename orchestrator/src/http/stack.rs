@@ -1,0 +1,129 @@
+//! The managed stack: apply a manifest (`PUT /stack`, TOML body), see its services and their
+//! states, take it down, restart one service, read a service's output, the dependency graph
+//! (DOT or levels) and the start-up profile.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use orch_protocol::ErrorCode;
+use orch_protocol::registry::validate_name;
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::lifecycle::{ControlError, Graph, Manifest, ManifestError};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/stack", get(view).put(apply).delete(down))
+        .route("/stack/graph", get(graph))
+        .route("/stack/profile", get(profile))
+        .route("/stack/services/{name}/restart", post(restart))
+        .route("/stack/services/{name}/logs", get(logs))
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Storage(e) => e.into(),
+            other => orch_protocol::ProtocolError::from(other).into(),
+        }
+    }
+}
+
+/// Every problem in the message; the first one's field as `field`.
+fn manifest_error(e: ManifestError) -> ApiError {
+    let field = e.problems.first().map(|p| p.field.clone()).unwrap_or_else(|| "manifest".into());
+    let message = e.problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+    ApiError::field(ErrorCode::ValidationFailed, field, message)
+}
+
+/// Body: the manifest as TOML text. Query: `source` (who applies it; recorded with the version).
+async fn apply(
+    State(state): State<AppState>,
+    Query(query): Query<ApplyQuery>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::field(ErrorCode::MalformedPayload, "manifest", "the manifest must be UTF-8 TOML"))?;
+    let manifest = Manifest::parse(text).and_then(|m| Graph::new(&m).map(|_| m)).map_err(manifest_error)?;
+    let source = query.source.unwrap_or_else(|| "api".into());
+    let applied = state.controller.apply(manifest, text.to_string(), source).await?;
+    Ok((StatusCode::ACCEPTED, Json(applied)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct ApplyQuery {
+    source: Option<String>,
+}
+
+async fn view(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let (view, _) = state.controller.view().await?.ok_or(ControlError::NoStack)?;
+    Ok(Json(view).into_response())
+}
+
+async fn down(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let stopped = state.controller.down().await?;
+    Ok(Json(serde_json::json!({ "stopped": stopped })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct GraphQuery {
+    /// `dot` (default) or `json` (levels and edges).
+    format: Option<String>,
+}
+
+async fn graph(State(state): State<AppState>, Query(query): Query<GraphQuery>) -> Result<Response, ApiError> {
+    let (view, graph) = state.controller.view().await?.ok_or(ControlError::NoStack)?;
+    match query.format.as_deref().unwrap_or("dot") {
+        "dot" => {
+            let states = view.services.iter().map(|s| (s.name.clone(), s.state.as_str().to_string())).collect();
+            Ok(([(axum::http::header::CONTENT_TYPE, "text/vnd.graphviz; charset=utf-8")], graph.to_dot(Some(&states)))
+                .into_response())
+        }
+        "json" => {
+            let edges: Vec<serde_json::Value> = view
+                .services
+                .iter()
+                .flat_map(|s| {
+                    graph.dependencies(&s.name).into_iter().map(|(dep, d)| {
+                        serde_json::json!({"from": s.name, "to": dep, "condition": d.condition.as_str(), "required": d.required})
+                    })
+                })
+                .collect();
+            Ok(Json(serde_json::json!({ "levels": graph.layers(), "edges": edges, "services": view.services }))
+                .into_response())
+        }
+        other => Err(ApiError::field(ErrorCode::ValidationFailed, "format", format!("{other:?}: use dot or json"))),
+    }
+}
+
+async fn profile(State(state): State<AppState>) -> Result<Response, ApiError> {
+    match state.controller.profile().await? {
+        Some(p) => Ok(Json(p).into_response()),
+        None => Err(ApiError::new(ErrorCode::NotFound, "no start-up run since the orchestrator started")),
+    }
+}
+
+async fn restart(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    validate_name("name", &name)?;
+    state.controller.restart(name.clone()).await?;
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "service": name, "restarting": true }))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct LogsQuery {
+    lines: Option<usize>,
+}
+
+async fn logs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
+    validate_name("name", &name)?;
+    let lines = query.lines.unwrap_or(100).min(orch_protocol::agent::LOG_LINES_MAX);
+    Ok(Json(state.controller.logs(name, lines).await?).into_response())
+}

@@ -1,0 +1,196 @@
+//! Managed services in PostgreSQL: applied manifests with their version, the state of each managed
+//! service, and start-up runs with their profile. State changes are written with their lifecycle
+//! events in the outbox, in one transaction, so the record and the announcement never disagree.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+use super::Result;
+
+/// Outbox shard of lifecycle events: apart from the registry writer's shards (0..n), so each
+/// keeps its own commit order.
+pub const OUTBOX_SHARD: i16 = -1;
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct StoredManifest {
+    pub version: i64,
+    #[serde(skip)]
+    pub body: String,
+    pub source: String,
+    pub desired: String,
+    pub applied_at: DateTime<Utc>,
+}
+
+/// Stores a manifest as the desired stack (`up`) and returns it with its version.
+pub async fn insert_manifest(pool: &PgPool, body: &str, source: &str) -> Result<StoredManifest> {
+    Ok(sqlx::query_as(
+        "INSERT INTO manifests (body, source, desired) VALUES ($1, $2, 'up')
+         RETURNING version, body, source, desired, applied_at",
+    )
+    .bind(body)
+    .bind(source)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// The newest manifest: the desired stack.
+pub async fn latest_manifest(pool: &PgPool) -> Result<Option<StoredManifest>> {
+    Ok(sqlx::query_as("SELECT version, body, source, desired, applied_at FROM manifests ORDER BY version DESC LIMIT 1")
+        .fetch_optional(pool)
+        .await?)
+}
+
+/// Marks the stack of `version` as wanted up or down.
+pub async fn set_desired(pool: &PgPool, version: i64, up: bool) -> Result<()> {
+    sqlx::query("UPDATE manifests SET desired = $2 WHERE version = $1")
+        .bind(version)
+        .bind(if up { "up" } else { "down" })
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// One state change of a managed service, with the event announcing it.
+#[derive(Debug, Clone)]
+pub struct StateRow {
+    pub name: String,
+    pub manifest_version: i64,
+    pub node: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub pid: Option<i64>,
+    pub restarts: i32,
+    pub since: DateTime<Utc>,
+    pub event: Option<super::batch::OutboxRow>,
+}
+
+/// Writes state changes (the last of each service wins) and their events in one transaction.
+pub async fn record(pool: &PgPool, rows: &[StateRow]) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    // Later rows of the same service overwrite earlier ones within one statement only when they
+    // are distinct; keep the last per service.
+    let mut last: std::collections::BTreeMap<&str, &StateRow> = Default::default();
+    for row in rows {
+        last.insert(&row.name, row);
+    }
+    let states: Vec<&StateRow> = last.into_values().collect();
+    sqlx::query(
+        "INSERT INTO managed_services (name, manifest_version, node, state, reason, pid, restarts, since, updated_at)
+         SELECT *, now() FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+                                     $7::int[], $8::timestamptz[])
+         ON CONFLICT (name) DO UPDATE SET manifest_version = EXCLUDED.manifest_version, node = EXCLUDED.node,
+             state = EXCLUDED.state, reason = EXCLUDED.reason, pid = EXCLUDED.pid,
+             restarts = EXCLUDED.restarts, since = EXCLUDED.since, updated_at = now()",
+    )
+    .bind(states.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
+    .bind(states.iter().map(|r| r.manifest_version).collect::<Vec<_>>())
+    .bind(states.iter().map(|r| r.node.as_str()).collect::<Vec<_>>())
+    .bind(states.iter().map(|r| r.state.as_str()).collect::<Vec<_>>())
+    .bind(states.iter().map(|r| r.reason.clone()).collect::<Vec<_>>())
+    .bind(states.iter().map(|r| r.pid).collect::<Vec<_>>())
+    .bind(states.iter().map(|r| r.restarts).collect::<Vec<_>>())
+    .bind(states.iter().map(|r| r.since).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+    let events: Vec<&super::batch::OutboxRow> = rows.iter().filter_map(|r| r.event.as_ref()).collect();
+    insert_events(&mut tx, &events).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Writes lifecycle events that change no service state (`manifest_applied`, `run_finished`).
+pub async fn record_events(pool: &PgPool, events: &[super::batch::OutboxRow]) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    insert_events(&mut tx, &events.iter().collect::<Vec<_>>()).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn insert_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    events: &[&super::batch::OutboxRow],
+) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO outbox (shard, msg_id, subject, payload)
+         SELECT $1, * FROM UNNEST($2::uuid[], $3::text[], $4::bytea[])",
+    )
+    .bind(OUTBOX_SHARD)
+    .bind(events.iter().map(|r| r.msg_id).collect::<Vec<_>>())
+    .bind(events.iter().map(|r| r.subject.as_str()).collect::<Vec<_>>())
+    .bind(events.iter().map(|r| r.payload.as_slice()).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Forgets the state of services no longer in the stack.
+pub async fn retain_services(pool: &PgPool, names: &[String]) -> Result<()> {
+    sqlx::query("DELETE FROM managed_services WHERE NOT (name = ANY($1))").bind(names).execute(pool).await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct ServiceRow {
+    pub name: String,
+    pub manifest_version: i64,
+    pub node: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub pid: Option<i64>,
+    pub restarts: i32,
+    pub since: DateTime<Utc>,
+}
+
+pub async fn services(pool: &PgPool) -> Result<Vec<ServiceRow>> {
+    Ok(sqlx::query_as(
+        "SELECT name, manifest_version, node, state, reason, pid, restarts, since FROM managed_services ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+pub async fn insert_run(pool: &PgPool, id: Uuid, version: i64, started_at: DateTime<Utc>) -> Result<()> {
+    sqlx::query("INSERT INTO startup_runs (id, manifest_version, started_at) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(version)
+        .bind(started_at)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub async fn finish_run(pool: &PgPool, id: Uuid, outcome: &str, profile: &serde_json::Value) -> Result<()> {
+    sqlx::query("UPDATE startup_runs SET finished_at = now(), outcome = $2, profile = $3 WHERE id = $1")
+        .bind(id)
+        .bind(outcome)
+        .bind(profile)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct RunRow {
+    pub id: Uuid,
+    pub manifest_version: i64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: Option<String>,
+    pub profile: Option<serde_json::Value>,
+}
+
+/// The newest finished runs first.
+pub async fn runs(pool: &PgPool, limit: i64) -> Result<Vec<RunRow>> {
+    Ok(sqlx::query_as(
+        "SELECT id, manifest_version, started_at, finished_at, outcome, profile FROM startup_runs
+         ORDER BY started_at DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}

@@ -1,0 +1,372 @@
+//! Managed services with real processes (`orch-sleeper`, `/bin/sh`) run by the embedded agent, or
+//! by a standalone agent process on a second node: dependency order and conditions, parallelism
+//! and priority, degradation, critical abort, reverse shutdown, back-off and the start-rate
+//! limit, recovery by priority with bound services, liveness, and resuming after a restart; with a
+//! real nats-server and PostgreSQL.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use common::http::{assert_error, call, call_raw};
+use common::{Stack, eventually};
+use orch_testkit::{free_port, process_alive};
+use serde_json::Value;
+
+const SLEEPER: &str = env!("CARGO_BIN_EXE_orch-sleeper");
+
+/// A sleeper service listening on `port` after `ready_after`, with a TCP readiness check.
+fn sleeper(name: &str, port: u16, ready_after: &str, extra: &str) -> String {
+    format!(
+        r#"
+[services.{name}]
+command = "{SLEEPER}"
+args = ["--ready-after", "{ready_after}"]
+port = {port}
+readiness = {{ kind = "tcp", interval = "1s" }}
+grace_period = "5s"
+{extra}
+"#
+    )
+}
+
+async fn apply(stack: &Stack, manifest: &str) -> Value {
+    let (status, reply) =
+        call_raw(stack, "PUT", "/api/v1/stack", Some(manifest.to_string()), "application/toml", &[]).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+    reply
+}
+
+async fn stack_view(stack: &Stack) -> Value {
+    let (status, view) = call(stack, "GET", "/api/v1/stack", None).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    view
+}
+
+/// The state of each service.
+fn states(view: &Value) -> std::collections::BTreeMap<String, String> {
+    view["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap().to_string(), s["state"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+fn service<'a>(view: &'a Value, name: &str) -> &'a Value {
+    view["services"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()
+}
+
+/// Waits until every listed service is in the given state.
+async fn wait_for(stack: &Stack, want: &[(&str, &str)]) -> Value {
+    let what = format!("services reach {want:?}");
+    eventually(Duration::from_secs(30), &what, || async {
+        let view = stack_view(stack).await;
+        let now = states(&view);
+        want.iter().all(|(n, s)| now.get(*n).map(String::as_str) == Some(*s)).then_some(view)
+    })
+    .await
+}
+
+/// Waits until the start-up run has finished and returns its profile.
+async fn finished_run(stack: &Stack) -> Value {
+    eventually(Duration::from_secs(30), "the start-up run finishes", || async {
+        let (status, profile) = call(stack, "GET", "/api/v1/stack/profile", None).await;
+        (status == StatusCode::OK && profile["finished"] == true).then_some(profile)
+    })
+    .await
+}
+
+/// Lifecycle transitions from the events stream, in order: (service, state, data).
+async fn transitions(stack: &Stack) -> Vec<(String, String, Value)> {
+    stack
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e["type"].as_str().is_some_and(|t| t.starts_with("io.orch.lifecycle.")))
+        .filter(|e| e["data"]["state"].is_string())
+        .map(|e| {
+            (
+                e["data"]["service"].as_str().unwrap().to_string(),
+                e["data"]["state"].as_str().unwrap().to_string(),
+                e["data"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// Index of the first transition of `service` to `state`.
+fn at(events: &[(String, String, Value)], service: &str, state: &str) -> usize {
+    events
+        .iter()
+        .position(|(s, st, _)| s == service && st == state)
+        .unwrap_or_else(|| panic!("no {state} event for {service} in {:?}", summary(events)))
+}
+
+fn summary(events: &[(String, String, Value)]) -> Vec<String> {
+    events.iter().map(|(s, st, _)| format!("{s}:{st}")).collect()
+}
+
+/// Waits until the events stream holds a transition of `service` to `state`.
+async fn wait_event(stack: &Stack, service: &str, state: &str) -> Vec<(String, String, Value)> {
+    eventually(Duration::from_secs(30), &format!("{service} becomes {state}"), || async {
+        let events = transitions(stack).await;
+        events.iter().any(|(s, st, _)| s == service && st == state).then_some(events)
+    })
+    .await
+}
+
+fn pid(view: &Value, name: &str) -> u32 {
+    service(view, name)["pid"].as_u64().unwrap_or_else(|| panic!("{name} has no pid: {view}")) as u32
+}
+
+#[tokio::test]
+async fn starts_in_dependency_order_and_stops_in_reverse() {
+    let stack = Stack::start().await;
+    let (db, cache, api, web) = (free_port(), free_port(), free_port(), free_port());
+    let manifest = format!(
+        "{}{}{}{}{}",
+        sleeper("db", db, "400ms", "priority = 90"),
+        sleeper("cache", cache, "0ms", "priority = 10"),
+        r#"
+[services.migrate]
+command = "/bin/sh"
+args = ["-c", "sleep 0.2; echo migrated"]
+restart = { policy = "never" }
+depends_on = { db = "healthy" }
+"#,
+        sleeper("api", api, "100ms", "depends_on = { migrate = \"completed\", cache = \"started\" }"),
+        sleeper("web", web, "0ms", "depends_on = { api = \"healthy\" }"),
+    );
+    let applied = apply(&stack, &manifest).await;
+    assert_eq!(applied["version"], 1);
+    assert_eq!(applied["services"], 5);
+
+    let view = wait_for(
+        &stack,
+        &[("db", "ready"), ("cache", "ready"), ("migrate", "completed"), ("api", "ready"), ("web", "ready")],
+    )
+    .await;
+    assert_eq!(view["version"], 1);
+    let profile = finished_run(&stack).await;
+    assert_eq!(profile["outcome"], "ready", "{profile}");
+
+    let events = wait_event(&stack, "web", "ready").await;
+    // Parallel: db and cache both launched before db was ready.
+    assert!(at(&events, "cache", "starting") < at(&events, "db", "ready"), "{:?}", summary(&events));
+    // Conditions: healthy, completed, started.
+    assert!(at(&events, "db", "ready") < at(&events, "migrate", "starting"));
+    assert!(at(&events, "migrate", "completed") < at(&events, "api", "starting"));
+    assert!(at(&events, "cache", "started") < at(&events, "api", "starting"));
+    assert!(at(&events, "api", "ready") < at(&events, "web", "starting"));
+    // Every step of a service is announced in order.
+    for s in ["pending", "starting", "started", "ready"] {
+        at(&events, "web", s);
+    }
+    assert!(at(&events, "web", "pending") < at(&events, "web", "starting"));
+
+    // The profile: the critical chain runs db -> migrate -> api -> web.
+    let chain: Vec<&str> =
+        profile["chain"].as_array().unwrap().iter().map(|l| l["service"].as_str().unwrap()).collect();
+    assert_eq!(chain, ["db", "migrate", "api", "web"], "{profile}");
+    assert!(profile["efficiency"].as_f64().unwrap() > 0.0);
+    for name in ["db", "cache", "migrate", "api", "web"] {
+        assert!(profile["services"][name]["ready_ms"].is_number(), "{name}: {profile}");
+    }
+
+    // States in PostgreSQL, ready services in the registry (readiness follows into discovery).
+    let ready: i64 = stack.count("SELECT count(*) FROM managed_services WHERE state IN ('ready', 'completed')").await;
+    assert_eq!(ready, 5);
+    eventually(Duration::from_secs(20), "web is discoverable", || async {
+        let (_, found) = call(&stack, "GET", "/api/v1/discovery/web", None).await;
+        (found["instance"]["port"] == web).then_some(())
+    })
+    .await;
+
+    // The graph through the API, with states.
+    let (status, dot) = call(&stack, "GET", "/api/v1/stack/graph", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let dot = dot.as_str().unwrap();
+    assert!(dot.contains("digraph") && dot.contains("\"api\" -> \"migrate\""), "{dot}");
+    let (_, levels) = call(&stack, "GET", "/api/v1/stack/graph?format=json", None).await;
+    assert_eq!(levels["levels"][0], serde_json::json!(["cache", "db"]), "{levels}");
+
+    // Logs of a service through the API.
+    let (status, logs) = call(&stack, "GET", "/api/v1/stack/services/migrate/logs?lines=5", None).await;
+    assert_eq!(status, StatusCode::OK, "{logs}");
+    assert!(logs["lines"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().ends_with("migrated")), "{logs}");
+
+    // Shutdown in reverse dependency order; nothing keeps running.
+    let pids: Vec<u32> = ["db", "cache", "api", "web"].iter().map(|n| pid(&view, n)).collect();
+    let (status, down) = call(&stack, "DELETE", "/api/v1/stack", None).await;
+    assert_eq!(status, StatusCode::OK, "{down}");
+    assert_eq!(down["stopped"], 4);
+    let events = wait_event(&stack, "db", "stopped").await;
+    assert!(at(&events, "web", "stopped") < at(&events, "api", "stopping"), "{:?}", summary(&events));
+    assert!(at(&events, "api", "stopped") < at(&events, "db", "stopping"));
+    for p in pids {
+        assert!(!process_alive(p), "process {p} still runs");
+    }
+    let (_, found) = call(&stack, "GET", "/api/v1/discovery/web", None).await;
+    assert!(found["instance"].is_null(), "deregistered on stop: {found}");
+    assert_eq!(stack_view(&stack).await["desired"], "down");
+}
+
+#[tokio::test]
+async fn higher_priority_starts_first_within_max_parallel() {
+    let stack = Stack::start().await;
+    let manifest = format!(
+        "max_parallel = 1\n{}{}{}",
+        sleeper("low", free_port(), "50ms", "priority = 10"),
+        sleeper("high", free_port(), "50ms", "priority = 90"),
+        sleeper("mid", free_port(), "50ms", "priority = 50"),
+    );
+    apply(&stack, &manifest).await;
+    wait_for(&stack, &[("low", "ready"), ("high", "ready"), ("mid", "ready")]).await;
+    let events = wait_event(&stack, "low", "ready").await;
+    let starts: Vec<&str> = events.iter().filter(|(_, st, _)| st == "starting").map(|(s, _, _)| s.as_str()).collect();
+    assert_eq!(starts, ["high", "mid", "low"]);
+    // One at a time: each starts after the previous one is ready.
+    assert!(at(&events, "high", "ready") < at(&events, "mid", "starting"));
+    assert!(at(&events, "mid", "ready") < at(&events, "low", "starting"));
+}
+
+#[tokio::test]
+async fn a_failure_backs_off_gives_up_and_blocks_only_its_dependants() {
+    let stack = Stack::start().await;
+    let manifest = format!(
+        r#"
+[services.broken]
+command = "/bin/sh"
+args = ["-c", "echo failing; sleep 0.1; exit 3"]
+port = {closed}
+readiness = {{ kind = "tcp" }}
+restart = {{ policy = "on-failure", backoff = "100ms", start_limit = 3 }}
+
+[services.needs]
+command = "/bin/sh"
+args = ["-c", "sleep 1000"]
+depends_on = {{ broken = "healthy" }}
+
+[services.later]
+command = "/bin/sh"
+args = ["-c", "sleep 1000"]
+depends_on = {{ needs = "started" }}
+{}"#,
+        sleeper("alone", free_port(), "0ms", ""),
+        closed = free_port(),
+    );
+    apply(&stack, &manifest).await;
+    let view = wait_for(&stack, &[("broken", "failed"), ("alone", "ready")]).await;
+    let profile = finished_run(&stack).await;
+    assert_eq!(profile["outcome"], "degraded");
+    let view = if states(&view)["needs"] == "blocked" { view } else { wait_for(&stack, &[("needs", "blocked")]).await };
+    assert_eq!(
+        service(&view, "needs")["reason"],
+        "requires broken (healthy), which is failed",
+        "each blocked service says why"
+    );
+    assert_eq!(service(&view, "later")["state"], "blocked");
+    assert!(service(&view, "later")["reason"].as_str().unwrap().contains("requires needs"));
+    assert!(service(&view, "broken")["reason"].as_str().unwrap().contains("started 3 times"), "{view}");
+    assert_eq!(service(&view, "broken")["restarts"], 2);
+
+    // Back-off: 100ms, then doubled.
+    let events = wait_event(&stack, "broken", "failed").await;
+    let delays: Vec<u64> = events
+        .iter()
+        .filter(|(s, st, _)| s == "broken" && st == "restarting")
+        .map(|(_, _, d)| d["restart_in_ms"].as_u64().unwrap())
+        .collect();
+    assert_eq!(delays, [100, 200]);
+    let crashed: Vec<&Value> =
+        events.iter().filter(|(s, st, _)| s == "broken" && st == "crashed").map(|(_, _, d)| d).collect();
+    assert_eq!(crashed.len(), 3);
+    assert_eq!(crashed[0]["exit"], serde_json::json!({"by": "code", "code": 3}));
+    // The output is kept.
+    let (_, logs) = call(&stack, "GET", "/api/v1/stack/services/broken/logs", None).await;
+    assert_eq!(
+        logs["lines"].as_array().unwrap().iter().filter(|l| l.as_str().unwrap().ends_with("failing")).count(),
+        3
+    );
+
+    // An operator restart gives it a fresh start budget.
+    let (status, _) = call(&stack, "POST", "/api/v1/stack/services/broken/restart", None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    wait_event(&stack, "broken", "starting").await;
+    let (status, reply) = call(&stack, "POST", "/api/v1/stack/services/ghost/restart", None).await;
+    assert_error(&(status, reply), StatusCode::NOT_FOUND, "not_found", Some("service"));
+}
+
+#[tokio::test]
+async fn a_critical_failure_aborts_the_start_up_and_stops_what_started_in_reverse() {
+    let stack = Stack::start().await;
+    let manifest = format!(
+        r#"{}{}{}
+[services.essential]
+command = "/bin/sh"
+args = ["-c", "sleep 0.3; exit 1"]
+port = {closed}
+readiness = {{ kind = "tcp" }}
+critical = true
+restart = {{ policy = "never" }}
+depends_on = {{ second = "healthy" }}
+
+[services.after]
+command = "/bin/sh"
+args = ["-c", "sleep 1000"]
+depends_on = {{ essential = "healthy" }}
+"#,
+        sleeper("first", free_port(), "0ms", ""),
+        sleeper("second", free_port(), "0ms", "depends_on = { first = \"healthy\" }"),
+        sleeper("side", free_port(), "0ms", "depends_on = { second = \"healthy\" }"),
+        closed = free_port(),
+    );
+    apply(&stack, &manifest).await;
+    let profile = finished_run(&stack).await;
+    assert_eq!(profile["outcome"], "aborted", "{profile}");
+    let view =
+        wait_for(&stack, &[("first", "stopped"), ("second", "stopped"), ("side", "stopped"), ("essential", "failed")])
+            .await;
+    assert!(service(&view, "first")["reason"].as_str().unwrap().contains("critical service essential failed"));
+    let events = wait_event(&stack, "first", "stopped").await;
+    // Most recently started first: side and essential after second, second after first.
+    assert!(at(&events, "side", "stopped") < at(&events, "second", "stopping"), "{:?}", summary(&events));
+    assert!(at(&events, "second", "stopped") < at(&events, "first", "stopping"));
+    assert!(!events.iter().any(|(s, st, _)| s == "after" && st == "starting"), "nothing more starts");
+}
+
+#[tokio::test]
+async fn bad_manifests_are_refused_naming_the_problem() {
+    let stack = Stack::start().await;
+    let put = |body: &str| call_raw(&stack, "PUT", "/api/v1/stack", Some(body.to_string()), "application/toml", &[]);
+    let cycle = r#"
+[services.a]
+command = "x"
+depends_on = { b = "started" }
+[services.b]
+command = "x"
+depends_on = { c = "started" }
+[services.c]
+command = "x"
+depends_on = { a = "started" }
+"#;
+    let reply = put(cycle).await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "validation_failed", None);
+    assert!(reply.1["error"]["message"].as_str().unwrap().contains("a -> b -> c -> a"), "{}", reply.1);
+
+    let unknown = "[services.a]\ncommand = \"x\"\ndepends_on = { ghost = \"started\" }\n";
+    let reply = put(unknown).await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "validation_failed", Some("services.a.depends_on.ghost"));
+
+    let bad_value = "[services.a]\ncommand = \"x\"\npriority = 500\n";
+    let reply = put(bad_value).await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "validation_failed", None);
+    assert!(reply.1["error"]["message"].as_str().unwrap().contains("line"), "{}", reply.1);
+
+    // Nothing was stored.
+    assert_eq!(stack.count("SELECT count(*) FROM manifests").await, 0);
+    let reply = call(&stack, "GET", "/api/v1/stack", None).await;
+    assert_error(&reply, StatusCode::NOT_FOUND, "not_found", None);
+}
