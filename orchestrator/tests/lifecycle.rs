@@ -370,3 +370,179 @@ depends_on = { a = "started" }
     let reply = call(&stack, "GET", "/api/v1/stack", None).await;
     assert_error(&reply, StatusCode::NOT_FOUND, "not_found", None);
 }
+
+#[tokio::test]
+async fn crashed_services_recover_highest_priority_first_and_bound_services_follow() {
+    let stack = Stack::start().await;
+    // The first restart takes the only slot for 500 ms; the others wait and go by priority.
+    let always = r#"restart = { policy = "always", backoff = "300ms" }"#;
+    let manifest = format!(
+        "max_parallel = 1\n{}{}{}{}{}",
+        sleeper("a", free_port(), "500ms", &format!("priority = 10\n{always}")),
+        sleeper("b", free_port(), "500ms", &format!("priority = 90\n{always}")),
+        sleeper("c", free_port(), "500ms", &format!("priority = 50\n{always}")),
+        sleeper("d", free_port(), "500ms", &format!("priority = 70\n{always}")),
+        sleeper("follower", free_port(), "0ms", "binds_to = [\"b\"]\ndepends_on = { b = \"healthy\" }"),
+    );
+    apply(&stack, &manifest).await;
+    let view =
+        wait_for(&stack, &[("a", "ready"), ("b", "ready"), ("c", "ready"), ("d", "ready"), ("follower", "ready")])
+            .await;
+    let follower_pid = pid(&view, "follower");
+    let before = transitions(&stack).await.len();
+    for name in ["a", "b", "c", "d"] {
+        // SAFETY: kill(2) on a pid the test read from the API.
+        unsafe { libc::kill(pid(&view, name) as i32, libc::SIGKILL) };
+    }
+    let events = wait_event_after(&stack, before, "follower", "ready").await;
+    let restarts: Vec<&str> = events.iter().filter(|(_, st, _)| st == "starting").map(|(s, _, _)| s.as_str()).collect();
+    let recovered: Vec<&str> = restarts.iter().copied().filter(|s| *s != "follower").collect();
+    assert_eq!(recovered.len(), 4, "{restarts:?}");
+    // Whichever restart came due first took the free slot; the rest went by priority.
+    let mut waited = recovered[1..].to_vec();
+    let priority = |s: &str| match s {
+        "a" => 10,
+        "b" => 90,
+        "c" => 50,
+        _ => 70,
+    };
+    waited.sort_by_key(|s| std::cmp::Reverse(priority(s)));
+    assert_eq!(recovered[1..], waited[..], "{restarts:?}");
+    let crashed: Vec<&Value> = events.iter().filter(|(_, st, _)| st == "crashed").map(|(_, _, d)| d).collect();
+    assert_eq!(crashed.len(), 4);
+    assert_eq!(crashed[0]["exit"], serde_json::json!({"by": "signal", "signal": 9}));
+    // The follower restarted after b was ready again.
+    assert!(at(&events, "b", "ready") < at(&events, "follower", "stopping"), "{:?}", summary(&events));
+    let (_, _, stopped) = &events[at(&events, "follower", "stopped")];
+    assert_eq!(stopped["reason"], "bound to b, which was restarted");
+    let view = stack_view(&stack).await;
+    assert_ne!(pid(&view, "follower"), follower_pid);
+    assert!(!process_alive(follower_pid));
+}
+
+#[tokio::test]
+async fn a_critical_liveness_check_restarts_the_service() {
+    let stack = Stack::start().await;
+    let port = free_port();
+    let manifest = format!(
+        r#"
+[services.wobbly]
+command = "{SLEEPER}"
+args = ["--healthy-for", "1s"]
+port = {port}
+readiness = {{ kind = "tcp" }}
+liveness = {{ kind = "tcp", interval = "200ms", failures_before_critical = 2 }}
+restart = {{ policy = "on-failure", backoff = "100ms" }}
+grace_period = "2s"
+"#
+    );
+    apply(&stack, &manifest).await;
+    let first = pid(&wait_for(&stack, &[("wobbly", "ready")]).await, "wobbly");
+    let events = wait_event(&stack, "wobbly", "restarting").await;
+    let (_, _, crashed) = &events[at(&events, "wobbly", "crashed")];
+    assert!(crashed["reason"].as_str().unwrap().starts_with("liveness check critical"), "{crashed}");
+    assert!(at(&events, "wobbly", "stopping") < at(&events, "wobbly", "crashed"), "stopped first, then restarted");
+    let view = eventually(Duration::from_secs(20), "wobbly runs again", || async {
+        let view = stack_view(&stack).await;
+        (service(&view, "wobbly")["pid"].as_u64().is_some_and(|p| p as u32 != first)).then_some(view)
+    })
+    .await;
+    assert!(!process_alive(first));
+    assert_eq!(service(&view, "wobbly")["restarts"], 1);
+}
+
+#[tokio::test]
+async fn the_applied_stack_is_versioned_and_resumed_after_a_restart() {
+    let mut stack = Stack::start().await;
+    let (one, two) = (free_port(), free_port());
+    let v1 = format!("{}{}", sleeper("one", one, "0ms", ""), sleeper("two", two, "0ms", ""));
+    assert_eq!(apply(&stack, &v1).await["version"], 1);
+    let view = wait_for(&stack, &[("one", "ready"), ("two", "ready")]).await;
+    let (one_pid, two_pid) = (pid(&view, "one"), pid(&view, "two"));
+
+    // A new version: `two` changed and is replaced, `one` is unchanged and keeps running, `three`
+    // is new.
+    let v2 = format!(
+        "{}{}{}",
+        sleeper("one", one, "0ms", ""),
+        sleeper("two", two, "0ms", "priority = 60"),
+        sleeper("three", free_port(), "0ms", "")
+    );
+    let applied = apply(&stack, &v2).await;
+    assert_eq!(applied["version"], 2);
+    assert_eq!(applied["replaced"], serde_json::json!(["two"]));
+    let view = wait_for(&stack, &[("one", "ready"), ("two", "ready"), ("three", "ready")]).await;
+    assert_eq!(pid(&view, "one"), one_pid, "unchanged: not restarted");
+    assert_ne!(pid(&view, "two"), two_pid);
+    assert_eq!(stack.count("SELECT count(*) FROM manifests").await, 2);
+
+    // The orchestrator stops: its services stop in order; started again, it resumes the stack.
+    let pids: Vec<u32> = ["one", "two", "three"].iter().map(|n| pid(&view, n)).collect();
+    stack.stop_orchestrator().await;
+    for p in &pids {
+        assert!(!process_alive(*p), "stopped with the orchestrator");
+    }
+    stack.start_orchestrator().await;
+    let view = wait_for(&stack, &[("one", "ready"), ("two", "ready"), ("three", "ready")]).await;
+    assert_eq!(view["version"], 2);
+    assert_eq!(stack.count("SELECT count(*) FROM startup_runs WHERE outcome = 'ready'").await, 3);
+
+    // Taken down, it stays down across a restart.
+    call(&stack, "DELETE", "/api/v1/stack", None).await;
+    stack.stop_orchestrator().await;
+    stack.start_orchestrator().await;
+    let view = stack_view(&stack).await;
+    assert_eq!(view["desired"], "down");
+    assert!(states(&view).values().all(|s| s == "stopped"), "{view}");
+}
+
+#[tokio::test]
+async fn a_standalone_agent_on_another_node_runs_services_for_the_orchestrator() {
+    let stack = Stack::start().await;
+    let logs = orch_testkit::TempDir::new("agent-n2");
+    let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(["agent", "--node", "n2", "--nats-url", &stack.nats.url(), "--log", "warn"])
+        .arg("--log-dir")
+        .arg(logs.path())
+        .spawn()
+        .expect("agent starts");
+    let port = free_port();
+    let manifest = format!(
+        "{}{}",
+        sleeper("remote", port, "100ms", "node = \"n2\""),
+        sleeper("local-one", free_port(), "0ms", "depends_on = { remote = \"healthy\" }"),
+    );
+    apply(&stack, &manifest).await;
+    let view = wait_for(&stack, &[("remote", "ready"), ("local-one", "ready")]).await;
+    assert_eq!(service(&view, "remote")["node"], "n2");
+    let remote = pid(&view, "remote");
+    assert!(process_alive(remote));
+    // Its output is on the agent's node, read through the orchestrator's API.
+    let (status, lines) = call(&stack, "GET", "/api/v1/stack/services/remote/logs", None).await;
+    assert_eq!(status, StatusCode::OK, "{lines}");
+    assert!(lines["lines"][0].as_str().unwrap().contains("ready"), "{lines}");
+    assert!(logs.path().join("remote.log").exists());
+
+    // A crash on n2 is reported over NATS and recovered.
+    unsafe { libc::kill(remote as i32, libc::SIGKILL) };
+    wait_event(&stack, "remote", "crashed").await;
+    let view = eventually(Duration::from_secs(20), "remote runs again", || async {
+        let view = stack_view(&stack).await;
+        (service(&view, "remote")["state"] == "ready" && pid(&view, "remote") != remote).then_some(view)
+    })
+    .await;
+    let (status, _) = call(&stack, "DELETE", "/api/v1/stack", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!process_alive(pid(&view, "remote")));
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+}
+
+/// Like [`wait_event`], counting only transitions after the first `skip`.
+async fn wait_event_after(stack: &Stack, skip: usize, service: &str, state: &str) -> Vec<(String, String, Value)> {
+    eventually(Duration::from_secs(30), &format!("{service} becomes {state}"), || async {
+        let events: Vec<_> = transitions(stack).await.into_iter().skip(skip).collect();
+        events.iter().any(|(s, st, _)| s == service && st == state).then_some(events)
+    })
+    .await
+}
