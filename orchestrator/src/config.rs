@@ -41,6 +41,40 @@ pub enum Command {
     /// Validate a manifest of managed services and print its dependency graph (GraphViz DOT, one
     /// rank per level that can start in parallel), or its levels with `--levels`.
     Graph(GraphArgs),
+    /// Apply a manifest of managed services to a running orchestrator and follow the start-up:
+    /// live progress on a terminal, one line per transition otherwise, then the start-up profile.
+    /// Exit code 0 when every service is ready, 1 when the start-up ended degraded or aborted,
+    /// 2 when the manifest is invalid.
+    Up(UpArgs),
+    /// Stop every managed service in reverse dependency order (the stack stays down, also across
+    /// restarts of the orchestrator, until the next `up`).
+    Down(ApiArgs),
+    /// Show each managed service: node, state, pid, restarts and why.
+    Status(ApiArgs),
+    /// Show the last start-up: wall time, critical path, parallel efficiency, the critical chain
+    /// and the bottlenecks (like `systemd-analyze critical-chain`).
+    Profile(ApiArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// Base URL of the orchestrator's HTTP API.
+    #[arg(long, env = "ORCH_API_URL", default_value = "http://127.0.0.1:8080")]
+    pub api_url: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// The manifest (TOML); see docs/manifest.md and examples/stack.toml.
+    #[arg(short = 'f', long = "file", env = "ORCH_MANIFEST")]
+    pub file: PathBuf,
+
+    /// Return once the manifest is accepted instead of following the start-up.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 #[derive(Debug, Clone, Args)]

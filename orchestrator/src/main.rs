@@ -10,7 +10,7 @@ use orchestrator::config::{self, Command};
 /// of allocator to whoever embeds it.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use orchestrator::{storage, telemetry};
+use orchestrator::{lifecycle, storage, telemetry};
 
 /// After a stop signal, in-flight work gets this long before the process exits anyway. Commands not
 /// acknowledged by then are redelivered at the next start.
@@ -64,6 +64,17 @@ async fn run(cli: config::Cli) -> ExitCode {
             }
         },
         Command::Graph(args) => graph(&args),
+        Command::Up(args) => match lifecycle::cli::up(&args).await {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("orchestrator up: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Down(args) => cli_result("down", lifecycle::cli::down(&args).await),
+        Command::Status(args) => cli_result("status", lifecycle::cli::status(&args).await),
+        Command::Profile(args) => cli_result("profile", lifecycle::cli::profile(&args).await),
         Command::Migrate(db) => {
             telemetry::init(&db.log, db.log_format);
             let result = async {
@@ -127,6 +138,16 @@ fn graph(args: &config::GraphArgs) -> ExitCode {
         Err(e) => {
             eprint!("{}: {e}", args.file.display());
             ExitCode::from(2)
+        }
+    }
+}
+
+fn cli_result(command: &str, result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("orchestrator {command}: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

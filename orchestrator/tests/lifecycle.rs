@@ -546,3 +546,52 @@ async fn wait_event_after(stack: &Stack, skip: usize, service: &str, state: &str
     })
     .await
 }
+
+#[tokio::test]
+async fn the_command_line_applies_follows_reports_and_takes_down() {
+    let stack = Stack::start().await;
+    let dir = orch_testkit::TempDir::new("cli");
+    let file = dir.path().join("stack.toml");
+    let manifest = format!(
+        "{}{}",
+        sleeper("alpha", free_port(), "100ms", ""),
+        sleeper("beta", free_port(), "0ms", "depends_on = { alpha = \"healthy\" }")
+    );
+    std::fs::write(&file, manifest).unwrap();
+    let api = format!("http://127.0.0.1:{}", stack.http_port());
+    let run = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator")).args(&args).output().await.unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let args = |cmd: &str, extra: &[&str]| {
+        let mut a = vec![cmd.to_string(), "--api-url".to_string(), api.clone()];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let path = file.display().to_string();
+    let (code, out, err) = run(args("up", &["-f", &path])).await;
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("manifest version 1 applied: 2 services"), "{out}");
+    // Not a terminal: one line per transition, then the profile.
+    assert!(out.lines().any(|l| l.contains("beta") && l.trim_end().ends_with("ready")), "{out}");
+    assert!(out.contains("critical chain") && out.contains("parallel efficiency"), "{out}");
+
+    let (code, out, _) = run(args("status", &[])).await;
+    assert_eq!(code, Some(0));
+    assert!(out.lines().any(|l| l.starts_with("alpha") && l.contains("ready")), "{out}");
+    let (code, out, _) = run(args("profile", &[])).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("alpha @"), "{out}");
+    let (code, out, _) = run(args("down", &[])).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("stopped 2 running services"), "{out}");
+
+    std::fs::write(&file, "[services.a]\ncommand = \"x\"\npriority = 900\n").unwrap();
+    let (code, _, err) = run(args("up", &["-f", &path])).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("line 3"), "{err}");
+}

@@ -225,7 +225,8 @@ impl Prober {
 
 /// Installs ring as the process's rustls provider, once. reqwest is built without a provider of
 /// its own so that only ring, which async-nats already uses, is compiled in.
-fn install_crypto_provider() {
+/// Installs the TLS crypto provider of every HTTP client of the process, once.
+pub fn install_crypto_provider() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         // Fails only when something else installed a provider first, which serves as well.
