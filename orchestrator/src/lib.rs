@@ -259,10 +259,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         lifecycle::ControllerConfig {
             startup_probe_interval: config.startup_probe_interval,
             reconcile_interval: config.reconcile_interval,
+            subjects: subjects.clone(),
         },
         pool.clone(),
         client.clone(),
-        subjects.clone(),
         registry.clone(),
         prober.clone(),
         records_tx,

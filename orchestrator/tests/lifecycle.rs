@@ -595,3 +595,26 @@ async fn the_command_line_applies_follows_reports_and_takes_down() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("line 3"), "{err}");
 }
+
+#[tokio::test]
+async fn stack_routes_answer_bad_input_with_json_errors_naming_the_field() {
+    let stack = Stack::start().await;
+    apply(&stack, &sleeper("solo", free_port(), "0ms", "")).await;
+    let reply = call(&stack, "GET", "/api/v1/stack/services/solo/logs?lines=many", None).await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "validation_failed", Some("lines"));
+    let reply = call(&stack, "GET", "/api/v1/stack/graph?format=svg", None).await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "validation_failed", Some("format"));
+    let reply = call(&stack, "GET", "/api/v1/stack/graph?colour=red", None).await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "validation_failed", Some("colour"));
+    let reply = call(&stack, "POST", "/api/v1/stack/services/Bad%20Name/restart", None).await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "validation_failed", Some("name"));
+    // While the start-up runs, a new version is refused, not queued silently.
+    let slow = sleeper("slow", free_port(), "2s", "");
+    wait_for(&stack, &[("solo", "ready")]).await;
+    finished_run(&stack).await;
+    apply(&stack, &format!("{}{slow}", sleeper("solo", free_port(), "0ms", ""))).await;
+    let reply = call_raw(&stack, "PUT", "/api/v1/stack", Some(slow.clone()), "application/toml", &[]).await;
+    assert_error(&reply, StatusCode::CONFLICT, "conflict", None);
+    let reply = call_raw(&stack, "PUT", "/api/v1/stack", Some("not toml [".into()), "application/toml", &[]).await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "validation_failed", None);
+}

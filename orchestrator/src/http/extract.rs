@@ -35,3 +35,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
         Ok(Json(orch_protocol::error::parse_json(&bytes)?))
     }
 }
+
+/// The `key=value` pairs of a query string; each route checks its own keys and names the one at
+/// fault, so a misspelt parameter is an error instead of being ignored.
+pub fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|e| ApiError::new(ErrorCode::MalformedPayload, format!("query string: {e}")))
+}
+
+/// The error for a query parameter the route does not know.
+pub fn unknown_parameter(name: &str, known: &str) -> ApiError {
+    ApiError::field(ErrorCode::ValidationFailed, name, format!("unknown query parameter; use {known}"))
+}

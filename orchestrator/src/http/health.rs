@@ -185,8 +185,7 @@ async fn maintenance_off(
 
 /// Parses `?limit=&before=` (and, when `filters` is true, `service=&instance=&level=`).
 fn history_filter(query: Option<&str>, filters: bool) -> Result<HistoryFilter, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
-        .map_err(|e| ApiError::new(ErrorCode::MalformedPayload, format!("query string: {e}")))?;
+    let pairs = super::extract::query_pairs(query)?;
     let mut f = HistoryFilter { limit: 100, ..Default::default() };
     for (key, value) in pairs {
         match key.as_str() {
@@ -214,11 +213,7 @@ fn history_filter(query: Option<&str>, filters: bool) -> Result<HistoryFilter, A
             }
             other => {
                 let known = if filters { "limit, before, service, instance or level" } else { "limit or before" };
-                return Err(ApiError::field(
-                    ErrorCode::ValidationFailed,
-                    other,
-                    format!("unknown query parameter; use {known}"),
-                ));
+                return Err(super::extract::unknown_parameter(other, known));
             }
         }
     }

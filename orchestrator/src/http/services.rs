@@ -123,8 +123,7 @@ async fn heartbeat(State(state): State<AppState>, Path(id): Path<String>) -> Res
 /// Parses `?name=&tag=a,b&tag=c&health=&meta.<key>=<value>&limit=&after=`. Unknown parameters
 /// are an error, so a misspelt filter never silently returns everything.
 fn parse_filter(query: Option<&str>) -> Result<Filter, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
-        .map_err(|e| ApiError::new(ErrorCode::MalformedPayload, format!("query string: {e}")))?;
+    let pairs = super::extract::query_pairs(query)?;
     let mut filter = Filter { limit: PAGE_DEFAULT, ..Default::default() };
     let mut metadata = BTreeMap::new();
     for (key, value) in pairs {
@@ -147,10 +146,9 @@ fn parse_filter(query: Option<&str>) -> Result<Filter, ApiError> {
                     metadata.insert(k.to_string(), value);
                 }
                 _ => {
-                    return Err(ApiError::field(
-                        ErrorCode::ValidationFailed,
+                    return Err(super::extract::unknown_parameter(
                         other,
-                        "unknown query parameter; use name, tag, health, meta.<key>, limit or after",
+                        "name, tag, health, meta.<key>, limit or after",
                     ));
                 }
             },

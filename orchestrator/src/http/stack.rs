@@ -2,17 +2,17 @@
 //! states, take it down, restart one service, read a service's output, the dependency graph
 //! (DOT or levels) and the start-up profile.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use orch_protocol::ErrorCode;
 use orch_protocol::registry::validate_name;
-use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiError;
+use super::extract::{query_pairs, unknown_parameter};
 use crate::lifecycle::{ControlError, Graph, Manifest, ManifestError};
 
 pub fn router() -> Router<AppState> {
@@ -43,20 +43,21 @@ fn manifest_error(e: ManifestError) -> ApiError {
 /// Body: the manifest as TOML text. Query: `source` (who applies it; recorded with the version).
 async fn apply(
     State(state): State<AppState>,
-    Query(query): Query<ApplyQuery>,
+    RawQuery(query): RawQuery,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
+    let mut source = "api".to_string();
+    for (key, value) in query_pairs(query.as_deref())? {
+        match key.as_str() {
+            "source" => source = value,
+            other => return Err(unknown_parameter(other, "source")),
+        }
+    }
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::field(ErrorCode::MalformedPayload, "manifest", "the manifest must be UTF-8 TOML"))?;
     let manifest = Manifest::parse(text).and_then(|m| Graph::new(&m).map(|_| m)).map_err(manifest_error)?;
-    let source = query.source.unwrap_or_else(|| "api".into());
     let applied = state.controller.apply(manifest, text.to_string(), source).await?;
     Ok((StatusCode::ACCEPTED, Json(applied)).into_response())
-}
-
-#[derive(Debug, Deserialize)]
-struct ApplyQuery {
-    source: Option<String>,
 }
 
 async fn view(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -69,15 +70,18 @@ async fn down(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(serde_json::json!({ "stopped": stopped })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-struct GraphQuery {
-    /// `dot` (default) or `json` (levels and edges).
-    format: Option<String>,
-}
-
-async fn graph(State(state): State<AppState>, Query(query): Query<GraphQuery>) -> Result<Response, ApiError> {
+/// `?format=dot` (default: GraphViz DOT with states as colours) or `?format=json` (levels and
+/// edges).
+async fn graph(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    let mut format = "dot".to_string();
+    for (key, value) in query_pairs(query.as_deref())? {
+        match key.as_str() {
+            "format" => format = value,
+            other => return Err(unknown_parameter(other, "format")),
+        }
+    }
     let (view, graph) = state.controller.view().await?.ok_or(ControlError::NoStack)?;
-    match query.format.as_deref().unwrap_or("dot") {
+    match format.as_str() {
         "dot" => {
             let states = view.services.iter().map(|s| (s.name.clone(), s.state.as_str().to_string())).collect();
             Ok(([(axum::http::header::CONTENT_TYPE, "text/vnd.graphviz; charset=utf-8")], graph.to_dot(Some(&states)))
@@ -113,17 +117,25 @@ async fn restart(State(state): State<AppState>, Path(name): Path<String>) -> Res
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "service": name, "restarting": true }))).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-struct LogsQuery {
-    lines: Option<usize>,
-}
-
+/// `?lines=N`: the last N lines (default 100, at most 10,000).
 async fn logs(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(query): Query<LogsQuery>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     validate_name("name", &name)?;
-    let lines = query.lines.unwrap_or(100).min(orch_protocol::agent::LOG_LINES_MAX);
+    let max = orch_protocol::agent::LOG_LINES_MAX;
+    let mut lines = 100;
+    for (key, value) in query_pairs(query.as_deref())? {
+        match key.as_str() {
+            "lines" => {
+                lines =
+                    value.parse().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
+                        ApiError::field(ErrorCode::ValidationFailed, "lines", format!("must be 1-{max}"))
+                    })?
+            }
+            other => return Err(unknown_parameter(other, "lines")),
+        }
+    }
     Ok(Json(state.controller.logs(name, lines).await?).into_response())
 }

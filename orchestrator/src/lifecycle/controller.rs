@@ -44,6 +44,8 @@ pub struct ControllerConfig {
     pub startup_probe_interval: Duration,
     /// How often what should run is compared with what the agents report.
     pub reconcile_interval: Duration,
+    /// Subjects of the agents and of the lifecycle events.
+    pub subjects: Subjects,
 }
 
 /// Why a request to the controller was refused.
@@ -208,12 +210,12 @@ impl Controller {
         config: ControllerConfig,
         pool: PgPool,
         nats: async_nats::Client,
-        subjects: Subjects,
         registry: Arc<Registry>,
         prober: Prober,
         records: mpsc::UnboundedSender<Record>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<(Controller, tokio::task::JoinHandle<()>)> {
+        let subjects = config.subjects.clone();
         let (tx, rx) = mpsc::unbounded_channel();
         let mut exits = nats.subscribe(format!("{}.agent.*.{}", subjects.prefix(), agent::verbs::EXITED)).await?;
         let forward = tx.clone();
@@ -324,7 +326,7 @@ impl Controller {
 /// What the controller asks the registry, in order (a deregistration never overtakes the
 /// registration it undoes).
 enum RegistryOp {
-    Register(Registration),
+    Register(Box<Registration>),
     Deregister(String),
     Heartbeat(String),
 }
@@ -338,7 +340,7 @@ fn spawn_registrar(registry: Arc<Registry>) -> mpsc::UnboundedSender<RegistryOp>
                     registry.heartbeat(&id);
                     continue;
                 }
-                RegistryOp::Register(r) => (Command::Register(r), "registering"),
+                RegistryOp::Register(r) => (Command::Register(*r), "registering"),
                 RegistryOp::Deregister(id) => (Command::Deregister { id }, "deregistering"),
             };
             if let Err(e) = registry.writer.submit(writer::internal(command)).await {
@@ -884,7 +886,7 @@ impl Task {
         let rebind = std::mem::take(&mut m.rebind);
         if let Some(port) = m.spec.port {
             m.registered = true;
-            let _ = self.registrar.send(RegistryOp::Register(registration(name, &m.spec, port, version)));
+            let _ = self.registrar.send(RegistryOp::Register(Box::new(registration(name, &m.spec, port, version))));
         }
         if let Some(liveness) = m.spec.liveness.clone() {
             let (endpoint, prober, tx) = (endpoint(name, &m.spec), self.prober.clone(), self.tx.clone());
