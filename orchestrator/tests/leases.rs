@@ -65,9 +65,10 @@ async fn beating_instance_never_expires() {
 #[tokio::test]
 async fn mass_expiry_triggers_self_preservation_until_beats_return() {
     let stack = Stack::start_with(FAST).await;
-    for i in 0..20 {
-        stack.request("register", &registration(&format!("sp-{i}"), "web", 1)).await;
-    }
+    // Registered together (one batch), so their leases run out in the same sweep even on a busy
+    // machine.
+    let payloads: Vec<String> = (0..20).map(|i| registration(&format!("sp-{i}"), "web", 1)).collect();
+    futures::future::join_all(payloads.iter().map(|p| stack.request("register", p))).await;
     // All 20 stop beating at once: 100% > 15% of live instances.
     let entered = stack
         .wait_events(1, "self-preservation entered", |e| e["type"] == "io.orch.system.self_preservation_entered.v1")

@@ -485,7 +485,10 @@ async fn the_applied_stack_is_versioned_and_resumed_after_a_restart() {
     stack.start_orchestrator().await;
     let view = wait_for(&stack, &[("one", "ready"), ("two", "ready"), ("three", "ready")]).await;
     assert_eq!(view["version"], 2);
-    assert_eq!(stack.count("SELECT count(*) FROM startup_runs WHERE outcome = 'ready'").await, 3);
+    eventually(Duration::from_secs(20), "three runs recorded as ready", || async {
+        (stack.count("SELECT count(*) FROM startup_runs WHERE outcome = 'ready'").await == 3).then_some(())
+    })
+    .await;
 
     // Taken down, it stays down across a restart.
     call(&stack, "DELETE", "/api/v1/stack", None).await;

@@ -1,360 +1,32 @@
-//! The lifecycle controller: one task that owns the applied stack and drives it. It launches
-//! services through the node agents as [`Startup`] allows, watches readiness and liveness, restarts
-//! by each service's policy (bound services after the one they bind to, higher priority first),
-//! and stops in reverse dependency order. Every transition is recorded in PostgreSQL with its
-//! lifecycle event (see [`super::recorder`]).
-//!
-//! Everything slow (agent requests, probes, back-off timers) runs in small tasks that report back
-//! as [`Input`]s; a `generation` per service, bumped at each launch, makes late reports of an
-//! earlier process harmless.
+//! The controller task: the state of the applied stack and every transition of its services.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use orch_protocol::agent::{self, Exit, LogsRequest, StartRequest, StopRequest};
 use orch_protocol::events::{self, EventKind, ManifestAppliedData, RunFinishedData, TransitionData};
 use orch_protocol::lifecycle::ServiceState;
-use orch_protocol::registry::Registration;
-use orch_protocol::{ErrorCode, ProtocolError, Subjects};
+use orch_protocol::{ErrorCode, Subjects};
 use serde::Serialize;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use uuid::Uuid;
 
-use super::graph::Graph;
-use super::manifest::{Manifest, RestartPolicy, ServiceSpec};
-use super::probes::{self, Endpoint};
-use super::profile::{self, Profile, Timing};
-use super::recorder::Record;
-use super::restart::{Decision, Restarts};
-use super::startup::{self, Action, Startup};
+use super::registration::{RegistryOp, instance_id, registration, spawn_registrar};
+use super::{Applied, ControlError, ControllerConfig, Input, RunProfile, ServiceView, StackView};
 use crate::agent::client::{AgentClient, AgentError};
 use crate::health::probe::Prober;
-use crate::registry::{Command, Registry, writer};
+use crate::lifecycle::graph::Graph;
+use crate::lifecycle::manifest::{Manifest, RestartPolicy, ServiceSpec};
+use crate::lifecycle::probes::{self, Endpoint};
+use crate::lifecycle::profile::{self, Timing};
+use crate::lifecycle::recorder::Record;
+use crate::lifecycle::restart::{Decision, Restarts};
+use crate::lifecycle::startup::{self, Action, Startup};
 use crate::storage::{self, batch::OutboxRow, lifecycle::StateRow};
-
-/// Settings of the controller.
-#[derive(Debug, Clone)]
-pub struct ControllerConfig {
-    /// How often a starting service's readiness check runs (at most its own interval).
-    pub startup_probe_interval: Duration,
-    /// How often what should run is compared with what the agents report.
-    pub reconcile_interval: Duration,
-    /// Subjects of the agents and of the lifecycle events.
-    pub subjects: Subjects,
-}
-
-/// Why a request to the controller was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    #[error("no stack is applied; apply a manifest first")]
-    NoStack,
-    #[error("{0}")]
-    Busy(String),
-    #[error("no managed service {0:?} in the applied stack")]
-    UnknownService(String),
-    #[error(transparent)]
-    Agent(#[from] AgentError),
-    #[error(transparent)]
-    Storage(#[from] storage::StorageError),
-    #[error("the lifecycle controller has stopped")]
-    Stopped,
-}
-
-impl From<ControlError> for ProtocolError {
-    fn from(e: ControlError) -> ProtocolError {
-        let code = match &e {
-            ControlError::NoStack | ControlError::UnknownService(_) => ErrorCode::NotFound,
-            ControlError::Busy(_) => ErrorCode::Conflict,
-            ControlError::Agent(AgentError::Refused { code, .. }) => *code,
-            ControlError::Agent(_) | ControlError::Storage(_) | ControlError::Stopped => ErrorCode::Unavailable,
-        };
-        let field = matches!(e, ControlError::UnknownService(_)).then_some("service");
-        match field {
-            Some(f) => ProtocolError::field(code, f, e.to_string()),
-            None => ProtocolError::new(code, e.to_string()),
-        }
-    }
-}
-
-/// What `apply` accepted.
-#[derive(Debug, Clone, Serialize)]
-pub struct Applied {
-    pub version: i64,
-    pub run_id: Uuid,
-    pub services: usize,
-    /// Services stopped first because they changed or left the stack.
-    pub replaced: Vec<String>,
-}
-
-/// One managed service as the API shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ServiceView {
-    pub name: String,
-    pub node: String,
-    pub state: ServiceState,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pid: Option<u32>,
-    pub restarts: u32,
-    pub since: DateTime<Utc>,
-    pub priority: u8,
-    pub critical: bool,
-    pub depends_on: Vec<String>,
-    pub level: usize,
-}
-
-/// The stack as the API shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct StackView {
-    pub version: i64,
-    pub desired: &'static str,
-    /// The start-up run in progress, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<Uuid>,
-    /// Services in each state.
-    pub counts: BTreeMap<ServiceState, usize>,
-    pub services: Vec<ServiceView>,
-}
-
-/// A start-up run's profile with its identity.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunProfile {
-    pub run_id: Uuid,
-    pub manifest_version: i64,
-    pub started_at: DateTime<Utc>,
-    pub finished: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
-    #[serde(flatten)]
-    pub profile: Profile,
-}
-
-/// Requests and reports the controller task handles, one at a time.
-enum Input {
-    Apply {
-        manifest: Box<Manifest>,
-        body: String,
-        source: String,
-        reply: oneshot::Sender<Result<Applied, ControlError>>,
-    },
-    Down {
-        reply: oneshot::Sender<Result<usize, ControlError>>,
-    },
-    /// The orchestrator stops: stop the services in order, keep the stack wanted up.
-    Halt {
-        reply: oneshot::Sender<Result<usize, ControlError>>,
-    },
-    Restart {
-        service: String,
-        reply: oneshot::Sender<Result<(), ControlError>>,
-    },
-    View {
-        reply: oneshot::Sender<Option<(StackView, Graph)>>,
-    },
-    Profile {
-        reply: oneshot::Sender<Option<RunProfile>>,
-    },
-    Logs {
-        service: String,
-        lines: usize,
-        reply: oneshot::Sender<Result<agent::Logs, ControlError>>,
-    },
-    Launched {
-        service: String,
-        generation: u64,
-        result: Result<u32, String>,
-    },
-    Ready {
-        service: String,
-        generation: u64,
-    },
-    /// The readiness check did not pass within the start-up timeout, or liveness went critical.
-    Unhealthy {
-        service: String,
-        generation: u64,
-        reason: String,
-    },
-    Stopped {
-        service: String,
-        generation: u64,
-        exit: Option<Exit>,
-    },
-    RestartDue {
-        service: String,
-        generation: u64,
-    },
-    Exited(agent::Exited),
-    Status {
-        node: String,
-        result: Result<agent::Status, AgentError>,
-        asked: Vec<(String, u64, u32)>,
-    },
-    Tick,
-}
-
-/// Handle to the controller task.
-#[derive(Clone)]
-pub struct Controller {
-    tx: mpsc::UnboundedSender<Input>,
-}
-
-impl Controller {
-    /// Starts the controller, resuming the stored stack if it is wanted up.
-    pub async fn start(
-        config: ControllerConfig,
-        pool: PgPool,
-        nats: async_nats::Client,
-        registry: Arc<Registry>,
-        prober: Prober,
-        records: mpsc::UnboundedSender<Record>,
-        shutdown: tokio::sync::watch::Receiver<bool>,
-    ) -> anyhow::Result<(Controller, tokio::task::JoinHandle<()>)> {
-        let subjects = config.subjects.clone();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let mut exits = nats.subscribe(format!("{}.agent.*.{}", subjects.prefix(), agent::verbs::EXITED)).await?;
-        let forward = tx.clone();
-        tokio::spawn(async move {
-            use futures::StreamExt;
-            while let Some(message) = exits.next().await {
-                match serde_json::from_slice::<agent::Exited>(&message.payload) {
-                    Ok(exit) => {
-                        if forward.send(Input::Exited(exit)).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, subject = %message.subject, "unreadable process-end report"),
-                }
-            }
-        });
-        let ticker = tx.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                if ticker.send(Input::Tick).is_err() {
-                    return;
-                }
-            }
-        });
-        let registrar = spawn_registrar(registry);
-        let mut task = Task {
-            config,
-            pool: pool.clone(),
-            agents: AgentClient::new(nats, subjects.clone()),
-            subjects,
-            prober,
-            records,
-            registrar,
-            tx: tx.clone(),
-            launchers: HashMap::new(),
-            stack: None,
-            last_profile: None,
-            last_reconcile: Instant::now(),
-        };
-        if let Some(stored) =
-            storage::retry("loading the applied manifest", || storage::lifecycle::latest_manifest(&pool)).await?
-        {
-            match Manifest::parse(&stored.body).and_then(|m| Graph::new(&m).map(|g| (m, g))) {
-                Ok((manifest, graph)) => {
-                    let up = stored.desired == "up";
-                    tracing::info!(
-                        version = stored.version,
-                        services = manifest.services.len(),
-                        up,
-                        "resuming the applied stack"
-                    );
-                    task.install(stored.version, manifest, graph, up);
-                    if up {
-                        task.begin_run(Uuid::now_v7(), &BTreeSet::new());
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(version = stored.version, error = %e, "the stored manifest no longer validates; not resuming it")
-                }
-            }
-        }
-        let handle = tokio::spawn(task.run(rx, shutdown));
-        Ok((Controller { tx }, handle))
-    }
-
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Input) -> Result<T, ControlError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).map_err(|_| ControlError::Stopped)?;
-        rx.await.map_err(|_| ControlError::Stopped)
-    }
-
-    /// Stores `manifest` as a new version and brings the stack to it.
-    pub async fn apply(&self, manifest: Manifest, body: String, source: String) -> Result<Applied, ControlError> {
-        self.ask(|reply| Input::Apply { manifest: Box::new(manifest), body, source, reply }).await?
-    }
-
-    /// Stops every service in reverse dependency order; returns how many were running.
-    pub async fn down(&self) -> Result<usize, ControlError> {
-        self.ask(|reply| Input::Down { reply }).await?
-    }
-
-    /// Stops every service in reverse dependency order, keeping the stack wanted up for the next
-    /// start of the orchestrator.
-    pub async fn halt(&self) -> Result<usize, ControlError> {
-        self.ask(|reply| Input::Halt { reply }).await?
-    }
-
-    pub async fn restart(&self, service: String) -> Result<(), ControlError> {
-        self.ask(|reply| Input::Restart { service, reply }).await?
-    }
-
-    pub async fn view(&self) -> Result<Option<(StackView, Graph)>, ControlError> {
-        self.ask(|reply| Input::View { reply }).await
-    }
-
-    /// The run in progress, or the last one since the orchestrator started.
-    pub async fn profile(&self) -> Result<Option<RunProfile>, ControlError> {
-        self.ask(|reply| Input::Profile { reply }).await
-    }
-
-    pub async fn logs(&self, service: String, lines: usize) -> Result<agent::Logs, ControlError> {
-        self.ask(|reply| Input::Logs { service, lines, reply }).await?
-    }
-}
-
-/// What the controller asks the registry, in order (a deregistration never overtakes the
-/// registration it undoes).
-enum RegistryOp {
-    Register(Box<Registration>),
-    Deregister(String),
-    Heartbeat(String),
-}
-
-fn spawn_registrar(registry: Arc<Registry>) -> mpsc::UnboundedSender<RegistryOp> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<RegistryOp>();
-    tokio::spawn(async move {
-        while let Some(op) = rx.recv().await {
-            let (command, what) = match op {
-                RegistryOp::Heartbeat(id) => {
-                    registry.heartbeat(&id);
-                    continue;
-                }
-                RegistryOp::Register(r) => (Command::Register(*r), "registering"),
-                RegistryOp::Deregister(id) => (Command::Deregister { id }, "deregistering"),
-            };
-            if let Err(e) = registry.writer.submit(writer::internal(command)).await {
-                tracing::warn!(error = %e, "{what} a managed service's instance failed");
-            }
-        }
-    });
-    tx
-}
-
-/// The registry instance id of a managed service (one instance per managed service).
-pub fn instance_id(service: &str) -> String {
-    format!("managed-{service}")
-}
 
 /// Why the controller is stopping a process on purpose, and what follows when it has ended.
 #[derive(Debug, Clone)]
@@ -418,7 +90,7 @@ struct Stack {
     up: bool,
 }
 
-struct Task {
+pub(super) struct Task {
     config: ControllerConfig,
     pool: PgPool,
     subjects: Subjects,
@@ -435,8 +107,63 @@ struct Task {
 }
 
 impl Task {
+    /// The task, with the stored stack installed (and a start-up run begun when it is wanted up).
+    pub(super) async fn resume(
+        config: ControllerConfig,
+        pool: PgPool,
+        nats: async_nats::Client,
+        registry: std::sync::Arc<crate::registry::Registry>,
+        prober: Prober,
+        records: mpsc::UnboundedSender<Record>,
+        tx: mpsc::UnboundedSender<Input>,
+    ) -> anyhow::Result<Task> {
+        let subjects = config.subjects.clone();
+        let registrar = spawn_registrar(registry);
+        let mut task = Task {
+            config,
+            pool: pool.clone(),
+            agents: AgentClient::new(nats, subjects.clone()),
+            subjects,
+            prober,
+            records,
+            registrar,
+            tx,
+            launchers: HashMap::new(),
+            stack: None,
+            last_profile: None,
+            last_reconcile: Instant::now(),
+        };
+        if let Some(stored) =
+            storage::retry("loading the applied manifest", || storage::lifecycle::latest_manifest(&pool)).await?
+        {
+            match Manifest::parse(&stored.body).and_then(|m| Graph::new(&m).map(|g| (m, g))) {
+                Ok((manifest, graph)) => {
+                    let up = stored.desired == "up";
+                    tracing::info!(
+                        version = stored.version,
+                        services = manifest.services.len(),
+                        up,
+                        "resuming the applied stack"
+                    );
+                    task.install(stored.version, manifest, graph, up);
+                    if up {
+                        task.begin_run(Uuid::now_v7(), &BTreeSet::new());
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(version = stored.version, error = %e, "the stored manifest no longer validates; not resuming it")
+                }
+            }
+        }
+        Ok(task)
+    }
+
     /// Handles inputs until the orchestrator stops; probes and timers of the services end with it.
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    pub(super) async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Input>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
         loop {
             let input = tokio::select! {
                 input = rx.recv() => input,
@@ -1371,25 +1098,6 @@ fn endpoint(name: &str, spec: &ServiceSpec) -> Endpoint {
         instance_id: instance_id(name),
         address: spec.address.clone(),
         port: spec.port.unwrap_or(0),
-    }
-}
-
-/// The registry instance of a ready managed service: its readiness check stays on it, so
-/// discovery follows readiness.
-fn registration(name: &str, spec: &ServiceSpec, port: u32, version: i64) -> Registration {
-    Registration {
-        id: Some(instance_id(name)),
-        name: name.to_string(),
-        version: format!("manifest-{version}"),
-        address: spec.address.clone(),
-        port,
-        protocol: "http".into(),
-        tags: vec!["managed".into()],
-        metadata: [("node".to_string(), spec.node.clone())].into(),
-        dependencies: spec.depends_on.keys().cloned().collect(),
-        weight: orch_protocol::registry::limits::DEFAULT_WEIGHT,
-        ttl_seconds: orch_protocol::registry::limits::DEFAULT_TTL,
-        checks: spec.readiness.iter().cloned().collect(),
     }
 }
 
