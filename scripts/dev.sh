@@ -67,7 +67,7 @@ nats_url="$("$SCRIPTS/nats.sh" start "$NATS_DIR" "$NATS_PORT")"
 pg_url="$("$SCRIPTS/pg.sh" start "$PG_DIR" "$PG_PORT")"
 
 log "building the orchestrator"
-(cd "$ROOT" && cargo build -p orchestrator --bin orchestrator)
+(cd "$ROOT" && cargo build -p orchestrator --bin orchestrator --bin orch-sleeper)
 
 cat <<EOF
 
@@ -83,7 +83,11 @@ cat <<EOF
          -d '{"name":"web","address":"127.0.0.1","port":9000}'
     curl -s http://127.0.0.1:$HTTP_PORT/api/v1/services
     $BIN events --nats-url $nats_url --all
-  Ctrl-C stops everything.
+  Managed services (a demo stack of stand-in services):
+    $BIN up -f examples/demo.toml --api-url http://127.0.0.1:$HTTP_PORT
+    $BIN profile --api-url http://127.0.0.1:$HTTP_PORT
+    $BIN down --api-url http://127.0.0.1:$HTTP_PORT
+  Ctrl-C stops everything (managed services first, in reverse dependency order).
 
 EOF
 
@@ -93,6 +97,7 @@ EOF
 ORCH_NATS_URL="$nats_url" \
     ORCH_DATABASE_URL="$pg_url" \
     ORCH_HTTP_ADDR="127.0.0.1:$HTTP_PORT" \
+    ORCH_AGENT_LOG_DIR="${ORCH_AGENT_LOG_DIR:-$DEV_DIR/agent-logs}" \
     ORCH_LOG_FORMAT="${ORCH_LOG_FORMAT:-human}" \
     "$BIN" serve &
 ORCH_PID=$!

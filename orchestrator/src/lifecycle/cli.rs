@@ -146,7 +146,7 @@ pub async fn status(args: &ApiArgs) -> anyhow::Result<()> {
             s["node"].as_str().unwrap_or("?"),
             s["state"].as_str().unwrap_or("?"),
             s["pid"].as_u64().map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-            s["restarts"],
+            s["restarts"].as_u64().unwrap_or(0),
             s["reason"].as_str().unwrap_or("")
         );
     }

@@ -259,5 +259,8 @@ mod tests {
         let m = Manifest::parse(include_str!("../../../examples/stack.toml")).unwrap();
         let g = Graph::new(&m).unwrap();
         assert_eq!(g.layers(), vec![vec!["cache", "db"], vec!["migrate"], vec!["api"], vec!["worker"]]);
+        let demo = Manifest::parse(include_str!("../../../examples/demo.toml")).unwrap();
+        let g = Graph::new(&demo).unwrap();
+        assert_eq!(g.layers(), vec![vec!["cache", "db"], vec!["migrate", "worker"], vec!["api"], vec!["web"]]);
     }
 }
