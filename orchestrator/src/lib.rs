@@ -174,6 +174,43 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // answered the subscriptions above are registered.
     js.query_account().await.context("confirming subscriptions with the NATS server")?;
 
+    let agent = if config.no_agent {
+        None
+    } else {
+        let (exits_tx, exits) = tokio::sync::mpsc::unbounded_channel();
+        let supervisor = Arc::new(agent::Supervisor::new(
+            config.agent_log_dir.clone(),
+            agent::logs::Rotation::default(),
+            exits_tx,
+            config.agent_shim.clone(),
+        ));
+        let (stop, stopped) = watch::channel(false);
+        let run =
+            agent::service::run(client.clone(), subjects.clone(), config.node.clone(), supervisor, exits, stopped);
+        let task = tokio::spawn(async move {
+            if let Err(e) = run.await {
+                tracing::error!(error = format!("{e:#}"), "the embedded agent failed");
+            }
+        });
+        Some((stop, task))
+    };
+    let (records_tx, records_rx) = tokio::sync::mpsc::unbounded_channel();
+    let recorder_task = tokio::spawn(lifecycle::recorder::run(pool.clone(), records_rx, outbox_written.clone()));
+    let (controller, controller_task) = lifecycle::Controller::start(
+        lifecycle::ControllerConfig {
+            startup_probe_interval: config.startup_probe_interval,
+            reconcile_interval: config.reconcile_interval,
+            subjects: subjects.clone(),
+        },
+        pool.clone(),
+        client.clone(),
+        registry.clone(),
+        prober.clone(),
+        records_tx,
+        shutdown_rx.clone(),
+    )
+    .await?;
+
     let mut tasks = vec![
         tokio::spawn(
             consumers::commands::CommandConsumer {
@@ -189,8 +226,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             client.clone(),
             request_sub,
             subjects.clone(),
-            registry.clone(),
-            monitor.clone(),
+            consumers::requests::Backends {
+                registry: registry.clone(),
+                health: monitor.clone(),
+                controller: controller.clone(),
+            },
             config.command_max_bytes,
             shutdown_rx.clone(),
         )),
@@ -233,42 +273,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         )),
     ];
 
-    let agent = if config.no_agent {
-        None
-    } else {
-        let (exits_tx, exits) = tokio::sync::mpsc::unbounded_channel();
-        let supervisor = Arc::new(agent::Supervisor::new(
-            config.agent_log_dir.clone(),
-            agent::logs::Rotation::default(),
-            exits_tx,
-            config.agent_shim.clone(),
-        ));
-        let (stop, stopped) = watch::channel(false);
-        let run =
-            agent::service::run(client.clone(), subjects.clone(), config.node.clone(), supervisor, exits, stopped);
-        let task = tokio::spawn(async move {
-            if let Err(e) = run.await {
-                tracing::error!(error = format!("{e:#}"), "the embedded agent failed");
-            }
-        });
-        Some((stop, task))
-    };
-    let (records_tx, records_rx) = tokio::sync::mpsc::unbounded_channel();
-    tasks.push(tokio::spawn(lifecycle::recorder::run(pool.clone(), records_rx, outbox_written.clone())));
-    let (controller, controller_task) = lifecycle::Controller::start(
-        lifecycle::ControllerConfig {
-            startup_probe_interval: config.startup_probe_interval,
-            reconcile_interval: config.reconcile_interval,
-            subjects: subjects.clone(),
-        },
-        pool.clone(),
-        client.clone(),
-        registry.clone(),
-        prober.clone(),
-        records_tx,
-        shutdown_rx.clone(),
-    )
-    .await?;
+    tasks.push(recorder_task);
     tasks.push(controller_task);
 
     let listener = tokio::net::TcpListener::bind(config.http_addr)

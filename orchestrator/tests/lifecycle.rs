@@ -621,3 +621,41 @@ async fn stack_routes_answer_bad_input_with_json_errors_naming_the_field() {
     let reply = call_raw(&stack, "PUT", "/api/v1/stack", Some("not toml [".into()), "application/toml", &[]).await;
     assert_error(&reply, StatusCode::BAD_REQUEST, "validation_failed", None);
 }
+
+#[tokio::test]
+async fn the_stack_is_driven_over_nats_request_reply_too() {
+    let stack = Stack::start().await;
+    let manifest = sleeper("natsy", free_port(), "0ms", "");
+    let body = serde_json::json!({ "manifest": manifest, "source": "test" }).to_string();
+    let (code, applied) = stack.request_on("lifecycle", "apply", &body).await;
+    assert_eq!(code, None, "{applied}");
+    assert_eq!(applied["version"], 1);
+    wait_for(&stack, &[("natsy", "ready")]).await;
+    let (code, status) = stack.request_on("lifecycle", "status", "").await;
+    assert_eq!(code, None);
+    assert_eq!(status["services"][0]["state"], "ready");
+    let (code, profile) = stack.request_on("lifecycle", "profile", "").await;
+    assert_eq!(code, None);
+    assert!(profile["wall_ms"].is_number(), "{profile}");
+    let (code, reply) = stack.request_on("lifecycle", "restart", r#"{"service": "natsy"}"#).await;
+    assert_eq!(code, None, "{reply}");
+    wait_event(&stack, "natsy", "stopped").await;
+    wait_for(&stack, &[("natsy", "ready")]).await;
+
+    // Bad input: error replies naming the field.
+    let cycle = serde_json::json!({ "manifest": "[services.a]\ncommand = \"x\"\ndepends_on = { a = \"started\" }\n" });
+    let (code, reply) = stack.request_on("lifecycle", "apply", &cycle.to_string()).await;
+    assert_eq!(code.as_deref(), Some("400"), "{reply}");
+    assert_eq!(reply["error"]["field"], "services.a.depends_on.a", "{reply}");
+    let (code, reply) = stack.request_on("lifecycle", "restart", r#"{"service": "ghost"}"#).await;
+    assert_eq!(code.as_deref(), Some("404"));
+    assert_eq!(reply["error"]["field"], "service");
+    let (code, reply) = stack.request_on("lifecycle", "restart", r#"{"name": "natsy"}"#).await;
+    assert_eq!(code.as_deref(), Some("400"), "unknown field: {reply}");
+    let (code, reply) = stack.request_on("lifecycle", "explode", "{}").await;
+    assert_eq!(code.as_deref(), Some("404"));
+    assert_eq!(reply["error"]["code"], "unknown_command");
+    let (code, reply) = stack.request_on("lifecycle", "down", "").await;
+    assert_eq!(code, None);
+    assert_eq!(reply["stopped"], 1);
+}

@@ -126,3 +126,20 @@ pub struct RunFinishedData {
     pub wall_ms: u64,
     pub critical_path_ms: u64,
 }
+
+/// Payload of `<prefix>.req.lifecycle.apply`: the manifest as TOML text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyRequest {
+    pub manifest: String,
+    /// Who applies it; recorded with the version (default `nats`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// Payload of `<prefix>.req.lifecycle.restart`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceRef {
+    pub service: String,
+}

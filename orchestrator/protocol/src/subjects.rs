@@ -21,6 +21,12 @@ pub mod verbs {
     pub const SYSTEM: &str = "system";
     pub const SERVICE: &str = "service";
     pub const CHECKS: &str = "checks";
+    pub const LIFECYCLE: &str = "lifecycle";
+    pub const STATUS: &str = "status";
+    pub const APPLY: &str = "apply";
+    pub const DOWN: &str = "down";
+    pub const RESTART: &str = "restart";
+    pub const PROFILE: &str = "profile";
 }
 
 /// Names derived from one prefix.

@@ -146,6 +146,17 @@ pub enum Request {
     SystemHealth,
     ServiceHealth(String),
     Checks(String),
+    Lifecycle(LifecycleRequest),
+}
+
+/// A request to the lifecycle controller.
+#[derive(Debug)]
+pub enum LifecycleRequest {
+    Status,
+    Profile,
+    Apply { manifest: Box<crate::lifecycle::Manifest>, text: String, source: String },
+    Down,
+    Restart(String),
 }
 
 /// A message on a request/reply subject.
@@ -160,7 +171,8 @@ pub fn decode_request(
     let expected = || {
         format!(
             "{0}.req.registry.<register|deregister|get|list|discover> or \
-             {0}.req.health.<ttl|maintenance|system|service|checks>",
+             {0}.req.health.<ttl|maintenance|system|service|checks> or \
+             {0}.req.lifecycle.<status|apply|down|restart|profile>",
             subjects.prefix()
         )
     };
@@ -201,7 +213,33 @@ pub fn decode_request(
             validate_instance_id("id", &r.id)?;
             Ok(Request::Checks(r.id))
         }
+        (verbs::LIFECYCLE, verb) => lifecycle_request(verb, payload).map(Request::Lifecycle),
         _ => Err(unknown(subject, &expected())),
+    }
+}
+
+fn lifecycle_request(verb: &str, payload: &Bytes) -> Result<LifecycleRequest, ProtocolError> {
+    use orch_protocol::lifecycle::{ApplyRequest, ServiceRef};
+    match verb {
+        verbs::STATUS => Ok(LifecycleRequest::Status),
+        verbs::PROFILE => Ok(LifecycleRequest::Profile),
+        verbs::DOWN => Ok(LifecycleRequest::Down),
+        verbs::RESTART => {
+            let r: ServiceRef = parse_json(payload)?;
+            orch_protocol::registry::validate_name("service", &r.service)?;
+            Ok(LifecycleRequest::Restart(r.service))
+        }
+        verbs::APPLY => {
+            let r: ApplyRequest = parse_json(payload)?;
+            let manifest = crate::lifecycle::Manifest::parse(&r.manifest)
+                .and_then(|m| crate::lifecycle::Graph::new(&m).map(|_| m))?;
+            let source = r.source.unwrap_or_else(|| "nats".into());
+            Ok(LifecycleRequest::Apply { manifest: Box::new(manifest), text: r.manifest, source })
+        }
+        other => Err(ProtocolError::new(
+            ErrorCode::UnknownCommand,
+            format!("{other:?} is not a lifecycle request; use status, apply, down, restart or profile"),
+        )),
     }
 }
 

@@ -9,20 +9,28 @@ use orch_protocol::{ErrorCode, ProtocolError, Subjects};
 use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 
-use super::{Request, decode_request, error_message, reply_message};
+use super::{LifecycleRequest, Request, decode_request, error_message, reply_message};
 use crate::health::Monitor;
+use crate::lifecycle::Controller;
 use crate::registry::{Registry, WriteError};
 use crate::storage::instances::{Filter, PAGE_DEFAULT, PAGE_MAX};
 
 /// Most requests handled at once; beyond it the subscription buffers.
 const MAX_IN_FLIGHT: usize = 4096;
 
+/// What requests are answered from.
+#[derive(Clone)]
+pub struct Backends {
+    pub registry: Arc<Registry>,
+    pub health: Arc<Monitor>,
+    pub controller: Controller,
+}
+
 pub async fn run(
     client: async_nats::Client,
     mut sub: async_nats::Subscriber,
     subjects: Subjects,
-    registry: Arc<Registry>,
-    health: Arc<Monitor>,
+    backends: Backends,
     max_bytes: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -36,9 +44,9 @@ pub async fn run(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
-        let (client, subjects, registry, health) = (client.clone(), subjects.clone(), registry.clone(), health.clone());
+        let (client, subjects, backends) = (client.clone(), subjects.clone(), backends.clone());
         tokio::spawn(async move {
-            let (headers, body) = answer(&subjects, &registry, &health, &message, max_bytes).await;
+            let (headers, body) = answer(&subjects, &backends, &message, max_bytes).await;
             if let Some(reply) = message.reply {
                 let _ = client.publish_with_headers(reply, headers, body).await;
             }
@@ -58,11 +66,11 @@ fn unavailable(message: String) -> (async_nats::HeaderMap, bytes::Bytes) {
 
 async fn answer(
     subjects: &Subjects,
-    registry: &Registry,
-    health: &Monitor,
+    backends: &Backends,
     message: &async_nats::Message,
     max_bytes: usize,
 ) -> (async_nats::HeaderMap, bytes::Bytes) {
+    let (registry, health) = (&backends.registry, &backends.health);
     let request =
         match decode_request(subjects, &message.subject, message.headers.as_ref(), &message.payload, max_bytes) {
             Ok(r) => r,
@@ -128,5 +136,31 @@ async fn answer(
             }
             Err(e) => storage_error(e),
         },
+        Request::Lifecycle(request) => lifecycle(&backends.controller, request).await,
+    }
+}
+
+async fn lifecycle(controller: &Controller, request: LifecycleRequest) -> (async_nats::HeaderMap, bytes::Bytes) {
+    use crate::lifecycle::ControlError;
+    let result = match request {
+        LifecycleRequest::Status => controller
+            .view()
+            .await
+            .and_then(|v| v.map(|(view, _)| serde_json::to_value(view)).ok_or(ControlError::NoStack)),
+        LifecycleRequest::Profile => {
+            controller.profile().await.and_then(|p| p.map(|p| serde_json::to_value(p)).ok_or(ControlError::NoRun))
+        }
+        LifecycleRequest::Apply { manifest, text, source } => {
+            controller.apply(*manifest, text, source).await.map(|a| serde_json::to_value(a))
+        }
+        LifecycleRequest::Down => controller.down().await.map(|n| Ok(serde_json::json!({ "stopped": n }))),
+        LifecycleRequest::Restart(service) => controller
+            .restart(service.clone())
+            .await
+            .map(|()| Ok(serde_json::json!({ "service": service, "restarting": true }))),
+    };
+    match result {
+        Ok(value) => ok(&value.expect("lifecycle replies serialize")),
+        Err(e) => error_message(e.into()),
     }
 }

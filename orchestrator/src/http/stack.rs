@@ -13,7 +13,7 @@ use orch_protocol::registry::validate_name;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{query_pairs, unknown_parameter};
-use crate::lifecycle::{ControlError, Graph, Manifest, ManifestError};
+use crate::lifecycle::{ControlError, Graph, Manifest};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -33,13 +33,6 @@ impl From<ControlError> for ApiError {
     }
 }
 
-/// Every problem in the message; the first one's field as `field`.
-fn manifest_error(e: ManifestError) -> ApiError {
-    let field = e.problems.first().map(|p| p.field.clone()).unwrap_or_else(|| "manifest".into());
-    let message = e.problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-    ApiError::field(ErrorCode::ValidationFailed, field, message)
-}
-
 /// Body: the manifest as TOML text. Query: `source` (who applies it; recorded with the version).
 async fn apply(
     State(state): State<AppState>,
@@ -55,7 +48,8 @@ async fn apply(
     }
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::field(ErrorCode::MalformedPayload, "manifest", "the manifest must be UTF-8 TOML"))?;
-    let manifest = Manifest::parse(text).and_then(|m| Graph::new(&m).map(|_| m)).map_err(manifest_error)?;
+    let manifest =
+        Manifest::parse(text).and_then(|m| Graph::new(&m).map(|_| m)).map_err(orch_protocol::ProtocolError::from)?;
     let applied = state.controller.apply(manifest, text.to_string(), source).await?;
     Ok((StatusCode::ACCEPTED, Json(applied)).into_response())
 }
@@ -105,10 +99,8 @@ async fn graph(State(state): State<AppState>, RawQuery(query): RawQuery) -> Resu
 }
 
 async fn profile(State(state): State<AppState>) -> Result<Response, ApiError> {
-    match state.controller.profile().await? {
-        Some(p) => Ok(Json(p).into_response()),
-        None => Err(ApiError::new(ErrorCode::NotFound, "no start-up run since the orchestrator started")),
-    }
+    let profile = state.controller.profile().await?.ok_or(ControlError::NoRun)?;
+    Ok(Json(profile).into_response())
 }
 
 async fn restart(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {

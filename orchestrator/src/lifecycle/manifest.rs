@@ -248,6 +248,16 @@ impl std::fmt::Display for ManifestError {
     }
 }
 
+/// A refused manifest on the wire: every problem in the message, the first one's field as the
+/// error's `field`.
+impl From<ManifestError> for orch_protocol::ProtocolError {
+    fn from(e: ManifestError) -> Self {
+        let field = e.problems.first().map(|p| p.field.clone()).unwrap_or_else(|| "manifest".into());
+        let message = e.problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        orch_protocol::ProtocolError::field(orch_protocol::ErrorCode::ValidationFailed, field, message)
+    }
+}
+
 /// Signals a service may name as its stop signal.
 const SIGNALS: [(&str, i32); 7] = [
     ("SIGTERM", libc::SIGTERM),

@@ -52,6 +52,8 @@ pub struct ControllerConfig {
 pub enum ControlError {
     #[error("no stack is applied; apply a manifest first")]
     NoStack,
+    #[error("no start-up run since the orchestrator started")]
+    NoRun,
     #[error("{0}")]
     Busy(String),
     #[error("no managed service {0:?} in the applied stack")]
@@ -67,7 +69,7 @@ pub enum ControlError {
 impl From<ControlError> for ProtocolError {
     fn from(e: ControlError) -> ProtocolError {
         let code = match &e {
-            ControlError::NoStack | ControlError::UnknownService(_) => ErrorCode::NotFound,
+            ControlError::NoStack | ControlError::NoRun | ControlError::UnknownService(_) => ErrorCode::NotFound,
             ControlError::Busy(_) => ErrorCode::Conflict,
             ControlError::Agent(AgentError::Refused { code, .. }) => *code,
             ControlError::Agent(_) | ControlError::Storage(_) | ControlError::Stopped => ErrorCode::Unavailable,
