@@ -142,25 +142,24 @@ async fn answer(
 
 async fn lifecycle(controller: &Controller, request: LifecycleRequest) -> (async_nats::HeaderMap, bytes::Bytes) {
     use crate::lifecycle::ControlError;
-    let result = match request {
-        LifecycleRequest::Status => controller
-            .view()
-            .await
-            .and_then(|v| v.map(|(view, _)| serde_json::to_value(view)).ok_or(ControlError::NoStack)),
-        LifecycleRequest::Profile => {
-            controller.profile().await.and_then(|p| p.map(|p| serde_json::to_value(p)).ok_or(ControlError::NoRun))
+    fn reply<T: Serialize>(result: Result<T, ControlError>) -> (async_nats::HeaderMap, bytes::Bytes) {
+        match result {
+            Ok(value) => ok(&value),
+            Err(e) => error_message(e.into()),
         }
-        LifecycleRequest::Apply { manifest, text, source } => {
-            controller.apply(*manifest, text, source).await.map(|a| serde_json::to_value(a))
+    }
+    match request {
+        LifecycleRequest::Status => {
+            reply(controller.view().await.and_then(|v| v.map(|(view, _)| view).ok_or(ControlError::NoStack)))
         }
-        LifecycleRequest::Down => controller.down().await.map(|n| Ok(serde_json::json!({ "stopped": n }))),
-        LifecycleRequest::Restart(service) => controller
-            .restart(service.clone())
-            .await
-            .map(|()| Ok(serde_json::json!({ "service": service, "restarting": true }))),
-    };
-    match result {
-        Ok(value) => ok(&value.expect("lifecycle replies serialize")),
-        Err(e) => error_message(e.into()),
+        LifecycleRequest::Profile => reply(controller.profile().await.and_then(|p| p.ok_or(ControlError::NoRun))),
+        LifecycleRequest::Apply { manifest, text, source } => reply(controller.apply(*manifest, text, source).await),
+        LifecycleRequest::Down => reply(controller.down().await.map(|n| serde_json::json!({ "stopped": n }))),
+        LifecycleRequest::Restart(service) => reply(
+            controller
+                .restart(service.clone())
+                .await
+                .map(|()| serde_json::json!({ "service": service, "restarting": true })),
+        ),
     }
 }
