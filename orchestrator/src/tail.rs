@@ -27,9 +27,14 @@ pub async fn run(args: EventsArgs) -> anyhow::Result<()> {
         if args.all { "from the first event" } else { "new events only" }
     );
     let mut messages = consumer.messages().await?;
+    let mut out = std::io::stdout();
     while let Some(message) = messages.next().await {
         let message = message?;
-        println!("{}", String::from_utf8_lossy(&message.payload));
+        use std::io::Write;
+        // A closed pipe (`orchestrator events | head`) ends the command quietly.
+        if writeln!(out, "{}", String::from_utf8_lossy(&message.payload)).and_then(|()| out.flush()).is_err() {
+            break;
+        }
     }
     Ok(())
 }

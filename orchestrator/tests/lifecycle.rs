@@ -317,10 +317,20 @@ depends_on = {{ second = "healthy" }}
 command = "/bin/sh"
 args = ["-c", "sleep 1000"]
 depends_on = {{ essential = "healthy" }}
-"#,
+
+[services.flaky]
+command = "/bin/sh"
+args = ["-c", "exit 1"]
+port = {closed}
+readiness = {{ kind = "tcp" }}
+restart = {{ policy = "on-failure", backoff = "2s" }}
+depends_on = {{ first = "healthy" }}
+{}"#,
         sleeper("first", free_port(), "0ms", ""),
         sleeper("second", free_port(), "0ms", "depends_on = { first = \"healthy\" }"),
         sleeper("side", free_port(), "0ms", "depends_on = { second = \"healthy\" }"),
+        // Still starting when the abort comes.
+        sleeper("slowstart", free_port(), "10s", "depends_on = { first = \"healthy\" }"),
         closed = free_port(),
     );
     apply(&stack, &manifest).await;
@@ -335,6 +345,13 @@ depends_on = {{ essential = "healthy" }}
     assert!(at(&events, "side", "stopped") < at(&events, "second", "stopping"), "{:?}", summary(&events));
     assert!(at(&events, "second", "stopped") < at(&events, "first", "stopping"));
     assert!(!events.iter().any(|(s, st, _)| s == "after" && st == "starting"), "nothing more starts");
+    // A service still starting is stopped too, and one waiting out its back-off never restarts.
+    let view = wait_for(&stack, &[("slowstart", "stopped"), ("flaky", "stopped")]).await;
+    assert!(service(&view, "flaky")["reason"].as_str().unwrap().contains("aborted"), "{view}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(states(&stack_view(&stack).await)["flaky"], "stopped", "its back-off timer was cancelled");
+    // The aborted run is over: a new version is accepted.
+    apply(&stack, &sleeper("first", free_port(), "0ms", "")).await;
 }
 
 #[tokio::test]

@@ -92,7 +92,7 @@ pub struct TransitionData {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
-    /// How the process ended (`crashed`, `stopped`, `completed`, `failed`).
+    /// How the process ended (`crashed`, `stopped`, `completed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<Exit>,
     /// Restarts in a row (`restarting`).

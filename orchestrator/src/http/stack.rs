@@ -37,8 +37,15 @@ impl From<ControlError> for ApiError {
 async fn apply(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::field(ErrorCode::PayloadTooLarge, "manifest", "the manifest is larger than the body limit")
+        } else {
+            ApiError::field(ErrorCode::MalformedPayload, "manifest", rejection.body_text())
+        }
+    })?;
     let mut source = "api".to_string();
     for (key, value) in query_pairs(query.as_deref())? {
         match key.as_str() {

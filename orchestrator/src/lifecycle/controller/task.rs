@@ -382,9 +382,13 @@ impl Task {
         };
         if !halt {
             stack.up = false;
-            if let Err(e) = storage::lifecycle::set_desired(&self.pool, stack.version, false).await {
-                let _ = reply.send(Err(e.into()));
-                return;
+            // A version still waiting to replace this one is taken down with it.
+            let pending = stack.shutdown.as_ref().and_then(|s| s.then.as_ref()).map(|(version, ..)| *version);
+            for version in std::iter::once(stack.version).chain(pending) {
+                if let Err(e) = storage::lifecycle::set_desired(&self.pool, version, false).await {
+                    let _ = reply.send(Err(e.into()));
+                    return;
+                }
             }
         }
         if let Some(shutdown) = stack.shutdown.as_mut() {
@@ -407,9 +411,10 @@ impl Task {
             }
         }
         tracing::info!(running = running.len(), "stopping the stack in reverse dependency order");
+        let reason = if halt { "the orchestrator is stopping" } else { "the stack was taken down" };
         for name in idle {
             self.bump(&name);
-            self.transition(&name, ServiceState::Stopped, Detail::reason("the stack was taken down"));
+            self.transition(&name, ServiceState::Stopped, Detail::reason(reason));
         }
         let stack = self.stack.as_mut().expect("checked above");
         let waves = startup::shutdown_waves(&stack.graph, &running);
@@ -419,7 +424,7 @@ impl Task {
             replies: vec![reply],
             stopped: 0,
             then: None,
-            reason: if halt { "the orchestrator is stopping" } else { "the stack was taken down" }.into(),
+            reason: reason.into(),
         });
         self.next_wave();
     }
@@ -484,6 +489,10 @@ impl Task {
             let at = run.t0.elapsed();
             let timing =
                 run.timings.entry(name.to_string()).or_insert(Timing { queued: at, started: None, ready: None });
+            if timing.started.is_some() {
+                // Started again (a restart within the run): it did not wait for a slot.
+                timing.queued = at;
+            }
             timing.started = Some(at);
             timing.ready = None;
         }
@@ -788,6 +797,18 @@ impl Task {
         {
             tracing::warn!(service = %critical, stopping = stops.len(), "critical service failed: start-up aborted");
             stack.queue.clear();
+            let reason = format!("start-up aborted: critical service {critical} failed");
+            let waiting: Vec<String> = stack
+                .services
+                .iter()
+                .filter(|(_, m)| m.state == ServiceState::Restarting)
+                .map(|(n, _)| n.clone())
+                .collect();
+            for name in waiting {
+                self.bump(&name);
+                self.transition(&name, ServiceState::Stopped, Detail::reason(reason.clone()));
+            }
+            let stack = self.stack.as_mut().expect("present");
             // One at a time, the most recently started first.
             stack.shutdown = Some(Shutdown {
                 waves: stops.into_iter().map(|s| vec![s]).collect(),
@@ -795,7 +816,7 @@ impl Task {
                 replies: Vec::new(),
                 stopped: 0,
                 then: None,
-                reason: format!("start-up aborted: critical service {critical} failed"),
+                reason,
             });
             self.next_wave();
         }
@@ -877,7 +898,9 @@ impl Task {
             self.launch(&name);
         }
         let stack = self.stack.as_mut().expect("checked above");
-        if stack.run.as_ref().is_some_and(|r| r.startup.finished()) {
+        // An aborted run ends once what it started is stopped (services stopped while starting
+        // never report ready or failed to it).
+        if stack.run.as_ref().is_some_and(|r| r.startup.finished() || r.startup.aborted().is_some()) {
             let run = stack.run.take().expect("checked");
             let outcome = if run.startup.aborted().is_some() {
                 "aborted"
