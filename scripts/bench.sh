@@ -22,6 +22,10 @@ Runs the benchmarks (release build). PART limits the run to some of:
     http_detection  an HTTP check target switches to 500: time to the committed critical event
     scale           10,000 heartbeating instances and 10,000 HTTP checks at 1s for two minutes:
                     false positives, checks per second, scheduling drift
+  lifecycle:
+    dag_startup           200 real processes in a 10-level dependency graph: wall time against the
+                          known critical path, overhead per service, speed-up over a serial start
+    independent_launches  500 real processes without dependencies: launches per second, ready times
 Figures: stdout and target/bench/*.json; the orchestrator's log: target/bench/orchestrator.log.
 USAGE
     exit 0
@@ -34,11 +38,12 @@ unset ORCH_PG_FAST
 export ORCH_NATS_SERVER="$NATS_SERVER"
 cd "$ROOT"
 log "building and running the benchmarks (release); this takes a few minutes"
-registry=() health=()
+registry=() health=() lifecycle=()
 for part in "$@"; do
     case "$part" in
     baseline | commands | heartbeats | cold_start) registry+=("$part") ;;
     ttl_detection | http_detection | scale) health+=("$part") ;;
+    dag_startup | independent_launches) lifecycle+=("$part") ;;
     *) die "unknown benchmark part '$part' (see scripts/bench.sh --help)" ;;
     esac
 done
@@ -47,4 +52,7 @@ if [ $# -eq 0 ] || [ ${#registry[@]} -gt 0 ]; then
 fi
 if [ $# -eq 0 ] || [ ${#health[@]} -gt 0 ]; then
     cargo bench -p orchestrator --bench health -- "${health[@]}"
+fi
+if [ $# -eq 0 ] || [ ${#lifecycle[@]} -gt 0 ]; then
+    cargo bench -p orchestrator --bench lifecycle -- "${lifecycle[@]}"
 fi
