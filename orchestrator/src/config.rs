@@ -297,6 +297,11 @@ pub struct Config {
     #[arg(long, env = "ORCH_PROCESSED_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
     pub processed_retention: Duration,
 
+    /// Largest manifest `PUT /api/v1/stack` takes (bytes); other bodies are limited by
+    /// `--command-max-bytes`.
+    #[arg(long, env = "ORCH_MANIFEST_MAX_BYTES", default_value_t = 1024 * 1024)]
+    pub manifest_max_bytes: usize,
+
     /// This machine's node name: the embedded agent runs the managed services whose `node` is
     /// this name (the manifest's default is `local`).
     #[arg(long, env = "ORCH_NODE", default_value = "local")]

@@ -285,6 +285,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         pool: pool.clone(),
         nats: client.clone(),
         max_body_bytes: config.command_max_bytes,
+        manifest_max_bytes: config.manifest_max_bytes,
         metrics,
         health: monitor,
         controller: controller.clone(),

@@ -41,7 +41,7 @@ async fn run(cli: config::Cli) -> ExitCode {
         Command::Serve(mut config) => {
             telemetry::init(&config.database.log, config.database.log_format);
             if config.agent_shim.is_none() {
-                config.agent_shim = std::env::current_exe().ok();
+                config.agent_shim = orchestrator::agent::shim::default_path();
             }
             let running = match orchestrator::start(*config).await {
                 Ok(r) => r,
@@ -110,7 +110,7 @@ async fn agent(args: config::AgentArgs) -> anyhow::Result<()> {
         .await?;
     let (exits_tx, exits) = tokio::sync::mpsc::unbounded_channel();
     let rotation = Rotation { max_bytes: args.log_max_bytes, ..Rotation::default() };
-    let shim = std::env::current_exe().ok();
+    let shim = orchestrator::agent::shim::default_path();
     let supervisor = std::sync::Arc::new(Supervisor::new(args.log_dir.clone(), rotation, exits_tx, shim));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(service::run(client, subjects, args.node, supervisor, exits, stopped));

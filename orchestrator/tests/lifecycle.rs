@@ -676,3 +676,14 @@ async fn the_stack_is_driven_over_nats_request_reply_too() {
     assert_eq!(code, None);
     assert_eq!(reply["stopped"], 1);
 }
+
+#[tokio::test]
+async fn manifests_have_their_own_body_limit() {
+    let stack = Stack::start_with(&["--manifest-max-bytes", "100000"]).await;
+    let padding = "# padding\n".repeat(7_000); // 70 KB: over the command limit, under this one
+    let manifest = format!("{padding}{}", sleeper("padded", free_port(), "0ms", ""));
+    apply(&stack, &manifest).await;
+    let too_big = format!("{}{manifest}", "# padding\n".repeat(5_000));
+    let reply = call_raw(&stack, "PUT", "/api/v1/stack", Some(too_big), "application/toml", &[]).await;
+    assert_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", Some("manifest"));
+}

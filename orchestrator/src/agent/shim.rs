@@ -1,4 +1,5 @@
-//! The shim between the agent and a service's process (`orchestrator shim`, hidden). It leads the
+//! The shim between the agent and a service's process (`orch-shim`, or the hidden `orchestrator
+//! shim` where that program is missing). It leads the
 //! process group the service runs in and exists so that nothing of a service outlives the agent:
 //! the kernel tells the shim when the agent dies, even by SIGKILL (`PR_SET_PDEATHSIG`), and the
 //! shim then kills the whole group. Without it only the service's first process would be killed,
@@ -55,4 +56,12 @@ pub fn run(parent: u32, program: &str, args: &[String]) -> ExitCode {
         libc::raise(signal);
     }
     ExitCode::from(128 + signal as u8)
+}
+
+/// The shim the agent runs services under: `orch-shim` beside the running binary, else the
+/// running binary itself (`orchestrator shim`).
+pub fn default_path() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let small = exe.with_file_name("orch-shim");
+    Some(if small.is_file() { small } else { exe })
 }

@@ -159,17 +159,22 @@ impl Supervisor {
         if let Some(dir) = &spec.workdir {
             command.current_dir(dir);
         }
+        // Under the shim, the shim arranges its own parent-death signal; without a `pre_exec` the
+        // standard library can start it with posix_spawn (vfork) instead of a full fork of the
+        // agent. Without a shim, the service itself gets the parent-death signal.
         // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                // Killed by the kernel when the agent dies, whatever kills it.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                // The agent may have died before the line above: then do not start at all.
-                if libc::getppid() as u32 != agent {
-                    libc::_exit(1);
-                }
-                Ok(())
-            });
+        if self.shim.is_none() {
+            unsafe {
+                command.pre_exec(move || {
+                    // Killed by the kernel when the agent dies, whatever kills it.
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    // The agent may have died before the line above: then do not start at all.
+                    if libc::getppid() as u32 != agent {
+                        libc::_exit(1);
+                    }
+                    Ok(())
+                });
+            }
         }
         let mut child = command.spawn().map_err(|error| SupervisorError::Spawn {
             service: spec.service.clone(),

@@ -28,6 +28,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub nats: async_nats::Client,
     pub max_body_bytes: usize,
+    /// Body limit of `PUT /api/v1/stack`.
+    pub manifest_max_bytes: usize,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub health: Arc<crate::health::Monitor>,
     pub controller: crate::lifecycle::Controller,
@@ -37,7 +39,13 @@ pub struct AppState {
 pub fn app(state: AppState) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
-        .nest("/api/v1", services::router().merge(discovery::router()).merge(health::router()).merge(stack::router()))
+        .nest(
+            "/api/v1",
+            services::router()
+                .merge(discovery::router())
+                .merge(health::router())
+                .merge(stack::router(state.manifest_max_bytes)),
+        )
         .merge(readiness::router())
         .route("/", axum::routing::get(dashboard))
         .route("/metrics", axum::routing::get(metrics))

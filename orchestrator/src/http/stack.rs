@@ -15,9 +15,13 @@ use super::error::ApiError;
 use super::extract::{query_pairs, unknown_parameter};
 use crate::lifecycle::{ControlError, Graph, Manifest};
 
-pub fn router() -> Router<AppState> {
+/// `manifest_max_bytes`: the body limit of `PUT /stack` (a manifest can be larger than a command).
+pub fn router(manifest_max_bytes: usize) -> Router<AppState> {
     Router::new()
-        .route("/stack", get(view).put(apply).delete(down))
+        .route(
+            "/stack",
+            get(view).put(apply).delete(down).layer(axum::extract::DefaultBodyLimit::max(manifest_max_bytes)),
+        )
         .route("/stack/graph", get(graph))
         .route("/stack/profile", get(profile))
         .route("/stack/services/{name}/restart", post(restart))
@@ -41,7 +45,7 @@ async fn apply(
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::field(ErrorCode::PayloadTooLarge, "manifest", "the manifest is larger than the body limit")
+            ApiError::field(ErrorCode::PayloadTooLarge, "manifest", "the manifest is larger than --manifest-max-bytes")
         } else {
             ApiError::field(ErrorCode::MalformedPayload, "manifest", rejection.body_text())
         }

@@ -33,7 +33,7 @@ pub fn config(nats_url: &str, database_url: &str, extra: &[&str]) -> Config {
         "warn".into(),
         // Services of the embedded agent run under the real binary's shim.
         "--agent-shim".into(),
-        env!("CARGO_BIN_EXE_orchestrator").into(),
+        env!("CARGO_BIN_EXE_orch-shim").into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     match Cli::try_parse_from(args).expect("valid test configuration").command {

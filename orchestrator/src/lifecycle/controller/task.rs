@@ -1,7 +1,7 @@
 //! The controller task: the state of the applied stack and every transition of its services.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -99,8 +99,6 @@ pub(super) struct Task {
     records: mpsc::UnboundedSender<Record>,
     registrar: mpsc::UnboundedSender<RegistryOp>,
     tx: mpsc::UnboundedSender<Input>,
-    /// One launcher per node: launches go out one at a time, in the order decided here.
-    launchers: HashMap<String, mpsc::UnboundedSender<(String, u64, StartRequest)>>,
     stack: Option<Stack>,
     last_profile: Option<RunProfile>,
     last_reconcile: Instant,
@@ -128,7 +126,6 @@ impl Task {
             records,
             registrar,
             tx,
-            launchers: HashMap::new(),
             stack: None,
             last_profile: None,
             last_reconcile: Instant::now(),
@@ -520,40 +517,26 @@ impl Task {
         };
         let node = spec.node.clone();
         self.transition(name, ServiceState::Starting, Detail::default());
-        let _ = self.launcher(&node).send((name.to_string(), generation, request));
-    }
-
-    fn launcher(&mut self, node: &str) -> &mpsc::UnboundedSender<(String, u64, StartRequest)> {
-        let (agents, controller) = (self.agents.clone(), self.tx.clone());
-        self.launchers.entry(node.to_string()).or_insert_with(|| {
-            let (tx, mut rx) = mpsc::unbounded_channel::<(String, u64, StartRequest)>();
-            let node = node.to_string();
-            tokio::spawn(async move {
-                while let Some((service, generation, request)) = rx.recv().await {
-                    let result = match agents.start(&node, &request).await {
-                        Ok(started) => Ok(started.pid),
-                        // Still running from before (a standalone agent outlives the orchestrator):
-                        // adopt the process.
-                        Err(AgentError::Refused { code: ErrorCode::Conflict, .. }) => {
-                            match agents.status(&node).await {
-                                Ok(status) => status
-                                    .running
-                                    .into_iter()
-                                    .find(|r| r.service == service)
-                                    .map(|r| r.pid)
-                                    .ok_or_else(|| "the agent reported it running, then not".to_string()),
-                                Err(e) => Err(e.to_string()),
-                            }
-                        }
-                        Err(e) => Err(e.to_string()),
-                    };
-                    if controller.send(Input::Launched { service, generation, result }).is_err() {
-                        return;
-                    }
-                }
-            });
-            tx
-        })
+        // Each launch is its own request, so a slow start (or a slow node) holds up no other.
+        let (agents, controller, service) = (self.agents.clone(), self.tx.clone(), name.to_string());
+        tokio::spawn(async move {
+            let result = match agents.start(&node, &request).await {
+                Ok(started) => Ok(started.pid),
+                // Still running from before (a standalone agent outlives the orchestrator): adopt
+                // the process.
+                Err(AgentError::Refused { code: ErrorCode::Conflict, .. }) => match agents.status(&node).await {
+                    Ok(status) => status
+                        .running
+                        .into_iter()
+                        .find(|r| r.service == service)
+                        .map(|r| r.pid)
+                        .ok_or_else(|| "the agent reported it running, then not".to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = controller.send(Input::Launched { service, generation, result });
+        });
     }
 
     fn launched(&mut self, name: &str, generation: u64, result: Result<u32, String>) {
