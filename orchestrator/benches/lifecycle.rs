@@ -5,7 +5,7 @@
 //!
 //! Run one part with `cargo bench -p orchestrator --bench lifecycle -- <dag_startup|independent_launches>`.
 //! The orchestrator inherits this process's environment, so `ORCH_STARTUP_PROBE_INTERVAL=5ms`
-//! measures another start-up probe interval than the default 20 ms.
+//! measures another start-up probe interval than the default 5 ms.
 //!
 //! Times come from the orchestrator's own start-up profile (`GET /api/v1/stack/profile`, polled
 //! every 50 ms): `started_ms` is when the launch was asked of the agent, `ready_ms` when the

@@ -322,8 +322,9 @@ pub struct Config {
     pub agent_shim: Option<PathBuf>,
 
     /// How often a starting service's readiness check runs until it first passes (at most the
-    /// check's own interval): short, so what depends on it starts moments after it is ready.
-    #[arg(long, env = "ORCH_STARTUP_PROBE_INTERVAL", default_value = "20ms", value_parser = humantime::parse_duration)]
+    /// check's own interval): short, so what depends on it starts moments after it is ready. Each
+    /// starting service costs one probe per interval; raise it for stacks of many slow starters.
+    #[arg(long, env = "ORCH_STARTUP_PROBE_INTERVAL", default_value = "5ms", value_parser = humantime::parse_duration)]
     pub startup_probe_interval: Duration,
 
     /// How often the controller compares the processes it expects with what each node's agent
