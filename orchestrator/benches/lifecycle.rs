@@ -346,7 +346,7 @@ fn summary(values: &[f64]) -> String {
 fn probe_interval() -> String {
     std::env::var("ORCH_STARTUP_PROBE_INTERVAL")
         .map(|v| format!("{v} (ORCH_STARTUP_PROBE_INTERVAL)"))
-        .unwrap_or_else(|_| "20ms (default)".into())
+        .unwrap_or_else(|_| "5ms (default)".into())
 }
 
 /// The overhead of each service of a run, in ms, and its parts.
