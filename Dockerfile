@@ -15,8 +15,8 @@ COPY dashboard dashboard
 # binary is copied out of the cached target dir in the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p orchestrator --bin orchestrator \
-    && cp target/release/orchestrator /usr/local/bin/orchestrator
+    cargo build --release --locked -p orchestrator --bin orchestrator --bin orch-shim \
+    && cp target/release/orchestrator target/release/orch-shim /usr/local/bin/
 
 # --- runtime --------------------------------------------------------------------
 FROM debian:bookworm-slim
@@ -28,6 +28,8 @@ RUN groupadd --system --gid 10001 orch \
     && useradd --system --uid 10001 --gid orch --home-dir /nonexistent --no-create-home \
         --shell /usr/sbin/nologin orch
 COPY --from=builder /usr/local/bin/orchestrator /usr/local/bin/orchestrator
+# The embedded agent runs each managed service under this small shim (beside the binary).
+COPY --from=builder /usr/local/bin/orch-shim /usr/local/bin/orch-shim
 
 # Configuration comes from the environment; ORCH_NATS_URL and
 # ORCH_DATABASE_URL must be given at run time (see docker-compose.yml).

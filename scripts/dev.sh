@@ -67,7 +67,7 @@ nats_url="$("$SCRIPTS/nats.sh" start "$NATS_DIR" "$NATS_PORT")"
 pg_url="$("$SCRIPTS/pg.sh" start "$PG_DIR" "$PG_PORT")"
 
 log "building the orchestrator"
-(cd "$ROOT" && cargo build -p orchestrator --bin orchestrator --bin orch-sleeper)
+(cd "$ROOT" && cargo build -p orchestrator --bin orchestrator --bin orch-shim --bin orch-sleeper)
 
 cat <<EOF
 
