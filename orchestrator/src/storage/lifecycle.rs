@@ -134,26 +134,6 @@ pub async fn retain_services(pool: &PgPool, names: &[String]) -> Result<()> {
     Ok(())
 }
 
-#[derive(Debug, Clone, FromRow, Serialize)]
-pub struct ServiceRow {
-    pub name: String,
-    pub manifest_version: i64,
-    pub node: String,
-    pub state: String,
-    pub reason: Option<String>,
-    pub pid: Option<i64>,
-    pub restarts: i32,
-    pub since: DateTime<Utc>,
-}
-
-pub async fn services(pool: &PgPool) -> Result<Vec<ServiceRow>> {
-    Ok(sqlx::query_as(
-        "SELECT name, manifest_version, node, state, reason, pid, restarts, since FROM managed_services ORDER BY name",
-    )
-    .fetch_all(pool)
-    .await?)
-}
-
 pub async fn insert_run(pool: &PgPool, id: Uuid, version: i64, started_at: DateTime<Utc>) -> Result<()> {
     sqlx::query("INSERT INTO startup_runs (id, manifest_version, started_at) VALUES ($1, $2, $3)")
         .bind(id)
@@ -172,25 +152,4 @@ pub async fn finish_run(pool: &PgPool, id: Uuid, outcome: &str, profile: &serde_
         .execute(pool)
         .await?;
     Ok(())
-}
-
-#[derive(Debug, Clone, FromRow, Serialize)]
-pub struct RunRow {
-    pub id: Uuid,
-    pub manifest_version: i64,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub outcome: Option<String>,
-    pub profile: Option<serde_json::Value>,
-}
-
-/// The newest finished runs first.
-pub async fn runs(pool: &PgPool, limit: i64) -> Result<Vec<RunRow>> {
-    Ok(sqlx::query_as(
-        "SELECT id, manifest_version, started_at, finished_at, outcome, profile FROM startup_runs
-         ORDER BY started_at DESC LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(pool)
-    .await?)
 }
