@@ -17,10 +17,12 @@ pub mod verbs {
     pub const EXITED: &str = "exited";
 }
 
-fn sigterm() -> String {
+/// The default stop signal of a process (also a managed service's default).
+pub fn default_stop_signal() -> String {
     "SIGTERM".to_string()
 }
-fn thirty_seconds() -> std::time::Duration {
+/// The default grace period between the stop signal and SIGKILL (also a managed service's).
+pub fn default_grace_period() -> std::time::Duration {
     std::time::Duration::from_secs(30)
 }
 fn hundred() -> usize {
@@ -40,9 +42,9 @@ pub struct StartRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
     /// Used when the agent itself stops (its own shutdown).
-    #[serde(default = "sigterm")]
+    #[serde(default = "default_stop_signal")]
     pub stop_signal: String,
-    #[serde(default = "thirty_seconds", with = "crate::health::duration")]
+    #[serde(default = "default_grace_period", with = "crate::health::duration")]
     pub grace_period: std::time::Duration,
 }
 
@@ -58,9 +60,9 @@ pub struct Started {
 #[serde(deny_unknown_fields)]
 pub struct StopRequest {
     pub service: String,
-    #[serde(default = "sigterm")]
+    #[serde(default = "default_stop_signal")]
     pub signal: String,
-    #[serde(default = "thirty_seconds", with = "crate::health::duration")]
+    #[serde(default = "default_grace_period", with = "crate::health::duration")]
     pub grace_period: std::time::Duration,
 }
 

@@ -126,14 +126,8 @@ fn ten_minutes() -> Duration {
 fn five() -> u32 {
     5
 }
-fn thirty_seconds() -> Duration {
-    Duration::from_secs(30)
-}
 fn sixty_seconds() -> Duration {
     Duration::from_secs(60)
-}
-fn sigterm() -> String {
-    "SIGTERM".to_string()
 }
 fn fifty() -> u8 {
     50
@@ -180,10 +174,10 @@ pub struct ServiceSpec {
     pub liveness: Option<CheckSpec>,
     #[serde(default)]
     pub restart: Restart,
-    #[serde(default = "sigterm")]
+    #[serde(default = "orch_protocol::agent::default_stop_signal")]
     pub stop_signal: String,
     /// Between the stop signal and SIGKILL.
-    #[serde(default = "thirty_seconds", with = "duration")]
+    #[serde(default = "orch_protocol::agent::default_grace_period", with = "duration")]
     pub grace_period: Duration,
     /// 0-100; among services ready to start at the same moment, higher first.
     #[serde(default = "fifty")]

@@ -9,10 +9,10 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::storage::{self, batch::OutboxRow, lifecycle::StateRow};
 
-/// What the controller records.
+/// What the controller records: a state change with the event announcing it, or an event that
+/// changes no service state (`manifest_applied`, `run_finished`).
 pub enum Record {
-    State(StateRow),
-    /// An event that changes no service state.
+    State(StateRow, OutboxRow),
     Event(OutboxRow),
 }
 
@@ -26,19 +26,14 @@ pub async fn run(pool: PgPool, mut records: mpsc::UnboundedReceiver<Record>, out
         let (mut states, mut events) = (Vec::new(), Vec::new());
         for record in buffer.drain(..) {
             match record {
-                Record::State(row) => states.push(row),
-                Record::Event(row) => events.push(row),
+                Record::State(row, event) => {
+                    states.push(row);
+                    events.push(event);
+                }
+                Record::Event(event) => events.push(event),
             }
         }
-        let write = || async {
-            if !states.is_empty() {
-                storage::lifecycle::record(&pool, &states).await?;
-            }
-            if !events.is_empty() {
-                storage::lifecycle::record_events(&pool, &events).await?;
-            }
-            Ok(())
-        };
+        let write = || storage::lifecycle::record(&pool, &states, &events);
         match storage::retry("recording lifecycle states", write).await {
             Ok(()) => outbox_written.notify_one(),
             Err(e) => {

@@ -63,11 +63,11 @@ pub struct StateRow {
     pub pid: Option<i64>,
     pub restarts: i32,
     pub since: DateTime<Utc>,
-    pub event: Option<super::batch::OutboxRow>,
 }
 
-/// Writes state changes (the last of each service wins) and their events in one transaction.
-pub async fn record(pool: &PgPool, rows: &[StateRow]) -> Result<()> {
+/// Writes state changes (the last of each service wins) and lifecycle events, in their order, in
+/// one transaction.
+pub async fn record(pool: &PgPool, rows: &[StateRow], events: &[super::batch::OutboxRow]) -> Result<()> {
     let mut tx = pool.begin().await?;
     // Later rows of the same service overwrite earlier ones within one statement only when they
     // are distinct; keep the last per service.
@@ -76,6 +76,26 @@ pub async fn record(pool: &PgPool, rows: &[StateRow]) -> Result<()> {
         last.insert(&row.name, row);
     }
     let states: Vec<&StateRow> = last.into_values().collect();
+    if !states.is_empty() {
+        upsert_states(&mut tx, &states).await?;
+    }
+    if !events.is_empty() {
+        sqlx::query(
+            "INSERT INTO outbox (shard, msg_id, subject, payload)
+             SELECT $1, * FROM UNNEST($2::uuid[], $3::text[], $4::bytea[])",
+        )
+        .bind(OUTBOX_SHARD)
+        .bind(events.iter().map(|r| r.msg_id).collect::<Vec<_>>())
+        .bind(events.iter().map(|r| r.subject.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|r| r.payload.as_slice()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn upsert_states(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, states: &[&StateRow]) -> Result<()> {
     sqlx::query(
         "INSERT INTO managed_services (name, manifest_version, node, state, reason, pid, restarts, since, updated_at)
          SELECT *, now() FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[],
@@ -92,37 +112,6 @@ pub async fn record(pool: &PgPool, rows: &[StateRow]) -> Result<()> {
     .bind(states.iter().map(|r| r.pid).collect::<Vec<_>>())
     .bind(states.iter().map(|r| r.restarts).collect::<Vec<_>>())
     .bind(states.iter().map(|r| r.since).collect::<Vec<_>>())
-    .execute(&mut *tx)
-    .await?;
-    let events: Vec<&super::batch::OutboxRow> = rows.iter().filter_map(|r| r.event.as_ref()).collect();
-    insert_events(&mut tx, &events).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
-/// Writes lifecycle events that change no service state (`manifest_applied`, `run_finished`).
-pub async fn record_events(pool: &PgPool, events: &[super::batch::OutboxRow]) -> Result<()> {
-    let mut tx = pool.begin().await?;
-    insert_events(&mut tx, &events.iter().collect::<Vec<_>>()).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
-async fn insert_events(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    events: &[&super::batch::OutboxRow],
-) -> Result<()> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO outbox (shard, msg_id, subject, payload)
-         SELECT $1, * FROM UNNEST($2::uuid[], $3::text[], $4::bytea[])",
-    )
-    .bind(OUTBOX_SHARD)
-    .bind(events.iter().map(|r| r.msg_id).collect::<Vec<_>>())
-    .bind(events.iter().map(|r| r.subject.as_str()).collect::<Vec<_>>())
-    .bind(events.iter().map(|r| r.payload.as_slice()).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())

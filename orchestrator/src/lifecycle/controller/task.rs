@@ -1060,9 +1060,8 @@ impl Task {
             pid: m.pid.map(i64::from),
             restarts: m.restart_count as i32,
             since: now,
-            event: Some(outbox_row(encoded)),
         };
-        let _ = self.records.send(Record::State(row));
+        let _ = self.records.send(Record::State(row, outbox_row(encoded)));
     }
 
     fn event(&self, kind: EventKind, service: &str, data: &impl Serialize) {
