@@ -95,6 +95,9 @@ pub struct AgentArgs {
     #[arg(long, env = "ORCH_AGENT_LOG_DIR", default_value = "agent-logs")]
     pub log_dir: PathBuf,
 
+    #[command(flatten)]
+    pub pressure: crate::agent::pressure::PressureArgs,
+
     /// A service's log is rotated past this size (bytes); three rotated files are kept.
     #[arg(long, env = "ORCH_AGENT_LOG_MAX_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub log_max_bytes: u64,
@@ -331,6 +334,77 @@ pub struct Config {
     /// runs, so that a lost process-end report is noticed.
     #[arg(long, env = "ORCH_RECONCILE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub reconcile_interval: Duration,
+
+    #[command(flatten)]
+    pub pressure: crate::agent::pressure::PressureArgs,
+
+    #[command(flatten)]
+    pub shedding: ShedArgs,
+
+    #[command(flatten)]
+    pub priority: PriorityArgs,
+}
+
+/// Guardrails against a runaway engine changing priorities.
+#[derive(Debug, Clone, Args)]
+pub struct PriorityArgs {
+    /// Most engine changes of one service's priority within `--priority-rate-window`; more are
+    /// refused (`rate_limited`) and recorded.
+    #[arg(long, env = "ORCH_PRIORITY_RATE_LIMIT", default_value_t = 10)]
+    pub priority_rate_limit: u32,
+
+    #[arg(long, env = "ORCH_PRIORITY_RATE_WINDOW", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub priority_rate_window: Duration,
+
+    /// Share of the known services (registered, managed or with a priority) the engine may move
+    /// within `--priority-mass-window`. Past it, engine changes are held and a system event
+    /// raises the alarm, until an operator releases the hold or the window passes.
+    #[arg(long, env = "ORCH_PRIORITY_MASS_SHARE", default_value_t = 0.5)]
+    pub priority_mass_share: f64,
+
+    /// The mass-change guard always allows at least this many services to move per window.
+    #[arg(long, env = "ORCH_PRIORITY_MASS_MIN", default_value_t = 5)]
+    pub priority_mass_min: usize,
+
+    /// Window of the mass-change guard, and how long a hold lasts without a release.
+    #[arg(long, env = "ORCH_PRIORITY_MASS_WINDOW", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub priority_mass_window: Duration,
+}
+
+impl PriorityArgs {
+    pub fn limits(&self) -> crate::priority::Limits {
+        crate::priority::Limits {
+            rate_limit: self.priority_rate_limit,
+            rate_window: self.priority_rate_window,
+            mass_share: self.priority_mass_share,
+            mass_min: self.priority_mass_min,
+            mass_window: self.priority_mass_window,
+        }
+    }
+}
+
+/// Load shedding: when a node's pressure crosses a threshold, its `sheddable` managed services
+/// are stopped, lowest priority first, one per step; they start again, highest priority first,
+/// once the pressure has stayed below the thresholds for `--shed-restore-after`.
+#[derive(Debug, Clone, Args)]
+pub struct ShedArgs {
+    /// CPU busy share (0-1) at or above which a node sheds.
+    #[arg(long, env = "ORCH_SHED_CPU", default_value_t = 0.95)]
+    pub shed_cpu: f64,
+
+    /// Memory used share (0-1) at or above which a node sheds.
+    #[arg(long, env = "ORCH_SHED_MEMORY", default_value_t = 0.90)]
+    pub shed_memory: f64,
+
+    /// Time between two shedding steps on a node while the pressure persists, so each step's
+    /// effect shows in the next readings.
+    #[arg(long, env = "ORCH_SHED_STEP", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shed_step: Duration,
+
+    /// How long the pressure must stay below the thresholds before shed services start again
+    /// (one per `--shed-step`).
+    #[arg(long, env = "ORCH_SHED_RESTORE_AFTER", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub shed_restore_after: Duration,
 }
 
 impl Config {
@@ -360,6 +434,16 @@ impl Config {
                 "--node {:?}: a node name is 1-63 of lower-case letters, digits, '-' or '_'",
                 self.node
             ));
+        }
+        let share = |v: f64| v.is_finite() && (0.0..=1.0).contains(&v);
+        if !share(self.priority.priority_mass_share) {
+            return Err("--priority-mass-share must be 0-1".into());
+        }
+        if !share(self.shedding.shed_cpu) || !share(self.shedding.shed_memory) {
+            return Err("--shed-cpu and --shed-memory are shares: 0-1".into());
+        }
+        if self.priority.priority_rate_limit == 0 {
+            return Err("--priority-rate-limit must be at least 1".into());
         }
         if self.startup_probe_interval < Duration::from_millis(1) {
             return Err("--startup-probe-interval must be at least 1ms".into());

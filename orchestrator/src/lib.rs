@@ -9,6 +9,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod metrics;
 pub mod nats;
+pub mod priority;
 pub mod process;
 pub mod registry;
 pub mod storage;
@@ -185,15 +186,32 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             config.agent_shim.clone(),
         ));
         let (stop, stopped) = watch::channel(false);
+        let pressure = agent::pressure::run(
+            client.clone(),
+            subjects.clone(),
+            config.node.clone(),
+            config.pressure.clone(),
+            stopped.clone(),
+        );
         let run =
             agent::service::run(client.clone(), subjects.clone(), config.node.clone(), supervisor, exits, stopped);
         let task = tokio::spawn(async move {
+            let pressure = tokio::spawn(pressure);
             if let Err(e) = run.await {
                 tracing::error!(error = format!("{e:#}"), "the embedded agent failed");
             }
+            let _ = pressure.await;
         });
         Some((stop, task))
     };
+    let (priorities, priority_task) = priority::Priorities::start(
+        priority::Config { limits: config.priority.limits(), subjects: subjects.clone() },
+        pool.clone(),
+        outbox_written.clone(),
+        metrics.clone(),
+        shutdown_rx.clone(),
+    )
+    .await?;
     let (records_tx, records_rx) = tokio::sync::mpsc::unbounded_channel();
     let recorder_task = tokio::spawn(lifecycle::recorder::run(pool.clone(), records_rx, outbox_written.clone()));
     let (controller, controller_task) = lifecycle::Controller::start(
@@ -201,12 +219,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             startup_probe_interval: config.startup_probe_interval,
             reconcile_interval: config.reconcile_interval,
             subjects: subjects.clone(),
+            shedding: config.shedding.clone(),
         },
         pool.clone(),
         client.clone(),
         registry.clone(),
         prober.clone(),
         records_tx,
+        priorities.clone(),
+        metrics.clone(),
         shutdown_rx.clone(),
     )
     .await?;
@@ -230,6 +251,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 registry: registry.clone(),
                 health: monitor.clone(),
                 controller: controller.clone(),
+                priorities: priorities.clone(),
             },
             config.command_max_bytes,
             shutdown_rx.clone(),
@@ -274,6 +296,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     ];
 
     tasks.push(recorder_task);
+    tasks.push(priority_task);
     tasks.push(controller_task);
 
     let listener = tokio::net::TcpListener::bind(config.http_addr)
@@ -289,6 +312,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics,
         health: monitor,
         controller: controller.clone(),
+        priorities,
     };
     let app = http::app(state.clone());
     let mut http_shutdown = shutdown_rx.clone();

@@ -113,10 +113,19 @@ async fn agent(args: config::AgentArgs) -> anyhow::Result<()> {
     let shim = orchestrator::agent::shim::default_path();
     let supervisor = std::sync::Arc::new(Supervisor::new(args.log_dir.clone(), rotation, exits_tx, shim));
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let pressure = orchestrator::agent::pressure::run(
+        client.clone(),
+        subjects.clone(),
+        args.node.clone(),
+        args.pressure.clone(),
+        stopped.clone(),
+    );
+    let pressure = tokio::spawn(pressure);
     let task = tokio::spawn(service::run(client, subjects, args.node, supervisor, exits, stopped));
     wait_for_signal().await;
     let _ = stop.send(true);
     task.await??;
+    let _ = pressure.await;
     Ok(())
 }
 

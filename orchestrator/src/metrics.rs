@@ -36,6 +36,10 @@ pub struct Metrics {
     pub checker_skipped: Counter,
     /// 1 while the checker cannot keep its schedule.
     pub checker_lagging: Gauge,
+    /// Priority changes stored, by outcome (`applied`, `clamped`, `held`, `refused`, ...).
+    pub priority_changes: Family<ResultLabel, Counter>,
+    /// Sheddable services stopped under node pressure, and restored after it.
+    pub shed_steps: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -75,8 +79,14 @@ impl Default for Metrics {
         );
         let checker_lagging = Gauge::default();
         registry.register("checker_lagging", "1 while the checker cannot keep its schedule", checker_lagging.clone());
+        let priority_changes = Family::<ResultLabel, Counter>::default();
+        registry.register("priority_changes", "Priority changes stored, by outcome", priority_changes.clone());
+        let shed_steps = Family::<ResultLabel, Counter>::default();
+        registry.register("shed_steps", "Load-shedding steps, by `shed` or `restored`", shed_steps.clone());
         Metrics {
             registry,
+            priority_changes,
+            shed_steps,
             heartbeats,
             commands,
             batch_seconds,
@@ -105,6 +115,12 @@ impl Metrics {
 
     pub fn check_run(&self, result: &'static str) {
         self.check_runs.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    pub fn priority_changes(&self, changes: &[orch_protocol::priority::Change]) {
+        for change in changes {
+            self.priority_changes.get_or_create(&ResultLabel { result: change.outcome.as_str() }).inc();
+        }
     }
 
     pub fn command(&self, result: &'static str) {

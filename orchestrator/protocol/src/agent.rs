@@ -15,6 +15,7 @@ pub mod verbs {
     pub const STATUS: &str = "status";
     pub const LOGS: &str = "logs";
     pub const EXITED: &str = "exited";
+    pub const PRESSURE: &str = "pressure";
 }
 
 /// The default stop signal of a process (also a managed service's default).
@@ -136,6 +137,18 @@ pub struct Exited {
     pub ran_for_ms: u64,
     /// The end was asked for (`stop`), not a crash.
     pub stopped: bool,
+}
+
+/// Published on `<prefix>.agent.<node>.pressure` at the agent's pressure interval: how busy the
+/// node is. Shares are 0-1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pressure {
+    pub node: String,
+    /// Busy share of all CPUs since the previous report.
+    pub cpu: f64,
+    /// Used share of memory: 1 - MemAvailable / MemTotal.
+    pub memory: f64,
+    pub at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Most lines one `logs` request returns.

@@ -25,6 +25,10 @@ pub enum ErrorCode {
     Unavailable,
     /// Authentication is missing or wrong.
     Unauthorized,
+    /// A guardrail refused the change (e.g. a pinned service's priority).
+    Refused,
+    /// Too many changes of one target within the rate window; retry later.
+    RateLimited,
     /// Something failed inside the orchestrator; details are in its log.
     Internal,
 }
@@ -37,7 +41,8 @@ impl ErrorCode {
             ErrorCode::Unauthorized => 401,
             ErrorCode::NotFound | ErrorCode::UnknownCommand => 404,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::Conflict => 409,
+            ErrorCode::Conflict | ErrorCode::Refused => 409,
+            ErrorCode::RateLimited => 429,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
@@ -55,6 +60,8 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Refused => "refused",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
         }
     }

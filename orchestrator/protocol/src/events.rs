@@ -9,7 +9,9 @@ use uuid::Uuid;
 use crate::error::{ErrorBody, ProtocolError};
 use crate::health::{Aggregate, CheckKind, Counts};
 use crate::lifecycle::ServiceState;
-pub use crate::lifecycle::{ManifestAppliedData, RunFinishedData, TransitionData};
+pub use crate::lifecycle::{ManifestAppliedData, PressureData, RunFinishedData, ShedData, TransitionData};
+use crate::priority::Outcome;
+pub use crate::priority::{Change, HoldData};
 use crate::registry::{Health, Instance};
 use crate::subjects::Subjects;
 
@@ -47,10 +49,21 @@ pub enum EventKind {
     Lifecycle(ServiceState),
     ManifestApplied,
     RunFinished,
+    /// A change of a service's priority, by its outcome (domain `priority`, data [`Change`]).
+    Priority(Outcome),
+    PriorityHoldStarted,
+    PriorityHoldEnded,
+    /// A sheddable service stopped under node pressure (domain `lifecycle`, data [`ShedData`]).
+    Shed,
+    /// A shed service started again after the pressure cleared.
+    Restored,
+    /// A node's pressure crossed a threshold (domain `resource`, node name as the service token).
+    PressureHigh,
+    PressureCleared,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 31] = [
+    pub const ALL: [EventKind; 43] = [
         EventKind::Registered,
         EventKind::Updated,
         EventKind::Deregistered,
@@ -82,6 +95,18 @@ impl EventKind {
         EventKind::Lifecycle(ServiceState::Failed),
         EventKind::ManifestApplied,
         EventKind::RunFinished,
+        EventKind::Priority(Outcome::Applied),
+        EventKind::Priority(Outcome::Clamped),
+        EventKind::Priority(Outcome::Held),
+        EventKind::Priority(Outcome::Refused),
+        EventKind::Priority(Outcome::Expired),
+        EventKind::Priority(Outcome::Dropped),
+        EventKind::PriorityHoldStarted,
+        EventKind::PriorityHoldEnded,
+        EventKind::Shed,
+        EventKind::Restored,
+        EventKind::PressureHigh,
+        EventKind::PressureCleared,
     ];
 
     /// Domain token of the subject: `registry`, `health`, `lifecycle` or `system`.
@@ -104,8 +129,16 @@ impl EventKind {
             | EventKind::SelfPreservationExited
             | EventKind::CommandRejected
             | EventKind::CheckerLagging
-            | EventKind::CheckerRecovered => "system",
-            EventKind::Lifecycle(_) | EventKind::ManifestApplied | EventKind::RunFinished => "lifecycle",
+            | EventKind::CheckerRecovered
+            | EventKind::PriorityHoldStarted
+            | EventKind::PriorityHoldEnded => "system",
+            EventKind::Lifecycle(_)
+            | EventKind::ManifestApplied
+            | EventKind::RunFinished
+            | EventKind::Shed
+            | EventKind::Restored => "lifecycle",
+            EventKind::Priority(_) => "priority",
+            EventKind::PressureHigh | EventKind::PressureCleared => "resource",
         }
     }
 
@@ -133,6 +166,13 @@ impl EventKind {
             EventKind::Lifecycle(state) => state.as_str(),
             EventKind::ManifestApplied => "manifest_applied",
             EventKind::RunFinished => "run_finished",
+            EventKind::Priority(outcome) => outcome.as_str(),
+            EventKind::PriorityHoldStarted => "priority_hold_started",
+            EventKind::PriorityHoldEnded => "priority_hold_ended",
+            EventKind::Shed => "shed",
+            EventKind::Restored => "restored",
+            EventKind::PressureHigh => "pressure_high",
+            EventKind::PressureCleared => "pressure_cleared",
         }
     }
 
@@ -172,6 +212,20 @@ impl EventKind {
             },
             EventKind::ManifestApplied => "io.orch.lifecycle.manifest_applied.v1",
             EventKind::RunFinished => "io.orch.lifecycle.run_finished.v1",
+            EventKind::Priority(outcome) => match outcome {
+                Outcome::Applied => "io.orch.priority.applied.v1",
+                Outcome::Clamped => "io.orch.priority.clamped.v1",
+                Outcome::Held => "io.orch.priority.held.v1",
+                Outcome::Refused => "io.orch.priority.refused.v1",
+                Outcome::Expired => "io.orch.priority.expired.v1",
+                Outcome::Dropped => "io.orch.priority.dropped.v1",
+            },
+            EventKind::PriorityHoldStarted => "io.orch.system.priority_hold_started.v1",
+            EventKind::PriorityHoldEnded => "io.orch.system.priority_hold_ended.v1",
+            EventKind::Shed => "io.orch.lifecycle.shed.v1",
+            EventKind::Restored => "io.orch.lifecycle.restored.v1",
+            EventKind::PressureHigh => "io.orch.resource.pressure_high.v1",
+            EventKind::PressureCleared => "io.orch.resource.pressure_cleared.v1",
         }
     }
 
@@ -358,7 +412,19 @@ pub fn encode(
     time: DateTime<Utc>,
     data: &impl Serialize,
 ) -> Encoded {
-    let id = Uuid::now_v7();
+    encode_with_id(subjects, Uuid::now_v7(), kind, service, ce_subject, time, data)
+}
+
+/// [`encode`] with a given id, for events whose id is already known (a priority change's).
+pub fn encode_with_id(
+    subjects: &Subjects,
+    id: Uuid,
+    kind: EventKind,
+    service: &str,
+    ce_subject: &str,
+    time: DateTime<Utc>,
+    data: &impl Serialize,
+) -> Encoded {
     let data = serde_json::to_value(data).expect("event data serializes");
     let event = EventBuilderV10::new()
         .id(id.to_string())

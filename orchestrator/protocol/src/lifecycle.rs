@@ -143,3 +143,30 @@ pub struct ApplyRequest {
 pub struct ServiceRef {
     pub service: String,
 }
+
+/// Data of `shed` and `restored`: a sheddable service stopped under node pressure, or started
+/// again once the pressure had cleared for a while.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShedData {
+    pub service: String,
+    pub node: String,
+    /// Its effective priority when the step was taken.
+    pub priority: u8,
+    /// Why, e.g. `memory 93% >= 90% on node local; lowest priority sheddable service`.
+    pub reason: String,
+    /// The node's pressure when the step was taken, 0-1.
+    pub cpu: f64,
+    pub memory: f64,
+}
+
+/// Data of `pressure_high` and `pressure_cleared` (domain `resource`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PressureData {
+    pub node: String,
+    /// Busy share of all CPUs and used share of memory, 0-1, as the agent measured them.
+    pub cpu: f64,
+    pub memory: f64,
+    pub cpu_threshold: f64,
+    pub memory_threshold: f64,
+    pub message: String,
+}

@@ -27,6 +27,11 @@ pub mod verbs {
     pub const DOWN: &str = "down";
     pub const RESTART: &str = "restart";
     pub const PROFILE: &str = "profile";
+    pub const PRIORITY: &str = "priority";
+    pub const SET: &str = "set";
+    pub const CLEAR: &str = "clear";
+    pub const POLICY: &str = "policy";
+    pub const RELEASE: &str = "release";
 }
 
 /// Names derived from one prefix.
@@ -123,6 +128,11 @@ impl Subjects {
     /// `orch.agent.<node>.*`: everything the agent of a node answers.
     pub fn agent_all(&self, node: &str) -> String {
         format!("{}.agent.{node}.*", self.prefix)
+    }
+
+    /// `orch.agent.*.<verb>`: one kind of report from the agents of all nodes.
+    pub fn agents_report(&self, verb: &str) -> String {
+        format!("{}.agent.*.{verb}", self.prefix)
     }
 
     /// `orch.hb.*`: heartbeats, one token for the instance id.

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod logs;
+pub mod pressure;
 pub mod service;
 pub mod shim;
 pub mod supervisor;

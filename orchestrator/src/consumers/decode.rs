@@ -147,7 +147,24 @@ pub enum Request {
     ServiceHealth(String),
     Checks(String),
     Lifecycle(LifecycleRequest),
+    Priority(PriorityRequest),
 }
+
+/// A request to the priority task.
+#[derive(Debug)]
+pub enum PriorityRequest {
+    Set(orch_protocol::priority::SetRequest),
+    Clear(orch_protocol::priority::ClearRequest),
+    Get(orch_protocol::priority::GetRequest),
+    List,
+    Policy(orch_protocol::priority::PolicyRequest),
+    Release(orch_protocol::priority::ReleaseRequest),
+}
+
+/// A request without parameters: `{}` (or an empty payload).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmptyRequest {}
 
 /// A request to the lifecycle controller.
 #[derive(Debug)]
@@ -172,7 +189,8 @@ pub fn decode_request(
         format!(
             "{0}.req.registry.<register|deregister|get|list|discover> or \
              {0}.req.health.<ttl|maintenance|system|service|checks> or \
-             {0}.req.lifecycle.<status|apply|down|restart|profile>",
+             {0}.req.lifecycle.<status|apply|down|restart|profile> or \
+             {0}.req.priority.<set|clear|get|list|policy|release>",
             subjects.prefix()
         )
     };
@@ -214,6 +232,15 @@ pub fn decode_request(
             Ok(Request::Checks(r.id))
         }
         (verbs::LIFECYCLE, verb) => lifecycle_request(verb, payload).map(Request::Lifecycle),
+        (verbs::PRIORITY, verbs::SET) => Ok(Request::Priority(PriorityRequest::Set(parse_json(payload)?))),
+        (verbs::PRIORITY, verbs::CLEAR) => Ok(Request::Priority(PriorityRequest::Clear(parse_json(payload)?))),
+        (verbs::PRIORITY, verbs::GET) => Ok(Request::Priority(PriorityRequest::Get(parse_json(payload)?))),
+        (verbs::PRIORITY, verbs::LIST) => {
+            let _: EmptyRequest = parse_json(&empty_is_object(payload))?;
+            Ok(Request::Priority(PriorityRequest::List))
+        }
+        (verbs::PRIORITY, verbs::POLICY) => Ok(Request::Priority(PriorityRequest::Policy(parse_json(payload)?))),
+        (verbs::PRIORITY, verbs::RELEASE) => Ok(Request::Priority(PriorityRequest::Release(parse_json(payload)?))),
         _ => Err(unknown(subject, &expected())),
     }
 }

@@ -9,7 +9,7 @@ use orch_protocol::{ErrorCode, ProtocolError, Subjects};
 use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 
-use super::{LifecycleRequest, Request, decode_request, error_message, reply_message};
+use super::{LifecycleRequest, PriorityRequest, Request, decode_request, error_message, reply_message};
 use crate::health::Monitor;
 use crate::lifecycle::Controller;
 use crate::registry::{Registry, WriteError};
@@ -24,6 +24,7 @@ pub struct Backends {
     pub registry: Arc<Registry>,
     pub health: Arc<Monitor>,
     pub controller: Controller,
+    pub priorities: crate::priority::Priorities,
 }
 
 pub async fn run(
@@ -137,6 +138,27 @@ async fn answer(
             Err(e) => storage_error(e),
         },
         Request::Lifecycle(request) => lifecycle(&backends.controller, request).await,
+        Request::Priority(request) => priority(&backends.priorities, request).await,
+    }
+}
+
+async fn priority(
+    priorities: &crate::priority::Priorities,
+    request: PriorityRequest,
+) -> (async_nats::HeaderMap, bytes::Bytes) {
+    fn reply<T: Serialize>(result: Result<T, ProtocolError>) -> (async_nats::HeaderMap, bytes::Bytes) {
+        match result {
+            Ok(value) => ok(&value),
+            Err(e) => error_message(e),
+        }
+    }
+    match request {
+        PriorityRequest::Set(r) => reply(priorities.set(r).await),
+        PriorityRequest::Clear(r) => reply(priorities.clear(r).await),
+        PriorityRequest::Get(r) => reply(priorities.get(r).await),
+        PriorityRequest::List => reply(priorities.list().await),
+        PriorityRequest::Policy(r) => reply(priorities.policy(r).await),
+        PriorityRequest::Release(r) => reply(priorities.release(r).await),
     }
 }
 

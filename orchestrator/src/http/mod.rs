@@ -6,6 +6,7 @@ mod discovery;
 mod error;
 mod extract;
 mod health;
+mod priorities;
 mod readiness;
 mod services;
 mod stack;
@@ -33,6 +34,7 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub health: Arc<crate::health::Monitor>,
     pub controller: crate::lifecycle::Controller,
+    pub priorities: crate::priority::Priorities,
 }
 
 /// The whole HTTP application.
@@ -44,6 +46,7 @@ pub fn app(state: AppState) -> Router {
             services::router()
                 .merge(discovery::router())
                 .merge(health::router())
+                .merge(priorities::router())
                 .merge(stack::router(state.manifest_max_bytes)),
         )
         .merge(readiness::router())

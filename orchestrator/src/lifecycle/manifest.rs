@@ -179,9 +179,15 @@ pub struct ServiceSpec {
     /// Between the stop signal and SIGKILL.
     #[serde(default = "orch_protocol::agent::default_grace_period", with = "duration")]
     pub grace_period: Duration,
-    /// 0-100; among services ready to start at the same moment, higher first.
+    /// 0-100: the service's baseline priority unless an operator set one through the priority
+    /// API. Among services ready to start at the same moment, higher first; restarts are queued
+    /// by it; under node pressure, sheddable services are shed lowest first.
     #[serde(default = "fifty")]
     pub priority: u8,
+    /// May be stopped when its node is under CPU or memory pressure (lowest priority first), and
+    /// is started again once the pressure has cleared for a while.
+    #[serde(default)]
+    pub sheddable: bool,
     /// The node whose agent runs it.
     #[serde(default = "local")]
     pub node: String,

@@ -9,6 +9,7 @@ pub mod probes;
 pub mod profile;
 pub mod recorder;
 pub mod restart;
+pub mod shedding;
 pub mod startup;
 
 pub use controller::{ControlError, Controller, ControllerConfig};

@@ -105,6 +105,16 @@ impl Startup {
         }
     }
 
+    /// Replaces the priorities of the services named in `priorities` (the effective ones, which
+    /// operators and engines may have changed since the manifest was written).
+    pub fn set_priorities(&mut self, priorities: &BTreeMap<String, u8>) {
+        for (name, p) in self.priority.iter_mut() {
+            if let Some(&effective) = priorities.get(name) {
+                *p = effective;
+            }
+        }
+    }
+
     pub fn states(&self) -> &BTreeMap<String, State> {
         &self.states
     }

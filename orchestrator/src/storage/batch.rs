@@ -105,3 +105,9 @@ pub async fn write(tx: &mut Transaction<'_, Postgres>, w: &Writes<'_>) -> Result
     }
     Ok(())
 }
+
+impl From<orch_protocol::events::Encoded> for OutboxRow {
+    fn from(encoded: orch_protocol::events::Encoded) -> Self {
+        OutboxRow { msg_id: encoded.id, subject: encoded.subject, payload: encoded.payload, headers: None }
+    }
+}

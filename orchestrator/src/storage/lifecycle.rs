@@ -80,16 +80,7 @@ pub async fn record(pool: &PgPool, rows: &[StateRow], events: &[super::batch::Ou
         upsert_states(&mut tx, &states).await?;
     }
     if !events.is_empty() {
-        sqlx::query(
-            "INSERT INTO outbox (shard, msg_id, subject, payload)
-             SELECT $1, * FROM UNNEST($2::uuid[], $3::text[], $4::bytea[])",
-        )
-        .bind(OUTBOX_SHARD)
-        .bind(events.iter().map(|r| r.msg_id).collect::<Vec<_>>())
-        .bind(events.iter().map(|r| r.subject.as_str()).collect::<Vec<_>>())
-        .bind(events.iter().map(|r| r.payload.as_slice()).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
+        super::outbox::insert(&mut tx, OUTBOX_SHARD, events).await?;
     }
     tx.commit().await?;
     Ok(())

@@ -8,6 +8,7 @@ pub mod instances;
 pub mod ledger;
 pub mod lifecycle;
 pub mod outbox;
+pub mod priorities;
 pub mod system;
 
 use std::time::Duration;

@@ -36,3 +36,23 @@ pub async fn remove(pool: &PgPool, seqs: &[i64]) -> Result<()> {
     sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)").bind(seqs).execute(pool).await?;
     Ok(())
 }
+
+/// Adds events to the outbox of `shard` within the caller's transaction (for writers other than
+/// the registry's, whose batch statement writes its own rows).
+pub async fn insert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    shard: i16,
+    events: &[super::batch::OutboxRow],
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO outbox (shard, msg_id, subject, payload)
+         SELECT $1, * FROM UNNEST($2::uuid[], $3::text[], $4::bytea[])",
+    )
+    .bind(shard)
+    .bind(events.iter().map(|r| r.msg_id).collect::<Vec<_>>())
+    .bind(events.iter().map(|r| r.subject.as_str()).collect::<Vec<_>>())
+    .bind(events.iter().map(|r| r.payload.as_slice()).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

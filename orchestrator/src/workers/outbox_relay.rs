@@ -81,8 +81,10 @@ impl OutboxRelay {
         if cursors.is_none() {
             // Shards of a larger shard count before a restart may still hold rows.
             // The registry writer's shards and the lifecycle recorder's.
-            let mut known: BTreeMap<i16, i64> =
-                (0..self.shards as i16).chain([crate::storage::lifecycle::OUTBOX_SHARD]).map(|s| (s, 0)).collect();
+            let mut known: BTreeMap<i16, i64> = (0..self.shards as i16)
+                .chain([crate::storage::lifecycle::OUTBOX_SHARD, crate::storage::priorities::OUTBOX_SHARD])
+                .map(|s| (s, 0))
+                .collect();
             for shard in outbox::shards_with_rows(&self.pool).await? {
                 known.entry(shard).or_insert(0);
             }

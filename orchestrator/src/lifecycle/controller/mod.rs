@@ -45,6 +45,8 @@ pub struct ControllerConfig {
     pub reconcile_interval: Duration,
     /// Subjects of the agents and of the lifecycle events.
     pub subjects: Subjects,
+    /// When to shed sheddable services under node pressure.
+    pub shedding: crate::config::ShedArgs,
 }
 
 /// Why a request to the controller was refused.
@@ -191,6 +193,10 @@ pub(super) enum Input {
         generation: u64,
     },
     Exited(agent::Exited),
+    /// A node's pressure reading.
+    Pressure(agent::Pressure),
+    /// The effective priorities changed.
+    Priorities,
     Status {
         node: String,
         result: Result<agent::Status, AgentError>,
@@ -214,6 +220,8 @@ impl Controller {
         registry: Arc<Registry>,
         prober: Prober,
         records: mpsc::UnboundedSender<Record>,
+        priorities: crate::priority::Priorities,
+        metrics: Arc<crate::metrics::Metrics>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<(Controller, tokio::task::JoinHandle<()>)> {
         let subjects = config.subjects.clone();
@@ -233,6 +241,30 @@ impl Controller {
                 }
             }
         });
+        let mut pressure = nats.subscribe(subjects.agents_report(agent::verbs::PRESSURE)).await?;
+        let forward = tx.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            while let Some(message) = pressure.next().await {
+                match serde_json::from_slice::<agent::Pressure>(&message.payload) {
+                    Ok(report) => {
+                        if forward.send(Input::Pressure(report)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, subject = %message.subject, "unreadable pressure report"),
+                }
+            }
+        });
+        let mut effective = priorities.watch();
+        let forward = tx.clone();
+        tokio::spawn(async move {
+            while effective.changed().await.is_ok() {
+                if forward.send(Input::Priorities).is_err() {
+                    return;
+                }
+            }
+        });
         let ticker = tx.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -243,7 +275,7 @@ impl Controller {
                 }
             }
         });
-        let task = Task::resume(config, pool, nats, registry, prober, records, tx.clone()).await?;
+        let task = Task::resume(config, pool, nats, registry, prober, records, priorities, metrics, tx.clone()).await?;
         let handle = tokio::spawn(task.run(rx, shutdown));
         Ok((Controller { tx }, handle))
     }

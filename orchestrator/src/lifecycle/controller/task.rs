@@ -25,8 +25,9 @@ use crate::lifecycle::probes::{self, Endpoint};
 use crate::lifecycle::profile::{self, Timing};
 use crate::lifecycle::recorder::Record;
 use crate::lifecycle::restart::{Decision, Restarts};
+use crate::lifecycle::shedding::{self, Step};
 use crate::lifecycle::startup::{self, Action, Startup};
-use crate::storage::{self, batch::OutboxRow, lifecycle::StateRow};
+use crate::storage::{self, lifecycle::StateRow};
 
 /// Why the controller is stopping a process on purpose, and what follows when it has ended.
 #[derive(Debug, Clone)]
@@ -37,6 +38,8 @@ enum StopIntent {
     Kill(String),
     /// Restarted on request or because a service it binds to was restarted: started again.
     Restart(String),
+    /// Shed under node pressure: `stopped` until the pressure clears.
+    Shed(String),
 }
 
 struct Managed {
@@ -55,6 +58,8 @@ struct Managed {
     /// Set by a restart after having been ready: services bound to this one restart once it is
     /// ready again.
     rebind: bool,
+    /// Stopped by load shedding; started again when its node's pressure has cleared.
+    shed: bool,
 }
 
 struct Run {
@@ -102,6 +107,11 @@ pub(super) struct Task {
     stack: Option<Stack>,
     last_profile: Option<RunProfile>,
     last_reconcile: Instant,
+    priorities: crate::priority::Priorities,
+    /// The effective priorities: they order start-up, restarts and shedding.
+    effective: crate::priority::Effective,
+    nodes: BTreeMap<String, shedding::Node>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Task {
@@ -113,6 +123,8 @@ impl Task {
         registry: std::sync::Arc<crate::registry::Registry>,
         prober: Prober,
         records: mpsc::UnboundedSender<Record>,
+        priorities: crate::priority::Priorities,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
         tx: mpsc::UnboundedSender<Input>,
     ) -> anyhow::Result<Task> {
         let subjects = config.subjects.clone();
@@ -129,6 +141,10 @@ impl Task {
             stack: None,
             last_profile: None,
             last_reconcile: Instant::now(),
+            effective: priorities.watch().borrow().clone(),
+            priorities,
+            nodes: BTreeMap::new(),
+            metrics,
         };
         if let Some(stored) =
             storage::retry("loading the applied manifest", || storage::lifecycle::latest_manifest(&pool)).await?
@@ -229,10 +245,12 @@ impl Task {
                     && m.generation == generation
                     && m.state == ServiceState::Restarting
                 {
-                    stack.queue.insert((Reverse(m.spec.priority), service));
+                    stack.queue.insert((Reverse(priority_of(&self.effective, &service, &m.spec)), service));
                 }
             }
             Input::Exited(report) => self.exited(report),
+            Input::Pressure(report) => self.pressure(report),
+            Input::Priorities => self.reprioritize(),
             Input::Status { node, result, asked } => self.reconcile(&node, result, asked),
             Input::Tick => self.tick(),
         }
@@ -262,10 +280,12 @@ impl Task {
                     registered: false,
                     stop: None,
                     rebind: false,
+                    shed: false,
                 };
                 (name.clone(), managed)
             })
             .collect();
+        self.priorities.set_defaults(manifest.services.iter().map(|(n, s)| (n.clone(), s.priority)).collect());
         self.stack =
             Some(Stack { version, manifest, graph, services, run: None, queue: BTreeSet::new(), shutdown: None, up });
     }
@@ -353,6 +373,7 @@ impl Task {
         let Some(stack) = self.stack.as_mut() else { return };
         stack.up = true;
         let mut startup = Startup::new(&stack.manifest, stack.graph.clone());
+        startup.set_priorities(&self.effective);
         for name in ready {
             startup.already_ready(name);
         }
@@ -680,8 +701,11 @@ impl Task {
             Some(StopIntent::Restart(reason)) => {
                 self.transition(name, ServiceState::Stopped, Detail { exit, ..Detail::reason(reason) });
                 let stack = self.stack.as_mut().expect("present");
-                let priority = stack.services[name].spec.priority;
+                let priority = priority_of(&self.effective, name, &stack.services[name].spec);
                 stack.queue.insert((Reverse(priority), name.to_string()));
+            }
+            Some(StopIntent::Shed(reason)) => {
+                self.transition(name, ServiceState::Stopped, Detail { exit, ..Detail::reason(reason) });
             }
             Some(StopIntent::Down(reason)) => {
                 self.transition(name, ServiceState::Stopped, Detail { exit, ..Detail::reason(reason) });
@@ -822,7 +846,8 @@ impl Task {
                 if let Some(task) = m.task.take() {
                     task.abort();
                 }
-                stack.queue.insert((Reverse(m.spec.priority), name.to_string()));
+                m.shed = false;
+                stack.queue.insert((Reverse(priority_of(&self.effective, name, &m.spec)), name.to_string()));
             }
         }
         Ok(())
@@ -1001,7 +1026,7 @@ impl Task {
                     pid: m.pid,
                     restarts: m.restart_count,
                     since: m.since,
-                    priority: m.spec.priority,
+                    priority: priority_of(&self.effective, name, &m.spec),
                     critical: m.spec.critical,
                     depends_on: m.spec.depends_on.keys().cloned().collect(),
                     level: levels.get(name).copied().unwrap_or(0),
@@ -1061,12 +1086,108 @@ impl Task {
             restarts: m.restart_count as i32,
             since: now,
         };
-        let _ = self.records.send(Record::State(row, outbox_row(encoded)));
+        let _ = self.records.send(Record::State(row, encoded.into()));
+    }
+
+    /// The effective priorities changed: the run and the restart queue follow them.
+    fn reprioritize(&mut self) {
+        self.effective = self.priorities.watch().borrow().clone();
+        let Some(stack) = self.stack.as_mut() else { return };
+        if let Some(run) = stack.run.as_mut() {
+            run.startup.set_priorities(&self.effective);
+        }
+        let queued = std::mem::take(&mut stack.queue);
+        stack.queue = queued
+            .into_iter()
+            .map(|(_, name)| (Reverse(priority_of(&self.effective, &name, &stack.services[&name].spec)), name))
+            .collect();
+    }
+
+    /// A node's pressure reading: announce threshold crossings, shed or restore one service.
+    fn pressure(&mut self, report: agent::Pressure) {
+        let Some(stack) = self.stack.as_ref() else { return };
+        let on_node = |m: &&Managed| m.spec.node == report.node;
+        let sheddable = |m: &&Managed| {
+            m.spec.sheddable
+                && m.stop.is_none()
+                && !m.shed
+                && matches!(m.state, ServiceState::Started | ServiceState::Ready)
+        };
+        let can_shed = stack.services.values().filter(on_node).any(|m| sheddable(&m));
+        let can_restore = stack.up && stack.services.values().filter(on_node).any(|m| m.shed);
+        let args = &self.config.shedding;
+        let node = self.nodes.entry(report.node.clone()).or_default();
+        let reaction = node.observe(report.cpu, report.memory, Instant::now(), args, can_shed, can_restore);
+        let why = shedding::pressure_reason(report.cpu, report.memory, args);
+        if let Some(high) = reaction.crossed {
+            let (kind, message) = if high {
+                (EventKind::PressureHigh, format!("node {} is under pressure: {why}", report.node))
+            } else {
+                (EventKind::PressureCleared, format!("node {} is no longer under pressure: {why}", report.node))
+            };
+            tracing::info!(node = %report.node, cpu = report.cpu, memory = report.memory, "{message}");
+            let data = events::PressureData {
+                node: report.node.clone(),
+                cpu: report.cpu,
+                memory: report.memory,
+                cpu_threshold: args.shed_cpu,
+                memory_threshold: args.shed_memory,
+                message,
+            };
+            self.event(kind, &report.node, &data);
+        }
+        let stack = self.stack.as_ref().expect("checked above");
+        let priority = |(name, m): (&String, &Managed)| (priority_of(&self.effective, name, &m.spec), name.clone());
+        let (kind, chosen, reason) = match reaction.step {
+            Step::Nothing => return,
+            Step::Shed => {
+                let lowest = stack.services.iter().filter(|(_, m)| on_node(m) && sheddable(m)).map(priority).min();
+                let reason = format!("shed: {why} on node {}; lowest priority sheddable service", report.node);
+                (EventKind::Shed, lowest, reason)
+            }
+            Step::Restore => {
+                let clear = self.nodes[&report.node].clear_for(Instant::now()).unwrap_or_default();
+                let highest = stack
+                    .services
+                    .iter()
+                    .filter(|(_, m)| on_node(m) && m.shed)
+                    .map(priority)
+                    .max_by_key(|(p, name)| (*p, Reverse(name.clone())));
+                let reason = format!(
+                    "restored: node {} has been below the thresholds for {}s; highest priority shed service",
+                    report.node,
+                    clear.as_secs()
+                );
+                (EventKind::Restored, highest, reason)
+            }
+        };
+        let Some((priority, name)) = chosen else { return };
+        tracing::info!(service = %name, priority, node = %report.node, "{reason}");
+        let data = events::ShedData {
+            service: name.clone(),
+            node: report.node.clone(),
+            priority,
+            reason: reason.clone(),
+            cpu: report.cpu,
+            memory: report.memory,
+        };
+        self.event(kind, &name, &data);
+        self.metrics.shed_steps.get_or_create(&crate::metrics::ResultLabel { result: kind.name() }).inc();
+        let stack = self.stack.as_mut().expect("checked above");
+        let m = stack.services.get_mut(&name).expect("chosen from the stack");
+        if kind == EventKind::Shed {
+            m.shed = true;
+            self.stop_process(&name, StopIntent::Shed(reason));
+        } else {
+            m.shed = false;
+            m.restarts = Restarts::new(m.spec.restart.clone());
+            stack.queue.insert((Reverse(priority), name));
+        }
     }
 
     fn event(&self, kind: EventKind, service: &str, data: &impl Serialize) {
         let encoded = events::encode(&self.subjects, kind, service, service, Utc::now(), data);
-        let _ = self.records.send(Record::Event(outbox_row(encoded)));
+        let _ = self.records.send(Record::Event(encoded.into()));
     }
 }
 
@@ -1088,13 +1209,9 @@ impl Detail {
 impl StopIntent {
     fn reason(&self) -> String {
         match self {
-            StopIntent::Down(r) | StopIntent::Kill(r) | StopIntent::Restart(r) => r.clone(),
+            StopIntent::Down(r) | StopIntent::Kill(r) | StopIntent::Restart(r) | StopIntent::Shed(r) => r.clone(),
         }
     }
-}
-
-fn outbox_row(encoded: events::Encoded) -> OutboxRow {
-    OutboxRow { msg_id: encoded.id, subject: encoded.subject, payload: encoded.payload, headers: None }
 }
 
 fn endpoint(name: &str, spec: &ServiceSpec) -> Endpoint {
@@ -1115,4 +1232,9 @@ fn run_profile(stack: &Stack, run: &Run, finished: bool, outcome: Option<String>
         outcome,
         profile: profile::profile(&stack.graph, &run.timings),
     }
+}
+
+/// A service's effective priority: as the priority task says, else its manifest's.
+fn priority_of(effective: &BTreeMap<String, u8>, name: &str, spec: &ServiceSpec) -> u8 {
+    effective.get(name).copied().unwrap_or(spec.priority)
 }

@@ -1,0 +1,699 @@
+//! The priority book: every service's policy and adjustment, and the guardrails that decide what
+//! becomes of an engine's change. Pure state, no I/O: the task around it stores what changed and
+//! answers; time is passed in, so the rules are tested without waiting.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use orch_protocol::events::EventKind;
+use orch_protocol::priority::{
+    Action, Adjustment, BaselineSource, Change, DEFAULT_PRIORITY, GuardView, Guardrail, HoldData, Outcome, Policy,
+    PolicyRequest, PriorityView,
+};
+use orch_protocol::{ErrorCode, ProtocolError};
+use uuid::Uuid;
+
+use crate::storage::priorities::StoredPriority;
+
+/// The guardrails' settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most engine changes of one service within `rate_window`.
+    pub rate_limit: u32,
+    pub rate_window: Duration,
+    /// Share of the known services the engine may change within `mass_window` before its changes
+    /// are held; never fewer than `mass_min` services.
+    pub mass_share: f64,
+    pub mass_min: usize,
+    pub mass_window: Duration,
+}
+
+/// What an engine asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineOp {
+    Set { value: u8, ttl: Option<Duration> },
+    Clear,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineRequest {
+    pub service: String,
+    pub op: EngineOp,
+    pub source: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Entry {
+    policy: Policy,
+    adjustment: Option<Adjustment>,
+    updated_at: Option<DateTime<Utc>>,
+}
+
+struct Hold {
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    deadline: Instant,
+    /// The latest held request per service, with the id of its `held` change.
+    held: BTreeMap<String, (EngineRequest, Uuid)>,
+}
+
+/// What happened beyond the answers: to be stored and announced by the caller.
+#[derive(Default)]
+pub struct Effects {
+    pub changes: Vec<Change>,
+    pub system: Vec<(EventKind, HoldData)>,
+    /// Services whose policy or adjustment changed.
+    pub dirty: BTreeSet<String>,
+}
+
+pub struct Book {
+    limits: Limits,
+    entries: BTreeMap<String, Entry>,
+    /// The priority of each managed service in the applied manifest: its baseline unless an
+    /// operator set one.
+    defaults: BTreeMap<String, u8>,
+    /// Services in the registry.
+    registered: BTreeSet<String>,
+    known_count: usize,
+    /// Times of the recent accepted engine changes per service, for the rate limit.
+    rate: HashMap<String, VecDeque<Instant>>,
+    /// Engine changes that moved a service's priority, for the mass-change guard.
+    window: VecDeque<(Instant, String)>,
+    hold: Option<Hold>,
+    effects: Effects,
+    /// Entries as they were before the current batch, to undo it if it cannot be stored.
+    undo: BTreeMap<String, Option<Entry>>,
+}
+
+impl Book {
+    pub fn new(limits: Limits, stored: Vec<StoredPriority>) -> Book {
+        let entries = stored
+            .into_iter()
+            .map(|s| {
+                let policy = Policy { baseline: s.baseline, min: s.min, max: s.max, pinned: s.pinned };
+                (s.service, Entry { policy, adjustment: s.adjustment, updated_at: Some(s.updated_at) })
+            })
+            .collect();
+        let mut book = Book {
+            limits,
+            entries,
+            defaults: BTreeMap::new(),
+            registered: BTreeSet::new(),
+            known_count: 0,
+            rate: HashMap::new(),
+            window: VecDeque::new(),
+            hold: None,
+            effects: Effects::default(),
+            undo: BTreeMap::new(),
+        };
+        book.count_known();
+        book
+    }
+
+    fn count_known(&mut self) {
+        let mut names: BTreeSet<&str> = self.registered.iter().map(String::as_str).collect();
+        names.extend(self.defaults.keys().map(String::as_str));
+        names.extend(self.entries.keys().map(String::as_str));
+        self.known_count = names.len();
+    }
+
+    /// Sets the manifest's priorities (replacing the previous manifest's).
+    pub fn set_defaults(&mut self, defaults: BTreeMap<String, u8>) {
+        self.defaults = defaults;
+        self.count_known();
+    }
+
+    pub fn set_registered(&mut self, names: impl IntoIterator<Item = String>) {
+        self.registered = names.into_iter().collect();
+        self.count_known();
+    }
+
+    fn baseline(&self, service: &str, entry: Option<&Entry>) -> (u8, BaselineSource) {
+        match (entry.and_then(|e| e.policy.baseline), self.defaults.get(service)) {
+            (Some(b), _) => (b, BaselineSource::Operator),
+            (None, Some(&d)) => (d, BaselineSource::Manifest),
+            (None, None) => (DEFAULT_PRIORITY, BaselineSource::Default),
+        }
+    }
+
+    /// The priority in force for `service`.
+    pub fn effective(&self, service: &str) -> u8 {
+        let entry = self.entries.get(service);
+        let policy = entry.map(|e| e.policy).unwrap_or_default();
+        let (baseline, _) = self.baseline(service, entry);
+        match entry.and_then(|e| e.adjustment.as_ref()) {
+            Some(a) if !policy.pinned => a.requested.clamp(policy.min, policy.max),
+            _ => baseline.clamp(policy.min, policy.max),
+        }
+    }
+
+    pub fn view(&self, service: &str) -> PriorityView {
+        let entry = self.entries.get(service);
+        let policy = entry.map(|e| e.policy).unwrap_or_default();
+        let (baseline, baseline_source) = self.baseline(service, entry);
+        PriorityView {
+            service: service.to_string(),
+            effective: self.effective(service),
+            baseline,
+            baseline_source,
+            min: policy.min,
+            max: policy.max,
+            pinned: policy.pinned,
+            adjustment: entry.and_then(|e| e.adjustment.clone()),
+            updated_at: entry.and_then(|e| e.updated_at),
+        }
+    }
+
+    /// Every service the book knows: with a policy or adjustment, in the manifest, or registered.
+    pub fn views(&self) -> Vec<PriorityView> {
+        let mut names: BTreeSet<&str> = self.entries.keys().map(String::as_str).collect();
+        names.extend(self.defaults.keys().map(String::as_str));
+        names.extend(self.registered.iter().map(String::as_str));
+        names.into_iter().map(|n| self.view(n)).collect()
+    }
+
+    /// The priority in force of every service with a policy, an adjustment or a manifest default.
+    pub fn effective_map(&self) -> BTreeMap<String, u8> {
+        self.entries.keys().chain(self.defaults.keys()).map(|n| (n.clone(), self.effective(n))).collect()
+    }
+
+    fn mass_limit(&self) -> usize {
+        ((self.limits.mass_share * self.known_count as f64).floor() as usize).max(self.limits.mass_min)
+    }
+
+    fn prune(&mut self, now: Instant) {
+        let mass = self.limits.mass_window;
+        while self.window.front().is_some_and(|(t, _)| now.duration_since(*t) >= mass) {
+            self.window.pop_front();
+        }
+    }
+
+    fn changed_in_window(&self, extra: Option<&str>) -> usize {
+        let mut names: BTreeSet<&str> = self.window.iter().map(|(_, s)| s.as_str()).collect();
+        names.extend(extra);
+        names.len()
+    }
+
+    pub fn guard(&mut self, now: Instant) -> GuardView {
+        self.prune(now);
+        GuardView {
+            holding: self.hold.is_some(),
+            since: self.hold.as_ref().map(|h| h.since),
+            until: self.hold.as_ref().map(|h| h.until),
+            held: self.hold.as_ref().map(|h| h.held.keys().cloned().collect()).unwrap_or_default(),
+            changed_in_window: self.changed_in_window(None),
+            limit: self.mass_limit(),
+        }
+    }
+
+    fn entry_mut(&mut self, service: &str) -> &mut Entry {
+        if !self.undo.contains_key(service) {
+            self.undo.insert(service.to_string(), self.entries.get(service).cloned());
+        }
+        if !self.entries.contains_key(service) {
+            self.entries.insert(service.to_string(), Entry::default());
+            self.count_known();
+        }
+        self.effects.dirty.insert(service.to_string());
+        self.entries.get_mut(service).expect("inserted above")
+    }
+
+    fn change(
+        &self,
+        service: &str,
+        action: Action,
+        outcome: Outcome,
+        source: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Change {
+        let effective = self.effective(service);
+        Change {
+            id: Uuid::now_v7(),
+            service: service.to_string(),
+            action,
+            outcome,
+            requested: None,
+            previous: effective,
+            effective,
+            source: source.to_string(),
+            reason: reason.to_string(),
+            guardrail: None,
+            detail: None,
+            expires_at: None,
+            at,
+        }
+    }
+
+    fn record(&mut self, change: Change) -> Change {
+        self.effects.changes.push(change.clone());
+        change
+    }
+
+    /// Decides an engine's change. `Ok` for applied, clamped and held changes; `Err` for refused
+    /// ones (which are recorded all the same).
+    pub fn engine(&mut self, request: EngineRequest, now: Instant, at: DateTime<Utc>) -> Result<Change, ProtocolError> {
+        let service = request.service.clone();
+        let action = match request.op {
+            EngineOp::Set { .. } => Action::Set,
+            EngineOp::Clear => Action::Clear,
+        };
+        let mut change = self.change(&service, action, Outcome::Refused, &request.source, &request.reason, at);
+        if let EngineOp::Set { value, .. } = request.op {
+            change.requested = Some(value);
+        }
+        let refuse = |book: &mut Book, mut change: Change, guardrail: Guardrail, code: ErrorCode, message: String| {
+            change.guardrail = Some(guardrail);
+            change.detail = Some(message.clone());
+            book.record(change);
+            Err(ProtocolError::field(code, "service", message))
+        };
+        if self.entries.get(&service).is_some_and(|e| e.policy.pinned) {
+            let message = format!("the priority of {service:?} is pinned by an operator; engine changes are refused");
+            return refuse(self, change, Guardrail::Pinned, ErrorCode::Refused, message);
+        }
+        let (limit, window) = (self.limits.rate_limit, self.limits.rate_window);
+        let times = self.rate.entry(service.clone()).or_default();
+        while times.front().is_some_and(|t| now.duration_since(*t) >= window) {
+            times.pop_front();
+        }
+        if times.len() >= limit as usize {
+            let message = format!(
+                "{service:?} already changed {} times within {}s (the limit); retry later",
+                times.len(),
+                window.as_secs_f64()
+            );
+            return refuse(self, change, Guardrail::RateLimited, ErrorCode::RateLimited, message);
+        }
+        times.push_back(now);
+        self.prune(now);
+        if let Some(hold) = self.hold.as_mut() {
+            change.outcome = Outcome::Held;
+            change.guardrail = Some(Guardrail::MassChange);
+            change.detail =
+                Some(format!("held by the mass-change guard until an operator releases it or {}", hold.until));
+            if let Some((old, old_id)) = hold.held.insert(service.clone(), (request, change.id)) {
+                let mut dropped =
+                    self.change(&service, old.op_action(), Outcome::Dropped, &old.source, &old.reason, at);
+                dropped.detail = Some(format!("replaced by the later held change {}", change.id));
+                dropped.requested = old.requested();
+                let _ = old_id;
+                self.record(dropped);
+            }
+            return Ok(self.record(change));
+        }
+        if self.moves(&request) {
+            let (changed, limit) = (self.changed_in_window(Some(&service)), self.mass_limit());
+            if changed > limit {
+                let mass_window = self.limits.mass_window;
+                let until = at + chrono::Duration::from_std(mass_window).unwrap_or_default();
+                let message = format!(
+                    "the engine changed the priority of {changed} of {} services within {}s (the limit is {limit}); \
+                     its changes are held until an operator releases them or {until}",
+                    self.known_count,
+                    mass_window.as_secs()
+                );
+                tracing::warn!(changed, limit, %until, "priority mass-change guard: holding engine changes");
+                self.effects.system.push((
+                    EventKind::PriorityHoldStarted,
+                    HoldData {
+                        message,
+                        changed_in_window: changed,
+                        limit,
+                        window_seconds: mass_window.as_secs(),
+                        ended_by: None,
+                        until: Some(until),
+                    },
+                ));
+                change.outcome = Outcome::Held;
+                change.guardrail = Some(Guardrail::MassChange);
+                change.detail = Some(format!("held by the mass-change guard until an operator releases it or {until}"));
+                let held = BTreeMap::from([(service.clone(), (request, change.id))]);
+                self.hold = Some(Hold { since: at, until, deadline: now + mass_window, held });
+                return Ok(self.record(change));
+            }
+            self.window.push_back((now, service.clone()));
+        }
+        Ok(self.apply(request, change, at))
+    }
+
+    /// Whether the request would move the service's effective priority.
+    fn moves(&self, request: &EngineRequest) -> bool {
+        let policy = self.entries.get(&request.service).map(|e| e.policy).unwrap_or_default();
+        let target = match request.op {
+            EngineOp::Set { value, .. } => value.clamp(policy.min, policy.max),
+            EngineOp::Clear => {
+                self.baseline(&request.service, self.entries.get(&request.service)).0.clamp(policy.min, policy.max)
+            }
+        };
+        target != self.effective(&request.service)
+    }
+
+    /// Applies an engine request that passed the guardrails (or was released from a hold).
+    fn apply(&mut self, request: EngineRequest, mut change: Change, at: DateTime<Utc>) -> Change {
+        let service = request.service.clone();
+        let entry = self.entry_mut(&service);
+        let (min, max) = (entry.policy.min, entry.policy.max);
+        change.outcome = Outcome::Applied;
+        match request.op {
+            EngineOp::Set { value, ttl } => {
+                let expires_at = ttl.map(|t| at + chrono::Duration::from_std(t).unwrap_or_default());
+                entry.adjustment = Some(Adjustment {
+                    requested: value,
+                    source: request.source,
+                    reason: request.reason,
+                    at,
+                    expires_at,
+                });
+                change.expires_at = expires_at;
+                if !(min..=max).contains(&value) {
+                    change.outcome = Outcome::Clamped;
+                    change.detail = Some(format!(
+                        "{value} is outside the bounds {min}-{max} of {service:?}; {} applies",
+                        value.clamp(min, max)
+                    ));
+                }
+            }
+            EngineOp::Clear => entry.adjustment = None,
+        }
+        entry.updated_at = Some(at);
+        change.effective = self.effective(&service);
+        self.record(change)
+    }
+
+    /// An operator's policy: baseline, bounds, pin. Pinning drops the engine's adjustment.
+    pub fn policy(&mut self, request: &PolicyRequest, at: DateTime<Utc>) -> Result<Change, ProtocolError> {
+        let current = self.entries.get(&request.service).map(|e| e.policy).unwrap_or_default();
+        let policy = Policy::merge(current, request)?;
+        let mut change =
+            self.change(&request.service, Action::Policy, Outcome::Applied, &request.source, &request.reason, at);
+        change.requested = policy.baseline;
+        let entry = self.entry_mut(&request.service);
+        entry.policy = policy;
+        if policy.pinned && entry.adjustment.take().is_some() {
+            change.detail = Some("pinned: the engine's adjustment was removed".into());
+        }
+        entry.updated_at = Some(at);
+        change.effective = self.effective(&request.service);
+        Ok(self.record(change))
+    }
+
+    /// Ends the hold: applies the held changes (`apply`) or drops them.
+    pub fn release(&mut self, source: &str, reason: &str, apply: bool, now: Instant, at: DateTime<Utc>) -> Vec<Change> {
+        let Some(hold) = self.hold.take() else { return Vec::new() };
+        self.window.clear();
+        let ended_by = format!("released by {source}");
+        let mut changes = Vec::new();
+        for (service, (request, held_id)) in hold.held {
+            let pinned = self.entries.get(&service).is_some_and(|e| e.policy.pinned);
+            let mut change = self.change(&service, Action::Release, Outcome::Dropped, source, reason, at);
+            change.requested = request.requested();
+            change.detail = Some(format!("held change {held_id} by {}: {}", request.source, request.reason));
+            if apply && !pinned {
+                self.rate.entry(service.clone()).or_default().push_back(now);
+                changes.push(self.apply(request, change, at));
+            } else {
+                if apply {
+                    change.outcome = Outcome::Refused;
+                    change.guardrail = Some(Guardrail::Pinned);
+                }
+                changes.push(self.record(change));
+            }
+        }
+        self.end_hold(ended_by, hold.since);
+        changes
+    }
+
+    fn end_hold(&mut self, ended_by: String, since: DateTime<Utc>) {
+        tracing::info!(%ended_by, %since, "priority mass-change hold ended");
+        self.effects.system.push((
+            EventKind::PriorityHoldEnded,
+            HoldData {
+                message: format!("the priority hold that began at {since} ended: {ended_by}"),
+                changed_in_window: 0,
+                limit: self.mass_limit(),
+                window_seconds: self.limits.mass_window.as_secs(),
+                ended_by: Some(ended_by),
+                until: None,
+            },
+        ));
+    }
+
+    /// Lapses adjustments whose expiry passed and ends a hold whose window passed.
+    pub fn tick(&mut self, now: Instant, at: DateTime<Utc>) {
+        let due: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.adjustment.as_ref().and_then(|a| a.expires_at).is_some_and(|x| x <= at))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for service in due {
+            let entry = self.entry_mut(&service);
+            let adjustment = entry.adjustment.take().expect("filtered on an adjustment");
+            entry.updated_at = Some(at);
+            let mut change = self.change(&service, Action::Expire, Outcome::Expired, "orchestrator", "", at);
+            change.previous =
+                adjustment.requested.clamp(self.entries[&service].policy.min, self.entries[&service].policy.max);
+            change.requested = Some(adjustment.requested);
+            change.reason = format!("the adjustment by {} expired ({})", adjustment.source, adjustment.reason);
+            self.record(change);
+        }
+        if self.hold.as_ref().is_some_and(|h| h.deadline <= now) {
+            let hold = self.hold.take().expect("checked above");
+            self.window.clear();
+            for (service, (request, held_id)) in hold.held {
+                let mut change =
+                    self.change(&service, request.op_action(), Outcome::Dropped, &request.source, &request.reason, at);
+                change.requested = request.requested();
+                change.detail = Some(format!("held change {held_id} dropped: the hold ended without a release"));
+                self.record(change);
+            }
+            self.end_hold("the window passed without a release".into(), hold.since);
+        }
+    }
+
+    /// When [`Book::tick`] next has work: the earliest expiry or the end of the hold.
+    pub fn next_deadline(&self, now: Instant, at: DateTime<Utc>) -> Option<Instant> {
+        let expiry = self
+            .entries
+            .values()
+            .filter_map(|e| e.adjustment.as_ref()?.expires_at)
+            .min()
+            .map(|x| now + (x - at).to_std().unwrap_or_default());
+        let hold = self.hold.as_ref().map(|h| h.deadline);
+        expiry.into_iter().chain(hold).min()
+    }
+
+    /// Takes what happened since the last call, to be stored.
+    pub fn take_effects(&mut self) -> Effects {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// The changes since the last call are stored: they can no longer be undone.
+    pub fn committed(&mut self) {
+        self.undo.clear();
+    }
+
+    /// The stored form of a service.
+    pub fn stored(&self, service: &str) -> Option<StoredPriority> {
+        let e = self.entries.get(service)?;
+        Some(StoredPriority {
+            service: service.to_string(),
+            baseline: e.policy.baseline,
+            min: e.policy.min,
+            max: e.policy.max,
+            pinned: e.policy.pinned,
+            adjustment: e.adjustment.clone(),
+            updated_at: e.updated_at.unwrap_or_else(Utc::now),
+        })
+    }
+
+    /// Undoes the entries changed since the last [`Book::committed`] (their batch could not be
+    /// stored). The guardrails' counters are not undone: they err on the side of caution.
+    pub fn rollback(&mut self) {
+        for (service, entry) in std::mem::take(&mut self.undo) {
+            match entry {
+                Some(e) => self.entries.insert(service, e),
+                None => self.entries.remove(&service),
+            };
+        }
+        self.effects = Effects::default();
+        self.count_known();
+    }
+}
+
+impl EngineRequest {
+    fn op_action(&self) -> Action {
+        match self.op {
+            EngineOp::Set { .. } => Action::Set,
+            EngineOp::Clear => Action::Clear,
+        }
+    }
+
+    fn requested(&self) -> Option<u8> {
+        match self.op {
+            EngineOp::Set { value, .. } => Some(value),
+            EngineOp::Clear => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            rate_limit: 3,
+            rate_window: Duration::from_secs(10),
+            mass_share: 0.5,
+            mass_min: 2,
+            mass_window: Duration::from_secs(60),
+        }
+    }
+
+    fn set(service: &str, value: u8) -> EngineRequest {
+        EngineRequest {
+            service: service.into(),
+            op: EngineOp::Set { value, ttl: None },
+            source: "engine".into(),
+            reason: "test".into(),
+        }
+    }
+
+    fn policy(service: &str) -> PolicyRequest {
+        PolicyRequest { service: service.into(), source: "op".into(), ..Default::default() }
+    }
+
+    fn book(services: usize) -> Book {
+        let mut b = Book::new(limits(), Vec::new());
+        b.set_registered((0..services).map(|i| format!("s{i}")));
+        b
+    }
+
+    #[test]
+    fn set_applies_and_clamps_to_bounds() {
+        let (mut b, now, at) = (book(10), Instant::now(), Utc::now());
+        assert_eq!(b.effective("s0"), 50);
+        let c = b.engine(set("s0", 80), now, at).unwrap();
+        assert_eq!((c.outcome, c.previous, c.effective), (Outcome::Applied, 50, 80));
+        b.policy(&PolicyRequest { max: Some(70), ..policy("s1") }, at).unwrap();
+        let c = b.engine(set("s1", 90), now, at).unwrap();
+        assert_eq!((c.outcome, c.effective, c.requested), (Outcome::Clamped, 70, Some(90)));
+        assert!(c.detail.unwrap().contains("outside the bounds 0-70"));
+        let effects = b.take_effects();
+        assert_eq!(effects.changes.len(), 3);
+        assert_eq!(effects.dirty, BTreeSet::from(["s0".to_string(), "s1".to_string()]));
+    }
+
+    #[test]
+    fn pinned_services_refuse_engine_changes() {
+        let (mut b, now, at) = (book(10), Instant::now(), Utc::now());
+        b.engine(set("s0", 80), now, at).unwrap();
+        let c = b.policy(&PolicyRequest { pinned: Some(true), baseline: Some(60), ..policy("s0") }, at).unwrap();
+        assert_eq!((c.previous, c.effective), (80, 60), "pinning drops the adjustment");
+        let e = b.engine(set("s0", 90), now, at).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Refused);
+        let refused = b.take_effects().changes.pop().unwrap();
+        assert_eq!((refused.outcome, refused.guardrail), (Outcome::Refused, Some(Guardrail::Pinned)));
+        assert_eq!(b.effective("s0"), 60);
+    }
+
+    #[test]
+    fn rate_limit_counts_within_the_window() {
+        let (mut b, now, at) = (book(10), Instant::now(), Utc::now());
+        for v in [10, 20, 30] {
+            b.engine(set("s0", v), now, at).unwrap();
+        }
+        let e = b.engine(set("s0", 40), now, at).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::RateLimited);
+        assert_eq!(b.effective("s0"), 30);
+        assert!(b.engine(set("s1", 40), now, at).is_ok(), "other services are not limited");
+        assert!(b.engine(set("s0", 40), now + Duration::from_secs(10), at).is_ok(), "the window passed");
+    }
+
+    #[test]
+    fn mass_change_holds_until_release() {
+        // 10 known services, share 0.5: changing a 6th service within the window trips the guard.
+        let (mut b, now, at) = (book(10), Instant::now(), Utc::now());
+        for i in 0..5 {
+            assert_eq!(b.engine(set(&format!("s{i}"), 70), now, at).unwrap().outcome, Outcome::Applied);
+        }
+        let c = b.engine(set("s5", 70), now, at).unwrap();
+        assert_eq!((c.outcome, c.guardrail), (Outcome::Held, Some(Guardrail::MassChange)));
+        assert_eq!(b.effective("s5"), 50);
+        assert_eq!(b.engine(set("s0", 10), now, at).unwrap().outcome, Outcome::Held, "everything is held now");
+        let effects = b.take_effects();
+        assert_eq!(effects.system.len(), 1);
+        assert_eq!(effects.system[0].0, EventKind::PriorityHoldStarted);
+        let guard = b.guard(now);
+        assert!(guard.holding);
+        assert_eq!(guard.held, ["s0", "s5"]);
+
+        let released = b.release("op", "checked", true, now, at);
+        assert_eq!(
+            released.iter().map(|c| (c.service.as_str(), c.effective)).collect::<Vec<_>>(),
+            [("s0", 10), ("s5", 70)]
+        );
+        assert_eq!(b.take_effects().system[0].0, EventKind::PriorityHoldEnded);
+        assert!(!b.guard(now).holding);
+    }
+
+    #[test]
+    fn a_hold_ends_by_itself_and_drops_what_it_held() {
+        let (mut b, now, at) = (book(4), Instant::now(), Utc::now());
+        // mass_min 2 > 0.5 * 4: the third service trips it.
+        b.engine(set("s0", 70), now, at).unwrap();
+        b.engine(set("s1", 70), now, at).unwrap();
+        assert_eq!(b.engine(set("s2", 70), now, at).unwrap().outcome, Outcome::Held);
+        assert_eq!(b.engine(set("s2", 80), now, at).unwrap().outcome, Outcome::Held);
+        let effects = b.take_effects();
+        assert!(effects.changes.iter().any(|c| c.outcome == Outcome::Dropped), "the replaced held change is dropped");
+        assert_eq!(b.next_deadline(now, at), Some(now + Duration::from_secs(60)));
+        b.tick(now + Duration::from_secs(60), at);
+        let effects = b.take_effects();
+        assert_eq!(effects.changes.iter().map(|c| c.outcome).collect::<Vec<_>>(), [Outcome::Dropped]);
+        assert_eq!(effects.system[0].0, EventKind::PriorityHoldEnded);
+        assert_eq!(b.effective("s2"), 50);
+    }
+
+    #[test]
+    fn unchanged_values_do_not_count_toward_a_hold() {
+        let (mut b, now, at) = (book(4), Instant::now(), Utc::now());
+        for i in 0..4 {
+            assert_eq!(b.engine(set(&format!("s{i}"), 50), now, at).unwrap().outcome, Outcome::Applied);
+        }
+    }
+
+    #[test]
+    fn adjustments_expire_to_the_baseline() {
+        let (mut b, now, at) = (book(2), Instant::now(), Utc::now());
+        b.set_defaults(BTreeMap::from([("s0".to_string(), 30)]));
+        let request =
+            EngineRequest { op: EngineOp::Set { value: 90, ttl: Some(Duration::from_secs(5)) }, ..set("s0", 0) };
+        let c = b.engine(request, now, at).unwrap();
+        assert_eq!(c.expires_at, Some(at + chrono::Duration::seconds(5)));
+        assert_eq!(b.next_deadline(now, at), Some(now + Duration::from_secs(5)));
+        b.take_effects();
+        b.tick(now + Duration::from_secs(5), at + chrono::Duration::seconds(5));
+        let expired = b.take_effects().changes;
+        assert_eq!(expired.len(), 1);
+        assert_eq!((expired[0].outcome, expired[0].previous, expired[0].effective), (Outcome::Expired, 90, 30));
+        assert_eq!(b.view("s0").baseline_source, BaselineSource::Manifest);
+    }
+
+    #[test]
+    fn rollback_restores_entries() {
+        let (mut b, now, at) = (book(2), Instant::now(), Utc::now());
+        b.engine(set("s0", 80), now, at).unwrap();
+        b.take_effects();
+        b.committed();
+        b.engine(set("s0", 90), now, at).unwrap();
+        b.engine(set("new", 10), now, at).unwrap();
+        b.rollback();
+        assert_eq!((b.effective("s0"), b.effective("new")), (80, 50));
+        assert!(b.take_effects().changes.is_empty());
+    }
+}

@@ -1,0 +1,157 @@
+//! Service priorities: an operator's baseline, bounds and pin per service, an engine's adjustments
+//! within them, and the guardrails against a runaway engine (clamping, a per-service rate limit, a
+//! mass-change hold). One task owns the [`book::Book`]; every change, whatever its outcome, is
+//! stored in the audit history with its event before it is answered.
+//!
+//! The effective priorities are published on a watch channel: the lifecycle controller orders
+//! start-up and recovery by them and sheds the lowest first under node pressure.
+
+pub mod book;
+mod task;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use orch_protocol::priority::{
+    ChangeReply, ClearRequest, GetReply, GetRequest, ListReply, PolicyRequest, PriorityView, ReleaseReply,
+    ReleaseRequest, SetRequest,
+};
+use orch_protocol::{ErrorCode, ProtocolError, Subjects};
+use sqlx::PgPool;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+
+pub use book::Limits;
+use book::{EngineOp, EngineRequest};
+
+/// Changes of history `get` returns unless asked otherwise, and the most it returns.
+pub const HISTORY_DEFAULT: u32 = 50;
+pub const HISTORY_MAX: u32 = 1000;
+
+/// The effective priority of every service with a policy, an adjustment or a manifest priority.
+pub type Effective = Arc<BTreeMap<String, u8>>;
+
+/// Settings of the priority task.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub limits: Limits,
+    pub subjects: Subjects,
+}
+
+enum Input {
+    Engine(EngineRequest, oneshot::Sender<Result<ChangeReply, ProtocolError>>),
+    Policy(PolicyRequest, oneshot::Sender<Result<ChangeReply, ProtocolError>>),
+    Release(ReleaseRequest, oneshot::Sender<Result<ReleaseReply, ProtocolError>>),
+    View(String, oneshot::Sender<PriorityView>),
+    List(oneshot::Sender<ListReply>),
+}
+
+/// Handle to the priority task; cheap to clone.
+#[derive(Clone)]
+pub struct Priorities {
+    inputs: mpsc::Sender<Input>,
+    defaults: Arc<watch::Sender<BTreeMap<String, u8>>>,
+    effective: watch::Receiver<Effective>,
+    pool: PgPool,
+}
+
+/// Inputs waiting for the task beyond which callers wait to send.
+const QUEUE: usize = 8192;
+
+fn stopped() -> ProtocolError {
+    ProtocolError::new(ErrorCode::Unavailable, "the orchestrator is shutting down; retry later")
+}
+
+impl Priorities {
+    /// Loads the stored priorities and starts the task. It stops at `shutdown` (or when every
+    /// handle is dropped); requests after that are answered `unavailable`.
+    pub async fn start(
+        config: Config,
+        pool: PgPool,
+        outbox_written: Arc<Notify>,
+        metrics: Arc<crate::metrics::Metrics>,
+        shutdown: watch::Receiver<bool>,
+    ) -> crate::storage::Result<(Priorities, tokio::task::JoinHandle<()>)> {
+        let stored = crate::storage::retry("loading priorities", || crate::storage::priorities::load(&pool)).await?;
+        let book = book::Book::new(config.limits, stored);
+        let (effective_tx, effective) = watch::channel(Arc::new(book.effective_map()));
+        let (inputs, rx) = mpsc::channel(QUEUE);
+        let (defaults, defaults_rx) = watch::channel(BTreeMap::new());
+        let task = task::Task { config, pool: pool.clone(), book, effective: effective_tx, outbox_written, metrics };
+        let handle = tokio::spawn(task.run(rx, defaults_rx, shutdown));
+        Ok((Priorities { inputs, defaults: Arc::new(defaults), effective, pool }, handle))
+    }
+
+    async fn ask<T>(&self, input: impl FnOnce(oneshot::Sender<T>) -> Input) -> Result<T, ProtocolError> {
+        let (tx, rx) = oneshot::channel();
+        self.inputs.send(input(tx)).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())
+    }
+
+    /// An engine's adjustment. Refusals by a guardrail come back as errors (`refused`,
+    /// `rate_limited`) and are recorded all the same.
+    pub async fn set(&self, request: SetRequest) -> Result<ChangeReply, ProtocolError> {
+        let (value, ttl) = request.validate()?;
+        let request = EngineRequest {
+            service: request.service,
+            op: EngineOp::Set { value, ttl },
+            source: request.source,
+            reason: request.reason,
+        };
+        self.ask(|tx| Input::Engine(request, tx)).await?
+    }
+
+    /// Withdraws an engine's adjustment.
+    pub async fn clear(&self, request: ClearRequest) -> Result<ChangeReply, ProtocolError> {
+        orch_protocol::registry::validate_name("service", &request.service)?;
+        orch_protocol::priority::check_words(&request.source, &request.reason, false)?;
+        let request = EngineRequest {
+            service: request.service,
+            op: EngineOp::Clear,
+            source: request.source,
+            reason: request.reason,
+        };
+        self.ask(|tx| Input::Engine(request, tx)).await?
+    }
+
+    /// An operator's baseline, bounds and pin.
+    pub async fn policy(&self, request: PolicyRequest) -> Result<ChangeReply, ProtocolError> {
+        self.ask(|tx| Input::Policy(request, tx)).await?
+    }
+
+    /// An operator ends a mass-change hold.
+    pub async fn release(&self, request: ReleaseRequest) -> Result<ReleaseReply, ProtocolError> {
+        orch_protocol::priority::check_words(&request.source, &request.reason, false)?;
+        self.ask(|tx| Input::Release(request, tx)).await?
+    }
+
+    /// One service's priority and its newest changes.
+    pub async fn get(&self, request: GetRequest) -> Result<GetReply, ProtocolError> {
+        orch_protocol::registry::validate_name("service", &request.service)?;
+        let limit = request.history.unwrap_or(HISTORY_DEFAULT);
+        if limit > HISTORY_MAX {
+            return Err(ProtocolError::invalid("history", format!("must be 0-{HISTORY_MAX}")));
+        }
+        let priority = self.ask(|tx| Input::View(request.service.clone(), tx)).await?;
+        let history = crate::storage::priorities::history(&self.pool, &request.service, limit).await.map_err(|e| {
+            tracing::warn!(error = %e, "reading priority history failed");
+            ProtocolError::new(ErrorCode::Unavailable, "PostgreSQL is unavailable; retry later")
+        })?;
+        Ok(GetReply { priority, history })
+    }
+
+    /// Every known service's priority and the mass-change guard.
+    pub async fn list(&self) -> Result<ListReply, ProtocolError> {
+        self.ask(Input::List).await
+    }
+
+    /// The priorities of the applied manifest's services: their baselines unless an operator set
+    /// one.
+    pub fn set_defaults(&self, defaults: BTreeMap<String, u8>) {
+        self.defaults.send_replace(defaults);
+    }
+
+    /// The effective priorities, updated after each stored change.
+    pub fn watch(&self) -> watch::Receiver<Effective> {
+        self.effective.clone()
+    }
+}
