@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod lifecycle;
 pub mod load;
 
 use std::time::Duration;
