@@ -26,6 +26,13 @@ Runs the benchmarks (release build). PART limits the run to some of:
     dag_startup           200 real processes in a 10-level dependency graph: wall time against the
                           known critical path, overhead per service, speed-up over a serial start
     independent_launches  500 real processes without dependencies: launches per second, ready times
+  priority:
+    runaway_engine        registry round trips (p50/p99) alone, then under 10,000 priority changes per
+                          second from a runaway engine: the slowdown against the 2x target
+  bridge (Python, orch_bridge built in release):
+    bridge_events         events per second a Python consumer receives as typed objects, against the
+                          pure-Python nats-py client on the same pre-filled stream
+    priority_round_trip   Python sets a priority and waits for its event: p50/p99 over 1,000+ changes
 Figures: stdout and target/bench/*.json; the orchestrator's log: target/bench/orchestrator.log.
 USAGE
     exit 0
@@ -38,12 +45,14 @@ unset ORCH_PG_FAST
 export ORCH_NATS_SERVER="$NATS_SERVER"
 cd "$ROOT"
 log "building and running the benchmarks (release); this takes a few minutes"
-registry=() health=() lifecycle=()
+registry=() health=() lifecycle=() priority=() bridge=()
 for part in "$@"; do
     case "$part" in
     baseline | commands | heartbeats | cold_start) registry+=("$part") ;;
     ttl_detection | http_detection | scale) health+=("$part") ;;
     dag_startup | independent_launches) lifecycle+=("$part") ;;
+    runaway_engine) priority+=("$part") ;;
+    bridge_events | priority_round_trip) bridge+=("$part") ;;
     *) die "unknown benchmark part '$part' (see scripts/bench.sh --help)" ;;
     esac
 done
@@ -55,4 +64,12 @@ if [ $# -eq 0 ] || [ ${#health[@]} -gt 0 ]; then
 fi
 if [ $# -eq 0 ] || [ ${#lifecycle[@]} -gt 0 ]; then
     cargo bench -p orchestrator --bench lifecycle -- "${lifecycle[@]}"
+fi
+if [ $# -eq 0 ] || [ ${#priority[@]} -gt 0 ]; then
+    cargo bench -p orchestrator --bench priority -- "${priority[@]}"
+fi
+if [ $# -eq 0 ] || [ ${#bridge[@]} -gt 0 ]; then
+    "$ROOT/scripts/bridge.sh" --release
+    cargo build --release -p orchestrator --bin orchestrator
+    "$BRIDGE_PYTHON" "$ROOT/bridge-py/bench/bench.py" "${bridge[@]}"
 fi

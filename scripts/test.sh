@@ -16,7 +16,10 @@ builds the Python bridge crate (orch-bridge) and runs
   cargo nextest run --workspace --no-fail-fast [RUNNER ARGS...]
 or, without cargo-nextest,
   cargo test --workspace [RUNNER ARGS...]
-The exit status is the test runner's. The test PostgreSQL is stopped on exit.
+then builds and installs the Python bridge's wheel (scripts/bridge.sh) and runs its
+tests with pytest (bridge-py/tests) against the orchestrator binary. With RUNNER ARGS,
+only the Rust tests run, unless ORCH_TEST_PYTHON=1.
+The exit status is non-zero if any test failed. The test PostgreSQL is stopped on exit.
 
 Exported to the tests:
   ORCH_TEST_DATABASE_URL  postgres://orch@127.0.0.1:PORT/orch (shared cluster)
@@ -26,6 +29,8 @@ Exported to the tests:
 
 Environment:
   ORCH_TEST_PG_PORT       port of the shared test PostgreSQL [55433]
+  ORCH_TEST_PYTHON        1: run the Python tests even with RUNNER ARGS; 0: never
+  PYTEST_ARGS             extra arguments for pytest, e.g. "-k durable"
 EOF
 }
 
@@ -77,5 +82,16 @@ else
     log "cargo-nextest not installed (cargo install cargo-nextest); using cargo test"
     log "running: cargo test --workspace $*"
     cargo test --workspace "$@" || rc=$?
+fi
+
+python="${ORCH_TEST_PYTHON:-}"
+[ -n "$python" ] || { [ $# -eq 0 ] && python=1 || python=0; }
+if [ "$python" = 1 ]; then
+    "$SCRIPTS/bridge.sh"
+    # The tests run the orchestrator and orch-sleeper binaries (target/debug).
+    cargo build -p orchestrator --bins
+    log "running: pytest bridge-py/tests ${PYTEST_ARGS:-}"
+    # shellcheck disable=SC2086 # PYTEST_ARGS is a list of words
+    "$BRIDGE_PYTHON" -m pytest bridge-py/tests ${PYTEST_ARGS:-} || rc=$?
 fi
 exit "$rc"

@@ -1,30 +1,83 @@
-//! The Rust core of the Python package `orch_bridge`. For now it exposes the protocol's subject
-//! names, so a Python client and the orchestrator agree on them; the event stream and commands
-//! arrive with the bridge issue.
+//! The Rust core of the Python package `orch_bridge` (imported as `orch_bridge._core`). It speaks
+//! the orchestrator's wire protocol through the protocol crate: requests (`commands`), the
+//! connection that sends them (`connection`), and the event streams (`events`). The Python layer
+//! (`python/orch_bridge`) adds the sync and asyncio clients, typed results and exceptions; this
+//! crate only translates between Python and the protocol.
 
 use pyo3::prelude::*;
+
+pub mod commands;
+pub mod connection;
+pub mod convert;
+pub mod error;
+pub mod events;
+pub mod runtime;
 
 /// Subject of a command, e.g. `subject_for_command("registry", "register")` ->
 /// `"orch.cmd.registry.register"`.
 #[pyfunction]
 #[pyo3(signature = (domain, verb, prefix = "orch"))]
 fn subject_for_command(domain: &str, verb: &str, prefix: &str) -> PyResult<String> {
-    let subjects =
-        orch_protocol::Subjects::new(prefix).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    let subjects = orch_protocol::Subjects::new(prefix).map_err(error::Error::from)?;
     Ok(subjects.command(domain, verb))
+}
+
+/// Subject of a request, e.g. `subject_for_request("priority", "set")` -> `"orch.req.priority.set"`.
+#[pyfunction]
+#[pyo3(signature = (domain, verb, prefix = "orch"))]
+fn subject_for_request(domain: &str, verb: &str, prefix: &str) -> PyResult<String> {
+    let subjects = orch_protocol::Subjects::new(prefix).map_err(error::Error::from)?;
+    Ok(subjects.request(domain, verb))
+}
+
+/// Name of the events stream for a prefix, e.g. `ORCH_EVENTS`.
+#[pyfunction]
+#[pyo3(signature = (prefix = "orch"))]
+fn events_stream_name(prefix: &str) -> PyResult<String> {
+    let subjects = orch_protocol::Subjects::new(prefix).map_err(error::Error::from)?;
+    Ok(subjects.events_stream())
+}
+
+/// Parses an RFC 3339 timestamp (as in the orchestrator's replies) into an aware `datetime`.
+#[pyfunction]
+fn parse_time<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
+    let at = convert::parse_time("time", text)?;
+    convert::datetime_to_py(py, &at)
+}
+
+/// Parses JSON text into Python objects (the decoder behind `Event.data`).
+#[pyfunction]
+fn json_loads<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    convert::json_to_py(py, data)
 }
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    runtime::init_async();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("DEFAULT_PRIORITY", orch_protocol::priority::DEFAULT_PRIORITY)?;
+    m.add("MAX_PRIORITY", orch_protocol::priority::MAX_PRIORITY)?;
+    m.add("MAX_REASON_LEN", orch_protocol::priority::MAX_REASON_LEN)?;
+    m.add("MAX_SOURCE_LEN", orch_protocol::priority::MAX_SOURCE_LEN)?;
+    m.add("MAX_TTL_SECONDS", orch_protocol::priority::MAX_TTL_SECONDS)?;
     m.add_function(wrap_pyfunction!(subject_for_command, m)?)?;
+    m.add_function(wrap_pyfunction!(subject_for_request, m)?)?;
+    m.add_function(wrap_pyfunction!(events_stream_name, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_time, m)?)?;
+    m.add_function(wrap_pyfunction!(json_loads, m)?)?;
+    m.add_class::<commands::Request>()?;
+    m.add_class::<connection::Connection>()?;
+    m.add_class::<events::Event>()?;
+    m.add_class::<events::EventStream>()?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn command_subject_uses_the_protocol() {
+    fn subjects_use_the_protocol() {
         assert_eq!(super::subject_for_command("registry", "register", "orch").unwrap(), "orch.cmd.registry.register");
+        assert_eq!(super::subject_for_request("priority", "set", "t-1").unwrap(), "t-1.req.priority.set");
+        assert_eq!(super::events_stream_name("t-1").unwrap(), "T_1_EVENTS");
     }
 }

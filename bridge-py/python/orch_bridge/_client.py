@@ -1,0 +1,603 @@
+"""The two clients: :class:`Client` (blocking) and :class:`AsyncClient` (asyncio), with the same
+methods. Both are thin: the Rust core (``orch_bridge._core``) builds and checks each request, talks
+to NATS, and raises the exceptions of :mod:`orch_bridge._errors`; this module picks the request and
+turns the reply into the typed results of :mod:`orch_bridge._types`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Optional, Sequence
+
+from . import _core
+from ._errors import ValidationError
+from ._types import (
+    HoldRelease,
+    Instance,
+    PriorityChange,
+    PriorityDetail,
+    PriorityList,
+    RestartResult,
+    Service,
+    ServiceHealth,
+    ServicePage,
+)
+
+__all__ = ["Client", "AsyncClient", "AsyncEventStream", "DEFAULT_URL"]
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+
+
+def _start_ns(start_time: Optional[datetime]) -> Optional[int]:
+    """Nanoseconds since the epoch of an aware datetime (a naive one is refused: ambiguous)."""
+    if start_time is None:
+        return None
+    if not isinstance(start_time, datetime):
+        raise ValidationError("start_time must be a datetime", "validation_failed", "start_time")
+    if start_time.tzinfo is None or start_time.utcoffset() is None:
+        raise ValidationError(
+            "start_time must be timezone-aware, e.g. datetime.now(timezone.utc) - timedelta(minutes=5)",
+            "validation_failed",
+            "start_time",
+        )
+    delta = start_time.astimezone(timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+def _list_filter(
+    name: Optional[str],
+    tags: Optional[Sequence[str]],
+    health: Optional[str],
+    metadata: Optional[Dict[str, str]],
+    limit: Optional[int],
+    after: Optional[str],
+) -> bytes:
+    body: Dict[str, Any] = {}
+    for key, value in (("name", name), ("health", health), ("limit", limit), ("after", after)):
+        if value is not None:
+            body[key] = value
+    if tags is not None:
+        if isinstance(tags, str):
+            raise ValidationError("tags must be a list of strings, not one string", "validation_failed", "tags")
+        body["tags"] = list(tags)
+    if metadata is not None:
+        body["metadata"] = dict(metadata)
+    return json.dumps(body).encode()
+
+
+def _service(name: str, health: Any, page: Any) -> Service:
+    return Service(name, ServiceHealth.from_json(health), ServicePage.from_json(page).items)
+
+
+class _Requests:
+    """The requests both clients send, each with the parsing of its reply: one place per command."""
+
+    @staticmethod
+    def set_priority(service, value, reason, source, ttl):
+        return _core.Request.set_priority(service, value, source, reason, ttl), PriorityChange.from_json
+
+    @staticmethod
+    def clear_priority(service, reason, source):
+        return _core.Request.clear_priority(service, source, reason), PriorityChange.from_json
+
+    @staticmethod
+    def get_priority(service, history):
+        return _core.Request.get_priority(service, history), PriorityDetail.from_json
+
+    @staticmethod
+    def list_priorities():
+        return _core.Request.list_priorities(), PriorityList.from_json
+
+    @staticmethod
+    def set_priority_policy(service, reason, source, baseline, min, max, pinned):
+        request = _core.Request.set_policy(service, source, reason, baseline, min, max, pinned)
+        return request, PriorityChange.from_json
+
+    @staticmethod
+    def release_hold(reason, source, apply):
+        return _core.Request.release_hold(source, reason, apply), HoldRelease.from_json
+
+    @staticmethod
+    def list_services(name, tags, health, metadata, limit, after):
+        request = _core.Request.list_services(_list_filter(name, tags, health, metadata, limit, after))
+        return request, ServicePage.from_json
+
+    @staticmethod
+    def service_health(name):
+        return _core.Request.service_health(name), ServiceHealth.from_json
+
+    @staticmethod
+    def restart(service):
+        return _core.Request.restart(service), RestartResult.from_json
+
+
+class Client:
+    """A blocking client of the orchestrator over NATS.
+
+    Safe to share between threads; every wait releases the GIL and can be interrupted with Ctrl-C
+    (``KeyboardInterrupt``). Use it as a context manager, or call :meth:`close`.
+
+    Example::
+
+        with Client.connect("nats://127.0.0.1:4222") as client:
+            change = client.set_priority("api", 80, reason="error rate rising")
+            print(change.outcome, change.effective)
+            for event in client.events("orch.evt.health.>"):
+                print(event.type, event.service, event.data)
+    """
+
+    def __init__(self, connection: "_core.Connection") -> None:
+        self._conn = connection
+
+    @classmethod
+    def connect(
+        cls,
+        url: str = DEFAULT_URL,
+        *,
+        user: Optional[str] = None,
+        password: Optional[str] = None,
+        token: Optional[str] = None,
+        credentials: Optional[str] = None,
+        tls_ca: Optional[str] = None,
+        tls_cert: Optional[str] = None,
+        tls_key: Optional[str] = None,
+        tls_required: bool = False,
+        prefix: str = "orch",
+        timeout: float = 5.0,
+        name: Optional[str] = None,
+    ) -> "Client":
+        """Connects to the NATS server the orchestrator uses.
+
+        Args:
+            url: one or more server URLs, comma-separated (``nats://``, ``tls://``).
+            user, password: user/password authentication (both or neither).
+            token: token authentication.
+            credentials: path of a ``.creds`` file (JWT and nkey seed).
+            tls_ca: CA certificate (PEM) to verify the server with.
+            tls_cert, tls_key: client certificate and key (PEM), for mutual TLS.
+            tls_required: refuse a connection without TLS.
+            prefix: the orchestrator's subject prefix (``--subject-prefix``), ``orch`` by default.
+            timeout: seconds to wait for the connection and, by default, for each reply.
+            name: the connection's name, as the NATS server's monitoring shows it.
+
+        Raises:
+            OrchConnectionError: the server cannot be reached or refuses the credentials.
+            ValidationError: an argument is invalid (e.g. only one of user and password).
+        """
+        return cls(
+            _core.Connection.connect(
+                url, user, password, token, credentials, tls_ca, tls_cert, tls_key, tls_required, prefix, timeout, name
+            )
+        )
+
+    # -- lifetime -----------------------------------------------------------------------------
+
+    @property
+    def prefix(self) -> str:
+        """The subject prefix, e.g. ``orch``."""
+        return self._conn.prefix
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._conn.closed
+
+    def close(self) -> None:
+        """Sends any queued acknowledgements and closes the connection. Idempotent."""
+        self._conn.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self._conn!r})"
+
+    def _call(self, made, timeout: Optional[float] = None):
+        request, parse = made
+        return parse(self._conn.call(request, timeout))
+
+    # -- events -------------------------------------------------------------------------------
+
+    def events(
+        self,
+        subject: Optional[str] = None,
+        *,
+        durable: Optional[str] = None,
+        start_time: Optional[datetime] = None,
+        deliver: str = "new",
+        auto_ack: bool = False,
+        ack_wait: float = 30.0,
+        batch: int = 512,
+    ) -> "_core.EventStream":
+        """Opens a stream of the orchestrator's events (CloudEvents from ``<PREFIX>_EVENTS``).
+
+        Args:
+            subject: a filter within ``<prefix>.evt.>`` (the default), e.g.
+                ``orch.evt.health.>`` or ``orch.evt.lifecycle.*.crashed``.
+            durable: name of a durable consumer. The server remembers what was acknowledged, so
+                a process that restarts with the same name resumes after the last acked event.
+                Each event must be acknowledged (``event.ack()``), or use ``auto_ack``.
+                Without ``durable``, the stream is live (and ordered) and needs no acks.
+            start_time: an aware datetime: begin with the events stored since then.
+            deliver: where a new consumer begins without ``start_time``: ``"new"`` (only events
+                from now on) or ``"all"`` (everything the stream still holds).
+            auto_ack: with ``durable``: acknowledge each event once the next one is asked for
+                (so an event is acknowledged only after the loop body that handled it finished).
+            ack_wait: with ``durable``: seconds after which an unacknowledged event is delivered
+                again.
+            batch: most events fetched from the server at a time.
+
+        Returns:
+            An iterable ``EventStream`` of :class:`Event`; also ``next(timeout)``,
+            ``next_batch(max, timeout)``, ``poll_batch(max)`` and ``close()``; a context manager.
+
+        Raises:
+            ValidationError: a bad filter, durable name or argument.
+            NotFoundError: the events stream does not exist (no orchestrator ran with this prefix).
+            ConflictError: the durable consumer exists with another filter.
+        """
+        return self._conn.subscribe(subject, durable, _start_ns(start_time), deliver, auto_ack, ack_wait, batch)
+
+    def delete_durable(self, name: str) -> bool:
+        """Deletes a durable consumer (its position is forgotten). False if there was none."""
+        return self._conn.delete_durable(name)
+
+    # -- priorities -----------------------------------------------------------------------------
+
+    def set_priority(
+        self,
+        service: str,
+        value: int,
+        *,
+        reason: str,
+        source: str = "engine",
+        ttl: Optional[float] = None,
+        timeout: Optional[float] = None,
+    ) -> PriorityChange:
+        """Asks for ``service`` to run at priority ``value`` (0-100) as an engine adjustment.
+
+        Returns what was applied: ``outcome`` is ``applied``, ``clamped`` (to the operator's
+        bounds; ``effective`` says the value in force) or ``held`` (a mass-change hold keeps it
+        back until an operator releases it or the window passes). With ``ttl`` (seconds), the
+        adjustment lapses and the baseline applies again.
+
+        Raises:
+            GuardrailRefused: the service is pinned by an operator.
+            RateLimited: too many changes of this service within the rate window.
+            ValidationError: bad service name, value, reason or ttl.
+        """
+        return self._call(_Requests.set_priority(service, value, reason, source, ttl), timeout)
+
+    def clear_priority(
+        self, service: str, *, reason: str, source: str = "engine", timeout: Optional[float] = None
+    ) -> PriorityChange:
+        """Removes the engine's adjustment: the baseline applies again. Same guardrails as set."""
+        return self._call(_Requests.clear_priority(service, reason, source), timeout)
+
+    def get_priority(self, service: str, *, history: int = 20, timeout: Optional[float] = None) -> PriorityDetail:
+        """The priority of ``service`` and its last ``history`` (0-1000) changes, newest first."""
+        return self._call(_Requests.get_priority(service, history), timeout)
+
+    def list_priorities(self, *, timeout: Optional[float] = None) -> PriorityList:
+        """Every known service's priority, and the state of the mass-change guard."""
+        return self._call(_Requests.list_priorities(), timeout)
+
+    def set_priority_policy(
+        self,
+        service: str,
+        *,
+        reason: str,
+        source: str = "operator",
+        baseline: Optional[int] = None,
+        min: Optional[int] = None,
+        max: Optional[int] = None,
+        pinned: Optional[bool] = None,
+        timeout: Optional[float] = None,
+    ) -> PriorityChange:
+        """Operators: sets the baseline, the bounds an engine is clamped to, or the pin (a pinned
+        service refuses engine changes). Fields left None keep their value."""
+        return self._call(
+            _Requests.set_priority_policy(service, reason, source, baseline, min, max, pinned), timeout
+        )
+
+    def release_hold(
+        self, *, reason: str, source: str = "operator", apply: bool = True, timeout: Optional[float] = None
+    ) -> HoldRelease:
+        """Operators: ends a mass-change hold, applying the held changes (or dropping them with
+        ``apply=False``)."""
+        return self._call(_Requests.release_hold(reason, source, apply), timeout)
+
+    # -- services ---------------------------------------------------------------------------------
+
+    def list_services(
+        self,
+        *,
+        name: Optional[str] = None,
+        tags: Optional[Sequence[str]] = None,
+        health: Optional[str] = None,
+        metadata: Optional[Dict[str, str]] = None,
+        limit: Optional[int] = None,
+        after: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> ServicePage:
+        """One page of registered instances with their health, filtered (every given filter must
+        match). Pass the page's ``next`` as ``after`` for the next page; see :meth:`instances`."""
+        return self._call(_Requests.list_services(name, tags, health, metadata, limit, after), timeout)
+
+    def instances(self, *, name: Optional[str] = None, health: Optional[str] = None) -> List[Instance]:
+        """Every registered instance (all pages), optionally of one service or one health."""
+        found: List[Instance] = []
+        after: Optional[str] = None
+        while True:
+            page = self.list_services(name=name, health=health, limit=1000, after=after)
+            found.extend(page.items)
+            if page.next is None:
+                return found
+            after = page.next
+
+    def service_health(self, name: str, *, timeout: Optional[float] = None) -> ServiceHealth:
+        """The health of one service: its state, counts, and each instance's checks."""
+        return self._call(_Requests.service_health(name), timeout)
+
+    def get_service(self, name: str, *, timeout: Optional[float] = None) -> Service:
+        """One service: its health and its registered instances.
+
+        Raises:
+            NotFoundError: no instance of ``name`` is registered.
+        """
+        health = self._conn.call(_Requests.service_health(name)[0], timeout)
+        page = self._conn.call(_Requests.list_services(name, None, None, None, 1000, None)[0], timeout)
+        return _service(name, health, page)
+
+    def restart(self, service: str, *, timeout: Optional[float] = None) -> RestartResult:
+        """Restarts a managed service (of the applied stack).
+
+        Raises:
+            NotFoundError: no managed service of that name.
+            ConflictError: it is pending, starting or stopping; try again in a moment.
+        """
+        return self._call(_Requests.restart(service), timeout)
+
+    def request(self, domain: str, verb: str, body: Any = None, *, timeout: Optional[float] = None) -> Any:
+        """Any request ``<prefix>.req.<domain>.<verb>`` (docs/protocol.md) with a JSON ``body``;
+        returns the reply as Python objects. Errors raise like every other method."""
+        payload = json.dumps({} if body is None else body).encode()
+        return self._conn.call(_core.Request.raw(domain, verb, payload), timeout)
+
+
+class AsyncEventStream:
+    """Events for ``async for``: the asyncio face of an ``EventStream``. Batches are received on
+    the bridge's own threads; the event loop is never blocked."""
+
+    def __init__(self, stream: "_core.EventStream") -> None:
+        self._stream = stream
+        self._ready: List[Any] = []
+        self._at = 0
+
+    @property
+    def stream(self) -> "_core.EventStream":
+        """The underlying ``EventStream`` (consumer name, subject, ...)."""
+        return self._stream
+
+    def __aiter__(self) -> "AsyncEventStream":
+        return self
+
+    async def __anext__(self) -> "_core.Event":
+        if self._at >= len(self._ready):
+            batch = await self._stream.next_batch_async(1024)
+            if batch is None:
+                raise StopAsyncIteration
+            self._ready, self._at = batch, 0
+        event = self._ready[self._at]
+        self._at += 1
+        return event
+
+    async def next_batch(self, max: int = 1024) -> Optional[List["_core.Event"]]:
+        """The next non-empty batch of up to ``max`` events, or None once the stream has ended."""
+        if self._at < len(self._ready):
+            batch = self._ready[self._at : self._at + max]
+            self._at += len(batch)
+            return batch
+        return await self._stream.next_batch_async(max)
+
+    async def close(self, ack_delivered: bool = False) -> None:
+        """Closes the stream (see ``EventStream.close``). Events taken but not yet handed out by
+        this wrapper are handed back (durable: redelivered)."""
+        for event in self._ready[self._at :]:
+            event.nak()
+        self._ready, self._at = [], 0
+        await self._stream.close_async(ack_delivered)
+
+    async def __aenter__(self) -> "AsyncEventStream":
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        await self.close(exc_type is None)
+
+
+class AsyncClient:
+    """The asyncio client: the methods of :class:`Client`, as coroutines.
+
+    Example::
+
+        client = await AsyncClient.connect("nats://127.0.0.1:4222")
+        async with client:
+            await client.set_priority("api", 80, reason="error rate rising")
+            async with await client.events("orch.evt.priority.>") as events:
+                async for event in events:
+                    print(event.type, event.data)
+    """
+
+    def __init__(self, connection: "_core.Connection") -> None:
+        self._conn = connection
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str = DEFAULT_URL,
+        *,
+        user: Optional[str] = None,
+        password: Optional[str] = None,
+        token: Optional[str] = None,
+        credentials: Optional[str] = None,
+        tls_ca: Optional[str] = None,
+        tls_cert: Optional[str] = None,
+        tls_key: Optional[str] = None,
+        tls_required: bool = False,
+        prefix: str = "orch",
+        timeout: float = 5.0,
+        name: Optional[str] = None,
+    ) -> "AsyncClient":
+        """Connects; the arguments are those of :meth:`Client.connect`."""
+        connection = await _core.Connection.connect_async(
+            url, user, password, token, credentials, tls_ca, tls_cert, tls_key, tls_required, prefix, timeout, name
+        )
+        return cls(connection)
+
+    @property
+    def prefix(self) -> str:
+        """The subject prefix, e.g. ``orch``."""
+        return self._conn.prefix
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._conn.closed
+
+    async def close(self) -> None:
+        """Sends any queued acknowledgements and closes the connection. Idempotent."""
+        await self._conn.close_async()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({self._conn!r})"
+
+    async def _call(self, made, timeout: Optional[float] = None):
+        request, parse = made
+        return parse(await self._conn.call_async(request, timeout))
+
+    async def events(
+        self,
+        subject: Optional[str] = None,
+        *,
+        durable: Optional[str] = None,
+        start_time: Optional[datetime] = None,
+        deliver: str = "new",
+        auto_ack: bool = False,
+        ack_wait: float = 30.0,
+        batch: int = 512,
+    ) -> AsyncEventStream:
+        """Opens a stream of events; the arguments are those of :meth:`Client.events`."""
+        stream = await self._conn.subscribe_async(
+            subject, durable, _start_ns(start_time), deliver, auto_ack, ack_wait, batch
+        )
+        return AsyncEventStream(stream)
+
+    async def delete_durable(self, name: str) -> bool:
+        """Deletes a durable consumer. False if there was none."""
+        return await self._conn.delete_durable_async(name)
+
+    async def set_priority(
+        self,
+        service: str,
+        value: int,
+        *,
+        reason: str,
+        source: str = "engine",
+        ttl: Optional[float] = None,
+        timeout: Optional[float] = None,
+    ) -> PriorityChange:
+        """See :meth:`Client.set_priority`."""
+        return await self._call(_Requests.set_priority(service, value, reason, source, ttl), timeout)
+
+    async def clear_priority(
+        self, service: str, *, reason: str, source: str = "engine", timeout: Optional[float] = None
+    ) -> PriorityChange:
+        """See :meth:`Client.clear_priority`."""
+        return await self._call(_Requests.clear_priority(service, reason, source), timeout)
+
+    async def get_priority(
+        self, service: str, *, history: int = 20, timeout: Optional[float] = None
+    ) -> PriorityDetail:
+        """See :meth:`Client.get_priority`."""
+        return await self._call(_Requests.get_priority(service, history), timeout)
+
+    async def list_priorities(self, *, timeout: Optional[float] = None) -> PriorityList:
+        """See :meth:`Client.list_priorities`."""
+        return await self._call(_Requests.list_priorities(), timeout)
+
+    async def set_priority_policy(
+        self,
+        service: str,
+        *,
+        reason: str,
+        source: str = "operator",
+        baseline: Optional[int] = None,
+        min: Optional[int] = None,
+        max: Optional[int] = None,
+        pinned: Optional[bool] = None,
+        timeout: Optional[float] = None,
+    ) -> PriorityChange:
+        """See :meth:`Client.set_priority_policy`."""
+        return await self._call(
+            _Requests.set_priority_policy(service, reason, source, baseline, min, max, pinned), timeout
+        )
+
+    async def release_hold(
+        self, *, reason: str, source: str = "operator", apply: bool = True, timeout: Optional[float] = None
+    ) -> HoldRelease:
+        """See :meth:`Client.release_hold`."""
+        return await self._call(_Requests.release_hold(reason, source, apply), timeout)
+
+    async def list_services(
+        self,
+        *,
+        name: Optional[str] = None,
+        tags: Optional[Sequence[str]] = None,
+        health: Optional[str] = None,
+        metadata: Optional[Dict[str, str]] = None,
+        limit: Optional[int] = None,
+        after: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> ServicePage:
+        """See :meth:`Client.list_services`."""
+        return await self._call(_Requests.list_services(name, tags, health, metadata, limit, after), timeout)
+
+    async def instances(self, *, name: Optional[str] = None, health: Optional[str] = None) -> List[Instance]:
+        """See :meth:`Client.instances`."""
+        found: List[Instance] = []
+        after: Optional[str] = None
+        while True:
+            page = await self.list_services(name=name, health=health, limit=1000, after=after)
+            found.extend(page.items)
+            if page.next is None:
+                return found
+            after = page.next
+
+    async def service_health(self, name: str, *, timeout: Optional[float] = None) -> ServiceHealth:
+        """See :meth:`Client.service_health`."""
+        return await self._call(_Requests.service_health(name), timeout)
+
+    async def get_service(self, name: str, *, timeout: Optional[float] = None) -> Service:
+        """See :meth:`Client.get_service`."""
+        health = await self._conn.call_async(_Requests.service_health(name)[0], timeout)
+        page = await self._conn.call_async(_Requests.list_services(name, None, None, None, 1000, None)[0], timeout)
+        return _service(name, health, page)
+
+    async def restart(self, service: str, *, timeout: Optional[float] = None) -> RestartResult:
+        """See :meth:`Client.restart`."""
+        return await self._call(_Requests.restart(service), timeout)
+
+    async def request(self, domain: str, verb: str, body: Any = None, *, timeout: Optional[float] = None) -> Any:
+        """See :meth:`Client.request`."""
+        payload = json.dumps({} if body is None else body).encode()
+        return await self._conn.call_async(_core.Request.raw(domain, verb, payload), timeout)

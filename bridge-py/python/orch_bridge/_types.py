@@ -1,0 +1,358 @@
+"""Typed results of the orchestrator's replies (see docs/protocol.md and the protocol crate's
+``priority.rs``). Each is a frozen dataclass built from the reply's JSON; ``raw`` keeps the JSON
+as received, so fields a newer orchestrator adds are not lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Dict, List, Optional
+
+from . import _core
+from ._errors import OrchError
+
+__all__ = [
+    "Adjustment",
+    "PriorityView",
+    "Change",
+    "PriorityChange",
+    "PriorityDetail",
+    "GuardView",
+    "PriorityList",
+    "HoldRelease",
+    "Instance",
+    "ServicePage",
+    "ServiceHealth",
+    "Service",
+    "RestartResult",
+]
+
+Json = Dict[str, Any]
+
+
+def _time(value: Optional[str]) -> Optional[datetime]:
+    return None if value is None else _core.parse_time(value)
+
+
+def _bad_reply(what: str, error: Exception, raw: Any) -> OrchError:
+    return OrchError(f"cannot read the orchestrator's {what} reply ({error!r}): {raw!r}"[:2000], "bad_reply")
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """An engine's adjustment in force."""
+
+    requested: int
+    """The value asked for, before clamping."""
+    source: str
+    reason: str
+    at: datetime
+    expires_at: Optional[datetime]
+    """When it lapses (then the baseline applies again), or None."""
+
+    @classmethod
+    def from_json(cls, d: Json) -> "Adjustment":
+        return cls(d["requested"], d["source"], d["reason"], _core.parse_time(d["at"]), _time(d.get("expires_at")))
+
+
+@dataclass(frozen=True)
+class PriorityView:
+    """A service's priority: what applies and why."""
+
+    service: str
+    effective: int
+    """The priority in force (0-100)."""
+    baseline: int
+    baseline_source: str
+    """``default``, ``manifest`` or ``operator``."""
+    min: int
+    max: int
+    pinned: bool
+    adjustment: Optional[Adjustment]
+    updated_at: Optional[datetime]
+    raw: Json = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: Json) -> "PriorityView":
+        adjustment = d.get("adjustment")
+        return cls(
+            d["service"],
+            d["effective"],
+            d["baseline"],
+            d["baseline_source"],
+            d["min"],
+            d["max"],
+            d["pinned"],
+            None if adjustment is None else Adjustment.from_json(adjustment),
+            _time(d.get("updated_at")),
+            d,
+        )
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change of a service's priority; its ``id`` is also the id of its event
+    ``io.orch.priority.<outcome>.v1``."""
+
+    id: str
+    service: str
+    action: str
+    """``set``, ``clear``, ``policy``, ``expire`` or ``release``."""
+    outcome: str
+    """``applied``, ``clamped``, ``held``, ``refused``, ``expired`` or ``dropped``."""
+    requested: Optional[int]
+    previous: int
+    effective: int
+    source: str
+    reason: str
+    guardrail: Optional[str]
+    """For refused, held and clamped changes: ``pinned``, ``rate_limited`` or ``mass_change``."""
+    detail: Optional[str]
+    expires_at: Optional[datetime]
+    at: datetime
+    raw: Json = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: Json) -> "Change":
+        return cls(
+            d["id"],
+            d["service"],
+            d["action"],
+            d["outcome"],
+            d.get("requested"),
+            d["previous"],
+            d["effective"],
+            d["source"],
+            d.get("reason", ""),
+            d.get("guardrail"),
+            d.get("detail"),
+            _time(d.get("expires_at")),
+            _core.parse_time(d["at"]),
+            d,
+        )
+
+
+@dataclass(frozen=True)
+class PriorityChange:
+    """The reply to ``set_priority`` and ``clear_priority``: the change and the priority after it.
+    A ``held`` outcome is no error: the change is accepted and waits for an operator's release."""
+
+    change: Change
+    priority: PriorityView
+
+    @property
+    def outcome(self) -> str:
+        """Shortcut for ``change.outcome``."""
+        return self.change.outcome
+
+    @property
+    def effective(self) -> int:
+        """Shortcut for ``priority.effective``."""
+        return self.priority.effective
+
+    @property
+    def held(self) -> bool:
+        """True if a mass-change hold keeps the change back."""
+        return self.change.outcome == "held"
+
+    @classmethod
+    def from_json(cls, d: Json) -> "PriorityChange":
+        try:
+            return cls(Change.from_json(d["change"]), PriorityView.from_json(d["priority"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise _bad_reply("priority change", e, d) from None
+
+
+@dataclass(frozen=True)
+class PriorityDetail:
+    """The reply to ``get_priority``: the priority and its recent changes, newest first."""
+
+    priority: PriorityView
+    history: List[Change]
+
+    @classmethod
+    def from_json(cls, d: Json) -> "PriorityDetail":
+        try:
+            return cls(PriorityView.from_json(d["priority"]), [Change.from_json(c) for c in d["history"]])
+        except (KeyError, TypeError, ValueError) as e:
+            raise _bad_reply("priority", e, d) from None
+
+
+@dataclass(frozen=True)
+class GuardView:
+    """The mass-change guard: whether engine changes are being held, and how close it is."""
+
+    holding: bool
+    since: Optional[datetime]
+    until: Optional[datetime]
+    """When the hold ends by itself (held changes are then dropped)."""
+    held: List[str]
+    """Services with a held change."""
+    changed_in_window: int
+    limit: int
+
+    @classmethod
+    def from_json(cls, d: Json) -> "GuardView":
+        return cls(
+            d["holding"],
+            _time(d.get("since")),
+            _time(d.get("until")),
+            list(d["held"]),
+            d["changed_in_window"],
+            d["limit"],
+        )
+
+
+@dataclass(frozen=True)
+class PriorityList:
+    """The reply to ``list_priorities``."""
+
+    priorities: List[PriorityView]
+    guard: GuardView
+
+    def by_service(self) -> Dict[str, PriorityView]:
+        """The priorities keyed by service name."""
+        return {p.service: p for p in self.priorities}
+
+    @classmethod
+    def from_json(cls, d: Json) -> "PriorityList":
+        try:
+            return cls([PriorityView.from_json(p) for p in d["priorities"]], GuardView.from_json(d["guard"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise _bad_reply("priority list", e, d) from None
+
+
+@dataclass(frozen=True)
+class HoldRelease:
+    """The reply to ``release_hold``: the changes applied (or dropped) and the guard after."""
+
+    changes: List[Change]
+    guard: GuardView
+
+    @classmethod
+    def from_json(cls, d: Json) -> "HoldRelease":
+        try:
+            return cls([Change.from_json(c) for c in d["changes"]], GuardView.from_json(d["guard"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise _bad_reply("release", e, d) from None
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A registered instance (protocol.md §3.4); every field is in ``raw``."""
+
+    id: str
+    name: str
+    version: str
+    address: str
+    port: int
+    protocol: str
+    tags: List[str]
+    metadata: Dict[str, str]
+    health: str
+    """``passing``, ``warning`` or ``critical``: the worst of the lease and the checks."""
+    lease: str
+    revision: int
+    registered_at: datetime
+    updated_at: datetime
+    critical_since: Optional[datetime]
+    raw: Json = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: Json) -> "Instance":
+        return cls(
+            d["id"],
+            d["name"],
+            d.get("version", ""),
+            d["address"],
+            d["port"],
+            d.get("protocol", "http"),
+            list(d.get("tags", [])),
+            dict(d.get("metadata", {})),
+            d["health"],
+            d.get("lease", "passing"),
+            d["revision"],
+            _core.parse_time(d["registered_at"]),
+            _core.parse_time(d["updated_at"]),
+            _time(d.get("critical_since")),
+            d,
+        )
+
+
+@dataclass(frozen=True)
+class ServicePage:
+    """One page of the registry list; pass ``next`` as ``after`` for the next page."""
+
+    items: List[Instance]
+    next: Optional[str]
+
+    @classmethod
+    def from_json(cls, d: Json) -> "ServicePage":
+        try:
+            return cls([Instance.from_json(i) for i in d["items"]], d.get("next"))
+        except (KeyError, TypeError, ValueError) as e:
+            raise _bad_reply("registry list", e, d) from None
+
+
+@dataclass(frozen=True)
+class ServiceHealth:
+    """The health of one service (protocol.md §5.9)."""
+
+    service: str
+    state: str
+    """``healthy``, ``degraded`` or ``critical``."""
+    counts: Dict[str, int]
+    """``passing``, ``warning``, ``critical``, ``maintenance``, ``flapping``."""
+    critical: bool
+    """The service is marked critical (``--critical-services``)."""
+    in_maintenance: bool
+    instances: List[Json]
+    """Each instance's ``id``, ``health``, ``lease``, ``checks`` and, when set, ``maintenance``,
+    ``flapping_since``, ``critical_since``."""
+    raw: Json = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: Json) -> "ServiceHealth":
+        try:
+            return cls(
+                d["service"],
+                d["state"],
+                dict(d["counts"]),
+                d["critical"],
+                d["in_maintenance"],
+                list(d["instances"]),
+                d,
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise _bad_reply("service health", e, d) from None
+
+
+@dataclass(frozen=True)
+class Service:
+    """One service as ``get_service`` sees it: its health and its registered instances."""
+
+    name: str
+    health: ServiceHealth
+    instances: List[Instance]
+    """The registry's view of each instance (address, port, tags, ...), by id."""
+
+    @property
+    def state(self) -> str:
+        """Shortcut for ``health.state``."""
+        return self.health.state
+
+
+@dataclass(frozen=True)
+class RestartResult:
+    """The reply to ``restart``: the managed service is being restarted."""
+
+    service: str
+    restarting: bool
+
+    @classmethod
+    def from_json(cls, d: Json) -> "RestartResult":
+        try:
+            return cls(d["service"], d["restarting"])
+        except (KeyError, TypeError) as e:
+            raise _bad_reply("restart", e, d) from None

@@ -1,0 +1,186 @@
+//! Priority benchmarks (`make bench`): a runaway engine against the registry. Real nats-server and a
+//! private PostgreSQL, the orchestrator as a release binary in its own process.
+//!
+//! `runaway_engine`: registry commands (`orch.req.registry.register`, each an update committed to
+//! PostgreSQL) at a steady rate, one at a time, measuring each round trip; first alone, then while
+//! an engine floods `orch.req.priority.set` at 10,000 requests per second over 1,000 services. The
+//! guardrails refuse most of the flood, and every change, refused or not, is audited in
+//! PostgreSQL and emitted as an event: that is the load. Target: registry p99 under the flood at
+//! most 2x the p99 alone.
+//!
+//! Run it alone with `cargo bench -p orchestrator --bench priority -- runaway_engine`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+use common::{Bench, bench_dir, cpu_seconds, metric, percentile_ms, write_json};
+
+/// Registry commands per second while measuring, and how long each phase lasts.
+const PROBE_RATE: f64 = 200.0;
+const PHASE: Duration = Duration::from_secs(20);
+/// The runaway engine's rate and the services it spreads its changes over.
+const FLOOD_RATE: u64 = 10_000;
+const FLOOD_SERVICES: usize = 1_000;
+const TARGET_RATIO: f64 = 2.0;
+
+/// Registry round trips at `PROBE_RATE` for `phase`, one request at a time.
+async fn probe(b: &Bench, round: usize, phase: Duration) -> Histogram<u64> {
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let subject = b.subjects.request("registry", "register");
+    let interval = Duration::from_secs_f64(1.0 / PROBE_RATE);
+    let mut next = Instant::now();
+    let end = Instant::now() + phase;
+    let mut i = 0usize;
+    while Instant::now() < end {
+        next += interval;
+        let body = format!(
+            r#"{{"id":"probe-{}","name":"probe","version":"1.{round}.{i}","address":"10.0.0.1","port":8080,"ttl_seconds":3600}}"#,
+            i % 100
+        );
+        let t0 = Instant::now();
+        let reply = b.client.request(subject.clone(), body.into()).await.expect("registry answers");
+        h.record(t0.elapsed().as_micros().max(1) as u64).unwrap();
+        assert!(reply.headers.is_none(), "registry error: {}", String::from_utf8_lossy(&reply.payload));
+        i += 1;
+        tokio::time::sleep_until(next.into()).await;
+    }
+    h
+}
+
+/// Floods priority requests at `FLOOD_RATE` until `stop`; counts replies by outcome.
+fn flood(
+    b: &Bench,
+    stop: Arc<AtomicBool>,
+) -> (tokio::task::JoinHandle<u64>, tokio::task::JoinHandle<BTreeMap<String, u64>>) {
+    let client = b.client.clone();
+    let subject = b.subjects.request("priority", "set");
+    let inbox = client.new_inbox();
+    let answered = Arc::new(AtomicU64::new(0));
+    let replies = {
+        let (client, inbox, stop, answered) = (client.clone(), inbox.clone(), stop.clone(), answered.clone());
+        tokio::spawn(async move {
+            let mut sub = client.subscribe(inbox).await.unwrap();
+            let mut outcomes = BTreeMap::new();
+            loop {
+                let message = tokio::select! {
+                    m = sub.next() => m,
+                    _ = tokio::time::sleep(Duration::from_secs(2)), if stop.load(Ordering::Relaxed) => None,
+                };
+                let Some(message) = message else { break };
+                answered.fetch_add(1, Ordering::Relaxed);
+                let body: Value = serde_json::from_slice(&message.payload).unwrap_or(Value::Null);
+                let outcome = body["change"]["outcome"]
+                    .as_str()
+                    .or(body["error"]["code"].as_str())
+                    .unwrap_or("unreadable")
+                    .to_string();
+                *outcomes.entry(outcome).or_insert(0) += 1;
+            }
+            outcomes
+        })
+    };
+    let sender = tokio::spawn(async move {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let per_tick = FLOOD_RATE / 1000;
+        let mut ticks = tokio::time::interval(Duration::from_millis(1));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut sent = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            ticks.tick().await;
+            for _ in 0..per_tick {
+                let body = json!({
+                    "service": format!("svc-{}", rng.usize(0..FLOOD_SERVICES)),
+                    "value": rng.u8(0..=100),
+                    "source": "engine:runaway",
+                    "reason": "bench flood",
+                });
+                client.publish_with_reply(subject.clone(), inbox.clone(), body.to_string().into()).await.unwrap();
+                sent += 1;
+            }
+        }
+        sent
+    });
+    (sender, replies)
+}
+
+async fn runaway_engine(b: &Bench) {
+    let port = b.orchestrator.http_port;
+    // Warm up: connections, prepared statements, the probe's instances.
+    probe(b, 0, Duration::from_secs(3)).await;
+    let alone = probe(b, 1, PHASE).await;
+    println!(
+        "runaway_engine  registry round trips alone at {PROBE_RATE:.0}/s: p50 {:.2} ms, p99 {:.2} ms ({} commands)",
+        percentile_ms(&alone, 0.5),
+        percentile_ms(&alone, 0.99),
+        alone.len()
+    );
+    let changes0 = metric(port, "orch_priority_changes_total", None);
+    let cpu0 = cpu_seconds(b.orchestrator.pid().unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let (sender, replies) = flood(b, stop.clone());
+    let flooded = probe(b, 2, PHASE).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    let sent = sender.await.unwrap();
+    let outcomes = replies.await.unwrap();
+    let cpu = (cpu_seconds(b.orchestrator.pid().unwrap()) - cpu0) / elapsed * 100.0;
+    let stored = metric(port, "orch_priority_changes_total", None) - changes0;
+    let answered: u64 = outcomes.values().sum();
+    println!(
+        "                under a runaway engine ({:.0} requests/s sent): p50 {:.2} ms, p99 {:.2} ms ({} commands)",
+        sent as f64 / elapsed,
+        percentile_ms(&flooded, 0.5),
+        percentile_ms(&flooded, 0.99),
+        flooded.len()
+    );
+    println!(
+        "                engine: {sent} sent, {answered} answered, {stored:.0} changes audited ({:.0}/s); outcomes {outcomes:?}; orchestrator CPU {cpu:.0}% of one core",
+        stored / elapsed
+    );
+    let ratio = percentile_ms(&flooded, 0.99) / percentile_ms(&alone, 0.99);
+    println!(
+        "                p99 ratio {ratio:.2} (target <= {TARGET_RATIO}): {}",
+        if ratio <= TARGET_RATIO { "met" } else { "NOT met" }
+    );
+    write_json(
+        "runaway_engine",
+        &json!({
+            "probe_rate_per_sec": PROBE_RATE,
+            "phase_seconds": PHASE.as_secs_f64(),
+            "alone_p50_ms": percentile_ms(&alone, 0.5),
+            "alone_p99_ms": percentile_ms(&alone, 0.99),
+            "flooded_p50_ms": percentile_ms(&flooded, 0.5),
+            "flooded_p99_ms": percentile_ms(&flooded, 0.99),
+            "p99_ratio": ratio,
+            "target_ratio": TARGET_RATIO,
+            "flood_sent": sent,
+            "flood_sent_per_sec": sent as f64 / elapsed,
+            "flood_answered": answered,
+            "flood_outcomes": outcomes,
+            "changes_audited": stored,
+            "orchestrator_cpu_percent": cpu,
+        }),
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let wants = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    println!("priority benchmarks: nats-server + PostgreSQL on this machine, orchestrator release binary");
+    let _ = bench_dir();
+    let b = Bench::start(&[]).await;
+    if wants("runaway_engine") {
+        runaway_engine(&b).await;
+    }
+    println!("figures written to target/bench/*.json");
+}
