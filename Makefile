@@ -8,10 +8,14 @@ SHELL := /bin/bash
 ORCH_LOCAL ?= $(CURDIR)/.local
 export ORCH_LOCAL
 
-# Extra arguments for the test runner, e.g. make test ARGS='-E test(registry)'
+# Extra arguments for the test runner or the engine, e.g. make test ARGS='-E test(registry)',
+# make engine ARGS='--dry-run --verbose'
 ARGS ?=
 
-.PHONY: help dev test bench prod deps fmt lint clean-local stop
+# The NATS that "make dev" starts (scripts/dev.sh: ORCH_DEV_NATS_PORT, 4222 by default).
+DEV_NATS_URL ?= nats://127.0.0.1:$(or $(ORCH_DEV_NATS_PORT),4222)
+
+.PHONY: help dev test bench engine prod deps fmt lint clean-local stop
 
 help: ## List the targets
 	@echo "Targets:"
@@ -26,6 +30,10 @@ test: ## Run all tests (shared test PostgreSQL; ARGS='...' goes to the runner)
 
 bench: ## Run the benchmarks (scripts/bench.sh); PARTS="ttl_detection scale" runs some
 	bash scripts/bench.sh $(PARTS)
+
+engine: ## Build the Python bridge, run its example attention engine against "make dev" (ARGS='...')
+	bash scripts/bridge.sh
+	"$(ORCH_LOCAL)/venv/bin/python" bridge-py/examples/attention_engine.py --nats-url "$(DEV_NATS_URL)" $(ARGS)
 
 prod: ## Release build, and the Docker image if a Docker engine is running
 	cargo build --release -p orchestrator

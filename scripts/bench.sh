@@ -70,6 +70,7 @@ if [ $# -eq 0 ] || [ ${#priority[@]} -gt 0 ]; then
 fi
 if [ $# -eq 0 ] || [ ${#bridge[@]} -gt 0 ]; then
     "$ROOT/scripts/bridge.sh" --release
-    cargo build --release -p orchestrator --bin orchestrator
+    # The same build as the benches above (same features): nothing is compiled twice.
+    cargo build --release -p orchestrator --bins --benches
     "$BRIDGE_PYTHON" "$ROOT/bridge-py/bench/bench.py" "${bridge[@]}"
 fi

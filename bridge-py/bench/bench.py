@@ -32,6 +32,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -115,15 +116,18 @@ async def fill(url: str, count: int) -> None:
     await nc.close()
 
 
-def consume_bridge(url: str, count: int) -> dict:
+def consume_bridge(url: str, count: int, durable: Optional[str] = None) -> dict:
+    """Live (ordered consumer) or, with ``durable``, through a durable consumer acking each event."""
     client = orch_bridge.Client.connect(url)
     cpu0, t0 = cpu_seconds(), time.perf_counter()
     seen = 0
     checksum = 0
-    with client.events("orch.evt.priority.>", deliver="all", batch=4096) as events:
+    with client.events("orch.evt.priority.>", durable=durable, deliver="all", batch=4096) as events:
         while seen < count:
             for event in events.next_batch(4096, timeout=30):
                 checksum += len(event.type) + event.time.microsecond + event.data["effective"]
+                if durable:
+                    event.ack()
                 seen += 1
     elapsed, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
     client.close()
@@ -172,12 +176,15 @@ def bridge_events(stack: Stack, count: int) -> None:
     asyncio.run(fill(stack.url, count))
     baseline = asyncio.run(consume_nats_py(stack.url, count))
     bridge = consume_bridge(stack.url, count)
-    assert bridge["checksum"] == baseline["checksum"], "both consumers saw the same events"
+    durable = consume_bridge(stack.url, count, durable="bench")
+    assert bridge["checksum"] == baseline["checksum"] == durable["checksum"], "every consumer saw the same events"
     ratio = bridge["per_second"] / baseline["per_second"]
     met = bridge["per_second"] >= EVENTS_TARGET
     print(
         f"bridge_events   orch_bridge: {bridge['per_second']:,.0f} events/s as typed objects "
         f"({bridge['events']:,} in {bridge['seconds']:.2f}s, Python process CPU {bridge['cpu_seconds']:.2f}s)\n"
+        f"                orch_bridge, durable consumer acking each event: {durable['per_second']:,.0f} events/s "
+        f"(CPU {durable['cpu_seconds']:.2f}s)\n"
         f"                nats-py baseline: {baseline['per_second']:,.0f} events/s "
         f"({baseline['events']:,} in {baseline['seconds']:.2f}s, CPU {baseline['cpu_seconds']:.2f}s)\n"
         f"                speed-up {ratio:.1f}x; target >= {EVENTS_TARGET:,.0f} events/s: {'met' if met else 'NOT met'}",
@@ -185,7 +192,7 @@ def bridge_events(stack: Stack, count: int) -> None:
     )
     write_json(
         "bridge_events",
-        {"events": count, "orch_bridge": bridge, "nats_py": baseline, "speedup": ratio, "target_met": met},
+        {"events": count, "orch_bridge": bridge, "orch_bridge_durable": durable, "nats_py": baseline, "speedup": ratio, "target_met": met},
     )
 
 

@@ -353,7 +353,7 @@ pub struct PriorityArgs {
     #[arg(long, env = "ORCH_PRIORITY_RATE_LIMIT", default_value_t = 10)]
     pub priority_rate_limit: u32,
 
-    #[arg(long, env = "ORCH_PRIORITY_RATE_WINDOW", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ORCH_PRIORITY_RATE_WINDOW", default_value = "60s", value_parser = positive_duration)]
     pub priority_rate_window: Duration,
 
     /// Share of the known services (registered, managed or with a priority) the engine may move
@@ -367,7 +367,7 @@ pub struct PriorityArgs {
     pub priority_mass_min: usize,
 
     /// Window of the mass-change guard, and how long a hold lasts without a release.
-    #[arg(long, env = "ORCH_PRIORITY_MASS_WINDOW", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ORCH_PRIORITY_MASS_WINDOW", default_value = "60s", value_parser = positive_duration)]
     pub priority_mass_window: Duration,
 }
 
@@ -398,7 +398,7 @@ pub struct ShedArgs {
 
     /// Time between two shedding steps on a node while the pressure persists, so each step's
     /// effect shows in the next readings.
-    #[arg(long, env = "ORCH_SHED_STEP", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ORCH_SHED_STEP", default_value = "10s", value_parser = positive_duration)]
     pub shed_step: Duration,
 
     /// How long the pressure must stay below the thresholds before shed services start again
@@ -459,6 +459,16 @@ impl Config {
 
 /// Parses the command line, filling defaults from the config file named by `--config` or
 /// `ORCH_CONFIG` when there is one. Exits with a usage message on error, like clap does.
+/// A duration of at least 1 ms (`10s`, `250ms`): for intervals and windows, where zero would
+/// mean a busy loop, a timer that panics, or a guardrail that never counts anything.
+pub fn positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if duration < Duration::from_millis(1) {
+        return Err(format!("must be at least 1ms (got {text:?})"));
+    }
+    Ok(duration)
+}
+
 pub fn parse() -> Cli {
     use clap::{CommandFactory, FromArgMatches};
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();

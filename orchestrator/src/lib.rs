@@ -221,13 +221,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             subjects: subjects.clone(),
             shedding: config.shedding.clone(),
         },
-        pool.clone(),
-        client.clone(),
-        registry.clone(),
-        prober.clone(),
-        records_tx,
-        priorities.clone(),
-        metrics.clone(),
+        lifecycle::Collaborators {
+            pool: pool.clone(),
+            nats: client.clone(),
+            registry: registry.clone(),
+            prober: prober.clone(),
+            records: records_tx,
+            priorities: priorities.clone(),
+            metrics: metrics.clone(),
+        },
         shutdown_rx.clone(),
     )
     .await?;

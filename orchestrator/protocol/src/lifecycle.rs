@@ -152,7 +152,7 @@ pub struct ShedData {
     pub node: String,
     /// Its effective priority when the step was taken.
     pub priority: u8,
-    /// Why, e.g. `memory 93% >= 90% on node local; lowest priority sheddable service`.
+    /// Why, e.g. `shed: memory 93% >= 90% on node local; lowest priority sheddable service`.
     pub reason: String,
     /// The node's pressure when the step was taken, 0-1.
     pub cpu: f64,

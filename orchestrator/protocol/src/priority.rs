@@ -248,7 +248,7 @@ pub struct Change {
     pub source: String,
     #[serde(default)]
     pub reason: String,
-    /// For `refused`, `held` and `clamped`: which guardrail, and what it said.
+    /// For `refused` and `held`: which guardrail, and what it said (a clamp says how in `detail`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guardrail: Option<Guardrail>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -313,7 +313,7 @@ pub struct HoldData {
     pub changed_in_window: usize,
     pub limit: usize,
     pub window_seconds: u64,
-    /// For `ended`: `released` (by an operator, with who) or `expired`.
+    /// For `ended`: `released by <source>` (an operator), or `the window passed without a release`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 #[derive(Debug, Clone, clap::Args)]
 pub struct PressureArgs {
     /// How often the agent measures and reports its node's CPU and memory pressure.
-    #[arg(long, env = "ORCH_PRESSURE_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ORCH_PRESSURE_INTERVAL", default_value = "1s", value_parser = crate::config::positive_duration)]
     pub pressure_interval: Duration,
 
     /// Read pressure from this JSON file (`{"cpu": 0.2, "memory": 0.95}`, shares 0-1) instead of

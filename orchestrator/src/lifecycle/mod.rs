@@ -12,6 +12,6 @@ pub mod restart;
 pub mod shedding;
 pub mod startup;
 
-pub use controller::{ControlError, Controller, ControllerConfig};
+pub use controller::{Collaborators, ControlError, Controller, ControllerConfig};
 pub use graph::Graph;
 pub use manifest::{Manifest, ManifestError};

@@ -36,7 +36,7 @@ pub struct Node {
 
 impl Node {
     /// Takes a reading. `can_shed`: a sheddable service of the node runs; `can_restore`: one
-    /// was shed. The step is assumed taken (the caller reports [`Node::nothing_done`] otherwise).
+    /// was shed. A step it asks for is assumed taken.
     pub fn observe(
         &mut self,
         cpu: f64,

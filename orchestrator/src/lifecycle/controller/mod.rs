@@ -36,6 +36,20 @@ use crate::health::probe::Prober;
 use crate::registry::Registry;
 use crate::storage;
 
+/// What the controller works with: storage, NATS, the registry it registers ready services in,
+/// the prober of readiness and liveness, the recorder of transitions, the priorities that order
+/// its queues, and the metrics.
+#[derive(Clone)]
+pub struct Collaborators {
+    pub pool: PgPool,
+    pub nats: async_nats::Client,
+    pub registry: Arc<Registry>,
+    pub prober: Prober,
+    pub records: mpsc::UnboundedSender<Record>,
+    pub priorities: crate::priority::Priorities,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
 /// Settings of the controller.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
@@ -215,15 +229,11 @@ impl Controller {
     /// Starts the controller, resuming the stored stack if it is wanted up.
     pub async fn start(
         config: ControllerConfig,
-        pool: PgPool,
-        nats: async_nats::Client,
-        registry: Arc<Registry>,
-        prober: Prober,
-        records: mpsc::UnboundedSender<Record>,
-        priorities: crate::priority::Priorities,
-        metrics: Arc<crate::metrics::Metrics>,
+        with: Collaborators,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<(Controller, tokio::task::JoinHandle<()>)> {
+        let nats = with.nats.clone();
+        let priorities = with.priorities.clone();
         let subjects = config.subjects.clone();
         let (tx, rx) = mpsc::unbounded_channel();
         let mut exits = nats.subscribe(format!("{}.agent.*.{}", subjects.prefix(), agent::verbs::EXITED)).await?;
@@ -275,7 +285,7 @@ impl Controller {
                 }
             }
         });
-        let task = Task::resume(config, pool, nats, registry, prober, records, priorities, metrics, tx.clone()).await?;
+        let task = Task::resume(config, with, tx.clone()).await?;
         let handle = tokio::spawn(task.run(rx, shutdown));
         Ok((Controller { tx }, handle))
     }

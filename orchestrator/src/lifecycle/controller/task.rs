@@ -118,15 +118,10 @@ impl Task {
     /// The task, with the stored stack installed (and a start-up run begun when it is wanted up).
     pub(super) async fn resume(
         config: ControllerConfig,
-        pool: PgPool,
-        nats: async_nats::Client,
-        registry: std::sync::Arc<crate::registry::Registry>,
-        prober: Prober,
-        records: mpsc::UnboundedSender<Record>,
-        priorities: crate::priority::Priorities,
-        metrics: std::sync::Arc<crate::metrics::Metrics>,
+        with: super::Collaborators,
         tx: mpsc::UnboundedSender<Input>,
     ) -> anyhow::Result<Task> {
+        let super::Collaborators { pool, nats, registry, prober, records, priorities, metrics } = with;
         let subjects = config.subjects.clone();
         let registrar = spawn_registrar(registry);
         let mut task = Task {
