@@ -3,8 +3,8 @@
 //! and what each reply must look like.
 
 use orch_protocol::priority::{
-    ChangeReply, ClearRequest, GetReply, GetRequest, ListReply, PolicyRequest, ReleaseReply, ReleaseRequest,
-    SetRequest, check_words,
+    ChangeReply, ClearRequest, GetReply, GetRequest, ListReply, MAX_HISTORY, PolicyRequest, ReleaseReply,
+    ReleaseRequest, SetRequest,
 };
 use orch_protocol::registry::validate_name;
 use orch_protocol::subjects::verbs;
@@ -88,19 +88,18 @@ impl Request {
     /// `<prefix>.req.priority.clear`.
     #[staticmethod]
     fn clear_priority(service: String, source: String, reason: String) -> PyResult<Request> {
-        validate_name("service", &service).map_err(Error::from)?;
-        check_words(&source, &reason, false).map_err(Error::from)?;
-        Ok(Request::new(verbs::PRIORITY, verbs::CLEAR, &ClearRequest { service, source, reason }, ReplyKind::Change)?)
+        let request = ClearRequest { service, source, reason };
+        request.validate().map_err(Error::from)?;
+        Ok(Request::new(verbs::PRIORITY, verbs::CLEAR, &request, ReplyKind::Change)?)
     }
 
     /// `<prefix>.req.priority.get` with up to `history` recent changes (0-1000).
     #[staticmethod]
     fn get_priority(service: String, history: i64) -> PyResult<Request> {
-        validate_name("service", &service).map_err(Error::from)?;
-        if !(0..=1000).contains(&history) {
-            return Err(Error::invalid("history", format!("must be 0-1000 (got {history})")).into());
-        }
-        let request = GetRequest { service, history: Some(history as u32) };
+        let history = u32::try_from(history)
+            .map_err(|_| Error::invalid("history", format!("must be 0-{MAX_HISTORY} (got {history})")))?;
+        let request = GetRequest { service, history: Some(history) };
+        request.validate().map_err(Error::from)?;
         Ok(Request::new(verbs::PRIORITY, verbs::GET, &request, ReplyKind::Get)?)
     }
 
@@ -123,26 +122,16 @@ impl Request {
         pinned: Option<bool>,
     ) -> PyResult<Request> {
         let request = PolicyRequest { service, baseline, min, max, pinned, source, reason };
-        validate_name("service", &request.service).map_err(Error::from)?;
-        check_words(&request.source, &request.reason, false).map_err(Error::from)?;
-        for (field, value) in [("baseline", baseline), ("min", min), ("max", max)] {
-            if let Some(v) = value {
-                orch_protocol::priority::priority_value(field, v).map_err(Error::from)?;
-            }
-        }
+        request.validate().map_err(Error::from)?;
         Ok(Request::new(verbs::PRIORITY, verbs::POLICY, &request, ReplyKind::Change)?)
     }
 
     /// `<prefix>.req.priority.release` (operators): ends a mass-change hold.
     #[staticmethod]
     fn release_hold(source: String, reason: String, apply: bool) -> PyResult<Request> {
-        check_words(&source, &reason, false).map_err(Error::from)?;
-        Ok(Request::new(
-            verbs::PRIORITY,
-            verbs::RELEASE,
-            &ReleaseRequest { source, reason, apply },
-            ReplyKind::Release,
-        )?)
+        let request = ReleaseRequest { source, reason, apply };
+        request.validate().map_err(Error::from)?;
+        Ok(Request::new(verbs::PRIORITY, verbs::RELEASE, &request, ReplyKind::Release)?)
     }
 
     /// `<prefix>.req.registry.list` with a filter (protocol.md §3.7); `filter` is the JSON object.

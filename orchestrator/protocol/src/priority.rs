@@ -346,6 +346,50 @@ pub fn check_words(source: &str, reason: &str, reason_required: bool) -> Result<
     Ok(())
 }
 
+/// Changes a `get` returns when it does not say, and the most it may ask for.
+pub const HISTORY_DEFAULT: u32 = 50;
+pub const MAX_HISTORY: u32 = 1000;
+
+impl ClearRequest {
+    pub fn validate(&self) -> Result<(), ProtocolError> {
+        crate::registry::validate_name("service", &self.service)?;
+        check_words(&self.source, &self.reason, false)
+    }
+}
+
+impl GetRequest {
+    /// How many changes to return, checked.
+    pub fn validate(&self) -> Result<u32, ProtocolError> {
+        crate::registry::validate_name("service", &self.service)?;
+        let limit = self.history.unwrap_or(HISTORY_DEFAULT);
+        if limit > MAX_HISTORY {
+            return Err(ProtocolError::invalid("history", format!("must be 0-{MAX_HISTORY}")));
+        }
+        Ok(limit)
+    }
+}
+
+impl ReleaseRequest {
+    pub fn validate(&self) -> Result<(), ProtocolError> {
+        check_words(&self.source, &self.reason, false)
+    }
+}
+
+impl PolicyRequest {
+    /// The checks that need no current state: name, words, and each value 0-100. [`Policy::merge`]
+    /// adds those against the current policy (bounds ordered, baseline within them).
+    pub fn validate(&self) -> Result<(), ProtocolError> {
+        crate::registry::validate_name("service", &self.service)?;
+        check_words(&self.source, &self.reason, false)?;
+        for (field, value) in [("baseline", self.baseline), ("min", self.min), ("max", self.max)] {
+            if let Some(v) = value {
+                priority_value(field, v)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl SetRequest {
     /// The value and lifetime, checked.
     pub fn validate(&self) -> Result<(u8, Option<std::time::Duration>), ProtocolError> {
@@ -378,8 +422,7 @@ pub struct Policy {
 impl Policy {
     /// Merges `request` into the current policy and checks the result.
     pub fn merge(current: Policy, request: &PolicyRequest) -> Result<Policy, ProtocolError> {
-        crate::registry::validate_name("service", &request.service)?;
-        check_words(&request.source, &request.reason, false)?;
+        request.validate()?;
         let field = |name: &str, v: Option<i64>| v.map(|v| priority_value(name, v)).transpose();
         let policy = Policy {
             baseline: field("baseline", request.baseline)?.or(current.baseline),

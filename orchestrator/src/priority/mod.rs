@@ -23,10 +23,6 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 pub use book::Limits;
 use book::{EngineOp, EngineRequest};
 
-/// Changes of history `get` returns unless asked otherwise, and the most it returns.
-pub const HISTORY_DEFAULT: u32 = 50;
-pub const HISTORY_MAX: u32 = 1000;
-
 /// The effective priority of every service with a policy, an adjustment or a manifest priority.
 pub type Effective = Arc<BTreeMap<String, u8>>;
 
@@ -102,8 +98,7 @@ impl Priorities {
 
     /// Withdraws an engine's adjustment.
     pub async fn clear(&self, request: ClearRequest) -> Result<ChangeReply, ProtocolError> {
-        orch_protocol::registry::validate_name("service", &request.service)?;
-        orch_protocol::priority::check_words(&request.source, &request.reason, false)?;
+        request.validate()?;
         let request = EngineRequest {
             service: request.service,
             op: EngineOp::Clear,
@@ -120,17 +115,13 @@ impl Priorities {
 
     /// An operator ends a mass-change hold.
     pub async fn release(&self, request: ReleaseRequest) -> Result<ReleaseReply, ProtocolError> {
-        orch_protocol::priority::check_words(&request.source, &request.reason, false)?;
+        request.validate()?;
         self.ask(|tx| Input::Release(request, tx)).await?
     }
 
     /// One service's priority and its newest changes.
     pub async fn get(&self, request: GetRequest) -> Result<GetReply, ProtocolError> {
-        orch_protocol::registry::validate_name("service", &request.service)?;
-        let limit = request.history.unwrap_or(HISTORY_DEFAULT);
-        if limit > HISTORY_MAX {
-            return Err(ProtocolError::invalid("history", format!("must be 0-{HISTORY_MAX}")));
-        }
+        let limit = request.validate()?;
         let priority = self.ask(|tx| Input::View(request.service.clone(), tx)).await?;
         let history = crate::storage::priorities::history(&self.pool, &request.service, limit).await.map_err(|e| {
             tracing::warn!(error = %e, "reading priority history failed");
