@@ -61,6 +61,10 @@ pub struct ApiArgs {
     /// Base URL of the orchestrator's HTTP API.
     #[arg(long, env = "ORCH_API_URL", default_value = "http://127.0.0.1:8080")]
     pub api_url: String,
+
+    /// Bearer token for the API when it requires one (`up` and `down` need an admin token).
+    #[arg(long, env = "ORCH_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -343,6 +347,145 @@ pub struct Config {
 
     #[command(flatten)]
     pub priority: PriorityArgs,
+
+    #[command(flatten)]
+    pub nats_auth: NatsAuthArgs,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+
+    #[command(flatten)]
+    pub web: WebArgs,
+}
+
+/// Where the orchestrator runs: the production profile refuses to start with an open API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    /// Local use: without tokens the API is open (every caller is admin), with a warning.
+    Development,
+    /// Refuses to start without API tokens (`--api-key`, `--api-keys-file`, `--jwt-secret` or
+    /// `--jwt-jwks-file`) unless `--insecure` is given.
+    Production,
+}
+
+/// Bearer tokens of the HTTP API. Roles: `viewer` reads, `operator` also changes state (register,
+/// restart, priorities, health), `admin` also replaces or stops the whole stack.
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// An API key, `ROLE:NAME:SECRET` (role viewer, operator or admin; secret at least 16
+    /// characters). Repeatable; in the environment, comma-separated.
+    #[arg(long, env = "ORCH_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub api_key: Vec<crate::http::auth::ApiKey>,
+
+    /// A file of API keys, one `ROLE:NAME:SECRET` per line (`#` starts a comment).
+    #[arg(long, env = "ORCH_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+
+    /// Accept JWTs signed with this HS256 secret (at least 32 bytes). The token's `role` (or
+    /// `roles`) claim gives the role, `sub` the caller's name; `exp` is required.
+    #[arg(long, env = "ORCH_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Accept JWTs signed by the keys of this JWKS file (RS256, ES256, EdDSA...; each key needs
+    /// `kid` and `alg`), as an identity provider publishes them.
+    #[arg(long, env = "ORCH_JWT_JWKS_FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
+
+    /// Required `iss` claim of JWTs.
+    #[arg(long, env = "ORCH_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim of JWTs.
+    #[arg(long, env = "ORCH_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+}
+
+/// The HTTP API's profile, dashboard and live feed.
+#[derive(Debug, Clone, Args)]
+pub struct WebArgs {
+    /// `production` refuses to start without API tokens unless `--insecure` is given.
+    #[arg(long, env = "ORCH_PROFILE", value_enum, default_value_t = Profile::Development)]
+    pub profile: Profile,
+
+    /// Run the production profile without API tokens: every caller is admin. Say it explicitly.
+    #[arg(long, env = "ORCH_INSECURE", default_value_t = false)]
+    pub insecure: bool,
+
+    /// The built dashboard (`scripts/dashboard.sh` builds it), served at `/`.
+    #[arg(long, env = "ORCH_DASHBOARD_DIR", default_value = "dashboard/dist")]
+    pub dashboard_dir: PathBuf,
+
+    /// Events waiting for one live-feed client (`/api/v1/ws`); a client that falls this far
+    /// behind is sent a notice and disconnected, so it never slows the orchestrator.
+    #[arg(long, env = "ORCH_WS_BUFFER", default_value_t = 1024)]
+    pub ws_buffer: usize,
+
+    /// Most live-feed clients at once; more are refused with 503.
+    #[arg(long, env = "ORCH_WS_MAX_CLIENTS", default_value_t = 256)]
+    pub ws_max_clients: usize,
+}
+
+/// How the orchestrator authenticates to NATS. Give at most one of user/password, token, nkey
+/// seed or credentials file; TLS settings combine with any of them.
+#[derive(Debug, Clone, Args)]
+pub struct NatsAuthArgs {
+    /// NATS user name (with `--nats-password`).
+    #[arg(long, env = "ORCH_NATS_USER")]
+    pub nats_user: Option<String>,
+
+    /// NATS password (with `--nats-user`).
+    #[arg(long, env = "ORCH_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+
+    /// NATS authentication token.
+    #[arg(long, env = "ORCH_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+
+    /// File holding an NKey seed (`SU...`).
+    #[arg(long, env = "ORCH_NATS_NKEY_FILE")]
+    pub nats_nkey_file: Option<PathBuf>,
+
+    /// NATS credentials file (JWT and NKey seed, as `nsc` writes it).
+    #[arg(long, env = "ORCH_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+
+    /// CA certificate (PEM) to verify the NATS server with.
+    #[arg(long, env = "ORCH_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for mutual TLS, with `--nats-tls-key`.
+    #[arg(long, env = "ORCH_NATS_TLS_CERT")]
+    pub nats_tls_cert: Option<PathBuf>,
+
+    /// Client key (PEM) for mutual TLS.
+    #[arg(long, env = "ORCH_NATS_TLS_KEY")]
+    pub nats_tls_key: Option<PathBuf>,
+
+    /// Refuse to talk to NATS without TLS.
+    #[arg(long, env = "ORCH_NATS_REQUIRE_TLS", default_value_t = false)]
+    pub nats_require_tls: bool,
+}
+
+impl NatsAuthArgs {
+    /// Checks that the settings make one way to authenticate.
+    pub fn validate(&self) -> Result<(), String> {
+        let ways = [
+            self.nats_user.is_some() || self.nats_password.is_some(),
+            self.nats_token.is_some(),
+            self.nats_nkey_file.is_some(),
+            self.nats_creds.is_some(),
+        ];
+        if ways.iter().filter(|w| **w).count() > 1 {
+            return Err("give at most one of --nats-user/--nats-password, --nats-token, --nats-nkey-file and --nats-creds".into());
+        }
+        if self.nats_user.is_some() != self.nats_password.is_some() {
+            return Err("--nats-user and --nats-password go together".into());
+        }
+        if self.nats_tls_cert.is_some() != self.nats_tls_key.is_some() {
+            return Err("--nats-tls-cert and --nats-tls-key go together".into());
+        }
+        Ok(())
+    }
 }
 
 /// Guardrails against a runaway engine changing priorities.
@@ -447,6 +590,10 @@ impl Config {
         }
         if self.startup_probe_interval < Duration::from_millis(1) {
             return Err("--startup-probe-interval must be at least 1ms".into());
+        }
+        self.nats_auth.validate()?;
+        if self.web.ws_buffer == 0 || self.web.ws_max_clients == 0 {
+            return Err("--ws-buffer and --ws-max-clients must be at least 1".into());
         }
         for name in &self.critical_services {
             if !orch_protocol::registry::is_valid_name(name) {

@@ -92,11 +92,32 @@ impl Running {
     }
 }
 
+/// The API's token checker. An open API is allowed in the development profile, with a warning,
+/// and in production only with `--insecure`.
+fn api_authentication(config: &Config) -> anyhow::Result<http::auth::Authenticator> {
+    let auth = http::auth::Authenticator::from_args(&config.auth).map_err(anyhow::Error::msg)?;
+    if auth.enabled() {
+        return Ok(auth);
+    }
+    match (config.web.profile, config.web.insecure) {
+        (config::Profile::Production, false) => anyhow::bail!(
+            "refusing to start: the production profile needs API authentication. Configure --api-key, \
+             --api-keys-file, --jwt-secret or --jwt-jwks-file, or pass --insecure to run with an open API"
+        ),
+        _ => tracing::warn!(
+            profile = ?config.web.profile,
+            "API authentication is OFF: every HTTP caller is an admin. Configure --api-key or --jwt-secret"
+        ),
+    }
+    Ok(auth)
+}
+
 /// Starts the orchestrator. Waits for PostgreSQL and NATS when they are not reachable yet.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let started = Instant::now();
     config.validate().map_err(anyhow::Error::msg)?;
     let subjects = Subjects::new(&config.subject_prefix)?;
+    let auth = api_authentication(&config)?;
 
     let pool = storage::pool(&config.database)?;
     storage::migrate(&pool).await.context("applying database migrations")?;
@@ -315,7 +336,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         health: monitor,
         controller: controller.clone(),
         priorities,
+        subjects: subjects.clone(),
+        auth,
+        feed: http::ws::Feed::new(config.web.ws_buffer, config.web.ws_max_clients, shutdown_rx.clone()),
+        dashboard_dir: config.web.dashboard_dir.clone(),
     };
+    if !config.web.dashboard_dir.join("index.html").is_file() {
+        tracing::warn!(
+            dir = %config.web.dashboard_dir.display(),
+            "the dashboard is not built there; `/` explains how to build it (scripts/dashboard.sh)"
+        );
+    }
     let app = http::app(state.clone());
     let mut http_shutdown = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {

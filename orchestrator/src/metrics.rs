@@ -12,12 +12,66 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    pub kind: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HealthLabel {
+    pub health: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumerLabel {
+    pub consumer: String,
+}
+
+/// `route` is the matched template (`/api/v1/services/{id}`), never the raw path, so the number
+/// of series stays bounded; unmatched requests count under `unmatched`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub method: String,
+    pub route: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Heartbeats received, by `renewed`, `recovering` or `unknown`.
     pub heartbeats: Family<ResultLabel, Counter>,
-    /// Commands handled by the writer, by `applied`, `rejected` or `replayed`.
-    pub commands: Family<ResultLabel, Counter>,
+    /// Commands handled by the writer, by kind and by `applied`, `rejected` or `replayed`.
+    pub commands: Family<CommandLabels, Counter>,
+    /// Time from a command's arrival at the writer to its commit, by kind.
+    pub command_seconds: Family<KindLabel, Histogram>,
+    /// Instances by health, from PostgreSQL at scrape time.
+    pub instances_by_health: Family<HealthLabel, Gauge>,
+    /// Committed events not yet published by the outbox relay, and the age of the oldest.
+    pub outbox_pending: Gauge,
+    pub outbox_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Messages of a JetStream consumer not yet delivered, and delivered but not acknowledged.
+    pub consumer_pending: Family<ConsumerLabel, Gauge>,
+    pub consumer_ack_pending: Family<ConsumerLabel, Gauge>,
+    /// Scrapes that could not read PostgreSQL or NATS (their gauges keep the last values).
+    pub scrape_errors: Counter,
+    /// HTTP requests by method, route and status, and their durations by route.
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_seconds: Family<RouteLabels, Histogram>,
+    /// Live-feed clients connected, and clients dropped for falling behind.
+    pub ws_clients: Gauge,
+    pub ws_dropped: Counter,
     /// Time to apply and commit one batch.
     pub batch_seconds: Histogram,
     /// Commands per committed batch.
@@ -47,8 +101,44 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("orch");
         let heartbeats = Family::<ResultLabel, Counter>::default();
         registry.register("heartbeats", "Heartbeats received", heartbeats.clone());
-        let commands = Family::<ResultLabel, Counter>::default();
-        registry.register("commands", "Registry commands handled", commands.clone());
+        let commands = Family::<CommandLabels, Counter>::default();
+        registry.register("commands", "Registry commands handled, by kind and result", commands.clone());
+        let command_seconds =
+            Family::<KindLabel, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0002, 2.0, 16)));
+        registry.register(
+            "command_seconds",
+            "Time from a command's arrival at the writer to its commit, by kind",
+            command_seconds.clone(),
+        );
+        let instances_by_health = Family::<HealthLabel, Gauge>::default();
+        registry.register("instances_by_health", "Registered instances by health", instances_by_health.clone());
+        let outbox_pending = Gauge::default();
+        registry.register("outbox_pending", "Committed events not yet published to NATS", outbox_pending.clone());
+        let outbox_lag_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "outbox_lag_seconds",
+            "Age of the oldest committed event not yet published (0 when none waits)",
+            outbox_lag_seconds.clone(),
+        );
+        let consumer_pending = Family::<ConsumerLabel, Gauge>::default();
+        registry.register("consumer_pending", "Messages a JetStream consumer has not yet delivered", consumer_pending.clone());
+        let consumer_ack_pending = Family::<ConsumerLabel, Gauge>::default();
+        registry.register(
+            "consumer_ack_pending",
+            "Messages a JetStream consumer delivered but not yet acknowledged",
+            consumer_ack_pending.clone(),
+        );
+        let scrape_errors = Counter::default();
+        registry.register("scrape_errors", "Scrapes that could not read PostgreSQL or NATS", scrape_errors.clone());
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests by method, route and status", http_requests.clone());
+        let http_seconds =
+            Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 14)));
+        registry.register("http_request_seconds", "HTTP request durations by route", http_seconds.clone());
+        let ws_clients = Gauge::default();
+        registry.register("ws_clients", "Live-feed (WebSocket) clients connected", ws_clients.clone());
+        let ws_dropped = Counter::default();
+        registry.register("ws_dropped", "Live-feed clients dropped for falling behind", ws_dropped.clone());
         let batch_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
         registry.register(
             "batch_commit_seconds",
@@ -89,6 +179,17 @@ impl Default for Metrics {
             shed_steps,
             heartbeats,
             commands,
+            command_seconds,
+            instances_by_health,
+            outbox_pending,
+            outbox_lag_seconds,
+            consumer_pending,
+            consumer_ack_pending,
+            scrape_errors,
+            http_requests,
+            http_seconds,
+            ws_clients,
+            ws_dropped,
             batch_seconds,
             batch_size,
             outbox_published,
@@ -123,7 +224,64 @@ impl Metrics {
         }
     }
 
-    pub fn command(&self, result: &'static str) {
-        self.commands.get_or_create(&ResultLabel { result }).inc();
+    pub fn command(&self, kind: &'static str, result: &'static str, latency: std::time::Duration) {
+        self.commands.get_or_create(&CommandLabels { kind, result }).inc();
+        self.command_seconds.get_or_create(&KindLabel { kind }).observe(latency.as_secs_f64());
+    }
+
+    /// One HTTP request answered.
+    pub fn http_request(&self, method: &str, route: &str, status: u16, elapsed: std::time::Duration) {
+        let (method, route) = (method.to_string(), route.to_string());
+        self.http_seconds
+            .get_or_create(&RouteLabels { method: method.clone(), route: route.clone() })
+            .observe(elapsed.as_secs_f64());
+        self.http_requests.get_or_create(&HttpLabels { method, route, status }).inc();
+    }
+
+    /// Reads what lives outside the process at scrape time: instances by health and the outbox
+    /// from PostgreSQL, the commands consumer from JetStream. Each source gets a short deadline,
+    /// so a scrape during an outage answers with the last values instead of hanging.
+    pub async fn collect(&self, pool: &sqlx::PgPool, js: &async_nats::jetstream::Context, subjects: &orch_protocol::Subjects) {
+        const DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+        let database = async {
+            let by_health: Vec<(String, i64)> =
+                sqlx::query_as("SELECT health, count(*) FROM instances GROUP BY health").fetch_all(pool).await?;
+            let outbox: (i64, Option<f64>) = sqlx::query_as(
+                "SELECT count(*), extract(epoch FROM now() - min(created_at))::float8 FROM outbox",
+            )
+            .fetch_one(pool)
+            .await?;
+            Ok::<_, sqlx::Error>((by_health, outbox))
+        };
+        match tokio::time::timeout(DEADLINE, database).await {
+            Ok(Ok((by_health, (pending, lag)))) => {
+                for health in ["passing", "warning", "critical"] {
+                    let count = by_health.iter().find(|(h, _)| h == health).map_or(0, |(_, n)| *n);
+                    self.instances_by_health.get_or_create(&HealthLabel { health }).set(count);
+                }
+                self.outbox_pending.set(pending);
+                self.outbox_lag_seconds.set(lag.unwrap_or(0.0).max(0.0));
+            }
+            _ => {
+                self.scrape_errors.inc();
+            }
+        }
+        let consumer = async {
+            let stream = js.get_stream(subjects.commands_stream()).await.map_err(|e| e.to_string())?;
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+                stream.get_consumer(&subjects.commands_consumer()).await.map_err(|e| e.to_string())?;
+            let info = consumer.info().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((info.num_pending, info.num_ack_pending))
+        };
+        match tokio::time::timeout(DEADLINE, consumer).await {
+            Ok(Ok((pending, ack_pending))) => {
+                let label = ConsumerLabel { consumer: subjects.commands_consumer() };
+                self.consumer_pending.get_or_create(&label).set(pending as i64);
+                self.consumer_ack_pending.get_or_create(&label).set(ack_pending as i64);
+            }
+            _ => {
+                self.scrape_errors.inc();
+            }
+        }
     }
 }

@@ -8,21 +8,55 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 use orch_protocol::Subjects;
 
-use crate::config::Config;
+use crate::config::{Config, NatsAuthArgs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
     #[error("cannot connect to NATS at {url}: {source}")]
     Connect { url: String, source: async_nats::ConnectError },
+    #[error("NATS credentials: {0}")]
+    Credentials(String),
     #[error("JetStream request failed while provisioning {what}: {message}")]
     Provision { what: String, message: String },
+}
+
+/// The connection options of `--nats-*` authentication and TLS settings.
+async fn authenticated(auth: &NatsAuthArgs) -> Result<async_nats::ConnectOptions, NatsError> {
+    let mut options = match &auth.nats_creds {
+        Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|e| NatsError::Credentials(format!("--nats-creds {}: {e}", path.display())))?,
+        None => async_nats::ConnectOptions::new(),
+    };
+    if let (Some(user), Some(password)) = (&auth.nats_user, &auth.nats_password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(token) = &auth.nats_token {
+        options = options.token(token.clone());
+    }
+    if let Some(path) = &auth.nats_nkey_file {
+        let seed = std::fs::read_to_string(path)
+            .map_err(|e| NatsError::Credentials(format!("--nats-nkey-file {}: {e}", path.display())))?;
+        options = options.nkey(seed.trim().to_string());
+    }
+    if let Some(ca) = &auth.nats_tls_ca {
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&auth.nats_tls_cert, &auth.nats_tls_key) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    if auth.nats_require_tls {
+        options = options.require_tls(true);
+    }
+    Ok(options)
 }
 
 /// Connects with unlimited reconnects: an outage of NATS stalls the orchestrator but never
 /// stops it. Connection state changes are logged.
 pub async fn connect(config: &Config) -> Result<async_nats::Client, NatsError> {
     let url = config.nats_url.clone();
-    async_nats::ConnectOptions::new()
+    authenticated(&config.nats_auth)
+        .await?
         .name(&config.nats_name)
         .retry_on_initial_connect()
         .max_reconnects(None)

@@ -25,6 +25,8 @@ pub enum ErrorCode {
     Unavailable,
     /// Authentication is missing or wrong.
     Unauthorized,
+    /// Authenticated, but the caller's role does not allow the request.
+    Forbidden,
     /// A guardrail refused the change (e.g. a pinned service's priority).
     Refused,
     /// Too many changes of one target within the rate window; retry later.
@@ -39,6 +41,7 @@ impl ErrorCode {
         match self {
             ErrorCode::MalformedPayload | ErrorCode::ValidationFailed => 400,
             ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
             ErrorCode::NotFound | ErrorCode::UnknownCommand => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Conflict | ErrorCode::Refused => 409,
@@ -60,6 +63,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::Refused => "refused",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",

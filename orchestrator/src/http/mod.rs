@@ -1,15 +1,20 @@
-//! The HTTP API under `/api/v1`, plus `/healthz`, `/readyz` and the dashboard at `/`. Each
-//! resource module exposes its own `router()`; [`app`] merges them, so tests can drive the whole
-//! API without a socket.
+//! The HTTP API under `/api/v1`, plus `/healthz`, `/readyz`, `/metrics` and the dashboard at `/`.
+//! Each resource module exposes its own `router()`; [`app`] merges them, so tests can drive the
+//! whole API without a socket. Every route passes the [`auth`] check; every request gets an id, a
+//! span and a line in the HTTP metrics ([`observe`]).
 
+pub mod auth;
+mod dashboard;
 mod discovery;
 mod error;
 mod extract;
 mod health;
+mod observe;
 mod priorities;
 mod readiness;
 mod services;
 mod stack;
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -35,6 +40,11 @@ pub struct AppState {
     pub health: Arc<crate::health::Monitor>,
     pub controller: crate::lifecycle::Controller,
     pub priorities: crate::priority::Priorities,
+    pub subjects: orch_protocol::Subjects,
+    pub auth: auth::Authenticator,
+    pub feed: ws::Feed,
+    /// The built dashboard, served at `/`.
+    pub dashboard_dir: std::path::PathBuf,
 }
 
 /// The whole HTTP application.
@@ -47,26 +57,26 @@ pub fn app(state: AppState) -> Router {
                 .merge(discovery::router())
                 .merge(health::router())
                 .merge(priorities::router())
-                .merge(stack::router(state.manifest_max_bytes)),
+                .merge(stack::router(state.manifest_max_bytes))
+                .route("/auth/whoami", axum::routing::get(auth::whoami))
+                .route("/ws", axum::routing::get(ws::feed)),
         )
         .merge(readiness::router())
-        .route("/", axum::routing::get(dashboard))
         .route("/metrics", axum::routing::get(metrics))
-        .fallback(error::not_found)
+        .fallback(dashboard::files)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .route_layer(axum::middleware::from_fn_with_state(state.auth.clone(), auth::require_role))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), observe::observe))
         .with_state(state)
-}
-
-/// The dashboard placeholder until the dashboard is built.
-async fn dashboard() -> axum::response::Html<&'static str> {
-    axum::response::Html(include_str!("../../../dashboard/index.html"))
 }
 
 /// Prometheus metrics in the OpenMetrics text format.
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl axum::response::IntoResponse {
     state.metrics.instances.set(state.registry.leases.len() as i64);
     state.metrics.checks.set(state.health.checker.len() as i64);
+    let js = async_nats::jetstream::new(state.nats.clone());
+    state.metrics.collect(&state.pool, &js, &state.subjects).await;
     (
         [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.metrics.encode(),

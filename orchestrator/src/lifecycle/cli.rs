@@ -20,7 +20,14 @@ struct Api {
 impl Api {
     fn new(args: &ApiArgs) -> anyhow::Result<Api> {
         crate::health::probe::install_crypto_provider();
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = &args.api_token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("--api-token must be visible ASCII")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).default_headers(headers).build()?;
         Ok(Api { base: format!("{}/api/v1", args.api_url.trim_end_matches('/')), http })
     }
 

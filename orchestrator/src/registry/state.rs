@@ -89,6 +89,27 @@ pub enum Command {
 }
 
 impl Command {
+    /// The command's name, a label of the command metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::Register(_) => "register",
+            Command::Deregister { .. } => "deregister",
+            Command::Expire { .. } => "expire",
+            Command::Recover { .. } => "recover",
+            Command::Reap { .. } => "reap",
+            Command::SelfPreservation { .. } => "self_preservation",
+            Command::CheckResult { .. } => "check_result",
+            Command::PutCheck { .. } => "put_check",
+            Command::RemoveCheck { .. } => "remove_check",
+            Command::Maintenance { .. } => "maintenance",
+            Command::Settle { .. } => "settle",
+            Command::ServiceMaintenance { .. } => "service_maintenance",
+            Command::ServiceHealth { .. } => "service_health",
+            Command::SystemHealth(_) => "system_health",
+            Command::Announce { .. } => "announce",
+        }
+    }
+
     /// The instance the command touches, if any.
     pub fn instance_id(&self) -> Option<&str> {
         match self {

@@ -124,6 +124,14 @@ impl Pending {
 struct Job {
     submission: Submission,
     reply: Option<oneshot::Sender<Result<Outcome, WriteError>>>,
+    /// When the job was queued: its latency runs from here to the commit.
+    queued: std::time::Instant,
+}
+
+impl Job {
+    fn new(submission: Submission, reply: Option<oneshot::Sender<Result<Outcome, WriteError>>>) -> Self {
+        Job { submission, reply, queued: std::time::Instant::now() }
+    }
 }
 
 /// Handle to submit commands; cheap to clone.
@@ -151,7 +159,7 @@ impl Writer {
     /// Submits and waits for the outcome (committed, or replayed from the ledger).
     pub async fn submit(&self, submission: Submission) -> Result<Outcome, WriteError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Job { submission, reply: Some(reply) })
+        self.send(Job::new(submission, Some(reply)))
             .await
             .map_err(|_| WriteError::Unavailable("the orchestrator is shutting down".into()))?;
         rx.await.unwrap_or_else(|_| Err(WriteError::Unavailable("the orchestrator is shutting down".into())))
@@ -163,7 +171,7 @@ impl Writer {
         let mut receivers = Vec::with_capacity(submissions.len());
         for submission in submissions {
             let (reply, rx) = oneshot::channel();
-            if self.send(Job { submission, reply: Some(reply) }).await.is_err() {
+            if self.send(Job::new(submission, Some(reply))).await.is_err() {
                 break;
             }
             receivers.push(Pending(rx));
@@ -173,7 +181,7 @@ impl Writer {
 
     /// Submits without waiting (internal commands whose outcome nobody awaits).
     pub async fn submit_detached(&self, submission: Submission) {
-        let _ = self.send(Job { submission, reply: None }).await;
+        let _ = self.send(Job::new(submission, None)).await;
     }
 }
 
@@ -298,11 +306,16 @@ impl WriterTask {
     fn finish(&self, jobs: Vec<Job>, applied: Applied) -> Vec<Job> {
         let mut follow_ups = Vec::new();
         for (job, (outcome, fresh)) in jobs.into_iter().zip(applied.outcomes) {
-            self.metrics.command(match (&outcome, fresh) {
+            let kind = match &job.submission.body {
+                Body::Command(command) => command.kind(),
+                _ => "invalid",
+            };
+            let result = match (&outcome, fresh) {
                 (_, false) => "replayed",
                 (Outcome::Failed(_), true) => "rejected",
                 (Outcome::Applied(_), true) => "applied",
-            });
+            };
+            self.metrics.command(kind, result, job.queued.elapsed());
             if fresh
                 && let Body::Command(command) = &job.submission.body
                 && let Some(recover) = self.apply_to_leases(command, &outcome)
@@ -341,7 +354,7 @@ impl WriterTask {
                 self.leases.removed(&i.id)
             }
             (Command::Expire { id, .. }, Status::Expired, Some(_)) if self.leases.expired(id) => {
-                return Some(Job { submission: internal(Command::Recover { id: id.clone() }), reply: None });
+                return Some(Job::new(internal(Command::Recover { id: id.clone() }), None));
             }
             (Command::Expire { id, .. }, Status::Ignored, _) => self.leases.release(id),
             (Command::Recover { id }, Status::Recovered, _) => self.leases.recovered(id),

@@ -1,0 +1,144 @@
+//! The live event feed `GET /api/v1/ws` against a real orchestrator, NATS and PostgreSQL: subject
+//! filters, tokens, resuming after an event id, and a slow client dropped with a notice.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Stack;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::{self, Message};
+use uuid::Uuid;
+
+const VIEWER: &str = "viewer:feed-viewer:viewer-secret-0123456789";
+const VIEWER_TOKEN: &str = "viewer-secret-0123456789";
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(stack: &Stack, query: &str) -> Result<Socket, tungstenite::Error> {
+    // `>` is not allowed in a URI: the filters travel percent-encoded, as a browser sends them.
+    let url = format!("ws://127.0.0.1:{}/api/v1/ws?{}", stack.http_port(), query.replace('>', "%3E"));
+    tokio_tungstenite::connect_async(url).await.map(|(socket, _)| socket)
+}
+
+/// The next JSON text frame, skipping pings; `None` once the server closed.
+async fn next_frame(socket: &mut Socket) -> Option<Value> {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(20), socket.next()).await.expect("a frame in time")?;
+        match message {
+            Ok(Message::Text(text)) => return Some(serde_json::from_str(&text).expect("frames are JSON")),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Publishes an event-shaped message with a fresh id straight onto the events stream.
+async fn publish(stack: &Stack, subject: &str, pad: usize) -> String {
+    let id = Uuid::now_v7().to_string();
+    let event = json!({"specversion": "1.0", "id": id, "type": "io.orch.test.v1", "source": "test", "data": {"pad": "x".repeat(pad)}});
+    common::publish_raw(&stack.js, subject, event.to_string().as_bytes(), Some(&id)).await;
+    id
+}
+
+fn status_of(error: tungstenite::Error) -> u16 {
+    match error {
+        tungstenite::Error::Http(response) => response.status().as_u16(),
+        other => panic!("expected an HTTP refusal, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn feed_filters_resumes_and_checks_tokens() {
+    let stack = Stack::start_with(&["--api-key", VIEWER]).await;
+
+    assert_eq!(status_of(connect(&stack, "").await.unwrap_err()), 401, "no token");
+    assert_eq!(status_of(connect(&stack, "token=wrong-token-0123456789").await.unwrap_err()), 401);
+    let bad = connect(&stack, &format!("token={VIEWER_TOKEN}&subjects=elsewhere.>")).await.unwrap_err();
+    assert_eq!(status_of(bad), 400, "a filter outside the events subjects");
+
+    let mut socket = connect(&stack, &format!("token={VIEWER_TOKEN}&subjects=orch.evt.test.>")).await.unwrap();
+    let ready = next_frame(&mut socket).await.unwrap();
+    assert_eq!(ready, json!({"type": "ready", "subjects": ["orch.evt.test.>"], "resumed": null}));
+
+    let first = publish(&stack, "orch.evt.test.a", 0).await;
+    publish(&stack, "orch.evt.other.a", 0).await;
+    let second = publish(&stack, "orch.evt.test.b", 0).await;
+    let third = publish(&stack, "orch.evt.test.c", 0).await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let frame = next_frame(&mut socket).await.unwrap();
+        assert_eq!(frame["type"], "event");
+        assert!(frame["subject"].as_str().unwrap().starts_with("orch.evt.test."), "filtered: {frame}");
+        seen.push((frame["event"]["id"].as_str().unwrap().to_string(), frame["seq"].as_u64().unwrap()));
+    }
+    let ids: Vec<&str> = seen.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, [first.as_str(), second.as_str(), third.as_str()]);
+    assert!(seen.windows(2).all(|w| w[0].1 < w[1].1), "stream sequences rise: {seen:?}");
+    socket.close(None).await.unwrap();
+
+    // Resume after the second event: exactly the third follows.
+    let mut socket = connect(&stack, &format!("token={VIEWER_TOKEN}&subjects=orch.evt.test.>&after={second}")).await.unwrap();
+    assert_eq!(next_frame(&mut socket).await.unwrap()["resumed"], true);
+    assert_eq!(next_frame(&mut socket).await.unwrap()["event"]["id"], third.as_str());
+
+    // An id that was never published resumes from its time: everything since, nothing lost.
+    let unknown = Uuid::now_v7();
+    let fourth = publish(&stack, "orch.evt.test.d", 0).await;
+    let mut socket = connect(&stack, &format!("token={VIEWER_TOKEN}&subjects=orch.evt.test.>&after={unknown}")).await.unwrap();
+    assert_eq!(next_frame(&mut socket).await.unwrap()["resumed"], false);
+    assert_eq!(next_frame(&mut socket).await.unwrap()["event"]["id"], fourth.as_str());
+}
+
+#[tokio::test]
+async fn a_slow_client_is_dropped_with_a_notice_and_resumes_exactly() {
+    let stack = Stack::start_with(&["--ws-buffer", "8"]).await;
+    let mut slow = connect(&stack, "subjects=orch.evt.blob.>").await.unwrap();
+    assert_eq!(next_frame(&mut slow).await.unwrap()["type"], "ready");
+    // A second client that reads is not disturbed by the first.
+    let mut fast = connect(&stack, "subjects=orch.evt.blob.>").await.unwrap();
+    assert_eq!(next_frame(&mut fast).await.unwrap()["type"], "ready");
+
+    // 24 MiB of events, far past the socket buffers, while the slow client reads nothing and the
+    // other reads as they come.
+    const EVENTS: usize = 384;
+    let reader = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        while ids.len() < EVENTS {
+            let frame = next_frame(&mut fast).await.expect("the reading client keeps its feed");
+            assert_eq!(frame["type"], "event", "{}", frame["type"]);
+            ids.push(frame["event"]["id"].as_str().unwrap().to_string());
+        }
+        ids
+    });
+    let mut published = Vec::new();
+    for _ in 0..EVENTS {
+        published.push(publish(&stack, "orch.evt.blob.x", 64 * 1024).await);
+    }
+    assert_eq!(reader.await.unwrap(), published, "the reading client got every event in order");
+
+    let mut last_event = None;
+    let notice = loop {
+        let frame = next_frame(&mut slow).await.expect("a notice before the close");
+        match frame["type"].as_str() {
+            Some("event") => last_event = frame["event"]["id"].as_str().map(String::from),
+            Some("dropped") => break frame,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    };
+    assert!(next_frame(&mut slow).await.is_none(), "the server closes after the notice");
+    assert_eq!(notice["reason"], "slow_consumer");
+    let resume_after = notice["resume_after"].as_str().expect("the last delivered id").to_string();
+    assert_eq!(Some(&resume_after), last_event.as_ref(), "the notice names the last event delivered");
+    let delivered = published.iter().position(|id| *id == resume_after).expect("a published id");
+    assert!(delivered + 1 < published.len(), "the client was dropped before the end");
+
+    let mut again = connect(&stack, &format!("subjects=orch.evt.blob.>&after={resume_after}")).await.unwrap();
+    assert_eq!(next_frame(&mut again).await.unwrap()["resumed"], true);
+    assert_eq!(next_frame(&mut again).await.unwrap()["event"]["id"], published[delivered + 1].as_str());
+
+    let (_, metrics) = common::http::call_raw(&stack, "GET", "/metrics", None, "text/plain", &[]).await;
+    let metrics = metrics.as_str().expect("metrics are text");
+    assert!(metrics.lines().any(|l| l.starts_with("orch_ws_dropped_total ") && !l.ends_with(" 0")), "{metrics}");
+}
