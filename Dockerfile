@@ -1,16 +1,23 @@
 # syntax=docker/dockerfile:1
 # Production image of the orchestrator: "make prod" or "docker compose build".
 
+# --- dashboard --------------------------------------------------------------------
+FROM node:20-bookworm-slim AS dashboard
+WORKDIR /src/dashboard
+COPY dashboard/package.json dashboard/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY dashboard ./
+RUN npm run build
+
 # --- build ----------------------------------------------------------------------
 FROM rust:1-bookworm AS builder
 WORKDIR /src
 # The whole workspace is needed for cargo to load it (bridge-py is a member);
-# migrations/ and dashboard/ are compiled into the binary.
+# migrations/ are compiled into the binary.
 COPY Cargo.toml Cargo.lock ./
 COPY orchestrator orchestrator
 COPY bridge-py bridge-py
 COPY migrations migrations
-COPY dashboard dashboard
 # Cache mounts keep the crate registry and build artefacts between builds; the
 # binary is copied out of the cached target dir in the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
@@ -30,11 +37,17 @@ RUN groupadd --system --gid 10001 orch \
 COPY --from=builder /usr/local/bin/orchestrator /usr/local/bin/orchestrator
 # The embedded agent runs each managed service under this small shim (beside the binary).
 COPY --from=builder /usr/local/bin/orch-shim /usr/local/bin/orch-shim
+# The dashboard's built files, served at / by the orchestrator.
+COPY --from=dashboard /src/dashboard/dist /usr/share/orchestrator/dashboard
 
-# Configuration comes from the environment; ORCH_NATS_URL and
-# ORCH_DATABASE_URL must be given at run time (see docker-compose.yml).
+# Configuration comes from the environment; ORCH_NATS_URL, ORCH_DATABASE_URL
+# and API tokens (ORCH_API_KEYS, ORCH_API_KEYS_FILE or ORCH_JWT_*) must be given
+# at run time (see docker-compose.yml): the production profile refuses to start
+# with an open API.
 ENV ORCH_HTTP_ADDR=0.0.0.0:8080 \
-    ORCH_LOG_FORMAT=json
+    ORCH_LOG_FORMAT=json \
+    ORCH_PROFILE=production \
+    ORCH_DASHBOARD_DIR=/usr/share/orchestrator/dashboard
 
 USER orch
 EXPOSE 8080

@@ -68,20 +68,32 @@ pg_url="$("$SCRIPTS/pg.sh" start "$PG_DIR" "$PG_PORT")"
 
 log "building the orchestrator"
 (cd "$ROOT" && cargo build -p orchestrator --bin orchestrator --bin orch-shim --bin orch-sleeper)
+"$SCRIPTS/dashboard.sh"
+
+# A development admin token, made once and kept with the dev data, so a dashboard tab or a
+# script keeps working across restarts. The API requires it like production would.
+TOKEN_FILE="$DEV_DIR/admin-token"
+if [ ! -s "$TOKEN_FILE" ]; then
+    (umask 077 && python3 -c 'import secrets; print("dev-" + secrets.token_urlsafe(32))' >"$TOKEN_FILE")
+fi
+DEV_TOKEN="$(cat "$TOKEN_FILE")"
 
 cat <<EOF
 
   Orchestrator (development)
-    HTTP API + dashboard  http://127.0.0.1:$HTTP_PORT
+    Dashboard             http://127.0.0.1:$HTTP_PORT/#token=$DEV_TOKEN
+    API reference         http://127.0.0.1:$HTTP_PORT/api-docs/
+    Admin token           $DEV_TOKEN   (kept in $TOKEN_FILE)
     NATS                  $nats_url   (monitor http://127.0.0.1:$ORCH_NATS_MONITOR_PORT)
     PostgreSQL            $pg_url
     Data                  $NATS_DIR
                           $PG_DIR
   Try it (in another terminal):
+    export ORCH_API_TOKEN=$DEV_TOKEN
     curl -s -X POST http://127.0.0.1:$HTTP_PORT/api/v1/services \\
-         -H 'content-type: application/json' \\
+         -H "authorization: Bearer \$ORCH_API_TOKEN" -H 'content-type: application/json' \\
          -d '{"name":"web","address":"127.0.0.1","port":9000}'
-    curl -s http://127.0.0.1:$HTTP_PORT/api/v1/services
+    curl -s -H "authorization: Bearer \$ORCH_API_TOKEN" http://127.0.0.1:$HTTP_PORT/api/v1/services
     $BIN events --nats-url $nats_url --all
   Managed services (a demo stack of stand-in services):
     $BIN up -f examples/demo.toml --api-url http://127.0.0.1:$HTTP_PORT
@@ -99,6 +111,8 @@ ORCH_NATS_URL="$nats_url" \
     ORCH_HTTP_ADDR="127.0.0.1:$HTTP_PORT" \
     ORCH_AGENT_LOG_DIR="${ORCH_AGENT_LOG_DIR:-$DEV_DIR/agent-logs}" \
     ORCH_LOG_FORMAT="${ORCH_LOG_FORMAT:-human}" \
+    ORCH_DASHBOARD_DIR="$ROOT/dashboard/dist" \
+    ORCH_API_KEYS="admin:dev-admin:$DEV_TOKEN" \
     "$BIN" serve &
 ORCH_PID=$!
 rc=0

@@ -188,6 +188,11 @@ pub struct DatabaseConfig {
     /// Log format.
     #[arg(long, env = "ORCH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
+
+    /// Export trace spans (one per HTTP request, with what runs inside it) over OTLP/HTTP to this
+    /// collector, e.g. `http://127.0.0.1:4318/v1/traces`. Needs a build with `--features otlp`.
+    #[arg(long, env = "ORCH_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -476,7 +481,10 @@ impl NatsAuthArgs {
             self.nats_creds.is_some(),
         ];
         if ways.iter().filter(|w| **w).count() > 1 {
-            return Err("give at most one of --nats-user/--nats-password, --nats-token, --nats-nkey-file and --nats-creds".into());
+            return Err(
+                "give at most one of --nats-user/--nats-password, --nats-token, --nats-nkey-file and --nats-creds"
+                    .into(),
+            );
         }
         if self.nats_user.is_some() != self.nats_password.is_some() {
             return Err("--nats-user and --nats-password go together".into());

@@ -39,7 +39,17 @@ async fn run(cli: config::Cli) -> ExitCode {
             }
         }
         Command::Serve(mut config) => {
-            telemetry::init(&config.database.log, config.database.log_format);
+            let _telemetry = match telemetry::install(
+                &config.database.log,
+                config.database.log_format,
+                config.database.otlp_endpoint.as_deref(),
+            ) {
+                Ok(guard) => guard,
+                Err(e) => {
+                    eprintln!("orchestrator: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             if config.agent_shim.is_none() {
                 config.agent_shim = orchestrator::agent::shim::default_path();
             }

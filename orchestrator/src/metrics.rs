@@ -103,8 +103,9 @@ impl Default for Metrics {
         registry.register("heartbeats", "Heartbeats received", heartbeats.clone());
         let commands = Family::<CommandLabels, Counter>::default();
         registry.register("commands", "Registry commands handled, by kind and result", commands.clone());
-        let command_seconds =
-            Family::<KindLabel, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0002, 2.0, 16)));
+        let command_seconds = Family::<KindLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0002, 2.0, 16))
+        });
         registry.register(
             "command_seconds",
             "Time from a command's arrival at the writer to its commit, by kind",
@@ -121,7 +122,11 @@ impl Default for Metrics {
             outbox_lag_seconds.clone(),
         );
         let consumer_pending = Family::<ConsumerLabel, Gauge>::default();
-        registry.register("consumer_pending", "Messages a JetStream consumer has not yet delivered", consumer_pending.clone());
+        registry.register(
+            "consumer_pending",
+            "Messages a JetStream consumer has not yet delivered",
+            consumer_pending.clone(),
+        );
         let consumer_ack_pending = Family::<ConsumerLabel, Gauge>::default();
         registry.register(
             "consumer_ack_pending",
@@ -132,8 +137,9 @@ impl Default for Metrics {
         registry.register("scrape_errors", "Scrapes that could not read PostgreSQL or NATS", scrape_errors.clone());
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests by method, route and status", http_requests.clone());
-        let http_seconds =
-            Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 14)));
+        let http_seconds = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+        });
         registry.register("http_request_seconds", "HTTP request durations by route", http_seconds.clone());
         let ws_clients = Gauge::default();
         registry.register("ws_clients", "Live-feed (WebSocket) clients connected", ws_clients.clone());
@@ -241,16 +247,20 @@ impl Metrics {
     /// Reads what lives outside the process at scrape time: instances by health and the outbox
     /// from PostgreSQL, the commands consumer from JetStream. Each source gets a short deadline,
     /// so a scrape during an outage answers with the last values instead of hanging.
-    pub async fn collect(&self, pool: &sqlx::PgPool, js: &async_nats::jetstream::Context, subjects: &orch_protocol::Subjects) {
+    pub async fn collect(
+        &self,
+        pool: &sqlx::PgPool,
+        js: &async_nats::jetstream::Context,
+        subjects: &orch_protocol::Subjects,
+    ) {
         const DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
         let database = async {
             let by_health: Vec<(String, i64)> =
                 sqlx::query_as("SELECT health, count(*) FROM instances GROUP BY health").fetch_all(pool).await?;
-            let outbox: (i64, Option<f64>) = sqlx::query_as(
-                "SELECT count(*), extract(epoch FROM now() - min(created_at))::float8 FROM outbox",
-            )
-            .fetch_one(pool)
-            .await?;
+            let outbox: (i64, Option<f64>) =
+                sqlx::query_as("SELECT count(*), extract(epoch FROM now() - min(created_at))::float8 FROM outbox")
+                    .fetch_one(pool)
+                    .await?;
             Ok::<_, sqlx::Error>((by_health, outbox))
         };
         match tokio::time::timeout(DEADLINE, database).await {

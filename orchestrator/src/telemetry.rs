@@ -1,14 +1,41 @@
-//! Logging set-up in one place: an `EnvFilter`, human output on a terminal, JSON when asked or when
-//! the output is not a terminal (log collectors parse it).
+//! Logging and tracing set-up in one place: an `EnvFilter`, human output on a terminal, JSON when
+//! asked or when the output is not a terminal (log collectors parse it), and, in builds with the
+//! `otlp` feature, the export of spans to an OTLP collector.
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber. `RUST_LOG`, when set, wins over `filter`.
+/// Keeps the span exporter alive; dropping it flushes the spans not yet sent.
+#[must_use = "dropping the guard stops the span export"]
+pub struct Telemetry {
+    #[cfg(feature = "otlp")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        #[cfg(feature = "otlp")]
+        if let Some(provider) = self.provider.take()
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("flushing trace spans failed: {e}");
+        }
+    }
+}
+
+/// Installs the global subscriber without span export. `RUST_LOG`, when set, wins over `filter`.
 pub fn init(filter: &str, format: LogFormat) {
+    let _ = install(filter, format, None);
+}
+
+/// Installs the global subscriber, exporting spans to `otlp_endpoint` when given. Errors when an
+/// endpoint is given to a build without the `otlp` feature, or the exporter cannot be built.
+pub fn install(filter: &str, format: LogFormat, otlp_endpoint: Option<&str>) -> Result<Telemetry, String> {
     let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(filter)).unwrap_or_else(|e| {
         eprintln!("invalid log filter {filter:?} ({e}); using `info`");
         EnvFilter::new("info")
@@ -18,12 +45,48 @@ pub fn init(filter: &str, format: LogFormat) {
         LogFormat::Human => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let result = if json {
-        builder.json().flatten_event(true).with_current_span(false).try_init()
+    let output = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let output = if json {
+        output.json().flatten_event(true).with_current_span(true).with_span_list(false).boxed()
     } else {
-        builder.with_target(false).try_init()
+        output.with_target(false).boxed()
     };
-    // A second init (tests that start the orchestrator in-process) keeps the first subscriber.
-    let _ = result;
+    let registry = tracing_subscriber::registry().with(filter).with(output);
+
+    #[cfg(feature = "otlp")]
+    {
+        use opentelemetry::trace::TracerProvider as _;
+        use opentelemetry_otlp::WithExportConfig as _;
+        let provider = match otlp_endpoint {
+            None => None,
+            Some(endpoint) => {
+                let exporter = opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_endpoint(endpoint)
+                    .build()
+                    .map_err(|e| format!("--otlp-endpoint {endpoint}: {e}"))?;
+                let resource = opentelemetry_sdk::Resource::builder().with_service_name("orchestrator").build();
+                Some(
+                    opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                        .with_batch_exporter(exporter)
+                        .with_resource(resource)
+                        .build(),
+                )
+            }
+        };
+        let spans = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("orchestrator")));
+        // A second init (tests that start the orchestrator in-process) keeps the first subscriber.
+        let _ = registry.with(spans).try_init();
+        Ok(Telemetry { provider })
+    }
+    #[cfg(not(feature = "otlp"))]
+    {
+        if let Some(endpoint) = otlp_endpoint {
+            return Err(format!(
+                "--otlp-endpoint {endpoint}: this build has no OTLP export; build with `cargo build --features otlp`"
+            ));
+        }
+        let _ = registry.try_init();
+        Ok(Telemetry {})
+    }
 }

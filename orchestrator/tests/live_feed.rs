@@ -79,14 +79,16 @@ async fn feed_filters_resumes_and_checks_tokens() {
     socket.close(None).await.unwrap();
 
     // Resume after the second event: exactly the third follows.
-    let mut socket = connect(&stack, &format!("token={VIEWER_TOKEN}&subjects=orch.evt.test.>&after={second}")).await.unwrap();
+    let mut socket =
+        connect(&stack, &format!("token={VIEWER_TOKEN}&subjects=orch.evt.test.>&after={second}")).await.unwrap();
     assert_eq!(next_frame(&mut socket).await.unwrap()["resumed"], true);
     assert_eq!(next_frame(&mut socket).await.unwrap()["event"]["id"], third.as_str());
 
     // An id that was never published resumes from its time: everything since, nothing lost.
     let unknown = Uuid::now_v7();
     let fourth = publish(&stack, "orch.evt.test.d", 0).await;
-    let mut socket = connect(&stack, &format!("token={VIEWER_TOKEN}&subjects=orch.evt.test.>&after={unknown}")).await.unwrap();
+    let mut socket =
+        connect(&stack, &format!("token={VIEWER_TOKEN}&subjects=orch.evt.test.>&after={unknown}")).await.unwrap();
     assert_eq!(next_frame(&mut socket).await.unwrap()["resumed"], false);
     assert_eq!(next_frame(&mut socket).await.unwrap()["event"]["id"], fourth.as_str());
 }

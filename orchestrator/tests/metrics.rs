@@ -45,7 +45,11 @@ fn parse(text: &str) -> Vec<Value> {
         .expect("start the metrics parser");
     child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "the exposition does not parse:\n{}\n---\n{text}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "the exposition does not parse:\n{}\n---\n{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice::<Vec<Value>>(&output.stdout).unwrap()
 }
 
@@ -77,14 +81,19 @@ async fn metrics_parse_and_cover_the_operators_questions() {
     assert!(find("orch_consumer_pending", &[("consumer", &stack.subjects.commands_consumer())]).is_some());
     assert!(find("orch_checker_drift_seconds_count", &[]).is_some());
     assert!(value("orch_priority_changes_total", &[("result", "applied")]) >= 1.0);
-    let http = |route: &str, status: &str| value("orch_http_requests_total", &[("method", "POST"), ("route", route), ("status", status)]);
+    let http = |route: &str, status: &str| {
+        value("orch_http_requests_total", &[("method", "POST"), ("route", route), ("status", status)])
+    };
     assert_eq!(http("/api/v1/services", "201"), 1.0);
     assert_eq!(
         value("orch_http_requests_total", &[("method", "GET"), ("route", "/api/v1/services/{id}"), ("status", "404")]),
         1.0,
         "routes are labelled by their template, not the raw path"
     );
-    assert!(value("orch_http_request_seconds_count", &[("method", "PUT"), ("route", "/api/v1/priorities/{service}")]) >= 1.0);
+    assert!(
+        value("orch_http_request_seconds_count", &[("method", "PUT"), ("route", "/api/v1/priorities/{service}")])
+            >= 1.0
+    );
     let types: std::collections::BTreeMap<&str, &str> =
         samples.iter().map(|s| (s["family"].as_str().unwrap(), s["type"].as_str().unwrap())).collect();
     assert_eq!(types["orch_command_seconds"], "histogram");
@@ -95,10 +104,18 @@ async fn metrics_parse_and_cover_the_operators_questions() {
 #[tokio::test]
 async fn requests_carry_an_id() {
     let stack = Stack::start().await;
-    let request = axum::http::Request::builder().uri("/api/v1/services").header("x-request-id", "trace-me-1").body(axum::body::Body::empty()).unwrap();
+    let request = axum::http::Request::builder()
+        .uri("/api/v1/services")
+        .header("x-request-id", "trace-me-1")
+        .body(axum::body::Body::empty())
+        .unwrap();
     let response = tower::ServiceExt::oneshot(stack.running().router(), request).await.unwrap();
     assert_eq!(response.headers()["x-request-id"], "trace-me-1", "a sane id from the caller is kept");
-    let request = axum::http::Request::builder().uri("/api/v1/services").header("x-request-id", "has space").body(axum::body::Body::empty()).unwrap();
+    let request = axum::http::Request::builder()
+        .uri("/api/v1/services")
+        .header("x-request-id", "has space")
+        .body(axum::body::Body::empty())
+        .unwrap();
     let response = tower::ServiceExt::oneshot(stack.running().router(), request).await.unwrap();
     let id = response.headers()["x-request-id"].to_str().unwrap();
     assert!(uuid::Uuid::parse_str(id).is_ok(), "an unusable id is replaced by a fresh one: {id}");

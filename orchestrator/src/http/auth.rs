@@ -182,7 +182,11 @@ impl Authenticator {
             return Ok(Caller { name: "anonymous".into(), role: Role::Admin });
         }
         let token = token.ok_or_else(|| {
-            ApiError::field(ErrorCode::Unauthorized, "Authorization", "a bearer token is required: Authorization: Bearer <token>")
+            ApiError::field(
+                ErrorCode::Unauthorized,
+                "Authorization",
+                "a bearer token is required: Authorization: Bearer <token>",
+            )
         })?;
         if let Some(caller) = self.0.keys.get(&digest(token)) {
             return Ok(caller.clone());
@@ -207,14 +211,15 @@ impl Jwt {
             let set: jsonwebtoken::jwk::JwkSet =
                 serde_json::from_str(&text).map_err(|e| format!("--jwt-jwks-file {}: {e}", path.display()))?;
             for jwk in &set.keys {
-                let kid = jwk.common.key_id.clone().ok_or_else(|| {
-                    format!("--jwt-jwks-file {}: every key needs a \"kid\"", path.display())
-                })?;
-                let algorithm = jwk
+                let kid = jwk
                     .common
-                    .key_algorithm
-                    .and_then(|a| a.to_string().parse::<Algorithm>().ok())
-                    .ok_or_else(|| format!("--jwt-jwks-file {}: key {kid:?} needs a signing \"alg\"", path.display()))?;
+                    .key_id
+                    .clone()
+                    .ok_or_else(|| format!("--jwt-jwks-file {}: every key needs a \"kid\"", path.display()))?;
+                let algorithm =
+                    jwk.common.key_algorithm.and_then(|a| a.to_string().parse::<Algorithm>().ok()).ok_or_else(
+                        || format!("--jwt-jwks-file {}: key {kid:?} needs a signing \"alg\"", path.display()),
+                    )?;
                 let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("--jwt-jwks-file key {kid:?}: {e}"))?;
                 public.insert(kid, (key, algorithm));
             }
@@ -247,7 +252,9 @@ impl Jwt {
                     self.public.get(kid).ok_or_else(|| invalid(format!("the JWT's key {kid:?} is not configured")))?;
                 (key, *algorithm)
             }
-            (_, Algorithm::HS256) if self.secret.is_some() => (self.secret.as_ref().expect("checked"), Algorithm::HS256),
+            (_, Algorithm::HS256) if self.secret.is_some() => {
+                (self.secret.as_ref().expect("checked"), Algorithm::HS256)
+            }
             _ => return Err(invalid(format!("a JWT signed with {:?} is not accepted here", header.alg))),
         };
         let mut validation = self.validation.clone();
@@ -255,14 +262,12 @@ impl Jwt {
         let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
             .map_err(|e| invalid(format!("the JWT is not valid: {e}")))?
             .claims;
-        let role = claims
-            .role
-            .iter()
-            .chain(claims.roles.iter())
-            .filter_map(|r| Role::parse(r))
-            .max()
-            .ok_or_else(|| {
-                ApiError::new(ErrorCode::Forbidden, "the JWT carries no role: add a \"role\" claim (viewer, operator or admin)")
+        let role =
+            claims.role.iter().chain(claims.roles.iter()).filter_map(|r| Role::parse(r)).max().ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::Forbidden,
+                    "the JWT carries no role: add a \"role\" claim (viewer, operator or admin)",
+                )
             })?;
         Ok(Caller { name: claims.sub.unwrap_or_else(|| "jwt".into()), role })
     }
@@ -277,7 +282,11 @@ fn bearer(request: &Request) -> Result<Option<String>, ApiError> {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
                 Ok(Some(token.trim().to_string()))
             }
-            _ => Err(ApiError::field(ErrorCode::Unauthorized, "Authorization", "use the Bearer scheme: Authorization: Bearer <token>")),
+            _ => Err(ApiError::field(
+                ErrorCode::Unauthorized,
+                "Authorization",
+                "use the Bearer scheme: Authorization: Bearer <token>",
+            )),
         };
     }
     if request.uri().path() == super::ws::PATH {
@@ -322,7 +331,9 @@ fn challenge(error: ApiError) -> Response {
     let unauthorized = error.0.code == ErrorCode::Unauthorized;
     let mut response = error.into_response();
     if unauthorized {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"orchestrator\""));
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"orchestrator\""));
     }
     response
 }

@@ -94,7 +94,9 @@ fn parse_query(query: Option<&str>, names: &Subjects) -> Result<Query, ApiError>
             return Err(ApiError::field(
                 ErrorCode::ValidationFailed,
                 "subjects",
-                format!("{subject:?} is not a subject filter under {all} (tokens separated by '.', '*' for one token, '>' last)"),
+                format!(
+                    "{subject:?} is not a subject filter under {all} (tokens separated by '.', '*' for one token, '>' last)"
+                ),
             ));
         }
     }
@@ -120,12 +122,26 @@ fn is_filter(subject: &str) -> bool {
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Frame<'a> {
     /// The subscription is live; `resumed` says whether `after` was found (null without `after`).
-    Ready { subjects: &'a [String], resumed: Option<bool> },
-    Event { seq: u64, subject: &'a str, event: &'a RawValue },
+    Ready {
+        subjects: &'a [String],
+        resumed: Option<bool>,
+    },
+    Event {
+        seq: u64,
+        subject: &'a str,
+        event: &'a RawValue,
+    },
     /// The client fell behind: it reconnects with `after=resume_after`.
-    Dropped { reason: &'static str, message: String, resume_after: Option<String> },
+    Dropped {
+        reason: &'static str,
+        message: String,
+        resume_after: Option<String>,
+    },
     /// The feed failed (NATS unavailable); reconnecting with `after` resumes it.
-    Error { message: String, resume_after: Option<String> },
+    Error {
+        message: String,
+        resume_after: Option<String>,
+    },
 }
 
 fn text(frame: &Frame) -> Utf8Bytes {
@@ -141,7 +157,11 @@ struct EventId<'a> {
 
 type Messages = pull::Ordered;
 
-pub async fn feed(State(state): State<AppState>, RawQuery(query): RawQuery, upgrade: WebSocketUpgrade) -> Result<Response, ApiError> {
+pub async fn feed(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
     let query = parse_query(query.as_deref(), &state.subjects)?;
     let permit = state.feed.slots.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(ErrorCode::Unavailable, "too many live-feed clients (--ws-max-clients); retry later")
@@ -191,7 +211,8 @@ async fn resume(stream: &Stream, subjects: &[String], after: Uuid) -> Result<(Me
             .map_err(|_| ApiError::field(ErrorCode::ValidationFailed, "after", "the id's time is out of range"))?;
         Ok(DeliverPolicy::ByStartTime { start_time })
     };
-    let config = pull::OrderedConfig { filter_subjects: subjects.to_vec(), deliver_policy: start(from)?, ..Default::default() };
+    let config =
+        pull::OrderedConfig { filter_subjects: subjects.to_vec(), deliver_policy: start(from)?, ..Default::default() };
     let mut consumer = stream.create_consumer(config).await.map_err(nats_unavailable)?;
     let stored = consumer.info().await.map_err(nats_unavailable)?.num_pending;
     let mut messages = consumer.messages().await.map_err(nats_unavailable)?;

@@ -1,0 +1,125 @@
+//! Authentication and roles over the whole router. The routes are not listed by hand: they are
+//! read from the OpenAPI document the router itself is built with (`tests/openapi.rs` proves the
+//! two agree), so a route added later is covered without touching this test.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::Stack;
+use common::http::call_raw;
+use serde_json::Value;
+
+const ADMIN: &str = "admin-secret-0123456789";
+const OPERATOR: &str = "operator-secret-0123456789";
+const VIEWER: &str = "viewer-secret-0123456789";
+
+async fn stack() -> Stack {
+    Stack::start_with(&[
+        "--api-key",
+        &format!("admin:test-admin:{ADMIN}"),
+        "--api-key",
+        &format!("operator:test-operator:{OPERATOR}"),
+        "--api-key",
+        &format!("viewer:test-viewer:{VIEWER}"),
+    ])
+    .await
+}
+
+/// Every (METHOD, path) of the router, with its placeholders filled with valid values.
+async fn routes(stack: &Stack) -> Vec<(String, String)> {
+    let (status, doc) = call_raw(stack, "GET", "/api/v1/openapi.json", None, "application/json", &[]).await;
+    assert_eq!(status, StatusCode::OK, "the document is public");
+    let mut routes = Vec::new();
+    for (template, item) in doc["paths"].as_object().expect("paths") {
+        let path = template
+            .replace("{id}", "web-1")
+            .replace("{service}", "web")
+            .replace("{name}", "web")
+            .replace("{check}", "ready");
+        for method in ["get", "put", "post", "delete", "patch"] {
+            if item.get(method).is_some() {
+                routes.push((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    routes
+}
+
+async fn send(stack: &Stack, method: &str, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("authorization", b.as_str())).collect();
+    call_raw(stack, method, path, Some("{}".into()), "application/json", &headers).await
+}
+
+fn mutating(method: &str) -> bool {
+    matches!(method, "POST" | "PUT" | "PATCH" | "DELETE")
+}
+
+fn public(path: &str) -> bool {
+    !path.starts_with("/api/") || path == "/api/v1/openapi.json"
+}
+
+#[tokio::test]
+async fn every_mutating_route_needs_an_operator() {
+    let stack = stack().await;
+    let routes = routes(&stack).await;
+    let writes: Vec<_> = routes.iter().filter(|(m, _)| mutating(m)).collect();
+    assert!(writes.len() >= 15, "the router's writes: {writes:?}");
+    assert!(writes.contains(&&("POST".to_string(), "/api/v1/services".to_string())));
+    for (method, path) in &writes {
+        let (status, body) = send(&stack, method, path, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} without a token: {body}");
+        assert_eq!(body["error"]["code"], "unauthorized", "{method} {path}");
+        let (status, body) = send(&stack, method, path, Some("not-a-known-token-at-all")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} with a wrong token: {body}");
+        let (status, body) = send(&stack, method, path, Some(VIEWER)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path} with a viewer token: {body}");
+        assert_eq!(body["error"]["code"], "forbidden", "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn reads_need_a_viewer_and_the_stack_needs_an_admin() {
+    let stack = stack().await;
+    for (method, path) in routes(&stack).await {
+        let (status, _) = send(&stack, &method, &path, None).await;
+        if public(&path) {
+            assert_ne!(status, StatusCode::UNAUTHORIZED, "{method} {path} is public");
+            continue;
+        }
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} without a token");
+        if method == "GET" {
+            let (status, body) = send(&stack, &method, &path, Some(VIEWER)).await;
+            assert!(
+                ![StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN].contains(&status),
+                "GET {path} as viewer: {body}"
+            );
+        }
+    }
+    for method in ["PUT", "DELETE"] {
+        let (status, body) = send(&stack, method, "/api/v1/stack", Some(OPERATOR)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} /api/v1/stack as operator: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("admin"), "{body}");
+    }
+    // An operator passes the check (the answer is then the route's own: here the body is wrong).
+    let (status, _) = send(&stack, "POST", "/api/v1/services", Some(OPERATOR)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, body) = send(&stack, "GET", "/api/v1/auth/whoami", Some(ADMIN)).await;
+    assert_eq!((status, body), (StatusCode::OK, serde_json::json!({"name": "test-admin", "role": "admin"})));
+    // Unknown paths are still 404, token or not.
+    assert_eq!(send(&stack, "GET", "/api/v1/nothing", None).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn production_refuses_an_open_api_unless_insecure() {
+    let nats = orch_testkit::NatsServer::start();
+    let database = orch_testkit::fresh_database().await;
+    let config = common::config(&nats.url(), &database, &["--profile", "production"]);
+    let error = orchestrator::start(config).await.err().expect("refused");
+    assert!(format!("{error:#}").contains("--insecure"), "{error:#}");
+    let config = common::config(&nats.url(), &database, &["--profile", "production", "--insecure"]);
+    orchestrator::start(config).await.expect("starts when told explicitly").shutdown().await;
+    let config =
+        common::config(&nats.url(), &database, &["--profile", "production", "--api-key", &format!("admin:a:{ADMIN}")]);
+    orchestrator::start(config).await.expect("starts with a token").shutdown().await;
+}
