@@ -420,10 +420,14 @@ pub struct WebArgs {
     #[arg(long, env = "ORCH_DASHBOARD_DIR", default_value = "dashboard/dist")]
     pub dashboard_dir: PathBuf,
 
-    /// Events waiting for one live-feed client (`/api/v1/ws`); a client that falls this far
-    /// behind is sent a notice and disconnected, so it never slows the orchestrator.
+    /// Events queued for one live-feed client (`/api/v1/ws`).
     #[arg(long, env = "ORCH_WS_BUFFER", default_value_t = 1024)]
     pub ws_buffer: usize,
+
+    /// A live-feed client whose queue stays full this long is slow: it is sent a notice with the
+    /// id to resume after, and disconnected.
+    #[arg(long, env = "ORCH_WS_STALL", default_value = "5s", value_parser = positive_duration)]
+    pub ws_stall: Duration,
 
     /// Most live-feed clients at once; more are refused with 503.
     #[arg(long, env = "ORCH_WS_MAX_CLIENTS", default_value_t = 256)]

@@ -338,7 +338,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         priorities,
         subjects: subjects.clone(),
         auth,
-        feed: http::ws::Feed::new(config.web.ws_buffer, config.web.ws_max_clients, shutdown_rx.clone()),
+        feed: http::ws::Feed::new(
+            config.web.ws_buffer,
+            config.web.ws_stall,
+            config.web.ws_max_clients,
+            shutdown_rx.clone(),
+        ),
         dashboard_dir: config.web.dashboard_dir.clone(),
     };
     if !config.web.dashboard_dir.join("index.html").is_file() {

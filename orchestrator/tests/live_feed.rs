@@ -95,7 +95,7 @@ async fn feed_filters_resumes_and_checks_tokens() {
 
 #[tokio::test]
 async fn a_slow_client_is_dropped_with_a_notice_and_resumes_exactly() {
-    let stack = Stack::start_with(&["--ws-buffer", "8"]).await;
+    let stack = Stack::start_with(&["--ws-buffer", "8", "--ws-stall", "500ms"]).await;
     let mut slow = connect(&stack, "subjects=orch.evt.blob.>").await.unwrap();
     assert_eq!(next_frame(&mut slow).await.unwrap()["type"], "ready");
     // A second client that reads is not disturbed by the first.

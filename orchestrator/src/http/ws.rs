@@ -2,9 +2,11 @@
 //!
 //! Each client reads the events stream through its own ordered JetStream consumer, filtered by
 //! the subjects it asked for, so a client never holds back the orchestrator or another client.
-//! Between the consumer and the socket sits a queue of `--ws-buffer` events: a client that lets
-//! it fill is sent a `dropped` notice naming the last event it got, and disconnected. It resumes
-//! with `?after=<that id>`, which continues exactly after that event while it is on the stream.
+//! Between the consumer and the socket sits a queue of `--ws-buffer` events. A client whose queue
+//! stays full for `--ws-stall` is slow: it is sent a `dropped` notice naming the last event it
+//! got, and disconnected. It resumes with `?after=<that id>`, which continues exactly after that
+//! event while it is on the stream. (A client catching up on a backlog keeps freeing room, so it
+//! is never taken for a slow one however long the backlog.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,13 +49,15 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 #[derive(Clone)]
 pub struct Feed {
     pub buffer: usize,
+    /// How long a full queue may stay full before its client is dropped.
+    pub stall: Duration,
     slots: Arc<Semaphore>,
     shutdown: watch::Receiver<bool>,
 }
 
 impl Feed {
-    pub fn new(buffer: usize, max_clients: usize, shutdown: watch::Receiver<bool>) -> Self {
-        Feed { buffer, slots: Arc::new(Semaphore::new(max_clients)), shutdown }
+    pub fn new(buffer: usize, stall: Duration, max_clients: usize, shutdown: watch::Receiver<bool>) -> Self {
+        Feed { buffer, stall, slots: Arc::new(Semaphore::new(max_clients)), shutdown }
     }
 }
 
@@ -244,9 +248,15 @@ struct Outgoing {
     text: Utf8Bytes,
 }
 
-/// Moves events from the consumer into the client's queue, never waiting for the client: when
-/// the queue is full it flags the overflow and stops.
-async fn pump(mut messages: Messages, queue: mpsc::Sender<Outgoing>, overflow: Arc<AtomicBool>) -> Option<String> {
+/// Moves events from the consumer into the client's queue. When the queue stays full for `stall`
+/// it flags the overflow and stops: waiting longer would only hold this client's own consumer, but
+/// a client that far behind is better told so and resumed.
+async fn pump(
+    mut messages: Messages,
+    queue: mpsc::Sender<Outgoing>,
+    stall: Duration,
+    overflow: Arc<AtomicBool>,
+) -> Option<String> {
     while let Some(next) = messages.next().await {
         let message = match next {
             Ok(message) => message,
@@ -262,13 +272,13 @@ async fn pump(mut messages: Messages, queue: mpsc::Sender<Outgoing>, overflow: A
             }
         };
         let text = text(&Frame::Event { seq, subject: message.subject.as_str(), event });
-        match queue.try_send(Outgoing { id, text }) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        match tokio::time::timeout(stall, queue.send(Outgoing { id, text })).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_closed)) => return None,
+            Err(_stalled) => {
                 overflow.store(true, Ordering::Release);
                 return None;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => return None,
         }
     }
     Some("the events stream ended".into())
@@ -284,7 +294,7 @@ async fn serve(socket: WebSocket, feed: Feed, messages: Messages, session: Sessi
     }
     let (queue, mut outgoing) = mpsc::channel(feed.buffer);
     let overflow = Arc::new(AtomicBool::new(false));
-    let mut pump = tokio::spawn(pump(messages, queue, overflow.clone()));
+    let mut pump = tokio::spawn(pump(messages, queue, feed.stall, overflow.clone()));
     let mut shutdown = feed.shutdown.clone();
     let stopping = async move {
         // The guard `wait_for` returns is dropped here, before anything else is awaited.
@@ -298,7 +308,7 @@ async fn serve(socket: WebSocket, feed: Feed, messages: Messages, session: Sessi
             next = outgoing.recv() => {
                 let Some(event) = next.filter(|_| !overflow.load(Ordering::Acquire)) else {
                     if overflow.load(Ordering::Acquire) {
-                        break Some(slow_consumer_notice(feed.buffer, &last_id));
+                        break Some(slow_consumer_notice(feed.buffer, feed.stall, &last_id));
                     }
                     let why = (&mut pump).await.ok().flatten().unwrap_or_else(|| "the feed stopped".into());
                     break Some((text(&Frame::Error { message: why, resume_after: last_id.clone() }), CLOSE_TRY_AGAIN, "feed failed"));
@@ -340,10 +350,11 @@ async fn serve(socket: WebSocket, feed: Feed, messages: Messages, session: Sessi
     dropped
 }
 
-fn slow_consumer_notice(buffer: usize, last_id: &Option<String>) -> (Utf8Bytes, u16, &'static str) {
+fn slow_consumer_notice(buffer: usize, stall: Duration, last_id: &Option<String>) -> (Utf8Bytes, u16, &'static str) {
     tracing::info!(buffer, resume_after = ?last_id, "live feed: a slow client was dropped");
     let message = format!(
-        "the client fell {buffer} events behind and was disconnected; reconnect with after=<resume_after> to continue"
+        "the client left {buffer} events unread for {}; it was disconnected: reconnect with after=<resume_after> to continue",
+        humantime::format_duration(stall)
     );
     (
         text(&Frame::Dropped { reason: "slow_consumer", message, resume_after: last_id.clone() }),
