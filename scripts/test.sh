@@ -24,6 +24,8 @@ The exit status is non-zero if any test failed. The test PostgreSQL is stopped o
 Exported to the tests:
   ORCH_TEST_DATABASE_URL  postgres://orch@127.0.0.1:PORT/orch (shared cluster)
   ORCH_NATS_SERVER        path of the nats-server binary
+  ORCH_OPENAPI_VALIDATOR  path of openapi-spec-validator (tests/openapi.rs)
+  ORCH_TOOLS_PYTHON       the venv's Python, with prometheus-client (tests/metrics.rs)
   ORCH_LOCAL              <repo>/.local unless set
   ORCH_PG_FAST            1 unless set (no fsync: test data only)
 
@@ -64,6 +66,8 @@ trap 'exit 129' HUP
 ORCH_TEST_DATABASE_URL="$("$SCRIPTS/pg.sh" start "$PG_DIR" "$PG_PORT")"
 export ORCH_TEST_DATABASE_URL
 export ORCH_NATS_SERVER="$NATS_SERVER"
+export ORCH_OPENAPI_VALIDATOR="$OPENAPI_VALIDATOR"
+export ORCH_TOOLS_PYTHON="$VENV/bin/python"
 log "ORCH_TEST_DATABASE_URL=$ORCH_TEST_DATABASE_URL"
 log "ORCH_NATS_SERVER=$ORCH_NATS_SERVER"
 

@@ -22,6 +22,17 @@ async fn connect(stack: &Stack, query: &str) -> Result<Socket, tungstenite::Erro
     tokio_tungstenite::connect_async(url).await.map(|(socket, _)| socket)
 }
 
+/// A client with a small, fixed receive buffer (which turns off the kernel's autotuning, up to
+/// tens of MiB on some machines), so a client that stops reading is soon seen by the server.
+async fn connect_small_buffer(stack: &Stack, query: &str) -> Socket {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let stream = socket.connect(([127, 0, 0, 1], stack.http_port()).into()).await.unwrap();
+    let url = format!("ws://127.0.0.1:{}/api/v1/ws?{}", stack.http_port(), query.replace('>', "%3E"));
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+    tokio_tungstenite::client_async(url, stream).await.expect("upgrade").0
+}
+
 /// The next JSON text frame, skipping pings; `None` once the server closed.
 async fn next_frame(socket: &mut Socket) -> Option<Value> {
     loop {
@@ -96,7 +107,7 @@ async fn feed_filters_resumes_and_checks_tokens() {
 #[tokio::test]
 async fn a_slow_client_is_dropped_with_a_notice_and_resumes_exactly() {
     let stack = Stack::start_with(&["--ws-buffer", "8", "--ws-stall", "500ms"]).await;
-    let mut slow = connect(&stack, "subjects=orch.evt.blob.>").await.unwrap();
+    let mut slow = connect_small_buffer(&stack, "subjects=orch.evt.blob.>").await;
     assert_eq!(next_frame(&mut slow).await.unwrap()["type"], "ready");
     // A second client that reads is not disturbed by the first.
     let mut fast = connect(&stack, "subjects=orch.evt.blob.>").await.unwrap();
@@ -120,6 +131,16 @@ async fn a_slow_client_is_dropped_with_a_notice_and_resumes_exactly() {
     }
     assert_eq!(reader.await.unwrap(), published, "the reading client got every event in order");
 
+    // The server gives up on the slow client once its queue has stayed full for the stall time.
+    let metrics = || async {
+        let (_, text) = common::http::call_raw(&stack, "GET", "/metrics", None, "text/plain", &[]).await;
+        text.as_str().expect("metrics are text").to_string()
+    };
+    common::eventually(Duration::from_secs(20), "the slow client is dropped", || async {
+        metrics().await.lines().any(|l| l == "orch_ws_dropped_total 1").then_some(())
+    })
+    .await;
+
     let mut last_event = None;
     let notice = loop {
         let frame = next_frame(&mut slow).await.expect("a notice before the close");
@@ -140,7 +161,5 @@ async fn a_slow_client_is_dropped_with_a_notice_and_resumes_exactly() {
     assert_eq!(next_frame(&mut again).await.unwrap()["resumed"], true);
     assert_eq!(next_frame(&mut again).await.unwrap()["event"]["id"], published[delivered + 1].as_str());
 
-    let (_, metrics) = common::http::call_raw(&stack, "GET", "/metrics", None, "text/plain", &[]).await;
-    let metrics = metrics.as_str().expect("metrics are text");
-    assert!(metrics.lines().any(|l| l.starts_with("orch_ws_dropped_total ") && !l.ends_with(" 0")), "{metrics}");
+    assert!(metrics().await.lines().any(|l| l == "orch_ws_dropped_total 1"), "only the slow client was dropped");
 }

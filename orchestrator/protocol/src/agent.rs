@@ -122,6 +122,7 @@ pub struct LogsRequest {
 
 /// Reply to `logs`: `<RFC 3339 time> <stdout|stderr> <text>` per line, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Logs {
     pub service: String,
     pub lines: Vec<String>,

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// Machine-readable error codes. Clients branch on these, never on messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The payload is not valid JSON, or a field has the wrong type, or an unknown field is present.
@@ -73,6 +74,7 @@ impl ErrorCode {
 
 /// `{"code": "...", "message": "...", "field": "..."}`: the error object of every reply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,
@@ -110,6 +112,7 @@ impl ProtocolError {
 
 /// `{"error": {...}}`: the envelope of an error reply on NATS and HTTP.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorReply {
     pub error: ErrorBody,
 }

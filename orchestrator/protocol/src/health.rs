@@ -39,6 +39,7 @@ pub const LEASE_CHECK: &str = "lease";
 
 /// What a check does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CheckKind {
     /// Passive: the service reports `passing` / `warning` / `critical` itself before `ttl` runs
@@ -123,6 +124,7 @@ fn is_false(b: &bool) -> bool {
 /// A check as declared at registration or added later. One flat object: `kind` says which of the
 /// kind-specific fields apply, and a field of another kind is refused, naming it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CheckSpec {
     /// Unique within the instance: 1-64 of `a-z 0-9 - _`. Defaults to the kind (`http`, `tcp`, …).
@@ -130,12 +132,15 @@ pub struct CheckSpec {
     pub id: String,
     pub kind: CheckKind,
     /// How often the check runs (active kinds).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, default = "10s", example = "10s"))]
     #[serde(default = "default_interval", with = "duration")]
     pub interval: Duration,
     /// How long one run may take before it counts as critical: 2s, or the interval if shorter.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "2s"))]
     #[serde(default, with = "duration::option", skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
     /// Wait this long after registration before the first run.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, default = "0s", example = "5s"))]
     #[serde(default, with = "duration", skip_serializing_if = "is_zero")]
     pub initial_delay: Duration,
     /// Consecutive failing runs before the check turns critical.
@@ -154,6 +159,7 @@ pub struct CheckSpec {
     pub initial_status: Health,
 
     /// `ttl`: the service must report within this long.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "30s"))]
     #[serde(default, with = "duration::option", skip_serializing_if = "Option::is_none")]
     pub ttl: Option<Duration>,
 
@@ -430,6 +436,7 @@ pub fn cap_output(mut text: String) -> String {
 
 /// A check of an instance and its committed state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Check {
     pub spec: CheckSpec,
     pub status: Health,
@@ -442,6 +449,7 @@ pub struct Check {
 
 /// Why an instance or a service is in maintenance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Maintenance {
     pub reason: String,
     pub since: DateTime<Utc>,
@@ -449,6 +457,7 @@ pub struct Maintenance {
 
 /// Payload to turn maintenance on: `{"reason": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MaintenanceRequest {
     #[serde(default)]
@@ -505,6 +514,7 @@ pub struct TtlCommand {
 
 /// Payload of a TTL update over HTTP: `{"status": "passing", "output": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TtlUpdate {
     pub status: Health,
@@ -514,6 +524,7 @@ pub struct TtlUpdate {
 
 /// Aggregated state of a service or of the whole system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Aggregate {
     Healthy,
@@ -543,6 +554,7 @@ impl Aggregate {
 /// How many instances of a service are in each state. Instances in maintenance are counted apart
 /// and take no part in the aggregate; a flapping instance counts as `warning` whatever its health.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Counts {
     pub passing: u32,
     pub warning: u32,

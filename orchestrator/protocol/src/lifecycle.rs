@@ -7,6 +7,7 @@ use crate::agent::Exit;
 
 /// The state of a managed service. Each state is also the kind of the event announcing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceState {
     /// Waiting for its dependencies or a free start slot.

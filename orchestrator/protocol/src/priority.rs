@@ -97,6 +97,7 @@ fn yes() -> bool {
 
 /// Where a service's baseline comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BaselineSource {
     /// Nobody set one: [`DEFAULT_PRIORITY`].
@@ -109,6 +110,7 @@ pub enum BaselineSource {
 
 /// An engine's adjustment in force.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Adjustment {
     /// The value asked for, before clamping.
     pub requested: u8,
@@ -121,6 +123,7 @@ pub struct Adjustment {
 
 /// A service's priority: what applies and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PriorityView {
     pub service: String,
     /// The priority in force: the baseline if pinned or unadjusted, else the adjustment clamped to
@@ -140,6 +143,8 @@ pub struct PriorityView {
 
 /// What was asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = PriorityAction))]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Set,
@@ -171,6 +176,8 @@ impl Action {
 
 /// What became of a change. Each outcome is also the kind of its event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = PriorityOutcome))]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Applied as asked.
@@ -210,6 +217,7 @@ impl Outcome {
 
 /// Why a change was refused or held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Guardrail {
     /// The service is pinned by an operator.
@@ -233,6 +241,8 @@ impl Guardrail {
 /// One change of a service's priority, as recorded in the audit history, sent as the event
 /// `io.orch.priority.<outcome>.v1` and returned to whoever asked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = PriorityChange))]
 pub struct Change {
     /// Id of the change; also the id of its event.
     pub id: Uuid,
@@ -260,6 +270,7 @@ pub struct Change {
 
 /// Reply to `set` and `clear`: the change and the priority after it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChangeReply {
     pub change: Change,
     pub priority: PriorityView,
@@ -267,6 +278,7 @@ pub struct ChangeReply {
 
 /// Reply to `get`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GetReply {
     pub priority: PriorityView,
     /// Newest first.
@@ -275,6 +287,7 @@ pub struct GetReply {
 
 /// The mass-change guard's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GuardView {
     /// Engine changes are being held.
     pub holding: bool,
@@ -292,6 +305,7 @@ pub struct GuardView {
 
 /// Reply to `list`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ListReply {
     pub priorities: Vec<PriorityView>,
     pub guard: GuardView,
@@ -299,6 +313,7 @@ pub struct ListReply {
 
 /// Reply to `release`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReleaseReply {
     /// Changes applied (or dropped, without `apply`).
     pub changes: Vec<Change>,

@@ -33,6 +33,7 @@ pub mod limits {
 /// Health of a check or an instance. The lease alone gives `passing` or `critical`; checks can
 /// also report `warning`. Ordered from best to worst, so the worst of several is their maximum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Health {
     Passing,
@@ -74,6 +75,7 @@ fn passing() -> Health {
 
 /// Payload of `registry.register`. Unknown fields are rejected, so a typo never passes silently.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Registration {
     /// Client-chosen instance id; generated (UUIDv7) when absent.
@@ -115,6 +117,7 @@ pub struct InstanceRef {
 
 /// An instance as the orchestrator reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Instance {
     pub id: String,
     pub name: String,

@@ -27,7 +27,7 @@ use crate::registry::writer::internal;
 use crate::registry::{Command, Outcome, Registry, WriteError};
 
 /// What the API shows of a check beyond its committed state.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct LiveView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_run_at: Option<DateTime<Utc>>,
@@ -109,7 +109,7 @@ pub enum TtlError {
 }
 
 /// The reply to a TTL update.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TtlReply {
     /// The check's status after the update (as committed).
     pub status: Health,

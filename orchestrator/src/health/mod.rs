@@ -40,7 +40,7 @@ pub struct HealthConfig {
 }
 
 /// The checker's own health: whether it keeps its schedule.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct CheckerView {
     pub checks: usize,
     pub lagging: bool,
@@ -77,7 +77,7 @@ impl Monitor {
 }
 
 /// The health of the whole system as the API answers it (HTTP and NATS alike).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SystemReport {
     #[serde(flatten)]
     pub system: SystemView,
@@ -86,7 +86,7 @@ pub struct SystemReport {
 }
 
 /// An instance as a service's health lists it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InstanceHealth {
     pub id: String,
     pub health: orch_protocol::registry::Health,
@@ -101,7 +101,7 @@ pub struct InstanceHealth {
 }
 
 /// A check's status in a service's health.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CheckStatus {
     pub id: String,
     pub status: orch_protocol::registry::Health,
@@ -110,7 +110,7 @@ pub struct CheckStatus {
 }
 
 /// The health of one service as the API answers it (HTTP and NATS alike).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ServiceReport {
     #[serde(flatten)]
     pub view: ServiceView,
@@ -279,7 +279,7 @@ pub async fn load_tracker(
 
 /// One check of an instance as the API lists it: the lease first, then the declared checks, each
 /// with its committed state and, from memory, its last run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CheckView {
     pub id: String,
     pub kind: orch_protocol::health::CheckKind,

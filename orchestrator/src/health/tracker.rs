@@ -58,7 +58,8 @@ impl Tracked {
 }
 
 /// The health of one service as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ServiceHealth)]
 pub struct ServiceView {
     pub service: String,
     pub state: Aggregate,
@@ -69,7 +70,7 @@ pub struct ServiceView {
 }
 
 /// The health of the whole system as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SystemView {
     pub state: Aggregate,
     pub healthy: u32,

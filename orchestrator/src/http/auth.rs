@@ -21,7 +21,7 @@ use super::error::ApiError;
 use crate::config::AuthArgs;
 
 /// What a caller may do. Each role includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Reads everything, changes nothing.
@@ -52,7 +52,7 @@ impl Role {
 }
 
 /// The authenticated caller, put in the request's extensions for handlers that record who acted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Caller {
     pub name: String,
     pub role: Role,
@@ -75,6 +75,12 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
         return Some(Role::Admin);
     }
     Some(Role::Operator)
+}
+
+/// [`required_role`] for the OpenAPI document, which names methods and roles as text.
+pub fn role_of(method: &str, path: &str) -> Option<&'static str> {
+    let method = Method::from_bytes(method.as_bytes()).ok()?;
+    required_role(&method, path).map(Role::as_str)
 }
 
 /// An API key as configured: `ROLE:NAME:SECRET`.
@@ -339,6 +345,13 @@ fn challenge(error: ApiError) -> Response {
 }
 
 /// `GET /api/v1/auth/whoami`: the caller's name and role, so a client can show what it may do.
+#[utoipa::path(
+    get,
+    path = "/auth/whoami",
+    operation_id = "whoami",
+    tag = super::openapi::tags::SYSTEM,
+    responses((status = 200, description = "The caller: the token's name and role", body = Caller))
+)]
 pub async fn whoami(caller: Option<axum::Extension<Caller>>) -> axum::Json<Caller> {
     axum::Json(caller.map(|c| c.0).unwrap_or(Caller { name: "anonymous".into(), role: Role::Admin }))
 }

@@ -1,17 +1,19 @@
 //! `/api/v1/discovery/{name}`: passing instances of a service and one picked by a strategy.
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
 use orch_protocol::ErrorCode;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
+use super::openapi::{BadRequest, Internal, Unavailable, tags};
 use crate::registry::{Discovery, Strategy};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/discovery/{name}", get(discover))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(discover))
 }
 
 #[derive(Deserialize)]
@@ -20,6 +22,24 @@ struct Params {
     strategy: Option<String>,
 }
 
+/// Passing instances of a service, and one picked by a strategy
+///
+/// Instances in maintenance and instances that are not passing are left out.
+#[utoipa::path(
+    get,
+    path = "/discovery/{name}",
+    operation_id = "discover",
+    tag = tags::DISCOVERY,
+    params(
+        ("name" = String, Path, description = "Service name"),
+        ("strategy" = Option<Strategy>, Query, description = "How to pick `instance` (default `round_robin`); \
+            the only parameter"),
+    ),
+    responses(
+        (status = 200, description = "The passing instances and the one picked (`null` when none)", body = Discovery),
+        BadRequest, Internal, Unavailable,
+    )
+)]
 async fn discover(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -6,46 +6,106 @@
 //! /services/{id}`, `/services/{id}/heartbeat`) take an instance id. Instance-level health routes
 //! live under `/instances/{id}/…`.
 
+use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
-use axum::{Json, Router};
 use orch_protocol::ErrorCode;
+use orch_protocol::error::ErrorReply;
 use orch_protocol::health::{Aggregate, CheckSpec, MaintenanceRequest, TtlUpdate, validate_check_id};
 use orch_protocol::registry::{Instance, validate_instance_id, validate_name};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract;
-use super::services::submit;
-use crate::health::checker::TtlError;
-use crate::registry::Command;
-use crate::storage::health::{self as store, HistoryFilter};
+use super::openapi::{BadRequest, Conflict, Internal, NotFound, PayloadTooLarge, Unavailable, tags};
+use super::services::{IdempotencyKey, submit};
+use crate::health::checker::{TtlError, TtlReply};
+use crate::health::{CheckView, ServiceReport, SystemReport};
+use crate::registry::{Command, Reply};
+use crate::storage::health::{self as store, HistoryEntry, HistoryFilter};
 use crate::storage::instances::PAGE_MAX;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(system))
-        .route("/health/history", get(history))
-        .route("/services/{id}/health", get(service))
-        .route("/services/{id}/maintenance", put(service_maintenance_on).delete(service_maintenance_off))
-        .route("/instances/{id}/checks", get(list_checks))
-        .route("/instances/{id}/checks/{check}", put(put_check).delete(remove_check))
-        .route("/instances/{id}/checks/{check}/ttl", put(ttl_update))
-        .route("/instances/{id}/maintenance", put(maintenance_on).delete(maintenance_off))
-        .route("/instances/{id}/health/history", get(instance_history))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(system))
+        .routes(routes!(history))
+        .routes(routes!(service))
+        .routes(routes!(service_maintenance_on, service_maintenance_off))
+        .routes(routes!(list_checks))
+        .routes(routes!(put_check, remove_check))
+        .routes(routes!(ttl_update))
+        .routes(routes!(maintenance_on, maintenance_off))
+        .routes(routes!(instance_history))
+}
+
+/// The checks of an instance.
+#[derive(Serialize, ToSchema)]
+struct CheckList {
+    /// The lease first, then the declared checks.
+    checks: Vec<CheckView>,
+}
+
+/// Recorded transitions, newest first.
+#[derive(Serialize, ToSchema)]
+struct History {
+    items: Vec<HistoryEntry>,
+}
+
+/// The `503` of a service's health: its report when the service is critical, or the error object
+/// when the orchestrator cannot answer. The body tells them apart.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // describes two bodies the handler sends under one status
+enum CriticalOrUnavailable {
+    Critical(ServiceReport),
+    Unavailable(ErrorReply),
 }
 
 fn status_of(state: Aggregate) -> StatusCode {
     StatusCode::from_u16(state.http_status()).expect("a valid status code")
 }
 
+/// Health of the whole system
+///
+/// The status follows the state: `200` healthy, `429` degraded, `503` critical.
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "system_health",
+    tag = tags::HEALTH,
+    responses(
+        (status = 200, description = "Healthy", body = SystemReport),
+        (status = 429, description = "Degraded", body = SystemReport),
+        (status = 503, description = "Critical", body = SystemReport),
+    )
+)]
 async fn system(State(state): State<AppState>) -> Response {
     let report = state.health.system_report(&state.registry);
     (status_of(report.system.state), Json(report)).into_response()
 }
 
+/// Health of one service with its instances
+///
+/// The status follows the state: `200` healthy, `429` degraded, `503` critical.
+#[utoipa::path(
+    get,
+    path = "/services/{id}/health",
+    operation_id = "service_health",
+    tag = tags::HEALTH,
+    params(("id" = String, Path, description = "Service name (not an instance id)")),
+    responses(
+        (status = 200, description = "Healthy", body = ServiceReport),
+        (status = 429, description = "Degraded", body = ServiceReport),
+        (status = 503, description = "Critical (the report), or the orchestrator cannot answer (the error \
+            object, with `Retry-After`)", body = CriticalOrUnavailable),
+        BadRequest, NotFound, Internal,
+    )
+)]
 async fn service(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     validate_name("name", &name)?;
     match state.health.service_report(&state.pool, &name).await? {
@@ -56,6 +116,21 @@ async fn service(State(state): State<AppState>, Path(name): Path<String>) -> Res
     }
 }
 
+/// Put every instance of a service in maintenance
+///
+/// Instances in maintenance are hidden from discovery and kept in the registry.
+#[utoipa::path(
+    put,
+    path = "/services/{id}/maintenance",
+    operation_id = "service_maintenance_on",
+    tag = tags::HEALTH,
+    params(("id" = String, Path, description = "Service name (not an instance id)"), IdempotencyKey),
+    request_body(content = MaintenanceRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`updated` or `unchanged`", body = Reply),
+        BadRequest, Conflict, PayloadTooLarge, Internal, Unavailable,
+    )
+)]
 async fn service_maintenance_on(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -69,6 +144,18 @@ async fn service_maintenance_on(
     submit(&state, &headers, "PUT /api/v1/services/{name}/maintenance", body, command).await
 }
 
+/// Take a service out of maintenance
+#[utoipa::path(
+    delete,
+    path = "/services/{id}/maintenance",
+    operation_id = "service_maintenance_off",
+    tag = tags::HEALTH,
+    params(("id" = String, Path, description = "Service name (not an instance id)"), IdempotencyKey),
+    responses(
+        (status = 200, description = "`updated` or `unchanged`", body = Reply),
+        BadRequest, Conflict, Internal, Unavailable,
+    )
+)]
 async fn service_maintenance_off(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -90,11 +177,42 @@ async fn instance(state: &AppState, id: &str) -> Result<Instance, ApiError> {
         .ok_or_else(|| ApiError::field(ErrorCode::NotFound, "id", format!("no instance with id {id:?} is registered")))
 }
 
+/// The checks of an instance
+#[utoipa::path(
+    get,
+    path = "/instances/{id}/checks",
+    operation_id = "list_checks",
+    tag = tags::HEALTH,
+    params(("id" = String, Path, description = "Instance id")),
+    responses(
+        (status = 200, description = "The lease first, then the declared checks", body = CheckList),
+        BadRequest, NotFound, Internal, Unavailable,
+    )
+)]
 async fn list_checks(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let inst = instance(&state, &id).await?;
-    Ok(Json(serde_json::json!({ "checks": state.health.checks(&state.registry, &inst) })).into_response())
+    Ok(Json(CheckList { checks: state.health.checks(&state.registry, &inst) }).into_response())
 }
 
+/// Add or replace a check of an instance
+///
+/// The body's `id` may be left out; when given it must be the one in the path.
+#[utoipa::path(
+    put,
+    path = "/instances/{id}/checks/{check}",
+    operation_id = "put_check",
+    tag = tags::HEALTH,
+    params(
+        ("id" = String, Path, description = "Instance id"),
+        ("check" = String, Path, description = "Check id"),
+        IdempotencyKey,
+    ),
+    request_body(content = CheckSpec, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`updated` (`changed` is `[\"checks\"]`) or `unchanged`", body = Reply),
+        BadRequest, NotFound, Conflict, PayloadTooLarge, Internal, Unavailable,
+    )
+)]
 async fn put_check(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -119,6 +237,22 @@ async fn put_check(
     submit(&state, &headers, "PUT /api/v1/instances/{id}/checks/{check}", body, Command::PutCheck { id, spec }).await
 }
 
+/// Remove a check of an instance
+#[utoipa::path(
+    delete,
+    path = "/instances/{id}/checks/{check}",
+    operation_id = "remove_check",
+    tag = tags::HEALTH,
+    params(
+        ("id" = String, Path, description = "Instance id"),
+        ("check" = String, Path, description = "Check id"),
+        IdempotencyKey,
+    ),
+    responses(
+        (status = 200, description = "`updated`", body = Reply),
+        BadRequest, NotFound, Conflict, Internal, Unavailable,
+    )
+)]
 async fn remove_check(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -131,6 +265,26 @@ async fn remove_check(
         .await
 }
 
+/// Report the status of a TTL check
+///
+/// The check turns critical when no report comes within its `ttl`.
+#[utoipa::path(
+    put,
+    path = "/instances/{id}/checks/{check}/ttl",
+    operation_id = "ttl_update",
+    tag = tags::HEALTH,
+    params(
+        ("id" = String, Path, description = "Instance id"),
+        ("check" = String, Path, description = "Id of a `ttl` check"),
+    ),
+    request_body(content = TtlUpdate, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The check's status after the update", body = TtlReply),
+        BadRequest, NotFound,
+        (status = 409, description = "`conflict`: the check is not a `ttl` check", body = ErrorReply),
+        PayloadTooLarge, Internal, Unavailable,
+    )
+)]
 async fn ttl_update(
     State(state): State<AppState>,
     Path((id, check)): Path<(String, String)>,
@@ -153,6 +307,21 @@ pub fn ttl_error(e: TtlError) -> ApiError {
     }
 }
 
+/// Put an instance in maintenance
+///
+/// An instance in maintenance is hidden from discovery and kept in the registry.
+#[utoipa::path(
+    put,
+    path = "/instances/{id}/maintenance",
+    operation_id = "instance_maintenance_on",
+    tag = tags::HEALTH,
+    params(("id" = String, Path, description = "Instance id"), IdempotencyKey),
+    request_body(content = MaintenanceRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`updated` or `unchanged`, with the instance", body = Reply),
+        BadRequest, NotFound, Conflict, PayloadTooLarge, Internal, Unavailable,
+    )
+)]
 async fn maintenance_on(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -166,6 +335,18 @@ async fn maintenance_on(
     submit(&state, &headers, "PUT /api/v1/instances/{id}/maintenance", body, command).await
 }
 
+/// Take an instance out of maintenance
+#[utoipa::path(
+    delete,
+    path = "/instances/{id}/maintenance",
+    operation_id = "instance_maintenance_off",
+    tag = tags::HEALTH,
+    params(("id" = String, Path, description = "Instance id"), IdempotencyKey),
+    responses(
+        (status = 200, description = "`updated` or `unchanged`, with the instance", body = Reply),
+        BadRequest, NotFound, Conflict, Internal, Unavailable,
+    )
+)]
 async fn maintenance_off(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -220,12 +401,48 @@ fn history_filter(query: Option<&str>, filters: bool) -> Result<HistoryFilter, A
     Ok(f)
 }
 
+/// Health transitions of checks, instances, services and the system
+#[utoipa::path(
+    get,
+    path = "/health/history",
+    operation_id = "health_history",
+    tag = tags::HEALTH,
+    params(
+        ("service" = Option<String>, Query, description = "Only transitions of this service"),
+        ("instance" = Option<String>, Query, description = "Only transitions of this instance"),
+        ("level" = Option<String>, Query, description = "`check`, `instance`, `service` or `system`"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "At most this many, 1-1000 \
+            (default 100)"),
+        ("before" = Option<i64>, Query, description = "Only entries older than this `seq` (the next page)"),
+    ),
+    responses(
+        (status = 200, description = "Transitions, newest first", body = History),
+        BadRequest, Internal, Unavailable,
+    )
+)]
 async fn history(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     let filter = history_filter(query.as_deref(), true)?;
     let items = store::history(&state.pool, &filter).await?;
-    Ok(Json(serde_json::json!({ "items": items })).into_response())
+    Ok(Json(History { items }).into_response())
 }
 
+/// Health transitions of one instance and its checks
+#[utoipa::path(
+    get,
+    path = "/instances/{id}/health/history",
+    operation_id = "instance_health_history",
+    tag = tags::HEALTH,
+    params(
+        ("id" = String, Path, description = "Instance id"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "At most this many, 1-1000 \
+            (default 100)"),
+        ("before" = Option<i64>, Query, description = "Only entries older than this `seq` (the next page)"),
+    ),
+    responses(
+        (status = 200, description = "Transitions, newest first", body = History),
+        BadRequest, Internal, Unavailable,
+    )
+)]
 async fn instance_history(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -234,5 +451,5 @@ async fn instance_history(
     validate_instance_id("id", &id)?;
     let filter = HistoryFilter { instance_id: Some(id), ..history_filter(query.as_deref(), false)? };
     let items = store::history(&state.pool, &filter).await?;
-    Ok(Json(serde_json::json!({ "items": items })).into_response())
+    Ok(Json(History { items }).into_response())
 }

@@ -1,7 +1,9 @@
 //! The HTTP API under `/api/v1`, plus `/healthz`, `/readyz`, `/metrics` and the dashboard at `/`.
 //! Each resource module exposes its own `router()`; [`app`] merges them, so tests can drive the
-//! whole API without a socket. Every route passes the [`auth`] check; every request gets an id, a
-//! span and a line in the HTTP metrics ([`observe`]).
+//! whole API without a socket. The routers are `OpenApiRouter`s: the OpenAPI document
+//! (`/api/v1/openapi.json`) is made from the same registrations as the routes. Every route passes
+//! the [`auth`] check; every request gets an id, a span and a line in the HTTP metrics
+//! ([`observe`]).
 
 pub mod auth;
 mod dashboard;
@@ -10,6 +12,7 @@ mod error;
 mod extract;
 mod health;
 mod observe;
+mod openapi;
 mod priorities;
 mod readiness;
 mod services;
@@ -21,9 +24,12 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use sqlx::PgPool;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 pub use health::ttl_error;
+pub use openapi::apply_roles;
 
 use crate::registry::Registry;
 
@@ -50,28 +56,49 @@ pub struct AppState {
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let limit = state.max_body_bytes;
-    Router::new()
+    let (api, mut document) = api_routes(state.manifest_max_bytes).split_for_parts();
+    openapi::apply_roles(&mut document, auth::role_of);
+    api
+        // The dashboard's files are pages, not part of the API: they stay out of the document.
+        .fallback(dashboard::files)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .route_layer(axum::middleware::from_fn_with_state(state.auth.clone(), auth::require_role))
+        .layer(axum::Extension(openapi::Document::new(&document)))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), observe::observe))
+        .with_state(state)
+}
+
+/// Every documented route with its document: the API under `/api/v1`, readiness and metrics.
+/// `manifest_max_bytes` is the body limit of `PUT /api/v1/stack`.
+pub(crate) fn api_routes(manifest_max_bytes: usize) -> OpenApiRouter<AppState> {
+    openapi::base()
         .nest(
             "/api/v1",
             services::router()
                 .merge(discovery::router())
                 .merge(health::router())
                 .merge(priorities::router())
-                .merge(stack::router(state.manifest_max_bytes))
-                .route("/auth/whoami", axum::routing::get(auth::whoami))
-                .route("/ws", axum::routing::get(ws::feed)),
+                .merge(stack::router(manifest_max_bytes))
+                .merge(openapi::router())
+                .routes(routes!(auth::whoami))
+                .routes(routes!(ws::feed)),
         )
         .merge(readiness::router())
-        .route("/metrics", axum::routing::get(metrics))
-        .fallback(dashboard::files)
-        .method_not_allowed_fallback(error::method_not_allowed)
-        .route_layer(axum::middleware::from_fn_with_state(state.auth.clone(), auth::require_role))
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), observe::observe))
-        .with_state(state)
+        .routes(routes!(metrics))
 }
 
 /// Prometheus metrics in the OpenMetrics text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = openapi::tags::SYSTEM,
+    responses(
+        (status = 200, description = "Prometheus metrics in the OpenMetrics text format", body = String,
+            content_type = "application/openmetrics-text"),
+    )
+)]
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl axum::response::IntoResponse {
     state.metrics.instances.set(state.registry.leases.len() as i64);
     state.metrics.checks.set(state.health.checker.len() as i64);

@@ -3,25 +3,32 @@
 //! mass-change hold. Every change, refused ones included, is in `GET /priorities/{service}`'s
 //! history.
 
+use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
-use axum::{Json, Router};
-use orch_protocol::priority::{ClearRequest, GetRequest, Outcome, PolicyRequest, ReleaseRequest, SetRequest};
+use orch_protocol::error::ErrorReply;
+use orch_protocol::priority::{
+    ChangeReply, ClearRequest, GetReply, GetRequest, GuardView, ListReply, Outcome, PolicyRequest, ReleaseReply,
+    ReleaseRequest, SetRequest,
+};
 use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{self, query_pairs, unknown_parameter};
+use super::openapi::{BadRequest, Internal, PayloadTooLarge, Unavailable, tags};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/priorities", get(list))
-        .route("/priorities/{service}", get(one).put(set).delete(clear))
-        .route("/priorities/{service}/policy", patch(policy))
-        .route("/priority-guard", get(guard))
-        .route("/priority-guard/release", post(release))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(one, set, clear))
+        .routes(routes!(policy))
+        .routes(routes!(guard))
+        .routes(routes!(release))
 }
 
 /// Who asks when the body does not say.
@@ -29,20 +36,46 @@ fn api() -> String {
     "api".to_string()
 }
 
-#[derive(Deserialize)]
+/// An engine's adjustment of a service's priority.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SetBody {
+    /// Wanted priority, 0-100; clamped to the service's bounds.
+    #[schema(minimum = 0, maximum = 100)]
     value: i64,
+    /// Who asks, e.g. `engine:attention`.
     #[serde(default = "api")]
+    #[schema(default = "api")]
     source: String,
+    /// Why, in words an operator can read.
     reason: String,
+    /// After this many seconds the adjustment lapses (at most 30 days).
     #[serde(default)]
     ttl_seconds: Option<f64>,
 }
 
-/// Body `{"value": 80, "reason": "...", "source": "engine:x", "ttl_seconds": 300}`. 200 when
-/// applied or clamped, 202 when held by the mass-change guard; 409 `refused` (pinned) and 429
-/// `rate_limited` are recorded too.
+/// Adjust a service's priority (engines)
+///
+/// `200` when applied or clamped, `202` when held by the mass-change guard; `409 refused`
+/// (pinned) and `429 rate_limited` are recorded too.
+#[utoipa::path(
+    put,
+    path = "/priorities/{service}",
+    operation_id = "set_priority",
+    tag = tags::PRIORITIES,
+    params(("service" = String, Path, description = "Service name")),
+    request_body(content = SetBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Applied or clamped", body = ChangeReply),
+        (status = 202, description = "Held by the mass-change guard", body = ChangeReply),
+        BadRequest,
+        (status = 409, description = "`refused`: the service is pinned by an operator", body = ErrorReply),
+        PayloadTooLarge,
+        (status = 429, description = "`rate_limited`: too many changes of this service within the rate window",
+            body = ErrorReply),
+        Internal, Unavailable,
+    )
+)]
 async fn set(
     State(state): State<AppState>,
     Path(service): Path<String>,
@@ -60,7 +93,30 @@ async fn set(
     Ok((status, Json(reply)).into_response())
 }
 
-/// Query: `source`, `reason`.
+/// Withdraw an engine's adjustment; the baseline applies again
+///
+/// `200` when applied, `202` when held by the mass-change guard; `409 refused` (pinned) and `429
+/// rate_limited` are recorded too.
+#[utoipa::path(
+    delete,
+    path = "/priorities/{service}",
+    operation_id = "clear_priority",
+    tag = tags::PRIORITIES,
+    params(
+        ("service" = String, Path, description = "Service name"),
+        ("source" = Option<String>, Query, description = "Who asks (default `api`)"),
+        ("reason" = Option<String>, Query, description = "Why"),
+    ),
+    responses(
+        (status = 200, description = "Applied", body = ChangeReply),
+        (status = 202, description = "Held by the mass-change guard", body = ChangeReply),
+        BadRequest,
+        (status = 409, description = "`refused`: the service is pinned by an operator", body = ErrorReply),
+        (status = 429, description = "`rate_limited`: too many changes of this service within the rate window",
+            body = ErrorReply),
+        Internal, Unavailable,
+    )
+)]
 async fn clear(
     State(state): State<AppState>,
     Path(service): Path<String>,
@@ -79,7 +135,22 @@ async fn clear(
     Ok((status, Json(reply)).into_response())
 }
 
-/// Query: `history` (changes to include, newest first; 0-1000, default 50).
+/// A service's priority and its latest changes
+#[utoipa::path(
+    get,
+    path = "/priorities/{service}",
+    operation_id = "get_priority",
+    tag = tags::PRIORITIES,
+    params(
+        ("service" = String, Path, description = "Service name"),
+        ("history" = Option<u32>, Query, minimum = 0, maximum = 1000,
+            description = "Changes to include, newest first: 0-1000 (default 50)"),
+    ),
+    responses(
+        (status = 200, description = "The priority and its history, newest first", body = GetReply),
+        BadRequest, Internal, Unavailable,
+    )
+)]
 async fn one(
     State(state): State<AppState>,
     Path(service): Path<String>,
@@ -100,33 +171,79 @@ async fn one(
     Ok(Json(state.priorities.get(request).await?).into_response())
 }
 
+/// Every known service's priority and the mass-change guard
+///
+/// Query parameters are ignored.
+#[utoipa::path(
+    get,
+    path = "/priorities",
+    operation_id = "list_priorities",
+    tag = tags::PRIORITIES,
+    responses(
+        (status = 200, description = "The priorities and the guard", body = ListReply),
+        Internal, Unavailable,
+    )
+)]
 async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(state.priorities.list().await?).into_response())
 }
 
+/// The mass-change guard
+#[utoipa::path(
+    get,
+    path = "/priority-guard",
+    operation_id = "priority_guard",
+    tag = tags::PRIORITIES,
+    responses(
+        (status = 200, description = "The guard's state", body = GuardView),
+        Internal, Unavailable,
+    )
+)]
 async fn guard(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(state.priorities.list().await?.guard).into_response())
 }
 
-#[derive(Deserialize)]
+/// An operator's policy of a service; fields left out keep their value.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PolicyBody {
+    /// The priority without adjustments, 0-100, within the bounds.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 100)]
     baseline: Option<i64>,
+    /// Lowest priority an adjustment may give, 0-100.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 100)]
     min: Option<i64>,
+    /// Highest priority an adjustment may give, 0-100.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 100)]
     max: Option<i64>,
+    /// A pinned service keeps its baseline: engine changes are refused.
     #[serde(default)]
     pinned: Option<bool>,
+    /// Who asks.
     #[serde(default = "api")]
+    #[schema(default = "api")]
     source: String,
+    /// Why.
     #[serde(default)]
     reason: String,
 }
 
-/// Operators: body `{"baseline": 70, "min": 20, "max": 90, "pinned": false, "source": "...",
-/// "reason": "..."}`; fields left out keep their value.
+/// Set a service's baseline, bounds and pin (operators)
+#[utoipa::path(
+    patch,
+    path = "/priorities/{service}/policy",
+    operation_id = "set_priority_policy",
+    tag = tags::PRIORITIES,
+    params(("service" = String, Path, description = "Service name")),
+    request_body(content = PolicyBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The change and the priority after it", body = ChangeReply),
+        BadRequest, PayloadTooLarge, Internal, Unavailable,
+    )
+)]
 async fn policy(
     State(state): State<AppState>,
     Path(service): Path<String>,
@@ -144,14 +261,20 @@ async fn policy(
     Ok(Json(state.priorities.policy(request).await?).into_response())
 }
 
-#[derive(Deserialize)]
+/// An operator ends a mass-change hold.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReleaseBody {
+    /// Who asks.
     #[serde(default = "api")]
+    #[schema(default = "api")]
     source: String,
+    /// Why.
     #[serde(default)]
     reason: String,
+    /// Apply the held changes (the latest per service); without, they are dropped.
     #[serde(default = "yes")]
+    #[schema(default = true)]
     apply: bool,
 }
 
@@ -159,7 +282,20 @@ fn yes() -> bool {
     true
 }
 
-/// Operators: body `{"apply": true, "source": "...", "reason": "..."}` (all optional).
+/// End a mass-change hold (operators)
+///
+/// Every field of the body is optional; `{}` is fine, but a body is required.
+#[utoipa::path(
+    post,
+    path = "/priority-guard/release",
+    operation_id = "release_priority_guard",
+    tag = tags::PRIORITIES,
+    request_body(content = ReleaseBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The changes applied (or dropped) and the guard after", body = ReleaseReply),
+        BadRequest, PayloadTooLarge, Internal, Unavailable,
+    )
+)]
 async fn release(
     State(state): State<AppState>,
     extract::Json(body): extract::Json<ReleaseBody>,

@@ -3,29 +3,41 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
-use axum::{Json, Router};
 use orch_protocol::ErrorCode;
 use orch_protocol::registry::{Health, Registration, validate_instance_id};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract;
-use crate::registry::{Beat, Body, Command, Meta, Outcome, Status, Submission, with_id};
+use super::openapi::{BadRequest, Conflict, Internal, NotFound, PayloadTooLarge, Unavailable, tags};
+use crate::registry::{Beat, Body, Command, InstanceView, Meta, Outcome, Page, Reply, Status, Submission, with_id};
 use crate::storage::instances::{Filter, PAGE_DEFAULT, PAGE_MAX};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/services", get(list).post(register))
-        .route("/services/{id}", get(get_one).delete(deregister))
-        .route("/services/{id}/heartbeat", put(heartbeat))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list, register)).routes(routes!(get_one, deregister)).routes(routes!(heartbeat))
 }
 
 /// Header that makes a POST or DELETE idempotent: the same key is applied once.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The `Idempotency-Key` header as documented on the routes that take it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // describes a header the handlers read from the `HeaderMap`
+pub(super) struct IdempotencyKey {
+    /// 1-200 visible ASCII characters. A repeat of the request with the same key returns the
+    /// first outcome; the key on another request is `409`. Remembered for 7 days.
+    #[param(rename = "Idempotency-Key", value_type = String, required = false)]
+    idempotency_key: Option<String>,
+}
 
 /// Where an HTTP command came from. `route` and `body` make the fingerprint, so a key reused for
 /// another request is refused rather than answered with the first request's outcome.
@@ -78,6 +90,24 @@ pub(super) async fn submit(
     Ok(respond(state.registry.submit(submission).await?))
 }
 
+/// Register an instance, or update it
+///
+/// The same body again changes nothing (`unchanged`). With an `Idempotency-Key`, a repeat of the
+/// request returns the first outcome.
+#[utoipa::path(
+    post,
+    path = "/services",
+    operation_id = "register_instance",
+    tag = tags::SERVICES,
+    params(IdempotencyKey),
+    request_body(content = Registration, content_type = "application/json"),
+    responses(
+        (status = 201, description = "`registered`: a new instance", body = Reply,
+            headers(("Location" = String, description = "`/api/v1/services/{id}` of the new instance"))),
+        (status = 200, description = "`updated` (`changed` lists the fields) or `unchanged`", body = Reply),
+        BadRequest, Conflict, PayloadTooLarge, Internal, Unavailable,
+    )
+)]
 async fn register(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -89,6 +119,18 @@ async fn register(
     submit(&state, &headers, "POST /api/v1/services", body, Command::Register(with_id(registration))).await
 }
 
+/// Deregister an instance
+#[utoipa::path(
+    delete,
+    path = "/services/{id}",
+    operation_id = "deregister_instance",
+    tag = tags::SERVICES,
+    params(("id" = String, Path, description = "Instance id"), IdempotencyKey),
+    responses(
+        (status = 200, description = "`deregistered`, with the instance as it was", body = Reply),
+        BadRequest, NotFound, Conflict, Internal, Unavailable,
+    )
+)]
 async fn deregister(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -99,6 +141,18 @@ async fn deregister(
     submit(&state, &headers, "DELETE /api/v1/services/{id}", body, Command::Deregister { id }).await
 }
 
+/// One instance with its lease
+#[utoipa::path(
+    get,
+    path = "/services/{id}",
+    operation_id = "get_instance",
+    tag = tags::SERVICES,
+    params(("id" = String, Path, description = "Instance id")),
+    responses(
+        (status = 200, description = "The instance", body = InstanceView),
+        BadRequest, NotFound, Internal, Unavailable,
+    )
+)]
 async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     validate_instance_id("id", &id)?;
     match state.registry.get(&id).await? {
@@ -107,17 +161,49 @@ async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Resul
     }
 }
 
+/// The answer to a heartbeat.
+#[derive(Serialize, ToSchema)]
+struct Heartbeat {
+    status: HeartbeatStatus,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum HeartbeatStatus {
+    /// The lease runs again for `ttl_seconds`.
+    Renewed,
+    /// The lease had run out (the instance was critical); it recovers.
+    Recovering,
+}
+
+/// Renew the lease of an instance
+///
+/// The body is ignored. An unknown id is `404`: register the instance again.
+#[utoipa::path(
+    put,
+    path = "/services/{id}/heartbeat",
+    operation_id = "heartbeat",
+    tag = tags::SERVICES,
+    params(("id" = String, Path, description = "Instance id")),
+    responses(
+        (status = 200, description = "`renewed`, or `recovering` when the lease had run out", body = Heartbeat),
+        BadRequest, NotFound,
+    )
+)]
 async fn heartbeat(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     validate_instance_id("id", &id)?;
-    match state.registry.heartbeat(&id) {
-        Beat::Unknown => Err(ApiError::field(
-            ErrorCode::NotFound,
-            "id",
-            format!("no instance with id {id:?} is registered; register it again"),
-        )),
-        Beat::Renewed => Ok(Json(serde_json::json!({ "status": "renewed" })).into_response()),
-        Beat::NeedsRecovery => Ok(Json(serde_json::json!({ "status": "recovering" })).into_response()),
-    }
+    let status = match state.registry.heartbeat(&id) {
+        Beat::Unknown => {
+            return Err(ApiError::field(
+                ErrorCode::NotFound,
+                "id",
+                format!("no instance with id {id:?} is registered; register it again"),
+            ));
+        }
+        Beat::Renewed => HeartbeatStatus::Renewed,
+        Beat::NeedsRecovery => HeartbeatStatus::Recovering,
+    };
+    Ok(Json(Heartbeat { status }).into_response())
 }
 
 /// Parses `?name=&tag=a,b&tag=c&health=&meta.<key>=<value>&limit=&after=`. Unknown parameters
@@ -158,6 +244,29 @@ fn parse_filter(query: Option<&str>) -> Result<Filter, ApiError> {
     Ok(filter)
 }
 
+/// List instances, a page at a time
+///
+/// Besides the parameters below, `meta.<key>=<value>` keeps the instances whose metadata has that
+/// value (exact, repeatable for different keys). Any other parameter is `400` naming it. Pass
+/// `next` of a page as `after` for the next one; `next` is `null` on the last page.
+#[utoipa::path(
+    get,
+    path = "/services",
+    operation_id = "list_instances",
+    tag = tags::SERVICES,
+    params(
+        ("name" = Option<String>, Query, description = "Service name (exact)"),
+        ("tag" = Option<Vec<String>>, Query, style = Form, explode,
+            description = "Tags the instance must all have: comma-separated and repeatable (`tag=a,b&tag=c`)"),
+        ("health" = Option<Health>, Query, description = "Health of the instance"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Page size, 1-1000 (default 100)"),
+        ("after" = Option<String>, Query, description = "The `next` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of instances, ordered by id", body = Page),
+        BadRequest, Internal, Unavailable,
+    )
+)]
 async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     let filter = parse_filter(query.as_deref())?;
     Ok(Json(state.registry.list(&filter).await?).into_response())

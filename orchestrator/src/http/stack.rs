@@ -2,30 +2,70 @@
 //! states, take it down, restart one service, read a service's output, the dependency graph
 //! (DOT or levels) and the start-up profile.
 
+use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use orch_protocol::ErrorCode;
+use orch_protocol::agent::Logs;
+use orch_protocol::error::ErrorReply;
 use orch_protocol::registry::validate_name;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{query_pairs, unknown_parameter};
+use super::openapi::{BadRequest, Conflict, Internal, NotFound, PayloadTooLarge, Unavailable, tags};
+use crate::lifecycle::controller::{Applied, RunProfile, ServiceView, StackView};
+use crate::lifecycle::manifest::Condition;
 use crate::lifecycle::{ControlError, Graph, Manifest};
 
 /// `manifest_max_bytes`: the body limit of `PUT /stack` (a manifest can be larger than a command).
-pub fn router(manifest_max_bytes: usize) -> Router<AppState> {
-    Router::new()
-        .route(
-            "/stack",
-            get(view).put(apply).delete(down).layer(axum::extract::DefaultBodyLimit::max(manifest_max_bytes)),
-        )
-        .route("/stack/graph", get(graph))
-        .route("/stack/profile", get(profile))
-        .route("/stack/services/{name}/restart", post(restart))
-        .route("/stack/services/{name}/logs", get(logs))
+pub fn router(manifest_max_bytes: usize) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(view, apply, down).layer(axum::extract::DefaultBodyLimit::max(manifest_max_bytes)))
+        .routes(routes!(graph))
+        .routes(routes!(profile))
+        .routes(routes!(restart))
+        .routes(routes!(logs))
+}
+
+/// What `DELETE /stack` stopped.
+#[derive(Serialize, ToSchema)]
+struct Stopped {
+    /// Services that had a process.
+    stopped: usize,
+}
+
+/// A restart on its way.
+#[derive(Serialize, ToSchema)]
+struct Restarting {
+    service: String,
+    /// Always true.
+    restarting: bool,
+}
+
+/// The dependency graph as JSON.
+#[derive(Serialize, ToSchema)]
+struct GraphLevels {
+    /// Names level by level: level 0 has no dependencies; names sorted within a level.
+    levels: Vec<Vec<String>>,
+    edges: Vec<Edge>,
+    /// As in `GET /stack`.
+    services: Vec<ServiceView>,
+}
+
+/// A dependency: `from` depends on `to`.
+#[derive(Serialize, ToSchema)]
+struct Edge {
+    from: String,
+    to: String,
+    condition: Condition,
+    /// False for an optional dependency.
+    required: bool,
 }
 
 impl From<ControlError> for ApiError {
@@ -37,7 +77,28 @@ impl From<ControlError> for ApiError {
     }
 }
 
-/// Body: the manifest as TOML text. Query: `source` (who applies it; recorded with the version).
+/// Apply a manifest
+///
+/// The body is the manifest as UTF-8 TOML text, whatever its `Content-Type`. The services the
+/// manifest changes or drops are stopped first, then a start-up run starts the stack in dependency
+/// order.
+#[utoipa::path(
+    put,
+    path = "/stack",
+    operation_id = "apply_stack",
+    tag = tags::STACK,
+    params(("source" = Option<String>, Query, description = "Who applies it, recorded with the version \
+        (default `api`)")),
+    request_body(content = String, content_type = "application/toml",
+        description = "The manifest (docs/manifest.md); any `Content-Type` is accepted"),
+    responses(
+        (status = 202, description = "Accepted: the version and the start-up run", body = Applied),
+        (status = 400, description = "`malformed_payload` (not UTF-8, not TOML) or `validation_failed` (the \
+            manifest's problems, each with its field), or a bad query parameter", body = ErrorReply),
+        (status = 409, description = "`conflict`: a start-up run or a shutdown is in progress", body = ErrorReply),
+        PayloadTooLarge, Internal, Unavailable,
+    )
+)]
 async fn apply(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -65,18 +126,63 @@ async fn apply(
     Ok((StatusCode::ACCEPTED, Json(applied)).into_response())
 }
 
+/// The stack and the state of each service
+#[utoipa::path(
+    get,
+    path = "/stack",
+    operation_id = "get_stack",
+    tag = tags::STACK,
+    responses(
+        (status = 200, description = "The stack", body = StackView),
+        (status = 404, description = "`not_found`: no manifest was ever applied", body = ErrorReply),
+        Internal, Unavailable,
+    )
+)]
 async fn view(State(state): State<AppState>) -> Result<Response, ApiError> {
     let (view, _) = state.controller.view().await?.ok_or(ControlError::NoStack)?;
     Ok(Json(view).into_response())
 }
 
+/// Take the stack down
+///
+/// Stops every service in reverse dependency order and answers once all have stopped.
+#[utoipa::path(
+    delete,
+    path = "/stack",
+    operation_id = "stack_down",
+    tag = tags::STACK,
+    responses(
+        (status = 200, description = "Every service has stopped", body = Stopped),
+        (status = 404, description = "`not_found`: no manifest was ever applied", body = ErrorReply),
+        Internal, Unavailable,
+    )
+)]
 async fn down(State(state): State<AppState>) -> Result<Response, ApiError> {
     let stopped = state.controller.down().await?;
-    Ok(Json(serde_json::json!({ "stopped": stopped })).into_response())
+    Ok(Json(Stopped { stopped }).into_response())
 }
 
-/// `?format=dot` (default: GraphViz DOT with states as colours) or `?format=json` (levels and
-/// edges).
+/// The dependency graph
+///
+/// `format=dot` (the default): GraphViz DOT, one rank per level, each service filled by its state,
+/// an edge from each service to each dependency labelled with the condition (dashed when
+/// optional). `format=json`: levels, edges and services.
+#[utoipa::path(
+    get,
+    path = "/stack/graph",
+    operation_id = "stack_graph",
+    tag = tags::STACK,
+    params(("format" = Option<String>, Query, description = "`dot` (default) or `json`")),
+    responses(
+        (status = 200, description = "The graph in the format asked for", content(
+            (String = "text/vnd.graphviz"),
+            (GraphLevels = "application/json"),
+        )),
+        BadRequest,
+        (status = 404, description = "`not_found`: no manifest was ever applied", body = ErrorReply),
+        Internal, Unavailable,
+    )
+)]
 async fn graph(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     let mut format = "dot".to_string();
     for (key, value) in query_pairs(query.as_deref())? {
@@ -93,34 +199,81 @@ async fn graph(State(state): State<AppState>, RawQuery(query): RawQuery) -> Resu
                 .into_response())
         }
         "json" => {
-            let edges: Vec<serde_json::Value> = view
+            let edges = view
                 .services
                 .iter()
                 .flat_map(|s| {
-                    graph.dependencies(&s.name).into_iter().map(|(dep, d)| {
-                        serde_json::json!({"from": s.name, "to": dep, "condition": d.condition.as_str(), "required": d.required})
+                    graph.dependencies(&s.name).into_iter().map(|(dep, d)| Edge {
+                        from: s.name.clone(),
+                        to: dep.to_string(),
+                        condition: d.condition,
+                        required: d.required,
                     })
                 })
                 .collect();
-            Ok(Json(serde_json::json!({ "levels": graph.layers(), "edges": edges, "services": view.services }))
-                .into_response())
+            Ok(Json(GraphLevels { levels: graph.layers(), edges, services: view.services }).into_response())
         }
         other => Err(ApiError::field(ErrorCode::ValidationFailed, "format", format!("{other:?}: use dot or json"))),
     }
 }
 
+/// The profile of the start-up run in progress, else of the last one
+///
+/// Times are milliseconds from the start of the run.
+#[utoipa::path(
+    get,
+    path = "/stack/profile",
+    operation_id = "stack_profile",
+    tag = tags::STACK,
+    responses(
+        (status = 200, description = "The run's profile", body = RunProfile),
+        (status = 404, description = "`not_found`: no start-up run since the orchestrator started", body = ErrorReply),
+        Internal, Unavailable,
+    )
+)]
 async fn profile(State(state): State<AppState>) -> Result<Response, ApiError> {
     let profile = state.controller.profile().await?.ok_or(ControlError::NoRun)?;
     Ok(Json(profile).into_response())
 }
 
+/// Restart a managed service
+///
+/// The body is ignored. A service that is `pending`, `starting` or `stopping` is `409`.
+#[utoipa::path(
+    post,
+    path = "/stack/services/{name}/restart",
+    operation_id = "restart_service",
+    tag = tags::STACK,
+    params(("name" = String, Path, description = "Name of a managed service")),
+    responses(
+        (status = 202, description = "The restart is on its way", body = Restarting),
+        BadRequest, NotFound, Conflict, Internal, Unavailable,
+    )
+)]
 async fn restart(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     validate_name("name", &name)?;
     state.controller.restart(name.clone()).await?;
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "service": name, "restarting": true }))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(Restarting { service: name, restarting: true })).into_response())
 }
 
-/// `?lines=N`: the last N lines (default 100, at most 10,000).
+/// The last lines of a managed service's output
+///
+/// Read from the agent of the service's node, oldest first; a service that never ran has none.
+#[utoipa::path(
+    get,
+    path = "/stack/services/{name}/logs",
+    operation_id = "service_logs",
+    tag = tags::STACK,
+    params(
+        ("name" = String, Path, description = "Name of a managed service"),
+        ("lines" = Option<usize>, Query, minimum = 1, maximum = 10000,
+            description = "How many of the last lines, 1-10000 (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "`<RFC 3339 time> <stdout|stderr> <text>` per line", body = Logs),
+        BadRequest, NotFound, Internal, Unavailable,
+    )
+)]
 async fn logs(
     State(state): State<AppState>,
     Path(name): Path<String>,

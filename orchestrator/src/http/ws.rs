@@ -19,6 +19,7 @@ use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use orch_protocol::{ErrorCode, Subjects};
+use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -161,6 +162,26 @@ struct EventId<'a> {
 
 type Messages = pull::Ordered;
 
+/// The live event feed; its frames are described in docs/protocol.md §14.3.
+#[utoipa::path(
+    get,
+    path = "/ws",
+    operation_id = "live_feed",
+    tag = super::openapi::tags::SYSTEM,
+    params(
+        ("subjects" = Option<String>, Query, description = "Comma-separated NATS subject filters under `<prefix>.evt.` \
+            (`*` one token, `>` last); default every event"),
+        ("after" = Option<String>, Query, description = "Id of the event (a UUIDv7) to resume after"),
+        ("token" = Option<String>, Query, description = "The bearer token, for clients that cannot set headers on a \
+            WebSocket"),
+    ),
+    responses(
+        (status = 101, description = "WebSocket upgrade; then JSON text frames of type `ready`, `event`, `dropped` or \
+            `error` (docs/protocol.md §14.3)"),
+        super::openapi::BadRequest,
+        super::openapi::Unavailable,
+    )
+)]
 pub async fn feed(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -183,9 +204,14 @@ pub async fn feed(
     let metrics = state.metrics.clone();
     Ok(upgrade.on_upgrade(move |socket| async move {
         metrics.ws_clients.inc();
-        if serve(socket, feed, messages, Session { subjects: query.subjects, resumed, permit }).await {
-            metrics.ws_dropped.inc();
-        }
+        serve(
+            socket,
+            feed,
+            messages,
+            Session { subjects: query.subjects, resumed, permit },
+            metrics.ws_dropped.clone(),
+        )
+        .await;
         metrics.ws_clients.dec();
     }))
 }
@@ -256,6 +282,7 @@ async fn pump(
     queue: mpsc::Sender<Outgoing>,
     stall: Duration,
     overflow: Arc<AtomicBool>,
+    dropped: Counter,
 ) -> Option<String> {
     while let Some(next) = messages.next().await {
         let message = match next {
@@ -276,6 +303,8 @@ async fn pump(
             Ok(Ok(())) => {}
             Ok(Err(_closed)) => return None,
             Err(_stalled) => {
+                // Counted now: the notice itself waits until the client reads again.
+                dropped.inc();
                 overflow.store(true, Ordering::Release);
                 return None;
             }
@@ -284,17 +313,16 @@ async fn pump(
     Some("the events stream ended".into())
 }
 
-/// Sends the feed until the client leaves, falls behind or the orchestrator stops. True when the
-/// client was dropped for falling behind.
-async fn serve(socket: WebSocket, feed: Feed, messages: Messages, session: Session) -> bool {
+/// Sends the feed until the client leaves, falls behind or the orchestrator stops.
+async fn serve(socket: WebSocket, feed: Feed, messages: Messages, session: Session, dropped: Counter) {
     let (mut sink, mut incoming) = socket.split();
     let ready = text(&Frame::Ready { subjects: &session.subjects, resumed: session.resumed });
     if sink.send(Message::Text(ready)).await.is_err() {
-        return false;
+        return;
     }
     let (queue, mut outgoing) = mpsc::channel(feed.buffer);
     let overflow = Arc::new(AtomicBool::new(false));
-    let mut pump = tokio::spawn(pump(messages, queue, feed.stall, overflow.clone()));
+    let mut pump = tokio::spawn(pump(messages, queue, feed.stall, overflow.clone(), dropped));
     let mut shutdown = feed.shutdown.clone();
     let stopping = async move {
         // The guard `wait_for` returns is dropped here, before anything else is awaited.
@@ -337,7 +365,6 @@ async fn serve(socket: WebSocket, feed: Feed, messages: Messages, session: Sessi
         }
     };
     pump.abort();
-    let dropped = overflow.load(Ordering::Acquire);
     if let Some((notice, code, reason)) = goodbye {
         let farewell = async {
             if !notice.is_empty() {
@@ -347,7 +374,6 @@ async fn serve(socket: WebSocket, feed: Feed, messages: Messages, session: Sessi
         };
         let _ = tokio::time::timeout(NOTICE_TIMEOUT, farewell).await;
     }
-    dropped
 }
 
 fn slow_consumer_notice(buffer: usize, stall: Duration, last_id: &Option<String>) -> (Utf8Bytes, u16, &'static str) {

@@ -13,7 +13,7 @@ use orch_protocol::registry::is_valid_name;
 use serde::{Deserialize, Serialize};
 
 /// What a dependency waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Condition {
     /// The process was started.

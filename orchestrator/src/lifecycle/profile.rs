@@ -10,16 +10,20 @@ use serde::Serialize;
 use super::graph::Graph;
 
 /// Times of one service, from the start of the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = ServiceTiming)]
 pub struct Timing {
     /// Its dependencies were met (it could start but for a free slot).
     #[serde(rename = "queued_ms", serialize_with = "ms")]
+    #[schema(value_type = f64)]
     pub queued: Duration,
     /// Its launch was asked of the agent.
     #[serde(rename = "started_ms", serialize_with = "ms_opt", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = f64)]
     pub started: Option<Duration>,
     /// Ready, or completed for a one-shot task.
     #[serde(rename = "ready_ms", serialize_with = "ms_opt", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = f64)]
     pub ready: Option<Duration>,
 }
 
@@ -43,34 +47,41 @@ impl Timing {
 }
 
 /// One link of the critical chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = ChainLink)]
 pub struct Link {
     pub service: String,
     #[serde(rename = "started_ms", serialize_with = "ms")]
+    #[schema(value_type = f64)]
     pub started: Duration,
     #[serde(rename = "ready_ms", serialize_with = "ms")]
+    #[schema(value_type = f64)]
     pub ready: Duration,
     /// ready - started.
     #[serde(rename = "took_ms", serialize_with = "ms")]
+    #[schema(value_type = f64)]
     pub took: Duration,
 }
 
 /// A service that held the start-up back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Bottleneck {
     pub service: String,
     #[serde(rename = "took_ms", serialize_with = "ms")]
+    #[schema(value_type = f64)]
     pub took: Duration,
     pub why: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Profile {
     /// From the first queued service to the last ready one.
     #[serde(rename = "wall_ms", serialize_with = "ms")]
+    #[schema(value_type = f64)]
     pub wall: Duration,
     /// The longest path through the graph weighted by each service's own start time.
     #[serde(rename = "critical_path_ms", serialize_with = "ms")]
+    #[schema(value_type = f64)]
     pub critical_path: Duration,
     /// critical_path / wall: 1.0 means the orchestrator added nothing to what the dependencies
     /// force.

@@ -23,27 +23,33 @@ pub use state::{Command, Outcome, Reply, Status};
 pub use writer::{Body, Change, Meta, Submission, WriteError, Writer};
 
 /// An instance with its live lease information.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InstanceView {
     #[serde(flatten)]
     pub instance: Instance,
+    // Flattened, `None` adds no field: the schema is that of the fields it adds when present.
     #[serde(flatten)]
+    #[schema(value_type = LeaseView)]
     pub lease: Option<LeaseView>,
 }
 
 /// A page of a listing: `{"items": [...], "next": "<id>" | null}`; pass `next` as `after`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = InstancePage)]
 pub struct Page {
     pub items: Vec<InstanceView>,
+    /// `null` on the last page.
+    #[schema(required = true)]
     pub next: Option<String>,
 }
 
 /// Result of a discovery query.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Discovery {
     pub service: String,
     pub strategy: Strategy,
-    /// The instance the strategy picked; absent when none is healthy.
+    /// The instance the strategy picked; `null` when none is healthy.
+    #[schema(required = true)]
     pub instance: Option<Instance>,
     /// Every passing instance of the service.
     pub instances: Vec<Instance>,

@@ -160,7 +160,8 @@ pub enum SideWrite {
 }
 
 /// What happened, as replied to the client and remembered for redeliveries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = CommandStatus)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Registered,
@@ -175,7 +176,8 @@ pub enum Status {
 }
 
 /// A successful outcome: `{"status": "...", "instance": {...}, "changed": [...]}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = CommandReply)]
 pub struct Reply {
     pub status: Status,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -107,7 +107,7 @@ pub async fn service_health(pool: &PgPool) -> Result<HashMap<String, (Aggregate,
 }
 
 /// One recorded transition, as the history endpoints return it.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct HistoryEntry {
     pub seq: i64,
     pub at: DateTime<Utc>,
@@ -124,7 +124,9 @@ pub struct HistoryEntry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
     pub damped: bool,
+    /// Service level: the counts of the service's instances; system level: the change of the system.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
     pub detail: Option<serde_json::Value>,
 }
 

@@ -99,7 +99,8 @@ impl From<ControlError> for ProtocolError {
 }
 
 /// What `apply` accepted.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = StackApplied)]
 pub struct Applied {
     pub version: i64,
     pub run_id: Uuid,
@@ -109,7 +110,8 @@ pub struct Applied {
 }
 
 /// One managed service as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ManagedService)]
 pub struct ServiceView {
     pub name: String,
     pub node: String,
@@ -127,9 +129,11 @@ pub struct ServiceView {
 }
 
 /// The stack as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StackView {
     pub version: i64,
+    /// `up` or `down`.
+    #[schema(schema_with = desired_schema)]
     pub desired: &'static str,
     /// The start-up run in progress, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -139,8 +143,16 @@ pub struct StackView {
     pub services: Vec<ServiceView>,
 }
 
+/// The schema of [`StackView::desired`].
+fn desired_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(["up", "down"]))
+        .build()
+}
+
 /// A start-up run's profile with its identity.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RunProfile {
     pub run_id: Uuid,
     pub manifest_version: i64,
