@@ -15,7 +15,7 @@ ARGS ?=
 # The NATS that "make dev" starts (scripts/dev.sh: ORCH_DEV_NATS_PORT, 4222 by default).
 DEV_NATS_URL ?= nats://127.0.0.1:$(or $(ORCH_DEV_NATS_PORT),4222)
 
-.PHONY: help dev test bench engine prod deps fmt lint clean-local stop
+.PHONY: help dev test bench engine prod deps dashboard fmt lint clean-local stop
 
 help: ## List the targets
 	@echo "Targets:"
@@ -45,6 +45,9 @@ prod: ## Release build, and the Docker image if a Docker engine is running
 		echo "make prod: Docker image build SKIPPED: no Docker engine is running ('docker info' failed)."; \
 		echo "make prod: on a machine with Docker: docker compose build && docker compose up -d"; \
 	fi
+
+dashboard: ## Build the dashboard into dashboard/dist (make dev and make test do it too)
+	scripts/dashboard.sh
 
 deps: ## Install/check local dependencies (nats-server venv, PostgreSQL binaries)
 	scripts/deps.sh

@@ -17,8 +17,9 @@ builds the Python bridge crate (orch-bridge) and runs
 or, without cargo-nextest,
   cargo test --workspace [RUNNER ARGS...]
 then builds and installs the Python bridge's wheel (scripts/bridge.sh) and runs its
-tests with pytest (bridge-py/tests) against the orchestrator binary. With RUNNER ARGS,
-only the Rust tests run, unless ORCH_TEST_PYTHON=1.
+tests with pytest (bridge-py/tests) against the orchestrator binary, then builds the
+dashboard and runs its browser tests in headless Chromium (scripts/browser-test.sh).
+With RUNNER ARGS, only the Rust tests run, unless ORCH_TEST_PYTHON=1 or ORCH_TEST_BROWSER=1.
 The exit status is non-zero if any test failed. The test PostgreSQL is stopped on exit.
 
 Exported to the tests:
@@ -32,6 +33,7 @@ Exported to the tests:
 Environment:
   ORCH_TEST_PG_PORT       port of the shared test PostgreSQL [55433]
   ORCH_TEST_PYTHON        1: run the Python tests even with RUNNER ARGS; 0: never
+  ORCH_TEST_BROWSER       1: run the browser tests even with RUNNER ARGS; 0: never
   PYTEST_ARGS             extra arguments for pytest, e.g. "-k durable"
 EOF
 }
@@ -97,5 +99,14 @@ if [ "$python" = 1 ]; then
     log "running: pytest bridge-py/tests ${PYTEST_ARGS:-}"
     # shellcheck disable=SC2086 # PYTEST_ARGS is a list of words
     "$BRIDGE_PYTHON" -m pytest bridge-py/tests ${PYTEST_ARGS:-} || rc=$?
+fi
+
+browser="${ORCH_TEST_BROWSER:-}"
+[ -n "$browser" ] || { [ $# -eq 0 ] && browser=1 || browser=0; }
+if [ "$browser" = 1 ]; then
+    # The dashboard in headless Chromium against the orchestrator binary (target/debug).
+    cargo build -p orchestrator --bins
+    log "running: scripts/browser-test.sh"
+    "$SCRIPTS/browser-test.sh" || rc=$?
 fi
 exit "$rc"

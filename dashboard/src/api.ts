@@ -1,0 +1,69 @@
+// HTTP client of /api/v1: adds the bearer token, parses JSON bodies and turns every failure into
+// an ApiError with a message fit to show. Health reads answer 429 and 503 with a valid body for a
+// degraded or critical system; those bodies are returned, not treated as errors.
+
+import { token } from './auth';
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+/** Called on every 401, so the app can ask for a token. */
+let unauthorized: () => void = () => {};
+export function onUnauthorized(fn: () => void): void {
+  unauthorized = fn;
+}
+
+interface Options {
+  /** Statuses besides 2xx whose JSON body is a valid answer (e.g. 429 and 503 of health reads). */
+  accept?: number[];
+  signal?: AbortSignal;
+}
+
+function errorOf(status: number, body: unknown, fallback: string): ApiError {
+  const err = (body as { error?: { code?: unknown; message?: unknown; field?: unknown } } | null)?.error;
+  if (err && typeof err.message === 'string') {
+    const field = typeof err.field === 'string' ? ` (${err.field})` : '';
+    return new ApiError(status, typeof err.code === 'string' ? err.code : 'error', err.message + field);
+  }
+  return new ApiError(status, 'http', fallback);
+}
+
+/** GET a JSON resource under /api/v1 (path starts with "/"). */
+export async function getJson<T>(path: string, opts: Options = {}): Promise<{ status: number; body: T }> {
+  const headers: Record<string, string> = { Accept: 'application/json' };
+  const t = token();
+  if (t) headers.Authorization = `Bearer ${t}`;
+  let res: Response;
+  try {
+    res = await fetch(`/api/v1${path}`, { headers, signal: opts.signal ?? null, cache: 'no-store' });
+  } catch (e) {
+    if (e instanceof DOMException && e.name === 'AbortError') throw e;
+    throw new ApiError(0, 'network', 'the orchestrator cannot be reached');
+  }
+  let body: unknown = null;
+  const text = await res.text().catch(() => '');
+  if (text) {
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = null;
+    }
+  }
+  if (res.status === 401) {
+    unauthorized();
+    throw errorOf(401, body, 'a valid token is needed');
+  }
+  if (res.ok || opts.accept?.includes(res.status)) {
+    if (body === null) throw new ApiError(res.status, 'bad_body', `GET ${path}: the answer is not JSON`);
+    return { status: res.status, body: body as T };
+  }
+  throw errorOf(res.status, body, `GET ${path}: HTTP ${res.status} ${res.statusText}`.trim());
+}

@@ -1,0 +1,37 @@
+// Formatting of times and numbers for display.
+
+/** "14:03:07" for today, else "2026-11-23 14:03:07" (local time). */
+export function time(iso: string | undefined): string {
+  if (!iso) return '';
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  const pad = (n: number) => String(n).padStart(2, '0');
+  const hms = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  const now = new Date();
+  if (d.toDateString() === now.toDateString()) return hms;
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${hms}`;
+}
+
+/** "3 s ago", "5 min ago", "2 h ago". */
+export function ago(iso: string | undefined): string {
+  if (!iso) return '';
+  const t = new Date(iso).getTime();
+  if (Number.isNaN(t)) return '';
+  const s = Math.max(0, Math.round((Date.now() - t) / 1000));
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.round(s / 60)} min ago`;
+  if (s < 86400) return `${Math.round(s / 3600)} h ago`;
+  return `${Math.round(s / 86400)} d ago`;
+}
+
+/** Milliseconds for people: "850 ms", "1.24 s". */
+export function ms(v: number | undefined): string {
+  if (v === undefined || !Number.isFinite(v)) return '';
+  if (v < 1000) return `${Math.round(v)} ms`;
+  return `${(v / 1000).toFixed(2)} s`;
+}
+
+/** Cuts a string to n characters with an ellipsis. */
+export function cut(v: string, n: number): string {
+  return v.length > n ? `${v.slice(0, n - 1)}…` : v;
+}

@@ -1,0 +1,454 @@
+// The dashboard: builds the page, reads everything once, then keeps it current from the event
+// stream (each event schedules a read of what it affects) and a slow periodic read as a safety net.
+
+import './style.css';
+import { ApiError, getJson, onUnauthorized } from './api';
+import { adoptFragmentToken, clearToken, setToken, token } from './auth';
+import { h, on, fill } from './dom';
+import { EventStream, type StreamState } from './stream';
+import { Loader } from './refresh';
+import type {
+  CloudEvent,
+  Instance,
+  InstancePage,
+  PriorityChange,
+  PriorityDetail,
+  PriorityList,
+  PriorityView,
+  StackGraph,
+  StackProfile,
+  SystemHealth,
+  WhoAmI,
+} from './types';
+import { FeedView } from './views/feed';
+import { legend, renderGraph } from './views/graph';
+import { renderProfile } from './views/gantt';
+import { renderBanner } from './views/health';
+import { HISTORY, PrioritiesView } from './views/priorities';
+import { ServicesView, type ServicesModel } from './views/services';
+
+const SAFETY_REFRESH_MS = 10_000;
+const PAGE_SIZE = 1000;
+const MAX_PAGES = 10;
+
+function message(e: unknown): string {
+  if (e instanceof ApiError) return e.message;
+  if (e instanceof Error) return e.message;
+  return String(e);
+}
+
+class App {
+  private authorized = true;
+  private readonly errors = new Map<string, string>();
+  private readonly loaders = new Map<string, Loader>();
+  private readonly stream: EventStream;
+  private subjects = '';
+  private model: ServicesModel = { instances: null, truncated: false, priorities: new Map(), lastChange: new Map() };
+  /** The stream is live: missed events are impossible, so absent resources need no polling. */
+  private live = false;
+  /** Resources that answered 404 (no stack, no run yet); lifecycle events bring them back. */
+  private readonly absent = new Set<string>();
+  /** The updated_at each last change was read for, so a history is read again only after a change. */
+  private readonly lastChangeFor = new Map<string, string>();
+
+  // Page parts.
+  private readonly banner = h('div', { class: 'banner banner-unknown', id: 'health-banner', role: 'status' }, 'Reading system health…');
+  private readonly errorStrip = h('div', { class: 'errors', id: 'errors', role: 'alert', hidden: true });
+  private readonly conn = h('span', { class: 'conn conn-connecting', id: 'connection', role: 'status' }, 'connecting…');
+  private readonly who = h('span', { class: 'who', id: 'whoami' });
+  private readonly signOut = h('button', { type: 'button', class: 'link', id: 'change-token' }, 'Change token');
+  private readonly login = h('div', { class: 'login', id: 'login', hidden: true });
+  private readonly tabs = new Map<string, { button: HTMLButtonElement; panel: HTMLElement }>();
+  private readonly services: ServicesView;
+  private readonly feed: FeedView;
+  private readonly priorities: PrioritiesView;
+  private readonly graphEl = h('div', { class: 'graph-box', id: 'graph' });
+  private readonly profileEl = h('div', { class: 'profile-box', id: 'profile' });
+  private readonly stackMeta = h('p', { class: 'stack-meta muted', id: 'stack-meta' });
+
+  constructor(private readonly root: HTMLElement) {
+    this.services = new ServicesView((name) => this.openHistory(name));
+    this.feed = new FeedView(
+      (subjects) => {
+        this.subjects = subjects;
+        this.stream.start(subjects);
+      },
+      (n) => this.setTabCount('events', n),
+    );
+    this.priorities = new PrioritiesView((name) => this.selectHistory(name));
+    this.stream = new EventStream({
+      token,
+      onEvent: (subject, ev) => this.onEvent(subject, ev),
+      onState: (st) => {
+        this.live = st.kind === 'live';
+        this.renderConn(st);
+      },
+      onLive: (subjects) => {
+        this.feed.setSubjects(subjects);
+        // Whatever happened while we were not connected is read again.
+        this.refreshAll();
+      },
+      onFailure: () => this.loaders.get('whoami')?.schedule(0),
+    });
+    onUnauthorized(() => this.unauthorized());
+    this.build();
+    this.addLoaders();
+  }
+
+  private build(): void {
+    on(this.signOut, 'click', () => this.askToken('Paste another token.'));
+    const header = h(
+      'header',
+      { class: 'top' },
+      h('h1', {}, 'Orchestrator'),
+      h('div', { class: 'top-right' }, this.conn, this.who, this.signOut, h('a', { href: '/api-docs/', class: 'api-link', id: 'api-docs-link' }, 'API reference')),
+    );
+    const nav = h('nav', { class: 'tabs', role: 'tablist', 'aria-label': 'Views' });
+    const main = h('main', { class: 'content' });
+    const stack = h(
+      'div',
+      { class: 'stack' },
+      h('section', { class: 'card' }, h('h2', {}, 'Dependency graph'), this.stackMeta, legend(), this.graphEl),
+      h('section', { class: 'card' }, h('h2', {}, 'Start-up timeline'), this.profileEl),
+    );
+    const panels: [string, string, HTMLElement][] = [
+      ['services', 'Services', this.services.root],
+      ['stack', 'Stack', stack],
+      ['events', 'Events', this.feed.root],
+      ['priorities', 'Priorities', this.priorities.root],
+    ];
+    for (const [id, label, content] of panels) {
+      const button = h('button', { type: 'button', role: 'tab', id: `tab-${id}`, 'aria-controls': `panel-${id}`, 'aria-selected': 'false' }, label, h('span', { class: 'count' }));
+      const panel = h('section', { id: `panel-${id}`, role: 'tabpanel', 'aria-labelledby': `tab-${id}`, class: 'panel', hidden: true }, content);
+      on(button, 'click', () => this.showTab(id));
+      nav.append(button);
+      main.append(panel);
+      this.tabs.set(id, { button, panel });
+    }
+    fill(this.root, header, this.banner, this.errorStrip, this.login, nav, main);
+    this.showTab('services');
+  }
+
+  private showTab(id: string): void {
+    for (const [key, t] of this.tabs) {
+      const active = key === id;
+      t.button.setAttribute('aria-selected', String(active));
+      t.button.classList.toggle('active', active);
+      t.panel.hidden = !active;
+    }
+  }
+
+  private setTabCount(id: string, n: number): void {
+    const c = this.tabs.get(id)?.button.querySelector('.count');
+    if (c) c.textContent = n ? ` ${n}` : '';
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Loading
+
+  private addLoaders(): void {
+    const add = (name: string, load: () => Promise<void>) =>
+      this.loaders.set(name, new Loader(name, load, (n, e) => this.report(n, e), () => this.authorized));
+    add('whoami', () => this.loadWhoami());
+    add('health', () => this.loadHealth());
+    add('services', () => this.loadServices());
+    add('priorities', () => this.loadPriorities());
+    add('history', () => this.loadHistory());
+    add('graph', () => this.loadGraph());
+    add('profile', () => this.loadProfile());
+  }
+
+  private refresh(...names: string[]): void {
+    for (const n of names) this.loaders.get(n)?.schedule();
+  }
+
+  /**
+   * Reads every resource. The periodic safety net skips those known to be absent while the stream
+   * is live: a lifecycle event announces a new stack or run, and re-reads them.
+   */
+  private refreshAll(periodic = false): void {
+    for (const [name, l] of this.loaders) {
+      if (name === 'whoami' || (periodic && this.live && this.absent.has(name))) continue;
+      l.schedule(0);
+    }
+  }
+
+  private report(name: string, e: unknown): void {
+    if (e instanceof ApiError && e.status === 401) return; // the token form says it
+    if (e instanceof DOMException && e.name === 'AbortError') return;
+    if (e === null) {
+      if (!this.errors.delete(name)) return;
+    } else {
+      this.errors.set(name, message(e));
+    }
+    const list = [...this.errors];
+    this.errorStrip.hidden = list.length === 0;
+    fill(this.errorStrip, ...list.map(([n, m]) => h('div', { class: 'error', 'data-source': n }, h('strong', {}, `${n}: `), m)));
+  }
+
+  private async loadWhoami(): Promise<void> {
+    try {
+      const { body } = await getJson<WhoAmI>('/auth/whoami');
+      fill(this.who, 'Signed in as ', h('strong', { id: 'whoami-name' }, String(body.name)), ' · ', h('span', { class: 'role', id: 'whoami-role' }, String(body.role)));
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 404) {
+        fill(this.who, 'caller unknown');
+        return;
+      }
+      throw e;
+    }
+  }
+
+  private async loadHealth(): Promise<void> {
+    try {
+      const { body } = await getJson<SystemHealth | { error: unknown }>('/health', { accept: [429, 503] });
+      if ('error' in body || typeof (body as SystemHealth).state !== 'string') throw new ApiError(503, 'unavailable', 'the orchestrator cannot say its health now');
+      renderBanner(this.banner, body as SystemHealth, null);
+      document.title = `${(body as SystemHealth).state} · Orchestrator`;
+    } catch (e) {
+      renderBanner(this.banner, null, message(e));
+      document.title = 'Orchestrator';
+      throw e;
+    }
+  }
+
+  private async loadServices(): Promise<void> {
+    const items: Instance[] = [];
+    let after: string | null = null;
+    let truncated = false;
+    for (let page = 0; ; page++) {
+      if (page === MAX_PAGES) {
+        truncated = true;
+        break;
+      }
+      const q: string = `?limit=${PAGE_SIZE}${after ? `&after=${encodeURIComponent(after)}` : ''}`;
+      const res: { body: InstancePage } = await getJson<InstancePage>(`/services${q}`);
+      items.push(...res.body.items);
+      after = res.body.next;
+      if (!after) break;
+    }
+    this.model = { ...this.model, instances: items, truncated };
+    this.services.update(this.model);
+    this.setTabCount('services', new Set(items.map((i) => i.name)).size);
+  }
+
+  private async loadPriorities(): Promise<void> {
+    const { body } = await getJson<PriorityList>('/priorities');
+    const map = new Map<string, PriorityView>(body.priorities.map((p) => [p.service, p]));
+    this.model = { ...this.model, priorities: map };
+    this.services.update(this.model);
+    this.priorities.updateList(body);
+    await this.loadLastChanges(body.priorities);
+  }
+
+  /**
+   * Who changed each priority last and why: the newest change that moved it, from the service's
+   * history. Read only for services whose priority changed since the last read, a few at a time.
+   */
+  private async loadLastChanges(views: PriorityView[]): Promise<void> {
+    const stale = views.filter((p) => p.updated_at && this.lastChangeFor.get(p.service) !== p.updated_at).slice(0, 40);
+    if (!stale.length) return;
+    const moved = new Set(['applied', 'clamped', 'expired']);
+    const queue = [...stale];
+    const worker = async () => {
+      for (let p = queue.shift(); p; p = queue.shift()) {
+        const { body } = await getJson<PriorityDetail>(`/priorities/${encodeURIComponent(p.service)}?history=20`);
+        const change: PriorityChange | undefined = body.history.find((c) => moved.has(c.outcome));
+        if (change) this.model.lastChange.set(p.service, change);
+        else this.model.lastChange.delete(p.service);
+        this.lastChangeFor.set(p.service, p.updated_at!);
+      }
+    };
+    await Promise.all([worker(), worker(), worker()]);
+    this.services.update(this.model);
+  }
+
+  private async loadHistory(): Promise<void> {
+    const service = this.priorities.selected;
+    if (!service) return;
+    try {
+      const { body } = await getJson<PriorityDetail>(`/priorities/${encodeURIComponent(service)}?history=${HISTORY}`);
+      if (this.priorities.selected === service) this.priorities.updateHistory(body, null);
+    } catch (e) {
+      this.priorities.updateHistory(null, message(e));
+      throw e;
+    }
+  }
+
+  /** GET a stack route; 404 means no stack or no run yet, an empty state rather than an error. */
+  private async stackRead<T>(name: string, path: string): Promise<T | null> {
+    try {
+      const { body } = await getJson<T>(path);
+      this.absent.delete(name);
+      return body;
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 404) {
+        this.absent.add(name);
+        return null;
+      }
+      throw e;
+    }
+  }
+
+  private async loadGraph(): Promise<void> {
+    const value = await this.stackRead<StackGraph>('graph', '/stack/graph?format=json');
+    renderGraph(this.graphEl, value);
+    if (value) {
+      const counts = new Map<string, number>();
+      for (const sv of value.services) counts.set(sv.state, (counts.get(sv.state) ?? 0) + 1);
+      this.stackMeta.textContent = `${value.services.length} managed services · ${value.edges.length} dependencies · ${[...counts].map(([k, v]) => `${v} ${k}`).join(', ')}`;
+    } else {
+      this.stackMeta.textContent = '';
+    }
+  }
+
+  private async loadProfile(): Promise<void> {
+    const value = await this.stackRead<StackProfile>('profile', '/stack/profile');
+    renderProfile(this.profileEl, value);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Events
+
+  private onEvent(subject: string, ev: CloudEvent): void {
+    if (!ev || typeof ev !== 'object') return;
+    try {
+      this.feed.add(subject, ev);
+      this.report('events', null);
+    } catch (e) {
+      // A malformed event must not stop the stream: say so, and go on.
+      this.report('events', e);
+    }
+    // <prefix>.evt.<domain>.<service or node>.<kind>
+    const tokens = subject.split('.');
+    const at = tokens.indexOf('evt');
+    const domain = at >= 0 ? tokens[at + 1] : undefined;
+    const about = at >= 0 ? tokens[at + 2] : undefined;
+    switch (domain) {
+      case 'registry':
+        this.refresh('services', 'health', 'priorities');
+        break;
+      case 'health':
+        this.refresh('services', 'health');
+        break;
+      case 'lifecycle':
+        this.refresh('graph', 'profile');
+        if (about === '_system') this.refresh('priorities');
+        break;
+      case 'priority':
+        this.refresh('priorities');
+        if (about && about === this.priorities.selected) this.refresh('history');
+        break;
+      case 'system':
+        this.refresh('health', 'priorities');
+        break;
+      default:
+        break;
+    }
+  }
+
+  private renderConn(st: StreamState): void {
+    let text: string;
+    let cls: string;
+    switch (st.kind) {
+      case 'live':
+        text = 'live';
+        cls = 'live';
+        break;
+      case 'connecting':
+        text = 'connecting…';
+        cls = 'connecting';
+        break;
+      case 'reconnecting':
+        text = `reconnecting in ${Math.ceil(st.inMs / 1000)} s (${st.why})`;
+        cls = 'reconnecting';
+        break;
+      default:
+        text = 'not connected';
+        cls = 'stopped';
+    }
+    this.conn.className = `conn conn-${cls}`;
+    this.conn.dataset.state = st.kind;
+    this.conn.textContent = `● ${text}`;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Priorities history
+
+  private openHistory(service: string): void {
+    this.showTab('priorities');
+    this.selectHistory(service);
+  }
+
+  private selectHistory(service: string): void {
+    this.priorities.choose(service);
+    this.loaders.get('history')?.schedule(0);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Auth
+
+  private unauthorized(): void {
+    if (!this.authorized) return;
+    this.askToken(token() ? 'The token was refused: paste a valid one.' : 'This orchestrator needs a token: paste one.');
+  }
+
+  private askToken(why: string): void {
+    this.authorized = false;
+    this.stream.stop();
+    renderBanner(this.banner, null, 'not signed in');
+    const input = h('input', { type: 'password', id: 'token-input', name: 'token', autocomplete: 'off', placeholder: 'API token', 'aria-label': 'API token', required: true });
+    const form = h('form', { class: 'login-form' }, h('p', {}, why), input, h('button', { type: 'submit' }, 'Use token'));
+    if (token()) {
+      form.append(
+        on(h('button', { type: 'button' }, 'Cancel'), 'click', () => this.resume()),
+        on(h('button', { type: 'button', class: 'link' }, 'Forget the stored token'), 'click', () => {
+          clearToken();
+          this.resume();
+        }),
+      );
+    }
+    on(form, 'submit', (ev) => {
+      ev.preventDefault();
+      const value = input.value.trim();
+      if (!value) return;
+      setToken(value);
+      this.resume();
+    });
+    fill(this.login, form);
+    this.login.hidden = false;
+    input.focus();
+  }
+
+  private resume(): void {
+    this.login.hidden = true;
+    this.login.replaceChildren();
+    this.authorized = true;
+    this.errors.clear();
+    this.errorStrip.hidden = true;
+    this.errorStrip.replaceChildren();
+    void this.start();
+  }
+
+  /**
+   * Asks who we are first, so that a refused token brings up the token form before anything
+   * else is tried; then reads everything and opens the event stream.
+   */
+  async start(): Promise<void> {
+    await this.loaders.get('whoami')?.run();
+    if (!this.authorized) return;
+    this.refreshAll();
+    this.stream.start(this.subjects);
+  }
+
+  run(): void {
+    void this.start();
+    window.setInterval(() => {
+      if (this.authorized) this.refreshAll(true);
+    }, SAFETY_REFRESH_MS);
+  }
+}
+
+adoptFragmentToken();
+const root = document.getElementById('app');
+if (root) new App(root).run();

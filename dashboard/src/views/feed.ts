@@ -1,0 +1,164 @@
+// The live event feed: newest first, capped, each event expandable to its full JSON.
+
+import { h, on, fill } from '../dom';
+import { cut, time } from '../format';
+import { subjectFilterProblem } from '../stream';
+import type { CloudEvent } from '../types';
+
+const CAP = 500;
+
+type Data = Record<string, unknown>;
+
+function str(v: unknown): string {
+  return typeof v === 'string' ? v : typeof v === 'number' || typeof v === 'boolean' ? String(v) : '';
+}
+
+/** One line saying what the event is about, from the fields of §6, §12.6 and §13.5. */
+export function summarize(ev: CloudEvent): string {
+  const d = (ev.data && typeof ev.data === 'object' ? ev.data : {}) as Data;
+  const kind = String(ev.type ?? '').replace(/^io\.orch\./, '').replace(/\.v\d+$/, '');
+  const inst = (d.instance && typeof d.instance === 'object' ? d.instance : {}) as Data;
+  const arrow = (a: unknown, b: unknown) => (str(a) ? `${str(a)} → ${str(b)}` : str(b));
+  switch (kind) {
+    case 'registry.registered':
+    case 'registry.updated':
+    case 'registry.expired':
+    case 'registry.recovered':
+      return `${str(inst.name)} ${str(inst.id)}: ${str(inst.health)}${Array.isArray(d.changed) ? ` (changed ${d.changed.map(str).join(', ')})` : ''}`;
+    case 'registry.deregistered':
+      return `${str(inst.name)} ${str(inst.id)} (${str(d.reason)})`;
+    case 'health.check_changed':
+      return `${str(d.service)} ${str(d.instance_id)} check ${str(d.check)}: ${arrow(d.previous, d.status)}${str(d.output) ? ` — ${str(d.output)}` : ''}`;
+    case 'health.instance_changed':
+      return `${str(inst.name)} ${str(inst.id)}: ${arrow(d.previous, d.health)} (${str(d.cause)})`;
+    case 'health.service_changed':
+      return `service ${str(d.service)}: ${arrow(d.previous, d.state)}`;
+    case 'health.system_changed':
+      return `system: ${arrow(d.previous, d.state)}`;
+    case 'health.maintenance_entered':
+    case 'health.maintenance_exited':
+      return `${str(d.service)} ${str(d.instance_id)} ${str(d.reason)}`;
+    case 'lifecycle.manifest_applied':
+      return `manifest version ${str(d.version)} from ${str(d.source)}: ${str(d.services)} services`;
+    case 'lifecycle.run_finished':
+      return `start-up run ${str(d.outcome)} in ${str(d.wall_ms)} ms`;
+    default:
+      break;
+  }
+  if (kind.startsWith('lifecycle.') && d.state !== undefined) {
+    return `${str(d.service)}: ${arrow(d.previous, d.state)}${str(d.reason) ? ` — ${str(d.reason)}` : ''}`;
+  }
+  if (kind.startsWith('priority.')) {
+    return `${str(d.service)}: ${str(d.previous)} → ${str(d.effective)} by ${str(d.source)}${str(d.reason) ? `: ${str(d.reason)}` : ''}`;
+  }
+  if (str(d.message)) return str(d.message);
+  return str(ev.subject);
+}
+
+export class FeedView {
+  readonly root: HTMLElement;
+  private readonly list: HTMLOListElement;
+  private readonly input: HTMLInputElement;
+  private readonly problem: HTMLElement;
+  private readonly active: HTMLElement;
+  private readonly count: HTMLElement;
+  private n = 0;
+  /** "<prefix>.evt.", learnt from the server; filters must lie under it. */
+  private eventsRoot: string | undefined;
+  /** Ids of the events shown, so that a resumed stream's repeats are not shown twice. */
+  private readonly seen = new Set<string>();
+
+  constructor(private readonly onFilter: (subjects: string) => void, private readonly onCount: (n: number) => void) {
+    this.input = h('input', {
+      type: 'text',
+      id: 'subject-filter',
+      placeholder: 'Subject filter, e.g. orch.evt.health.> (comma-separated; empty: every event)',
+      'aria-label': 'Subject filter',
+      autocomplete: 'off',
+      spellcheck: 'false',
+    });
+    this.problem = h('span', { class: 'problem', role: 'status' });
+    const form = h('form', { class: 'toolbar', id: 'feed-form' }, this.input, h('button', { type: 'submit' }, 'Apply'));
+    const clear = on(h('button', { type: 'button', id: 'feed-clear' }, 'Clear'), 'click', () => this.clear());
+    form.append(clear, this.problem);
+    on(form, 'submit', (ev) => {
+      ev.preventDefault();
+      const value = this.input.value.trim();
+      const problem = subjectFilterProblem(value, this.eventsRoot);
+      this.problem.textContent = problem ? `Not a subject filter: ${problem}` : '';
+      if (problem) return;
+      this.clear();
+      this.onFilter(value);
+    });
+    this.active = h('span', { id: 'feed-subjects', class: 'muted' });
+    this.count = h('span', { class: 'muted' });
+    this.list = h('ol', { class: 'feed', id: 'feed' });
+    this.root = h(
+      'div',
+      { class: 'events' },
+      form,
+      h('div', { class: 'feed-meta' }, 'Listening to ', this.active, ' · ', this.count, ` · newest first, at most ${CAP}`),
+      this.list,
+    );
+    this.renderCount();
+  }
+
+  /** The filters the server confirmed in its ready frame. */
+  setSubjects(subjects: string[]): void {
+    this.active.textContent = subjects.join(', ') || '—';
+    const tokens = (subjects[0] ?? '').split('.');
+    if (tokens.length >= 3 && tokens[1] === 'evt') this.eventsRoot = `${tokens[0]}.evt.`;
+    if (!this.input.value) this.input.placeholder = `Subject filter, e.g. ${subjects[0] ?? 'orch.evt.>'} (comma-separated; empty: every event)`;
+  }
+
+  clear(): void {
+    this.list.replaceChildren();
+    this.seen.clear();
+    this.n = 0;
+    this.renderCount();
+  }
+
+  add(subject: string, ev: CloudEvent): void {
+    const id = String(ev.id ?? '');
+    if (id) {
+      if (this.seen.has(id)) return;
+      this.seen.add(id);
+      if (this.seen.size > CAP * 4) this.seen.delete(this.seen.values().next().value!);
+    }
+    if (!this.eventsRoot) {
+      const tokens = subject.split('.');
+      if (tokens.length >= 3 && tokens[1] === 'evt') this.eventsRoot = `${tokens[0]}.evt.`;
+    }
+    const kind = String(ev.type ?? '').replace(/^io\.orch\./, '').replace(/\.v\d+$/, '');
+    const domain = kind.split('.')[0] ?? '';
+    const li = h('li', { class: `event domain-${/^[a-z]+$/.test(domain) ? domain : 'other'}`, 'data-subject': subject, 'data-type': String(ev.type ?? ''), 'data-id': id });
+    const head = h(
+      'button',
+      { type: 'button', class: 'event-head', 'aria-expanded': 'false' },
+      h('span', { class: 'ev-time' }, time(str(ev.time))),
+      h('span', { class: 'ev-kind' }, kind),
+      h('span', { class: 'ev-summary' }, cut(summarize(ev), 240)),
+      h('span', { class: 'ev-subject mono' }, subject),
+    );
+    on(head, 'click', () => {
+      const open = li.querySelector('pre');
+      if (open) {
+        open.remove();
+        head.setAttribute('aria-expanded', 'false');
+      } else {
+        li.append(h('pre', { class: 'ev-json' }, cut(JSON.stringify(ev, null, 2), 20000)));
+        head.setAttribute('aria-expanded', 'true');
+      }
+    });
+    li.append(head);
+    this.list.prepend(li);
+    this.n++;
+    while (this.list.childElementCount > CAP) this.list.lastElementChild?.remove();
+    this.renderCount();
+  }
+
+  private renderCount(): void {
+    fill(this.count, `${this.list.childElementCount} shown`, this.n > CAP ? ` of ${this.n} received` : '');
+    this.onCount(this.list.childElementCount);
+  }
+}

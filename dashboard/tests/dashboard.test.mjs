@@ -1,0 +1,447 @@
+// Browser tests of the dashboard against a real orchestrator (NATS JetStream, PostgreSQL, a
+// managed stack), in headless Chromium. Run by scripts/browser-test.sh.
+
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import { chromium } from 'playwright-core';
+
+import { applyStack, launchBrowser, openDashboard, startEnvironment, startProxy, STACK_EDGES, STACK_SERVICES, waitFor } from './lib/harness.mjs';
+
+const WAIT = 20_000;
+const HOSTILE = '<img src=x onerror=window.__xss=1>';
+
+let env;
+let browser;
+let profile;
+
+/** Console errors and warnings, less the browser's own log lines for answers the test expects. */
+function unexpected(problems, allowedStatuses = []) {
+  return problems.console.filter(
+    (m) => !allowedStatuses.some(([status, path]) => m.text.includes(`status of ${status}`) && m.url.endsWith(path)),
+  );
+}
+
+/** The degraded or critical system answers /api/v1/health with 429 or 503 and a body (§5.9). */
+const HEALTH_STATUSES = [
+  [429, '/api/v1/health'],
+  [503, '/api/v1/health'],
+];
+
+async function textOf(locator) {
+  return ((await locator.textContent()) ?? '').trim();
+}
+
+function suffix() {
+  return randomBytes(3).toString('hex');
+}
+
+async function register(body) {
+  const res = await env.admin('POST', '/api/v1/services', { address: '127.0.0.1', port: 9000, ttl_seconds: 3600, ...body });
+  assert.ok([200, 201].includes(res.status), `POST /api/v1/services answered ${res.status}: ${res.text}`);
+  return res.body.instance;
+}
+
+async function withPage(token, fn, path = '/', setup = null) {
+  const opened = await openDashboard(browser, env, token, path, setup);
+  try {
+    await fn(opened);
+  } finally {
+    await opened.context.close();
+  }
+}
+
+/** Waits until the dashboard shows its caller and its event stream is live. */
+async function ready(page, role = 'admin') {
+  await page.locator('#whoami-role', { hasText: role }).waitFor({ timeout: WAIT });
+  await page.locator('#connection[data-state="live"]').waitFor({ timeout: WAIT });
+}
+
+describe('dashboard', { timeout: 300_000 }, () => {
+  before(async () => {
+    env = await startEnvironment();
+    profile = await applyStack(env);
+    browser = await launchBrowser(chromium);
+  }, { timeout: 120_000 });
+
+  after(async () => {
+    await browser?.close().catch(() => {});
+    await env?.stop();
+  }, { timeout: 60_000 });
+
+  test('loads with no console error, shows the caller and goes live', async () => {
+    await withPage(env.adminToken, async ({ page, problems }) => {
+      await ready(page);
+      assert.equal(await textOf(page.locator('#whoami-name')), 'test-admin');
+      // The token left the address bar and is kept for the next visit.
+      assert.equal(await page.evaluate(() => window.location.hash), '');
+      assert.equal(await page.evaluate(() => window.localStorage.getItem('orch.token')), env.adminToken);
+      await page.locator('#health-banner[data-state="healthy"]').waitFor({ timeout: WAIT });
+      await page.locator('#services-table').waitFor({ timeout: WAIT });
+      assert.equal(await page.locator('#api-docs-link').getAttribute('href'), '/api-docs/');
+      // Every view renders once (the stack and priorities are read at start).
+      for (const tab of ['stack', 'events', 'priorities', 'services']) {
+        await page.click(`#tab-${tab}`);
+        assert.equal(await page.locator(`#panel-${tab}`).isVisible(), true, `${tab} panel visible`);
+      }
+      await page.locator('#stack-graph').waitFor({ state: 'attached', timeout: WAIT });
+      await page.locator('#priorities-table').waitFor({ state: 'attached', timeout: WAIT });
+      // Let a periodic refresh or two pass with the page open.
+      await page.waitForTimeout(1500);
+      assert.equal(await page.locator('#errors').isVisible(), false, 'no error strip');
+      assert.deepEqual(problems.page, [], 'no uncaught page error');
+      assert.deepEqual(problems.console, [], 'no console error or warning');
+    });
+  });
+
+  test('a service registered through the API appears without a reload', async () => {
+    await withPage(env.adminToken, async ({ page, problems }) => {
+      await ready(page);
+      await page.locator('#services-table').waitFor({ timeout: WAIT });
+      await page.evaluate(() => {
+        window.__sameDocument = true;
+      });
+      const name = `late-${suffix()}`;
+      const inst = await register({ id: `${name}-1`, name, version: '2.0.1', tags: ['fresh'] });
+      const row = page.locator(`#services-table tr[data-instance="${inst.id}"]`);
+      await row.waitFor({ timeout: WAIT });
+      assert.match(await textOf(row), /2\.0\.1/);
+      assert.match(await textOf(page.locator(`#services-table tbody[data-service="${name}"]`)), new RegExp(name));
+      // It came through the event stream: the feed has its registration.
+      await page.click('#tab-events');
+      await page
+        .locator('#feed li[data-type="io.orch.registry.registered.v1"]', { hasText: inst.id })
+        .waitFor({ timeout: WAIT });
+      assert.equal(await page.evaluate(() => window.__sameDocument), true, 'the page was not reloaded');
+      assert.deepEqual(problems.page, []);
+      assert.deepEqual(unexpected(problems, HEALTH_STATUSES), []);
+    });
+  });
+
+  test('a health change shows live in the services view and the feed', async () => {
+    const name = `ttl-${suffix()}`;
+    const inst = await register({
+      id: `${name}-1`,
+      name,
+      checks: [{ kind: 'ttl', id: 'beat', ttl: '1h', initial_status: 'passing' }],
+    });
+    assert.equal(inst.health, 'passing');
+    await withPage(env.adminToken, async ({ page, problems }) => {
+      await ready(page);
+      const row = page.locator(`#services-table tr[data-instance="${inst.id}"]`);
+      await row.and(page.locator('[data-health="passing"]')).waitFor({ timeout: WAIT });
+      await page.evaluate(() => {
+        window.__sameDocument = true;
+      });
+      const res = await env.admin('PUT', `/api/v1/instances/${inst.id}/checks/beat/ttl`, { status: 'critical', output: 'disk full' });
+      assert.equal(res.status, 200, res.text);
+      assert.equal(res.body.changed, true);
+      await page.locator(`#services-table tr[data-instance="${inst.id}"][data-health="critical"]`).waitFor({ timeout: WAIT });
+      assert.equal(await textOf(row.locator('td.health .badge').first()), 'critical');
+      assert.match(await textOf(row.locator('td.health')), /beat: critical/);
+      // The system is degraded now (one service critical), and the banner says so.
+      await page.locator('#health-banner[data-state="degraded"]').waitFor({ timeout: WAIT });
+      await page.click('#tab-events');
+      const ev = page.locator('#feed li[data-type="io.orch.health.instance_changed.v1"]', { hasText: inst.id });
+      await ev.waitFor({ timeout: WAIT });
+      assert.match(await textOf(ev), /passing → critical/);
+      assert.equal(await page.evaluate(() => window.__sameDocument), true, 'the page was not reloaded');
+      // Back to passing, so the other tests see a healthy system.
+      const back = await env.admin('PUT', `/api/v1/instances/${inst.id}/checks/beat/ttl`, { status: 'passing' });
+      assert.equal(back.status, 200, back.text);
+      await page.locator('#health-banner[data-state="healthy"]').waitFor({ timeout: WAIT });
+      assert.deepEqual(problems.page, []);
+      assert.deepEqual(unexpected(problems, HEALTH_STATUSES), []);
+    });
+  });
+
+  test('the dependency graph and the start-up Gantt chart render', async () => {
+    const graph = (await env.admin('GET', '/api/v1/stack/graph?format=json')).body;
+    assert.deepEqual(graph.services.map((s) => s.name).sort(), STACK_SERVICES);
+    assert.equal(graph.edges.length, STACK_EDGES);
+    const chain = profile.chain.map((c) => c.service);
+    assert.ok(chain.length >= 3, `a critical chain of at least 3 services: ${chain.join(', ')}`);
+    await withPage(env.adminToken, async ({ page, problems }) => {
+      await ready(page);
+      await page.click('#tab-stack');
+      const svg = page.locator('#stack-graph');
+      await svg.waitFor({ timeout: WAIT });
+      await waitFor('a node per service', async () => (await svg.locator('g.node').count()) === STACK_SERVICES.length, WAIT);
+      for (const s of graph.services) {
+        const node = svg.locator(`g.node[data-service="${s.name}"]`);
+        assert.equal(await node.isVisible(), true, `node ${s.name} visible`);
+        assert.match(await textOf(node), new RegExp(s.name));
+        assert.equal(await node.locator('rect').getAttribute('class'), `node-rect state-${s.state}${s.critical ? ' critical' : ''}`);
+      }
+      assert.equal(await svg.locator('path.edge').count(), STACK_EDGES);
+      for (const e of graph.edges) {
+        const edge = svg.locator(`path.edge[data-from="${e.from}"][data-to="${e.to}"]`);
+        assert.equal(await edge.count(), 1, `edge ${e.from} -> ${e.to}`);
+        assert.equal((await edge.getAttribute('class')).includes('optional'), !e.required);
+      }
+      const legend = await textOf(page.locator('#graph-legend'));
+      for (const word of ['ready', 'completed', 'crashed', 'optional']) assert.match(legend, new RegExp(word));
+
+      const gantt = page.locator('#stack-gantt');
+      await gantt.waitFor({ timeout: WAIT });
+      assert.equal(await gantt.locator('rect.bar.run').count(), STACK_SERVICES.length, 'a bar per service');
+      const critical = await gantt.locator('rect.bar.run.critical').evaluateAll((els) => els.map((e) => e.getAttribute('data-service')));
+      assert.deepEqual(critical.sort(), [...chain].sort(), 'the critical chain is marked');
+      for (const name of STACK_SERVICES.filter((n) => !chain.includes(n))) {
+        assert.equal(await gantt.locator(`rect.bar.run.critical[data-service="${name}"]`).count(), 0, `${name} not on the chain`);
+      }
+      const labels = await gantt.locator('text.bar-label.critical').allTextContents();
+      assert.equal(labels.length, chain.length);
+      for (const l of labels) assert.match(l, /critical chain/);
+      assert.match(await textOf(page.locator('#critical-chain')), new RegExp(`^Critical chain: ${chain.join(' \\([^)]*\\) → ')} \\(`));
+      assert.match(await textOf(page.locator('#profile-summary')), /ready/);
+      assert.deepEqual(problems.page, []);
+      assert.deepEqual(unexpected(problems, HEALTH_STATUSES), []);
+    });
+  });
+
+  test('untrusted text is shown as text and never runs', async () => {
+    // Service names are restricted to a-z 0-9 - _ (§3.1): the hostile name is refused...
+    const refused = await env.admin('POST', '/api/v1/services', { name: HOSTILE, address: '127.0.0.1', port: 9000 });
+    assert.equal(refused.status, 400, refused.text);
+    assert.equal(refused.body.error.field, 'name');
+    // ...so it goes where free text is allowed: version, a tag, metadata, a priority reason.
+    const name = `xss-${suffix()}`;
+    const inst = await register({ id: `${name}-1`, name, version: HOSTILE, tags: [HOSTILE], metadata: { note: HOSTILE } });
+    const prio = await env.admin('PUT', `/api/v1/priorities/${name}`, { value: 61, reason: HOSTILE, source: 'engine:browser-test' });
+    assert.equal(prio.status, 200, prio.text);
+    await withPage(env.adminToken, async ({ page, problems }) => {
+      await ready(page);
+      const row = page.locator(`#services-table tr[data-instance="${inst.id}"]`);
+      await row.waitFor({ timeout: WAIT });
+      const table = page.locator('#services-table');
+      await table.getByText(HOSTILE, { exact: true }).first().waitFor({ timeout: WAIT });
+      assert.ok((await table.getByText(HOSTILE, { exact: true }).count()) >= 2, 'version and tag shown as text');
+      assert.equal(await textOf(row.locator('td.version')), HOSTILE);
+      // The priority reason, in the services view and the history.
+      await page.locator(`#services-table tbody[data-service="${name}"] td.who`, { hasText: HOSTILE }).waitFor({ timeout: WAIT });
+      await page.click(`#services-table tbody[data-service="${name}"] button.service-name`);
+      await page.locator(`#history-table[data-service="${name}"]`).getByText(HOSTILE, { exact: true }).waitFor({ timeout: WAIT });
+      // The raw event, expanded, is text too.
+      await page.click('#tab-events');
+      await page.locator('#subject-filter').fill(`${env.prefix}.evt.registry.${name}.>`);
+      await page.locator('#feed-form button[type="submit"]').click();
+      await page.locator('#feed-subjects', { hasText: `${env.prefix}.evt.registry.${name}.>` }).waitFor({ timeout: WAIT });
+      await register({ id: `${name}-2`, name, version: HOSTILE, tags: [HOSTILE], metadata: { note: HOSTILE } });
+      const ev = page.locator('#feed li[data-type="io.orch.registry.registered.v1"]', { hasText: `${name}-2` });
+      await ev.waitFor({ timeout: WAIT });
+      await ev.locator('button.event-head').click();
+      assert.match(await textOf(ev.locator('pre')), /<img src=x onerror=window\.__xss=1>/);
+
+      assert.equal(await page.locator('#app img').count(), 0, 'no <img> element in the app');
+      assert.equal(await page.locator('img').count(), 0, 'no <img> element in the page');
+      assert.equal(await page.evaluate(() => typeof window.__xss), 'undefined');
+      assert.deepEqual(problems.page, []);
+      assert.deepEqual(unexpected(problems, HEALTH_STATUSES), []);
+    });
+  });
+
+  test('a viewer token sees the dashboard as viewer', async () => {
+    await withPage(env.viewerToken, async ({ page, problems }) => {
+      await ready(page, 'viewer');
+      assert.equal(await textOf(page.locator('#whoami-role')), 'viewer');
+      assert.equal(await textOf(page.locator('#whoami-name')), 'test-viewer');
+      await page.locator('#services-table tbody.service-group').first().waitFor({ timeout: WAIT });
+      await page.click('#tab-stack');
+      await page.locator('#stack-graph g.node').first().waitFor({ timeout: WAIT });
+      assert.equal(await page.locator('#errors').isVisible(), false, 'no error strip');
+      assert.equal(await page.locator('#login').isVisible(), false, 'no token form');
+      assert.deepEqual(problems.page, []);
+      assert.deepEqual(unexpected(problems, HEALTH_STATUSES), []);
+    });
+  });
+
+  test('the priority history of a service shows its changes, live', async () => {
+    const first = await env.admin('PUT', '/api/v1/priorities/api', {
+      value: 80,
+      reason: 'release week: api first',
+      source: 'engine:browser-test',
+    });
+    assert.equal(first.status, 200, first.text);
+    await withPage(env.adminToken, async ({ page, problems }) => {
+      await ready(page);
+      await page.click('#tab-priorities');
+      const listRow = page.locator('#priorities-table tr[data-service="api"]');
+      await listRow.waitFor({ timeout: WAIT });
+      await listRow.locator('button').click();
+      const history = page.locator('#history-table[data-service="api"]');
+      const row1 = history.locator(`tr[data-change="${first.body.change.id}"]`);
+      await row1.waitFor({ timeout: WAIT });
+      const cells = await row1.locator('td').allTextContents();
+      assert.equal(cells[1], 'set');
+      assert.equal(cells[2], '50 → 80');
+      assert.equal(cells[3], 'applied');
+      assert.equal(cells[4], 'engine:browser-test');
+      assert.equal(cells[5], 'release week: api first');
+      assert.match(await textOf(listRow), /80/);
+      // A second change appears on top without a reload.
+      const second = await env.admin('PUT', '/api/v1/priorities/api', { value: 85, reason: 'still busy', source: 'engine:browser-test' });
+      assert.equal(second.status, 200, second.text);
+      await history.locator(`tr[data-change="${second.body.change.id}"]`).waitFor({ timeout: WAIT });
+      await waitFor('the new change on top', async () => (await history.locator('tbody tr').first().getAttribute('data-change')) === second.body.change.id, WAIT);
+      assert.equal(await history.locator('tbody tr').count(), 2);
+      await page.locator('#priorities-table tr[data-service="api"] td:nth-child(2)', { hasText: '85' }).waitFor({ timeout: WAIT });
+      assert.deepEqual(problems.page, []);
+      assert.deepEqual(unexpected(problems, HEALTH_STATUSES), []);
+    });
+  });
+
+  test('the event feed follows a subject filter and refuses a bad one', async () => {
+    await withPage(env.adminToken, async ({ page, problems }) => {
+      await ready(page);
+      await page.click('#tab-events');
+      const filter = `${env.prefix}.evt.priority.>`;
+      await page.locator('#subject-filter').fill(filter);
+      await page.locator('#feed-form button[type="submit"]').click();
+      await page.locator('#feed-subjects', { hasText: filter }).waitFor({ timeout: WAIT });
+      await page.locator('#connection[data-state="live"]').waitFor({ timeout: WAIT });
+      const name = `filt-${suffix()}`;
+      await register({ id: `${name}-1`, name });
+      const set = await env.admin('PUT', `/api/v1/priorities/${name}`, { value: 40, reason: 'quiet hours', source: 'engine:browser-test' });
+      assert.equal(set.status, 200, set.text);
+      await page.locator('#feed li', { hasText: `${name}: 50 → 40` }).waitFor({ timeout: WAIT });
+      const types = await page.locator('#feed li').evaluateAll((els) => els.map((e) => e.getAttribute('data-subject')));
+      assert.ok(types.length >= 1);
+      for (const subject of types) assert.ok(subject.startsWith(`${env.prefix}.evt.priority.`), `only priority events: ${subject}`);
+      // A filter that is not a NATS subject filter is refused before connecting.
+      await page.locator('#subject-filter').fill(`${env.prefix}.evt.>.x`);
+      await page.locator('#feed-form button[type="submit"]').click();
+      await page.locator('#feed-form .problem', { hasText: 'must be the last token' }).waitFor({ timeout: WAIT });
+      assert.equal(await textOf(page.locator('#feed-subjects')), filter);
+      assert.deepEqual(problems.page, []);
+      assert.deepEqual(unexpected(problems, HEALTH_STATUSES), []);
+    });
+  });
+
+  test('a refused token brings up the token form, and a good one signs in', async () => {
+    await withPage('not-a-valid-token-0000', async ({ page, problems }) => {
+      const input = page.locator('#login #token-input');
+      await input.waitFor({ timeout: WAIT });
+      assert.match(await textOf(page.locator('#login')), /token was refused/);
+      await input.fill(env.adminToken);
+      await page.locator('#login button[type="submit"]').click();
+      await ready(page);
+      assert.equal(await page.locator('#login').isVisible(), false);
+      assert.equal(await page.evaluate(() => window.localStorage.getItem('orch.token')), env.adminToken);
+      await page.locator('#services-table').waitFor({ timeout: WAIT });
+      assert.deepEqual(problems.page, []);
+      // Only the browser's own lines for the refused requests (401), nothing else.
+      for (const m of problems.console) assert.match(m.text, /status of 401|429|503/, m.text);
+    });
+  });
+
+  test('the API reference page renders the OpenAPI document offline', async () => {
+    const doc = await fetch(`${env.base}/api/v1/openapi.json`);
+    assert.equal(doc.status, 200, 'the orchestrator serves /api/v1/openapi.json (the page renders it)');
+    assert.match((await doc.json()).openapi ?? '', /^3\./, 'an OpenAPI 3 document');
+    await withPage(null, async ({ page, problems }) => {
+      const requests = [];
+      page.on('request', (r) => requests.push(r.url()));
+      await page.reload();
+      await page.locator('.swagger-ui .info .title').waitFor({ timeout: WAIT });
+      assert.notEqual(await textOf(page.locator('.swagger-ui .info .title')), '');
+      await page.locator('.swagger-ui .opblock').first().waitFor({ timeout: WAIT });
+      assert.ok((await page.locator('.swagger-ui .opblock').count()) > 5, 'operations listed');
+      for (const url of requests) assert.ok(url.startsWith(env.base) || url.startsWith('data:'), `request to another origin: ${url}`);
+      assert.deepEqual(problems.page, []);
+      assert.deepEqual(problems.console, [], 'no console error or warning (CSP included)');
+    }, '/api-docs/');
+  });
+  // Last: it restarts the orchestrator.
+  test('reconnects after a restart, and resumes without loss or repeats after being dropped', async () => {
+    // Restart with a small per-client queue and a short stall (where this build has the flag), so
+    // a client that stops reading is dropped quickly.
+    const flags = ['--ws-buffer', '2', ...(env.supports('--ws-stall') ? ['--ws-stall', '200ms'] : [])];
+    // The page talks to the orchestrator through a proxy, so the test can stop it reading.
+    const proxy = await startProxy(new URL(env.base).port);
+    const sockets = [];
+    const watch = (page) =>
+      page.on('websocket', (ws) => {
+        const s = { url: new URL(ws.url()), frames: [] };
+        sockets.push(s);
+        ws.on('framereceived', (f) => {
+          try {
+            s.frames.push(JSON.parse(String(f.payload)));
+          } catch {
+            /* not JSON: not ours */
+          }
+        });
+      });
+    const opened = await openDashboard(browser, { ...env, base: proxy.base }, env.adminToken, '/', watch);
+    const { page, problems } = opened;
+    try {
+      await ready(page);
+      const before = `rst-${suffix()}`;
+      await register({ id: `${before}-1`, name: before });
+      await page.locator(`#services-table tr[data-instance="${before}-1"]`).waitFor({ timeout: WAIT });
+      await page.evaluate(() => {
+        window.__sameDocument = true;
+      });
+      const first = sockets[0];
+      assert.ok(first, 'a WebSocket was opened');
+      assert.equal(first.url.searchParams.get('token'), env.adminToken);
+      assert.equal(first.url.searchParams.get('after'), null);
+      await waitFor('the registration on the stream', async () => first.frames.some((f) => f.type === 'event' && f.event.subject === `${before}-1`), WAIT);
+
+      // 1. The orchestrator restarts: the page says it is reconnecting, then resumes where it was.
+      const restarted = env.restart(flags);
+      await page.locator('#connection[data-state="reconnecting"]').waitFor({ timeout: WAIT });
+      await restarted;
+      await page.locator('#connection[data-state="live"]').waitFor({ timeout: 30_000 });
+      const resumed = sockets.find((s) => s !== first && s.frames.some((f) => f.type === 'ready'));
+      assert.ok(resumed, 'a new connection went live');
+      const ids = first.frames.filter((f) => f.type === 'event').map((f) => f.event.id);
+      assert.equal(resumed.url.searchParams.get('after'), ids.at(-1), 'it resumes after the last event received before the restart');
+      assert.equal(resumed.frames.find((f) => f.type === 'ready').resumed, true);
+
+      // 2. The page stops reading while large events (about 40 KiB: 64 metadata entries, the most
+      // a registration takes) pile up, more than the socket buffers between them hold: the server
+      // drops it, and it resumes after the last event it got.
+      const burst = `burst-${suffix()}`;
+      const n = 220;
+      const big = Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`${'k'.repeat(120)}${String(i).padStart(2, '0')}`, 'x'.repeat(500)]));
+      const live = sockets.length - 1;
+      proxy.pause();
+      try {
+        await Promise.all(Array.from({ length: n }, (_, i) => register({ id: `${burst}-${String(i).padStart(3, '0')}`, name: burst, metadata: big })));
+        await page.waitForTimeout(1000);
+      } finally {
+        proxy.resume();
+      }
+      await page.click('#tab-events');
+      const events = page.locator('#feed li[data-type="io.orch.registry.registered.v1"]', { hasText: `${burst}-` });
+      await waitFor(`${n} registrations in the feed`, async () => (await events.count()) >= n, 60_000, 250);
+      await page.waitForTimeout(500);
+      assert.equal(await events.count(), n, 'no registration lost or shown twice');
+      const drops = sockets.map((s, i) => [i, s.frames.find((f) => f.type === 'dropped')]).filter(([i, d]) => d && i >= live);
+      const summary = sockets.map((s) => `${s.url.searchParams.get('after') ?? '-'}: ${s.frames.map((f) => f.type[0]).join('')}`).join('\n');
+      assert.ok(drops.length >= 1, `the server dropped the page while it did not read; connections:\n${summary}`);
+      for (const [i, d] of drops) {
+        assert.equal(d.reason, 'slow_consumer');
+        // The notice names the last event sent; when nothing was sent on that connection, the
+        // page resumes after the last one it had.
+        const lastSeen = sockets.slice(0, i + 1).flatMap((s) => s.frames.filter((f) => f.type === 'event')).at(-1)?.event.id;
+        assert.ok(sockets[i + 1], `a connection after the drop of connection ${i}`);
+        assert.equal(sockets[i + 1].url.searchParams.get('after'), d.resume_after ?? lastSeen, 'it resumes after the last event delivered');
+      }
+      await page.locator('#connection[data-state="live"]').waitFor({ timeout: WAIT });
+      await page.click('#tab-services');
+      await waitFor('the burst in the services view', async () => (await page.locator(`#services-table tbody[data-service="${burst}"] tr.instance`).count()) === n, WAIT);
+      assert.equal(await page.evaluate(() => window.__sameDocument), true, 'the page was not reloaded');
+      await page.locator('#errors').waitFor({ state: 'hidden', timeout: WAIT });
+      assert.deepEqual(problems.page, []);
+      // While the orchestrator was down the browser logged the failed connections; nothing else.
+      for (const m of problems.console) {
+        assert.match(m.text, /ERR_CONNECTION_REFUSED|ERR_CONNECTION_RESET|ERR_EMPTY_RESPONSE|ERR_CONNECTION_CLOSED|WebSocket connection to .* failed|status of (429|502|503)/, m.text);
+      }
+    } finally {
+      await opened.context.close();
+      await proxy.close();
+    }
+  });
+});
