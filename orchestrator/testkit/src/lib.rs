@@ -78,13 +78,31 @@ pub struct NatsServer {
     child: Option<Child>,
     pub port: u16,
     dir: TempDir,
+    /// A configuration file given with `-c` (authorization, TLS), beside the command-line flags.
+    config: Option<PathBuf>,
 }
 
 impl NatsServer {
     pub fn start() -> NatsServer {
-        let mut server = NatsServer { child: None, port: free_port(), dir: TempDir::new("orch-nats") };
+        let mut server = NatsServer { child: None, port: free_port(), dir: TempDir::new("orch-nats"), config: None };
         server.spawn().expect("start nats-server");
         server
+    }
+
+    /// Starts with `config` (nats-server configuration syntax) as its configuration file, e.g.
+    /// `authorization { token: "..." }`; JetStream, the address and the port still come from flags.
+    pub fn start_with_config(config: &str) -> NatsServer {
+        let dir = TempDir::new("orch-nats");
+        let path = dir.path().join("nats.conf");
+        std::fs::write(&path, config).expect("write nats.conf");
+        let mut server = NatsServer { child: None, port: free_port(), dir, config: Some(path) };
+        server.spawn().expect("start nats-server");
+        server
+    }
+
+    /// A directory that lives as long as the server, for files its configuration names.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn url(&self) -> String {
@@ -93,7 +111,11 @@ impl NatsServer {
 
     fn spawn(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("nats.log"))?;
-        let child = Command::new(nats_server_bin())
+        let mut command = Command::new(nats_server_bin());
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(self.dir.path().join("jetstream"))
             .stdout(Stdio::null())
