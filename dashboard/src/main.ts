@@ -201,7 +201,8 @@ class App {
 
   private async loadHealth(): Promise<void> {
     try {
-      const { body } = await getJson<SystemHealth | { error: unknown }>('/health', { accept: [429, 503] });
+      // status_codes=false: the state is in the body; a 429/503 would be logged by the browser as an error.
+      const { body } = await getJson<SystemHealth | { error: unknown }>('/health?status_codes=false', { accept: [503] });
       if ('error' in body || typeof (body as SystemHealth).state !== 'string') throw new ApiError(503, 'unavailable', 'the orchestrator cannot say its health now');
       renderBanner(this.banner, body as SystemHealth, null);
       document.title = `${(body as SystemHealth).state} · Orchestrator`;

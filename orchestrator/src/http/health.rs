@@ -72,21 +72,37 @@ fn status_of(state: Aggregate) -> StatusCode {
 
 /// Health of the whole system
 ///
-/// The status follows the state: `200` healthy, `429` degraded, `503` critical.
+/// The status follows the state: `200` healthy, `429` degraded, `503` critical, so a load
+/// balancer or probe can use it as it is. `status_codes=false` answers `200` whatever the state,
+/// for a page or a script that reads the body (browsers log every non-2xx answer as an error).
 #[utoipa::path(
     get,
     path = "/health",
     operation_id = "system_health",
     tag = tags::HEALTH,
+    params(("status_codes" = Option<bool>, Query, description = "`false`: answer 200 whatever the state (default `true`)")),
     responses(
-        (status = 200, description = "Healthy", body = SystemReport),
+        (status = 200, description = "Healthy (or any state with `status_codes=false`)", body = SystemReport),
         (status = 429, description = "Degraded", body = SystemReport),
         (status = 503, description = "Critical", body = SystemReport),
+        BadRequest,
     )
 )]
-async fn system(State(state): State<AppState>) -> Response {
+async fn system(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    let mut status_codes = true;
+    for (key, value) in super::extract::query_pairs(query.as_deref())? {
+        match (key.as_str(), value.as_str()) {
+            ("status_codes", "true") => status_codes = true,
+            ("status_codes", "false") => status_codes = false,
+            ("status_codes", _) => {
+                return Err(ApiError::field(ErrorCode::ValidationFailed, "status_codes", "must be true or false"));
+            }
+            (other, _) => return Err(super::extract::unknown_parameter(other, "status_codes")),
+        }
+    }
     let report = state.health.system_report(&state.registry);
-    (status_of(report.system.state), Json(report)).into_response()
+    let status = if status_codes { status_of(report.system.state) } else { StatusCode::OK };
+    Ok((status, Json(report)).into_response())
 }
 
 /// Health of one service with its instances
