@@ -382,6 +382,11 @@ async fn system_health_follows_the_critical_services() {
     let (status, body) = system(&stack).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "db has no instance: {body}");
     assert_eq!(body["critical_services_down"], json!(["db"]));
+    // For pages and scripts that read the body: the same report under 200.
+    let (status, same) = call(&stack, "GET", "/api/v1/health?status_codes=false", None).await;
+    assert_eq!((status, &same["state"]), (StatusCode::OK, &json!("critical")), "{same}");
+    let bad = call(&stack, "GET", "/api/v1/health?status_codes=maybe", None).await;
+    common::http::assert_error(&bad, StatusCode::BAD_REQUEST, "validation_failed", Some("status_codes"));
     register(&stack, json!({"id": "db-1", "name": "db", "address": "127.0.0.1", "port": 5432})).await;
     eventually(Duration::from_secs(10), "system healthy", || async {
         (system(&stack).await.0 == StatusCode::OK).then_some(())
