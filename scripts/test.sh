@@ -18,7 +18,8 @@ or, without cargo-nextest,
   cargo test --workspace [RUNNER ARGS...]
 then builds and installs the Python bridge's wheel (scripts/bridge.sh) and runs its
 tests with pytest (bridge-py/tests) against the orchestrator binary, then builds the
-dashboard and runs its browser tests in headless Chromium (scripts/browser-test.sh).
+dashboard and runs its browser tests in headless Chromium (scripts/browser-test.sh), and
+last the test of the optional OTLP export, in a build with the cargo feature otlp.
 With RUNNER ARGS, only the Rust tests run, unless ORCH_TEST_PYTHON=1 or ORCH_TEST_BROWSER=1.
 The exit status is non-zero if any test failed. The test PostgreSQL is stopped on exit.
 
@@ -108,5 +109,16 @@ if [ "$browser" = 1 ]; then
     cargo build -p orchestrator --bins
     log "running: scripts/browser-test.sh"
     "$SCRIPTS/browser-test.sh" || rc=$?
+fi
+
+# The optional OTLP export is a cargo feature, so its test needs a build with it. Last, because
+# that build replaces target/debug/orchestrator, which the suites above run.
+if [ $# -eq 0 ]; then
+    log "running: the OTLP export test (cargo feature otlp)"
+    if cargo nextest --version >/dev/null 2>&1; then
+        cargo nextest run -p orchestrator --features otlp --test otlp || rc=$?
+    else
+        cargo test -p orchestrator --features otlp --test otlp || rc=$?
+    fi
 fi
 exit "$rc"

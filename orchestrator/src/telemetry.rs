@@ -60,6 +60,9 @@ pub fn install(filter: &str, format: LogFormat, otlp_endpoint: Option<&str>) -> 
         let provider = match otlp_endpoint {
             None => None,
             Some(endpoint) => {
+                // The exporter's HTTP client is the workspace's reqwest, built without a default
+                // TLS crypto provider.
+                crate::health::probe::install_crypto_provider();
                 let exporter = opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
                     .with_endpoint(endpoint)
