@@ -22,6 +22,8 @@ export interface StreamHandlers {
 
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 15_000;
+/** Events a first connection asks to see from the recent past (the feed shows at most 500). */
+const REPLAY = 200;
 
 /** Checks a comma-separated list of NATS subject filters; returns a problem or null. */
 export function subjectFilterProblem(value: string, eventsRoot?: string): string | null {
@@ -85,7 +87,10 @@ export class EventStream {
   private url(): string {
     const q = new URLSearchParams();
     if (this.subjects) q.set('subjects', this.subjects);
+    // The first connection starts with the recent past, so the feed is not empty on load;
+    // later ones resume exactly after the last event seen.
     if (this.lastEventId) q.set('after', this.lastEventId);
+    else q.set('replay', String(REPLAY));
     const t = this.h.token();
     if (t) q.set('token', t);
     const scheme = window.location.protocol === 'https:' ? 'wss:' : 'ws:';

@@ -95,6 +95,13 @@ async fn feed_filters_resumes_and_checks_tokens() {
     assert_eq!(next_frame(&mut socket).await.unwrap()["resumed"], true);
     assert_eq!(next_frame(&mut socket).await.unwrap()["event"]["id"], third.as_str());
 
+    // A new client can start with the recent past: the matching events among the last messages.
+    let mut socket = connect(&stack, &format!("token={VIEWER_TOKEN}&subjects=orch.evt.test.>&replay=3")).await.unwrap();
+    assert_eq!(next_frame(&mut socket).await.unwrap()["resumed"], Value::Null);
+    // The stream's last 3 messages are other.a, test.b and test.c: the two that match come.
+    assert_eq!(next_frame(&mut socket).await.unwrap()["event"]["id"], second.as_str());
+    assert_eq!(next_frame(&mut socket).await.unwrap()["event"]["id"], third.as_str());
+
     // An id that was never published resumes from its time: everything since, nothing lost.
     let unknown = Uuid::now_v7();
     let fourth = publish(&stack, "orch.evt.test.d", 0).await;

@@ -32,6 +32,8 @@ pub const PATH: &str = "/api/v1/ws";
 
 /// Most subject filters one client may give.
 const MAX_FILTERS: usize = 16;
+/// Most recent events a client may ask to see first (`replay`).
+pub const MAX_REPLAY: u64 = 10_000;
 /// A send that takes longer than this means the client stopped reading: it is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the goodbye (a notice and the close frame) may take to go out.
@@ -67,12 +69,15 @@ impl Feed {
 struct Query {
     subjects: Vec<String>,
     after: Option<Uuid>,
+    /// Start with the matching events among the stream's last `replay` messages.
+    replay: u64,
 }
 
-/// Parses `?subjects=a,b&after=<event id>&token=...` (the token is the auth layer's).
+/// Parses `?subjects=a,b&after=<event id>&replay=<n>&token=...` (the token is the auth layer's).
 fn parse_query(query: Option<&str>, names: &Subjects) -> Result<Query, ApiError> {
     let mut subjects = Vec::new();
     let mut after = None;
+    let mut replay = 0;
     for (key, value) in super::extract::query_pairs(query)? {
         match key.as_str() {
             "subjects" => subjects.extend(value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from)),
@@ -82,8 +87,13 @@ fn parse_query(query: Option<&str>, names: &Subjects) -> Result<Query, ApiError>
                 })?;
                 after = Some(id);
             }
+            "replay" => {
+                replay = value.parse().ok().filter(|n| *n <= MAX_REPLAY).ok_or_else(|| {
+                    ApiError::field(ErrorCode::ValidationFailed, "replay", format!("must be 0-{MAX_REPLAY}"))
+                })?;
+            }
             "token" => {}
-            other => return Err(super::extract::unknown_parameter(other, "subjects, after or token")),
+            other => return Err(super::extract::unknown_parameter(other, "subjects, after, replay or token")),
         }
     }
     let all = names.events_all();
@@ -105,9 +115,12 @@ fn parse_query(query: Option<&str>, names: &Subjects) -> Result<Query, ApiError>
             ));
         }
     }
+    if after.is_some() && replay > 0 {
+        return Err(ApiError::field(ErrorCode::ValidationFailed, "replay", "give either after or replay, not both"));
+    }
     subjects.sort();
     subjects.dedup();
-    Ok(Query { subjects, after })
+    Ok(Query { subjects, after, replay })
 }
 
 /// A NATS subject filter: non-empty tokens without spaces, wildcards only as whole tokens.
@@ -172,6 +185,8 @@ type Messages = pull::Ordered;
         ("subjects" = Option<String>, Query, description = "Comma-separated NATS subject filters under `<prefix>.evt.` \
             (`*` one token, `>` last); default every event"),
         ("after" = Option<String>, Query, description = "Id of the event (a UUIDv7) to resume after"),
+        ("replay" = Option<u64>, Query, description = "Start with the events, among the stream's last `replay` \
+            messages (0-10000), that match the filters; not with `after`"),
         ("token" = Option<String>, Query, description = "The bearer token, for clients that cannot set headers on a \
             WebSocket"),
     ),
@@ -194,7 +209,7 @@ pub async fn feed(
     let js = jetstream::new(state.nats.clone());
     let stream = js.get_stream(state.subjects.events_stream()).await.map_err(nats_unavailable)?;
     let (messages, resumed) = match query.after {
-        None => (subscribe(&stream, &query.subjects, DeliverPolicy::New).await?, None),
+        None => (subscribe(&stream, &query.subjects, recent(&stream, query.replay).await?).await?, None),
         Some(after) => {
             let (messages, found) = resume(&stream, &query.subjects, after).await?;
             (messages, Some(found))
@@ -225,6 +240,19 @@ async fn subscribe(stream: &Stream, subjects: &[String], deliver_policy: Deliver
     let config = pull::OrderedConfig { filter_subjects: subjects.to_vec(), deliver_policy, ..Default::default() };
     let consumer = stream.create_consumer(config).await.map_err(nats_unavailable)?;
     consumer.messages().await.map_err(nats_unavailable)
+}
+
+/// Where a feed without `after` starts: at the stream's last `replay` messages (of which those
+/// matching the filters are sent), or with the next event when `replay` is 0 or the stream empty.
+async fn recent(stream: &Stream, replay: u64) -> Result<DeliverPolicy, ApiError> {
+    if replay == 0 {
+        return Ok(DeliverPolicy::New);
+    }
+    let last = stream.clone().info().await.map_err(nats_unavailable)?.state.last_sequence;
+    Ok(match last {
+        0 => DeliverPolicy::New,
+        last => DeliverPolicy::ByStartSequence { start_sequence: last.saturating_sub(replay - 1).max(1) },
+    })
 }
 
 /// Positions a consumer just after event `after`. The event is looked for among the messages
@@ -397,7 +425,7 @@ mod tests {
     fn query_defaults_to_every_event() {
         let names = Subjects::default();
         let q = parse_query(None, &names).unwrap();
-        assert_eq!(q, Query { subjects: vec!["orch.evt.>".into()], after: None });
+        assert_eq!(q, Query { subjects: vec!["orch.evt.>".into()], after: None, replay: 0 });
     }
 
     #[test]
@@ -413,6 +441,9 @@ mod tests {
         assert_eq!(field("after=nope").as_deref(), Some("after"));
         assert_eq!(field(&format!("after={}", Uuid::new_v4())).as_deref(), Some("after"));
         assert_eq!(field("colour=red").as_deref(), Some("colour"));
+        assert_eq!(field("replay=10001").as_deref(), Some("replay"));
+        assert_eq!(field(&format!("replay=5&after={}", Uuid::now_v7())).as_deref(), Some("replay"));
+        assert_eq!(parse_query(Some("replay=200"), &names).unwrap().replay, 200);
         let id = Uuid::now_v7();
         assert_eq!(parse_query(Some(&format!("after={id}")), &names).unwrap().after, Some(id));
     }
