@@ -46,7 +46,8 @@ pub struct Running {
     writer: JoinHandle<()>,
     relay: JoinHandle<()>,
     registry: Arc<Registry>,
-    app: http::AppState,
+    /// The HTTP application, built once: building it makes the OpenAPI document.
+    router: axum::Router,
     controller: lifecycle::Controller,
     /// The embedded agent, stopped after the controller has stopped the managed services.
     agent: Option<(watch::Sender<bool>, JoinHandle<()>)>,
@@ -55,7 +56,7 @@ pub struct Running {
 impl Running {
     /// The HTTP application, for driving the API in-process (`tower::ServiceExt::oneshot`).
     pub fn router(&self) -> axum::Router {
-        http::app(self.app.clone())
+        self.router.clone()
     }
 
     /// The registry, for tests that inspect leases.
@@ -84,7 +85,7 @@ impl Running {
         // Every submitter is gone once the tasks ended; dropping the last handle lets the writer
         // drain its queue and stop.
         drop(self.registry);
-        drop(self.app);
+        drop(self.router);
         let _ = self.writer.await;
         let _ = self.relay_shutdown.send(true);
         let _ = self.relay.await;
@@ -352,7 +353,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             "the dashboard is not built there; `/` explains how to build it (scripts/dashboard.sh)"
         );
     }
-    let app = http::app(state.clone());
+    let app = http::app(state);
+    let router = app.clone();
     let mut http_shutdown = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -381,7 +383,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         writer: writer_task,
         relay,
         registry,
-        app: state,
+        router,
         controller,
         agent,
     })

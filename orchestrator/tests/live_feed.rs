@@ -16,10 +16,13 @@ const VIEWER_TOKEN: &str = "viewer-secret-0123456789";
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(stack: &Stack, query: &str) -> Result<Socket, tungstenite::Error> {
+fn feed_url(stack: &Stack, query: &str) -> String {
     // `>` is not allowed in a URI: the filters travel percent-encoded, as a browser sends them.
-    let url = format!("ws://127.0.0.1:{}/api/v1/ws?{}", stack.http_port(), query.replace('>', "%3E"));
-    tokio_tungstenite::connect_async(url).await.map(|(socket, _)| socket)
+    format!("ws://127.0.0.1:{}/api/v1/ws?{}", stack.http_port(), query.replace('>', "%3E"))
+}
+
+async fn connect(stack: &Stack, query: &str) -> Result<Socket, tungstenite::Error> {
+    tokio_tungstenite::connect_async(feed_url(stack, query)).await.map(|(socket, _)| socket)
 }
 
 /// A client with a small, fixed receive buffer (which turns off the kernel's autotuning, up to
@@ -28,9 +31,8 @@ async fn connect_small_buffer(stack: &Stack, query: &str) -> Socket {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(64 * 1024).unwrap();
     let stream = socket.connect(([127, 0, 0, 1], stack.http_port()).into()).await.unwrap();
-    let url = format!("ws://127.0.0.1:{}/api/v1/ws?{}", stack.http_port(), query.replace('>', "%3E"));
     let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
-    tokio_tungstenite::client_async(url, stream).await.expect("upgrade").0
+    tokio_tungstenite::client_async(feed_url(stack, query), stream).await.expect("upgrade").0
 }
 
 /// The next JSON text frame, skipping pings; `None` once the server closed.
