@@ -65,8 +65,7 @@ async fn beating_instance_never_expires() {
 #[tokio::test]
 async fn mass_expiry_triggers_self_preservation_until_beats_return() {
     let stack = Stack::start_with(FAST).await;
-    // Registered together (one batch), so their leases run out in the same sweep even on a busy
-    // machine.
+    // Registered together, so their leases run out within a sweep or two even on a busy machine.
     let payloads: Vec<String> = (0..20).map(|i| registration(&format!("sp-{i}"), "web", 1)).collect();
     futures::future::join_all(payloads.iter().map(|p| stack.request("register", p))).await;
     // All 20 stop beating at once: 100% > 15% of live instances.
@@ -74,7 +73,10 @@ async fn mass_expiry_triggers_self_preservation_until_beats_return() {
         .wait_events(1, "self-preservation entered", |e| e["type"] == "io.orch.system.self_preservation_entered.v1")
         .await;
     assert_eq!(entered[0]["data"]["live"], 20);
-    assert_eq!(entered[0]["data"]["expiring"], 20);
+    // The 20 commit in one or more transactions (two writer shards), so their leases can run out
+    // over two sweeps; any share over the 15% threshold must trigger it.
+    let expiring = entered[0]["data"]["expiring"].as_u64().unwrap();
+    assert!((4..=20).contains(&expiring), "{expiring} of 20 expiring");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let events = stack.events().await;
     assert!(of_type(&events, "io.orch.registry.expired.v1").is_empty(), "no instance expired while suspended");
