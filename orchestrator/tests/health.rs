@@ -348,6 +348,9 @@ async fn maintenance_hides_from_discovery_without_deregistering() {
     call(&stack, "DELETE", "/api/v1/instances/m-1/maintenance", None).await;
     assert_eq!(discovered(&stack).await, ["m-1", "m-2"]);
     assert_eq!(stack.count("SELECT count(*) FROM instances").await, 2, "nothing was deregistered");
+    // Events reach the stream through the outbox relay, a moment after the commit: wait for them.
+    let is_exit = |e: &Value| e["type"] == "io.orch.health.maintenance_exited.v1";
+    stack.wait_events(2, "both maintenance exits", is_exit).await;
     let events = stack.events().await;
     let reasons: Vec<&str> = of_type(&events, "io.orch.health.maintenance_entered.v1")
         .iter()
@@ -404,6 +407,8 @@ async fn system_health_follows_the_critical_services() {
         (system(&stack).await.0 == StatusCode::TOO_MANY_REQUESTS).then_some(())
     })
     .await;
+    // The events reach the stream through the outbox relay, a moment after the commit.
+    stack.wait_events(3, "three system changes", |e| e["type"] == "io.orch.health.system_changed.v1").await;
     let events = stack.events().await;
     let states: Vec<&str> = of_type(&events, "io.orch.health.system_changed.v1")
         .iter()

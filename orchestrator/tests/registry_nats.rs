@@ -170,6 +170,8 @@ async fn bad_durable_commands_are_dead_lettered_once() {
     assert_eq!(stack.count("SELECT count(*) FROM dead_letters").await, cases.len() as i64);
     // Only the good command changed the registry.
     assert_eq!(stack.count("SELECT count(*) FROM instances").await, 1);
+    // The event reaches the stream through the outbox relay, a moment after the commit.
+    stack.wait_events(1, "the registration's event", |e| e["type"] == "io.orch.registry.registered.v1").await;
     let events = stack.events().await;
     assert_eq!(of_type(&events, "io.orch.registry.registered.v1").len(), 1);
 }
