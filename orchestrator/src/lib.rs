@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod config;
 pub mod consumers;
+pub mod errors;
 pub mod health;
 pub mod http;
 pub mod lifecycle;

@@ -5,14 +5,15 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use orch_protocol::{ErrorCode, ProtocolError, Subjects};
+use orch_protocol::{ProtocolError, Subjects};
 use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 
 use super::{LifecycleRequest, PriorityRequest, Request, decode_request, error_message, reply_message};
+use crate::errors;
 use crate::health::Monitor;
-use crate::lifecycle::Controller;
-use crate::registry::{Registry, WriteError};
+use crate::lifecycle::{ControlError, Controller};
+use crate::registry::Registry;
 use crate::storage::instances::{Filter, PAGE_DEFAULT, PAGE_MAX};
 
 /// Most requests handled at once; beyond it the subscription buffers.
@@ -61,8 +62,13 @@ fn ok(value: &impl Serialize) -> (async_nats::HeaderMap, bytes::Bytes) {
     (async_nats::HeaderMap::new(), serde_json::to_vec(value).expect("reply serializes").into())
 }
 
-fn unavailable(message: String) -> (async_nats::HeaderMap, bytes::Bytes) {
-    error_message(ProtocolError::new(ErrorCode::Unavailable, message))
+/// The reply to a request: the value, or the error through the one mapping of [`crate::errors`]
+/// (the HTTP API's too).
+fn reply<T: Serialize, E: Into<ProtocolError>>(result: Result<T, E>) -> (async_nats::HeaderMap, bytes::Bytes) {
+    match result {
+        Ok(value) => ok(&value),
+        Err(e) => error_message(e.into()),
+    }
 }
 
 async fn answer(
@@ -77,23 +83,18 @@ async fn answer(
             Ok(r) => r,
             Err(e) => return error_message(e),
         };
-    let storage_error = |e: crate::storage::StorageError| {
-        tracing::warn!(error = %e, "read request failed");
-        unavailable("PostgreSQL is unavailable; retry later".into())
-    };
     match request {
         Request::Write(submission) => match registry.submit(*submission).await {
             Ok(outcome) => reply_message(&outcome),
-            Err(WriteError::Unavailable(m)) => unavailable(m),
-            Err(WriteError::Internal(m)) => error_message(ProtocolError::new(ErrorCode::Internal, m)),
+            Err(e) => error_message(e.into()),
         },
-        Request::Get(id) => match registry.get(&id).await {
-            Ok(Some(view)) => ok(&view),
-            Ok(None) => {
-                error_message(ProtocolError::field(ErrorCode::NotFound, "id", format!("no instance with id {id:?}")))
-            }
-            Err(e) => storage_error(e),
-        },
+        Request::Get(id) => reply(
+            registry
+                .get(&id)
+                .await
+                .map_err(ProtocolError::from)
+                .and_then(|view| view.ok_or_else(|| errors::no_instance(&id))),
+        ),
         Request::List(list) => {
             let filter = Filter {
                 name: list.name,
@@ -107,36 +108,26 @@ async fn answer(
             if !(1..=PAGE_MAX).contains(&filter.limit) {
                 return error_message(ProtocolError::invalid("limit", format!("must be 1-{PAGE_MAX}")));
             }
-            match registry.list(&filter).await {
-                Ok(page) => ok(&page),
-                Err(e) => storage_error(e),
-            }
+            reply(registry.list(&filter).await)
         }
-        Request::Discover(d) => match registry.discover(&d.name, d.strategy).await {
-            Ok(found) => ok(&found),
-            Err(e) => storage_error(e),
-        },
-        Request::Ttl(t) => match health.checker.ttl_update(&t.id, &t.check, t.status, t.output).await {
-            Ok(reply) => ok(&reply),
-            Err(e) => error_message(ProtocolError(crate::http::ttl_error(e).0)),
-        },
+        Request::Discover(d) => reply(registry.discover(&d.name, d.strategy).await),
+        Request::Ttl(t) => reply(health.checker.ttl_update(&t.id, &t.check, t.status, t.output).await),
         Request::SystemHealth => ok(&health.system_report(registry)),
-        Request::ServiceHealth(name) => match health.service_report(registry.pool(), &name).await {
-            Ok(Some(report)) => ok(&report),
-            Ok(None) => error_message(ProtocolError::field(
-                ErrorCode::NotFound,
-                "name",
-                format!("no instance of service {name:?} is registered"),
-            )),
-            Err(e) => storage_error(e),
-        },
-        Request::Checks(id) => match registry.get(&id).await {
-            Ok(Some(view)) => ok(&serde_json::json!({ "checks": health.checks(registry, &view.instance) })),
-            Ok(None) => {
-                error_message(ProtocolError::field(ErrorCode::NotFound, "id", format!("no instance with id {id:?}")))
-            }
-            Err(e) => storage_error(e),
-        },
+        Request::ServiceHealth(name) => reply(
+            health
+                .service_report(registry.pool(), &name)
+                .await
+                .map_err(ProtocolError::from)
+                .and_then(|report| report.ok_or_else(|| errors::no_service(&name))),
+        ),
+        Request::Checks(id) => reply(
+            registry
+                .get(&id)
+                .await
+                .map_err(ProtocolError::from)
+                .and_then(|view| view.ok_or_else(|| errors::no_instance(&id)))
+                .map(|view| serde_json::json!({ "checks": health.checks(registry, &view.instance) })),
+        ),
         Request::Lifecycle(request) => lifecycle(&backends.controller, request).await,
         Request::Priority(request) => priority(&backends.priorities, request).await,
     }
@@ -146,12 +137,6 @@ async fn priority(
     priorities: &crate::priority::Priorities,
     request: PriorityRequest,
 ) -> (async_nats::HeaderMap, bytes::Bytes) {
-    fn reply<T: Serialize>(result: Result<T, ProtocolError>) -> (async_nats::HeaderMap, bytes::Bytes) {
-        match result {
-            Ok(value) => ok(&value),
-            Err(e) => error_message(e),
-        }
-    }
     match request {
         PriorityRequest::Set(r) => reply(priorities.set(r).await),
         PriorityRequest::Clear(r) => reply(priorities.clear(r).await),
@@ -163,13 +148,6 @@ async fn priority(
 }
 
 async fn lifecycle(controller: &Controller, request: LifecycleRequest) -> (async_nats::HeaderMap, bytes::Bytes) {
-    use crate::lifecycle::ControlError;
-    fn reply<T: Serialize>(result: Result<T, ControlError>) -> (async_nats::HeaderMap, bytes::Bytes) {
-        match result {
-            Ok(value) => ok(&value),
-            Err(e) => error_message(e.into()),
-        }
-    }
     match request {
         LifecycleRequest::Status => {
             reply(controller.view().await.and_then(|v| v.map(|(view, _)| view).ok_or(ControlError::NoStack)))

@@ -1,6 +1,6 @@
 //! The API's error type: knows its status code and renders the protocol's error JSON
-//! `{"error": {"code", "message", "field"}}`. Storage failures are logged and shown as a generic
-//! `unavailable` or `internal` error, never with database details.
+//! `{"error": {"code", "message", "field"}}`. Domain errors become protocol errors through
+//! [`crate::errors`], the mapping NATS replies use too.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -8,6 +8,8 @@ use axum::response::{IntoResponse, Response};
 use orch_protocol::error::ErrorReply;
 use orch_protocol::{ErrorBody, ErrorCode, ProtocolError};
 
+use crate::health::checker::TtlError;
+use crate::lifecycle::ControlError;
 use crate::registry::WriteError;
 use crate::storage::StorageError;
 
@@ -36,29 +38,18 @@ impl From<ErrorBody> for ApiError {
     }
 }
 
-impl From<StorageError> for ApiError {
-    fn from(e: StorageError) -> Self {
-        if e.is_transient() {
-            tracing::warn!(error = %e, "request failed: storage unavailable");
-            ApiError::new(ErrorCode::Unavailable, "PostgreSQL is unavailable; retry later")
-        } else {
-            tracing::error!(error = %e, "request failed in storage");
-            ApiError::new(ErrorCode::Internal, "internal error; see the orchestrator's log")
-        }
-    }
-}
-
-impl From<WriteError> for ApiError {
-    fn from(e: WriteError) -> Self {
-        match e {
-            WriteError::Unavailable(m) => ApiError::new(ErrorCode::Unavailable, m),
-            WriteError::Internal(m) => {
-                tracing::error!(error = %m, "command failed");
-                ApiError::new(ErrorCode::Internal, "internal error; see the orchestrator's log")
+/// Domain errors reach the wire through the one mapping of [`crate::errors`].
+macro_rules! through_protocol_error {
+    ($($error:ty),* $(,)?) => {$(
+        impl From<$error> for ApiError {
+            fn from(e: $error) -> Self {
+                ProtocolError::from(e).into()
             }
         }
-    }
+    )*};
 }
+
+through_protocol_error!(StorageError, WriteError, TtlError, ControlError);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

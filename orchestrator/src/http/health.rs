@@ -24,7 +24,7 @@ use super::error::ApiError;
 use super::extract;
 use super::openapi::{BadRequest, Conflict, Internal, NotFound, PayloadTooLarge, Unavailable, tags};
 use super::services::{IdempotencyKey, submit};
-use crate::health::checker::{TtlError, TtlReply};
+use crate::health::checker::TtlReply;
 use crate::health::{CheckView, ServiceReport, SystemReport};
 use crate::registry::{Command, Reply};
 use crate::storage::health::{self as store, HistoryEntry, HistoryFilter};
@@ -126,9 +126,7 @@ async fn service(State(state): State<AppState>, Path(name): Path<String>) -> Res
     validate_name("name", &name)?;
     match state.health.service_report(&state.pool, &name).await? {
         Some(report) => Ok((status_of(report.view.state), Json(report)).into_response()),
-        None => {
-            Err(ApiError::field(ErrorCode::NotFound, "name", format!("no instance of service {name:?} is registered")))
-        }
+        None => Err(crate::errors::no_service(&name).into()),
     }
 }
 
@@ -185,12 +183,7 @@ async fn service_maintenance_off(
 
 async fn instance(state: &AppState, id: &str) -> Result<Instance, ApiError> {
     validate_instance_id("id", id)?;
-    state
-        .registry
-        .get(id)
-        .await?
-        .map(|view| view.instance)
-        .ok_or_else(|| ApiError::field(ErrorCode::NotFound, "id", format!("no instance with id {id:?} is registered")))
+    state.registry.get(id).await?.map(|view| view.instance).ok_or_else(|| crate::errors::no_instance(id).into())
 }
 
 /// The checks of an instance
@@ -310,16 +303,7 @@ async fn ttl_update(
     validate_check_id("check", &check)?;
     match state.health.checker.ttl_update(&id, &check, update.status, update.output).await {
         Ok(reply) => Ok(Json(reply).into_response()),
-        Err(e) => Err(ttl_error(e)),
-    }
-}
-
-/// The protocol error of a refused TTL update (shared with NATS).
-pub fn ttl_error(e: TtlError) -> ApiError {
-    match e {
-        TtlError::NotFound(..) => ApiError::field(ErrorCode::NotFound, "check", e.to_string()),
-        TtlError::NotTtl { .. } => ApiError::field(ErrorCode::Conflict, "check", e.to_string()),
-        TtlError::Write(w) => w.into(),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -28,7 +28,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::ApiError;
-pub use health::ttl_error;
 pub use openapi::apply_roles;
 
 use crate::registry::Registry;

@@ -157,7 +157,7 @@ async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Resul
     validate_instance_id("id", &id)?;
     match state.registry.get(&id).await? {
         Some(view) => Ok(Json(view).into_response()),
-        None => Err(ApiError::field(ErrorCode::NotFound, "id", format!("no instance with id {id:?}"))),
+        None => Err(crate::errors::no_instance(&id).into()),
     }
 }
 

@@ -68,15 +68,6 @@ struct Edge {
     required: bool,
 }
 
-impl From<ControlError> for ApiError {
-    fn from(e: ControlError) -> Self {
-        match e {
-            ControlError::Storage(e) => e.into(),
-            other => orch_protocol::ProtocolError::from(other).into(),
-        }
-    }
-}
-
 /// Apply a manifest
 ///
 /// The body is the manifest as UTF-8 TOML text, whatever its `Content-Type`. The services the

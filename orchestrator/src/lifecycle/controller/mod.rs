@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use orch_protocol::Subjects;
 use orch_protocol::agent::{self, Exit};
 use orch_protocol::lifecycle::ServiceState;
-use orch_protocol::{ErrorCode, ProtocolError, Subjects};
 use serde::Serialize;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
@@ -80,22 +80,6 @@ pub enum ControlError {
     Storage(#[from] storage::StorageError),
     #[error("the lifecycle controller has stopped")]
     Stopped,
-}
-
-impl From<ControlError> for ProtocolError {
-    fn from(e: ControlError) -> ProtocolError {
-        let code = match &e {
-            ControlError::NoStack | ControlError::NoRun | ControlError::UnknownService(_) => ErrorCode::NotFound,
-            ControlError::Busy(_) => ErrorCode::Conflict,
-            ControlError::Agent(AgentError::Refused { code, .. }) => *code,
-            ControlError::Agent(_) | ControlError::Storage(_) | ControlError::Stopped => ErrorCode::Unavailable,
-        };
-        let field = matches!(e, ControlError::UnknownService(_)).then_some("service");
-        match field {
-            Some(f) => ProtocolError::field(code, f, e.to_string()),
-            None => ProtocolError::new(code, e.to_string()),
-        }
-    }
 }
 
 /// What `apply` accepted.
