@@ -9,9 +9,10 @@ use orch_protocol::{ErrorCode, ProtocolError, Subjects};
 use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 
-use super::{LifecycleRequest, PriorityRequest, Request, decode_request, error_message, reply_message};
+use super::{LifecycleRequest, PriorityRequest, Request, decode_request, reply_message};
 use crate::health::Monitor;
 use crate::lifecycle::Controller;
+use crate::nats::error_message;
 use crate::registry::{Registry, WriteError};
 use crate::storage::instances::{Filter, PAGE_DEFAULT, PAGE_MAX};
 
