@@ -132,7 +132,7 @@ struct Api {
 
 impl Api {
     fn new(port: u16) -> Api {
-        orchestrator::health::probe::install_crypto_provider();
+        orchestrator::tls::install_crypto_provider();
         let http =
             reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(300)).build().expect("HTTP client");
         Api { http, base: format!("http://127.0.0.1:{port}/api/v1") }

@@ -1,12 +1,31 @@
-//! Typed configuration. Every setting is a flag, an `ORCH_*` environment variable and a key of the
+//! The command line: every setting is a flag, an `ORCH_*` environment variable and a key of the
 //! optional TOML config file (`--config`), in that order of precedence. The `///` comment on each
-//! field is its `--help` text.
+//! field is its `--help` text. This is the only module that knows about flags: each command's
+//! arguments become the plain settings of the library ([`crate::Settings`] and the settings
+//! structs of its modules) here.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand};
+
+use crate::agent::AgentSettings;
+use crate::agent::pressure::PressureSettings;
+use crate::http::auth::{ApiKey, AuthSettings};
+use crate::http::ws::FeedSettings;
+use crate::http::{HttpSettings, Profile};
+use crate::lifecycle::LifecycleSettings;
+use crate::lifecycle::shedding::ShedSettings;
+use crate::nats::{Credentials, NatsSettings, StreamSettings, TlsSettings};
+use crate::priority::Limits;
+use crate::registry::RegistrySettings;
+use crate::registry::sweeper::SweepSettings;
+use crate::settings::Settings;
+use crate::storage::DatabaseSettings;
+use crate::telemetry::LogFormat;
+use crate::workers::maintenance::Retention;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,9 +45,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the orchestrator: provision streams, apply migrations, serve NATS and HTTP until stopped.
-    Serve(Box<Config>),
+    Serve(Box<ServeArgs>),
     /// Apply the database migrations and exit.
-    Migrate(DatabaseConfig),
+    Migrate(MigrateArgs),
     /// Print events from the events stream as they arrive, one JSON document per line.
     Events(EventsArgs),
     /// Run a node agent alone, connected only to NATS: it starts, stops and watches the processes
@@ -100,7 +119,7 @@ pub struct AgentArgs {
     pub log_dir: PathBuf,
 
     #[command(flatten)]
-    pub pressure: crate::agent::pressure::PressureArgs,
+    pub pressure: PressureArgs,
 
     /// A service's log is rotated past this size (bytes); three rotated files are kept.
     #[arg(long, env = "ORCH_AGENT_LOG_MAX_BYTES", default_value_t = 10 * 1024 * 1024)]
@@ -111,8 +130,49 @@ pub struct AgentArgs {
     pub log: String,
 
     /// Log format.
-    #[arg(long, env = "ORCH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    #[arg(long, env = "ORCH_LOG_FORMAT", default_value = "auto", value_parser = log_format())]
     pub log_format: LogFormat,
+}
+
+impl AgentArgs {
+    /// The standalone agent's settings; it runs its services under the running binary's shim.
+    pub fn settings(&self) -> Result<AgentSettings, String> {
+        if !orch_protocol::registry::is_valid_name(&self.node) {
+            return Err(format!(
+                "--node {:?}: a node name is 1-63 of lower-case letters, digits, '-' or '_'",
+                self.node
+            ));
+        }
+        Ok(AgentSettings {
+            node: self.node.clone(),
+            log_dir: self.log_dir.clone(),
+            rotation: crate::agent::logs::Rotation {
+                max_bytes: self.log_max_bytes,
+                ..crate::agent::logs::Rotation::default()
+            },
+            shim: crate::agent::shim::default_path(),
+            pressure: self.pressure.settings(),
+        })
+    }
+}
+
+/// Where the agent's pressure readings come from and how often.
+#[derive(Debug, Clone, Args)]
+pub struct PressureArgs {
+    /// How often the agent measures and reports its node's CPU and memory pressure.
+    #[arg(long, env = "ORCH_PRESSURE_INTERVAL", default_value = "1s", value_parser = positive_duration)]
+    pub pressure_interval: Duration,
+
+    /// Read pressure from this JSON file (`{"cpu": 0.2, "memory": 0.95}`, shares 0-1) instead of
+    /// measuring it: for drills and tests of load shedding. Re-read at every interval.
+    #[arg(long, env = "ORCH_PRESSURE_FILE")]
+    pub pressure_file: Option<PathBuf>,
+}
+
+impl PressureArgs {
+    fn settings(&self) -> PressureSettings {
+        PressureSettings { interval: self.pressure_interval, file: self.pressure_file.clone() }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -155,16 +215,31 @@ pub struct EventsArgs {
     pub all: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable on a terminal, JSON otherwise.
-    Auto,
-    Human,
-    Json,
+/// The values `--log-format` takes.
+fn log_format() -> impl TypedValueParser<Value = LogFormat> {
+    PossibleValuesParser::new([
+        PossibleValue::new("auto").help("Human-readable on a terminal, JSON otherwise"),
+        PossibleValue::new("human"),
+        PossibleValue::new("json"),
+    ])
+    .map(|name| name.parse::<LogFormat>().expect("a listed log format"))
+}
+
+/// The values `--profile` takes.
+fn profile() -> impl TypedValueParser<Value = Profile> {
+    PossibleValuesParser::new([
+        PossibleValue::new("development")
+            .help("Local use: without tokens the API is open (every caller is admin), with a warning"),
+        PossibleValue::new("production").help(
+            "Refuses to start without API tokens (--api-key, --api-keys-file, --jwt-secret or --jwt-jwks-file) \
+             unless --insecure is given",
+        ),
+    ])
+    .map(|name| name.parse::<Profile>().expect("a listed profile"))
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct DatabaseConfig {
+pub struct DatabaseArgs {
     /// PostgreSQL connection URL.
     #[arg(long, env = "ORCH_DATABASE_URL", default_value = "postgres://orch@127.0.0.1:55432/orch")]
     pub database_url: String,
@@ -176,7 +251,21 @@ pub struct DatabaseConfig {
     /// How long to wait for a pooled connection before reporting PostgreSQL unavailable.
     #[arg(long, env = "ORCH_DATABASE_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub database_acquire_timeout: Duration,
+}
 
+impl DatabaseArgs {
+    pub fn settings(&self) -> DatabaseSettings {
+        DatabaseSettings {
+            url: self.database_url.clone(),
+            max_connections: self.database_max_connections,
+            acquire_timeout: self.database_acquire_timeout,
+        }
+    }
+}
+
+/// Logs, span export and the config file, for the commands that run the orchestrator's core.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
     /// Optional TOML file with settings; keys are the long flag names.
     #[arg(long, env = "ORCH_CONFIG")]
     pub config: Option<PathBuf>,
@@ -186,7 +275,7 @@ pub struct DatabaseConfig {
     pub log: String,
 
     /// Log format.
-    #[arg(long, env = "ORCH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    #[arg(long, env = "ORCH_LOG_FORMAT", default_value = "auto", value_parser = log_format())]
     pub log_format: LogFormat,
 
     /// Export trace spans (one per HTTP request, with what runs inside it) over OTLP/HTTP to this
@@ -196,9 +285,21 @@ pub struct DatabaseConfig {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct Config {
+pub struct MigrateArgs {
     #[command(flatten)]
-    pub database: DatabaseConfig,
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub log: LogArgs,
 
     /// NATS server URL(s), comma-separated.
     #[arg(long, env = "ORCH_NATS_URL", default_value = "nats://127.0.0.1:4222")]
@@ -345,7 +446,7 @@ pub struct Config {
     pub reconcile_interval: Duration,
 
     #[command(flatten)]
-    pub pressure: crate::agent::pressure::PressureArgs,
+    pub pressure: PressureArgs,
 
     #[command(flatten)]
     pub shedding: ShedArgs,
@@ -363,16 +464,6 @@ pub struct Config {
     pub web: WebArgs,
 }
 
-/// Where the orchestrator runs: the production profile refuses to start with an open API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Profile {
-    /// Local use: without tokens the API is open (every caller is admin), with a warning.
-    Development,
-    /// Refuses to start without API tokens (`--api-key`, `--api-keys-file`, `--jwt-secret` or
-    /// `--jwt-jwks-file`) unless `--insecure` is given.
-    Production,
-}
-
 /// Bearer tokens of the HTTP API. Roles: `viewer` reads, `operator` also changes state (register,
 /// restart, priorities, health), `admin` also replaces or stops the whole stack.
 #[derive(Debug, Clone, Args)]
@@ -380,7 +471,7 @@ pub struct AuthArgs {
     /// An API key, `ROLE:NAME:SECRET` (role viewer, operator or admin; secret at least 16
     /// characters). Repeatable; in the environment, comma-separated.
     #[arg(long, env = "ORCH_API_KEYS", value_delimiter = ',', hide_env_values = true)]
-    pub api_key: Vec<crate::http::auth::ApiKey>,
+    pub api_key: Vec<ApiKey>,
 
     /// A file of API keys, one `ROLE:NAME:SECRET` per line (`#` starts a comment).
     #[arg(long, env = "ORCH_API_KEYS_FILE")]
@@ -409,7 +500,7 @@ pub struct AuthArgs {
 #[derive(Debug, Clone, Args)]
 pub struct WebArgs {
     /// `production` refuses to start without API tokens unless `--insecure` is given.
-    #[arg(long, env = "ORCH_PROFILE", value_enum, default_value_t = Profile::Development)]
+    #[arg(long, env = "ORCH_PROFILE", default_value = "development", value_parser = profile())]
     pub profile: Profile,
 
     /// Run the production profile without API tokens: every caller is admin. Say it explicitly.
@@ -476,8 +567,9 @@ pub struct NatsAuthArgs {
 }
 
 impl NatsAuthArgs {
-    /// Checks that the settings make one way to authenticate.
-    pub fn validate(&self) -> Result<(), String> {
+    /// The one way to authenticate, and TLS; errors when the flags name more than one way or
+    /// half of a pair.
+    fn settings(&self) -> Result<(Credentials, TlsSettings), String> {
         let ways = [
             self.nats_user.is_some() || self.nats_password.is_some(),
             self.nats_token.is_some(),
@@ -490,13 +582,24 @@ impl NatsAuthArgs {
                     .into(),
             );
         }
-        if self.nats_user.is_some() != self.nats_password.is_some() {
-            return Err("--nats-user and --nats-password go together".into());
-        }
-        if self.nats_tls_cert.is_some() != self.nats_tls_key.is_some() {
-            return Err("--nats-tls-cert and --nats-tls-key go together".into());
-        }
-        Ok(())
+        let credentials = match (&self.nats_user, &self.nats_password) {
+            (Some(user), Some(password)) => {
+                Credentials::UserPassword { user: user.clone(), password: password.clone() }
+            }
+            (Some(_), None) | (None, Some(_)) => return Err("--nats-user and --nats-password go together".into()),
+            (None, None) => match (&self.nats_token, &self.nats_nkey_file, &self.nats_creds) {
+                (Some(token), _, _) => Credentials::Token(token.clone()),
+                (_, Some(path), _) => Credentials::NKeyFile(path.clone()),
+                (_, _, Some(path)) => Credentials::CredsFile(path.clone()),
+                (None, None, None) => Credentials::None,
+            },
+        };
+        let client = match (&self.nats_tls_cert, &self.nats_tls_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
+            _ => return Err("--nats-tls-cert and --nats-tls-key go together".into()),
+        };
+        Ok((credentials, TlsSettings { ca: self.nats_tls_ca.clone(), client, required: self.nats_require_tls }))
     }
 }
 
@@ -527,8 +630,8 @@ pub struct PriorityArgs {
 }
 
 impl PriorityArgs {
-    pub fn limits(&self) -> crate::priority::Limits {
-        crate::priority::Limits {
+    fn limits(&self) -> Limits {
+        Limits {
             rate_limit: self.priority_rate_limit,
             rate_window: self.priority_rate_window,
             mass_share: self.priority_mass_share,
@@ -562,62 +665,92 @@ pub struct ShedArgs {
     pub shed_restore_after: Duration,
 }
 
-impl Config {
-    /// Checks relations between settings that clap cannot express.
-    pub fn validate(&self) -> Result<(), String> {
-        orch_protocol::Subjects::new(&self.subject_prefix).map_err(|e| format!("--subject-prefix: {e}"))?;
-        if !(0.0..=1.0).contains(&self.self_preservation_threshold) {
-            return Err("--self-preservation-threshold must be between 0 and 1".into());
-        }
-        if self.writer_shards == 0 || self.writer_shards > 64 {
-            return Err("--writer-shards must be between 1 and 64".into());
-        }
-        if self.batch_max == 0 {
-            return Err("--batch-max must be at least 1".into());
-        }
-        if self.sweep_interval.is_zero() {
-            return Err("--sweep-interval must be positive".into());
-        }
-        if self.flap_threshold == 0 {
-            return Err("--flap-threshold must be at least 1".into());
-        }
-        if self.health_concurrency == 0 {
-            return Err("--health-concurrency must be at least 1".into());
-        }
-        if !orch_protocol::registry::is_valid_name(&self.node) {
-            return Err(format!(
-                "--node {:?}: a node name is 1-63 of lower-case letters, digits, '-' or '_'",
-                self.node
-            ));
-        }
-        let share = |v: f64| v.is_finite() && (0.0..=1.0).contains(&v);
-        if !share(self.priority.priority_mass_share) {
-            return Err("--priority-mass-share must be 0-1".into());
-        }
-        if !share(self.shedding.shed_cpu) || !share(self.shedding.shed_memory) {
-            return Err("--shed-cpu and --shed-memory are shares: 0-1".into());
-        }
-        if self.priority.priority_rate_limit == 0 {
-            return Err("--priority-rate-limit must be at least 1".into());
-        }
-        if self.startup_probe_interval < Duration::from_millis(1) {
-            return Err("--startup-probe-interval must be at least 1ms".into());
-        }
-        self.nats_auth.validate()?;
-        if self.web.ws_buffer == 0 || self.web.ws_max_clients == 0 {
-            return Err("--ws-buffer and --ws-max-clients must be at least 1".into());
-        }
-        for name in &self.critical_services {
-            if !orch_protocol::registry::is_valid_name(name) {
-                return Err(format!("--critical-services: {name:?} is not a valid service name"));
-            }
-        }
-        Ok(())
+impl ServeArgs {
+    /// The orchestrator's settings, checked ([`Settings::validate`]). The embedded agent runs
+    /// its services under `--agent-shim` when given; the binary defaults it to itself.
+    pub fn settings(&self) -> Result<Settings, String> {
+        let (credentials, tls) = self.nats_auth.settings()?;
+        let settings = Settings {
+            subject_prefix: self.subject_prefix.clone(),
+            database: self.database.settings(),
+            nats: NatsSettings {
+                url: self.nats_url.clone(),
+                name: self.nats_name.clone(),
+                credentials,
+                tls,
+                streams: StreamSettings {
+                    replicas: self.stream_replicas,
+                    events_max_age: self.events_max_age,
+                    dead_letter_max_age: self.dead_letter_max_age,
+                    duplicate_window: self.duplicate_window,
+                    commands_max_messages: self.commands_max_messages,
+                },
+            },
+            registry: RegistrySettings {
+                command_max_bytes: self.command_max_bytes,
+                batch_max: self.batch_max,
+                writer_shards: self.writer_shards,
+                request_timeout: self.request_timeout,
+                sweep: SweepSettings {
+                    interval: self.sweep_interval,
+                    threshold: self.self_preservation_threshold,
+                    min_instances: self.self_preservation_min_instances,
+                },
+            },
+            health: crate::health::HealthSettings {
+                exec_enabled: self.health_exec_enabled,
+                concurrency: self.health_concurrency,
+                max_drift: self.health_max_drift,
+                flap_threshold: self.flap_threshold,
+                flap_window: self.flap_window,
+                critical_services: self.critical_services.clone(),
+                deregister_critical_after: self.deregister_critical_after,
+            },
+            lifecycle: LifecycleSettings {
+                startup_probe_interval: self.startup_probe_interval,
+                reconcile_interval: self.reconcile_interval,
+                shedding: ShedSettings {
+                    cpu: self.shedding.shed_cpu,
+                    memory: self.shedding.shed_memory,
+                    step: self.shedding.shed_step,
+                    restore_after: self.shedding.shed_restore_after,
+                },
+            },
+            priority: self.priority.limits(),
+            agent: (!self.no_agent).then(|| AgentSettings {
+                node: self.node.clone(),
+                log_dir: self.agent_log_dir.clone(),
+                rotation: crate::agent::logs::Rotation::default(),
+                shim: self.agent_shim.clone(),
+                pressure: self.pressure.settings(),
+            }),
+            http: HttpSettings {
+                addr: self.http_addr,
+                profile: self.web.profile,
+                insecure: self.web.insecure,
+                auth: AuthSettings {
+                    api_keys: self.auth.api_key.clone(),
+                    api_keys_file: self.auth.api_keys_file.clone(),
+                    jwt_secret: self.auth.jwt_secret.clone(),
+                    jwt_jwks_file: self.auth.jwt_jwks_file.clone(),
+                    jwt_issuer: self.auth.jwt_issuer.clone(),
+                    jwt_audience: self.auth.jwt_audience.clone(),
+                },
+                dashboard_dir: self.web.dashboard_dir.clone(),
+                feed: FeedSettings {
+                    buffer: self.web.ws_buffer,
+                    stall: self.web.ws_stall,
+                    max_clients: self.web.ws_max_clients,
+                },
+                manifest_max_bytes: self.manifest_max_bytes,
+            },
+            retention: Retention { processed: self.processed_retention, health_history: self.health_history_retention },
+        };
+        settings.validate()?;
+        Ok(settings)
     }
 }
 
-/// Parses the command line, filling defaults from the config file named by `--config` or
-/// `ORCH_CONFIG` when there is one. Exits with a usage message on error, like clap does.
 /// A duration of at least 1 ms (`10s`, `250ms`): for intervals and windows, where zero would
 /// mean a busy loop, a timer that panics, or a guardrail that never counts anything.
 pub fn positive_duration(text: &str) -> Result<Duration, String> {
@@ -628,6 +761,8 @@ pub fn positive_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// Parses the command line, filling defaults from the config file named by `--config` or
+/// `ORCH_CONFIG` when there is one. Exits with a usage message on error, like clap does.
 pub fn parse() -> Cli {
     use clap::{CommandFactory, FromArgMatches};
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -722,8 +857,42 @@ mod tests {
         let defaults = vec![("nats-url".to_string(), "nats://file:4222".to_string()), ("batch-max".into(), "7".into())];
         let command = apply_defaults(Cli::command(), &defaults);
         let m = command.try_get_matches_from(["orchestrator", "serve", "--batch-max", "9"]).unwrap();
-        let Command::Serve(config) = Cli::from_arg_matches(&m).unwrap().command else { panic!("serve") };
-        assert_eq!(config.nats_url, "nats://file:4222");
-        assert_eq!(config.batch_max, 9);
+        let Command::Serve(args) = Cli::from_arg_matches(&m).unwrap().command else { panic!("serve") };
+        assert_eq!(args.nats_url, "nats://file:4222");
+        assert_eq!(args.batch_max, 9);
+    }
+
+    fn serve(flags: &[&str]) -> Result<Settings, String> {
+        let args = [&["orchestrator", "serve"], flags].concat();
+        let Command::Serve(args) = Cli::try_parse_from(args).unwrap().command else { panic!("serve") };
+        args.settings()
+    }
+
+    #[test]
+    fn the_flags_defaults_are_the_settings_defaults() {
+        assert_eq!(serve(&[]).unwrap(), Settings::default());
+    }
+
+    #[test]
+    fn flags_become_settings() {
+        let settings = serve(&[
+            "--nats-user",
+            "u",
+            "--nats-password",
+            "p",
+            "--no-agent",
+            "--profile",
+            "production",
+            "--log-format",
+            "json",
+            "--shed-cpu",
+            "0.5",
+        ])
+        .unwrap();
+        assert_eq!(settings.nats.credentials, Credentials::UserPassword { user: "u".into(), password: "p".into() });
+        assert_eq!(settings.agent, None);
+        assert_eq!(settings.http.profile, Profile::Production);
+        assert_eq!(settings.lifecycle.shedding.cpu, 0.5);
+        assert!(Cli::try_parse_from(["orchestrator", "serve", "--log-format", "xml"]).is_err());
     }
 }

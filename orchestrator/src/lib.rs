@@ -13,9 +13,11 @@ pub mod nats;
 pub mod priority;
 pub mod process;
 pub mod registry;
+pub mod settings;
 pub mod storage;
 pub mod tail;
 pub mod telemetry;
+pub mod tls;
 pub mod workers;
 
 use std::net::SocketAddr;
@@ -28,11 +30,11 @@ use orch_protocol::registry::Health;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
-use crate::registry::health::Policy;
-use crate::registry::sweeper::{self, SweeperConfig};
+use crate::http::Profile;
+use crate::registry::sweeper;
 use crate::registry::writer::WriterTask;
 use crate::registry::{Leases, Registry};
+pub use crate::settings::Settings;
 
 /// How long the relay keeps publishing committed events after a stop was asked.
 const OUTBOX_DRAIN: Duration = Duration::from_secs(5);
@@ -96,18 +98,18 @@ impl Running {
 
 /// The API's token checker. An open API is allowed in the development profile, with a warning,
 /// and in production only with `--insecure`.
-fn api_authentication(config: &Config) -> anyhow::Result<http::auth::Authenticator> {
-    let auth = http::auth::Authenticator::from_args(&config.auth).map_err(anyhow::Error::msg)?;
+fn api_authentication(settings: &http::HttpSettings) -> anyhow::Result<http::auth::Authenticator> {
+    let auth = http::auth::Authenticator::new(&settings.auth).map_err(anyhow::Error::msg)?;
     if auth.enabled() {
         return Ok(auth);
     }
-    match (config.web.profile, config.web.insecure) {
-        (config::Profile::Production, false) => anyhow::bail!(
+    match (settings.profile, settings.insecure) {
+        (Profile::Production, false) => anyhow::bail!(
             "refusing to start: the production profile needs API authentication. Configure --api-key, \
              --api-keys-file, --jwt-secret or --jwt-jwks-file, or pass --insecure to run with an open API"
         ),
         _ => tracing::warn!(
-            profile = ?config.web.profile,
+            profile = ?settings.profile,
             "API authentication is OFF: every HTTP caller is an admin. Configure --api-key or --jwt-secret"
         ),
     }
@@ -115,18 +117,18 @@ fn api_authentication(config: &Config) -> anyhow::Result<http::auth::Authenticat
 }
 
 /// Starts the orchestrator. Waits for PostgreSQL and NATS when they are not reachable yet.
-pub async fn start(config: Config) -> anyhow::Result<Running> {
+pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let started = Instant::now();
-    config.validate().map_err(anyhow::Error::msg)?;
-    let subjects = Subjects::new(&config.subject_prefix)?;
-    let auth = api_authentication(&config)?;
+    settings.validate().map_err(anyhow::Error::msg)?;
+    let subjects = Subjects::new(&settings.subject_prefix)?;
+    let auth = api_authentication(&settings.http)?;
 
-    let pool = storage::pool(&config.database)?;
+    let pool = storage::pool(&settings.database)?;
     storage::migrate(&pool).await.context("applying database migrations")?;
 
-    let client = nats::connect(&config).await?;
+    let client = nats::connect(&settings.nats).await?;
     let js = async_nats::jetstream::new(client.clone());
-    nats::provision(&js, &config, &subjects).await?;
+    nats::provision(&js, &settings.nats.streams, &subjects).await?;
 
     let leases = Arc::new(Leases::default());
     let summaries = storage::retry("loading instances", || storage::instances::all_summaries(&pool)).await?;
@@ -139,7 +141,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .await?
             .and_then(|v| v.get("active").and_then(|a| a.as_bool()))
             .unwrap_or(false);
-    let tracker = health::load_tracker(&pool, &summaries, &config.critical_services).await?;
+    let tracker = health::load_tracker(&pool, &summaries, &settings.health.critical_services).await?;
     drop(summaries);
     let with_checks = storage::retry("loading checks", || storage::instances::all_with_checks(&pool)).await?;
 
@@ -150,27 +152,24 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         pool: pool.clone(),
         subjects: subjects.clone(),
         leases: leases.clone(),
-        batch_max: config.batch_max,
+        batch_max: settings.registry.batch_max,
         outbox_written: outbox_written.clone(),
-        max_payload_kept: config.command_max_bytes,
+        max_payload_kept: settings.registry.command_max_bytes,
         metrics: metrics.clone(),
-        shards: config.writer_shards,
+        shards: settings.registry.writer_shards,
         shard: 0,
-        policy: Policy {
-            flap_threshold: config.flap_threshold,
-            flap_window: config.flap_window,
-            exec_enabled: config.health_exec_enabled,
-        },
+        policy: settings.health.policy(),
         changes: Some(changes_tx),
     }
     .spawn();
-    let registry = Arc::new(Registry::new(writer, leases, pool.clone(), config.request_timeout, metrics.clone()));
+    let registry =
+        Arc::new(Registry::new(writer, leases, pool.clone(), settings.registry.request_timeout, metrics.clone()));
     // Before any task starts, so the tracker never deregisters during a persisted self-preservation.
     registry.set_self_preservation(self_preservation);
 
-    let prober = health::probe::Prober::new(client.clone(), config.health_exec_enabled)?;
+    let prober = health::probe::Prober::new(client.clone(), settings.health.exec_enabled)?;
     let checker =
-        Arc::new(health::Checker::new(prober.clone(), registry.clone(), metrics.clone(), config.health_concurrency));
+        Arc::new(health::Checker::new(prober.clone(), registry.clone(), metrics.clone(), settings.health.concurrency));
     for instance in &with_checks {
         checker.sync(&instance.id, Some(instance));
     }
@@ -186,7 +185,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             js: js.clone(),
             written: outbox_written.clone(),
             metrics: metrics.clone(),
-            shards: config.writer_shards,
+            shards: settings.registry.writer_shards,
         }
         .run(relay_shutdown_rx, OUTBOX_DRAIN),
     );
@@ -198,37 +197,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // answered the subscriptions above are registered.
     js.query_account().await.context("confirming subscriptions with the NATS server")?;
 
-    let agent = if config.no_agent {
-        None
-    } else {
-        let (exits_tx, exits) = tokio::sync::mpsc::unbounded_channel();
-        let supervisor = Arc::new(agent::Supervisor::new(
-            config.agent_log_dir.clone(),
-            agent::logs::Rotation::default(),
-            exits_tx,
-            config.agent_shim.clone(),
-        ));
+    let agent = settings.agent.clone().map(|agent_settings| {
         let (stop, stopped) = watch::channel(false);
-        let pressure = agent::pressure::run(
-            client.clone(),
-            subjects.clone(),
-            config.node.clone(),
-            config.pressure.clone(),
-            stopped.clone(),
-        );
-        let run =
-            agent::service::run(client.clone(), subjects.clone(), config.node.clone(), supervisor, exits, stopped);
+        let run = agent::run(client.clone(), subjects.clone(), agent_settings, stopped);
         let task = tokio::spawn(async move {
-            let pressure = tokio::spawn(pressure);
             if let Err(e) = run.await {
                 tracing::error!(error = format!("{e:#}"), "the embedded agent failed");
             }
-            let _ = pressure.await;
         });
-        Some((stop, task))
-    };
+        (stop, task)
+    });
     let (priorities, priority_task) = priority::Priorities::start(
-        priority::Config { limits: config.priority.limits(), subjects: subjects.clone() },
+        priority::Config { limits: settings.priority, subjects: subjects.clone() },
         pool.clone(),
         outbox_written.clone(),
         metrics.clone(),
@@ -239,10 +219,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let recorder_task = tokio::spawn(lifecycle::recorder::run(pool.clone(), records_rx, outbox_written.clone()));
     let (controller, controller_task) = lifecycle::Controller::start(
         lifecycle::ControllerConfig {
-            startup_probe_interval: config.startup_probe_interval,
-            reconcile_interval: config.reconcile_interval,
+            startup_probe_interval: settings.lifecycle.startup_probe_interval,
+            reconcile_interval: settings.lifecycle.reconcile_interval,
             subjects: subjects.clone(),
-            shedding: config.shedding.clone(),
+            shedding: settings.lifecycle.shedding.clone(),
         },
         lifecycle::Collaborators {
             pool: pool.clone(),
@@ -263,8 +243,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 js: js.clone(),
                 subjects: subjects.clone(),
                 registry: registry.clone(),
-                batch_max: config.batch_max,
-                command_max_bytes: config.command_max_bytes,
+                batch_max: settings.registry.batch_max,
+                command_max_bytes: settings.registry.command_max_bytes,
             }
             .run(shutdown_rx.clone()),
         ),
@@ -278,7 +258,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 controller: controller.clone(),
                 priorities: priorities.clone(),
             },
-            config.command_max_bytes,
+            settings.registry.command_max_bytes,
             shutdown_rx.clone(),
         )),
         tokio::spawn(consumers::heartbeats::run(
@@ -290,11 +270,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         )),
         tokio::spawn(sweeper::run(
             registry.clone(),
-            SweeperConfig {
-                interval: config.sweep_interval,
-                threshold: config.self_preservation_threshold,
-                min_instances: config.self_preservation_min_instances,
-            },
+            settings.registry.sweep.clone(),
             self_preservation,
             shutdown_rx.clone(),
         )),
@@ -302,55 +278,39 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             monitor.clone(),
             registry.clone(),
             metrics.clone(),
-            health::HealthConfig {
-                deregister_critical_after: config.deregister_critical_after,
-                flap_window: config.flap_window,
-                max_drift: config.health_max_drift,
-            },
+            settings.health.clone(),
             changes_rx,
             shutdown_rx.clone(),
         )),
-        tokio::spawn(workers::maintenance::run(
-            pool.clone(),
-            workers::maintenance::Retention {
-                processed: config.processed_retention,
-                health_history: config.health_history_retention,
-            },
-            shutdown_rx.clone(),
-        )),
+        tokio::spawn(workers::maintenance::run(pool.clone(), settings.retention, shutdown_rx.clone())),
     ];
 
     tasks.push(recorder_task);
     tasks.push(priority_task);
     tasks.push(controller_task);
 
-    let listener = tokio::net::TcpListener::bind(config.http_addr)
+    let listener = tokio::net::TcpListener::bind(settings.http.addr)
         .await
-        .with_context(|| format!("binding the HTTP API to {}", config.http_addr))?;
+        .with_context(|| format!("binding the HTTP API to {}", settings.http.addr))?;
     let http_addr = listener.local_addr()?;
     let state = http::AppState {
         registry: registry.clone(),
         pool: pool.clone(),
         nats: client.clone(),
-        max_body_bytes: config.command_max_bytes,
-        manifest_max_bytes: config.manifest_max_bytes,
+        max_body_bytes: settings.registry.command_max_bytes,
+        manifest_max_bytes: settings.http.manifest_max_bytes,
         metrics,
         health: monitor,
         controller: controller.clone(),
         priorities,
         subjects: subjects.clone(),
         auth,
-        feed: http::ws::Feed::new(
-            config.web.ws_buffer,
-            config.web.ws_stall,
-            config.web.ws_max_clients,
-            shutdown_rx.clone(),
-        ),
-        dashboard_dir: config.web.dashboard_dir.clone(),
+        feed: http::ws::Feed::new(&settings.http.feed, shutdown_rx.clone()),
+        dashboard_dir: settings.http.dashboard_dir.clone(),
     };
-    if !config.web.dashboard_dir.join("index.html").is_file() {
+    if !settings.http.dashboard_dir.join("index.html").is_file() {
         tracing::warn!(
-            dir = %config.web.dashboard_dir.display(),
+            dir = %settings.http.dashboard_dir.display(),
             "the dashboard is not built there; `/` explains how to build it (scripts/dashboard.sh)"
         );
     }
@@ -368,7 +328,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     tracing::info!(
         http = %http_addr,
-        nats = %config.nats_url,
+        nats = %settings.nats.url,
         prefix = %subjects.prefix(),
         instances = instance_count,
         checks,

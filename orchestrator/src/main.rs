@@ -38,22 +38,28 @@ async fn run(cli: config::Cli) -> ExitCode {
                 }
             }
         }
-        Command::Serve(mut config) => {
-            let _telemetry = match telemetry::install(
-                &config.database.log,
-                config.database.log_format,
-                config.database.otlp_endpoint.as_deref(),
-            ) {
-                Ok(guard) => guard,
+        Command::Serve(args) => {
+            let _telemetry =
+                match telemetry::install(&args.log.log, args.log.log_format, args.log.otlp_endpoint.as_deref()) {
+                    Ok(guard) => guard,
+                    Err(e) => {
+                        eprintln!("orchestrator: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+            let mut settings = match args.settings() {
+                Ok(settings) => settings,
                 Err(e) => {
                     eprintln!("orchestrator: {e}");
-                    return ExitCode::FAILURE;
+                    return ExitCode::from(2);
                 }
             };
-            if config.agent_shim.is_none() {
-                config.agent_shim = orchestrator::agent::shim::default_path();
+            if let Some(agent) = &mut settings.agent
+                && agent.shim.is_none()
+            {
+                agent.shim = orchestrator::agent::shim::default_path();
             }
-            let running = match orchestrator::start(*config).await {
+            let running = match orchestrator::start(settings).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "start-up failed");
@@ -85,10 +91,10 @@ async fn run(cli: config::Cli) -> ExitCode {
         Command::Down(args) => cli_result("down", lifecycle::cli::down(&args).await),
         Command::Status(args) => cli_result("status", lifecycle::cli::status(&args).await),
         Command::Profile(args) => cli_result("profile", lifecycle::cli::profile(&args).await),
-        Command::Migrate(db) => {
-            telemetry::init(&db.log, db.log_format);
+        Command::Migrate(args) => {
+            telemetry::init(&args.log.log, args.log.log_format);
             let result = async {
-                let pool = storage::pool(&db)?;
+                let pool = storage::pool(&args.database.settings())?;
                 storage::migrate(&pool).await
             }
             .await;
@@ -108,35 +114,18 @@ async fn run(cli: config::Cli) -> ExitCode {
 
 /// `orchestrator agent`: the node agent alone, until SIGINT or SIGTERM.
 async fn agent(args: config::AgentArgs) -> anyhow::Result<()> {
-    use orchestrator::agent::{Supervisor, logs::Rotation, service};
-    if !orch_protocol::registry::is_valid_name(&args.node) {
-        anyhow::bail!("--node {:?}: a node name is 1-63 of lower-case letters, digits, '-' or '_'", args.node);
-    }
+    let settings = args.settings().map_err(anyhow::Error::msg)?;
     let subjects = orch_protocol::Subjects::new(&args.subject_prefix)?;
     let client = async_nats::ConnectOptions::new()
-        .name(format!("agent-{}", args.node))
+        .name(format!("agent-{}", settings.node))
         .retry_on_initial_connect()
         .connect(&args.nats_url)
         .await?;
-    let (exits_tx, exits) = tokio::sync::mpsc::unbounded_channel();
-    let rotation = Rotation { max_bytes: args.log_max_bytes, ..Rotation::default() };
-    let shim = orchestrator::agent::shim::default_path();
-    let supervisor = std::sync::Arc::new(Supervisor::new(args.log_dir.clone(), rotation, exits_tx, shim));
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let pressure = orchestrator::agent::pressure::run(
-        client.clone(),
-        subjects.clone(),
-        args.node.clone(),
-        args.pressure.clone(),
-        stopped.clone(),
-    );
-    let pressure = tokio::spawn(pressure);
-    let task = tokio::spawn(service::run(client, subjects, args.node, supervisor, exits, stopped));
+    let task = tokio::spawn(orchestrator::agent::run(client, subjects, settings, stopped));
     wait_for_signal().await;
     let _ = stop.send(true);
-    task.await??;
-    let _ = pressure.await;
-    Ok(())
+    task.await?
 }
 
 /// `orchestrator graph`: a manifest's problems on stderr (exit 2), or its graph on stdout.

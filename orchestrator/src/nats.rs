@@ -3,12 +3,12 @@
 //! settings that cannot (retention, storage) is reported and left alone. A stream that holds data
 //! is never deleted.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
-use orch_protocol::Subjects;
-
-use crate::config::{Config, NatsAuthArgs};
+use orch_protocol::error::ErrorReply;
+use orch_protocol::{ErrorBody, ProtocolError, Subjects};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
@@ -20,44 +20,139 @@ pub enum NatsError {
     Provision { what: String, message: String },
 }
 
-/// The connection options of `--nats-*` authentication and TLS settings.
-async fn authenticated(auth: &NatsAuthArgs) -> Result<async_nats::ConnectOptions, NatsError> {
-    let mut options = match &auth.nats_creds {
-        Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+/// How the orchestrator reaches NATS, and the streams it provisions there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NatsSettings {
+    /// Server URL(s), comma-separated.
+    pub url: String,
+    /// The name this connection shows in the server's monitoring.
+    pub name: String,
+    pub credentials: Credentials,
+    pub tls: TlsSettings,
+    pub streams: StreamSettings,
+}
+
+/// The one way the orchestrator authenticates to NATS.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Credentials {
+    /// No authentication (a development server).
+    #[default]
+    None,
+    UserPassword {
+        user: String,
+        password: String,
+    },
+    Token(String),
+    /// A file holding an NKey seed (`SU...`).
+    NKeyFile(PathBuf),
+    /// A credentials file (JWT and NKey seed, as `nsc` writes it).
+    CredsFile(PathBuf),
+}
+
+/// TLS towards NATS; combines with any [`Credentials`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TlsSettings {
+    /// CA certificate (PEM) to verify the server with.
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    pub client: Option<(PathBuf, PathBuf)>,
+    /// Refuse to talk to NATS without TLS.
+    pub required: bool,
+}
+
+/// Settings of the streams the orchestrator provisions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSettings {
+    /// Replicas of every stream (1 on a single server; 3 on a NATS cluster).
+    pub replicas: usize,
+    /// How long events are kept on the events stream.
+    pub events_max_age: Duration,
+    /// How long rejected commands are kept on the dead-letter stream.
+    pub dead_letter_max_age: Duration,
+    /// A re-publish with the same `Nats-Msg-Id` within this window is dropped by the server.
+    pub duplicate_window: Duration,
+    /// Most commands waiting on the commands stream; beyond it publishers get an error rather than
+    /// older commands being dropped.
+    pub commands_max_messages: i64,
+}
+
+impl Default for NatsSettings {
+    fn default() -> Self {
+        NatsSettings {
+            url: "nats://127.0.0.1:4222".into(),
+            name: "orchestrator".into(),
+            credentials: Credentials::None,
+            tls: TlsSettings::default(),
+            streams: StreamSettings::default(),
+        }
+    }
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            replicas: 1,
+            events_max_age: Duration::from_secs(7 * 24 * 3600),
+            dead_letter_max_age: Duration::from_secs(30 * 24 * 3600),
+            duplicate_window: Duration::from_secs(120),
+            commands_max_messages: 1_000_000,
+        }
+    }
+}
+
+/// The connection options of the credentials and TLS settings.
+async fn authenticated(settings: &NatsSettings) -> Result<async_nats::ConnectOptions, NatsError> {
+    let mut options = match &settings.credentials {
+        Credentials::None => async_nats::ConnectOptions::new(),
+        Credentials::UserPassword { user, password } => {
+            async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+        }
+        Credentials::Token(token) => async_nats::ConnectOptions::with_token(token.clone()),
+        Credentials::NKeyFile(path) => {
+            let seed = std::fs::read_to_string(path)
+                .map_err(|e| NatsError::Credentials(format!("nkey file {}: {e}", path.display())))?;
+            async_nats::ConnectOptions::with_nkey(seed.trim().to_string())
+        }
+        Credentials::CredsFile(path) => async_nats::ConnectOptions::with_credentials_file(path)
             .await
-            .map_err(|e| NatsError::Credentials(format!("--nats-creds {}: {e}", path.display())))?,
-        None => async_nats::ConnectOptions::new(),
+            .map_err(|e| NatsError::Credentials(format!("credentials file {}: {e}", path.display())))?,
     };
-    if let (Some(user), Some(password)) = (&auth.nats_user, &auth.nats_password) {
-        options = options.user_and_password(user.clone(), password.clone());
-    }
-    if let Some(token) = &auth.nats_token {
-        options = options.token(token.clone());
-    }
-    if let Some(path) = &auth.nats_nkey_file {
-        let seed = std::fs::read_to_string(path)
-            .map_err(|e| NatsError::Credentials(format!("--nats-nkey-file {}: {e}", path.display())))?;
-        options = options.nkey(seed.trim().to_string());
-    }
-    if let Some(ca) = &auth.nats_tls_ca {
+    if let Some(ca) = &settings.tls.ca {
         options = options.add_root_certificates(ca.clone());
     }
-    if let (Some(cert), Some(key)) = (&auth.nats_tls_cert, &auth.nats_tls_key) {
+    if let Some((cert, key)) = &settings.tls.client {
         options = options.add_client_certificate(cert.clone(), key.clone());
     }
-    if auth.nats_require_tls {
+    if settings.tls.required {
         options = options.require_tls(true);
     }
     Ok(options)
 }
 
+/// The headers and body of a reply: `value` as JSON, with the ADR-32 error headers
+/// (`Nats-Service-Error-Code`, `Nats-Service-Error`) when it is an error.
+pub fn reply(value: &impl serde::Serialize, error: Option<&ErrorBody>) -> (async_nats::HeaderMap, bytes::Bytes) {
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(error) = error {
+        headers.insert(orch_protocol::headers::SERVICE_ERROR_CODE, error.code.status().to_string().as_str());
+        headers.insert(orch_protocol::headers::SERVICE_ERROR, error.message.replace(['\r', '\n'], " ").as_str());
+    }
+    (headers, serde_json::to_vec(value).expect("a reply serializes").into())
+}
+
+/// The reply to a refused request: `{"error": …}` with the error headers.
+pub fn error_message(error: ProtocolError) -> (async_nats::HeaderMap, bytes::Bytes) {
+    let reply_body = ErrorReply { error: error.0 };
+    reply(&reply_body, Some(&reply_body.error))
+}
+
 /// Connects with unlimited reconnects: an outage of NATS stalls the orchestrator but never
 /// stops it. Connection state changes are logged.
-pub async fn connect(config: &Config) -> Result<async_nats::Client, NatsError> {
-    let url = config.nats_url.clone();
-    authenticated(&config.nats_auth)
+pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, NatsError> {
+    let url = settings.url.clone();
+    authenticated(settings)
         .await?
-        .name(&config.nats_name)
+        .name(&settings.name)
         .retry_on_initial_connect()
         .max_reconnects(None)
         // Heartbeats arrive in bursts; a deep buffer avoids slow-consumer drops.
@@ -80,7 +175,7 @@ pub async fn connect(config: &Config) -> Result<async_nats::Client, NatsError> {
 }
 
 /// The stream configurations the orchestrator wants.
-pub fn desired_streams(config: &Config, subjects: &Subjects) -> Vec<stream::Config> {
+pub fn desired_streams(streams: &StreamSettings, subjects: &Subjects) -> Vec<stream::Config> {
     vec![
         stream::Config {
             name: subjects.commands_stream(),
@@ -90,9 +185,9 @@ pub fn desired_streams(config: &Config, subjects: &Subjects) -> Vec<stream::Conf
             storage: stream::StorageType::File,
             // Full means publishers get an error; nothing accepted is silently dropped.
             discard: stream::DiscardPolicy::New,
-            max_messages: config.commands_max_messages,
-            duplicate_window: config.duplicate_window,
-            num_replicas: config.stream_replicas,
+            max_messages: streams.commands_max_messages,
+            duplicate_window: streams.duplicate_window,
+            num_replicas: streams.replicas,
             ..Default::default()
         },
         stream::Config {
@@ -101,9 +196,9 @@ pub fn desired_streams(config: &Config, subjects: &Subjects) -> Vec<stream::Conf
             subjects: vec![subjects.events_all()],
             retention: stream::RetentionPolicy::Limits,
             storage: stream::StorageType::File,
-            max_age: config.events_max_age,
-            duplicate_window: config.duplicate_window,
-            num_replicas: config.stream_replicas,
+            max_age: streams.events_max_age,
+            duplicate_window: streams.duplicate_window,
+            num_replicas: streams.replicas,
             allow_direct: true,
             ..Default::default()
         },
@@ -113,9 +208,9 @@ pub fn desired_streams(config: &Config, subjects: &Subjects) -> Vec<stream::Conf
             subjects: vec![subjects.dead_letters_all()],
             retention: stream::RetentionPolicy::Limits,
             storage: stream::StorageType::File,
-            max_age: config.dead_letter_max_age,
-            duplicate_window: config.duplicate_window,
-            num_replicas: config.stream_replicas,
+            max_age: streams.dead_letter_max_age,
+            duplicate_window: streams.duplicate_window,
+            num_replicas: streams.replicas,
             ..Default::default()
         },
     ]
@@ -211,10 +306,14 @@ pub async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> R
 }
 
 /// Provisions every stream and the consumer, retrying while NATS is unreachable.
-pub async fn provision(js: &jetstream::Context, config: &Config, subjects: &Subjects) -> Result<(), NatsError> {
+pub async fn provision(
+    js: &jetstream::Context,
+    streams: &StreamSettings,
+    subjects: &Subjects,
+) -> Result<(), NatsError> {
     let mut delay = Duration::from_millis(200);
     loop {
-        match provision_once(js, config, subjects).await {
+        match provision_once(js, streams, subjects).await {
             Ok(()) => return Ok(()),
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?delay, "JetStream provisioning failed; retrying");
@@ -225,8 +324,12 @@ pub async fn provision(js: &jetstream::Context, config: &Config, subjects: &Subj
     }
 }
 
-async fn provision_once(js: &jetstream::Context, config: &Config, subjects: &Subjects) -> Result<(), NatsError> {
-    for wanted in desired_streams(config, subjects) {
+async fn provision_once(
+    js: &jetstream::Context,
+    streams: &StreamSettings,
+    subjects: &Subjects,
+) -> Result<(), NatsError> {
+    for wanted in desired_streams(streams, subjects) {
         ensure_stream(js, wanted).await?;
     }
     let stream = subjects.commands_stream();

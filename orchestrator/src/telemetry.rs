@@ -8,7 +8,33 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::LogFormat;
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable on a terminal, JSON otherwise.
+    #[default]
+    Auto,
+    Human,
+    Json,
+}
+
+impl LogFormat {
+    /// The names the settings take.
+    pub const NAMES: [&'static str; 3] = ["auto", "human", "json"];
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name {
+            "auto" => Ok(LogFormat::Auto),
+            "human" => Ok(LogFormat::Human),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("unknown log format {other:?}: one of {}", LogFormat::NAMES.join(", "))),
+        }
+    }
+}
 
 /// Keeps the span exporter alive; dropping it flushes the spans not yet sent.
 #[must_use = "dropping the guard stops the span export"]
@@ -62,7 +88,7 @@ pub fn install(filter: &str, format: LogFormat, otlp_endpoint: Option<&str>) -> 
             Some(endpoint) => {
                 // The exporter's HTTP client is the workspace's reqwest, built without a default
                 // TLS crypto provider.
-                crate::health::probe::install_crypto_provider();
+                crate::tls::install_crypto_provider();
                 let exporter = opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
                     .with_endpoint(endpoint)

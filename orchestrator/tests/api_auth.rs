@@ -14,14 +14,16 @@ const OPERATOR: &str = "operator-secret-0123456789";
 const VIEWER: &str = "viewer-secret-0123456789";
 
 async fn stack() -> Stack {
-    Stack::start_with(&[
-        "--api-key",
-        &format!("admin:test-admin:{ADMIN}"),
-        "--api-key",
-        &format!("operator:test-operator:{OPERATOR}"),
-        "--api-key",
-        &format!("viewer:test-viewer:{VIEWER}"),
-    ])
+    Stack::start_with(|s| {
+        s.http.auth.api_keys = [
+            format!("admin:test-admin:{ADMIN}"),
+            format!("operator:test-operator:{OPERATOR}"),
+            format!("viewer:test-viewer:{VIEWER}"),
+        ]
+        .iter()
+        .map(|key| key.parse().unwrap())
+        .collect();
+    })
     .await
 }
 
@@ -114,12 +116,17 @@ async fn reads_need_a_viewer_and_the_stack_needs_an_admin() {
 async fn production_refuses_an_open_api_unless_insecure() {
     let nats = orch_testkit::NatsServer::start();
     let database = orch_testkit::fresh_database().await;
-    let config = common::config(&nats.url(), &database, &["--profile", "production"]);
-    let error = orchestrator::start(config).await.err().expect("refused");
+    let production = || {
+        let mut settings = common::settings(&nats.url(), &database);
+        settings.http.profile = orchestrator::http::Profile::Production;
+        settings
+    };
+    let error = orchestrator::start(production()).await.err().expect("refused");
     assert!(format!("{error:#}").contains("--insecure"), "{error:#}");
-    let config = common::config(&nats.url(), &database, &["--profile", "production", "--insecure"]);
-    orchestrator::start(config).await.expect("starts when told explicitly").shutdown().await;
-    let config =
-        common::config(&nats.url(), &database, &["--profile", "production", "--api-key", &format!("admin:a:{ADMIN}")]);
-    orchestrator::start(config).await.expect("starts with a token").shutdown().await;
+    let mut insecure = production();
+    insecure.http.insecure = true;
+    orchestrator::start(insecure).await.expect("starts when told explicitly").shutdown().await;
+    let mut with_token = production();
+    with_token.http.auth.api_keys = vec![format!("admin:a:{ADMIN}").parse().unwrap()];
+    orchestrator::start(with_token).await.expect("starts with a token").shutdown().await;
 }

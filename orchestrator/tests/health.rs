@@ -189,7 +189,7 @@ async fn tcp_and_nats_checks_against_real_targets() {
 
 #[tokio::test]
 async fn exec_checks_run_real_processes_when_enabled() {
-    let stack = Stack::start_with(&["--health-exec-enabled"]).await;
+    let stack = Stack::start_with(|s| s.health.exec_enabled = true).await;
     let dir = orch_testkit::TempDir::new("exec-check");
     let code = dir.path().join("code");
     std::fs::write(&code, "0").unwrap();
@@ -288,7 +288,11 @@ async fn bad_health_input_is_refused_naming_the_field() {
 
 #[tokio::test]
 async fn flapping_instance_is_damped_until_it_settles() {
-    let stack = Stack::start_with(&["--flap-threshold", "2", "--flap-window", "3s"]).await;
+    let stack = Stack::start_with(|s| {
+        s.health.flap_threshold = 2;
+        s.health.flap_window = Duration::from_secs(3);
+    })
+    .await;
     let target = Target::start().await;
     register(
         &stack,
@@ -362,7 +366,7 @@ async fn maintenance_hides_from_discovery_without_deregistering() {
 
 #[tokio::test]
 async fn instances_critical_too_long_are_deregistered_whatever_registered_them() {
-    let stack = Stack::start_with(&["--deregister-critical-after", "1s"]).await;
+    let stack = Stack::start_with(|s| s.health.deregister_critical_after = Duration::from_secs(1)).await;
     let closed = orch_testkit::free_port();
     // Registered over NATS with a check that can never pass; another one in maintenance stays.
     let body = json!({"id": "d-1", "name": "doomed", "address": "127.0.0.1", "port": closed,
@@ -381,7 +385,7 @@ async fn instances_critical_too_long_are_deregistered_whatever_registered_them()
 
 #[tokio::test]
 async fn system_health_follows_the_critical_services() {
-    let stack = Stack::start_with(&["--critical-services", "db"]).await;
+    let stack = Stack::start_with(|s| s.health.critical_services = vec!["db".into()]).await;
     let (status, body) = system(&stack).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "db has no instance: {body}");
     assert_eq!(body["critical_services_down"], json!(["db"]));
@@ -427,7 +431,11 @@ async fn system_health_follows_the_critical_services() {
 async fn checker_says_so_when_it_cannot_keep_up() {
     // One run at a time, and runs that take longer than the schedule allows: the checker must
     // report lagging (event, metric, system health) rather than silently check less often.
-    let stack = Stack::start_with(&["--health-concurrency", "1", "--health-max-drift", "50ms"]).await;
+    let stack = Stack::start_with(|s| {
+        s.health.concurrency = 1;
+        s.health.max_drift = Duration::from_millis(50);
+    })
+    .await;
     let app = axum::Router::new().route(
         "/slow",
         axum::routing::get(|| async {

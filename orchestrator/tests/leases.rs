@@ -8,8 +8,11 @@ use std::time::Duration;
 use common::{Stack, of_type, registration};
 use serde_json::Value;
 
-const FAST: &[&str] =
-    &["--sweep-interval", "100ms", "--deregister-critical-after", "2s", "--self-preservation-min-instances", "10"];
+fn fast(settings: &mut orchestrator::Settings) {
+    settings.registry.sweep.interval = Duration::from_millis(100);
+    settings.registry.sweep.min_instances = 10;
+    settings.health.deregister_critical_after = Duration::from_secs(2);
+}
 
 async fn beat(stack: &Stack, id: &str) {
     stack.client.publish(stack.subjects.heartbeat(id), "".into()).await.unwrap();
@@ -27,7 +30,7 @@ fn types(events: &[Value], subject: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn silent_instance_expires_recovers_then_is_deregistered() {
-    let stack = Stack::start_with(FAST).await;
+    let stack = Stack::start_with(fast).await;
     stack.request("register", &registration("l-1", "web", 1)).await;
     let expired = stack.wait_events(1, "expired event", |e| e["type"] == "io.orch.registry.expired.v1").await;
     assert_eq!(expired[0]["data"]["instance"]["health"], "critical");
@@ -52,7 +55,7 @@ async fn silent_instance_expires_recovers_then_is_deregistered() {
 
 #[tokio::test]
 async fn beating_instance_never_expires() {
-    let stack = Stack::start_with(FAST).await;
+    let stack = Stack::start_with(fast).await;
     stack.request("register", &registration("steady", "web", 1)).await;
     for _ in 0..30 {
         beat(&stack, "steady").await;
@@ -64,7 +67,7 @@ async fn beating_instance_never_expires() {
 
 #[tokio::test]
 async fn mass_expiry_triggers_self_preservation_until_beats_return() {
-    let stack = Stack::start_with(FAST).await;
+    let stack = Stack::start_with(fast).await;
     // Registered together, so their leases run out within a sweep or two even on a busy machine.
     let payloads: Vec<String> = (0..20).map(|i| registration(&format!("sp-{i}"), "web", 1)).collect();
     futures::future::join_all(payloads.iter().map(|p| stack.request("register", p))).await;
@@ -105,7 +108,7 @@ async fn mass_expiry_triggers_self_preservation_until_beats_return() {
 
 #[tokio::test]
 async fn restart_does_not_expire_instances_that_kept_beating() {
-    let mut stack = Stack::start_with(FAST).await;
+    let mut stack = Stack::start_with(fast).await;
     stack.request("register", &registration("keep", "web", 2)).await;
     stack.stop_orchestrator().await;
     // Down for longer than the TTL, while the instance keeps beating into the void.

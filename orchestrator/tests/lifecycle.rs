@@ -564,7 +564,7 @@ async fn the_stack_is_driven_over_nats_request_reply_too() {
 
 #[tokio::test]
 async fn manifests_have_their_own_body_limit() {
-    let stack = Stack::start_with(&["--manifest-max-bytes", "100000"]).await;
+    let stack = Stack::start_with(|s| s.http.manifest_max_bytes = 100_000).await;
     let padding = "# padding\n".repeat(7_000); // 70 KB: over the command limit, under this one
     let manifest = format!("{padding}{}", sleeper("padded", free_port(), "0ms", ""));
     apply(&stack, &manifest).await;

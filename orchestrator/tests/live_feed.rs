@@ -64,7 +64,7 @@ fn status_of(error: tungstenite::Error) -> u16 {
 
 #[tokio::test]
 async fn feed_filters_resumes_and_checks_tokens() {
-    let stack = Stack::start_with(&["--api-key", VIEWER]).await;
+    let stack = Stack::start_with(|s| s.http.auth.api_keys = vec![VIEWER.parse().unwrap()]).await;
 
     assert_eq!(status_of(connect(&stack, "").await.unwrap_err()), 401, "no token");
     assert_eq!(status_of(connect(&stack, "token=wrong-token-0123456789").await.unwrap_err()), 401);
@@ -115,7 +115,11 @@ async fn feed_filters_resumes_and_checks_tokens() {
 
 #[tokio::test]
 async fn a_slow_client_is_dropped_with_a_notice_and_resumes_exactly() {
-    let stack = Stack::start_with(&["--ws-buffer", "8", "--ws-stall", "500ms"]).await;
+    let stack = Stack::start_with(|s| {
+        s.http.feed.buffer = 8;
+        s.http.feed.stall = Duration::from_millis(500);
+    })
+    .await;
     let mut slow = connect_small_buffer(&stack, "subjects=orch.evt.blob.>").await;
     assert_eq!(next_frame(&mut slow).await.unwrap()["type"], "ready");
     // A second client that reads is not disturbed by the first.

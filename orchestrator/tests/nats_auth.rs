@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use orch_testkit::NatsServer;
+use orchestrator::nats::{Credentials, TlsSettings};
 use serde_json::Value;
 
 /// The permissions of the orchestrator's user, as docs/protocol.md §14.2 gives them, and a test
@@ -25,12 +26,14 @@ authorization {
 }
 "#;
 
-/// Starts the orchestrator with `flags` against `nats`, registers an instance over a NATS request
+/// Starts the orchestrator with `credentials` and `tls` against `nats`, registers an instance over a NATS request
 /// as `client`, and waits for its event on the events stream.
-async fn serves(nats_url: &str, flags: &[&str], client: async_nats::Client) {
+async fn serves(nats_url: &str, credentials: Credentials, tls: TlsSettings, client: async_nats::Client) {
     let database = orch_testkit::fresh_database().await;
-    let config = common::config(nats_url, &database, flags);
-    let running = tokio::time::timeout(Duration::from_secs(30), orchestrator::start(config))
+    let mut settings = common::settings(nats_url, &database);
+    settings.nats.credentials = credentials;
+    settings.nats.tls = tls;
+    let running = tokio::time::timeout(Duration::from_secs(30), orchestrator::start(settings))
         .await
         .expect("the orchestrator connects and provisions in time")
         .expect("the orchestrator starts");
@@ -55,8 +58,8 @@ async fn user_with_the_documented_permissions() {
         .connect(nats.url())
         .await
         .unwrap();
-    let flags = ["--nats-user", "orchestrator", "--nats-password", "orchestrator-secret"];
-    serves(&nats.url(), &flags, client).await;
+    let credentials = Credentials::UserPassword { user: "orchestrator".into(), password: "orchestrator-secret".into() };
+    serves(&nats.url(), credentials, TlsSettings::default(), client).await;
 }
 
 #[tokio::test]
@@ -67,7 +70,8 @@ async fn token() {
         .connect(nats.url())
         .await
         .unwrap();
-    serves(&nats.url(), &["--nats-token", "a-long-nats-token-0123456789"], client).await;
+    let credentials = Credentials::Token("a-long-nats-token-0123456789".into());
+    serves(&nats.url(), credentials, TlsSettings::default(), client).await;
 }
 
 #[tokio::test]
@@ -83,7 +87,7 @@ async fn nkey() {
     let seed_file = nats.dir().join("orchestrator.nk");
     std::fs::write(&seed_file, format!("{}\n", orchestrator_key.seed().unwrap())).unwrap();
     let client = async_nats::ConnectOptions::with_nkey(client_key.seed().unwrap()).connect(nats.url()).await.unwrap();
-    serves(&nats.url(), &["--nats-nkey-file", seed_file.to_str().unwrap()], client).await;
+    serves(&nats.url(), Credentials::NKeyFile(seed_file), TlsSettings::default(), client).await;
 }
 
 #[tokio::test]
@@ -125,26 +129,18 @@ async fn mutual_tls() {
         .connect(url.as_str())
         .await
         .unwrap();
-    let flags = [
-        "--nats-tls-ca",
-        &ca_file,
-        "--nats-tls-cert",
-        &client_cert_file,
-        "--nats-tls-key",
-        &client_key_file,
-        "--nats-require-tls",
-    ];
-    serves(&url, &flags, client).await;
+    let tls = TlsSettings {
+        ca: Some(ca_file.into()),
+        client: Some((client_cert_file.into(), client_key_file.into())),
+        required: true,
+    };
+    serves(&url, Credentials::None, tls, client).await;
 }
 
 #[test]
 fn conflicting_ways_to_authenticate_are_refused() {
-    let config = common::config(
-        "nats://127.0.0.1:1",
-        "postgres://x",
-        &["--nats-token", "t", "--nats-user", "u", "--nats-password", "p"],
-    );
-    assert!(config.validate().unwrap_err().contains("at most one"));
-    let config = common::config("nats://127.0.0.1:1", "postgres://x", &["--nats-user", "u"]);
-    assert!(config.validate().unwrap_err().contains("go together"));
+    let error = common::settings_from_flags(&["--nats-token", "t", "--nats-user", "u", "--nats-password", "p"]);
+    assert!(error.unwrap_err().contains("at most one"));
+    let error = common::settings_from_flags(&["--nats-user", "u"]);
+    assert!(error.unwrap_err().contains("go together"));
 }

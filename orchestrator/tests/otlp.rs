@@ -45,7 +45,7 @@ fn collector() -> (String, mpsc::Receiver<(String, Vec<u8>)>) {
 #[test]
 fn spans_reach_the_collector() {
     let (url, posts) = collector();
-    let telemetry = orchestrator::telemetry::install("info", orchestrator::config::LogFormat::Human, Some(&url))
+    let telemetry = orchestrator::telemetry::install("info", orchestrator::telemetry::LogFormat::Human, Some(&url))
         .expect("the exporter is built");
     tracing::info_span!("http", request_id = "otlp-test-request", route = "/api/v1/services").in_scope(|| {
         tracing::info!("inside the request");

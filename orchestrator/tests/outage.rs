@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::load::{Load, wait_drained};
-use common::{config, read_stream};
+use common::{read_stream, settings};
 use orch_protocol::Subjects;
 use orch_testkit::{NatsServer, Postgres, http_request};
 
@@ -15,7 +15,7 @@ async fn nats_restart_during_load() {
     common::init_logs();
     let mut nats = NatsServer::start();
     let database_url = orch_testkit::fresh_database().await;
-    let running = orchestrator::start(config(&nats.url(), &database_url, &[])).await.unwrap();
+    let running = orchestrator::start(settings(&nats.url(), &database_url)).await.unwrap();
     let client = async_nats::ConnectOptions::new().retry_on_initial_connect().connect(nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let subjects = Subjects::default();
@@ -51,7 +51,13 @@ async fn postgres_down_for_ten_seconds_during_load() {
     let nats = NatsServer::start();
     let postgres = Postgres::start();
     let database_url = orch_testkit::fresh_database_on(&postgres.url).await;
-    let running = orchestrator::start(config(&nats.url(), &database_url, &["--request-timeout", "2s"])).await.unwrap();
+    let running = orchestrator::start({
+        let mut settings = settings(&nats.url(), &database_url);
+        settings.registry.request_timeout = Duration::from_secs(2);
+        settings
+    })
+    .await
+    .unwrap();
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let subjects = Subjects::default();

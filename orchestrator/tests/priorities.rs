@@ -41,7 +41,7 @@ async fn priority_events(stack: &Stack) -> Vec<(String, String, Value)> {
 
 #[tokio::test]
 async fn engine_changes_are_clamped_pinned_rate_limited_and_audited() {
-    let stack = Stack::start_with(&["--priority-rate-limit", "3"]).await;
+    let stack = Stack::start_with(|s| s.priority.rate_limit = 3).await;
 
     let reply = policy(&stack, json!({"service": "api", "max": 70, "source": "operator:ann", "reason": "cap"})).await;
     assert_eq!(reply["priority"]["max"], 70);
@@ -121,7 +121,11 @@ async fn engine_changes_are_clamped_pinned_rate_limited_and_audited() {
 #[tokio::test]
 async fn a_mass_change_is_held_until_an_operator_releases_it() {
     // At most 2 services may move per window.
-    let stack = Stack::start_with(&["--priority-mass-min", "2", "--priority-mass-share", "0"]).await;
+    let stack = Stack::start_with(|s| {
+        s.priority.mass_min = 2;
+        s.priority.mass_share = 0.0;
+    })
+    .await;
     for service in ["a", "b"] {
         let body = json!({"value": 80, "reason": "hot", "source": "engine:test"});
         let (status, reply) = call(&stack, "PUT", &format!("/api/v1/priorities/{service}"), Some(body)).await;
@@ -170,9 +174,12 @@ async fn a_mass_change_is_held_until_an_operator_releases_it() {
 
 #[tokio::test]
 async fn holds_lapse_with_their_window_and_adjustments_expire() {
-    let stack =
-        Stack::start_with(&["--priority-mass-min", "1", "--priority-mass-share", "0", "--priority-mass-window", "1s"])
-            .await;
+    let stack = Stack::start_with(|s| {
+        s.priority.mass_min = 1;
+        s.priority.mass_share = 0.0;
+        s.priority.mass_window = Duration::from_secs(1);
+    })
+    .await;
     let body = json!({"service": "a", "value": 90, "source": "engine:test", "reason": "burst", "ttl_seconds": 0.5});
     let (code, reply) = stack.request_on("priority", "set", &body.to_string()).await;
     assert_eq!(code, None, "{reply}");
@@ -277,19 +284,16 @@ async fn sheddable_services_are_shed_lowest_priority_first_and_restored_highest_
     let file = dir.path().join("pressure.json");
     let write = |memory: f64| std::fs::write(&file, json!({"cpu": 0.1, "memory": memory}).to_string()).unwrap();
     write(0.2);
-    let file_arg = file.display().to_string();
-    let stack = Stack::start_with(&[
-        "--pressure-file",
-        &file_arg,
-        "--pressure-interval",
-        "50ms",
-        "--shed-memory",
-        "0.9",
-        "--shed-step",
-        "200ms",
-        "--shed-restore-after",
-        "500ms",
-    ])
+    let pressure_file = file.clone();
+    let stack = Stack::start_with(move |s| {
+        let pressure = &mut s.agent.as_mut().unwrap().pressure;
+        pressure.file = Some(pressure_file.clone());
+        pressure.interval = Duration::from_millis(50);
+        let shedding = &mut s.lifecycle.shedding;
+        shedding.memory = 0.9;
+        shedding.step = Duration::from_millis(200);
+        shedding.restore_after = Duration::from_millis(500);
+    })
     .await;
     let manifest = format!(
         "{}{}{}{}",

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use async_nats::jetstream::stream;
-use common::{Stack, config, registration};
+use common::{Stack, registration, settings};
 use orch_protocol::Subjects;
 use orch_testkit::NatsServer;
 use serde_json::Value;
@@ -63,7 +63,7 @@ async fn drift_is_reconciled_in_place_and_data_kept() {
     js.publish(format!("{}.dlq.cmd.x", subjects.prefix()), "old".into()).await.unwrap().await.unwrap();
 
     let database_url = orch_testkit::fresh_database().await;
-    let running = orchestrator::start(config(&nats.url(), &database_url, &[])).await.unwrap();
+    let running = orchestrator::start(settings(&nats.url(), &database_url)).await.unwrap();
 
     let mut events = js.get_stream(subjects.events_stream()).await.unwrap();
     let info = events.info().await.unwrap();

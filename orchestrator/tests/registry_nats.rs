@@ -99,7 +99,7 @@ async fn heartbeats_over_nats_renew_and_report_unknown() {
 /// reason, `command_rejected` event, and the message is acknowledged (never redelivered forever).
 #[tokio::test]
 async fn bad_durable_commands_are_dead_lettered_once() {
-    let stack = Stack::start_with(&["--command-max-bytes", "4096"]).await;
+    let stack = Stack::start_with(|s| s.registry.command_max_bytes = 4096).await;
     let register = stack.subjects.command("registry", "register");
     let cases: Vec<(String, Vec<u8>, &str, Option<&str>)> = vec![
         (register.clone(), b"{not json".to_vec(), "malformed_payload", None),
@@ -180,7 +180,7 @@ async fn bad_durable_commands_are_dead_lettered_once() {
 /// message; the processed-command ledger answers it without applying it again.
 #[tokio::test]
 async fn late_retry_with_the_same_command_id_is_not_applied_twice() {
-    let stack = Stack::start_with(&["--duplicate-window", "200ms"]).await;
+    let stack = Stack::start_with(|s| s.nats.streams.duplicate_window = Duration::from_millis(200)).await;
     stack.publish_command("register", &registration("d-1", "web", 30), Some("same")).await;
     stack.wait_events(1, "first registration", |e| e["subject"] == "d-1").await;
     tokio::time::sleep(Duration::from_millis(600)).await;

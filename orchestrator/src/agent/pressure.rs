@@ -2,7 +2,7 @@
 //! `/proc/meminfo`) and publishes it on `<prefix>.agent.<node>.pressure` at a fixed interval. The
 //! lifecycle controller sheds sheddable services when a threshold is crossed.
 //!
-//! A drill or a test can feed readings from a file instead (`--pressure-file`, JSON
+//! A drill or a test can feed readings from a file instead (the pressure-file setting, JSON
 //! `{"cpu": 0.5, "memory": 0.95}`), so shedding is exercised without loading the machine.
 
 use std::path::{Path, PathBuf};
@@ -13,16 +13,19 @@ use orch_protocol::agent::{Pressure, verbs};
 use tokio::sync::watch;
 
 /// Where readings come from and how often.
-#[derive(Debug, Clone, clap::Args)]
-pub struct PressureArgs {
+#[derive(Debug, Clone, PartialEq)]
+pub struct PressureSettings {
     /// How often the agent measures and reports its node's CPU and memory pressure.
-    #[arg(long, env = "ORCH_PRESSURE_INTERVAL", default_value = "1s", value_parser = crate::config::positive_duration)]
-    pub pressure_interval: Duration,
-
+    pub interval: Duration,
     /// Read pressure from this JSON file (`{"cpu": 0.2, "memory": 0.95}`, shares 0-1) instead of
     /// measuring it: for drills and tests of load shedding. Re-read at every interval.
-    #[arg(long, env = "ORCH_PRESSURE_FILE")]
-    pub pressure_file: Option<PathBuf>,
+    pub file: Option<PathBuf>,
+}
+
+impl Default for PressureSettings {
+    fn default() -> Self {
+        PressureSettings { interval: Duration::from_secs(1), file: None }
+    }
 }
 
 /// Busy and total CPU time (jiffies) of all CPUs, from the first line of `/proc/stat`.
@@ -88,12 +91,12 @@ pub async fn run(
     client: async_nats::Client,
     subjects: Subjects,
     node: String,
-    args: PressureArgs,
+    settings: PressureSettings,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let subject = subjects.agent(&node, verbs::PRESSURE);
     let mut sampler = Sampler { previous: None };
-    let mut ticks = tokio::time::interval(args.pressure_interval);
+    let mut ticks = tokio::time::interval(settings.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
@@ -101,7 +104,7 @@ pub async fn run(
             _ = ticks.tick() => {}
             _ = shutdown.changed() => break,
         }
-        let reading = match &args.pressure_file {
+        let reading = match &settings.file {
             Some(path) => read_file(path),
             None => sampler.sample(),
         };

@@ -14,8 +14,8 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use super::supervisor::{Exited, ProcessSpec, Supervisor, SupervisorError};
-use crate::consumers::error_message;
-use crate::lifecycle::manifest::signal_number;
+use crate::nats::error_message;
+use crate::process::signal_number;
 
 /// Runs until `shutdown` turns true; then stops every process with its stop signal and grace.
 pub async fn run(

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use orch_protocol::{ErrorCode, ProtocolError, Subjects};
 use tokio::sync::watch;
 
-use super::error_message;
+use crate::nats::error_message;
 use crate::registry::{Beat, Registry};
 
 pub async fn run(

@@ -9,10 +9,11 @@ use orch_protocol::{ProtocolError, Subjects};
 use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 
-use super::{LifecycleRequest, PriorityRequest, Request, decode_request, error_message, reply_message};
+use super::{LifecycleRequest, PriorityRequest, Request, decode_request, reply_message};
 use crate::errors;
 use crate::health::Monitor;
 use crate::lifecycle::{ControlError, Controller};
+use crate::nats::error_message;
 use crate::registry::Registry;
 use crate::storage::instances::{Filter, PAGE_DEFAULT, PAGE_MAX};
 

@@ -20,6 +20,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use crate::metrics::Metrics;
+use crate::registry::health::Policy;
 use crate::registry::writer::internal;
 use crate::registry::{Change, Command, Registry};
 pub use checker::Checker;
@@ -30,13 +31,46 @@ const DUE_EVERY: Duration = Duration::from_secs(1);
 /// How often the checker's drift is judged.
 const REPORT_EVERY: Duration = Duration::from_secs(5);
 
-/// Settings of the health runtime.
-#[derive(Debug, Clone)]
-pub struct HealthConfig {
-    pub deregister_critical_after: Duration,
-    pub flap_window: Duration,
+/// How checks run and how health changes are judged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthSettings {
+    /// Run `exec` checks. Off by default: an exec check runs a command, declared by whoever may
+    /// register, on the orchestrator's host.
+    pub exec_enabled: bool,
+    /// Most check runs in flight at once; runs beyond it wait, which shows as drift.
+    pub concurrency: usize,
     /// Drift (99th percentile over a report window) above which the checker reports lagging.
     pub max_drift: Duration,
+    /// An instance whose health changes more than this many times within `flap_window` is
+    /// flapping; its health events are held back until it is stable for a whole window.
+    pub flap_threshold: usize,
+    pub flap_window: Duration,
+    /// The system is critical while any of these services is.
+    pub critical_services: Vec<String>,
+    /// An instance critical for this long is deregistered (instances in maintenance are kept).
+    pub deregister_critical_after: Duration,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        let policy = Policy::default();
+        HealthSettings {
+            exec_enabled: policy.exec_enabled,
+            concurrency: 4096,
+            max_drift: Duration::from_millis(250),
+            flap_threshold: policy.flap_threshold,
+            flap_window: policy.flap_window,
+            critical_services: Vec::new(),
+            deregister_critical_after: Duration::from_secs(600),
+        }
+    }
+}
+
+impl HealthSettings {
+    /// What the registry's writer applies to each health change.
+    pub fn policy(&self) -> Policy {
+        Policy { flap_threshold: self.flap_threshold, flap_window: self.flap_window, exec_enabled: self.exec_enabled }
+    }
 }
 
 /// The checker's own health: whether it keeps its schedule.
@@ -166,7 +200,7 @@ pub async fn run(
     monitor: Arc<Monitor>,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
-    config: HealthConfig,
+    config: HealthSettings,
     mut changes: mpsc::UnboundedReceiver<Vec<Change>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -225,7 +259,7 @@ async fn submit_all(registry: &Registry, commands: Vec<Command>) {
 
 /// Judges the last window of drift; returns an event command when the checker starts or stops
 /// lagging.
-fn report_lag(monitor: &Monitor, metrics: &Metrics, config: &HealthConfig) -> Option<Command> {
+fn report_lag(monitor: &Monitor, metrics: &Metrics, config: &HealthSettings) -> Option<Command> {
     let (runs, p99, max, skipped) = monitor.checker.drift.take();
     let max_drift_ms = config.max_drift.as_secs_f64() * 1000.0;
     let lagging = p99 > max_drift_ms || skipped > 0;

@@ -7,7 +7,6 @@ use std::fmt::Write as _;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt as _;
 use std::process::{ExitStatus, Stdio};
-use std::sync::Once;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -92,7 +91,7 @@ pub struct Prober {
 impl Prober {
     /// `exec_enabled`: exec checks run only when the operator enabled them.
     pub fn new(nats: async_nats::Client, exec_enabled: bool) -> anyhow::Result<Prober> {
-        install_crypto_provider();
+        crate::tls::install_crypto_provider();
         Ok(Prober {
             http: http_client(false).context("building the HTTP client of health checks")?,
             http_insecure: http_client(true).context("building the HTTP client of tls_skip_verify health checks")?,
@@ -221,17 +220,6 @@ impl Prober {
         };
         run_command(program, args, timeout).await
     }
-}
-
-/// Installs ring as the process's rustls provider, once. reqwest is built without a provider of
-/// its own so that only ring, which async-nats already uses, is compiled in.
-/// Installs the TLS crypto provider of every HTTP client of the process, once.
-pub fn install_crypto_provider() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        // Fails only when something else installed a provider first, which serves as well.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
 }
 
 fn http_client(accept_invalid_certs: bool) -> reqwest::Result<reqwest::Client> {

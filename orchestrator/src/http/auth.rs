@@ -7,6 +7,7 @@
 //! the production profile refuses to start that way unless `--insecure` is given.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -18,7 +19,6 @@ use orch_protocol::ErrorCode;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use crate::config::AuthArgs;
 
 /// What a caller may do. Each role includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
@@ -91,7 +91,7 @@ pub fn role_of(method: &str, path: &str) -> Option<&'static str> {
 }
 
 /// An API key as configured: `ROLE:NAME:SECRET`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ApiKey {
     pub role: Role,
     pub name: String,
@@ -121,6 +121,25 @@ impl std::str::FromStr for ApiKey {
         }
         Ok(ApiKey { role, name: name.to_string(), secret: secret.to_string() })
     }
+}
+
+/// The tokens the API accepts. Roles: `viewer` reads, `operator` also changes state (register,
+/// restart, priorities, health), `admin` also replaces or stops the whole stack. With none of
+/// them, the API is open.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AuthSettings {
+    /// API keys given directly.
+    pub api_keys: Vec<ApiKey>,
+    /// A file of API keys, one `ROLE:NAME:SECRET` per line (`#` starts a comment).
+    pub api_keys_file: Option<PathBuf>,
+    /// Accept JWTs signed with this HS256 secret (at least 32 bytes).
+    pub jwt_secret: Option<String>,
+    /// Accept JWTs signed by the keys of this JWKS file (each key with `kid` and `alg`).
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// Required `iss` claim of JWTs.
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim of JWTs.
+    pub jwt_audience: Option<String>,
 }
 
 /// Checks bearer tokens. Cheap to clone.
@@ -161,9 +180,9 @@ impl Authenticator {
     }
 
     /// Builds the checker from the settings; errors name the setting at fault.
-    pub fn from_args(args: &AuthArgs) -> Result<Self, String> {
-        let mut keys: Vec<ApiKey> = args.api_key.clone();
-        if let Some(path) = &args.api_keys_file {
+    pub fn new(settings: &AuthSettings) -> Result<Self, String> {
+        let mut keys: Vec<ApiKey> = settings.api_keys.clone();
+        if let Some(path) = &settings.api_keys_file {
             let text = std::fs::read_to_string(path).map_err(|e| format!("--api-keys-file {}: {e}", path.display()))?;
             for (n, line) in text.lines().enumerate() {
                 let line = line.trim();
@@ -180,7 +199,7 @@ impl Authenticator {
                 return Err(format!("API key {:?}: the same secret is configured twice", key.name));
             }
         }
-        let jwt = Jwt::from_args(args)?;
+        let jwt = Jwt::new(settings)?;
         Ok(Authenticator(Arc::new(Inner { keys: by_digest, jwt })))
     }
 
@@ -212,14 +231,14 @@ impl Authenticator {
 }
 
 impl Jwt {
-    fn from_args(args: &AuthArgs) -> Result<Option<Jwt>, String> {
-        let secret = match &args.jwt_secret {
+    fn new(settings: &AuthSettings) -> Result<Option<Jwt>, String> {
+        let secret = match &settings.jwt_secret {
             Some(s) if s.len() < 32 => return Err("--jwt-secret must be at least 32 bytes".into()),
             Some(s) => Some(DecodingKey::from_secret(s.as_bytes())),
             None => None,
         };
         let mut public = HashMap::new();
-        if let Some(path) = &args.jwt_jwks_file {
+        if let Some(path) = &settings.jwt_jwks_file {
             let text = std::fs::read_to_string(path).map_err(|e| format!("--jwt-jwks-file {}: {e}", path.display()))?;
             let set: jsonwebtoken::jwk::JwkSet =
                 serde_json::from_str(&text).map_err(|e| format!("--jwt-jwks-file {}: {e}", path.display()))?;
@@ -246,10 +265,10 @@ impl Jwt {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp"]);
         validation.leeway = 30;
-        if let Some(issuer) = &args.jwt_issuer {
+        if let Some(issuer) = &settings.jwt_issuer {
             validation.set_issuer(&[issuer]);
         }
-        match &args.jwt_audience {
+        match &settings.jwt_audience {
             Some(audience) => validation.set_audience(&[audience]),
             None => validation.validate_aud = false,
         }
@@ -386,9 +405,9 @@ mod tests {
         assert!("viewer-only".parse::<ApiKey>().unwrap_err().contains("ROLE:NAME:SECRET"));
     }
 
-    fn args() -> AuthArgs {
-        AuthArgs {
-            api_key: vec!["viewer:v:0123456789abcdef".parse().unwrap()],
+    fn settings() -> AuthSettings {
+        AuthSettings {
+            api_keys: vec!["viewer:v:0123456789abcdef".parse().unwrap()],
             api_keys_file: None,
             jwt_secret: Some("s".repeat(32)),
             jwt_jwks_file: None,
@@ -399,7 +418,7 @@ mod tests {
 
     #[test]
     fn keys_and_jwts_authenticate() {
-        let auth = Authenticator::from_args(&args()).unwrap();
+        let auth = Authenticator::new(&settings()).unwrap();
         assert_eq!(auth.authenticate(Some("0123456789abcdef")).unwrap().role, Role::Viewer);
         assert_eq!(auth.authenticate(Some("nope")).unwrap_err().0.code, ErrorCode::Unauthorized);
         assert_eq!(auth.authenticate(None).unwrap_err().0.code, ErrorCode::Unauthorized);

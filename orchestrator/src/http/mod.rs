@@ -19,6 +19,8 @@ mod services;
 mod stack;
 pub mod ws;
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
@@ -31,6 +33,63 @@ pub use error::ApiError;
 pub use openapi::apply_roles;
 
 use crate::registry::Registry;
+
+/// Where the API listens, who may call it, and its limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    /// Listen address.
+    pub addr: SocketAddr,
+    pub profile: Profile,
+    /// Run the production profile without API tokens: every caller is admin.
+    pub insecure: bool,
+    pub auth: auth::AuthSettings,
+    /// The built dashboard, served at `/`.
+    pub dashboard_dir: PathBuf,
+    pub feed: ws::FeedSettings,
+    /// Largest manifest `PUT /api/v1/stack` takes (bytes); other bodies take the largest command.
+    pub manifest_max_bytes: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            profile: Profile::Development,
+            insecure: false,
+            auth: auth::AuthSettings::default(),
+            dashboard_dir: PathBuf::from("dashboard/dist"),
+            feed: ws::FeedSettings::default(),
+            manifest_max_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Where the orchestrator runs: the production profile refuses to start with an open API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// Local use: without tokens the API is open (every caller is admin), with a warning.
+    #[default]
+    Development,
+    /// Refuses to start without API tokens unless told `insecure`.
+    Production,
+}
+
+impl Profile {
+    /// The names the settings take.
+    pub const NAMES: [&'static str; 2] = ["development", "production"];
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name {
+            "development" => Ok(Profile::Development),
+            "production" => Ok(Profile::Production),
+            other => Err(format!("unknown profile {other:?}: one of {}", Profile::NAMES.join(", "))),
+        }
+    }
+}
 
 /// What every handler can reach.
 #[derive(Clone)]

@@ -48,6 +48,24 @@ const CLOSE_TRY_AGAIN: u16 = 1013;
 /// WebSocket close code 1001, "going away": the orchestrator is shutting down.
 const CLOSE_GOING_AWAY: u16 = 1001;
 
+/// Limits of the live feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedSettings {
+    /// Events queued for one client.
+    pub buffer: usize,
+    /// A client whose queue stays full this long is slow: it is sent a notice with the id to
+    /// resume after, and disconnected.
+    pub stall: Duration,
+    /// Most clients at once; more are refused with 503.
+    pub max_clients: usize,
+}
+
+impl Default for FeedSettings {
+    fn default() -> Self {
+        FeedSettings { buffer: 1024, stall: Duration::from_secs(5), max_clients: 256 }
+    }
+}
+
 /// The feed's settings and the clients' slots, shared by every connection.
 #[derive(Clone)]
 pub struct Feed {
@@ -59,8 +77,13 @@ pub struct Feed {
 }
 
 impl Feed {
-    pub fn new(buffer: usize, stall: Duration, max_clients: usize, shutdown: watch::Receiver<bool>) -> Self {
-        Feed { buffer, stall, slots: Arc::new(Semaphore::new(max_clients)), shutdown }
+    pub fn new(settings: &FeedSettings, shutdown: watch::Receiver<bool>) -> Self {
+        Feed {
+            buffer: settings.buffer,
+            stall: settings.stall,
+            slots: Arc::new(Semaphore::new(settings.max_clients)),
+            shutdown,
+        }
     }
 }
 

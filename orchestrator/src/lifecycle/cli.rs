@@ -19,7 +19,7 @@ struct Api {
 
 impl Api {
     fn new(args: &ApiArgs) -> anyhow::Result<Api> {
-        crate::health::probe::install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = &args.api_token {
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))

@@ -12,6 +12,8 @@ use orch_protocol::health::{CheckKind, CheckSpec, duration};
 use orch_protocol::registry::is_valid_name;
 use serde::{Deserialize, Serialize};
 
+use crate::process::{STOP_SIGNALS, signal_number};
+
 /// What a dependency waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -258,24 +260,6 @@ impl From<ManifestError> for orch_protocol::ProtocolError {
     }
 }
 
-/// Signals a service may name as its stop signal.
-const SIGNALS: [(&str, i32); 7] = [
-    ("SIGTERM", libc::SIGTERM),
-    ("SIGINT", libc::SIGINT),
-    ("SIGQUIT", libc::SIGQUIT),
-    ("SIGHUP", libc::SIGHUP),
-    ("SIGUSR1", libc::SIGUSR1),
-    ("SIGUSR2", libc::SIGUSR2),
-    ("SIGKILL", libc::SIGKILL),
-];
-
-/// The number of a signal name, with or without the `SIG` prefix.
-pub fn signal_number(name: &str) -> Option<i32> {
-    let upper = name.to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
-    SIGNALS.iter().find(|(n, _)| *n == full).map(|(_, s)| *s)
-}
-
 impl Manifest {
     /// Parses and validates `text`. Every problem is reported, each with the line of its service.
     pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
@@ -401,7 +385,7 @@ impl Manifest {
                 problem(at("grace_period"), "must be at most 1h".into());
             }
             if signal_number(&spec.stop_signal).is_none() {
-                let names: Vec<&str> = SIGNALS.iter().map(|(n, _)| *n).collect();
+                let names: Vec<&str> = STOP_SIGNALS.iter().map(|(n, _)| *n).collect();
                 problem(
                     at("stop_signal"),
                     format!("unknown signal {:?}; use one of {}", spec.stop_signal, names.join(", ")),
@@ -553,12 +537,5 @@ depends_on = { a = "healthy" }
         assert_eq!(found[0].line, Some(3), "{found:?}");
         let found = problems("[services.a]\ncommand = \"x\"\ncolour = \"red\"\n");
         assert!(found[0].message.contains("colour"), "{found:?}");
-    }
-
-    #[test]
-    fn signals_by_name() {
-        assert_eq!(signal_number("TERM"), Some(libc::SIGTERM));
-        assert_eq!(signal_number("sigint"), Some(libc::SIGINT));
-        assert_eq!(signal_number("SIGWHAT"), None);
     }
 }

@@ -15,3 +15,27 @@ pub mod startup;
 pub use controller::{Collaborators, ControlError, Controller, ControllerConfig};
 pub use graph::Graph;
 pub use manifest::{Manifest, ManifestError};
+
+use std::time::Duration;
+
+/// How the controller watches and drives managed services.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LifecycleSettings {
+    /// How often a starting service's readiness check runs until it first passes (at most the
+    /// check's own interval): short, so what depends on it starts moments after it is ready.
+    pub startup_probe_interval: Duration,
+    /// How often the processes the controller expects are compared with what each node's agent
+    /// runs, so that a lost process-end report is noticed.
+    pub reconcile_interval: Duration,
+    pub shedding: shedding::ShedSettings,
+}
+
+impl Default for LifecycleSettings {
+    fn default() -> Self {
+        LifecycleSettings {
+            startup_probe_interval: Duration::from_millis(5),
+            reconcile_interval: Duration::from_secs(5),
+            shedding: shedding::ShedSettings::default(),
+        }
+    }
+}

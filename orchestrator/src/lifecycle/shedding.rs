@@ -6,7 +6,27 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::ShedArgs;
+/// When a node sheds: its `sheddable` managed services are stopped, lowest priority first, one
+/// per step, while its pressure is at or above a threshold; they start again, highest priority
+/// first, once the pressure has stayed below both thresholds for `restore_after`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShedSettings {
+    /// CPU busy share (0-1) at or above which a node sheds.
+    pub cpu: f64,
+    /// Memory used share (0-1) at or above which a node sheds.
+    pub memory: f64,
+    /// Time between two steps on a node while the pressure persists, so each step's effect shows
+    /// in the next readings.
+    pub step: Duration,
+    /// How long the pressure must stay below the thresholds before shed services start again.
+    pub restore_after: Duration,
+}
+
+impl Default for ShedSettings {
+    fn default() -> Self {
+        ShedSettings { cpu: 0.95, memory: 0.90, step: Duration::from_secs(10), restore_after: Duration::from_secs(60) }
+    }
+}
 
 /// What the controller should do after a reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,11 +62,11 @@ impl Node {
         cpu: f64,
         memory: f64,
         now: Instant,
-        args: &ShedArgs,
+        thresholds: &ShedSettings,
         can_shed: bool,
         can_restore: bool,
     ) -> Reaction {
-        let high = cpu >= args.shed_cpu || memory >= args.shed_memory;
+        let high = cpu >= thresholds.cpu || memory >= thresholds.memory;
         let crossed = (high != self.high).then_some(high);
         self.high = high;
         if high {
@@ -54,8 +74,8 @@ impl Node {
         } else if self.clear_since.is_none() {
             self.clear_since = Some(now);
         }
-        let step_due = self.last_step.is_none_or(|t| now.duration_since(t) >= args.shed_step);
-        let cleared_long = self.clear_since.is_some_and(|t| now.duration_since(t) >= args.shed_restore_after);
+        let step_due = self.last_step.is_none_or(|t| now.duration_since(t) >= thresholds.step);
+        let cleared_long = self.clear_since.is_some_and(|t| now.duration_since(t) >= thresholds.restore_after);
         let step = if high && can_shed && step_due {
             Step::Shed
         } else if !high && cleared_long && can_restore && step_due {
@@ -76,14 +96,14 @@ impl Node {
 }
 
 /// The reason a reading gives, e.g. `memory 93% >= 90%`.
-pub fn pressure_reason(cpu: f64, memory: f64, args: &ShedArgs) -> String {
+pub fn pressure_reason(cpu: f64, memory: f64, thresholds: &ShedSettings) -> String {
     let pct = |v: f64| (v * 100.0).round();
     let mut parts = Vec::new();
-    if cpu >= args.shed_cpu {
-        parts.push(format!("cpu {}% >= {}%", pct(cpu), pct(args.shed_cpu)));
+    if cpu >= thresholds.cpu {
+        parts.push(format!("cpu {}% >= {}%", pct(cpu), pct(thresholds.cpu)));
     }
-    if memory >= args.shed_memory {
-        parts.push(format!("memory {}% >= {}%", pct(memory), pct(args.shed_memory)));
+    if memory >= thresholds.memory {
+        parts.push(format!("memory {}% >= {}%", pct(memory), pct(thresholds.memory)));
     }
     if parts.is_empty() {
         format!("cpu {}% and memory {}% below the thresholds", pct(cpu), pct(memory))
@@ -96,13 +116,8 @@ pub fn pressure_reason(cpu: f64, memory: f64, args: &ShedArgs) -> String {
 mod tests {
     use super::*;
 
-    fn args() -> ShedArgs {
-        ShedArgs {
-            shed_cpu: 0.9,
-            shed_memory: 0.8,
-            shed_step: Duration::from_secs(10),
-            shed_restore_after: Duration::from_secs(30),
-        }
+    fn args() -> ShedSettings {
+        ShedSettings { cpu: 0.9, memory: 0.8, step: Duration::from_secs(10), restore_after: Duration::from_secs(30) }
     }
 
     #[test]

@@ -16,8 +16,8 @@ use uuid::Uuid;
 
 use crate::storage::priorities::StoredPriority;
 
-/// The guardrails' settings.
-#[derive(Debug, Clone, Copy)]
+/// The guardrails against a runaway engine.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
     /// Most engine changes of one service within `rate_window`.
     pub rate_limit: u32,
@@ -27,6 +27,18 @@ pub struct Limits {
     pub mass_share: f64,
     pub mass_min: usize,
     pub mass_window: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            rate_limit: 10,
+            rate_window: Duration::from_secs(60),
+            mass_share: 0.5,
+            mass_min: 5,
+            mass_window: Duration::from_secs(60),
+        }
+    }
 }
 
 /// What an engine asks for.

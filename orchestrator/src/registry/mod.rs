@@ -22,6 +22,35 @@ pub use leases::{Beat, LeaseView, Leases};
 pub use state::{Command, Outcome, Reply, Status};
 pub use writer::{Body, Change, Meta, Submission, WriteError, Writer};
 
+/// How the registry takes and applies commands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistrySettings {
+    /// Largest command payload accepted (bytes); larger ones are dead-lettered, and HTTP bodies
+    /// other than manifests take the same limit.
+    pub command_max_bytes: usize,
+    /// Most commands applied in one PostgreSQL transaction (group commit).
+    pub batch_max: usize,
+    /// Parallel writers. Commands on one instance always go to the same writer, so they keep
+    /// their order; more writers overlap transactions on more cores.
+    pub writer_shards: usize,
+    /// How long an HTTP or NATS request waits for its command to commit before answering
+    /// `unavailable`.
+    pub request_timeout: Duration,
+    pub sweep: sweeper::SweepSettings,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        RegistrySettings {
+            command_max_bytes: 64 * 1024,
+            batch_max: 512,
+            writer_shards: 2,
+            request_timeout: Duration::from_secs(10),
+            sweep: sweeper::SweepSettings::default(),
+        }
+    }
+}
+
 /// An instance with its live lease information.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InstanceView {

@@ -13,16 +13,29 @@ use super::Registry;
 use super::state::Command;
 use super::writer::internal;
 
-pub struct SweeperConfig {
+/// How often leases are checked, and when expiry is suspended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepSettings {
+    /// How often leases are checked for expiry: a dead instance is noticed after its TTL plus up
+    /// to this long.
     pub interval: Duration,
+    /// Self-preservation: if more than this share of live instances expire in one sweep, expiry
+    /// is suspended (a network problem is likelier than a mass failure) until heartbeats recover.
     pub threshold: f64,
+    /// Self-preservation only applies with at least this many live instances.
     pub min_instances: usize,
+}
+
+impl Default for SweepSettings {
+    fn default() -> Self {
+        SweepSettings { interval: Duration::from_millis(100), threshold: 0.15, min_instances: 10 }
+    }
 }
 
 /// Runs until `shutdown` turns true. `self_preservation` is the state persisted at the last stop.
 pub async fn run(
     registry: Arc<Registry>,
-    config: SweeperConfig,
+    config: SweepSettings,
     mut self_preservation: bool,
     mut shutdown: watch::Receiver<bool>,
 ) {

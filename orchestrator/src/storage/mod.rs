@@ -16,17 +16,37 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
-use crate::config::DatabaseConfig;
 pub use error::{Result, StorageError};
+
+/// Where PostgreSQL is and how the pool uses it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatabaseSettings {
+    /// Connection URL.
+    pub url: String,
+    /// Most connections in the pool.
+    pub max_connections: u32,
+    /// How long to wait for a pooled connection before reporting PostgreSQL unavailable.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            url: "postgres://orch@127.0.0.1:55432/orch".into(),
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
 
 /// Embedded migrations from the workspace's `migrations/` folder.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// Creates the pool without connecting: the first use connects, and a pool recovers by itself
 /// after PostgreSQL comes back.
-pub fn pool(config: &DatabaseConfig) -> Result<PgPool> {
-    let options: PgConnectOptions = config
-        .database_url
+pub fn pool(settings: &DatabaseSettings) -> Result<PgPool> {
+    let options: PgConnectOptions = settings
+        .url
         .parse::<PgConnectOptions>()
         .map_err(StorageError::from)?
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2))
@@ -35,8 +55,8 @@ pub fn pool(config: &DatabaseConfig) -> Result<PgPool> {
         // made for one size (or for an empty table) can turn an index lookup into a table scan.
         .options([("plan_cache_mode", "force_custom_plan")]);
     Ok(PgPoolOptions::new()
-        .max_connections(config.database_max_connections)
-        .acquire_timeout(config.database_acquire_timeout)
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
         // Detect connections broken by a PostgreSQL restart before handing them out.
         .test_before_acquire(true)
         .connect_lazy_with(options))

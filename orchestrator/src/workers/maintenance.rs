@@ -10,10 +10,19 @@ use crate::storage::{health, ledger};
 const EVERY: Duration = Duration::from_secs(3600);
 
 /// How long each kind of record is kept.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Retention {
+    /// How long the ids of processed commands are remembered for exactly-once handling.
     pub processed: Duration,
+    /// How long the history of health transitions is kept.
     pub health_history: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        let week = Duration::from_secs(7 * 24 * 3600);
+        Retention { processed: week, health_history: week }
+    }
 }
 
 pub async fn run(pool: PgPool, retention: Retention, mut shutdown: watch::Receiver<bool>) {

@@ -14,32 +14,30 @@ use clap::Parser;
 use futures::StreamExt;
 use orch_protocol::Subjects;
 use orch_testkit::NatsServer;
-use orchestrator::config::{Cli, Command, Config};
+use orchestrator::Settings;
+use orchestrator::config::{Cli, Command};
 use serde_json::Value;
 
 pub use orch_testkit::eventually;
 
-/// Settings for a test orchestrator, as command-line flags.
-pub fn config(nats_url: &str, database_url: &str, extra: &[&str]) -> Config {
-    let mut args = vec![
-        "orchestrator".to_string(),
-        "serve".into(),
-        "--nats-url".into(),
-        nats_url.into(),
-        "--database-url".into(),
-        database_url.into(),
-        "--http-addr".into(),
-        "127.0.0.1:0".into(),
-        "--log".into(),
-        "warn".into(),
-        // Services of the embedded agent run under the real binary's shim.
-        "--agent-shim".into(),
-        env!("CARGO_BIN_EXE_orch-shim").into(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    match Cli::try_parse_from(args).expect("valid test configuration").command {
-        Command::Serve(config) => *config,
-        _ => unreachable!(),
+/// Settings of a test orchestrator: this NATS and database, an ephemeral HTTP port, and the
+/// embedded agent's services under the real binary's shim.
+pub fn settings(nats_url: &str, database_url: &str) -> Settings {
+    let mut settings = Settings::default();
+    settings.nats.url = nats_url.into();
+    settings.database.url = database_url.into();
+    settings.http.addr = ([127, 0, 0, 1], 0).into();
+    settings.agent.as_mut().expect("an embedded agent by default").shim = Some(env!("CARGO_BIN_EXE_orch-shim").into());
+    settings
+}
+
+/// The settings `orchestrator serve FLAGS…` makes, or the error it reports: for the tests of the
+/// command line itself.
+pub fn settings_from_flags(flags: &[&str]) -> Result<Settings, String> {
+    let args = [&["orchestrator", "serve"], flags].concat();
+    match Cli::try_parse_from(args).map_err(|e| e.to_string())?.command {
+        Command::Serve(args) => args.settings(),
+        _ => unreachable!("serve"),
     }
 }
 
@@ -54,19 +52,21 @@ pub struct Stack {
     pub subjects: Subjects,
     /// The embedded agent's service logs.
     pub agent_logs: orch_testkit::TempDir,
-    extra: Vec<String>,
+    /// What the test changed in the settings, applied again at each (re)start.
+    configure: std::sync::Arc<dyn Fn(&mut Settings) + Send + Sync>,
 }
 
 pub fn init_logs() {
-    orchestrator::telemetry::init("warn", orchestrator::config::LogFormat::Human);
+    orchestrator::telemetry::init("warn", orchestrator::telemetry::LogFormat::Human);
 }
 
 impl Stack {
     pub async fn start() -> Stack {
-        Stack::start_with(&[]).await
+        Stack::start_with(|_| {}).await
     }
 
-    pub async fn start_with(extra: &[&str]) -> Stack {
+    /// A stack whose orchestrator runs with the test settings as `configure` changes them.
+    pub async fn start_with(configure: impl Fn(&mut Settings) + Send + Sync + 'static) -> Stack {
         init_logs();
         let nats = NatsServer::start();
         let database_url = orch_testkit::fresh_database().await;
@@ -82,21 +82,21 @@ impl Stack {
             pool,
             subjects: Subjects::default(),
             agent_logs: orch_testkit::TempDir::new("orch-agent-logs"),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            configure: std::sync::Arc::new(configure),
         };
         stack.start_orchestrator().await;
         stack
     }
 
-    pub fn config(&self) -> Config {
-        let logs = self.agent_logs.path().display().to_string();
-        let mut extra: Vec<&str> = vec!["--agent-log-dir", &logs];
-        extra.extend(self.extra.iter().map(String::as_str));
-        config(&self.nats.url(), &self.database_url, &extra)
+    pub fn settings(&self) -> Settings {
+        let mut settings = settings(&self.nats.url(), &self.database_url);
+        settings.agent.as_mut().expect("an embedded agent").log_dir = self.agent_logs.path().to_path_buf();
+        (self.configure)(&mut settings);
+        settings
     }
 
     pub async fn start_orchestrator(&mut self) {
-        let running = orchestrator::start(self.config()).await.expect("orchestrator starts");
+        let running = orchestrator::start(self.settings()).await.expect("orchestrator starts");
         self.orchestrator = Some(running);
     }
 

@@ -60,7 +60,7 @@ pub struct ControllerConfig {
     /// Subjects of the agents and of the lifecycle events.
     pub subjects: Subjects,
     /// When to shed sheddable services under node pressure.
-    pub shedding: crate::config::ShedArgs,
+    pub shedding: crate::lifecycle::shedding::ShedSettings,
 }
 
 /// Why a request to the controller was refused.

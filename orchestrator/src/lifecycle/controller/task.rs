@@ -1125,8 +1125,8 @@ impl Task {
                 node: report.node.clone(),
                 cpu: report.cpu,
                 memory: report.memory,
-                cpu_threshold: args.shed_cpu,
-                memory_threshold: args.shed_memory,
+                cpu_threshold: args.cpu,
+                memory_threshold: args.memory,
                 message,
             };
             self.event(kind, &report.node, &data);
