@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use crate::metrics::Metrics;
-use crate::registry::health::Policy;
+use crate::registry::decision::Policy;
 use crate::registry::writer::internal;
 use crate::registry::{Change, Command, Registry};
 pub use checker::Checker;

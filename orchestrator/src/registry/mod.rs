@@ -1,7 +1,8 @@
 //! The registry: instances with leases, discovery, and the single writer that applies every change.
 
+pub mod decision;
 pub mod discovery;
-pub mod health;
+pub mod instance_health;
 pub mod leases;
 pub mod state;
 pub mod sweeper;

@@ -1,7 +1,7 @@
 //! The registry's state machine, free of I/O: given a command, the current instance and the time,
 //! it decides the outcome, the new state, the events and the health history. The writer runs it
 //! inside a transaction; tests run it directly. The health rules (aggregation, flap damping) are
-//! in [`super::health`].
+//! in [`super::instance_health`].
 
 use chrono::{DateTime, Utc};
 use orch_protocol::ErrorCode;
@@ -15,7 +15,9 @@ use orch_protocol::health::{Check, CheckSpec, Maintenance};
 use orch_protocol::registry::{Health, Instance, Registration};
 use serde::{Deserialize, Serialize};
 
-use super::health::{self, Effects, Policy, Transition};
+use super::decision::{Context, Effects, Emit};
+use super::instance_health as health;
+use crate::storage::health::Transition;
 
 /// A command the registry applies. Registration, deregistration, check changes and maintenance
 /// come from clients; the rest are issued by the orchestrator itself (lease sweeper, heartbeat
@@ -141,15 +143,6 @@ impl Command {
     }
 }
 
-/// What a decision reads besides the instance: the time, the health policy, and for service-wide
-/// maintenance the service's current maintenance.
-#[derive(Debug, Clone, Copy)]
-pub struct Context<'a> {
-    pub now: DateTime<Utc>,
-    pub policy: &'a Policy,
-    pub service_maintenance: Option<&'a Maintenance>,
-}
-
 /// Writes beside the instance row that a decision asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SideWrite {
@@ -217,26 +210,6 @@ pub enum Next {
     Keep,
     Put(Instance),
     Delete,
-}
-
-/// An event to emit if the transaction commits.
-#[derive(Debug, Clone)]
-pub struct Emit {
-    pub kind: EventKind,
-    pub service: String,
-    pub subject: String,
-    pub data: serde_json::Value,
-}
-
-impl Emit {
-    pub(super) fn new(kind: EventKind, service: &str, subject: &str, data: impl Serialize) -> Emit {
-        Emit {
-            kind,
-            service: service.to_string(),
-            subject: subject.to_string(),
-            data: serde_json::to_value(data).expect("event data serializes"),
-        }
-    }
 }
 
 /// The decision for one command.
@@ -645,6 +618,7 @@ fn register(reg: &Registration, current: Option<&Instance>, ctx: &Context) -> De
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::decision::Policy;
 
     fn ctx(now: DateTime<Utc>) -> Context<'static> {
         static POLICY: Policy =

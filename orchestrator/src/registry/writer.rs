@@ -19,9 +19,10 @@ use sqlx::PgPool;
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
-use super::health::Policy;
+use super::decision::Policy;
 use super::leases::Leases;
-use super::state::{Command, Context, Next, Outcome, SideWrite, Status, decide};
+use super::decision::Context;
+use super::state::{Command, Next, Outcome, SideWrite, Status, decide};
 use crate::storage::{StorageError, batch, health as health_store, instances, ledger, system};
 
 /// What a committed batch changed, for those who keep a view of the registry in memory (the
@@ -639,7 +640,7 @@ struct BatchWrites {
     dead_letters: Vec<ledger::DeadLetter>,
     processed: Vec<batch::Processed>,
     system: Vec<(&'static str, serde_json::Value)>,
-    transitions: Vec<super::health::Transition>,
+    transitions: Vec<crate::storage::health::Transition>,
     service_maintenance: Vec<(String, Option<orch_protocol::health::Maintenance>)>,
     service_health: Vec<(String, Option<orch_protocol::events::ServiceChangedData>)>,
     changes: Vec<Change>,

@@ -4,7 +4,7 @@
 
 use orch_protocol::registry::Instance;
 
-use crate::registry::health::Transition;
+use super::health::Transition;
 use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;

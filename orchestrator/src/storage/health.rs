@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use orch_protocol::events::ServiceChangedData;
+use orch_protocol::events::{ServiceChangedData, SystemChangedData};
 use orch_protocol::health::{Aggregate, Counts, Maintenance};
+use orch_protocol::registry::{Health, Instance};
 use serde::Serialize;
 use sqlx::types::Json;
 use sqlx::{FromRow, PgPool, Postgres, Transaction};
@@ -164,4 +165,76 @@ pub async fn history(pool: &PgPool, f: &HistoryFilter) -> Result<Vec<HistoryEntr
 pub async fn prune_history(pool: &PgPool, retention: Duration) -> Result<u64> {
     let cutoff = Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
     Ok(sqlx::query("DELETE FROM health_transitions WHERE at < $1").bind(cutoff).execute(pool).await?.rows_affected())
+}
+
+/// One row of the health history (`health_transitions`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Transition {
+    pub at: DateTime<Utc>,
+    /// `check`, `instance`, `service` or `system`.
+    pub level: &'static str,
+    pub service: Option<String>,
+    pub instance_id: Option<String>,
+    pub check_id: Option<String>,
+    pub previous: Option<String>,
+    pub state: String,
+    pub output: Option<String>,
+    /// No event was published for it: the instance was flapping.
+    pub damped: bool,
+    pub detail: Option<serde_json::Value>,
+}
+
+impl Transition {
+    pub fn check(
+        inst: &Instance,
+        check: &str,
+        previous: Health,
+        status: Health,
+        output: &str,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Transition {
+            at,
+            level: "check",
+            service: Some(inst.name.clone()),
+            instance_id: Some(inst.id.clone()),
+            check_id: Some(check.to_string()),
+            previous: Some(previous.as_str().to_string()),
+            state: status.as_str().to_string(),
+            output: (!output.is_empty()).then(|| output.to_string()),
+            damped: false,
+            detail: None,
+        }
+    }
+
+    pub fn service(data: &ServiceChangedData, at: DateTime<Utc>) -> Self {
+        let detail = serde_json::to_value(data.counts).ok();
+        Transition::aggregate("service", Some(data.service.clone()), data.previous, data.state, detail, at)
+    }
+
+    pub fn system(data: &SystemChangedData, at: DateTime<Utc>) -> Self {
+        Transition::aggregate("system", None, data.previous, data.state, serde_json::to_value(data).ok(), at)
+    }
+
+    fn aggregate(
+        level: &'static str,
+        service: Option<String>,
+        previous: Option<Aggregate>,
+        state: Aggregate,
+        detail: Option<serde_json::Value>,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Transition {
+            at,
+            level,
+            service,
+            instance_id: None,
+            check_id: None,
+            previous: previous.map(|p| p.as_str().to_string()),
+            state: state.as_str().to_string(),
+            output: None,
+            damped: false,
+            detail,
+        }
+    }
 }
