@@ -14,6 +14,7 @@ pub mod priority;
 pub mod process;
 pub mod registry;
 pub mod settings;
+pub mod shutdown;
 pub mod storage;
 pub mod tail;
 pub mod telemetry;
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use orch_protocol::Subjects;
 use orch_protocol::registry::Health;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::http::Profile;
@@ -35,6 +36,7 @@ use crate::registry::sweeper;
 use crate::registry::writer::WriterTask;
 use crate::registry::{Leases, Registry};
 pub use crate::settings::Settings;
+use crate::shutdown::Stopper;
 
 /// How long the relay keeps publishing committed events after a stop was asked.
 const OUTBOX_DRAIN: Duration = Duration::from_secs(5);
@@ -43,8 +45,9 @@ const OUTBOX_DRAIN: Duration = Duration::from_secs(5);
 pub struct Running {
     /// The address the HTTP API listens on (useful with port 0).
     pub http_addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
-    relay_shutdown: watch::Sender<bool>,
+    /// Stops every task but the relay and the writer, which drain after them.
+    shutdown: Stopper,
+    relay_shutdown: Stopper,
     tasks: Vec<JoinHandle<()>>,
     writer: JoinHandle<()>,
     relay: JoinHandle<()>,
@@ -53,7 +56,7 @@ pub struct Running {
     router: axum::Router,
     controller: lifecycle::Controller,
     /// The embedded agent, stopped after the controller has stopped the managed services.
-    agent: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    agent: Option<(Stopper, JoinHandle<()>)>,
 }
 
 impl Running {
@@ -77,11 +80,11 @@ impl Running {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "managed services not stopped in order"),
             }
-            let _ = stop.send(true);
+            stop.stop();
             let _ = task.await;
         }
         drop(self.controller);
-        let _ = self.shutdown.send(true);
+        self.shutdown.stop();
         for task in self.tasks {
             let _ = task.await;
         }
@@ -90,7 +93,7 @@ impl Running {
         drop(self.registry);
         drop(self.router);
         let _ = self.writer.await;
-        let _ = self.relay_shutdown.send(true);
+        self.relay_shutdown.stop();
         let _ = self.relay.await;
         tracing::info!("stopped");
     }
@@ -177,8 +180,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     drop(with_checks);
     let monitor = Arc::new(health::Monitor::new(checker, tracker));
 
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let (relay_shutdown, relay_shutdown_rx) = watch::channel(false);
+    let (shutdown, shutdown_rx) = Stopper::new();
+    let (relay_shutdown, relay_shutdown_rx) = Stopper::new();
     let relay = tokio::spawn(
         workers::outbox_relay::OutboxRelay {
             pool: pool.clone(),
@@ -198,7 +201,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     js.query_account().await.context("confirming subscriptions with the NATS server")?;
 
     let agent = settings.agent.clone().map(|agent_settings| {
-        let (stop, stopped) = watch::channel(false);
+        let (stop, stopped) = Stopper::new();
         let run = agent::run(client.clone(), subjects.clone(), agent_settings, stopped);
         let task = tokio::spawn(async move {
             if let Err(e) = run.await {
@@ -319,7 +322,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let mut http_shutdown = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = http_shutdown.wait_for(|stop| *stop).await;
+            http_shutdown.requested().await;
         });
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "HTTP server failed");

@@ -121,10 +121,10 @@ async fn agent(args: config::AgentArgs) -> anyhow::Result<()> {
         .retry_on_initial_connect()
         .connect(&args.nats_url)
         .await?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (stop, stopped) = orchestrator::shutdown::Stopper::new();
     let task = tokio::spawn(orchestrator::agent::run(client, subjects, settings, stopped));
     wait_for_signal().await;
-    let _ = stop.send(true);
+    stop.stop();
     task.await?
 }
 

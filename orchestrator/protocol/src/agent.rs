@@ -99,7 +99,7 @@ pub struct Stopped {
 
 /// One running process in `status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Running {
+pub struct RunningProcess {
     pub service: String,
     pub pid: u32,
 }
@@ -108,7 +108,7 @@ pub struct Running {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     pub node: String,
-    pub running: Vec<Running>,
+    pub running: Vec<RunningProcess>,
 }
 
 /// `logs`: the last lines of a service's output.

@@ -11,8 +11,9 @@ pub mod supervisor;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::shutdown::Shutdown;
 use orch_protocol::Subjects;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 pub use supervisor::{Exit, Exited, ProcessSpec, Supervisor, SupervisorError};
 
@@ -49,7 +50,7 @@ pub async fn run(
     client: async_nats::Client,
     subjects: Subjects,
     settings: AgentSettings,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let (exits_tx, exits) = mpsc::unbounded_channel();
     let supervisor = Arc::new(Supervisor::new(settings.log_dir, settings.rotation, exits_tx, settings.shim));

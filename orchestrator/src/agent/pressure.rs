@@ -8,9 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::shutdown::Shutdown;
 use orch_protocol::Subjects;
 use orch_protocol::agent::{Pressure, verbs};
-use tokio::sync::watch;
 
 /// Where readings come from and how often.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,7 +92,7 @@ pub async fn run(
     subjects: Subjects,
     node: String,
     settings: PressureSettings,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     let subject = subjects.agent(&node, verbs::PRESSURE);
     let mut sampler = Sampler { previous: None };
@@ -102,7 +102,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
-            _ = shutdown.changed() => break,
+            _ = shutdown.requested() => break,
         }
         let reading = match &settings.file {
             Some(path) => read_file(path),

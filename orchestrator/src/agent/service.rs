@@ -11,11 +11,12 @@ use orch_protocol::agent::{self, LogsRequest, StartRequest, StopRequest, verbs};
 use orch_protocol::error::parse_json;
 use orch_protocol::{ErrorCode, ProtocolError, Subjects};
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::supervisor::{Exited, ProcessSpec, Supervisor, SupervisorError};
 use crate::nats::error_message;
 use crate::process::signal_number;
+use crate::shutdown::Shutdown;
 
 /// Runs until `shutdown` turns true; then stops every process with its stop signal and grace.
 pub async fn run(
@@ -24,7 +25,7 @@ pub async fn run(
     node: String,
     supervisor: Arc<Supervisor>,
     mut exits: mpsc::UnboundedReceiver<Exited>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let mut requests = client.subscribe(subjects.agent_all(&node)).await?;
     client.flush().await?;
@@ -64,7 +65,7 @@ pub async fn run(
                     tracing::warn!(error = %e, "could not publish a process end; status requests still show it");
                 }
             }
-            _ = shutdown.changed() => break,
+            _ = shutdown.requested() => break,
         }
     }
     tracing::info!(node = %node, running = supervisor.running().len(), "agent stopping its processes");
@@ -116,7 +117,7 @@ async fn answer(supervisor: &Supervisor, node: &str, verb: &str, payload: &[u8])
         }
         verbs::STATUS => {
             let running =
-                supervisor.running().into_iter().map(|(service, pid)| agent::Running { service, pid }).collect();
+                supervisor.running().into_iter().map(|(service, pid)| agent::RunningProcess { service, pid }).collect();
             Ok(json(&agent::Status { node: node.to_string(), running }))
         }
         verbs::LOGS => {

@@ -9,11 +9,12 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind};
 use futures::{FutureExt, StreamExt};
 use orch_protocol::{Subjects, headers};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::{StreamPosition, decode_command, reply_message};
 use crate::registry::Registry;
 use crate::registry::writer::Pending;
+use crate::shutdown::Shutdown;
 
 pub struct CommandConsumer {
     pub js: jetstream::Context,
@@ -33,18 +34,18 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 const ACKER_QUEUE: usize = 4096;
 
 impl CommandConsumer {
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, mut shutdown: Shutdown) {
         let (acker, submitted) = mpsc::channel(ACKER_QUEUE);
         let acker_task = tokio::spawn(acknowledge(self.js.client(), submitted));
         let stream = self.subjects.commands_stream();
         let name = self.subjects.commands_consumer();
         let mut delay = Duration::from_millis(200);
-        'reconnect: while !*shutdown.borrow() {
+        'reconnect: while !shutdown.is_requested() {
             let (consumer, stream_epoch) = match self.attach(&stream, &name).await {
                 Ok(attached) => attached,
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?delay, "commands consumer unavailable");
-                    tokio::select! { _ = tokio::time::sleep(delay) => {}, _ = shutdown.changed() => break }
+                    tokio::select! { _ = tokio::time::sleep(delay) => {}, _ = shutdown.requested() => break }
                     delay = (delay * 2).min(Duration::from_secs(5));
                     continue;
                 }
@@ -69,7 +70,7 @@ impl CommandConsumer {
             loop {
                 let first = tokio::select! {
                     m = messages.next() => m,
-                    _ = shutdown.changed() => break 'reconnect,
+                    _ = shutdown.requested() => break 'reconnect,
                 };
                 let mut batch = match first {
                     Some(Ok(m)) => vec![m],

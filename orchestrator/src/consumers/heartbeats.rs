@@ -6,23 +6,23 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use orch_protocol::{ErrorCode, ProtocolError, Subjects};
-use tokio::sync::watch;
 
 use crate::nats::error_message;
 use crate::registry::{Beat, Registry};
+use crate::shutdown::Shutdown;
 
 pub async fn run(
     client: async_nats::Client,
     mut sub: async_nats::Subscriber,
     subjects: Subjects,
     registry: Arc<Registry>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     tracing::info!(subject = %subjects.heartbeats_all(), "accepting heartbeats");
     loop {
         let message = tokio::select! {
             m = sub.next() => match m { Some(m) => m, None => break },
-            _ = shutdown.changed() => break,
+            _ = shutdown.requested() => break,
         };
         let Some(id) = subjects.parse_heartbeat(&message.subject) else {
             continue;

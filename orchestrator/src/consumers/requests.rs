@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use orch_protocol::{ProtocolError, Subjects};
 use serde::Serialize;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 
 use super::{LifecycleRequest, PriorityRequest, Request, decode_request, reply_message};
 use crate::errors;
@@ -15,6 +15,7 @@ use crate::health::Monitor;
 use crate::lifecycle::{ControlError, Controller};
 use crate::nats::error_message;
 use crate::registry::Registry;
+use crate::shutdown::Shutdown;
 use crate::storage::instances::{Filter, PAGE_DEFAULT, PAGE_MAX};
 
 /// Most requests handled at once; beyond it the subscription buffers.
@@ -35,14 +36,14 @@ pub async fn run(
     subjects: Subjects,
     backends: Backends,
     max_bytes: usize,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     tracing::info!(subject = %subjects.requests_all(), "answering requests");
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
         let message = tokio::select! {
             m = sub.next() => match m { Some(m) => m, None => break },
-            _ = shutdown.changed() => break,
+            _ = shutdown.requested() => break,
         };
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;

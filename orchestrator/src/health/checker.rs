@@ -66,7 +66,8 @@ struct TargetOwned {
     protocol: String,
 }
 
-struct Running {
+/// A check on the schedule: its slot and the task that runs it.
+struct ScheduledCheck {
     slot: Arc<Slot>,
     task: JoinHandle<()>,
 }
@@ -123,7 +124,7 @@ pub struct Checker {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     permits: Arc<Semaphore>,
-    checks: Mutex<HashMap<String, HashMap<String, Running>>>,
+    checks: Mutex<HashMap<String, HashMap<String, ScheduledCheck>>>,
     pub drift: Arc<DriftWindow>,
 }
 
@@ -199,7 +200,7 @@ impl Checker {
                             this.run_active(task_slot).await
                         }
                     });
-                    tasks.insert(check.spec.id.clone(), Running { slot, task });
+                    tasks.insert(check.spec.id.clone(), ScheduledCheck { slot, task });
                 }
             }
         }

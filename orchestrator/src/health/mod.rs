@@ -17,12 +17,13 @@ use orch_protocol::EventKind;
 use orch_protocol::events::CheckerLagData;
 use orch_protocol::health::Aggregate;
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
 use crate::registry::decision::Policy;
 use crate::registry::writer::internal;
 use crate::registry::{Change, Command, Registry};
+use crate::shutdown::Shutdown;
 pub use checker::Checker;
 pub use tracker::{ServiceView, SystemView, Tracker};
 
@@ -202,7 +203,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     config: HealthSettings,
     mut changes: mpsc::UnboundedReceiver<Vec<Change>>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     let mut due = tokio::time::interval(DUE_EVERY);
     due.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -239,13 +240,13 @@ pub async fn run(
             _ = report.tick() => {
                 report_lag(&monitor, &metrics, &config).into_iter().collect()
             }
-            _ = shutdown.changed() => break,
+            _ = shutdown.requested() => break,
         };
         // A writer stalled by a database outage must not hold up a stop; what is not submitted
         // is derived again at the next start.
         tokio::select! {
             _ = submit_all(&registry, commands) => {}
-            _ = shutdown.changed() => break,
+            _ = shutdown.requested() => break,
         }
     }
     monitor.checker.stop();

@@ -22,11 +22,12 @@ use orch_protocol::{ErrorCode, Subjects};
 use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::shutdown::Shutdown;
 
 pub const PATH: &str = "/api/v1/ws";
 
@@ -73,11 +74,11 @@ pub struct Feed {
     /// How long a full queue may stay full before its client is dropped.
     pub stall: Duration,
     slots: Arc<Semaphore>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 }
 
 impl Feed {
-    pub fn new(settings: &FeedSettings, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(settings: &FeedSettings, shutdown: Shutdown) -> Self {
         Feed {
             buffer: settings.buffer,
             stall: settings.stall,
@@ -377,7 +378,7 @@ async fn serve(socket: WebSocket, feed: Feed, messages: Messages, session: Sessi
     let mut shutdown = feed.shutdown.clone();
     let stopping = async move {
         // The guard `wait_for` returns is dropped here, before anything else is awaited.
-        let _ = shutdown.wait_for(|stop| *stop).await.is_ok();
+        shutdown.requested().await;
     };
     tokio::pin!(stopping);
     let mut last_id: Option<String> = None;

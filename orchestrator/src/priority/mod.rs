@@ -20,6 +20,7 @@ use orch_protocol::{ErrorCode, ProtocolError, Subjects};
 use sqlx::PgPool;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+use crate::shutdown::Shutdown;
 pub use book::Limits;
 use book::{EngineOp, EngineRequest};
 
@@ -65,7 +66,7 @@ impl Priorities {
         pool: PgPool,
         outbox_written: Arc<Notify>,
         metrics: Arc<crate::metrics::Metrics>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: Shutdown,
     ) -> crate::storage::Result<(Priorities, tokio::task::JoinHandle<()>)> {
         let stored = crate::storage::retry("loading priorities", || crate::storage::priorities::load(&pool)).await?;
         let book = book::Book::new(config.limits, stored);

@@ -15,6 +15,7 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use super::book::{Book, Effects};
 use super::{Config, Effective, Input};
+use crate::shutdown::Shutdown;
 use crate::storage::{self, batch::OutboxRow, priorities::StoredPriority};
 
 /// Most inputs decided per transaction.
@@ -44,7 +45,7 @@ impl Task {
         mut self,
         mut inputs: mpsc::Receiver<Input>,
         mut defaults: watch::Receiver<BTreeMap<String, u8>>,
-        mut shutdown: watch::Receiver<bool>,
+        mut shutdown: Shutdown,
     ) {
         let mut buffer = Vec::with_capacity(BATCH);
         let mut registered = tokio::time::interval(REGISTERED_EVERY);
@@ -53,7 +54,7 @@ impl Task {
             let deadline = self.book.next_deadline(Instant::now(), Utc::now());
             tokio::select! {
                 n = inputs.recv_many(&mut buffer, BATCH) => if n == 0 { break },
-                _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
+                _ = shutdown.requested() => break,
                 changed = defaults.changed() => {
                     if changed.is_ok() {
                         let manifest = defaults.borrow_and_update().clone();

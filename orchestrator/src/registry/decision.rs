@@ -97,4 +97,3 @@ impl Effects {
         self.events.insert(0, event);
     }
 }
-

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orch_protocol::events::SelfPreservationData;
-use tokio::sync::watch;
 
 use super::Registry;
 use super::state::Command;
 use super::writer::internal;
+use crate::shutdown::Shutdown;
 
 /// How often leases are checked, and when expiry is suspended.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,19 +33,14 @@ impl Default for SweepSettings {
 }
 
 /// Runs until `shutdown` turns true. `self_preservation` is the state persisted at the last stop.
-pub async fn run(
-    registry: Arc<Registry>,
-    config: SweepSettings,
-    mut self_preservation: bool,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn run(registry: Arc<Registry>, config: SweepSettings, mut self_preservation: bool, mut shutdown: Shutdown) {
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     registry.set_self_preservation(self_preservation);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.requested() => return,
         }
         let peek = registry.leases.sweep(false);
         let share = if peek.live == 0 { 0.0 } else { peek.expiring.len() as f64 / peek.live as f64 };

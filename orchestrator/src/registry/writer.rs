@@ -19,9 +19,9 @@ use sqlx::PgPool;
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
+use super::decision::Context;
 use super::decision::Policy;
 use super::leases::Leases;
-use super::decision::Context;
 use super::state::{Command, Next, Outcome, SideWrite, Status, decide};
 use crate::storage::{StorageError, batch, health as health_store, instances, ledger, system};
 

@@ -9,10 +9,6 @@ use uuid::Uuid;
 
 use super::Result;
 
-/// Outbox shard of lifecycle events: apart from the registry writer's shards (0..n), so each
-/// keeps its own commit order.
-pub const OUTBOX_SHARD: i16 = -1;
-
 #[derive(Debug, Clone, FromRow, Serialize)]
 pub struct StoredManifest {
     pub version: i64,
@@ -80,7 +76,7 @@ pub async fn record(pool: &PgPool, rows: &[StateRow], events: &[super::batch::Ou
         upsert_states(&mut tx, &states).await?;
     }
     if !events.is_empty() {
-        super::outbox::insert(&mut tx, OUTBOX_SHARD, events).await?;
+        super::outbox::insert(&mut tx, super::outbox::shard::LIFECYCLE, events).await?;
     }
     tx.commit().await?;
     Ok(())

@@ -5,6 +5,18 @@ use uuid::Uuid;
 
 use super::Result;
 
+/// The outbox's shards. Each has its own commit order and its own relay cursor: the registry
+/// writers own `0..n`; the lifecycle recorder and the priority task own one each, below zero, so
+/// a change of the writer count never moves them.
+pub mod shard {
+    /// Lifecycle events (the lifecycle recorder).
+    pub const LIFECYCLE: i16 = -1;
+    /// Priority events (the priority task).
+    pub const PRIORITIES: i16 = -2;
+    /// The shards that exist whatever the number of registry writers.
+    pub const FIXED: [i16; 2] = [LIFECYCLE, PRIORITIES];
+}
+
 #[derive(Debug, FromRow)]
 pub struct Pending {
     pub seq: i64,

@@ -10,9 +10,6 @@ use sqlx::types::Json;
 use super::Result;
 use super::batch::OutboxRow;
 
-/// Outbox shard of priority events, apart from the registry's (0..n) and the lifecycle's (-1).
-pub const OUTBOX_SHARD: i16 = -2;
-
 /// One service's stored policy and adjustment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredPriority {
@@ -84,7 +81,7 @@ pub async fn commit(pool: &PgPool, states: &[StoredPriority], changes: &[Change]
         .await?;
     }
     if !events.is_empty() {
-        super::outbox::insert(&mut tx, OUTBOX_SHARD, events).await?;
+        super::outbox::insert(&mut tx, super::outbox::shard::PRIORITIES, events).await?;
     }
     tx.commit().await?;
     Ok(())

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::watch;
 
+use crate::shutdown::Shutdown;
 use crate::storage::{health, ledger};
 
 const EVERY: Duration = Duration::from_secs(3600);
@@ -25,12 +25,12 @@ impl Default for Retention {
     }
 }
 
-pub async fn run(pool: PgPool, retention: Retention, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(pool: PgPool, retention: Retention, mut shutdown: Shutdown) {
     let mut ticker = tokio::time::interval(EVERY);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.requested() => return,
         }
         match ledger::prune_processed(&pool, retention.processed).await {
             Ok(0) => {}

@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use sqlx::PgPool;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
+use crate::shutdown::Shutdown;
 use crate::storage::outbox;
 
 /// Rows published per round.
@@ -38,7 +39,7 @@ type Cursors = Option<BTreeMap<i16, i64>>;
 impl OutboxRelay {
     /// Runs until shutdown, then keeps publishing for up to `drain_for` so that committed events
     /// leave with the process when they can.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>, drain_for: Duration) {
+    pub async fn run(self, mut shutdown: Shutdown, drain_for: Duration) {
         let mut delay = Duration::from_millis(100);
         let mut drain_deadline: Option<tokio::time::Instant> = None;
         let mut cursors: Cursors = None;
@@ -58,14 +59,14 @@ impl OutboxRelay {
                     tokio::select! {
                         _ = self.written.notified() => {}
                         _ = tokio::time::sleep(POLL) => {}
-                        _ = shutdown.changed() => drain_deadline = Some(tokio::time::Instant::now() + drain_for),
+                        _ = shutdown.requested() => drain_deadline = Some(tokio::time::Instant::now() + drain_for),
                     }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?delay, "outbox relay stalled; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.changed(), if drain_deadline.is_none() => {
+                        _ = shutdown.requested(), if drain_deadline.is_none() => {
                             drain_deadline = Some(tokio::time::Instant::now() + drain_for)
                         }
                     }
@@ -81,10 +82,8 @@ impl OutboxRelay {
         if cursors.is_none() {
             // Shards of a larger shard count before a restart may still hold rows.
             // The registry writer's shards and the lifecycle recorder's.
-            let mut known: BTreeMap<i16, i64> = (0..self.shards as i16)
-                .chain([crate::storage::lifecycle::OUTBOX_SHARD, crate::storage::priorities::OUTBOX_SHARD])
-                .map(|s| (s, 0))
-                .collect();
+            let mut known: BTreeMap<i16, i64> =
+                (0..self.shards as i16).chain(outbox::shard::FIXED).map(|s| (s, 0)).collect();
             for shard in outbox::shards_with_rows(&self.pool).await? {
                 known.entry(shard).or_insert(0);
             }

@@ -226,7 +226,7 @@ impl Controller {
     pub async fn start(
         config: ControllerConfig,
         with: Collaborators,
-        shutdown: tokio::sync::watch::Receiver<bool>,
+        shutdown: crate::shutdown::Shutdown,
     ) -> anyhow::Result<(Controller, tokio::task::JoinHandle<()>)> {
         let nats = with.nats.clone();
         let priorities = with.priorities.clone();

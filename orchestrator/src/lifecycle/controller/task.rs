@@ -167,15 +167,11 @@ impl Task {
     }
 
     /// Handles inputs until the orchestrator stops; probes and timers of the services end with it.
-    pub(super) async fn run(
-        mut self,
-        mut rx: mpsc::UnboundedReceiver<Input>,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) {
+    pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>, mut shutdown: crate::shutdown::Shutdown) {
         loop {
             let input = tokio::select! {
                 input = rx.recv() => input,
-                _ = shutdown.wait_for(|stop| *stop) => None,
+                _ = shutdown.requested() => None,
             };
             let Some(input) = input else { break };
             self.handle(input).await;
