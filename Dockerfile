@@ -7,6 +7,8 @@ WORKDIR /src/dashboard
 COPY dashboard/package.json dashboard/package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY dashboard ./
+# The build generates the dashboard's wire types from the API's document (../docs/openapi.json).
+COPY docs/openapi.json /src/docs/openapi.json
 RUN npm run build
 
 # --- build ----------------------------------------------------------------------

@@ -2,7 +2,7 @@
 # Builds the web dashboard (dashboard/, TypeScript + Vite) into dashboard/dist, which the
 # orchestrator serves at "/" (--dashboard-dir). Installs the pinned npm packages with "npm ci"
 # only when node_modules is missing or package-lock.json changed, and skips the build when dist
-# is newer than every source file.
+# is newer than every source file, docs/openapi.json (the source of its wire types) included.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -13,9 +13,11 @@ Usage: scripts/dashboard.sh [--force] [--help]
 
   1. npm ci in dashboard/ when dashboard/node_modules is missing or dashboard/package-lock.json
      changed since the last install (versions are pinned in package.json and the lock file);
-  2. npm run build: type check (tsc), the DOM safety check (tools/check-dom.mjs), vite build into
-     dashboard/dist (the app and the API reference page dist/api-docs/), then the check of the
-     built pages. Skipped when dist is newer than every source file.
+  2. npm run build: the wire types generated from docs/openapi.json (openapi-typescript, into
+     dashboard/src/generated/), the type check (tsc) against them, the DOM safety check
+     (tools/check-dom.mjs), vite build into dashboard/dist (the app and the API reference page
+     dist/api-docs/), then the check of the built pages. Skipped when dist is newer than every
+     source file and docs/openapi.json.
 
   --force   build even when dist looks up to date
 
@@ -77,13 +79,14 @@ if [ "$install" = 1 ]; then
     force=1
 fi
 
-# Every file the build reads; dist is stale when any is newer than dist/index.html.
+# Every file the build reads (paths from dashboard/; the wire types come from docs/openapi.json);
+# dist is stale when any is newer than dist/index.html.
+SOURCES=(index.html package.json package-lock.json tsconfig.json vite.config.js src public tools ../docs/openapi.json)
 sources() {
-    (cd "$DASH" && find index.html package.json package-lock.json tsconfig.json vite.config.js src public tools -type f)
+    (cd "$DASH" && find "${SOURCES[@]}" -type f)
 }
 if [ "$force" = 0 ] && [ -f "$DIST/index.html" ] && [ -f "$DIST/api-docs/index.html" ]; then
-    newer="$(cd "$DASH" && find index.html package.json package-lock.json tsconfig.json vite.config.js src public tools \
-        -type f -newer "$DIST/index.html" -print -quit)"
+    newer="$(cd "$DASH" && find "${SOURCES[@]}" -type f -newer "$DIST/index.html" -print -quit)"
     if [ -z "$newer" ]; then
         log "dashboard/dist is up to date ($(sources | wc -l | tr -d ' ') source files older than it); build skipped"
         exit 0

@@ -1,7 +1,8 @@
 // Formatting of times and numbers for display.
 
-/** "14:03:07" for today, else "2026-11-23 14:03:07" (local time). */
-export function time(iso: string | undefined): string {
+/** "14:03:07" for today, else "2026-11-23 14:03:07" (local time); "" for no time (the API's
+ * optional times may be absent or, as its document allows, null). */
+export function time(iso: string | null | undefined): string {
   if (!iso) return '';
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return iso;

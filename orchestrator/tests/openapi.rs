@@ -1,7 +1,8 @@
 //! The OpenAPI document of the HTTP API against the router that serves it: every documented
 //! operation is routed and every other method on a documented path answers `405`; no route is
-//! added outside the documented registrations; and the document validates against the OpenAPI
-//! 3.1 specification (with `openapi-spec-validator`, from `ORCH_OPENAPI_VALIDATOR`).
+//! added outside the documented registrations; the document validates against the OpenAPI 3.1
+//! specification (with `openapi-spec-validator`, from `ORCH_OPENAPI_VALIDATOR`); and the committed
+//! copy `docs/openapi.json`, from which the dashboard's types are generated, is the served document.
 
 mod common;
 
@@ -210,4 +211,88 @@ async fn document_validates_against_openapi_3_1() {
     assert_eq!(served["paths"]["/api/v1/stack"]["put"]["x-required-role"], "admin");
     assert_eq!(served["paths"]["/api/v1/stack"]["get"]["x-required-role"], "viewer");
     assert_eq!(served["paths"]["/api/v1/services"]["post"]["x-required-role"], "operator");
+}
+
+/// The committed copy of the served document, relative to the repository root. The dashboard's
+/// build generates its wire types from it (`dashboard/package.json`, script `types`).
+const COMMITTED: &str = "docs/openapi.json";
+
+/// Set to `1`, the test below rewrites [`COMMITTED`] from the served document instead of comparing.
+const BLESS: &str = "ORCH_BLESS";
+
+/// `value` with the keys of every object in sorted order, whatever the order of the served
+/// document, so the committed file has one stable form.
+fn sorted_keys(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|(a, _), (b, _)| a.cmp(b));
+            Value::Object(entries.into_iter().map(|(key, value)| (key, sorted_keys(value))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted_keys).collect()),
+        other => other,
+    }
+}
+
+/// The committed form of a document: sorted keys, two-space indentation, a final newline.
+fn committed_form(doc: Value) -> String {
+    let mut text = serde_json::to_string_pretty(&sorted_keys(doc)).unwrap();
+    text.push('\n');
+    text
+}
+
+/// JSON pointers (`/paths/~1api~1v1~1health/get`) where `a` and `b` differ, at most `limit`.
+fn differences(a: &Value, b: &Value, pointer: &str, limit: usize, out: &mut Vec<String>) {
+    if out.len() >= limit || a == b {
+        return;
+    }
+    let child = |key: &str| format!("{pointer}/{}", key.replace('~', "~0").replace('/', "~1"));
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for key in keys {
+                match (x.get(key), y.get(key)) {
+                    (Some(u), Some(v)) => differences(u, v, &child(key), limit, out),
+                    _ if out.len() < limit => out.push(child(key)),
+                    _ => return,
+                }
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (u, v)) in x.iter().zip(y).enumerate() {
+                differences(u, v, &child(&i.to_string()), limit, out);
+            }
+        }
+        _ => out.push(if pointer.is_empty() { "/".into() } else { pointer.into() }),
+    }
+}
+
+#[tokio::test]
+async fn committed_document_is_the_served_one() {
+    let stack = Stack::start().await;
+    let served = served_document(&stack).await;
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(COMMITTED);
+    if std::env::var(BLESS).is_ok_and(|v| v == "1") {
+        std::fs::write(&file, committed_form(served)).unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
+        return;
+    }
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    if text == committed_form(served.clone()) {
+        return;
+    }
+    let committed: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let mut changed = Vec::new();
+    differences(&committed, &served, "", 20, &mut changed);
+    if changed.is_empty() {
+        changed.push("(the same document, written in another form)".into());
+    }
+    panic!(
+        "{COMMITTED} is not the document the orchestrator serves; it differs at:\n  {}\n\
+         Regenerate it with `{BLESS}=1 scripts/test.sh -E 'binary(openapi)'`, rebuild the dashboard against it \
+         (`scripts/dashboard.sh`: its wire types are generated from {COMMITTED}, and `tsc` then checks the \
+         dashboard against them), and commit the file.",
+        changed.join("\n  ")
+    );
 }

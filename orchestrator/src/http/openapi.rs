@@ -4,6 +4,10 @@
 //! `routes!`, so the router and the document come from the same registrations and cannot drift
 //! apart. This module holds what the whole document shares: its info, the `bearer` security
 //! scheme, the tags, the error answers, and [`apply_roles`], which marks what each operation needs.
+//!
+//! A copy of the served document is committed as `docs/openapi.json`, and the dashboard's wire
+//! types are generated from it: a change here or in a documented handler or type makes
+//! `tests/openapi.rs` fail until the copy is regenerated (`ORCH_BLESS=1`, as its message says).
 
 use std::collections::BTreeMap;
 
