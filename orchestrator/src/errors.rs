@@ -1,5 +1,5 @@
 //! The one mapping from the orchestrator's domain errors to the protocol's error (code, message,
-//! field). The HTTP API ([`crate::http::error::ApiError`]) and NATS request/reply
+//! field). The HTTP API ([`crate::http::ApiError`]) and NATS request/reply
 //! ([`crate::consumers::requests`]) both go through it, so a failure has the same code and the same
 //! message whichever way the request came.
 //!

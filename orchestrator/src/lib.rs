@@ -1,5 +1,32 @@
-//! The orchestrator as a library: [`start`] provisions NATS, migrates PostgreSQL, loads the
-//! registry and starts every task; the binary only parses configuration and waits for a signal.
+//! The orchestrator as a library: [`start`] takes [`Settings`], provisions NATS, migrates
+//! PostgreSQL, loads the registry and starts every task; the binary (`main.rs`) only turns the
+//! command line into settings ([`config`]), sets up logging and waits for a signal.
+//!
+//! # Layout
+//!
+//! The hops of a registration, from the wire to its event:
+//!
+//! 1. **In.** `POST /api/v1/services` (`http/services.rs`), or a NATS request on
+//!    `<prefix>.req.registry.register` ([`consumers::requests`]) or a durable command on
+//!    `<prefix>.cmd.registry.register` ([`consumers::commands`]). Each path decodes and validates
+//!    the payload (`consumers/decode.rs` and the protocol crate's validators) into a
+//!    [`registry::Submission`].
+//! 2. **Registry.** [`registry::Registry::submit`] queues it for the writer shard that owns the
+//!    instance ([`registry::writer`]), so commands on one instance keep their order.
+//! 3. **Writer.** For a batch of commands the writer decides ([`registry::state::decide`], pure:
+//!    outcome, next state, events, health transitions) and commits everything in one PostgreSQL
+//!    transaction ([`storage::batch`]): the instance rows, the ledger of processed command ids
+//!    (exactly once), the health history and one outbox row per event.
+//! 4. **Reply.** After the commit: the HTTP response, the NATS reply, or the JetStream ack. A
+//!    failure reaches the caller through the one mapping of [`errors`].
+//! 5. **Relay.** [`workers::outbox_relay`] publishes each outbox row on the events stream with the
+//!    event id as `Nats-Msg-Id`, then deletes it: one event per committed change, never one for a
+//!    change that did not commit.
+//!
+//! Beside that path: leases and their sweeper ([`registry::leases`], [`registry::sweeper`]), health
+//! checks ([`health`]), managed services ([`lifecycle`]) run by node agents ([`agent`]), priorities
+//! ([`priority`]), and the HTTP API's live feed, metrics and dashboard ([`http`], [`metrics`]).
+//! Every task stops through one [`shutdown::Shutdown`].
 
 pub mod agent;
 pub mod config;
