@@ -9,7 +9,7 @@ use super::manifest::{Restart, RestartPolicy};
 
 /// What to do after the process ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub enum AfterExit {
     /// Start it again after this delay (the `attempt`-th restart in a row).
     Restart { after: Duration, attempt: u32 },
     /// The policy does not restart it.
@@ -51,7 +51,7 @@ impl Restarts {
 
     /// The process ended at `now`; `failure` is a non-zero exit, a signal or a critical liveness
     /// check.
-    pub fn ended(&mut self, failure: bool, now: Instant) -> Decision {
+    pub fn ended(&mut self, failure: bool, now: Instant) -> AfterExit {
         let restart = match self.policy.policy {
             RestartPolicy::Never => false,
             RestartPolicy::OnFailure => failure,
@@ -62,14 +62,14 @@ impl Restarts {
         }
         self.healthy_since = None;
         if !restart {
-            return Decision::Leave;
+            return AfterExit::Leave;
         }
         while self.starts.front().is_some_and(|t| now.saturating_duration_since(*t) > self.policy.start_limit_window) {
             self.starts.pop_front();
         }
         // The restart would be one more start inside the window.
         if self.starts.len() as u32 >= self.policy.start_limit {
-            return Decision::GiveUp(format!(
+            return AfterExit::GiveUp(format!(
                 "started {} times within {}; the limit is {} (restart.start_limit)",
                 self.starts.len(),
                 humantime::format_duration(self.policy.start_limit_window),
@@ -79,7 +79,7 @@ impl Restarts {
         self.attempt += 1;
         let factor = 2u32.saturating_pow(self.attempt - 1);
         let after = self.policy.backoff.saturating_mul(factor).min(self.policy.backoff_max);
-        Decision::Restart { after, attempt: self.attempt }
+        AfterExit::Restart { after, attempt: self.attempt }
     }
 }
 
@@ -97,7 +97,7 @@ mod tests {
                 let now = t0 + Duration::from_secs(i as u64);
                 r.started(now);
                 match r.ended(true, now) {
-                    Decision::Restart { after, .. } => after.as_secs(),
+                    AfterExit::Restart { after, .. } => after.as_secs(),
                     other => panic!("{other:?}"),
                 }
             })
@@ -119,23 +119,23 @@ mod tests {
         r.started(later);
         r.healthy(later);
         let short = r.ended(true, later + Duration::from_secs(60));
-        assert_eq!(short, Decision::Restart { after: Duration::from_secs(8), attempt: 4 }, "healthy too briefly");
+        assert_eq!(short, AfterExit::Restart { after: Duration::from_secs(8), attempt: 4 }, "healthy too briefly");
         let much_later = later + Duration::from_secs(1000);
         r.started(much_later);
         r.healthy(much_later);
         let reset = r.ended(true, much_later + Duration::from_secs(601));
-        assert_eq!(reset, Decision::Restart { after: Duration::from_secs(1), attempt: 1 });
+        assert_eq!(reset, AfterExit::Restart { after: Duration::from_secs(1), attempt: 1 });
     }
 
     #[test]
     fn policies() {
         let now = Instant::now();
         let mut never = Restarts::new(policy(RestartPolicy::Never));
-        assert_eq!(never.ended(true, now), Decision::Leave);
+        assert_eq!(never.ended(true, now), AfterExit::Leave);
         let mut on_failure = Restarts::new(policy(RestartPolicy::OnFailure));
-        assert_eq!(on_failure.ended(false, now), Decision::Leave, "a clean exit is left alone");
+        assert_eq!(on_failure.ended(false, now), AfterExit::Leave, "a clean exit is left alone");
         let mut always = Restarts::new(policy(RestartPolicy::Always));
-        assert!(matches!(always.ended(false, now), Decision::Restart { .. }));
+        assert!(matches!(always.ended(false, now), AfterExit::Restart { .. }));
     }
 
     #[test]
@@ -144,15 +144,15 @@ mod tests {
         let mut r = Restarts::new(Restart { start_limit: 3, ..Restart::default() });
         for i in 0..2 {
             r.started(t0 + Duration::from_secs(i));
-            assert!(matches!(r.ended(true, t0 + Duration::from_secs(i)), Decision::Restart { .. }));
+            assert!(matches!(r.ended(true, t0 + Duration::from_secs(i)), AfterExit::Restart { .. }));
         }
         r.started(t0 + Duration::from_secs(2));
-        let Decision::GiveUp(reason) = r.ended(true, t0 + Duration::from_secs(2)) else { panic!() };
+        let AfterExit::GiveUp(reason) = r.ended(true, t0 + Duration::from_secs(2)) else { panic!() };
         assert!(reason.contains("started 3 times within 5m"), "{reason}");
         // Starts older than the window no longer count.
         let mut r = Restarts::new(Restart { start_limit: 2, ..Restart::default() });
         r.started(t0);
         r.started(t0 + Duration::from_secs(1));
-        assert!(matches!(r.ended(true, t0 + Duration::from_secs(400)), Decision::Restart { .. }));
+        assert!(matches!(r.ended(true, t0 + Duration::from_secs(400)), AfterExit::Restart { .. }));
     }
 }

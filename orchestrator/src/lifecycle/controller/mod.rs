@@ -1,35 +1,35 @@
 //! The lifecycle controller: one task that owns the applied stack and drives it. It launches
-//! services through the node agents as [`Startup`] allows, watches readiness and liveness, restarts
-//! by each service's policy (bound services after the one they bind to, higher priority first),
-//! and stops in reverse dependency order. Every transition is recorded in PostgreSQL with its
-//! lifecycle event (see [`super::recorder`]).
+//! services through the node agents in dependency order, watches readiness and liveness,
+//! restarts by each service's policy (bound services after the one they bind to, higher priority
+//! first), sheds and restores services under node pressure, and stops in reverse dependency
+//! order. Every transition is recorded in PostgreSQL with its lifecycle event (see
+//! [`super::recorder`]).
 //!
-//! Everything slow (agent requests, probes, back-off timers) runs in small tasks that report back
-//! as [`Input`]s; a `generation` per service, bumped at each launch, makes late reports of an
-//! earlier process harmless.
+//! Decisions apart from effects: [`machine`] decides, free of I/O (an input in, effects out);
+//! [`executor`] is the task that feeds it requests and reports and carries out its effects, with
+//! the slow work (agent requests, probes, back-off timers) in small tasks that report back.
+//! This module is the handle the rest of the orchestrator uses.
 
+mod executor;
+mod machine;
 mod registration;
-mod task;
+mod view;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use orch_protocol::agent;
 use orch_protocol::Subjects;
-use orch_protocol::agent::{self, Exit};
-use orch_protocol::lifecycle::ServiceState;
-use serde::Serialize;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
-use uuid::Uuid;
 
+use executor::Executor;
+use machine::Input;
 pub use registration::instance_id;
-use task::Task;
+pub use view::{Applied, RunProfile, ServiceView, StackView};
 
 use super::graph::Graph;
 use super::manifest::Manifest;
-use super::profile::Profile;
 use super::recorder::Record;
 use crate::agent::client::AgentError;
 use crate::health::probe::Prober;
@@ -82,74 +82,8 @@ pub enum ControlError {
     Stopped,
 }
 
-/// What `apply` accepted.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[schema(as = StackApplied)]
-pub struct Applied {
-    pub version: i64,
-    pub run_id: Uuid,
-    pub services: usize,
-    /// Services stopped first because they changed or left the stack.
-    pub replaced: Vec<String>,
-}
-
-/// One managed service as the API shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[schema(as = ManagedService)]
-pub struct ServiceView {
-    pub name: String,
-    pub node: String,
-    pub state: ServiceState,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pid: Option<u32>,
-    pub restarts: u32,
-    pub since: DateTime<Utc>,
-    pub priority: u8,
-    pub critical: bool,
-    pub depends_on: Vec<String>,
-    pub level: usize,
-}
-
-/// The stack as the API shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct StackView {
-    pub version: i64,
-    /// `up` or `down`.
-    #[schema(schema_with = desired_schema)]
-    pub desired: &'static str,
-    /// The start-up run in progress, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<Uuid>,
-    /// Services in each state.
-    pub counts: BTreeMap<ServiceState, usize>,
-    pub services: Vec<ServiceView>,
-}
-
-/// The schema of [`StackView::desired`].
-fn desired_schema() -> utoipa::openapi::Object {
-    utoipa::openapi::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::Type::String)
-        .enum_values(Some(["up", "down"]))
-        .build()
-}
-
-/// A start-up run's profile with its identity.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct RunProfile {
-    pub run_id: Uuid,
-    pub manifest_version: i64,
-    pub started_at: DateTime<Utc>,
-    pub finished: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
-    #[serde(flatten)]
-    pub profile: Profile,
-}
-
-/// Requests and reports the controller task handles, one at a time.
-pub(super) enum Input {
+/// A request to the controller, with the channel of its answer.
+enum Request {
     Apply {
         manifest: Box<Manifest>,
         body: String,
@@ -159,7 +93,6 @@ pub(super) enum Input {
     Down {
         reply: oneshot::Sender<Result<usize, ControlError>>,
     },
-    /// The orchestrator stops: stop the services in order, keep the stack wanted up.
     Halt {
         reply: oneshot::Sender<Result<usize, ControlError>>,
     },
@@ -178,47 +111,21 @@ pub(super) enum Input {
         lines: usize,
         reply: oneshot::Sender<Result<agent::Logs, ControlError>>,
     },
-    Launched {
-        service: String,
-        generation: u64,
-        result: Result<u32, String>,
-    },
-    Ready {
-        service: String,
-        generation: u64,
-    },
-    /// The readiness check did not pass within the start-up timeout, or liveness went critical.
-    Unhealthy {
-        service: String,
-        generation: u64,
-        reason: String,
-    },
-    Stopped {
-        service: String,
-        generation: u64,
-        exit: Option<Exit>,
-    },
-    RestartDue {
-        service: String,
-        generation: u64,
-    },
-    Exited(agent::Exited),
-    /// A node's pressure reading.
-    Pressure(agent::Pressure),
-    /// The effective priorities changed.
-    Priorities,
-    Status {
-        node: String,
-        result: Result<agent::Status, AgentError>,
-        asked: Vec<(String, u64, u32)>,
-    },
-    Tick,
+}
+
+/// What the controller task receives, one at a time.
+enum Message {
+    Request(Request),
+    /// A report for the state machine: of the work it asked for, or from the agents.
+    Report(Input),
+    /// The effective priorities changed (the task reads the newest when it gets to this).
+    PrioritiesChanged,
 }
 
 /// Handle to the controller task.
 #[derive(Clone)]
 pub struct Controller {
-    tx: mpsc::UnboundedSender<Input>,
+    tx: mpsc::UnboundedSender<Message>,
 }
 
 impl Controller {
@@ -239,7 +146,7 @@ impl Controller {
             while let Some(message) = exits.next().await {
                 match serde_json::from_slice::<agent::Exited>(&message.payload) {
                     Ok(exit) => {
-                        if forward.send(Input::Exited(exit)).is_err() {
+                        if forward.send(Message::Report(Input::Exited(exit))).is_err() {
                             return;
                         }
                     }
@@ -254,7 +161,7 @@ impl Controller {
             while let Some(message) = pressure.next().await {
                 match serde_json::from_slice::<agent::Pressure>(&message.payload) {
                     Ok(report) => {
-                        if forward.send(Input::Pressure(report)).is_err() {
+                        if forward.send(Message::Report(Input::Pressure(report))).is_err() {
                             return;
                         }
                     }
@@ -266,7 +173,7 @@ impl Controller {
         let forward = tx.clone();
         tokio::spawn(async move {
             while effective.changed().await.is_ok() {
-                if forward.send(Input::Priorities).is_err() {
+                if forward.send(Message::PrioritiesChanged).is_err() {
                     return;
                 }
             }
@@ -276,52 +183,53 @@ impl Controller {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                if ticker.send(Input::Tick).is_err() {
+                if ticker.send(Message::Report(Input::Tick)).is_err() {
                     return;
                 }
             }
         });
-        let task = Task::resume(config, with, tx.clone()).await?;
-        let handle = tokio::spawn(task.run(rx, shutdown));
+        let executor = Executor::new(config, with, tx.clone());
+        let resume = executor.stored_stack().await?;
+        let handle = tokio::spawn(executor.run(resume, rx, shutdown));
         Ok((Controller { tx }, handle))
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Input) -> Result<T, ControlError> {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, ControlError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).map_err(|_| ControlError::Stopped)?;
+        self.tx.send(Message::Request(make(reply))).map_err(|_| ControlError::Stopped)?;
         rx.await.map_err(|_| ControlError::Stopped)
     }
 
     /// Stores `manifest` as a new version and brings the stack to it.
     pub async fn apply(&self, manifest: Manifest, body: String, source: String) -> Result<Applied, ControlError> {
-        self.ask(|reply| Input::Apply { manifest: Box::new(manifest), body, source, reply }).await?
+        self.ask(|reply| Request::Apply { manifest: Box::new(manifest), body, source, reply }).await?
     }
 
     /// Stops every service in reverse dependency order; returns how many were running.
     pub async fn down(&self) -> Result<usize, ControlError> {
-        self.ask(|reply| Input::Down { reply }).await?
+        self.ask(|reply| Request::Down { reply }).await?
     }
 
     /// Stops every service in reverse dependency order, keeping the stack wanted up for the next
     /// start of the orchestrator.
     pub async fn halt(&self) -> Result<usize, ControlError> {
-        self.ask(|reply| Input::Halt { reply }).await?
+        self.ask(|reply| Request::Halt { reply }).await?
     }
 
     pub async fn restart(&self, service: String) -> Result<(), ControlError> {
-        self.ask(|reply| Input::Restart { service, reply }).await?
+        self.ask(|reply| Request::Restart { service, reply }).await?
     }
 
     pub async fn view(&self) -> Result<Option<(StackView, Graph)>, ControlError> {
-        self.ask(|reply| Input::View { reply }).await
+        self.ask(|reply| Request::View { reply }).await
     }
 
     /// The run in progress, or the last one since the orchestrator started.
     pub async fn profile(&self) -> Result<Option<RunProfile>, ControlError> {
-        self.ask(|reply| Input::Profile { reply }).await
+        self.ask(|reply| Request::Profile { reply }).await
     }
 
     pub async fn logs(&self, service: String, lines: usize) -> Result<agent::Logs, ControlError> {
-        self.ask(|reply| Input::Logs { service, lines, reply }).await?
+        self.ask(|reply| Request::Logs { service, lines, reply }).await?
     }
 }

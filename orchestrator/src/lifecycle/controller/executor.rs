@@ -1,0 +1,421 @@
+//! The controller task: feeds requests and reports into the state machine, one at a time, with
+//! the time they are handled at, and carries out the effects it returns. Agent requests, probes,
+//! back-off timers and bookkeeping writes run in small tasks, so none holds up the loop; their
+//! results come back as inputs. The two storage writes a reply depends on (a new manifest, a
+//! stack wanted down) are awaited in the loop, and their result is handled before anything else.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use orch_protocol::ErrorCode;
+use orch_protocol::agent::{LogsRequest, StartRequest, StopRequest};
+use orch_protocol::events::{self, EventKind};
+use orch_protocol::{Subjects, health::CheckSpec};
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+use uuid::Uuid;
+
+use super::machine::{Asked, Desired, Effect, Event, Input, Machine, Now, Reply, RequestId, Settings, Transition};
+use super::registration::{RegistryOp, spawn_registrar};
+use super::{Applied, Collaborators, ControlError, ControllerConfig, Message, Request};
+use crate::agent::client::{AgentClient, AgentError};
+use crate::health::probe::Prober;
+use crate::lifecycle::graph::Graph;
+use crate::lifecycle::manifest::Manifest;
+use crate::lifecycle::probes::{self, Endpoint};
+use crate::lifecycle::recorder::Record;
+use crate::storage::{self, lifecycle::StateRow};
+
+pub(super) struct Executor {
+    machine: Machine,
+    startup_probe_interval: Duration,
+    pool: PgPool,
+    subjects: Subjects,
+    agents: AgentClient,
+    prober: Prober,
+    records: mpsc::UnboundedSender<Record>,
+    registrar: mpsc::UnboundedSender<RegistryOp>,
+    tx: mpsc::UnboundedSender<Message>,
+    priorities: crate::priority::Priorities,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// The probe or back-off timer of each service, as the machine asked for them.
+    watches: HashMap<String, AbortHandle>,
+    replies: Replies,
+}
+
+impl Executor {
+    pub(super) fn new(config: ControllerConfig, with: Collaborators, tx: mpsc::UnboundedSender<Message>) -> Executor {
+        let Collaborators { pool, nats, registry, prober, records, priorities, metrics } = with;
+        let settings = Settings { reconcile_interval: config.reconcile_interval, shedding: config.shedding };
+        let effective = priorities.watch().borrow().clone();
+        Executor {
+            machine: Machine::new(settings, effective, now()),
+            startup_probe_interval: config.startup_probe_interval,
+            pool,
+            agents: AgentClient::new(nats, config.subjects.clone()),
+            subjects: config.subjects,
+            prober,
+            records,
+            registrar: spawn_registrar(registry),
+            tx,
+            priorities,
+            metrics,
+            watches: HashMap::new(),
+            replies: Replies::default(),
+        }
+    }
+
+    /// The stored stack to resume, as the machine's first input (installed, and started when it
+    /// is wanted up, once the task runs).
+    pub(super) async fn stored_stack(&self) -> anyhow::Result<Option<Input>> {
+        let latest = || storage::lifecycle::latest_manifest(&self.pool);
+        let Some(stored) = storage::retry("loading the applied manifest", latest).await? else { return Ok(None) };
+        match Manifest::parse(&stored.body).and_then(|m| Graph::new(&m).map(|_| m)) {
+            Ok(manifest) => Ok(Some(Input::Resume {
+                version: stored.version,
+                manifest: Box::new(manifest),
+                desired: Desired::from_stored(&stored.desired),
+                run_id: Uuid::now_v7(),
+            })),
+            Err(e) => {
+                tracing::error!(version = stored.version, error = %e, "the stored manifest no longer validates; not resuming it");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Resumes the stored stack, then handles messages until the orchestrator stops; probes and
+    /// timers of the services end with it.
+    pub(super) async fn run(
+        mut self,
+        resume: Option<Input>,
+        mut rx: mpsc::UnboundedReceiver<Message>,
+        mut shutdown: crate::shutdown::Shutdown,
+    ) {
+        if let Some(input) = resume {
+            self.feed(input).await;
+        }
+        loop {
+            let message = tokio::select! {
+                message = rx.recv() => message,
+                _ = shutdown.requested() => None,
+            };
+            match message {
+                None => break,
+                Some(Message::Request(request)) => self.request(request).await,
+                Some(Message::Report(input)) => self.feed(input).await,
+                Some(Message::PrioritiesChanged) => {
+                    let effective = self.priorities.watch().borrow().clone();
+                    self.feed(Input::Priorities(effective)).await;
+                }
+            }
+        }
+        for (_, watch) in self.watches.drain() {
+            watch.abort();
+        }
+    }
+
+    async fn request(&mut self, request: Request) {
+        let input = match request {
+            Request::Apply { manifest, body, source, reply } => {
+                Input::Apply { request: self.replies.wait(reply, |r| &mut r.applied), manifest, body, source }
+            }
+            Request::Down { reply } => Input::Down { request: self.replies.wait(reply, |r| &mut r.stopped) },
+            Request::Halt { reply } => Input::Halt { request: self.replies.wait(reply, |r| &mut r.stopped) },
+            Request::Restart { service, reply } => {
+                Input::Restart { request: self.replies.wait(reply, |r| &mut r.restart), service }
+            }
+            // Reads: answered from the machine's state, nothing to decide.
+            Request::View { reply } => {
+                let _ = reply.send(self.machine.view());
+                return;
+            }
+            Request::Profile { reply } => {
+                let _ = reply.send(self.machine.profile());
+                return;
+            }
+            Request::Logs { service, lines, reply } => {
+                let node = self.machine.node_of(&service).map(str::to_string);
+                let agents = self.agents.clone();
+                tokio::spawn(async move {
+                    let result = match node {
+                        None => Err(ControlError::UnknownService(service)),
+                        Some(node) => agents.logs(&node, &LogsRequest { service, lines }).await.map_err(Into::into),
+                    };
+                    let _ = reply.send(result);
+                });
+                return;
+            }
+        };
+        self.feed(input).await;
+    }
+
+    /// Hands `input` to the machine and carries out the effects, then those of the reports of
+    /// awaited writes.
+    async fn feed(&mut self, input: Input) {
+        let mut inputs = VecDeque::from([input]);
+        while let Some(input) = inputs.pop_front() {
+            for effect in self.machine.handle(input, now()) {
+                if let Some(report) = self.perform(effect).await {
+                    inputs.push_back(report);
+                }
+            }
+        }
+    }
+
+    /// Carries out one effect; returns the report of an awaited write.
+    async fn perform(&mut self, effect: Effect) -> Option<Input> {
+        match effect {
+            Effect::Launch { service, generation, node, request } => self.launch(service, generation, node, request),
+            Effect::Stop { service, generation, node, request } => self.stop(service, generation, node, request),
+            Effect::WaitReady { service, generation, check, endpoint, timeout } => {
+                self.wait_ready(service, generation, check, endpoint, timeout)
+            }
+            Effect::WatchLiveness { service, generation, check, endpoint } => {
+                self.watch_liveness(service, generation, check, endpoint)
+            }
+            Effect::ScheduleRestart { service, generation, after } => {
+                let tx = self.tx.clone();
+                let name = service.clone();
+                let timer = tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    let _ = tx.send(Message::Report(Input::RestartDue { service: name, generation }));
+                });
+                self.set_watch(service, timer.abort_handle());
+            }
+            Effect::Cancel { service } => {
+                if let Some(watch) = self.watches.remove(&service) {
+                    watch.abort();
+                }
+            }
+            Effect::Register(registration) => self.registry(RegistryOp::Register(registration)),
+            Effect::Deregister { instance } => self.registry(RegistryOp::Deregister(instance)),
+            Effect::Heartbeat { instance } => self.registry(RegistryOp::Heartbeat(instance)),
+            Effect::AskStatus { node, asked } => self.ask_status(node, asked),
+            Effect::Record(transition) => self.record(transition),
+            Effect::Publish { event, at } => self.publish(event, at),
+            Effect::StoreManifest { request, manifest, body, source } => {
+                let result = self.store_manifest(&manifest, &body, &source).await;
+                return Some(Input::ManifestStored { request, manifest, source, run_id: Uuid::now_v7(), result });
+            }
+            Effect::StoreDesiredDown { request, versions } => {
+                let mut result = Ok(());
+                for version in versions {
+                    result = storage::lifecycle::set_desired(&self.pool, version, false).await;
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                return Some(Input::DesiredStored { request, result });
+            }
+            Effect::StoreRunStarted { id, version, started_at } => {
+                let pool = self.pool.clone();
+                tokio::spawn(async move {
+                    let insert = || storage::lifecycle::insert_run(&pool, id, version, started_at);
+                    if let Err(e) = storage::retry("recording a start-up run", insert).await {
+                        tracing::warn!(error = %e, "start-up run not recorded");
+                    }
+                });
+            }
+            Effect::StoreRunFinished { outcome, profile } => {
+                let (pool, id) = (self.pool.clone(), profile.run_id);
+                let json = serde_json::to_value(&profile).expect("a profile serializes");
+                tokio::spawn(async move {
+                    let finish = || storage::lifecycle::finish_run(&pool, id, outcome.as_str(), &json);
+                    if let Err(e) = storage::retry("recording a start-up profile", finish).await {
+                        tracing::warn!(error = %e, "start-up profile not recorded");
+                    }
+                });
+            }
+            Effect::SetDefaultPriorities(defaults) => self.priorities.set_defaults(defaults),
+            Effect::Reply(reply) => self.replies.send(reply),
+        }
+        None
+    }
+
+    /// Each launch is its own request, so a slow start (or a slow node) holds up no other.
+    fn launch(&self, service: String, generation: u64, node: String, request: StartRequest) {
+        let (agents, tx) = (self.agents.clone(), self.tx.clone());
+        tokio::spawn(async move {
+            let result = match agents.start(&node, &request).await {
+                Ok(started) => Ok(started.pid),
+                // Still running from before (a standalone agent outlives the orchestrator): adopt
+                // the process.
+                Err(AgentError::Refused { code: ErrorCode::Conflict, .. }) => match agents.status(&node).await {
+                    Ok(status) => status
+                        .running
+                        .into_iter()
+                        .find(|r| r.service == service)
+                        .map(|r| r.pid)
+                        .ok_or_else(|| "the agent reported it running, then not".to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = tx.send(Message::Report(Input::Launched { service, generation, result }));
+        });
+    }
+
+    fn stop(&self, service: String, generation: u64, node: String, request: StopRequest) {
+        let (agents, tx) = (self.agents.clone(), self.tx.clone());
+        tokio::spawn(async move {
+            let exit = match agents.stop(&node, &request).await {
+                Ok(stopped) => Some(stopped.exit),
+                Err(e) => {
+                    // Not running any more (its end report may be on the way), or the agent is
+                    // gone with it: either way the process is no longer there.
+                    tracing::info!(service = %service, error = %e, "stop: the process was already gone");
+                    None
+                }
+            };
+            let _ = tx.send(Message::Report(Input::Stopped { service, generation, exit }));
+        });
+    }
+
+    fn wait_ready(
+        &mut self,
+        service: String,
+        generation: u64,
+        check: CheckSpec,
+        endpoint: Endpoint,
+        timeout: Duration,
+    ) {
+        let (prober, tx, poll) = (self.prober.clone(), self.tx.clone(), self.startup_probe_interval);
+        let name = service.clone();
+        let task = tokio::spawn(async move {
+            let input = match probes::wait_ready(&prober, &check, &endpoint, poll, timeout).await {
+                Ok(()) => Input::Ready { service: name, generation },
+                Err(output) => Input::Unhealthy {
+                    service: name,
+                    generation,
+                    reason: format!(
+                        "not ready within {} (startup_timeout): {output}",
+                        humantime::format_duration(timeout)
+                    ),
+                },
+            };
+            let _ = tx.send(Message::Report(input));
+        });
+        self.set_watch(service, task.abort_handle());
+    }
+
+    fn watch_liveness(&mut self, service: String, generation: u64, check: CheckSpec, endpoint: Endpoint) {
+        let (prober, tx) = (self.prober.clone(), self.tx.clone());
+        let name = service.clone();
+        let task = tokio::spawn(async move {
+            let output = probes::watch_liveness(&prober, &check, &endpoint).await;
+            let reason = format!("liveness check critical: {output}");
+            let _ = tx.send(Message::Report(Input::Unhealthy { service: name, generation, reason }));
+        });
+        self.set_watch(service, task.abort_handle());
+    }
+
+    /// Keeps the handle of a service's new probe or timer; the one before it has reported.
+    fn set_watch(&mut self, service: String, watch: AbortHandle) {
+        if let Some(before) = self.watches.insert(service, watch) {
+            before.abort();
+        }
+    }
+
+    fn ask_status(&self, node: String, asked: Vec<Asked>) {
+        let (agents, tx) = (self.agents.clone(), self.tx.clone());
+        tokio::spawn(async move {
+            let result = agents.status(&node).await;
+            let _ = tx.send(Message::Report(Input::Status { node, result, asked }));
+        });
+    }
+
+    fn registry(&self, op: RegistryOp) {
+        let _ = self.registrar.send(op);
+    }
+
+    /// Hands the state row and its event to the recorder, which commits them together.
+    fn record(&self, Transition { at, data, restarts }: Transition) {
+        let name = data.service.as_str();
+        let encoded = events::encode(&self.subjects, EventKind::Lifecycle(data.state), name, name, at, &data);
+        let row = StateRow {
+            name: data.service.clone(),
+            manifest_version: data.manifest_version,
+            node: data.node.clone(),
+            state: data.state.as_str().to_string(),
+            reason: data.reason.clone(),
+            pid: data.pid.map(i64::from),
+            restarts: restarts as i32,
+            since: at,
+        };
+        let _ = self.records.send(Record::State(row, encoded.into()));
+    }
+
+    fn publish(&self, event: Event, at: chrono::DateTime<Utc>) {
+        let (kind, service) = (event.kind(), event.service());
+        let encoded = match &event {
+            Event::ManifestApplied(data) => events::encode(&self.subjects, kind, service, service, at, data),
+            Event::RunFinished(data) => events::encode(&self.subjects, kind, service, service, at, data),
+            Event::PressureHigh(data) | Event::PressureCleared(data) => {
+                events::encode(&self.subjects, kind, service, service, at, data)
+            }
+            Event::Shed(data) | Event::Restored(data) => {
+                self.metrics.shed_steps.get_or_create(&crate::metrics::ResultLabel { result: kind.name() }).inc();
+                events::encode(&self.subjects, kind, service, service, at, data)
+            }
+        };
+        let _ = self.records.send(Record::Event(encoded.into()));
+    }
+
+    async fn store_manifest(
+        &self,
+        manifest: &Manifest,
+        body: &str,
+        source: &str,
+    ) -> Result<i64, storage::StorageError> {
+        let stored = storage::lifecycle::insert_manifest(&self.pool, body, source).await?;
+        let names: Vec<String> = manifest.services.keys().cloned().collect();
+        storage::lifecycle::retain_services(&self.pool, &names).await?;
+        Ok(stored.version)
+    }
+}
+
+/// The time now, as the machine takes it with each input.
+fn now() -> Now {
+    Now { instant: Instant::now(), wall: Utc::now() }
+}
+
+type Waiting<T> = HashMap<RequestId, oneshot::Sender<Result<T, ControlError>>>;
+
+/// The reply channels of requests the machine has not answered yet.
+#[derive(Default)]
+struct Replies {
+    next: u64,
+    applied: Waiting<Applied>,
+    stopped: Waiting<usize>,
+    restart: Waiting<()>,
+}
+
+impl Replies {
+    /// Keeps `reply` in the map `of` picks, under a new request id.
+    fn wait<T>(
+        &mut self,
+        reply: oneshot::Sender<Result<T, ControlError>>,
+        of: impl FnOnce(&mut Replies) -> &mut Waiting<T>,
+    ) -> RequestId {
+        self.next += 1;
+        let id = RequestId(self.next);
+        of(self).insert(id, reply);
+        id
+    }
+
+    fn send(&mut self, reply: Reply) {
+        fn answer<T>(waiting: &mut Waiting<T>, id: RequestId, result: Result<T, ControlError>) {
+            if let Some(reply) = waiting.remove(&id) {
+                let _ = reply.send(result);
+            }
+        }
+        match reply {
+            Reply::Applied(id, result) => answer(&mut self.applied, id, result),
+            Reply::Stopped(id, result) => answer(&mut self.stopped, id, result),
+            Reply::Restart(id, result) => answer(&mut self.restart, id, result),
+        }
+    }
+}

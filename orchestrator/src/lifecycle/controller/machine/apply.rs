@@ -1,0 +1,182 @@
+//! Bringing a stack in: the stored one at start-up, a new manifest version (stopping first what
+//! it changes or removes, keeping what runs unchanged), and restarts on request.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use orch_protocol::events::ManifestAppliedData;
+use orch_protocol::lifecycle::ServiceState;
+use uuid::Uuid;
+
+use super::{
+    ControlError, Desired, Effect, Event, Machine, Managed, Replacement, Reply, RequestId, Stack, StopIntent, Teardown,
+};
+use crate::lifecycle::controller::Applied;
+use crate::lifecycle::graph::Graph;
+use crate::lifecycle::manifest::Manifest;
+use crate::lifecycle::restart::Restarts;
+use crate::lifecycle::startup;
+
+impl Machine {
+    /// Installs the stored stack, and begins a start-up run when it is wanted up.
+    pub(super) fn resume(&mut self, version: i64, manifest: Manifest, desired: Desired, run_id: Uuid) {
+        let graph = Graph::new(&manifest).expect("the caller validated the stored manifest");
+        tracing::info!(
+            version,
+            services = manifest.services.len(),
+            up = desired == Desired::Up,
+            "resuming the applied stack"
+        );
+        self.install(version, manifest, graph, desired);
+        if desired == Desired::Up {
+            self.begin_run(run_id, &BTreeSet::new());
+        }
+    }
+
+    /// Replaces the stack in memory (nothing runs yet).
+    fn install(&mut self, version: i64, manifest: Manifest, graph: Graph, desired: Desired) {
+        let since = self.now.wall;
+        let services = manifest
+            .services
+            .iter()
+            .map(|(name, spec)| {
+                let managed = Managed {
+                    spec: spec.clone(),
+                    state: ServiceState::Stopped,
+                    reason: None,
+                    since,
+                    pid: None,
+                    generation: 0,
+                    restarts: Restarts::new(spec.restart.clone()),
+                    restart_count: 0,
+                    watch: None,
+                    registered: false,
+                    stop: None,
+                    rebind: false,
+                    shed: false,
+                };
+                (name.clone(), managed)
+            })
+            .collect();
+        let defaults = manifest.services.iter().map(|(n, s)| (n.clone(), s.priority)).collect();
+        self.out.push(Effect::SetDefaultPriorities(defaults));
+        self.stack = Some(Stack {
+            version,
+            manifest,
+            graph,
+            services,
+            run: None,
+            queue: BTreeSet::new(),
+            teardown: None,
+            desired,
+        });
+    }
+
+    /// A new manifest: refused while the stack is being stopped or started, else stored first.
+    pub(super) fn apply(&mut self, request: RequestId, manifest: Box<Manifest>, body: String, source: String) {
+        if let Some(stack) = &self.stack {
+            let busy = if stack.teardown.is_some() {
+                Some("the stack is being stopped; apply again once it has stopped")
+            } else if stack.run.is_some() {
+                Some("a start-up run is in progress; apply again once it has finished (GET /api/v1/stack/profile)")
+            } else {
+                None
+            };
+            if let Some(why) = busy {
+                return self.reply(Reply::Applied(request, Err(ControlError::Busy(why.into()))));
+            }
+        }
+        self.out.push(Effect::StoreManifest { request, manifest, body, source });
+    }
+
+    /// The new manifest is stored as `version`: services that run and changed or left the stack
+    /// are stopped first (in reverse dependency order), unchanged ready ones are kept, and a
+    /// start-up run begins for the rest.
+    pub(super) fn manifest_stored(
+        &mut self,
+        request: RequestId,
+        manifest: Manifest,
+        source: String,
+        run_id: Uuid,
+        version: i64,
+    ) {
+        let graph = Graph::new(&manifest).expect("the caller validated the manifest");
+        let services = manifest.services.len();
+        self.publish(Event::ManifestApplied(ManifestAppliedData { version, source, services }));
+        tracing::info!(version, services, "manifest applied");
+        let mut replaced = Vec::new();
+        let mut keep = BTreeSet::new();
+        if let Some(stack) = &self.stack {
+            for (name, m) in &stack.services {
+                if !(m.state.running() || m.state == ServiceState::Restarting) {
+                    continue;
+                }
+                if manifest.services.get(name) == Some(&m.spec) && m.state == ServiceState::Ready {
+                    keep.insert(name.clone());
+                } else {
+                    replaced.push(name.clone());
+                }
+            }
+        }
+        let applied = Applied { version, run_id, services, replaced };
+        if applied.replaced.is_empty() {
+            self.adopt(version, manifest, graph, &keep);
+            self.begin_run(run_id, &keep);
+        } else {
+            let stack = self.stack.as_mut().expect("services were running");
+            let waves = startup::shutdown_waves(&stack.graph, &applied.replaced);
+            stack.run = None;
+            stack.teardown = Some(Teardown {
+                waves: waves.into(),
+                waiting: BTreeSet::new(),
+                replies: Vec::new(),
+                stopped: 0,
+                then: Some(Replacement { version, manifest, graph, run_id }),
+                reason: format!("replaced by manifest version {version}"),
+            });
+            self.next_wave();
+        }
+        self.reply(Reply::Applied(request, Ok(applied)));
+    }
+
+    /// Installs a new stack wanted up, carrying over the services in `keep` (running, unchanged);
+    /// what was pending for the others is dropped.
+    pub(super) fn adopt(&mut self, version: i64, manifest: Manifest, graph: Graph, keep: &BTreeSet<String>) {
+        let mut carried: BTreeMap<String, Managed> = BTreeMap::new();
+        if let Some(old) = self.stack.take() {
+            for (name, m) in old.services {
+                if keep.contains(&name) {
+                    carried.insert(name, m);
+                } else if m.watch.is_some() {
+                    self.out.push(Effect::Cancel { service: name });
+                }
+            }
+        }
+        self.install(version, manifest, graph, Desired::Up);
+        let stack = self.stack.as_mut().expect("just installed");
+        stack.services.extend(carried);
+    }
+
+    /// A restart asked for: a running service is stopped and started again (the services bound
+    /// to it follow once it is ready); one that does not run is started now.
+    pub(super) fn restart_request(&mut self, name: &str) -> Result<(), ControlError> {
+        let stack = self.stack.as_mut().ok_or(ControlError::NoStack)?;
+        let m = stack.services.get_mut(name).ok_or_else(|| ControlError::UnknownService(name.to_string()))?;
+        match m.state {
+            ServiceState::Started | ServiceState::Ready => {
+                m.rebind = true;
+                self.stop_process(name, StopIntent::Restart("restart requested".into()));
+            }
+            ServiceState::Starting | ServiceState::Stopping | ServiceState::Pending => {
+                return Err(ControlError::Busy(format!("{name} is {}; try again in a moment", m.state)));
+            }
+            _ => {
+                // Not running: start it now, with a fresh start-rate budget.
+                m.restarts = Restarts::new(m.spec.restart.clone());
+                m.shed = false;
+                self.cancel_watch(name);
+                self.enqueue(name);
+            }
+        }
+        Ok(())
+    }
+}
