@@ -1,7 +1,8 @@
 //! The controller task: feeds requests and reports into the state machine, one at a time, with
-//! the time they are handled at, and carries out the effects it returns. Agent requests, probes,
-//! back-off timers and bookkeeping writes run in small tasks, so none holds up the loop; their
-//! results come back as inputs. The two storage writes a reply depends on (a new manifest, a
+//! the time they are handled at, and carries out the effects it returns. Agent requests, probes
+//! and back-off timers run in small tasks, so none holds up the loop; their results come back as
+//! inputs. Records go to tasks that write them in order (transitions and events to the
+//! recorder, runs to `super::runs`, registrations to `super::registration`). The two storage writes a reply depends on (a new manifest, a
 //! stack wanted down) are awaited in the loop, and their result is handled before anything else.
 
 use std::collections::{HashMap, VecDeque};
@@ -19,6 +20,7 @@ use uuid::Uuid;
 
 use super::machine::{Asked, Desired, Effect, Event, Input, Machine, Now, Reply, RequestId, Settings, Transition};
 use super::registration::{RegistryOp, spawn_registrar};
+use super::runs::{RunWrite, spawn_run_recorder};
 use super::{Applied, Collaborators, ControlError, ControllerConfig, Message, Request};
 use crate::agent::client::{AgentClient, AgentError};
 use crate::health::probe::Prober;
@@ -37,6 +39,7 @@ pub(super) struct Executor {
     prober: Prober,
     records: mpsc::UnboundedSender<Record>,
     registrar: mpsc::UnboundedSender<RegistryOp>,
+    runs: mpsc::UnboundedSender<RunWrite>,
     tx: mpsc::UnboundedSender<Message>,
     priorities: crate::priority::Priorities,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
@@ -53,6 +56,7 @@ impl Executor {
         Executor {
             machine: Machine::new(settings, effective, now()),
             startup_probe_interval: config.startup_probe_interval,
+            runs: spawn_run_recorder(pool.clone()),
             pool,
             agents: AgentClient::new(nats, config.subjects.clone()),
             subjects: config.subjects,
@@ -211,23 +215,12 @@ impl Executor {
                 return Some(Input::DesiredStored { request, result });
             }
             Effect::StoreRunStarted { id, version, started_at } => {
-                let pool = self.pool.clone();
-                tokio::spawn(async move {
-                    let insert = || storage::lifecycle::insert_run(&pool, id, version, started_at);
-                    if let Err(e) = storage::retry("recording a start-up run", insert).await {
-                        tracing::warn!(error = %e, "start-up run not recorded");
-                    }
-                });
+                let _ = self.runs.send(RunWrite::Started { id, version, started_at });
             }
             Effect::StoreRunFinished { outcome, profile } => {
-                let (pool, id) = (self.pool.clone(), profile.run_id);
                 let json = serde_json::to_value(&profile).expect("a profile serializes");
-                tokio::spawn(async move {
-                    let finish = || storage::lifecycle::finish_run(&pool, id, outcome.as_str(), &json);
-                    if let Err(e) = storage::retry("recording a start-up profile", finish).await {
-                        tracing::warn!(error = %e, "start-up profile not recorded");
-                    }
-                });
+                let _ =
+                    self.runs.send(RunWrite::Finished { id: profile.run_id, outcome: outcome.as_str(), profile: json });
             }
             Effect::SetDefaultPriorities(defaults) => self.priorities.set_defaults(defaults),
             Effect::Reply(reply) => self.replies.send(reply),

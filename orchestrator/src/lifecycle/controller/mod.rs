@@ -13,6 +13,7 @@
 mod executor;
 mod machine;
 mod registration;
+mod runs;
 mod view;
 
 use std::sync::Arc;
