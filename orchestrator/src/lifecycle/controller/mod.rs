@@ -19,8 +19,8 @@ mod view;
 use std::sync::Arc;
 use std::time::Duration;
 
-use orch_protocol::agent;
 use orch_protocol::Subjects;
+use orch_protocol::agent;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 

@@ -36,12 +36,12 @@ pub use effect::{Asked, Effect, Event, Reply, RequestId, Transition};
 
 use super::{ControlError, RunProfile, ServiceView, StackView};
 use crate::agent::client::AgentError;
-use crate::lifecycle::shedding::ShedSettings;
 use crate::lifecycle::graph::Graph;
 use crate::lifecycle::manifest::{Manifest, ServiceSpec};
 use crate::lifecycle::profile::{self, Timing};
 use crate::lifecycle::restart::Restarts;
 use crate::lifecycle::shedding;
+use crate::lifecycle::shedding::ShedSettings;
 use crate::lifecycle::startup::Startup;
 use crate::priority::Effective;
 use crate::storage::StorageError;

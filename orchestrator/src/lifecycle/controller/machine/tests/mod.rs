@@ -19,10 +19,10 @@ use orch_protocol::lifecycle::ServiceState;
 use uuid::Uuid;
 
 use super::{Asked, Desired, Effect, Event, Input, Machine, Now, Reply, RequestId, Settings};
-use crate::lifecycle::shedding::ShedSettings;
 use crate::lifecycle::controller::ServiceView;
 use crate::lifecycle::graph::Graph;
 use crate::lifecycle::manifest::Manifest;
+use crate::lifecycle::shedding::ShedSettings;
 
 /// The node every test service runs on (the manifest's default).
 const NODE: &str = "local";
