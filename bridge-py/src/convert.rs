@@ -17,7 +17,7 @@ pub fn json_to_py<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyA
     let value = PySeed(py)
         .deserialize(&mut de)
         .and_then(|v| de.end().map(|()| v))
-        .map_err(|e| Error::Decode(format!("invalid JSON: {e}")))?;
+        .map_err(|e| Error::decode(format!("invalid JSON: {e}")))?;
     Ok(value)
 }
 
@@ -141,5 +141,5 @@ pub fn datetime_to_py<'py>(py: Python<'py>, at: &DateTime<Utc>) -> PyResult<Boun
 pub fn parse_time(field: &str, text: &str) -> Result<DateTime<Utc>, Error> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| Error::Decode(format!("{field}: {text:?} is not an RFC 3339 timestamp: {e}")))
+        .map_err(|e| Error::decode(format!("{field}: {text:?} is not an RFC 3339 timestamp: {e}")))
 }

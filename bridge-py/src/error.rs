@@ -1,7 +1,7 @@
-//! The core's one error type, and its translation into the Python exception hierarchy of
-//! `orch_bridge._errors` (one function, [`to_pyerr`], does the mapping by error code).
+//! The client crate's error as the core passes it on, and its translation into the Python
+//! exception hierarchy of `orch_bridge._errors` (one function, [`to_pyerr`], maps by error code).
 
-use orch_protocol::{ErrorBody, ProtocolError};
+use orch_protocol::ProtocolError;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -9,67 +9,51 @@ use pyo3::sync::PyOnceLock;
 /// `Result` of the core.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Everything that can go wrong in the core. The variants name who is to blame; the Python side
-/// branches on [`Error::code`].
+/// The client crate's error on its way to Python: everything that can go wrong comes from
+/// `orch-client` (or from a check of an argument here); this type only adds the translation.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum Error {
-    /// The orchestrator answered with an error reply (`{"error": {...}}`, protocol.md §7).
-    #[error("{}", .0.message)]
-    Remote(ErrorBody),
-    /// An argument was refused before anything was sent (same codes as the server's checks).
-    #[error("{}", .0.message)]
-    Invalid(ErrorBody),
-    /// NATS is unreachable, the connection is closed, or nobody answers on a subject.
-    #[error("{0}")]
-    Connection(String),
-    /// No reply within the timeout.
-    #[error("{0}")]
-    Timeout(String),
-    /// A reply or an event that this bridge cannot read (a protocol mismatch).
-    #[error("{0}")]
-    Decode(String),
-    /// A durable consumer exists with other settings.
-    #[error("{0}")]
-    Conflict(String),
-    /// Something that should exist does not (the events stream, a consumer).
-    #[error("{0}")]
-    NotFound(String),
-}
+#[error("{0}")]
+pub struct Error(pub orch_client::Error);
 
 impl Error {
-    /// A client-side argument error on `field`, with the code the server would use.
+    /// An argument error on `field`, with the code the server would use.
     pub fn invalid(field: &str, message: impl Into<String>) -> Error {
-        Error::Invalid(ProtocolError::invalid(field, message).0)
+        Error(orch_client::Error::invalid(field, message))
     }
 
-    /// The machine-readable code: the server's for remote and argument errors, else a code of
-    /// the bridge's own (`connection`, `timeout`, `bad_reply`, `conflict`, `not_found`).
+    /// A reply or value this bridge cannot read.
+    pub fn decode(message: impl Into<String>) -> Error {
+        Error(orch_client::Error::Decode(message.into()))
+    }
+
+    /// The connection or a background task failed.
+    pub fn connection(message: impl Into<String>) -> Error {
+        Error(orch_client::Error::Connection(message.into()))
+    }
+
+    /// The machine-readable code (`orch_client::Error::code`).
     pub fn code(&self) -> &str {
-        match self {
-            Error::Remote(body) | Error::Invalid(body) => body.code.as_str(),
-            Error::Connection(_) => "connection",
-            Error::Timeout(_) => "timeout",
-            Error::Decode(_) => "bad_reply",
-            Error::Conflict(_) => "conflict",
-            Error::NotFound(_) => "not_found",
-        }
+        self.0.code()
     }
 
     pub fn field(&self) -> Option<&str> {
-        match self {
-            Error::Remote(body) | Error::Invalid(body) => body.field.as_deref(),
-            _ => None,
-        }
+        self.0.field()
     }
 
     pub fn message(&self) -> String {
-        self.to_string()
+        self.0.to_string()
+    }
+}
+
+impl From<orch_client::Error> for Error {
+    fn from(e: orch_client::Error) -> Self {
+        Error(e)
     }
 }
 
 impl From<ProtocolError> for Error {
     fn from(e: ProtocolError) -> Self {
-        Error::Invalid(e.0)
+        Error(e.into())
     }
 }
 
@@ -101,17 +85,20 @@ impl From<Error> for PyErr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use orch_protocol::ErrorCode;
+    use orch_protocol::{ErrorBody, ErrorCode};
 
     #[test]
     fn codes_follow_the_server_and_the_bridge() {
-        let remote =
-            Error::Remote(ErrorBody { code: ErrorCode::RateLimited, message: "slow down".into(), field: None });
+        let remote = Error(orch_client::Error::Remote(ErrorBody {
+            code: ErrorCode::RateLimited,
+            message: "slow down".into(),
+            field: None,
+        }));
         assert_eq!(remote.code(), "rate_limited");
         assert_eq!(remote.message(), "slow down");
         let invalid = Error::invalid("value", "must be 0-100");
         assert_eq!((invalid.code(), invalid.field()), ("validation_failed", Some("value")));
-        assert_eq!(Error::Timeout("late".into()).code(), "timeout");
-        assert_eq!(Error::Connection("down".into()).code(), "connection");
+        assert_eq!(Error(orch_client::Error::Timeout("late".into())).code(), "timeout");
+        assert_eq!(Error::connection("down").code(), "connection");
     }
 }

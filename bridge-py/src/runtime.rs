@@ -50,7 +50,7 @@ where
         match waited {
             Ok(Ok(result)) => return result.map_err(PyErr::from),
             Ok(Err(join_error)) => {
-                return Err(PyErr::from(Error::Connection(format!(
+                return Err(PyErr::from(Error::connection(format!(
                     "the bridge's background task failed: {join_error}"
                 ))));
             }

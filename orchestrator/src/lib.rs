@@ -29,6 +29,7 @@
 //! Every task stops through one [`shutdown::Shutdown`].
 
 pub mod agent;
+pub mod cli;
 pub mod config;
 pub mod consumers;
 pub mod errors;
@@ -43,7 +44,6 @@ pub mod registry;
 pub mod settings;
 pub mod shutdown;
 pub mod storage;
-pub mod tail;
 pub mod telemetry;
 pub mod tls;
 pub mod workers;

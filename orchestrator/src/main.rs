@@ -10,7 +10,7 @@ use orchestrator::config::{self, Command};
 /// of allocator to whoever embeds it.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use orchestrator::{lifecycle, storage, telemetry};
+use orchestrator::{storage, telemetry};
 
 /// After a stop signal, in-flight work gets this long before the process exits anyway. Commands not
 /// acknowledged by then are redelivered at the next start.
@@ -72,7 +72,7 @@ async fn run(cli: config::Cli) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Events(args) => match orchestrator::tail::run(args).await {
+        Command::Events(args) => match orchestrator::cli::events::run(args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("orchestrator events: {e:#}");
@@ -80,7 +80,7 @@ async fn run(cli: config::Cli) -> ExitCode {
             }
         },
         Command::Graph(args) => graph(&args),
-        Command::Up(args) => match lifecycle::cli::up(&args).await {
+        Command::Up(args) => match orchestrator::cli::stack::up(&args).await {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
             Err(e) => {
@@ -88,9 +88,9 @@ async fn run(cli: config::Cli) -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Down(args) => cli_result("down", lifecycle::cli::down(&args).await),
-        Command::Status(args) => cli_result("status", lifecycle::cli::status(&args).await),
-        Command::Profile(args) => cli_result("profile", lifecycle::cli::profile(&args).await),
+        Command::Down(args) => cli_result("down", orchestrator::cli::stack::down(&args).await),
+        Command::Status(args) => cli_result("status", orchestrator::cli::stack::status(&args).await),
+        Command::Profile(args) => cli_result("profile", orchestrator::cli::stack::profile(&args).await),
         Command::Migrate(args) => {
             telemetry::init(&args.log.log, args.log.log_format);
             let result = async {

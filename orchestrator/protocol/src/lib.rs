@@ -11,6 +11,7 @@ pub mod health;
 pub mod lifecycle;
 pub mod priority;
 pub mod registry;
+pub mod stack;
 pub mod subjects;
 
 pub use error::{ErrorBody, ErrorCode, ProtocolError};

@@ -115,6 +115,33 @@ pub struct InstanceRef {
     pub id: String,
 }
 
+/// What happened, as replied to the client and remembered for redeliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum CommandStatus {
+    Registered,
+    Updated,
+    Unchanged,
+    Deregistered,
+    Expired,
+    Recovered,
+    /// An internal command found nothing to do (the instance changed meanwhile).
+    Ignored,
+    Recorded,
+}
+
+/// A successful outcome: `{"status": "...", "instance": {...}, "changed": [...]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CommandReply {
+    pub status: CommandStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<Instance>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<String>,
+}
+
 /// An instance as the orchestrator reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -19,9 +19,9 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{query_pairs, unknown_parameter};
 use super::openapi::{BadRequest, Conflict, Internal, NotFound, PayloadTooLarge, Unavailable, tags};
-use crate::lifecycle::controller::{Applied, RunProfile, ServiceView, StackView};
 use crate::lifecycle::manifest::Condition;
 use crate::lifecycle::{ControlError, Graph, Manifest};
+use orch_protocol::stack::{ManagedService, RunProfile, StackApplied, StackView, Stopped};
 
 /// `manifest_max_bytes`: the body limit of `PUT /stack` (a manifest can be larger than a command).
 pub fn router(manifest_max_bytes: usize) -> OpenApiRouter<AppState> {
@@ -31,13 +31,6 @@ pub fn router(manifest_max_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(profile))
         .routes(routes!(restart))
         .routes(routes!(logs))
-}
-
-/// What `DELETE /stack` stopped.
-#[derive(Serialize, ToSchema)]
-struct Stopped {
-    /// Services that had a process.
-    stopped: usize,
 }
 
 /// A restart on its way.
@@ -55,7 +48,7 @@ struct GraphLevels {
     levels: Vec<Vec<String>>,
     edges: Vec<Edge>,
     /// As in `GET /stack`.
-    services: Vec<ServiceView>,
+    services: Vec<ManagedService>,
 }
 
 /// A dependency: `from` depends on `to`.
@@ -83,7 +76,7 @@ struct Edge {
     request_body(content = String, content_type = "application/toml",
         description = "The manifest (docs/manifest.md); any `Content-Type` is accepted"),
     responses(
-        (status = 202, description = "Accepted: the version and the start-up run", body = Applied),
+        (status = 202, description = "Accepted: the version and the start-up run", body = StackApplied),
         (status = 400, description = "`malformed_payload` (not UTF-8, not TOML) or `validation_failed` (the \
             manifest's problems, each with its field), or a bad query parameter", body = ErrorReply),
         (status = 409, description = "`conflict`: a start-up run or a shutdown is in progress", body = ErrorReply),

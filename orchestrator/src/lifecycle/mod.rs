@@ -1,7 +1,6 @@
 //! Lifecycle of managed services: the manifest that declares them, the dependency graph, and the
 //! start-up and shutdown orders (pure decisions; the agent runs the processes).
 
-pub mod cli;
 pub mod controller;
 pub mod graph;
 pub mod manifest;

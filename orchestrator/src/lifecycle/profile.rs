@@ -5,105 +5,22 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Serialize;
-
 use super::graph::Graph;
 
-/// Times of one service, from the start of the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[schema(as = ServiceTiming)]
-pub struct Timing {
-    /// Its dependencies were met (it could start but for a free slot).
-    #[serde(rename = "queued_ms", serialize_with = "ms")]
-    #[schema(value_type = f64)]
-    pub queued: Duration,
-    /// Its launch was asked of the agent.
-    #[serde(rename = "started_ms", serialize_with = "ms_opt", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = f64)]
-    pub started: Option<Duration>,
-    /// Ready, or completed for a one-shot task.
-    #[serde(rename = "ready_ms", serialize_with = "ms_opt", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = f64)]
-    pub ready: Option<Duration>,
-}
-
-/// Durations go on the wire as milliseconds with microsecond precision.
-fn ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64((d.as_micros() as f64) / 1000.0)
-}
-
-fn ms_opt<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => ms(d, s),
-        None => s.serialize_none(),
-    }
-}
-
-impl Timing {
-    /// From start to ready: the service's own share of the start-up.
-    fn took(&self) -> Option<Duration> {
-        Some(self.ready?.saturating_sub(self.started?))
-    }
-}
-
-/// One link of the critical chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[schema(as = ChainLink)]
-pub struct Link {
-    pub service: String,
-    #[serde(rename = "started_ms", serialize_with = "ms")]
-    #[schema(value_type = f64)]
-    pub started: Duration,
-    #[serde(rename = "ready_ms", serialize_with = "ms")]
-    #[schema(value_type = f64)]
-    pub ready: Duration,
-    /// ready - started.
-    #[serde(rename = "took_ms", serialize_with = "ms")]
-    #[schema(value_type = f64)]
-    pub took: Duration,
-}
-
-/// A service that held the start-up back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct Bottleneck {
-    pub service: String,
-    #[serde(rename = "took_ms", serialize_with = "ms")]
-    #[schema(value_type = f64)]
-    pub took: Duration,
-    pub why: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct Profile {
-    /// From the first queued service to the last ready one.
-    #[serde(rename = "wall_ms", serialize_with = "ms")]
-    #[schema(value_type = f64)]
-    pub wall: Duration,
-    /// The longest path through the graph weighted by each service's own start time.
-    #[serde(rename = "critical_path_ms", serialize_with = "ms")]
-    #[schema(value_type = f64)]
-    pub critical_path: Duration,
-    /// critical_path / wall: 1.0 means the orchestrator added nothing to what the dependencies
-    /// force.
-    pub efficiency: f64,
-    /// From the first service of the chain to the one that became ready last.
-    pub chain: Vec<Link>,
-    pub bottlenecks: Vec<Bottleneck>,
-    pub services: BTreeMap<String, Timing>,
-}
+pub use orch_protocol::stack::{Bottleneck, ChainLink, Profile, ServiceTiming};
 
 /// How long a service may wait for a free slot (after its dependencies were met) before it is
 /// reported as held back by `max_parallel`.
 const SLOT_WAIT: Duration = Duration::from_millis(100);
 
-pub fn profile(graph: &Graph, timings: &BTreeMap<String, Timing>) -> Profile {
+pub fn profile(graph: &Graph, timings: &BTreeMap<String, ServiceTiming>) -> Profile {
     let wall = timings.values().filter_map(|t| t.ready).max().unwrap_or_default();
     // Longest path ending at each service, over a topological order (dependencies first).
     let mut longest: BTreeMap<&str, Duration> = BTreeMap::new();
     let mut layers = graph.layers();
     layers.iter_mut().for_each(|l| l.sort());
     for name in layers.iter().flatten() {
-        let Some(own) = timings.get(name).and_then(Timing::took) else { continue };
+        let Some(own) = timings.get(name).and_then(ServiceTiming::took) else { continue };
         let before =
             graph.dependencies(name).iter().filter_map(|(d, _)| longest.get(d).copied()).max().unwrap_or_default();
         longest.insert(name.as_str(), before + own);
@@ -118,7 +35,7 @@ pub fn profile(graph: &Graph, timings: &BTreeMap<String, Timing>) -> Profile {
     while let Some(name) = current {
         let t = timings[&name];
         let (Some(started), Some(ready)) = (t.started, t.ready) else { break };
-        chain.push(Link { service: name.clone(), started, ready, took: ready.saturating_sub(started) });
+        chain.push(ChainLink { service: name.clone(), started, ready, took: ready.saturating_sub(started) });
         current = graph
             .dependencies(&name)
             .iter()
@@ -164,8 +81,8 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    fn t(queued: u64, started: u64, ready: u64) -> Timing {
-        Timing { queued: ms(queued), started: Some(ms(started)), ready: Some(ms(ready)) }
+    fn t(queued: u64, started: u64, ready: u64) -> ServiceTiming {
+        ServiceTiming { queued: ms(queued), started: Some(ms(started)), ready: Some(ms(ready)) }
     }
 
     #[test]

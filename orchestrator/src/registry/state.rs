@@ -152,32 +152,8 @@ pub enum SideWrite {
     SelfPreservation { entered: bool, data: SelfPreservationData },
 }
 
-/// What happened, as replied to the client and remembered for redeliveries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[schema(as = CommandStatus)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Registered,
-    Updated,
-    Unchanged,
-    Deregistered,
-    Expired,
-    Recovered,
-    /// An internal command found nothing to do (the instance changed meanwhile).
-    Ignored,
-    Recorded,
-}
-
-/// A successful outcome: `{"status": "...", "instance": {...}, "changed": [...]}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[schema(as = CommandReply)]
-pub struct Reply {
-    pub status: Status,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub instance: Option<Instance>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub changed: Vec<String>,
-}
+// The wire names are the protocol's; the registry's decisions call them `Status` and `Reply`.
+pub use orch_protocol::registry::{CommandReply as Reply, CommandStatus as Status};
 
 /// The outcome of one command, in the shape of the wire reply: a [`Reply`] or `{"error": {...}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::machine::{Asked, Desired, Effect, Event, Input, Machine, Now, Reply, RequestId, Settings, Transition};
 use super::registration::{RegistryOp, spawn_registrar};
 use super::runs::{RunWrite, spawn_run_recorder};
-use super::{Applied, Collaborators, ControlError, ControllerConfig, Message, Request};
+use super::{Collaborators, ControlError, ControllerConfig, Message, Request, StackApplied};
 use crate::agent::client::{AgentClient, AgentError};
 use crate::health::probe::Prober;
 use crate::lifecycle::graph::Graph;
@@ -381,7 +381,7 @@ type Waiting<T> = HashMap<RequestId, oneshot::Sender<Result<T, ControlError>>>;
 #[derive(Default)]
 struct Replies {
     next: u64,
-    applied: Waiting<Applied>,
+    applied: Waiting<StackApplied>,
     stopped: Waiting<usize>,
     restart: Waiting<()>,
 }

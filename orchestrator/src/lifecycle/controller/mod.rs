@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use executor::Executor;
 use machine::Input;
 pub use registration::instance_id;
-pub use view::{Applied, RunProfile, ServiceView, StackView};
+pub use view::{ManagedService, RunProfile, StackApplied, StackView};
 
 use super::graph::Graph;
 use super::manifest::Manifest;
@@ -89,7 +89,7 @@ enum Request {
         manifest: Box<Manifest>,
         body: String,
         source: String,
-        reply: oneshot::Sender<Result<Applied, ControlError>>,
+        reply: oneshot::Sender<Result<StackApplied, ControlError>>,
     },
     Down {
         reply: oneshot::Sender<Result<usize, ControlError>>,
@@ -202,7 +202,7 @@ impl Controller {
     }
 
     /// Stores `manifest` as a new version and brings the stack to it.
-    pub async fn apply(&self, manifest: Manifest, body: String, source: String) -> Result<Applied, ControlError> {
+    pub async fn apply(&self, manifest: Manifest, body: String, source: String) -> Result<StackApplied, ControlError> {
         self.ask(|reply| Request::Apply { manifest: Box::new(manifest), body, source, reply }).await?
     }
 

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::{
     ControlError, Desired, Effect, Event, Machine, Managed, Replacement, Reply, RequestId, Stack, StopIntent, Teardown,
 };
-use crate::lifecycle::controller::Applied;
+use crate::lifecycle::controller::StackApplied;
 use crate::lifecycle::graph::Graph;
 use crate::lifecycle::manifest::Manifest;
 use crate::lifecycle::restart::Restarts;
@@ -117,7 +117,7 @@ impl Machine {
                 }
             }
         }
-        let applied = Applied { version, run_id, services, replaced };
+        let applied = StackApplied { version, run_id, services, replaced };
         if applied.replaced.is_empty() {
             self.adopt(version, manifest, graph, &keep);
             self.begin_run(run_id, &keep);

@@ -11,7 +11,7 @@ use orch_protocol::health::CheckSpec;
 use orch_protocol::registry::Registration;
 use uuid::Uuid;
 
-use super::super::{Applied, ControlError, RunProfile};
+use super::super::{ControlError, RunProfile, StackApplied};
 use super::RunOutcome;
 use crate::lifecycle::manifest::Manifest;
 use crate::lifecycle::probes::Endpoint;
@@ -170,7 +170,7 @@ impl Event {
 /// The answer to a request.
 #[derive(Debug)]
 pub enum Reply {
-    Applied(RequestId, Result<Applied, ControlError>),
+    Applied(RequestId, Result<StackApplied, ControlError>),
     /// To `down` and `halt`: how many services were stopped.
     Stopped(RequestId, Result<usize, ControlError>),
     Restart(RequestId, Result<(), ControlError>),

@@ -34,11 +34,11 @@ use uuid::Uuid;
 
 pub use effect::{Asked, Effect, Event, Reply, RequestId, Transition};
 
-use super::{ControlError, RunProfile, ServiceView, StackView};
+use super::{ControlError, ManagedService, RunProfile, StackView};
 use crate::agent::client::AgentError;
 use crate::lifecycle::graph::Graph;
 use crate::lifecycle::manifest::{Manifest, ServiceSpec};
-use crate::lifecycle::profile::{self, Timing};
+use crate::lifecycle::profile::{self, ServiceTiming};
 use crate::lifecycle::restart::Restarts;
 use crate::lifecycle::shedding;
 use crate::lifecycle::shedding::ShedSettings;
@@ -54,27 +54,7 @@ pub struct Now {
     pub wall: DateTime<Utc>,
 }
 
-/// Whether the applied stack is wanted running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Desired {
-    Up,
-    Down,
-}
-
-impl Desired {
-    /// As stored and shown: `up` or `down`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Desired::Up => "up",
-            Desired::Down => "down",
-        }
-    }
-
-    /// Reads the stored value; anything but `up` is down.
-    pub fn from_stored(value: &str) -> Desired {
-        if value == "up" { Desired::Up } else { Desired::Down }
-    }
-}
+pub use orch_protocol::stack::Desired;
 
 /// How a start-up run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,7 +193,7 @@ struct Run {
     startup: Startup,
     t0: Instant,
     started_at: DateTime<Utc>,
-    timings: BTreeMap<String, Timing>,
+    timings: BTreeMap<String, ServiceTiming>,
 }
 
 /// A new version waiting for the services it replaces to stop.
@@ -364,7 +344,7 @@ impl Machine {
             .iter()
             .map(|(name, m)| {
                 *counts.entry(m.state).or_insert(0) += 1;
-                ServiceView {
+                ManagedService {
                     name: name.clone(),
                     node: m.spec.node.clone(),
                     state: m.state,
@@ -381,7 +361,7 @@ impl Machine {
             .collect();
         let view = StackView {
             version: stack.version,
-            desired: stack.desired.as_str(),
+            desired: stack.desired,
             run_id: stack.run.as_ref().map(|r| r.id),
             counts,
             services,

@@ -12,7 +12,7 @@ use super::{Detail, Effect, Event, Machine, Run, RunOutcome, StopIntent, Watch, 
 use crate::lifecycle::controller::registration::{instance_id, registration};
 use crate::lifecycle::manifest::ServiceSpec;
 use crate::lifecycle::probes::Endpoint;
-use crate::lifecycle::profile::Timing;
+use crate::lifecycle::profile::ServiceTiming;
 use crate::lifecycle::startup::{self, Action, Startup};
 
 impl Machine {
@@ -49,7 +49,7 @@ impl Machine {
         let mut blocked = Vec::new();
         if let (Some(run), Some(at)) = (stack.run.as_mut(), at) {
             for name in run.startup.launchable() {
-                run.timings.entry(name).or_insert(Timing { queued: at, started: None, ready: None });
+                run.timings.entry(name).or_insert(ServiceTiming { queued: at, started: None, ready: None });
             }
             for action in run.startup.due() {
                 if let Action::Launch(name) = action {
@@ -138,7 +138,7 @@ impl Machine {
         if let Some(run) = stack.run.as_mut() {
             let at = now.instant.saturating_duration_since(run.t0);
             let timing =
-                run.timings.entry(name.to_string()).or_insert(Timing { queued: at, started: None, ready: None });
+                run.timings.entry(name.to_string()).or_insert(ServiceTiming { queued: at, started: None, ready: None });
             if timing.started.is_some() {
                 // Started again (a restart within the run): it did not wait for a slot.
                 timing.queued = at;

@@ -19,7 +19,7 @@ use orch_protocol::lifecycle::ServiceState;
 use uuid::Uuid;
 
 use super::{Asked, Desired, Effect, Event, Input, Machine, Now, Reply, RequestId, Settings};
-use crate::lifecycle::controller::ServiceView;
+use crate::lifecycle::controller::ManagedService;
 use crate::lifecycle::graph::Graph;
 use crate::lifecycle::manifest::Manifest;
 use crate::lifecycle::shedding::ShedSettings;
@@ -203,7 +203,7 @@ impl Harness {
         seen
     }
 
-    fn service(&self, name: &str) -> ServiceView {
+    fn service(&self, name: &str) -> ManagedService {
         let (view, _) = self.machine.view().expect("a stack is applied");
         view.services.into_iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no service {name}"))
     }

@@ -38,7 +38,7 @@ fn down_is_stored_then_stops_in_reverse_dependency_order_one_wave_at_a_time() {
     let request = h.request();
     let e = h.send(Input::Down { request });
     assert!(matches!(&e[..], [Effect::StoreDesiredDown { request: r, versions }] if *r == request && versions == &[1]));
-    assert_eq!(h.machine.view().unwrap().0.desired, "down");
+    assert_eq!(h.machine.view().unwrap().0.desired, Desired::Down);
 
     let e = h.send(Input::DesiredStored { request, result: Ok(()) });
     assert_eq!(stops(&e), ["cron", "web"], "what nothing running depends on goes first");
@@ -89,7 +89,7 @@ fn halt_stops_everything_and_keeps_the_stack_wanted_up() {
     let e = h.stop_all(e);
     assert_eq!(stops(&e), ["cron", "web", "api", "db"]);
     assert_eq!(stopped_replies(&e), [(request, 4)]);
-    assert_eq!(h.machine.view().unwrap().0.desired, "up");
+    assert_eq!(h.machine.view().unwrap().0.desired, Desired::Up);
 }
 
 #[test]

@@ -170,7 +170,7 @@ fn a_stored_stack_wanted_down_is_installed_without_starting() {
         h.send(Input::Resume { version: 3, manifest: manifest(STACK), desired: Desired::Down, run_id: Uuid::nil() });
     assert!(launches(&e).is_empty() && transitions(&e).is_empty());
     let (view, _) = h.machine.view().unwrap();
-    assert_eq!((view.version, view.desired), (3, "down"));
+    assert_eq!((view.version, view.desired), (3, Desired::Down));
     assert!(view.services.iter().all(|s| s.state == ServiceState::Stopped));
     assert!(h.machine.profile().is_none(), "no run");
 }

@@ -1,0 +1,277 @@
+//! [`Client`]: one NATS connection to the orchestrator's server. It sends requests
+//! (`<prefix>.req.…`, protocol.md §2) and checks their replies, opens event streams on
+//! `<PREFIX>_EVENTS` ([`crate::events`]), and owns the [`Acker`] that acknowledges durable events.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::client::RequestErrorKind;
+use async_nats::jetstream::AckKind;
+use async_nats::{ConnectOptions, Subject};
+use bytes::Bytes;
+use orch_protocol::error::ErrorReply;
+use orch_protocol::headers;
+use orch_protocol::subjects::Subjects;
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Error, Result};
+use crate::requests::Request;
+
+/// How a connection authenticates and secures itself.
+#[derive(Debug, Clone)]
+pub struct ConnectSettings {
+    pub url: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    /// A NATS credentials file (JWT and NKey seed).
+    pub credentials: Option<String>,
+    pub tls_ca: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    pub tls_required: bool,
+    /// The orchestrator's subject prefix, `orch` by default.
+    pub prefix: String,
+    /// Connection and default request timeout.
+    pub timeout: Duration,
+    /// The connection's name as the NATS server shows it.
+    pub name: Option<String>,
+}
+
+impl ConnectSettings {
+    /// Plain settings for `url`: no authentication, prefix `orch`, 5 s timeout.
+    pub fn new(url: impl Into<String>) -> ConnectSettings {
+        ConnectSettings {
+            url: url.into(),
+            user: None,
+            password: None,
+            token: None,
+            credentials: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_required: false,
+            prefix: orch_protocol::subjects::DEFAULT_PREFIX.to_string(),
+            timeout: Duration::from_secs(5),
+            name: None,
+        }
+    }
+}
+
+enum AckCommand {
+    Send(Subject, AckKind),
+    /// Reply once everything queued before has been written to the server.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Queue of acknowledgements, sent in order by one task: queuing an ack never waits, and closing
+/// a stream or the connection flushes the queue. The payloads are async-nats' own ([`AckKind`]).
+#[derive(Clone)]
+pub struct Acker {
+    tx: mpsc::UnboundedSender<AckCommand>,
+}
+
+impl Acker {
+    fn start(client: async_nats::Client) -> Acker {
+        let (tx, mut rx) = mpsc::unbounded_channel::<AckCommand>();
+        tokio::spawn(async move {
+            while let Some(command) = rx.recv().await {
+                match command {
+                    // A failed publish means the connection is gone: the server redelivers the
+                    // event after its ack wait, so nothing is lost.
+                    AckCommand::Send(subject, kind) => {
+                        let _ = client.publish(subject, Bytes::from(kind)).await;
+                    }
+                    AckCommand::Flush(done) => {
+                        let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        Acker { tx }
+    }
+
+    /// Queues the acknowledgement `kind` of the message whose reply subject is `subject`.
+    pub fn send(&self, subject: Subject, kind: AckKind) {
+        let _ = self.tx.send(AckCommand::Send(subject, kind));
+    }
+
+    /// Waits until every acknowledgement queued so far is written and flushed.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(AckCommand::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+/// A connection to the orchestrator over NATS; cheap to clone, safe to share between tasks.
+#[derive(Clone)]
+pub struct Client(Arc<Inner>);
+
+struct Inner {
+    nats: async_nats::Client,
+    jetstream: async_nats::jetstream::Context,
+    subjects: Subjects,
+    timeout: Duration,
+    acker: Acker,
+    closed: AtomicBool,
+}
+
+impl Client {
+    /// Connects with `settings`. Must run within a tokio runtime (the acker is a task on it).
+    pub async fn connect(settings: ConnectSettings) -> Result<Client> {
+        let subjects = Subjects::new(&settings.prefix)?;
+        let mut options = match &settings.credentials {
+            Some(path) => ConnectOptions::with_credentials_file(path)
+                .await
+                .map_err(|e| Error::invalid("credentials", format!("cannot read the credentials file {path}: {e}")))?,
+            None => ConnectOptions::new(),
+        };
+        if let (Some(user), Some(password)) = (&settings.user, &settings.password) {
+            options = options.user_and_password(user.clone(), password.clone());
+        } else if settings.user.is_some() || settings.password.is_some() {
+            return Err(Error::invalid("user", "give both user and password, or neither"));
+        }
+        if let Some(token) = &settings.token {
+            options = options.token(token.clone());
+        }
+        if let Some(ca) = &settings.tls_ca {
+            options = options.add_root_certificates(ca.into());
+        }
+        match (&settings.tls_cert, &settings.tls_key) {
+            (Some(cert), Some(key)) => options = options.add_client_certificate(cert.into(), key.into()),
+            (None, None) => {}
+            _ => return Err(Error::invalid("tls_cert", "give both tls_cert and tls_key, or neither")),
+        }
+        if settings.tls_required {
+            options = options.require_tls(true);
+        }
+        if let Some(name) = &settings.name {
+            options = options.name(name);
+        }
+        let options = options
+            .connection_timeout(settings.timeout)
+            .request_timeout(Some(settings.timeout))
+            // Events arrive in bursts; a larger buffer per subscription keeps the consumer fed.
+            .subscription_capacity(65_536);
+        let nats = options
+            .connect(settings.url.as_str())
+            .await
+            .map_err(|e| Error::Connection(format!("cannot connect to NATS at {}: {e}", settings.url)))?;
+        Ok(Client::from_nats(nats, subjects, settings.timeout))
+    }
+
+    /// A client over a connection made elsewhere (tests and benchmarks that hold one already).
+    pub fn from_nats(nats: async_nats::Client, subjects: Subjects, timeout: Duration) -> Client {
+        let jetstream = async_nats::jetstream::new(nats.clone());
+        let acker = Acker::start(nats.clone());
+        Client(Arc::new(Inner { nats, jetstream, subjects, timeout, acker, closed: AtomicBool::new(false) }))
+    }
+
+    pub fn subjects(&self) -> &Subjects {
+        &self.0.subjects
+    }
+
+    /// The default request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.0.timeout
+    }
+
+    /// The underlying NATS connection.
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.0.nats
+    }
+
+    pub fn jetstream(&self) -> &async_nats::jetstream::Context {
+        &self.0.jetstream
+    }
+
+    pub fn acker(&self) -> &Acker {
+        &self.0.acker
+    }
+
+    /// True once [`Client::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.0.closed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn ensure_open(&self) -> Result<()> {
+        if self.is_closed() { Err(Error::Connection("the client is closed".into())) } else { Ok(()) }
+    }
+
+    /// Sends `request` and returns the reply's payload once it is known to be a success of the
+    /// expected shape. Error replies (protocol.md §7.2) become [`Error::Remote`].
+    pub async fn call(&self, request: &Request, timeout: Option<Duration>) -> Result<Bytes> {
+        self.ensure_open()?;
+        let subject = self.0.subjects.request(&request.domain, &request.verb);
+        let timeout = timeout.unwrap_or(self.0.timeout);
+        let nats_request = async_nats::Request::new().payload(Bytes::from(request.body.clone())).timeout(Some(timeout));
+        let reply = self.0.nats.send_request(subject.clone(), nats_request).await.map_err(|e| match e.kind() {
+            RequestErrorKind::TimedOut => Error::Timeout(format!(
+                "no reply on {subject} within {:.3}s; the orchestrator may be overloaded or stuck",
+                timeout.as_secs_f64()
+            )),
+            RequestErrorKind::NoResponders => Error::Connection(format!(
+                "the orchestrator is not answering on {subject} (no responders): is it running, connected to this \
+                 NATS server, and using the subject prefix \"{}\"?",
+                self.0.subjects.prefix()
+            )),
+            RequestErrorKind::MaxPayloadExceeded => {
+                Error::invalid("payload", format!("the request is larger than the NATS server's max_payload: {e}"))
+            }
+            _ => Error::Connection(format!("request on {subject} failed: {e}")),
+        })?;
+        error_reply(&subject, &reply)?;
+        request.reply.check(&subject, &reply.payload)?;
+        Ok(reply.payload)
+    }
+
+    /// [`Client::call`], with the reply decoded as `T`.
+    pub async fn call_as<T: DeserializeOwned>(&self, request: &Request, timeout: Option<Duration>) -> Result<T> {
+        let payload = self.call(request, timeout).await?;
+        decode(&self.0.subjects.request(&request.domain, &request.verb), &payload)
+    }
+
+    /// Flushes queued acknowledgements and drains the connection. Idempotent.
+    pub async fn close(&self) {
+        if self.0.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.0.acker.flush().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.0.nats.drain()).await;
+    }
+}
+
+/// An error reply (a `Nats-Service-Error-Code` header or an `{"error": ...}` body) as
+/// [`Error::Remote`]; anything else is a success.
+pub fn error_reply(subject: &str, reply: &async_nats::Message) -> Result<()> {
+    let is_error = reply.headers.as_ref().is_some_and(|h| h.get(headers::SERVICE_ERROR_CODE).is_some());
+    if !is_error && !reply.payload.starts_with(b"{\"error\"") {
+        return Ok(());
+    }
+    Err(match serde_json::from_slice::<ErrorReply>(&reply.payload) {
+        Ok(error) => Error::Remote(error.error),
+        Err(_) => {
+            let header = |name: &str| reply.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.to_string());
+            Error::Decode(format!(
+                "error reply on {subject} without a readable error object (status {}, {})",
+                header(headers::SERVICE_ERROR_CODE).unwrap_or_default(),
+                header(headers::SERVICE_ERROR).unwrap_or_default()
+            ))
+        }
+    })
+}
+
+/// Decodes a reply as `T`, naming the subject when it does not fit.
+pub(crate) fn decode<T: DeserializeOwned>(subject: &str, payload: &[u8]) -> Result<T> {
+    serde_json::from_slice(payload).map_err(|e| {
+        Error::Decode(format!(
+            "the reply on {subject} does not have the shape this client expects ({e}); \
+             are the client and the orchestrator of the same version?"
+        ))
+    })
+}

@@ -1,0 +1,102 @@
+//! The managed stack over the HTTP API (protocol.md §12): apply a manifest, see the stack, take it
+//! down, read the start-up profile. Replies are the protocol's stack types; error replies become
+//! [`Error::Remote`] with the server's code.
+
+use std::sync::Once;
+use std::time::Duration;
+
+use orch_protocol::error::ErrorReply;
+use orch_protocol::stack::{RunProfile, StackApplied, StackView, Stopped};
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// Makes ring the process's rustls crypto provider (the one async-nats and reqwest use here);
+/// a no-op when one is installed already.
+pub fn install_crypto_provider() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        // Fails only when something else installed a provider first, which serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// A client of the stack routes of one orchestrator's HTTP API.
+#[derive(Clone)]
+pub struct StackClient {
+    /// `<url>/api/v1`.
+    base: String,
+    http: reqwest::Client,
+}
+
+impl StackClient {
+    /// `api_url` is the orchestrator's HTTP address (e.g. `http://127.0.0.1:8080`); `token`, if
+    /// any, is sent as a bearer token.
+    pub fn new(api_url: &str, token: Option<&str>) -> Result<StackClient> {
+        install_crypto_provider();
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| Error::invalid("api_token", "must be visible ASCII"))?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .default_headers(headers)
+            .build()
+            .map_err(|e| Error::Connection(format!("cannot build the HTTP client: {e}")))?;
+        Ok(StackClient { base: format!("{}/api/v1", api_url.trim_end_matches('/')), http })
+    }
+
+    /// `PUT /stack`: applies `manifest` (TOML text); `source` is recorded as who applied it.
+    pub async fn apply(&self, manifest: String, source: &str) -> Result<StackApplied> {
+        let query = serde_urlencoded::to_string([("source", source)])
+            .map_err(|e| Error::invalid("source", format!("cannot be sent: {e}")))?;
+        let request = self
+            .http
+            .put(format!("{}/stack?{query}", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/toml")
+            .body(manifest);
+        self.send(request, "PUT /stack").await
+    }
+
+    /// `GET /stack`: the managed services and their states.
+    pub async fn stack(&self) -> Result<StackView> {
+        self.send(self.http.get(format!("{}/stack", self.base)), "GET /stack").await
+    }
+
+    /// `GET /stack/profile`: the start-up run in progress, or the last one.
+    pub async fn profile(&self) -> Result<RunProfile> {
+        self.send(self.http.get(format!("{}/stack/profile", self.base)), "GET /stack/profile").await
+    }
+
+    /// `DELETE /stack`: stops every managed service in reverse dependency order; answered once all
+    /// have stopped.
+    pub async fn down(&self) -> Result<Stopped> {
+        self.send(self.http.delete(format!("{}/stack", self.base)), "DELETE /stack").await
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder, what: &str) -> Result<T> {
+        let response = request.send().await.map_err(|e| {
+            if e.is_timeout() {
+                Error::Timeout(format!("{what}: no answer from {} in time", self.base))
+            } else {
+                Error::Connection(format!("{what}: is the orchestrator running at {}? ({e})", self.base))
+            }
+        })?;
+        let status = response.status();
+        let bytes =
+            response.bytes().await.map_err(|e| Error::Connection(format!("{what}: the answer broke off: {e}")))?;
+        if !status.is_success() {
+            return Err(match serde_json::from_slice::<ErrorReply>(&bytes) {
+                Ok(reply) => Error::Remote(reply.error),
+                Err(_) => Error::Decode(format!(
+                    "{what}: {status} without an error object: {}",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                )),
+            });
+        }
+        crate::connection::decode(what, &bytes)
+    }
+}

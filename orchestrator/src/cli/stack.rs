@@ -1,0 +1,177 @@
+//! The stack commands of the command line (`up`, `down`, `status`, `profile`): clients of the
+//! HTTP API of a running orchestrator, through `orch-client`. `up` follows the start-up live: one
+//! redrawn status line on a terminal, one line per transition otherwise.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use orch_client::stack::StackClient;
+use orch_protocol::lifecycle::ServiceState;
+use orch_protocol::stack::{RunProfile, StackView};
+
+use crate::config::{ApiArgs, UpArgs};
+use crate::lifecycle::{Graph, Manifest};
+
+fn client(args: &ApiArgs) -> anyhow::Result<StackClient> {
+    Ok(StackClient::new(&args.api_url, args.api_token.as_deref())?)
+}
+
+/// Prints the transitions of `stack` not printed yet (one line each, for logs and pipes).
+struct Transitions {
+    started: Instant,
+    seen: BTreeMap<String, ServiceState>,
+}
+
+impl Transitions {
+    fn print_new(&mut self, stack: &StackView) {
+        for s in &stack.services {
+            if self.seen.get(&s.name) != Some(&s.state) {
+                let reason = s.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default();
+                println!("{:>8.2}s  {:<24} {}{reason}", self.started.elapsed().as_secs_f64(), s.name, s.state.as_str());
+                self.seen.insert(s.name.clone(), s.state);
+            }
+        }
+    }
+}
+
+/// `orchestrator up -f FILE`: applies the manifest and follows the start-up. Exit code 0 when
+/// every service is ready (or completed), 1 when the run ended degraded or aborted.
+pub async fn up(args: &UpArgs) -> anyhow::Result<bool> {
+    let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    if let Err(e) = Manifest::parse(&text).and_then(|m| Graph::new(&m)) {
+        bail!("{}: {e}", args.file.display());
+    }
+    let api = client(&args.api)?;
+    let source = format!("cli:{}", args.file.display());
+    let applied = api.apply(text, &source).await.context("applying the manifest")?;
+    let replacing = if applied.replaced.is_empty() {
+        String::new()
+    } else {
+        format!(", replacing {}", applied.replaced.join(", "))
+    };
+    println!("manifest version {} applied: {} services{replacing}", applied.version, applied.services);
+    if args.detach {
+        return Ok(true);
+    }
+    let terminal = std::io::stdout().is_terminal();
+    let mut transitions = Transitions { started: Instant::now(), seen: BTreeMap::new() };
+    loop {
+        let stack = api.stack().await?;
+        if terminal {
+            print!("\r\x1b[2K{}", progress_line(&stack));
+            let _ = std::io::stdout().flush();
+        } else {
+            transitions.print_new(&stack);
+        }
+        let profile = api.profile().await.ok();
+        if let Some(p) = profile.filter(|p| p.run_id == applied.run_id && p.finished) {
+            // The run finished after the stack above was read: read it again, so the last
+            // transitions (the final `ready` among them) are shown too.
+            let stack = api.stack().await?;
+            if terminal {
+                println!("\r\x1b[2K{}", progress_line(&stack));
+            } else {
+                transitions.print_new(&stack);
+            }
+            for (state, list) in by_state(&stack) {
+                if matches!(state, ServiceState::Failed | ServiceState::Blocked | ServiceState::Crashed) {
+                    println!("{}: {}", state.as_str(), list.join(", "));
+                }
+            }
+            print_profile(&p);
+            return Ok(p.outcome.as_deref() == Some("ready"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn by_state(stack: &StackView) -> BTreeMap<ServiceState, Vec<&str>> {
+    let mut by_state: BTreeMap<ServiceState, Vec<&str>> = BTreeMap::new();
+    for s in &stack.services {
+        by_state.entry(s.state).or_default().push(&s.name);
+    }
+    by_state
+}
+
+fn progress_line(stack: &StackView) -> String {
+    let by_state = by_state(stack);
+    let count = |s: ServiceState| by_state.get(&s).map_or(0, Vec::len);
+    let done = count(ServiceState::Ready) + count(ServiceState::Completed);
+    let mut line = format!("[{done}/{} ready]", stack.services.len());
+    for state in [ServiceState::Starting, ServiceState::Started, ServiceState::Restarting] {
+        if let Some(list) = by_state.get(&state) {
+            let shown = list.iter().take(5).copied().collect::<Vec<_>>().join(" ");
+            let more = if list.len() > 5 { format!(" +{}", list.len() - 5) } else { String::new() };
+            line.push_str(&format!(" {}: {shown}{more};", state.as_str()));
+        }
+    }
+    for state in [ServiceState::Pending, ServiceState::Blocked, ServiceState::Failed] {
+        if count(state) > 0 {
+            line.push_str(&format!(" {}: {};", state.as_str(), count(state)));
+        }
+    }
+    line
+}
+
+/// `orchestrator down`: stops every managed service in reverse dependency order.
+pub async fn down(args: &ApiArgs) -> anyhow::Result<()> {
+    let stopped = client(args)?.down().await.context("taking the stack down")?;
+    println!("stopped {} running services", stopped.stopped);
+    Ok(())
+}
+
+/// `orchestrator status`: one line per managed service.
+pub async fn status(args: &ApiArgs) -> anyhow::Result<()> {
+    let stack = client(args)?.stack().await?;
+    println!("manifest version {} (wanted {})", stack.version, stack.desired.as_str());
+    println!("{:<24} {:<8} {:<11} {:>8} {:>8}  reason", "service", "node", "state", "pid", "restarts");
+    for s in &stack.services {
+        println!(
+            "{:<24} {:<8} {:<11} {:>8} {:>8}  {}",
+            s.name,
+            s.node,
+            s.state.as_str(),
+            s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            s.restarts,
+            s.reason.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// `orchestrator profile`: the last start-up run, like `systemd-analyze critical-chain`.
+pub async fn profile(args: &ApiArgs) -> anyhow::Result<()> {
+    print_profile(&client(args)?.profile().await?);
+    Ok(())
+}
+
+fn print_profile(p: &RunProfile) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "start-up {}{}: wall {:.1}ms, critical path {:.1}ms, parallel efficiency {:.1}%",
+        p.run_id,
+        p.outcome.as_ref().map(|o| format!(" ({o})")).unwrap_or_else(|| " (in progress)".into()),
+        ms(p.profile.wall),
+        ms(p.profile.critical_path),
+        p.profile.efficiency * 100.0
+    );
+    println!("critical chain (@ready since the start, +time from launch to ready):");
+    for (depth, link) in p.profile.chain.iter().rev().enumerate() {
+        println!(
+            "{:indent$}{} @{:.1}ms +{:.1}ms",
+            "",
+            link.service,
+            ms(link.ready),
+            ms(link.took),
+            indent = depth.min(20)
+        );
+    }
+    if !p.profile.bottlenecks.is_empty() {
+        println!("bottlenecks:");
+        for b in &p.profile.bottlenecks {
+            println!("  {:<24} {:>9.1}ms  {}", b.service, ms(b.took), b.why);
+        }
+    }
+}
