@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use hdrhistogram::Histogram;
+use orch_client::Request;
+use orch_protocol::health::{CheckKind, CheckSpec};
+use orch_protocol::registry::Registration;
 use orch_testkit::http_get;
 use serde_json::{Value, json};
 
@@ -73,10 +76,26 @@ impl Target {
     }
 }
 
-async fn register(b: &Bench, body: Value) {
-    let reply = b.client.request("orch.req.registry.register", body.to_string().into()).await.expect("register");
-    let value: Value = serde_json::from_slice(&reply.payload).unwrap();
-    assert!(value.get("error").is_none(), "registration refused: {value}");
+/// An instance `id` of `name` on 127.0.0.1:`port` with a lease of `ttl_seconds`.
+fn instance(id: String, name: impl Into<String>, port: u32, ttl_seconds: u32) -> Registration {
+    Registration { id: Some(id), ttl_seconds, ..Registration::new(name, "127.0.0.1", port) }
+}
+
+/// An HTTP check of `url` every second, critical after `failures` failed runs.
+fn http_check(url: &str, failures: u32) -> CheckSpec {
+    CheckSpec {
+        url: Some(url.to_string()),
+        interval: Duration::from_secs(1),
+        failures_before_critical: failures,
+        ..CheckSpec::new(CheckKind::Http)
+    }
+}
+
+async fn register(b: &Bench, registration: Registration) {
+    let request = Request::register(&registration).expect("a valid registration");
+    if let Err(e) = b.orch.call(&request, None).await {
+        panic!("registration refused: {e}");
+    }
 }
 
 /// Records, per instance id (CloudEvents subject), when the first event on `subject` arrived
@@ -127,12 +146,7 @@ async fn ttl_detection(b: &Bench) {
     // share of the live instances and never look like a mass expiry (self-preservation).
     let population = 1000;
     for i in 0..population {
-        register(
-            b,
-            json!({"id": format!("pop-{i}"), "name": "population", "address": "127.0.0.1", "port": 1,
-            "ttl_seconds": 30}),
-        )
-        .await;
+        register(b, instance(format!("pop-{i}"), "population", 1, 30)).await;
     }
     let client = b.client.clone();
     let beats = tokio::spawn(async move {
@@ -152,11 +166,7 @@ async fn ttl_detection(b: &Bench) {
         let mut children = Vec::new();
         for k in 0..batch {
             let id = format!("ttl-{round}-{k}");
-            register(
-                b,
-                json!({"id": id, "name": "beater", "address": "127.0.0.1", "port": 1, "ttl_seconds": ttl.as_secs()}),
-            )
-            .await;
+            register(b, instance(id.clone(), "beater", 1, ttl.as_secs() as u32)).await;
             let child = std::process::Command::new(&exe)
                 .env(HEARTBEATER, format!("{} {id}", b.nats.url()))
                 .stdout(std::process::Stdio::null())
@@ -201,9 +211,10 @@ async fn http_detection(b: &Bench) {
         let url = format!("http://127.0.0.1:{}/h/{i}", target.port);
         register(
             b,
-            json!({"id": format!("http-{i}"), "name": "checked", "address": "127.0.0.1", "port": target.port,
-                   "ttl_seconds": 3600,
-                   "checks": [{"kind": "http", "url": url, "interval": "1s", "failures_before_critical": MISSES}]}),
+            Registration {
+                checks: vec![http_check(&url, MISSES)],
+                ..instance(format!("http-{i}"), "checked", target.port.into(), 3600)
+            },
         )
         .await;
     }
@@ -251,11 +262,13 @@ async fn scale(b: &Bench) {
     let url = format!("http://127.0.0.1:{}/h/0", target.port);
     let started = Instant::now();
     let mut pending = futures::stream::iter((0..SCALE).map(|i| {
-        let body = json!({"id": format!("s-{i}"), "name": format!("svc-{}", i % 100), "address": "127.0.0.1",
-            "port": target.port, "ttl_seconds": 3,
-            "checks": [{"kind": "http", "url": url.clone(), "interval": "1s", "failures_before_critical": 1}]});
-        let client = b.client.clone();
-        async move { client.request("orch.req.registry.register", body.to_string().into()).await.map(|_| ()) }
+        let registration = Registration {
+            checks: vec![http_check(&url, 1)],
+            ..instance(format!("s-{i}"), format!("svc-{}", i % 100), target.port.into(), 3)
+        };
+        let request = Request::register(&registration).expect("a valid registration");
+        let client = b.orch.clone();
+        async move { client.call(&request, None).await.map(|_| ()) }
     }))
     .buffer_unordered(256);
     while let Some(r) = pending.next().await {

@@ -21,8 +21,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use orch_client::stack::StackClient;
+use orch_protocol::stack::RunProfile;
 use orch_testkit::TempDir;
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use common::{Bench, bench_dir, cpu_seconds, write_json};
 
@@ -124,44 +127,27 @@ fn known_critical_path(specs: &[Spec]) -> (u64, Vec<usize>) {
     (length, path)
 }
 
-/// The orchestrator's HTTP API.
-struct Api {
-    http: reqwest::Client,
-    base: String,
-}
+/// The orchestrator's HTTP API, through the client crate.
+struct Api(StackClient);
 
 impl Api {
     fn new(port: u16) -> Api {
-        orchestrator::tls::install_crypto_provider();
-        let http =
-            reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(300)).build().expect("HTTP client");
-        Api { http, base: format!("http://127.0.0.1:{port}/api/v1") }
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<String>) -> (u16, Value) {
-        let mut request = self.http.request(method.clone(), format!("{}{path}", self.base));
-        if let Some(body) = body {
-            request = request.header("content-type", "application/toml").body(body);
-        }
-        let response = request.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        Api(StackClient::new(&format!("http://127.0.0.1:{port}"), None).expect("HTTP client"))
     }
 
     /// Applies `manifest`; returns the id of the start-up run it began.
-    async fn apply(&self, manifest: String) -> String {
-        let (status, reply) = self.call(reqwest::Method::PUT, "/stack", Some(manifest)).await;
-        assert_eq!(status, 202, "PUT /stack: {reply}");
-        reply["run_id"].as_str().expect("run_id").to_string()
+    async fn apply(&self, manifest: String) -> Uuid {
+        self.0.apply(manifest, "bench").await.unwrap_or_else(|e| panic!("PUT /stack: {e}")).run_id
     }
 
     /// Polls the profile until run `run_id` has finished, for at most `timeout`.
-    async fn finished(&self, run_id: &str, timeout: Duration) -> Option<Value> {
+    async fn finished(&self, run_id: Uuid, timeout: Duration) -> Option<RunProfile> {
         let deadline = Instant::now() + timeout;
         loop {
-            let (status, profile) = self.call(reqwest::Method::GET, "/stack/profile", None).await;
-            if status == 200 && profile["run_id"] == run_id && profile["finished"] == true {
+            if let Ok(profile) = self.0.profile().await
+                && profile.run_id == run_id
+                && profile.finished
+            {
                 return Some(profile);
             }
             if Instant::now() >= deadline {
@@ -229,10 +215,15 @@ impl Transitions {
     }
 }
 
+/// A duration in milliseconds, as the profile shows it.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
 /// What one start-up run measured.
 struct Run {
-    run_id: String,
-    profile: Value,
+    run_id: Uuid,
+    profile: RunProfile,
     /// From sending the PUT until a poll saw the run finished.
     observed: Duration,
     /// Orchestrator CPU over the same span, in seconds.
@@ -241,11 +232,18 @@ struct Run {
 
 impl Run {
     fn wall_ms(&self) -> f64 {
-        self.profile["wall_ms"].as_f64().unwrap_or(f64::NAN)
+        ms(self.profile.profile.wall)
     }
 
+    /// `field` of the service's timing: `queued_ms`, `started_ms` or `ready_ms`.
     fn timing(&self, service: &str, field: &str) -> Option<f64> {
-        self.profile["services"][service][field].as_f64()
+        let timing = self.profile.profile.services.get(service)?;
+        match field {
+            "queued_ms" => Some(ms(timing.queued)),
+            "started_ms" => timing.started.map(ms),
+            "ready_ms" => timing.ready.map(ms),
+            other => panic!("no timing {other}"),
+        }
     }
 }
 
@@ -255,17 +253,14 @@ async fn start_up(b: &Bench, api: &Api, manifest: String, timeout: Duration) -> 
     let pid = b.orchestrator.pid().expect("orchestrator running");
     let (t0, cpu0) = (Instant::now(), cpu_seconds(pid));
     let run_id = api.apply(manifest).await;
-    let Some(profile) = api.finished(&run_id, timeout).await else {
+    let Some(profile) = api.finished(run_id, timeout).await else {
         println!("  the start-up run did not finish within {timeout:?}");
         return None;
     };
     let run = Run { run_id, observed: t0.elapsed(), cpu: cpu_seconds(pid) - cpu0, profile };
-    if run.profile["outcome"] != "ready" {
-        let (_, view) = api.call(reqwest::Method::GET, "/stack", None).await;
-        println!(
-            "  the start-up run ended {} instead of ready; services by state: {}",
-            run.profile["outcome"], view["counts"]
-        );
+    if run.profile.outcome.as_deref() != Some("ready") {
+        let counts = api.0.stack().await.map(|view| view.counts).unwrap_or_default();
+        println!("  the start-up run ended {:?} instead of ready; services by state: {counts:?}", run.profile.outcome);
         return None;
     }
     Some(run)
@@ -294,8 +289,7 @@ fn sleepers(ports: &BTreeSet<u16>) -> Vec<u32> {
 /// sleepers on `ports` still runs. Returns (services stopped, seconds, sleepers left).
 async fn take_down(api: &Api, ports: &[u16]) -> (u64, f64, usize) {
     let started = Instant::now();
-    let (status, reply) = api.call(reqwest::Method::DELETE, "/stack", None).await;
-    assert_eq!(status, 200, "DELETE /stack: {reply}");
+    let reply = api.0.down().await.unwrap_or_else(|e| panic!("DELETE /stack: {e}"));
     let took = started.elapsed().as_secs_f64();
     let ports: BTreeSet<u16> = ports.iter().copied().collect();
     // The agent answers a stop once the process has ended; a little slack for the shims.
@@ -305,7 +299,7 @@ async fn take_down(api: &Api, ports: &[u16]) -> (u64, f64, usize) {
         tokio::time::sleep(Duration::from_millis(100)).await;
         left = sleepers(&ports);
     }
-    let stopped = reply["stopped"].as_u64().unwrap_or(0);
+    let stopped = reply.stopped as u64;
     let verdict =
         if left.is_empty() { "none".to_string() } else { format!("{} NOT STOPPED: pids {left:?}", left.len()) };
     line(
@@ -381,10 +375,10 @@ impl Overheads {
             }
             o.dispatch.push(started - met);
             o.to_ready.push(ready - started - spec.ready_after_ms as f64);
-            if let Some(to_pid) = transitions.between(&run.run_id, &spec.name, "starting", "started") {
+            if let Some(to_pid) = transitions.between(&run.run_id.to_string(), &spec.name, "starting", "started") {
                 o.to_pid.push(to_pid);
             }
-            if let Some(pid_to_ready) = transitions.between(&run.run_id, &spec.name, "started", "ready") {
+            if let Some(pid_to_ready) = transitions.between(&run.run_id.to_string(), &spec.name, "started", "ready") {
                 o.pid_to_ready.push(pid_to_ready - spec.ready_after_ms as f64);
             }
         }
@@ -425,14 +419,13 @@ async fn dag_startup(b: &Bench, api: &Api, transitions: &Transitions) {
         take_down(api, &ports).await;
         return;
     };
-    transitions.settle(&parallel.run_id, &specs).await;
+    transitions.settle(&parallel.run_id.to_string(), &specs).await;
     let wall = parallel.wall_ms();
     let ratio = wall / known_ms as f64;
     let parts = Overheads::of(&specs, &parallel, transitions, false);
     let overhead = parts.total();
     let names: Vec<&str> = path.iter().map(|&i| specs[i].name.as_str()).collect();
-    let chain: Vec<&str> =
-        parallel.profile["chain"].as_array().into_iter().flatten().filter_map(|l| l["service"].as_str()).collect();
+    let chain: Vec<&str> = parallel.profile.profile.chain.iter().map(|l| l.service.as_str()).collect();
     line(
         "wall (profile)",
         format!(
@@ -453,8 +446,8 @@ async fn dag_startup(b: &Bench, api: &Api, transitions: &Transitions) {
         "orchestrator's critical path",
         format!(
             "{:.3} s, efficiency {:.3}; its chain {} the known one",
-            parallel.profile["critical_path_ms"].as_f64().unwrap_or(f64::NAN) / 1000.0,
-            parallel.profile["efficiency"].as_f64().unwrap_or(f64::NAN),
+            parallel.profile.profile.critical_path.as_secs_f64(),
+            parallel.profile.profile.efficiency,
             if chain == names { "is" } else { "differs from" }
         ),
     );
@@ -483,7 +476,7 @@ async fn dag_startup(b: &Bench, api: &Api, transitions: &Transitions) {
         take_down(api, &ports).await;
         return;
     };
-    transitions.settle(&serial.run_id, &specs).await;
+    transitions.settle(&serial.run_id.to_string(), &specs).await;
     let serial_wall = serial.wall_ms();
     let speedup = serial_wall / wall;
     let serial_parts = Overheads::of(&specs, &serial, transitions, true);
@@ -511,8 +504,8 @@ async fn dag_startup(b: &Bench, api: &Api, transitions: &Transitions) {
             "wall_ms": wall, "observed_ms": parallel.observed.as_secs_f64() * 1000.0,
             "known_critical_path_ms": known_ms, "known_critical_path": names,
             "wall_over_known_critical_path": ratio, "target_ratio": TARGET_RATIO,
-            "orchestrator_critical_path_ms": parallel.profile["critical_path_ms"],
-            "orchestrator_efficiency": parallel.profile["efficiency"],
+            "orchestrator_critical_path_ms": ms(parallel.profile.profile.critical_path),
+            "orchestrator_efficiency": parallel.profile.profile.efficiency,
             "overhead_mean_ms": mean(&overhead), "overhead_p50_ms": quantile(&overhead, 0.5),
             "overhead_p99_ms": quantile(&overhead, 0.99), "target_overhead_ms": TARGET_OVERHEAD_MS,
             "dispatch_mean_ms": mean(&parts.dispatch), "dispatch_p99_ms": quantile(&parts.dispatch, 0.99),
@@ -544,7 +537,7 @@ async fn independent_launches(b: &Bench, api: &Api, transitions: &Transitions) {
         take_down(api, &ports).await;
         return;
     };
-    transitions.settle(&run.run_id, &specs).await;
+    transitions.settle(&run.run_id.to_string(), &specs).await;
     let wall = run.wall_ms();
     let times = |field: &str| -> Vec<f64> { specs.iter().filter_map(|s| run.timing(&s.name, field)).collect() };
     let (started, ready) = (times("started_ms"), times("ready_ms"));

@@ -19,7 +19,12 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use serde_json::{Value, json};
+use orch_client::Request;
+use orch_protocol::error::ErrorReply;
+use orch_protocol::priority::{ChangeReply, SetRequest};
+use orch_protocol::registry::Registration;
+use orch_protocol::subjects::verbs;
+use serde_json::json;
 
 use common::{Bench, bench_dir, cpu_seconds, metric, percentile_ms, write_json};
 
@@ -34,21 +39,25 @@ const TARGET_RATIO: f64 = 2.0;
 /// Registry round trips at `PROBE_RATE` for `phase`, one request at a time.
 async fn probe(b: &Bench, round: usize, phase: Duration) -> Histogram<u64> {
     let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
-    let subject = b.subjects.request("registry", "register");
     let interval = Duration::from_secs_f64(1.0 / PROBE_RATE);
     let mut next = Instant::now();
     let end = Instant::now() + phase;
     let mut i = 0usize;
     while Instant::now() < end {
         next += interval;
-        let body = format!(
-            r#"{{"id":"probe-{}","name":"probe","version":"1.{round}.{i}","address":"10.0.0.1","port":8080,"ttl_seconds":3600}}"#,
-            i % 100
-        );
+        let registration = Registration {
+            id: Some(format!("probe-{}", i % 100)),
+            version: format!("1.{round}.{i}"),
+            ttl_seconds: 3600,
+            ..Registration::new("probe", "10.0.0.1", 8080)
+        };
+        let request = Request::register(&registration).expect("a valid registration");
         let t0 = Instant::now();
-        let reply = b.client.request(subject.clone(), body.into()).await.expect("registry answers");
+        let reply = b.orch.call(&request, None).await;
         h.record(t0.elapsed().as_micros().max(1) as u64).unwrap();
-        assert!(reply.headers.is_none(), "registry error: {}", String::from_utf8_lossy(&reply.payload));
+        if let Err(e) = reply {
+            panic!("registry error: {e}");
+        }
         i += 1;
         tokio::time::sleep_until(next.into()).await;
     }
@@ -61,7 +70,7 @@ fn flood(
     stop: Arc<AtomicBool>,
 ) -> (tokio::task::JoinHandle<u64>, tokio::task::JoinHandle<BTreeMap<String, u64>>) {
     let client = b.client.clone();
-    let subject = b.subjects.request("priority", "set");
+    let subject = b.subjects.request(verbs::PRIORITY, verbs::SET);
     let inbox = client.new_inbox();
     let answered = Arc::new(AtomicU64::new(0));
     let replies = {
@@ -76,12 +85,14 @@ fn flood(
                 };
                 let Some(message) = message else { break };
                 answered.fetch_add(1, Ordering::Relaxed);
-                let body: Value = serde_json::from_slice(&message.payload).unwrap_or(Value::Null);
-                let outcome = body["change"]["outcome"]
-                    .as_str()
-                    .or(body["error"]["code"].as_str())
-                    .unwrap_or("unreadable")
-                    .to_string();
+                let outcome = match (
+                    serde_json::from_slice::<ChangeReply>(&message.payload),
+                    serde_json::from_slice::<ErrorReply>(&message.payload),
+                ) {
+                    (Ok(reply), _) => reply.change.outcome.as_str().to_string(),
+                    (_, Ok(error)) => error.error.code.as_str().to_string(),
+                    _ => "unreadable".to_string(),
+                };
                 *outcomes.entry(outcome).or_insert(0) += 1;
             }
             outcomes
@@ -96,13 +107,17 @@ fn flood(
         while !stop.load(Ordering::Relaxed) {
             ticks.tick().await;
             for _ in 0..per_tick {
-                let body = json!({
-                    "service": format!("svc-{}", rng.usize(0..FLOOD_SERVICES)),
-                    "value": rng.u8(0..=100),
-                    "source": "engine:runaway",
-                    "reason": "bench flood",
-                });
-                client.publish_with_reply(subject.clone(), inbox.clone(), body.to_string().into()).await.unwrap();
+                let request = Request::set_priority(&SetRequest {
+                    service: format!("svc-{}", rng.usize(0..FLOOD_SERVICES)),
+                    value: rng.i64(0..=100),
+                    source: "engine:runaway".into(),
+                    reason: "bench flood".into(),
+                    ttl_seconds: None,
+                })
+                .expect("a valid priority change");
+                // Sent without waiting for the reply: the flood is paced by the clock, not by
+                // the orchestrator's answers.
+                client.publish_with_reply(subject.clone(), inbox.clone(), request.body.into()).await.unwrap();
                 sent += 1;
             }
         }

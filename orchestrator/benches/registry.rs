@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, message::PublishMessage};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
+use orch_protocol::registry::Registration;
 use orch_testkit::{OrchestratorProcess, TempDir};
 use serde_json::json;
 
@@ -32,6 +33,14 @@ fn payload(i: usize) -> String {
         (i / 250) % 250,
         i % 250
     )
+}
+
+/// The payload above is written out by hand on purpose: the recorded figures were measured with
+/// these bytes, and the protocol type would add its defaults. It must stay a valid registration.
+fn check_payload() {
+    let registration: Registration = serde_json::from_str(&payload(12_345)).expect("the payload is a registration");
+    registration.validate().expect("the payload is a valid registration");
+    assert_eq!(serde_json::to_value(&registration).unwrap()["tags"], json!(["bench", "eu"]));
 }
 
 /// Publishes `count` messages with at most WINDOW acks outstanding; returns the elapsed time.
@@ -428,6 +437,7 @@ async fn cold_start(b: &mut Bench) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let _ = std::fs::remove_file(bench_dir().join("orchestrator.log"));
+    check_payload();
     let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let wants = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     println!("registry benchmarks: nats-server + PostgreSQL on this machine, JetStream file storage, default fsync");

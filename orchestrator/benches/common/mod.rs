@@ -60,6 +60,8 @@ pub struct Bench {
     pub orchestrator: OrchestratorProcess,
     pub js: jetstream::Context,
     pub client: async_nats::Client,
+    /// The typed client over the same connection: requests with checked replies.
+    pub orch: orch_client::Client,
     pub subjects: Subjects,
     pub _logs: TempDir,
 }
@@ -97,6 +99,7 @@ impl Bench {
             database_url,
             orchestrator,
             js,
+            orch: orch_client::Client::from_nats(client.clone(), Subjects::default(), Duration::from_secs(30)),
             client,
             subjects: Subjects::default(),
             _logs: logs,

@@ -294,6 +294,24 @@ fn validate_address(address: &str) -> Result<(), ProtocolError> {
 }
 
 impl Registration {
+    /// A registration of `name` at `address:port` with every default, for building one in code.
+    pub fn new(name: impl Into<String>, address: impl Into<String>, port: u32) -> Registration {
+        Registration {
+            id: None,
+            name: name.into(),
+            version: String::new(),
+            address: address.into(),
+            port,
+            protocol: default_protocol(),
+            tags: Vec::new(),
+            metadata: BTreeMap::new(),
+            dependencies: Vec::new(),
+            weight: default_weight(),
+            ttl_seconds: default_ttl(),
+            checks: Vec::new(),
+        }
+    }
+
     /// Fills defaults that depend on other fields (check ids from their kinds).
     pub fn normalize(&mut self) {
         for check in &mut self.checks {
