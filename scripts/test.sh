@@ -49,6 +49,12 @@ SCRIPTS="$ROOT/scripts"
 
 "$SCRIPTS/deps.sh"
 
+# A CI run builds once from a fresh clone: incremental compilation state would only take disk
+# (gigabytes of it) that a small CI machine may not have.
+if [ "${CI:-}" = true ]; then
+    export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+fi
+
 # Test data is disposable: skip fsync (also inherited by private clusters the
 # tests start through pg.sh).
 export ORCH_PG_FAST="${ORCH_PG_FAST:-1}"

@@ -206,7 +206,9 @@ pub struct EventsArgs {
     #[arg(long, env = "ORCH_SUBJECT_PREFIX", default_value = "orch")]
     pub subject_prefix: String,
 
-    /// Only events on subjects matching this pattern, e.g. `orch.evt.registry.web.>`.
+    /// Only events on subjects matching this pattern, e.g. `orch.evt.registry.web.>`; it must lie
+    /// within the events subjects (`<prefix>.evt.>`). Messages that are no CloudEvent are named on
+    /// stderr and skipped.
     #[arg(long)]
     pub filter: Option<String>,
 
@@ -746,8 +748,36 @@ impl ServeArgs {
             },
             retention: Retention { processed: self.processed_retention, health_history: self.health_history_retention },
         };
-        settings.validate()?;
+        settings.validate().map_err(|e| format!("{}: {}", flag_of(e.setting), e.message))?;
         Ok(settings)
+    }
+}
+
+/// The flag (and config-file key) of a setting named by its place in `Settings`.
+fn flag_of(setting: &str) -> &str {
+    match setting {
+        "subject_prefix" => "--subject-prefix",
+        "registry.sweep.threshold" => "--self-preservation-threshold",
+        "registry.writer_shards" => "--writer-shards",
+        "registry.batch_max" => "--batch-max",
+        "registry.sweep.interval" => "--sweep-interval",
+        "health.flap_threshold" => "--flap-threshold",
+        "health.concurrency" => "--health-concurrency",
+        "health.critical_services" => "--critical-services",
+        "agent.node" => "--node",
+        "priority.mass_share" => "--priority-mass-share",
+        "priority.rate_limit" => "--priority-rate-limit",
+        "priority.rate_window" => "--priority-rate-window",
+        "priority.mass_window" => "--priority-mass-window",
+        "lifecycle.shedding.cpu" => "--shed-cpu",
+        "lifecycle.shedding.memory" => "--shed-memory",
+        "lifecycle.shedding.step" => "--shed-step",
+        "lifecycle.startup_probe_interval" => "--startup-probe-interval",
+        "lifecycle.reconcile_interval" => "--reconcile-interval",
+        "http.feed.buffer" => "--ws-buffer",
+        "http.feed.max_clients" => "--ws-max-clients",
+        "http.feed.stall" => "--ws-stall",
+        other => other,
     }
 }
 
@@ -871,6 +901,14 @@ mod tests {
     #[test]
     fn the_flags_defaults_are_the_settings_defaults() {
         assert_eq!(serve(&[]).unwrap(), Settings::default());
+    }
+
+    #[test]
+    fn a_bad_value_is_named_by_its_flag() {
+        let error = serve(&["--writer-shards", "0"]).unwrap_err();
+        assert_eq!(error, "--writer-shards: must be between 1 and 64");
+        let error = serve(&["--node", "Not-A-Node"]).unwrap_err();
+        assert!(error.starts_with("--node: "), "{error}");
     }
 
     #[test]

@@ -26,7 +26,9 @@
 //! Beside that path: leases and their sweeper ([`registry::leases`], [`registry::sweeper`]), health
 //! checks ([`health`]), managed services ([`lifecycle`]) run by node agents ([`agent`]), priorities
 //! ([`priority`]), and the HTTP API's live feed, metrics and dashboard ([`http`], [`metrics`]).
-//! Every task stops through one [`shutdown::Shutdown`].
+//! Every task stops through one [`shutdown::Shutdown`]. The command line's client commands
+//! ([`cli`]) talk to a running orchestrator through the `orch-client` crate, as the benchmarks
+//! and the Python bridge do.
 
 pub mod agent;
 pub mod cli;
@@ -149,7 +151,7 @@ fn api_authentication(settings: &http::HttpSettings) -> anyhow::Result<http::aut
 /// Starts the orchestrator. Waits for PostgreSQL and NATS when they are not reachable yet.
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let started = Instant::now();
-    settings.validate().map_err(anyhow::Error::msg)?;
+    settings.validate()?;
     let subjects = Subjects::new(&settings.subject_prefix)?;
     let auth = api_authentication(&settings.http)?;
 
@@ -248,12 +250,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let (records_tx, records_rx) = tokio::sync::mpsc::unbounded_channel();
     let recorder_task = tokio::spawn(lifecycle::recorder::run(pool.clone(), records_rx, outbox_written.clone()));
     let (controller, controller_task) = lifecycle::Controller::start(
-        lifecycle::ControllerConfig {
-            startup_probe_interval: settings.lifecycle.startup_probe_interval,
-            reconcile_interval: settings.lifecycle.reconcile_interval,
-            subjects: subjects.clone(),
-            shedding: settings.lifecycle.shedding.clone(),
-        },
+        lifecycle::ControllerConfig { settings: settings.lifecycle.clone(), subjects: subjects.clone() },
         lifecycle::Collaborators {
             pool: pool.clone(),
             nats: client.clone(),

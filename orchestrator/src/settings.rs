@@ -51,74 +51,99 @@ impl Default for Settings {
     }
 }
 
+/// A setting with a value its type allows but the orchestrator cannot run with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct InvalidSetting {
+    /// Where it sits in [`Settings`], e.g. `registry.writer_shards`; the command line maps it to
+    /// its flag (`config::flag_of`).
+    pub setting: &'static str,
+    pub message: String,
+}
+
+fn invalid(setting: &'static str, message: impl Into<String>) -> Result<(), InvalidSetting> {
+    Err(InvalidSetting { setting, message: message.into() })
+}
+
 impl Settings {
-    /// Checks the rules a value's type cannot express. Each error names the setting as the
-    /// command line and the config file do.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the rules a value's type cannot express; the error names the setting by its place
+    /// in these structs.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         let share = |v: f64| v.is_finite() && (0.0..=1.0).contains(&v);
         let positive = |d: std::time::Duration| d >= std::time::Duration::from_millis(1);
-        orch_protocol::Subjects::new(&self.subject_prefix).map_err(|e| format!("--subject-prefix: {e}"))?;
+        if let Err(e) = orch_protocol::Subjects::new(&self.subject_prefix) {
+            return invalid("subject_prefix", e.to_string());
+        }
         let registry = &self.registry;
         if !share(registry.sweep.threshold) {
-            return Err("--self-preservation-threshold must be between 0 and 1".into());
+            return invalid("registry.sweep.threshold", "must be between 0 and 1");
         }
         if registry.writer_shards == 0 || registry.writer_shards > 64 {
-            return Err("--writer-shards must be between 1 and 64".into());
+            return invalid("registry.writer_shards", "must be between 1 and 64");
         }
         if registry.batch_max == 0 {
-            return Err("--batch-max must be at least 1".into());
+            return invalid("registry.batch_max", "must be at least 1");
         }
         if registry.sweep.interval.is_zero() {
-            return Err("--sweep-interval must be positive".into());
+            return invalid("registry.sweep.interval", "must be positive");
         }
         let health = &self.health;
         if health.flap_threshold == 0 {
-            return Err("--flap-threshold must be at least 1".into());
+            return invalid("health.flap_threshold", "must be at least 1");
         }
         if health.concurrency == 0 {
-            return Err("--health-concurrency must be at least 1".into());
+            return invalid("health.concurrency", "must be at least 1");
         }
         for name in &health.critical_services {
-            if !orch_protocol::registry::is_valid_name(name) {
-                return Err(format!("--critical-services: {name:?} is not a valid service name"));
+            if !orch_protocol::names::is_valid_name(name) {
+                return invalid("health.critical_services", format!("{name:?} is not a valid service name"));
             }
         }
         if let Some(agent) = &self.agent
-            && !orch_protocol::registry::is_valid_name(&agent.node)
+            && !orch_protocol::names::is_valid_name(&agent.node)
         {
-            return Err(format!(
-                "--node {:?}: a node name is 1-63 of lower-case letters, digits, '-' or '_'",
-                agent.node
-            ));
+            return invalid(
+                "agent.node",
+                format!("{:?}: a node name is 1-63 of lower-case letters, digits, '-' or '_'", agent.node),
+            );
         }
         if !share(self.priority.mass_share) {
-            return Err("--priority-mass-share must be 0-1".into());
+            return invalid("priority.mass_share", "must be 0-1");
         }
         if self.priority.rate_limit == 0 {
-            return Err("--priority-rate-limit must be at least 1".into());
+            return invalid("priority.rate_limit", "must be at least 1");
         }
-        if !positive(self.priority.rate_window) || !positive(self.priority.mass_window) {
-            return Err("--priority-rate-window and --priority-mass-window must be at least 1ms".into());
+        if !positive(self.priority.rate_window) {
+            return invalid("priority.rate_window", "must be at least 1ms");
+        }
+        if !positive(self.priority.mass_window) {
+            return invalid("priority.mass_window", "must be at least 1ms");
         }
         let shedding = &self.lifecycle.shedding;
-        if !share(shedding.cpu) || !share(shedding.memory) {
-            return Err("--shed-cpu and --shed-memory are shares: 0-1".into());
+        if !share(shedding.cpu) {
+            return invalid("lifecycle.shedding.cpu", "is a share: 0-1");
+        }
+        if !share(shedding.memory) {
+            return invalid("lifecycle.shedding.memory", "is a share: 0-1");
         }
         if !positive(shedding.step) {
-            return Err("--shed-step must be at least 1ms".into());
+            return invalid("lifecycle.shedding.step", "must be at least 1ms");
         }
         if !positive(self.lifecycle.startup_probe_interval) {
-            return Err("--startup-probe-interval must be at least 1ms".into());
+            return invalid("lifecycle.startup_probe_interval", "must be at least 1ms");
         }
         if !positive(self.lifecycle.reconcile_interval) {
-            return Err("--reconcile-interval must be at least 1ms".into());
+            return invalid("lifecycle.reconcile_interval", "must be at least 1ms");
         }
         let feed = &self.http.feed;
-        if feed.buffer == 0 || feed.max_clients == 0 {
-            return Err("--ws-buffer and --ws-max-clients must be at least 1".into());
+        if feed.buffer == 0 {
+            return invalid("http.feed.buffer", "must be at least 1");
+        }
+        if feed.max_clients == 0 {
+            return invalid("http.feed.max_clients", "must be at least 1");
         }
         if !positive(feed.stall) {
-            return Err("--ws-stall must be at least 1ms".into());
+            return invalid("http.feed.stall", "must be at least 1ms");
         }
         Ok(())
     }
@@ -137,12 +162,13 @@ mod tests {
     fn errors_name_the_setting() {
         let mut settings = Settings::default();
         settings.registry.writer_shards = 0;
-        assert!(settings.validate().unwrap_err().contains("--writer-shards"));
+        assert_eq!(settings.validate().unwrap_err().setting, "registry.writer_shards");
         let mut settings = Settings::default();
         settings.agent.as_mut().unwrap().node = "Not A Node".into();
-        assert!(settings.validate().unwrap_err().contains("--node"));
+        assert_eq!(settings.validate().unwrap_err().setting, "agent.node");
         let mut settings = Settings::default();
         settings.lifecycle.shedding.cpu = 1.5;
-        assert!(settings.validate().unwrap_err().contains("--shed-cpu"));
+        let error = settings.validate().unwrap_err();
+        assert_eq!(error.to_string(), "lifecycle.shedding.cpu: is a share: 0-1");
     }
 }

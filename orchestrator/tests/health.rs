@@ -301,9 +301,19 @@ async fn flapping_instance_is_damped_until_it_settles() {
     )
     .await;
     wait_check_statuses(&stack, "f-1", &["passing"]).await;
-    for code in [500, 200, 500, 200, 500, 200] {
+    // Each answer is held until the check has seen it (its change is in the history, damped or
+    // not), so every flip counts however slowly the machine runs the checks.
+    let check_changes = || async {
+        let (_, history) = call(&stack, "GET", "/api/v1/instances/f-1/health/history?limit=1000", None).await;
+        history["items"].as_array().unwrap().iter().filter(|e| e["level"] == "check").count()
+    };
+    let before = check_changes().await;
+    for (flips, code) in [500, 200, 500, 200, 500, 200].into_iter().enumerate() {
         target.answer(code);
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        eventually(Duration::from_secs(20), "the check sees the new answer", || async {
+            (check_changes().await > before + flips).then_some(())
+        })
+        .await;
     }
     let started = stack.wait_events(1, "flapping", |e| e["type"] == "io.orch.health.flapping_started.v1").await;
     assert_eq!(started[0]["subject"], "f-1");

@@ -56,7 +56,9 @@ async fn silent_instance_expires_recovers_then_is_deregistered() {
 #[tokio::test]
 async fn beating_instance_never_expires() {
     let stack = Stack::start_with(fast).await;
-    stack.request("register", &registration("steady", "web", 1)).await;
+    // A TTL of 2 s against beats every 100 ms: a lease that did not renew would expire within the
+    // 3 s of beating, and a machine would have to stall for 2 s to expire a renewed one.
+    stack.request("register", &registration("steady", "web", 2)).await;
     for _ in 0..30 {
         beat(&stack, "steady").await;
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -123,8 +125,13 @@ async fn restart_does_not_expire_instances_that_kept_beating() {
     }
     let events = stack.events().await;
     assert_eq!(types(&events, "keep"), ["registered"], "not expired by the restart");
-    // And one that stopped beating does expire after the restart's grace TTL.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // And one that stopped beating does expire after the restart's grace TTL (waited for, not
+    // timed: the sweep runs when the machine lets it).
+    stack
+        .wait_events(1, "keep expires once the beats stop", |e| {
+            e["subject"] == "keep" && e["type"] == "io.orch.registry.expired.v1"
+        })
+        .await;
     let events = stack.events().await;
     assert_eq!(types(&events, "keep"), ["registered", "expired"]);
 }

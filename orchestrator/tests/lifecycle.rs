@@ -285,14 +285,15 @@ depends_on = { a = "started" }
 #[tokio::test]
 async fn crashed_services_recover_highest_priority_first_and_bound_services_follow() {
     let stack = Stack::start().await;
-    // The first restart takes the only slot for 500 ms; the others wait and go by priority.
+    // The first restart takes the only slot for 1.5 s; the others wait and go by priority. The slot
+    // is held long enough that every crash is reported before it frees, even on a busy machine.
     let always = r#"restart = { policy = "always", backoff = "300ms" }"#;
     let manifest = format!(
         "max_parallel = 1\n{}{}{}{}{}",
-        sleeper("a", free_port(), "500ms", &format!("priority = 10\n{always}")),
-        sleeper("b", free_port(), "500ms", &format!("priority = 90\n{always}")),
-        sleeper("c", free_port(), "500ms", &format!("priority = 50\n{always}")),
-        sleeper("d", free_port(), "500ms", &format!("priority = 70\n{always}")),
+        sleeper("a", free_port(), "1500ms", &format!("priority = 10\n{always}")),
+        sleeper("b", free_port(), "1500ms", &format!("priority = 90\n{always}")),
+        sleeper("c", free_port(), "1500ms", &format!("priority = 50\n{always}")),
+        sleeper("d", free_port(), "1500ms", &format!("priority = 70\n{always}")),
         sleeper("follower", free_port(), "0ms", "binds_to = [\"b\"]\ndepends_on = { b = \"healthy\" }"),
     );
     apply(&stack, &manifest).await;

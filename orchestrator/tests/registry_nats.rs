@@ -233,3 +233,60 @@ async fn request_and_durable_ids_never_collide() {
     assert_eq!(body["instance"]["id"], "n-2");
     assert_eq!(stack.count("SELECT count(*) FROM instances").await, 2);
 }
+
+/// The client crate end to end: a typed registration answered after the commit, its event taken
+/// from a durable subscription and acknowledged, a refusal with the server's code and field, and
+/// the acknowledged event not delivered again to the same durable consumer.
+#[tokio::test]
+async fn the_client_crate_registers_follows_events_and_acknowledges() {
+    use orch_client::{AckKind, Client, ConnectSettings, Request, SubscribeOptions};
+    use orch_protocol::registry::{CommandReply, CommandStatus, Registration};
+
+    let stack = Stack::start().await;
+    let mut settings = ConnectSettings::new(stack.nats.url());
+    settings.prefix = stack.subjects.prefix().to_string();
+    let client = Client::connect(settings).await.expect("connects");
+    let filter = format!("{}.evt.registry.>", stack.subjects.prefix());
+    let options = |deliver: &str| {
+        SubscribeOptions::new(
+            client.subjects(),
+            Some(filter.clone()),
+            Some("client-test".into()),
+            None,
+            deliver,
+            false,
+            Duration::from_secs(30),
+            16,
+        )
+        .unwrap()
+    };
+    let events = orch_client::events::open(&client, options("all")).await.expect("durable subscription");
+
+    let registration = Registration { id: Some("c-1".into()), ..Registration::new("web", "10.0.0.1", 8080) };
+    let reply: CommandReply =
+        client.call_as(&Request::register(&registration).unwrap(), None).await.expect("registered");
+    assert_eq!(reply.status, CommandStatus::Registered);
+    assert_eq!(reply.instance.map(|i| i.id), Some("c-1".to_string()));
+
+    // The same id under another service's name: refused with the server's code.
+    let conflict = Request::register(&Registration { name: "other".into(), ..registration.clone() }).unwrap();
+    let error = client.call(&conflict, None).await.unwrap_err();
+    assert_eq!(error.code(), "conflict", "{error}");
+
+    let batch = events.next(16).await.expect("no error").expect("not ended");
+    let first = &batch[0];
+    assert_eq!((first.ty(), first.ce_subject()), ("io.orch.registry.registered.v1", Some("c-1")));
+    assert_eq!(first.deliveries(), 1);
+    first.ackable().expect("durable events are acknowledged").send(AckKind::Ack);
+    events.close(false).await;
+
+    // The same durable consumer again: the acknowledged event is not delivered a second time.
+    let again = orch_client::events::open(&client, options("all")).await.expect("reopened");
+    let registration = Registration { id: Some("c-2".into()), ..registration };
+    client.call(&Request::register(&registration).unwrap(), None).await.expect("registered");
+    let batch = again.next(16).await.expect("no error").expect("not ended");
+    assert_eq!(batch[0].ce_subject(), Some("c-2"), "c-1's event was acknowledged");
+    again.close(true).await;
+    assert!(orch_client::events::delete_durable(&client, "client-test").await.unwrap());
+    client.close().await;
+}

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
-use crate::requests::Request;
+use crate::requests::{Request, decode};
 
 /// How a connection authenticates and secures itself.
 #[derive(Debug, Clone)]
@@ -263,15 +263,5 @@ pub fn error_reply(subject: &str, reply: &async_nats::Message) -> Result<()> {
                 header(headers::SERVICE_ERROR).unwrap_or_default()
             ))
         }
-    })
-}
-
-/// Decodes a reply as `T`, naming the subject when it does not fit.
-pub(crate) fn decode<T: DeserializeOwned>(subject: &str, payload: &[u8]) -> Result<T> {
-    serde_json::from_slice(payload).map_err(|e| {
-        Error::Decode(format!(
-            "the reply on {subject} does not have the shape this client expects ({e}); \
-             are the client and the orchestrator of the same version?"
-        ))
     })
 }

@@ -9,6 +9,7 @@ use orch_protocol::priority::{
 use orch_protocol::registry::{CommandReply, InstanceRef, Registration, validate_instance_id, validate_name};
 use orch_protocol::subjects::verbs;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 
@@ -34,7 +35,7 @@ impl ReplyKind {
     /// Checks that `payload` has the shape of this reply.
     pub fn check(self, subject: &str, payload: &[u8]) -> Result<()> {
         fn shape<T: serde::de::DeserializeOwned>(subject: &str, payload: &[u8]) -> Result<()> {
-            crate::connection::decode::<T>(subject, payload).map(|_| ())
+            decode::<T>(subject, payload).map(|_| ())
         }
         match self {
             ReplyKind::Command => shape::<CommandReply>(subject, payload),
@@ -147,6 +148,16 @@ impl Request {
         }
         Ok(Request { domain, verb, body, reply: ReplyKind::Json })
     }
+}
+
+/// Decodes a reply as `T`, naming the subject when it does not fit.
+pub(crate) fn decode<T: DeserializeOwned>(subject: &str, payload: &[u8]) -> Result<T> {
+    serde_json::from_slice(payload).map_err(|e| {
+        Error::Decode(format!(
+            "the reply on {subject} does not have the shape this client expects ({e}); \
+             are the client and the orchestrator of the same version?"
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -97,6 +97,6 @@ impl StackClient {
                 )),
             });
         }
-        crate::connection::decode(what, &bytes)
+        crate::requests::decode(what, &bytes)
     }
 }

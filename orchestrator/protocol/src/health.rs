@@ -9,7 +9,36 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ProtocolError;
-use crate::registry::Health;
+
+/// Health of a check or an instance. The lease alone gives `passing` or `critical`; checks can
+/// also report `warning`. Ordered from best to worst, so the worst of several is their maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    Passing,
+    Warning,
+    Critical,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Passing => "passing",
+            Health::Warning => "warning",
+            Health::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Health> {
+        match s {
+            "passing" => Some(Health::Passing),
+            "warning" => Some(Health::Warning),
+            "critical" => Some(Health::Critical),
+            _ => None,
+        }
+    }
+}
 
 /// Limits and defaults of checks. Documented in `docs/protocol.md`; change both together.
 pub mod limits {
@@ -493,8 +522,8 @@ pub struct MaintenanceCommand {
 impl MaintenanceCommand {
     pub fn validate(&self) -> Result<(), ProtocolError> {
         match (&self.id, &self.service) {
-            (Some(id), None) => crate::registry::validate_instance_id("id", id)?,
-            (None, Some(service)) => crate::registry::validate_name("service", service)?,
+            (Some(id), None) => crate::names::validate_instance_id("id", id)?,
+            (None, Some(service)) => crate::names::validate_name("service", service)?,
             _ => return Err(ProtocolError::invalid("id", "give exactly one of \"id\" (an instance) or \"service\"")),
         }
         MaintenanceRequest { reason: self.reason.clone() }.validate()

@@ -9,6 +9,7 @@ pub mod events;
 pub mod headers;
 pub mod health;
 pub mod lifecycle;
+pub mod names;
 pub mod priority;
 pub mod registry;
 pub mod stack;

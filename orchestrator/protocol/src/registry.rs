@@ -8,11 +8,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ProtocolError;
 use crate::health::{Check, CheckSpec, Maintenance};
+// Shared with the other payloads; kept reachable here, where clients have always found them.
+pub use crate::health::Health;
+pub use crate::names::{is_valid_instance_id, is_valid_name, validate_instance_id, validate_name};
 
 /// Limits of a registration. Documented in `docs/protocol.md`; change both together.
 pub mod limits {
-    pub const NAME_MAX: usize = 63;
-    pub const ID_MAX: usize = 128;
+    pub use crate::names::{ID_MAX, NAME_MAX};
     pub const VERSION_MAX: usize = 64;
     pub const ADDRESS_MAX: usize = 253;
     pub const PROTOCOL_MAX: usize = 16;
@@ -28,36 +30,6 @@ pub mod limits {
     pub const TTL_MAX: u32 = 86_400;
     pub const DEFAULT_WEIGHT: u32 = 100;
     pub const DEFAULT_TTL: u32 = 30;
-}
-
-/// Health of a check or an instance. The lease alone gives `passing` or `critical`; checks can
-/// also report `warning`. Ordered from best to worst, so the worst of several is their maximum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum Health {
-    Passing,
-    Warning,
-    Critical,
-}
-
-impl Health {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Health::Passing => "passing",
-            Health::Warning => "warning",
-            Health::Critical => "critical",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Health> {
-        match s {
-            "passing" => Some(Health::Passing),
-            "warning" => Some(Health::Warning),
-            "critical" => Some(Health::Critical),
-            _ => None,
-        }
-    }
 }
 
 fn default_protocol() -> String {
@@ -208,24 +180,6 @@ impl Instance {
     }
 }
 
-/// True for a service name: 1-63 of `a-z 0-9 - _`, starting and ending with a letter or digit.
-/// Names are subject tokens, so they can never hold `.`, `*`, `>` or white space.
-pub fn is_valid_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= limits::NAME_MAX
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-}
-
-/// True for an instance id: 1-128 of `A-Z a-z 0-9 - _` (a subject token in `orch.hb.<id>`).
-pub fn is_valid_instance_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= limits::ID_MAX
-        && id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-}
-
 fn check_len(field: &str, value: &str, max: usize) -> Result<(), ProtocolError> {
     if value.chars().count() > max {
         return Err(ProtocolError::invalid(field, format!("must be at most {max} characters")));
@@ -238,33 +192,6 @@ fn check_printable(field: &str, value: &str) -> Result<(), ProtocolError> {
         return Err(ProtocolError::invalid(field, "must not contain control characters"));
     }
     Ok(())
-}
-
-pub fn validate_instance_id(field: &str, id: &str) -> Result<(), ProtocolError> {
-    if is_valid_instance_id(id) {
-        Ok(())
-    } else {
-        Err(ProtocolError::invalid(
-            field,
-            format!("instance id must be 1-{} characters of letters, digits, '-' or '_' (got {id:?})", limits::ID_MAX),
-        ))
-    }
-}
-
-/// Refuses anything but a service name, naming `field`.
-pub fn validate_name(field: &str, name: &str) -> Result<(), ProtocolError> {
-    if is_valid_name(name) {
-        Ok(())
-    } else {
-        Err(ProtocolError::invalid(
-            field,
-            format!(
-                "service name must be 1-{} characters of lower-case letters, digits, '-' or '_', \
-                 starting and ending with a letter or digit (got {name:?})",
-                limits::NAME_MAX
-            ),
-        ))
-    }
 }
 
 fn validate_address(address: &str) -> Result<(), ProtocolError> {

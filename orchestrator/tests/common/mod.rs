@@ -191,19 +191,20 @@ pub async fn read_stream_raw(js: &jetstream::Context, stream: &str, filter: Opti
         })
         .await
         .expect("ordered consumer");
+    // How many messages match, as the server counted them when the consumer was made: read
+    // exactly those, however long the machine takes to deliver them, rather than stopping at the
+    // first pause (which on a busy machine silently returned part of the stream).
+    let expected = consumer.cached_info().num_pending;
     let mut messages = consumer.messages().await.expect("messages");
-    let mut out = Vec::new();
-    loop {
-        let next = tokio::time::timeout(Duration::from_millis(500), messages.next()).await;
-        match next {
-            Ok(Some(Ok(m))) => {
-                let pending = m.info().map(|i| i.pending).unwrap_or(0);
-                out.push(m.message.clone());
-                if pending == 0 {
-                    break;
-                }
-            }
-            _ => break,
+    let mut out = Vec::with_capacity(expected as usize);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while (out.len() as u64) < expected {
+        match tokio::time::timeout_at(deadline, messages.next()).await {
+            Ok(Some(Ok(m))) => out.push(m.message.clone()),
+            // An ordered consumer recreates itself after a hiccup; it goes on from where it was.
+            Ok(Some(Err(_))) => continue,
+            Ok(None) => panic!("the consumer of {stream} ended after {} of {expected} messages", out.len()),
+            Err(_) => panic!("reading {stream}: {} of {expected} messages after 30s", out.len()),
         }
     }
     out

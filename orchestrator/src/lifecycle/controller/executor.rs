@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use uuid::Uuid;
 
-use super::machine::{Asked, Desired, Effect, Event, Input, Machine, Now, Reply, RequestId, Settings, Transition};
+use super::machine::{Asked, Desired, Effect, Event, Input, Machine, Now, Reply, RequestId, Transition};
 use super::registration::{RegistryOp, spawn_registrar};
 use super::runs::{RunWrite, spawn_run_recorder};
 use super::{Collaborators, ControlError, ControllerConfig, Message, Request, StackApplied};
@@ -51,11 +51,10 @@ pub(super) struct Executor {
 impl Executor {
     pub(super) fn new(config: ControllerConfig, with: Collaborators, tx: mpsc::UnboundedSender<Message>) -> Executor {
         let Collaborators { pool, nats, registry, prober, records, priorities, metrics } = with;
-        let settings = Settings { reconcile_interval: config.reconcile_interval, shedding: config.shedding };
         let effective = priorities.watch().borrow().clone();
         Executor {
-            machine: Machine::new(settings, effective, now()),
-            startup_probe_interval: config.startup_probe_interval,
+            startup_probe_interval: config.settings.startup_probe_interval,
+            machine: Machine::new(config.settings, effective, now()),
             runs: spawn_run_recorder(pool.clone()),
             pool,
             agents: AgentClient::new(nats, config.subjects.clone()),

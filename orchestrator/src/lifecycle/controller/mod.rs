@@ -54,14 +54,9 @@ pub struct Collaborators {
 /// Settings of the controller.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
-    /// How often a starting service's readiness check runs (at most its own interval).
-    pub startup_probe_interval: Duration,
-    /// How often what should run is compared with what the agents report.
-    pub reconcile_interval: Duration,
+    pub settings: crate::lifecycle::LifecycleSettings,
     /// Subjects of the agents and of the lifecycle events.
     pub subjects: Subjects,
-    /// When to shed sheddable services under node pressure.
-    pub shedding: crate::lifecycle::shedding::ShedSettings,
 }
 
 /// Why a request to the controller was refused.

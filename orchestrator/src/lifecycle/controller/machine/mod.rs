@@ -36,12 +36,12 @@ pub use effect::{Asked, Effect, Event, Reply, RequestId, Transition};
 
 use super::{ControlError, ManagedService, RunProfile, StackView};
 use crate::agent::client::AgentError;
+use crate::lifecycle::LifecycleSettings;
 use crate::lifecycle::graph::Graph;
 use crate::lifecycle::manifest::{Manifest, ServiceSpec};
 use crate::lifecycle::profile::{self, ServiceTiming};
 use crate::lifecycle::restart::Restarts;
 use crate::lifecycle::shedding;
-use crate::lifecycle::shedding::ShedSettings;
 use crate::lifecycle::startup::Startup;
 use crate::priority::Effective;
 use crate::storage::StorageError;
@@ -124,15 +124,6 @@ pub enum Input {
     Status { node: String, result: Result<agent::Status, AgentError>, asked: Vec<Asked> },
     /// Once a second: renew leases, and now and then reconcile with the agents.
     Tick,
-}
-
-/// Settings the decisions depend on.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// How often what should run is compared with what the agents report.
-    pub reconcile_interval: Duration,
-    /// When to shed sheddable services under node pressure.
-    pub shedding: ShedSettings,
 }
 
 /// Why the controller stops a process on purpose, and what follows when it has ended.
@@ -250,7 +241,7 @@ impl Detail {
 /// The controller's state and decisions.
 #[derive(Debug)]
 pub struct Machine {
-    settings: Settings,
+    settings: LifecycleSettings,
     stack: Option<Stack>,
     last_profile: Option<RunProfile>,
     last_reconcile: Instant,
@@ -266,7 +257,7 @@ pub struct Machine {
 }
 
 impl Machine {
-    pub fn new(settings: Settings, effective: Effective, now: Now) -> Machine {
+    pub fn new(settings: LifecycleSettings, effective: Effective, now: Now) -> Machine {
         Machine {
             settings,
             stack: None,

@@ -18,7 +18,8 @@ use orch_protocol::agent::{self, Exit};
 use orch_protocol::lifecycle::ServiceState;
 use uuid::Uuid;
 
-use super::{Asked, Desired, Effect, Event, Input, Machine, Now, Reply, RequestId, Settings};
+use super::{Asked, Desired, Effect, Event, Input, Machine, Now, Reply, RequestId};
+use crate::lifecycle::LifecycleSettings;
 use crate::lifecycle::controller::ManagedService;
 use crate::lifecycle::graph::Graph;
 use crate::lifecycle::manifest::Manifest;
@@ -56,7 +57,8 @@ impl Harness {
     /// A machine with no stack.
     fn new() -> Harness {
         let now = Now { instant: Instant::now(), wall: DateTime::from_timestamp(1_767_225_600, 0).unwrap() };
-        let settings = Settings { reconcile_interval: RECONCILE, shedding: shedding() };
+        let settings =
+            LifecycleSettings { reconcile_interval: RECONCILE, shedding: shedding(), ..LifecycleSettings::default() };
         Harness {
             machine: Machine::new(settings, Arc::new(BTreeMap::new()), now),
             now,
