@@ -248,6 +248,10 @@ def _applied(client):
 def test_events_from_a_start_time(stack):
     with Client.connect(stack.url) as client:
         client.set_priority("early", 60, reason="before")
+        # The event reaches the stream through the outbox relay, a moment after the commit: wait
+        # until it is stored before taking the start time, so it lies before it however slow.
+        with client.events("orch.evt.priority.>", deliver="all") as stored:
+            take(stored, 1, "the earlier change is stored", where=lambda e: e.service == "early")
         time.sleep(0.05)
         since = datetime.now(timezone.utc)
         time.sleep(0.05)

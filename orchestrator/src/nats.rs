@@ -244,7 +244,9 @@ pub fn drift(current: &stream::Config, wanted: &stream::Config) -> Vec<(&'static
     check("retention", format!("{:?}", current.retention), format!("{:?}", wanted.retention), false);
     check("storage", format!("{:?}", current.storage), format!("{:?}", wanted.storage), false);
     check("discard", format!("{:?}", current.discard), format!("{:?}", wanted.discard), true);
-    check("max_messages", current.max_messages.to_string(), wanted.max_messages.to_string(), true);
+    // The server reports "no limit" as -1 where the client's default says 0: the same setting.
+    let limit = |v: i64| if v <= 0 { -1 } else { v };
+    check("max_messages", limit(current.max_messages).to_string(), limit(wanted.max_messages).to_string(), true);
     check("max_age", format!("{:?}", current.max_age), format!("{:?}", wanted.max_age), true);
     check(
         "duplicate_window",
@@ -252,7 +254,9 @@ pub fn drift(current: &stream::Config, wanted: &stream::Config) -> Vec<(&'static
         format!("{:?}", wanted.duplicate_window),
         true,
     );
-    check("num_replicas", current.num_replicas.to_string(), wanted.num_replicas.to_string(), true);
+    // 0 replicas asks for the server's default, one.
+    let replicas = |n: usize| n.max(1);
+    check("num_replicas", replicas(current.num_replicas).to_string(), replicas(wanted.num_replicas).to_string(), true);
     out
 }
 
@@ -336,4 +340,19 @@ async fn provision_once(
     let wanted = desired_consumer(subjects);
     js.create_consumer_on_stream(wanted, &stream).await.map_err(|e| provision_error("the commands consumer", e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_limit_is_no_drift_however_it_is_written() {
+        let wanted = stream::Config { name: "S".into(), subjects: vec!["s.>".into()], ..Default::default() };
+        let as_reported = stream::Config { max_messages: -1, num_replicas: 1, ..wanted.clone() };
+        assert!(drift(&as_reported, &wanted).is_empty(), "{:?}", drift(&as_reported, &wanted));
+        let limited = stream::Config { max_messages: 10, ..wanted.clone() };
+        let found = drift(&as_reported, &limited);
+        assert_eq!(found, vec![("max_messages", "-1".to_string(), "10".to_string(), true)]);
+    }
 }

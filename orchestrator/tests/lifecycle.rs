@@ -14,6 +14,7 @@ use common::lifecycle::*;
 use common::{Stack, eventually};
 use orch_testkit::{free_port, process_alive};
 use serde_json::Value;
+use tokio::io::AsyncBufReadExt;
 
 #[tokio::test]
 async fn starts_in_dependency_order_and_stops_in_reverse() {
@@ -495,6 +496,29 @@ async fn the_command_line_applies_follows_reports_and_takes_down() {
     let (code, out, _) = run(args("down", &[])).await;
     assert_eq!(code, Some(0));
     assert!(out.contains("stopped 2 running services"), "{out}");
+
+    // `events --all` prints the stored events as JSON lines, the filter keeping to lifecycle ones.
+    let prefix = stack.subjects.prefix().to_string();
+    let nats = ["--nats-url".to_string(), stack.nats.url(), "--subject-prefix".to_string(), prefix.clone()];
+    let mut follow = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(["events", "--all", "--filter", &format!("{prefix}.evt.lifecycle.>")])
+        .args(&nats)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(follow.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.expect("an event line");
+    let event: Value = serde_json::from_str(&first.unwrap().expect("a line")).unwrap();
+    assert!(event["type"].as_str().unwrap().starts_with("io.orch.lifecycle."), "{event}");
+    follow.kill().await.unwrap();
+    // A filter outside the events subjects is refused, naming the problem.
+    let mut outside = vec!["events".to_string(), "--filter".to_string(), format!("{prefix}.cmd.>")];
+    outside.extend(nats);
+    let (code, _, err) = run(outside).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("not an events subject"), "{err}");
 
     std::fs::write(&file, "[services.a]\ncommand = \"x\"\npriority = 900\n").unwrap();
     let (code, _, err) = run(args("up", &["-f", &path])).await;
