@@ -108,7 +108,9 @@ def test_services_restart_and_errors(stack):
 def test_durable_async_stream_resumes_where_acks_ended(stack):
     async def main():
         client = await AsyncClient.connect(stack.url)
-        events = await client.events("orch.evt.priority.>", durable="resumer", deliver="all")
+        # A short ack wait (5 s): an event the server was delivering when the first stream closed cannot
+        # be handed back and comes again only after it (the rest are handed back at once).
+        events = await client.events("orch.evt.priority.>", durable="resumer", deliver="all", ack_wait=5.0)
         for i in range(4):
             await client.set_priority(f"d{i}", 70, reason="mark")
         first = await take(events, 2)
@@ -116,7 +118,7 @@ def test_durable_async_stream_resumes_where_acks_ended(stack):
             assert event.ackable
             event.ack()
         await events.close()
-        again = await client.events("orch.evt.priority.>", durable="resumer")
+        again = await client.events("orch.evt.priority.>", durable="resumer", ack_wait=5.0)
         rest = await take(again, 2)
         assert [e.service for e in first] == ["d0", "d1"]
         # Handed back unacknowledged at close: redelivered (JetStream does not promise the order).

@@ -60,10 +60,11 @@ def test_auto_ack_acknowledges_what_the_loop_has_handled(stack):
     with Client.connect(stack.url) as client:
         for i in range(3):
             client.set_priority(f"a{i}", 60, reason="mark")
-        with client.events("orch.evt.priority.>", durable="auto", deliver="all", auto_ack=True) as events:
+        # A short ack wait (5 s): an event in flight when the first stream closes comes again after it.
+        with client.events("orch.evt.priority.>", durable="auto", deliver="all", auto_ack=True, ack_wait=5.0) as events:
             assert events.next(timeout=10).data["service"] == "a0"
             assert events.next(timeout=10).data["service"] == "a1"
         # Leaving the block acknowledged a0 and a1 (handed over); a2 comes again.
-        with client.events("orch.evt.priority.>", durable="auto", auto_ack=True) as events:
+        with client.events("orch.evt.priority.>", durable="auto", auto_ack=True, ack_wait=5.0) as events:
             assert events.next(timeout=10).data["service"] == "a2"
             assert events.next(timeout=0.5) is None
