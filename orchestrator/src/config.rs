@@ -373,6 +373,22 @@ pub struct ServeArgs {
     #[arg(long, env = "ORCH_HEALTH_EXEC_ENABLED", default_value_t = false)]
     pub health_exec_enabled: bool,
 
+    /// Host names or IP addresses any http or tcp check may reach, on any port. Without it, a
+    /// check reaches only its own instance's address and port (comma-separated).
+    #[arg(long, env = "ORCH_CHECK_ALLOW_HOSTS", value_delimiter = ',')]
+    pub check_allow_hosts: Vec<String>,
+
+    /// Networks (CIDR, e.g. 10.0.0.0/8) any http or tcp check may reach, on any port. Link-local
+    /// and cloud metadata addresses (169.254.0.0/16, fe80::/10, ...) are refused to every check
+    /// unless a network given here contains them (comma-separated).
+    #[arg(long, env = "ORCH_CHECK_ALLOW_NETWORKS", value_delimiter = ',')]
+    pub check_allow_networks: Vec<ipnet::IpNet>,
+
+    /// Subjects (wildcards allowed) nats checks may request besides $SRV.> (the NATS service API)
+    /// (comma-separated).
+    #[arg(long, env = "ORCH_CHECK_ALLOW_NATS_SUBJECTS", value_delimiter = ',')]
+    pub check_allow_nats_subjects: Vec<String>,
+
     /// Most check runs in flight at once; runs beyond it wait, which shows as drift.
     #[arg(long, env = "ORCH_HEALTH_CONCURRENCY", default_value_t = 4096)]
     pub health_concurrency: usize,
@@ -707,6 +723,11 @@ impl ServeArgs {
                 flap_window: self.flap_window,
                 critical_services: self.critical_services.clone(),
                 deregister_critical_after: self.deregister_critical_after,
+                targets: std::sync::Arc::new(crate::registry::check_targets::CheckTargets {
+                    hosts: self.check_allow_hosts.clone(),
+                    networks: self.check_allow_networks.clone(),
+                    nats_subjects: self.check_allow_nats_subjects.clone(),
+                }),
             },
             lifecycle: LifecycleSettings {
                 startup_probe_interval: self.startup_probe_interval,

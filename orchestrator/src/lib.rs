@@ -199,7 +199,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     // Before any task starts, so the tracker never deregisters during a persisted self-preservation.
     registry.set_self_preservation(self_preservation);
 
-    let prober = health::probe::Prober::new(client.clone(), settings.health.exec_enabled)?;
+    let prober =
+        health::probe::Prober::new(client.clone(), settings.health.exec_enabled, settings.health.targets.clone())?;
     let checker =
         Arc::new(health::Checker::new(prober.clone(), registry.clone(), metrics.clone(), settings.health.concurrency));
     for instance in &with_checks {
@@ -218,6 +219,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             written: outbox_written.clone(),
             metrics: metrics.clone(),
             shards: settings.registry.writer_shards,
+            subjects: subjects.clone(),
         }
         .run(relay_shutdown_rx, OUTBOX_DRAIN),
     );

@@ -78,6 +78,8 @@ pub struct Metrics {
     pub batch_size: Histogram,
     /// Events and dead letters published by the outbox relay.
     pub outbox_published: Counter,
+    /// Outbox rows set aside (dead-lettered) because JetStream kept refusing them.
+    pub outbox_isolated: Counter,
     /// Instances with a lease (set at scrape time).
     pub instances: Gauge,
     /// Declared checks the checker runs or watches (set at scrape time).
@@ -155,6 +157,12 @@ impl Default for Metrics {
         registry.register("batch_size", "Commands per committed batch", batch_size.clone());
         let outbox_published = Counter::default();
         registry.register("outbox_published", "Messages published by the outbox relay", outbox_published.clone());
+        let outbox_isolated = Counter::default();
+        registry.register(
+            "outbox_isolated",
+            "Outbox rows set aside to the dead-letter table because JetStream kept refusing them",
+            outbox_isolated.clone(),
+        );
         let instances = Gauge::default();
         registry.register("instances", "Registered instances", instances.clone());
         let checks = Gauge::default();
@@ -199,6 +207,7 @@ impl Default for Metrics {
             batch_seconds,
             batch_size,
             outbox_published,
+            outbox_isolated,
             instances,
             checks,
             check_runs,

@@ -286,6 +286,65 @@ async fn bad_health_input_is_refused_naming_the_field() {
     assert_eq!(stack.count("SELECT count(*) FROM dead_letters").await, 1);
 }
 
+/// A check reaches only its own instance unless the operator allows more: an SSRF (cloud
+/// metadata, another host's admin port), a port scan and a NATS request on the orchestrator's
+/// own API are refused with 400 naming the field, over HTTP and NATS alike.
+#[tokio::test]
+async fn forbidden_check_targets_are_refused_naming_the_field() {
+    let stack = Stack::start_with(|s| {
+        s.health.targets = Arc::new(orchestrator::registry::check_targets::CheckTargets {
+            hosts: vec!["allowed.example".into()],
+            networks: vec!["10.1.0.0/16".parse().unwrap()],
+            nats_subjects: vec!["probe.>".into()],
+        })
+    })
+    .await;
+    let with_checks = |address: &str, checks: Value| json!({"id": "t-1", "name": "target", "address": address, "port": 8080, "checks": checks});
+    let refused = [
+        ("10.0.0.5", json!([{"kind": "http", "url": "http://169.254.169.254/latest/meta-data/"}]), "checks[0].url"),
+        ("169.254.169.254", json!([{"kind": "http", "url": "/latest/meta-data/"}]), "checks[0].url"),
+        ("10.0.0.5", json!([{"kind": "http", "url": "http://10.0.0.5:9000/admin"}]), "checks[0].url"),
+        ("10.0.0.5", json!([{"kind": "http", "url": "http://internal.example/"}]), "checks[0].url"),
+        ("10.0.0.5", json!([{"kind": "tcp"}, {"kind": "tcp", "id": "scan", "port": 22}]), "checks[1].port"),
+        ("10.0.0.5", json!([{"kind": "tcp", "address": "10.2.0.1"}]), "checks[0].address"),
+        ("10.0.0.5", json!([{"kind": "nats", "subject": "$JS.API.STREAM.DELETE.ORCH_EVENTS"}]), "checks[0].subject"),
+        ("10.0.0.5", json!([{"kind": "nats", "subject": "orch.req.lifecycle.down"}]), "checks[0].subject"),
+    ];
+    for (address, checks, field) in refused {
+        let r = call(&stack, "POST", "/api/v1/services", Some(with_checks(address, checks.clone()))).await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "validation_failed", Some(field));
+        let (code, reply) = stack.request("register", &with_checks(address, checks).to_string()).await;
+        assert_eq!(code.as_deref(), Some("400"), "{reply}");
+        assert_eq!(reply["error"]["code"], "validation_failed", "{reply}");
+        assert_eq!(reply["error"]["field"], field, "{reply}");
+    }
+    // What the operator allowed, and the instance's own address and port, pass.
+    register(
+        &stack,
+        with_checks(
+            "10.0.0.5",
+            json!([
+                {"kind": "http", "url": "http://10.0.0.5:8080/health", "initial_status": "passing", "interval": "1h"},
+                {"kind": "http", "id": "dep", "url": "https://allowed.example/", "interval": "1h"},
+                {"kind": "tcp", "id": "db", "address": "10.1.2.3", "port": 5432, "interval": "1h"},
+                {"kind": "nats", "id": "probe", "subject": "probe.web", "interval": "1h"},
+                {"kind": "nats", "id": "srv", "interval": "1h"}
+            ]),
+        ),
+    )
+    .await;
+    // Adding a check to a registered instance takes the same rules.
+    let r = call(
+        &stack,
+        "PUT",
+        "/api/v1/instances/t-1/checks/meta",
+        Some(json!({"kind": "tcp", "address": "169.254.169.254"})),
+    )
+    .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "validation_failed", Some("checks[5].address"));
+    assert_eq!(stack.count("SELECT count(*) FROM instances").await, 1);
+}
+
 #[tokio::test]
 async fn flapping_instance_is_damped_until_it_settles() {
     let stack = Stack::start_with(|s| {

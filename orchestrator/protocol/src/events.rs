@@ -35,6 +35,9 @@ pub enum EventKind {
     SelfPreservationEntered,
     SelfPreservationExited,
     CommandRejected,
+    /// An event JetStream kept refusing was set aside so the events behind it flow (data
+    /// [`EventIsolatedData`]).
+    EventIsolated,
     CheckChanged,
     InstanceChanged,
     ServiceChanged,
@@ -63,7 +66,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 43] = [
+    pub const ALL: [EventKind; 44] = [
         EventKind::Registered,
         EventKind::Updated,
         EventKind::Deregistered,
@@ -72,6 +75,7 @@ impl EventKind {
         EventKind::SelfPreservationEntered,
         EventKind::SelfPreservationExited,
         EventKind::CommandRejected,
+        EventKind::EventIsolated,
         EventKind::CheckChanged,
         EventKind::InstanceChanged,
         EventKind::ServiceChanged,
@@ -128,6 +132,7 @@ impl EventKind {
             EventKind::SelfPreservationEntered
             | EventKind::SelfPreservationExited
             | EventKind::CommandRejected
+            | EventKind::EventIsolated
             | EventKind::CheckerLagging
             | EventKind::CheckerRecovered
             | EventKind::PriorityHoldStarted
@@ -153,6 +158,7 @@ impl EventKind {
             EventKind::SelfPreservationEntered => "self_preservation_entered",
             EventKind::SelfPreservationExited => "self_preservation_exited",
             EventKind::CommandRejected => "command_rejected",
+            EventKind::EventIsolated => "event_isolated",
             EventKind::CheckChanged => "check_changed",
             EventKind::InstanceChanged => "instance_changed",
             EventKind::ServiceChanged => "service_changed",
@@ -187,6 +193,7 @@ impl EventKind {
             EventKind::SelfPreservationEntered => "io.orch.system.self_preservation_entered.v1",
             EventKind::SelfPreservationExited => "io.orch.system.self_preservation_exited.v1",
             EventKind::CommandRejected => "io.orch.system.command_rejected.v1",
+            EventKind::EventIsolated => "io.orch.system.event_isolated.v1",
             EventKind::CheckChanged => "io.orch.health.check_changed.v1",
             EventKind::InstanceChanged => "io.orch.health.instance_changed.v1",
             EventKind::ServiceChanged => "io.orch.health.service_changed.v1",
@@ -304,6 +311,23 @@ pub struct CommandRejectedData {
     pub error: ErrorBody,
     /// Id of the record in the dead-letter table and `Nats-Msg-Id` on the dead-letter stream.
     pub dead_letter_id: Uuid,
+}
+
+/// Data of `event_isolated`: the outbox relay could not publish an event after bounded retries
+/// while JetStream answered, so it moved the event to the dead-letter table instead of letting it
+/// hold back every event behind it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventIsolatedData {
+    /// The event's id (its `Nats-Msg-Id`).
+    pub event_id: Uuid,
+    /// The subject it was to be published on.
+    pub subject: String,
+    /// JetStream's (or the client's) last refusal.
+    pub error: String,
+    pub attempts: u32,
+    /// Id of the record in the dead-letter table, which keeps the event's payload.
+    pub dead_letter_id: Uuid,
+    pub message: String,
 }
 
 /// Data of `check_changed`: a check of an instance changed state.

@@ -34,6 +34,9 @@ pub mod verbs {
     pub const RELEASE: &str = "release";
 }
 
+/// The service token of an event whose service (or node) name is not a safe subject token.
+pub const INVALID_TOKEN: &str = "_invalid";
+
 /// Names derived from one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subjects {
@@ -115,8 +118,11 @@ impl Subjects {
         format!("{}.evt.>", self.prefix)
     }
 
-    /// `orch.evt.<domain>.<service>.<kind>`
+    /// `orch.evt.<domain>.<service>.<kind>`. A `service` that is not a safe subject token (letters,
+    /// digits, `-`, `_`: every validated name is) becomes [`INVALID_TOKEN`], so an event is never
+    /// made on a subject JetStream refuses or that escapes its domain; its data keeps the value.
     pub fn event(&self, domain: &str, service: &str, kind: &str) -> String {
+        let service = if crate::names::is_valid_instance_id(service) { service } else { INVALID_TOKEN };
         format!("{}.evt.{domain}.{service}.{kind}", self.prefix)
     }
 
@@ -170,6 +176,13 @@ impl Subjects {
         Some((domain, verb))
     }
 
+    /// The node of an agent's report subject `orch.agent.<node>.<verb>`, when it is a valid name.
+    pub fn parse_agent_report<'a>(&self, subject: &'a str, verb: &str) -> Option<&'a str> {
+        let node =
+            subject.strip_prefix(&self.prefix)?.strip_prefix(".agent.")?.strip_suffix(verb)?.strip_suffix('.')?;
+        crate::names::is_valid_name(node).then_some(node)
+    }
+
     /// The instance id of a heartbeat subject `orch.hb.<instance>`.
     pub fn parse_heartbeat<'a>(&self, subject: &'a str) -> Option<&'a str> {
         let id = subject.strip_prefix(&self.prefix)?.strip_prefix(".hb.")?;
@@ -180,6 +193,30 @@ impl Subjects {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_agent_report_speaks_for_the_node_of_its_subject() {
+        let s = Subjects::default();
+        assert_eq!(s.parse_agent_report("orch.agent.node-1.pressure", "pressure"), Some("node-1"));
+        assert_eq!(s.parse_agent_report("orch.agent.Node_X.pressure", "pressure"), None, "not a valid name");
+        assert_eq!(s.parse_agent_report("orch.agent.a.b.pressure", "pressure"), None);
+        assert_eq!(s.parse_agent_report("orch.agent.n.exited", "pressure"), None);
+        assert_eq!(s.parse_agent_report("other.agent.n.pressure", "pressure"), None);
+    }
+
+    #[test]
+    fn an_event_never_gets_an_unsafe_subject_token() {
+        let s = Subjects::default();
+        assert_eq!(s.event("resource", "node-1", "pressure_high"), "orch.evt.resource.node-1.pressure_high");
+        assert_eq!(s.event("system", "_system", "x"), "orch.evt.system._system.x");
+        for bad in ["", "a b", "a.b", "*", ">", "n\r\n", "x\u{0}"] {
+            assert_eq!(
+                s.event("resource", bad, "pressure_high"),
+                "orch.evt.resource._invalid.pressure_high",
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn names_follow_the_prefix() {

@@ -20,6 +20,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
+use crate::registry::check_targets::CheckTargets;
 use crate::registry::decision::Policy;
 use crate::registry::writer::internal;
 use crate::registry::{Change, Command, Registry};
@@ -50,6 +51,8 @@ pub struct HealthSettings {
     pub critical_services: Vec<String>,
     /// An instance critical for this long is deregistered (instances in maintenance are kept).
     pub deregister_critical_after: Duration,
+    /// Where checks may reach beyond their instance's own address and port.
+    pub targets: Arc<CheckTargets>,
 }
 
 impl Default for HealthSettings {
@@ -63,6 +66,7 @@ impl Default for HealthSettings {
             flap_window: policy.flap_window,
             critical_services: Vec::new(),
             deregister_critical_after: Duration::from_secs(600),
+            targets: policy.targets,
         }
     }
 }
@@ -70,7 +74,12 @@ impl Default for HealthSettings {
 impl HealthSettings {
     /// What the registry's writer applies to each health change.
     pub fn policy(&self) -> Policy {
-        Policy { flap_threshold: self.flap_threshold, flap_window: self.flap_window, exec_enabled: self.exec_enabled }
+        Policy {
+            flap_threshold: self.flap_threshold,
+            flap_window: self.flap_window,
+            exec_enabled: self.exec_enabled,
+            targets: self.targets.clone(),
+        }
     }
 }
 

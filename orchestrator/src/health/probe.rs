@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt as _;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -20,12 +21,14 @@ use tokio::net::unix::pipe;
 use tokio::process::Command;
 use tokio::time::Instant;
 
+use crate::registry::check_targets::CheckTargets;
+
 /// How much of an HTTP response body is read to look for `expect_body`: enough for any health
 /// page, bounded so a large or endless body cannot hold a check or the orchestrator's memory.
 const BODY_READ_MAX: usize = 64 * 1024;
 
-/// Redirects an HTTP check follows: a health endpoint behind one or two redirects still works,
-/// a loop fails fast.
+/// Redirects an HTTP check follows, on the same host and port only: a health endpoint behind one
+/// or two redirects still works, a loop fails fast, and a redirect never leads a check elsewhere.
 const REDIRECTS_MAX: usize = 3;
 
 /// How long an unused HTTP connection is kept. Longer than the default check interval, so checks
@@ -86,17 +89,22 @@ pub struct Prober {
     http_insecure: reqwest::Client,
     nats: async_nats::Client,
     exec_enabled: bool,
+    /// Which addresses a check's host name may resolve to when it runs.
+    targets: Arc<CheckTargets>,
 }
 
 impl Prober {
-    /// `exec_enabled`: exec checks run only when the operator enabled them.
-    pub fn new(nats: async_nats::Client, exec_enabled: bool) -> anyhow::Result<Prober> {
+    /// `exec_enabled`: exec checks run only when the operator enabled them. `targets`: the
+    /// addresses checks may connect to (link-local and metadata ones only when allowed).
+    pub fn new(nats: async_nats::Client, exec_enabled: bool, targets: Arc<CheckTargets>) -> anyhow::Result<Prober> {
         crate::tls::install_crypto_provider();
         Ok(Prober {
-            http: http_client(false).context("building the HTTP client of health checks")?,
-            http_insecure: http_client(true).context("building the HTTP client of tls_skip_verify health checks")?,
+            http: http_client(false, &targets).context("building the HTTP client of health checks")?,
+            http_insecure: http_client(true, &targets)
+                .context("building the HTTP client of tls_skip_verify health checks")?,
             nats,
             exec_enabled,
+            targets,
         })
     }
 
@@ -106,7 +114,7 @@ impl Prober {
         let timeout = spec.timeout();
         match spec.kind {
             CheckKind::Http => self.http(spec, target, timeout).await,
-            CheckKind::Tcp => tcp(spec, target, timeout).await,
+            CheckKind::Tcp => tcp(spec, target, timeout, &self.targets).await,
             CheckKind::Nats => self.nats(spec, target, timeout).await,
             CheckKind::Exec => self.exec(spec, timeout).await,
             CheckKind::Ttl | CheckKind::Lease => ProbeResult::critical(format!(
@@ -222,17 +230,63 @@ impl Prober {
     }
 }
 
-fn http_client(accept_invalid_certs: bool) -> reqwest::Result<reqwest::Client> {
+fn http_client(accept_invalid_certs: bool, targets: &Arc<CheckTargets>) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         // Checks target instances directly; a proxy from the environment would test the proxy.
         .no_proxy()
-        .redirect(reqwest::redirect::Policy::limited(REDIRECTS_MAX))
+        .redirect(reqwest::redirect::Policy::custom(same_origin_redirects))
+        .dns_resolver(GuardedResolver(targets.clone()))
         // Thousands of checks a second may target the same host: keep every connection for reuse.
         .pool_max_idle_per_host(usize::MAX)
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .user_agent(concat!("orchestrator-health-check/", env!("CARGO_PKG_VERSION")))
         .tls_danger_accept_invalid_certs(accept_invalid_certs)
         .build()
+}
+
+/// Follows a redirect only to the same host and port, at most [`REDIRECTS_MAX`] times.
+fn same_origin_redirects(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirect::Action {
+    let first = attempt.previous().first().cloned();
+    let same = first.as_ref().is_some_and(|first| {
+        first.host_str() == attempt.url().host_str()
+            && first.port_or_known_default() == attempt.url().port_or_known_default()
+    });
+    if !same {
+        let to = attempt.url().to_string();
+        attempt.error(format!("redirect to another host or port refused ({to})"))
+    } else if attempt.previous().len() > REDIRECTS_MAX {
+        attempt.error("too many redirects")
+    } else {
+        attempt.follow()
+    }
+}
+
+/// Resolves check host names with the system resolver, keeping only addresses a check may
+/// connect to: a name that resolves to a metadata address is refused when the check runs.
+struct GuardedResolver(Arc<CheckTargets>);
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let targets = self.0.clone();
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs = resolve_allowed(&host, 0, &targets).await?;
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The addresses of `host`:`port` a check may connect to; an error naming the host when none.
+async fn resolve_allowed(host: &str, port: u16, targets: &CheckTargets) -> std::io::Result<Vec<std::net::SocketAddr>> {
+    let all: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+    let allowed: Vec<_> = all.iter().copied().filter(|a| targets.may_connect(a.ip())).collect();
+    if allowed.is_empty() && !all.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("{host} resolves only to link-local or metadata addresses, which checks may not reach"),
+        ));
+    }
+    Ok(allowed)
 }
 
 /// The URL of an http check: `url` when absolute, else a path on the instance's address.
@@ -251,7 +305,7 @@ fn url_host(address: &str) -> String {
     if address.contains(':') && !address.starts_with('[') { format!("[{address}]") } else { address.to_string() }
 }
 
-async fn tcp(spec: &CheckSpec, target: &Target<'_>, timeout: Duration) -> ProbeResult {
+async fn tcp(spec: &CheckSpec, target: &Target<'_>, timeout: Duration, targets: &CheckTargets) -> ProbeResult {
     let address = spec.address.as_deref().unwrap_or(target.address);
     let port = spec.port.unwrap_or(target.port);
     let head = format!("TCP connect {}:{port}", url_host(address));
@@ -260,7 +314,11 @@ async fn tcp(spec: &CheckSpec, target: &Target<'_>, timeout: Duration) -> ProbeR
     };
     // A bracketed IPv6 address would not resolve; the brackets only belong in `host:port`.
     let host = address.trim_start_matches('[').trim_end_matches(']');
-    match tokio::time::timeout(timeout, TcpStream::connect((host, port))).await {
+    let connect = async {
+        let addrs = resolve_allowed(host, port, targets).await?;
+        TcpStream::connect(addrs.as_slice()).await
+    };
+    match tokio::time::timeout(timeout, connect).await {
         Err(_) => ProbeResult::critical(format!("{head}: {}", timed_out(timeout))),
         Ok(Err(e)) => ProbeResult::critical(format!("{head}: {e}")),
         Ok(Ok(_)) => ProbeResult::new(Health::Passing, format!("{head}: success")),
@@ -435,7 +493,7 @@ mod tests {
     }
 
     async fn prober(exec_enabled: bool) -> Prober {
-        Prober::new(offline_nats().await, exec_enabled).unwrap()
+        Prober::new(offline_nats().await, exec_enabled, Arc::default()).unwrap()
     }
 
     fn target(port: u16) -> Target<'static> {
@@ -586,6 +644,35 @@ mod tests {
         assert_eq!(big.output.len(), limits::OUTPUT_MAX);
     }
 
+    #[tokio::test]
+    async fn a_redirect_never_leads_a_check_to_another_host_or_port() {
+        let elsewhere = http_server().await;
+        let app = Router::new()
+            .route("/away", get(move || async move { Redirect::temporary(&format!("http://{elsewhere}/health")) }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let result = prober(false).await.run(&http_spec("/away"), &target(addr.port())).await;
+        assert_result(&result, Health::Critical, &["redirect to another host or port refused"]);
+        assert!(!result.output.contains("all good"), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_name_that_resolves_to_a_metadata_address_is_not_reached() {
+        // The guard judges what a name resolves to when the check runs; an address literal goes
+        // through the same step, so a metadata address shows it without a DNS server.
+        let targets = CheckTargets::default();
+        let loopback = resolve_allowed("127.0.0.1", 80, &targets).await.unwrap();
+        assert_eq!(loopback.len(), 1, "loopback is allowed");
+        let refused = resolve_allowed("169.254.169.254", 80, &targets).await.unwrap_err();
+        assert!(refused.to_string().contains("link-local or metadata"), "{refused}");
+        let opened = CheckTargets { networks: vec!["169.254.0.0/16".parse().unwrap()], ..CheckTargets::default() };
+        assert_eq!(resolve_allowed("169.254.169.254", 80, &opened).await.unwrap().len(), 1);
+        let tcp_spec = CheckSpec { address: Some("169.254.169.254".into()), ..spec(CheckKind::Tcp, SLOW) };
+        let result = prober(false).await.run(&tcp_spec, &target(80)).await;
+        assert_result(&result, Health::Critical, &["link-local or metadata"]);
+    }
+
     #[test]
     fn http_url_forms() {
         let v4 = target(8080);
@@ -687,7 +774,7 @@ mod tests {
     async fn nats_request_reply() {
         let server = orch_testkit::NatsServer::start();
         let client = async_nats::connect(server.url()).await.unwrap();
-        let prober = Prober::new(client.clone(), false).unwrap();
+        let prober = Prober::new(client.clone(), false, Arc::default()).unwrap();
         let target = target(closed_port());
 
         // An ADR-32 responder on the default subject.

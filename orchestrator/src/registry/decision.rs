@@ -3,6 +3,7 @@
 //! the context (time, health policy), the events to publish and the health transitions to record.
 //! Pure data: the writer carries the effects out in the command's transaction.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -10,35 +11,53 @@ use orch_protocol::events::EventKind;
 use orch_protocol::health::Maintenance;
 use serde::Serialize;
 
+use super::check_targets::CheckTargets;
 use crate::storage::health::Transition;
 
 /// Settings of health decisions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// More health changes than this inside the window make an instance flap.
     pub flap_threshold: usize,
     pub flap_window: Duration,
     /// Whether `exec` checks may be declared.
     pub exec_enabled: bool,
+    /// Where checks may reach beyond their instance's own address and port.
+    pub targets: Arc<CheckTargets>,
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { flap_threshold: 4, flap_window: Duration::from_secs(120), exec_enabled: false }
+        Policy {
+            flap_threshold: 4,
+            flap_window: Duration::from_secs(120),
+            exec_enabled: false,
+            targets: Arc::new(CheckTargets::default()),
+        }
     }
 }
 
 impl Policy {
-    /// Refuses checks this orchestrator will not run.
-    pub fn allows(&self, checks: &[orch_protocol::health::CheckSpec]) -> Result<(), orch_protocol::ProtocolError> {
-        match checks.iter().position(|c| c.kind == orch_protocol::health::CheckKind::Exec) {
-            Some(i) if !self.exec_enabled => Err(orch_protocol::ProtocolError::invalid(
-                format!("checks[{i}].kind"),
-                "exec checks are disabled on this orchestrator; an operator can enable them with \
-                 --health-exec-enabled (ORCH_HEALTH_EXEC_ENABLED=true)",
-            )),
-            _ => Ok(()),
+    /// Refuses checks this orchestrator will not run: exec checks unless enabled, and checks that
+    /// reach elsewhere than the instance at `address`:`port` and the allowed targets.
+    pub fn allows(
+        &self,
+        checks: &[orch_protocol::health::CheckSpec],
+        address: &str,
+        port: u32,
+    ) -> Result<(), orch_protocol::ProtocolError> {
+        let port = u16::try_from(port).unwrap_or(0);
+        for (i, check) in checks.iter().enumerate() {
+            if check.kind == orch_protocol::health::CheckKind::Exec && !self.exec_enabled {
+                return Err(orch_protocol::ProtocolError::invalid(
+                    format!("checks[{i}].kind"),
+                    "exec checks are disabled on this orchestrator; an operator can enable them with \
+                     --health-exec-enabled (ORCH_HEALTH_EXEC_ENABLED=true)",
+                ));
+            }
+            self.targets.admit(check, address, port, &format!("checks[{i}]"))?;
         }
+        Ok(())
     }
 
     pub(super) fn window(&self) -> chrono::Duration {

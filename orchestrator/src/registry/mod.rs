@@ -1,5 +1,6 @@
 //! The registry: instances with leases, discovery, and the single writer that applies every change.
 
+pub mod check_targets;
 pub mod decision;
 pub mod discovery;
 pub mod instance_health;

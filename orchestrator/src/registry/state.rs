@@ -333,8 +333,8 @@ pub fn decide(command: &Command, current: Option<&Instance>, ctx: &Context) -> D
                 Some(existing) => *existing = spec.clone(),
                 None => checks.push(spec.clone()),
             }
-            if let Err(e) =
-                orch_protocol::health::validate_checks("checks", &checks).and_then(|()| ctx.policy.allows(&checks))
+            if let Err(e) = orch_protocol::health::validate_checks("checks", &checks)
+                .and_then(|()| ctx.policy.allows(&checks, &inst.address, inst.port))
             {
                 return Decision { rejected: true, ..Decision::failed(e) };
             }
@@ -508,7 +508,7 @@ fn updated(inst: &Instance, mut next: Instance, changed: Vec<String>, ctx: &Cont
 
 fn register(reg: &Registration, current: Option<&Instance>, ctx: &Context) -> Decision {
     let now = ctx.now;
-    if let Err(e) = ctx.policy.allows(&reg.checks) {
+    if let Err(e) = ctx.policy.allows(&reg.checks, &reg.address, reg.port) {
         return Decision { rejected: true, ..Decision::failed(e) };
     }
     let id = reg.id.clone().expect("the writer assigns an id before deciding");
@@ -597,8 +597,11 @@ mod tests {
     use crate::registry::decision::Policy;
 
     fn ctx(now: DateTime<Utc>) -> Context<'static> {
-        static POLICY: Policy =
-            Policy { flap_threshold: 2, flap_window: std::time::Duration::from_secs(60), exec_enabled: false };
+        static POLICY: std::sync::LazyLock<Policy> = std::sync::LazyLock::new(|| Policy {
+            flap_threshold: 2,
+            flap_window: std::time::Duration::from_secs(60),
+            ..Policy::default()
+        });
         Context { now, policy: &POLICY, service_maintenance: None }
     }
 

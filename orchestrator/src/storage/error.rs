@@ -37,8 +37,10 @@ fn is_transient(e: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception; 53: insufficient resources; 57P0x: shutdown / cannot
-            // connect now; 40001 serialization failure; 40P01 deadlock; 55P03 lock not available.
+            // connect now; 40001 serialization failure; 40P01 deadlock; 55P03 lock not available;
+            // 25006 read-only transaction (a standby, or a primary during a failover).
             code.starts_with("08")
+                || code == "25006"
                 || code.starts_with("53")
                 || code.starts_with("57P0")
                 || code == "40001"

@@ -68,3 +68,13 @@ pub async fn insert(
     .await?;
     Ok(())
 }
+
+/// Sets aside a row the relay cannot publish, in one transaction: the row leaves the outbox and
+/// its payload goes to the dead-letter table.
+pub async fn isolate(pool: &PgPool, seq: i64, dead_letter: &super::ledger::DeadLetter) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM outbox WHERE seq = $1").bind(seq).execute(&mut *tx).await?;
+    super::ledger::record_dead_letters(&mut tx, std::slice::from_ref(dead_letter)).await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -6,6 +6,14 @@
 //! Each shard is read from a cursor (`seq > last published`). Reading "the oldest rows" instead
 //! would walk every dead row of the messages already published at the head of the table: 4 ms
 //! a round with 50,000 of them, measured.
+//!
+//! No poison pill: shards fail alone (one shard's refusal never holds back another's rows), and a
+//! row refused [`ISOLATE_AFTER`] times in a row is set aside if JetStream still takes events: the
+//! relay publishes the `event_isolated` alarm first, and only when JetStream stores it does the
+//! row go to the dead-letter table, so the rows behind it flow. An outage, a full stream or a
+//! missing permission refuses the alarm as well, and then nothing is set aside: no row is to blame.
+//! The alarm's id derives from the row's, so a crash between the two steps repeats the same alarm,
+//! which JetStream drops as a duplicate.
 
 use std::collections::BTreeMap;
 use std::future::IntoFuture;
@@ -16,13 +24,22 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
+use chrono::Utc;
+use orch_protocol::events::{self, EventIsolatedData, EventKind, SYSTEM_SERVICE};
+use orch_protocol::subjects::Subjects;
+use uuid::Uuid;
+
 use crate::shutdown::Shutdown;
-use crate::storage::outbox;
+use crate::storage::{ledger::DeadLetter, outbox};
 
 /// Rows published per round.
 const BATCH: i64 = 1000;
 /// Poll even without a notification: rows committed by another replica, or left by a crash.
 const POLL: Duration = Duration::from_millis(500);
+/// Consecutive refusals of one row, with JetStream answering, after which the row is set aside.
+pub const ISOLATE_AFTER: u32 = 5;
+/// The dead-letter code of a row set aside.
+pub const ISOLATED_CODE: &str = "unpublishable_event";
 
 pub struct OutboxRelay {
     pub pool: PgPool,
@@ -31,6 +48,66 @@ pub struct OutboxRelay {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Writer shards whose rows to read.
     pub shards: usize,
+    /// To name the `event_isolated` event.
+    pub subjects: Subjects,
+}
+
+/// What to do with a row JetStream refused again.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Retry,
+    /// Set it aside: it failed [`ISOLATE_AFTER`] times while JetStream answered.
+    Isolate,
+}
+
+/// Consecutive refusals of the row at the head of each shard (the row the shard waits on).
+#[derive(Debug, Default)]
+pub struct Strikes(BTreeMap<i16, (i64, u32)>);
+
+impl Strikes {
+    /// Counts one more refusal of row `seq` of `shard` and returns how many in a row.
+    pub fn refused(&mut self, shard: i16, seq: i64) -> u32 {
+        let entry = self.0.entry(shard).or_insert((seq, 0));
+        if entry.0 != seq {
+            *entry = (seq, 0);
+        }
+        entry.1 += 1;
+        entry.1
+    }
+
+    /// The shard moved on (its head row was published or set aside).
+    pub fn clear(&mut self, shard: i16) {
+        self.0.remove(&shard);
+    }
+}
+
+/// Decides on a refused row: set aside only after [`ISOLATE_AFTER`] refusals and only when
+/// JetStream stored the alarm about it (otherwise every event is refused, and no row is to blame).
+pub fn verdict(refusals: u32, alarm_stored: bool) -> Verdict {
+    if refusals >= ISOLATE_AFTER && alarm_stored { Verdict::Isolate } else { Verdict::Retry }
+}
+
+/// The id of the alarm about the event `event_id`: the same for every attempt.
+pub fn alarm_id(event_id: Uuid) -> Uuid {
+    Uuid::new_v5(&event_id, b"event_isolated")
+}
+
+/// What one shard's publish came to.
+struct Published {
+    /// `seq` of the last row stored and removed.
+    last: Option<i64>,
+    count: usize,
+    /// The first row refused, and why; the rows after it are left for the next round.
+    refused: Option<(i64, String)>,
+}
+
+/// What one round over every shard came to.
+struct Round {
+    published: usize,
+    /// A shard had a full batch: more may be waiting.
+    full: bool,
+    /// A shard waits on a row JetStream refused.
+    refused: bool,
 }
 
 /// Last published `seq` per writer shard; `None` until the shards are known.
@@ -43,15 +120,16 @@ impl OutboxRelay {
         let mut delay = Duration::from_millis(100);
         let mut drain_deadline: Option<tokio::time::Instant> = None;
         let mut cursors: Cursors = None;
+        let mut strikes = Strikes::default();
         loop {
             if drain_deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                 tracing::warn!("outbox not drained before shutdown; the rest is published at next start");
                 return;
             }
-            match self.round(&mut cursors).await {
-                Ok((_, true)) => continue,
-                Ok((0, _)) if drain_deadline.is_some() => return,
-                Ok(_) => {
+            match self.round(&mut cursors, &mut strikes).await {
+                Ok(Round { full: true, .. }) => continue,
+                Ok(Round { published: 0, .. }) if drain_deadline.is_some() => return,
+                Ok(Round { refused: false, .. }) => {
                     delay = Duration::from_millis(100);
                     if drain_deadline.is_some() {
                         continue;
@@ -61,6 +139,16 @@ impl OutboxRelay {
                         _ = tokio::time::sleep(POLL) => {}
                         _ = shutdown.requested() => drain_deadline = Some(tokio::time::Instant::now() + drain_for),
                     }
+                }
+                // A shard waits on a refused row (logged): back off before the next attempt.
+                Ok(Round { refused: true, .. }) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.requested(), if drain_deadline.is_none() => {
+                            drain_deadline = Some(tokio::time::Instant::now() + drain_for)
+                        }
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(2));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?delay, "outbox relay stalled; retrying");
@@ -76,9 +164,9 @@ impl OutboxRelay {
         }
     }
 
-    /// Publishes what is waiting in every shard; returns how many rows were published and removed,
-    /// and whether a shard had a full batch (more may be waiting).
-    async fn round(&self, cursors: &mut Cursors) -> Result<(usize, bool), anyhow::Error> {
+    /// Publishes what is waiting in every shard. A shard whose head row is refused waits for the
+    /// next round; the other shards go on. Fails only when PostgreSQL does.
+    async fn round(&self, cursors: &mut Cursors, strikes: &mut Strikes) -> Result<Round, anyhow::Error> {
         if cursors.is_none() {
             // Shards of a larger shard count before a restart may still hold rows.
             // The registry writer's shards and the lifecycle recorder's.
@@ -90,26 +178,46 @@ impl OutboxRelay {
             *cursors = Some(known);
         }
         let cursors = cursors.as_mut().expect("set above");
-        let (mut published, mut full) = (0, false);
+        let (mut published, mut full, mut refused) = (0, false, false);
         for (shard, cursor) in cursors.iter_mut() {
             let rows = outbox::next(&self.pool, *shard, *cursor, BATCH).await?;
-            full |= rows.len() as i64 == BATCH;
-            if let Some(last) = self.publish(&rows).await? {
-                published += rows.iter().take_while(|r| r.seq <= last).count();
+            let outcome = self.publish(&rows).await?;
+            published += outcome.count;
+            if let Some(last) = outcome.last {
                 *cursor = last;
             }
+            match outcome.refused {
+                None => {
+                    strikes.clear(*shard);
+                    full |= rows.len() as i64 == BATCH;
+                }
+                Some((seq, error)) => {
+                    let refusals = strikes.refused(*shard, seq);
+                    tracing::warn!(shard, seq, refusals, error = %error, "outbox row refused by JetStream");
+                    if refusals < ISOLATE_AFTER {
+                        refused = true;
+                    }
+                    if refusals >= ISOLATE_AFTER {
+                        let row = rows.iter().find(|r| r.seq == seq).expect("the refused row is in the batch");
+                        if self.isolate(row, &error, refusals).await? == Verdict::Retry {
+                            refused = true;
+                            continue;
+                        }
+                        strikes.clear(*shard);
+                        *cursor = seq;
+                        full = true; // the rows behind it go at once
+                    }
+                }
+            }
         }
-        Ok((published, full))
+        Ok(Round { published, full, refused })
     }
 
-    /// Publishes rows in order and removes those JetStream stored; returns the `seq` of the last
-    /// one removed. Rows after a failed publish are left for the next round.
-    async fn publish(&self, rows: &[outbox::Pending]) -> Result<Option<i64>, anyhow::Error> {
-        if rows.is_empty() {
-            return Ok(None);
-        }
+    /// Publishes rows in order and removes those JetStream stored. Rows after the first refusal
+    /// are left for the next round. Fails only when PostgreSQL does.
+    async fn publish(&self, rows: &[outbox::Pending]) -> Result<Published, anyhow::Error> {
         let mut acks = Vec::with_capacity(rows.len());
-        let mut publish_error = None;
+        let mut refused = None;
         for row in rows {
             let mut publish =
                 PublishMessage::build().payload(row.payload.clone().into()).message_id(row.msg_id.to_string());
@@ -121,35 +229,123 @@ impl OutboxRelay {
             match self.js.send_publish(row.subject.clone(), publish).await {
                 Ok(ack) => acks.push(ack),
                 Err(e) => {
-                    publish_error = Some(e);
+                    refused = Some((row.seq, e.to_string()));
                     break;
                 }
             }
         }
         // Only the rows up to the first failure are known to be stored; the rest are retried.
-        let mut published = Vec::with_capacity(acks.len());
-        let mut ack_error = None;
+        let mut stored = Vec::with_capacity(acks.len());
         for (row, ack) in
             rows.iter().zip(futures::future::join_all(acks.into_iter().map(IntoFuture::into_future)).await)
         {
             match ack {
-                Ok(_) if ack_error.is_none() => published.push(row.seq),
+                Ok(_) if refused.is_none() => stored.push(row.seq),
                 Ok(_) => {}
                 Err(e) => {
-                    ack_error.get_or_insert(e);
+                    // An earlier ack failure wins over a later publish failure: the rows after it
+                    // are not known to be stored.
+                    if refused.as_ref().is_none_or(|(seq, _)| *seq > row.seq) {
+                        refused = Some((row.seq, e.to_string()));
+                    }
                 }
             }
         }
-        if !published.is_empty() {
-            outbox::remove(&self.pool, &published).await?;
-            self.metrics.outbox_published.inc_by(published.len() as u64);
+        if let Some((seq, _)) = &refused {
+            stored.retain(|s| s < seq);
         }
-        if let Some(e) = publish_error {
-            return Err(e.into());
+        if !stored.is_empty() {
+            outbox::remove(&self.pool, &stored).await?;
+            self.metrics.outbox_published.inc_by(stored.len() as u64);
         }
-        if let Some(e) = ack_error {
-            return Err(e.into());
+        Ok(Published { last: stored.last().copied(), count: stored.len(), refused })
+    }
+
+    /// Publishes the `event_isolated` alarm about `row`; when JetStream stores it, moves `row`
+    /// to the dead-letter table.
+    async fn isolate(&self, row: &outbox::Pending, error: &str, attempts: u32) -> anyhow::Result<Verdict> {
+        let dead_letter_id = alarm_id(row.msg_id);
+        let message = format!(
+            "event {} on {:?} refused {attempts} times while JetStream took other events; set aside so \
+             the events behind it are published: {error}",
+            row.msg_id, row.subject
+        );
+        let data = EventIsolatedData {
+            event_id: row.msg_id,
+            subject: row.subject.clone(),
+            error: error.to_string(),
+            attempts,
+            dead_letter_id,
+            message: message.clone(),
+        };
+        let alarm = events::encode_with_id(
+            &self.subjects,
+            dead_letter_id,
+            EventKind::EventIsolated,
+            SYSTEM_SERVICE,
+            "outbox",
+            Utc::now(),
+            &data,
+        );
+        let publish = PublishMessage::build().payload(alarm.payload.into()).message_id(alarm.id.to_string());
+        let stored = match self.js.send_publish(alarm.subject, publish).await {
+            Ok(ack) => ack.await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if verdict(attempts, stored.is_ok()) == Verdict::Retry {
+            let why = stored.err().unwrap_or_default();
+            tracing::warn!(event = %row.msg_id, error = %why, "JetStream refuses the alarm too: no row is to blame; retrying");
+            return Ok(Verdict::Retry);
         }
-        Ok(published.last().copied())
+        tracing::error!(seq = row.seq, event = %row.msg_id, subject = %row.subject, error, "outbox row set aside");
+        let dead_letter = DeadLetter {
+            id: dead_letter_id,
+            subject: row.subject.clone(),
+            command_id: None,
+            stream_seq: None,
+            code: ISOLATED_CODE.into(),
+            message,
+            field: None,
+            payload: row.payload.clone(),
+            payload_truncated: false,
+        };
+        outbox::isolate(&self.pool, row.seq, &dead_letter).await?;
+        self.metrics.outbox_isolated.inc();
+        Ok(Verdict::Isolate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_is_set_aside_only_after_repeated_refusals_with_jetstream_answering() {
+        let mut strikes = Strikes::default();
+        for n in 1..ISOLATE_AFTER {
+            assert_eq!(strikes.refused(0, 7), n);
+            assert_eq!(verdict(n, true), Verdict::Retry);
+        }
+        let n = strikes.refused(0, 7);
+        assert_eq!(verdict(n, false), Verdict::Retry, "an outage blames no row");
+        assert_eq!(verdict(n, true), Verdict::Isolate);
+    }
+
+    #[test]
+    fn the_alarm_of_a_row_has_one_id_whatever_the_attempt() {
+        let event = Uuid::now_v7();
+        assert_eq!(alarm_id(event), alarm_id(event));
+        assert_ne!(alarm_id(event), alarm_id(Uuid::now_v7()));
+    }
+
+    #[test]
+    fn strikes_count_per_shard_and_restart_with_another_row() {
+        let mut strikes = Strikes::default();
+        strikes.refused(0, 7);
+        strikes.refused(0, 7);
+        assert_eq!(strikes.refused(1, 3), 1, "another shard counts apart");
+        assert_eq!(strikes.refused(0, 8), 1, "a new head row starts again");
+        strikes.clear(0);
+        assert_eq!(strikes.refused(0, 8), 1);
     }
 }

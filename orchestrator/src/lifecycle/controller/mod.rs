@@ -118,6 +118,39 @@ enum Message {
     PrioritiesChanged,
 }
 
+/// Forwards the agents' reports of `verb` to the controller. A report speaks for the node of the
+/// subject it came on (`<prefix>.agent.<node>.<verb>`, which only that node's agent may publish
+/// on, docs/protocol.md §14), never for a node its payload names; a report on a subject whose node
+/// is not a valid name is dropped with a warning.
+async fn forward_reports<R: serde::de::DeserializeOwned + Send + 'static>(
+    nats: &async_nats::Client,
+    subjects: &Subjects,
+    verb: &'static str,
+    tx: mpsc::UnboundedSender<Message>,
+    input: fn(String, R) -> Input,
+) -> anyhow::Result<()> {
+    let mut reports = nats.subscribe(subjects.agents_report(verb)).await?;
+    let subjects = subjects.clone();
+    tokio::spawn(async move {
+        use futures::StreamExt;
+        while let Some(message) = reports.next().await {
+            let Some(node) = subjects.parse_agent_report(&message.subject, verb) else {
+                tracing::warn!(subject = %message.subject, "{verb} report on a subject without a valid node name; dropped");
+                continue;
+            };
+            match serde_json::from_slice::<R>(&message.payload) {
+                Ok(report) => {
+                    if tx.send(Message::Report(input(node.to_string(), report))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, subject = %message.subject, "unreadable {verb} report"),
+            }
+        }
+    });
+    Ok(())
+}
+
 /// Handle to the controller task.
 #[derive(Clone)]
 pub struct Controller {
@@ -135,36 +168,16 @@ impl Controller {
         let priorities = with.priorities.clone();
         let subjects = config.subjects.clone();
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut exits = nats.subscribe(format!("{}.agent.*.{}", subjects.prefix(), agent::verbs::EXITED)).await?;
-        let forward = tx.clone();
-        tokio::spawn(async move {
-            use futures::StreamExt;
-            while let Some(message) = exits.next().await {
-                match serde_json::from_slice::<agent::Exited>(&message.payload) {
-                    Ok(exit) => {
-                        if forward.send(Message::Report(Input::Exited(exit))).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, subject = %message.subject, "unreadable process-end report"),
-                }
-            }
-        });
-        let mut pressure = nats.subscribe(subjects.agents_report(agent::verbs::PRESSURE)).await?;
-        let forward = tx.clone();
-        tokio::spawn(async move {
-            use futures::StreamExt;
-            while let Some(message) = pressure.next().await {
-                match serde_json::from_slice::<agent::Pressure>(&message.payload) {
-                    Ok(report) => {
-                        if forward.send(Message::Report(Input::Pressure(report))).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, subject = %message.subject, "unreadable pressure report"),
-                }
-            }
-        });
+        forward_reports(&nats, &subjects, agent::verbs::EXITED, tx.clone(), |node, mut exit: agent::Exited| {
+            exit.node = node;
+            Input::Exited(exit)
+        })
+        .await?;
+        forward_reports(&nats, &subjects, agent::verbs::PRESSURE, tx.clone(), |node, mut report: agent::Pressure| {
+            report.node = node;
+            Input::Pressure(report)
+        })
+        .await?;
         let mut effective = priorities.watch();
         let forward = tx.clone();
         tokio::spawn(async move {

@@ -1,0 +1,144 @@
+//! Failures stay contained: an event JetStream refuses does not stop the others, an agent's report
+//! speaks only for the node of its subject, and a read-only PostgreSQL (as during a failover)
+//! loses nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::lifecycle::{apply, sleeper, wait_for};
+use common::{Stack, eventually, registration};
+use orch_testkit::free_port;
+use serde_json::{Value, json};
+
+/// Rows the relay must refuse: a subject the client refuses (white space), and one no stream
+/// captures. One on a registry writer's shard, one on the lifecycle shard.
+const POISON: [(i16, &str); 2] = [(0, "orch.evt.resource.bad node.pressure_high"), (-1, "nowhere.no_stream")];
+
+#[tokio::test]
+async fn a_poisoned_outbox_row_is_set_aside_and_the_rest_is_published() {
+    let stack = Stack::start().await;
+    for (shard, subject) in POISON {
+        sqlx::query("INSERT INTO outbox (shard, msg_id, subject, payload) VALUES ($1, gen_random_uuid(), $2, '{}')")
+            .bind(shard)
+            .bind(subject)
+            .execute(&stack.pool)
+            .await
+            .unwrap();
+    }
+    // Events committed behind the poisoned rows, on the same shard and on others.
+    for i in 0..5 {
+        let (code, reply) = stack.request("register", &registration(&format!("after-{i}"), "after", 30)).await;
+        assert_eq!(code, None, "{reply}");
+    }
+
+    let registered = stack
+        .wait_events(5, "the events behind the poisoned rows", |e| e["type"] == "io.orch.registry.registered.v1")
+        .await;
+    assert_eq!(registered.len(), 5);
+    let isolated =
+        stack.wait_events(2, "an alarm per poisoned row", |e| e["type"] == "io.orch.system.event_isolated.v1").await;
+    let mut subjects: Vec<&str> = isolated.iter().map(|e| e["data"]["subject"].as_str().unwrap()).collect();
+    subjects.sort();
+    assert_eq!(subjects, ["nowhere.no_stream", "orch.evt.resource.bad node.pressure_high"]);
+    for alarm in &isolated {
+        assert_eq!(alarm["data"]["attempts"], 5, "{alarm}");
+        assert!(!alarm["data"]["error"].as_str().unwrap().is_empty(), "{alarm}");
+    }
+
+    let dead: Vec<(String, String, Vec<u8>)> =
+        sqlx::query_as("SELECT subject, code, payload FROM dead_letters ORDER BY subject")
+            .fetch_all(&stack.pool)
+            .await
+            .unwrap();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert_eq!(dead[0].0, "nowhere.no_stream");
+    assert!(dead.iter().all(|(_, code, payload)| code == "unpublishable_event" && payload == b"{}"), "{dead:?}");
+    assert_eq!(stack.count("SELECT count(*) FROM outbox WHERE subject IN ('nowhere.no_stream')").await, 0);
+
+    let port = stack.http_port();
+    let metrics =
+        tokio::task::spawn_blocking(move || orch_testkit::http_get(port, "/metrics").unwrap().1).await.unwrap();
+    assert!(metrics.contains("orch_outbox_isolated_total 2"), "{metrics}");
+}
+
+#[tokio::test]
+async fn an_agent_report_speaks_for_the_node_of_its_subject_only() {
+    let stack = Stack::start_with(|s| s.lifecycle.shedding.memory = 0.9).await;
+    apply(&stack, &sleeper("web", free_port(), "0ms", "")).await;
+    wait_for(&stack, &[("web", "ready")]).await;
+
+    let report = |node: &str| {
+        json!({"node": node, "cpu": 0.1, "memory": 0.99, "at": chrono::Utc::now()}).to_string().into_bytes()
+    };
+    // A node name in the payload that is no subject token, on node "edge"'s subject.
+    stack.client.publish("orch.agent.edge.pressure", report("bad node.x").into()).await.unwrap();
+    // A report on a subject whose node is not a valid name is dropped.
+    stack.client.publish("orch.agent.Edge_2.pressure", report("other").into()).await.unwrap();
+    stack.client.flush().await.unwrap();
+
+    let high = stack.wait_events(1, "pressure on edge", |e| e["type"] == "io.orch.resource.pressure_high.v1").await;
+    assert_eq!(high[0]["data"]["node"], "edge", "{}", high[0]);
+    assert_eq!(high[0]["subject"], "edge", "{}", high[0]);
+    // The events stream stores each event's NATS subject: the node's, never the payload's.
+    let raw = common::read_stream_raw(&stack.js, "ORCH_EVENTS", Some("orch.evt.resource.>")).await;
+    let subjects: Vec<&str> = raw.iter().map(|m| m.subject.as_str()).collect();
+    assert_eq!(subjects, ["orch.evt.resource.edge.pressure_high"]);
+}
+
+#[tokio::test]
+async fn read_only_postgres_loses_no_durable_command() {
+    use sqlx::Connection;
+    let stack = Stack::start().await;
+    let database = stack.database_url.rsplit_once('/').unwrap().1.to_string();
+    let mut admin = sqlx::PgConnection::connect(&stack.database_url).await.unwrap();
+    let reconnect_everyone = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                              WHERE datname = current_database() AND pid <> pg_backend_pid()";
+
+    // As during a failover: the database turns read-only, and the orchestrator's connections
+    // are cut (admin shutdown) and come back read-only.
+    sqlx::query(&format!("ALTER DATABASE {database} SET default_transaction_read_only = on"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query(reconnect_everyone).execute(&mut admin).await.unwrap();
+
+    let js = &stack.js;
+    let consumer_name = stack.subjects.commands_consumer();
+    for i in 0..3 {
+        stack.publish_command("register", &registration(&format!("ro-{i}"), "ro", 30), Some(&format!("ro-{i}"))).await;
+    }
+    // The orchestrator has taken all three and holds them, unacknowledged, while it cannot write.
+    eventually(Duration::from_secs(20), "the commands delivered to the orchestrator", || async {
+        let stream = js.get_stream(stack.subjects.commands_stream()).await.ok()?;
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer(&consumer_name).await.ok()?;
+        let info = consumer.info().await.ok()?;
+        (info.delivered.stream_sequence >= 3 && info.num_ack_pending >= 1).then_some(())
+    })
+    .await;
+    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters").fetch_one(&mut admin).await.unwrap();
+    assert_eq!(dead, 0, "nothing dead-lettered while the database is read-only");
+
+    sqlx::query("SET default_transaction_read_only = off").execute(&mut admin).await.unwrap();
+    sqlx::query(&format!("ALTER DATABASE {database} RESET default_transaction_read_only"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query(reconnect_everyone).execute(&mut admin).await.unwrap();
+
+    eventually(Duration::from_secs(30), "the three registrations stored", || async {
+        let pool = sqlx::PgPool::connect(&stack.database_url).await.ok()?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM instances WHERE name = 'ro'").fetch_one(&pool).await.ok()?;
+        (n == 3).then_some(())
+    })
+    .await;
+    let pool = sqlx::PgPool::connect(&stack.database_url).await.unwrap();
+    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters").fetch_one(&pool).await.unwrap();
+    assert_eq!(dead, 0, "nothing dead-lettered");
+    let events: Vec<Value> = stack
+        .wait_events(3, "the three registrations announced", |e| e["type"] == "io.orch.registry.registered.v1")
+        .await;
+    assert_eq!(events.len(), 3);
+}
