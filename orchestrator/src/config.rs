@@ -541,6 +541,16 @@ pub struct WebArgs {
     /// Most live-feed clients at once; more are refused with 503.
     #[arg(long, env = "ORCH_WS_MAX_CLIENTS", default_value_t = 256)]
     pub ws_max_clients: usize,
+
+    /// Web origins (scheme://host[:port]) besides the API's own that may send changes and open
+    /// the live feed from a browser; a request with any other Origin is refused (comma-separated).
+    #[arg(long, env = "ORCH_HTTP_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub http_allowed_origins: Vec<String>,
+
+    /// Host names besides loopback ones the API answers when it listens on a loopback address
+    /// (against DNS rebinding) (comma-separated).
+    #[arg(long, env = "ORCH_HTTP_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub http_allowed_hosts: Vec<String>,
 }
 
 /// How the orchestrator authenticates to NATS. Give at most one of user/password, token, nkey
@@ -766,6 +776,8 @@ impl ServeArgs {
                     max_clients: self.web.ws_max_clients,
                 },
                 manifest_max_bytes: self.manifest_max_bytes,
+                allowed_origins: self.web.http_allowed_origins.clone(),
+                allowed_hosts: self.web.http_allowed_hosts.clone(),
             },
             retention: Retention { processed: self.processed_retention, health_history: self.health_history_retention },
         };

@@ -336,6 +336,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         auth,
         feed: http::ws::Feed::new(&settings.http.feed, shutdown_rx.clone()),
         dashboard_dir: settings.http.dashboard_dir.clone(),
+        browser: Arc::new(settings.http.browser_guard(http_addr)),
     };
     if !settings.http.dashboard_dir.join("index.html").is_file() {
         tracing::warn!(

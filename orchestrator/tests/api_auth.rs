@@ -130,3 +130,40 @@ async fn production_refuses_an_open_api_unless_insecure() {
     with_token.http.auth.api_keys = vec![format!("admin:a:{ADMIN}").parse().unwrap()];
     orchestrator::start(with_token).await.expect("starts with a token").shutdown().await;
 }
+
+/// A web page cannot drive the API through a visitor's browser, tokens or not: a cross-site form
+/// post (`text/plain` posing as JSON, a foreign Origin) and a rebound host name are refused; the
+/// API's own origin and clients without an Origin pass.
+#[tokio::test]
+async fn cross_site_requests_and_rebound_hosts_are_refused() {
+    let stack = Stack::start().await;
+    let body = Some(r#"{"name":"web","address":"127.0.0.1","port":9000}"#.to_string());
+    let own = format!("127.0.0.1:{}", stack.http_port());
+
+    // What a form with enctype="text/plain" sends: no CORS preflight, so it must not parse as JSON.
+    let (status, reply) =
+        call_raw(&stack, "POST", "/api/v1/services", body.clone(), "text/plain;x=+json", &[("host", &own)]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+    assert_eq!(reply["error"]["code"], "malformed_payload", "{reply}");
+
+    let foreign = [("host", own.as_str()), ("origin", "https://attacker.example")];
+    let (status, reply) =
+        call_raw(&stack, "POST", "/api/v1/services", body.clone(), "application/json", &foreign).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{reply}");
+    assert_eq!(reply["error"]["field"], "origin", "{reply}");
+    let (status, reply) = call_raw(&stack, "PUT", "/api/v1/stack", Some("".into()), "application/toml", &foreign).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{reply}");
+
+    let rebound = [("host", "attacker.example")];
+    let (status, reply) = call_raw(&stack, "GET", "/api/v1/services", None, "application/json", &rebound).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{reply}");
+    assert_eq!(reply["error"]["field"], "host", "{reply}");
+
+    let origin = format!("http://{own}");
+    let same = [("host", own.as_str()), ("origin", origin.as_str())];
+    let (status, reply) = call_raw(&stack, "POST", "/api/v1/services", body.clone(), "application/json", &same).await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    let (status, reply) = call_raw(&stack, "POST", "/api/v1/services", body, "application/json", &[]).await;
+    assert!(status.is_success(), "a client without Origin: {reply}");
+    assert_eq!(stack.count("SELECT count(*) FROM instances").await, 2, "only the two allowed registrations");
+}

@@ -181,3 +181,22 @@ async fn a_slow_client_is_dropped_with_a_notice_and_resumes_exactly() {
 
     assert!(metrics().await.lines().any(|l| l == "orch_ws_dropped_total 1"), "only the slow client was dropped");
 }
+
+/// A page of another origin cannot open the live feed through a visitor's browser; the API's own
+/// origin can.
+#[tokio::test]
+async fn a_foreign_origin_cannot_open_the_feed() {
+    use tungstenite::client::IntoClientRequest;
+    let stack = Stack::start().await;
+    let with_origin = |origin: &str| {
+        let mut request = feed_url(&stack, "").into_client_request().unwrap();
+        request.headers_mut().insert("origin", origin.parse().unwrap());
+        request
+    };
+    let refused = tokio_tungstenite::connect_async(with_origin("https://attacker.example")).await.unwrap_err();
+    assert_eq!(status_of(refused), 403);
+    let own = format!("http://127.0.0.1:{}", stack.http_port());
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(with_origin(&own)).await.expect("the own origin opens the feed");
+    socket.close(None).await.unwrap();
+}

@@ -14,11 +14,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let json_type = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"));
+        let json_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(is_json);
         if !json_type {
             return Err(ApiError::new(
                 ErrorCode::MalformedPayload,
@@ -36,6 +32,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     }
 }
 
+/// True for `application/json` and `application/<anything>+json`, with any parameters: the media
+/// type itself is compared, so `text/plain;x=+json` (which a cross-site form may send without a
+/// CORS preflight) is not JSON.
+pub fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json"
+        || essence.strip_prefix("application/").is_some_and(|sub| sub.ends_with("+json") && !sub.contains('/'))
+}
+
 /// The `key=value` pairs of a query string; each route checks its own keys and names the one at
 /// fault, so a misspelt parameter is an error instead of being ignored.
 pub fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
@@ -46,4 +51,28 @@ pub fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiErro
 /// The error for a query parameter the route does not know.
 pub fn unknown_parameter(name: &str, known: &str) -> ApiError {
     ApiError::field(ErrorCode::ValidationFailed, name, format!("unknown query parameter; use {known}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json;
+
+    #[test]
+    fn only_json_media_types_are_json() {
+        for yes in
+            ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/merge-patch+json"]
+        {
+            assert!(is_json(yes), "{yes}");
+        }
+        for no in [
+            "text/plain;x=+json",
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; a=+json",
+            "application/jsonx",
+            "",
+        ] {
+            assert!(!is_json(no), "{no}");
+        }
+    }
 }

@@ -6,6 +6,7 @@
 //! ([`observe`]).
 
 pub mod auth;
+mod browser;
 mod dashboard;
 mod discovery;
 mod error;
@@ -48,6 +49,10 @@ pub struct HttpSettings {
     pub feed: ws::FeedSettings,
     /// Largest manifest `PUT /api/v1/stack` takes (bytes); other bodies take the largest command.
     pub manifest_max_bytes: usize,
+    /// Web origins besides the API's own that may send changes and open the live feed.
+    pub allowed_origins: Vec<String>,
+    /// Host names besides loopback ones answered when listening on loopback.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpSettings {
@@ -60,6 +65,8 @@ impl Default for HttpSettings {
             dashboard_dir: PathBuf::from("dashboard/dist"),
             feed: ws::FeedSettings::default(),
             manifest_max_bytes: 1024 * 1024,
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -109,6 +116,19 @@ pub struct AppState {
     pub feed: ws::Feed,
     /// The built dashboard, served at `/`.
     pub dashboard_dir: std::path::PathBuf,
+    /// Which browser origins and hosts are answered.
+    pub browser: Arc<browser::BrowserGuard>,
+}
+
+impl HttpSettings {
+    /// The browser guard these settings ask for.
+    pub fn browser_guard(&self, listening: SocketAddr) -> browser::BrowserGuard {
+        browser::BrowserGuard {
+            allowed_origins: self.allowed_origins.clone(),
+            allowed_hosts: self.allowed_hosts.clone(),
+            loopback: listening.ip().is_loopback(),
+        }
+    }
 }
 
 /// The whole HTTP application.
@@ -123,6 +143,7 @@ pub fn app(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.auth.clone(), auth::require_role))
         .layer(axum::Extension(openapi::Document::new(&document)))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(state.browser.clone(), browser::guard))
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), observe::observe))
         .with_state(state)
 }
