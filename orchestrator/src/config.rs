@@ -512,6 +512,11 @@ pub struct AuthArgs {
     /// Required `aud` claim of JWTs.
     #[arg(long, env = "ORCH_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+
+    /// Serve /metrics without a token (a Prometheus on a trusted network). By default it needs a
+    /// viewer token once tokens are configured, like every read.
+    #[arg(long, env = "ORCH_METRICS_PUBLIC", default_value_t = false)]
+    pub metrics_public: bool,
 }
 
 /// The HTTP API's profile, dashboard and live feed.
@@ -551,6 +556,20 @@ pub struct WebArgs {
     /// (against DNS rebinding) (comma-separated).
     #[arg(long, env = "ORCH_HTTP_ALLOWED_HOSTS", value_delimiter = ',')]
     pub http_allowed_hosts: Vec<String>,
+
+    /// A client must send a request's headers within this long, or its connection is closed
+    /// (slow clients, and connections that send nothing).
+    #[arg(long, env = "ORCH_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub http_header_timeout: Duration,
+
+    /// A request taking longer answers 503 with Retry-After (taking the stack down, which waits
+    /// for the services' grace periods, is exempt).
+    #[arg(long, env = "ORCH_HTTP_REQUEST_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
+    pub http_request_timeout: Duration,
+
+    /// Most HTTP requests in flight; more answer 503 with Retry-After at once (probes exempt).
+    #[arg(long, env = "ORCH_HTTP_MAX_CONCURRENT", default_value_t = 1024)]
+    pub http_max_concurrent: usize,
 }
 
 /// How the orchestrator authenticates to NATS. Give at most one of user/password, token, nkey
@@ -768,6 +787,7 @@ impl ServeArgs {
                     jwt_jwks_file: self.auth.jwt_jwks_file.clone(),
                     jwt_issuer: self.auth.jwt_issuer.clone(),
                     jwt_audience: self.auth.jwt_audience.clone(),
+                    metrics_public: self.auth.metrics_public,
                 },
                 dashboard_dir: self.web.dashboard_dir.clone(),
                 feed: FeedSettings {
@@ -778,6 +798,11 @@ impl ServeArgs {
                 manifest_max_bytes: self.manifest_max_bytes,
                 allowed_origins: self.web.http_allowed_origins.clone(),
                 allowed_hosts: self.web.http_allowed_hosts.clone(),
+                limits: crate::http::server::ServerLimits {
+                    header_read_timeout: self.web.http_header_timeout,
+                    request_timeout: self.web.http_request_timeout,
+                    max_concurrent: self.web.http_max_concurrent,
+                },
             },
             retention: Retention { processed: self.processed_retention, health_history: self.health_history_retention },
         };
@@ -793,6 +818,7 @@ fn flag_of(setting: &str) -> &str {
         "registry.sweep.threshold" => "--self-preservation-threshold",
         "registry.writer_shards" => "--writer-shards",
         "registry.batch_max" => "--batch-max",
+        "http.limits.max_concurrent" => "--http-max-concurrent",
         "registry.sweep.interval" => "--sweep-interval",
         "health.flap_threshold" => "--flap-threshold",
         "health.concurrency" => "--health-concurrency",

@@ -337,6 +337,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         feed: http::ws::Feed::new(&settings.http.feed, shutdown_rx.clone()),
         dashboard_dir: settings.http.dashboard_dir.clone(),
         browser: Arc::new(settings.http.browser_guard(http_addr)),
+        limits: http::server::RequestLimits::new(&settings.http.limits),
     };
     if !settings.http.dashboard_dir.join("index.html").is_file() {
         tracing::warn!(
@@ -346,15 +347,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     }
     let app = http::app(state);
     let router = app.clone();
-    let mut http_shutdown = shutdown_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            http_shutdown.requested().await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    }));
+    tasks.push(tokio::spawn(http::server::serve(listener, app, settings.http.limits, shutdown_rx.clone())));
 
     tracing::info!(
         http = %http_addr,

@@ -48,8 +48,14 @@ pub struct RouteLabels {
     pub route: String,
 }
 
+/// Shortest time between two reads of the figures [`Metrics::collect`] takes from PostgreSQL and
+/// JetStream.
+pub const COLLECT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct Metrics {
     registry: Registry,
+    /// When the figures read from PostgreSQL and JetStream were last read (see [`Metrics::collect`]).
+    collected_at: tokio::sync::Mutex<Option<std::time::Instant>>,
     /// Heartbeats received, by `renewed`, `recovering` or `unknown`.
     pub heartbeats: Family<ResultLabel, Counter>,
     /// Commands handled by the writer, by kind and by `applied`, `rejected` or `replayed`.
@@ -189,6 +195,7 @@ impl Default for Metrics {
         registry.register("shed_steps", "Load-shedding steps, by `shed` or `restored`", shed_steps.clone());
         Metrics {
             registry,
+            collected_at: tokio::sync::Mutex::new(None),
             priority_changes,
             shed_steps,
             heartbeats,
@@ -255,7 +262,9 @@ impl Metrics {
 
     /// Reads what lives outside the process at scrape time: instances by health and the outbox
     /// from PostgreSQL, the commands consumer from JetStream. Each source gets a short deadline,
-    /// so a scrape during an outage answers with the last values instead of hanging.
+    /// so a scrape during an outage answers with the last values instead of hanging. They are read
+    /// at most once per [`COLLECT_EVERY`], one scrape at a time: however often `/metrics` is
+    /// called, it costs PostgreSQL and JetStream no more than that.
     pub async fn collect(
         &self,
         pool: &sqlx::PgPool,
@@ -263,6 +272,11 @@ impl Metrics {
         subjects: &orch_protocol::Subjects,
     ) {
         const DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+        let mut collected_at = self.collected_at.lock().await;
+        if collected_at.is_some_and(|at| at.elapsed() < COLLECT_EVERY) {
+            return;
+        }
+        *collected_at = Some(std::time::Instant::now());
         let database = async {
             let by_health: Vec<(String, i64)> =
                 sqlx::query_as("SELECT health, count(*) FROM instances GROUP BY health").fetch_all(pool).await?;

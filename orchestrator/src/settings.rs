@@ -94,6 +94,9 @@ impl Settings {
         if health.concurrency == 0 {
             return invalid("health.concurrency", "must be at least 1");
         }
+        if self.http.limits.max_concurrent == 0 {
+            return invalid("http.limits.max_concurrent", "must be at least 1");
+        }
         for name in &health.critical_services {
             if !orch_protocol::names::is_valid_name(name) {
                 return invalid("health.critical_services", format!("{name:?} is not a valid service name"));

@@ -58,7 +58,7 @@ fn mutating(method: &str) -> bool {
 }
 
 fn public(path: &str) -> bool {
-    !path.starts_with("/api/") || path == "/api/v1/openapi.json"
+    (!path.starts_with("/api/") && path != "/metrics") || path == "/api/v1/openapi.json"
 }
 
 #[tokio::test]
@@ -166,4 +166,94 @@ async fn cross_site_requests_and_rebound_hosts_are_refused() {
     let (status, reply) = call_raw(&stack, "POST", "/api/v1/services", body, "application/json", &[]).await;
     assert!(status.is_success(), "a client without Origin: {reply}");
     assert_eq!(stack.count("SELECT count(*) FROM instances").await, 2, "only the two allowed registrations");
+}
+
+/// `/metrics` is a read like the others: it needs a viewer token once tokens are configured,
+/// unless the operator serves it to anyone.
+#[tokio::test]
+async fn metrics_need_a_viewer_unless_opened() {
+    const VIEWER: &str = "viewer:prometheus:viewer-secret-0123456789";
+    let stack = Stack::start_with(|s| s.http.auth.api_keys = vec![VIEWER.parse().unwrap()]).await;
+    let (status, _) = call_raw(&stack, "GET", "/metrics", None, "text/plain", &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let auth = [("authorization", "Bearer viewer-secret-0123456789")];
+    let (status, text) = call_raw(&stack, "GET", "/metrics", None, "text/plain", &auth).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(text.as_str().unwrap().contains("orch_instances_by_health"), "{text}");
+
+    let open = Stack::start_with(|s| {
+        s.http.auth.api_keys = vec![VIEWER.parse().unwrap()];
+        s.http.auth.metrics_public = true;
+    })
+    .await;
+    let (status, _) = call_raw(&open, "GET", "/metrics", None, "text/plain", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call_raw(&open, "GET", "/api/v1/services", None, "text/plain", &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "only /metrics is opened");
+}
+
+/// The HTTP server's limits, on a real socket: a client that sends no headers (or half of them)
+/// is cut off; a request that takes too long, and one beyond the concurrency limit, answer 503
+/// with Retry-After. A request is held in flight by sending its headers and only part of its
+/// body, so nothing depends on how fast the machine is.
+#[tokio::test]
+async fn slow_clients_long_requests_and_saturation_are_bounded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start_with(|s| {
+        s.http.limits = orchestrator::http::server::ServerLimits {
+            header_read_timeout: std::time::Duration::from_millis(300),
+            request_timeout: std::time::Duration::from_millis(500),
+            max_concurrent: 1,
+        }
+    })
+    .await;
+    let port = stack.http_port();
+    let connect = || tokio::net::TcpStream::connect(("127.0.0.1", port));
+    let closed_by_server = |mut socket: tokio::net::TcpStream| async move {
+        let mut buf = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(30), socket.read_to_end(&mut buf))
+            .await
+            .expect("the server closes the connection")
+            .ok();
+        String::from_utf8_lossy(&buf).to_string()
+    };
+
+    // Sends nothing, then half a request line and headers.
+    let silent = connect().await.unwrap();
+    let mut slow = connect().await.unwrap();
+    slow.write_all(b"GET /api/v1/services HTTP/1.1\r\nHost: 127.0.0.1\r\n").await.unwrap();
+    assert_eq!(closed_by_server(silent).await, "");
+    let answer = closed_by_server(slow).await;
+    assert!(!answer.contains("200 OK"), "{answer}");
+
+    // A request whose body never completes holds the only permit, then times out.
+    let mut held = connect().await.unwrap();
+    held.write_all(
+        b"POST /api/v1/services HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"na",
+    )
+    .await
+    .unwrap();
+    let saturated =
+        orch_testkit::eventually(std::time::Duration::from_secs(20), "a request refused for saturation", || async {
+            let (status, body) =
+                tokio::task::spawn_blocking(move || orch_testkit::http_get(port, "/api/v1/services").unwrap())
+                    .await
+                    .unwrap();
+            (status == 503).then_some(body)
+        })
+        .await;
+    assert!(saturated.contains("saturated"), "{saturated}");
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(30), held.read(&mut answer))
+        .await
+        .expect("the held request is answered")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).to_lowercase();
+    assert!(answer.starts_with("http/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1"), "{answer}");
+    assert!(answer.contains("took longer than 500ms"), "{answer}");
+    // The probes are never refused for saturation.
+    let (status, _) =
+        tokio::task::spawn_blocking(move || orch_testkit::http_get(port, "/healthz").unwrap()).await.unwrap();
+    assert_eq!(status, 200);
 }

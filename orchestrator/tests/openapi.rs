@@ -154,7 +154,7 @@ fn routes_are_added_only_through_the_document() {
 /// the stack an admin; probes, metrics and this document are public.
 fn role_of(method: &str, path: &str) -> Option<&'static str> {
     match (method, path) {
-        (_, "/healthz" | "/readyz" | "/metrics" | "/api/v1/openapi.json") => None,
+        (_, "/healthz" | "/readyz" | "/api/v1/openapi.json") => None,
         ("PUT" | "DELETE", "/api/v1/stack") => Some("admin"),
         ("GET" | "HEAD", _) => Some("viewer"),
         _ => Some("operator"),

@@ -65,12 +65,19 @@ impl Caller {
     }
 }
 
-/// The routes anyone may call: probes, metrics, the API description and the dashboard's files.
-const PUBLIC: &[&str] = &["/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"];
+/// The routes anyone may call: probes, the API description and the dashboard's files. `/metrics`
+/// needs a viewer unless the operator opens it (`--metrics-public`).
+const PUBLIC: &[&str] = &["/healthz", "/readyz", "/api/v1/openapi.json"];
+
+/// The Prometheus endpoint.
+pub const METRICS_PATH: &str = "/metrics";
 
 /// The role a route needs, or `None` for a public route. `path` is the route's template as
 /// registered (`/api/v1/services/{id}`), so the rule cannot be dodged with another spelling.
 pub fn required_role(method: &Method, path: &str) -> Option<Role> {
+    if path == METRICS_PATH {
+        return Some(Role::Viewer);
+    }
     if PUBLIC.contains(&path) || !path.starts_with("/api/") {
         return None;
     }
@@ -140,6 +147,8 @@ pub struct AuthSettings {
     pub jwt_issuer: Option<String>,
     /// Required `aud` claim of JWTs.
     pub jwt_audience: Option<String>,
+    /// Serve `/metrics` to anyone, without a token (a scraper on a trusted network).
+    pub metrics_public: bool,
 }
 
 /// Checks bearer tokens. Cheap to clone.
@@ -150,6 +159,7 @@ struct Inner {
     /// API keys by the SHA-256 of their secret: the secrets themselves are not kept.
     keys: HashMap<[u8; 32], Caller>,
     jwt: Option<Jwt>,
+    metrics_public: bool,
 }
 
 struct Jwt {
@@ -176,7 +186,7 @@ fn digest(secret: &str) -> [u8; 32] {
 impl Authenticator {
     /// Authentication off: every caller is an anonymous admin.
     pub fn disabled() -> Self {
-        Authenticator(Arc::new(Inner { keys: HashMap::new(), jwt: None }))
+        Authenticator(Arc::new(Inner { keys: HashMap::new(), jwt: None, metrics_public: false }))
     }
 
     /// Builds the checker from the settings; errors name the setting at fault.
@@ -200,7 +210,12 @@ impl Authenticator {
             }
         }
         let jwt = Jwt::new(settings)?;
-        Ok(Authenticator(Arc::new(Inner { keys: by_digest, jwt })))
+        Ok(Authenticator(Arc::new(Inner { keys: by_digest, jwt, metrics_public: settings.metrics_public })))
+    }
+
+    /// Whether `/metrics` is served without a token.
+    pub fn metrics_public(&self) -> bool {
+        self.0.metrics_public
     }
 
     /// Whether any token is configured; if not, every request is let through as admin.
@@ -334,6 +349,9 @@ pub async fn require_role(State(auth): State<Authenticator>, mut request: Reques
     let Some(needed) = path.as_deref().and_then(|p| required_role(request.method(), p)) else {
         return next.run(request).await;
     };
+    if auth.metrics_public() && path.as_deref() == Some(METRICS_PATH) {
+        return next.run(request).await;
+    }
     let caller = match bearer(&request).and_then(|token| auth.authenticate(token.as_deref())) {
         Ok(caller) => caller,
         Err(e) => return challenge(e),
@@ -392,7 +410,7 @@ mod tests {
         assert_eq!(required_role(&Method::POST, "/api/v1/services"), Some(Role::Operator));
         assert_eq!(required_role(&Method::PUT, "/api/v1/stack"), Some(Role::Admin));
         assert_eq!(required_role(&Method::DELETE, "/api/v1/stack"), Some(Role::Admin));
-        assert_eq!(required_role(&Method::GET, "/metrics"), None);
+        assert_eq!(required_role(&Method::GET, "/metrics"), Some(Role::Viewer));
         assert_eq!(required_role(&Method::GET, "/api/v1/openapi.json"), None);
     }
 
@@ -413,6 +431,7 @@ mod tests {
             jwt_jwks_file: None,
             jwt_issuer: Some("issuer".into()),
             jwt_audience: None,
+            metrics_public: false,
         }
     }
 

@@ -16,6 +16,7 @@ mod observe;
 mod openapi;
 mod priorities;
 mod readiness;
+pub mod server;
 mod services;
 mod stack;
 pub mod ws;
@@ -53,6 +54,8 @@ pub struct HttpSettings {
     pub allowed_origins: Vec<String>,
     /// Host names besides loopback ones answered when listening on loopback.
     pub allowed_hosts: Vec<String>,
+    /// Timeouts and the concurrency limit.
+    pub limits: server::ServerLimits,
 }
 
 impl Default for HttpSettings {
@@ -67,6 +70,7 @@ impl Default for HttpSettings {
             manifest_max_bytes: 1024 * 1024,
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
+            limits: server::ServerLimits::default(),
         }
     }
 }
@@ -118,6 +122,8 @@ pub struct AppState {
     pub dashboard_dir: std::path::PathBuf,
     /// Which browser origins and hosts are answered.
     pub browser: Arc<browser::BrowserGuard>,
+    /// Requests in flight and how long each may take.
+    pub limits: server::RequestLimits,
 }
 
 impl HttpSettings {
@@ -144,6 +150,7 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::Extension(openapi::Document::new(&document)))
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(state.browser.clone(), browser::guard))
+        .layer(axum::middleware::from_fn_with_state(state.limits.clone(), server::limit))
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), observe::observe))
         .with_state(state)
 }
