@@ -351,7 +351,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
 
     tracing::info!(
         http = %http_addr,
-        nats = %settings.nats.url,
+        nats = %nats::redacted_url(&settings.nats.url),
         prefix = %subjects.prefix(),
         instances = instance_count,
         checks,

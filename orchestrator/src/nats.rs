@@ -32,8 +32,8 @@ pub struct NatsSettings {
     pub streams: StreamSettings,
 }
 
-/// The one way the orchestrator authenticates to NATS.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// The one way the orchestrator authenticates to NATS. Its `Debug` never shows a secret.
+#[derive(Clone, PartialEq, Default)]
 pub enum Credentials {
     /// No authentication (a development server).
     #[default]
@@ -47,6 +47,20 @@ pub enum Credentials {
     NKeyFile(PathBuf),
     /// A credentials file (JWT and NKey seed, as `nsc` writes it).
     CredsFile(PathBuf),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::None => f.write_str("None"),
+            Credentials::UserPassword { user, .. } => {
+                f.debug_struct("UserPassword").field("user", user).field("password", &"***").finish()
+            }
+            Credentials::Token(_) => f.write_str("Token(***)"),
+            Credentials::NKeyFile(path) => f.debug_tuple("NKeyFile").field(path).finish(),
+            Credentials::CredsFile(path) => f.debug_tuple("CredsFile").field(path).finish(),
+        }
+    }
 }
 
 /// TLS towards NATS; combines with any [`Credentials`].
@@ -171,7 +185,20 @@ pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, Nats
         })
         .connect(url.as_str())
         .await
-        .map_err(|source| NatsError::Connect { url, source })
+        .map_err(|source| NatsError::Connect { url: redacted_url(&url), source })
+}
+
+/// `url` (one server URL or several, comma-separated) with any credentials in it replaced by
+/// `***`, for logs and errors: `nats://app:secret@host:4222` becomes `nats://***@host:4222`.
+pub fn redacted_url(url: &str) -> String {
+    url.split(',')
+        .map(|server| match (server.find("://"), server.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => format!("{}***{}", &server[..scheme + 3], &server[at..]),
+            (None, Some(at)) => format!("***{}", &server[at..]),
+            _ => server.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The stream configurations the orchestrator wants.
@@ -345,6 +372,20 @@ async fn provision_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_never_show_in_logs_or_debug() {
+        assert_eq!(redacted_url("nats://app:secret@h:4222"), "nats://***@h:4222");
+        assert_eq!(redacted_url("nats://tok@h:4222,tls://u:p@g:4223"), "nats://***@h:4222,tls://***@g:4223");
+        assert_eq!(redacted_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redacted_url("u:p@h:4222"), "***@h:4222");
+        let shown = format!(
+            "{:?} {:?}",
+            Credentials::UserPassword { user: "app".into(), password: "secret".into() },
+            Credentials::Token("tok-secret".into())
+        );
+        assert!(!shown.contains("secret"), "{shown}");
+    }
 
     #[test]
     fn no_limit_is_no_drift_however_it_is_written() {

@@ -97,12 +97,18 @@ pub fn role_of(method: &str, path: &str) -> Option<&'static str> {
     required_role(&method, path).map(Role::as_str)
 }
 
-/// An API key as configured: `ROLE:NAME:SECRET`.
-#[derive(Debug, Clone, PartialEq)]
+/// An API key as configured: `ROLE:NAME:SECRET`. Its `Debug` never shows the secret.
+#[derive(Clone, PartialEq)]
 pub struct ApiKey {
     pub role: Role,
     pub name: String,
     secret: String,
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey").field("role", &self.role).field("name", &self.name).field("secret", &"***").finish()
+    }
 }
 
 /// Shortest secret accepted: a guessable key is worse than none, because it looks like security.
@@ -133,7 +139,7 @@ impl std::str::FromStr for ApiKey {
 /// The tokens the API accepts. Roles: `viewer` reads, `operator` also changes state (register,
 /// restart, priorities, health), `admin` also replaces or stops the whole stack. With none of
 /// them, the API is open.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Clone, PartialEq, Default)]
 pub struct AuthSettings {
     /// API keys given directly.
     pub api_keys: Vec<ApiKey>,
@@ -149,6 +155,21 @@ pub struct AuthSettings {
     pub jwt_audience: Option<String>,
     /// Serve `/metrics` to anyone, without a token (a scraper on a trusted network).
     pub metrics_public: bool,
+}
+
+/// Shows everything but the JWT secret.
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("api_keys", &self.api_keys)
+            .field("api_keys_file", &self.api_keys_file)
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "***"))
+            .field("jwt_jwks_file", &self.jwt_jwks_file)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("metrics_public", &self.metrics_public)
+            .finish()
+    }
 }
 
 /// Checks bearer tokens. Cheap to clone.
@@ -433,6 +454,13 @@ mod tests {
             jwt_audience: None,
             metrics_public: false,
         }
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let shown = format!("{:?}", settings());
+        assert!(!shown.contains("0123456789abcdef") && !shown.contains(&"s".repeat(32)), "{shown}");
+        assert!(shown.contains("\"v\"") && shown.contains("***"), "{shown}");
     }
 
     #[test]
