@@ -337,6 +337,18 @@ pub struct ServeArgs {
     #[arg(long, env = "ORCH_COMMANDS_MAX_MESSAGES", default_value_t = 1_000_000)]
     pub commands_max_messages: i64,
 
+    /// Most bytes the commands stream holds; beyond it publishers get an error.
+    #[arg(long, env = "ORCH_COMMANDS_MAX_BYTES", default_value_t = 1 << 30)]
+    pub commands_max_bytes: i64,
+
+    /// Most bytes the events stream keeps; beyond it the oldest events go (as with the age).
+    #[arg(long, env = "ORCH_EVENTS_MAX_BYTES", default_value_t = 1 << 30)]
+    pub events_max_bytes: i64,
+
+    /// Most bytes the dead-letter stream keeps; beyond it the oldest dead letters go.
+    #[arg(long, env = "ORCH_DEAD_LETTER_MAX_BYTES", default_value_t = 256 << 20)]
+    pub dead_letter_max_bytes: i64,
+
     /// Largest command payload accepted, in bytes; larger ones are dead-lettered.
     #[arg(long, env = "ORCH_COMMAND_MAX_BYTES", default_value_t = 64 * 1024)]
     pub command_max_bytes: usize,
@@ -427,6 +439,30 @@ pub struct ServeArgs {
     /// How long the ids of processed commands are remembered for exactly-once handling.
     #[arg(long, env = "ORCH_PROCESSED_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
     pub processed_retention: Duration,
+
+    /// How long dead letters are kept in PostgreSQL (the dead-letter stream has its own age).
+    #[arg(long, env = "ORCH_DEAD_LETTER_RETENTION", default_value = "28d", value_parser = humantime::parse_duration)]
+    pub dead_letter_retention: Duration,
+
+    /// Most dead letters kept in PostgreSQL (the newest).
+    #[arg(long, env = "ORCH_DEAD_LETTER_MAX_ROWS", default_value_t = 100_000)]
+    pub dead_letter_max_rows: i64,
+
+    /// How long the history of priority changes is kept.
+    #[arg(long, env = "ORCH_PRIORITY_HISTORY_RETENTION", default_value = "28d", value_parser = humantime::parse_duration)]
+    pub priority_history_retention: Duration,
+
+    /// Most priority changes kept in the history (the newest).
+    #[arg(long, env = "ORCH_PRIORITY_HISTORY_MAX_ROWS", default_value_t = 1_000_000)]
+    pub priority_history_max_rows: i64,
+
+    /// Manifest versions kept (the newest; the current one always).
+    #[arg(long, env = "ORCH_MANIFEST_VERSIONS_KEPT", default_value_t = 100)]
+    pub manifest_versions_kept: i64,
+
+    /// Start-up runs kept with their profiles (the newest).
+    #[arg(long, env = "ORCH_STARTUP_RUNS_KEPT", default_value_t = 100)]
+    pub startup_runs_kept: i64,
 
     /// Largest manifest `PUT /api/v1/stack` takes (bytes); other bodies are limited by
     /// `--command-max-bytes`.
@@ -731,6 +767,9 @@ impl ServeArgs {
                     dead_letter_max_age: self.dead_letter_max_age,
                     duplicate_window: self.duplicate_window,
                     commands_max_messages: self.commands_max_messages,
+                    commands_max_bytes: self.commands_max_bytes,
+                    events_max_bytes: self.events_max_bytes,
+                    dead_letter_max_bytes: self.dead_letter_max_bytes,
                 },
             },
             registry: RegistrySettings {
@@ -804,7 +843,16 @@ impl ServeArgs {
                     max_concurrent: self.web.http_max_concurrent,
                 },
             },
-            retention: Retention { processed: self.processed_retention, health_history: self.health_history_retention },
+            retention: Retention {
+                processed: self.processed_retention,
+                health_history: self.health_history_retention,
+                dead_letters: self.dead_letter_retention,
+                dead_letters_max: self.dead_letter_max_rows,
+                priority_changes: self.priority_history_retention,
+                priority_changes_max: self.priority_history_max_rows,
+                manifests: self.manifest_versions_kept,
+                startup_runs: self.startup_runs_kept,
+            },
         };
         settings.validate().map_err(|e| format!("{}: {}", flag_of(e.setting), e.message))?;
         Ok(settings)
@@ -819,6 +867,10 @@ fn flag_of(setting: &str) -> &str {
         "registry.writer_shards" => "--writer-shards",
         "registry.batch_max" => "--batch-max",
         "http.limits.max_concurrent" => "--http-max-concurrent",
+        "retention.dead_letters_max" => "--dead-letter-max-rows",
+        "retention.priority_changes_max" => "--priority-history-max-rows",
+        "retention.manifests" => "--manifest-versions-kept",
+        "retention.startup_runs" => "--startup-runs-kept",
         "registry.sweep.interval" => "--sweep-interval",
         "health.flap_threshold" => "--flap-threshold",
         "health.concurrency" => "--health-concurrency",

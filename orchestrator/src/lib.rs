@@ -311,7 +311,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             changes_rx,
             shutdown_rx.clone(),
         )),
-        tokio::spawn(workers::maintenance::run(pool.clone(), settings.retention, shutdown_rx.clone())),
+        tokio::spawn(workers::maintenance::run(pool.clone(), settings.retention, metrics.clone(), shutdown_rx.clone())),
     ];
 
     tasks.push(recorder_task);

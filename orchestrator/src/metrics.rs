@@ -33,6 +33,16 @@ pub struct ConsumerLabel {
     pub consumer: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabel {
+    pub table: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabel {
+    pub stream: String,
+}
+
 /// `route` is the matched template (`/api/v1/services/{id}`), never the raw path, so the number
 /// of series stays bounded; unmatched requests count under `unmatched`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -86,6 +96,11 @@ pub struct Metrics {
     pub outbox_published: Counter,
     /// Outbox rows set aside (dead-lettered) because JetStream kept refusing them.
     pub outbox_isolated: Counter,
+    /// Rows of each bounded table (set at each maintenance round).
+    pub table_rows: Family<TableLabel, Gauge>,
+    /// Bytes and messages each stream holds (set at scrape time).
+    pub stream_bytes: Family<StreamLabel, Gauge>,
+    pub stream_messages: Family<StreamLabel, Gauge>,
     /// Instances with a lease (set at scrape time).
     pub instances: Gauge,
     /// Declared checks the checker runs or watches (set at scrape time).
@@ -163,6 +178,16 @@ impl Default for Metrics {
         registry.register("batch_size", "Commands per committed batch", batch_size.clone());
         let outbox_published = Counter::default();
         registry.register("outbox_published", "Messages published by the outbox relay", outbox_published.clone());
+        let table_rows = Family::<TableLabel, Gauge>::default();
+        registry.register(
+            "table_rows",
+            "Rows of each table with a bound, at the last maintenance round",
+            table_rows.clone(),
+        );
+        let stream_bytes = Family::<StreamLabel, Gauge>::default();
+        registry.register("stream_bytes", "Bytes each JetStream stream holds", stream_bytes.clone());
+        let stream_messages = Family::<StreamLabel, Gauge>::default();
+        registry.register("stream_messages", "Messages each JetStream stream holds", stream_messages.clone());
         let outbox_isolated = Counter::default();
         registry.register(
             "outbox_isolated",
@@ -215,6 +240,9 @@ impl Default for Metrics {
             batch_size,
             outbox_published,
             outbox_isolated,
+            table_rows,
+            stream_bytes,
+            stream_messages,
             instances,
             checks,
             check_runs,
@@ -249,6 +277,11 @@ impl Metrics {
     pub fn command(&self, kind: &'static str, result: &'static str, latency: std::time::Duration) {
         self.commands.get_or_create(&CommandLabels { kind, result }).inc();
         self.command_seconds.get_or_create(&KindLabel { kind }).observe(latency.as_secs_f64());
+    }
+
+    /// The rows of a bounded table.
+    pub fn table_rows(&self, table: String, rows: i64) {
+        self.table_rows.get_or_create(&TableLabel { table }).set(rows);
     }
 
     /// One HTTP request answered.
@@ -297,6 +330,23 @@ impl Metrics {
             }
             _ => {
                 self.scrape_errors.inc();
+            }
+        }
+        for name in [subjects.commands_stream(), subjects.events_stream(), subjects.dead_letter_stream()] {
+            let state = async {
+                let mut stream = js.get_stream(&name).await.map_err(|e| e.to_string())?;
+                let info = stream.info().await.map_err(|e| e.to_string())?;
+                Ok::<_, String>((info.state.bytes, info.state.messages))
+            };
+            match tokio::time::timeout(DEADLINE, state).await {
+                Ok(Ok((bytes, messages))) => {
+                    let label = StreamLabel { stream: name };
+                    self.stream_bytes.get_or_create(&label).set(bytes as i64);
+                    self.stream_messages.get_or_create(&label).set(messages as i64);
+                }
+                _ => {
+                    self.scrape_errors.inc();
+                }
             }
         }
         let consumer = async {

@@ -88,6 +88,11 @@ pub struct StreamSettings {
     /// Most commands waiting on the commands stream; beyond it publishers get an error rather than
     /// older commands being dropped.
     pub commands_max_messages: i64,
+    /// Most bytes each stream keeps: beyond them the events and dead-letter streams drop their
+    /// oldest messages, and the commands stream refuses new ones.
+    pub commands_max_bytes: i64,
+    pub events_max_bytes: i64,
+    pub dead_letter_max_bytes: i64,
 }
 
 impl Default for NatsSettings {
@@ -110,6 +115,9 @@ impl Default for StreamSettings {
             dead_letter_max_age: Duration::from_secs(30 * 24 * 3600),
             duplicate_window: Duration::from_secs(120),
             commands_max_messages: 1_000_000,
+            commands_max_bytes: 1 << 30,
+            events_max_bytes: 1 << 30,
+            dead_letter_max_bytes: 256 << 20,
         }
     }
 }
@@ -213,6 +221,7 @@ pub fn desired_streams(streams: &StreamSettings, subjects: &Subjects) -> Vec<str
             // Full means publishers get an error; nothing accepted is silently dropped.
             discard: stream::DiscardPolicy::New,
             max_messages: streams.commands_max_messages,
+            max_bytes: streams.commands_max_bytes,
             duplicate_window: streams.duplicate_window,
             num_replicas: streams.replicas,
             ..Default::default()
@@ -224,6 +233,7 @@ pub fn desired_streams(streams: &StreamSettings, subjects: &Subjects) -> Vec<str
             retention: stream::RetentionPolicy::Limits,
             storage: stream::StorageType::File,
             max_age: streams.events_max_age,
+            max_bytes: streams.events_max_bytes,
             duplicate_window: streams.duplicate_window,
             num_replicas: streams.replicas,
             allow_direct: true,
@@ -236,6 +246,7 @@ pub fn desired_streams(streams: &StreamSettings, subjects: &Subjects) -> Vec<str
             retention: stream::RetentionPolicy::Limits,
             storage: stream::StorageType::File,
             max_age: streams.dead_letter_max_age,
+            max_bytes: streams.dead_letter_max_bytes,
             duplicate_window: streams.duplicate_window,
             num_replicas: streams.replicas,
             ..Default::default()
@@ -274,6 +285,7 @@ pub fn drift(current: &stream::Config, wanted: &stream::Config) -> Vec<(&'static
     // The server reports "no limit" as -1 where the client's default says 0: the same setting.
     let limit = |v: i64| if v <= 0 { -1 } else { v };
     check("max_messages", limit(current.max_messages).to_string(), limit(wanted.max_messages).to_string(), true);
+    check("max_bytes", limit(current.max_bytes).to_string(), limit(wanted.max_bytes).to_string(), true);
     check("max_age", format!("{:?}", current.max_age), format!("{:?}", wanted.max_age), true);
     check(
         "duplicate_window",
@@ -325,6 +337,7 @@ pub async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> R
     updated.subjects = wanted.subjects;
     updated.discard = wanted.discard;
     updated.max_messages = wanted.max_messages;
+    updated.max_bytes = wanted.max_bytes;
     updated.max_age = wanted.max_age;
     updated.duplicate_window = wanted.duplicate_window;
     updated.num_replicas = wanted.num_replicas;

@@ -94,6 +94,17 @@ impl Settings {
         if health.concurrency == 0 {
             return invalid("health.concurrency", "must be at least 1");
         }
+        let kept = &self.retention;
+        for (setting, value) in [
+            ("retention.dead_letters_max", kept.dead_letters_max),
+            ("retention.priority_changes_max", kept.priority_changes_max),
+            ("retention.manifests", kept.manifests),
+            ("retention.startup_runs", kept.startup_runs),
+        ] {
+            if value < 1 {
+                return invalid(setting, "must be at least 1");
+            }
+        }
         if self.http.limits.max_concurrent == 0 {
             return invalid("http.limits.max_concurrent", "must be at least 1");
         }

@@ -142,3 +142,85 @@ async fn read_only_postgres_loses_no_durable_command() {
         .await;
     assert_eq!(events.len(), 3);
 }
+
+/// Every table that grows with use is held to its bound by the maintenance round (which runs at
+/// start), its size is in the metrics, and every stream has a byte limit besides its age.
+#[tokio::test]
+async fn growth_is_bounded() {
+    let mut stack = Stack::start_with(|s| {
+        let r = &mut s.retention;
+        r.dead_letters = Duration::from_secs(3600);
+        r.dead_letters_max = 3;
+        r.priority_changes = Duration::from_secs(3600);
+        r.priority_changes_max = 3;
+        r.manifests = 2;
+        r.startup_runs = 2;
+    })
+    .await;
+    let pool = stack.pool.clone();
+    for age_minutes in [120, 5, 4, 3, 2, 1] {
+        let at = format!("now() - interval '{age_minutes} minutes'");
+        sqlx::query(&format!(
+            "INSERT INTO dead_letters (id, received_at, subject, code, message, payload, payload_truncated)
+             VALUES (gen_random_uuid(), {at}, 'orch.cmd.registry.register', 'validation_failed', '{age_minutes}', '', false)"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(&format!(
+            "INSERT INTO priority_changes (id, service, at, action, outcome, change)
+             VALUES (gen_random_uuid(), 'web', {at}, 'set', 'applied', '{{}}')"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(&format!(
+            "INSERT INTO startup_runs (id, manifest_version, started_at) VALUES (gen_random_uuid(), 1, {at})"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO manifests (body, source, desired) VALUES ('', 'test', 'down')")
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let newest_manifest: i64 = sqlx::query_scalar("SELECT max(version) FROM manifests").fetch_one(&pool).await.unwrap();
+
+    stack.stop_orchestrator().await;
+    stack.start_orchestrator().await;
+    let count = |sql: &'static str| {
+        let pool = pool.clone();
+        async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool).await.unwrap() }
+    };
+    eventually(Duration::from_secs(20), "every table at its bound", || async {
+        let counts = (
+            count("SELECT count(*) FROM dead_letters").await,
+            count("SELECT count(*) FROM priority_changes").await,
+            count("SELECT count(*) FROM manifests").await,
+            count("SELECT count(*) FROM startup_runs").await,
+        );
+        (counts == (3, 3, 2, 2)).then_some(())
+    })
+    .await;
+    let kept: Vec<String> =
+        sqlx::query_scalar("SELECT message FROM dead_letters ORDER BY received_at").fetch_all(&pool).await.unwrap();
+    assert_eq!(kept, ["3", "2", "1"], "the newest are kept");
+    assert_eq!(count("SELECT max(version) FROM manifests").await, newest_manifest, "the current manifest stays");
+
+    let port = stack.http_port();
+    let metrics = eventually(Duration::from_secs(20), "the table sizes in the metrics", || async move {
+        let text =
+            tokio::task::spawn_blocking(move || orch_testkit::http_get(port, "/metrics").unwrap().1).await.unwrap();
+        text.contains("orch_table_rows{table=\"dead_letters\"} 3").then_some(text)
+    })
+    .await;
+    assert!(metrics.contains("orch_table_rows{table=\"manifests\"} 2"), "{metrics}");
+    assert!(metrics.contains("orch_stream_bytes{stream=\"ORCH_EVENTS\"}"), "{metrics}");
+
+    for (stream, bytes) in [("ORCH_COMMANDS", 1 << 30), ("ORCH_EVENTS", 1 << 30), ("ORCH_DLQ", 256 << 20)] {
+        let mut stream = stack.js.get_stream(stream).await.unwrap();
+        let config = stream.info().await.unwrap().config.clone();
+        assert_eq!(config.max_bytes, bytes, "{stream:?}");
+    }
+}

@@ -9,6 +9,7 @@ pub mod ledger;
 pub mod lifecycle;
 pub mod outbox;
 pub mod priorities;
+pub mod retention;
 pub mod system;
 
 use std::time::Duration;
