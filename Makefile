@@ -12,8 +12,9 @@ export ORCH_LOCAL
 # make engine ARGS='--dry-run --verbose'
 ARGS ?=
 
-# The NATS that "make dev" starts (scripts/dev.sh: ORCH_DEV_NATS_PORT, 4222 by default).
-DEV_NATS_URL ?= nats://127.0.0.1:$(or $(ORCH_DEV_NATS_PORT),4222)
+# The NATS that "make dev" starts (scripts/dev.sh: ORCH_DEV_NATS_PORT, 4222 by default), as the
+# engine's user that "make dev" made (scripts/nats-auth.sh).
+DEV_NATS_URL ?= $(shell cat "$(ORCH_LOCAL)/dev/nats-auth/engine.url" 2>/dev/null || echo nats://127.0.0.1:$(or $(ORCH_DEV_NATS_PORT),4222))
 
 .PHONY: help dev test bench engine prod deps dashboard fmt lint clean-local stop
 

@@ -63,7 +63,10 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-nats_url="$("$SCRIPTS/nats.sh" start "$NATS_DIR" "$NATS_PORT")"
+# NATS refuses anonymous clients: a user per role, made once and kept with the dev data.
+AUTH_DIR="$DEV_DIR/nats-auth"
+"$SCRIPTS/nats-auth.sh" "$AUTH_DIR" "127.0.0.1:$NATS_PORT"
+nats_url="$(ORCH_NATS_CONFIG="$AUTH_DIR/nats-auth.conf" "$SCRIPTS/nats.sh" start "$NATS_DIR" "$NATS_PORT")"
 pg_url="$("$SCRIPTS/pg.sh" start "$PG_DIR" "$PG_PORT")"
 
 log "building the orchestrator"
@@ -85,6 +88,8 @@ cat <<EOF
     API reference         http://127.0.0.1:$HTTP_PORT/api-docs/
     Admin token           $DEV_TOKEN   (kept in $TOKEN_FILE)
     NATS                  $nats_url   (monitor http://127.0.0.1:$ORCH_NATS_MONITOR_PORT)
+                          anonymous clients are refused; a user per role, URLs with passwords in
+                          $AUTH_DIR/{service,engine,observer}.url
     PostgreSQL            $pg_url
     Data                  $NATS_DIR
                           $PG_DIR
@@ -94,7 +99,7 @@ cat <<EOF
          -H "authorization: Bearer \$ORCH_API_TOKEN" -H 'content-type: application/json' \\
          -d '{"name":"web","address":"127.0.0.1","port":9000}'
     curl -s -H "authorization: Bearer \$ORCH_API_TOKEN" http://127.0.0.1:$HTTP_PORT/api/v1/services
-    $BIN events --nats-url $nats_url --all
+    $BIN events --nats-url "\$(cat $AUTH_DIR/observer.url)" --all
   Managed services (a demo stack of stand-in services):
     $BIN up -f examples/demo.toml --api-url http://127.0.0.1:$HTTP_PORT
     $BIN profile --api-url http://127.0.0.1:$HTTP_PORT
@@ -107,6 +112,8 @@ EOF
 # and a signal sent to this script is handled at once (bash defers traps
 # while a foreground child runs). The binary applies migrations itself.
 ORCH_NATS_URL="$nats_url" \
+    ORCH_NATS_USER=orchestrator \
+    ORCH_NATS_PASSWORD="$(cat "$AUTH_DIR/orchestrator.password")" \
     ORCH_DATABASE_URL="$pg_url" \
     ORCH_HTTP_ADDR="127.0.0.1:$HTTP_PORT" \
     ORCH_AGENT_LOG_DIR="${ORCH_AGENT_LOG_DIR:-$DEV_DIR/agent-logs}" \

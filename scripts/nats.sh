@@ -23,6 +23,8 @@ The HTTP monitor listens on 127.0.0.1:$ORCH_NATS_MONITOR_PORT, default PORT+1000
 
 Environment:
   ORCH_NATS_MONITOR_PORT  HTTP monitoring port (scripts/dev.sh uses 8222)
+  ORCH_NATS_CONFIG        a configuration file for the server, e.g. the users of
+                          scripts/nats-auth.sh (scripts/dev.sh sets it)
   ORCH_LOCAL              where deps.sh put the venv (default: <repo>/.local)
 EOF
 }
@@ -80,6 +82,7 @@ cmd_start() {
     [ "$monitor" -le 65535 ] || monitor=0
     local args=(-js -a 127.0.0.1 -p "$port" -sd "$DIR/jetstream" --pid "$PID_FILE" -l "$LOG_FILE")
     [ "$monitor" = 0 ] || args+=(-m "$monitor")
+    [ -z "${ORCH_NATS_CONFIG:-}" ] || args+=(-c "$ORCH_NATS_CONFIG")
 
     # Fail early on a busy port: otherwise the readiness check below could
     # be answered by whatever already listens there.

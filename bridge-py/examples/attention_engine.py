@@ -52,6 +52,7 @@ import signal
 import sys
 import threading
 import time
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
@@ -572,7 +573,7 @@ def run(args: argparse.Namespace) -> int:
         scorer = AttentionScorer(window=args.window)
         engine = Engine(client, args, scorer)
         log.info("connected to %s (prefix %s); source %r, window %s, ttl %s, min change %d, min interval %gs%s",
-                 args.nats_url, client.prefix, args.source, describe_duration(args.window),
+                 without_credentials(args.nats_url), client.prefix, args.source, describe_duration(args.window),
                  f"{args.ttl:g}s" if args.ttl else "none", args.min_change, args.min_interval,
                  " [dry run]" if args.dry_run else "")
         engine.load_priorities(started, initial=True)
@@ -734,6 +735,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
             parser.error(message)
     return args
 
+
+
+def without_credentials(url: str) -> str:
+    """A NATS URL (or several, comma-separated) with any user and password replaced by ***."""
+    return re.sub(r"(^|,)([a-z]+://)?[^,@/]+@", lambda m: f"{m.group(1)}{m.group(2) or ''}***@", url)
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)

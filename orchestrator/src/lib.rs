@@ -148,12 +148,36 @@ fn api_authentication(settings: &http::HttpSettings) -> anyhow::Result<http::aut
     Ok(auth)
 }
 
+/// NATS without credentials is allowed in the development profile, with a warning, and in
+/// production only with `--insecure`: the NATS subjects can do what the admin-only routes do.
+fn nats_authentication(settings: &Settings) -> anyhow::Result<()> {
+    let anonymous = settings.nats.credentials == nats::Credentials::None
+        && !settings.nats.url.contains('@')
+        && settings.nats.tls.client.is_none();
+    if !anonymous {
+        return Ok(());
+    }
+    match (settings.http.profile, settings.http.insecure) {
+        (Profile::Production, false) => anyhow::bail!(
+            "refusing to start: the production profile needs NATS credentials. Configure --nats-user and \
+             --nats-password, --nats-token, --nats-nkey-file, --nats-creds or a client certificate, or pass \
+             --insecure to connect without"
+        ),
+        _ => tracing::warn!(
+            profile = ?settings.http.profile,
+            "connecting to NATS without credentials: whoever reaches that NATS can do what the admin can"
+        ),
+    }
+    Ok(())
+}
+
 /// Starts the orchestrator. Waits for PostgreSQL and NATS when they are not reachable yet.
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let started = Instant::now();
     settings.validate()?;
     let subjects = Subjects::new(&settings.subject_prefix)?;
     let auth = api_authentication(&settings.http)?;
+    nats_authentication(&settings)?;
 
     let pool = storage::pool(&settings.database)?;
     storage::migrate(&pool).await.context("applying database migrations")?;

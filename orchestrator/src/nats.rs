@@ -125,7 +125,12 @@ impl Default for StreamSettings {
 /// The connection options of the credentials and TLS settings.
 async fn authenticated(settings: &NatsSettings) -> Result<async_nats::ConnectOptions, NatsError> {
     let mut options = match &settings.credentials {
-        Credentials::None => async_nats::ConnectOptions::new(),
+        // async-nats ignores credentials written in the URL: they are taken from it here.
+        Credentials::None => match orch_client::url_credentials(&settings.url) {
+            Some((user, Some(password))) => async_nats::ConnectOptions::with_user_and_password(user, password),
+            Some((token, None)) => async_nats::ConnectOptions::with_token(token),
+            None => async_nats::ConnectOptions::new(),
+        },
         Credentials::UserPassword { user, password } => {
             async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
         }
@@ -191,23 +196,12 @@ pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, Nats
                 other => tracing::info!(event = %other, "NATS event"),
             }
         })
-        .connect(url.as_str())
+        .connect(orch_client::without_credentials(&url).as_str())
         .await
         .map_err(|source| NatsError::Connect { url: redacted_url(&url), source })
 }
 
-/// `url` (one server URL or several, comma-separated) with any credentials in it replaced by
-/// `***`, for logs and errors: `nats://app:secret@host:4222` becomes `nats://***@host:4222`.
-pub fn redacted_url(url: &str) -> String {
-    url.split(',')
-        .map(|server| match (server.find("://"), server.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => format!("{}***{}", &server[..scheme + 3], &server[at..]),
-            (None, Some(at)) => format!("***{}", &server[at..]),
-            _ => server.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
+pub use orch_client::redacted_url;
 
 /// The stream configurations the orchestrator wants.
 pub fn desired_streams(streams: &StreamSettings, subjects: &Subjects) -> Vec<stream::Config> {

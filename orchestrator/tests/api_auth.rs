@@ -112,9 +112,16 @@ async fn reads_need_a_viewer_and_the_stack_needs_an_admin() {
     assert_eq!(send(&stack, "GET", "/api/v1/nothing", None).await.0, StatusCode::NOT_FOUND);
 }
 
+/// The production profile refuses an open API and a NATS connection without credentials, unless
+/// told `--insecure`. (The server takes both a user and, for the insecure case, anonymous clients.)
 #[tokio::test]
-async fn production_refuses_an_open_api_unless_insecure() {
-    let nats = orch_testkit::NatsServer::start();
+async fn production_refuses_an_open_api_or_anonymous_nats_unless_insecure() {
+    let nats = orch_testkit::NatsServer::start_with_config(
+        r#"
+authorization { users = [ { user: orchestrator, password: "orchestrator-secret-0123" } ] }
+no_auth_user: orchestrator
+"#,
+    );
     let database = orch_testkit::fresh_database().await;
     let production = || {
         let mut settings = common::settings(&nats.url(), &database);
@@ -128,7 +135,13 @@ async fn production_refuses_an_open_api_unless_insecure() {
     orchestrator::start(insecure).await.expect("starts when told explicitly").shutdown().await;
     let mut with_token = production();
     with_token.http.auth.api_keys = vec![format!("admin:a:{ADMIN}").parse().unwrap()];
-    orchestrator::start(with_token).await.expect("starts with a token").shutdown().await;
+    let error = orchestrator::start(with_token.clone()).await.err().expect("refused without NATS credentials");
+    assert!(format!("{error:#}").contains("needs NATS credentials"), "{error:#}");
+    with_token.nats.credentials = orchestrator::nats::Credentials::UserPassword {
+        user: "orchestrator".into(),
+        password: "orchestrator-secret-0123".into(),
+    };
+    orchestrator::start(with_token).await.expect("starts with a token and NATS credentials").shutdown().await;
 }
 
 /// A web page cannot drive the API through a visitor's browser, tokens or not: a cross-site form

@@ -144,3 +144,97 @@ fn conflicting_ways_to_authenticate_are_refused() {
     let error = common::settings_from_flags(&["--nats-user", "u"]);
     assert!(error.unwrap_err().contains("go together"));
 }
+
+/// The users `make dev` and docker-compose run with (scripts/nats-auth.sh), against a real
+/// server: anonymous clients are refused; the orchestrator works with its user; a registering
+/// service registers but cannot ask an agent to start anything or drive the lifecycle; the
+/// engine sets priorities but cannot change a policy or release the guard; an observer reads
+/// the events and changes nothing. A refused publish is shown absent deterministically: the same
+/// connection publishes an allowed message after it, and NATS keeps one connection's order, so
+/// once a watcher has the allowed one it would have had the refused one.
+#[tokio::test]
+async fn the_shipped_users_have_least_privilege() {
+    use futures::StreamExt;
+    common::init_logs();
+    let auth = orch_testkit::TempDir::new("orch-nats-users");
+    let status = std::process::Command::new("sh")
+        .arg(orch_testkit::workspace_root().join("scripts/nats-auth.sh"))
+        .arg(auth.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let conf = std::fs::read_to_string(auth.path().join("nats-auth.conf")).unwrap();
+    let nats = NatsServer::start_with_config(&conf);
+    let password = |role: &str| std::fs::read_to_string(auth.path().join(format!("{role}.password"))).unwrap();
+    let connect = |role: &'static str| {
+        let url = nats.url();
+        let password = password(role);
+        async move { async_nats::ConnectOptions::with_user_and_password(role.into(), password).connect(url).await.unwrap() }
+    };
+
+    let anonymous = async_nats::ConnectOptions::new().connect(nats.url()).await;
+    assert!(anonymous.is_err(), "anonymous clients are refused");
+
+    let database = orch_testkit::fresh_database().await;
+    let mut settings = common::settings(&nats.url(), &database);
+    settings.nats.credentials =
+        Credentials::UserPassword { user: "orchestrator".into(), password: password("orchestrator") };
+    let running = orchestrator::start(settings).await.expect("the orchestrator starts with its user");
+
+    // A watcher with the orchestrator's rights sees what reaches the agents and the requests.
+    let watcher = connect("orchestrator").await;
+    let mut seen = futures::stream::select_all([
+        watcher.subscribe("orch.req.>").await.unwrap(),
+        watcher.subscribe("orch.hb.>").await.unwrap(),
+        watcher.subscribe("orch.agent.>").await.unwrap(),
+    ]);
+    watcher.flush().await.unwrap();
+    let refused_then_allowed = |client: async_nats::Client, refused: &'static str, allowed: &'static str| async move {
+        client.publish(refused, "{}".into()).await.unwrap();
+        client.publish(allowed, "{}".into()).await.unwrap();
+        client.flush().await.unwrap();
+    };
+
+    let service = connect("service").await;
+    let registration = r#"{"id": "web-1", "name": "web", "address": "127.0.0.1", "port": 80}"#;
+    let reply = service.request("orch.req.registry.register", registration.into()).await.expect("a service registers");
+    assert!(String::from_utf8_lossy(&reply.payload).contains("registered"));
+    refused_then_allowed(service.clone(), "orch.agent.local.start", "orch.hb.web-1").await;
+    refused_then_allowed(service, "orch.req.lifecycle.down", "orch.hb.web-1").await;
+
+    let engine = connect("engine").await;
+    let set = r#"{"service": "web", "value": 70, "reason": "test", "source": "engine"}"#;
+    let reply = engine.request("orch.req.priority.set", set.into()).await.expect("the engine sets a priority");
+    assert!(!String::from_utf8_lossy(&reply.payload).contains("\"error\""), "{:?}", reply.payload);
+    refused_then_allowed(engine.clone(), "orch.req.priority.release", "orch.req.priority.list").await;
+    refused_then_allowed(engine, "orch.req.priority.policy", "orch.req.priority.list").await;
+
+    let observer = connect("observer").await;
+    let js = async_nats::jetstream::new(observer.clone());
+    let events = common::read_stream(&js, "ORCH_EVENTS", None).await;
+    assert!(events.iter().any(|e| e["type"] == "io.orch.registry.registered.v1"), "the observer reads events");
+    refused_then_allowed(observer, "orch.req.lifecycle.apply", "orch.req.registry.list").await;
+
+    // Every allowed message arrived (2 heartbeats, 2 lists from the engine, 1 from the observer)
+    // and none of the refused ones did.
+    let mut allowed = 0;
+    while allowed < 5 {
+        let message = tokio::time::timeout(Duration::from_secs(20), seen.next()).await.expect("in time").unwrap();
+        let subject = message.subject.as_str();
+        assert!(
+            ![
+                "orch.agent.local.start",
+                "orch.req.lifecycle.down",
+                "orch.req.priority.release",
+                "orch.req.priority.policy",
+                "orch.req.lifecycle.apply"
+            ]
+            .contains(&subject),
+            "{subject} reached the orchestrator's side"
+        );
+        if subject == "orch.hb.web-1" || subject == "orch.req.priority.list" || subject == "orch.req.registry.list" {
+            allowed += 1;
+        }
+    }
+    running.shutdown().await;
+}

@@ -60,6 +60,64 @@ impl ConnectSettings {
     }
 }
 
+/// The credentials written in a NATS URL (the first server's): `(user, Some(password))` for
+/// `nats://user:password@host`, `(token, None)` for `nats://token@host`. Percent-encoding is
+/// decoded.
+pub fn url_credentials(url: &str) -> Option<(String, Option<String>)> {
+    let first = url.split(',').next()?;
+    let rest = first.split_once("://").map_or(first, |(_, rest)| rest);
+    let (userinfo, _) = rest.rsplit_once('@')?;
+    let decode = |s: &str| percent_decode(s);
+    match userinfo.split_once(':') {
+        Some((user, password)) => Some((decode(user), Some(decode(password)))),
+        None => Some((decode(userinfo), None)),
+    }
+}
+
+/// `url` without the credentials of any server in it, as async-nats is given it.
+pub fn without_credentials(url: &str) -> String {
+    rewrite_userinfo(url, "")
+}
+
+/// `url` (one server URL or several, comma-separated) with any credentials replaced by `***`,
+/// for logs and errors: `nats://app:secret@host:4222` becomes `nats://***@host:4222`.
+pub fn redacted_url(url: &str) -> String {
+    rewrite_userinfo(url, "***@")
+}
+
+fn rewrite_userinfo(url: &str, with: &str) -> String {
+    url.split(',')
+        .map(|server| {
+            let (scheme, rest) = server.split_once("://").map_or(("", server), |(s, r)| (s, r));
+            let rest = match rest.rsplit_once('@') {
+                Some((_, host)) => format!("{with}{host}"),
+                None => rest.to_string(),
+            };
+            if scheme.is_empty() { rest } else { format!("{scheme}://{rest}") }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 enum AckCommand {
     Send(Subject, AckKind),
     /// Reply once everything queued before has been written to the server.
@@ -131,12 +189,20 @@ impl Client {
                 .map_err(|e| Error::invalid("credentials", format!("cannot read the credentials file {path}: {e}")))?,
             None => ConnectOptions::new(),
         };
-        if let (Some(user), Some(password)) = (&settings.user, &settings.password) {
+        // async-nats ignores credentials written in the URL; they are taken here, so
+        // `nats://user:password@host` (or `nats://token@host`) works as every NATS client expects.
+        let in_url = url_credentials(&settings.url);
+        let (user, password, token) = match (&settings.user, &settings.password, &settings.token, in_url) {
+            (None, None, None, Some((user, Some(password)))) => (Some(user), Some(password), None),
+            (None, None, None, Some((token, None))) => (None, None, Some(token)),
+            _ => (settings.user.clone(), settings.password.clone(), settings.token.clone()),
+        };
+        if let (Some(user), Some(password)) = (&user, &password) {
             options = options.user_and_password(user.clone(), password.clone());
-        } else if settings.user.is_some() || settings.password.is_some() {
+        } else if user.is_some() || password.is_some() {
             return Err(Error::invalid("user", "give both user and password, or neither"));
         }
-        if let Some(token) = &settings.token {
+        if let Some(token) = &token {
             options = options.token(token.clone());
         }
         if let Some(ca) = &settings.tls_ca {
@@ -158,10 +224,9 @@ impl Client {
             .request_timeout(Some(settings.timeout))
             // Events arrive in bursts; a larger buffer per subscription keeps the consumer fed.
             .subscription_capacity(65_536);
-        let nats = options
-            .connect(settings.url.as_str())
-            .await
-            .map_err(|e| Error::Connection(format!("cannot connect to NATS at {}: {e}", settings.url)))?;
+        let nats = options.connect(without_credentials(&settings.url).as_str()).await.map_err(|e| {
+            Error::Connection(format!("cannot connect to NATS at {}: {e}", redacted_url(&settings.url)))
+        })?;
         Ok(Client::from_nats(nats, subjects, settings.timeout))
     }
 
@@ -264,4 +329,20 @@ pub fn error_reply(subject: &str, reply: &async_nats::Message) -> Result<()> {
             ))
         }
     })
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_a_url_are_used_and_never_shown() {
+        assert_eq!(url_credentials("nats://app:s%40cret@h:4222"), Some(("app".into(), Some("s@cret".into()))));
+        assert_eq!(url_credentials("nats://tok@h:4222,nats://g:4223"), Some(("tok".into(), None)));
+        assert_eq!(url_credentials("nats://h:4222"), None);
+        assert_eq!(without_credentials("nats://a:b@h:1,tls://c@g:2"), "nats://h:1,tls://g:2");
+        assert_eq!(redacted_url("nats://a:b@h:1,tls://c@g:2"), "nats://***@h:1,tls://***@g:2");
+        assert_eq!(redacted_url("u:p@h:4222"), "***@h:4222");
+        assert_eq!(redacted_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+    }
 }

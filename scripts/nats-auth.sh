@@ -1,0 +1,78 @@
+#!/bin/sh
+# NATS users for every role, made once and kept in DIR (never committed): "make dev" and the
+# docker-compose stack start NATS with DIR/nats-auth.conf, so it refuses anonymous clients and
+# gives each role only what docs/protocol.md §14.2 lists (subject prefix "orch").
+#
+#   scripts/nats-auth.sh DIR [HOST:PORT]
+#
+# Writes (mode 0600; running it again keeps the passwords):
+#   DIR/<role>.password    orchestrator, service, engine, observer
+#   DIR/nats-auth.conf     the server's authorization block (include it, or pass it with -c)
+#   DIR/orchestrator.toml  the orchestrator's NATS user, for --config / ORCH_CONFIG
+#   DIR/<role>.url         nats://<role>:<password>@HOST:PORT for clients: the CLI, the bridge
+# With OWNER=uid:gid set, DIR is handed to that user (the orchestrator's, in a container).
+# POSIX sh: it also runs in the NATS image.
+set -eu
+
+DIR="${1:?usage: scripts/nats-auth.sh DIR [HOST:PORT]}"
+ENDPOINT="${2:-127.0.0.1:4222}"
+umask 077
+mkdir -p "$DIR"
+
+secret() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+for role in orchestrator service engine observer; do
+    [ -s "$DIR/$role.password" ] || secret >"$DIR/$role.password"
+done
+pw() { cat "$DIR/$1.password"; }
+
+cat >"$DIR/nats-auth.conf" <<EOF
+# Made by scripts/nats-auth.sh: one user per role, least privilege (docs/protocol.md §14.2).
+# Anonymous clients are refused: every connection must name one of these users.
+authorization {
+  users = [
+    # The orchestrator: its streams and consumer, requests and heartbeats, the node agents,
+    # events and dead letters, nats checks on the service API, outcomes on orch.replies.
+    { user: orchestrator, password: "$(pw orchestrator)",
+      permissions: {
+        publish:   { allow: ["\$JS.API.>", "\$JS.ACK.ORCH_COMMANDS.>", "orch.evt.>", "orch.dlq.>",
+                             "orch.agent.>", "\$SRV.>", "orch.replies.>"] }
+        subscribe: { allow: ["orch.req.>", "orch.hb.>", "orch.agent.>", "_INBOX.>"] }
+        allow_responses: true } }
+    # A service that registers itself, beats and reports its ttl checks.
+    { user: service, password: "$(pw service)",
+      permissions: {
+        publish:   { allow: ["orch.req.registry.>", "orch.req.health.ttl", "orch.hb.>",
+                             "orch.cmd.registry.>", "\$JS.API.STREAM.INFO.ORCH_COMMANDS"] }
+        subscribe: { allow: ["_INBOX.>", "orch.replies.service.>"] } } }
+    # The AI engine: reads events, sets and clears adjustments; not policy, pins, bounds or
+    # the release of a hold, which are the operator's.
+    { user: engine, password: "$(pw engine)",
+      permissions: {
+        publish:   { allow: ["orch.req.priority.set", "orch.req.priority.clear", "orch.req.priority.get",
+                             "orch.req.priority.list", "orch.req.registry.list", "orch.req.registry.get",
+                             "orch.req.registry.discover", "orch.req.health.system", "orch.req.health.service",
+                             "orch.req.lifecycle.status", "orch.req.lifecycle.restart",
+                             "\$JS.API.INFO", "\$JS.API.STREAM.INFO.ORCH_EVENTS", "\$JS.API.CONSUMER.*.ORCH_EVENTS",
+                             "\$JS.API.CONSUMER.*.ORCH_EVENTS.>", "\$JS.API.CONSUMER.DURABLE.CREATE.ORCH_EVENTS.>",
+                             "\$JS.API.CONSUMER.MSG.NEXT.ORCH_EVENTS.>", "\$JS.ACK.ORCH_EVENTS.>"] }
+        subscribe: { allow: ["_INBOX.>"] } } }
+    # A read-only observer: reads, and follows the events.
+    { user: observer, password: "$(pw observer)",
+      permissions: {
+        publish:   { allow: ["orch.req.registry.list", "orch.req.registry.get", "orch.req.registry.discover",
+                             "orch.req.health.system", "orch.req.health.service", "orch.req.lifecycle.status",
+                             "orch.req.priority.get", "orch.req.priority.list",
+                             "\$JS.API.INFO", "\$JS.API.STREAM.INFO.ORCH_EVENTS", "\$JS.API.CONSUMER.*.ORCH_EVENTS",
+                             "\$JS.API.CONSUMER.*.ORCH_EVENTS.>", "\$JS.API.CONSUMER.MSG.NEXT.ORCH_EVENTS.>"] }
+        subscribe: { allow: ["_INBOX.>"] } } }
+  ]
+}
+EOF
+
+printf 'nats-user = "orchestrator"\nnats-password = "%s"\n' "$(pw orchestrator)" >"$DIR/orchestrator.toml"
+for role in service engine observer; do
+    printf 'nats://%s:%s@%s\n' "$role" "$(pw "$role")" "$ENDPOINT" >"$DIR/$role.url"
+done
+if [ -n "${OWNER:-}" ]; then
+    chown -R "$OWNER" "$DIR"
+fi
