@@ -3,6 +3,8 @@
 
 pub mod commands;
 mod decode;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod heartbeats;
 pub mod requests;
 

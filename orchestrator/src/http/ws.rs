@@ -445,6 +445,30 @@ fn slow_consumer_notice(buffer: usize, stall: Duration, last_id: &Option<String>
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 10_000, failure_persistence: None, ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// The feed's query parameters from any client: a query or a refusal naming the parameter.
+        #[test]
+        fn any_query_is_read_or_refused_naming_the_parameter(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "subjects=", "after=", "replay=", "token=", "other=", "&", "=", "orch.evt.>", "orch.evt.*.x",
+                    "orch.>", ">", "*", "a..b", "%3E", "%00", "%ZZ", ",", "01a2", "00000000-0000-0000-0000-000000000000",
+                    "-1", "18446744073709551616", "100000", " ", "é",
+                ]),
+                0..12,
+            )
+        ) {
+            let query = parts.concat();
+            if let Err(e) = parse_query(Some(&query), &Subjects::default()) {
+                proptest::prop_assert!(!e.0.message.trim().is_empty());
+            }
+        }
+    }
+
     #[test]
     fn query_defaults_to_every_event() {
         let names = Subjects::default();
