@@ -3,8 +3,41 @@
 //! limit, the oldest dropped. The last lines are readable without loading whole files.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+
+/// Longest line kept from a service's output: a longer one is kept in pieces of this size, so a
+/// process that writes without line breaks cannot hold the agent's memory.
+pub const LINE_MAX: usize = 16 * 1024;
+
+/// The next line of a service's output (without its line break), or `None` at the end. Output
+/// that is not UTF-8 is kept, with U+FFFD for what cannot be read, never an error that would stop
+/// the reading (and leave the process blocked on a full pipe); lines are cut at [`LINE_MAX`].
+pub async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+) -> io::Result<Option<String>> {
+    use tokio::io::AsyncBufReadExt;
+    buf.clear();
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok((!buf.is_empty()).then(|| String::from_utf8_lossy(buf).into_owned()));
+        }
+        let window = &available[..available.len().min(LINE_MAX - buf.len())];
+        if let Some(end) = window.iter().position(|b| *b == b'\n') {
+            buf.extend_from_slice(&window[..end]);
+            reader.consume(end + 1);
+            return Ok(Some(String::from_utf8_lossy(buf).into_owned()));
+        }
+        let taken = window.len();
+        buf.extend_from_slice(window);
+        reader.consume(taken);
+        if buf.len() >= LINE_MAX {
+            return Ok(Some(String::from_utf8_lossy(buf).into_owned()));
+        }
+    }
+}
 
 /// Size limit of one file and how many rotated files are kept.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -109,8 +142,12 @@ fn last_lines(file: &mut File, n: usize) -> io::Result<Vec<String>> {
         let mut buf = Vec::new();
         Read::by_ref(file).take(len - start).read_to_end(&mut buf)?;
         if start == 0 || buf.iter().filter(|b| **b == b'\n').count() > n {
+            // Bytes that are not UTF-8 show as U+FFFD instead of hiding every line.
             let mut lines: Vec<String> =
-                BufReader::new(&buf[..]).lines().collect::<Result<Vec<_>, _>>().unwrap_or_default();
+                buf.split(|b| *b == b'\n').map(|l| String::from_utf8_lossy(l).into_owned()).collect();
+            if buf.is_empty() || buf.last() == Some(&b'\n') {
+                lines.pop();
+            }
             if start > 0 && !lines.is_empty() {
                 lines.remove(0); // probably cut in the middle
             }
@@ -123,6 +160,25 @@ fn last_lines(file: &mut File, n: usize) -> io::Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn output_that_is_not_utf8_or_has_no_line_breaks_is_kept_in_bounded_lines() {
+        let mut output = b"plain\n\xff\xfebinary\n".to_vec();
+        output.extend(std::iter::repeat_n(b'x', LINE_MAX + 10));
+        output.extend_from_slice(b"\nlast without a break");
+        let mut reader = tokio::io::BufReader::with_capacity(1000, &output[..]);
+        let mut buf = Vec::new();
+        let mut lines = Vec::new();
+        while let Some(line) = next_line(&mut reader, &mut buf).await.unwrap() {
+            lines.push(line);
+        }
+        assert_eq!(lines[0], "plain");
+        assert_eq!(lines[1], "\u{fffd}\u{fffd}binary");
+        assert_eq!(lines[2].len(), LINE_MAX, "a long line is cut");
+        assert_eq!(lines[3], "x".repeat(10));
+        assert_eq!(lines[4], "last without a break");
+        assert_eq!(lines.len(), 5);
+    }
 
     #[test]
     fn rotates_and_tails_across_files() {

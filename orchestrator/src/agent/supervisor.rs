@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::BufReader;
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
@@ -189,8 +189,9 @@ impl Supervisor {
             let Some(pipe) = pipe else { continue };
             let log = log.clone();
             tokio::spawn(async move {
-                let mut lines = BufReader::new(pipe).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
+                let mut reader = BufReader::new(pipe);
+                let mut buf = Vec::new();
+                while let Ok(Some(line)) = super::logs::next_line(&mut reader, &mut buf).await {
                     if let Err(e) = log.lock().expect("log lock").line(stream, &line) {
                         tracing::warn!(error = %e, "writing a service log failed");
                     }
