@@ -522,7 +522,7 @@ pub struct ServeArgs {
 /// restart, priorities, health), `admin` also replaces or stops the whole stack.
 #[derive(Debug, Clone, Args)]
 pub struct AuthArgs {
-    /// An API key, `ROLE:NAME:SECRET` (role viewer, operator or admin; secret at least 16
+    /// An API key, `ROLE:NAME:SECRET` (role viewer, engine, operator or admin; secret at least 16
     /// characters). Repeatable; in the environment, comma-separated.
     #[arg(long, env = "ORCH_API_KEYS", value_delimiter = ',', hide_env_values = true)]
     pub api_key: Vec<ApiKey>,

@@ -12,6 +12,7 @@ use serde_json::Value;
 const ADMIN: &str = "admin-secret-0123456789";
 const OPERATOR: &str = "operator-secret-0123456789";
 const VIEWER: &str = "viewer-secret-0123456789";
+const ENGINE: &str = "engine-secret-0123456789";
 
 async fn stack() -> Stack {
     Stack::start_with(|s| {
@@ -19,6 +20,7 @@ async fn stack() -> Stack {
             format!("admin:test-admin:{ADMIN}"),
             format!("operator:test-operator:{OPERATOR}"),
             format!("viewer:test-viewer:{VIEWER}"),
+            format!("engine:test-engine:{ENGINE}"),
         ]
         .iter()
         .map(|key| key.parse().unwrap())
@@ -269,4 +271,37 @@ async fn slow_clients_long_requests_and_saturation_are_bounded() {
     let (status, _) =
         tokio::task::spawn_blocking(move || orch_testkit::http_get(port, "/healthz").unwrap()).await.unwrap();
     assert_eq!(status, 200);
+}
+
+/// The engine role sets and clears adjustments and reads; it cannot change a policy (pins,
+/// bounds, baseline), release the guard, or change anything else.
+#[tokio::test]
+async fn an_engine_adjusts_priorities_and_nothing_else() {
+    let stack = stack().await;
+    let bearer = format!("Bearer {ENGINE}");
+    let as_engine = |method: &'static str, path: &'static str, body: &'static str| {
+        let stack = &stack;
+        let bearer = bearer.clone();
+        async move {
+            call_raw(stack, method, path, Some(body.into()), "application/json", &[("authorization", bearer.as_str())])
+                .await
+        }
+    };
+    let (status, body) =
+        as_engine("PUT", "/api/v1/priorities/web", r#"{"value": 70, "reason": "load", "source": "engine"}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) =
+        as_engine("DELETE", "/api/v1/priorities/web", r#"{"reason": "calm", "source": "engine"}"#).await;
+    assert!(status.is_success(), "{body}");
+    let (status, _) = as_engine("GET", "/api/v1/priorities", "").await;
+    assert_eq!(status, StatusCode::OK);
+    for (method, path) in [
+        ("PATCH", "/api/v1/priorities/web/policy"),
+        ("POST", "/api/v1/priority-guard/release"),
+        ("POST", "/api/v1/services"),
+        ("PUT", "/api/v1/stack"),
+    ] {
+        let (status, body) = as_engine(method, path, "{}").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {body}");
+    }
 }

@@ -1,7 +1,8 @@
 //! Who may call the HTTP API. Callers present a bearer token: a configured API key, or a JWT signed
 //! with the configured HS256 secret or one of the keys of a JWKS file. Every token carries one of
-//! three roles; [`required_role`] says which each route needs: reads need `viewer`, anything that
-//! changes state needs `operator`, and replacing or stopping the whole stack needs `admin`.
+//! four roles; [`required_role`] says which each route needs: reads need `viewer`, an engine's
+//! priority adjustments need `engine`, anything else that changes state needs `operator`, and
+//! replacing or stopping the whole stack needs `admin`.
 //!
 //! With no key and no JWT setting, authentication is off and every caller is an anonymous admin;
 //! the production profile refuses to start that way unless `--insecure` is given.
@@ -26,6 +27,9 @@ use super::error::ApiError;
 pub enum Role {
     /// Reads everything, changes nothing.
     Viewer,
+    /// An AI engine: also sets and clears priority adjustments (through the guardrails), and
+    /// nothing else: not a policy, a pin, the bounds, or the release of a hold it tripped.
+    Engine,
     /// Also registers, deregisters, restarts, sets priorities and health.
     Operator,
     /// Also replaces or stops the whole stack.
@@ -36,6 +40,7 @@ impl Role {
     pub fn parse(text: &str) -> Option<Role> {
         match text {
             "viewer" => Some(Role::Viewer),
+            "engine" => Some(Role::Engine),
             "operator" => Some(Role::Operator),
             "admin" => Some(Role::Admin),
             _ => None,
@@ -45,6 +50,7 @@ impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Viewer => "viewer",
+            Role::Engine => "engine",
             Role::Operator => "operator",
             Role::Admin => "admin",
         }
@@ -88,6 +94,10 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     if path == "/api/v1/stack" {
         return Some(Role::Admin);
     }
+    // An engine's adjustments; their policy, pins, bounds and the guard stay the operator's.
+    if path == "/api/v1/priorities/{service}" && (*method == Method::PUT || *method == Method::DELETE) {
+        return Some(Role::Engine);
+    }
     Some(Role::Operator)
 }
 
@@ -123,7 +133,8 @@ impl std::str::FromStr for ApiKey {
             (Some(r), Some(n), Some(s)) => (r, n, s),
             _ => return Err("an API key is ROLE:NAME:SECRET, e.g. operator:deploy-bot:<secret>".into()),
         };
-        let role = Role::parse(role).ok_or_else(|| format!("unknown role {role:?}: use viewer, operator or admin"))?;
+        let role =
+            Role::parse(role).ok_or_else(|| format!("unknown role {role:?}: use viewer, engine, operator or admin"))?;
         if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(format!("key name {name:?}: 1-64 visible ASCII characters"));
         }
@@ -432,6 +443,11 @@ mod tests {
         assert_eq!(required_role(&Method::PUT, "/api/v1/stack"), Some(Role::Admin));
         assert_eq!(required_role(&Method::DELETE, "/api/v1/stack"), Some(Role::Admin));
         assert_eq!(required_role(&Method::GET, "/metrics"), Some(Role::Viewer));
+        assert_eq!(required_role(&Method::PUT, "/api/v1/priorities/{service}"), Some(Role::Engine));
+        assert_eq!(required_role(&Method::DELETE, "/api/v1/priorities/{service}"), Some(Role::Engine));
+        assert_eq!(required_role(&Method::PATCH, "/api/v1/priorities/{service}/policy"), Some(Role::Operator));
+        assert_eq!(required_role(&Method::POST, "/api/v1/priority-guard/release"), Some(Role::Operator));
+        assert!(Role::Viewer < Role::Engine && Role::Engine < Role::Operator);
         assert_eq!(required_role(&Method::GET, "/api/v1/openapi.json"), None);
     }
 
