@@ -109,6 +109,8 @@ impl Executor {
                 None => break,
                 Some(Message::Request(request)) => self.request(request).await,
                 Some(Message::Report(input)) => self.feed(input).await,
+                // The permit goes once the report is handled, making room for the next.
+                Some(Message::AgentReport(input, _permit)) => self.feed(input).await,
                 Some(Message::PrioritiesChanged) => {
                     let effective = self.priorities.watch().borrow().clone();
                     self.feed(Input::Priorities(effective)).await;

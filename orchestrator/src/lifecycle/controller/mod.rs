@@ -112,11 +112,18 @@ enum Request {
 /// What the controller task receives, one at a time.
 enum Message {
     Request(Request),
-    /// A report for the state machine: of the work it asked for, or from the agents.
+    /// A report for the state machine: of the work the controller asked for.
     Report(Input),
+    /// A report an agent published. Its permit bounds how many wait in the queue: the agents'
+    /// reports come from the network, and beyond [`AGENT_REPORTS_QUEUED`] the forwarders wait
+    /// (NATS then drops what its subscription buffer cannot hold, and says so).
+    AgentReport(Input, tokio::sync::OwnedSemaphorePermit),
     /// The effective priorities changed (the task reads the newest when it gets to this).
     PrioritiesChanged,
 }
+
+/// Most agents' reports waiting for the controller.
+const AGENT_REPORTS_QUEUED: usize = 1024;
 
 /// Forwards the agents' reports of `verb` to the controller. A report speaks for the node of the
 /// subject it came on (`<prefix>.agent.<node>.<verb>`, which only that node's agent may publish
@@ -127,6 +134,7 @@ async fn forward_reports<R: serde::de::DeserializeOwned + Send + 'static>(
     subjects: &Subjects,
     verb: &'static str,
     tx: mpsc::UnboundedSender<Message>,
+    queued: Arc<tokio::sync::Semaphore>,
     input: fn(String, R) -> Input,
 ) -> anyhow::Result<()> {
     let mut reports = nats.subscribe(subjects.agents_report(verb)).await?;
@@ -140,7 +148,8 @@ async fn forward_reports<R: serde::de::DeserializeOwned + Send + 'static>(
             };
             match serde_json::from_slice::<R>(&message.payload) {
                 Ok(report) => {
-                    if tx.send(Message::Report(input(node.to_string(), report))).is_err() {
+                    let Ok(permit) = queued.clone().acquire_owned().await else { return };
+                    if tx.send(Message::AgentReport(input(node.to_string(), report), permit)).is_err() {
                         return;
                     }
                 }
@@ -168,15 +177,30 @@ impl Controller {
         let priorities = with.priorities.clone();
         let subjects = config.subjects.clone();
         let (tx, rx) = mpsc::unbounded_channel();
-        forward_reports(&nats, &subjects, agent::verbs::EXITED, tx.clone(), |node, mut exit: agent::Exited| {
-            exit.node = node;
-            Input::Exited(exit)
-        })
+        let queued = Arc::new(tokio::sync::Semaphore::new(AGENT_REPORTS_QUEUED));
+        forward_reports(
+            &nats,
+            &subjects,
+            agent::verbs::EXITED,
+            tx.clone(),
+            queued.clone(),
+            |node, mut exit: agent::Exited| {
+                exit.node = node;
+                Input::Exited(exit)
+            },
+        )
         .await?;
-        forward_reports(&nats, &subjects, agent::verbs::PRESSURE, tx.clone(), |node, mut report: agent::Pressure| {
-            report.node = node;
-            Input::Pressure(report)
-        })
+        forward_reports(
+            &nats,
+            &subjects,
+            agent::verbs::PRESSURE,
+            tx.clone(),
+            queued,
+            |node, mut report: agent::Pressure| {
+                report.node = node;
+                Input::Pressure(report)
+            },
+        )
         .await?;
         let mut effective = priorities.watch();
         let forward = tx.clone();
