@@ -345,6 +345,57 @@ async fn forbidden_check_targets_are_refused_naming_the_field() {
     assert_eq!(stack.count("SELECT count(*) FROM instances").await, 1);
 }
 
+/// A check's credential is sent to its target, also after a restart (it is stored apart), and
+/// shown nowhere: not in the instance's view, its events or the NATS reply.
+#[tokio::test]
+async fn check_credentials_are_sent_but_never_shown() {
+    use std::sync::atomic::AtomicUsize;
+    let (with_secret, without) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (good, bad) = (with_secret.clone(), without.clone());
+    let app = axum::Router::new().route(
+        "/health",
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
+            let authorized = headers.get("authorization").is_some_and(|v| v == "Bearer s3cret-value");
+            if authorized {
+                good.fetch_add(1, Ordering::SeqCst)
+            } else {
+                bad.fetch_add(1, Ordering::SeqCst)
+            };
+            async move { if authorized { StatusCode::OK } else { StatusCode::UNAUTHORIZED } }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let mut stack = Stack::start().await;
+    let registration = json!({"id": "s-1", "name": "secured", "address": "127.0.0.1", "port": port,
+        "checks": [{"kind": "http", "url": "/health", "interval": "200ms",
+                    "headers": {"Authorization": "Bearer s3cret-value", "X-Probe": "1"}}]});
+    let (code, reply) = stack.request("register", &registration.to_string()).await;
+    assert_eq!(code, None, "{reply}");
+    wait_check_statuses(&stack, "s-1", &["passing"]).await;
+
+    let (_, view) = call(&stack, "GET", "/api/v1/services/s-1", None).await;
+    let events = stack.wait_events(1, "the registration", |e| e["subject"] == "s-1").await;
+    for shown in [reply.to_string(), view.to_string(), serde_json::to_string(&events).unwrap()] {
+        assert!(!shown.contains("s3cret"), "a credential is shown: {shown}");
+    }
+    assert!(view.to_string().contains("<redacted>"), "{view}");
+
+    // After a restart the checks are loaded from PostgreSQL: the credential is still sent.
+    stack.stop_orchestrator().await;
+    let before = with_secret.load(Ordering::SeqCst);
+    stack.start_orchestrator().await;
+    eventually(Duration::from_secs(20), "a check run after the restart", || async {
+        (with_secret.load(Ordering::SeqCst) > before).then_some(())
+    })
+    .await;
+    assert_eq!(without.load(Ordering::SeqCst), 0, "every run sent the credential");
+    let (_, view) = call(&stack, "GET", "/api/v1/services/s-1", None).await;
+    assert!(!view.to_string().contains("s3cret"), "{view}");
+}
+
 #[tokio::test]
 async fn flapping_instance_is_damped_until_it_settles() {
     let stack = Stack::start_with(|s| {

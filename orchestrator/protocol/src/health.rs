@@ -463,10 +463,51 @@ pub fn cap_output(mut text: String) -> String {
     text
 }
 
+/// What a sensitive header's value is shown as.
+pub const REDACTED: &str = "<redacted>";
+
+/// True for a header that carries a credential (`Authorization`, cookies, tokens, keys,
+/// secrets, passwords): its value is never shown in views, events or logs.
+pub fn is_sensitive_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["authorization", "cookie", "token", "secret", "password", "passwd", "api-key", "apikey", "api_key", "auth"]
+        .iter()
+        .any(|word| name.contains(word))
+}
+
+impl CheckSpec {
+    /// The values of its sensitive headers, by header name (empty for most checks).
+    pub fn sensitive_headers(&self) -> BTreeMap<String, String> {
+        self.headers.iter().filter(|(name, _)| is_sensitive_header(name)).map(|(n, v)| (n.clone(), v.clone())).collect()
+    }
+
+    /// The spec as shown: sensitive header values replaced by [`REDACTED`].
+    pub fn redacted(&self) -> CheckSpec {
+        let mut shown = self.clone();
+        for (name, value) in shown.headers.iter_mut() {
+            if is_sensitive_header(name) {
+                *value = REDACTED.to_string();
+            }
+        }
+        shown
+    }
+}
+
+/// A check as shown never carries a sensitive header's value: views, events and replies show
+/// [`REDACTED`]. (The registry's storage keeps the values apart, so checks still send them.)
+fn serialize_redacted<S: serde::Serializer>(spec: &CheckSpec, serializer: S) -> Result<S::Ok, S::Error> {
+    if spec.headers.keys().any(|name| is_sensitive_header(name)) {
+        spec.redacted().serialize(serializer)
+    } else {
+        spec.serialize(serializer)
+    }
+}
+
 /// A check of an instance and its committed state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Check {
+    #[serde(serialize_with = "serialize_redacted")]
     pub spec: CheckSpec,
     pub status: Health,
     /// The output of the run (or TTL update) that set the status, at most 4 KiB.
@@ -614,6 +655,22 @@ impl Counts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_check_as_shown_never_carries_a_credential() {
+        let mut spec = CheckSpec::new(CheckKind::Http);
+        spec.headers.insert("Authorization".into(), "Bearer s3cret".into());
+        spec.headers.insert("X-Api-Key".into(), "k3y".into());
+        spec.headers.insert("X-Probe".into(), "1".into());
+        let check =
+            Check { spec: spec.clone(), status: Health::Passing, output: String::new(), since: chrono::Utc::now() };
+        let shown = serde_json::to_string(&check).unwrap();
+        assert!(!shown.contains("s3cret") && !shown.contains("k3y"), "{shown}");
+        assert!(shown.contains(REDACTED) && shown.contains("\"X-Probe\":\"1\""), "{shown}");
+        assert_eq!(spec.sensitive_headers().len(), 2);
+        // A registration sends its headers as given: only the stored check is shown redacted.
+        assert!(serde_json::to_string(&spec).unwrap().contains("s3cret"));
+    }
     use crate::error::parse_json;
 
     fn spec(json: &str) -> CheckSpec {

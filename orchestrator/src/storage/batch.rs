@@ -43,6 +43,27 @@ pub struct Writes<'a> {
     pub transitions: &'a [Transition],
 }
 
+/// An instance as its row stores it: the instance's JSON, whose checks show sensitive header
+/// values redacted, and those values apart (`check_secrets`), so the checks still send them.
+#[derive(serde::Serialize)]
+struct Stored<'a> {
+    #[serde(flatten)]
+    instance: &'a Instance,
+    check_secrets: Option<std::collections::BTreeMap<&'a str, std::collections::BTreeMap<String, String>>>,
+}
+
+impl<'a> Stored<'a> {
+    fn of(instance: &'a Instance) -> Stored<'a> {
+        let secrets: std::collections::BTreeMap<_, _> = instance
+            .checks
+            .iter()
+            .map(|c| (c.spec.id.as_str(), c.spec.sensitive_headers()))
+            .filter(|(_, values)| !values.is_empty())
+            .collect();
+        Stored { instance, check_secrets: (!secrets.is_empty()).then_some(secrets) }
+    }
+}
+
 /// Applies the writes. Fails with [`StorageError::ConcurrentCommand`] when another transaction
 /// recorded one of the commands first, so the caller re-runs the batch and finds it processed.
 pub async fn write(tx: &mut Transaction<'_, Postgres>, w: &Writes<'_>) -> Result<()> {
@@ -59,7 +80,8 @@ pub async fn write(tx: &mut Transaction<'_, Postgres>, w: &Writes<'_>) -> Result
                registered_at = EXCLUDED.registered_at, updated_at = EXCLUDED.updated_at,
                critical_since = EXCLUDED.critical_since, revision = EXCLUDED.revision,
                lease = EXCLUDED.lease, checks = EXCLUDED.checks, maintenance = EXCLUDED.maintenance,
-               flapping_since = EXCLUDED.flapping_since, health_changes = EXCLUDED.health_changes
+               flapping_since = EXCLUDED.flapping_since, health_changes = EXCLUDED.health_changes,
+               check_secrets = EXCLUDED.check_secrets
              RETURNING 1),
            del AS (DELETE FROM instances WHERE id = ANY($2) RETURNING 1),
            evt AS (
@@ -85,7 +107,7 @@ pub async fn write(tx: &mut Transaction<'_, Postgres>, w: &Writes<'_>) -> Result
              RETURNING 1)
          SELECT count(*) FROM done",
     )
-    .bind(Json(w.puts))
+    .bind(Json(w.puts.iter().map(|i| Stored::of(i)).collect::<Vec<_>>()))
     .bind(w.deletes)
     .bind(w.outbox.iter().map(|r| r.msg_id).collect::<Vec<_>>())
     .bind(w.outbox.iter().map(|r| r.subject.as_str()).collect::<Vec<_>>())

@@ -13,7 +13,7 @@ use super::Result;
 
 const COLUMNS: &str = "id, name, version, address, port, protocol, tags, metadata, dependencies, weight, \
                        ttl_seconds, health, lease, checks, maintenance, flapping_since, health_changes, \
-                       registered_at, updated_at, critical_since, revision";
+                       registered_at, updated_at, critical_since, revision, check_secrets";
 
 #[derive(FromRow)]
 struct Row {
@@ -38,10 +38,17 @@ struct Row {
     updated_at: DateTime<Utc>,
     critical_since: Option<DateTime<Utc>>,
     revision: i64,
+    check_secrets: Option<Json<BTreeMap<String, BTreeMap<String, String>>>>,
 }
 
 impl From<Row> for Instance {
     fn from(r: Row) -> Self {
+        let mut checks: Vec<Check> = r.checks.map(|c| c.0).unwrap_or_default();
+        for (check, values) in r.check_secrets.map(|s| s.0).unwrap_or_default() {
+            if let Some(check) = checks.iter_mut().find(|c| c.spec.id == check) {
+                check.spec.headers.extend(values);
+            }
+        }
         Instance {
             id: r.id,
             name: r.name,
@@ -57,7 +64,7 @@ impl From<Row> for Instance {
             // The column has a CHECK constraint, so anything else cannot be stored.
             health: Health::parse(&r.health).unwrap_or(Health::Critical),
             lease: Health::parse(&r.lease).unwrap_or(Health::Critical),
-            checks: r.checks.map(|c| c.0).unwrap_or_default(),
+            checks,
             maintenance: r.maintenance.map(|m| m.0),
             flapping_since: r.flapping_since,
             health_changes: r.health_changes.map(|c| c.0).unwrap_or_default(),
