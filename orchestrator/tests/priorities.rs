@@ -331,3 +331,22 @@ async fn sheddable_services_are_shed_lowest_priority_first_and_restored_highest_
     wait_for(&stack, &[("s10", "ready"), ("s50", "ready"), ("s90", "ready"), ("keep", "ready")]).await;
     stack.wait_events(1, "pressure cleared", |e| e["type"] == "io.orch.resource.pressure_cleared.v1").await;
 }
+
+/// Over HTTP a rate-limited change says when to retry: within the guard's window.
+#[tokio::test]
+async fn a_rate_limited_change_says_when_to_retry() {
+    let stack = Stack::start_with(|s| s.priority.rate_limit = 1).await;
+    let put = |value: u8| {
+        axum::http::Request::builder()
+            .method("PUT")
+            .uri("/api/v1/priorities/api")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(format!(r#"{{"value": {value}, "reason": "load", "source": "engine:test"}}"#)))
+            .unwrap()
+    };
+    let first = tower::ServiceExt::oneshot(stack.running().router(), put(60)).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let second = tower::ServiceExt::oneshot(stack.running().router(), put(70)).await.unwrap();
+    assert_eq!(second.status(), 429);
+    assert_eq!(second.headers()["retry-after"], "60", "the default window");
+}

@@ -54,6 +54,34 @@ struct SetBody {
     ttl_seconds: Option<f64>,
 }
 
+/// A refused change as an answer: a `rate_limited` one carries `Retry-After`, the guard's window
+/// (the longest a caller waits before a change of the service is taken again).
+struct Refusal(ApiError, Option<std::time::Duration>);
+
+impl Refusal {
+    fn of(error: orch_protocol::ProtocolError, state: &AppState) -> Refusal {
+        let retry = (error.code() == orch_protocol::ErrorCode::RateLimited).then(|| state.priorities.rate_window());
+        Refusal(error.into(), retry)
+    }
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Refusal {
+        Refusal(error, None)
+    }
+}
+
+impl axum::response::IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = self.0.into_response();
+        if let Some(retry) = self.1 {
+            let seconds = retry.as_secs() + u64::from(retry.subsec_nanos() > 0);
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.max(1).into());
+        }
+        response
+    }
+}
+
 /// Adjust a service's priority (engines)
 ///
 /// `200` when applied or clamped, `202` when held by the mass-change guard; `409 refused`
@@ -80,7 +108,7 @@ async fn set(
     State(state): State<AppState>,
     Path(service): Path<String>,
     extract::Json(body): extract::Json<SetBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Refusal> {
     let request = SetRequest {
         service,
         value: body.value,
@@ -88,7 +116,7 @@ async fn set(
         reason: body.reason,
         ttl_seconds: body.ttl_seconds,
     };
-    let reply = state.priorities.set(request).await?;
+    let reply = state.priorities.set(request).await.map_err(|e| Refusal::of(e, &state))?;
     let status = if reply.change.outcome == Outcome::Held { StatusCode::ACCEPTED } else { StatusCode::OK };
     Ok((status, Json(reply)).into_response())
 }
@@ -121,16 +149,16 @@ async fn clear(
     State(state): State<AppState>,
     Path(service): Path<String>,
     RawQuery(query): RawQuery,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Refusal> {
     let mut request = ClearRequest { service, source: api(), reason: String::new() };
     for (key, value) in query_pairs(query.as_deref())? {
         match key.as_str() {
             "source" => request.source = value,
             "reason" => request.reason = value,
-            other => return Err(unknown_parameter(other, "source, reason")),
+            other => return Err(unknown_parameter(other, "source, reason").into()),
         }
     }
-    let reply = state.priorities.clear(request).await?;
+    let reply = state.priorities.clear(request).await.map_err(|e| Refusal::of(e, &state))?;
     let status = if reply.change.outcome == Outcome::Held { StatusCode::ACCEPTED } else { StatusCode::OK };
     Ok((status, Json(reply)).into_response())
 }

@@ -49,6 +49,8 @@ pub struct Priorities {
     defaults: Arc<watch::Sender<BTreeMap<String, u8>>>,
     effective: watch::Receiver<Effective>,
     pool: PgPool,
+    /// The rate guard's window: a rate-limited caller may retry after it at the latest.
+    rate_window: std::time::Duration,
 }
 
 /// Inputs waiting for the task beyond which callers wait to send.
@@ -69,13 +71,20 @@ impl Priorities {
         shutdown: Shutdown,
     ) -> crate::storage::Result<(Priorities, tokio::task::JoinHandle<()>)> {
         let stored = crate::storage::retry("loading priorities", || crate::storage::priorities::load(&pool)).await?;
+        let rate_window = config.limits.rate_window;
         let book = book::Book::new(config.limits, stored);
         let (effective_tx, effective) = watch::channel(Arc::new(book.effective_map()));
         let (inputs, rx) = mpsc::channel(QUEUE);
         let (defaults, defaults_rx) = watch::channel(BTreeMap::new());
         let task = task::Task { config, pool: pool.clone(), book, effective: effective_tx, outbox_written, metrics };
         let handle = tokio::spawn(task.run(rx, defaults_rx, shutdown));
-        Ok((Priorities { inputs, defaults: Arc::new(defaults), effective, pool }, handle))
+        Ok((Priorities { inputs, defaults: Arc::new(defaults), effective, pool, rate_window }, handle))
+    }
+
+    /// How long a rate-limited caller waits at most before a change of the service is taken
+    /// again (the guard's window), for `Retry-After`.
+    pub fn rate_window(&self) -> std::time::Duration {
+        self.rate_window
     }
 
     async fn ask<T>(&self, input: impl FnOnce(oneshot::Sender<T>) -> Input) -> Result<T, ProtocolError> {
