@@ -33,6 +33,11 @@ pub const PATH: &str = "/api/v1/ws";
 
 /// Most subject filters one client may give.
 const MAX_FILTERS: usize = 16;
+/// Most messages read to find the event a client resumes after, and how long at most: beyond
+/// either, the feed restarts at the event's time (repeats, nothing missed).
+const SEEK_MAX: u64 = 100_000;
+const SEEK_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Most recent events a client may ask to see first (`replay`).
 pub const MAX_REPLAY: u64 = 10_000;
 /// A send that takes longer than this means the client stopped reading: it is dropped.
@@ -296,10 +301,16 @@ async fn resume(stream: &Stream, subjects: &[String], after: Uuid) -> Result<(Me
     let config =
         pull::OrderedConfig { filter_subjects: subjects.to_vec(), deliver_policy: start(from)?, ..Default::default() };
     let mut consumer = stream.create_consumer(config).await.map_err(nats_unavailable)?;
-    let stored = consumer.info().await.map_err(nats_unavailable)?.num_pending;
+    // Bounded work per caller: an id from long ago would otherwise have the whole stream read.
+    // Past the bound the feed restarts at the id's time, as for an id not found.
+    let stored = consumer.info().await.map_err(nats_unavailable)?.num_pending.min(SEEK_MAX);
     let mut messages = consumer.messages().await.map_err(nats_unavailable)?;
     let wanted = after.to_string();
+    let deadline = tokio::time::Instant::now() + SEEK_DEADLINE;
     for _ in 0..stored {
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
         let message = match tokio::time::timeout(SEEK_TIMEOUT, messages.next()).await {
             Ok(Some(Ok(message))) => message,
             Ok(Some(Err(e))) => return Err(nats_unavailable(e)),
