@@ -152,7 +152,7 @@ fn api_authentication(settings: &http::HttpSettings) -> anyhow::Result<http::aut
 /// production only with `--insecure`: the NATS subjects can do what the admin-only routes do.
 fn nats_authentication(settings: &Settings) -> anyhow::Result<()> {
     let anonymous = settings.nats.credentials == nats::Credentials::None
-        && !settings.nats.url.contains('@')
+        && orch_client::url_credentials(&settings.nats.url).is_none()
         && settings.nats.tls.client.is_none();
     if !anonymous {
         return Ok(());

@@ -18,7 +18,7 @@ authorization {
     { user: orchestrator, password: "orchestrator-secret",
       permissions: {
         publish:   { allow: ["$JS.API.>", "$JS.ACK.ORCH_COMMANDS.>", "orch.evt.>", "orch.dlq.>",
-                             "orch.agent.>", "$SRV.PING.>", "orch.replies.>"] }
+                             "orch.agent.>", "$SRV.>", "orch.replies.>"] }
         subscribe: { allow: ["orch.req.>", "orch.hb.>", "orch.agent.>", "_INBOX.>"] }
         allow_responses: true } }
     { user: client, password: "client-secret" }

@@ -67,7 +67,7 @@ pub fn url_credentials(url: &str) -> Option<(String, Option<String>)> {
     let first = url.split(',').next()?;
     let rest = first.split_once("://").map_or(first, |(_, rest)| rest);
     let (userinfo, _) = rest.rsplit_once('@')?;
-    let decode = |s: &str| percent_decode(s);
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
     match userinfo.split_once(':') {
         Some((user, password)) => Some((decode(user), Some(decode(password)))),
         None => Some((decode(userinfo), None)),
@@ -97,25 +97,6 @@ fn rewrite_userinfo(url: &str, with: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(",")
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 enum AckCommand {

@@ -193,6 +193,11 @@ const REQUESTS: &[(&str, &str)] = &[
     ("registry", "nothing"),
 ];
 
+/// Cases per property: enough to reach every validation rule, bounded for `make test`.
+fn config() -> ProptestConfig {
+    ProptestConfig { cases: 10_000, failure_persistence: None, ..ProptestConfig::default() }
+}
+
 fn assert_clear(error: &orch_protocol::ErrorBody) {
     assert!(!error.message.trim().is_empty(), "an error without a message: {error:?}");
     if error.code == orch_protocol::ErrorCode::ValidationFailed {
@@ -201,7 +206,7 @@ fn assert_clear(error: &orch_protocol::ErrorBody) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 10_000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(config())]
 
     #[test]
     fn requests_end_in_a_value_or_a_clear_error(
@@ -268,7 +273,7 @@ fn manifest_text() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 10_000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(config())]
 
     #[test]
     fn manifests_parse_or_name_every_problem(text in manifest_text()) {
@@ -282,7 +287,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 10_000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(config())]
 
     /// An agent's reports, as any publisher on its subject may send them: a report, or a refusal
     /// the controller logs; a report with extreme readings still yields a reason to show.

@@ -194,18 +194,16 @@ impl OutboxRelay {
                 Some((seq, error)) => {
                     let refusals = strikes.refused(*shard, seq);
                     tracing::warn!(shard, seq, refusals, error = %error, "outbox row refused by JetStream");
-                    if refusals < ISOLATE_AFTER {
-                        refused = true;
-                    }
-                    if refusals >= ISOLATE_AFTER {
-                        let row = rows.iter().find(|r| r.seq == seq).expect("the refused row is in the batch");
-                        if self.isolate(row, &error, refusals).await? == Verdict::Retry {
-                            refused = true;
-                            continue;
-                        }
+                    // The alarm is only tried once the row has been refused often enough.
+                    let row = rows.iter().find(|r| r.seq == seq).expect("the refused row is in the batch");
+                    let isolated =
+                        refusals >= ISOLATE_AFTER && self.isolate(row, &error, refusals).await? == Verdict::Isolate;
+                    if isolated {
                         strikes.clear(*shard);
                         *cursor = seq;
                         full = true; // the rows behind it go at once
+                    } else {
+                        refused = true;
                     }
                 }
             }
