@@ -332,14 +332,19 @@ export async function startProxy(port) {
       }
     });
     down.on('data', (d) => up.write(d));
-    const end = () => {
-      pairs.delete(pair);
+    // An end is passed on as an end, after what is still queued: destroying the other side
+    // instead would discard the last bytes (the server's final frames are sent just before it
+    // closes), which a real network path never does.
+    up.on('end', () => down.end());
+    down.on('end', () => up.end());
+    // A reset (or a refused connection while the orchestrator restarts) is passed on as one.
+    const reset = () => {
       up.destroy();
       down.destroy();
     };
     for (const s of [up, down]) {
-      s.on('close', end);
-      s.on('error', end);
+      s.on('error', reset);
+      s.on('close', () => up.destroyed && down.destroyed && pairs.delete(pair));
     }
     if (paused) up.pause();
   });

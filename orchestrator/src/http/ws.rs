@@ -42,7 +42,7 @@ const SEEK_DEADLINE: Duration = Duration::from_secs(10);
 pub const MAX_REPLAY: u64 = 10_000;
 /// A send that takes longer than this means the client stopped reading: it is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the goodbye (a notice and the close frame) may take to go out.
+/// How long the goodbye (a notice, the close frame and the client's Close in answer) may take.
 const NOTICE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for one stored event while looking for the resume point.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -433,7 +433,17 @@ async fn serve(socket: WebSocket, feed: Feed, messages: Messages, session: Sessi
             if !notice.is_empty() {
                 sink.send(Message::Text(notice)).await?;
             }
-            sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await
+            sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await?;
+            // The closing handshake (RFC 6455 §7.1.1): the server closes the TCP connection only
+            // after the client's Close frame. Closing earlier, while the client's Close is on its
+            // way, makes the kernel answer it with a reset, and a reset may discard the notice
+            // before the client has read it.
+            while let Some(Ok(message)) = incoming.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+            Ok::<_, axum::Error>(())
         };
         let _ = tokio::time::timeout(NOTICE_TIMEOUT, farewell).await;
     }
