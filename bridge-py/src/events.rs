@@ -93,6 +93,13 @@ impl Event {
         self.raw.ce_subject()
     }
 
+    /// Who made the change, as authenticated: `key:<name>`, `jwt:<sub>`, `anonymous`, `nats` or
+    /// `orchestrator` (protocol.md §6.1); None for an event without one.
+    #[getter]
+    fn principal(&self) -> Option<&str> {
+        self.raw.principal()
+    }
+
     /// The subject's domain token: `registry`, `health`, `lifecycle`, `priority`, `system`, ...
     #[getter]
     fn domain(&self) -> Option<&str> {

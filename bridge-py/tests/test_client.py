@@ -49,6 +49,8 @@ def test_set_priority_returns_what_was_applied_and_its_event_arrives_typed(stack
             assert (change.outcome, change.effective, change.held) == ("applied", 80, False)
             assert change.change.previous == 50 and change.change.requested == 80
             assert change.priority.adjustment.source == "engine:test"
+            # Over NATS the principal is the transport; `source` is the caller's own words.
+            assert (change.change.principal, change.priority.adjustment.principal) == ("nats", "nats")
             assert change.priority.adjustment.expires_at > datetime.now(timezone.utc)
 
             (event,) = take(events, 1, "the priority event")
@@ -58,6 +60,7 @@ def test_set_priority_returns_what_was_applied_and_its_event_arrives_typed(stack
             assert event.subject == "orch.evt.priority.api.applied"
             assert (event.domain, event.service, event.kind) == ("priority", "api", "applied")
             assert event.source == "/orchestrator"
+            assert event.principal == "nats"
             assert event.time.tzinfo is not None
             assert abs((event.time - change.change.at).total_seconds()) < 5
             assert isinstance(event.data, dict)

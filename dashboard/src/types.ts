@@ -51,6 +51,8 @@ export interface CloudEvent {
   source: string;
   subject?: string;
   time: string;
+  /** Who made the change, as authenticated (§6.1). */
+  principal?: string;
   data: unknown;
 }
 

@@ -270,7 +270,9 @@ describe('dashboard', { timeout: 300_000 }, () => {
       assert.equal(cells[1], 'set');
       assert.equal(cells[2], '50 → 80');
       assert.equal(cells[3], 'applied');
-      assert.equal(cells[4], 'engine:browser-test');
+      // What the caller said of itself, and below it who it is, as authenticated.
+      assert.equal(cells[4], 'engine:browser-testkey:test-admin');
+      assert.equal(await row1.locator('td [data-principal]').getAttribute('data-principal'), 'key:test-admin');
       assert.equal(cells[5], 'release week: api first');
       assert.match(await textOf(listRow), /80/);
       // A second change appears on top without a reload.

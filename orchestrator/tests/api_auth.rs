@@ -109,7 +109,10 @@ async fn reads_need_a_viewer_and_the_stack_needs_an_admin() {
     let (status, _) = send(&stack, "POST", "/api/v1/services", Some(OPERATOR)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, body) = send(&stack, "GET", "/api/v1/auth/whoami", Some(ADMIN)).await;
-    assert_eq!((status, body), (StatusCode::OK, serde_json::json!({"name": "test-admin", "role": "admin"})));
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, serde_json::json!({"name": "test-admin", "role": "admin", "principal": "key:test-admin"}))
+    );
     // Unknown paths are still 404, token or not.
     assert_eq!(send(&stack, "GET", "/api/v1/nothing", None).await.0, StatusCode::NOT_FOUND);
 }

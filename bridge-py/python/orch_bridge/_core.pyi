@@ -295,6 +295,10 @@ class Event:
     def ce_subject(self) -> Optional[str]:
         """The CloudEvents ``subject`` attribute (an instance id, a service name, ...), if any."""
     @property
+    def principal(self) -> Optional[str]:
+        """Who made the change, as authenticated: ``key:<name>``, ``jwt:<sub>``, ``anonymous``,
+        ``nats`` or ``orchestrator`` (protocol.md §6.1); None for an event without one."""
+    @property
     def domain(self) -> Optional[str]:
         """The subject's domain token: ``registry``, ``health``, ``lifecycle``, ``priority``,
         ``system``, ``resource``."""

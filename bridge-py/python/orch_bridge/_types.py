@@ -50,10 +50,13 @@ class Adjustment:
     at: datetime
     expires_at: Optional[datetime]
     """When it lapses (then the baseline applies again), or None."""
+    principal: str = ""
+    """Who set it, as authenticated (``key:<name>``, ``nats``...; protocol.md §6.1)."""
 
     @classmethod
     def from_json(cls, d: Json) -> "Adjustment":
-        return cls(d["requested"], d["source"], d["reason"], _core.parse_time(d["at"]), _time(d.get("expires_at")))
+        at, expires_at = _core.parse_time(d["at"]), _time(d.get("expires_at"))
+        return cls(d["requested"], d["source"], d["reason"], at, expires_at, d.get("principal", ""))
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,9 @@ class Change:
     expires_at: Optional[datetime]
     at: datetime
     raw: Json = field(repr=False, compare=False)
+    principal: str = ""
+    """Who asked, as authenticated: ``key:<name>``, ``jwt:<sub>``, ``anonymous``, ``nats`` or
+    ``orchestrator`` (protocol.md §6.1); ``source`` is what the caller said of itself."""
 
     @classmethod
     def from_json(cls, d: Json) -> "Change":
@@ -130,6 +136,7 @@ class Change:
             _time(d.get("expires_at")),
             _core.parse_time(d["at"]),
             d,
+            d.get("principal", ""),
         )
 
 

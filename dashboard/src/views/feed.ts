@@ -139,6 +139,7 @@ export class FeedView {
       h('span', { class: 'ev-kind' }, kind),
       h('span', { class: 'ev-summary' }, cut(summarize(ev), 240)),
       h('span', { class: 'ev-subject mono' }, subject),
+      h('span', { class: 'ev-principal mono', title: 'who made the change (principal)' }, str(ev.principal)),
     );
     on(head, 'click', () => {
       const open = li.querySelector('pre');

@@ -110,7 +110,7 @@ export class PrioritiesView {
       h('td', {}, c.action),
       h('td', { class: 'nowrap' }, value, c.requested !== undefined && c.requested !== c.effective ? muted(` (asked ${c.requested})`) : ''),
       h('td', {}, badge('outcome', c.outcome)),
-      h('td', {}, c.source),
+      h('td', {}, c.source, c.principal ? h('div', { class: 'small', 'data-principal': c.principal, title: 'who asked, as authenticated' }, muted(c.principal)) : ''),
       h('td', { class: 'reason' }, c.reason || muted('—')),
       h('td', { class: 'small' }, [c.guardrail, c.detail, c.expires_at ? `expires ${time(c.expires_at)}` : ''].filter(Boolean).join(' · ')),
     );

@@ -152,6 +152,7 @@ pub struct RawEvent {
     ty: Box<str>,
     source: Box<str>,
     ce_subject: Option<Box<str>>,
+    principal: Option<Box<str>>,
     time: Option<DateTime<Utc>>,
     data: Option<Range<usize>>,
     ack: Option<Ackable>,
@@ -176,6 +177,12 @@ impl RawEvent {
     /// The CloudEvents `subject` attribute (an instance id, a service name, ...), if any.
     pub fn ce_subject(&self) -> Option<&str> {
         self.ce_subject.as_deref()
+    }
+
+    /// Who made the change, as authenticated (the extension attribute `principal`, protocol.md
+    /// §6.1): `key:<name>`, `jwt:<sub>`, `anonymous`, `nats` or `orchestrator`.
+    pub fn principal(&self) -> Option<&str> {
+        self.principal.as_deref()
     }
 
     /// The NATS subject it was published on, e.g. `orch.evt.priority.api.applied`.
@@ -218,7 +225,7 @@ impl RawEvent {
     }
 }
 
-/// The CloudEvents attributes the client reads; others (extensions) are ignored.
+/// The CloudEvents attributes the client reads; other extensions are ignored.
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow)]
@@ -231,6 +238,8 @@ struct Envelope<'a> {
     source: Cow<'a, str>,
     #[serde(default, borrow)]
     subject: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    principal: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     time: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
@@ -250,7 +259,7 @@ pub fn parse(message: async_nats::Message, acker: Option<&Acker>) -> Item {
         _ => None,
     };
     match parse_envelope(&message.payload) {
-        Ok((id, ty, source, ce_subject, time, data)) => Item::Event(RawEvent {
+        Ok(Attributes { id, ty, source, ce_subject, principal, time, data }) => Item::Event(RawEvent {
             payload: message.payload,
             subject: message.subject,
             reply: message.reply,
@@ -258,6 +267,7 @@ pub fn parse(message: async_nats::Message, acker: Option<&Acker>) -> Item {
             ty,
             source,
             ce_subject,
+            principal,
             time,
             data,
             ack,
@@ -277,9 +287,19 @@ pub fn parse(message: async_nats::Message, acker: Option<&Acker>) -> Item {
     }
 }
 
-type Parsed = (Box<str>, Box<str>, Box<str>, Option<Box<str>>, Option<DateTime<Utc>>, Option<Range<usize>>);
+/// The attributes of a parsed event; `data` is where the data lies in the payload.
+#[derive(Debug)]
+struct Attributes {
+    id: Box<str>,
+    ty: Box<str>,
+    source: Box<str>,
+    ce_subject: Option<Box<str>>,
+    principal: Option<Box<str>>,
+    time: Option<DateTime<Utc>>,
+    data: Option<Range<usize>>,
+}
 
-fn parse_envelope(payload: &[u8]) -> std::result::Result<Parsed, String> {
+fn parse_envelope(payload: &[u8]) -> std::result::Result<Attributes, String> {
     let envelope: Envelope<'_> = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
     if envelope.specversion != "1.0" {
         return Err(format!("specversion {:?} is not 1.0", envelope.specversion));
@@ -297,7 +317,15 @@ fn parse_envelope(payload: &[u8]) -> std::result::Result<Parsed, String> {
         let start = raw.get().as_ptr() as usize - payload.as_ptr() as usize;
         start..start + raw.get().len()
     });
-    Ok((envelope.id.into(), envelope.ty.into(), envelope.source.into(), envelope.subject.map(Into::into), time, data))
+    Ok(Attributes {
+        id: envelope.id.into(),
+        ty: envelope.ty.into(),
+        source: envelope.source.into(),
+        ce_subject: envelope.subject.map(Into::into),
+        principal: envelope.principal.map(Into::into),
+        time,
+        data,
+    })
 }
 
 /// `(stream sequence, deliveries)` from a JetStream ack subject: `$JS.ACK.<stream>.<consumer>.
@@ -694,10 +722,11 @@ mod tests {
 
     #[test]
     fn envelope_keeps_data_as_text_until_asked() {
-        let payload = br#"{"specversion":"1.0","id":"01a","type":"io.orch.priority.applied.v1","source":"/orchestrator","subject":"api","time":"2026-11-23T05:59:03.894789885Z","datacontenttype":"application/json","data":{"a":[1,2]}}"#;
-        let (id, ty, source, ce_subject, time, data) = parse_envelope(payload).unwrap();
+        let payload = br#"{"specversion":"1.0","id":"01a","type":"io.orch.priority.applied.v1","source":"/orchestrator","subject":"api","principal":"key:ops","time":"2026-11-23T05:59:03.894789885Z","datacontenttype":"application/json","data":{"a":[1,2]}}"#;
+        let Attributes { id, ty, source, ce_subject, principal, time, data } = parse_envelope(payload).unwrap();
         assert_eq!((&*id, &*ty, &*source), ("01a", "io.orch.priority.applied.v1", "/orchestrator"));
         assert_eq!(ce_subject.as_deref(), Some("api"));
+        assert_eq!(principal.as_deref(), Some("key:ops"));
         assert_eq!(time.unwrap().timestamp_subsec_nanos(), 894_789_885);
         assert_eq!(&payload[data.unwrap()], br#"{"a":[1,2]}"#);
     }
@@ -710,7 +739,7 @@ mod tests {
         let bad_time = br#"{"specversion":"1.0","id":"1","type":"t","source":"s","time":"soon"}"#;
         assert!(parse_envelope(bad_time).unwrap_err().contains("soon"));
         let escaped = br#"{"specversion":"1.0","id":"a\"b","type":"t","source":"s"}"#;
-        assert_eq!(&*parse_envelope(escaped).unwrap().0, "a\"b");
+        assert_eq!(&*parse_envelope(escaped).unwrap().id, "a\"b");
     }
 
     #[test]

@@ -427,25 +427,29 @@ pub struct Encoded {
 }
 
 /// Builds an event of `kind` about `service` (a subject token; [`SYSTEM_SERVICE`] for none) with
-/// CloudEvents `subject` = `ce_subject` (the instance id, for registry events).
+/// CloudEvents `subject` = `ce_subject` (the instance id, for registry events), caused by
+/// `principal` (see [`crate::principal`]).
 pub fn encode(
     subjects: &Subjects,
     kind: EventKind,
     service: &str,
     ce_subject: &str,
+    principal: &str,
     time: DateTime<Utc>,
     data: &impl Serialize,
 ) -> Encoded {
-    encode_with_id(subjects, Uuid::now_v7(), kind, service, ce_subject, time, data)
+    encode_with_id(subjects, Uuid::now_v7(), kind, service, ce_subject, principal, time, data)
 }
 
 /// [`encode`] with a given id, for events whose id is already known (a priority change's).
+#[allow(clippy::too_many_arguments)]
 pub fn encode_with_id(
     subjects: &Subjects,
     id: Uuid,
     kind: EventKind,
     service: &str,
     ce_subject: &str,
+    principal: &str,
     time: DateTime<Utc>,
     data: &impl Serialize,
 ) -> Encoded {
@@ -456,6 +460,7 @@ pub fn encode_with_id(
         .ty(kind.type_str())
         .subject(ce_subject)
         .time(time)
+        .extension(crate::principal::EVENT_ATTRIBUTE, principal)
         .data("application/json", data)
         .build()
         .expect("every required CloudEvents attribute is set");
@@ -497,7 +502,8 @@ mod tests {
     fn encodes_structured_cloudevent() {
         let s = Subjects::default();
         let data = SelfPreservationData { expiring: 3, live: 10, threshold: 0.15, message: "m".into() };
-        let e = encode(&s, EventKind::SelfPreservationEntered, SYSTEM_SERVICE, "registry", Utc::now(), &data);
+        let e =
+            encode(&s, EventKind::SelfPreservationEntered, SYSTEM_SERVICE, "registry", "key:ops", Utc::now(), &data);
         assert_eq!(e.subject, "orch.evt.system._system.self_preservation_entered");
         let json: serde_json::Value = serde_json::from_slice(&e.payload).unwrap();
         assert_eq!(json["specversion"], "1.0");
@@ -505,6 +511,7 @@ mod tests {
         assert_eq!(json["type"], "io.orch.system.self_preservation_entered.v1");
         assert_eq!(json["datacontenttype"], "application/json");
         assert_eq!(json["data"]["expiring"], 3);
+        assert_eq!(json["principal"], "key:ops", "the principal is a CloudEvents extension attribute");
         let (kind, event) = decode(&e.payload).unwrap();
         assert_eq!(kind, Some(EventKind::SelfPreservationEntered));
         let back: SelfPreservationData = data_of(&event).unwrap();

@@ -10,6 +10,7 @@ pub mod headers;
 pub mod health;
 pub mod lifecycle;
 pub mod names;
+pub mod principal;
 pub mod priority;
 pub mod registry;
 pub mod stack;

@@ -114,6 +114,10 @@ pub enum BaselineSource {
 pub struct Adjustment {
     /// The value asked for, before clamping.
     pub requested: u8,
+    /// Who set it, as authenticated (see `principal`); empty for one stored before principals
+    /// were recorded.
+    #[serde(default)]
+    pub principal: String,
     pub source: String,
     pub reason: String,
     pub at: DateTime<Utc>,
@@ -255,6 +259,11 @@ pub struct Change {
     /// Effective priority before and after.
     pub previous: u8,
     pub effective: u8,
+    /// Who asked, as authenticated: `key:<name>`, `jwt:<sub>`, `anonymous`, `nats` or
+    /// `orchestrator` (see `principal`). `source` is what the caller said of itself. Empty for a
+    /// change recorded before principals were.
+    #[serde(default)]
+    pub principal: String,
     pub source: String,
     #[serde(default)]
     pub reason: String,

@@ -154,6 +154,10 @@ pub struct Instance {
     pub critical_since: Option<DateTime<Utc>>,
     /// Increases by one with every committed change of this instance.
     pub revision: i64,
+    /// The authenticated principal of the last change (see `principal`): who registered or
+    /// updated it, put it in maintenance, or `orchestrator` for its own health changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_by: Option<String>,
 }
 
 impl Instance {

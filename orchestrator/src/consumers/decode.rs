@@ -6,7 +6,7 @@ use orch_protocol::error::parse_json;
 use orch_protocol::health::{MaintenanceCommand, TtlCommand};
 use orch_protocol::registry::{InstanceRef, Registration, validate_instance_id};
 use orch_protocol::subjects::verbs;
-use orch_protocol::{ErrorCode, ProtocolError, Subjects, headers};
+use orch_protocol::{ErrorCode, ProtocolError, Subjects, headers, principal};
 use serde::Deserialize;
 
 use crate::registry::{Body, Command, Meta, Strategy, Submission, with_id};
@@ -78,9 +78,10 @@ pub fn decode_command(
     max_bytes: usize,
 ) -> Submission {
     let mut meta = match msg_id(headers) {
-        Some(id) => Meta::new("js", Some(id), subject, payload.clone()),
+        Some(id) => Meta::new("js", Some(id), subject, payload.clone(), principal::NATS.into()),
         None => {
-            let mut meta = Meta::new("js", Some(format!("seq:{}", position.seq)), subject, payload.clone());
+            let seq = Some(format!("seq:{}", position.seq));
+            let mut meta = Meta::new("js", seq, subject, payload.clone(), principal::NATS.into());
             meta.ledger_key = Some(format!("js-seq:{}:{}", position.stream_epoch, position.seq));
             meta
         }
@@ -196,7 +197,7 @@ pub fn decode_request(
     };
     let (domain, verb) = subjects.parse_command(subject, "req").ok_or_else(|| unknown(subject, &expected()))?;
     if let Some(command) = write_command(domain, verb, payload) {
-        let meta = Meta::new("req", msg_id(headers), subject, payload.clone());
+        let meta = Meta::new("req", msg_id(headers), subject, payload.clone(), principal::NATS.into());
         return Ok(Request::Write(Box::new(Submission { meta, body: Body::Command(command?) })));
     }
     let empty_is_object = |p: &Bytes| {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use orch_protocol::{ProtocolError, Subjects};
+use orch_protocol::{ProtocolError, Subjects, principal};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
@@ -140,12 +140,12 @@ async fn priority(
     request: PriorityRequest,
 ) -> (async_nats::HeaderMap, bytes::Bytes) {
     match request {
-        PriorityRequest::Set(r) => reply(priorities.set(r).await),
-        PriorityRequest::Clear(r) => reply(priorities.clear(r).await),
+        PriorityRequest::Set(r) => reply(priorities.set(r, principal::NATS.into()).await),
+        PriorityRequest::Clear(r) => reply(priorities.clear(r, principal::NATS.into()).await),
         PriorityRequest::Get(r) => reply(priorities.get(r).await),
         PriorityRequest::List => reply(priorities.list().await),
-        PriorityRequest::Policy(r) => reply(priorities.policy(r).await),
-        PriorityRequest::Release(r) => reply(priorities.release(r).await),
+        PriorityRequest::Policy(r) => reply(priorities.policy(r, principal::NATS.into()).await),
+        PriorityRequest::Release(r) => reply(priorities.release(r, principal::NATS.into()).await),
     }
 }
 
@@ -155,11 +155,15 @@ async fn lifecycle(controller: &Controller, request: LifecycleRequest) -> (async
             reply(controller.view().await.and_then(|v| v.map(|(view, _)| view).ok_or(ControlError::NoStack)))
         }
         LifecycleRequest::Profile => reply(controller.profile().await.and_then(|p| p.ok_or(ControlError::NoRun))),
-        LifecycleRequest::Apply { manifest, text, source } => reply(controller.apply(*manifest, text, source).await),
-        LifecycleRequest::Down => reply(controller.down().await.map(|n| serde_json::json!({ "stopped": n }))),
+        LifecycleRequest::Apply { manifest, text, source } => {
+            reply(controller.apply(*manifest, text, source, principal::NATS.into()).await)
+        }
+        LifecycleRequest::Down => {
+            reply(controller.down(principal::NATS.into()).await.map(|n| serde_json::json!({ "stopped": n })))
+        }
         LifecycleRequest::Restart(service) => reply(
             controller
-                .restart(service.clone())
+                .restart(service.clone(), principal::NATS.into())
                 .await
                 .map(|()| serde_json::json!({ "service": service, "restarting": true })),
         ),

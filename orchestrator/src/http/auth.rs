@@ -16,7 +16,7 @@ use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use orch_protocol::ErrorCode;
+use orch_protocol::{ErrorCode, principal};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
@@ -62,12 +62,37 @@ impl Role {
 pub struct Caller {
     pub name: String,
     pub role: Role,
+    /// What the orchestrator records as the author of this caller's changes: `key:<name>` for an
+    /// API key, `jwt:<sub>` for a JWT, `anonymous` while authentication is off.
+    pub principal: String,
 }
 
 impl Caller {
     /// Every caller while authentication is off.
     fn anonymous() -> Caller {
-        Caller { name: "anonymous".into(), role: Role::Admin }
+        Caller { name: "anonymous".into(), role: Role::Admin, principal: principal::ANONYMOUS.into() }
+    }
+
+    fn with_key(name: &str, role: Role) -> Caller {
+        Caller { name: name.into(), role, principal: principal::api_key(name) }
+    }
+
+    fn with_jwt(subject: Option<String>, role: Role) -> Caller {
+        let principal = principal::jwt(subject.as_deref().unwrap_or_default());
+        Caller { name: subject.unwrap_or_else(|| "jwt".into()), role, principal }
+    }
+}
+
+/// Handlers that change something take the caller, to record who did. Every such route needs a
+/// role, so [`require_role`] has put the caller in the request.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            tracing::error!(path = %parts.uri.path(), "a route that records its caller has no role to check");
+            ApiError::new(ErrorCode::Internal, "the caller of this route is not known")
+        })
     }
 }
 
@@ -236,7 +261,7 @@ impl Authenticator {
         }
         let mut by_digest = HashMap::new();
         for key in keys {
-            let caller = Caller { name: key.name.clone(), role: key.role };
+            let caller = Caller::with_key(&key.name, key.role);
             if by_digest.insert(digest(&key.secret), caller).is_some() {
                 return Err(format!("API key {:?}: the same secret is configured twice", key.name));
             }
@@ -348,7 +373,7 @@ impl Jwt {
                     "the JWT carries no role: add a \"role\" claim (viewer, operator or admin)",
                 )
             })?;
-        Ok(Caller { name: claims.sub.unwrap_or_else(|| "jwt".into()), role })
+        Ok(Caller::with_jwt(claims.sub, role))
     }
 }
 
@@ -495,7 +520,8 @@ mod tests {
             .unwrap()
         };
         let good = sign(serde_json::json!({"sub": "ci", "roles": ["viewer", "operator"], "exp": exp, "iss": "issuer"}));
-        assert_eq!(auth.authenticate(Some(&good)).unwrap(), Caller { name: "ci".into(), role: Role::Operator });
+        assert_eq!(auth.authenticate(Some(&good)).unwrap(), Caller::with_jwt(Some("ci".into()), Role::Operator));
+        assert_eq!(auth.authenticate(Some(&good)).unwrap().principal, "jwt:ci");
         let wrong_issuer = sign(serde_json::json!({"sub": "ci", "role": "admin", "exp": exp, "iss": "other"}));
         assert_eq!(auth.authenticate(Some(&wrong_issuer)).unwrap_err().0.code, ErrorCode::Unauthorized);
         let expired = sign(serde_json::json!({"sub": "ci", "role": "admin", "exp": exp - 3600, "iss": "issuer"}));

@@ -20,6 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::ApiError;
 use super::extract;
 use super::openapi::{BadRequest, Conflict, Internal, NotFound, PayloadTooLarge, Unavailable, tags};
@@ -147,6 +148,7 @@ async fn service(State(state): State<AppState>, Path(name): Path<String>) -> Res
 )]
 async fn service_maintenance_on(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Path(name): Path<String>,
     extract::Json(request): extract::Json<MaintenanceRequest>,
@@ -155,7 +157,7 @@ async fn service_maintenance_on(
     request.validate()?;
     let body = format!("{name}\n{}", request.reason).into_bytes();
     let command = Command::ServiceMaintenance { service: name, reason: Some(request.reason) };
-    submit(&state, &headers, "PUT /api/v1/services/{name}/maintenance", body, command).await
+    submit(&state, &caller, &headers, "PUT /api/v1/services/{name}/maintenance", body, command).await
 }
 
 /// Take a service out of maintenance
@@ -172,13 +174,14 @@ async fn service_maintenance_on(
 )]
 async fn service_maintenance_off(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     validate_name("name", &name)?;
     let body = name.clone().into_bytes();
     let command = Command::ServiceMaintenance { service: name, reason: None };
-    submit(&state, &headers, "DELETE /api/v1/services/{name}/maintenance", body, command).await
+    submit(&state, &caller, &headers, "DELETE /api/v1/services/{name}/maintenance", body, command).await
 }
 
 async fn instance(state: &AppState, id: &str) -> Result<Instance, ApiError> {
@@ -224,6 +227,7 @@ async fn list_checks(State(state): State<AppState>, Path(id): Path<String>) -> R
 )]
 async fn put_check(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Path((id, check)): Path<(String, String)>,
     extract::Json(mut spec): extract::Json<CheckSpec>,
@@ -243,7 +247,8 @@ async fn put_check(
     }
     spec.validate("check")?;
     let body = serde_json::to_vec(&(&id, &spec)).expect("a check serializes");
-    submit(&state, &headers, "PUT /api/v1/instances/{id}/checks/{check}", body, Command::PutCheck { id, spec }).await
+    submit(&state, &caller, &headers, "PUT /api/v1/instances/{id}/checks/{check}", body, Command::PutCheck { id, spec })
+        .await
 }
 
 /// Remove a check of an instance
@@ -264,14 +269,22 @@ async fn put_check(
 )]
 async fn remove_check(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Path((id, check)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     validate_instance_id("id", &id)?;
     validate_check_id("check", &check)?;
     let body = format!("{id}\n{check}").into_bytes();
-    submit(&state, &headers, "DELETE /api/v1/instances/{id}/checks/{check}", body, Command::RemoveCheck { id, check })
-        .await
+    submit(
+        &state,
+        &caller,
+        &headers,
+        "DELETE /api/v1/instances/{id}/checks/{check}",
+        body,
+        Command::RemoveCheck { id, check },
+    )
+    .await
 }
 
 /// Report the status of a TTL check
@@ -324,6 +337,7 @@ async fn ttl_update(
 )]
 async fn maintenance_on(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
     extract::Json(request): extract::Json<MaintenanceRequest>,
@@ -332,7 +346,7 @@ async fn maintenance_on(
     request.validate()?;
     let body = format!("{id}\n{}", request.reason).into_bytes();
     let command = Command::Maintenance { id, reason: Some(request.reason) };
-    submit(&state, &headers, "PUT /api/v1/instances/{id}/maintenance", body, command).await
+    submit(&state, &caller, &headers, "PUT /api/v1/instances/{id}/maintenance", body, command).await
 }
 
 /// Take an instance out of maintenance
@@ -349,6 +363,7 @@ async fn maintenance_on(
 )]
 async fn maintenance_off(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -356,6 +371,7 @@ async fn maintenance_off(
     let body = id.clone().into_bytes();
     submit(
         &state,
+        &caller,
         &headers,
         "DELETE /api/v1/instances/{id}/maintenance",
         body,

@@ -18,6 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{self, query_pairs, unknown_parameter};
 use super::openapi::{BadRequest, Internal, PayloadTooLarge, Unavailable, tags};
@@ -106,6 +107,7 @@ impl axum::response::IntoResponse for Refusal {
 )]
 async fn set(
     State(state): State<AppState>,
+    caller: Caller,
     Path(service): Path<String>,
     extract::Json(body): extract::Json<SetBody>,
 ) -> Result<Response, Refusal> {
@@ -116,7 +118,7 @@ async fn set(
         reason: body.reason,
         ttl_seconds: body.ttl_seconds,
     };
-    let reply = state.priorities.set(request).await.map_err(|e| Refusal::of(e, &state))?;
+    let reply = state.priorities.set(request, caller.principal).await.map_err(|e| Refusal::of(e, &state))?;
     let status = if reply.change.outcome == Outcome::Held { StatusCode::ACCEPTED } else { StatusCode::OK };
     Ok((status, Json(reply)).into_response())
 }
@@ -147,6 +149,7 @@ async fn set(
 )]
 async fn clear(
     State(state): State<AppState>,
+    caller: Caller,
     Path(service): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, Refusal> {
@@ -158,7 +161,7 @@ async fn clear(
             other => return Err(unknown_parameter(other, "source, reason").into()),
         }
     }
-    let reply = state.priorities.clear(request).await.map_err(|e| Refusal::of(e, &state))?;
+    let reply = state.priorities.clear(request, caller.principal).await.map_err(|e| Refusal::of(e, &state))?;
     let status = if reply.change.outcome == Outcome::Held { StatusCode::ACCEPTED } else { StatusCode::OK };
     Ok((status, Json(reply)).into_response())
 }
@@ -274,6 +277,7 @@ struct PolicyBody {
 )]
 async fn policy(
     State(state): State<AppState>,
+    caller: Caller,
     Path(service): Path<String>,
     extract::Json(body): extract::Json<PolicyBody>,
 ) -> Result<Response, ApiError> {
@@ -286,7 +290,7 @@ async fn policy(
         source: body.source,
         reason: body.reason,
     };
-    Ok(Json(state.priorities.policy(request).await?).into_response())
+    Ok(Json(state.priorities.policy(request, caller.principal).await?).into_response())
 }
 
 /// An operator ends a mass-change hold.
@@ -326,8 +330,9 @@ fn yes() -> bool {
 )]
 async fn release(
     State(state): State<AppState>,
+    caller: Caller,
     extract::Json(body): extract::Json<ReleaseBody>,
 ) -> Result<Response, ApiError> {
     let request = ReleaseRequest { source: body.source, reason: body.reason, apply: body.apply };
-    Ok(Json(state.priorities.release(request).await?).into_response())
+    Ok(Json(state.priorities.release(request, caller.principal).await?).into_response())
 }

@@ -15,6 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::ApiError;
 use super::extract;
 use super::openapi::{BadRequest, Conflict, Internal, NotFound, PayloadTooLarge, Unavailable, tags};
@@ -41,7 +42,7 @@ pub(super) struct IdempotencyKey {
 
 /// Where an HTTP command came from. `route` and `body` make the fingerprint, so a key reused for
 /// another request is refused rather than answered with the first request's outcome.
-fn meta(headers: &HeaderMap, route: &str, body: Vec<u8>) -> Result<Meta, ApiError> {
+fn meta(caller: &Caller, headers: &HeaderMap, route: &str, body: Vec<u8>) -> Result<Meta, ApiError> {
     let key = match headers.get(IDEMPOTENCY_KEY) {
         None => None,
         Some(v) => Some(
@@ -58,7 +59,7 @@ fn meta(headers: &HeaderMap, route: &str, body: Vec<u8>) -> Result<Meta, ApiErro
                 .to_string(),
         ),
     };
-    Ok(Meta::new("http", key, route, body.into()))
+    Ok(Meta::new("http", key, route, body.into(), caller.principal.clone()))
 }
 
 fn respond(outcome: Outcome) -> Response {
@@ -77,16 +78,17 @@ fn respond(outcome: Outcome) -> Response {
     }
 }
 
-/// Submits `command`, received on `route` with `body` (the fingerprint of its idempotency key),
-/// and answers with its outcome.
+/// Submits `command` from `caller`, received on `route` with `body` (the fingerprint of its
+/// idempotency key), and answers with its outcome.
 pub(super) async fn submit(
     state: &AppState,
+    caller: &Caller,
     headers: &HeaderMap,
     route: &str,
     body: Vec<u8>,
     command: Command,
 ) -> Result<Response, ApiError> {
-    let submission = Submission { meta: meta(headers, route, body)?, body: Body::Command(command) };
+    let submission = Submission { meta: meta(caller, headers, route, body)?, body: Body::Command(command) };
     Ok(respond(state.registry.submit(submission).await?))
 }
 
@@ -110,13 +112,14 @@ pub(super) async fn submit(
 )]
 async fn register(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     extract::Json(mut registration): extract::Json<Registration>,
 ) -> Result<Response, ApiError> {
     registration.normalize();
     registration.validate()?;
     let body = serde_json::to_vec(&registration).expect("a registration serializes");
-    submit(&state, &headers, "POST /api/v1/services", body, Command::Register(with_id(registration))).await
+    submit(&state, &caller, &headers, "POST /api/v1/services", body, Command::Register(with_id(registration))).await
 }
 
 /// Deregister an instance
@@ -133,12 +136,13 @@ async fn register(
 )]
 async fn deregister(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     validate_instance_id("id", &id)?;
     let body = id.clone().into_bytes();
-    submit(&state, &headers, "DELETE /api/v1/services/{id}", body, Command::Deregister { id }).await
+    submit(&state, &caller, &headers, "DELETE /api/v1/services/{id}", body, Command::Deregister { id }).await
 }
 
 /// One instance with its lease

@@ -16,6 +16,7 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{query_pairs, unknown_parameter};
 use super::openapi::{BadRequest, Conflict, Internal, NotFound, PayloadTooLarge, Unavailable, tags};
@@ -85,6 +86,7 @@ struct Edge {
 )]
 async fn apply(
     State(state): State<AppState>,
+    caller: Caller,
     RawQuery(query): RawQuery,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -106,7 +108,7 @@ async fn apply(
         .map_err(|_| ApiError::field(ErrorCode::MalformedPayload, "manifest", "the manifest must be UTF-8 TOML"))?;
     let manifest =
         Manifest::parse(text).and_then(|m| Graph::new(&m).map(|_| m)).map_err(orch_protocol::ProtocolError::from)?;
-    let applied = state.controller.apply(manifest, text.to_string(), source).await?;
+    let applied = state.controller.apply(manifest, text.to_string(), source, caller.principal).await?;
     Ok((StatusCode::ACCEPTED, Json(applied)).into_response())
 }
 
@@ -141,8 +143,8 @@ async fn view(State(state): State<AppState>) -> Result<Response, ApiError> {
         Internal, Unavailable,
     )
 )]
-async fn down(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let stopped = state.controller.down().await?;
+async fn down(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let stopped = state.controller.down(caller.principal).await?;
     Ok(Json(Stopped { stopped }).into_response())
 }
 
@@ -234,9 +236,13 @@ async fn profile(State(state): State<AppState>) -> Result<Response, ApiError> {
         BadRequest, NotFound, Conflict, Internal, Unavailable,
     )
 )]
-async fn restart(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn restart(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     validate_name("name", &name)?;
-    state.controller.restart(name.clone()).await?;
+    state.controller.restart(name.clone(), caller.principal).await?;
     Ok((StatusCode::ACCEPTED, Json(Restarting { service: name, restarting: true })).into_response())
 }
 

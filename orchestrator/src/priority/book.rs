@@ -11,7 +11,7 @@ use orch_protocol::priority::{
     Action, Adjustment, BaselineSource, Change, DEFAULT_PRIORITY, GuardView, Guardrail, HoldData, Outcome, Policy,
     PolicyRequest, PriorityView,
 };
-use orch_protocol::{ErrorCode, ProtocolError};
+use orch_protocol::{ErrorCode, ProtocolError, principal};
 use uuid::Uuid;
 
 use crate::storage::priorities::StoredPriority;
@@ -52,8 +52,19 @@ pub enum EngineOp {
 pub struct EngineRequest {
     pub service: String,
     pub op: EngineOp,
+    /// Who sent it, as authenticated (orch-protocol `principal`).
+    pub principal: String,
     pub source: String,
     pub reason: String,
+}
+
+/// Who asked for a change: the authenticated principal (orch-protocol `principal`) and what the
+/// caller said of itself and why.
+#[derive(Debug, Clone, Copy)]
+pub struct By<'a> {
+    pub principal: &'a str,
+    pub source: &'a str,
+    pub reason: &'a str,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -232,15 +243,7 @@ impl Book {
         self.entries.get_mut(service).expect("inserted above")
     }
 
-    fn change(
-        &self,
-        service: &str,
-        action: Action,
-        outcome: Outcome,
-        source: &str,
-        reason: &str,
-        at: DateTime<Utc>,
-    ) -> Change {
+    fn change(&self, service: &str, action: Action, outcome: Outcome, by: By<'_>, at: DateTime<Utc>) -> Change {
         let effective = self.effective(service);
         Change {
             id: Uuid::now_v7(),
@@ -250,8 +253,9 @@ impl Book {
             requested: None,
             previous: effective,
             effective,
-            source: source.to_string(),
-            reason: reason.to_string(),
+            principal: by.principal.to_string(),
+            source: by.source.to_string(),
+            reason: by.reason.to_string(),
             guardrail: None,
             detail: None,
             expires_at: None,
@@ -272,7 +276,13 @@ impl Book {
             EngineOp::Set { .. } => Action::Set,
             EngineOp::Clear => Action::Clear,
         };
-        let mut change = self.change(&service, action, Outcome::Refused, &request.source, &request.reason, at);
+        let by = By {
+            principal: request.principal.as_str(),
+            source: request.source.as_str(),
+            reason: request.reason.as_str(),
+        };
+        let mut change = self.change(&service, action, Outcome::Refused, by, at);
+        let principal = request.principal.clone();
         if let EngineOp::Set { value, .. } = request.op {
             change.requested = Some(value);
         }
@@ -307,8 +317,9 @@ impl Book {
             change.detail =
                 Some(format!("held by the mass-change guard until an operator releases it or {}", hold.until));
             if let Some((old, old_id)) = hold.held.insert(service.clone(), (request, change.id)) {
-                let mut dropped =
-                    self.change(&service, old.op_action(), Outcome::Dropped, &old.source, &old.reason, at);
+                // Dropped on the word of the later request's sender.
+                let by = By { principal: principal.as_str(), source: old.source.as_str(), reason: old.reason.as_str() };
+                let mut dropped = self.change(&service, old.op_action(), Outcome::Dropped, by, at);
                 dropped.detail = Some(format!("replaced by the later held change {}", change.id));
                 dropped.requested = old.requested();
                 let _ = old_id;
@@ -374,6 +385,7 @@ impl Book {
                 let expires_at = ttl.map(|t| at + chrono::Duration::from_std(t).unwrap_or_default());
                 entry.adjustment = Some(Adjustment {
                     requested: value,
+                    principal: request.principal,
                     source: request.source,
                     reason: request.reason,
                     at,
@@ -395,12 +407,18 @@ impl Book {
         self.record(change)
     }
 
-    /// An operator's policy: baseline, bounds, pin. Pinning drops the engine's adjustment.
-    pub fn policy(&mut self, request: &PolicyRequest, at: DateTime<Utc>) -> Result<Change, ProtocolError> {
+    /// An operator's policy, sent by `principal`: baseline, bounds, pin. Pinning drops the
+    /// engine's adjustment.
+    pub fn policy(
+        &mut self,
+        request: &PolicyRequest,
+        principal: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Change, ProtocolError> {
         let current = self.entries.get(&request.service).map(|e| e.policy).unwrap_or_default();
         let policy = Policy::merge(current, request)?;
-        let mut change =
-            self.change(&request.service, Action::Policy, Outcome::Applied, &request.source, &request.reason, at);
+        let by = By { principal, source: request.source.as_str(), reason: request.reason.as_str() };
+        let mut change = self.change(&request.service, Action::Policy, Outcome::Applied, by, at);
         change.requested = policy.baseline;
         let entry = self.entry_mut(&request.service);
         entry.policy = policy;
@@ -412,15 +430,17 @@ impl Book {
         Ok(self.record(change))
     }
 
-    /// Ends the hold: applies the held changes (`apply`) or drops them.
-    pub fn release(&mut self, source: &str, reason: &str, apply: bool, now: Instant, at: DateTime<Utc>) -> Vec<Change> {
+    /// Ends the hold on the word of `by` (principal, source, reason): applies the held changes
+    /// (`apply`) or drops them.
+    pub fn release(&mut self, by: By<'_>, apply: bool, now: Instant, at: DateTime<Utc>) -> Vec<Change> {
+        let source = by.source;
         let Some(hold) = self.hold.take() else { return Vec::new() };
         self.window.clear();
         let ended_by = format!("released by {source}");
         let mut changes = Vec::new();
         for (service, (request, held_id)) in hold.held {
             let pinned = self.entries.get(&service).is_some_and(|e| e.policy.pinned);
-            let mut change = self.change(&service, Action::Release, Outcome::Dropped, source, reason, at);
+            let mut change = self.change(&service, Action::Release, Outcome::Dropped, by, at);
             change.requested = request.requested();
             change.detail = Some(format!("held change {held_id} by {}: {}", request.source, request.reason));
             if apply && !pinned {
@@ -465,7 +485,8 @@ impl Book {
             let entry = self.entry_mut(&service);
             let adjustment = entry.adjustment.take().expect("filtered on an adjustment");
             entry.updated_at = Some(at);
-            let mut change = self.change(&service, Action::Expire, Outcome::Expired, "orchestrator", "", at);
+            let by = By { principal: principal::ORCHESTRATOR, source: principal::ORCHESTRATOR, reason: "" };
+            let mut change = self.change(&service, Action::Expire, Outcome::Expired, by, at);
             change.previous =
                 adjustment.requested.clamp(self.entries[&service].policy.min, self.entries[&service].policy.max);
             change.requested = Some(adjustment.requested);
@@ -476,8 +497,12 @@ impl Book {
             let hold = self.hold.take().expect("checked above");
             self.window.clear();
             for (service, (request, held_id)) in hold.held {
-                let mut change =
-                    self.change(&service, request.op_action(), Outcome::Dropped, &request.source, &request.reason, at);
+                let by = By {
+                    principal: principal::ORCHESTRATOR,
+                    source: request.source.as_str(),
+                    reason: request.reason.as_str(),
+                };
+                let mut change = self.change(&service, request.op_action(), Outcome::Dropped, by, at);
                 change.requested = request.requested();
                 change.detail = Some(format!("held change {held_id} dropped: the hold ended without a release"));
                 self.record(change);
@@ -570,6 +595,7 @@ mod tests {
         EngineRequest {
             service: service.into(),
             op: EngineOp::Set { value, ttl: None },
+            principal: "key:engine".into(),
             source: "engine".into(),
             reason: "test".into(),
         }
@@ -591,7 +617,7 @@ mod tests {
         assert_eq!(b.effective("s0"), 50);
         let c = b.engine(set("s0", 80), now, at).unwrap();
         assert_eq!((c.outcome, c.previous, c.effective), (Outcome::Applied, 50, 80));
-        b.policy(&PolicyRequest { max: Some(70), ..policy("s1") }, at).unwrap();
+        b.policy(&PolicyRequest { max: Some(70), ..policy("s1") }, "key:op", at).unwrap();
         let c = b.engine(set("s1", 90), now, at).unwrap();
         assert_eq!((c.outcome, c.effective, c.requested), (Outcome::Clamped, 70, Some(90)));
         assert!(c.detail.unwrap().contains("outside the bounds 0-70"));
@@ -604,7 +630,8 @@ mod tests {
     fn pinned_services_refuse_engine_changes() {
         let (mut b, now, at) = (book(10), Instant::now(), Utc::now());
         b.engine(set("s0", 80), now, at).unwrap();
-        let c = b.policy(&PolicyRequest { pinned: Some(true), baseline: Some(60), ..policy("s0") }, at).unwrap();
+        let c =
+            b.policy(&PolicyRequest { pinned: Some(true), baseline: Some(60), ..policy("s0") }, "key:op", at).unwrap();
         assert_eq!((c.previous, c.effective), (80, 60), "pinning drops the adjustment");
         let e = b.engine(set("s0", 90), now, at).unwrap_err();
         assert_eq!(e.code(), ErrorCode::Refused);
@@ -644,7 +671,7 @@ mod tests {
         assert!(guard.holding);
         assert_eq!(guard.held, ["s0", "s5"]);
 
-        let released = b.release("op", "checked", true, now, at);
+        let released = b.release(By { principal: "key:op", source: "op", reason: "checked" }, true, now, at);
         assert_eq!(
             released.iter().map(|c| (c.service.as_str(), c.effective)).collect::<Vec<_>>(),
             [("s0", 10), ("s5", 70)]

@@ -36,8 +36,8 @@ pub struct Config {
 
 enum Input {
     Engine(EngineRequest, oneshot::Sender<Result<ChangeReply, ProtocolError>>),
-    Policy(PolicyRequest, oneshot::Sender<Result<ChangeReply, ProtocolError>>),
-    Release(ReleaseRequest, oneshot::Sender<Result<ReleaseReply, ProtocolError>>),
+    Policy(PolicyRequest, String, oneshot::Sender<Result<ChangeReply, ProtocolError>>),
+    Release(ReleaseRequest, String, oneshot::Sender<Result<ReleaseReply, ProtocolError>>),
     View(String, oneshot::Sender<PriorityView>),
     List(oneshot::Sender<ListReply>),
 }
@@ -93,13 +93,15 @@ impl Priorities {
         rx.await.map_err(|_| stopped())
     }
 
-    /// An engine's adjustment. Refusals by a guardrail come back as errors (`refused`,
-    /// `rate_limited`) and are recorded all the same.
-    pub async fn set(&self, request: SetRequest) -> Result<ChangeReply, ProtocolError> {
+    /// An engine's adjustment, sent by `principal` (orch-protocol `principal`, as for every
+    /// change here). Refusals by a guardrail come back as errors (`refused`, `rate_limited`) and
+    /// are recorded all the same.
+    pub async fn set(&self, request: SetRequest, principal: String) -> Result<ChangeReply, ProtocolError> {
         let (value, ttl) = request.validate()?;
         let request = EngineRequest {
             service: request.service,
             op: EngineOp::Set { value, ttl },
+            principal,
             source: request.source,
             reason: request.reason,
         };
@@ -107,11 +109,12 @@ impl Priorities {
     }
 
     /// Withdraws an engine's adjustment.
-    pub async fn clear(&self, request: ClearRequest) -> Result<ChangeReply, ProtocolError> {
+    pub async fn clear(&self, request: ClearRequest, principal: String) -> Result<ChangeReply, ProtocolError> {
         request.validate()?;
         let request = EngineRequest {
             service: request.service,
             op: EngineOp::Clear,
+            principal,
             source: request.source,
             reason: request.reason,
         };
@@ -119,14 +122,14 @@ impl Priorities {
     }
 
     /// An operator's baseline, bounds and pin.
-    pub async fn policy(&self, request: PolicyRequest) -> Result<ChangeReply, ProtocolError> {
-        self.ask(|tx| Input::Policy(request, tx)).await?
+    pub async fn policy(&self, request: PolicyRequest, principal: String) -> Result<ChangeReply, ProtocolError> {
+        self.ask(|tx| Input::Policy(request, principal, tx)).await?
     }
 
     /// An operator ends a mass-change hold.
-    pub async fn release(&self, request: ReleaseRequest) -> Result<ReleaseReply, ProtocolError> {
+    pub async fn release(&self, request: ReleaseRequest, principal: String) -> Result<ReleaseReply, ProtocolError> {
         request.validate()?;
-        self.ask(|tx| Input::Release(request, tx)).await?
+        self.ask(|tx| Input::Release(request, principal, tx)).await?
     }
 
     /// One service's priority and its newest changes.

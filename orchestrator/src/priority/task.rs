@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use orch_protocol::events::{self, EventKind, SYSTEM_SERVICE};
 use orch_protocol::priority::{ChangeReply, ReleaseReply};
-use orch_protocol::{ErrorCode, ProtocolError};
+use orch_protocol::{ErrorCode, ProtocolError, principal};
 use sqlx::PgPool;
 use tokio::sync::{Notify, mpsc, watch};
 
-use super::book::{Book, Effects};
+use super::book::{Book, By, Effects};
 use super::{Config, Effective, Input};
 use crate::shutdown::Shutdown;
 use crate::storage::{self, batch::OutboxRow, priorities::StoredPriority};
@@ -35,6 +35,8 @@ pub(super) struct Task {
 }
 
 /// An answer held back until its batch is stored.
+// Answers live for one batch; boxing the common variant would only add an allocation each.
+#[allow(clippy::large_enum_variant)]
 enum Answer {
     Change(tokio::sync::oneshot::Sender<Result<ChangeReply, ProtocolError>>, Result<ChangeReply, ProtocolError>),
     Release(tokio::sync::oneshot::Sender<Result<ReleaseReply, ProtocolError>>, ReleaseReply),
@@ -83,14 +85,15 @@ impl Task {
                         let result = result.map(|change| ChangeReply { change, priority: self.book.view(&service) });
                         answers.push(Answer::Change(reply, result));
                     }
-                    Input::Policy(request, reply) => {
-                        let result = self.book.policy(&request, at);
+                    Input::Policy(request, principal, reply) => {
+                        let result = self.book.policy(&request, &principal, at);
                         let result =
                             result.map(|change| ChangeReply { change, priority: self.book.view(&request.service) });
                         answers.push(Answer::Change(reply, result));
                     }
-                    Input::Release(request, reply) => {
-                        let changes = self.book.release(&request.source, &request.reason, request.apply, now, at);
+                    Input::Release(request, principal, reply) => {
+                        let by = By { principal: &principal, source: &request.source, reason: &request.reason };
+                        let changes = self.book.release(by, request.apply, now, at);
                         answers.push(Answer::Release(reply, ReleaseReply { changes, guard: self.book.guard(now) }));
                     }
                     Input::View(service, reply) => {
@@ -143,11 +146,13 @@ impl Task {
             .iter()
             .map(|c| {
                 let kind = EventKind::Priority(c.outcome);
-                events::encode_with_id(subjects, c.id, kind, &c.service, &c.service, c.at, c).into()
+                events::encode_with_id(subjects, c.id, kind, &c.service, &c.service, &c.principal, c.at, c).into()
             })
             .collect();
         events.extend(effects.system.iter().map(|(kind, data)| {
-            OutboxRow::from(events::encode(subjects, *kind, SYSTEM_SERVICE, "priority", Utc::now(), data))
+            // The guard's own doing; the changes that led to it name their senders.
+            let by = principal::ORCHESTRATOR;
+            OutboxRow::from(events::encode(subjects, *kind, SYSTEM_SERVICE, "priority", by, Utc::now(), data))
         }));
         let states: Vec<StoredPriority> = effects.dirty.iter().filter_map(|s| self.book.stored(s)).collect();
         let write = || storage::priorities::commit(&self.pool, &states, &effects.changes, &events);

@@ -72,6 +72,8 @@ pub struct Context<'a> {
     pub now: DateTime<Utc>,
     pub policy: &'a Policy,
     pub service_maintenance: Option<&'a Maintenance>,
+    /// Who sent the command (orch-protocol `principal`): the author of the change it makes.
+    pub principal: &'a str,
 }
 
 /// An event to emit if the transaction commits.

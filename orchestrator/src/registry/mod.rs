@@ -227,5 +227,6 @@ pub(crate) fn sample_instance(id: &str, service: &str, health: Health) -> Instan
         updated_at: now,
         critical_since: (health == Health::Critical).then_some(now),
         revision: 1,
+        changed_by: None,
     }
 }

@@ -268,7 +268,7 @@ pub fn decide(command: &Command, current: Option<&Instance>, ctx: &Context) -> D
         },
         Command::Expire { last_heartbeat_at, .. } => match current {
             Some(inst) if inst.lease != Health::Critical => {
-                let mut next = revised(inst, now);
+                let mut next = revised(inst, ctx);
                 next.lease = Health::Critical;
                 let mut effects = Effects::default();
                 effects.transitions.push(Transition::check(&next, "lease", Health::Passing, Health::Critical, "", now));
@@ -289,7 +289,7 @@ pub fn decide(command: &Command, current: Option<&Instance>, ctx: &Context) -> D
         },
         Command::Recover { .. } => match current {
             Some(inst) if inst.lease == Health::Critical => {
-                let mut next = revised(inst, now);
+                let mut next = revised(inst, ctx);
                 next.lease = Health::Passing;
                 let mut effects = Effects::default();
                 let critical_for_ms =
@@ -358,7 +358,7 @@ pub fn decide(command: &Command, current: Option<&Instance>, ctx: &Context) -> D
             if next_maintenance == inst.maintenance {
                 return Decision::unchanged(inst);
             }
-            let mut next = revised(inst, now);
+            let mut next = revised(inst, ctx);
             next.maintenance = next_maintenance;
             let kind = if reason.is_some() { EventKind::MaintenanceEntered } else { EventKind::MaintenanceExited };
             let data = MaintenanceData {
@@ -373,7 +373,7 @@ pub fn decide(command: &Command, current: Option<&Instance>, ctx: &Context) -> D
         }
         Command::Settle { id } => match current {
             Some(inst) if health::settled(inst, ctx) => {
-                let mut next = revised(inst, now);
+                let mut next = revised(inst, ctx);
                 next.flapping_since = None;
                 next.health_changes.clear();
                 let window = humantime::format_duration(ctx.policy.flap_window).to_string();
@@ -431,9 +431,15 @@ fn deregistered(inst: &Instance, reason: DeregisterReason) -> Decision {
     Decision::applied(Status::Deregistered, Some(inst.clone()), Next::Delete, Effects::with(emit))
 }
 
-/// The instance as the start of a change: a new revision at `now`, everything else kept.
-fn revised(inst: &Instance, now: DateTime<Utc>) -> Instance {
-    Instance { updated_at: now, revision: inst.revision + 1, ..inst.clone() }
+/// The instance as the start of a change: a new revision at `ctx.now` by `ctx.principal`,
+/// everything else kept.
+fn revised(inst: &Instance, ctx: &Context) -> Instance {
+    Instance {
+        updated_at: ctx.now,
+        revision: inst.revision + 1,
+        changed_by: Some(ctx.principal.to_string()),
+        ..inst.clone()
+    }
 }
 
 /// A check crossed a threshold. Only a change of status is stored: the output of runs that change
@@ -446,7 +452,7 @@ fn check_result(inst: &Instance, check: &str, status: Health, output: &str, ctx:
     if previous == status {
         return Decision::ignored();
     }
-    let mut next = revised(inst, ctx.now);
+    let mut next = revised(inst, ctx);
     let output = orch_protocol::health::cap_output(output.to_string());
     next.checks[index] = Check { status, output: output.clone(), since: ctx.now, ..inst.checks[index].clone() };
     let mut effects = Effects::default();
@@ -484,7 +490,7 @@ fn merge_checks(inst: &Instance, specs: &[CheckSpec], now: DateTime<Utc>) -> Vec
 
 /// An instance whose declared checks were added, replaced or removed through the API.
 fn checks_changed(inst: &Instance, specs: &[CheckSpec], ctx: &Context) -> Decision {
-    let mut next = revised(inst, ctx.now);
+    let mut next = revised(inst, ctx);
     next.checks = merge_checks(inst, specs, ctx.now);
     updated(inst, next, vec!["checks".into()], ctx)
 }
@@ -515,6 +521,7 @@ fn register(reg: &Registration, current: Option<&Instance>, ctx: &Context) -> De
     match current {
         None => {
             let mut instance = Instance {
+                changed_by: Some(ctx.principal.to_string()),
                 id,
                 name: reg.name.clone(),
                 version: reg.version.clone(),
@@ -575,7 +582,7 @@ fn register(reg: &Registration, current: Option<&Instance>, ctx: &Context) -> De
             }
             // An update keeps identity, health, lease and maintenance: only the described fields
             // change, and checks whose spec is unchanged keep their state.
-            let mut next = revised(inst, now);
+            let mut next = revised(inst, ctx);
             next.version = reg.version.clone();
             next.address = reg.address.clone();
             next.port = reg.port;
@@ -602,7 +609,7 @@ mod tests {
             flap_window: std::time::Duration::from_secs(60),
             ..Policy::default()
         });
-        Context { now, policy: &POLICY, service_maintenance: None }
+        Context { now, policy: &POLICY, service_maintenance: None, principal: "key:test" }
     }
 
     fn at(command: &Command, current: Option<&Instance>, now: DateTime<Utc>) -> Decision {

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use orch_protocol::events::{self, CommandRejectedData, EventKind, SYSTEM_SERVICE};
 use orch_protocol::registry::Instance;
-use orch_protocol::{ErrorCode, ProtocolError, Subjects, headers};
+use orch_protocol::{ErrorCode, ProtocolError, Subjects, headers, principal};
 use sqlx::PgPool;
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
@@ -59,12 +59,17 @@ pub struct Meta {
     pub durable: bool,
     /// The bytes as received, kept for dead letters.
     pub payload: Bytes,
+    /// Who sent it, as authenticated (orch-protocol `principal`): stored with the change, its
+    /// events and its dead letter.
+    pub principal: String,
 }
 
 impl Meta {
-    /// A command that came by `namespace` (`js`, `req`, `http`) with the client's `command_id`.
-    pub fn new(namespace: &str, command_id: Option<String>, subject: &str, payload: Bytes) -> Meta {
+    /// A command that came by `namespace` (`js`, `req`, `http`) with the client's `command_id`,
+    /// from `principal`.
+    pub fn new(namespace: &str, command_id: Option<String>, subject: &str, payload: Bytes, principal: String) -> Meta {
         Meta {
+            principal,
             ledger_key: command_id.as_ref().map(|id| format!("{namespace}:{id}")),
             command_id,
             fingerprint: fingerprint(subject, &payload),
@@ -467,6 +472,7 @@ impl WriterTask {
                             Command::ServiceMaintenance { service, .. } => service_maintenance.get(service),
                             _ => None,
                         },
+                        principal: &meta.principal,
                     };
                     let decision = decide(command, current, &ctx);
                     if let Some(id) = command.instance_id() {
@@ -506,8 +512,15 @@ impl WriterTask {
                         None => {}
                     }
                     for emit in decision.effects.events {
-                        let event =
-                            events::encode(&self.subjects, emit.kind, &emit.service, &emit.subject, now, &emit.data);
+                        let event = events::encode(
+                            &self.subjects,
+                            emit.kind,
+                            &emit.service,
+                            &emit.subject,
+                            &meta.principal,
+                            now,
+                            &emit.data,
+                        );
                         out.outbox.push(batch::OutboxRow {
                             msg_id: event.id,
                             subject: event.subject,
@@ -600,6 +613,7 @@ impl WriterTask {
             EventKind::CommandRejected,
             SYSTEM_SERVICE,
             &meta.subject,
+            &meta.principal,
             now,
             &CommandRejectedData {
                 subject: meta.subject.clone(),
@@ -624,13 +638,15 @@ impl WriterTask {
             field: body.field.clone(),
             payload: kept,
             payload_truncated: truncated,
+            principal: meta.principal.clone(),
         });
     }
 }
 
 /// A command the orchestrator issues itself.
 pub fn internal(command: Command) -> Submission {
-    Submission { meta: Meta::new("internal", None, "internal", Bytes::new()), body: Body::Command(command) }
+    let meta = Meta::new("internal", None, "internal", Bytes::new(), principal::ORCHESTRATOR.into());
+    Submission { meta, body: Body::Command(command) }
 }
 
 #[derive(Default)]

@@ -81,7 +81,7 @@ pub async fn write(tx: &mut Transaction<'_, Postgres>, w: &Writes<'_>) -> Result
                critical_since = EXCLUDED.critical_since, revision = EXCLUDED.revision,
                lease = EXCLUDED.lease, checks = EXCLUDED.checks, maintenance = EXCLUDED.maintenance,
                flapping_since = EXCLUDED.flapping_since, health_changes = EXCLUDED.health_changes,
-               check_secrets = EXCLUDED.check_secrets
+               check_secrets = EXCLUDED.check_secrets, changed_by = EXCLUDED.changed_by
              RETURNING 1),
            del AS (DELETE FROM instances WHERE id = ANY($2) RETURNING 1),
            evt AS (

@@ -13,7 +13,7 @@ use super::Result;
 
 const COLUMNS: &str = "id, name, version, address, port, protocol, tags, metadata, dependencies, weight, \
                        ttl_seconds, health, lease, checks, maintenance, flapping_since, health_changes, \
-                       registered_at, updated_at, critical_since, revision, check_secrets";
+                       registered_at, updated_at, critical_since, revision, check_secrets, changed_by";
 
 #[derive(FromRow)]
 struct Row {
@@ -39,6 +39,7 @@ struct Row {
     critical_since: Option<DateTime<Utc>>,
     revision: i64,
     check_secrets: Option<Json<BTreeMap<String, BTreeMap<String, String>>>>,
+    changed_by: Option<String>,
 }
 
 impl From<Row> for Instance {
@@ -72,6 +73,7 @@ impl From<Row> for Instance {
             updated_at: r.updated_at,
             critical_since: r.critical_since,
             revision: r.revision,
+            changed_by: r.changed_by,
         }
     }
 }

@@ -35,6 +35,8 @@ pub struct DeadLetter {
     pub field: Option<String>,
     pub payload: Vec<u8>,
     pub payload_truncated: bool,
+    /// Who sent it (orch-protocol `principal`).
+    pub principal: String,
 }
 
 pub async fn record_dead_letters(tx: &mut Transaction<'_, Postgres>, rows: &[DeadLetter]) -> Result<()> {
@@ -42,9 +44,10 @@ pub async fn record_dead_letters(tx: &mut Transaction<'_, Postgres>, rows: &[Dea
         return Ok(());
     }
     sqlx::query(
-        "INSERT INTO dead_letters (id, subject, command_id, stream_seq, code, message, field, payload, payload_truncated)
+        "INSERT INTO dead_letters (id, subject, command_id, stream_seq, code, message, field, payload, payload_truncated,
+                                   principal)
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[], $7::text[],
-                              $8::bytea[], $9::bool[])",
+                              $8::bytea[], $9::bool[], $10::text[])",
     )
     .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.subject.as_str()).collect::<Vec<_>>())
@@ -55,6 +58,7 @@ pub async fn record_dead_letters(tx: &mut Transaction<'_, Postgres>, rows: &[Dea
     .bind(rows.iter().map(|r| r.field.as_deref()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.payload.as_slice()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.payload_truncated).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.principal.as_str()).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -15,27 +15,34 @@ pub struct StoredManifest {
     #[serde(skip)]
     pub body: String,
     pub source: String,
+    /// Who applied it, as authenticated (orch-protocol `principal`); `None` for a version stored
+    /// before principals were recorded.
+    pub principal: Option<String>,
     pub desired: String,
     pub applied_at: DateTime<Utc>,
 }
 
-/// Stores a manifest as the desired stack (`up`) and returns it with its version.
-pub async fn insert_manifest(pool: &PgPool, body: &str, source: &str) -> Result<StoredManifest> {
+/// Stores a manifest applied by `principal` as the desired stack (`up`) and returns it with its
+/// version.
+pub async fn insert_manifest(pool: &PgPool, body: &str, source: &str, principal: &str) -> Result<StoredManifest> {
     Ok(sqlx::query_as(
-        "INSERT INTO manifests (body, source, desired) VALUES ($1, $2, 'up')
-         RETURNING version, body, source, desired, applied_at",
+        "INSERT INTO manifests (body, source, principal, desired) VALUES ($1, $2, $3, 'up')
+         RETURNING version, body, source, principal, desired, applied_at",
     )
     .bind(body)
     .bind(source)
+    .bind(principal)
     .fetch_one(pool)
     .await?)
 }
 
 /// The newest manifest: the desired stack.
 pub async fn latest_manifest(pool: &PgPool) -> Result<Option<StoredManifest>> {
-    Ok(sqlx::query_as("SELECT version, body, source, desired, applied_at FROM manifests ORDER BY version DESC LIMIT 1")
-        .fetch_optional(pool)
-        .await?)
+    Ok(sqlx::query_as(
+        "SELECT version, body, source, principal, desired, applied_at FROM manifests ORDER BY version DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?)
 }
 
 /// Marks the stack of `version` as wanted up or down.

@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 
 use chrono::Utc;
 use orch_protocol::events::{self, EventIsolatedData, EventKind, SYSTEM_SERVICE};
+use orch_protocol::principal;
 use orch_protocol::subjects::Subjects;
 use uuid::Uuid;
 
@@ -282,6 +283,7 @@ impl OutboxRelay {
             EventKind::EventIsolated,
             SYSTEM_SERVICE,
             "outbox",
+            principal::ORCHESTRATOR,
             Utc::now(),
             &data,
         );
@@ -306,6 +308,7 @@ impl OutboxRelay {
             field: None,
             payload: row.payload.clone(),
             payload_truncated: false,
+            principal: principal::ORCHESTRATOR.into(),
         };
         outbox::isolate(&self.pool, row.seq, &dead_letter).await?;
         self.metrics.outbox_isolated.inc();

@@ -33,6 +33,15 @@ pub async fn apply(stack: &Stack, manifest: &str) -> Value {
     reply
 }
 
+/// [`apply`] with an `Authorization` header (`Bearer <token>`).
+pub async fn apply_as(stack: &Stack, authorization: &str, manifest: &str) -> Value {
+    let headers = [("authorization", authorization)];
+    let (status, reply) =
+        call_raw(stack, "PUT", "/api/v1/stack", Some(manifest.to_string()), "application/toml", &headers).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+    reply
+}
+
 pub async fn stack_view(stack: &Stack) -> Value {
     let (status, view) = call(stack, "GET", "/api/v1/stack", None).await;
     assert_eq!(status, StatusCode::OK, "{view}");

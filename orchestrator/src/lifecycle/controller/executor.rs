@@ -12,7 +12,7 @@ use chrono::Utc;
 use orch_protocol::ErrorCode;
 use orch_protocol::agent::{LogsRequest, StartRequest, StopRequest};
 use orch_protocol::events::{self, EventKind};
-use orch_protocol::{Subjects, health::CheckSpec};
+use orch_protocol::{Subjects, health::CheckSpec, principal};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
@@ -46,6 +46,10 @@ pub(super) struct Executor {
     /// The probe or back-off timer of each service, as the machine asked for them.
     watches: HashMap<String, AbortHandle>,
     replies: Replies,
+    /// Who the changes being made are by (orch-protocol `principal`): the sender of the request
+    /// being fed, with everything it leads to at once; the orchestrator for its own work (reports,
+    /// timers, the later waves of a shutdown).
+    acting: String,
 }
 
 impl Executor {
@@ -67,6 +71,7 @@ impl Executor {
             metrics,
             watches: HashMap::new(),
             replies: Replies::default(),
+            acting: principal::ORCHESTRATOR.into(),
         }
     }
 
@@ -98,7 +103,7 @@ impl Executor {
         mut shutdown: crate::shutdown::Shutdown,
     ) {
         if let Some(input) = resume {
-            self.feed(input).await;
+            self.feed(input, principal::ORCHESTRATOR).await;
         }
         loop {
             let message = tokio::select! {
@@ -108,12 +113,12 @@ impl Executor {
             match message {
                 None => break,
                 Some(Message::Request(request)) => self.request(request).await,
-                Some(Message::Report(input)) => self.feed(input).await,
+                Some(Message::Report(input)) => self.feed(input, principal::ORCHESTRATOR).await,
                 // The permit goes once the report is handled, making room for the next.
-                Some(Message::AgentReport(input, _permit)) => self.feed(input).await,
+                Some(Message::AgentReport(input, _permit)) => self.feed(input, principal::ORCHESTRATOR).await,
                 Some(Message::PrioritiesChanged) => {
                     let effective = self.priorities.watch().borrow().clone();
-                    self.feed(Input::Priorities(effective)).await;
+                    self.feed(Input::Priorities(effective), principal::ORCHESTRATOR).await;
                 }
             }
         }
@@ -123,14 +128,20 @@ impl Executor {
     }
 
     async fn request(&mut self, request: Request) {
-        let input = match request {
-            Request::Apply { manifest, body, source, reply } => {
-                Input::Apply { request: self.replies.wait(reply, |r| &mut r.applied), manifest, body, source }
+        let (input, principal) = match request {
+            Request::Apply { manifest, body, source, principal, reply } => {
+                let request = self.replies.wait(reply, |r| &mut r.applied);
+                (Input::Apply { request, manifest, body, source }, principal)
             }
-            Request::Down { reply } => Input::Down { request: self.replies.wait(reply, |r| &mut r.stopped) },
-            Request::Halt { reply } => Input::Halt { request: self.replies.wait(reply, |r| &mut r.stopped) },
-            Request::Restart { service, reply } => {
-                Input::Restart { request: self.replies.wait(reply, |r| &mut r.restart), service }
+            Request::Down { principal, reply } => {
+                (Input::Down { request: self.replies.wait(reply, |r| &mut r.stopped) }, principal)
+            }
+            Request::Halt { reply } => {
+                let request = self.replies.wait(reply, |r| &mut r.stopped);
+                (Input::Halt { request }, principal::ORCHESTRATOR.to_string())
+            }
+            Request::Restart { service, principal, reply } => {
+                (Input::Restart { request: self.replies.wait(reply, |r| &mut r.restart), service }, principal)
             }
             // Reads: answered from the machine's state, nothing to decide.
             Request::View { reply } => {
@@ -154,12 +165,13 @@ impl Executor {
                 return;
             }
         };
-        self.feed(input).await;
+        self.feed(input, &principal).await;
     }
 
-    /// Hands `input` to the machine and carries out the effects, then those of the reports of
-    /// awaited writes.
-    async fn feed(&mut self, input: Input) {
+    /// Hands `input`, sent by `principal`, to the machine and carries out the effects, then those
+    /// of the reports of awaited writes.
+    async fn feed(&mut self, input: Input, principal: &str) {
+        principal.clone_into(&mut self.acting);
         let mut inputs = VecDeque::from([input]);
         while let Some(input) = inputs.pop_front() {
             for effect in self.machine.handle(input, now()) {
@@ -328,7 +340,8 @@ impl Executor {
     /// Hands the state row and its event to the recorder, which commits them together.
     fn record(&self, Transition { at, data, restarts }: Transition) {
         let name = data.service.as_str();
-        let encoded = events::encode(&self.subjects, EventKind::Lifecycle(data.state), name, name, at, &data);
+        let kind = EventKind::Lifecycle(data.state);
+        let encoded = events::encode(&self.subjects, kind, name, name, &self.acting, at, &data);
         let row = StateRow {
             name: data.service.clone(),
             manifest_version: data.manifest_version,
@@ -345,14 +358,16 @@ impl Executor {
     fn publish(&self, event: Event, at: chrono::DateTime<Utc>) {
         let (kind, service) = (event.kind(), event.service());
         let encoded = match &event {
-            Event::ManifestApplied(data) => events::encode(&self.subjects, kind, service, service, at, data),
-            Event::RunFinished(data) => events::encode(&self.subjects, kind, service, service, at, data),
+            Event::ManifestApplied(data) => {
+                events::encode(&self.subjects, kind, service, service, &self.acting, at, data)
+            }
+            Event::RunFinished(data) => events::encode(&self.subjects, kind, service, service, &self.acting, at, data),
             Event::PressureHigh(data) | Event::PressureCleared(data) => {
-                events::encode(&self.subjects, kind, service, service, at, data)
+                events::encode(&self.subjects, kind, service, service, &self.acting, at, data)
             }
             Event::Shed(data) | Event::Restored(data) => {
                 self.metrics.shed_steps.get_or_create(&crate::metrics::ResultLabel { result: kind.name() }).inc();
-                events::encode(&self.subjects, kind, service, service, at, data)
+                events::encode(&self.subjects, kind, service, service, &self.acting, at, data)
             }
         };
         let _ = self.records.send(Record::Event(encoded.into()));
@@ -364,7 +379,7 @@ impl Executor {
         body: &str,
         source: &str,
     ) -> Result<i64, storage::StorageError> {
-        let stored = storage::lifecycle::insert_manifest(&self.pool, body, source).await?;
+        let stored = storage::lifecycle::insert_manifest(&self.pool, body, source, &self.acting).await?;
         let names: Vec<String> = manifest.services.keys().cloned().collect();
         storage::lifecycle::retain_services(&self.pool, &names).await?;
         Ok(stored.version)

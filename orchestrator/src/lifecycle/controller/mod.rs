@@ -84,9 +84,11 @@ enum Request {
         manifest: Box<Manifest>,
         body: String,
         source: String,
+        principal: String,
         reply: oneshot::Sender<Result<StackApplied, ControlError>>,
     },
     Down {
+        principal: String,
         reply: oneshot::Sender<Result<usize, ControlError>>,
     },
     Halt {
@@ -94,6 +96,7 @@ enum Request {
     },
     Restart {
         service: String,
+        principal: String,
         reply: oneshot::Sender<Result<(), ControlError>>,
     },
     View {
@@ -234,13 +237,19 @@ impl Controller {
     }
 
     /// Stores `manifest` as a new version and brings the stack to it.
-    pub async fn apply(&self, manifest: Manifest, body: String, source: String) -> Result<StackApplied, ControlError> {
-        self.ask(|reply| Request::Apply { manifest: Box::new(manifest), body, source, reply }).await?
+    pub async fn apply(
+        &self,
+        manifest: Manifest,
+        body: String,
+        source: String,
+        principal: String,
+    ) -> Result<StackApplied, ControlError> {
+        self.ask(|reply| Request::Apply { manifest: Box::new(manifest), body, source, principal, reply }).await?
     }
 
     /// Stops every service in reverse dependency order; returns how many were running.
-    pub async fn down(&self) -> Result<usize, ControlError> {
-        self.ask(|reply| Request::Down { reply }).await?
+    pub async fn down(&self, principal: String) -> Result<usize, ControlError> {
+        self.ask(|reply| Request::Down { principal, reply }).await?
     }
 
     /// Stops every service in reverse dependency order, keeping the stack wanted up for the next
@@ -249,8 +258,8 @@ impl Controller {
         self.ask(|reply| Request::Halt { reply }).await?
     }
 
-    pub async fn restart(&self, service: String) -> Result<(), ControlError> {
-        self.ask(|reply| Request::Restart { service, reply }).await?
+    pub async fn restart(&self, service: String, principal: String) -> Result<(), ControlError> {
+        self.ask(|reply| Request::Restart { service, principal, reply }).await?
     }
 
     pub async fn view(&self) -> Result<Option<(StackView, Graph)>, ControlError> {
