@@ -350,3 +350,44 @@ async fn a_rate_limited_change_says_when_to_retry() {
     assert_eq!(second.status(), 429);
     assert_eq!(second.headers()["retry-after"], "60", "the default window");
 }
+
+/// A runaway engine's refused requests are each answered, and counted rather than recorded one
+/// by one: the first of a window is recorded at once, the rest as one record with their count
+/// when the window ends. None is lost: the counts add up to the refusals answered.
+#[tokio::test]
+async fn a_flood_of_refused_requests_is_counted_and_none_is_lost() {
+    let stack = Stack::start_with(|s| {
+        s.priority.rate_limit = 1;
+        s.priority.rate_window = Duration::from_secs(3);
+    })
+    .await;
+    assert_eq!(set(&stack, "api", 60).await.0, None);
+    let answers = futures::future::join_all((0..300).map(|i| set(&stack, "api", i % 100))).await;
+    let refused = answers.iter().filter(|(code, _)| code.as_deref() == Some("429")).count();
+    assert!(refused > 0);
+    for (code, reply) in &answers {
+        assert!(code.is_none() || code.as_deref() == Some("429"), "{reply}");
+    }
+    // Once the windows have ended, the refused records account for every refusal answered.
+    let records = eventually(Duration::from_secs(30), "every refusal recorded", || async {
+        let (_, got) = call(&stack, "GET", "/api/v1/priorities/api?history=1000", None).await;
+        let refused_records: Vec<Value> =
+            got["history"].as_array().unwrap().iter().filter(|c| c["outcome"] == "refused").cloned().collect();
+        let counted: u64 = refused_records.iter().map(|c| c["count"].as_u64().unwrap_or(1)).sum();
+        (counted == refused as u64).then_some(refused_records)
+    })
+    .await;
+    assert!(records.len() < refused, "{} records for {refused} refusals: they are counted", records.len());
+    let counted = records.iter().find(|c| c["count"].is_u64()).expect("a counted record");
+    assert_eq!(counted["guardrail"], "rate_limited");
+    assert_eq!(counted["principal"], "nats");
+    assert!(counted["detail"].as_str().unwrap().contains("more requests were refused alike (rate_limited)"));
+    // Each record is an event, too.
+    let events = eventually(Duration::from_secs(10), "the refused events", || async {
+        let events: Vec<_> = priority_events(&stack).await.into_iter().filter(|(_, o, _)| o == "refused").collect();
+        (events.len() == records.len()).then_some(events)
+    })
+    .await;
+    let counted_events: u64 = events.iter().map(|(_, _, e)| e["data"]["count"].as_u64().unwrap_or(1)).sum();
+    assert_eq!(counted_events, refused as u64);
+}

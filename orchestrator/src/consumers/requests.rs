@@ -1,13 +1,15 @@
 //! Request/reply on `orch.req.<domain>.<verb>`: writes are answered after their commit, reads
 //! straight from PostgreSQL. Each request runs in its own task, so concurrent writes share a
-//! transaction in the writer.
+//! transaction in the writer. Each domain has its own lane of requests in flight, so a flood of
+//! one kind (an engine's priority changes) never holds up another (registrations).
 
 use std::sync::Arc;
 
 use futures::StreamExt;
-use orch_protocol::{ProtocolError, Subjects, principal};
+use orch_protocol::subjects::verbs;
+use orch_protocol::{ErrorCode, ProtocolError, Subjects, principal};
 use serde::Serialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{LifecycleRequest, PriorityRequest, Request, decode_request, reply_message};
 use crate::errors;
@@ -18,8 +20,29 @@ use crate::registry::Registry;
 use crate::shutdown::Shutdown;
 use crate::storage::instances::{Filter, PAGE_DEFAULT, PAGE_MAX};
 
-/// Most requests handled at once; beyond it the subscription buffers.
+/// Most requests of one domain handled at once; beyond it they are answered `unavailable`.
 const MAX_IN_FLIGHT: usize = 4096;
+
+/// The requests in flight of each domain (`registry`, `health`, `lifecycle`, `priority`, and one
+/// lane for subjects of no known domain).
+struct Lanes {
+    lanes: Vec<(&'static str, Arc<Semaphore>)>,
+    other: Arc<Semaphore>,
+}
+
+impl Lanes {
+    fn new() -> Lanes {
+        let lane = |domain| (domain, Arc::new(Semaphore::new(MAX_IN_FLIGHT)));
+        let lanes = [verbs::REGISTRY, verbs::HEALTH, verbs::LIFECYCLE, verbs::PRIORITY].map(lane).to_vec();
+        Lanes { lanes, other: Arc::new(Semaphore::new(MAX_IN_FLIGHT)) }
+    }
+
+    /// A place in the lane of `domain`, or `None` when it is full.
+    fn enter(&self, domain: Option<&str>) -> Option<OwnedSemaphorePermit> {
+        let lane = self.lanes.iter().find(|(d, _)| Some(*d) == domain).map_or(&self.other, |(_, lane)| lane);
+        lane.clone().try_acquire_owned().ok()
+    }
+}
 
 /// What requests are answered from.
 #[derive(Clone)]
@@ -39,14 +62,24 @@ pub async fn run(
     mut shutdown: Shutdown,
 ) {
     tracing::info!(subject = %subjects.requests_all(), "answering requests");
-    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let lanes = Lanes::new();
     loop {
         let message = tokio::select! {
             m = sub.next() => match m { Some(m) => m, None => break },
             _ = shutdown.requested() => break,
         };
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
+        let domain = subjects.parse_command(&message.subject, "req").map(|(domain, _)| domain);
+        let Some(permit) = lanes.enter(domain) else {
+            // Waiting here would hold up every other domain's requests behind this one's.
+            tracing::debug!(subject = %message.subject, "request lane full; answered unavailable");
+            if let Some(reply) = message.reply {
+                let (headers, body) = error_message(ProtocolError::new(
+                    ErrorCode::Unavailable,
+                    format!("{MAX_IN_FLIGHT} requests of this kind are in progress; retry later"),
+                ));
+                let _ = client.publish_with_headers(reply, headers, body).await;
+            }
+            continue;
         };
         let (client, subjects, backends) = (client.clone(), subjects.clone(), backends.clone());
         tokio::spawn(async move {

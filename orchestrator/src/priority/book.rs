@@ -89,6 +89,27 @@ pub struct Effects {
     pub system: Vec<(EventKind, HoldData)>,
     /// Services whose policy or adjustment changed.
     pub dirty: BTreeSet<String>,
+    /// Tallies recorded in `changes`, kept to be counted again if the batch cannot be stored.
+    flushed: Vec<(TallyKey, Tally)>,
+}
+
+/// A service and the guardrail that refused it.
+type TallyKey = (String, Guardrail);
+
+/// The refusals of one service by one guardrail within a window, after the first: a flood of
+/// refused requests costs one audit record per window, not one each. The first refusal of a
+/// window is recorded at once, like any change; the others are counted, and recorded as one
+/// change with their `count` when the window ends (or the task stops).
+#[derive(Debug, Clone)]
+struct Tally {
+    /// Refusals counted since the first, which was recorded.
+    count: u64,
+    /// When the window began: the first refusal.
+    since: DateTime<Utc>,
+    /// When the window ends.
+    until: Instant,
+    /// The newest refused change, which the record of the count repeats.
+    last: Change,
 }
 
 pub struct Book {
@@ -105,6 +126,8 @@ pub struct Book {
     /// Engine changes that moved a service's priority, for the mass-change guard.
     window: VecDeque<(Instant, String)>,
     hold: Option<Hold>,
+    /// Refusals being counted, by service and guardrail.
+    tallies: HashMap<TallyKey, Tally>,
     effects: Effects,
     /// Entries as they were before the current batch, to undo it if it cannot be stored.
     undo: BTreeMap<String, Option<Entry>>,
@@ -128,6 +151,7 @@ impl Book {
             rate: HashMap::new(),
             window: VecDeque::new(),
             hold: None,
+            tallies: HashMap::new(),
             effects: Effects::default(),
             undo: BTreeMap::new(),
         };
@@ -259,6 +283,7 @@ impl Book {
             guardrail: None,
             detail: None,
             expires_at: None,
+            count: None,
             at,
         }
     }
@@ -289,7 +314,7 @@ impl Book {
         let refuse = |book: &mut Book, mut change: Change, guardrail: Guardrail, code: ErrorCode, message: String| {
             change.guardrail = Some(guardrail);
             change.detail = Some(message.clone());
-            book.record(change);
+            book.refused(change, now);
             Err(ProtocolError::field(code, "service", message))
         };
         if self.entries.get(&service).is_some_and(|e| e.policy.pinned) {
@@ -360,6 +385,61 @@ impl Book {
             self.window.push_back((now, service.clone()));
         }
         Ok(self.apply(request, change, at))
+    }
+
+    /// Records a refusal, or counts it when one of its service and guardrail was recorded within
+    /// the window (see [`Tally`]).
+    fn refused(&mut self, change: Change, now: Instant) {
+        let key = (change.service.clone(), change.guardrail.expect("a refusal names its guardrail"));
+        if let Some(tally) = self.tallies.get_mut(&key)
+            && tally.until > now
+        {
+            tally.count += 1;
+            tally.last = change;
+            return;
+        }
+        if let Some(ended) = self.tallies.remove(&key) {
+            self.flush(key.clone(), ended, change.at);
+        }
+        let tally = Tally { count: 0, since: change.at, until: now + self.limits.rate_window, last: change.clone() };
+        self.tallies.insert(key, tally);
+        self.record(change);
+    }
+
+    /// Records what `tally` counted, if anything, as one change at `at`.
+    fn flush(&mut self, key: TallyKey, tally: Tally, at: DateTime<Utc>) {
+        if tally.count == 0 {
+            return;
+        }
+        let effective = self.effective(&key.0);
+        let last = &tally.last;
+        let change = Change {
+            id: Uuid::now_v7(),
+            count: Some(tally.count),
+            previous: effective,
+            effective,
+            detail: Some(format!(
+                "{} more requests were refused alike ({}) from {} to {at}; the last said: {}",
+                tally.count,
+                key.1.as_str(),
+                tally.since,
+                last.detail.as_deref().unwrap_or_default()
+            )),
+            at,
+            ..last.clone()
+        };
+        self.effects.flushed.push((key, tally));
+        self.record(change);
+    }
+
+    /// Records every count whose window ended by `now`, or all of them (`all`: the task stops).
+    pub fn flush_tallies(&mut self, now: Instant, at: DateTime<Utc>, all: bool) {
+        let ended: Vec<TallyKey> =
+            self.tallies.iter().filter(|(_, t)| all || t.until <= now).map(|(k, _)| k.clone()).collect();
+        for key in ended {
+            let tally = self.tallies.remove(&key).expect("listed above");
+            self.flush(key, tally, at);
+        }
     }
 
     /// Whether the request would move the service's effective priority.
@@ -473,8 +553,10 @@ impl Book {
         ));
     }
 
-    /// Lapses adjustments whose expiry passed and ends a hold whose window passed.
+    /// Lapses adjustments whose expiry passed, ends a hold whose window passed and records the
+    /// refusals counted in windows that ended.
     pub fn tick(&mut self, now: Instant, at: DateTime<Utc>) {
+        self.flush_tallies(now, at, false);
         let due: Vec<String> = self
             .entries
             .iter()
@@ -511,7 +593,8 @@ impl Book {
         }
     }
 
-    /// When [`Book::tick`] next has work: the earliest expiry or the end of the hold.
+    /// When [`Book::tick`] next has work: the earliest expiry, the end of the hold or of a window
+    /// with refusals counted.
     pub fn next_deadline(&self, now: Instant, at: DateTime<Utc>) -> Option<Instant> {
         let expiry = self
             .entries
@@ -520,7 +603,8 @@ impl Book {
             .min()
             .map(|x| now + (x - at).to_std().unwrap_or_default());
         let hold = self.hold.as_ref().map(|h| h.deadline);
-        expiry.into_iter().chain(hold).min()
+        let tally = self.tallies.values().filter(|t| t.count > 0).map(|t| t.until).min();
+        expiry.into_iter().chain(hold).chain(tally).min()
     }
 
     /// Takes what happened since the last call, to be stored.
@@ -556,7 +640,15 @@ impl Book {
                 None => self.entries.remove(&service),
             };
         }
-        self.effects = Effects::default();
+        // Counts recorded in the lost batch are counted again, into the window that runs now.
+        for (key, lost) in std::mem::take(&mut self.effects).flushed {
+            match self.tallies.get_mut(&key) {
+                Some(tally) => tally.count += lost.count,
+                None => {
+                    self.tallies.insert(key, lost);
+                }
+            }
+        }
         self.count_known();
     }
 }
@@ -651,6 +743,73 @@ mod tests {
         assert_eq!(b.effective("s0"), 30);
         assert!(b.engine(set("s1", 40), now, at).is_ok(), "other services are not limited");
         assert!(b.engine(set("s0", 40), now + Duration::from_secs(10), at).is_ok(), "the window passed");
+    }
+
+    #[test]
+    fn a_flood_of_refusals_is_one_record_per_window_and_none_is_lost() {
+        let (mut b, now, at) = (book(10), Instant::now(), Utc::now());
+        for v in [10, 20, 30] {
+            b.engine(set("s0", v), now, at).unwrap();
+        }
+        b.take_effects();
+        // 1,000 refused requests: each caller is told, the first is recorded at once.
+        for v in 0..1000u32 {
+            assert_eq!(b.engine(set("s0", (v % 100) as u8), now, at).unwrap_err().code(), ErrorCode::RateLimited);
+        }
+        let first = b.take_effects().changes;
+        assert_eq!(first.len(), 1, "only the first refusal of the window is recorded at once");
+        assert_eq!(
+            (first[0].outcome, first[0].guardrail, first[0].count),
+            (Outcome::Refused, Some(Guardrail::RateLimited), None)
+        );
+        assert_eq!(
+            b.next_deadline(now, at),
+            Some(now + Duration::from_secs(10)),
+            "the count is due when the window ends"
+        );
+        // The window ends: the other 999 are one record that says so.
+        let later = at + chrono::Duration::seconds(10);
+        b.tick(now + Duration::from_secs(10), later);
+        let counted = b.take_effects().changes;
+        assert_eq!(counted.len(), 1);
+        assert_eq!((counted[0].outcome, counted[0].count, counted[0].at), (Outcome::Refused, Some(999), later));
+        assert_eq!(counted[0].requested, Some(99), "it repeats the last request");
+        assert_eq!(counted[0].principal, "key:engine");
+        assert!(
+            counted[0].detail.as_deref().unwrap().starts_with("999 more requests were refused alike (rate_limited)")
+        );
+        assert_ne!(counted[0].id, first[0].id);
+        assert_eq!(b.next_deadline(now + Duration::from_secs(10), later), None, "nothing left to count");
+    }
+
+    #[test]
+    fn counted_refusals_lost_with_their_batch_are_counted_again_and_flushed_at_the_end() {
+        let (mut b, now, at) = (book(10), Instant::now(), Utc::now());
+        b.policy(&PolicyRequest { pinned: Some(true), ..policy("s0") }, "key:op", at).unwrap();
+        b.committed();
+        b.take_effects();
+        for _ in 0..5 {
+            b.engine(set("s0", 70), now, at).unwrap_err();
+        }
+        b.take_effects();
+        b.tick(now + Duration::from_secs(10), at);
+        assert_eq!(b.effects.changes[0].count, Some(4));
+        b.rollback();
+        // The lost record's four are counted again, and recorded at the next tick.
+        let later = now + Duration::from_secs(11);
+        assert_eq!(b.next_deadline(later, at), Some(now + Duration::from_secs(10)), "due at once");
+        b.tick(later, at);
+        assert_eq!(b.take_effects().changes.iter().map(|c| c.count).collect::<Vec<_>>(), [Some(4)]);
+        // A new window: its first refusal is recorded at once; what it counted so far is recorded
+        // when the task stops.
+        for _ in 0..3 {
+            b.engine(set("s0", 70), later, at).unwrap_err();
+        }
+        assert_eq!(b.take_effects().changes.len(), 1);
+        b.flush_tallies(later, at, true);
+        let changes = b.take_effects().changes;
+        assert_eq!(changes.iter().map(|c| c.count).collect::<Vec<_>>(), [Some(2)]);
+        assert_eq!(changes[0].guardrail, Some(Guardrail::Pinned));
     }
 
     #[test]

@@ -24,6 +24,11 @@ const BATCH: usize = 1024;
 const REGISTERED_EVERY: Duration = Duration::from_secs(5);
 /// How long a batch may wait for PostgreSQL before its callers are told to retry.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A batch this large means a flood: the next one is gathered for [`FLOOD_PACE`] first, so that a
+/// flood costs at most about 100 commits per second whatever its rate. Each commit is a WAL flush
+/// that the registry's writers wait behind too; a caller of a quiet moment is not delayed.
+const FLOOD_BATCH: usize = 64;
+const FLOOD_PACE: Duration = Duration::from_millis(10);
 
 pub(super) struct Task {
     pub config: Config,
@@ -76,6 +81,7 @@ impl Task {
             }
             let (now, at) = (Instant::now(), Utc::now());
             self.book.tick(now, at);
+            let flood = buffer.len() >= FLOOD_BATCH;
             let mut answers = Vec::new();
             for input in buffer.drain(..) {
                 match input {
@@ -109,7 +115,8 @@ impl Task {
             }
             let effects = self.book.take_effects();
             let moved = !effects.dirty.is_empty();
-            let stored = effects.changes.is_empty() && effects.system.is_empty() || self.store(&effects).await;
+            let wrote = !(effects.changes.is_empty() && effects.system.is_empty());
+            let stored = !wrote || self.store(&effects).await;
             if stored {
                 self.book.committed();
             } else {
@@ -134,6 +141,18 @@ impl Task {
                     }
                 }
             }
+            if flood && wrote {
+                tokio::time::sleep(FLOOD_PACE).await;
+            }
+        }
+        // Refusals still being counted are recorded before the task goes.
+        self.book.flush_tallies(Instant::now(), Utc::now(), true);
+        let effects = self.book.take_effects();
+        if !effects.changes.is_empty() && !self.store(&effects).await {
+            tracing::warn!(
+                records = effects.changes.len(),
+                "the last counts of refused priority requests could not be stored"
+            );
         }
         tracing::debug!("priority task stopped");
     }
