@@ -28,7 +28,7 @@ Runs the benchmarks (release build). PART limits the run to some of:
     independent_launches  500 real processes without dependencies: launches per second, ready times
   priority:
     runaway_engine        registry round trips (p50/p99) alone, then under 10,000 priority changes per
-                          second from a runaway engine: the slowdown against the 2x target
+                          second from a runaway engine: the slowdown against the 1.5x target
   bridge (Python, orch_bridge built in release):
     bridge_events         events per second a Python consumer receives as typed objects, against the
                           pure-Python nats-py client on the same pre-filled stream
