@@ -51,6 +51,9 @@ def test_set_priority_returns_what_was_applied_and_its_event_arrives_typed(stack
             assert change.priority.adjustment.source == "engine:test"
             # Over NATS the principal is the transport; `source` is the caller's own words.
             assert (change.change.principal, change.priority.adjustment.principal) == ("nats", "nats")
+            assert change.change.count == 1, "a record of one request"
+            counted = orch_bridge.Change.from_json({**change.change.raw, "outcome": "refused", "count": 7})
+            assert counted.count == 7, "a counted refusal stands for its requests"
             assert change.priority.adjustment.expires_at > datetime.now(timezone.utc)
 
             (event,) = take(events, 1, "the priority event")

@@ -157,12 +157,16 @@ async fn authenticated(settings: &NatsSettings) -> Result<async_nats::ConnectOpt
 }
 
 /// The headers and body of a reply: `value` as JSON, with the ADR-32 error headers
-/// (`Nats-Service-Error-Code`, `Nats-Service-Error`) when it is an error.
+/// (`Nats-Service-Error-Code`, `Nats-Service-Error`) when it is an error; `unavailable` adds
+/// `Orch-Retry-After: 1`, as its HTTP answer adds `Retry-After`.
 pub fn reply(value: &impl serde::Serialize, error: Option<&ErrorBody>) -> (async_nats::HeaderMap, bytes::Bytes) {
     let mut headers = async_nats::HeaderMap::new();
     if let Some(error) = error {
         headers.insert(orch_protocol::headers::SERVICE_ERROR_CODE, error.code.status().to_string().as_str());
         headers.insert(orch_protocol::headers::SERVICE_ERROR, error.message.replace(['\r', '\n'], " ").as_str());
+        if error.code == orch_protocol::ErrorCode::Unavailable {
+            headers.insert(orch_protocol::headers::RETRY_AFTER, "1");
+        }
     }
     (headers, serde_json::to_vec(value).expect("a reply serializes").into())
 }
@@ -379,6 +383,19 @@ async fn provision_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unavailable_reply_says_when_to_retry_and_others_do_not() {
+        use orch_protocol::headers::{RETRY_AFTER, SERVICE_ERROR_CODE};
+        let (headers, body) = error_message(ProtocolError::new(orch_protocol::ErrorCode::Unavailable, "busy"));
+        assert_eq!(headers.get(SERVICE_ERROR_CODE).unwrap().as_str(), "503");
+        assert_eq!(headers.get(RETRY_AFTER).unwrap().as_str(), "1");
+        let reply: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(reply["error"]["code"], "unavailable");
+        let (headers, _) = error_message(ProtocolError::invalid("name", "must not be empty"));
+        assert_eq!(headers.get(SERVICE_ERROR_CODE).unwrap().as_str(), "400");
+        assert!(headers.get(RETRY_AFTER).is_none());
+    }
 
     #[test]
     fn credentials_never_show_in_logs_or_debug() {

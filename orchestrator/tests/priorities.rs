@@ -332,7 +332,8 @@ async fn sheddable_services_are_shed_lowest_priority_first_and_restored_highest_
     stack.wait_events(1, "pressure cleared", |e| e["type"] == "io.orch.resource.pressure_cleared.v1").await;
 }
 
-/// Over HTTP a rate-limited change says when to retry: within the guard's window.
+/// A rate-limited change says when to retry, the guard's window: over HTTP in `Retry-After`,
+/// over NATS in `Orch-Retry-After`.
 #[tokio::test]
 async fn a_rate_limited_change_says_when_to_retry() {
     let stack = Stack::start_with(|s| s.priority.rate_limit = 1).await;
@@ -349,6 +350,16 @@ async fn a_rate_limited_change_says_when_to_retry() {
     let second = tower::ServiceExt::oneshot(stack.running().router(), put(70)).await.unwrap();
     assert_eq!(second.status(), 429);
     assert_eq!(second.headers()["retry-after"], "60", "the default window");
+
+    let body = json!({"service": "api", "value": 80, "source": "engine:test", "reason": "load"});
+    let reply = stack
+        .client
+        .request(stack.subjects.request("priority", "set"), body.to_string().into())
+        .await
+        .expect("answered");
+    let headers = reply.headers.expect("error headers");
+    assert_eq!(headers.get(orch_protocol::headers::SERVICE_ERROR_CODE).unwrap().as_str(), "429");
+    assert_eq!(headers.get(orch_protocol::headers::RETRY_AFTER).unwrap().as_str(), "60");
 }
 
 /// A runaway engine's refused requests are each answered, and counted rather than recorded one

@@ -118,6 +118,9 @@ class Change:
     principal: str = ""
     """Who asked, as authenticated: ``key:<name>``, ``jwt:<sub>``, ``anonymous``, ``nats`` or
     ``orchestrator`` (protocol.md §6.1); ``source`` is what the caller said of itself."""
+    count: int = 1
+    """How many requests this record stands for: refusals of one service by one guardrail
+    within a rate window are counted into one ``refused`` record (protocol.md §13.4)."""
 
     @classmethod
     def from_json(cls, d: Json) -> "Change":
@@ -137,6 +140,7 @@ class Change:
             _core.parse_time(d["at"]),
             d,
             d.get("principal", ""),
+            d.get("count") or 1,
         )
 
 

@@ -49,7 +49,8 @@ export function summarize(ev: CloudEvent): string {
     return `${str(d.service)}: ${arrow(d.previous, d.state)}${str(d.reason) ? ` — ${str(d.reason)}` : ''}`;
   }
   if (kind.startsWith('priority.')) {
-    return `${str(d.service)}: ${str(d.previous)} → ${str(d.effective)} by ${str(d.source)}${str(d.reason) ? `: ${str(d.reason)}` : ''}`;
+    const count = typeof d.count === 'number' ? ` (×${d.count})` : '';
+    return `${str(d.service)}: ${str(d.previous)} → ${str(d.effective)} by ${str(d.source)}${count}${str(d.reason) ? `: ${str(d.reason)}` : ''}`;
   }
   if (str(d.message)) return str(d.message);
   return str(ev.subject);

@@ -109,7 +109,7 @@ export class PrioritiesView {
       h('td', { class: 'nowrap', title: c.at }, time(c.at)),
       h('td', {}, c.action),
       h('td', { class: 'nowrap' }, value, c.requested !== undefined && c.requested !== c.effective ? muted(` (asked ${c.requested})`) : ''),
-      h('td', {}, badge('outcome', c.outcome)),
+      h('td', {}, badge('outcome', c.outcome), c.count ? h('span', { class: 'small', 'data-count': String(c.count), title: 'requests this record stands for' }, ` ×${c.count}`) : ''),
       h('td', {}, c.source, c.principal ? h('div', { class: 'small', 'data-principal': c.principal, title: 'who asked, as authenticated' }, muted(c.principal)) : ''),
       h('td', { class: 'reason' }, c.reason || muted('—')),
       h('td', { class: 'small' }, [c.guardrail, c.detail, c.expires_at ? `expires ${time(c.expires_at)}` : ''].filter(Boolean).join(' · ')),

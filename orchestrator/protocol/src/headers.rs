@@ -14,6 +14,10 @@ pub const SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
 /// Set on error replies (ADR-32 convention): the human-readable message.
 pub const SERVICE_ERROR: &str = "Nats-Service-Error";
 
+/// Set on error replies that a retry may cure, as HTTP's `Retry-After`: the seconds to wait.
+/// `1` on `unavailable`; the guard's rate window on a priority change refused as `rate_limited`.
+pub const RETRY_AFTER: &str = "Orch-Retry-After";
+
 /// On dead-letter messages: the subject the rejected command was published to.
 pub const DLQ_ORIGINAL_SUBJECT: &str = "Orch-Original-Subject";
 

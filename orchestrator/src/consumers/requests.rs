@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use orch_protocol::subjects::verbs;
-use orch_protocol::{ErrorCode, ProtocolError, Subjects, principal};
+use orch_protocol::{ErrorCode, ProtocolError, Subjects, headers, principal};
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -172,9 +172,18 @@ async fn priority(
     priorities: &crate::priority::Priorities,
     request: PriorityRequest,
 ) -> (async_nats::HeaderMap, bytes::Bytes) {
+    // A rate-limited change says when to retry, as over HTTP.
+    let limited = |result: Result<_, ProtocolError>| {
+        let rate_limited = matches!(&result, Err(e) if e.code() == ErrorCode::RateLimited);
+        let (mut head, body) = reply(result);
+        if rate_limited {
+            head.insert(headers::RETRY_AFTER, priorities.retry_after_seconds().to_string().as_str());
+        }
+        (head, body)
+    };
     match request {
-        PriorityRequest::Set(r) => reply(priorities.set(r, principal::NATS.into()).await),
-        PriorityRequest::Clear(r) => reply(priorities.clear(r, principal::NATS.into()).await),
+        PriorityRequest::Set(r) => limited(priorities.set(r, principal::NATS.into()).await),
+        PriorityRequest::Clear(r) => limited(priorities.clear(r, principal::NATS.into()).await),
         PriorityRequest::Get(r) => reply(priorities.get(r).await),
         PriorityRequest::List => reply(priorities.list().await),
         PriorityRequest::Policy(r) => reply(priorities.policy(r, principal::NATS.into()).await),

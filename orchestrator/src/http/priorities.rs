@@ -57,11 +57,12 @@ struct SetBody {
 
 /// A refused change as an answer: a `rate_limited` one carries `Retry-After`, the guard's window
 /// (the longest a caller waits before a change of the service is taken again).
-struct Refusal(ApiError, Option<std::time::Duration>);
+struct Refusal(ApiError, Option<u64>);
 
 impl Refusal {
     fn of(error: orch_protocol::ProtocolError, state: &AppState) -> Refusal {
-        let retry = (error.code() == orch_protocol::ErrorCode::RateLimited).then(|| state.priorities.rate_window());
+        let retry =
+            (error.code() == orch_protocol::ErrorCode::RateLimited).then(|| state.priorities.retry_after_seconds());
         Refusal(error.into(), retry)
     }
 }
@@ -75,9 +76,8 @@ impl From<ApiError> for Refusal {
 impl axum::response::IntoResponse for Refusal {
     fn into_response(self) -> Response {
         let mut response = self.0.into_response();
-        if let Some(retry) = self.1 {
-            let seconds = retry.as_secs() + u64::from(retry.subsec_nanos() > 0);
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.max(1).into());
+        if let Some(seconds) = self.1 {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
         }
         response
     }
@@ -101,7 +101,8 @@ impl axum::response::IntoResponse for Refusal {
         (status = 409, description = "`refused`: the service is pinned by an operator", body = ErrorReply),
         PayloadTooLarge,
         (status = 429, description = "`rate_limited`: too many changes of this service within the rate window",
-            body = ErrorReply),
+            body = ErrorReply,
+            headers(("Retry-After" = u32, description = "Seconds to wait: the guard's rate window"))),
         Internal, Unavailable,
     )
 )]
@@ -143,7 +144,8 @@ async fn set(
         BadRequest,
         (status = 409, description = "`refused`: the service is pinned by an operator", body = ErrorReply),
         (status = 429, description = "`rate_limited`: too many changes of this service within the rate window",
-            body = ErrorReply),
+            body = ErrorReply,
+            headers(("Retry-After" = u32, description = "Seconds to wait: the guard's rate window"))),
         Internal, Unavailable,
     )
 )]

@@ -81,10 +81,12 @@ impl Priorities {
         Ok((Priorities { inputs, defaults: Arc::new(defaults), effective, pool, rate_window }, handle))
     }
 
-    /// How long a rate-limited caller waits at most before a change of the service is taken
-    /// again (the guard's window), for `Retry-After`.
-    pub fn rate_window(&self) -> std::time::Duration {
-        self.rate_window
+    /// How long a caller refused as `rate_limited` waits, in whole seconds (at least 1): the
+    /// guard's rate window, the longest before a change of the service is taken again. HTTP sends
+    /// it as `Retry-After`, NATS as `Orch-Retry-After`.
+    pub fn retry_after_seconds(&self) -> u64 {
+        let window = self.rate_window;
+        (window.as_secs() + u64::from(window.subsec_nanos() > 0)).max(1)
     }
 
     async fn ask<T>(&self, input: impl FnOnce(oneshot::Sender<T>) -> Input) -> Result<T, ProtocolError> {

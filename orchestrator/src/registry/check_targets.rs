@@ -42,7 +42,7 @@ impl CheckTargets {
                 Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
                     let parsed = reqwest::Url::parse(url)
                         .map_err(|e| ProtocolError::invalid(f("url"), format!("not a valid URL: {e}")))?;
-                    let host = parsed.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+                    let host = parsed.host_str().unwrap_or_default();
                     let target_port = parsed.port_or_known_default().unwrap_or(80);
                     if !parsed.username().is_empty() || parsed.password().is_some() {
                         return Err(ProtocolError::invalid(
@@ -86,7 +86,7 @@ impl CheckTargets {
     /// A check may reach `host`:`port` when it is the instance's own address and port, or an
     /// allowed host or network; never a link-local or metadata address unless a network allows it.
     fn admit_host(&self, host: &str, port: u16, own: &str, own_port: u16, field: &str) -> Result<(), ProtocolError> {
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host = unbracketed(host);
         if let Ok(ip) = host.parse::<IpAddr>()
             && !self.may_connect(ip)
         {
@@ -98,8 +98,7 @@ impl CheckTargets {
                 ),
             ));
         }
-        let own_target =
-            host.eq_ignore_ascii_case(own.trim_start_matches('[').trim_end_matches(']')) && port == own_port;
+        let own_target = host.eq_ignore_ascii_case(unbracketed(own)) && port == own_port;
         if own_target || self.allows_host(host) {
             return Ok(());
         }
@@ -122,6 +121,12 @@ impl CheckTargets {
     pub fn may_connect(&self, ip: IpAddr) -> bool {
         !is_sensitive(ip) || self.networks.iter().any(|n| n.contains(&ip))
     }
+}
+
+/// An IPv6 host as URLs write it (`[::1]`) without its brackets, so that it parses as an address
+/// and compares equal to the same address written bare.
+fn unbracketed(host: &str) -> &str {
+    host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host)
 }
 
 /// Link-local (IPv4 169.254/16, which holds the cloud metadata service 169.254.169.254; IPv6

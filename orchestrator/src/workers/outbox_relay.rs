@@ -57,7 +57,8 @@ pub struct OutboxRelay {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
     Retry,
-    /// Set it aside: it failed [`ISOLATE_AFTER`] times while JetStream answered.
+    /// Publish the alarm about it and, if JetStream stores the alarm, set the row aside; if
+    /// JetStream refuses the alarm too, every event is refused, no row is to blame: retry.
     Isolate,
 }
 
@@ -82,10 +83,10 @@ impl Strikes {
     }
 }
 
-/// Decides on a refused row: set aside only after [`ISOLATE_AFTER`] refusals and only when
-/// JetStream stored the alarm about it (otherwise every event is refused, and no row is to blame).
-pub fn verdict(refusals: u32, alarm_stored: bool) -> Verdict {
-    if refusals >= ISOLATE_AFTER && alarm_stored { Verdict::Isolate } else { Verdict::Retry }
+/// Decides on a row refused `refusals` times in a row: try to set it aside after
+/// [`ISOLATE_AFTER`].
+pub fn verdict(refusals: u32) -> Verdict {
+    if refusals >= ISOLATE_AFTER { Verdict::Isolate } else { Verdict::Retry }
 }
 
 /// The id of the alarm about the event `event_id`: the same for every attempt.
@@ -195,10 +196,8 @@ impl OutboxRelay {
                 Some((seq, error)) => {
                     let refusals = strikes.refused(*shard, seq);
                     tracing::warn!(shard, seq, refusals, error = %error, "outbox row refused by JetStream");
-                    // The alarm is only tried once the row has been refused often enough.
                     let row = rows.iter().find(|r| r.seq == seq).expect("the refused row is in the batch");
-                    let isolated =
-                        refusals >= ISOLATE_AFTER && self.isolate(row, &error, refusals).await? == Verdict::Isolate;
+                    let isolated = verdict(refusals) == Verdict::Isolate && self.isolate(row, &error, refusals).await?;
                     if isolated {
                         strikes.clear(*shard);
                         *cursor = seq;
@@ -261,8 +260,8 @@ impl OutboxRelay {
     }
 
     /// Publishes the `event_isolated` alarm about `row`; when JetStream stores it, moves `row`
-    /// to the dead-letter table.
-    async fn isolate(&self, row: &outbox::Pending, error: &str, attempts: u32) -> anyhow::Result<Verdict> {
+    /// to the dead-letter table and says `true`.
+    async fn isolate(&self, row: &outbox::Pending, error: &str, attempts: u32) -> anyhow::Result<bool> {
         let dead_letter_id = alarm_id(row.msg_id);
         let message = format!(
             "event {} on {:?} refused {attempts} times while JetStream took other events; set aside so \
@@ -292,10 +291,9 @@ impl OutboxRelay {
             Ok(ack) => ack.await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        if verdict(attempts, stored.is_ok()) == Verdict::Retry {
-            let why = stored.err().unwrap_or_default();
+        if let Err(why) = stored {
             tracing::warn!(event = %row.msg_id, error = %why, "JetStream refuses the alarm too: no row is to blame; retrying");
-            return Ok(Verdict::Retry);
+            return Ok(false);
         }
         tracing::error!(seq = row.seq, event = %row.msg_id, subject = %row.subject, error, "outbox row set aside");
         let dead_letter = DeadLetter {
@@ -312,7 +310,7 @@ impl OutboxRelay {
         };
         outbox::isolate(&self.pool, row.seq, &dead_letter).await?;
         self.metrics.outbox_isolated.inc();
-        Ok(Verdict::Isolate)
+        Ok(true)
     }
 }
 
@@ -325,11 +323,9 @@ mod tests {
         let mut strikes = Strikes::default();
         for n in 1..ISOLATE_AFTER {
             assert_eq!(strikes.refused(0, 7), n);
-            assert_eq!(verdict(n, true), Verdict::Retry);
+            assert_eq!(verdict(n), Verdict::Retry);
         }
-        let n = strikes.refused(0, 7);
-        assert_eq!(verdict(n, false), Verdict::Retry, "an outage blames no row");
-        assert_eq!(verdict(n, true), Verdict::Isolate);
+        assert_eq!(verdict(strikes.refused(0, 7)), Verdict::Isolate);
     }
 
     #[test]
