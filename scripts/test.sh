@@ -27,6 +27,7 @@ Exported to the tests:
   ORCH_TEST_DATABASE_URL  postgres://orch@127.0.0.1:PORT/orch (shared cluster)
   ORCH_NATS_SERVER        path of the nats-server binary
   ORCH_OPENAPI_VALIDATOR  path of openapi-spec-validator (tests/openapi.rs)
+  ORCH_SCHEMATHESIS       path of schemathesis (tests/api_fuzz.rs)
   ORCH_TOOLS_PYTHON       the venv's Python, with prometheus-client (tests/metrics.rs)
   ORCH_LOCAL              <repo>/.local unless set
   ORCH_PG_FAST            1 unless set (no fsync: test data only)
@@ -76,6 +77,7 @@ ORCH_TEST_DATABASE_URL="$("$SCRIPTS/pg.sh" start "$PG_DIR" "$PG_PORT")"
 export ORCH_TEST_DATABASE_URL
 export ORCH_NATS_SERVER="$NATS_SERVER"
 export ORCH_OPENAPI_VALIDATOR="$OPENAPI_VALIDATOR"
+export ORCH_SCHEMATHESIS="$SCHEMATHESIS"
 export ORCH_TOOLS_PYTHON="$VENV/bin/python"
 log "ORCH_TEST_DATABASE_URL=$ORCH_TEST_DATABASE_URL"
 log "ORCH_NATS_SERVER=$ORCH_NATS_SERVER"

@@ -224,3 +224,60 @@ async fn growth_is_bounded() {
         assert_eq!(config.max_bytes, bytes, "{stream:?}");
     }
 }
+
+/// The NUL character, which PostgreSQL cannot store, is refused at the edge naming its field on
+/// every path (HTTP body and query, NATS request, durable command) instead of failing the batch
+/// it would be written with: the registrations and priority changes around it go through.
+#[tokio::test]
+async fn the_nul_character_is_refused_naming_its_field_and_fails_nothing_else() {
+    let stack = Stack::start().await;
+    let poisoned = r#"{"name": "web", "address": "127.0.0.1", "port": 9000, "metadata": {"owner": "a\u0000b"}}"#;
+    let (status, reply) =
+        common::http::call_raw(&stack, "POST", "/api/v1/services", Some(poisoned.into()), "application/json", &[])
+            .await;
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(reply["error"]["field"], "metadata.owner");
+    let (status, reply) = common::http::call(&stack, "GET", "/api/v1/services?tag=a%00b", None).await;
+    assert_eq!((status.as_u16(), reply["error"]["field"].as_str()), (400, Some("tag")), "{reply}");
+    let (status, reply) = common::http::call(&stack, "GET", "/api/v1/health/history?service=a%00b", None).await;
+    assert_eq!((status.as_u16(), reply["error"]["field"].as_str()), (400, Some("service")), "{reply}");
+    let (status, reply) = common::http::call_raw(
+        &stack,
+        "PATCH",
+        "/api/v1/priorities/web/policy",
+        Some("[null, null]".into()),
+        "application/json",
+        &[],
+    )
+    .await;
+    assert_eq!((status.as_u16(), reply["error"]["code"].as_str()), (400, Some("malformed_payload")), "{reply}");
+
+    // Over NATS, a poisoned priority change among good ones: only it is refused.
+    let changes = futures::future::join_all((0..8).map(|i| {
+        let reason = if i == 3 { "load \\u0000" } else { "load" };
+        let body = format!(r#"{{"service": "s{i}", "value": 60, "source": "engine:test", "reason": "{reason}"}}"#);
+        let stack = &stack;
+        async move { stack.request_on("priority", "set", &body).await }
+    }))
+    .await;
+    for (i, (code, reply)) in changes.iter().enumerate() {
+        if i == 3 {
+            assert_eq!((code.as_deref(), reply["error"]["field"].as_str()), (Some("400"), Some("reason")), "{reply}");
+        } else {
+            assert_eq!(code.as_deref(), None, "s{i}: {reply}");
+        }
+    }
+
+    // On the durable path it is dead-lettered with its field; the command after it is applied.
+    stack.publish_command("register", &poisoned.replace("\"web\"", "\"poisoned\""), Some("nul-1")).await;
+    stack.publish_command("register", &registration("good-1", "good", 30), Some("nul-2")).await;
+    stack.wait_events(1, "the good registration", |e| e["subject"] == "good-1").await;
+    let field = eventually(Duration::from_secs(10), "the poisoned command dead-lettered", || async {
+        sqlx::query_as::<_, (Option<String>,)>("SELECT field FROM dead_letters WHERE command_id = 'nul-1'")
+            .fetch_optional(&stack.pool)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(field.0.as_deref(), Some("metadata.owner"));
+}

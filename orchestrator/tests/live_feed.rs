@@ -200,3 +200,16 @@ async fn a_foreign_origin_cannot_open_the_feed() {
         tokio_tungstenite::connect_async(with_origin(&own)).await.expect("the own origin opens the feed");
     socket.close(None).await.unwrap();
 }
+
+/// A plain GET of the feed (no WebSocket handshake) gets the API's JSON error naming `Upgrade`,
+/// not a bare text answer.
+#[tokio::test]
+async fn a_request_without_the_websocket_handshake_gets_a_json_error() {
+    let stack = Stack::start().await;
+    let (status, reply) = common::http::call(&stack, "GET", "/api/v1/ws", None).await;
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(
+        (reply["error"]["code"].as_str(), reply["error"]["field"].as_str()),
+        (Some("malformed_payload"), Some("Upgrade"))
+    );
+}

@@ -211,8 +211,12 @@ async fn the_shipped_users_have_least_privilege() {
 
     let observer = connect("observer").await;
     let js = async_nats::jetstream::new(observer.clone());
-    let events = common::read_stream(&js, "ORCH_EVENTS", None).await;
-    assert!(events.iter().any(|e| e["type"] == "io.orch.registry.registered.v1"), "the observer reads events");
+    // The reply came after the commit; the event follows through the outbox relay, so wait for it.
+    common::eventually(Duration::from_secs(20), "the observer reads the registered event", || async {
+        let events = common::read_stream(&js, "ORCH_EVENTS", None).await;
+        events.iter().any(|e| e["type"] == "io.orch.registry.registered.v1").then_some(())
+    })
+    .await;
     refused_then_allowed(observer, "orch.req.lifecycle.apply", "orch.req.registry.list").await;
 
     // Every allowed message arrived (2 heartbeats, 2 lists from the engine, 1 from the observer)

@@ -119,7 +119,61 @@ pub struct ErrorReply {
 
 /// Parses a JSON payload into `T`, naming the offending field on failure
 /// (`tags[1]: invalid type: integer `3`, expected a string`).
+///
+/// Every payload of the protocol is a JSON object: an array is refused even where serde would
+/// read one as a struct's fields in order. A string holding the NUL character (`\u0000`) is refused
+/// wherever it is, naming its field: PostgreSQL cannot store it, so it would otherwise fail the
+/// whole batch it is written with.
 pub fn parse_json<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ProtocolError> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|first| *first == b'[') {
+        return Err(ProtocolError::new(
+            ErrorCode::MalformedPayload,
+            "payload must be a JSON object ({...}), not an array",
+        ));
+    }
+    let value = parse_typed(bytes)?;
+    if let Some(field) = nul_field(bytes) {
+        let (field, what) = match field {
+            Some(field) => (field, "must not contain the NUL character (\\u0000)"),
+            None => ("payload".into(), "no key may contain the NUL character (\\u0000)"),
+        };
+        return Err(ProtocolError::invalid(field, what));
+    }
+    Ok(value)
+}
+
+/// Where a string of `bytes` (valid JSON) holds the NUL character: `Some(Some(path))` for a
+/// value (`metadata.owner`, `tags[2]`), `Some(None)` for a key, `None` when nowhere. Payloads without
+/// the escape `\u0000` are not parsed again.
+fn nul_field(bytes: &[u8]) -> Option<Option<String>> {
+    // The escape is a backslash (itself not escaped: an odd run of them) before `u0000`.
+    let escaped = bytes
+        .windows(5)
+        .enumerate()
+        .any(|(i, w)| w == b"u0000" && bytes[..i].iter().rev().take_while(|b| **b == b'\\').count() % 2 == 1);
+    if !escaped {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    fn walk(value: &serde_json::Value, path: &str) -> Option<Option<String>> {
+        match value {
+            serde_json::Value::String(s) if s.contains('\0') => Some(Some(path.to_string())),
+            serde_json::Value::Array(items) => {
+                items.iter().enumerate().find_map(|(i, item)| walk(item, &format!("{path}[{i}]")))
+            }
+            serde_json::Value::Object(map) => map.iter().find_map(|(key, item)| {
+                if key.contains('\0') {
+                    return Some(None);
+                }
+                walk(item, &if path.is_empty() { key.clone() } else { format!("{path}.{key}") })
+            }),
+            _ => None,
+        }
+    }
+    walk(&value, "")
+}
+
+fn parse_typed<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ProtocolError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
@@ -154,6 +208,21 @@ mod tests {
     struct Sample {
         port: u32,
         tags: Vec<String>,
+    }
+
+    #[test]
+    fn the_nul_character_is_refused_naming_its_field_and_an_array_is_no_object() {
+        let err = parse_json::<serde_json::Value>(br#"{"metadata": {"owner": "a\u0000b"}}"#).unwrap_err();
+        assert_eq!((err.code(), err.body().field.as_deref()), (ErrorCode::ValidationFailed, Some("metadata.owner")));
+        let err = parse_json::<serde_json::Value>(br#"{"tags": ["x", "\u0000"]}"#).unwrap_err();
+        assert_eq!(err.body().field.as_deref(), Some("tags[1]"));
+        let err = parse_json::<serde_json::Value>(br#"{"a\u0000": 1}"#).unwrap_err();
+        assert_eq!(err.body().field.as_deref(), Some("payload"));
+        // An escaped backslash followed by the text u0000 is no NUL.
+        parse_json::<serde_json::Value>(br#"{"path": "C:\\u0000"}"#).unwrap();
+        let err = parse_json::<Sample>(br#" [1, ["a"]]"#).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::MalformedPayload);
+        assert!(err.body().message.contains("JSON object"), "{}", err.body().message);
     }
 
     #[test]

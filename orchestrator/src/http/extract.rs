@@ -43,9 +43,16 @@ pub fn is_json(content_type: &str) -> bool {
 
 /// The `key=value` pairs of a query string; each route checks its own keys and names the one at
 /// fault, so a misspelt parameter is an error instead of being ignored.
+/// A value holding the NUL character (`%00`) is refused here for every route: PostgreSQL cannot
+/// store or compare it.
 pub fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
-    serde_urlencoded::from_str(query.unwrap_or(""))
-        .map_err(|e| ApiError::new(ErrorCode::MalformedPayload, format!("query string: {e}")))
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|e| ApiError::new(ErrorCode::MalformedPayload, format!("query string: {e}")))?;
+    if let Some((name, _)) = pairs.iter().find(|(name, value)| name.contains('\0') || value.contains('\0')) {
+        let name = if name.contains('\0') { "query" } else { name.as_str() };
+        return Err(ApiError::field(ErrorCode::ValidationFailed, name, "must not contain the NUL character (%00)"));
+    }
+    Ok(pairs)
 }
 
 /// The error for a query parameter the route does not know.
@@ -55,7 +62,14 @@ pub fn unknown_parameter(name: &str, known: &str) -> ApiError {
 
 #[cfg(test)]
 mod tests {
-    use super::is_json;
+    use super::{is_json, query_pairs};
+
+    #[test]
+    fn a_query_value_with_the_nul_character_is_refused_naming_its_parameter() {
+        let err = query_pairs(Some("service=web&tag=a%00b")).unwrap_err();
+        assert_eq!((err.0.field.as_deref(), err.0.code), (Some("tag"), orch_protocol::ErrorCode::ValidationFailed));
+        assert_eq!(query_pairs(Some("service=web")).unwrap(), [("service".to_string(), "web".to_string())]);
+    }
 
     #[test]
     fn only_json_media_types_are_json() {

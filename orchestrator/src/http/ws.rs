@@ -229,9 +229,17 @@ type Messages = pull::Ordered;
 pub async fn feed(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let query = parse_query(query.as_deref(), &state.subjects)?;
+    // A plain GET, or a WebSocket handshake that is not one, gets the API's JSON error too.
+    let upgrade = upgrade.map_err(|rejection| {
+        ApiError::field(
+            ErrorCode::MalformedPayload,
+            "Upgrade",
+            format!("the live feed is a WebSocket; open it with a WebSocket handshake: {}", rejection.body_text()),
+        )
+    })?;
     let permit = state.feed.slots.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(ErrorCode::Unavailable, "too many live-feed clients (--ws-max-clients); retry later")
     })?;
