@@ -3,27 +3,51 @@
 # docker-compose stack start NATS with DIR/nats-auth.conf, so it refuses anonymous clients and
 # gives each role only what docs/protocol.md §14.2 lists (subject prefix "orch").
 #
-#   scripts/nats-auth.sh DIR [HOST:PORT]
+#   scripts/nats-auth.sh DIR [HOST:PORT [NODE...]]
 #
 # Writes (mode 0600; running it again keeps the passwords):
-#   DIR/<role>.password    orchestrator, service, engine, observer
+#   DIR/<role>.password    orchestrator, service, engine, observer, and agent-<NODE> for each NODE
 #   DIR/nats-auth.conf     the server's authorization block (include it, or pass it with -c)
 #   DIR/orchestrator.toml  the orchestrator's NATS user, for --config / ORCH_CONFIG
-#   DIR/<role>.url         nats://<role>:<password>@HOST:PORT for clients: the CLI, the bridge
+#   DIR/<role>.url         nats://<role>:<password>@HOST:PORT for clients: the CLI, the bridge,
+#                          and `orchestrator agent --node NODE --nats-url "$(cat DIR/agent-NODE.url)"`
+# A standalone agent's user may only take its own node's requests and report its own node's
+# process ends and pressure: it cannot start anything, here or on another node.
 # With OWNER=uid:gid set, DIR is handed to that user (the orchestrator's, in a container).
 # POSIX sh: it also runs in the NATS image.
 set -eu
 
-DIR="${1:?usage: scripts/nats-auth.sh DIR [HOST:PORT]}"
+DIR="${1:?usage: scripts/nats-auth.sh DIR [HOST:PORT [NODE...]]}"
 ENDPOINT="${2:-127.0.0.1:4222}"
+if [ $# -ge 2 ]; then shift 2; else shift $#; fi
+NODES="$*"
+for node in $NODES; do
+    case "$node" in
+    *[!a-z0-9_-]*) echo "nats-auth.sh: node $node: a node name is 1-63 of lower-case letters, digits, '-' or '_'" >&2; exit 2 ;;
+    esac
+    [ "${#node}" -le 63 ] || { echo "nats-auth.sh: node $node: longer than 63 characters" >&2; exit 2; }
+done
+AGENTS="$(for node in $NODES; do printf 'agent-%s ' "$node"; done)"
 umask 077
 mkdir -p "$DIR"
 
 secret() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
-for role in orchestrator service engine observer; do
+for role in orchestrator service engine observer $AGENTS; do
     [ -s "$DIR/$role.password" ] || secret >"$DIR/$role.password"
 done
 pw() { cat "$DIR/$1.password"; }
+# A standalone agent on node $1: its node's requests, answered; its node's reports.
+agent_user() {
+    cat <<AGENT
+    # The node agent of $1: takes its node's requests (start, stop, status, logs) and answers
+    # them; reports its node's process ends and pressure. Nothing for another node.
+    { user: agent-$1, password: "$(pw "agent-$1")",
+      permissions: {
+        publish:   { allow: ["orch.agent.$1.exited", "orch.agent.$1.pressure"] }
+        subscribe: { allow: ["orch.agent.$1.*"] }
+        allow_responses: true } }
+AGENT
+}
 
 cat >"$DIR/nats-auth.conf" <<EOF
 # Made by scripts/nats-auth.sh: one user per role, least privilege (docs/protocol.md §14.2).
@@ -65,12 +89,13 @@ authorization {
                              "\$JS.API.INFO", "\$JS.API.STREAM.INFO.ORCH_EVENTS", "\$JS.API.CONSUMER.*.ORCH_EVENTS",
                              "\$JS.API.CONSUMER.*.ORCH_EVENTS.>", "\$JS.API.CONSUMER.MSG.NEXT.ORCH_EVENTS.>"] }
         subscribe: { allow: ["_INBOX.>"] } } }
+$(for node in $NODES; do agent_user "$node"; done)
   ]
 }
 EOF
 
 printf 'nats-user = "orchestrator"\nnats-password = "%s"\n' "$(pw orchestrator)" >"$DIR/orchestrator.toml"
-for role in service engine observer; do
+for role in service engine observer $AGENTS; do
     printf 'nats://%s:%s@%s\n' "$role" "$(pw "$role")" "$ENDPOINT" >"$DIR/$role.url"
 done
 if [ -n "${OWNER:-}" ]; then

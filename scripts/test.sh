@@ -37,6 +37,8 @@ Environment:
   ORCH_TEST_PYTHON        1: run the Python tests even with RUNNER ARGS; 0: never
   ORCH_TEST_BROWSER       1: run the browser tests even with RUNNER ARGS; 0: never
   PYTEST_ARGS             extra arguments for pytest, e.g. "-k durable"
+  ORCH_TEST_LOG           the log filter of the orchestrators the Rust tests start [warn],
+                          e.g. "info" with "-E 'test(NAME)' --no-capture" to follow one test
 EOF
 }
 

@@ -52,7 +52,7 @@ pub enum Command {
     Events(EventsArgs),
     /// Run a node agent alone, connected only to NATS: it starts, stops and watches the processes
     /// of managed services on this machine for the orchestrator.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Run one service's process under a shim that kills its whole process group when the agent
     /// dies (used by the agent itself).
     #[command(hide = true)]
@@ -106,9 +106,13 @@ pub struct AgentArgs {
     #[arg(long, env = "ORCH_NODE", default_value = "local")]
     pub node: String,
 
-    /// NATS server URL(s), comma-separated.
+    /// NATS server URL(s), comma-separated. Credentials may be in the URL
+    /// (`nats://agent-<node>:<password>@host:4222`, as scripts/nats-auth.sh writes it).
     #[arg(long, env = "ORCH_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+
+    #[command(flatten)]
+    pub nats_auth: NatsAuthArgs,
 
     /// Subject prefix of the orchestrator this agent serves.
     #[arg(long, env = "ORCH_SUBJECT_PREFIX", default_value = "orch")]
@@ -135,6 +139,19 @@ pub struct AgentArgs {
 }
 
 impl AgentArgs {
+    /// How the standalone agent connects to NATS: the same ways as the orchestrator (a user of
+    /// its own, `agent-<node>` in scripts/nats-auth.sh), named `agent-<node>`.
+    pub fn nats(&self) -> Result<NatsSettings, String> {
+        let (credentials, tls) = self.nats_auth.settings()?;
+        Ok(NatsSettings {
+            url: self.nats_url.clone(),
+            name: format!("agent-{}", self.node),
+            credentials,
+            tls,
+            streams: Default::default(),
+        })
+    }
+
     /// The standalone agent's settings; it runs its services under the running binary's shim.
     pub fn settings(&self) -> Result<AgentSettings, String> {
         if !orch_protocol::registry::is_valid_name(&self.node) {

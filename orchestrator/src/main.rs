@@ -30,7 +30,7 @@ async fn run(cli: config::Cli) -> ExitCode {
         Command::Shim(_) => unreachable!("handled before the runtime starts"),
         Command::Agent(args) => {
             telemetry::init(&args.log, args.log_format);
-            match agent(args).await {
+            match agent(*args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "agent failed");
@@ -115,12 +115,9 @@ async fn run(cli: config::Cli) -> ExitCode {
 /// `orchestrator agent`: the node agent alone, until SIGINT or SIGTERM.
 async fn agent(args: config::AgentArgs) -> anyhow::Result<()> {
     let settings = args.settings().map_err(anyhow::Error::msg)?;
+    let nats = args.nats().map_err(anyhow::Error::msg)?;
     let subjects = orch_protocol::Subjects::new(&args.subject_prefix)?;
-    let client = async_nats::ConnectOptions::new()
-        .name(format!("agent-{}", settings.node))
-        .retry_on_initial_connect()
-        .connect(&args.nats_url)
-        .await?;
+    let client = orchestrator::nats::connect(&nats).await?;
     let (stop, stopped) = orchestrator::shutdown::Stopper::new();
     let task = tokio::spawn(orchestrator::agent::run(client, subjects, settings, stopped));
     wait_for_signal().await;

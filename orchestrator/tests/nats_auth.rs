@@ -242,3 +242,122 @@ async fn the_shipped_users_have_least_privilege() {
     }
     running.shutdown().await;
 }
+
+/// A standalone agent with the user `scripts/nats-auth.sh DIR HOST:PORT NODE` makes for it runs
+/// its node's services for the orchestrator, and can do nothing else: it cannot report for another
+/// node or ask any agent to start a process. Absence is shown as in the test above: an allowed
+/// message sent after the refused ones arrives, and NATS keeps one connection's order.
+#[tokio::test]
+async fn a_node_agent_user_serves_its_own_node_and_nothing_else() {
+    use futures::StreamExt;
+    use tower::ServiceExt;
+    common::init_logs();
+    let auth = orch_testkit::TempDir::new("orch-nats-agent-users");
+    let status = std::process::Command::new("sh")
+        .arg(orch_testkit::workspace_root().join("scripts/nats-auth.sh"))
+        .args([auth.path().to_str().unwrap(), "127.0.0.1:4222", "edge"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let conf = std::fs::read_to_string(auth.path().join("nats-auth.conf")).unwrap();
+    let nats = NatsServer::start_with_config(&conf);
+    let password = |role: &str| std::fs::read_to_string(auth.path().join(format!("{role}.password"))).unwrap();
+    let with_user = |role: &str| nats.url().replace("nats://", &format!("nats://{role}:{}@", password(role)));
+    let url_file = std::fs::read_to_string(auth.path().join("agent-edge.url")).unwrap();
+    assert_eq!(url_file.trim(), format!("nats://agent-edge:{}@127.0.0.1:4222", password("agent-edge")));
+
+    let database = orch_testkit::fresh_database().await;
+    let mut settings = common::settings(&nats.url(), &database);
+    settings.nats.credentials =
+        Credentials::UserPassword { user: "orchestrator".into(), password: password("orchestrator") };
+    let running = orchestrator::start(settings).await.expect("the orchestrator starts with its user");
+
+    // The agent of node edge, with its own user, runs a service placed there.
+    let logs = orch_testkit::TempDir::new("agent-edge");
+    let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(["agent", "--node", "edge", "--nats-url", &with_user("agent-edge"), "--log", "warn"])
+        .arg("--log-dir")
+        .arg(logs.path())
+        .spawn()
+        .expect("the agent starts");
+    let manifest = format!(
+        "[services.remote]\ncommand = \"{}\"\nargs = [\"--ready-after\", \"0ms\"]\nport = {}\nnode = \"edge\"\n\
+         readiness = {{ kind = \"tcp\", interval = \"1s\" }}\n",
+        env!("CARGO_BIN_EXE_orch-sleeper"),
+        orch_testkit::free_port()
+    );
+    let call = |method: &str, uri: &str, body: Option<String>| {
+        let mut request = axum::http::Request::builder().method(method).uri(uri);
+        if body.is_some() {
+            request = request.header("content-type", "application/toml");
+        }
+        let request = request.body(axum::body::Body::from(body.unwrap_or_default())).unwrap();
+        let router = running.router();
+        async move {
+            let response = router.oneshot(request).await.unwrap();
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
+        }
+    };
+    let (status, reply) = call("PUT", "/api/v1/stack", Some(manifest)).await;
+    assert_eq!(status, 202, "{reply}");
+    common::eventually(Duration::from_secs(30), "the service runs on edge", || async {
+        let (_, view) = call("GET", "/api/v1/stack", None).await;
+        let service = view["services"].as_array()?.iter().find(|s| s["name"] == "remote")?.clone();
+        (service["state"] == "ready" && service["node"] == "edge").then_some(())
+    })
+    .await;
+    let (status, lines) = call("GET", "/api/v1/stack/services/remote/logs", None).await;
+    assert_eq!(status, 200, "its logs are read through the agent: {lines}");
+
+    // What the agent's user may not do.
+    let connect = |role: &'static str| {
+        let url = nats.url();
+        let password = password(role);
+        async move { async_nats::ConnectOptions::with_user_and_password(role.into(), password).connect(url).await.unwrap() }
+    };
+    // The agents report on these subjects too: the test's messages carry markers of their own.
+    let watcher = connect("orchestrator").await;
+    let mut seen = watcher.subscribe("orch.agent.>").await.unwrap();
+    watcher.flush().await.unwrap();
+    let edge = connect("agent-edge").await;
+    // Publishing: a start for its own node, and reports for another node, are refused.
+    for refused in ["orch.agent.edge.start", "orch.agent.local.exited", "orch.agent.local.pressure"] {
+        edge.publish(refused, "refused".into()).await.unwrap();
+    }
+    edge.publish("orch.agent.edge.pressure", "allowed".into()).await.unwrap();
+    edge.flush().await.unwrap();
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(20), seen.next()).await.expect("in time").unwrap();
+        assert_ne!(&message.payload[..], b"refused", "{} was published by the agent of edge", message.subject);
+        if &message.payload[..] == b"allowed" {
+            break;
+        }
+    }
+    // Subscribing to another node's requests is refused by the server.
+    let (tx, mut violations) = tokio::sync::mpsc::unbounded_channel();
+    let snoop = async_nats::ConnectOptions::with_user_and_password("agent-edge".into(), password("agent-edge"))
+        .event_callback(move |event| {
+            let tx = tx.clone();
+            async move {
+                if let async_nats::Event::ServerError(error) = event {
+                    let _ = tx.send(error.to_string());
+                }
+            }
+        })
+        .connect(nats.url())
+        .await
+        .unwrap();
+    let _other = snoop.subscribe("orch.agent.local.*").await.unwrap();
+    snoop.flush().await.unwrap();
+    let violation = tokio::time::timeout(Duration::from_secs(20), violations.recv()).await.expect("in time").unwrap();
+    assert!(violation.contains("Permissions Violation for Subscription"), "{violation}");
+    drop(snoop);
+
+    let (status, _) = call("DELETE", "/api/v1/stack", None).await;
+    assert_eq!(status, 200);
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    running.shutdown().await;
+}

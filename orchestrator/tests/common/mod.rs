@@ -56,8 +56,13 @@ pub struct Stack {
     configure: std::sync::Arc<dyn Fn(&mut Settings) + Send + Sync>,
 }
 
+/// The orchestrator's log in tests: warnings and errors, or the filter in `ORCH_TEST_LOG`
+/// (e.g. `ORCH_TEST_LOG=info`) to follow what a failing test did.
 pub fn init_logs() {
-    orchestrator::telemetry::init("warn", orchestrator::telemetry::LogFormat::Human);
+    orchestrator::telemetry::init(
+        &std::env::var("ORCH_TEST_LOG").unwrap_or("warn".into()),
+        orchestrator::telemetry::LogFormat::Human,
+    );
 }
 
 impl Stack {
