@@ -117,10 +117,12 @@ async fn agent(args: config::AgentArgs) -> anyhow::Result<()> {
     let settings = args.settings().map_err(anyhow::Error::msg)?;
     let nats = args.nats().map_err(anyhow::Error::msg)?;
     let subjects = orch_protocol::Subjects::new(&args.subject_prefix)?;
+    let signal = stop_signals();
+    tracing::info!(node = %settings.node, url = %orch_client::redacted_url(&nats.url), "agent connecting to NATS");
     let client = orchestrator::nats::connect(&nats).await?;
     let (stop, stopped) = orchestrator::shutdown::Stopper::new();
     let task = tokio::spawn(orchestrator::agent::run(client, subjects, settings, stopped));
-    wait_for_signal().await;
+    signal.await;
     stop.stop();
     task.await?
 }
@@ -158,18 +160,28 @@ fn cli_result(command: &str, result: anyhow::Result<()>) -> ExitCode {
 }
 
 async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+    stop_signals().await
+}
+
+/// SIGINT or SIGTERM, heard from the moment this is called (the handlers are installed at once,
+/// not when the future is first polled).
+fn stop_signals() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => tracing::info!("SIGINT received"),
-            _ = term.recv() => tracing::info!("SIGTERM received"),
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        async move {
+            tokio::select! {
+                _ = int.recv() => tracing::info!("SIGINT received"),
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

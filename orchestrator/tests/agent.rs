@@ -132,3 +132,45 @@ async fn standalone_agent_runs_processes_over_nats_and_leaves_nothing_behind() {
     let left: Vec<&u32> = group.iter().filter(|p| alive(**p)).collect();
     assert!(left.is_empty(), "processes outlived the agent: {left:?}");
 }
+
+/// An agent that cannot reach NATS still stops on SIGTERM: it used to wait for NATS first. The
+/// signal is sent once the agent says it is connecting, which it says after its signal handlers
+/// are installed.
+#[test]
+fn an_agent_that_cannot_reach_nats_stops_on_sigterm() {
+    use std::io::BufRead;
+    let logs = TempDir::new("agent-unreachable");
+    let nowhere = format!("nats://127.0.0.1:{}", orch_testkit::free_port());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(["agent", "--node", "lonely", "--nats-url", &nowhere, "--log", "info", "--log-format", "json"])
+        .arg("--log-dir")
+        .arg(logs.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the agent starts");
+    // The log is on stderr.
+    let output = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut lines = output.lines();
+    lines
+        .by_ref()
+        .map(|line| line.unwrap())
+        .find(|line| line.contains("agent connecting to NATS"))
+        .expect("the agent says it is connecting");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    // Bounded so that a regression fails here instead of hanging the suite.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the agent did not stop within a minute of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let rest: Vec<String> = lines.map(|line| line.unwrap()).collect();
+    assert!(rest.iter().any(|l| l.contains("agent stopped before NATS answered")), "{rest:?}");
+}

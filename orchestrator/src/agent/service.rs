@@ -27,8 +27,19 @@ pub async fn run(
     mut exits: mpsc::UnboundedReceiver<Exited>,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let mut requests = client.subscribe(subjects.agent_all(&node)).await?;
-    client.flush().await?;
+    // Until NATS answers, a stop is still heard: an agent that cannot reach NATS can be stopped.
+    let subscribed = async {
+        let requests = client.subscribe(subjects.agent_all(&node)).await?;
+        client.flush().await?;
+        anyhow::Ok(requests)
+    };
+    let mut requests = tokio::select! {
+        requests = subscribed => requests?,
+        _ = shutdown.requested() => {
+            tracing::info!(node = %node, "agent stopped before NATS answered");
+            return Ok(());
+        }
+    };
     tracing::info!(node = %node, subject = %subjects.agent_all(&node), "agent ready");
     let exited_subject = subjects.agent(&node, verbs::EXITED);
     loop {
