@@ -31,7 +31,7 @@ struct Params {
     operation_id = "discover",
     tag = tags::DISCOVERY,
     params(
-        ("name" = String, Path, description = "Service name"),
+        ("name" = String, Path, description = "Service name", pattern = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"),
         ("strategy" = Option<Strategy>, Query, description = "How to pick `instance` (default `round_robin`); \
             the only parameter"),
     ),

@@ -114,7 +114,7 @@ async fn system(State(state): State<AppState>, RawQuery(query): RawQuery) -> Res
     path = "/services/{id}/health",
     operation_id = "service_health",
     tag = tags::HEALTH,
-    params(("id" = String, Path, description = "Service name (not an instance id)")),
+    params(("id" = String, Path, description = "Service name (not an instance id)", pattern = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")),
     responses(
         (status = 200, description = "Healthy", body = ServiceReport),
         (status = 429, description = "Degraded", body = ServiceReport),
@@ -139,7 +139,7 @@ async fn service(State(state): State<AppState>, Path(name): Path<String>) -> Res
     path = "/services/{id}/maintenance",
     operation_id = "service_maintenance_on",
     tag = tags::HEALTH,
-    params(("id" = String, Path, description = "Service name (not an instance id)"), IdempotencyKey),
+    params(("id" = String, Path, description = "Service name (not an instance id)", pattern = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"), IdempotencyKey),
     request_body(content = MaintenanceRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "`updated` or `unchanged`", body = Reply),
@@ -166,7 +166,7 @@ async fn service_maintenance_on(
     path = "/services/{id}/maintenance",
     operation_id = "service_maintenance_off",
     tag = tags::HEALTH,
-    params(("id" = String, Path, description = "Service name (not an instance id)"), IdempotencyKey),
+    params(("id" = String, Path, description = "Service name (not an instance id)", pattern = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"), IdempotencyKey),
     responses(
         (status = 200, description = "`updated` or `unchanged`", body = Reply),
         BadRequest, Conflict, Internal, Unavailable,
@@ -195,7 +195,7 @@ async fn instance(state: &AppState, id: &str) -> Result<Instance, ApiError> {
     path = "/instances/{id}/checks",
     operation_id = "list_checks",
     tag = tags::HEALTH,
-    params(("id" = String, Path, description = "Instance id")),
+    params(("id" = String, Path, description = "Instance id", pattern = r"^[A-Za-z0-9_-]{1,128}$")),
     responses(
         (status = 200, description = "The lease first, then the declared checks", body = CheckList),
         BadRequest, NotFound, Internal, Unavailable,
@@ -215,8 +215,8 @@ async fn list_checks(State(state): State<AppState>, Path(id): Path<String>) -> R
     operation_id = "put_check",
     tag = tags::HEALTH,
     params(
-        ("id" = String, Path, description = "Instance id"),
-        ("check" = String, Path, description = "Check id"),
+        ("id" = String, Path, description = "Instance id", pattern = r"^[A-Za-z0-9_-]{1,128}$"),
+        ("check" = String, Path, description = "Check id", pattern = r"^[a-z0-9_-]{1,64}$"),
         IdempotencyKey,
     ),
     request_body(content = CheckSpec, content_type = "application/json"),
@@ -258,8 +258,8 @@ async fn put_check(
     operation_id = "remove_check",
     tag = tags::HEALTH,
     params(
-        ("id" = String, Path, description = "Instance id"),
-        ("check" = String, Path, description = "Check id"),
+        ("id" = String, Path, description = "Instance id", pattern = r"^[A-Za-z0-9_-]{1,128}$"),
+        ("check" = String, Path, description = "Check id", pattern = r"^[a-z0-9_-]{1,64}$"),
         IdempotencyKey,
     ),
     responses(
@@ -296,8 +296,8 @@ async fn remove_check(
     operation_id = "ttl_update",
     tag = tags::HEALTH,
     params(
-        ("id" = String, Path, description = "Instance id"),
-        ("check" = String, Path, description = "Id of a `ttl` check"),
+        ("id" = String, Path, description = "Instance id", pattern = r"^[A-Za-z0-9_-]{1,128}$"),
+        ("check" = String, Path, description = "Id of a `ttl` check", pattern = r"^[a-z0-9_-]{1,64}$"),
     ),
     request_body(content = TtlUpdate, content_type = "application/json"),
     responses(
@@ -328,7 +328,7 @@ async fn ttl_update(
     path = "/instances/{id}/maintenance",
     operation_id = "instance_maintenance_on",
     tag = tags::HEALTH,
-    params(("id" = String, Path, description = "Instance id"), IdempotencyKey),
+    params(("id" = String, Path, description = "Instance id", pattern = r"^[A-Za-z0-9_-]{1,128}$"), IdempotencyKey),
     request_body(content = MaintenanceRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "`updated` or `unchanged`, with the instance", body = Reply),
@@ -355,7 +355,7 @@ async fn maintenance_on(
     path = "/instances/{id}/maintenance",
     operation_id = "instance_maintenance_off",
     tag = tags::HEALTH,
-    params(("id" = String, Path, description = "Instance id"), IdempotencyKey),
+    params(("id" = String, Path, description = "Instance id", pattern = r"^[A-Za-z0-9_-]{1,128}$"), IdempotencyKey),
     responses(
         (status = 200, description = "`updated` or `unchanged`, with the instance", body = Reply),
         BadRequest, NotFound, Conflict, Internal, Unavailable,
@@ -449,7 +449,7 @@ async fn history(State(state): State<AppState>, RawQuery(query): RawQuery) -> Re
     operation_id = "instance_health_history",
     tag = tags::HEALTH,
     params(
-        ("id" = String, Path, description = "Instance id"),
+        ("id" = String, Path, description = "Instance id", pattern = r"^[A-Za-z0-9_-]{1,128}$"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "At most this many, 1-1000 \
             (default 100)"),
         ("before" = Option<i64>, Query, description = "Only entries older than this `seq` (the next page)"),

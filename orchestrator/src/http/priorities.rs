@@ -92,7 +92,7 @@ impl axum::response::IntoResponse for Refusal {
     path = "/priorities/{service}",
     operation_id = "set_priority",
     tag = tags::PRIORITIES,
-    params(("service" = String, Path, description = "Service name")),
+    params(("service" = String, Path, description = "Service name", pattern = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")),
     request_body(content = SetBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Applied or clamped", body = ChangeReply),
@@ -134,7 +134,7 @@ async fn set(
     operation_id = "clear_priority",
     tag = tags::PRIORITIES,
     params(
-        ("service" = String, Path, description = "Service name"),
+        ("service" = String, Path, description = "Service name", pattern = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"),
         ("source" = Option<String>, Query, description = "Who asks (default `api`)"),
         ("reason" = Option<String>, Query, description = "Why"),
     ),
@@ -175,7 +175,7 @@ async fn clear(
     operation_id = "get_priority",
     tag = tags::PRIORITIES,
     params(
-        ("service" = String, Path, description = "Service name"),
+        ("service" = String, Path, description = "Service name", pattern = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"),
         ("history" = Option<u32>, Query, minimum = 0, maximum = 1000,
             description = "Changes to include, newest first: 0-1000 (default 50)"),
     ),
@@ -270,7 +270,7 @@ struct PolicyBody {
     path = "/priorities/{service}/policy",
     operation_id = "set_priority_policy",
     tag = tags::PRIORITIES,
-    params(("service" = String, Path, description = "Service name")),
+    params(("service" = String, Path, description = "Service name", pattern = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")),
     request_body(content = PolicyBody, content_type = "application/json"),
     responses(
         (status = 200, description = "The change and the priority after it", body = ChangeReply),

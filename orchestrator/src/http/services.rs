@@ -36,7 +36,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub(super) struct IdempotencyKey {
     /// 1-200 visible ASCII characters. A repeat of the request with the same key returns the
     /// first outcome; the key on another request is `409`. Remembered for 7 days.
-    #[param(rename = "Idempotency-Key", value_type = String, required = false)]
+    #[param(rename = "Idempotency-Key", value_type = String, required = false, pattern = "^[!-~]{1,200}$")]
     idempotency_key: Option<String>,
 }
 
@@ -128,7 +128,7 @@ async fn register(
     path = "/services/{id}",
     operation_id = "deregister_instance",
     tag = tags::SERVICES,
-    params(("id" = String, Path, description = "Instance id"), IdempotencyKey),
+    params(("id" = String, Path, description = "Instance id", pattern = r"^[A-Za-z0-9_-]{1,128}$"), IdempotencyKey),
     responses(
         (status = 200, description = "`deregistered`, with the instance as it was", body = Reply),
         BadRequest, NotFound, Conflict, Internal, Unavailable,
@@ -151,7 +151,7 @@ async fn deregister(
     path = "/services/{id}",
     operation_id = "get_instance",
     tag = tags::SERVICES,
-    params(("id" = String, Path, description = "Instance id")),
+    params(("id" = String, Path, description = "Instance id", pattern = r"^[A-Za-z0-9_-]{1,128}$")),
     responses(
         (status = 200, description = "The instance", body = InstanceView),
         BadRequest, NotFound, Internal, Unavailable,
@@ -188,7 +188,7 @@ enum HeartbeatStatus {
     path = "/services/{id}/heartbeat",
     operation_id = "heartbeat",
     tag = tags::SERVICES,
-    params(("id" = String, Path, description = "Instance id")),
+    params(("id" = String, Path, description = "Instance id", pattern = r"^[A-Za-z0-9_-]{1,128}$")),
     responses(
         (status = 200, description = "`renewed`, or `recovering` when the lease had run out", body = Heartbeat),
         BadRequest, NotFound,

@@ -230,7 +230,7 @@ async fn profile(State(state): State<AppState>) -> Result<Response, ApiError> {
     path = "/stack/services/{name}/restart",
     operation_id = "restart_service",
     tag = tags::STACK,
-    params(("name" = String, Path, description = "Name of a managed service")),
+    params(("name" = String, Path, description = "Name of a managed service", pattern = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")),
     responses(
         (status = 202, description = "The restart is on its way", body = Restarting),
         BadRequest, NotFound, Conflict, Internal, Unavailable,
@@ -255,7 +255,7 @@ async fn restart(
     operation_id = "service_logs",
     tag = tags::STACK,
     params(
-        ("name" = String, Path, description = "Name of a managed service"),
+        ("name" = String, Path, description = "Name of a managed service", pattern = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"),
         ("lines" = Option<usize>, Query, minimum = 1, maximum = 10000,
             description = "How many of the last lines, 1-10000 (default 100)"),
     ),
