@@ -5,9 +5,9 @@
 //! Checked on every answer: no `5xx`; the status, content type, headers and body as the document
 //! says; invalid input refused; authentication not ignored. Left out: `positive_data_acceptance`,
 //! which expects every request the document's schemas allow to be accepted. The document gives
-//! each field's type, but not every rule of the protocol (a service name's characters, an
-//! instance id's length, an `Idempotency-Key`'s alphabet, numeric ranges); protocol.md does, and
-//! the `400` naming the field is documented for each operation.
+//! the patterns of names and ids in paths and of `Idempotency-Key`, but not every rule of the
+//! protocol (body fields' lengths and ranges, `min` not above `max`, a manifest's content);
+//! protocol.md does, and the `400` naming the field is documented for each operation.
 //!
 //! Bounded and deterministic: deterministic generation (no random seed, no example database kept
 //! between runs), one worker, and a fixed number of examples per operation.
