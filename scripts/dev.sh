@@ -114,6 +114,8 @@ EOF
 ORCH_NATS_URL="$nats_url" \
     ORCH_NATS_USER=orchestrator \
     ORCH_NATS_PASSWORD="$(cat "$AUTH_DIR/orchestrator.password")" \
+    ORCH_CHECK_NATS_USER=checks \
+    ORCH_CHECK_NATS_PASSWORD="$(cat "$AUTH_DIR/checks.password")" \
     ORCH_DATABASE_URL="$pg_url" \
     ORCH_HTTP_ADDR="127.0.0.1:$HTTP_PORT" \
     ORCH_AGENT_LOG_DIR="${ORCH_AGENT_LOG_DIR:-$DEV_DIR/agent-logs}" \

@@ -6,9 +6,11 @@
 #   scripts/nats-auth.sh DIR [HOST:PORT [NODE...]]
 #
 # Writes (mode 0600; running it again keeps the passwords):
-#   DIR/<role>.password    orchestrator, service, engine, observer, and agent-<NODE> for each NODE
+#   DIR/<role>.password    orchestrator, checks, service, engine, observer, and agent-<NODE> for
+#                          each NODE
 #   DIR/nats-auth.conf     the server's authorization block (include it, or pass it with -c)
-#   DIR/orchestrator.toml  the orchestrator's NATS user, for --config / ORCH_CONFIG
+#   DIR/orchestrator.toml  the orchestrator's NATS user and the one its nats health checks are
+#                          sent as, for --config / ORCH_CONFIG
 #   DIR/<role>.url         nats://<role>:<password>@HOST:PORT for clients: the CLI, the bridge,
 #                          and `orchestrator agent --node NODE --nats-url "$(cat DIR/agent-NODE.url)"`
 # A standalone agent's user may only take its own node's requests and report its own node's
@@ -32,7 +34,7 @@ umask 077
 mkdir -p "$DIR"
 
 secret() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
-for role in orchestrator service engine observer $AGENTS; do
+for role in orchestrator checks service engine observer $AGENTS; do
     [ -s "$DIR/$role.password" ] || secret >"$DIR/$role.password"
 done
 pw() { cat "$DIR/$1.password"; }
@@ -62,6 +64,12 @@ authorization {
                              "orch.agent.>", "\$SRV.>", "orch.replies.>"] }
         subscribe: { allow: ["orch.req.>", "orch.hb.>", "orch.agent.>", "_INBOX.>"] }
         allow_responses: true } }
+    # The orchestrator's nats health checks, on a connection of their own: the NATS service API
+    # only. Add the subjects of --check-allow-nats-subjects here when you allow more.
+    { user: checks, password: "$(pw checks)",
+      permissions: {
+        publish:   { allow: ["\$SRV.>"] }
+        subscribe: { allow: ["_INBOX.>"] } } }
     # A service that registers itself, beats and reports its ttl checks.
     { user: service, password: "$(pw service)",
       permissions: {
@@ -94,7 +102,8 @@ $(for node in $NODES; do agent_user "$node"; done)
 }
 EOF
 
-printf 'nats-user = "orchestrator"\nnats-password = "%s"\n' "$(pw orchestrator)" >"$DIR/orchestrator.toml"
+printf 'nats-user = "orchestrator"\nnats-password = "%s"\ncheck-nats-user = "checks"\ncheck-nats-password = "%s"\n' \
+    "$(pw orchestrator)" "$(pw checks)" >"$DIR/orchestrator.toml"
 for role in service engine observer $AGENTS; do
     printf 'nats://%s:%s@%s\n' "$role" "$(pw "$role")" "$ENDPOINT" >"$DIR/$role.url"
 done

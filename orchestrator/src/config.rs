@@ -418,6 +418,17 @@ pub struct ServeArgs {
     #[arg(long, env = "ORCH_CHECK_ALLOW_NATS_SUBJECTS", value_delimiter = ',')]
     pub check_allow_nats_subjects: Vec<String>,
 
+    /// A NATS user of its own for nats checks (with `--check-nats-password`): they are then sent
+    /// over a second connection to the same servers as that user, who may publish only $SRV.>
+    /// and the allowed subjects, instead of over the orchestrator's connection
+    /// (scripts/nats-auth.sh makes the user `checks`). The TLS settings of the main connection apply.
+    #[arg(long, env = "ORCH_CHECK_NATS_USER", requires = "check_nats_password")]
+    pub check_nats_user: Option<String>,
+
+    /// The password of `--check-nats-user`.
+    #[arg(long, env = "ORCH_CHECK_NATS_PASSWORD", hide_env_values = true, requires = "check_nats_user")]
+    pub check_nats_password: Option<String>,
+
     /// Most check runs in flight at once; runs beyond it wait, which shows as drift.
     #[arg(long, env = "ORCH_HEALTH_CONCURRENCY", default_value_t = 4096)]
     pub health_concurrency: usize,
@@ -813,6 +824,7 @@ impl ServeArgs {
                     networks: self.check_allow_networks.clone(),
                     nats_subjects: self.check_allow_nats_subjects.clone(),
                 }),
+                nats_user: self.check_nats_user.clone().zip(self.check_nats_password.clone()),
             },
             lifecycle: LifecycleSettings {
                 startup_probe_interval: self.startup_probe_interval,

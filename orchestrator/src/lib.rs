@@ -223,8 +223,22 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     // Before any task starts, so the tracker never deregisters during a persisted self-preservation.
     registry.set_self_preservation(self_preservation);
 
+    // nats checks go over a connection of their own when one is configured, so its user's
+    // permissions bound them, not only what registration admits.
+    let check_client = match &settings.health.nats_user {
+        None => client.clone(),
+        Some((user, password)) => {
+            let checks = nats::NatsSettings {
+                name: format!("{}-checks", settings.nats.name),
+                credentials: nats::Credentials::UserPassword { user: user.clone(), password: password.clone() },
+                ..settings.nats.clone()
+            };
+            tracing::info!(user = %user, "nats checks are sent over a connection of their own");
+            nats::connect(&checks).await?
+        }
+    };
     let prober =
-        health::probe::Prober::new(client.clone(), settings.health.exec_enabled, settings.health.targets.clone())?;
+        health::probe::Prober::new(check_client, settings.health.exec_enabled, settings.health.targets.clone())?;
     let checker =
         Arc::new(health::Checker::new(prober.clone(), registry.clone(), metrics.clone(), settings.health.concurrency));
     for instance in &with_checks {

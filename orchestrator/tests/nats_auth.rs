@@ -361,3 +361,93 @@ async fn a_node_agent_user_serves_its_own_node_and_nothing_else() {
     agent.wait().unwrap();
     running.shutdown().await;
 }
+
+/// With the `checks` user of scripts/nats-auth.sh, nats health checks are sent over a connection
+/// of their own whose user may publish only `$SRV.>`: a subject an operator allowed by mistake
+/// (`$JS.API.INFO`, the JetStream API) gets no answer, while over the orchestrator's own
+/// connection the same check is answered. A `$SRV.>` check still goes out (nobody answers it
+/// here: "no responders", not a refusal).
+#[tokio::test]
+async fn nats_checks_are_sent_as_the_checks_user() {
+    use tower::ServiceExt;
+    common::init_logs();
+    let auth = orch_testkit::TempDir::new("orch-nats-checks-user");
+    let status = std::process::Command::new("sh")
+        .arg(orch_testkit::workspace_root().join("scripts/nats-auth.sh"))
+        .arg(auth.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let config = std::fs::read_to_string(auth.path().join("orchestrator.toml")).unwrap();
+    assert!(config.contains("check-nats-user = \"checks\""), "{config}");
+    let conf = std::fs::read_to_string(auth.path().join("nats-auth.conf")).unwrap();
+    let nats = NatsServer::start_with_config(&conf);
+    let password = |role: &str| std::fs::read_to_string(auth.path().join(format!("{role}.password"))).unwrap();
+
+    // The same two checks, with and without the checks user. The JetStream check has time to be
+    // answered on a loaded machine: only its refusal may make it fail.
+    let mut outputs = Vec::new();
+    for checks_user in [true, false] {
+        let database = orch_testkit::fresh_database().await;
+        let mut settings = common::settings(&nats.url(), &database);
+        settings.nats.credentials =
+            Credentials::UserPassword { user: "orchestrator".into(), password: password("orchestrator") };
+        settings.health.targets = std::sync::Arc::new(orchestrator::registry::check_targets::CheckTargets {
+            nats_subjects: vec!["$JS.API.INFO".into()],
+            ..Default::default()
+        });
+        if checks_user {
+            settings.health.nats_user = Some(("checks".into(), password("checks")));
+        }
+        let running = orchestrator::start(settings).await.expect("the orchestrator starts");
+        let registration = serde_json::json!({
+            "id": "web-1", "name": "web", "address": "127.0.0.1", "port": 8080,
+            "checks": [
+                {"id": "jetstream", "kind": "nats", "subject": "$JS.API.INFO", "interval": "5s", "timeout": "5s"},
+                {"id": "ping", "kind": "nats", "subject": "$SRV.PING.web", "interval": "1s", "timeout": "1s"},
+            ],
+        });
+        let request = |method: &str, uri: &str, body: Option<Value>| {
+            let mut request = axum::http::Request::builder().method(method).uri(uri);
+            if body.is_some() {
+                request = request.header("content-type", "application/json");
+            }
+            let request =
+                request.body(axum::body::Body::from(body.map(|b| b.to_string()).unwrap_or_default())).unwrap();
+            let router = running.router();
+            async move {
+                let response = router.oneshot(request).await.unwrap();
+                let status = response.status();
+                let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+                (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
+            }
+        };
+        let (status, reply) = request("POST", "/api/v1/services", Some(registration)).await;
+        assert!(status.is_success(), "{reply}");
+        // The result of each check's last run (its status proper waits for its thresholds).
+        let checks = common::eventually(Duration::from_secs(30), "both checks have run", || async {
+            let (_, view) = request("GET", "/api/v1/instances/web-1/checks", None).await;
+            let checks: Vec<Value> =
+                view["checks"].as_array()?.iter().filter(|c| c["kind"] == "nats").cloned().collect();
+            (checks.len() == 2
+                && checks.iter().all(|c| c["live"]["last_output"].as_str().is_some_and(|o| !o.is_empty())))
+            .then_some(checks)
+        })
+        .await;
+        let output = |id: &str| {
+            let check = checks.iter().find(|c| c["id"] == id).unwrap();
+            let live = &check["live"];
+            (live["last_result"].as_str().unwrap().to_string(), live["last_output"].as_str().unwrap().to_string())
+        };
+        outputs.push((output("jetstream"), output("ping")));
+        running.shutdown().await;
+    }
+    let [(jetstream_as_checks, ping_as_checks), (jetstream_as_orchestrator, _)] = outputs.try_into().unwrap();
+    assert_eq!(jetstream_as_checks.0, "critical", "{jetstream_as_checks:?}");
+    assert!(!jetstream_as_checks.1.contains("io.nats.jetstream.api"), "{jetstream_as_checks:?}");
+    assert_eq!(
+        jetstream_as_orchestrator.0, "passing",
+        "the orchestrator's user reaches it: {jetstream_as_orchestrator:?}"
+    );
+    assert!(ping_as_checks.1.contains("no responders"), "{ping_as_checks:?}");
+}

@@ -53,6 +53,9 @@ pub struct HealthSettings {
     pub deregister_critical_after: Duration,
     /// Where checks may reach beyond their instance's own address and port.
     pub targets: Arc<CheckTargets>,
+    /// A NATS user and password of their own, over whose connection `nats` checks are sent;
+    /// `None`: over the orchestrator's connection (limited only by what registration admits).
+    pub nats_user: Option<(String, String)>,
 }
 
 impl Default for HealthSettings {
@@ -67,6 +70,7 @@ impl Default for HealthSettings {
             critical_services: Vec::new(),
             deregister_critical_after: Duration::from_secs(600),
             targets: policy.targets,
+            nats_user: None,
         }
     }
 }
