@@ -145,6 +145,54 @@ fn conflicting_ways_to_authenticate_are_refused() {
     assert!(error.unwrap_err().contains("go together"));
 }
 
+/// The users scripts/nats-auth.sh makes (with an agent user for each of `nodes`), and a
+/// nats-server that runs with them.
+struct ShippedUsers {
+    dir: orch_testkit::TempDir,
+    nats: NatsServer,
+}
+
+impl ShippedUsers {
+    fn start(nodes: &[&str]) -> ShippedUsers {
+        let dir = orch_testkit::TempDir::new("orch-nats-users");
+        let status = std::process::Command::new("sh")
+            .arg(orch_testkit::workspace_root().join("scripts/nats-auth.sh"))
+            .arg(dir.path())
+            .arg("127.0.0.1:4222")
+            .args(nodes)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let nats = NatsServer::start_with_config(&std::fs::read_to_string(dir.path().join("nats-auth.conf")).unwrap());
+        ShippedUsers { dir, nats }
+    }
+
+    /// A file the script wrote, e.g. `orchestrator.toml` or `agent-edge.url`.
+    fn file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap()
+    }
+
+    fn password(&self, role: &str) -> String {
+        self.file(&format!("{role}.password"))
+    }
+
+    async fn connect(&self, role: &str) -> async_nats::Client {
+        async_nats::ConnectOptions::with_user_and_password(role.into(), self.password(role))
+            .connect(self.nats.url())
+            .await
+            .unwrap()
+    }
+
+    /// Test settings of an orchestrator on a fresh database that connects as `orchestrator`.
+    async fn orchestrator_settings(&self) -> orchestrator::Settings {
+        let database = orch_testkit::fresh_database().await;
+        let mut settings = common::settings(&self.nats.url(), &database);
+        settings.nats.credentials =
+            Credentials::UserPassword { user: "orchestrator".into(), password: self.password("orchestrator") };
+        settings
+    }
+}
+
 /// The users `make dev` and docker-compose run with (scripts/nats-auth.sh), against a real
 /// server: anonymous clients are refused; the orchestrator works with its user; a registering
 /// service registers but cannot ask an agent to start anything or drive the lifecycle; the
@@ -156,30 +204,14 @@ fn conflicting_ways_to_authenticate_are_refused() {
 async fn the_shipped_users_have_least_privilege() {
     use futures::StreamExt;
     common::init_logs();
-    let auth = orch_testkit::TempDir::new("orch-nats-users");
-    let status = std::process::Command::new("sh")
-        .arg(orch_testkit::workspace_root().join("scripts/nats-auth.sh"))
-        .arg(auth.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let conf = std::fs::read_to_string(auth.path().join("nats-auth.conf")).unwrap();
-    let nats = NatsServer::start_with_config(&conf);
-    let password = |role: &str| std::fs::read_to_string(auth.path().join(format!("{role}.password"))).unwrap();
-    let connect = |role: &'static str| {
-        let url = nats.url();
-        let password = password(role);
-        async move { async_nats::ConnectOptions::with_user_and_password(role.into(), password).connect(url).await.unwrap() }
-    };
+    let users = ShippedUsers::start(&[]);
+    let connect = |role: &'static str| users.connect(role);
 
-    let anonymous = async_nats::ConnectOptions::new().connect(nats.url()).await;
+    let anonymous = async_nats::ConnectOptions::new().connect(users.nats.url()).await;
     assert!(anonymous.is_err(), "anonymous clients are refused");
 
-    let database = orch_testkit::fresh_database().await;
-    let mut settings = common::settings(&nats.url(), &database);
-    settings.nats.credentials =
-        Credentials::UserPassword { user: "orchestrator".into(), password: password("orchestrator") };
-    let running = orchestrator::start(settings).await.expect("the orchestrator starts with its user");
+    let running =
+        orchestrator::start(users.orchestrator_settings().await).await.expect("the orchestrator starts with its user");
 
     // A watcher with the orchestrator's rights sees what reaches the agents and the requests.
     let watcher = connect("orchestrator").await;
@@ -250,27 +282,15 @@ async fn the_shipped_users_have_least_privilege() {
 #[tokio::test]
 async fn a_node_agent_user_serves_its_own_node_and_nothing_else() {
     use futures::StreamExt;
-    use tower::ServiceExt;
     common::init_logs();
-    let auth = orch_testkit::TempDir::new("orch-nats-agent-users");
-    let status = std::process::Command::new("sh")
-        .arg(orch_testkit::workspace_root().join("scripts/nats-auth.sh"))
-        .args([auth.path().to_str().unwrap(), "127.0.0.1:4222", "edge"])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let conf = std::fs::read_to_string(auth.path().join("nats-auth.conf")).unwrap();
-    let nats = NatsServer::start_with_config(&conf);
-    let password = |role: &str| std::fs::read_to_string(auth.path().join(format!("{role}.password"))).unwrap();
-    let with_user = |role: &str| nats.url().replace("nats://", &format!("nats://{role}:{}@", password(role)));
-    let url_file = std::fs::read_to_string(auth.path().join("agent-edge.url")).unwrap();
+    let users = ShippedUsers::start(&["edge"]);
+    let password = |role: &str| users.password(role);
+    let with_user = |role: &str| users.nats.url().replace("nats://", &format!("nats://{role}:{}@", password(role)));
+    let url_file = users.file("agent-edge.url");
     assert_eq!(url_file.trim(), format!("nats://agent-edge:{}@127.0.0.1:4222", password("agent-edge")));
 
-    let database = orch_testkit::fresh_database().await;
-    let mut settings = common::settings(&nats.url(), &database);
-    settings.nats.credentials =
-        Credentials::UserPassword { user: "orchestrator".into(), password: password("orchestrator") };
-    let running = orchestrator::start(settings).await.expect("the orchestrator starts with its user");
+    let running =
+        orchestrator::start(users.orchestrator_settings().await).await.expect("the orchestrator starts with its user");
 
     // The agent of node edge, with its own user, runs a service placed there.
     let logs = orch_testkit::TempDir::new("agent-edge");
@@ -286,19 +306,8 @@ async fn a_node_agent_user_serves_its_own_node_and_nothing_else() {
         env!("CARGO_BIN_EXE_orch-sleeper"),
         orch_testkit::free_port()
     );
-    let call = |method: &str, uri: &str, body: Option<String>| {
-        let mut request = axum::http::Request::builder().method(method).uri(uri);
-        if body.is_some() {
-            request = request.header("content-type", "application/toml");
-        }
-        let request = request.body(axum::body::Body::from(body.unwrap_or_default())).unwrap();
-        let router = running.router();
-        async move {
-            let response = router.oneshot(request).await.unwrap();
-            let status = response.status();
-            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-            (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
-        }
+    let call = |method: &'static str, uri: &'static str, body: Option<String>| {
+        common::http::call_running(&running, method, uri, body, "application/toml", &[])
     };
     let (status, reply) = call("PUT", "/api/v1/stack", Some(manifest)).await;
     assert_eq!(status, 202, "{reply}");
@@ -312,11 +321,7 @@ async fn a_node_agent_user_serves_its_own_node_and_nothing_else() {
     assert_eq!(status, 200, "its logs are read through the agent: {lines}");
 
     // What the agent's user may not do.
-    let connect = |role: &'static str| {
-        let url = nats.url();
-        let password = password(role);
-        async move { async_nats::ConnectOptions::with_user_and_password(role.into(), password).connect(url).await.unwrap() }
-    };
+    let connect = |role: &'static str| users.connect(role);
     // The agents report on these subjects too: the test's messages carry markers of their own.
     let watcher = connect("orchestrator").await;
     let mut seen = watcher.subscribe("orch.agent.>").await.unwrap();
@@ -346,7 +351,7 @@ async fn a_node_agent_user_serves_its_own_node_and_nothing_else() {
                 }
             }
         })
-        .connect(nats.url())
+        .connect(users.nats.url())
         .await
         .unwrap();
     let _other = snoop.subscribe("orch.agent.local.*").await.unwrap();
@@ -369,35 +374,22 @@ async fn a_node_agent_user_serves_its_own_node_and_nothing_else() {
 /// here: "no responders", not a refusal).
 #[tokio::test]
 async fn nats_checks_are_sent_as_the_checks_user() {
-    use tower::ServiceExt;
     common::init_logs();
-    let auth = orch_testkit::TempDir::new("orch-nats-checks-user");
-    let status = std::process::Command::new("sh")
-        .arg(orch_testkit::workspace_root().join("scripts/nats-auth.sh"))
-        .arg(auth.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let config = std::fs::read_to_string(auth.path().join("orchestrator.toml")).unwrap();
+    let users = ShippedUsers::start(&[]);
+    let config = users.file("orchestrator.toml");
     assert!(config.contains("check-nats-user = \"checks\""), "{config}");
-    let conf = std::fs::read_to_string(auth.path().join("nats-auth.conf")).unwrap();
-    let nats = NatsServer::start_with_config(&conf);
-    let password = |role: &str| std::fs::read_to_string(auth.path().join(format!("{role}.password"))).unwrap();
 
     // The same two checks, with and without the checks user. The JetStream check has time to be
     // answered on a loaded machine: only its refusal may make it fail.
     let mut outputs = Vec::new();
     for checks_user in [true, false] {
-        let database = orch_testkit::fresh_database().await;
-        let mut settings = common::settings(&nats.url(), &database);
-        settings.nats.credentials =
-            Credentials::UserPassword { user: "orchestrator".into(), password: password("orchestrator") };
+        let mut settings = users.orchestrator_settings().await;
         settings.health.targets = std::sync::Arc::new(orchestrator::registry::check_targets::CheckTargets {
             nats_subjects: vec!["$JS.API.INFO".into()],
             ..Default::default()
         });
         if checks_user {
-            settings.health.nats_user = Some(("checks".into(), password("checks")));
+            settings.health.nats_user = Some(("checks".into(), users.password("checks")));
         }
         let running = orchestrator::start(settings).await.expect("the orchestrator starts");
         let registration = serde_json::json!({
@@ -407,20 +399,8 @@ async fn nats_checks_are_sent_as_the_checks_user() {
                 {"id": "ping", "kind": "nats", "subject": "$SRV.PING.web", "interval": "1s", "timeout": "1s"},
             ],
         });
-        let request = |method: &str, uri: &str, body: Option<Value>| {
-            let mut request = axum::http::Request::builder().method(method).uri(uri);
-            if body.is_some() {
-                request = request.header("content-type", "application/json");
-            }
-            let request =
-                request.body(axum::body::Body::from(body.map(|b| b.to_string()).unwrap_or_default())).unwrap();
-            let router = running.router();
-            async move {
-                let response = router.oneshot(request).await.unwrap();
-                let status = response.status();
-                let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-                (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
-            }
+        let request = |method: &'static str, uri: &'static str, body: Option<Value>| {
+            common::http::call_running(&running, method, uri, body.map(|b| b.to_string()), "application/json", &[])
         };
         let (status, reply) = request("POST", "/api/v1/services", Some(registration)).await;
         assert!(status.is_success(), "{reply}");

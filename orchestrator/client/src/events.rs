@@ -148,41 +148,35 @@ pub struct RawEvent {
     payload: Bytes,
     subject: Subject,
     reply: Option<Subject>,
-    id: Box<str>,
-    ty: Box<str>,
-    source: Box<str>,
-    ce_subject: Option<Box<str>>,
-    principal: Option<Box<str>>,
-    time: Option<DateTime<Utc>>,
-    data: Option<Range<usize>>,
+    attributes: Attributes,
     ack: Option<Ackable>,
 }
 
 impl RawEvent {
     /// The event id (a UUIDv7 for the orchestrator's events); unique, so use it to deduplicate.
     pub fn id(&self) -> &str {
-        &self.id
+        &self.attributes.id
     }
 
     /// The CloudEvents `type`, e.g. `io.orch.priority.applied.v1`.
     pub fn ty(&self) -> &str {
-        &self.ty
+        &self.attributes.ty
     }
 
     /// The CloudEvents `source`.
     pub fn source(&self) -> &str {
-        &self.source
+        &self.attributes.source
     }
 
     /// The CloudEvents `subject` attribute (an instance id, a service name, ...), if any.
     pub fn ce_subject(&self) -> Option<&str> {
-        self.ce_subject.as_deref()
+        self.attributes.ce_subject.as_deref()
     }
 
     /// Who made the change, as authenticated (the extension attribute `principal`, protocol.md
     /// §6.1): `key:<name>`, `jwt:<sub>`, `anonymous`, `nats` or `orchestrator`.
     pub fn principal(&self) -> Option<&str> {
-        self.principal.as_deref()
+        self.attributes.principal.as_deref()
     }
 
     /// The NATS subject it was published on, e.g. `orch.evt.priority.api.applied`.
@@ -196,12 +190,12 @@ impl RawEvent {
     }
 
     pub fn time(&self) -> Option<&DateTime<Utc>> {
-        self.time.as_ref()
+        self.attributes.time.as_ref()
     }
 
     /// The `data` member as JSON text, if any.
     pub fn data(&self) -> Option<&[u8]> {
-        self.data.as_ref().map(|range| &self.payload[range.clone()])
+        self.attributes.data.as_ref().map(|range| &self.payload[range.clone()])
     }
 
     /// The whole CloudEvent as received.
@@ -259,17 +253,11 @@ pub fn parse(message: async_nats::Message, acker: Option<&Acker>) -> Item {
         _ => None,
     };
     match parse_envelope(&message.payload) {
-        Ok(Attributes { id, ty, source, ce_subject, principal, time, data }) => Item::Event(RawEvent {
+        Ok(attributes) => Item::Event(RawEvent {
             payload: message.payload,
             subject: message.subject,
             reply: message.reply,
-            id,
-            ty,
-            source,
-            ce_subject,
-            principal,
-            time,
-            data,
+            attributes,
             ack,
         }),
         Err(problem) => {

@@ -341,13 +341,12 @@ impl Book {
             change.guardrail = Some(Guardrail::MassChange);
             change.detail =
                 Some(format!("held by the mass-change guard until an operator releases it or {}", hold.until));
-            if let Some((old, old_id)) = hold.held.insert(service.clone(), (request, change.id)) {
+            if let Some((old, _)) = hold.held.insert(service.clone(), (request, change.id)) {
                 // Dropped on the word of the later request's sender.
                 let by = By { principal: principal.as_str(), source: old.source.as_str(), reason: old.reason.as_str() };
                 let mut dropped = self.change(&service, old.op_action(), Outcome::Dropped, by, at);
                 dropped.detail = Some(format!("replaced by the later held change {}", change.id));
                 dropped.requested = old.requested();
-                let _ = old_id;
                 self.record(dropped);
             }
             return Ok(self.record(change));

@@ -19,12 +19,24 @@ pub async fn call_raw(
     content_type: &str,
     headers: &[(&str, &str)],
 ) -> (StatusCode, Value) {
+    call_running(stack.running(), method, uri, body, content_type, headers).await
+}
+
+/// [`call_raw`] on an orchestrator started without a [`Stack`].
+pub async fn call_running(
+    running: &orchestrator::Running,
+    method: &str,
+    uri: &str,
+    body: Option<String>,
+    content_type: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Value) {
     let mut request = Request::builder().method(method).uri(uri).header("content-type", content_type);
     for (k, v) in headers {
         request = request.header(*k, *v);
     }
     let request = request.body(body.map(Body::from).unwrap_or_else(Body::empty)).unwrap();
-    let response = stack.running().router().oneshot(request).await.unwrap();
+    let response = running.router().oneshot(request).await.unwrap();
     let status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
     let value =
