@@ -12,13 +12,17 @@
 //! slowdown. `ORCH_BENCH_VOID_SUBJECT` names another subject for it: `orch.req.priority.nothing`
 //! measures the request path alone (an unknown verb is answered at once, nothing is decided).
 //!
+//! The engine is a process of its own (this binary again), as a real engine would be.
+//! `ORCH_BENCH_TRACE=1` prints each probe round trip slower than 3 ms with its time in the phase
+//! (is the slowdown a burst or spread out?).
+//!
 //! Run it alone with `cargo bench -p orchestrator --bench priority -- runaway_engine`.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -59,6 +63,9 @@ async fn probe(b: &Bench, round: usize, phase: Duration) -> Histogram<u64> {
         let t0 = Instant::now();
         let reply = b.orch.call(&request, None).await;
         h.record(t0.elapsed().as_micros().max(1) as u64).unwrap();
+        if std::env::var("ORCH_BENCH_TRACE").is_ok() && t0.elapsed() > Duration::from_millis(3) {
+            eprintln!("slow round {round} at {:.3}s: {:?}", (end - phase).elapsed().as_secs_f64(), t0.elapsed());
+        }
         if let Err(e) = reply {
             panic!("registry error: {e}");
         }
@@ -68,22 +75,63 @@ async fn probe(b: &Bench, round: usize, phase: Duration) -> Histogram<u64> {
     h
 }
 
-/// Floods priority requests at `FLOOD_RATE` until `stop`; counts replies by outcome. The engine
-/// has its own NATS connection, as a separate process would: sharing the probe's would queue the
-/// probe's requests and replies behind the flood's inside the client, which measures the bench,
-/// not the orchestrator.
-async fn flood(
-    b: &Bench,
-    subject: String,
-    stop: Arc<AtomicBool>,
-) -> (tokio::task::JoinHandle<u64>, tokio::task::JoinHandle<BTreeMap<String, u64>>) {
-    let client = async_nats::connect(b.nats.url()).await.expect("the engine connects");
+/// What an engine process reports when it stops.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Flooded {
+    sent: u64,
+    outcomes: BTreeMap<String, u64>,
+}
+
+/// A runaway engine in a process of its own (this binary again, with `ENGINE_ENV` set), as a
+/// real engine would be: in the probe's process its tasks would share the probe's runtime, and
+/// reading 10,000 replies a second there delays the probe's own replies, which measures the
+/// bench, not the orchestrator. It floods until its standard input closes.
+struct Engine {
+    child: std::process::Child,
+}
+
+/// Set (to the subject to flood) in the engine's process.
+const ENGINE_ENV: &str = "ORCH_BENCH_ENGINE_SUBJECT";
+
+impl Engine {
+    fn start(b: &Bench, subject: &str) -> Engine {
+        use std::process::{Command, Stdio};
+        let child = Command::new(std::env::current_exe().expect("the bench binary"))
+            .env(ENGINE_ENV, subject)
+            .env("ORCH_BENCH_ENGINE_URL", b.nats.url())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the engine process starts");
+        Engine { child }
+    }
+
+    /// Stops the flood and waits for the engine's last replies and its report.
+    fn stop(mut self) -> Flooded {
+        drop(self.child.stdin.take());
+        let output = self.child.wait_with_output().expect("the engine process ends");
+        assert!(output.status.success(), "the engine process failed: {}", output.status);
+        serde_json::from_slice(&output.stdout).expect("the engine's report")
+    }
+}
+
+/// The engine process: floods priority requests on `subject` at `FLOOD_RATE` until standard
+/// input closes, counts replies by outcome, and prints a [`Flooded`] report.
+async fn engine_main(url: String, subject: String) {
+    let client = async_nats::connect(url).await.expect("the engine connects");
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
     let inbox = client.new_inbox();
-    let answered = Arc::new(AtomicU64::new(0));
+    let mut sub = client.subscribe(inbox.clone()).await.unwrap();
     let replies = {
-        let (client, inbox, stop, answered) = (client.clone(), inbox.clone(), stop.clone(), answered.clone());
+        let stop = stop.clone();
         tokio::spawn(async move {
-            let mut sub = client.subscribe(inbox).await.unwrap();
             let mut outcomes = BTreeMap::new();
             loop {
                 let message = tokio::select! {
@@ -91,7 +139,6 @@ async fn flood(
                     _ = tokio::time::sleep(Duration::from_secs(2)), if stop.load(Ordering::Relaxed) => None,
                 };
                 let Some(message) = message else { break };
-                answered.fetch_add(1, Ordering::Relaxed);
                 let outcome = match (
                     serde_json::from_slice::<ChangeReply>(&message.payload),
                     serde_json::from_slice::<ErrorReply>(&message.payload),
@@ -105,32 +152,31 @@ async fn flood(
             outcomes
         })
     };
-    let sender = tokio::spawn(async move {
-        let mut rng = fastrand::Rng::with_seed(7);
-        let per_tick = FLOOD_RATE / 1000;
-        let mut ticks = tokio::time::interval(Duration::from_millis(1));
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let mut sent = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            ticks.tick().await;
-            for _ in 0..per_tick {
-                let request = Request::set_priority(&SetRequest {
-                    service: format!("svc-{}", rng.usize(0..FLOOD_SERVICES)),
-                    value: rng.i64(0..=100),
-                    source: "engine:runaway".into(),
-                    reason: "bench flood".into(),
-                    ttl_seconds: None,
-                })
-                .expect("a valid priority change");
-                // Sent without waiting for the reply: the flood is paced by the clock, not by
-                // the orchestrator's answers.
-                client.publish_with_reply(subject.clone(), inbox.clone(), request.body.into()).await.unwrap();
-                sent += 1;
-            }
+    let mut rng = fastrand::Rng::with_seed(7);
+    let per_tick = FLOOD_RATE / 1000;
+    let mut ticks = tokio::time::interval(Duration::from_millis(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sent = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        ticks.tick().await;
+        for _ in 0..per_tick {
+            let request = Request::set_priority(&SetRequest {
+                service: format!("svc-{}", rng.usize(0..FLOOD_SERVICES)),
+                value: rng.i64(0..=100),
+                source: "engine:runaway".into(),
+                reason: "bench flood".into(),
+                ttl_seconds: None,
+            })
+            .expect("a valid priority change");
+            // Sent without waiting for the reply: the flood is paced by the clock, not by the
+            // orchestrator's answers.
+            client.publish_with_reply(subject.clone(), inbox.clone(), request.body.into()).await.unwrap();
+            sent += 1;
         }
-        sent
-    });
-    (sender, replies)
+    }
+    client.flush().await.unwrap();
+    let outcomes = replies.await.unwrap();
+    println!("{}", serde_json::to_string(&Flooded { sent, outcomes }).unwrap());
 }
 
 async fn runaway_engine(b: &Bench) {
@@ -146,15 +192,11 @@ async fn runaway_engine(b: &Bench) {
     );
     let changes0 = metric(port, "orch_priority_changes_total", None);
     let cpu0 = cpu_seconds(b.orchestrator.pid().unwrap());
-    let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
-    let subject = b.subjects.request(verbs::PRIORITY, verbs::SET);
-    let (sender, replies) = flood(b, subject, stop.clone()).await;
+    let engine = Engine::start(b, &b.subjects.request(verbs::PRIORITY, verbs::SET));
     let flooded = probe(b, 2, PHASE).await;
-    stop.store(true, Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
-    let sent = sender.await.unwrap();
-    let outcomes = replies.await.unwrap();
+    let Flooded { sent, outcomes } = engine.stop();
     let cpu = (cpu_seconds(b.orchestrator.pid().unwrap()) - cpu0) / elapsed * 100.0;
     let stored = metric(port, "orch_priority_changes_total", None) - changes0;
     let answered: u64 = outcomes.values().sum();
@@ -177,13 +219,10 @@ async fn runaway_engine(b: &Bench) {
     // Baseline: the same flood on a subject nobody subscribes to. The machine's two cores still
     // carry the engine's client and nats-server's work, but the orchestrator does none: what is
     // left of the slowdown is the machine's, not the orchestrator's.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (sender, _) =
-        flood(b, std::env::var("ORCH_BENCH_VOID_SUBJECT").unwrap_or("bench.void.priority.set".into()), stop.clone())
-            .await;
+    let engine =
+        Engine::start(b, &std::env::var("ORCH_BENCH_VOID_SUBJECT").unwrap_or("bench.void.priority.set".into()));
     let void = probe(b, 3, PHASE).await;
-    stop.store(true, Ordering::Relaxed);
-    sender.await.unwrap();
+    engine.stop();
     let void_ratio = percentile_ms(&void, 0.99) / percentile_ms(&alone, 0.99);
     println!(
         "                baseline, the same flood to a subject nobody reads: p50 {:.2} ms, p99 {:.2} ms (p99 ratio {void_ratio:.2})",
@@ -216,6 +255,9 @@ async fn runaway_engine(b: &Bench) {
 
 #[tokio::main]
 async fn main() {
+    if let Ok(subject) = std::env::var(ENGINE_ENV) {
+        return engine_main(std::env::var("ORCH_BENCH_ENGINE_URL").expect("the engine's NATS URL"), subject).await;
+    }
     let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let wants = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     println!("priority benchmarks: nats-server + PostgreSQL on this machine, orchestrator release binary");

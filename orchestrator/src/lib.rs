@@ -56,6 +56,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use orch_protocol::Subjects;
+use orch_protocol::subjects::verbs;
 use orch_protocol::registry::Health;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -263,11 +264,27 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     );
 
     // Subscribe before reporting ready, so no request or heartbeat finds nobody listening.
-    let request_sub = client.queue_subscribe(subjects.requests_all(), consumers::QUEUE_GROUP.into()).await?;
+    // The priority domain is read over a connection of its own: an engine's flood of changes is
+    // then neither read from the registry's socket nor written to it by the server.
+    let priority_client = nats::connect(&nats::NatsSettings {
+        name: format!("{}-priority", settings.nats.name),
+        ..settings.nats.clone()
+    })
+    .await?;
+    let mut request_subs = Vec::new();
+    for domain in orch_protocol::subjects::REQUEST_DOMAINS {
+        let client = if domain == verbs::PRIORITY { &priority_client } else { &client };
+        let sub = client.queue_subscribe(subjects.requests_of(domain), consumers::QUEUE_GROUP.into()).await?;
+        request_subs.push((domain, client.clone(), sub));
+    }
     let heartbeat_sub = client.queue_subscribe(subjects.heartbeats_all(), consumers::QUEUE_GROUP.into()).await?;
     // A round trip: the server handles a connection's messages in order, so once this is
     // answered the subscriptions above are registered.
     js.query_account().await.context("confirming subscriptions with the NATS server")?;
+    async_nats::jetstream::new(priority_client.clone())
+        .query_account()
+        .await
+        .context("confirming subscriptions with the NATS server")?;
 
     let agent = settings.agent.clone().map(|agent_settings| {
         let (stop, stopped) = Stopper::new();
@@ -304,6 +321,30 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     )
     .await?;
 
+    let backends = consumers::requests::Backends {
+        registry: registry.clone(),
+        health: monitor.clone(),
+        controller: controller.clone(),
+        priorities: priorities.clone(),
+    };
+    let request_tasks = request_subs.into_iter().map(|(domain, client, sub)| {
+        let max_bytes = settings.registry.command_max_bytes;
+        let concurrency = if domain == verbs::PRIORITY {
+            consumers::requests::Concurrency::InLoop
+        } else {
+            consumers::requests::Concurrency::Tasks
+        };
+        tokio::spawn(consumers::requests::run(
+            domain,
+            concurrency,
+            client,
+            sub,
+            subjects.clone(),
+            backends.clone(),
+            max_bytes,
+            shutdown_rx.clone(),
+        ))
+    });
     let mut tasks = vec![
         tokio::spawn(
             consumers::commands::CommandConsumer {
@@ -315,19 +356,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             }
             .run(shutdown_rx.clone()),
         ),
-        tokio::spawn(consumers::requests::run(
-            client.clone(),
-            request_sub,
-            subjects.clone(),
-            consumers::requests::Backends {
-                registry: registry.clone(),
-                health: monitor.clone(),
-                controller: controller.clone(),
-                priorities: priorities.clone(),
-            },
-            settings.registry.command_max_bytes,
-            shutdown_rx.clone(),
-        )),
         tokio::spawn(consumers::heartbeats::run(
             client.clone(),
             heartbeat_sub,
@@ -352,6 +380,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         tokio::spawn(workers::maintenance::run(pool.clone(), settings.retention, metrics.clone(), shutdown_rx.clone())),
     ];
 
+    tasks.extend(request_tasks);
     tasks.push(recorder_task);
     tasks.push(priority_task);
     tasks.push(controller_task);

@@ -35,6 +35,9 @@ pub mod verbs {
 }
 
 /// The service token of an event whose service (or node) name is not a safe subject token.
+/// The domains answered over request/reply (`orch.req.<domain>.<verb>`).
+pub const REQUEST_DOMAINS: [&str; 4] = [verbs::REGISTRY, verbs::HEALTH, verbs::LIFECYCLE, verbs::PRIORITY];
+
 pub const INVALID_TOKEN: &str = "_invalid";
 
 /// Names derived from one prefix.
@@ -103,9 +106,9 @@ impl Subjects {
         format!("{}.cmd.{domain}.{verb}", self.prefix)
     }
 
-    /// `orch.req.>`: request/reply subjects the orchestrator answers.
-    pub fn requests_all(&self) -> String {
-        format!("{}.req.>", self.prefix)
+    /// `orch.req.<domain>.>`: the request/reply subjects of one domain.
+    pub fn requests_of(&self, domain: &str) -> String {
+        format!("{}.req.{domain}.>", self.prefix)
     }
 
     /// `orch.req.<domain>.<verb>`

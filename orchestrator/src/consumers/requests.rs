@@ -1,15 +1,19 @@
 //! Request/reply on `orch.req.<domain>.<verb>`: writes are answered after their commit, reads
 //! straight from PostgreSQL. Each request runs in its own task, so concurrent writes share a
-//! transaction in the writer. Each domain has its own lane of requests in flight, so a flood of
-//! one kind (an engine's priority changes) never holds up another (registrations).
+//! transaction in the writer.
+//!
+//! Each domain is answered by a loop of its own over a subscription of its own, with its own
+//! lane of requests in flight, so a flood of one kind (an engine's priority changes) never queues
+//! ahead of another (registrations); the priority domain also has a NATS connection of its own
+//! (see `lib.rs`), so the flood is not even read from the same socket.
 
 use std::sync::Arc;
 
 use futures::StreamExt;
-use orch_protocol::subjects::verbs;
+use futures::stream::FuturesUnordered;
 use orch_protocol::{ErrorCode, ProtocolError, Subjects, headers, principal};
 use serde::Serialize;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::{LifecycleRequest, PriorityRequest, Request, decode_request, reply_message};
 use crate::errors;
@@ -23,27 +27,6 @@ use crate::storage::instances::{Filter, PAGE_DEFAULT, PAGE_MAX};
 /// Most requests of one domain handled at once; beyond it they are answered `unavailable`.
 const MAX_IN_FLIGHT: usize = 4096;
 
-/// The requests in flight of each domain (`registry`, `health`, `lifecycle`, `priority`, and one
-/// lane for subjects of no known domain).
-struct Lanes {
-    lanes: Vec<(&'static str, Arc<Semaphore>)>,
-    other: Arc<Semaphore>,
-}
-
-impl Lanes {
-    fn new() -> Lanes {
-        let lane = |domain| (domain, Arc::new(Semaphore::new(MAX_IN_FLIGHT)));
-        let lanes = [verbs::REGISTRY, verbs::HEALTH, verbs::LIFECYCLE, verbs::PRIORITY].map(lane).to_vec();
-        Lanes { lanes, other: Arc::new(Semaphore::new(MAX_IN_FLIGHT)) }
-    }
-
-    /// A place in the lane of `domain`, or `None` when it is full.
-    fn enter(&self, domain: Option<&str>) -> Option<OwnedSemaphorePermit> {
-        let lane = self.lanes.iter().find(|(d, _)| Some(*d) == domain).map_or(&self.other, |(_, lane)| lane);
-        lane.clone().try_acquire_owned().ok()
-    }
-}
-
 /// What requests are answered from.
 #[derive(Clone)]
 pub struct Backends {
@@ -53,7 +36,23 @@ pub struct Backends {
     pub priorities: crate::priority::Priorities,
 }
 
+/// How a domain's requests run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Concurrency {
+    /// Each in a task of its own, on any worker thread: for the domains of many concurrent
+    /// callers (registrations).
+    Tasks,
+    /// All within the domain's loop, one task: a flood of them then wakes one task rather than
+    /// one per request, and takes one worker thread at most, leaving the others to the other
+    /// domains. For the engine's priority changes, which are decided one at a time anyway.
+    InLoop,
+}
+
+/// Answers the requests of `domain`'s subscription (`orch.req.<domain>.>`) until shutdown.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
+    domain: &'static str,
+    concurrency: Concurrency,
     client: async_nats::Client,
     mut sub: async_nats::Subscriber,
     subjects: Subjects,
@@ -61,16 +60,17 @@ pub async fn run(
     max_bytes: usize,
     mut shutdown: Shutdown,
 ) {
-    tracing::info!(subject = %subjects.requests_all(), "answering requests");
-    let lanes = Lanes::new();
+    tracing::info!(subject = %subjects.requests_of(domain), ?concurrency, "answering requests");
+    let lane = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut in_loop = FuturesUnordered::new();
     loop {
         let message = tokio::select! {
             m = sub.next() => match m { Some(m) => m, None => break },
+            Some(()) = in_loop.next(), if !in_loop.is_empty() => continue,
             _ = shutdown.requested() => break,
         };
-        let domain = subjects.parse_command(&message.subject, "req").map(|(domain, _)| domain);
-        let Some(permit) = lanes.enter(domain) else {
-            // Waiting here would hold up every other domain's requests behind this one's.
+        let Ok(permit) = lane.clone().try_acquire_owned() else {
+            // Waiting here would hold up this domain's later requests behind the full lane.
             tracing::debug!(subject = %message.subject, "request lane full; answered unavailable");
             if let Some(reply) = message.reply {
                 let (headers, body) = error_message(ProtocolError::new(
@@ -82,15 +82,21 @@ pub async fn run(
             continue;
         };
         let (client, subjects, backends) = (client.clone(), subjects.clone(), backends.clone());
-        tokio::spawn(async move {
+        let answered = async move {
             let (headers, body) = answer(&subjects, &backends, &message, max_bytes).await;
             if let Some(reply) = message.reply {
                 let _ = client.publish_with_headers(reply, headers, body).await;
             }
             drop(permit);
-        });
+        };
+        match concurrency {
+            Concurrency::Tasks => drop(tokio::spawn(answered)),
+            Concurrency::InLoop => in_loop.push(answered),
+        }
     }
     let _ = sub.unsubscribe().await;
+    // Those taken are answered, as spawned ones are (with `unavailable` if their domain stopped).
+    while in_loop.next().await.is_some() {}
 }
 
 fn ok(value: &impl Serialize) -> (async_nats::HeaderMap, bytes::Bytes) {

@@ -2,7 +2,8 @@
 //! becomes of an engine's change. Pure state, no I/O: the task around it stores what changed and
 //! answers; time is passed in, so the rules are tested without waiting.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -128,6 +129,12 @@ pub struct Book {
     hold: Option<Hold>,
     /// Refusals being counted, by service and guardrail.
     tallies: HashMap<TallyKey, Tally>,
+    /// When the windows of tallies that counted something end, soonest first. A pair whose tally
+    /// is gone or has a new window is stale and skipped: deadlines are found without a scan of
+    /// every tally, which a flood's batches would otherwise pay for each time.
+    tally_ends: BinaryHeap<Reverse<(Instant, TallyKey)>>,
+    /// When adjustments expire, soonest first; stale pairs are skipped likewise.
+    expiries: BinaryHeap<Reverse<(DateTime<Utc>, String)>>,
     effects: Effects,
     /// Entries as they were before the current batch, to undo it if it cannot be stored.
     undo: BTreeMap<String, Option<Entry>>,
@@ -152,9 +159,15 @@ impl Book {
             window: VecDeque::new(),
             hold: None,
             tallies: HashMap::new(),
+            tally_ends: BinaryHeap::new(),
+            expiries: BinaryHeap::new(),
             effects: Effects::default(),
             undo: BTreeMap::new(),
         };
+        let services: Vec<String> = book.entries.keys().cloned().collect();
+        for service in services {
+            book.watch_expiry(&service);
+        }
         book.count_known();
         book
     }
@@ -341,14 +354,26 @@ impl Book {
             change.guardrail = Some(Guardrail::MassChange);
             change.detail =
                 Some(format!("held by the mass-change guard until an operator releases it or {}", hold.until));
-            if let Some((old, _)) = hold.held.insert(service.clone(), (request, change.id)) {
+            let replaced = hold.held.insert(service.clone(), (request, change.id));
+            // A held change replaced within the window is counted, like a refusal (see `Tally`):
+            // a flood during a hold costs a record per service and window, not two per request.
+            let key = (service.clone(), Guardrail::MassChange);
+            if self.tallies.get(&key).is_some_and(|t| t.until > now) {
+                self.count(key, change.clone());
+                return Ok(change);
+            }
+            if let Some(ended) = self.tallies.remove(&key) {
+                self.flush(key.clone(), ended, at);
+            }
+            if let Some((old, old_id)) = replaced {
                 // Dropped on the word of the later request's sender.
                 let by = By { principal: principal.as_str(), source: old.source.as_str(), reason: old.reason.as_str() };
                 let mut dropped = self.change(&service, old.op_action(), Outcome::Dropped, by, at);
-                dropped.detail = Some(format!("replaced by the later held change {}", change.id));
+                dropped.detail = Some(format!("held change {old_id} replaced by the later held change {}", change.id));
                 dropped.requested = old.requested();
                 self.record(dropped);
             }
+            self.count_held_from(&change, now);
             return Ok(self.record(change));
         }
         if self.moves(&request) {
@@ -379,6 +404,7 @@ impl Book {
                 change.detail = Some(format!("held by the mass-change guard until an operator releases it or {until}"));
                 let held = BTreeMap::from([(service.clone(), (request, change.id))]);
                 self.hold = Some(Hold { since: at, until, deadline: now + mass_window, held });
+                self.count_held_from(&change, now);
                 return Ok(self.record(change));
             }
             self.window.push_back((now, service.clone()));
@@ -390,11 +416,8 @@ impl Book {
     /// the window (see [`Tally`]).
     fn refused(&mut self, change: Change, now: Instant) {
         let key = (change.service.clone(), change.guardrail.expect("a refusal names its guardrail"));
-        if let Some(tally) = self.tallies.get_mut(&key)
-            && tally.until > now
-        {
-            tally.count += 1;
-            tally.last = change;
+        if self.tallies.get(&key).is_some_and(|t| t.until > now) {
+            self.count(key, change);
             return;
         }
         if let Some(ended) = self.tallies.remove(&key) {
@@ -405,37 +428,72 @@ impl Book {
         self.record(change);
     }
 
-    /// Records what `tally` counted, if anything, as one change at `at`.
+    /// Counts `change` in the running window of `key`.
+    fn count(&mut self, key: TallyKey, change: Change) {
+        let tally = self.tallies.get_mut(&key).expect("a running window");
+        tally.count += 1;
+        tally.last = change;
+        if tally.count == 1 {
+            self.tally_ends.push(Reverse((tally.until, key)));
+        }
+    }
+
+    /// Records what `tally` counted, if anything, as one change at `at`. The record takes the id
+    /// of the last request counted: for held changes, the id its caller was given and the hold
+    /// refers to when it ends.
     fn flush(&mut self, key: TallyKey, tally: Tally, at: DateTime<Utc>) {
         if tally.count == 0 {
             return;
         }
         let effective = self.effective(&key.0);
         let last = &tally.last;
-        let change = Change {
-            id: Uuid::now_v7(),
-            count: Some(tally.count),
-            previous: effective,
-            effective,
-            detail: Some(format!(
-                "{} more requests were refused alike ({}) from {} to {at}; the last said: {}",
-                tally.count,
-                key.1.as_str(),
-                tally.since,
-                last.detail.as_deref().unwrap_or_default()
-            )),
-            at,
-            ..last.clone()
+        let (count, since, last_said) = (tally.count, tally.since, last.detail.as_deref().unwrap_or_default());
+        let detail = match last.outcome {
+            Outcome::Held => format!(
+                "{count} more changes were held from {since} to {at}, each replacing the one before; \
+                 this one, the last, is held: {last_said}"
+            ),
+            _ => format!(
+                "{count} more requests were refused alike ({}) from {since} to {at}; the last said: {last_said}",
+                key.1.as_str()
+            ),
         };
+        let change = Change { count: Some(count), previous: effective, effective, detail: Some(detail), at, ..last.clone() };
         self.effects.flushed.push((key, tally));
         self.record(change);
     }
 
     /// Records every count whose window ended by `now`, or all of them (`all`: the task stops).
     pub fn flush_tallies(&mut self, now: Instant, at: DateTime<Utc>, all: bool) {
-        let ended: Vec<TallyKey> =
-            self.tallies.iter().filter(|(_, t)| all || t.until <= now).map(|(k, _)| k.clone()).collect();
-        for key in ended {
+        if all {
+            self.tally_ends.clear();
+            for (key, tally) in std::mem::take(&mut self.tallies) {
+                self.flush(key, tally, at);
+            }
+            return;
+        }
+        while let Some(Reverse((until, key))) = self.tally_ends.peek().cloned()
+            && until <= now
+        {
+            self.tally_ends.pop();
+            if self.tallies.get(&key).is_some_and(|t| t.until == until) {
+                let tally = self.tallies.remove(&key).expect("checked above");
+                self.flush(key, tally, at);
+            }
+        }
+    }
+
+    /// Starts a window in which the changes of `held`'s service that replace it are counted.
+    fn count_held_from(&mut self, held: &Change, now: Instant) {
+        let tally = Tally { count: 0, since: held.at, until: now + self.limits.rate_window, last: held.clone() };
+        self.tallies.insert((held.service.clone(), Guardrail::MassChange), tally);
+    }
+
+    /// Records the counts of held changes now, as the hold ends: the records that end it refer
+    /// to the last held change of each service, which must be in the history before them.
+    fn flush_held(&mut self, at: DateTime<Utc>) {
+        let held: Vec<TallyKey> = self.tallies.keys().filter(|k| k.1 == Guardrail::MassChange).cloned().collect();
+        for key in held {
             let tally = self.tallies.remove(&key).expect("listed above");
             self.flush(key, tally, at);
         }
@@ -482,8 +540,16 @@ impl Book {
             EngineOp::Clear => entry.adjustment = None,
         }
         entry.updated_at = Some(at);
+        self.watch_expiry(&service);
         change.effective = self.effective(&service);
         self.record(change)
+    }
+
+    /// Remembers when the adjustment of `service` expires, if it does.
+    fn watch_expiry(&mut self, service: &str) {
+        if let Some(x) = self.entries.get(service).and_then(|e| e.adjustment.as_ref()?.expires_at) {
+            self.expiries.push(Reverse((x, service.to_string())));
+        }
     }
 
     /// An operator's policy, sent by `principal`: baseline, bounds, pin. Pinning drops the
@@ -515,6 +581,7 @@ impl Book {
         let source = by.source;
         let Some(hold) = self.hold.take() else { return Vec::new() };
         self.window.clear();
+        self.flush_held(at);
         let ended_by = format!("released by {source}");
         let mut changes = Vec::new();
         for (service, (request, held_id)) in hold.held {
@@ -556,13 +623,14 @@ impl Book {
     /// refusals counted in windows that ended.
     pub fn tick(&mut self, now: Instant, at: DateTime<Utc>) {
         self.flush_tallies(now, at, false);
-        let due: Vec<String> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.adjustment.as_ref().and_then(|a| a.expires_at).is_some_and(|x| x <= at))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for service in due {
+        while let Some(Reverse((expires_at, service))) = self.expiries.peek().cloned()
+            && expires_at <= at
+        {
+            self.expiries.pop();
+            let current = self.entries.get(&service).and_then(|e| e.adjustment.as_ref()?.expires_at);
+            if current != Some(expires_at) {
+                continue; // stale: replaced, cleared or expired since
+            }
             let entry = self.entry_mut(&service);
             let adjustment = entry.adjustment.take().expect("filtered on an adjustment");
             entry.updated_at = Some(at);
@@ -577,6 +645,7 @@ impl Book {
         if self.hold.as_ref().is_some_and(|h| h.deadline <= now) {
             let hold = self.hold.take().expect("checked above");
             self.window.clear();
+            self.flush_held(at);
             for (service, (request, held_id)) in hold.held {
                 let by = By {
                     principal: principal::ORCHESTRATOR,
@@ -593,16 +662,21 @@ impl Book {
     }
 
     /// When [`Book::tick`] next has work: the earliest expiry, the end of the hold or of a window
-    /// with refusals counted.
-    pub fn next_deadline(&self, now: Instant, at: DateTime<Utc>) -> Option<Instant> {
-        let expiry = self
-            .entries
-            .values()
-            .filter_map(|e| e.adjustment.as_ref()?.expires_at)
-            .min()
-            .map(|x| now + (x - at).to_std().unwrap_or_default());
+    /// with refusals counted. Drops the stale deadlines it passes over.
+    pub fn next_deadline(&mut self, now: Instant, at: DateTime<Utc>) -> Option<Instant> {
+        while let Some(Reverse((x, service))) = self.expiries.peek()
+            && self.entries.get(service).and_then(|e| e.adjustment.as_ref()?.expires_at) != Some(*x)
+        {
+            self.expiries.pop();
+        }
+        while let Some(Reverse((until, key))) = self.tally_ends.peek()
+            && !self.tallies.get(key).is_some_and(|t| t.until == *until)
+        {
+            self.tally_ends.pop();
+        }
+        let expiry = self.expiries.peek().map(|Reverse((x, _))| now + (*x - at).to_std().unwrap_or_default());
         let hold = self.hold.as_ref().map(|h| h.deadline);
-        let tally = self.tallies.values().filter(|t| t.count > 0).map(|t| t.until).min();
+        let tally = self.tally_ends.peek().map(|Reverse((until, _))| *until);
         expiry.into_iter().chain(hold).chain(tally).min()
     }
 
@@ -630,20 +704,28 @@ impl Book {
         })
     }
 
-    /// Undoes the entries changed since the last [`Book::committed`] (their batch could not be
-    /// stored). The guardrails' counters are not undone: they err on the side of caution.
-    pub fn rollback(&mut self) {
+    /// Undoes the entries changed since the last [`Book::committed`]: their batch, `lost`, could
+    /// not be stored. The guardrails' counters are not undone: they err on the side of caution.
+    pub fn rollback(&mut self, lost: Effects) {
         for (service, entry) in std::mem::take(&mut self.undo) {
             match entry {
-                Some(e) => self.entries.insert(service, e),
+                Some(e) => self.entries.insert(service.clone(), e),
                 None => self.entries.remove(&service),
             };
+            self.watch_expiry(&service);
         }
         // Counts recorded in the lost batch are counted again, into the window that runs now.
-        for (key, lost) in std::mem::take(&mut self.effects).flushed {
+        for (key, lost) in lost.flushed {
             match self.tallies.get_mut(&key) {
-                Some(tally) => tally.count += lost.count,
+                Some(tally) => {
+                    let first = tally.count == 0;
+                    tally.count += lost.count;
+                    if first {
+                        self.tally_ends.push(Reverse((tally.until, key)));
+                    }
+                }
                 None => {
+                    self.tally_ends.push(Reverse((lost.until, key.clone())));
                     self.tallies.insert(key, lost);
                 }
             }
@@ -792,8 +874,9 @@ mod tests {
         }
         b.take_effects();
         b.tick(now + Duration::from_secs(10), at);
-        assert_eq!(b.effects.changes[0].count, Some(4));
-        b.rollback();
+        let lost = b.take_effects();
+        assert_eq!(lost.changes[0].count, Some(4));
+        b.rollback(lost);
         // The lost record's four are counted again, and recorded at the next tick.
         let later = now + Duration::from_secs(11);
         assert_eq!(b.next_deadline(later, at), Some(now + Duration::from_secs(10)), "due at once");
@@ -845,15 +928,51 @@ mod tests {
         b.engine(set("s0", 70), now, at).unwrap();
         b.engine(set("s1", 70), now, at).unwrap();
         assert_eq!(b.engine(set("s2", 70), now, at).unwrap().outcome, Outcome::Held);
-        assert_eq!(b.engine(set("s2", 80), now, at).unwrap().outcome, Outcome::Held);
+        b.take_effects();
+        // The rate window (10 s) ends before the hold (60 s): the next held change is recorded at
+        // once, with the one it replaces as dropped.
+        let later = now + Duration::from_secs(10);
+        let last = b.engine(set("s2", 80), later, at).unwrap();
         let effects = b.take_effects();
-        assert!(effects.changes.iter().any(|c| c.outcome == Outcome::Dropped), "the replaced held change is dropped");
-        assert_eq!(b.next_deadline(now, at), Some(now + Duration::from_secs(60)));
+        assert_eq!(effects.changes.iter().map(|c| c.outcome).collect::<Vec<_>>(), [Outcome::Dropped, Outcome::Held]);
+        assert_eq!(b.next_deadline(later, at), Some(now + Duration::from_secs(60)));
         b.tick(now + Duration::from_secs(60), at);
         let effects = b.take_effects();
         assert_eq!(effects.changes.iter().map(|c| c.outcome).collect::<Vec<_>>(), [Outcome::Dropped]);
+        assert!(effects.changes[0].detail.as_deref().unwrap().contains(&last.id.to_string()));
         assert_eq!(effects.system[0].0, EventKind::PriorityHoldEnded);
         assert_eq!(b.effective("s2"), 50);
+    }
+
+    #[test]
+    fn held_changes_replaced_within_a_window_are_counted_and_the_last_is_recorded_before_the_hold_ends() {
+        let (mut b, now, at) = (book(4), Instant::now(), Utc::now());
+        b.engine(set("s0", 70), now, at).unwrap();
+        b.engine(set("s1", 70), now, at).unwrap();
+        let first = b.engine(set("s2", 70), now, at).unwrap();
+        assert_eq!(first.outcome, Outcome::Held);
+        b.take_effects();
+        // Within the rate limit (3 per window), two more changes replace the held one: each
+        // caller is answered `held` with an id of its own, nothing is recorded yet.
+        let second = b.engine(set("s2", 80), now, at).unwrap();
+        let third = b.engine(set("s2", 90), now, at).unwrap();
+        assert_eq!((second.outcome, third.outcome), (Outcome::Held, Outcome::Held));
+        assert_ne!(second.id, third.id);
+        assert!(b.take_effects().changes.is_empty(), "replacements within the window are counted");
+        assert_eq!(b.guard(now).held, ["s2"]);
+        // The release records the count first, under the id of the last held change, then what
+        // the release did with it, naming that id.
+        let released = b.release(By { principal: "key:op", source: "op", reason: "checked" }, true, now, at);
+        assert_eq!(released.len(), 1);
+        assert_eq!(released[0].effective, 90, "the last held change is the one applied");
+        let changes = b.take_effects().changes;
+        assert_eq!(changes.len(), 2);
+        let counted = &changes[0];
+        assert_eq!((counted.outcome, counted.count, counted.id), (Outcome::Held, Some(2), third.id));
+        assert_eq!(counted.requested, Some(90));
+        assert!(counted.detail.as_deref().unwrap().starts_with("2 more changes were held"));
+        assert!(changes[1].detail.as_deref().unwrap().contains(&third.id.to_string()));
+        assert_eq!(b.next_deadline(now, at), None, "nothing left to count");
     }
 
     #[test]
@@ -882,6 +1001,35 @@ mod tests {
     }
 
     #[test]
+    fn a_replaced_expiry_is_not_due_and_a_rolled_back_one_is_due_again() {
+        let (mut b, now, at) = (book(2), Instant::now(), Utc::now());
+        let expiring = |value, secs| EngineRequest {
+            op: EngineOp::Set { value, ttl: Some(Duration::from_secs(secs)) },
+            ..set("s0", 0)
+        };
+        b.engine(expiring(90, 5), now, at).unwrap();
+        b.engine(set("s0", 80), now, at).unwrap();
+        assert_eq!(b.next_deadline(now, at), None, "the adjustment that expired was replaced by one that does not");
+        b.take_effects();
+        b.committed();
+        b.engine(expiring(70, 30), now, at).unwrap();
+        b.take_effects();
+        b.committed();
+        // The expiry is decided in a batch that cannot be stored: the adjustment comes back, and
+        // so does its expiry.
+        let later = at + chrono::Duration::seconds(30);
+        b.tick(now + Duration::from_secs(30), later);
+        assert_eq!(b.effective("s0"), 50);
+        let lost = b.take_effects();
+        assert_eq!(lost.changes.len(), 1);
+        b.rollback(lost);
+        assert_eq!(b.effective("s0"), 70);
+        assert_eq!(b.next_deadline(now, at), Some(now + Duration::from_secs(30)));
+        b.tick(now + Duration::from_secs(30), later);
+        assert_eq!(b.take_effects().changes[0].outcome, Outcome::Expired);
+    }
+
+    #[test]
     fn rollback_restores_entries() {
         let (mut b, now, at) = (book(2), Instant::now(), Utc::now());
         b.engine(set("s0", 80), now, at).unwrap();
@@ -889,7 +1037,8 @@ mod tests {
         b.committed();
         b.engine(set("s0", 90), now, at).unwrap();
         b.engine(set("new", 10), now, at).unwrap();
-        b.rollback();
+        let lost = b.take_effects();
+        b.rollback(lost);
         assert_eq!((b.effective("s0"), b.effective("new")), (80, 50));
         assert!(b.take_effects().changes.is_empty());
     }

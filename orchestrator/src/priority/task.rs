@@ -120,7 +120,7 @@ impl Task {
             if stored {
                 self.book.committed();
             } else {
-                self.book.rollback();
+                self.book.rollback(effects);
             }
             if moved {
                 self.effective.send_replace(Arc::new(self.book.effective_map()));
