@@ -56,8 +56,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use orch_protocol::Subjects;
-use orch_protocol::subjects::verbs;
 use orch_protocol::registry::Health;
+use orch_protocol::subjects::verbs;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -264,27 +264,17 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     );
 
     // Subscribe before reporting ready, so no request or heartbeat finds nobody listening.
-    // The priority domain is read over a connection of its own: an engine's flood of changes is
-    // then neither read from the registry's socket nor written to it by the server.
-    let priority_client = nats::connect(&nats::NatsSettings {
-        name: format!("{}-priority", settings.nats.name),
-        ..settings.nats.clone()
-    })
-    .await?;
+    // The priority domain, which an engine may flood, has a lane of its own (consumers::engine_lane);
+    // the others share the main connection, each with a subscription of its own.
     let mut request_subs = Vec::new();
-    for domain in orch_protocol::subjects::REQUEST_DOMAINS {
-        let client = if domain == verbs::PRIORITY { &priority_client } else { &client };
+    for domain in orch_protocol::subjects::REQUEST_DOMAINS.into_iter().filter(|d| *d != verbs::PRIORITY) {
         let sub = client.queue_subscribe(subjects.requests_of(domain), consumers::QUEUE_GROUP.into()).await?;
-        request_subs.push((domain, client.clone(), sub));
+        request_subs.push((domain, sub));
     }
     let heartbeat_sub = client.queue_subscribe(subjects.heartbeats_all(), consumers::QUEUE_GROUP.into()).await?;
     // A round trip: the server handles a connection's messages in order, so once this is
     // answered the subscriptions above are registered.
     js.query_account().await.context("confirming subscriptions with the NATS server")?;
-    async_nats::jetstream::new(priority_client.clone())
-        .query_account()
-        .await
-        .context("confirming subscriptions with the NATS server")?;
 
     let agent = settings.agent.clone().map(|agent_settings| {
         let (stop, stopped) = Stopper::new();
@@ -327,24 +317,26 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         controller: controller.clone(),
         priorities: priorities.clone(),
     };
-    let request_tasks = request_subs.into_iter().map(|(domain, client, sub)| {
-        let max_bytes = settings.registry.command_max_bytes;
-        let concurrency = if domain == verbs::PRIORITY {
-            consumers::requests::Concurrency::InLoop
-        } else {
-            consumers::requests::Concurrency::Tasks
-        };
+    let request_tasks = request_subs.into_iter().map(|(domain, sub)| {
         tokio::spawn(consumers::requests::run(
             domain,
-            concurrency,
-            client,
+            consumers::requests::Concurrency::Tasks,
+            client.clone(),
             sub,
             subjects.clone(),
             backends.clone(),
-            max_bytes,
+            settings.registry.command_max_bytes,
             shutdown_rx.clone(),
         ))
     });
+    let engine_lane = consumers::engine_lane::start(
+        nats::NatsSettings { name: format!("{}-priority", settings.nats.name), ..settings.nats.clone() },
+        subjects.clone(),
+        backends.clone(),
+        settings.registry.command_max_bytes,
+        shutdown_rx.clone(),
+    )
+    .await?;
     let mut tasks = vec![
         tokio::spawn(
             consumers::commands::CommandConsumer {
@@ -381,6 +373,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     ];
 
     tasks.extend(request_tasks);
+    tasks.push(engine_lane);
     tasks.push(recorder_task);
     tasks.push(priority_task);
     tasks.push(controller_task);

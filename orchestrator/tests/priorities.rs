@@ -402,3 +402,68 @@ async fn a_flood_of_refused_requests_is_counted_and_none_is_lost() {
     let counted_events: u64 = events.iter().map(|(_, _, e)| e["data"]["count"].as_u64().unwrap_or(1)).sum();
     assert_eq!(counted_events, refused as u64);
 }
+
+#[tokio::test]
+async fn held_changes_during_a_hold_are_counted_and_the_one_kept_is_in_the_history() {
+    // At most 1 service may move per window: the second service's change starts a hold.
+    let stack = Stack::start_with(|s| {
+        s.priority.mass_min = 1;
+        s.priority.mass_share = 0.0;
+        s.priority.rate_limit = 100;
+    })
+    .await;
+    assert_eq!(set(&stack, "a", 80).await.1["change"]["outcome"], "applied");
+    // Ten changes of "b", one after the other: each is answered held, with an id of its own.
+    let mut ids = Vec::new();
+    for value in 1..=10 {
+        let (code, reply) = set(&stack, "b", value).await;
+        assert_eq!((code, reply["change"]["outcome"].as_str()), (None, Some("held")), "{reply}");
+        ids.push(reply["change"]["id"].as_str().unwrap().to_string());
+    }
+    let last = ids.last().unwrap().clone();
+    // The release applies the last one, naming it; its record is in the history before that.
+    let body = json!({"source": "operator:ann", "reason": "looked right"});
+    let (status, released) = call(&stack, "POST", "/api/v1/priority-guard/release", Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{released}");
+    assert_eq!(released["changes"][0]["effective"], 10);
+    assert!(released["changes"][0]["detail"].as_str().unwrap().contains(&last), "{released}");
+    let (_, b) = call(&stack, "GET", "/api/v1/priorities/b", None).await;
+    let history = b["history"].as_array().unwrap();
+    let summary: Vec<(&str, Option<u64>)> =
+        history.iter().map(|h| (h["outcome"].as_str().unwrap(), h["count"].as_u64())).collect();
+    // Newest first: the release, the count of the nine that replaced the first, the first.
+    assert_eq!(summary, [("applied", None), ("held", Some(9)), ("held", None)], "{b}");
+    assert_eq!(history[1]["id"], json!(last), "the count keeps the id of the change the hold kept");
+    assert_eq!(history[1]["requested"], 10);
+    assert_eq!(history[2]["id"], json!(ids[0]));
+    // Each record is an event too: every held answer is accounted for.
+    let held = eventually(Duration::from_secs(10), "the held events", || async {
+        let held: Vec<_> =
+            priority_events(&stack).await.into_iter().filter(|(s, o, _)| s == "b" && o == "held").collect();
+        (held.len() == 2).then_some(held)
+    })
+    .await;
+    let answered: u64 = held.iter().map(|(_, _, e)| e["data"]["count"].as_u64().unwrap_or(1)).sum();
+    assert_eq!(answered, 10);
+}
+
+#[tokio::test]
+async fn the_engine_lane_runs_on_a_thread_of_its_own_at_a_lower_cpu_priority() {
+    let stack = Stack::start().await;
+    // Answered there, as before.
+    let (code, reply) = set(&stack, "api", 60).await;
+    assert_eq!((code, reply["change"]["outcome"].as_str()), (None, Some("applied")), "{reply}");
+    // /proc/self/task/<tid>/stat: field 19 is the nice value (after the command in parentheses).
+    let mut lanes = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = task.unwrap().path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if name.trim() == "priority-lane" {
+            let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+            let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+            let nice: i64 = after_name.split(' ').nth(16).unwrap().parse().unwrap();
+            lanes.push(nice);
+        }
+    }
+    assert_eq!(lanes, [10], "one lane thread, at nice 10");
+}

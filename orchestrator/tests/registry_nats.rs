@@ -73,6 +73,9 @@ async fn request_reply_writes_and_reads() {
     assert_eq!((err.as_deref(), &bad["error"]["code"]), (Some("400"), &json!("malformed_payload")));
     let (err, bad) = stack.request("teleport", "{}").await;
     assert_eq!((err.as_deref(), &bad["error"]["code"]), (Some("404"), &json!("unknown_command")));
+    // A domain nobody answers (each domain has a subscription of its own): NATS says so at once.
+    let nobody = stack.client.request(stack.subjects.request("teleport", "now"), "{}".into()).await.unwrap_err();
+    assert_eq!(nobody.kind(), async_nats::RequestErrorKind::NoResponders);
 
     let (err, gone) = stack.request("deregister", r#"{"id":"q-1"}"#).await;
     assert_eq!((err, &gone["status"]), (None, &json!("deregistered")));

@@ -3,6 +3,7 @@
 
 pub mod commands;
 mod decode;
+pub mod engine_lane;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod heartbeats;

@@ -458,7 +458,8 @@ impl Book {
                 key.1.as_str()
             ),
         };
-        let change = Change { count: Some(count), previous: effective, effective, detail: Some(detail), at, ..last.clone() };
+        let change =
+            Change { count: Some(count), previous: effective, effective, detail: Some(detail), at, ..last.clone() };
         self.effects.flushed.push((key, tally));
         self.record(change);
     }
@@ -670,7 +671,7 @@ impl Book {
             self.expiries.pop();
         }
         while let Some(Reverse((until, key))) = self.tally_ends.peek()
-            && !self.tallies.get(key).is_some_and(|t| t.until == *until)
+            && self.tallies.get(key).is_none_or(|t| t.until != *until)
         {
             self.tally_ends.pop();
         }

@@ -49,6 +49,9 @@ pub struct Priorities {
     defaults: Arc<watch::Sender<BTreeMap<String, u8>>>,
     effective: watch::Receiver<Effective>,
     pool: PgPool,
+    /// The runtime the pool's connections are driven by: reads run there, whichever thread asks
+    /// (the priority requests are answered on a thread of their own, consumers::engine_lane).
+    runtime: tokio::runtime::Handle,
     /// The rate guard's window: a rate-limited caller may retry after it at the latest.
     rate_window: std::time::Duration,
 }
@@ -78,7 +81,8 @@ impl Priorities {
         let (defaults, defaults_rx) = watch::channel(BTreeMap::new());
         let task = task::Task { config, pool: pool.clone(), book, effective: effective_tx, outbox_written, metrics };
         let handle = tokio::spawn(task.run(rx, defaults_rx, shutdown));
-        Ok((Priorities { inputs, defaults: Arc::new(defaults), effective, pool, rate_window }, handle))
+        let runtime = tokio::runtime::Handle::current();
+        Ok((Priorities { inputs, defaults: Arc::new(defaults), effective, pool, runtime, rate_window }, handle))
     }
 
     /// How long a caller refused as `rate_limited` waits, in whole seconds (at least 1): the
@@ -138,9 +142,12 @@ impl Priorities {
     pub async fn get(&self, request: GetRequest) -> Result<GetReply, ProtocolError> {
         let limit = request.validate()?;
         let priority = self.ask(|tx| Input::View(request.service.clone(), tx)).await?;
-        let history = crate::storage::priorities::history(&self.pool, &request.service, limit).await.map_err(|e| {
+        let (pool, service) = (self.pool.clone(), request.service.clone());
+        let read = self.runtime.spawn(async move { crate::storage::priorities::history(&pool, &service, limit).await });
+        let unavailable = || ProtocolError::new(ErrorCode::Unavailable, "PostgreSQL is unavailable; retry later");
+        let history = read.await.map_err(|_| unavailable())?.map_err(|e| {
             tracing::warn!(error = %e, "reading priority history failed");
-            ProtocolError::new(ErrorCode::Unavailable, "PostgreSQL is unavailable; retry later")
+            unavailable()
         })?;
         Ok(GetReply { priority, history })
     }
