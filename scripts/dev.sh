@@ -89,7 +89,7 @@ cat <<EOF
     Admin token           $DEV_TOKEN   (kept in $TOKEN_FILE)
     NATS                  $nats_url   (monitor http://127.0.0.1:$ORCH_NATS_MONITOR_PORT)
                           anonymous clients are refused; a user per role, URLs with passwords in
-                          $AUTH_DIR/{service,engine,observer}.url
+                          $AUTH_DIR/{service,engine,observer,operator}.url
     PostgreSQL            $pg_url
     Data                  $NATS_DIR
                           $PG_DIR

@@ -1,17 +1,19 @@
 #!/bin/sh
 # NATS users for every role, made once and kept in DIR (never committed): "make dev" and the
 # docker-compose stack start NATS with DIR/nats-auth.conf, so it refuses anonymous clients and
-# gives each role only what docs/protocol.md §14.2 lists (subject prefix "orch").
+# gives each role only what docs/protocol.md §14.2 lists (subject prefix $PREFIX, "orch" unless given).
 #
-#   scripts/nats-auth.sh DIR [HOST:PORT [NODE...]]
+#   [PREFIX=orch] scripts/nats-auth.sh DIR [HOST:PORT [NODE...]]
 #
+# PREFIX is the orchestrator's --subject-prefix (streams are named after it: ORCH_EVENTS, ...).
 # Writes (mode 0600; running it again keeps the passwords):
-#   DIR/<role>.password    orchestrator, checks, service, engine, observer, and agent-<NODE> for
-#                          each NODE
+#   DIR/<role>.password    orchestrator, checks, service, engine, observer, operator, and
+#                          agent-<NODE> for each NODE
 #   DIR/nats-auth.conf     the server's authorization block (include it, or pass it with -c)
 #   DIR/orchestrator.toml  the orchestrator's NATS user and the one its nats health checks are
 #                          sent as, for --config / ORCH_CONFIG
-#   DIR/<role>.url         nats://<role>:<password>@HOST:PORT for clients: the CLI, the bridge,
+#   DIR/<role>.url         nats://<role>:<password>@HOST:PORT for clients (service, engine,
+#                          observer, operator, agent-<NODE>): the CLI, the bridge,
 #                          and `orchestrator agent --node NODE --nats-url "$(cat DIR/agent-NODE.url)"`
 # A standalone agent's user may only take its own node's requests and report its own node's
 # process ends and pressure: it cannot start anything, here or on another node.
@@ -23,6 +25,13 @@ DIR="${1:?usage: scripts/nats-auth.sh DIR [HOST:PORT [NODE...]]}"
 ENDPOINT="${2:-127.0.0.1:4222}"
 if [ $# -ge 2 ]; then shift 2; else shift $#; fi
 NODES="$*"
+P="${PREFIX:-orch}"
+case "$P" in
+"" | *[!A-Za-z0-9_-]*) echo "nats-auth.sh: PREFIX $P: 1-32 letters, digits, '_' or '-'" >&2; exit 2 ;;
+esac
+[ "${#P}" -le 32 ] || { echo "nats-auth.sh: PREFIX $P: longer than 32 characters" >&2; exit 2; }
+# The streams' names: the prefix in capitals, '-' as '_' (ORCH_COMMANDS, ORCH_EVENTS).
+S="$(printf '%s' "$P" | tr 'a-z-' 'A-Z_')"
 for node in $NODES; do
     case "$node" in
     *[!a-z0-9_-]*) echo "nats-auth.sh: node $node: a node name is 1-63 of lower-case letters, digits, '-' or '_'" >&2; exit 2 ;;
@@ -34,7 +43,7 @@ umask 077
 mkdir -p "$DIR"
 
 secret() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
-for role in orchestrator checks service engine observer $AGENTS; do
+for role in orchestrator checks service engine observer operator $AGENTS; do
     [ -s "$DIR/$role.password" ] || secret >"$DIR/$role.password"
 done
 pw() { cat "$DIR/$1.password"; }
@@ -45,8 +54,8 @@ agent_user() {
     # them; reports its node's process ends and pressure. Nothing for another node.
     { user: agent-$1, password: "$(pw "agent-$1")",
       permissions: {
-        publish:   { allow: ["orch.agent.$1.exited", "orch.agent.$1.pressure"] }
-        subscribe: { allow: ["orch.agent.$1.*"] }
+        publish:   { allow: ["$P.agent.$1.exited", "$P.agent.$1.pressure"] }
+        subscribe: { allow: ["$P.agent.$1.*"] }
         allow_responses: true } }
 AGENT
 }
@@ -57,12 +66,12 @@ cat >"$DIR/nats-auth.conf" <<EOF
 authorization {
   users = [
     # The orchestrator: its streams and consumer, requests and heartbeats, the node agents,
-    # events and dead letters, nats checks on the service API, outcomes on orch.replies.
+    # events and dead letters, nats checks on the service API, outcomes on $P.replies.
     { user: orchestrator, password: "$(pw orchestrator)",
       permissions: {
-        publish:   { allow: ["\$JS.API.>", "\$JS.ACK.ORCH_COMMANDS.>", "orch.evt.>", "orch.dlq.>",
-                             "orch.agent.>", "\$SRV.>", "orch.replies.>"] }
-        subscribe: { allow: ["orch.req.>", "orch.hb.>", "orch.agent.>", "_INBOX.>"] }
+        publish:   { allow: ["\$JS.API.>", "\$JS.ACK.${S}_COMMANDS.>", "$P.evt.>", "$P.dlq.>",
+                             "$P.agent.>", "\$SRV.>", "$P.replies.>"] }
+        subscribe: { allow: ["$P.req.>", "$P.hb.>", "$P.agent.>", "_INBOX.>"] }
         allow_responses: true } }
     # The orchestrator's nats health checks, on a connection of their own: the NATS service API
     # only. Add the subjects of --check-allow-nats-subjects here when you allow more.
@@ -73,29 +82,40 @@ authorization {
     # A service that registers itself, beats and reports its ttl checks.
     { user: service, password: "$(pw service)",
       permissions: {
-        publish:   { allow: ["orch.req.registry.>", "orch.req.health.ttl", "orch.hb.>",
-                             "orch.cmd.registry.>", "\$JS.API.STREAM.INFO.ORCH_COMMANDS"] }
-        subscribe: { allow: ["_INBOX.>", "orch.replies.service.>"] } } }
+        publish:   { allow: ["$P.req.registry.>", "$P.req.health.ttl", "$P.hb.>",
+                             "$P.cmd.registry.>", "\$JS.API.STREAM.INFO.${S}_COMMANDS"] }
+        subscribe: { allow: ["_INBOX.>", "$P.replies.service.>"] } } }
     # The AI engine: reads events, sets and clears adjustments; not policy, pins, bounds or
     # the release of a hold, which are the operator's.
     { user: engine, password: "$(pw engine)",
       permissions: {
-        publish:   { allow: ["orch.req.priority.set", "orch.req.priority.clear", "orch.req.priority.get",
-                             "orch.req.priority.list", "orch.req.registry.list", "orch.req.registry.get",
-                             "orch.req.registry.discover", "orch.req.health.system", "orch.req.health.service",
-                             "orch.req.lifecycle.status", "orch.req.lifecycle.restart",
-                             "\$JS.API.INFO", "\$JS.API.STREAM.INFO.ORCH_EVENTS", "\$JS.API.CONSUMER.*.ORCH_EVENTS",
-                             "\$JS.API.CONSUMER.*.ORCH_EVENTS.>", "\$JS.API.CONSUMER.DURABLE.CREATE.ORCH_EVENTS.>",
-                             "\$JS.API.CONSUMER.MSG.NEXT.ORCH_EVENTS.>", "\$JS.ACK.ORCH_EVENTS.>"] }
+        publish:   { allow: ["$P.req.priority.set", "$P.req.priority.clear", "$P.req.priority.get",
+                             "$P.req.priority.list", "$P.req.registry.list", "$P.req.registry.get",
+                             "$P.req.registry.discover", "$P.req.health.system", "$P.req.health.service",
+                             "$P.req.lifecycle.status", "$P.req.lifecycle.restart",
+                             "\$JS.API.INFO", "\$JS.API.STREAM.INFO.${S}_EVENTS", "\$JS.API.CONSUMER.*.${S}_EVENTS",
+                             "\$JS.API.CONSUMER.*.${S}_EVENTS.>", "\$JS.API.CONSUMER.DURABLE.CREATE.${S}_EVENTS.>",
+                             "\$JS.API.CONSUMER.MSG.NEXT.${S}_EVENTS.>", "\$JS.ACK.${S}_EVENTS.>"] }
         subscribe: { allow: ["_INBOX.>"] } } }
+    # An operator's tools over NATS (the CLI, scripts, an operator's bridge): every request,
+    # priority policy and hold releases, stack apply and down included; durable commands; the
+    # events and their replies. Not the orchestrator's own subjects (agents, publishing events).
+    { user: operator, password: "$(pw operator)",
+      permissions: {
+        publish:   { allow: ["$P.req.>", "$P.cmd.>", "$P.hb.>",
+                             "\$JS.API.INFO", "\$JS.API.STREAM.INFO.${S}_COMMANDS", "\$JS.API.STREAM.INFO.${S}_EVENTS",
+                             "\$JS.API.CONSUMER.*.${S}_EVENTS", "\$JS.API.CONSUMER.*.${S}_EVENTS.>",
+                             "\$JS.API.CONSUMER.DURABLE.CREATE.${S}_EVENTS.>",
+                             "\$JS.API.CONSUMER.MSG.NEXT.${S}_EVENTS.>", "\$JS.ACK.${S}_EVENTS.>"] }
+        subscribe: { allow: ["_INBOX.>", "$P.replies.operator.>"] } } }
     # A read-only observer: reads, and follows the events.
     { user: observer, password: "$(pw observer)",
       permissions: {
-        publish:   { allow: ["orch.req.registry.list", "orch.req.registry.get", "orch.req.registry.discover",
-                             "orch.req.health.system", "orch.req.health.service", "orch.req.lifecycle.status",
-                             "orch.req.priority.get", "orch.req.priority.list",
-                             "\$JS.API.INFO", "\$JS.API.STREAM.INFO.ORCH_EVENTS", "\$JS.API.CONSUMER.*.ORCH_EVENTS",
-                             "\$JS.API.CONSUMER.*.ORCH_EVENTS.>", "\$JS.API.CONSUMER.MSG.NEXT.ORCH_EVENTS.>"] }
+        publish:   { allow: ["$P.req.registry.list", "$P.req.registry.get", "$P.req.registry.discover",
+                             "$P.req.health.system", "$P.req.health.service", "$P.req.lifecycle.status",
+                             "$P.req.priority.get", "$P.req.priority.list",
+                             "\$JS.API.INFO", "\$JS.API.STREAM.INFO.${S}_EVENTS", "\$JS.API.CONSUMER.*.${S}_EVENTS",
+                             "\$JS.API.CONSUMER.*.${S}_EVENTS.>", "\$JS.API.CONSUMER.MSG.NEXT.${S}_EVENTS.>"] }
         subscribe: { allow: ["_INBOX.>"] } } }
 $(for node in $NODES; do agent_user "$node"; done)
   ]
@@ -104,7 +124,7 @@ EOF
 
 printf 'nats-user = "orchestrator"\nnats-password = "%s"\ncheck-nats-user = "checks"\ncheck-nats-password = "%s"\n' \
     "$(pw orchestrator)" "$(pw checks)" >"$DIR/orchestrator.toml"
-for role in service engine observer $AGENTS; do
+for role in service engine observer operator $AGENTS; do
     printf 'nats://%s:%s@%s\n' "$role" "$(pw "$role")" "$ENDPOINT" >"$DIR/$role.url"
 done
 if [ -n "${OWNER:-}" ]; then

@@ -173,10 +173,12 @@ async def consume_nats_py(url: str, count: int) -> dict:
 
 def bridge_events(stack: Stack, count: int) -> None:
     print(f"bridge_events: filling the events stream with {count:,} events", flush=True)
-    asyncio.run(fill(stack.url, count))
-    baseline = asyncio.run(consume_nats_py(stack.url, count))
-    bridge = consume_bridge(stack.url, count)
-    durable = consume_bridge(stack.url, count, durable="bench")
+    # The events are the orchestrator's to publish; an engine reads them.
+    asyncio.run(fill(stack.user_url("orchestrator"), count))
+    engine = stack.user_url("engine")
+    baseline = asyncio.run(consume_nats_py(engine, count))
+    bridge = consume_bridge(engine, count)
+    durable = consume_bridge(engine, count, durable="bench")
     assert bridge["checksum"] == baseline["checksum"] == durable["checksum"], "every consumer saw the same events"
     ratio = bridge["per_second"] / baseline["per_second"]
     met = bridge["per_second"] >= EVENTS_TARGET
@@ -200,7 +202,7 @@ def bridge_events(stack: Stack, count: int) -> None:
 
 
 def priority_round_trip(stack: Stack, count: int) -> None:
-    client = orch_bridge.Client.connect(stack.url)
+    client = orch_bridge.Client.connect(stack.user_url("engine"))
     round_trips, replies = [], []
     with client.events("orch.evt.priority.bench.>") as events:
         for i in range(-50, count):  # the first 50 warm up, unmeasured

@@ -1,6 +1,7 @@
 """The harness of the bridge's tests and benchmarks: real servers, started here.
 
-A ``Stack`` is a nats-server with JetStream of its own, a fresh database in a PostgreSQL
+A ``Stack`` is a nats-server with JetStream of its own, locked down with the users of every role
+that ``scripts/nats-auth.sh`` makes (as ``make dev`` and compose run it), a fresh database in a PostgreSQL
 cluster, and the orchestrator binary (``target/debug/orchestrator serve``) in a child process. The cluster is the shared test cluster
 of ``make test`` (``ORCH_TEST_DATABASE_URL``) or, without it, a private one started through
 ``scripts/pg.sh`` for the session. ``ORCH_NATS_SERVER`` names the nats-server binary (default:
@@ -38,6 +39,7 @@ ORCHESTRATOR = BIN_DIR / "orchestrator"
 SLEEPER = BIN_DIR / "orch-sleeper"
 NATS_SERVER = os.environ.get("ORCH_NATS_SERVER") or str(ROOT / ".local" / "venv" / "bin" / "nats-server")
 PG_SCRIPT = ROOT / "scripts" / "pg.sh"
+NATS_AUTH_SCRIPT = ROOT / "scripts" / "nats-auth.sh"
 
 
 
@@ -130,23 +132,41 @@ def fresh_database(cluster_url: str) -> str:
 
 
 class Nats:
+    """nats-server with JetStream, refusing anonymous clients: the users of ``scripts/nats-auth.sh``
+    (orchestrator, checks, service, engine, observer, operator) in ``<workdir>/nats-auth``."""
+
     def __init__(self, workdir: str) -> None:
         if not os.access(NATS_SERVER, os.X_OK):
             raise RuntimeError(f"no nats-server at {NATS_SERVER}: run scripts/deps.sh (or set ORCH_NATS_SERVER)")
         self.port = free_port()
         self.store = os.path.join(workdir, "jetstream")
         self.log = os.path.join(workdir, "nats.log")
+        self.auth = os.path.join(workdir, "nats-auth")
+        subprocess.run(["sh", str(NATS_AUTH_SCRIPT), self.auth, f"127.0.0.1:{self.port}"], check=True)
         self.process: Optional[subprocess.Popen] = None
         self.start()
 
     @property
     def url(self) -> str:
+        """The server's address, without credentials (the orchestrator takes its own from
+        ``orchestrator_config``)."""
         return f"nats://127.0.0.1:{self.port}"
+
+    def user_url(self, role: str) -> str:
+        """``nats://<role>:<password>@…`` for a user of that role."""
+        with open(os.path.join(self.auth, f"{role}.password")) as f:
+            return f"nats://{role}:{f.read().strip()}@127.0.0.1:{self.port}"
+
+    @property
+    def orchestrator_config(self) -> str:
+        """The orchestrator's ``--config`` file: its NATS user and its checks' user."""
+        return os.path.join(self.auth, "orchestrator.toml")
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", self.store],
+                [NATS_SERVER, "-c", os.path.join(self.auth, "nats-auth.conf"), "-js", "-a", "127.0.0.1",
+                 "-p", str(self.port), "-sd", self.store],
                 stdout=subprocess.DEVNULL,
                 stderr=log,
             )
@@ -163,12 +183,19 @@ class Orchestrator:
     """``orchestrator serve`` in a child process, with its HTTP API on a free port."""
 
     def __init__(
-        self, nats_url: str, database_url: str, workdir: str, args: List[str], binary: Path = ORCHESTRATOR
+        self,
+        nats_url: str,
+        database_url: str,
+        workdir: str,
+        args: List[str],
+        binary: Path = ORCHESTRATOR,
+        config: Optional[str] = None,
     ) -> None:
         if not os.access(binary, os.X_OK):
             raise RuntimeError(f"no orchestrator binary at {binary}: run cargo build -p orchestrator --bins")
         self.binary = binary
         self.nats_url = nats_url
+        self.config = config
         self.database_url = database_url
         self.workdir = workdir
         self.args = args
@@ -191,6 +218,7 @@ class Orchestrator:
             os.path.join(self.workdir, "agent-logs"),
             "--log-format",
             "human",
+            *(["--config", self.config] if self.config else []),
             *self.args,
         ]
         with open(self.log, "ab") as log:
@@ -281,11 +309,18 @@ class Stack:
         self.workdir = tempfile.mkdtemp(prefix="orch-bridge-test-")
         self.nats = Nats(self.workdir)
         self.database_url = database_url or fresh_database(cluster_url)
-        self.orchestrator = Orchestrator(self.nats.url, self.database_url, self.workdir, args, binary)
+        self.orchestrator = Orchestrator(
+            self.nats.url, self.database_url, self.workdir, args, binary, self.nats.orchestrator_config
+        )
 
     @property
     def url(self) -> str:
-        return self.nats.url
+        """The NATS URL of the ``operator`` user, who may send every request (the tests drive
+        everything); ``user_url("engine")`` and the others for a narrower role."""
+        return self.nats.user_url("operator")
+
+    def user_url(self, role: str) -> str:
+        return self.nats.user_url(role)
 
     def http(self, method: str, path: str, body: Any = None, content_type: str = "application/json"):
         return self.orchestrator.http(method, path, body, content_type)

@@ -315,3 +315,18 @@ def test_ctrl_c_interrupts_a_blocking_wait(stack, sigint_raises):
                 events.next()  # waits forever without the signal
         # The client still works after the interruption.
         assert client.list_priorities().guard.holding is False
+
+
+def test_the_shipped_nats_users_bound_what_a_client_may_do(stack):
+    """The stack's NATS has the users of scripts/nats-auth.sh (as make dev and compose): no
+    anonymous client; the engine may set priorities but not change an operator's policy."""
+    with pytest.raises(OrchConnectionError):
+        Client.connect(stack.nats.url, timeout=2)
+    with Client.connect(stack.user_url("engine"), timeout=2) as engine:
+        assert engine.set_priority("api", 70, reason="busy", source="engine:test").effective == 70
+        # NATS refuses the publish and tells the connection asynchronously: the caller sees no
+        # reply within its timeout, and nothing reaches the orchestrator.
+        with pytest.raises(OrchTimeoutError):
+            engine.set_priority_policy("api", pinned=True, reason="not the engine's to pin")
+    status, api = stack.http("GET", "/api/v1/priorities/api")
+    assert status == 200 and api["priority"]["pinned"] is False, api

@@ -1,4 +1,5 @@
-// Test harness of the browser tests: a private nats-server, a fresh database in the shared test
+// Test harness of the browser tests: a private nats-server locked down with the users of
+// scripts/nats-auth.sh (as make dev and compose run it), a fresh database in the shared test
 // PostgreSQL, the orchestrator serving the built dashboard with two API keys, a small stack, and
 // a headless Chromium. Everything started here is stopped by stop(), also when a test fails, and
 // killed on process exit as a last resort.
@@ -222,7 +223,17 @@ export async function startEnvironment() {
   env.stop = stop;
   try {
     const natsPort = await freePort();
-    env.nats = start(natsBin, ['-js', '-a', '127.0.0.1', '-p', String(natsPort), '-sd', join(tmp, 'jetstream')], join(tmp, 'nats.log'));
+    // The users of every role for this prefix; anonymous clients are refused.
+    const auth = join(tmp, 'nats-auth');
+    execFileSync('sh', [join(REPO, 'scripts', 'nats-auth.sh'), auth, `127.0.0.1:${natsPort}`], {
+      env: { ...process.env, PREFIX: env.prefix },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    env.nats = start(
+      natsBin,
+      ['-c', join(auth, 'nats-auth.conf'), '-js', '-a', '127.0.0.1', '-p', String(natsPort), '-sd', join(tmp, 'jetstream')],
+      join(tmp, 'nats.log'),
+    );
     await waitFor('nats-server to listen', async () => {
       if (env.nats.exitCode !== null) throw new Error(`nats-server exited:\n${tail(join(tmp, 'nats.log'))}`);
       return portOpen(natsPort);
@@ -238,6 +249,7 @@ export async function startEnvironment() {
     const args = [
       'serve',
       '--nats-url', `nats://127.0.0.1:${natsPort}`,
+      '--config', join(auth, 'orchestrator.toml'),
       '--database-url', u.toString(),
       '--http-addr', `127.0.0.1:${httpPort}`,
       '--subject-prefix', env.prefix,
