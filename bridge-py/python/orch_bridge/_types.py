@@ -120,7 +120,8 @@ class Change:
     ``orchestrator`` (protocol.md §6.1); ``source`` is what the caller said of itself."""
     count: int = 1
     """How many requests this record stands for: refusals of one service by one guardrail
-    within a rate window are counted into one ``refused`` record (protocol.md §13.4)."""
+    within a rate window are counted into one ``refused`` record, and held changes that
+    replaced one another into one ``held`` record (protocol.md §13.4)."""
 
     @classmethod
     def from_json(cls, d: Json) -> "Change":

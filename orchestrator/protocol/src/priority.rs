@@ -274,9 +274,10 @@ pub struct Change {
     pub detail: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
-    /// For a `refused` record that stands for several requests: how many. The first refusal of
-    /// a service by a guardrail within the rate window is recorded alone; the ones after it in
-    /// that window are counted and recorded as one change, with this count, when it ends.
+    /// For a `refused` or `held` record that stands for several requests: how many. The first
+    /// refusal of a service by a guardrail (or its first held change) within the rate window is
+    /// recorded alone; the ones after it in that window are counted and recorded as one change,
+    /// with this count, when it ends (a held count also when the hold ends).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
     pub at: DateTime<Utc>,
