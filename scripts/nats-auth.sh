@@ -62,7 +62,9 @@ AGENT
 
 cat >"$DIR/nats-auth.conf" <<EOF
 # Made by scripts/nats-auth.sh: one user per role, least privilege (docs/protocol.md §14.2).
-# Anonymous clients are refused: every connection must name one of these users.
+# Anonymous clients are refused: every connection must name one of these users. Requests and
+# durable commands end with the sender's user name ($P.req.<domain>.<verb>.<user>), and each
+# user may publish only subjects that end with its own: so the orchestrator records who asked.
 authorization {
   users = [
     # The orchestrator: its streams and consumer, requests and heartbeats, the node agents,
@@ -82,17 +84,19 @@ authorization {
     # A service that registers itself, beats and reports its ttl checks.
     { user: service, password: "$(pw service)",
       permissions: {
-        publish:   { allow: ["$P.req.registry.>", "$P.req.health.ttl", "$P.hb.>",
-                             "$P.cmd.registry.>", "\$JS.API.STREAM.INFO.${S}_COMMANDS"] }
+        publish:   { allow: ["$P.req.registry.*.service", "$P.req.health.ttl.service", "$P.hb.>",
+                             "$P.cmd.registry.*.service", "\$JS.API.STREAM.INFO.${S}_COMMANDS"] }
         subscribe: { allow: ["_INBOX.>", "$P.replies.service.>"] } } }
     # The AI engine: reads events, sets and clears adjustments; not policy, pins, bounds or
     # the release of a hold, which are the operator's.
     { user: engine, password: "$(pw engine)",
       permissions: {
-        publish:   { allow: ["$P.req.priority.set", "$P.req.priority.clear", "$P.req.priority.get",
-                             "$P.req.priority.list", "$P.req.registry.list", "$P.req.registry.get",
-                             "$P.req.registry.discover", "$P.req.health.system", "$P.req.health.service",
-                             "$P.req.lifecycle.status", "$P.req.lifecycle.restart",
+        publish:   { allow: ["$P.req.priority.set.engine", "$P.req.priority.clear.engine",
+                             "$P.req.priority.get.engine", "$P.req.priority.list.engine",
+                             "$P.req.registry.list.engine", "$P.req.registry.get.engine",
+                             "$P.req.registry.discover.engine", "$P.req.health.system.engine",
+                             "$P.req.health.service.engine", "$P.req.lifecycle.status.engine",
+                             "$P.req.lifecycle.restart.engine",
                              "\$JS.API.INFO", "\$JS.API.STREAM.INFO.${S}_EVENTS", "\$JS.API.CONSUMER.*.${S}_EVENTS",
                              "\$JS.API.CONSUMER.*.${S}_EVENTS.>", "\$JS.API.CONSUMER.DURABLE.CREATE.${S}_EVENTS.>",
                              "\$JS.API.CONSUMER.MSG.NEXT.${S}_EVENTS.>", "\$JS.ACK.${S}_EVENTS.>"] }
@@ -102,7 +106,7 @@ authorization {
     # events and their replies. Not the orchestrator's own subjects (agents, publishing events).
     { user: operator, password: "$(pw operator)",
       permissions: {
-        publish:   { allow: ["$P.req.>", "$P.cmd.>", "$P.hb.>",
+        publish:   { allow: ["$P.req.*.*.operator", "$P.cmd.*.*.operator", "$P.hb.>",
                              "\$JS.API.INFO", "\$JS.API.STREAM.INFO.${S}_COMMANDS", "\$JS.API.STREAM.INFO.${S}_EVENTS",
                              "\$JS.API.CONSUMER.*.${S}_EVENTS", "\$JS.API.CONSUMER.*.${S}_EVENTS.>",
                              "\$JS.API.CONSUMER.DURABLE.CREATE.${S}_EVENTS.>",
@@ -111,9 +115,10 @@ authorization {
     # A read-only observer: reads, and follows the events.
     { user: observer, password: "$(pw observer)",
       permissions: {
-        publish:   { allow: ["$P.req.registry.list", "$P.req.registry.get", "$P.req.registry.discover",
-                             "$P.req.health.system", "$P.req.health.service", "$P.req.lifecycle.status",
-                             "$P.req.priority.get", "$P.req.priority.list",
+        publish:   { allow: ["$P.req.registry.list.observer", "$P.req.registry.get.observer",
+                             "$P.req.registry.discover.observer", "$P.req.health.system.observer",
+                             "$P.req.health.service.observer", "$P.req.lifecycle.status.observer",
+                             "$P.req.priority.get.observer", "$P.req.priority.list.observer",
                              "\$JS.API.INFO", "\$JS.API.STREAM.INFO.${S}_EVENTS", "\$JS.API.CONSUMER.*.${S}_EVENTS",
                              "\$JS.API.CONSUMER.*.${S}_EVENTS.>", "\$JS.API.CONSUMER.MSG.NEXT.${S}_EVENTS.>"] }
         subscribe: { allow: ["_INBOX.>"] } } }

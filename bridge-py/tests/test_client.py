@@ -49,8 +49,10 @@ def test_set_priority_returns_what_was_applied_and_its_event_arrives_typed(stack
             assert (change.outcome, change.effective, change.held) == ("applied", 80, False)
             assert change.change.previous == 50 and change.change.requested == 80
             assert change.priority.adjustment.source == "engine:test"
-            # Over NATS the principal is the transport; `source` is the caller's own words.
-            assert (change.change.principal, change.priority.adjustment.principal) == ("nats", "nats")
+            # Over NATS the principal is the NATS user the subject names (the client names its
+            # URL's user, and NATS allows it no other); `source` is the caller's own words.
+            principals = (change.change.principal, change.priority.adjustment.principal)
+            assert principals == ("nats:operator", "nats:operator")
             assert change.change.count == 1, "a record of one request"
             counted = orch_bridge.Change.from_json({**change.change.raw, "outcome": "refused", "count": 7})
             assert counted.count == 7, "a counted refusal stands for its requests"
@@ -63,7 +65,7 @@ def test_set_priority_returns_what_was_applied_and_its_event_arrives_typed(stack
             assert event.subject == "orch.evt.priority.api.applied"
             assert (event.domain, event.service, event.kind) == ("priority", "api", "applied")
             assert event.source == "/orchestrator"
-            assert event.principal == "nats"
+            assert event.principal == "nats:operator"
             assert event.time.tzinfo is not None
             # The event's time is the change's, written to the microsecond.
             assert abs((event.time - change.change.at).total_seconds()) < 0.001

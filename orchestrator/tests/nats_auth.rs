@@ -197,7 +197,8 @@ impl ShippedUsers {
 /// server: anonymous clients are refused; the orchestrator works with its user; a registering
 /// service registers but cannot ask an agent to start anything or drive the lifecycle; the
 /// engine sets priorities but cannot change a policy or release the guard; an observer reads
-/// the events and changes nothing. A refused publish is shown absent deterministically: the same
+/// the events and changes nothing. Each names itself at the end of its subjects and cannot name
+/// another or none, so the orchestrator records who asked (`nats:<user>`). A refused publish is shown absent deterministically: the same
 /// connection publishes an allowed message after it, and NATS keeps one connection's order, so
 /// once a watcher has the allowed one it would have had the refused one.
 #[tokio::test]
@@ -229,17 +230,23 @@ async fn the_shipped_users_have_least_privilege() {
 
     let service = connect("service").await;
     let registration = r#"{"id": "web-1", "name": "web", "address": "127.0.0.1", "port": 80}"#;
-    let reply = service.request("orch.req.registry.register", registration.into()).await.expect("a service registers");
+    let reply =
+        service.request("orch.req.registry.register.service", registration.into()).await.expect("a service registers");
     assert!(String::from_utf8_lossy(&reply.payload).contains("registered"));
     refused_then_allowed(service.clone(), "orch.agent.local.start", "orch.hb.web-1").await;
-    refused_then_allowed(service, "orch.req.lifecycle.down", "orch.hb.web-1").await;
+    refused_then_allowed(service.clone(), "orch.req.lifecycle.down.service", "orch.hb.web-1").await;
+    // Neither another's name nor none.
+    refused_then_allowed(service.clone(), "orch.req.registry.register.operator", "orch.hb.web-1").await;
+    refused_then_allowed(service, "orch.req.registry.register", "orch.hb.web-1").await;
 
     let engine = connect("engine").await;
     let set = r#"{"service": "web", "value": 70, "reason": "test", "source": "engine"}"#;
-    let reply = engine.request("orch.req.priority.set", set.into()).await.expect("the engine sets a priority");
-    assert!(!String::from_utf8_lossy(&reply.payload).contains("\"error\""), "{:?}", reply.payload);
-    refused_then_allowed(engine.clone(), "orch.req.priority.release", "orch.req.priority.list").await;
-    refused_then_allowed(engine, "orch.req.priority.policy", "orch.req.priority.list").await;
+    let reply = engine.request("orch.req.priority.set.engine", set.into()).await.expect("the engine sets a priority");
+    let change: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(change["change"]["principal"], "nats:engine", "{change}");
+    refused_then_allowed(engine.clone(), "orch.req.priority.release.engine", "orch.req.priority.list.engine").await;
+    refused_then_allowed(engine.clone(), "orch.req.priority.policy.engine", "orch.req.priority.list.engine").await;
+    refused_then_allowed(engine, "orch.req.priority.set.operator", "orch.req.priority.list.engine").await;
 
     let observer = connect("observer").await;
     let js = async_nats::jetstream::new(observer.clone());
@@ -249,26 +256,29 @@ async fn the_shipped_users_have_least_privilege() {
         events.iter().any(|e| e["type"] == "io.orch.registry.registered.v1").then_some(())
     })
     .await;
-    refused_then_allowed(observer, "orch.req.lifecycle.apply", "orch.req.registry.list").await;
+    refused_then_allowed(observer, "orch.req.lifecycle.apply.observer", "orch.req.registry.list.observer").await;
 
-    // Every allowed message arrived (2 heartbeats, 2 lists from the engine, 1 from the observer)
+    // Every allowed message arrived (4 heartbeats, 3 lists from the engine, 1 from the observer)
     // and none of the refused ones did.
     let mut allowed = 0;
-    while allowed < 5 {
+    while allowed < 8 {
         let message = tokio::time::timeout(Duration::from_secs(20), seen.next()).await.expect("in time").unwrap();
         let subject = message.subject.as_str();
         assert!(
             ![
                 "orch.agent.local.start",
-                "orch.req.lifecycle.down",
-                "orch.req.priority.release",
-                "orch.req.priority.policy",
-                "orch.req.lifecycle.apply"
+                "orch.req.lifecycle.down.service",
+                "orch.req.registry.register.operator",
+                "orch.req.registry.register",
+                "orch.req.priority.release.engine",
+                "orch.req.priority.policy.engine",
+                "orch.req.priority.set.operator",
+                "orch.req.lifecycle.apply.observer"
             ]
             .contains(&subject),
             "{subject} reached the orchestrator's side"
         );
-        if subject == "orch.hb.web-1" || subject == "orch.req.priority.list" || subject == "orch.req.registry.list" {
+        if ["orch.hb.web-1", "orch.req.priority.list.engine", "orch.req.registry.list.observer"].contains(&subject) {
             allowed += 1;
         }
     }

@@ -116,8 +116,9 @@ class Change:
     at: datetime
     raw: Json = field(repr=False, compare=False)
     principal: str = ""
-    """Who asked, as authenticated: ``key:<name>``, ``jwt:<sub>``, ``anonymous``, ``nats`` or
-    ``orchestrator`` (protocol.md §6.1); ``source`` is what the caller said of itself."""
+    """Who asked, as authenticated: ``key:<name>``, ``jwt:<sub>``, ``anonymous``,
+    ``nats:<user>``, ``nats`` or ``orchestrator`` (protocol.md §6.1); ``source`` is what the
+    caller said of itself."""
     count: int = 1
     """How many requests this record stands for: refusals of one service by one guardrail
     within a rate window are counted into one ``refused`` record, and held changes that

@@ -155,6 +155,10 @@ struct Inner {
     nats: async_nats::Client,
     jetstream: async_nats::jetstream::Context,
     subjects: Subjects,
+    /// The NATS user this connection authenticated as, named at the end of each request's
+    /// subject (`orch.req.<domain>.<verb>.<user>`) so that the orchestrator records who asked;
+    /// the NATS permissions of `scripts/nats-auth.sh` allow each user only its own name there.
+    sender: Option<String>,
     timeout: Duration,
     acker: Acker,
     closed: AtomicBool,
@@ -208,14 +212,37 @@ impl Client {
         let nats = options.connect(without_credentials(&settings.url).as_str()).await.map_err(|e| {
             Error::Connection(format!("cannot connect to NATS at {}: {e}", redacted_url(&settings.url)))
         })?;
-        Ok(Client::from_nats(nats, subjects, settings.timeout))
+        // A user name that cannot be a subject token is not named: its requests use the plain subjects.
+        let sender = user.filter(|u| password.is_some() && orch_protocol::subjects::is_user_token(u));
+        Ok(Client::from_nats_as(nats, subjects, settings.timeout, sender))
+    }
+
+    /// The NATS user named as the sender of requests, if any.
+    pub fn sender(&self) -> Option<&str> {
+        self.0.sender.as_deref()
+    }
+
+    /// The subject of `request`: naming the sender when there is one.
+    fn subject_of(&self, request: &Request) -> String {
+        self.0.subjects.request_as(&request.domain, &request.verb, self.0.sender.as_deref())
     }
 
     /// A client over a connection made elsewhere (tests and benchmarks that hold one already).
     pub fn from_nats(nats: async_nats::Client, subjects: Subjects, timeout: Duration) -> Client {
+        Client::from_nats_as(nats, subjects, timeout, None)
+    }
+
+    /// [`Client::from_nats`], naming `sender` (the connection's NATS user) as the sender of its
+    /// requests (see [`Client::sender`]).
+    pub fn from_nats_as(
+        nats: async_nats::Client,
+        subjects: Subjects,
+        timeout: Duration,
+        sender: Option<String>,
+    ) -> Client {
         let jetstream = async_nats::jetstream::new(nats.clone());
         let acker = Acker::start(nats.clone());
-        Client(Arc::new(Inner { nats, jetstream, subjects, timeout, acker, closed: AtomicBool::new(false) }))
+        Client(Arc::new(Inner { nats, jetstream, subjects, sender, timeout, acker, closed: AtomicBool::new(false) }))
     }
 
     pub fn subjects(&self) -> &Subjects {
@@ -253,7 +280,7 @@ impl Client {
     /// expected shape. Error replies (protocol.md §7.2) become [`Error::Remote`].
     pub async fn call(&self, request: &Request, timeout: Option<Duration>) -> Result<Bytes> {
         self.ensure_open()?;
-        let subject = self.0.subjects.request(&request.domain, &request.verb);
+        let subject = self.subject_of(request);
         let timeout = timeout.unwrap_or(self.0.timeout);
         let nats_request = async_nats::Request::new().payload(Bytes::from(request.body.clone())).timeout(Some(timeout));
         let reply = self.0.nats.send_request(subject.clone(), nats_request).await.map_err(|e| match e.kind() {
@@ -279,7 +306,7 @@ impl Client {
     /// [`Client::call`], with the reply decoded as `T`.
     pub async fn call_as<T: DeserializeOwned>(&self, request: &Request, timeout: Option<Duration>) -> Result<T> {
         let payload = self.call(request, timeout).await?;
-        decode(&self.0.subjects.request(&request.domain, &request.verb), &payload)
+        decode(&self.subject_of(request), &payload)
     }
 
     /// Flushes queued acknowledgements and drains the connection. Idempotent.

@@ -259,7 +259,7 @@ pub struct Change {
     /// Effective priority before and after.
     pub previous: u8,
     pub effective: u8,
-    /// Who asked, as authenticated: `key:<name>`, `jwt:<sub>`, `anonymous`, `nats` or
+    /// Who asked, as authenticated: `key:<name>`, `jwt:<sub>`, `anonymous`, `nats:<user>`, `nats` or
     /// `orchestrator` (see `principal`). `source` is what the caller said of itself. Empty for a
     /// change recorded before principals were.
     #[serde(default)]

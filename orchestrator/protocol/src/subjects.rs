@@ -38,6 +38,12 @@ pub mod verbs {
 /// The domains answered over request/reply (`orch.req.<domain>.<verb>`).
 pub const REQUEST_DOMAINS: [&str; 4] = [verbs::REGISTRY, verbs::HEALTH, verbs::LIFECYCLE, verbs::PRIORITY];
 
+/// Whether `user` can name a sender in a subject: 1-64 letters, digits, `-` or `_` (a NATS user
+/// name of other characters cannot, and its client sends the plain subjects).
+pub fn is_user_token(user: &str) -> bool {
+    (1..=64).contains(&user.len()) && user.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 pub const INVALID_TOKEN: &str = "_invalid";
 
 /// Names derived from one prefix.
@@ -116,6 +122,15 @@ impl Subjects {
         format!("{}.req.{domain}.{verb}", self.prefix)
     }
 
+    /// `orch.req.<domain>.<verb>.<user>` when `user` is given (the sender's NATS user, see
+    /// [`Subjects::sender`]), else `orch.req.<domain>.<verb>`.
+    pub fn request_as(&self, domain: &str, verb: &str, user: Option<&str>) -> String {
+        match user {
+            Some(user) => format!("{}.req.{domain}.{verb}.{user}", self.prefix),
+            None => self.request(domain, verb),
+        }
+    }
+
     /// `orch.evt.>`: everything the events stream captures.
     pub fn events_all(&self) -> String {
         format!("{}.evt.>", self.prefix)
@@ -167,16 +182,31 @@ impl Subjects {
     }
 
     /// Splits `orch.cmd.<domain>.<verb>` (or `orch.req.…`) into `(domain, verb)`.
-    /// `kind` is `cmd` or `req`. Returns `None` when the subject has another shape.
+    /// `kind` is `cmd` or `req`. Returns `None` when the subject has another shape. A subject
+    /// that names its sender (`….<verb>.<user>`, [`Subjects::sender`]) has the same command.
     pub fn parse_command<'a>(&self, subject: &'a str, kind: &str) -> Option<(&'a str, &'a str)> {
+        self.parse_addressed(subject, kind).map(|(domain, verb, _)| (domain, verb))
+    }
+
+    /// The NATS user a command or request subject names as its sender, `orch.req.<domain>.<verb>.<user>`
+    /// (`None` for the plain form). NATS permissions make the name true: each shipped user may
+    /// publish only subjects that end with its own name (docs/protocol.md §14.2).
+    pub fn sender<'a>(&self, subject: &'a str, kind: &str) -> Option<&'a str> {
+        self.parse_addressed(subject, kind).and_then(|(_, _, user)| user)
+    }
+
+    fn parse_addressed<'a>(&self, subject: &'a str, kind: &str) -> Option<(&'a str, &'a str, Option<&'a str>)> {
         let rest = subject.strip_prefix(&self.prefix)?.strip_prefix('.')?;
         let rest = rest.strip_prefix(kind)?.strip_prefix('.')?;
         let mut parts = rest.split('.');
-        let (domain, verb) = (parts.next()?, parts.next()?);
+        let (domain, verb, user) = (parts.next()?, parts.next()?, parts.next());
         if parts.next().is_some() || domain.is_empty() || verb.is_empty() {
             return None;
         }
-        Some((domain, verb))
+        if user.is_some_and(|u| !is_user_token(u)) {
+            return None;
+        }
+        Some((domain, verb, user))
     }
 
     /// The node of an agent's report subject `orch.agent.<node>.<verb>`, when it is a valid name.
@@ -237,7 +267,13 @@ mod tests {
         let s = Subjects::default();
         assert_eq!(s.parse_command("orch.cmd.registry.register", "cmd"), Some(("registry", "register")));
         assert_eq!(s.parse_command("orch.cmd.registry", "cmd"), None);
-        assert_eq!(s.parse_command("orch.cmd.registry.a.b", "cmd"), None);
+        assert_eq!(s.parse_command("orch.cmd.registry.a.b.c", "cmd"), None);
+        // A sender named at the end: the same command.
+        assert_eq!(s.parse_command("orch.cmd.registry.register.engine", "cmd"), Some(("registry", "register")));
+        assert_eq!(s.sender("orch.req.priority.set.engine", "req"), Some("engine"));
+        assert_eq!(s.sender("orch.req.priority.set", "req"), None);
+        assert_eq!(s.parse_command("orch.req.priority.set.a*b", "req"), None, "not a user token");
+        assert_eq!(s.request_as("priority", "set", Some("engine")), "orch.req.priority.set.engine");
         assert_eq!(s.parse_command("other.cmd.registry.register", "cmd"), None);
         assert_eq!(s.parse_heartbeat("orch.hb.web-1"), Some("web-1"));
         assert_eq!(s.parse_heartbeat("orch.hb."), None);

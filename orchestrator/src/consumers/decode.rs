@@ -77,11 +77,12 @@ pub fn decode_command(
     position: StreamPosition,
     max_bytes: usize,
 ) -> Submission {
+    let by = principal::nats_sender(subjects.sender(subject, "cmd"));
     let mut meta = match msg_id(headers) {
-        Some(id) => Meta::new("js", Some(id), subject, payload.clone(), principal::NATS.into()),
+        Some(id) => Meta::new("js", Some(id), subject, payload.clone(), by),
         None => {
             let seq = Some(format!("seq:{}", position.seq));
-            let mut meta = Meta::new("js", seq, subject, payload.clone(), principal::NATS.into());
+            let mut meta = Meta::new("js", seq, subject, payload.clone(), by);
             meta.ledger_key = Some(format!("js-seq:{}:{}", position.stream_epoch, position.seq));
             meta
         }
@@ -197,7 +198,8 @@ pub fn decode_request(
     };
     let (domain, verb) = subjects.parse_command(subject, "req").ok_or_else(|| unknown(subject, &expected()))?;
     if let Some(command) = write_command(domain, verb, payload) {
-        let meta = Meta::new("req", msg_id(headers), subject, payload.clone(), principal::NATS.into());
+        let by = principal::nats_sender(subjects.sender(subject, "req"));
+        let meta = Meta::new("req", msg_id(headers), subject, payload.clone(), by);
         return Ok(Request::Write(Box::new(Submission { meta, body: Body::Command(command?) })));
     }
     let empty_is_object = |p: &Bytes| {
@@ -299,6 +301,25 @@ mod tests {
         assert_eq!(sub.meta.ledger_key.as_deref(), Some("js-seq:1000:7"));
         let Body::Command(Command::Register(reg)) = sub.body else { panic!() };
         assert!(reg.id.is_some());
+    }
+
+    #[test]
+    fn a_subject_that_names_its_sender_is_the_same_command_by_that_principal() {
+        let payload = Bytes::from_static(br#"{"id":"x"}"#);
+        let plain = decode_command(&subjects(), "orch.cmd.registry.deregister", None, &payload, pos(1), 1024);
+        assert_eq!(plain.meta.principal, "nats");
+        let named = decode_command(&subjects(), "orch.cmd.registry.deregister.service", None, &payload, pos(2), 1024);
+        assert_eq!(named.meta.principal, "nats:service");
+        assert!(matches!(named.body, Body::Command(Command::Deregister { .. })));
+        let Request::Write(req) =
+            decode_request(&subjects(), "orch.req.registry.deregister.operator", None, &payload, 1024).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(req.meta.principal, "nats:operator");
+        // A sender that is no user token names no command.
+        let bad = decode_request(&subjects(), "orch.req.registry.get.a%b", None, &payload, 1024).unwrap_err();
+        assert_eq!(bad.code(), ErrorCode::UnknownCommand);
     }
 
     #[test]

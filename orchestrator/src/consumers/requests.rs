@@ -169,14 +169,20 @@ async fn answer(
                 .and_then(|view| view.ok_or_else(|| errors::no_instance(&id)))
                 .map(|view| serde_json::json!({ "checks": health.checks(registry, &view.instance) })),
         ),
-        Request::Lifecycle(request) => lifecycle(&backends.controller, request).await,
-        Request::Priority(request) => priority(&backends.priorities, request).await,
+        Request::Lifecycle(request) => lifecycle(&backends.controller, request, sender(subjects, message)).await,
+        Request::Priority(request) => priority(&backends.priorities, request, sender(subjects, message)).await,
     }
+}
+
+/// Who sent a request: `nats:<user>` when its subject names the user, else `nats`.
+fn sender(subjects: &Subjects, message: &async_nats::Message) -> String {
+    principal::nats_sender(subjects.sender(&message.subject, "req"))
 }
 
 async fn priority(
     priorities: &crate::priority::Priorities,
     request: PriorityRequest,
+    by: String,
 ) -> (async_nats::HeaderMap, bytes::Bytes) {
     // A rate-limited change says when to retry, as over HTTP.
     let limited = |result: Result<_, ProtocolError>| {
@@ -188,30 +194,32 @@ async fn priority(
         (head, body)
     };
     match request {
-        PriorityRequest::Set(r) => limited(priorities.set(r, principal::NATS.into()).await),
-        PriorityRequest::Clear(r) => limited(priorities.clear(r, principal::NATS.into()).await),
+        PriorityRequest::Set(r) => limited(priorities.set(r, by).await),
+        PriorityRequest::Clear(r) => limited(priorities.clear(r, by).await),
         PriorityRequest::Get(r) => reply(priorities.get(r).await),
         PriorityRequest::List => reply(priorities.list().await),
-        PriorityRequest::Policy(r) => reply(priorities.policy(r, principal::NATS.into()).await),
-        PriorityRequest::Release(r) => reply(priorities.release(r, principal::NATS.into()).await),
+        PriorityRequest::Policy(r) => reply(priorities.policy(r, by).await),
+        PriorityRequest::Release(r) => reply(priorities.release(r, by).await),
     }
 }
 
-async fn lifecycle(controller: &Controller, request: LifecycleRequest) -> (async_nats::HeaderMap, bytes::Bytes) {
+async fn lifecycle(
+    controller: &Controller,
+    request: LifecycleRequest,
+    by: String,
+) -> (async_nats::HeaderMap, bytes::Bytes) {
     match request {
         LifecycleRequest::Status => {
             reply(controller.view().await.and_then(|v| v.map(|(view, _)| view).ok_or(ControlError::NoStack)))
         }
         LifecycleRequest::Profile => reply(controller.profile().await.and_then(|p| p.ok_or(ControlError::NoRun))),
         LifecycleRequest::Apply { manifest, text, source } => {
-            reply(controller.apply(*manifest, text, source, principal::NATS.into()).await)
+            reply(controller.apply(*manifest, text, source, by).await)
         }
-        LifecycleRequest::Down => {
-            reply(controller.down(principal::NATS.into()).await.map(|n| serde_json::json!({ "stopped": n })))
-        }
+        LifecycleRequest::Down => reply(controller.down(by).await.map(|n| serde_json::json!({ "stopped": n }))),
         LifecycleRequest::Restart(service) => reply(
             controller
-                .restart(service.clone(), principal::NATS.into())
+                .restart(service.clone(), by)
                 .await
                 .map(|()| serde_json::json!({ "service": service, "restarting": true })),
         ),
