@@ -81,12 +81,15 @@ authorization {
       permissions: {
         publish:   { allow: ["\$SRV.>"] }
         subscribe: { allow: ["_INBOX.>"] } } }
-    # A service that registers itself, beats and reports its ttl checks.
+    # A service that registers itself, beats and reports its ttl checks, and answers the NATS
+    # service API (\$SRV.PING..., which nats checks request). Its own endpoints are its own
+    # business: add their subjects to subscribe.
     { user: service, password: "$(pw service)",
       permissions: {
         publish:   { allow: ["$P.req.registry.*.service", "$P.req.health.ttl.service", "$P.hb.>",
                              "$P.cmd.registry.*.service", "\$JS.API.STREAM.INFO.${S}_COMMANDS"] }
-        subscribe: { allow: ["_INBOX.>", "$P.replies.service.>"] } } }
+        subscribe: { allow: ["_INBOX.>", "$P.replies.service.>", "\$SRV.>"] }
+        allow_responses: true } }
     # The AI engine: reads events, sets and clears adjustments; not policy, pins, bounds or
     # the release of a hold, which are the operator's.
     { user: engine, password: "$(pw engine)",
