@@ -622,7 +622,8 @@ pub struct WebArgs {
     pub http_allowed_hosts: Vec<String>,
 
     /// A client must send a request's headers within this long, or its connection is closed
-    /// (slow clients, and connections that send nothing).
+    /// (slow clients, connections that send nothing, and kept-alive connections idle this long
+    /// after their last answer: it is the idle timeout too).
     #[arg(long, env = "ORCH_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub http_header_timeout: Duration,
 

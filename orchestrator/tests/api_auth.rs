@@ -243,6 +243,12 @@ async fn slow_clients_long_requests_and_saturation_are_bounded() {
     assert_eq!(closed_by_server(silent).await, "");
     let answer = closed_by_server(slow).await;
     assert!(!answer.contains("200 OK"), "{answer}");
+    // A kept-alive connection that goes idle after its request is closed too: the wait for the
+    // next request's headers is the idle timeout.
+    let mut idle = connect().await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
+    let answer = closed_by_server(idle).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK") && !answer.contains("connection: close"), "{answer}");
 
     // A request whose body never completes holds the only permit, then times out.
     let mut held = connect().await.unwrap();

@@ -30,7 +30,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// The server's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerLimits {
-    /// A client must send a request's headers within this long (also a new connection's first).
+    /// A client must send a request's headers within this long (also a new connection's first,
+    /// and the next one on a kept-alive connection: hyper starts it when it waits for a request,
+    /// so it is the idle timeout too).
     pub header_read_timeout: Duration,
     /// Longest a request may take before it answers 503 (`DELETE /api/v1/stack`, which waits for
     /// every service's grace period, is exempt).
