@@ -59,13 +59,14 @@ impl From<ProtocolError> for Error {
 
 static MAKE_ERROR: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-/// The Python exception for `error`: `orch_bridge._errors._make(code, message, field)` picks the
-/// class by code. Falls back to `RuntimeError` if that module cannot be imported.
+/// The Python exception for `error`: `orch_bridge._errors._make(code, message, field,
+/// retry_after)` picks the class by code; `retry_after` is in seconds, or None. Falls back to `RuntimeError` if that module cannot be imported.
 pub fn to_pyerr(py: Python<'_>, error: &Error) -> PyErr {
     let make = MAKE_ERROR.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
         Ok(py.import("orch_bridge._errors")?.getattr("_make")?.unbind())
     });
-    let made = make.and_then(|make| make.bind(py).call1((error.code(), error.message(), error.field())));
+    let retry_after = error.0.retry_after().map(|d| d.as_secs_f64());
+    let made = make.and_then(|make| make.bind(py).call1((error.code(), error.message(), error.field(), retry_after)));
     match made {
         Ok(exception) => PyErr::from_value(exception),
         Err(import_error) => PyRuntimeError::new_err(format!(
@@ -89,11 +90,10 @@ mod tests {
 
     #[test]
     fn codes_follow_the_server_and_the_bridge() {
-        let remote = Error(orch_client::Error::Remote(ErrorBody {
-            code: ErrorCode::RateLimited,
-            message: "slow down".into(),
-            field: None,
-        }));
+        let remote = Error(orch_client::Error::Remote(
+            ErrorBody { code: ErrorCode::RateLimited, message: "slow down".into(), field: None },
+            Some(std::time::Duration::from_secs(60)),
+        ));
         assert_eq!(remote.code(), "rate_limited");
         assert_eq!(remote.message(), "slow down");
         let invalid = Error::invalid("value", "must be 0-100");

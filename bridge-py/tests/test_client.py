@@ -106,6 +106,8 @@ def test_guardrails_clamp_pin_and_rate_limit_and_every_change_is_audited(make_st
         with pytest.raises(RateLimited) as limited:
             client.set_priority("api", 20, reason="again")
         assert limited.value.code == "rate_limited"
+        assert limited.value.retry_after == 60.0, "the rate window: when the service may change again"
+        assert refused.value.retry_after is None, "a pin says nothing of when to retry"
         assert isinstance(limited.value, GuardrailRefused), "a rate limit is a guardrail's refusal"
 
         history = client.get_priority("api", history=10).history

@@ -1,7 +1,8 @@
 """The exceptions of orch_bridge: one hierarchy under :class:`OrchError`.
 
 Every exception carries ``code`` (machine-readable, from the orchestrator's error object or the
-bridge's own), ``message`` (for people) and ``field`` (the offending field, or None). The Rust core
+bridge's own), ``message`` (for people), ``field`` (the offending field, or None) and
+``retry_after`` (seconds the orchestrator asked to wait before retrying, or None). The Rust core
 raises them through :func:`_make`, the one place where a code picks a class.
 """
 
@@ -29,17 +30,23 @@ class OrchError(Exception):
         code: machine-readable code, e.g. ``validation_failed``, ``refused``, ``timeout``.
         message: what went wrong, in words.
         field: the field to blame (``value``, ``service``, ``subject``...), or None.
+        retry_after: seconds the orchestrator asked the caller to wait before retrying (a
+            ``rate_limited`` change: the rate window; ``unavailable``), or None.
     """
 
     code: str
     message: str
     field: Optional[str]
+    retry_after: Optional[float]
 
-    def __init__(self, message: str, code: str = "internal", field: Optional[str] = None) -> None:
+    def __init__(
+        self, message: str, code: str = "internal", field: Optional[str] = None, retry_after: Optional[float] = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.field = field
+        self.retry_after = retry_after
 
     def __str__(self) -> str:
         where = f" (field {self.field!r})" if self.field else ""
@@ -49,7 +56,7 @@ class OrchError(Exception):
         return f"{type(self).__name__}({self.message!r}, code={self.code!r}, field={self.field!r})"
 
     def __reduce__(self):  # keeps code and field across pickling (multiprocessing)
-        return (type(self), (self.message, self.code, self.field))
+        return (type(self), (self.message, self.code, self.field, self.retry_after))
 
 
 class OrchConnectionError(OrchError, ConnectionError):
@@ -106,6 +113,6 @@ _BY_CODE: Dict[str, Type[OrchError]] = {
 }
 
 
-def _make(code: str, message: str, field: Optional[str]) -> OrchError:
+def _make(code: str, message: str, field: Optional[str], retry_after: Optional[float] = None) -> OrchError:
     """The exception for an error code (used by the Rust core)."""
-    return _BY_CODE.get(code, OrchError)(message, code, field)
+    return _BY_CODE.get(code, OrchError)(message, code, field, retry_after)

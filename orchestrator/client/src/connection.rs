@@ -327,7 +327,10 @@ pub fn error_reply(subject: &str, reply: &async_nats::Message) -> Result<()> {
         return Ok(());
     }
     Err(match serde_json::from_slice::<ErrorReply>(&reply.payload) {
-        Ok(error) => Error::Remote(error.error),
+        Ok(error) => {
+            let hint = reply.headers.as_ref().and_then(|h| h.get(headers::RETRY_AFTER)).map(|v| v.as_str());
+            Error::Remote(error.error, Error::parse_retry_after(hint))
+        }
         Err(_) => {
             let header = |name: &str| reply.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.to_string());
             Error::Decode(format!(

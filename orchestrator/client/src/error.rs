@@ -1,6 +1,8 @@
 //! The client's one error type. The variants name who is to blame; [`Error::code`] gives a
 //! machine-readable code (the server's own for its error replies, protocol.md §7).
 
+use std::time::Duration;
+
 use orch_protocol::{ErrorBody, ProtocolError};
 
 /// `Result` of the client.
@@ -9,9 +11,11 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// Everything that can go wrong talking to the orchestrator.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
-    /// The orchestrator answered with an error reply (`{"error": {...}}`, protocol.md §7).
+    /// The orchestrator answered with an error reply (`{"error": {...}}`, protocol.md §7), and
+    /// when to retry if it said (`Orch-Retry-After` over NATS, `Retry-After` over HTTP: a
+    /// `rate_limited` change, an `unavailable` answer).
     #[error("{}", .0.message)]
-    Remote(ErrorBody),
+    Remote(ErrorBody, Option<Duration>),
     /// An argument was refused before anything was sent (same codes as the server's checks).
     #[error("{}", .0.message)]
     Invalid(ErrorBody),
@@ -42,7 +46,7 @@ impl Error {
     /// own (`connection`, `timeout`, `bad_reply`, `conflict`, `not_found`).
     pub fn code(&self) -> &str {
         match self {
-            Error::Remote(body) | Error::Invalid(body) => body.code.as_str(),
+            Error::Remote(body, _) | Error::Invalid(body) => body.code.as_str(),
             Error::Connection(_) => "connection",
             Error::Timeout(_) => "timeout",
             Error::Decode(_) => "bad_reply",
@@ -54,9 +58,22 @@ impl Error {
     /// The field an argument or remote error names, if any.
     pub fn field(&self) -> Option<&str> {
         match self {
-            Error::Remote(body) | Error::Invalid(body) => body.field.as_deref(),
+            Error::Remote(body, _) | Error::Invalid(body) => body.field.as_deref(),
             _ => None,
         }
+    }
+
+    /// How long the orchestrator asked the caller to wait before retrying, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Remote(_, retry_after) => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// A retry hint as sent: whole seconds.
+    pub(crate) fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
+        value?.trim().parse::<u64>().ok().map(Duration::from_secs)
     }
 }
 
@@ -74,7 +91,7 @@ mod tests {
     #[test]
     fn codes_follow_the_server_and_the_client() {
         let remote =
-            Error::Remote(ErrorBody { code: ErrorCode::RateLimited, message: "slow down".into(), field: None });
+            Error::Remote(ErrorBody { code: ErrorCode::RateLimited, message: "slow down".into(), field: None }, None);
         assert_eq!(remote.code(), "rate_limited");
         assert_eq!(remote.to_string(), "slow down");
         let invalid = Error::invalid("value", "must be 0-100");

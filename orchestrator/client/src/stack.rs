@@ -86,11 +86,13 @@ impl StackClient {
             }
         })?;
         let status = response.status();
+        let retry_after = response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok());
+        let retry_after = Error::parse_retry_after(retry_after);
         let bytes =
             response.bytes().await.map_err(|e| Error::Connection(format!("{what}: the answer broke off: {e}")))?;
         if !status.is_success() {
             return Err(match serde_json::from_slice::<ErrorReply>(&bytes) {
-                Ok(reply) => Error::Remote(reply.error),
+                Ok(reply) => Error::Remote(reply.error, retry_after),
                 Err(_) => Error::Decode(format!(
                     "{what}: {status} without an error object: {}",
                     String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
