@@ -1,16 +1,19 @@
-//! Priority benchmarks (`make bench`): a runaway engine against the registry. Real nats-server and a
-//! private PostgreSQL, the orchestrator as a release binary in its own process.
+//! Priority benchmarks (`make bench`): a runaway engine against the registry. Real nats-server,
+//! locked down with the users `make dev` runs (scripts/nats-auth.sh), a private PostgreSQL, the
+//! orchestrator as a release binary in its own process.
 //!
-//! `runaway_engine`: registry commands (`orch.req.registry.register`, each an update committed to
-//! PostgreSQL) at a steady rate, one at a time, measuring each round trip; first alone, then while
-//! an engine floods `orch.req.priority.set` at 10,000 requests per second over 1,000 services. The
+//! `runaway_engine`: registry commands (`orch.req.registry.register.service`, each an update
+//! committed to PostgreSQL, sent as the `service` user) at a steady rate, one at a time, measuring
+//! each round trip; first alone, then while an engine (the `engine` user) floods
+//! `orch.req.priority.set.engine` at 10,000 requests per second over 1,000 services. The
 //! guardrails refuse most of the flood; every request is answered, every change audited in
 //! PostgreSQL and emitted as an event, refusals counted per service and window (protocol.md
 //! §13.4): that is the load. Target: registry p99 under the flood at most 1.5x the p99 alone.
 //!
 //! A third phase floods a subject nobody subscribes to, as the machine's own share of the
-//! slowdown. `ORCH_BENCH_VOID_SUBJECT` names another subject for it: `orch.req.priority.nothing`
-//! measures the request path alone (an unknown verb is answered at once, nothing is decided).
+//! slowdown. `ORCH_BENCH_VOID_SUBJECT` names another subject for it, sent as the user
+//! `ORCH_BENCH_VOID_ROLE`: `orch.req.priority.nothing.operator` as `operator` measures the request
+//! path alone (an unknown verb is answered at once, nothing is decided).
 //!
 //! The engine is a process of its own (this binary again), as a real engine would be.
 //! `ORCH_BENCH_TRACE=1` prints each probe round trip slower than 3 ms with its time in the phase
@@ -94,11 +97,11 @@ struct Engine {
 const ENGINE_ENV: &str = "ORCH_BENCH_ENGINE_SUBJECT";
 
 impl Engine {
-    fn start(b: &Bench, subject: &str) -> Engine {
+    fn start(b: &Bench, role: &str, subject: &str) -> Engine {
         use std::process::{Command, Stdio};
         let child = Command::new(std::env::current_exe().expect("the bench binary"))
             .env(ENGINE_ENV, subject)
-            .env("ORCH_BENCH_ENGINE_URL", b.nats.url())
+            .env("ORCH_BENCH_ENGINE_URL", b.user_url(role))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -118,7 +121,12 @@ impl Engine {
 /// The engine process: floods priority requests on `subject` at `FLOOD_RATE` until standard
 /// input closes, counts replies by outcome, and prints a [`Flooded`] report.
 async fn engine_main(url: String, subject: String) {
-    let client = async_nats::connect(url).await.expect("the engine connects");
+    // async-nats leaves the URL's credentials alone: they are taken here, as the client crate does.
+    let options = match orch_client::url_credentials(&url) {
+        Some((user, Some(password))) => async_nats::ConnectOptions::with_user_and_password(user, password),
+        _ => async_nats::ConnectOptions::new(),
+    };
+    let client = options.connect(orch_client::without_credentials(&url)).await.expect("the engine connects");
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -127,8 +135,11 @@ async fn engine_main(url: String, subject: String) {
             stop.store(true, Ordering::Relaxed);
         });
     }
+    // A reply subject per request, as a client's requests have: NATS lets the orchestrator answer
+    // each request once (`allow_responses`), and a reply subject shared by requests in flight
+    // would have most answers refused.
     let inbox = client.new_inbox();
-    let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+    let mut sub = client.subscribe(format!("{inbox}.*")).await.unwrap();
     let replies = {
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -170,13 +181,20 @@ async fn engine_main(url: String, subject: String) {
             .expect("a valid priority change");
             // Sent without waiting for the reply: the flood is paced by the clock, not by the
             // orchestrator's answers.
-            client.publish_with_reply(subject.clone(), inbox.clone(), request.body.into()).await.unwrap();
+            client.publish_with_reply(subject.clone(), format!("{inbox}.{sent}"), request.body.into()).await.unwrap();
             sent += 1;
         }
     }
     client.flush().await.unwrap();
     let outcomes = replies.await.unwrap();
     println!("{}", serde_json::to_string(&Flooded { sent, outcomes }).unwrap());
+}
+
+/// The subject of the void phase: `ORCH_BENCH_VOID_SUBJECT`, or one that nobody reads and the
+/// orchestrator's user may publish (outcomes go under `orch.replies.`; the void engine connects as
+/// `ORCH_BENCH_VOID_ROLE`, `orchestrator` by default).
+fn void_subject() -> String {
+    std::env::var("ORCH_BENCH_VOID_SUBJECT").unwrap_or("orch.replies.bench-void".into())
 }
 
 async fn runaway_engine(b: &Bench) {
@@ -193,7 +211,7 @@ async fn runaway_engine(b: &Bench) {
     let changes0 = metric(port, "orch_priority_changes_total", None);
     let cpu0 = cpu_seconds(b.orchestrator.pid().unwrap());
     let started = Instant::now();
-    let engine = Engine::start(b, &b.subjects.request(verbs::PRIORITY, verbs::SET));
+    let engine = Engine::start(b, "engine", &b.subjects.request_as(verbs::PRIORITY, verbs::SET, Some("engine")));
     let flooded = probe(b, 2, PHASE).await;
     let elapsed = started.elapsed().as_secs_f64();
     let Flooded { sent, outcomes } = engine.stop();
@@ -220,7 +238,7 @@ async fn runaway_engine(b: &Bench) {
     // carry the engine's client and nats-server's work, but the orchestrator does none: what is
     // left of the slowdown is the machine's, not the orchestrator's.
     let engine =
-        Engine::start(b, &std::env::var("ORCH_BENCH_VOID_SUBJECT").unwrap_or("bench.void.priority.set".into()));
+        Engine::start(b, &std::env::var("ORCH_BENCH_VOID_ROLE").unwrap_or("orchestrator".into()), &void_subject());
     let void = probe(b, 3, PHASE).await;
     engine.stop();
     let void_ratio = percentile_ms(&void, 0.99) / percentile_ms(&alone, 0.99);
@@ -262,7 +280,7 @@ async fn main() {
     let wants = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     println!("priority benchmarks: nats-server + PostgreSQL on this machine, orchestrator release binary");
     let _ = bench_dir();
-    let b = Bench::start(&[]).await;
+    let b = Bench::start_locked(&[], "service").await;
     if wants("runaway_engine") {
         runaway_engine(&b).await;
     }

@@ -90,7 +90,7 @@ fn postgres_pids(port: u16) -> Vec<u32> {
 fn cpu_split(b: &Bench) -> [f64; 3] {
     [
         b.orchestrator.pid().map(cpu_seconds).unwrap_or(0.0),
-        b.nats.pid().map(cpu_seconds).unwrap_or(0.0),
+        b.nats().pid().map(cpu_seconds).unwrap_or(0.0),
         postgres_pids(b._postgres.port).into_iter().map(cpu_seconds).sum(),
     ]
 }
@@ -413,7 +413,7 @@ async fn cold_start(b: &mut Bench) {
     let logs = TempDir::new("orch-bench-empty");
     let mut empty = OrchestratorProcess::start(
         env!("CARGO_BIN_EXE_orchestrator"),
-        &orchestrator_env(&b.nats, &empty_db),
+        &orchestrator_env(b.nats(), &empty_db),
         logs.path().join("o.log"),
     );
     empty.wait_ready(Duration::from_secs(120));

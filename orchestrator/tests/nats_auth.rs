@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use orch_testkit::NatsServer;
+use orch_testkit::{NatsServer, ShippedUsers};
 use orchestrator::nats::{Credentials, TlsSettings};
 use serde_json::Value;
 
@@ -145,52 +145,14 @@ fn conflicting_ways_to_authenticate_are_refused() {
     assert!(error.unwrap_err().contains("go together"));
 }
 
-/// The users scripts/nats-auth.sh makes (with an agent user for each of `nodes`), and a
-/// nats-server that runs with them.
-struct ShippedUsers {
-    dir: orch_testkit::TempDir,
-    nats: NatsServer,
-}
-
-impl ShippedUsers {
-    fn start(nodes: &[&str]) -> ShippedUsers {
-        let dir = orch_testkit::TempDir::new("orch-nats-users");
-        let status = std::process::Command::new("sh")
-            .arg(orch_testkit::workspace_root().join("scripts/nats-auth.sh"))
-            .arg(dir.path())
-            .arg("127.0.0.1:4222")
-            .args(nodes)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let nats = NatsServer::start_with_config(&std::fs::read_to_string(dir.path().join("nats-auth.conf")).unwrap());
-        ShippedUsers { dir, nats }
-    }
-
-    /// A file the script wrote, e.g. `orchestrator.toml` or `agent-edge.url`.
-    fn file(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(name)).unwrap()
-    }
-
-    fn password(&self, role: &str) -> String {
-        self.file(&format!("{role}.password"))
-    }
-
-    async fn connect(&self, role: &str) -> async_nats::Client {
-        async_nats::ConnectOptions::with_user_and_password(role.into(), self.password(role))
-            .connect(self.nats.url())
-            .await
-            .unwrap()
-    }
-
-    /// Test settings of an orchestrator on a fresh database that connects as `orchestrator`.
-    async fn orchestrator_settings(&self) -> orchestrator::Settings {
-        let database = orch_testkit::fresh_database().await;
-        let mut settings = common::settings(&self.nats.url(), &database);
-        settings.nats.credentials =
-            Credentials::UserPassword { user: "orchestrator".into(), password: self.password("orchestrator") };
-        settings
-    }
+/// Test settings of an orchestrator on a fresh database that connects as the shipped
+/// `orchestrator` user.
+async fn orchestrator_settings(users: &ShippedUsers) -> orchestrator::Settings {
+    let database = orch_testkit::fresh_database().await;
+    let mut settings = common::settings(&users.nats.url(), &database);
+    settings.nats.credentials =
+        Credentials::UserPassword { user: "orchestrator".into(), password: users.password("orchestrator") };
+    settings
 }
 
 /// The users `make dev` and docker-compose run with (scripts/nats-auth.sh), against a real
@@ -212,7 +174,7 @@ async fn the_shipped_users_have_least_privilege() {
     assert!(anonymous.is_err(), "anonymous clients are refused");
 
     let running =
-        orchestrator::start(users.orchestrator_settings().await).await.expect("the orchestrator starts with its user");
+        orchestrator::start(orchestrator_settings(&users).await).await.expect("the orchestrator starts with its user");
 
     // A watcher with the orchestrator's rights sees what reaches the agents and the requests.
     let watcher = connect("orchestrator").await;
@@ -295,12 +257,12 @@ async fn a_node_agent_user_serves_its_own_node_and_nothing_else() {
     common::init_logs();
     let users = ShippedUsers::start(&["edge"]);
     let password = |role: &str| users.password(role);
-    let with_user = |role: &str| users.nats.url().replace("nats://", &format!("nats://{role}:{}@", password(role)));
+    let with_user = |role: &str| users.url(role);
     let url_file = users.file("agent-edge.url");
     assert_eq!(url_file.trim(), format!("nats://agent-edge:{}@127.0.0.1:4222", password("agent-edge")));
 
     let running =
-        orchestrator::start(users.orchestrator_settings().await).await.expect("the orchestrator starts with its user");
+        orchestrator::start(orchestrator_settings(&users).await).await.expect("the orchestrator starts with its user");
 
     // The agent of node edge, with its own user, runs a service placed there.
     let logs = orch_testkit::TempDir::new("agent-edge");
@@ -393,7 +355,7 @@ async fn nats_checks_are_sent_as_the_checks_user() {
     // answered on a loaded machine: only its refusal may make it fail.
     let mut outputs = Vec::new();
     for checks_user in [true, false] {
-        let mut settings = users.orchestrator_settings().await;
+        let mut settings = orchestrator_settings(&users).await;
         settings.health.targets = std::sync::Arc::new(orchestrator::registry::check_targets::CheckTargets {
             nats_subjects: vec!["$JS.API.INFO".into()],
             ..Default::default()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use hdrhistogram::Histogram;
 use orch_protocol::Subjects;
-use orch_testkit::{NatsServer, OrchestratorProcess, Postgres, TempDir, http_get};
+use orch_testkit::{NatsServer, OrchestratorProcess, Postgres, ShippedUsers, TempDir, http_get};
 use serde_json::{Value, json};
 
 /// Un-acknowledged publishes in flight.
@@ -53,8 +53,14 @@ pub fn metric(port: u16, name: &str, label: Option<&str>) -> f64 {
         .sum()
 }
 
+/// The bench's nats-server: open, or locked down with the shipped users.
+enum Nats {
+    Open(NatsServer),
+    Locked(ShippedUsers),
+}
+
 pub struct Bench {
-    pub nats: NatsServer,
+    nats: Nats,
     pub _postgres: Postgres,
     pub database_url: String,
     pub orchestrator: OrchestratorProcess,
@@ -78,17 +84,37 @@ impl Bench {
     /// Starts nats-server, a private PostgreSQL and the orchestrator (release binary) with `extra`
     /// environment on top of the defaults.
     pub async fn start(extra: &[(&'static str, String)]) -> Bench {
-        let nats = NatsServer::start();
+        Bench::start_on(Nats::Open(NatsServer::start()), extra, None).await
+    }
+
+    /// [`Bench::start`] with nats-server locked down as `make dev` runs it (the users of
+    /// `scripts/nats-auth.sh`): the orchestrator connects as its user, the bench's client as
+    /// `role` (naming it on its requests), other parts with [`Bench::user_url`].
+    pub async fn start_locked(extra: &[(&'static str, String)], role: &str) -> Bench {
+        let users = ShippedUsers::start(&[]);
+        let config = users.path("orchestrator.toml").display().to_string();
+        let extra = [extra.to_vec(), vec![("ORCH_CONFIG", config)]].concat();
+        Bench::start_on(Nats::Locked(users), &extra, Some(role)).await
+    }
+
+    async fn start_on(nats: Nats, extra: &[(&'static str, String)], role: Option<&str>) -> Bench {
+        let server = match &nats {
+            Nats::Open(server) => server,
+            Nats::Locked(users) => &users.nats,
+        };
         let postgres = Postgres::start();
         let database_url = orch_testkit::fresh_database_on(&postgres.url).await;
         let logs = TempDir::new("orch-bench");
         let mut orchestrator = OrchestratorProcess::start(
             env!("CARGO_BIN_EXE_orchestrator"),
-            &[orchestrator_env(&nats, &database_url), extra.to_vec()].concat(),
+            &[orchestrator_env(server, &database_url), extra.to_vec()].concat(),
             bench_dir().join("orchestrator.log"),
         );
         orchestrator.wait_ready(Duration::from_secs(120));
-        let client = async_nats::connect(nats.url()).await.unwrap();
+        let client = match (&nats, role) {
+            (Nats::Locked(users), Some(role)) => users.connect(role).await,
+            _ => async_nats::connect(server.url()).await.unwrap(),
+        };
         let js = jetstream::ContextBuilder::new()
             .max_ack_inflight(WINDOW * 2)
             .backpressure_on_inflight(true)
@@ -99,10 +125,31 @@ impl Bench {
             database_url,
             orchestrator,
             js,
-            orch: orch_client::Client::from_nats(client.clone(), Subjects::default(), Duration::from_secs(30)),
+            orch: orch_client::Client::from_nats_as(
+                client.clone(),
+                Subjects::default(),
+                Duration::from_secs(30),
+                role.map(str::to_string),
+            ),
             client,
             subjects: Subjects::default(),
             _logs: logs,
+        }
+    }
+
+    /// The bench's nats-server.
+    pub fn nats(&self) -> &NatsServer {
+        match &self.nats {
+            Nats::Open(server) => server,
+            Nats::Locked(users) => &users.nats,
+        }
+    }
+
+    /// The URL of `role`'s user on a locked-down server; the plain URL on an open one.
+    pub fn user_url(&self, role: &str) -> String {
+        match &self.nats {
+            Nats::Open(server) => server.url(),
+            Nats::Locked(users) => users.url(role),
         }
     }
 }

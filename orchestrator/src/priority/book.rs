@@ -94,17 +94,45 @@ pub struct Effects {
     flushed: Vec<(TallyKey, Tally)>,
 }
 
+/// Firsts of a window (refusals, held changes) recorded at once per second; beyond it they are
+/// counted with the rest of their window. A flood across many services (1,000 services tripping
+/// the rate limit in the same second) then costs at most this many records a second, then one
+/// count per service when its window ends, instead of a burst of a record per service.
+const FIRSTS_PER_SECOND: u32 = 100;
+
+/// How many firsts were recorded at once in the current second.
+#[derive(Debug, Default)]
+struct FirstsBudget {
+    second: Option<Instant>,
+    used: u32,
+}
+
+impl FirstsBudget {
+    /// Whether one more first may be recorded at once at `now` (and takes it).
+    fn take(&mut self, now: Instant) -> bool {
+        if self.second.is_none_or(|s| now.duration_since(s) >= Duration::from_secs(1)) {
+            *self = FirstsBudget { second: Some(now), used: 0 };
+        }
+        let allowed = self.used < FIRSTS_PER_SECOND;
+        self.used += u32::from(allowed);
+        allowed
+    }
+}
+
 /// A service and the guardrail that refused it.
 type TallyKey = (String, Guardrail);
 
-/// The refusals of one service by one guardrail within a window, after the first: a flood of
-/// refused requests costs one audit record per window, not one each. The first refusal of a
-/// window is recorded at once, like any change; the others are counted, and recorded as one
-/// change with their `count` when the window ends (or the task stops).
+/// The refusals of one service by one guardrail within a window (or its held changes during a
+/// hold): a flood of them costs one audit record per window, not one each. The first of a window
+/// is recorded at once, like any change, while [`FIRSTS_PER_SECOND`] allows; the others are
+/// counted, and recorded as one change with their `count` when the window ends (or the hold
+/// ends, or the task stops).
 #[derive(Debug, Clone)]
 struct Tally {
-    /// Refusals counted since the first, which was recorded.
+    /// Requests counted, besides the first if that was recorded at once.
     count: u64,
+    /// Whether the window's first was recorded at once (else `count` includes it).
+    first_recorded: bool,
     /// When the window began: the first refusal.
     since: DateTime<Utc>,
     /// When the window ends.
@@ -135,6 +163,7 @@ pub struct Book {
     tally_ends: BinaryHeap<Reverse<(Instant, TallyKey)>>,
     /// When adjustments expire, soonest first; stale pairs are skipped likewise.
     expiries: BinaryHeap<Reverse<(DateTime<Utc>, String)>>,
+    firsts: FirstsBudget,
     effects: Effects,
     /// Entries as they were before the current batch, to undo it if it cannot be stored.
     undo: BTreeMap<String, Option<Entry>>,
@@ -161,6 +190,7 @@ impl Book {
             tallies: HashMap::new(),
             tally_ends: BinaryHeap::new(),
             expiries: BinaryHeap::new(),
+            firsts: FirstsBudget::default(),
             effects: Effects::default(),
             undo: BTreeMap::new(),
         };
@@ -373,8 +403,8 @@ impl Book {
                 dropped.requested = old.requested();
                 self.record(dropped);
             }
-            self.count_held_from(&change, now);
-            return Ok(self.record(change));
+            self.count_from(change.clone(), now);
+            return Ok(change);
         }
         if self.moves(&request) {
             let (changed, limit) = (self.changed_in_window(Some(&service)), self.mass_limit());
@@ -404,8 +434,8 @@ impl Book {
                 change.detail = Some(format!("held by the mass-change guard until an operator releases it or {until}"));
                 let held = BTreeMap::from([(service.clone(), (request, change.id))]);
                 self.hold = Some(Hold { since: at, until, deadline: now + mass_window, held });
-                self.count_held_from(&change, now);
-                return Ok(self.record(change));
+                self.count_from(change.clone(), now);
+                return Ok(change);
             }
             self.window.push_back((now, service.clone()));
         }
@@ -423,9 +453,29 @@ impl Book {
         if let Some(ended) = self.tallies.remove(&key) {
             self.flush(key.clone(), ended, change.at);
         }
-        let tally = Tally { count: 0, since: change.at, until: now + self.limits.rate_window, last: change.clone() };
+        self.count_from(change, now);
+    }
+
+    /// Starts the window of `first`'s service and guardrail: `first` is recorded at once if the
+    /// budget of firsts allows, else counted with the rest of its window.
+    fn count_from(&mut self, first: Change, now: Instant) {
+        let key = (first.service.clone(), first.guardrail.expect("a refusal or hold names its guardrail"));
+        let until = now + self.limits.rate_window;
+        let recorded = self.firsts.take(now);
+        let tally = Tally {
+            count: u64::from(!recorded),
+            first_recorded: recorded,
+            since: first.at,
+            until,
+            last: first.clone(),
+        };
+        if !recorded {
+            self.tally_ends.push(Reverse((until, key.clone())));
+        }
         self.tallies.insert(key, tally);
-        self.record(change);
+        if recorded {
+            self.record(first);
+        }
     }
 
     /// Counts `change` in the running window of `key`.
@@ -448,13 +498,14 @@ impl Book {
         let effective = self.effective(&key.0);
         let last = &tally.last;
         let (count, since, last_said) = (tally.count, tally.since, last.detail.as_deref().unwrap_or_default());
+        let more = if tally.first_recorded { " more" } else { "" };
         let detail = match last.outcome {
             Outcome::Held => format!(
-                "{count} more changes were held from {since} to {at}, each replacing the one before; \
+                "{count}{more} changes were held from {since} to {at}, each replacing the one before; \
                  this one, the last, is held: {last_said}"
             ),
             _ => format!(
-                "{count} more requests were refused alike ({}) from {since} to {at}; the last said: {last_said}",
+                "{count}{more} requests were refused alike ({}) from {since} to {at}; the last said: {last_said}",
                 key.1.as_str()
             ),
         };
@@ -482,12 +533,6 @@ impl Book {
                 self.flush(key, tally, at);
             }
         }
-    }
-
-    /// Starts a window in which the changes of `held`'s service that replace it are counted.
-    fn count_held_from(&mut self, held: &Change, now: Instant) {
-        let tally = Tally { count: 0, since: held.at, until: now + self.limits.rate_window, last: held.clone() };
-        self.tallies.insert((held.service.clone(), Guardrail::MassChange), tally);
     }
 
     /// Records the counts of held changes now, as the hold ends: the records that end it refer
@@ -862,6 +907,33 @@ mod tests {
         );
         assert_ne!(counted[0].id, first[0].id);
         assert_eq!(b.next_deadline(now + Duration::from_secs(10), later), None, "nothing left to count");
+    }
+
+    #[test]
+    fn a_flood_across_many_services_records_at_most_the_budget_of_firsts_at_once() {
+        let (mut b, now, at) = (book(300), Instant::now(), Utc::now());
+        for i in 0..150 {
+            b.policy(&PolicyRequest { pinned: Some(true), ..policy(&format!("s{i}")) }, "key:op", at).unwrap();
+        }
+        b.take_effects();
+        // 150 services refused in the same second: 100 firsts recorded at once, 50 counted.
+        for i in 0..150 {
+            b.engine(set(&format!("s{i}"), 70), now, at).unwrap_err();
+        }
+        assert_eq!(b.take_effects().changes.len(), FIRSTS_PER_SECOND as usize);
+        // A second later the budget is there again.
+        b.engine(set("s0", 70), now + Duration::from_secs(1), at).unwrap_err();
+        assert!(b.take_effects().changes.is_empty(), "s0's window runs: counted");
+        // When the windows end, the counted ones are recorded with their count, none lost.
+        b.tick(now + Duration::from_secs(10), at);
+        let counted = b.take_effects().changes;
+        assert_eq!(counted.len(), 51, "50 firsts counted, and s0's second refusal");
+        let total: u64 = counted.iter().map(|c| c.count.unwrap()).sum();
+        assert_eq!(total, 51);
+        let deferred = counted.iter().find(|c| c.service == "s149").unwrap();
+        assert!(deferred.detail.as_deref().unwrap().starts_with("1 requests were refused alike (pinned)"));
+        let s0 = counted.iter().find(|c| c.service == "s0").unwrap();
+        assert!(s0.detail.as_deref().unwrap().starts_with("1 more requests were refused alike (pinned)"));
     }
 
     #[test]

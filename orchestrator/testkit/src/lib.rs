@@ -73,6 +73,59 @@ fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
     bail!("nothing listens on port {port} after {timeout:?}")
 }
 
+/// A nats-server locked down with the users of every role that `scripts/nats-auth.sh` makes (as
+/// `make dev` and docker-compose run it): anonymous clients are refused, each role has only its
+/// permissions (docs/protocol.md §14.2).
+pub struct ShippedUsers {
+    dir: TempDir,
+    pub nats: NatsServer,
+}
+
+impl ShippedUsers {
+    /// Makes the users (and an `agent-<node>` user for each of `nodes`) and starts the server.
+    pub fn start(nodes: &[&str]) -> ShippedUsers {
+        let dir = TempDir::new("orch-nats-users");
+        let status = std::process::Command::new("sh")
+            .arg(workspace_root().join("scripts/nats-auth.sh"))
+            .arg(dir.path())
+            .arg("127.0.0.1:4222")
+            .args(nodes)
+            .status()
+            .expect("run scripts/nats-auth.sh");
+        assert!(status.success(), "scripts/nats-auth.sh failed");
+        let config = std::fs::read_to_string(dir.path().join("nats-auth.conf")).expect("nats-auth.conf");
+        let nats = NatsServer::start_with_config(&config);
+        ShippedUsers { dir, nats }
+    }
+
+    /// A file the script wrote, e.g. `orchestrator.toml` or `agent-edge.url`.
+    pub fn file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    /// The path of a file the script wrote (`orchestrator.toml` for `--config`).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn password(&self, role: &str) -> String {
+        self.file(&format!("{role}.password"))
+    }
+
+    /// `nats://<role>:<password>@127.0.0.1:<port>` of this server.
+    pub fn url(&self, role: &str) -> String {
+        self.nats.url().replace("nats://", &format!("nats://{role}:{}@", self.password(role)))
+    }
+
+    /// A connection as `role`.
+    pub async fn connect(&self, role: &str) -> async_nats::Client {
+        async_nats::ConnectOptions::with_user_and_password(role.into(), self.password(role))
+            .connect(self.nats.url())
+            .await
+            .unwrap_or_else(|e| panic!("connect as {role}: {e}"))
+    }
+}
+
 /// A nats-server with JetStream on its own port and store directory.
 pub struct NatsServer {
     child: Option<Child>,
