@@ -117,7 +117,7 @@ async fn bad_durable_commands_are_dead_lettered_once() {
         (register.clone(), vec![b' '; 5000], "payload_too_large", None),
         (stack.subjects.command("registry", "explode"), b"{}".to_vec(), "unknown_command", None),
         (format!("{}.cmd.nonsense", stack.subjects.prefix()), b"{}".to_vec(), "unknown_command", None),
-        (format!("{}.cmd.registry.register.extra", stack.subjects.prefix()), b"{}".to_vec(), "unknown_command", None),
+        (format!("{}.cmd.registry.register.by.two", stack.subjects.prefix()), b"{}".to_vec(), "unknown_command", None),
     ];
     for (i, (subject, payload, _, _)) in cases.iter().enumerate() {
         publish_raw(&stack.js, subject, payload, Some(&format!("bad-{i}"))).await;
