@@ -59,6 +59,15 @@ enum Nats {
     Locked(ShippedUsers),
 }
 
+impl Nats {
+    fn server(&self) -> &NatsServer {
+        match self {
+            Nats::Open(server) => server,
+            Nats::Locked(users) => &users.nats,
+        }
+    }
+}
+
 pub struct Bench {
     nats: Nats,
     pub _postgres: Postgres,
@@ -98,10 +107,7 @@ impl Bench {
     }
 
     async fn start_on(nats: Nats, extra: &[(&'static str, String)], role: Option<&str>) -> Bench {
-        let server = match &nats {
-            Nats::Open(server) => server,
-            Nats::Locked(users) => &users.nats,
-        };
+        let server = nats.server();
         let postgres = Postgres::start();
         let database_url = orch_testkit::fresh_database_on(&postgres.url).await;
         let logs = TempDir::new("orch-bench");
@@ -139,10 +145,7 @@ impl Bench {
 
     /// The bench's nats-server.
     pub fn nats(&self) -> &NatsServer {
-        match &self.nats {
-            Nats::Open(server) => server,
-            Nats::Locked(users) => &users.nats,
-        }
+        self.nats.server()
     }
 
     /// The URL of `role`'s user on a locked-down server; the plain URL on an open one.

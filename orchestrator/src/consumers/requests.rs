@@ -4,8 +4,9 @@
 //!
 //! Each domain is answered by a loop of its own over a subscription of its own, with its own
 //! lane of requests in flight, so a flood of one kind (an engine's priority changes) never queues
-//! ahead of another (registrations); the priority domain also has a NATS connection of its own
-//! (see `lib.rs`), so the flood is not even read from the same socket.
+//! ahead of another (registrations); the priority domain is answered on a lane of its own
+//! (`engine_lane`: its own connection and thread), so the flood is not even read from the same
+//! socket.
 
 use std::sync::Arc;
 
