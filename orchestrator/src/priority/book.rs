@@ -528,7 +528,7 @@ impl Book {
             && until <= now
         {
             self.tally_ends.pop();
-            if self.tallies.get(&key).is_some_and(|t| t.until == until) {
+            if self.window_runs(&key, until) {
                 let tally = self.tallies.remove(&key).expect("checked above");
                 self.flush(key, tally, at);
             }
@@ -593,9 +593,21 @@ impl Book {
 
     /// Remembers when the adjustment of `service` expires, if it does.
     fn watch_expiry(&mut self, service: &str) {
-        if let Some(x) = self.entries.get(service).and_then(|e| e.adjustment.as_ref()?.expires_at) {
+        if let Some(x) = self.expiry_of(service) {
             self.expiries.push(Reverse((x, service.to_string())));
         }
+    }
+
+    /// When the adjustment of `service` expires, if it has one that does: what a pair of
+    /// `expiries` must still say to be due.
+    fn expiry_of(&self, service: &str) -> Option<DateTime<Utc>> {
+        self.entries.get(service).and_then(|e| e.adjustment.as_ref()?.expires_at)
+    }
+
+    /// Whether the window of `key` that ends at `until` still runs: what a pair of `tally_ends`
+    /// must say to be due.
+    fn window_runs(&self, key: &TallyKey, until: Instant) -> bool {
+        self.tallies.get(key).is_some_and(|t| t.until == until)
     }
 
     /// An operator's policy, sent by `principal`: baseline, bounds, pin. Pinning drops the
@@ -673,8 +685,7 @@ impl Book {
             && expires_at <= at
         {
             self.expiries.pop();
-            let current = self.entries.get(&service).and_then(|e| e.adjustment.as_ref()?.expires_at);
-            if current != Some(expires_at) {
+            if self.expiry_of(&service) != Some(expires_at) {
                 continue; // stale: replaced, cleared or expired since
             }
             let entry = self.entry_mut(&service);
@@ -711,12 +722,12 @@ impl Book {
     /// with refusals counted. Drops the stale deadlines it passes over.
     pub fn next_deadline(&mut self, now: Instant, at: DateTime<Utc>) -> Option<Instant> {
         while let Some(Reverse((x, service))) = self.expiries.peek()
-            && self.entries.get(service).and_then(|e| e.adjustment.as_ref()?.expires_at) != Some(*x)
+            && self.expiry_of(service) != Some(*x)
         {
             self.expiries.pop();
         }
         while let Some(Reverse((until, key))) = self.tally_ends.peek()
-            && self.tallies.get(key).is_none_or(|t| t.until != *until)
+            && !self.window_runs(key, *until)
         {
             self.tally_ends.pop();
         }
