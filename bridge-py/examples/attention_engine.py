@@ -14,7 +14,11 @@ Run it against a local orchestrator:
 
 or by hand, once the bridge is installed (scripts/bridge.sh):
 
-    .local/venv/bin/python bridge-py/examples/attention_engine.py --nats-url nats://127.0.0.1:4222
+    .local/venv/bin/python bridge-py/examples/attention_engine.py \
+        --nats-url "$(cat .local/dev/nats-auth/engine.url)"
+
+(``make dev``'s NATS refuses anonymous clients: the engine connects as the ``engine`` user that
+``make dev`` made, which may set and clear adjustments and read events, nothing more.)
 
 Then make something fail, e.g. apply the demo stack (`orchestrator up -f examples/demo.toml`) and
 kill one of its processes: the engine logs lines such as

@@ -168,7 +168,7 @@ async fn ttl_detection(b: &Bench) {
             let id = format!("ttl-{round}-{k}");
             register(b, instance(id.clone(), "beater", 1, ttl.as_secs() as u32)).await;
             let child = std::process::Command::new(&exe)
-                .env(HEARTBEATER, format!("{} {id}", b.nats().url()))
+                .env(HEARTBEATER, format!("{} {id}", b.user_url("service")))
                 .stdout(std::process::Stdio::null())
                 .spawn()
                 .expect("spawn heartbeater");

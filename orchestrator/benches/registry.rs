@@ -413,7 +413,7 @@ async fn cold_start(b: &mut Bench) {
     let logs = TempDir::new("orch-bench-empty");
     let mut empty = OrchestratorProcess::start(
         env!("CARGO_BIN_EXE_orchestrator"),
-        &orchestrator_env(b.nats(), &empty_db),
+        &orchestrator_env(b.users(), &empty_db),
         logs.path().join("o.log"),
     );
     empty.wait_ready(Duration::from_secs(120));

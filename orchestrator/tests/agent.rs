@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use orch_protocol::Subjects;
-use orch_testkit::{NatsServer, TempDir, eventually, process_alive as alive};
+use orch_testkit::{ShippedUsers, TempDir, eventually, process_alive as alive};
 use serde_json::{Value, json};
 
 struct Agent {
@@ -15,10 +15,11 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(nats: &NatsServer, node: &str) -> Agent {
+    /// The agent of `node`, as its shipped user `agent-<node>`.
+    fn start(nats: &ShippedUsers, node: &str) -> Agent {
         let logs = TempDir::new("agent");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
-            .args(["agent", "--node", node, "--nats-url", &nats.url(), "--log", "warn"])
+            .args(["agent", "--node", node, "--nats-url", &nats.url(&format!("agent-{node}")), "--log", "warn"])
             .arg("--log-dir")
             .arg(logs.path())
             .spawn()
@@ -51,8 +52,9 @@ fn sh(service: &str, script: &str) -> Value {
 
 #[tokio::test]
 async fn standalone_agent_runs_processes_over_nats_and_leaves_nothing_behind() {
-    let nats = NatsServer::start();
-    let client = async_nats::connect(nats.url()).await.unwrap();
+    // The orchestrator's user is the one that may send an agent requests (docs/protocol.md §14.2).
+    let nats = ShippedUsers::start(&["n2"]);
+    let client = nats.connect("orchestrator").await;
     let mut exits = client.subscribe("orch.agent.n2.exited").await.unwrap();
     let mut agent = Agent::start(&nats, "n2");
     eventually(Duration::from_secs(30), "the agent answers", || async {

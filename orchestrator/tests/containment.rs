@@ -12,8 +12,9 @@ use orch_testkit::free_port;
 use serde_json::{Value, json};
 
 /// Rows the relay must refuse: a subject the client refuses (white space), and one no stream
-/// captures. One on a registry writer's shard, one on the lifecycle shard.
-const POISON: [(i16, &str); 2] = [(0, "orch.evt.resource.bad node.pressure_high"), (-1, "nowhere.no_stream")];
+/// captures (one the orchestrator's NATS user may publish, so JetStream's "no responders" is
+/// the refusal). One on a registry writer's shard, one on the lifecycle shard.
+const POISON: [(i16, &str); 2] = [(0, "orch.evt.resource.bad node.pressure_high"), (-1, "orch.replies.no_stream")];
 
 #[tokio::test]
 async fn a_poisoned_outbox_row_is_set_aside_and_the_rest_is_published() {
@@ -40,7 +41,7 @@ async fn a_poisoned_outbox_row_is_set_aside_and_the_rest_is_published() {
         stack.wait_events(2, "an alarm per poisoned row", |e| e["type"] == "io.orch.system.event_isolated.v1").await;
     let mut subjects: Vec<&str> = isolated.iter().map(|e| e["data"]["subject"].as_str().unwrap()).collect();
     subjects.sort();
-    assert_eq!(subjects, ["nowhere.no_stream", "orch.evt.resource.bad node.pressure_high"]);
+    assert_eq!(subjects, ["orch.evt.resource.bad node.pressure_high", "orch.replies.no_stream"]);
     for alarm in &isolated {
         assert_eq!(alarm["data"]["attempts"], 5, "{alarm}");
         assert!(!alarm["data"]["error"].as_str().unwrap().is_empty(), "{alarm}");
@@ -52,9 +53,9 @@ async fn a_poisoned_outbox_row_is_set_aside_and_the_rest_is_published() {
             .await
             .unwrap();
     assert_eq!(dead.len(), 2, "{dead:?}");
-    assert_eq!(dead[0].0, "nowhere.no_stream");
+    assert_eq!(dead[1].0, "orch.replies.no_stream");
     assert!(dead.iter().all(|(_, code, payload)| code == "unpublishable_event" && payload == b"{}"), "{dead:?}");
-    assert_eq!(stack.count("SELECT count(*) FROM outbox WHERE subject IN ('nowhere.no_stream')").await, 0);
+    assert_eq!(stack.count("SELECT count(*) FROM outbox WHERE subject IN ('orch.replies.no_stream')").await, 0);
 
     let port = stack.http_port();
     let metrics =

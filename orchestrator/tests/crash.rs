@@ -9,11 +9,11 @@ use std::time::Duration;
 use common::load::{Load, wait_drained};
 use common::read_stream;
 use orch_protocol::Subjects;
-use orch_testkit::{NatsServer, OrchestratorProcess, TempDir};
+use orch_testkit::{OrchestratorProcess, ShippedUsers, TempDir};
 
 /// The orchestrator binary as a child process, with its own NATS server and database.
 struct ProcessStack {
-    _nats: NatsServer,
+    _nats: ShippedUsers,
     _logs: TempDir,
     log: std::path::PathBuf,
     orchestrator: OrchestratorProcess,
@@ -24,19 +24,21 @@ struct ProcessStack {
 
 impl ProcessStack {
     async fn start(extra_env: &[(&'static str, String)]) -> ProcessStack {
-        let nats = NatsServer::start();
+        let nats = ShippedUsers::start_with_harness(&[]);
         let database_url = orch_testkit::fresh_database().await;
         let logs = TempDir::new("orch-process-logs");
         let log = logs.path().join("orchestrator.log");
         let mut env = vec![
-            ("ORCH_NATS_URL", nats.url()),
+            ("ORCH_NATS_URL", nats.nats.url()),
+            ("ORCH_NATS_USER", "orchestrator".into()),
+            ("ORCH_NATS_PASSWORD", nats.password("orchestrator")),
             ("ORCH_DATABASE_URL", database_url.clone()),
             ("ORCH_LOG", "info".into()),
         ];
         env.extend(extra_env.iter().cloned());
         let mut orchestrator = OrchestratorProcess::start(env!("CARGO_BIN_EXE_orchestrator"), &env, &log);
         orchestrator.wait_ready(Duration::from_secs(60));
-        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        let js = async_nats::jetstream::new(nats.connect("harness").await);
         let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
         ProcessStack { _nats: nats, _logs: logs, log, orchestrator, js, subjects: Subjects::default(), pool }
     }

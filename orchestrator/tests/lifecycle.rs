@@ -417,7 +417,7 @@ async fn a_standalone_agent_on_another_node_runs_services_for_the_orchestrator()
     let stack = Stack::start().await;
     let logs = orch_testkit::TempDir::new("agent-n2");
     let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
-        .args(["agent", "--node", "n2", "--nats-url", &stack.nats.url(), "--log", "warn"])
+        .args(["agent", "--node", "n2", "--nats-url", &stack.nats.url("agent-n2"), "--log", "warn"])
         .arg("--log-dir")
         .arg(logs.path())
         .spawn()
@@ -499,7 +499,7 @@ async fn the_command_line_applies_follows_reports_and_takes_down() {
 
     // `events --all` prints the stored events as JSON lines, the filter keeping to lifecycle ones.
     let prefix = stack.subjects.prefix().to_string();
-    let nats = ["--nats-url".to_string(), stack.nats.url(), "--subject-prefix".to_string(), prefix.clone()];
+    let nats = ["--nats-url".to_string(), stack.nats.url("operator"), "--subject-prefix".to_string(), prefix.clone()];
     let mut follow = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
         .args(["events", "--all", "--filter", &format!("{prefix}.evt.lifecycle.>")])
         .args(&nats)

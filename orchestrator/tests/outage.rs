@@ -6,17 +6,24 @@ mod common;
 use std::time::Duration;
 
 use common::load::{Load, wait_drained};
-use common::{read_stream, settings};
+use common::{as_shipped, read_stream, settings};
 use orch_protocol::Subjects;
-use orch_testkit::{NatsServer, Postgres, http_request};
+use orch_testkit::{Postgres, ShippedUsers, http_request};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restart_during_load() {
     common::init_logs();
-    let mut nats = NatsServer::start();
+    let mut users = ShippedUsers::start_with_harness(&[]);
     let database_url = orch_testkit::fresh_database().await;
-    let running = orchestrator::start(settings(&nats.url(), &database_url)).await.unwrap();
-    let client = async_nats::ConnectOptions::new().retry_on_initial_connect().connect(nats.url()).await.unwrap();
+    let mut settings = settings("", &database_url);
+    as_shipped(&mut settings, &users);
+    let running = orchestrator::start(settings).await.unwrap();
+    let client = async_nats::ConnectOptions::with_user_and_password("harness".into(), users.password("harness"))
+        .retry_on_initial_connect()
+        .connect(users.nats.url())
+        .await
+        .unwrap();
+    let nats = &mut users.nats;
     let js = async_nats::jetstream::new(client);
     let subjects = Subjects::default();
     let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
@@ -48,18 +55,18 @@ async fn nats_restart_during_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_down_for_ten_seconds_during_load() {
     common::init_logs();
-    let nats = NatsServer::start();
+    let users = ShippedUsers::start_with_harness(&[]);
     let postgres = Postgres::start();
     let database_url = orch_testkit::fresh_database_on(&postgres.url).await;
     let running = orchestrator::start({
-        let mut settings = settings(&nats.url(), &database_url);
+        let mut settings = settings("", &database_url);
+        as_shipped(&mut settings, &users);
         settings.registry.request_timeout = Duration::from_secs(2);
         settings
     })
     .await
     .unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client);
+    let js = async_nats::jetstream::new(users.connect("harness").await);
     let subjects = Subjects::default();
 
     let load = Load { registers: 1500, updates: 300, deregisters: 300, pace: Duration::from_millis(300) };

@@ -6,9 +6,9 @@ mod common;
 use std::time::Duration;
 
 use async_nats::jetstream::stream;
-use common::{Stack, registration, settings};
+use common::{Stack, as_shipped, registration, settings};
 use orch_protocol::Subjects;
-use orch_testkit::NatsServer;
+use orch_testkit::ShippedUsers;
 use serde_json::Value;
 
 #[tokio::test]
@@ -37,8 +37,8 @@ async fn restart_keeps_streams_and_their_data() {
 #[tokio::test]
 async fn drift_is_reconciled_in_place_and_data_kept() {
     common::init_logs();
-    let nats = NatsServer::start();
-    let client = async_nats::connect(nats.url()).await.unwrap();
+    let nats = ShippedUsers::start_with_harness(&[]);
+    let client = nats.connect("harness").await;
     let js = async_nats::jetstream::new(client);
     let subjects = Subjects::default();
     // Someone created the events stream by hand with a short max age and a message in it, and the
@@ -63,7 +63,9 @@ async fn drift_is_reconciled_in_place_and_data_kept() {
     js.publish(format!("{}.dlq.cmd.x", subjects.prefix()), "old".into()).await.unwrap().await.unwrap();
 
     let database_url = orch_testkit::fresh_database().await;
-    let running = orchestrator::start(settings(&nats.url(), &database_url)).await.unwrap();
+    let mut settings = settings("", &database_url);
+    as_shipped(&mut settings, &nats);
+    let running = orchestrator::start(settings).await.unwrap();
 
     let mut events = js.get_stream(subjects.events_stream()).await.unwrap();
     let info = events.info().await.unwrap();

@@ -28,7 +28,9 @@ async fn durable_command_is_applied_and_announced() {
 #[tokio::test]
 async fn reply_to_header_gets_the_outcome_after_commit() {
     let stack = Stack::start().await;
-    let inbox = stack.client.new_inbox();
+    // Under the shipped users the orchestrator may publish outcomes on `orch.replies.>` only
+    // (docs/protocol.md §14.2), each client on a branch of its own.
+    let inbox = format!("{}.replies.harness.{}", stack.subjects.prefix(), uuid::Uuid::now_v7().simple());
     let mut replies = stack.client.subscribe(inbox.clone()).await.unwrap();
     let mut h = async_nats::HeaderMap::new();
     h.insert(headers::REPLY_TO, inbox.as_str());
@@ -246,7 +248,7 @@ async fn the_client_crate_registers_follows_events_and_acknowledges() {
     use orch_protocol::registry::{CommandReply, CommandStatus, Registration};
 
     let stack = Stack::start().await;
-    let mut settings = ConnectSettings::new(stack.nats.url());
+    let mut settings = ConnectSettings::new(stack.nats.url("operator"));
     settings.prefix = stack.subjects.prefix().to_string();
     let client = Client::connect(settings).await.expect("connects");
     let filter = format!("{}.evt.registry.>", stack.subjects.prefix());

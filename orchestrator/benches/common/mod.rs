@@ -53,23 +53,8 @@ pub fn metric(port: u16, name: &str, label: Option<&str>) -> f64 {
         .sum()
 }
 
-/// The bench's nats-server: open, or locked down with the shipped users.
-enum Nats {
-    Open(NatsServer),
-    Locked(ShippedUsers),
-}
-
-impl Nats {
-    fn server(&self) -> &NatsServer {
-        match self {
-            Nats::Open(server) => server,
-            Nats::Locked(users) => &users.nats,
-        }
-    }
-}
-
 pub struct Bench {
-    nats: Nats,
+    nats: ShippedUsers,
     pub _postgres: Postgres,
     pub database_url: String,
     pub orchestrator: OrchestratorProcess,
@@ -81,46 +66,43 @@ pub struct Bench {
     pub _logs: TempDir,
 }
 
-pub fn orchestrator_env(nats: &NatsServer, database_url: &str) -> Vec<(&'static str, String)> {
+/// The orchestrator's environment against `nats` (as its shipped user, its nats checks as
+/// `checks`) and `database_url`.
+pub fn orchestrator_env(nats: &ShippedUsers, database_url: &str) -> Vec<(&'static str, String)> {
     vec![
-        ("ORCH_NATS_URL", nats.url()),
+        ("ORCH_NATS_URL", nats.nats.url()),
+        ("ORCH_CONFIG", nats.path("orchestrator.toml").display().to_string()),
         ("ORCH_DATABASE_URL", database_url.to_string()),
         ("ORCH_LOG", "warn".to_string()),
     ]
 }
 
 impl Bench {
-    /// Starts nats-server, a private PostgreSQL and the orchestrator (release binary) with `extra`
-    /// environment on top of the defaults.
+    /// Starts nats-server locked down as `make dev` runs it (the users of `scripts/nats-auth.sh`),
+    /// a private PostgreSQL and the orchestrator (release binary, as its shipped user) with
+    /// `extra` environment on top of the defaults. The bench's own client is the `harness` user,
+    /// which may do anything (publish durable commands on the plain subjects, read every stream).
     pub async fn start(extra: &[(&'static str, String)]) -> Bench {
-        Bench::start_on(Nats::Open(NatsServer::start()), extra, None).await
+        Bench::start_on(ShippedUsers::start_with_harness(&[]), extra, None).await
     }
 
-    /// [`Bench::start`] with nats-server locked down as `make dev` runs it (the users of
-    /// `scripts/nats-auth.sh`): the orchestrator connects as its user, the bench's client as
-    /// `role` (naming it on its requests), other parts with [`Bench::user_url`].
+    /// [`Bench::start`] with the bench's client as the shipped user `role` (naming it on its
+    /// requests), other parts with [`Bench::user_url`].
     pub async fn start_locked(extra: &[(&'static str, String)], role: &str) -> Bench {
-        let users = ShippedUsers::start(&[]);
-        let config = users.path("orchestrator.toml").display().to_string();
-        let extra = [extra.to_vec(), vec![("ORCH_CONFIG", config)]].concat();
-        Bench::start_on(Nats::Locked(users), &extra, Some(role)).await
+        Bench::start_on(ShippedUsers::start_with_harness(&[]), extra, Some(role)).await
     }
 
-    async fn start_on(nats: Nats, extra: &[(&'static str, String)], role: Option<&str>) -> Bench {
-        let server = nats.server();
+    async fn start_on(nats: ShippedUsers, extra: &[(&'static str, String)], role: Option<&str>) -> Bench {
         let postgres = Postgres::start();
         let database_url = orch_testkit::fresh_database_on(&postgres.url).await;
         let logs = TempDir::new("orch-bench");
         let mut orchestrator = OrchestratorProcess::start(
             env!("CARGO_BIN_EXE_orchestrator"),
-            &[orchestrator_env(server, &database_url), extra.to_vec()].concat(),
+            &[orchestrator_env(&nats, &database_url), extra.to_vec()].concat(),
             bench_dir().join("orchestrator.log"),
         );
         orchestrator.wait_ready(Duration::from_secs(120));
-        let client = match (&nats, role) {
-            (Nats::Locked(users), Some(role)) => users.connect(role).await,
-            _ => async_nats::connect(server.url()).await.unwrap(),
-        };
+        let client = nats.connect(role.unwrap_or("harness")).await;
         let js = jetstream::ContextBuilder::new()
             .max_ack_inflight(WINDOW * 2)
             .backpressure_on_inflight(true)
@@ -145,14 +127,16 @@ impl Bench {
 
     /// The bench's nats-server.
     pub fn nats(&self) -> &NatsServer {
-        self.nats.server()
+        &self.nats.nats
     }
 
-    /// The URL of `role`'s user on a locked-down server; the plain URL on an open one.
+    /// The bench's NATS users (for [`orchestrator_env`]).
+    pub fn users(&self) -> &ShippedUsers {
+        &self.nats
+    }
+
+    /// The URL of `role`'s shipped user (`harness` for one without limits).
     pub fn user_url(&self, role: &str) -> String {
-        match &self.nats {
-            Nats::Open(server) => server.url(),
-            Nats::Locked(users) => users.url(role),
-        }
+        self.nats.url(role)
     }
 }

@@ -84,6 +84,17 @@ pub struct ShippedUsers {
 impl ShippedUsers {
     /// Makes the users (and an `agent-<node>` user for each of `nodes`) and starts the server.
     pub fn start(nodes: &[&str]) -> ShippedUsers {
+        ShippedUsers::start_with(nodes, false)
+    }
+
+    /// As [`ShippedUsers::start`], plus a user `harness` without limits: a test's own connection,
+    /// which reads the streams and plays the parts the test needs (a malformed publisher, a sender
+    /// of the plain subjects), while the orchestrator and the clients under test run as shipped.
+    pub fn start_with_harness(nodes: &[&str]) -> ShippedUsers {
+        ShippedUsers::start_with(nodes, true)
+    }
+
+    fn start_with(nodes: &[&str], harness: bool) -> ShippedUsers {
         let dir = TempDir::new("orch-nats-users");
         let status = std::process::Command::new("sh")
             .arg(workspace_root().join("scripts/nats-auth.sh"))
@@ -93,7 +104,14 @@ impl ShippedUsers {
             .status()
             .expect("run scripts/nats-auth.sh");
         assert!(status.success(), "scripts/nats-auth.sh failed");
-        let config = std::fs::read_to_string(dir.path().join("nats-auth.conf")).expect("nats-auth.conf");
+        let mut config = std::fs::read_to_string(dir.path().join("nats-auth.conf")).expect("nats-auth.conf");
+        if harness {
+            let password = uuid::Uuid::now_v7().simple().to_string();
+            std::fs::write(dir.path().join("harness.password"), &password).expect("harness.password");
+            let users = "  users = [\n";
+            assert!(config.contains(users), "nats-auth.conf has no users list");
+            config = config.replacen(users, &format!("{users}    {{ user: harness, password: \"{password}\" }}\n"), 1);
+        }
         let nats = NatsServer::start_with_config(&config);
         ShippedUsers { dir, nats }
     }

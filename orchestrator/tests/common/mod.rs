@@ -13,7 +13,7 @@ use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use clap::Parser;
 use futures::StreamExt;
 use orch_protocol::Subjects;
-use orch_testkit::NatsServer;
+use orch_testkit::ShippedUsers;
 use orchestrator::Settings;
 use orchestrator::config::{Cli, Command};
 use serde_json::Value;
@@ -31,6 +31,17 @@ pub fn settings(nats_url: &str, database_url: &str) -> Settings {
     settings
 }
 
+/// The orchestrator as `make dev` runs it against `users`' server: its own shipped user, and
+/// `checks` for its nats health checks.
+pub fn as_shipped(settings: &mut Settings, users: &ShippedUsers) {
+    settings.nats.url = users.nats.url();
+    settings.nats.credentials = orchestrator::nats::Credentials::UserPassword {
+        user: "orchestrator".into(),
+        password: users.password("orchestrator"),
+    };
+    settings.health.nats_user = Some(("checks".into(), users.password("checks")));
+}
+
 /// The settings `orchestrator serve FLAGS…` makes, or the error it reports: for the tests of the
 /// command line itself.
 pub fn settings_from_flags(flags: &[&str]) -> Result<Settings, String> {
@@ -41,9 +52,15 @@ pub fn settings_from_flags(flags: &[&str]) -> Result<Settings, String> {
     }
 }
 
-/// One NATS server, one database, one orchestrator.
+/// The nodes a test runs a standalone agent on, beside the orchestrator's own: each has its
+/// shipped `agent-<node>` user.
+pub const AGENT_NODES: &[&str] = &["n2"];
+
+/// One NATS server locked down with the shipped users, one database, one orchestrator. The
+/// orchestrator runs as the shipped `orchestrator` user (its nats checks as `checks`), so every test
+/// also proves that its permissions are enough; the test's own connection is the `harness` user.
 pub struct Stack {
-    pub nats: NatsServer,
+    pub nats: ShippedUsers,
     pub database_url: String,
     pub orchestrator: Option<orchestrator::Running>,
     pub client: async_nats::Client,
@@ -73,9 +90,9 @@ impl Stack {
     /// A stack whose orchestrator runs with the test settings as `configure` changes them.
     pub async fn start_with(configure: impl Fn(&mut Settings) + Send + Sync + 'static) -> Stack {
         init_logs();
-        let nats = NatsServer::start();
+        let nats = ShippedUsers::start_with_harness(AGENT_NODES);
         let database_url = orch_testkit::fresh_database().await;
-        let client = async_nats::connect(nats.url()).await.expect("connect test client");
+        let client = nats.connect("harness").await;
         let js = jetstream::new(client.clone());
         let pool = sqlx::PgPool::connect(&database_url).await.expect("connect test pool");
         let mut stack = Stack {
@@ -94,7 +111,8 @@ impl Stack {
     }
 
     pub fn settings(&self) -> Settings {
-        let mut settings = settings(&self.nats.url(), &self.database_url);
+        let mut settings = settings(&self.nats.nats.url(), &self.database_url);
+        as_shipped(&mut settings, &self.nats);
         settings.agent.as_mut().expect("an embedded agent").log_dir = self.agent_logs.path().to_path_buf();
         (self.configure)(&mut settings);
         settings
