@@ -59,12 +59,17 @@ fmt: ## Format all Rust code
 lint: ## Clippy on the whole workspace, warnings are errors
 	cargo clippy --workspace --all-targets -- -D warnings
 
-stop: ## Stop dev NATS/PostgreSQL (and the test PostgreSQL) if left running
+stop: ## Stop the dev stack's managed services, dev NATS/PostgreSQL (and the test PostgreSQL)
+	@# Managed services outlive the orchestrator; its agent's --cleanup stops them.
+	-if [ -x target/debug/orchestrator ]; then target/debug/orchestrator agent --cleanup --log warn \
+		--log-dir "$(ORCH_LOCAL)/dev/agent-logs"; fi
 	scripts/nats.sh stop "$(ORCH_LOCAL)/dev/nats"
 	scripts/pg.sh stop "$(ORCH_LOCAL)/dev/pg"
 	scripts/pg.sh stop "$(ORCH_LOCAL)/test/pg"
 
 clean-local: ## Stop dev/test servers and delete .local (venv, all dev/test data)
+	-if [ -x target/debug/orchestrator ]; then target/debug/orchestrator agent --cleanup --log warn \
+		--log-dir "$(ORCH_LOCAL)/dev/agent-logs"; fi
 	-scripts/nats.sh stop "$(ORCH_LOCAL)/dev/nats"
 	@# "remove" also deletes clusters relocated to /var/tmp/orch-pg (root runs).
 	-scripts/pg.sh remove "$(ORCH_LOCAL)/dev/pg"

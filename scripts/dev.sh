@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # "make dev": runs the orchestrator locally against its own NATS (JetStream)
 # and PostgreSQL, both kept in $ORCH_LOCAL/dev so data survives restarts.
-# Ctrl-C stops the orchestrator, then NATS and PostgreSQL.
+# Ctrl-C stops the orchestrator, then NATS and PostgreSQL; managed services keep running
+# under their shims, and the next "make dev" adopts them ("make stop" stops them).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -12,7 +13,9 @@ Usage: scripts/dev.sh [--help]
 
 Installs/checks dependencies (scripts/deps.sh), starts NATS and PostgreSQL
 under .local/dev, builds the orchestrator and runs "orchestrator serve" in the
-foreground. Ctrl-C stops everything. Running it again reuses the data.
+foreground. Ctrl-C stops the orchestrator, NATS and PostgreSQL; managed
+services keep running and the next run adopts them ("make stop" stops them).
+Running it again reuses the data.
 
 Environment (defaults in brackets):
   ORCH_DEV_NATS_PORT      NATS client port [4222]
@@ -104,7 +107,9 @@ cat <<EOF
     $BIN up -f examples/demo.toml --api-url http://127.0.0.1:$HTTP_PORT
     $BIN profile --api-url http://127.0.0.1:$HTTP_PORT
     $BIN down --api-url http://127.0.0.1:$HTTP_PORT
-  Ctrl-C stops everything (managed services first, in reverse dependency order).
+  Ctrl-C stops the orchestrator, NATS and PostgreSQL. Managed services keep running
+  (as they do across a crash or an upgrade of the orchestrator) and the next
+  "make dev" adopts them; "make stop" (or "$BIN down" first) stops them.
 
 EOF
 

@@ -245,6 +245,14 @@ class Orchestrator:
                 self.process.wait()
         self.process = None
 
+    def cleanup_services(self) -> None:
+        """Managed services outlive the orchestrator: stops whatever its agent left running."""
+        subprocess.run(
+            [str(self.binary), "agent", "--cleanup", "--log", "warn", "--log-dir",
+             os.path.join(self.workdir, "agent-logs")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=False, timeout=30,
+        )
+
     @contextlib.contextmanager
     def frozen(self) -> Iterator[None]:
         """SIGSTOP until the block ends: the process cannot answer anything meanwhile. Waits
@@ -355,6 +363,7 @@ class Stack:
         except OSError:
             pass
         self.orchestrator.stop()
+        self.orchestrator.cleanup_services()
         self.nats.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
 

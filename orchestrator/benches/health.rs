@@ -42,7 +42,7 @@ fn scale_seconds() -> u64 {
 /// The child: beats every second until killed.
 async fn heartbeater(spec: &str) {
     let (url, id) = spec.split_once(' ').expect("url and id");
-    let client = async_nats::connect(url).await.expect("heartbeater connects");
+    let client = common::connect_url(url).await;
     let subject = format!("orch.hb.{id}");
     let mut tick = tokio::time::interval(BEAT);
     loop {

@@ -608,5 +608,7 @@ async fn main() {
     if wants("independent_launches") {
         independent_launches(&b, &api, &transitions).await;
     }
+    // Managed services outlive the orchestrator: whatever a run left goes with the bench.
+    orchestrator::agent::supervisor::kill_all(&logs.path().join("shims"));
     println!("figures written to target/bench/*.json");
 }

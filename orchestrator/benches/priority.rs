@@ -121,12 +121,7 @@ impl Engine {
 /// The engine process: floods priority requests on `subject` at `FLOOD_RATE` until standard
 /// input closes, counts replies by outcome, and prints a [`Flooded`] report.
 async fn engine_main(url: String, subject: String) {
-    // async-nats leaves the URL's credentials alone: they are taken here, as the client crate does.
-    let options = match orch_client::url_credentials(&url) {
-        Some((user, Some(password))) => async_nats::ConnectOptions::with_user_and_password(user, password),
-        _ => async_nats::ConnectOptions::new(),
-    };
-    let client = options.connect(orch_client::without_credentials(&url)).await.expect("the engine connects");
+    let client = common::connect_url(&url).await;
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();

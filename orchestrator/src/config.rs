@@ -53,8 +53,8 @@ pub enum Command {
     /// Run a node agent alone, connected only to NATS: it starts, stops and watches the processes
     /// of managed services on this machine for the orchestrator.
     Agent(Box<AgentArgs>),
-    /// Run one service's process under a shim that kills its whole process group when the agent
-    /// dies (used by the agent itself).
+    /// Run one service's process under a shim that keeps it running and its log written when the
+    /// agent is gone (used by the agent itself).
     #[command(hide = true)]
     Shim(ShimArgs),
     /// Validate a manifest of managed services and print its dependency graph (GraphViz DOT, one
@@ -136,6 +136,14 @@ pub struct AgentArgs {
     /// Log format.
     #[arg(long, env = "ORCH_LOG_FORMAT", default_value = "auto", value_parser = log_format())]
     pub log_format: LogFormat,
+
+    /// Stop every service that runs for this node's agent (the one on `--log-dir`, standalone or
+    /// embedded in `orchestrator serve` with `--agent-log-dir`), each with its stop signal and
+    /// grace period, forget their records, and exit; needs no NATS. Services otherwise outlive
+    /// their agent: a stopped or killed agent leaves them running, and the next agent on the same
+    /// directory adopts them, however long that takes.
+    #[arg(long)]
+    pub cleanup: bool,
 }
 
 impl AgentArgs {
@@ -194,12 +202,9 @@ impl PressureArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ShimArgs {
-    /// The agent's pid: the shim kills its process group when that process dies.
-    #[arg(long)]
-    pub parent: u32,
-    /// The program and its arguments.
-    #[arg(last = true, required = true)]
-    pub command: Vec<String>,
+    /// What the agent passes (see `orchestrator::agent::shim`), read by the shim itself.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    pub args: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]

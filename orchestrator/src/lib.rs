@@ -85,7 +85,7 @@ pub struct Running {
     /// The HTTP application, built once: building it makes the OpenAPI document.
     router: axum::Router,
     controller: lifecycle::Controller,
-    /// The embedded agent, stopped after the controller has stopped the managed services.
+    /// The embedded agent; its services outlive it.
     agent: Option<(Stopper, JoinHandle<()>)>,
 }
 
@@ -104,12 +104,8 @@ impl Running {
     pub async fn shutdown(self) {
         tracing::info!("shutting down: finishing in-flight work");
         if let Some((stop, task)) = self.agent {
-            // The embedded agent's processes die with this process: stop them in order first.
-            match self.controller.halt().await {
-                Ok(n) if n > 0 => tracing::info!(stopped = n, "managed services stopped"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "managed services not stopped in order"),
-            }
+            // The managed services keep running under their shims: the next start adopts them
+            // (an upgrade restarts nothing). `down` is what stops them.
             stop.stop();
             let _ = task.await;
         }

@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     let cli = config::parse();
     // The shim is a plain process: no runtime, no threads, so its signal handling stays simple.
     if let Command::Shim(args) = &cli.command {
-        return orchestrator::agent::shim::run(args.parent, &args.command[0], &args.command[1..]);
+        return orchestrator::agent::shim::main(&args.args);
     }
     tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime").block_on(run(cli))
 }
@@ -115,6 +115,11 @@ async fn run(cli: config::Cli) -> ExitCode {
 /// `orchestrator agent`: the node agent alone, until SIGINT or SIGTERM.
 async fn agent(args: config::AgentArgs) -> anyhow::Result<()> {
     let settings = args.settings().map_err(anyhow::Error::msg)?;
+    if args.cleanup {
+        let stopped = orchestrator::agent::cleanup(&settings).await?;
+        tracing::info!(node = %settings.node, count = stopped.len(), services = ?stopped, "stopped every service of this agent");
+        return Ok(());
+    }
     let nats = args.nats().map_err(anyhow::Error::msg)?;
     let subjects = orch_protocol::Subjects::new(&args.subject_prefix)?;
     let signal = stop_signals();

@@ -1,6 +1,7 @@
 //! A standalone node agent (`orchestrator agent --node n2`, its own process, connected only to a
 //! real nats-server) runs real processes on request: start, status, logs, stop with its signal,
-//! exit reports, clear errors, and nothing left running after the agent is killed with SIGKILL.
+//! exit reports, clear errors; its services outlive it (SIGKILL) and the next agent adopts them,
+//! and `--cleanup` leaves nothing running.
 
 use std::time::{Duration, Instant};
 
@@ -11,20 +12,19 @@ use serde_json::{Value, json};
 
 struct Agent {
     child: std::process::Child,
-    _logs: TempDir,
 }
 
 impl Agent {
-    /// The agent of `node`, as its shipped user `agent-<node>`.
-    fn start(nats: &ShippedUsers, node: &str) -> Agent {
-        let logs = TempDir::new("agent");
+    /// The agent of `node`, as its shipped user `agent-<node>`, keeping its services' logs and
+    /// records in `logs`.
+    fn start(nats: &ShippedUsers, node: &str, logs: &TempDir) -> Agent {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
             .args(["agent", "--node", node, "--nats-url", &nats.url(&format!("agent-{node}")), "--log", "warn"])
             .arg("--log-dir")
             .arg(logs.path())
             .spawn()
             .expect("agent starts");
-        Agent { child, _logs: logs }
+        Agent { child }
     }
 }
 
@@ -32,6 +32,15 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// What an agent on `logs` left running goes when the test ends.
+struct Leftovers<'a>(&'a TempDir);
+
+impl Drop for Leftovers<'_> {
+    fn drop(&mut self) {
+        orchestrator::agent::supervisor::kill_all(&self.0.path().join("shims"));
     }
 }
 
@@ -51,12 +60,14 @@ fn sh(service: &str, script: &str) -> Value {
 }
 
 #[tokio::test]
-async fn standalone_agent_runs_processes_over_nats_and_leaves_nothing_behind() {
+async fn standalone_agent_runs_processes_over_nats_and_its_services_outlive_it() {
     // The orchestrator's user is the one that may send an agent requests (docs/protocol.md §14.2).
     let nats = ShippedUsers::start(&["n2"]);
     let client = nats.connect("orchestrator").await;
     let mut exits = client.subscribe("orch.agent.n2.exited").await.unwrap();
-    let mut agent = Agent::start(&nats, "n2");
+    let dir = TempDir::new("agent");
+    let _leftovers = Leftovers(&dir);
+    let mut agent = Agent::start(&nats, "n2", &dir);
     eventually(Duration::from_secs(30), "the agent answers", || async {
         let subject = Subjects::default().agent("n2", "status");
         client.request(subject, "{}".into()).await.ok()
@@ -102,37 +113,56 @@ async fn standalone_agent_runs_processes_over_nats_and_leaves_nothing_behind() {
         (&json!("crashy"), &json!({"by": "code", "code": 3}), &json!(false))
     );
 
-    // SIGKILL the agent: the service and what it started in the background die with it.
+    // SIGKILL the agent: the service and what it started in the background keep running, and
+    // a crash meanwhile is kept for the next agent.
     let (_, started) = request(&client, "start", sh("orphans", "sleep 1000 & echo $!; sleep 1000")).await;
-    let shim = started["pid"].as_u64().unwrap() as u32;
-    let logs = eventually(Duration::from_secs(10), "the background pid", || async {
-        let (_, logs) = request(&client, "logs", json!({"service": "orphans"})).await;
-        logs["lines"].as_array().unwrap().first().cloned()
+    let pid = started["pid"].as_u64().unwrap() as u32;
+    let logs_of = |service: &'static str| {
+        let client = client.clone();
+        async move {
+            let (_, logs) = request(&client, "logs", json!({"service": service})).await;
+            logs["lines"].as_array().unwrap().clone()
+        }
+    };
+    let first = eventually(Duration::from_secs(10), "the background pid", || async {
+        logs_of("orphans").await.first().cloned()
     })
     .await;
-    let background: u32 = logs.as_str().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
-    let group: Vec<u32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.split_whitespace().nth(2).map(String::from)))
-                .flatten()
-                .is_some_and(|pgid| pgid == shim.to_string())
-        })
-        .collect();
-    assert!(group.len() >= 3 && group.contains(&background), "shim, shell and sleeps: {group:?}");
-    assert!(alive(background));
+    let background: u32 = first.as_str().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    let gate = dir.path().join("crash-now");
+    let crash = format!("while [ ! -e {} ]; do sleep 0.05; done; echo crashing; exit 9", gate.display());
+    let (_, started) = request(&client, "start", sh("crashes-alone", &crash)).await;
+    let crashing = started["pid"].as_u64().unwrap() as u32;
     agent.child.kill().unwrap();
     agent.child.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while group.iter().any(|p| alive(*p)) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let left: Vec<&u32> = group.iter().filter(|p| alive(**p)).collect();
-    assert!(left.is_empty(), "processes outlived the agent: {left:?}");
+    std::fs::write(&gate, "").unwrap();
+    eventually(Duration::from_secs(10), "the crash while no agent runs", || async { (!alive(crashing)).then_some(()) })
+        .await;
+    assert!(alive(pid) && alive(background), "the service outlived its agent");
+
+    // The next agent adopts it (same pid), reports the crash with its real status, and serves
+    // its log, which the shim kept writing.
+    let _agent = Agent::start(&nats, "n2", &dir);
+    let report: Value = serde_json::from_slice(&exits.next().await.unwrap().payload).unwrap();
+    assert_eq!(
+        (&report["service"], &report["pid"], &report["exit"], &report["stopped"]),
+        (&json!("crashes-alone"), &json!(crashing), &json!({"by": "code", "code": 9}), &json!(false))
+    );
+    let (_, status) = request(&client, "status", json!({})).await;
+    assert_eq!(status["running"], json!([{"service": "orphans", "pid": pid}]));
+    assert!(logs_of("crashes-alone").await.iter().any(|l| l.as_str().unwrap().ends_with("stdout crashing")));
+
+    // `orchestrator agent --cleanup` stops everything of the node: nothing left.
+    drop(_agent);
+    let cleanup = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(["agent", "--node", "n2", "--log", "warn", "--cleanup", "--log-dir"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(cleanup.success());
+    assert!(!alive(pid) && !alive(background), "--cleanup left processes running");
+    let records: Vec<_> = std::fs::read_dir(dir.path().join("shims")).unwrap().flatten().collect();
+    assert!(records.is_empty(), "--cleanup left records: {records:?}");
 }
 
 /// An agent that cannot reach NATS still stops on SIGTERM: it used to wait for NATS first. The

@@ -106,3 +106,55 @@ async fn sigterm_stops_gracefully_mid_load() {
     let events = read_stream(&js, &subjects.events_stream(), None).await;
     load.verify(&pool, &events).await;
 }
+
+/// SIGKILL of the orchestrator process, as a crash or an impatient upgrade would do: its managed
+/// services keep running, untouched. The orchestrator started again (the same binary, as after a
+/// replacement of it) adopts them: the same pids, ready, never restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_orchestrator_leaves_its_services_running_and_the_next_one_adopts_them() {
+    let agent_logs = TempDir::new("orch-agent-logs");
+    let _leftovers = common::KillServicesOf(agent_logs.path().to_path_buf());
+    let ProcessStack { _nats, _logs, log, mut orchestrator, pool, .. } =
+        ProcessStack::start(&[("ORCH_AGENT_LOG_DIR", agent_logs.path().display().to_string())]).await;
+    let manifest = _logs.path().join("stack.toml");
+    let services = ["alpha", "beta"];
+    let text: String =
+        services.iter().map(|name| common::lifecycle::sleeper(name, orch_testkit::free_port(), "0ms", "")).collect();
+    std::fs::write(&manifest, text).unwrap();
+    let api = format!("http://127.0.0.1:{}", orchestrator.http_port);
+    let up = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(["up", "--api-url", &api, "-f"])
+        .arg(&manifest)
+        .output()
+        .await
+        .unwrap();
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stdout));
+    let ready = |pool: sqlx::PgPool| async move {
+        let rows: Vec<(String, String, Option<i64>, i32)> =
+            sqlx::query_as("SELECT name, state, pid, restarts FROM managed_services ORDER BY name")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        rows.iter().all(|(_, state, _, _)| state == "ready").then_some(rows)
+    };
+    let before = common::eventually(Duration::from_secs(30), "both ready", || ready(pool.clone())).await;
+    let pids: Vec<u32> = before.iter().map(|(_, _, pid, _)| pid.unwrap() as u32).collect();
+
+    orchestrator.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(pids.iter().all(|p| orch_testkit::process_alive(*p)), "the services outlived the orchestrator");
+    orchestrator.start_again();
+    orchestrator.wait_ready(Duration::from_secs(60));
+
+    // Adopted: the rows name the same pids, ready, with no restart; the processes never stopped.
+    let after = common::eventually(Duration::from_secs(30), "both adopted and ready", || async {
+        let rows = ready(pool.clone()).await?;
+        let pids_now: Vec<u32> = rows.iter().filter_map(|(_, _, pid, _)| pid.map(|p| p as u32)).collect();
+        (pids_now == pids).then_some(rows)
+    })
+    .await;
+    assert!(after.iter().all(|(_, _, _, restarts)| *restarts == 0), "{after:?}");
+    assert!(pids.iter().all(|p| orch_testkit::process_alive(*p)));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("adopted a running service"), "the agent says what it adopted:\n{text}");
+}

@@ -13,7 +13,7 @@ use common::http::{assert_error, call, call_raw};
 use common::lifecycle::*;
 use common::{Stack, eventually};
 use orch_testkit::{free_port, process_alive};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
 #[tokio::test]
@@ -389,15 +389,18 @@ async fn the_applied_stack_is_versioned_and_resumed_after_a_restart() {
     assert_ne!(pid(&view, "two"), two_pid);
     assert_eq!(stack.count("SELECT count(*) FROM manifests").await, 2);
 
-    // The orchestrator stops: its services stop in order; started again, it resumes the stack.
+    // The orchestrator stops: its services keep running; started again, it resumes the stack
+    // and adopts them.
     let pids: Vec<u32> = ["one", "two", "three"].iter().map(|n| pid(&view, n)).collect();
     stack.stop_orchestrator().await;
     for p in &pids {
-        assert!(!process_alive(*p), "stopped with the orchestrator");
+        assert!(process_alive(*p), "a service outlives the orchestrator");
     }
     stack.start_orchestrator().await;
     let view = wait_for(&stack, &[("one", "ready"), ("two", "ready"), ("three", "ready")]).await;
     assert_eq!(view["version"], 2);
+    let adopted: Vec<u32> = ["one", "two", "three"].iter().map(|n| pid(&view, n)).collect();
+    assert_eq!(adopted, pids, "adopted, not started again");
     eventually(Duration::from_secs(20), "three runs recorded as ready", || async {
         (stack.count("SELECT count(*) FROM startup_runs WHERE outcome = 'ready'").await == 3).then_some(())
     })
@@ -416,6 +419,7 @@ async fn the_applied_stack_is_versioned_and_resumed_after_a_restart() {
 async fn a_standalone_agent_on_another_node_runs_services_for_the_orchestrator() {
     let stack = Stack::start().await;
     let logs = orch_testkit::TempDir::new("agent-n2");
+    let _leftovers = common::KillServicesOf(logs.path().to_path_buf());
     let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
         .args(["agent", "--node", "n2", "--nats-url", &stack.nats.url("agent-n2"), "--log", "warn"])
         .arg("--log-dir")
@@ -596,4 +600,51 @@ async fn manifests_have_their_own_body_limit() {
     let too_big = format!("{}{manifest}", "# padding\n".repeat(5_000));
     let reply = call_raw(&stack, "PUT", "/api/v1/stack", Some(too_big), "application/toml", &[]).await;
     assert_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", Some("manifest"));
+}
+
+/// Managed services outlive the orchestrator (stopped, as for an upgrade of its binary): they
+/// keep running, untouched, while it is away. The restarted orchestrator's agent adopts the one
+/// still running (same pid, never restarted) and reports the end of the one that died meanwhile
+/// with its real status; the resumed stack starts that one again.
+#[tokio::test]
+async fn managed_services_outlive_a_restart_of_the_orchestrator_and_are_adopted() {
+    let mut stack = Stack::start().await;
+    let manifest =
+        format!("{}{}", sleeper("steady", free_port(), "0ms", ""), sleeper("dies-away", free_port(), "0ms", ""));
+    apply(&stack, &manifest).await;
+    let view = wait_for(&stack, &[("steady", "ready"), ("dies-away", "ready")]).await;
+    let (steady, dying) = (pid(&view, "steady"), pid(&view, "dies-away"));
+    let before = transitions(&stack).await.len();
+
+    stack.stop_orchestrator().await;
+    assert!(process_alive(steady) && process_alive(dying), "the services outlived the orchestrator");
+    unsafe { libc::kill(dying as i32, libc::SIGKILL) };
+    eventually(Duration::from_secs(10), "the service dead", || async { (!process_alive(dying)).then_some(()) }).await;
+
+    let mut reports = stack.client.subscribe("orch.agent.local.exited").await.unwrap();
+    stack.client.flush().await.unwrap();
+    stack.start_orchestrator().await;
+    let report = tokio::time::timeout(Duration::from_secs(20), futures::StreamExt::next(&mut reports))
+        .await
+        .expect("the end while away is reported")
+        .unwrap();
+    let report: Value = serde_json::from_slice(&report.payload).unwrap();
+    assert_eq!(
+        (&report["service"], &report["pid"], &report["exit"]),
+        (&json!("dies-away"), &json!(dying), &json!({"by": "signal", "signal": 9}))
+    );
+    let view = eventually(Duration::from_secs(30), "dies-away runs again", || async {
+        let view = stack_view(&stack).await;
+        let again = service(&view, "dies-away")["state"] == "ready" && pid(&view, "dies-away") != dying;
+        (again && service(&view, "steady")["state"] == "ready").then_some(view)
+    })
+    .await;
+    assert_eq!(pid(&view, "steady"), steady, "adopted, not restarted");
+    assert!(process_alive(steady));
+    assert_eq!(service(&view, "steady")["restarts"], 0, "{view}");
+    let after: Vec<_> = transitions(&stack).await.into_iter().skip(before).collect();
+    assert!(
+        !after.iter().any(|(s, st, _)| s == "steady" && (st == "crashed" || st == "stopped" || st == "stopping")),
+        "steady was never stopped: {after:?}"
+    );
 }

@@ -266,6 +266,7 @@ async fn a_node_agent_user_serves_its_own_node_and_nothing_else() {
 
     // The agent of node edge, with its own user, runs a service placed there.
     let logs = orch_testkit::TempDir::new("agent-edge");
+    let _leftovers = common::KillServicesOf(logs.path().to_path_buf());
     let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
         .args(["agent", "--node", "edge", "--nats-url", &with_user("agent-edge"), "--log", "warn"])
         .arg("--log-dir")

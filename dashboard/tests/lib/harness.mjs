@@ -209,6 +209,15 @@ export async function startEnvironment() {
       }
     }
     await stopChild(env.orch, 'orchestrator', 20_000);
+    // Managed services outlive the orchestrator: whatever a failed test left running goes.
+    try {
+      execFileSync(orchBin, ['agent', '--cleanup', '--log', 'warn', '--log-dir', join(tmp, 'agent-logs')], {
+        stdio: 'ignore',
+        timeout: 30_000,
+      });
+    } catch (e) {
+      process.stderr.write(`harness: orchestrator agent --cleanup failed: ${e.message}\n`);
+    }
     await stopChild(env.nats, 'nats-server', 10_000);
     if (env.database) {
       try {

@@ -53,6 +53,16 @@ pub fn metric(port: u16, name: &str, label: Option<&str>) -> f64 {
         .sum()
 }
 
+/// A connection to `url`, as the user its credentials name (async-nats leaves a URL's
+/// credentials alone: they are taken here, as the client crate does).
+pub async fn connect_url(url: &str) -> async_nats::Client {
+    let options = match orch_client::url_credentials(url) {
+        Some((user, Some(password))) => async_nats::ConnectOptions::with_user_and_password(user, password),
+        _ => async_nats::ConnectOptions::new(),
+    };
+    options.connect(orch_client::without_credentials(url)).await.unwrap_or_else(|e| panic!("connect: {e}"))
+}
+
 pub struct Bench {
     nats: ShippedUsers,
     pub _postgres: Postgres,

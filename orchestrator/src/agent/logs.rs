@@ -13,14 +13,10 @@ pub const LINE_MAX: usize = 16 * 1024;
 /// The next line of a service's output (without its line break), or `None` at the end. Output
 /// that is not UTF-8 is kept, with U+FFFD for what cannot be read, never an error that would stop
 /// the reading (and leave the process blocked on a full pipe); lines are cut at [`LINE_MAX`].
-pub async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
-    reader: &mut R,
-    buf: &mut Vec<u8>,
-) -> io::Result<Option<String>> {
-    use tokio::io::AsyncBufReadExt;
+pub fn read_line<R: std::io::BufRead>(reader: &mut R, buf: &mut Vec<u8>) -> io::Result<Option<String>> {
     buf.clear();
     loop {
-        let available = reader.fill_buf().await?;
+        let available = reader.fill_buf()?;
         if available.is_empty() {
             return Ok((!buf.is_empty()).then(|| String::from_utf8_lossy(buf).into_owned()));
         }
@@ -40,7 +36,7 @@ pub async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
 }
 
 /// Size limit of one file and how many rotated files are kept.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rotation {
     pub max_bytes: u64,
     pub keep: usize,
@@ -161,15 +157,15 @@ fn last_lines(file: &mut File, n: usize) -> io::Result<Vec<String>> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn output_that_is_not_utf8_or_has_no_line_breaks_is_kept_in_bounded_lines() {
+    #[test]
+    fn output_that_is_not_utf8_or_has_no_line_breaks_is_kept_in_bounded_lines() {
         let mut output = b"plain\n\xff\xfebinary\n".to_vec();
         output.extend(std::iter::repeat_n(b'x', LINE_MAX + 10));
         output.extend_from_slice(b"\nlast without a break");
-        let mut reader = tokio::io::BufReader::with_capacity(1000, &output[..]);
+        let mut reader = std::io::BufReader::with_capacity(1000, &output[..]);
         let mut buf = Vec::new();
         let mut lines = Vec::new();
-        while let Some(line) = next_line(&mut reader, &mut buf).await.unwrap() {
+        while let Some(line) = read_line(&mut reader, &mut buf).unwrap() {
             lines.push(line);
         }
         assert_eq!(lines[0], "plain");

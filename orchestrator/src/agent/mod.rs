@@ -11,6 +11,8 @@ pub mod supervisor;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use anyhow::Context;
+
 use crate::shutdown::Shutdown;
 use orch_protocol::Subjects;
 use tokio::sync::mpsc;
@@ -26,8 +28,8 @@ pub struct AgentSettings {
     /// Where each service's output is kept (`<service>.log`, rotated).
     pub log_dir: PathBuf,
     pub rotation: logs::Rotation,
-    /// The `orchestrator` binary each service runs under (`orchestrator shim`), which kills the
-    /// service's process group when the agent dies; without one, services run directly.
+    /// The program each service runs under (`orch-shim`, or `orchestrator shim`); by default
+    /// `orch-shim` beside the running binary, else the running binary itself.
     pub shim: Option<PathBuf>,
     pub pressure: pressure::PressureSettings,
 }
@@ -44,8 +46,22 @@ impl Default for AgentSettings {
     }
 }
 
+impl AgentSettings {
+    /// Where the shims keep their records (`<service>.state`, `<service>.exit`): the agent that
+    /// starts next on this directory adopts what they name.
+    pub fn run_dir(&self) -> PathBuf {
+        self.log_dir.join("shims")
+    }
+
+    fn supervisor(&self, exits: mpsc::UnboundedSender<Exited>) -> anyhow::Result<Supervisor> {
+        let shim = self.shim.clone().or_else(shim::default_path).context("no shim program found for the services")?;
+        Ok(Supervisor::new(self.log_dir.clone(), self.run_dir(), self.rotation, exits, shim))
+    }
+}
+
 /// Runs an agent until `shutdown`: its requests and process-end reports on NATS and its pressure
-/// reports. Its processes are stopped, each with its stop signal and grace, before it returns.
+/// reports. First it adopts what an agent before it left running (and reports what ended in
+/// between). When it returns, its processes keep running under their shims for the next agent.
 pub async fn run(
     client: async_nats::Client,
     subjects: Subjects,
@@ -53,7 +69,11 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let (exits_tx, exits) = mpsc::unbounded_channel();
-    let supervisor = Arc::new(Supervisor::new(settings.log_dir, settings.rotation, exits_tx, settings.shim));
+    let supervisor = Arc::new(settings.supervisor(exits_tx)?);
+    let adopted = supervisor.adopt();
+    if !adopted.is_empty() {
+        tracing::info!(node = %settings.node, count = adopted.len(), services = ?adopted, "adopted the services that were running");
+    }
     let pressure = tokio::spawn(pressure::run(
         client.clone(),
         subjects.clone(),
@@ -64,4 +84,19 @@ pub async fn run(
     let result = service::run(client, subjects, settings.node, supervisor, exits, shutdown).await;
     let _ = pressure.await;
     result
+}
+
+/// Stops every service the agent of `settings` runs (adopting them first), each with its stop
+/// signal and grace period, and forgets their records: `orchestrator agent --cleanup`, for a node
+/// that no agent will serve again. Returns the services stopped.
+pub async fn cleanup(settings: &AgentSettings) -> anyhow::Result<Vec<String>> {
+    let (exits_tx, mut exits) = mpsc::unbounded_channel();
+    let supervisor = settings.supervisor(exits_tx)?;
+    supervisor.adopt();
+    let stopped = supervisor.stop_all().await;
+    // Every record goes: what ended now, and what had ended unreported.
+    while let Ok(Some(exited)) = tokio::time::timeout(std::time::Duration::from_millis(200), exits.recv()).await {
+        supervisor.reported(&exited);
+    }
+    Ok(stopped)
 }

@@ -18,7 +18,7 @@ use crate::nats::error_message;
 use crate::process::signal_number;
 use crate::shutdown::Shutdown;
 
-/// Runs until `shutdown` turns true; then stops every process with its stop signal and grace.
+/// Runs until `shutdown` turns true; the processes go on running under their shims.
 pub async fn run(
     client: async_nats::Client,
     subjects: Subjects,
@@ -65,7 +65,7 @@ pub async fn run(
                 tracing::info!(node = %node, service = %e.service, pid = e.pid, exit = %e.exit, stopped = e.stopped, "process ended");
                 let report = agent::Exited {
                     node: node.clone(),
-                    service: e.service,
+                    service: e.service.clone(),
                     pid: e.pid,
                     exit: e.exit,
                     ran_for_ms: e.ran_for.as_millis() as u64,
@@ -75,12 +75,17 @@ pub async fn run(
                 if let Err(e) = client.publish(exited_subject.clone(), body.into()).await {
                     tracing::warn!(error = %e, "could not publish a process end; status requests still show it");
                 }
+                supervisor.reported(&e);
             }
             _ = shutdown.requested() => break,
         }
     }
-    tracing::info!(node = %node, running = supervisor.running().len(), "agent stopping its processes");
-    supervisor.stop_all().await;
+    // The services go on under their shims; the next agent on this node adopts them.
+    tracing::info!(
+        node = %node,
+        running = supervisor.running().len(),
+        "agent stopping; its processes keep running for the next agent (`orchestrator agent --cleanup` stops them)"
+    );
     let _ = requests.unsubscribe().await;
     Ok(())
 }
@@ -98,7 +103,6 @@ fn supervisor_error(e: SupervisorError) -> ProtocolError {
         SupervisorError::AlreadyRunning(_) => ProtocolError::field(ErrorCode::Conflict, "service", e.to_string()),
         SupervisorError::NotRunning(_) => ProtocolError::field(ErrorCode::NotFound, "service", e.to_string()),
         SupervisorError::Spawn { .. } => ProtocolError::field(ErrorCode::ValidationFailed, "command", e.to_string()),
-        SupervisorError::Log { .. } => ProtocolError::new(ErrorCode::Internal, e.to_string()),
     }
 }
 
@@ -116,7 +120,7 @@ async fn answer(supervisor: &Supervisor, node: &str, verb: &str, payload: &[u8])
                 stop_signal: signal("stop_signal", &r.stop_signal)?,
                 grace_period: r.grace_period,
             };
-            let pid = supervisor.start(&spec).map_err(supervisor_error)?;
+            let pid = supervisor.start(&spec).await.map_err(supervisor_error)?;
             Ok(json(&agent::Started { service: r.service, pid }))
         }
         verbs::STOP => {

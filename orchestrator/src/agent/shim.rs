@@ -1,61 +1,321 @@
 //! The shim between the agent and a service's process (`orch-shim`, or the hidden `orchestrator
-//! shim` where that program is missing). It leads the
-//! process group the service runs in and exists so that nothing of a service outlives the agent:
-//! the kernel tells the shim when the agent dies, even by SIGKILL (`PR_SET_PDEATHSIG`), and the
-//! shim then kills the whole group. Without it only the service's first process would be killed,
-//! not what that process started.
+//! shim` where that program is missing). It is what lets a service outlive its agent and the
+//! orchestrator that embeds it (killed, stopped, or replaced by a new binary):
 //!
-//! The shim ignores the stop signals sent to the group (they are meant for the service), waits
-//! for the service, and exits the way the service did, so the agent sees the service's own exit.
+//! - it runs in a session of its own, so neither the agent's death (even by SIGKILL) nor a
+//!   terminal's signals reach it, and it ignores the stop signals an operator might send it;
+//! - it starts the service in a process group of its own, the unit the agent signals;
+//! - it writes the service's stdout and stderr to the service's rotating log itself, so the log
+//!   goes on while no agent runs;
+//! - it records the service in `<run-dir>/<service>.state`, and how it ended in
+//!   `<run-dir>/<service>.exit`, which stays until an agent has reported it;
+//! - once the service has ended it kills whatever the service left in its group, then exits.
+//!
+//! An agent that starts later adopts every service its run directory names (see `supervisor`).
+//! Nothing of a service is left without a shim: `orchestrator agent --cleanup` stops them all.
+//!
+//! ```text
+//! <shim> shim --run-dir DIR --log-dir DIR --service NAME --log-max-bytes N --log-keep N
+//!             --stop-signal N --grace-ms N -- PROGRAM [ARGS...]
+//! ```
+//!
+//! Once the service runs, the shim writes its pid on standard output (one line), or `error: ...`
+//! when it could not be started, and closes it.
 
-use std::os::unix::process::ExitStatusExt;
-use std::process::ExitCode;
+use std::io::Write;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The parent-death signal: a real-time signal, so it can never be mistaken for a stop signal.
-fn parent_death_signal() -> libc::c_int {
-    libc::SIGRTMIN() + 1
+use super::logs::{RotatingLog, Rotation, read_line};
+
+/// What the agent tells the shim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShimArgs {
+    pub run_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub service: String,
+    pub rotation: Rotation,
+    /// Recorded in the state file, for `orchestrator agent --cleanup`.
+    pub stop_signal: i32,
+    pub grace: Duration,
+    pub program: String,
+    pub args: Vec<String>,
 }
 
-extern "C" fn kill_group(_: libc::c_int) {
-    // SAFETY: kill(2) is async-signal-safe; 0 is the caller's own process group.
-    unsafe { libc::kill(0, libc::SIGKILL) };
+impl ShimArgs {
+    /// The arguments that [`ShimArgs::parse`] reads back (after the `shim` word).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut out = vec![
+            "--run-dir".to_string(),
+            self.run_dir.display().to_string(),
+            "--log-dir".into(),
+            self.log_dir.display().to_string(),
+            "--service".into(),
+            self.service.clone(),
+            "--log-max-bytes".into(),
+            self.rotation.max_bytes.to_string(),
+            "--log-keep".into(),
+            self.rotation.keep.to_string(),
+            "--stop-signal".into(),
+            self.stop_signal.to_string(),
+            "--grace-ms".into(),
+            self.grace.as_millis().to_string(),
+            "--".into(),
+            self.program.clone(),
+        ];
+        out.extend(self.args.iter().cloned());
+        out
+    }
+
+    /// Reads the arguments of [`ShimArgs::to_args`].
+    pub fn parse(args: &[String]) -> Result<ShimArgs, String> {
+        let dashes = args.iter().position(|a| a == "--").ok_or("missing `-- PROGRAM`")?;
+        let (options, command) = (&args[..dashes], &args[dashes + 1..]);
+        let program = command.first().ok_or("missing PROGRAM after `--`")?.clone();
+        let value = |name: &str| -> Result<&str, String> {
+            let at = options.iter().position(|a| a == name).ok_or_else(|| format!("missing {name}"))?;
+            options.get(at + 1).map(String::as_str).ok_or_else(|| format!("{name} needs a value"))
+        };
+        let number = |name: &str| -> Result<u64, String> {
+            value(name)?.parse::<u64>().map_err(|_| format!("{name}: not a whole number"))
+        };
+        Ok(ShimArgs {
+            run_dir: value("--run-dir")?.into(),
+            log_dir: value("--log-dir")?.into(),
+            service: value("--service")?.to_string(),
+            rotation: Rotation { max_bytes: number("--log-max-bytes")?, keep: number("--log-keep")? as usize },
+            stop_signal: number("--stop-signal")? as i32,
+            grace: Duration::from_millis(number("--grace-ms")?),
+            program,
+            args: command[1..].to_vec(),
+        })
+    }
+}
+
+/// A service as its shim recorded it in `<run-dir>/<service>.state`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShimState {
+    pub shim: u32,
+    /// The shim's start time (clock ticks since boot, from /proc): a pid alone may be reused.
+    pub shim_start: u64,
+    /// The service's pid, which leads its process group.
+    pub pid: u32,
+    pub started_ms: u64,
+    pub stop_signal: i32,
+    pub grace_ms: u64,
+}
+
+impl ShimState {
+    pub fn encode(&self) -> String {
+        format!(
+            "shim={} shim_start={} pid={} started_ms={} stop_signal={} grace_ms={}\n",
+            self.shim, self.shim_start, self.pid, self.started_ms, self.stop_signal, self.grace_ms
+        )
+    }
+
+    pub fn decode(text: &str) -> Option<ShimState> {
+        let field = |name: &str| -> Option<u64> {
+            text.split_whitespace().find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+        };
+        Some(ShimState {
+            shim: field("shim")? as u32,
+            shim_start: field("shim_start")?,
+            pid: field("pid")? as u32,
+            started_ms: field("started_ms")?,
+            stop_signal: field("stop_signal")? as i32,
+            grace_ms: field("grace_ms")?,
+        })
+    }
+}
+
+/// How a service ended, as its shim recorded it in `<run-dir>/<service>.exit`: `code` is the exit
+/// code, or `None` with `signal` the signal that ended it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShimExit {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub ran_for_ms: u64,
+}
+
+impl ShimExit {
+    pub fn encode(&self) -> String {
+        match (self.code, self.signal) {
+            (Some(code), _) => format!("code={code} ran_for_ms={}\n", self.ran_for_ms),
+            (None, signal) => format!("signal={} ran_for_ms={}\n", signal.unwrap_or(libc::SIGKILL), self.ran_for_ms),
+        }
+    }
+
+    pub fn decode(text: &str) -> Option<ShimExit> {
+        let field = |name: &str| -> Option<i64> {
+            text.split_whitespace().find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+        };
+        let ran_for_ms = field("ran_for_ms")? as u64;
+        match (field("code"), field("signal")) {
+            (Some(code), _) => Some(ShimExit { code: Some(code as i32), signal: None, ran_for_ms }),
+            (None, Some(signal)) => Some(ShimExit { code: None, signal: Some(signal as i32), ran_for_ms }),
+            (None, None) => None,
+        }
+    }
+}
+
+pub fn state_path(run_dir: &Path, service: &str) -> PathBuf {
+    run_dir.join(format!("{service}.state"))
+}
+
+pub fn exit_path(run_dir: &Path, service: &str) -> PathBuf {
+    run_dir.join(format!("{service}.exit"))
+}
+
+/// Writes `text` to `path` all at once (a reader never sees half of it).
+pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let partial = PathBuf::from(format!("{}.partial", path.display()));
+    std::fs::write(&partial, text)?;
+    std::fs::rename(partial, path)
+}
+
+/// The start time of process `pid` in clock ticks since boot (field 22 of /proc/PID/stat), or
+/// `None` when it does not run (a zombie counts as ended).
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 extern "C" fn ignore(_: libc::c_int) {}
 
-/// Runs `program` with `args` and returns its exit; `parent` is the agent's pid.
-pub fn run(parent: u32, program: &str, args: &[String]) -> ExitCode {
-    // SAFETY: installing handlers and prctl have no memory effects on this single-threaded path.
+/// Runs the shim with `args` (after the `shim` word) and returns its exit code.
+pub fn main(args: &[String]) -> ExitCode {
+    match ShimArgs::parse(args) {
+        Ok(args) => run(args),
+        Err(e) => {
+            eprintln!("orch-shim: {e}");
+            eprintln!(
+                "usage: orch-shim [shim] --run-dir DIR --log-dir DIR --service NAME --log-max-bytes N --log-keep N \
+                 --stop-signal N --grace-ms N -- PROGRAM [ARGS...]"
+            );
+            ExitCode::from(64)
+        }
+    }
+}
+
+fn run(args: ShimArgs) -> ExitCode {
+    // SAFETY: setsid and installing handlers have no memory effects on this single-threaded path.
     unsafe {
+        // A session of its own: out of the agent's process group and away from its terminal.
+        libc::setsid();
         // Handlers, not SIG_IGN: handlers are reset by exec, so the service gets the defaults.
-        for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2] {
+        for signal in
+            [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2, libc::SIGPIPE]
+        {
             libc::signal(signal, ignore as extern "C" fn(libc::c_int) as libc::sighandler_t);
         }
-        libc::signal(parent_death_signal(), kill_group as extern "C" fn(libc::c_int) as libc::sighandler_t);
-        libc::prctl(libc::PR_SET_PDEATHSIG, parent_death_signal());
-        if libc::getppid() as u32 != parent {
-            // The agent died before the line above.
-            libc::kill(0, libc::SIGKILL);
-        }
     }
-    let status = match std::process::Command::new(program).args(args).status() {
-        Ok(status) => status,
-        Err(e) => {
-            eprintln!("could not start {program}: {e}");
-            return ExitCode::from(127);
-        }
+    let mut handshake = std::io::stdout();
+    let fail = |handshake: &mut std::io::Stdout, what: String| {
+        let _ = writeln!(handshake, "error: {what}");
+        ExitCode::from(127)
     };
-    if let Some(code) = status.code() {
-        return ExitCode::from(code as u8);
+    let log = match RotatingLog::open(&args.log_dir, &args.service, args.rotation) {
+        Ok(log) => Arc::new(Mutex::new(log)),
+        Err(e) => return fail(&mut handshake, format!("could not open the log of {:?}: {e}", args.service)),
+    };
+    if let Err(e) = std::fs::create_dir_all(&args.run_dir) {
+        return fail(&mut handshake, format!("could not create {}: {e}", args.run_dir.display()));
     }
-    // Ended by a signal: end the same way, so the agent reports the signal.
-    let signal = status.signal().unwrap_or(libc::SIGKILL);
-    // SAFETY: restoring the default disposition and raising have no memory effects.
+    let started = Instant::now();
+    let mut child = match Command::new(&args.program)
+        .args(&args.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => return fail(&mut handshake, format!("could not start {}: {e}", args.program)),
+    };
+    let pid = child.id();
+    let state = ShimState {
+        shim: std::process::id(),
+        shim_start: start_time(std::process::id()).unwrap_or(0),
+        pid,
+        started_ms: now_ms(),
+        stop_signal: args.stop_signal,
+        grace_ms: args.grace.as_millis() as u64,
+    };
+    let _ = std::fs::remove_file(exit_path(&args.run_dir, &args.service));
+    if let Err(e) = write_atomically(&state_path(&args.run_dir, &args.service), &state.encode()) {
+        // SAFETY: kill(2) has no memory effects.
+        unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+        let _ = child.wait();
+        return fail(&mut handshake, format!("could not record the service: {e}"));
+    }
+    let _ = writeln!(handshake, "{pid}");
+    let _ = handshake.flush();
+    detach_standard_streams();
+
+    let (done_tx, done) = std::sync::mpsc::channel::<()>();
+    let pipes: [(&'static str, Option<Box<dyn std::io::Read + Send>>); 2] = [
+        ("stdout", child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>)),
+        ("stderr", child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>)),
+    ];
+    let mut readers = 0;
+    for (stream, pipe) in pipes {
+        let Some(pipe) = pipe else { continue };
+        let (log, done_tx) = (log.clone(), done_tx.clone());
+        readers += 1;
+        std::thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(pipe);
+            let mut buf = Vec::new();
+            while let Ok(Some(line)) = read_line(&mut reader, &mut buf) {
+                // A full disk loses lines, never the service: keep reading so it is not blocked.
+                let _ = log.lock().map(|mut log| log.line(stream, &line));
+            }
+            let _ = done_tx.send(());
+        });
+    }
+    let status = child.wait();
+    // Whatever the run left behind in its group goes with it.
+    // SAFETY: kill(2) has no memory effects.
+    unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+    // The last lines are in the log before the end is reported, unless something that left the
+    // group still holds the pipes.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for _ in 0..readers {
+        if done.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_err() {
+            break;
+        }
+    }
+    let ran_for_ms = started.elapsed().as_millis() as u64;
+    let exit = match status {
+        Ok(status) => ShimExit { code: status.code(), signal: status.signal(), ran_for_ms },
+        Err(_) => ShimExit { code: Some(-1), signal: None, ran_for_ms },
+    };
+    let _ = write_atomically(&exit_path(&args.run_dir, &args.service), &exit.encode());
+    ExitCode::SUCCESS
+}
+
+/// Standard output and error to /dev/null: the agent that read the handshake may be gone.
+fn detach_standard_streams() {
+    // SAFETY: open and dup2 have no memory effects; the descriptors are the process's own.
     unsafe {
-        libc::signal(signal, libc::SIG_DFL);
-        libc::raise(signal);
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            libc::dup2(null, 1);
+            libc::dup2(null, 2);
+            libc::close(null);
+        }
     }
-    ExitCode::from(128 + signal as u8)
 }
 
 /// The shim the agent runs services under: `orch-shim` beside the running binary, else the
@@ -64,4 +324,35 @@ pub fn default_path() -> Option<std::path::PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let small = exe.with_file_name("orch-shim");
     Some(if small.is_file() { small } else { exe })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_state_and_exit_read_back_what_was_written() {
+        let args = ShimArgs {
+            run_dir: "/run/orch".into(),
+            log_dir: "/var/log/orch".into(),
+            service: "web".into(),
+            rotation: Rotation { max_bytes: 1000, keep: 2 },
+            stop_signal: libc::SIGINT,
+            grace: Duration::from_millis(2500),
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), "echo -- hi".into()],
+        };
+        assert_eq!(ShimArgs::parse(&args.to_args()), Ok(args));
+        assert!(ShimArgs::parse(&["--service".into(), "web".into()]).unwrap_err().contains("PROGRAM"));
+
+        let state = ShimState { shim: 10, shim_start: 20, pid: 11, started_ms: 30, stop_signal: 15, grace_ms: 5000 };
+        assert_eq!(ShimState::decode(&state.encode()), Some(state));
+        assert_eq!(ShimState::decode("shim=1"), None);
+        for exit in [
+            ShimExit { code: Some(3), signal: None, ran_for_ms: 7 },
+            ShimExit { code: None, signal: Some(9), ran_for_ms: 8 },
+        ] {
+            assert_eq!(ShimExit::decode(&exit.encode()), Some(exit));
+        }
+    }
 }

@@ -1,22 +1,24 @@
-//! The process supervisor of a node agent: starts each service's process in a process group of
-//! its own, captures its stdout and stderr into a rotating log, reports how it ended, and stops it
-//! with its stop signal, a grace period, then SIGKILL for the whole group.
+//! The process supervisor of a node agent: starts each service's process under its shim (see
+//! [`super::shim`]), which runs it in a process group of its own and keeps its log, reports how it
+//! ended, and stops it with its stop signal, a grace period, then SIGKILL for the whole group.
 //!
-//! Children never outlive the agent: each is started with `PR_SET_PDEATHSIG = SIGKILL`, so the
-//! kernel kills it when the agent dies, even by SIGKILL, and whatever a run leaves behind in its
-//! process group is killed when the run ends.
+//! Services outlive the agent: a shim does not die with it. A new agent on the same run
+//! directory adopts what runs there ([`Supervisor::adopt`]): same pid, its log going on, and an
+//! end that happened while no agent ran reported with the status the shim kept. Nothing is left
+//! without an owner: [`Supervisor::stop_all`] (`orchestrator agent --cleanup`) stops them all.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::io::BufReader;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
-use super::logs::{RotatingLog, Rotation};
+use super::logs::Rotation;
+use super::shim::{ShimArgs, ShimExit, ShimState, exit_path, start_time, state_path};
 use crate::process::signal_group;
 
 /// What to run for one service.
@@ -27,21 +29,12 @@ pub struct ProcessSpec {
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub workdir: Option<PathBuf>,
-    /// How the agent stops it when the agent itself stops.
+    /// How `orchestrator agent --cleanup` stops it.
     pub stop_signal: i32,
     pub grace_period: Duration,
 }
 
 pub use orch_protocol::agent::Exit;
-
-fn exit_of(status: std::process::ExitStatus) -> Exit {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => Exit::Code { code },
-        (None, Some(signal)) => Exit::Signal { signal },
-        (None, None) => Exit::Code { code: -1 },
-    }
-}
 
 /// Reported when a supervised process ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +45,8 @@ pub struct Exited {
     pub ran_for: Duration,
     /// The end was asked for (`stop`), not a crash.
     pub stopped: bool,
+    /// The shim whose records name this end: they are removed once it is reported.
+    shim: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,8 +57,6 @@ pub enum SupervisorError {
     NotRunning(String),
     #[error("could not start {service:?} ({command}): {error}")]
     Spawn { service: String, command: String, error: std::io::Error },
-    #[error("could not open the log of {service:?}: {error}")]
-    Log { service: String, error: std::io::Error },
 }
 
 struct Handle {
@@ -74,41 +67,71 @@ struct Handle {
     stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// Where the agent finds a service's shim when it ends.
+enum Shim {
+    /// Started by this agent: its child, waited for (and reaped) here.
+    Child(tokio::process::Child),
+    /// Started by an agent before this one: watched through a pidfd.
+    Adopted(u32),
+}
+
 pub struct Supervisor {
     log_dir: PathBuf,
+    /// The shims' records (`<service>.state`, `<service>.exit`).
+    run_dir: PathBuf,
     rotation: Rotation,
     /// Shared with each process's waiting task, which removes its entry when the process ends.
     children: Arc<Mutex<HashMap<String, Handle>>>,
+    /// One start at a time: a start waits for its shim to say the service runs.
+    starting: tokio::sync::Mutex<()>,
     events: mpsc::UnboundedSender<Exited>,
-    /// The `orchestrator` binary, to run each service under `orchestrator shim` (see
-    /// [`super::shim`]); without it the service is run directly and only its first process is
-    /// sure to die with the agent.
-    shim: Option<PathBuf>,
+    /// The program each service runs under (`orch-shim`, or `orchestrator shim`).
+    shim: PathBuf,
 }
 
 /// True when `program` names an executable file: a path, or a name found on `PATH`.
 fn runnable(program: &str) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    let executable =
-        |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let executable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
     if program.contains('/') {
-        return executable(std::path::Path::new(program));
+        return executable(Path::new(program));
     }
     std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| executable(&dir.join(program))))
 }
 
+fn exit_of(recorded: ShimExit) -> Exit {
+    match (recorded.code, recorded.signal) {
+        (Some(code), _) => Exit::Code { code },
+        (None, Some(signal)) => Exit::Signal { signal },
+        (None, None) => Exit::Code { code: -1 },
+    }
+}
+
+/// How long a shim gets to say that its service runs.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+
 impl Supervisor {
-    /// A supervisor writing logs under `log_dir`; every end of a process is sent to `events`.
+    /// A supervisor writing logs under `log_dir` and its shims' records under `run_dir`; every
+    /// end of a process is sent to `events`.
     pub fn new(
         log_dir: PathBuf,
+        run_dir: PathBuf,
         rotation: Rotation,
         events: mpsc::UnboundedSender<Exited>,
-        shim: Option<PathBuf>,
+        shim: PathBuf,
     ) -> Supervisor {
-        Supervisor { log_dir, rotation, children: Arc::default(), events, shim }
+        Supervisor {
+            log_dir,
+            run_dir,
+            rotation,
+            children: Arc::default(),
+            starting: tokio::sync::Mutex::new(()),
+            events,
+            shim,
+        }
     }
 
-    pub fn log_dir(&self) -> &std::path::Path {
+    pub fn log_dir(&self) -> &Path {
         &self.log_dir
     }
 
@@ -125,118 +148,156 @@ impl Supervisor {
         all
     }
 
-    /// Starts the process of `spec`; returns its pid.
-    pub fn start(&self, spec: &ProcessSpec) -> Result<u32, SupervisorError> {
-        let mut children = self.children.lock().expect("supervisor lock");
-        if children.contains_key(&spec.service) {
+    /// Takes over what the run directory names: each service still running is watched again
+    /// (same pid), and each end recorded while no agent ran is reported with its real status.
+    /// Returns the services adopted.
+    pub fn adopt(&self) -> Vec<(String, u32)> {
+        let Ok(entries) = std::fs::read_dir(&self.run_dir) else { return Vec::new() };
+        let mut adopted = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(service) = name.strip_suffix(".state") else { continue };
+            let Some(state) = std::fs::read_to_string(entry.path()).ok().and_then(|t| ShimState::decode(&t)) else {
+                tracing::warn!(file = %entry.path().display(), "a shim record that cannot be read; left alone");
+                continue;
+            };
+            if start_time(state.shim) == Some(state.shim_start) {
+                tracing::info!(service, pid = state.pid, shim = state.shim, "adopted a running service");
+                adopted.push((service.to_string(), state.pid));
+                let grace = Duration::from_millis(state.grace_ms);
+                self.watch(service.to_string(), &state, Shim::Adopted(state.shim), Some((state.stop_signal, grace)));
+            } else {
+                // Ended while no agent ran: reported with what the shim recorded.
+                self.watch(service.to_string(), &state, Shim::Adopted(state.shim), None);
+            }
+        }
+        adopted.sort();
+        adopted
+    }
+
+    /// Starts the process of `spec` under its shim; returns its pid once it runs.
+    pub async fn start(&self, spec: &ProcessSpec) -> Result<u32, SupervisorError> {
+        let _one_at_a_time = self.starting.lock().await;
+        if self.children.lock().expect("supervisor lock").contains_key(&spec.service) {
             return Err(SupervisorError::AlreadyRunning(spec.service.clone()));
         }
-        // Checked here because under the shim a missing program would only show as an exit code.
-        if !runnable(&spec.command) {
-            return Err(SupervisorError::Spawn {
-                service: spec.service.clone(),
-                command: spec.command.clone(),
-                error: std::io::Error::new(std::io::ErrorKind::NotFound, "no such executable program"),
-            });
-        }
-        let log = RotatingLog::open(&self.log_dir, &spec.service, self.rotation)
-            .map_err(|error| SupervisorError::Log { service: spec.service.clone(), error })?;
-        let log = Arc::new(Mutex::new(log));
-        let agent = std::process::id();
-        let mut command = match &self.shim {
-            Some(shim) => {
-                let mut c = Command::new(shim);
-                c.args(["shim", "--parent", &agent.to_string(), "--", &spec.command]).args(&spec.args);
-                c
-            }
-            None => {
-                let mut c = Command::new(&spec.command);
-                c.args(&spec.args);
-                c
-            }
-        };
-        command.envs(&spec.env).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-        if let Some(dir) = &spec.workdir {
-            command.current_dir(dir);
-        }
-        // Under the shim, the shim arranges its own parent-death signal; without a `pre_exec` the
-        // standard library can start it with posix_spawn (vfork) instead of a full fork of the
-        // agent. Without a shim, the service itself gets the parent-death signal.
-        // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
-        if self.shim.is_none() {
-            unsafe {
-                command.pre_exec(move || {
-                    // Killed by the kernel when the agent dies, whatever kills it.
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    // The agent may have died before the line above: then do not start at all.
-                    if libc::getppid() as u32 != agent {
-                        libc::_exit(1);
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let mut child = command.spawn().map_err(|error| SupervisorError::Spawn {
+        let spawn_error = |error: std::io::Error| SupervisorError::Spawn {
             service: spec.service.clone(),
             command: spec.command.clone(),
             error,
-        })?;
-        let pid = child.id().unwrap_or(0);
-        for (stream, pipe) in [
-            ("stdout", child.stdout.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>)),
-            ("stderr", child.stderr.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>)),
-        ] {
-            let Some(pipe) = pipe else { continue };
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut reader = BufReader::new(pipe);
-                let mut buf = Vec::new();
-                while let Ok(Some(line)) = super::logs::next_line(&mut reader, &mut buf).await {
-                    if let Err(e) = log.lock().expect("log lock").line(stream, &line) {
-                        tracing::warn!(error = %e, "writing a service log failed");
-                    }
-                }
-            });
+        };
+        // Checked here because under the shim a missing program would only show as its answer.
+        if !runnable(&spec.command) {
+            return Err(spawn_error(std::io::Error::new(std::io::ErrorKind::NotFound, "no such executable program")));
         }
+        // Records of an earlier run that was reported are gone; a stale one must not be read as
+        // this run's end.
+        let _ = std::fs::remove_file(exit_path(&self.run_dir, &spec.service));
+        let args = ShimArgs {
+            run_dir: self.run_dir.clone(),
+            log_dir: self.log_dir.clone(),
+            service: spec.service.clone(),
+            rotation: self.rotation,
+            stop_signal: spec.stop_signal,
+            grace: spec.grace_period,
+            program: spec.command.clone(),
+            args: spec.args.clone(),
+        };
+        let mut command = Command::new(&self.shim);
+        command
+            .arg("shim")
+            .args(args.to_args())
+            .envs(&spec.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if let Some(dir) = &spec.workdir {
+            command.current_dir(dir);
+        }
+        let mut child = command.spawn().map_err(spawn_error)?;
+        let mut handshake = BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        let read = tokio::time::timeout(HANDSHAKE, handshake.read_line(&mut line)).await;
+        let pid = match (read, line.trim().parse::<u32>()) {
+            (Ok(Ok(_)), Ok(pid)) => pid,
+            (Ok(_), _) => {
+                let _ = child.wait().await;
+                let said = line.trim().strip_prefix("error: ").unwrap_or(line.trim());
+                let said = if said.is_empty() { "the shim ended without starting it" } else { said };
+                return Err(spawn_error(std::io::Error::other(said.to_string())));
+            }
+            (Err(_), _) => {
+                let _ = child.kill().await;
+                return Err(spawn_error(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the shim did not say within {HANDSHAKE:?} that it runs"),
+                )));
+            }
+        };
+        let state = std::fs::read_to_string(state_path(&self.run_dir, &spec.service))
+            .ok()
+            .and_then(|t| ShimState::decode(&t))
+            .ok_or_else(|| spawn_error(std::io::Error::other("the shim left no record of the service")))?;
+        self.watch(spec.service.clone(), &state, Shim::Child(child), Some((spec.stop_signal, spec.grace_period)));
+        tracing::info!(service = %spec.service, pid, command = %spec.command, "process started");
+        Ok(pid)
+    }
+
+    /// Waits for the shim of `service` to end, then reports how the service ended. With `running`
+    /// (its stop signal and grace) the service is listed as running until then.
+    fn watch(&self, service: String, state: &ShimState, shim: Shim, running: Option<(i32, Duration)>) {
         let (exited_tx, exited) = watch::channel(None);
         let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        children.insert(
-            spec.service.clone(),
-            Handle {
-                pid,
-                stop_signal: spec.stop_signal,
-                grace_period: spec.grace_period,
-                exited,
-                stopping: stopping.clone(),
-            },
-        );
-        drop(children);
-        let started = Instant::now();
-        let service = spec.service.clone();
-        let events = self.events.clone();
-        let children = self.children.clone();
+        if let Some((stop_signal, grace_period)) = running {
+            self.children.lock().expect("supervisor lock").insert(
+                service.clone(),
+                Handle { pid: state.pid, stop_signal, grace_period, exited, stopping: stopping.clone() },
+            );
+        }
+        let (events, children, run_dir, state) =
+            (self.events.clone(), self.children.clone(), self.run_dir.clone(), state.clone());
         tokio::spawn(async move {
-            let exit = match child.wait().await {
-                Ok(status) => exit_of(status),
-                Err(e) => {
-                    tracing::error!(service = %service, error = %e, "waiting for a process failed");
-                    Exit::Code { code: -1 }
+            match shim {
+                Shim::Child(mut child) => {
+                    let _ = child.wait().await;
+                }
+                Shim::Adopted(pid) => ended(pid, state.shim_start).await,
+            }
+            let recorded =
+                std::fs::read_to_string(exit_path(&run_dir, &service)).ok().and_then(|t| ShimExit::decode(&t));
+            let (exit, ran_for) = match recorded {
+                Some(recorded) => (exit_of(recorded), Duration::from_millis(recorded.ran_for_ms)),
+                None => {
+                    // The shim itself was killed: whatever is left of the service goes too.
+                    signal_group(state.pid, libc::SIGKILL);
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                    let ran = now.saturating_sub(Duration::from_millis(state.started_ms));
+                    (Exit::Signal { signal: libc::SIGKILL }, ran)
                 }
             };
-            // Whatever the run left behind in its group goes with it.
-            signal_group(pid, libc::SIGKILL);
             {
                 let mut children = children.lock().expect("supervisor lock");
-                if children.get(&service).is_some_and(|h| h.pid == pid) {
+                if children.get(&service).is_some_and(|h| h.pid == state.pid) {
                     children.remove(&service);
                 }
             }
             let _ = exited_tx.send(Some(exit));
             let stopped = stopping.load(std::sync::atomic::Ordering::Relaxed);
-            let _ = events.send(Exited { service, pid, exit, ran_for: started.elapsed(), stopped });
+            let _ = events.send(Exited { service, pid: state.pid, exit, ran_for, stopped, shim: state.shim });
         });
-        tracing::info!(service = %spec.service, pid, command = %spec.command, "process started");
-        Ok(pid)
+    }
+
+    /// Forgets the records of an end once it is reported: a later agent does not report it again.
+    pub fn reported(&self, exited: &Exited) {
+        let state = state_path(&self.run_dir, &exited.service);
+        let same_run = std::fs::read_to_string(&state)
+            .ok()
+            .and_then(|t| ShimState::decode(&t))
+            .is_some_and(|s| s.shim == exited.shim);
+        if same_run {
+            let _ = std::fs::remove_file(exit_path(&self.run_dir, &exited.service));
+            let _ = std::fs::remove_file(state);
+        }
     }
 
     /// Stops a service: `signal` to its process group, up to `grace` to end, then SIGKILL.
@@ -259,9 +320,9 @@ impl Supervisor {
         Ok(exit)
     }
 
-    /// Stops every process with its own stop signal and grace period, all at once (the agent
-    /// stops).
-    pub async fn stop_all(&self) {
+    /// Stops every process with its own stop signal and grace period, all at once
+    /// (`orchestrator agent --cleanup`).
+    pub async fn stop_all(&self) -> Vec<String> {
         let all: Vec<(String, i32, Duration)> = self
             .children
             .lock()
@@ -270,98 +331,48 @@ impl Supervisor {
             .map(|(s, h)| (s.clone(), h.stop_signal, h.grace_period))
             .collect();
         futures::future::join_all(all.iter().map(|(service, signal, grace)| self.stop(service, *signal, *grace))).await;
-    }
-
-    /// Kills every process at once (the agent is going away).
-    pub fn kill_all(&self) {
-        for (_, handle) in self.children.lock().expect("supervisor lock").drain() {
-            signal_group(handle.pid, libc::SIGKILL);
-        }
+        all.into_iter().map(|(service, _, _)| service).collect()
     }
 }
 
-impl Drop for Supervisor {
-    fn drop(&mut self) {
-        self.kill_all();
+/// Waits until process `pid` (started at `start`, in clock ticks) has ended, through a pidfd
+/// (Linux 5.3 and later), else by looking at /proc every 200 ms.
+async fn ended(pid: u32, start: u64) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open(2) has no memory effects; the descriptor is owned below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd >= 0 {
+        // SAFETY: a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        if start_time(pid) != Some(start) {
+            return; // the pid names another process now: ours has ended
+        }
+        // SAFETY: the AsyncFd owns the descriptor, so it stays open as long as it is registered.
+        let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
+        if let Ok(fd) = registered {
+            let _ = fd.readable().await;
+            return;
+        }
+    }
+    while start_time(pid) == Some(start) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sh(service: &str, script: &str) -> ProcessSpec {
-        ProcessSpec {
-            service: service.into(),
-            command: "/bin/sh".into(),
-            args: vec!["-c".into(), script.into()],
-            env: BTreeMap::from([("GREETING".to_string(), "hello".to_string())]),
-            workdir: None,
-            stop_signal: libc::SIGTERM,
-            grace_period: Duration::from_secs(5),
+/// Kills every service a run directory names, at once (tests, and an agent's `--cleanup` after
+/// the graceful stop): each service's process group, then its shim.
+pub fn kill_all(run_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(run_dir) else { return };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().ends_with(".state") {
+            continue;
         }
-    }
-
-    fn supervisor() -> (Supervisor, mpsc::UnboundedReceiver<Exited>, orch_testkit::TempDir) {
-        let dir = orch_testkit::TempDir::new("supervisor");
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Supervisor::new(dir.path().to_path_buf(), Rotation::default(), tx, None), rx, dir)
-    }
-
-    use orch_testkit::process_alive as alive;
-
-    #[tokio::test]
-    async fn captures_output_and_reports_the_exit() {
-        let (sup, mut events, dir) = supervisor();
-        sup.start(&sh("greeter", "echo \"$GREETING\"; echo oops >&2; exit 3")).unwrap();
-        let exited = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap();
-        assert_eq!((exited.service.as_str(), exited.exit, exited.stopped), ("greeter", Exit::Code { code: 3 }, false));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let lines = super::super::logs::tail(dir.path(), "greeter", 10).unwrap();
-        assert!(lines.iter().any(|l| l.ends_with("stdout hello")), "{lines:?}");
-        assert!(lines.iter().any(|l| l.ends_with("stderr oops")), "{lines:?}");
-        assert!(sup.start(&sh("greeter", "exit 0")).is_ok(), "can start again once it ended");
-    }
-
-    #[tokio::test]
-    async fn stop_signal_then_grace_then_sigkill_for_the_whole_group() {
-        let (sup, mut events, _dir) = supervisor();
-        // Ends by itself on SIGTERM.
-        sup.start(&sh("polite", "trap 'exit 0' TERM; while true; do sleep 0.05; done")).unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let exit = sup.stop("polite", libc::SIGTERM, Duration::from_secs(10)).await.unwrap();
-        assert_eq!(exit, Exit::Code { code: 0 });
-        let e = events.recv().await.unwrap();
-        assert!(e.stopped, "a requested stop is not a crash");
-
-        // Ignores SIGTERM and leaves a background child: both are killed after the grace period.
-        sup.start(&sh("stubborn", "trap '' TERM; sleep 1000 & echo $! ; while true; do sleep 0.05; done")).unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let pid = sup.pid("stubborn").unwrap();
-        let started = Instant::now();
-        let exit = sup.stop("stubborn", libc::SIGTERM, Duration::from_millis(300)).await.unwrap();
-        assert_eq!(exit, Exit::Signal { signal: libc::SIGKILL });
-        assert!(started.elapsed() >= Duration::from_millis(300), "the grace period was given");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(!alive(pid));
-        let log = super::super::logs::tail(sup.log_dir(), "stubborn", 5).unwrap();
-        let sleeper: u32 = log[0].rsplit(' ').next().unwrap().parse().unwrap();
-        assert!(!alive(sleeper), "the background child went with its group");
-        assert!(matches!(
-            sup.stop("stubborn", libc::SIGTERM, Duration::ZERO).await,
-            Err(SupervisorError::NotRunning(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn bad_command_and_double_start_are_errors() {
-        let (sup, _events, _dir) = supervisor();
-        let mut missing = sh("ghost", "");
-        missing.command = "/nonexistent/program".into();
-        let err = sup.start(&missing).unwrap_err().to_string();
-        assert!(err.contains("/nonexistent/program"), "{err}");
-        sup.start(&sh("once", "sleep 5")).unwrap();
-        assert!(matches!(sup.start(&sh("once", "sleep 5")), Err(SupervisorError::AlreadyRunning(_))));
-        sup.kill_all();
+        if let Some(state) = std::fs::read_to_string(entry.path()).ok().and_then(|t| ShimState::decode(&t)) {
+            signal_group(state.pid, libc::SIGKILL);
+            if start_time(state.shim) == Some(state.shim_start) {
+                // SAFETY: kill(2) has no memory effects; the start time says it is our shim.
+                unsafe { libc::kill(state.shim as libc::pid_t, libc::SIGKILL) };
+            }
+        }
     }
 }

@@ -3,29 +3,24 @@
 //! `orchestrator::agent::shim` for what it does).
 //!
 //! ```text
-//! orch-shim [shim] --parent PID -- PROGRAM [ARGS...]
+//! orch-shim [shim] --run-dir DIR --log-dir DIR --service NAME ... -- PROGRAM [ARGS...]
 //! ```
 
 use std::process::ExitCode;
 
-// The module's source itself, not the orchestrator library: the shim links only std and libc.
+// The modules' sources themselves, not the orchestrator library: the shim links little.
+#[path = "../agent/logs.rs"]
+#[allow(dead_code)]
+mod logs;
 #[path = "../agent/shim.rs"]
 #[allow(dead_code)]
 mod shim;
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    // The agent runs every shim the same way, as `<shim> shim --parent ...`.
+    // The agent runs every shim the same way, as `<shim> shim --run-dir ...`.
     if args.first().map(String::as_str) == Some("shim") {
         args.remove(0);
     }
-    let parent = match args.as_slice() {
-        [flag, pid, dashes, _program, ..] if flag == "--parent" && dashes == "--" => pid.parse::<u32>().ok(),
-        _ => None,
-    };
-    let Some(parent) = parent else {
-        eprintln!("usage: orch-shim [shim] --parent PID -- PROGRAM [ARGS...]");
-        return ExitCode::from(64);
-    };
-    shim::run(parent, &args[3], &args[4..])
+    shim::main(&args)
 }

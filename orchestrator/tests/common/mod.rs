@@ -182,6 +182,28 @@ impl Stack {
     }
 }
 
+/// Services outlive their agent (and the orchestrator that embeds it): what a test started goes
+/// when the test ends.
+impl Drop for Stack {
+    fn drop(&mut self) {
+        kill_services(self.agent_logs.path());
+    }
+}
+
+/// Kills, when dropped, what a standalone agent on this log directory left running.
+pub struct KillServicesOf(pub std::path::PathBuf);
+
+impl Drop for KillServicesOf {
+    fn drop(&mut self) {
+        kill_services(&self.0);
+    }
+}
+
+/// Kills every service the agent on `log_dir` left running (its shims' run directory).
+pub fn kill_services(log_dir: &std::path::Path) {
+    orchestrator::agent::supervisor::kill_all(&log_dir.join("shims"));
+}
+
 pub async fn publish_raw(js: &jetstream::Context, subject: &str, payload: &[u8], msg_id: Option<&str>) {
     let mut publish = jetstream::message::PublishMessage::build().payload(payload.to_vec().into());
     if let Some(id) = msg_id {

@@ -136,10 +136,6 @@ impl Executor {
             Request::Down { principal, reply } => {
                 (Input::Down { request: self.replies.wait(reply, |r| &mut r.stopped) }, principal)
             }
-            Request::Halt { reply } => {
-                let request = self.replies.wait(reply, |r| &mut r.stopped);
-                (Input::Halt { request }, principal::ORCHESTRATOR.to_string())
-            }
             Request::Restart { service, principal, reply } => {
                 (Input::Restart { request: self.replies.wait(reply, |r| &mut r.restart), service }, principal)
             }

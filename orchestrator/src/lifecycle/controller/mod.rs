@@ -91,9 +91,6 @@ enum Request {
         principal: String,
         reply: oneshot::Sender<Result<usize, ControlError>>,
     },
-    Halt {
-        reply: oneshot::Sender<Result<usize, ControlError>>,
-    },
     Restart {
         service: String,
         principal: String,
@@ -250,12 +247,6 @@ impl Controller {
     /// Stops every service in reverse dependency order; returns how many were running.
     pub async fn down(&self, principal: String) -> Result<usize, ControlError> {
         self.ask(|reply| Request::Down { principal, reply }).await?
-    }
-
-    /// Stops every service in reverse dependency order, keeping the stack wanted up for the next
-    /// start of the orchestrator.
-    pub async fn halt(&self) -> Result<usize, ControlError> {
-        self.ask(|reply| Request::Halt { reply }).await?
     }
 
     pub async fn restart(&self, service: String, principal: String) -> Result<(), ControlError> {

@@ -171,7 +171,7 @@ impl Event {
 #[derive(Debug)]
 pub enum Reply {
     Applied(RequestId, Result<StackApplied, ControlError>),
-    /// To `down` and `halt`: how many services were stopped.
+    /// To `down`: how many services were stopped.
     Stopped(RequestId, Result<usize, ControlError>),
     Restart(RequestId, Result<(), ControlError>),
 }

@@ -100,8 +100,6 @@ pub enum Input {
     Down { request: RequestId },
     /// The stack of a `Down` was marked wanted down, or not.
     DesiredStored { request: RequestId, result: Result<(), StorageError> },
-    /// The orchestrator stops: stop the services in order, keep the stack wanted up.
-    Halt { request: RequestId },
     /// Restart one service (or start it, if it does not run).
     Restart { request: RequestId, service: String },
     /// The agent started the process (its pid), or could not.
@@ -283,10 +281,9 @@ impl Machine {
             },
             Input::Down { request } => self.down(request),
             Input::DesiredStored { request, result } => match result {
-                Ok(()) => self.take_down(request, false),
+                Ok(()) => self.take_down(request),
                 Err(e) => self.reply(Reply::Stopped(request, Err(e.into()))),
             },
-            Input::Halt { request } => self.halt(request),
             Input::Restart { request, service } => {
                 let result = self.restart_request(&service);
                 self.reply(Reply::Restart(request, result));

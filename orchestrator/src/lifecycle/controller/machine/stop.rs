@@ -25,17 +25,9 @@ impl Machine {
         self.out.push(Effect::StoreDesiredDown { request, versions });
     }
 
-    /// The orchestrator stops: the services stop in order, the stack stays wanted up.
-    pub(super) fn halt(&mut self, request: RequestId) {
-        if self.stack.is_none() {
-            return self.reply(Reply::Stopped(request, Ok(0)));
-        }
-        self.take_down(request, true);
-    }
-
     /// Stops every service in reverse dependency order and answers `request` once they have
     /// stopped; joins a shutdown already under way (dropping the version it would install).
-    pub(super) fn take_down(&mut self, request: RequestId, halt: bool) {
+    pub(super) fn take_down(&mut self, request: RequestId) {
         let Some(stack) = self.stack.as_mut() else {
             return self.reply(Reply::Stopped(request, Ok(0)));
         };
@@ -59,7 +51,7 @@ impl Machine {
             }
         }
         tracing::info!(running = running.len(), "stopping the stack in reverse dependency order");
-        let reason = if halt { "the orchestrator is stopping" } else { "the stack was taken down" };
+        let reason = "the stack was taken down";
         for name in idle {
             self.bump(&name);
             self.transition(&name, ServiceState::Stopped, Detail::reason(reason));

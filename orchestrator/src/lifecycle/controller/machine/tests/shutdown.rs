@@ -1,4 +1,4 @@
-//! Stopping: the stack taken down or halted in reverse dependency order, wave by wave; services
+//! Stopping: the stack taken down in reverse dependency order, wave by wave; services
 //! stopped while they start; a critical failure aborting the start-up.
 
 use orch_protocol::lifecycle::ServiceState::*;
@@ -21,7 +21,7 @@ depends_on = { api = "started" }
 command = "cron"
 "#;
 
-/// The answers to `down` or `halt` among `effects`.
+/// The answers to `down` among `effects`.
 fn stopped_replies(effects: &[Effect]) -> Vec<(RequestId, usize)> {
     replies(effects)
         .into_iter()
@@ -80,38 +80,24 @@ fn a_down_during_a_run_cancels_it_and_stops_services_once_their_launch_is_confir
 }
 
 #[test]
-fn halt_stops_everything_and_keeps_the_stack_wanted_up() {
-    let mut h = Harness::ready(CHAIN);
-    let request = h.request();
-    let e = h.send(Input::Halt { request });
-    assert!(!e.iter().any(|e| matches!(e, Effect::StoreDesiredDown { .. })), "nothing stored");
-    assert_eq!(reason(&e, "cron", Stopping), "the orchestrator is stopping");
-    let e = h.stop_all(e);
-    assert_eq!(stops(&e), ["cron", "web", "api", "db"]);
-    assert_eq!(stopped_replies(&e), [(request, 4)]);
-    assert_eq!(h.machine.view().unwrap().0.desired, Desired::Up);
-}
-
-#[test]
 fn a_second_request_joins_the_shutdown_under_way() {
     let mut h = Harness::ready(CHAIN);
     let (first, second) = (h.request(), h.request());
     h.send(Input::Down { request: first });
     let e = h.send(Input::DesiredStored { request: first, result: Ok(()) });
-    let e2 = h.send(Input::Halt { request: second });
-    assert!(e2.is_empty(), "no second shutdown: {e2:?}");
+    h.send(Input::Down { request: second });
+    let e2 = h.send(Input::DesiredStored { request: second, result: Ok(()) });
+    assert!(stops(&e2).is_empty(), "no second shutdown: {e2:?}");
     let e = h.stop_all(e);
     assert_eq!(stopped_replies(&e), [(first, 4), (second, 4)]);
 }
 
 #[test]
-fn down_without_a_stack_is_refused_and_halt_has_nothing_to_do() {
+fn down_without_a_stack_is_refused() {
     let mut h = Harness::new();
     let request = h.request();
     let e = h.send(Input::Down { request });
     assert!(matches!(&replies(&e)[..], [Reply::Stopped(_, Err(ControlError::NoStack))]));
-    let e = h.send(Input::Halt { request });
-    assert_eq!(stopped_replies(&e), [(request, 0)]);
 }
 
 #[test]
