@@ -200,7 +200,7 @@ pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, Nats
                 other => tracing::info!(event = %other, "NATS event"),
             }
         })
-        .connect(orch_client::without_credentials(&url).as_str())
+        .connect(orch_client::servers(&url).as_slice())
         .await
         .map_err(|source| NatsError::Connect { url: redacted_url(&url), source })
 }

@@ -102,3 +102,47 @@ async fn postgres_down_for_ten_seconds_during_load() {
     assert_eq!(status, 200, "ready again by itself");
     running.shutdown().await;
 }
+
+/// A three-node NATS cluster with every stream replicated three times (`--stream-replicas 3`):
+/// the NATS server the orchestrator is connected to is killed (SIGKILL) under a command load.
+/// The orchestrator moves to another member by itself, and every command is applied exactly
+/// once, with exactly one event per change; nothing is restarted by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_node_killed_under_load_loses_nothing() {
+    common::init_logs();
+    let mut users = ShippedUsers::start_cluster_with_harness(&[], 3);
+    let database_url = orch_testkit::fresh_database().await;
+    let mut settings = settings("", &database_url);
+    as_shipped(&mut settings, &users);
+    settings.nats.streams.replicas = 3;
+    let name = settings.nats.name.clone();
+    let running = orchestrator::start(settings).await.unwrap();
+    let js = async_nats::jetstream::new(users.connect("harness").await);
+    let subjects = Subjects::default();
+    let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
+    let commands = js.get_stream(subjects.commands_stream()).await.unwrap().info().await.unwrap().config.clone();
+    assert_eq!(commands.num_replicas, 3);
+
+    let load = Load { registers: 1500, updates: 300, deregisters: 300, pace: Duration::from_millis(300) };
+    let publisher = load.spawn_publish(&js, &subjects);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The member the orchestrator's main connection is on.
+    let mut members: Vec<&mut orch_testkit::NatsServer> =
+        std::iter::once(&mut users.nats).chain(&mut users.peers).collect();
+    let connected = members
+        .iter()
+        .position(|m| m.client_names().contains(&name))
+        .expect("the orchestrator is connected to a member");
+    members[connected].kill();
+    let retries = publisher.await.unwrap();
+
+    wait_drained(&js, &subjects, &pool, Duration::from_secs(120)).await;
+    let events = read_stream(&js, &subjects.events_stream(), None).await;
+    load.verify(&pool, &events).await;
+    eprintln!("publisher retried {retries} commands across the loss of a member");
+    let port = running.http_addr.port();
+    let (status, body) =
+        tokio::task::spawn_blocking(move || orch_testkit::http_get(port, "/readyz").unwrap()).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    running.shutdown().await;
+}

@@ -79,6 +79,12 @@ pub fn without_credentials(url: &str) -> String {
     rewrite_userinfo(url, "")
 }
 
+/// The servers of `url` (one URL, or several comma-separated: the members of a cluster), each
+/// without credentials, for async-nats, which reads a string as one URL.
+pub fn servers(url: &str) -> Vec<String> {
+    without_credentials(url).split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+}
+
 /// `url` (one server URL or several, comma-separated) with any credentials replaced by `***`,
 /// for logs and errors: `nats://app:secret@host:4222` becomes `nats://***@host:4222`.
 pub fn redacted_url(url: &str) -> String {
@@ -209,7 +215,7 @@ impl Client {
             .request_timeout(Some(settings.timeout))
             // Events arrive in bursts; a larger buffer per subscription keeps the consumer fed.
             .subscription_capacity(65_536);
-        let nats = options.connect(without_credentials(&settings.url).as_str()).await.map_err(|e| {
+        let nats = options.connect(servers(&settings.url).as_slice()).await.map_err(|e| {
             Error::Connection(format!("cannot connect to NATS at {}: {e}", redacted_url(&settings.url)))
         })?;
         // A user name that cannot be a subject token is not named: its requests use the plain subjects.
@@ -352,6 +358,7 @@ mod url_tests {
         assert_eq!(url_credentials("nats://tok@h:4222,nats://g:4223"), Some(("tok".into(), None)));
         assert_eq!(url_credentials("nats://h:4222"), None);
         assert_eq!(without_credentials("nats://a:b@h:1,tls://c@g:2"), "nats://h:1,tls://g:2");
+        assert_eq!(servers("nats://a:b@h:1, tls://c@g:2,"), ["nats://h:1", "tls://g:2"], "each member of a cluster");
         assert_eq!(redacted_url("nats://a:b@h:1,tls://c@g:2"), "nats://***@h:1,tls://***@g:2");
         assert_eq!(redacted_url("u:p@h:4222"), "***@h:4222");
         assert_eq!(redacted_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");

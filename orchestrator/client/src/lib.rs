@@ -18,7 +18,7 @@ pub mod requests;
 pub mod stack;
 
 pub use async_nats::jetstream::AckKind;
-pub use connection::{Acker, Client, ConnectSettings, redacted_url, url_credentials, without_credentials};
+pub use connection::{Acker, Client, ConnectSettings, redacted_url, servers, url_credentials, without_credentials};
 pub use error::{Error, Result};
 pub use events::{RawEvent, SubscribeOptions, Subscription};
 pub use requests::{ReplyKind, Request};

@@ -61,6 +61,19 @@ fn nats_server_bin() -> PathBuf {
     path
 }
 
+/// Waits until the nats-server monitoring on `port` says JetStream is ready (`/healthz?js-enabled-only`
+/// answers 200 once the cluster has a meta leader).
+fn wait_for_jetstream(port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if http_get(port, "/healthz").is_ok_and(|(status, _)| status == 200) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("JetStream on monitoring port {port} not ready after 60s")
+}
+
 /// Waits until something accepts TCP connections on `port`.
 fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
@@ -78,23 +91,32 @@ fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
 /// permissions (docs/protocol.md §14.2).
 pub struct ShippedUsers {
     dir: TempDir,
+    /// The server, or the first member of a cluster.
     pub nats: NatsServer,
+    /// The other members of a cluster.
+    pub peers: Vec<NatsServer>,
 }
 
 impl ShippedUsers {
     /// Makes the users (and an `agent-<node>` user for each of `nodes`) and starts the server.
     pub fn start(nodes: &[&str]) -> ShippedUsers {
-        ShippedUsers::start_with(nodes, false)
+        ShippedUsers::start_with(nodes, false, 1)
     }
 
     /// As [`ShippedUsers::start`], plus a user `harness` without limits: a test's own connection,
     /// which reads the streams and plays the parts the test needs (a malformed publisher, a sender
     /// of the plain subjects), while the orchestrator and the clients under test run as shipped.
     pub fn start_with_harness(nodes: &[&str]) -> ShippedUsers {
-        ShippedUsers::start_with(nodes, true)
+        ShippedUsers::start_with(nodes, true, 1)
     }
 
-    fn start_with(nodes: &[&str], harness: bool) -> ShippedUsers {
+    /// [`ShippedUsers::start_with_harness`] on a JetStream cluster of `size` servers (see
+    /// [`NatsServer::start_cluster`]).
+    pub fn start_cluster_with_harness(nodes: &[&str], size: usize) -> ShippedUsers {
+        ShippedUsers::start_with(nodes, true, size)
+    }
+
+    fn start_with(nodes: &[&str], harness: bool, size: usize) -> ShippedUsers {
         let dir = TempDir::new("orch-nats-users");
         let status = std::process::Command::new("sh")
             .arg(workspace_root().join("scripts/nats-auth.sh"))
@@ -112,8 +134,18 @@ impl ShippedUsers {
             assert!(config.contains(users), "nats-auth.conf has no users list");
             config = config.replacen(users, &format!("{users}    {{ user: harness, password: \"{password}\" }}\n"), 1);
         }
+        if size > 1 {
+            let mut servers = NatsServer::start_cluster(&config, size);
+            let nats = servers.remove(0);
+            return ShippedUsers { dir, nats, peers: servers };
+        }
         let nats = NatsServer::start_with_config(&config);
-        ShippedUsers { dir, nats }
+        ShippedUsers { dir, nats, peers: vec![] }
+    }
+
+    /// Every server's URL, comma-separated (one, or a cluster's members).
+    pub fn servers_url(&self) -> String {
+        std::iter::once(&self.nats).chain(&self.peers).map(NatsServer::url).collect::<Vec<_>>().join(",")
     }
 
     /// A file the script wrote, e.g. `orchestrator.toml` or `agent-edge.url`.
@@ -137,8 +169,9 @@ impl ShippedUsers {
 
     /// A connection as `role`.
     pub async fn connect(&self, role: &str) -> async_nats::Client {
+        let servers: Vec<String> = std::iter::once(&self.nats).chain(&self.peers).map(NatsServer::url).collect();
         async_nats::ConnectOptions::with_user_and_password(role.into(), self.password(role))
-            .connect(self.nats.url())
+            .connect(servers.as_slice())
             .await
             .unwrap_or_else(|e| panic!("connect as {role}: {e}"))
     }
@@ -151,11 +184,29 @@ pub struct NatsServer {
     dir: TempDir,
     /// A configuration file given with `-c` (authorization, TLS), beside the command-line flags.
     config: Option<PathBuf>,
+    /// Flags of a cluster member: its name, cluster port and routes.
+    cluster: Vec<String>,
+    /// A cluster member's HTTP monitoring port (0: none).
+    monitor: u16,
+}
+
+/// Ports of a cluster being made: each member's client, cluster and monitoring port.
+struct Member {
+    port: u16,
+    cluster_port: u16,
+    monitor: u16,
 }
 
 impl NatsServer {
     pub fn start() -> NatsServer {
-        let mut server = NatsServer { child: None, port: free_port(), dir: TempDir::new("orch-nats"), config: None };
+        let mut server = NatsServer {
+            child: None,
+            port: free_port(),
+            dir: TempDir::new("orch-nats"),
+            config: None,
+            cluster: vec![],
+            monitor: 0,
+        };
         server.spawn().expect("start nats-server");
         server
     }
@@ -166,9 +217,61 @@ impl NatsServer {
         let dir = TempDir::new("orch-nats");
         let path = dir.path().join("nats.conf");
         std::fs::write(&path, config).expect("write nats.conf");
-        let mut server = NatsServer { child: None, port: free_port(), dir, config: Some(path) };
+        let mut server =
+            NatsServer { child: None, port: free_port(), dir, config: Some(path), cluster: vec![], monitor: 0 };
         server.spawn().expect("start nats-server");
         server
+    }
+
+    /// A JetStream cluster of `size` servers on this machine (distinct ports), each with
+    /// `config` (nats-server syntax): member `i` is named `n<i>` and routes to the others.
+    /// Returns once every member accepts clients and JetStream has a leader.
+    pub fn start_cluster(config: &str, size: usize) -> Vec<NatsServer> {
+        let members: Vec<Member> =
+            (0..size).map(|_| Member { port: free_port(), cluster_port: free_port(), monitor: free_port() }).collect();
+        let routes =
+            members.iter().map(|m| format!("nats://127.0.0.1:{}", m.cluster_port)).collect::<Vec<_>>().join(",");
+        let mut servers: Vec<NatsServer> = members
+            .iter()
+            .enumerate()
+            .map(|(i, member)| {
+                let dir = TempDir::new("orch-nats");
+                let path = dir.path().join("nats.conf");
+                std::fs::write(&path, config).expect("write nats.conf");
+                let cluster = vec![
+                    "--name".to_string(),
+                    format!("n{i}"),
+                    "--cluster_name".into(),
+                    "orch".into(),
+                    "--cluster".into(),
+                    format!("nats://127.0.0.1:{}", member.cluster_port),
+                    "--routes".into(),
+                    routes.clone(),
+                ];
+                NatsServer { child: None, port: member.port, dir, config: Some(path), cluster, monitor: member.monitor }
+            })
+            .collect();
+        for server in &mut servers {
+            server.spawn_child().expect("start a cluster member");
+        }
+        for server in &servers {
+            wait_for_port(server.port, Duration::from_secs(10)).expect("a cluster member listens");
+        }
+        for server in &servers {
+            wait_for_jetstream(server.monitor_port()).expect("the cluster's JetStream is ready");
+        }
+        servers
+    }
+
+    fn monitor_port(&self) -> u16 {
+        self.monitor
+    }
+
+    /// The names of the clients connected to this cluster member (its monitoring's `/connz`).
+    pub fn client_names(&self) -> Vec<String> {
+        let Ok((200, body)) = http_get(self.monitor, "/connz") else { return Vec::new() };
+        // `"name": "<client name>"` of each connection; the server's own name is `server_name`.
+        body.split("\"name\": \"").skip(1).filter_map(|rest| rest.split('"').next().map(str::to_string)).collect()
     }
 
     /// A directory that lives as long as the server, for files its configuration names.
@@ -181,10 +284,18 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
+        self.spawn_child()?;
+        wait_for_port(self.port, Duration::from_secs(10))
+    }
+
+    fn spawn_child(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("nats.log"))?;
         let mut command = Command::new(nats_server_bin());
         if let Some(config) = &self.config {
             command.arg("-c").arg(config);
+        }
+        if !self.cluster.is_empty() {
+            command.args(&self.cluster).args(["-m", &self.monitor_port().to_string()]);
         }
         let child = command
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
@@ -194,7 +305,7 @@ impl NatsServer {
             .spawn()
             .context("spawning nats-server")?;
         self.child = Some(child);
-        wait_for_port(self.port, Duration::from_secs(10))
+        Ok(())
     }
 
     /// SIGKILL, as a crash would.

@@ -34,7 +34,7 @@ pub fn settings(nats_url: &str, database_url: &str) -> Settings {
 /// The orchestrator as `make dev` runs it against `users`' server: its own shipped user, and
 /// `checks` for its nats health checks.
 pub fn as_shipped(settings: &mut Settings, users: &ShippedUsers) {
-    settings.nats.url = users.nats.url();
+    settings.nats.url = users.servers_url();
     settings.nats.credentials = orchestrator::nats::Credentials::UserPassword {
         user: "orchestrator".into(),
         password: users.password("orchestrator"),
@@ -228,14 +228,24 @@ pub async fn read_stream_raw(js: &jetstream::Context, stream: &str, filter: Opti
     if total == 0 {
         return Vec::new();
     }
-    let consumer = stream_handle
-        .create_consumer(jetstream::consumer::pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::All,
-            filter_subject: filter.unwrap_or_default().to_string(),
-            ..Default::default()
-        })
-        .await
-        .expect("ordered consumer");
+    // In a cluster that has just lost a member, a JetStream request can time out while the
+    // consumer's placement is agreed on: asked again, as any client does, until 30 s have passed.
+    let config = jetstream::consumer::pull::OrderedConfig {
+        deliver_policy: DeliverPolicy::All,
+        filter_subject: filter.unwrap_or_default().to_string(),
+        ..Default::default()
+    };
+    let asked_until = tokio::time::Instant::now() + Duration::from_secs(30);
+    let consumer = loop {
+        match stream_handle.create_consumer(config.clone()).await {
+            Ok(consumer) => break consumer,
+            Err(e) if tokio::time::Instant::now() < asked_until => {
+                eprintln!("reading {stream}: making the consumer failed ({e}); asking again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("reading {stream}: no ordered consumer within 30s: {e}"),
+        }
+    };
     // How many messages match, as the server counted them when the consumer was made: read
     // exactly those, however long the machine takes to deliver them, rather than stopping at the
     // first pause (which on a busy machine silently returned part of the stream).
