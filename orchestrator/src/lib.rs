@@ -32,6 +32,7 @@
 
 pub mod agent;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod consumers;
 pub mod errors;

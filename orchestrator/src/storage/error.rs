@@ -11,6 +11,10 @@ pub enum StorageError {
     /// Another writer committed the same command id first; the batch must be run again.
     #[error("a command of the batch was processed concurrently; retrying the batch")]
     ConcurrentCommand,
+    /// This replica no longer holds the leadership of `term`: another was elected, so nothing it
+    /// writes may commit (see `storage::leadership::fence`).
+    #[error("this replica lost the leadership of term {term}; its write was not committed")]
+    Fenced { term: i64 },
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -23,6 +27,7 @@ impl StorageError {
             StorageError::Sqlx(e) => is_transient(e),
             StorageError::Migrate(_) => false,
             StorageError::ConcurrentCommand => true,
+            StorageError::Fenced { .. } => false,
         }
     }
 }

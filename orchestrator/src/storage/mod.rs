@@ -5,6 +5,7 @@ pub mod batch;
 mod error;
 pub mod health;
 pub mod instances;
+pub mod leadership;
 pub mod ledger;
 pub mod lifecycle;
 pub mod outbox;

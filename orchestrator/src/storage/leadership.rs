@@ -1,0 +1,87 @@
+//! The leadership lease in PostgreSQL (`leadership`, one row): claimed and renewed in one
+//! statement on the database's clock, and the fence that a leader's write transactions check.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+
+use super::{Result, StorageError};
+
+/// Who holds the lease, and until when (PostgreSQL's clock).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Holder {
+    pub holder: String,
+    pub term: i64,
+    pub since: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Claims the lease for `me` for `ttl`, or renews it: renewed when `me` holds `term` and it has
+/// not expired; taken with the next term when it has expired (or was never held), or at once with
+/// `force` (the holder's database sessions are known to be gone: its writes are fenced by the new
+/// term anyway). Returns the lease as it is now: `me`'s, or another holder's (then nothing
+/// changed).
+pub async fn claim(
+    pool: &PgPool,
+    me: &str,
+    term: Option<i64>,
+    ttl: std::time::Duration,
+    force: bool,
+) -> Result<Holder> {
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    let claimed: Option<Holder> = sqlx::query_as(
+        "INSERT INTO leadership AS l (singleton, holder, term, since, expires_at)
+         VALUES (true, $1, 1, now(), now() + make_interval(secs => $3::double precision / 1000))
+         ON CONFLICT (singleton) DO UPDATE SET
+             holder = EXCLUDED.holder,
+             term = CASE WHEN l.holder = $1 AND l.term = $2 AND l.expires_at > now() THEN l.term ELSE l.term + 1 END,
+             since = CASE WHEN l.holder = $1 AND l.term = $2 AND l.expires_at > now() THEN l.since ELSE now() END,
+             expires_at = EXCLUDED.expires_at
+         WHERE (l.holder = $1 AND l.term = $2 AND l.expires_at > now()) OR l.expires_at <= now() OR $4
+         RETURNING l.holder, l.term, l.since, l.expires_at",
+    )
+    .bind(me)
+    .bind(term.unwrap_or(-1))
+    .bind(ttl_ms)
+    .bind(force)
+    .fetch_optional(pool)
+    .await?;
+    match claimed {
+        Some(holder) => Ok(holder),
+        None => current(pool).await?.ok_or_else(|| {
+            StorageError::Sqlx(sqlx::Error::Protocol("the leadership row vanished while it was claimed".into()))
+        }),
+    }
+}
+
+/// The lease as it is (`None` before any replica claimed it).
+pub async fn current(pool: &PgPool) -> Result<Option<Holder>> {
+    Ok(sqlx::query_as("SELECT holder, term, since, expires_at FROM leadership").fetch_optional(pool).await?)
+}
+
+/// Gives the lease up at once (a leader stopping), so a standby need not wait for it to expire.
+pub async fn release(pool: &PgPool, me: &str, term: i64) -> Result<()> {
+    sqlx::query("UPDATE leadership SET expires_at = now() WHERE holder = $1 AND term = $2 AND expires_at > now()")
+        .bind(me)
+        .bind(term)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The fence of a leader's write: in the transaction `tx`, checks that `me` still holds `term`
+/// and keeps the lease row locked (FOR SHARE) until the transaction ends, so no successor can be
+/// elected between this check and the commit. Fails with [`StorageError::Fenced`] otherwise:
+/// the transaction must be rolled back and the replica step down.
+pub async fn fence(tx: &mut PgConnection, me: &str, term: i64) -> Result<()> {
+    let held: Option<i64> = sqlx::query_scalar(
+        "SELECT term FROM leadership WHERE holder = $1 AND term = $2 AND expires_at > now() FOR SHARE",
+    )
+    .bind(me)
+    .bind(term)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match held {
+        Some(_) => Ok(()),
+        None => Err(StorageError::Fenced { term }),
+    }
+}

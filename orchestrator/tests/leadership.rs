@@ -1,0 +1,109 @@
+//! The leadership lease of a replica group against a real PostgreSQL: one holder at a time, each
+//! new holder with the next term, renewals by the holder only, and the fence: once a successor is
+//! elected, nothing the old leader writes commits, even a transaction it had open; a successor
+//! waits for that transaction instead of overtaking it.
+
+use std::time::Duration;
+
+use orch_testkit::eventually;
+use orchestrator::storage::{self, StorageError, leadership};
+use sqlx::PgPool;
+
+const TTL: Duration = Duration::from_secs(30);
+
+async fn database() -> PgPool {
+    let url = orch_testkit::fresh_database().await;
+    let pool = PgPool::connect(&url).await.unwrap();
+    storage::migrate(&pool).await.unwrap();
+    sqlx::query("CREATE TABLE scratch (writer text, term bigint)").execute(&pool).await.unwrap();
+    pool
+}
+
+/// A leader's write: fenced by its term, then committed.
+async fn fenced_write(pool: &PgPool, me: &str, term: i64) -> Result<(), StorageError> {
+    let mut tx = pool.begin().await?;
+    leadership::fence(&mut tx, me, term).await?;
+    sqlx::query("INSERT INTO scratch VALUES ($1, $2)").bind(me).bind(term).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn one_holder_at_a_time_renewed_by_it_alone_released_to_the_next() {
+    let pool = database().await;
+    let a = leadership::claim(&pool, "a", None, TTL, false).await.unwrap();
+    assert_eq!((a.holder.as_str(), a.term), ("a", 1));
+    let seen_by_b = leadership::claim(&pool, "b", None, TTL, false).await.unwrap();
+    assert_eq!(seen_by_b, a, "b sees a's lease and changes nothing");
+    let renewed = leadership::claim(&pool, "a", Some(1), TTL, false).await.unwrap();
+    assert_eq!((renewed.term, renewed.since), (1, a.since));
+    assert!(renewed.expires_at >= a.expires_at);
+    fenced_write(&pool, "a", 1).await.unwrap();
+    assert!(matches!(fenced_write(&pool, "b", 1).await, Err(StorageError::Fenced { term: 1 })));
+
+    // A leader that stops gives the lease up: the next replica takes it at once, with term 2.
+    leadership::release(&pool, "a", 1).await.unwrap();
+    let b = leadership::claim(&pool, "b", None, TTL, false).await.unwrap();
+    assert_eq!((b.holder.as_str(), b.term), ("b", 2));
+    let back = leadership::claim(&pool, "a", Some(1), TTL, false).await.unwrap();
+    assert_eq!(back, b, "a renewing an old term gets nothing");
+}
+
+/// The leader pauses past its lease (as under SIGSTOP): a successor is elected on the database's
+/// clock. Woken up, the old leader's writes are refused, its renewal finds the successor.
+#[tokio::test]
+async fn a_leader_paused_past_its_lease_commits_nothing_after_its_successor_is_elected() {
+    let pool = database().await;
+    let short = Duration::from_millis(200);
+    leadership::claim(&pool, "a", None, short, false).await.unwrap();
+    // b tries as a standby does, until a's lease has expired.
+    let b = eventually(Duration::from_secs(10), "b elected once a's lease expired", || async {
+        let seen = leadership::claim(&pool, "b", None, TTL, false).await.unwrap();
+        (seen.holder == "b").then_some(seen)
+    })
+    .await;
+    assert_eq!(b.term, 2);
+
+    assert!(matches!(fenced_write(&pool, "a", 1).await, Err(StorageError::Fenced { term: 1 })));
+    let renewal = leadership::claim(&pool, "a", Some(1), TTL, false).await.unwrap();
+    assert_eq!((renewal.holder.as_str(), renewal.term), ("b", 2));
+    fenced_write(&pool, "b", 2).await.unwrap();
+    let writes: Vec<(String, i64)> = sqlx::query_as("SELECT writer, term FROM scratch").fetch_all(&pool).await.unwrap();
+    assert_eq!(writes, [("b".to_string(), 2)]);
+}
+
+/// A successor forcing the lease (the holder's sessions looked gone) while the holder has a fenced
+/// transaction open waits for it: the holder's commit comes before the new term, never after.
+#[tokio::test]
+async fn a_successor_waits_for_the_fenced_transaction_under_way() {
+    let pool = database().await;
+    leadership::claim(&pool, "a", None, TTL, false).await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    leadership::fence(&mut tx, "a", 1).await.unwrap();
+    sqlx::query("INSERT INTO scratch VALUES ('a', 1)").execute(&mut *tx).await.unwrap();
+
+    let takeover = tokio::spawn({
+        let pool = pool.clone();
+        async move { leadership::claim(&pool, "b", None, TTL, true).await.unwrap() }
+    });
+    // The takeover is waiting on the lease row's lock (seen in pg_stat_activity, not guessed from
+    // time).
+    eventually(Duration::from_secs(10), "the takeover waiting on the lock", || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' \
+             AND query LIKE '%INSERT INTO leadership%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        (waiting == 1).then_some(())
+    })
+    .await;
+    assert!(!takeover.is_finished());
+    tx.commit().await.unwrap();
+    let b = takeover.await.unwrap();
+    assert_eq!((b.holder.as_str(), b.term), ("b", 2));
+    assert!(matches!(fenced_write(&pool, "a", 1).await, Err(StorageError::Fenced { term: 1 })));
+    let writes: i64 = sqlx::query_scalar("SELECT count(*) FROM scratch").fetch_one(&pool).await.unwrap();
+    assert_eq!(writes, 1, "the write committed before the takeover, and nothing after it");
+}
