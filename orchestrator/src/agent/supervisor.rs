@@ -7,7 +7,7 @@
 //! end that happened while no agent ran reported with the status the shim kept. Nothing is left
 //! without an owner: [`Supervisor::stop_all`] (`orchestrator agent --cleanup`) stops them all.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -82,8 +82,9 @@ pub struct Supervisor {
     rotation: Rotation,
     /// Shared with each process's waiting task, which removes its entry when the process ends.
     children: Arc<Mutex<HashMap<String, Handle>>>,
-    /// One start at a time: a start waits for its shim to say the service runs.
-    starting: tokio::sync::Mutex<()>,
+    /// Services being started (their shims not yet answered): a second start of one is refused,
+    /// starts of different services go on at once.
+    starting: Arc<Mutex<HashSet<String>>>,
     events: mpsc::UnboundedSender<Exited>,
     /// The program each service runs under (`orch-shim`, or `orchestrator shim`).
     shim: PathBuf,
@@ -107,6 +108,18 @@ fn exit_of(recorded: ShimExit) -> Exit {
     }
 }
 
+/// A start under way, forgotten when it ends however it ends.
+struct Starting {
+    set: Arc<Mutex<HashSet<String>>>,
+    service: String,
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        self.set.lock().expect("supervisor lock").remove(&self.service);
+    }
+}
+
 /// How long a shim gets to say that its service runs.
 const HANDSHAKE: Duration = Duration::from_secs(10);
 
@@ -120,15 +133,7 @@ impl Supervisor {
         events: mpsc::UnboundedSender<Exited>,
         shim: PathBuf,
     ) -> Supervisor {
-        Supervisor {
-            log_dir,
-            run_dir,
-            rotation,
-            children: Arc::default(),
-            starting: tokio::sync::Mutex::new(()),
-            events,
-            shim,
-        }
+        Supervisor { log_dir, run_dir, rotation, children: Arc::default(), starting: Arc::default(), events, shim }
     }
 
     pub fn log_dir(&self) -> &Path {
@@ -177,10 +182,14 @@ impl Supervisor {
 
     /// Starts the process of `spec` under its shim; returns its pid once it runs.
     pub async fn start(&self, spec: &ProcessSpec) -> Result<u32, SupervisorError> {
-        let _one_at_a_time = self.starting.lock().await;
-        if self.children.lock().expect("supervisor lock").contains_key(&spec.service) {
-            return Err(SupervisorError::AlreadyRunning(spec.service.clone()));
-        }
+        let _starting = {
+            let children = self.children.lock().expect("supervisor lock");
+            let mut starting = self.starting.lock().expect("supervisor lock");
+            if children.contains_key(&spec.service) || !starting.insert(spec.service.clone()) {
+                return Err(SupervisorError::AlreadyRunning(spec.service.clone()));
+            }
+            Starting { set: self.starting.clone(), service: spec.service.clone() }
+        };
         let spawn_error = |error: std::io::Error| SupervisorError::Spawn {
             service: spec.service.clone(),
             command: spec.command.clone(),
