@@ -18,7 +18,12 @@ impl Agent {
     /// The agent of `node`, as its shipped user `agent-<node>`, keeping its services' logs and
     /// records in `logs`.
     fn start(nats: &ShippedUsers, node: &str, logs: &TempDir) -> Agent {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        Agent::start_binary(env!("CARGO_BIN_EXE_orchestrator").as_ref(), nats, node, logs)
+    }
+
+    /// [`Agent::start`] from another `orchestrator` binary (an upgrade replaces it).
+    fn start_binary(binary: &std::path::Path, nats: &ShippedUsers, node: &str, logs: &TempDir) -> Agent {
+        let child = std::process::Command::new(binary)
             .args(["agent", "--node", node, "--nats-url", &nats.url(&format!("agent-{node}")), "--log", "warn"])
             .arg("--log-dir")
             .arg(logs.path())
@@ -140,9 +145,12 @@ async fn standalone_agent_runs_processes_over_nats_and_its_services_outlive_it()
         .await;
     assert!(alive(pid) && alive(background), "the service outlived its agent");
 
-    // The next agent adopts it (same pid), reports the crash with its real status, and serves
-    // its log, which the shim kept writing.
-    let _agent = Agent::start(&nats, "n2", &dir);
+    // The next agent, from a new binary (an upgrade: another file, without `orch-shim` beside
+    // it), adopts it (same pid), reports the crash with its real status, and serves its log,
+    // which the shim kept writing.
+    let upgraded = dir.path().join("orchestrator-upgraded");
+    std::fs::copy(env!("CARGO_BIN_EXE_orchestrator"), &upgraded).unwrap();
+    let _agent = Agent::start_binary(&upgraded, &nats, "n2", &dir);
     let report: Value = serde_json::from_slice(&exits.next().await.unwrap().payload).unwrap();
     assert_eq!(
         (&report["service"], &report["pid"], &report["exit"], &report["stopped"]),
@@ -151,6 +159,9 @@ async fn standalone_agent_runs_processes_over_nats_and_its_services_outlive_it()
     let (_, status) = request(&client, "status", json!({})).await;
     assert_eq!(status["running"], json!([{"service": "orphans", "pid": pid}]));
     assert!(logs_of("crashes-alone").await.iter().any(|l| l.as_str().unwrap().ends_with("stdout crashing")));
+    // What the upgraded agent starts runs under its own binary's shim (`orchestrator shim`).
+    let (code, started) = request(&client, "start", sh("after-upgrade", "sleep 1000")).await;
+    assert_eq!(code, None, "{started}");
 
     // `orchestrator agent --cleanup` stops everything of the node: nothing left.
     drop(_agent);
@@ -160,7 +171,8 @@ async fn standalone_agent_runs_processes_over_nats_and_its_services_outlive_it()
         .status()
         .unwrap();
     assert!(cleanup.success());
-    assert!(!alive(pid) && !alive(background), "--cleanup left processes running");
+    let after_upgrade = started["pid"].as_u64().unwrap() as u32;
+    assert!(!alive(pid) && !alive(background) && !alive(after_upgrade), "--cleanup left processes running");
     let records: Vec<_> = std::fs::read_dir(dir.path().join("shims")).unwrap().flatten().collect();
     assert!(records.is_empty(), "--cleanup left records: {records:?}");
 }
