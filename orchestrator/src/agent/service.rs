@@ -44,6 +44,13 @@ pub async fn run(
     let exited_subject = subjects.agent(&node, verbs::EXITED);
     loop {
         tokio::select! {
+            // Ends first: the ends found at adoption are reported before any request is answered,
+            // so a start of a service that ended while no agent ran follows its end report.
+            biased;
+            exit = exits.recv() => {
+                let Some(e) = exit else { break };
+                report_exit(&client, &exited_subject, &node, &supervisor, e).await;
+            }
             message = requests.next() => {
                 let Some(message) = message else { break };
                 let Some(reply) = message.reply.clone() else { continue };
@@ -60,23 +67,6 @@ pub async fn run(
                     let _ = client.publish_with_headers(reply, headers, body).await;
                 });
             }
-            exit = exits.recv() => {
-                let Some(e) = exit else { break };
-                tracing::info!(node = %node, service = %e.service, pid = e.pid, exit = %e.exit, stopped = e.stopped, "process ended");
-                let report = agent::Exited {
-                    node: node.clone(),
-                    service: e.service.clone(),
-                    pid: e.pid,
-                    exit: e.exit,
-                    ran_for_ms: e.ran_for.as_millis() as u64,
-                    stopped: e.stopped,
-                };
-                let body = serde_json::to_vec(&report).expect("a report serializes");
-                if let Err(e) = client.publish(exited_subject.clone(), body.into()).await {
-                    tracing::warn!(error = %e, "could not publish a process end; status requests still show it");
-                }
-                supervisor.reported(&e);
-            }
             _ = shutdown.requested() => break,
         }
     }
@@ -88,6 +78,24 @@ pub async fn run(
     );
     let _ = requests.unsubscribe().await;
     Ok(())
+}
+
+/// Publishes how a process ended on `<prefix>.agent.<node>.exited`, then forgets its records.
+async fn report_exit(client: &async_nats::Client, subject: &str, node: &str, supervisor: &Supervisor, e: Exited) {
+    tracing::info!(node = %node, service = %e.service, pid = e.pid, exit = %e.exit, stopped = e.stopped, "process ended");
+    let report = agent::Exited {
+        node: node.to_string(),
+        service: e.service.clone(),
+        pid: e.pid,
+        exit: e.exit,
+        ran_for_ms: e.ran_for.as_millis() as u64,
+        stopped: e.stopped,
+    };
+    let body = serde_json::to_vec(&report).expect("a report serializes");
+    if let Err(e) = client.publish(subject.to_string(), body.into()).await {
+        tracing::warn!(error = %e, "could not publish a process end; status requests still show it");
+    }
+    supervisor.reported(&e);
 }
 
 fn json(value: &impl Serialize) -> Bytes {
