@@ -98,11 +98,15 @@ impl ShimArgs {
 /// A service as its shim recorded it in `<run-dir>/<service>.state`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShimState {
+    /// The boot the processes below belong to (`/proc/sys/kernel/random/boot_id`): after a
+    /// reboot, none of them is ours whatever their pids.
+    pub boot: String,
     pub shim: u32,
     /// The shim's start time (clock ticks since boot, from /proc): a pid alone may be reused.
     pub shim_start: u64,
-    /// The service's pid, which leads its process group.
+    /// The service's pid, which leads its process group, and its start time.
     pub pid: u32,
+    pub pid_start: u64,
     pub started_ms: u64,
     pub stop_signal: i32,
     pub grace_ms: u64,
@@ -111,24 +115,56 @@ pub struct ShimState {
 impl ShimState {
     pub fn encode(&self) -> String {
         format!(
-            "shim={} shim_start={} pid={} started_ms={} stop_signal={} grace_ms={}\n",
-            self.shim, self.shim_start, self.pid, self.started_ms, self.stop_signal, self.grace_ms
+            "boot={} shim={} shim_start={} pid={} pid_start={} started_ms={} stop_signal={} grace_ms={}\n",
+            self.boot,
+            self.shim,
+            self.shim_start,
+            self.pid,
+            self.pid_start,
+            self.started_ms,
+            self.stop_signal,
+            self.grace_ms
         )
     }
 
     pub fn decode(text: &str) -> Option<ShimState> {
-        let field = |name: &str| -> Option<u64> {
-            text.split_whitespace().find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+        let raw = |name: &str| -> Option<&str> {
+            text.split_whitespace().find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
         };
+        let field = |name: &str| -> Option<u64> { raw(name)?.parse().ok() };
         Some(ShimState {
+            boot: raw("boot")?.to_string(),
             shim: field("shim")? as u32,
             shim_start: field("shim_start")?,
             pid: field("pid")? as u32,
+            pid_start: field("pid_start")?,
             started_ms: field("started_ms")?,
             stop_signal: field("stop_signal")? as i32,
             grace_ms: field("grace_ms")?,
         })
     }
+
+    /// The shim named runs now (this boot, same pid and start time).
+    pub fn shim_alive(&self) -> bool {
+        self.boot == boot_id() && start_time(self.shim) == Some(self.shim_start)
+    }
+
+    /// The service's first process runs now and still leads its group: signalling the group
+    /// reaches this service, not a process that took a reused pid.
+    pub fn service_alive(&self) -> bool {
+        self.boot == boot_id() && start_time(self.pid) == Some(self.pid_start) && group_of(self.pid) == Some(self.pid)
+    }
+}
+
+/// This boot's id; empty where the kernel does not say.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// The process group of process `pid` (field 5 of /proc/PID/stat).
+fn group_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// How a service ended, as its shim recorded it in `<run-dir>/<service>.exit`: `code` is the exit
@@ -179,12 +215,18 @@ pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
 /// The start time of process `pid` in clock ticks since boot (field 22 of /proc/PID/stat), or
 /// `None` when it does not run (a zombie counts as ended).
 pub fn start_time(pid: u32) -> Option<u64> {
+    match stat_start(pid)? {
+        ("Z", _) => None,
+        (_, start) => Some(start),
+    }
+}
+
+/// The state letter and start time of process `pid`, a zombie included.
+fn stat_start(pid: u32) -> Option<(&'static str, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    if fields.first() == Some(&"Z") {
-        return None;
-    }
-    fields.get(19)?.parse().ok()
+    let state = if fields.first() == Some(&"Z") { "Z" } else { "" };
+    Some((state, fields.get(19)?.parse().ok()?))
 }
 
 fn now_ms() -> u64 {
@@ -211,6 +253,8 @@ pub fn main(args: &[String]) -> ExitCode {
 fn run(args: ShimArgs) -> ExitCode {
     // SAFETY: setsid and installing handlers have no memory effects on this single-threaded path.
     unsafe {
+        // Nothing the agent had open reaches the service (a descriptor opened without CLOEXEC).
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_uint);
         // A session of its own: out of the agent's process group and away from its terminal.
         libc::setsid();
         // Handlers, not SIG_IGN: handlers are reset by exec, so the service gets the defaults.
@@ -245,10 +289,20 @@ fn run(args: ShimArgs) -> ExitCode {
         Err(e) => return fail(&mut handshake, format!("could not start {}: {e}", args.program)),
     };
     let pid = child.id();
+    // The service may have ended already (a zombie until reaped below): its start time still is.
+    let (Some(shim_start), Some((_, pid_start))) = (start_time(std::process::id()), stat_start(pid)) else {
+        // Without start times a later agent could not tell these processes from others.
+        // SAFETY: kill(2) has no memory effects.
+        unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+        let _ = child.wait();
+        return fail(&mut handshake, "could not read the start time of the processes from /proc".into());
+    };
     let state = ShimState {
+        boot: boot_id(),
         shim: std::process::id(),
-        shim_start: start_time(std::process::id()).unwrap_or(0),
+        shim_start,
         pid,
+        pid_start,
         started_ms: now_ms(),
         stop_signal: args.stop_signal,
         grace_ms: args.grace.as_millis() as u64,
@@ -284,10 +338,17 @@ fn run(args: ShimArgs) -> ExitCode {
             let _ = done_tx.send(());
         });
     }
+    // Seen ended but not reaped yet, so its pid (the group's id) cannot be reused meanwhile:
+    // whatever the run left behind in its group goes with it, then it is reaped.
+    // SAFETY: waitid and kill have no memory effects; `info` is a plain struct written by waitid.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        while libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) != 0
+            && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+        {}
+        libc::kill(-(pid as i32), libc::SIGKILL);
+    }
     let status = child.wait();
-    // Whatever the run left behind in its group goes with it.
-    // SAFETY: kill(2) has no memory effects.
-    unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
     // The last lines are in the log before the end is reported, unless something that left the
     // group still holds the pipes.
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -345,7 +406,16 @@ mod tests {
         assert_eq!(ShimArgs::parse(&args.to_args()), Ok(args));
         assert!(ShimArgs::parse(&["--service".into(), "web".into()]).unwrap_err().contains("PROGRAM"));
 
-        let state = ShimState { shim: 10, shim_start: 20, pid: 11, started_ms: 30, stop_signal: 15, grace_ms: 5000 };
+        let state = ShimState {
+            boot: "b-1".into(),
+            shim: 10,
+            shim_start: 20,
+            pid: 11,
+            pid_start: 21,
+            started_ms: 30,
+            stop_signal: 15,
+            grace_ms: 5000,
+        };
         assert_eq!(ShimState::decode(&state.encode()), Some(state));
         assert_eq!(ShimState::decode("shim=1"), None);
         for exit in [

@@ -45,8 +45,9 @@ pub struct Exited {
     pub ran_for: Duration,
     /// The end was asked for (`stop`), not a crash.
     pub stopped: bool,
-    /// The shim whose records name this end: they are removed once it is reported.
-    shim: u32,
+    /// The shim whose records name this end (pid, start time): they are removed once it is
+    /// reported.
+    shim: (u32, u64),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +101,22 @@ fn runnable(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| executable(&dir.join(program))))
 }
 
+/// How the service of a shim that has ended ended: as the shim recorded it, or, when the shim
+/// itself was killed before it could, as killed (and what is left of the service goes too).
+fn recorded_end(run_dir: &Path, service: &str, state: &ShimState) -> (Exit, Duration) {
+    let recorded = std::fs::read_to_string(exit_path(run_dir, service)).ok().and_then(|t| ShimExit::decode(&t));
+    match recorded {
+        Some(recorded) => (exit_of(recorded), Duration::from_millis(recorded.ran_for_ms)),
+        None => {
+            if state.service_alive() {
+                signal_group(state.pid, libc::SIGKILL);
+            }
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            (Exit::Signal { signal: libc::SIGKILL }, now.saturating_sub(Duration::from_millis(state.started_ms)))
+        }
+    }
+}
+
 fn exit_of(recorded: ShimExit) -> Exit {
     match (recorded.code, recorded.signal) {
         (Some(code), _) => Exit::Code { code },
@@ -133,6 +150,9 @@ impl Supervisor {
         events: mpsc::UnboundedSender<Exited>,
         shim: PathBuf,
     ) -> Supervisor {
+        // Absolute: the shim runs in the service's working directory.
+        let (log_dir, run_dir) =
+            (std::path::absolute(&log_dir).unwrap_or(log_dir), std::path::absolute(&run_dir).unwrap_or(run_dir));
         Supervisor { log_dir, run_dir, rotation, children: Arc::default(), starting: Arc::default(), events, shim }
     }
 
@@ -166,14 +186,24 @@ impl Supervisor {
                 tracing::warn!(file = %entry.path().display(), "a shim record that cannot be read; left alone");
                 continue;
             };
-            if start_time(state.shim) == Some(state.shim_start) {
+            if state.shim_alive() {
                 tracing::info!(service, pid = state.pid, shim = state.shim, "adopted a running service");
                 adopted.push((service.to_string(), state.pid));
                 let grace = Duration::from_millis(state.grace_ms);
                 self.watch(service.to_string(), &state, Shim::Adopted(state.shim), Some((state.stop_signal, grace)));
             } else {
-                // Ended while no agent ran: reported with what the shim recorded.
-                self.watch(service.to_string(), &state, Shim::Adopted(state.shim), None);
+                // Ended while no agent ran: reported now (before any request is taken) with what
+                // the shim recorded.
+                let (exit, ran_for) = recorded_end(&self.run_dir, service, &state);
+                let shim = (state.shim, state.shim_start);
+                let _ = self.events.send(Exited {
+                    service: service.to_string(),
+                    pid: state.pid,
+                    exit,
+                    ran_for,
+                    stopped: false,
+                    shim,
+                });
             }
         }
         adopted.sort();
@@ -236,20 +266,34 @@ impl Supervisor {
                 return Err(spawn_error(std::io::Error::other(said.to_string())));
             }
             (Err(_), _) => {
-                let _ = child.kill().await;
+                self.abandon(&spec.service, child).await;
                 return Err(spawn_error(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     format!("the shim did not say within {HANDSHAKE:?} that it runs"),
                 )));
             }
         };
-        let state = std::fs::read_to_string(state_path(&self.run_dir, &spec.service))
-            .ok()
-            .and_then(|t| ShimState::decode(&t))
-            .ok_or_else(|| spawn_error(std::io::Error::other("the shim left no record of the service")))?;
+        let recorded =
+            std::fs::read_to_string(state_path(&self.run_dir, &spec.service)).ok().and_then(|t| ShimState::decode(&t));
+        let Some(state) = recorded.filter(|state| state.pid == pid) else {
+            self.abandon(&spec.service, child).await;
+            return Err(spawn_error(std::io::Error::other("the shim left no record of the service")));
+        };
         self.watch(spec.service.clone(), &state, Shim::Child(child), Some((spec.stop_signal, spec.grace_period)));
         tracing::info!(service = %spec.service, pid, command = %spec.command, "process started");
         Ok(pid)
+    }
+
+    /// Gives up a start that went wrong: nothing of it stays running.
+    async fn abandon(&self, service: &str, mut shim: tokio::process::Child) {
+        let state_file = state_path(&self.run_dir, service);
+        if let Some(state) = std::fs::read_to_string(&state_file).ok().and_then(|t| ShimState::decode(&t)) {
+            if state.service_alive() {
+                signal_group(state.pid, libc::SIGKILL);
+            }
+            let _ = std::fs::remove_file(state_file);
+        }
+        let _ = shim.kill().await;
     }
 
     /// Waits for the shim of `service` to end, then reports how the service ended. With `running`
@@ -272,18 +316,7 @@ impl Supervisor {
                 }
                 Shim::Adopted(pid) => ended(pid, state.shim_start).await,
             }
-            let recorded =
-                std::fs::read_to_string(exit_path(&run_dir, &service)).ok().and_then(|t| ShimExit::decode(&t));
-            let (exit, ran_for) = match recorded {
-                Some(recorded) => (exit_of(recorded), Duration::from_millis(recorded.ran_for_ms)),
-                None => {
-                    // The shim itself was killed: whatever is left of the service goes too.
-                    signal_group(state.pid, libc::SIGKILL);
-                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-                    let ran = now.saturating_sub(Duration::from_millis(state.started_ms));
-                    (Exit::Signal { signal: libc::SIGKILL }, ran)
-                }
-            };
+            let (exit, ran_for) = recorded_end(&run_dir, &service, &state);
             {
                 let mut children = children.lock().expect("supervisor lock");
                 if children.get(&service).is_some_and(|h| h.pid == state.pid) {
@@ -292,7 +325,8 @@ impl Supervisor {
             }
             let _ = exited_tx.send(Some(exit));
             let stopped = stopping.load(std::sync::atomic::Ordering::Relaxed);
-            let _ = events.send(Exited { service, pid: state.pid, exit, ran_for, stopped, shim: state.shim });
+            let shim = (state.shim, state.shim_start);
+            let _ = events.send(Exited { service, pid: state.pid, exit, ran_for, stopped, shim });
         });
     }
 
@@ -302,7 +336,7 @@ impl Supervisor {
         let same_run = std::fs::read_to_string(&state)
             .ok()
             .and_then(|t| ShimState::decode(&t))
-            .is_some_and(|s| s.shim == exited.shim);
+            .is_some_and(|s| (s.shim, s.shim_start) == exited.shim);
         if same_run {
             let _ = std::fs::remove_file(exit_path(&self.run_dir, &exited.service));
             let _ = std::fs::remove_file(state);
@@ -358,8 +392,9 @@ async fn ended(pid: u32, start: u64) {
         }
         // SAFETY: the AsyncFd owns the descriptor, so it stays open as long as it is registered.
         let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
-        if let Ok(fd) = registered {
-            let _ = fd.readable().await;
+        if let Ok(fd) = registered
+            && fd.readable().await.is_ok()
+        {
             return;
         }
     }
@@ -368,8 +403,9 @@ async fn ended(pid: u32, start: u64) {
     }
 }
 
-/// Kills every service a run directory names, at once (tests, and an agent's `--cleanup` after
-/// the graceful stop): each service's process group, then its shim.
+/// Kills every service a run directory names, at once (tests, benchmarks): each service's
+/// process group, then its shim. `orchestrator agent --cleanup` stops them gracefully instead
+/// (`agent::cleanup`).
 pub fn kill_all(run_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(run_dir) else { return };
     for entry in entries.flatten() {
@@ -377,8 +413,11 @@ pub fn kill_all(run_dir: &Path) {
             continue;
         }
         if let Some(state) = std::fs::read_to_string(entry.path()).ok().and_then(|t| ShimState::decode(&t)) {
-            signal_group(state.pid, libc::SIGKILL);
-            if start_time(state.shim) == Some(state.shim_start) {
+            // Only what the record names for sure: the same boot, pids and start times.
+            if state.service_alive() {
+                signal_group(state.pid, libc::SIGKILL);
+            }
+            if state.shim_alive() {
                 // SAFETY: kill(2) has no memory effects; the start time says it is our shim.
                 unsafe { libc::kill(state.shim as libc::pid_t, libc::SIGKILL) };
             }
