@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use orch_testkit::eventually;
-use orchestrator::storage::{self, StorageError, leadership};
+use orchestrator::storage::leadership::{self, Claim, Holder};
+use orchestrator::storage::{self, StorageError};
 use sqlx::PgPool;
 
 const TTL: Duration = Duration::from_secs(30);
@@ -17,6 +18,14 @@ async fn database() -> PgPool {
     storage::migrate(&pool).await.unwrap();
     sqlx::query("CREATE TABLE scratch (writer text, term bigint)").execute(&pool).await.unwrap();
     pool
+}
+
+/// The lease a claim left, and whether the claim got it.
+async fn claim(pool: &PgPool, me: &str, term: Option<i64>, ttl: Duration, force: bool) -> (Holder, bool) {
+    match leadership::claim(pool, me, term, ttl, force).await.unwrap() {
+        Claim::Claimed(holder) => (holder, true),
+        Claim::HeldBy(holder) => (holder, false),
+    }
 }
 
 /// A leader's write: fenced by its term, then committed.
@@ -31,22 +40,23 @@ async fn fenced_write(pool: &PgPool, me: &str, term: i64) -> Result<(), StorageE
 #[tokio::test]
 async fn one_holder_at_a_time_renewed_by_it_alone_released_to_the_next() {
     let pool = database().await;
-    let a = leadership::claim(&pool, "a", None, TTL, false).await.unwrap();
-    assert_eq!((a.holder.as_str(), a.term), ("a", 1));
-    let seen_by_b = leadership::claim(&pool, "b", None, TTL, false).await.unwrap();
-    assert_eq!(seen_by_b, a, "b sees a's lease and changes nothing");
-    let renewed = leadership::claim(&pool, "a", Some(1), TTL, false).await.unwrap();
-    assert_eq!((renewed.term, renewed.since), (1, a.since));
+    let (a, got) = claim(&pool, "a", None, TTL, false).await;
+    assert_eq!((a.holder.as_str(), a.term, got), ("a", 1, true));
+    let (seen_by_b, got) = claim(&pool, "b", None, TTL, false).await;
+    assert_eq!((seen_by_b, got), (a.clone(), false), "b sees a's lease and changes nothing");
+    // A process named "a" that does not know the term (a restarted "a") gets nothing either.
+    assert_eq!(claim(&pool, "a", None, TTL, false).await, (a.clone(), false));
+    let (renewed, got) = claim(&pool, "a", Some(1), TTL, false).await;
+    assert_eq!((renewed.term, renewed.since, got), (1, a.since, true));
     assert!(renewed.expires_at >= a.expires_at);
     fenced_write(&pool, "a", 1).await.unwrap();
     assert!(matches!(fenced_write(&pool, "b", 1).await, Err(StorageError::Fenced { term: 1 })));
 
     // A leader that stops gives the lease up: the next replica takes it at once, with term 2.
     leadership::release(&pool, "a", 1).await.unwrap();
-    let b = leadership::claim(&pool, "b", None, TTL, false).await.unwrap();
-    assert_eq!((b.holder.as_str(), b.term), ("b", 2));
-    let back = leadership::claim(&pool, "a", Some(1), TTL, false).await.unwrap();
-    assert_eq!(back, b, "a renewing an old term gets nothing");
+    let (b, got) = claim(&pool, "b", None, TTL, false).await;
+    assert_eq!((b.holder.as_str(), b.term, got), ("b", 2, true));
+    assert_eq!(claim(&pool, "a", Some(1), TTL, false).await, (b, false), "a renewing an old term gets nothing");
 }
 
 /// The leader pauses past its lease (as under SIGSTOP): a successor is elected on the database's
@@ -55,18 +65,18 @@ async fn one_holder_at_a_time_renewed_by_it_alone_released_to_the_next() {
 async fn a_leader_paused_past_its_lease_commits_nothing_after_its_successor_is_elected() {
     let pool = database().await;
     let short = Duration::from_millis(200);
-    leadership::claim(&pool, "a", None, short, false).await.unwrap();
+    claim(&pool, "a", None, short, false).await;
     // b tries as a standby does, until a's lease has expired.
     let b = eventually(Duration::from_secs(10), "b elected once a's lease expired", || async {
-        let seen = leadership::claim(&pool, "b", None, TTL, false).await.unwrap();
-        (seen.holder == "b").then_some(seen)
+        let (seen, got) = claim(&pool, "b", None, TTL, false).await;
+        got.then_some(seen)
     })
     .await;
     assert_eq!(b.term, 2);
 
     assert!(matches!(fenced_write(&pool, "a", 1).await, Err(StorageError::Fenced { term: 1 })));
-    let renewal = leadership::claim(&pool, "a", Some(1), TTL, false).await.unwrap();
-    assert_eq!((renewal.holder.as_str(), renewal.term), ("b", 2));
+    let (renewal, got) = claim(&pool, "a", Some(1), TTL, false).await;
+    assert_eq!((renewal.holder.as_str(), renewal.term, got), ("b", 2, false));
     fenced_write(&pool, "b", 2).await.unwrap();
     let writes: Vec<(String, i64)> = sqlx::query_as("SELECT writer, term FROM scratch").fetch_all(&pool).await.unwrap();
     assert_eq!(writes, [("b".to_string(), 2)]);
@@ -77,14 +87,14 @@ async fn a_leader_paused_past_its_lease_commits_nothing_after_its_successor_is_e
 #[tokio::test]
 async fn a_successor_waits_for_the_fenced_transaction_under_way() {
     let pool = database().await;
-    leadership::claim(&pool, "a", None, TTL, false).await.unwrap();
+    claim(&pool, "a", None, TTL, false).await;
     let mut tx = pool.begin().await.unwrap();
     leadership::fence(&mut tx, "a", 1).await.unwrap();
     sqlx::query("INSERT INTO scratch VALUES ('a', 1)").execute(&mut *tx).await.unwrap();
 
     let takeover = tokio::spawn({
         let pool = pool.clone();
-        async move { leadership::claim(&pool, "b", None, TTL, true).await.unwrap() }
+        async move { claim(&pool, "b", None, TTL, true).await }
     });
     // The takeover is waiting on the lease row's lock (seen in pg_stat_activity, not guessed from
     // time).
@@ -101,8 +111,8 @@ async fn a_successor_waits_for_the_fenced_transaction_under_way() {
     .await;
     assert!(!takeover.is_finished());
     tx.commit().await.unwrap();
-    let b = takeover.await.unwrap();
-    assert_eq!((b.holder.as_str(), b.term), ("b", 2));
+    let (b, got) = takeover.await.unwrap();
+    assert_eq!((b.holder.as_str(), b.term, got), ("b", 2, true));
     assert!(matches!(fenced_write(&pool, "a", 1).await, Err(StorageError::Fenced { term: 1 })));
     let writes: i64 = sqlx::query_scalar("SELECT count(*) FROM scratch").fetch_one(&pool).await.unwrap();
     assert_eq!(writes, 1, "the write committed before the takeover, and nothing after it");

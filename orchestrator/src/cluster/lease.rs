@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::storage::leadership::Holder;
+use crate::storage::leadership::{Claim, Holder};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseSettings {
@@ -46,7 +46,6 @@ pub enum Action {
 }
 
 pub struct Lease {
-    me: String,
     settings: LeaseSettings,
     role: Role,
     /// When to claim or renew next.
@@ -56,8 +55,9 @@ pub struct Lease {
 }
 
 impl Lease {
-    pub fn new(me: impl Into<String>, settings: LeaseSettings) -> Lease {
-        Lease { me: me.into(), settings, role: Role::Standby { leader: None }, next_claim: None, asking: false }
+    /// The lease of a replica whose claims the task makes under its name.
+    pub fn new(settings: LeaseSettings) -> Lease {
+        Lease { settings, role: Role::Standby { leader: None }, next_claim: None, asking: false }
     }
 
     pub fn role(&self) -> &Role {
@@ -89,12 +89,19 @@ impl Lease {
         out
     }
 
-    /// The answer to the claim sent at `asked_at`: the lease as the database has it, or an error
-    /// (PostgreSQL unavailable: a leader keeps leading until its deadline, no longer).
-    pub fn claimed(&mut self, asked_at: Instant, result: Result<Holder, String>) -> Vec<Action> {
+    /// The answer, at `now`, to the claim sent at `asked_at`: what the database did, or an error
+    /// (PostgreSQL unavailable: a leader keeps leading until its deadline, no longer). An answer
+    /// that comes after the lease it gave would have run out gives nothing.
+    pub fn claimed(&mut self, asked_at: Instant, now: Instant, result: Result<Claim, String>) -> Vec<Action> {
         self.asking = false;
-        let Ok(holder) = result else { return Vec::new() };
-        let mine = holder.holder == self.me;
+        let Ok(claim) = result else { return Vec::new() };
+        if asked_at + self.settings.ttl <= now {
+            return Vec::new();
+        }
+        let (holder, mine) = match claim {
+            Claim::Claimed(holder) => (holder, true),
+            Claim::HeldBy(holder) => (holder, false),
+        };
         match (self.role.clone(), mine) {
             (Role::Leader { term, .. }, true) if holder.term == term => {
                 self.role = Role::Leader { term, valid_until: asked_at + self.settings.ttl };
@@ -114,6 +121,11 @@ impl Lease {
                 Vec::new()
             }
         }
+    }
+
+    /// The claim sent got no answer at all (the task gave up on it): another may be sent.
+    pub fn unanswered(&mut self) {
+        self.asking = false;
     }
 
     /// A write of the leader was fenced (another replica holds a newer term): step down at once.
@@ -144,11 +156,21 @@ mod tests {
     const EVERY: Duration = Duration::from_millis(500);
 
     fn lease() -> Lease {
-        Lease::new("a", LeaseSettings { ttl: TTL, renew_every: EVERY })
+        Lease::new(LeaseSettings { ttl: TTL, renew_every: EVERY })
     }
 
-    fn held(by: &str, term: i64) -> Result<Holder, String> {
-        Ok(Holder { holder: by.into(), term, since: Utc::now(), expires_at: Utc::now() })
+    fn holder(by: &str, term: i64) -> Holder {
+        Holder { holder: by.into(), term, since: Utc::now(), expires_at: Utc::now() }
+    }
+
+    /// The claim of "a" succeeded with `term`.
+    fn mine(term: i64) -> Result<Claim, String> {
+        Ok(Claim::Claimed(holder("a", term)))
+    }
+
+    /// The lease is held by `by`, unchanged.
+    fn held(by: &str, term: i64) -> Result<Claim, String> {
+        Ok(Claim::HeldBy(holder(by, term)))
     }
 
     #[test]
@@ -157,19 +179,19 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(l.tick(t0, false), [Action::Claim { term: None, force: false }]);
         assert!(l.tick(t0, false).is_empty(), "one claim at a time");
-        assert_eq!(l.claimed(t0, held("a", 7)), [Action::Elected { term: 7 }]);
+        assert_eq!(l.claimed(t0, t0, mine(7)), [Action::Elected { term: 7 }]);
         assert_eq!(l.role(), &Role::Leader { term: 7, valid_until: t0 + TTL });
 
         // Renewals keep it; the deadline counts from when the renewal was sent.
         let t1 = t0 + EVERY;
         assert_eq!(l.tick(t1, false), [Action::Claim { term: Some(7), force: false }]);
-        assert!(l.claimed(t1, held("a", 7)).is_empty());
+        assert!(l.claimed(t1, t1, mine(7)).is_empty());
         assert_eq!(l.role(), &Role::Leader { term: 7, valid_until: t1 + TTL });
 
         // PostgreSQL unavailable: it leads until the deadline, then steps down by itself.
         let t2 = t1 + EVERY;
         l.tick(t2, false);
-        assert!(l.claimed(t2, Err("unavailable".into())).is_empty());
+        assert!(l.claimed(t2, t2, Err("unavailable".into())).is_empty());
         let late = t1 + TTL;
         let actions = l.tick(late, false);
         assert_eq!(
@@ -184,16 +206,16 @@ mod tests {
         let mut l = lease();
         let t0 = Instant::now();
         l.tick(t0, false);
-        l.claimed(t0, held("a", 3));
+        l.claimed(t0, t0, mine(3));
         l.tick(t0 + EVERY, false);
         // Paused past its lease: another replica was elected meanwhile.
-        let actions = l.claimed(t0 + EVERY, held("b", 4));
+        let actions = l.claimed(t0 + EVERY, t0 + EVERY, held("b", 4));
         assert!(matches!(&actions[..], [Action::SteppedDown { term: 3, reason }] if reason.contains("\"b\"")));
         assert!(matches!(l.role(), Role::Standby { leader: None }));
 
         let mut l = lease();
         l.tick(t0, false);
-        l.claimed(t0, held("a", 5));
+        l.claimed(t0, t0, mine(5));
         assert!(matches!(&l.fenced()[..], [Action::SteppedDown { term: 5, .. }]));
         assert!(l.fenced().is_empty(), "a standby has nothing to step down from");
     }
@@ -203,11 +225,30 @@ mod tests {
         let mut l = lease();
         let t0 = Instant::now();
         l.tick(t0, false);
-        assert!(l.claimed(t0, held("b", 2)).is_empty());
+        assert!(l.claimed(t0, t0, held("b", 2)).is_empty());
         assert!(matches!(l.role(), Role::Standby { leader: Some(h) } if h.holder == "b"));
         assert!(l.tick(t0 + EVERY / 2, false).is_empty(), "not due yet");
         // The holder's sessions are gone (it crashed): claimed at once, forced.
         assert_eq!(l.tick(t0 + EVERY / 2, true), [Action::Claim { term: None, force: true }]);
-        assert_eq!(l.claimed(t0 + EVERY / 2, held("a", 3)), [Action::Elected { term: 3 }]);
+        assert_eq!(l.claimed(t0 + EVERY / 2, t0 + EVERY / 2, mine(3)), [Action::Elected { term: 3 }]);
+    }
+
+    #[test]
+    fn a_lease_under_its_own_name_that_it_did_not_claim_or_a_late_answer_elects_nothing() {
+        let mut l = lease();
+        let t0 = Instant::now();
+        l.tick(t0, false);
+        // An earlier process of the same name still holds term 4: not this replica's lease.
+        assert!(l.claimed(t0, t0, held("a", 4)).is_empty());
+        assert!(matches!(l.role(), Role::Standby { .. }));
+        // The answer to a claim arrives after the lease it gave would have run out.
+        l.tick(t0 + EVERY, false);
+        assert!(l.claimed(t0 + EVERY, t0 + EVERY + TTL, mine(5)).is_empty());
+        assert!(matches!(l.role(), Role::Standby { .. }));
+        // A claim the task gave up on lets the next one go.
+        l.tick(t0 + 2 * EVERY, false);
+        assert!(l.tick(t0 + 3 * EVERY, false).is_empty(), "still waiting for its answer");
+        l.unanswered();
+        assert_eq!(l.tick(t0 + 3 * EVERY, false), [Action::Claim { term: None, force: false }]);
     }
 }

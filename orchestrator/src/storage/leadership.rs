@@ -15,18 +15,21 @@ pub struct Holder {
     pub expires_at: DateTime<Utc>,
 }
 
+/// What a claim did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// `me` holds the lease now (renewed, or taken with a new term) until its `expires_at`.
+    Claimed(Holder),
+    /// Nothing changed: the lease is held as shown. It may even name `me` with a term this
+    /// claim did not know (an earlier process of the same name): that is not a lease held.
+    HeldBy(Holder),
+}
+
 /// Claims the lease for `me` for `ttl`, or renews it: renewed when `me` holds `term` and it has
 /// not expired; taken with the next term when it has expired (or was never held), or at once with
 /// `force` (the holder's database sessions are known to be gone: its writes are fenced by the new
-/// term anyway). Returns the lease as it is now: `me`'s, or another holder's (then nothing
-/// changed).
-pub async fn claim(
-    pool: &PgPool,
-    me: &str,
-    term: Option<i64>,
-    ttl: std::time::Duration,
-    force: bool,
-) -> Result<Holder> {
+/// term anyway).
+pub async fn claim(pool: &PgPool, me: &str, term: Option<i64>, ttl: std::time::Duration, force: bool) -> Result<Claim> {
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
     let claimed: Option<Holder> = sqlx::query_as(
         "INSERT INTO leadership AS l (singleton, holder, term, since, expires_at)
@@ -46,8 +49,8 @@ pub async fn claim(
     .fetch_optional(pool)
     .await?;
     match claimed {
-        Some(holder) => Ok(holder),
-        None => current(pool).await?.ok_or_else(|| {
+        Some(holder) => Ok(Claim::Claimed(holder)),
+        None => current(pool).await?.map(Claim::HeldBy).ok_or_else(|| {
             StorageError::Sqlx(sqlx::Error::Protocol("the leadership row vanished while it was claimed".into()))
         }),
     }
