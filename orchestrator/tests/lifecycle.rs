@@ -406,6 +406,22 @@ async fn the_applied_stack_is_versioned_and_resumed_after_a_restart() {
     })
     .await;
 
+    // A service removed from the manifest is stopped: nothing of it is left running.
+    let three = pid(&view, "three");
+    let v3 = format!("{}{}", sleeper("one", one, "0ms", ""), sleeper("two", two, "0ms", "priority = 60"));
+    assert_eq!(apply(&stack, &v3).await["version"], 3);
+    // Its shim's records go once its end is reported (just after the stop is answered).
+    let records_of_three = || {
+        let records = std::fs::read_dir(stack.agent_logs.path().join("shims")).unwrap();
+        records.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("three.")).count()
+    };
+    eventually(Duration::from_secs(20), "the removed service stopped, its records gone", || async {
+        let view = stack_view(&stack).await;
+        let gone = view["services"].as_array().unwrap().iter().all(|s| s["name"] != "three");
+        (gone && !process_alive(three) && records_of_three() == 0).then_some(())
+    })
+    .await;
+
     // Taken down, it stays down across a restart.
     call(&stack, "DELETE", "/api/v1/stack", None).await;
     stack.stop_orchestrator().await;

@@ -94,8 +94,15 @@ pub async fn cleanup(settings: &AgentSettings) -> anyhow::Result<Vec<String>> {
     let supervisor = settings.supervisor(exits_tx)?;
     supervisor.adopt();
     let stopped = supervisor.stop_all().await;
-    // Every record goes: what ended now, and what had ended unreported.
-    while let Ok(Some(exited)) = tokio::time::timeout(std::time::Duration::from_millis(200), exits.recv()).await {
+    // Every record goes: each service stopped now reports its end once (its stop was answered
+    // just before), and the ends found unreported were queued by `adopt`.
+    let mut waiting: std::collections::BTreeSet<&String> = stopped.iter().collect();
+    while !waiting.is_empty() {
+        let Some(exited) = exits.recv().await else { break };
+        waiting.remove(&exited.service);
+        supervisor.reported(&exited);
+    }
+    while let Ok(exited) = exits.try_recv() {
         supervisor.reported(&exited);
     }
     Ok(stopped)
