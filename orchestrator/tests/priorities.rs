@@ -149,6 +149,14 @@ async fn a_mass_change_is_held_until_an_operator_releases_it() {
     let (_, guard) = call(&stack, "GET", "/api/v1/priority-guard", None).await;
     assert_eq!((guard["holding"].as_bool(), guard["held"].clone()), (Some(true), json!(["a", "c"])), "{guard}");
 
+    // The hold survives a restart of the orchestrator (an upgrade, a new leader): the same
+    // window, the same held requests.
+    let mut stack = stack;
+    stack.stop_orchestrator().await;
+    stack.start_orchestrator().await;
+    let (_, after) = call(&stack, "GET", "/api/v1/priority-guard", None).await;
+    assert_eq!((&after["holding"], &after["held"], &after["until"]), (&json!(true), &guard["held"], &guard["until"]));
+
     let body = json!({"source": "operator:ann", "reason": "looked right"});
     let (status, released) = call(&stack, "POST", "/api/v1/priority-guard/release", Some(body)).await;
     assert_eq!(status, StatusCode::OK, "{released}");

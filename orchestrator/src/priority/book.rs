@@ -15,7 +15,7 @@ use orch_protocol::priority::{
 use orch_protocol::{ErrorCode, ProtocolError, principal};
 use uuid::Uuid;
 
-use crate::storage::priorities::StoredPriority;
+use crate::storage::priorities::{StoredHold, StoredPriority};
 
 /// The guardrails against a runaway engine.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,13 +43,13 @@ impl Default for Limits {
 }
 
 /// What an engine asks for.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum EngineOp {
     Set { value: u8, ttl: Option<Duration> },
     Clear,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EngineRequest {
     pub service: String,
     pub op: EngineOp,
@@ -90,6 +90,8 @@ pub struct Effects {
     pub system: Vec<(EventKind, HoldData)>,
     /// Services whose policy or adjustment changed.
     pub dirty: BTreeSet<String>,
+    /// The hold began, changed what it holds, or ended: to be stored ([`Book::stored_hold`]).
+    pub hold_changed: bool,
     /// Tallies recorded in `changes`, kept to be counted again if the batch cannot be stored.
     flushed: Vec<(TallyKey, Tally)>,
 }
@@ -170,7 +172,15 @@ pub struct Book {
 }
 
 impl Book {
-    pub fn new(limits: Limits, stored: Vec<StoredPriority>) -> Book {
+    /// The book of the stored priorities, and the stored hold (it goes on, until the same time,
+    /// holding the same requests, if that time is still ahead of `at`).
+    pub fn new(
+        limits: Limits,
+        stored: Vec<StoredPriority>,
+        hold: Option<StoredHold>,
+        now: Instant,
+        at: DateTime<Utc>,
+    ) -> Book {
         let entries = stored
             .into_iter()
             .map(|s| {
@@ -197,6 +207,20 @@ impl Book {
         let services: Vec<String> = book.entries.keys().cloned().collect();
         for service in services {
             book.watch_expiry(&service);
+        }
+        if let Some(stored) = hold {
+            let held: Vec<(String, EngineRequest, Uuid)> = serde_json::from_value(stored.held).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "the stored priority hold's requests cannot be read; the hold goes on empty");
+                Vec::new()
+            });
+            let left = (stored.until - at).to_std().unwrap_or_default();
+            tracing::info!(since = %stored.since, until = %stored.until, held = held.len(), "the priority hold goes on");
+            book.hold = Some(Hold {
+                since: stored.since,
+                until: stored.until,
+                deadline: now + left,
+                held: held.into_iter().map(|(service, request, id)| (service, (request, id))).collect(),
+            });
         }
         book.count_known();
         book
@@ -385,6 +409,7 @@ impl Book {
             change.detail =
                 Some(format!("held by the mass-change guard until an operator releases it or {}", hold.until));
             let replaced = hold.held.insert(service.clone(), (request, change.id));
+            self.effects.hold_changed = true;
             // A held change replaced within the window is counted, like a refusal (see `Tally`):
             // a flood during a hold costs a record per service and window, not two per request.
             let key = (service.clone(), Guardrail::MassChange);
@@ -410,7 +435,9 @@ impl Book {
             let (changed, limit) = (self.changed_in_window(Some(&service)), self.mass_limit());
             if changed > limit {
                 let mass_window = self.limits.mass_window;
-                let until = at + chrono::Duration::from_std(mass_window).unwrap_or_default();
+                // In microseconds, as PostgreSQL keeps it: the hold reads the same after a restart.
+                use chrono::SubsecRound;
+                let until = (at + chrono::Duration::from_std(mass_window).unwrap_or_default()).trunc_subsecs(6);
                 let message = format!(
                     "the engine changed the priority of {changed} of {} services within {}s (the limit is {limit}); \
                      its changes are held until an operator releases them or {until}",
@@ -433,7 +460,8 @@ impl Book {
                 change.guardrail = Some(Guardrail::MassChange);
                 change.detail = Some(format!("held by the mass-change guard until an operator releases it or {until}"));
                 let held = BTreeMap::from([(service.clone(), (request, change.id))]);
-                self.hold = Some(Hold { since: at, until, deadline: now + mass_window, held });
+                self.hold = Some(Hold { since: at.trunc_subsecs(6), until, deadline: now + mass_window, held });
+                self.effects.hold_changed = true;
                 self.count_from(change.clone(), now);
                 return Ok(change);
             }
@@ -664,6 +692,7 @@ impl Book {
 
     fn end_hold(&mut self, ended_by: String, since: DateTime<Utc>) {
         tracing::info!(%ended_by, %since, "priority mass-change hold ended");
+        self.effects.hold_changed = true;
         self.effects.system.push((
             EventKind::PriorityHoldEnded,
             HoldData {
@@ -742,6 +771,17 @@ impl Book {
         std::mem::take(&mut self.effects)
     }
 
+    /// The hold as stored: `None` when none is on.
+    pub fn stored_hold(&self) -> Option<StoredHold> {
+        let hold = self.hold.as_ref()?;
+        let held: Vec<(&String, &EngineRequest, &Uuid)> = hold.held.iter().map(|(s, (r, id))| (s, r, id)).collect();
+        Some(StoredHold {
+            since: hold.since,
+            until: hold.until,
+            held: serde_json::to_value(held).expect("held requests serialize"),
+        })
+    }
+
     /// The changes since the last call are stored: they can no longer be undone.
     pub fn committed(&mut self) {
         self.undo.clear();
@@ -764,6 +804,8 @@ impl Book {
     /// Undoes the entries changed since the last [`Book::committed`]: their batch, `lost`, could
     /// not be stored. The guardrails' counters are not undone: they err on the side of caution.
     pub fn rollback(&mut self, lost: Effects) {
+        // The hold as it is now is stored with the next batch.
+        self.effects.hold_changed |= lost.hold_changed;
         for (service, entry) in std::mem::take(&mut self.undo) {
             match entry {
                 Some(e) => self.entries.insert(service.clone(), e),
@@ -836,7 +878,7 @@ mod tests {
     }
 
     fn book(services: usize) -> Book {
-        let mut b = Book::new(limits(), Vec::new());
+        let mut b = Book::new(limits(), Vec::new(), None, Instant::now(), Utc::now());
         b.set_registered((0..services).map(|i| format!("s{i}")));
         b
     }
@@ -1003,6 +1045,29 @@ mod tests {
         );
         assert_eq!(b.take_effects().system[0].0, EventKind::PriorityHoldEnded);
         assert!(!b.guard(now).holding);
+    }
+
+    #[test]
+    fn a_stored_hold_goes_on_in_a_new_book_and_an_ended_one_is_not_stored() {
+        let (mut b, now, at) = (book(4), Instant::now(), Utc::now());
+        for s in ["s0", "s1", "s2"] {
+            let _ = b.engine(set(s, 80), now, at);
+        }
+        assert!(b.guard(now).holding);
+        assert!(b.take_effects().hold_changed);
+        let stored = b.stored_hold().expect("a hold is on");
+
+        // A new book (the orchestrator started again) holds the same requests until the same time.
+        let later = now + Duration::from_secs(5);
+        let mut again = Book::new(limits(), Vec::new(), Some(stored.clone()), later, at + chrono::Duration::seconds(5));
+        again.set_registered((0..4).map(|i| format!("s{i}")));
+        let guard = again.guard(later);
+        assert_eq!((guard.holding, guard.held.clone(), guard.until), (true, b.guard(now).held, Some(stored.until)));
+        let by = By { principal: "api-key:ops", source: "operator:ann", reason: "fine" };
+        let released = again.release(by, true, later, at);
+        assert!(released.iter().all(|c| c.outcome == Outcome::Applied), "{released:?}");
+        assert!(again.take_effects().hold_changed);
+        assert_eq!(again.stored_hold(), None, "an ended hold is stored as none");
     }
 
     #[test]

@@ -75,7 +75,9 @@ impl Priorities {
     ) -> crate::storage::Result<(Priorities, tokio::task::JoinHandle<()>)> {
         let stored = crate::storage::retry("loading priorities", || crate::storage::priorities::load(&pool)).await?;
         let rate_window = config.limits.rate_window;
-        let book = book::Book::new(config.limits, stored);
+        let hold =
+            crate::storage::retry("loading the priority hold", || crate::storage::priorities::load_hold(&pool)).await?;
+        let book = book::Book::new(config.limits, stored, hold, std::time::Instant::now(), chrono::Utc::now());
         let (effective_tx, effective) = watch::channel(Arc::new(book.effective_map()));
         let (inputs, rx) = mpsc::channel(QUEUE);
         let (defaults, defaults_rx) = watch::channel(BTreeMap::new());

@@ -115,7 +115,7 @@ impl Task {
             }
             let effects = self.book.take_effects();
             let moved = !effects.dirty.is_empty();
-            let wrote = !(effects.changes.is_empty() && effects.system.is_empty());
+            let wrote = !(effects.changes.is_empty() && effects.system.is_empty() && !effects.hold_changed);
             let stored = !wrote || self.store(&effects).await;
             if stored {
                 self.book.committed();
@@ -148,7 +148,7 @@ impl Task {
         // Refusals still being counted are recorded before the task goes.
         self.book.flush_tallies(Instant::now(), Utc::now(), true);
         let effects = self.book.take_effects();
-        if !effects.changes.is_empty() && !self.store(&effects).await {
+        if (!effects.changes.is_empty() || effects.hold_changed) && !self.store(&effects).await {
             tracing::warn!(
                 records = effects.changes.len(),
                 "the last counts of refused priority requests could not be stored"
@@ -174,7 +174,9 @@ impl Task {
             OutboxRow::from(events::encode(subjects, *kind, SYSTEM_SERVICE, "priority", by, Utc::now(), data))
         }));
         let states: Vec<StoredPriority> = effects.dirty.iter().filter_map(|s| self.book.stored(s)).collect();
-        let write = || storage::priorities::commit(&self.pool, &states, &effects.changes, &events);
+        let hold = effects.hold_changed.then(|| self.book.stored_hold());
+        let hold = hold.as_ref().map(Option::as_ref);
+        let write = || storage::priorities::commit(&self.pool, &states, &effects.changes, &events, hold);
         match tokio::time::timeout(COMMIT_TIMEOUT, storage::retry("storing priority changes", write)).await {
             Ok(Ok(())) => {
                 self.outbox_written.notify_one();

@@ -24,6 +24,21 @@ pub struct StoredPriority {
 
 type Row = (String, Option<i16>, i16, i16, bool, Option<Json<Adjustment>>, DateTime<Utc>);
 
+/// The priority guard's hold as stored: `held` is the priority book's own form of what it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredHold {
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub held: serde_json::Value,
+}
+
+/// The hold that was on when the orchestrator stopped, if any.
+pub async fn load_hold(pool: &PgPool) -> Result<Option<StoredHold>> {
+    let row: Option<(DateTime<Utc>, DateTime<Utc>, Json<serde_json::Value>)> =
+        sqlx::query_as("SELECT since, until, held FROM priority_hold").fetch_optional(pool).await?;
+    Ok(row.map(|(since, until, held)| StoredHold { since, until, held: held.0 }))
+}
+
 /// Every stored priority.
 pub async fn load(pool: &PgPool) -> Result<Vec<StoredPriority>> {
     let rows: Vec<Row> =
@@ -44,9 +59,34 @@ pub async fn load(pool: &PgPool) -> Result<Vec<StoredPriority>> {
         .collect())
 }
 
-/// Writes the new state of changed services, the changes and their events in one transaction.
-pub async fn commit(pool: &PgPool, states: &[StoredPriority], changes: &[Change], events: &[OutboxRow]) -> Result<()> {
+/// Writes the new state of changed services, the changes, their events and the hold (when it
+/// changed: `Some(None)` when it ended) in one transaction.
+pub async fn commit(
+    pool: &PgPool,
+    states: &[StoredPriority],
+    changes: &[Change],
+    events: &[OutboxRow],
+    hold: Option<Option<&StoredHold>>,
+) -> Result<()> {
     let mut tx = pool.begin().await?;
+    match hold {
+        None => {}
+        Some(None) => {
+            sqlx::query("DELETE FROM priority_hold").execute(&mut *tx).await?;
+        }
+        Some(Some(hold)) => {
+            sqlx::query(
+                "INSERT INTO priority_hold (singleton, since, until, held) VALUES (true, $1, $2, $3)
+                 ON CONFLICT (singleton) DO UPDATE SET since = EXCLUDED.since, until = EXCLUDED.until,
+                     held = EXCLUDED.held",
+            )
+            .bind(hold.since)
+            .bind(hold.until)
+            .bind(Json(&hold.held))
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
     if !states.is_empty() {
         sqlx::query(
             "INSERT INTO priorities (service, baseline, min, max, pinned, adjustment, updated_at)
