@@ -283,6 +283,7 @@ impl DatabaseArgs {
             url: self.database_url.clone(),
             max_connections: self.database_max_connections,
             acquire_timeout: self.database_acquire_timeout,
+            fence: None,
         }
     }
 }
@@ -328,6 +329,19 @@ pub struct ServeArgs {
     /// NATS server URL(s), comma-separated.
     #[arg(long, env = "ORCH_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+
+    /// This process's name in a group of replicas on the same PostgreSQL and NATS (unique per
+    /// process, e.g. the host's name). It then does the orchestrator's work only while it leads
+    /// (holds the group's lease in PostgreSQL) and waits as a standby otherwise, taking over when
+    /// the leader stops, dies or cannot renew; every write of a leader that lost the lease is
+    /// refused by the database. Without it, one orchestrator runs alone.
+    #[arg(long, env = "ORCH_REPLICA")]
+    pub replica: Option<String>,
+
+    /// How long a replica's lease lasts without renewal: the longest a standby waits for a
+    /// leader that is paused or cut off (a stopped leader gives the lease up at once).
+    #[arg(long, env = "ORCH_LEASE_TTL", default_value = "5s", value_parser = positive_duration)]
+    pub lease_ttl: Duration,
 
     /// Name this orchestrator gives its NATS connection (visible in server monitoring).
     #[arg(long, env = "ORCH_NATS_NAME", default_value = "orchestrator")]
@@ -785,6 +799,16 @@ pub struct ShedArgs {
 impl ServeArgs {
     /// The orchestrator's settings, checked ([`Settings::validate`]). The embedded agent runs
     /// its services under `--agent-shim` when given; the binary defaults it to itself.
+    /// The replica's name and lease, when it runs as one of a group (`--replica`).
+    pub fn replica(&self) -> Result<Option<(String, crate::cluster::LeaseSettings)>, String> {
+        let Some(name) = &self.replica else { return Ok(None) };
+        if name.is_empty() || name.len() > 63 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(format!("--replica {name:?}: 1-63 letters, digits, '-', '_' or '.'"));
+        }
+        let renew_every = (self.lease_ttl / 5).max(Duration::from_millis(50));
+        Ok(Some((name.clone(), crate::cluster::LeaseSettings { ttl: self.lease_ttl, renew_every })))
+    }
+
     pub fn settings(&self) -> Result<Settings, String> {
         let (credentials, tls) = self.nats_auth.settings()?;
         let settings = Settings {

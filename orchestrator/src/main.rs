@@ -59,6 +59,22 @@ async fn run(cli: config::Cli) -> ExitCode {
             {
                 agent.shim = orchestrator::agent::shim::default_path();
             }
+            match args.replica() {
+                Ok(None) => {}
+                Ok(Some((name, lease))) => {
+                    return match orchestrator::cluster::replica::run(settings, name, lease, wait_for_signal()).await {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => {
+                            tracing::error!(error = format!("{e:#}"), "replica failed");
+                            ExitCode::FAILURE
+                        }
+                    };
+                }
+                Err(e) => {
+                    eprintln!("orchestrator: {e}");
+                    return ExitCode::from(2);
+                }
+            }
             let running = match orchestrator::start(settings).await {
                 Ok(r) => r,
                 Err(e) => {

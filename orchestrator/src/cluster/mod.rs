@@ -2,5 +2,6 @@
 //! in PostgreSQL (`storage::leadership`); what a replica does about them is decided in [`lease`].
 
 pub mod lease;
+pub mod replica;
 
 pub use lease::{Action, Lease, LeaseSettings, Role};

@@ -24,12 +24,27 @@ impl StorageError {
     /// down or starting, serialization failures, lack of resources.
     pub fn is_transient(&self) -> bool {
         match self {
+            StorageError::Sqlx(e) if fenced(e) => false,
             StorageError::Sqlx(e) => is_transient(e),
             StorageError::Migrate(_) => false,
             StorageError::ConcurrentCommand => true,
             StorageError::Fenced { .. } => false,
         }
     }
+
+    /// True when another replica leads now: the write was refused by the fence (SQLSTATE OR001)
+    /// and will be refused again.
+    pub fn is_fenced(&self) -> bool {
+        match self {
+            StorageError::Fenced { .. } => true,
+            StorageError::Sqlx(e) => fenced(e),
+            _ => false,
+        }
+    }
+}
+
+fn fenced(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("OR001"))
 }
 
 fn is_transient(e: &sqlx::Error) -> bool {

@@ -15,6 +15,9 @@ pub struct Holder {
     pub expires_at: DateTime<Utc>,
 }
 
+/// The lease as read without a lock, and whether it runs still (on the database's clock).
+type Seen = (String, i64, DateTime<Utc>, DateTime<Utc>, bool);
+
 /// What a claim did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
@@ -31,6 +34,18 @@ pub enum Claim {
 /// term anyway).
 pub async fn claim(pool: &PgPool, me: &str, term: Option<i64>, ttl: std::time::Duration, force: bool) -> Result<Claim> {
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    // Read first, without a lock: a standby asks every fraction of a second, and the upsert below
+    // locks the row, which would queue behind (and hold up) every fenced write of the leader.
+    let seen: Option<Seen> =
+        sqlx::query_as("SELECT holder, term, since, expires_at, expires_at > now() FROM leadership")
+            .fetch_optional(pool)
+            .await?;
+    if let Some((holder, held_term, since, expires_at, live)) = seen {
+        let renewal = holder == me && term == Some(held_term);
+        if live && !renewal && !force {
+            return Ok(Claim::HeldBy(Holder { holder, term: held_term, since, expires_at }));
+        }
+    }
     let claimed: Option<Holder> = sqlx::query_as(
         "INSERT INTO leadership AS l (singleton, holder, term, since, expires_at)
          VALUES (true, $1, 1, now(), now() + make_interval(secs => $3::double precision / 1000))

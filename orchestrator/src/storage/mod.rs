@@ -29,6 +29,10 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     /// How long to wait for a pooled connection before reporting PostgreSQL unavailable.
     pub acquire_timeout: Duration,
+    /// The lease this process writes under, as a replica's leader (`<holder>:<term>`): every
+    /// change is then refused once another replica leads (migration `fence`). `None`: one
+    /// orchestrator, not fenced.
+    pub fence: Option<String>,
 }
 
 impl Default for DatabaseSettings {
@@ -37,6 +41,7 @@ impl Default for DatabaseSettings {
             url: "postgres://orch@127.0.0.1:55432/orch".into(),
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
+            fence: None,
         }
     }
 }
@@ -56,6 +61,11 @@ pub fn pool(settings: &DatabaseSettings) -> Result<PgPool> {
         // Every statement takes arrays whose size changes with the batch; a cached generic plan
         // made for one size (or for an empty table) can turn an index lookup into a table scan.
         .options([("plan_cache_mode", "force_custom_plan")]);
+    let options = match &settings.fence {
+        // A paused leader's open transaction must not hold the lease's row for long.
+        Some(fence) => options.options([("orch.fence", fence.as_str()), ("idle_in_transaction_session_timeout", "5s")]),
+        None => options,
+    };
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout)

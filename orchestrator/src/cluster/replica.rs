@@ -1,0 +1,106 @@
+//! One replica of a group on the same PostgreSQL and NATS (`serve --replica NAME`): it claims
+//! and renews the group's lease as the [`Lease`] machine says, runs the orchestrator's work
+//! ([`crate::start`]) while it leads, and stops it when it steps down. Its connections to
+//! PostgreSQL name the lease they write under, so the database refuses its writes once another
+//! replica leads (migration `fence`), whatever this process believes.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::{Action, Lease, LeaseSettings};
+use crate::Settings;
+use crate::storage::{self, leadership};
+
+/// How long the leader's work gets to stop when the replica steps down or stops.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// Runs the replica `name` until `stop`: a standby until it is elected, then the leader until it
+/// steps down or stops (it then gives the lease up at once).
+pub async fn run(
+    settings: Settings,
+    name: String,
+    lease: LeaseSettings,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let pool = storage::pool(&settings.database)?;
+    storage::migrate(&pool).await?;
+    let (actions_tx, mut actions) = mpsc::unbounded_channel();
+    let claims = tokio::spawn(claim_loop(pool.clone(), name.clone(), lease, actions_tx));
+    tracing::info!(replica = %name, ttl = ?lease.ttl, "replica started: a standby until it holds the lease");
+    let mut leading: Option<(i64, crate::Running)> = None;
+    tokio::pin!(stop);
+    let result = loop {
+        let action = tokio::select! {
+            _ = &mut stop => break Ok(()),
+            action = actions.recv() => action,
+        };
+        match action {
+            Some(Action::Elected { term }) => {
+                tracing::info!(replica = %name, term, "elected leader: starting the orchestrator's work");
+                let mut fenced = settings.clone();
+                fenced.database.fence = Some(format!("{name}:{term}"));
+                match crate::start(fenced).await {
+                    Ok(running) => leading = Some((term, running)),
+                    Err(e) => {
+                        let _ = leadership::release(&pool, &name, term).await;
+                        break Err(e.context("the elected replica could not start the orchestrator's work"));
+                    }
+                }
+            }
+            Some(Action::SteppedDown { term, reason }) => {
+                tracing::warn!(replica = %name, term, %reason, "stepped down: stopping the orchestrator's work");
+                if let Some((_, running)) = leading.take() {
+                    stop_work(running).await;
+                }
+            }
+            Some(Action::Claim { .. }) | None => {}
+        }
+    };
+    claims.abort();
+    if let Some((term, running)) = leading.take() {
+        stop_work(running).await;
+        match leadership::release(&pool, &name, term).await {
+            Ok(()) => tracing::info!(replica = %name, term, "lease given up"),
+            Err(e) => tracing::warn!(replica = %name, error = %e, "could not give the lease up; it expires by itself"),
+        }
+    }
+    result
+}
+
+async fn stop_work(running: crate::Running) {
+    if tokio::time::timeout(STOP_GRACE, running.shutdown()).await.is_err() {
+        tracing::warn!(grace = ?STOP_GRACE, "the leader's work did not stop in time");
+    }
+}
+
+/// Claims or renews the lease whenever the machine says so; sends on what it decided.
+async fn claim_loop(pool: sqlx::PgPool, name: String, settings: LeaseSettings, out: mpsc::UnboundedSender<Action>) {
+    let mut lease = Lease::new(settings);
+    let mut tick = tokio::time::interval((settings.renew_every / 4).max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for action in lease.tick(Instant::now(), false) {
+            let Action::Claim { term, force } = action else {
+                let _ = out.send(action);
+                continue;
+            };
+            let asked = Instant::now();
+            let claim = leadership::claim(&pool, &name, term, settings.ttl, force);
+            // Up to half the lease: a renewal may wait for the leader's own writes to commit.
+            let patience = settings.ttl / 2;
+            let answer = match tokio::time::timeout(patience, claim).await {
+                Ok(Ok(claimed)) => Ok(claimed),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {patience:?}")),
+            };
+            if let Err(e) = &answer {
+                tracing::warn!(replica = %name, error = %e, "the lease could not be claimed or renewed");
+            }
+            for decided in lease.claimed(asked, Instant::now(), answer) {
+                let _ = out.send(decided);
+            }
+        }
+    }
+}

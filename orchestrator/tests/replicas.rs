@@ -1,0 +1,112 @@
+//! Replicas on one PostgreSQL and NATS (`serve --replica NAME`): one leads and does the work, the
+//! other waits. The leader is paused (SIGSTOP) past its lease: the standby is elected and takes
+//! the work over; the instance that kept beating is never expired, neither by the new leader nor
+//! by the old one when it wakes up (SIGCONT) with its stale view, whose writes the database
+//! refuses; and the old leader steps down by itself.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, read_stream, registration};
+use orch_protocol::Subjects;
+use orch_testkit::{OrchestratorProcess, ShippedUsers, TempDir};
+use serde_json::Value;
+
+fn replica(name: &str, users: &ShippedUsers, database_url: &str, dir: &TempDir) -> OrchestratorProcess {
+    let env = [
+        ("ORCH_NATS_URL", users.nats.url()),
+        ("ORCH_CONFIG", users.path("orchestrator.toml").display().to_string()),
+        ("ORCH_DATABASE_URL", database_url.to_string()),
+        ("ORCH_REPLICA", name.to_string()),
+        ("ORCH_LEASE_TTL", "2s".to_string()),
+        ("ORCH_LOG", "info".to_string()),
+        ("ORCH_AGENT_LOG_DIR", dir.path().join("agent-logs").display().to_string()),
+    ];
+    OrchestratorProcess::start(env!("CARGO_BIN_EXE_orchestrator"), &env, dir.path().join(format!("{name}.log")))
+}
+
+async fn holder(pool: &sqlx::PgPool) -> Option<(String, i64)> {
+    sqlx::query_as("SELECT holder, term FROM leadership").fetch_optional(pool).await.unwrap()
+}
+
+fn signal(process: &OrchestratorProcess, signal: i32) {
+    // SAFETY: kill(2) has no memory effects.
+    unsafe { libc::kill(process.pid().expect("running") as i32, signal) };
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_is_replaced_its_late_writes_are_refused_and_it_steps_down() {
+    let users = ShippedUsers::start_with_harness(&[]);
+    let database_url = orch_testkit::fresh_database().await;
+    let dir = TempDir::new("orch-replicas");
+    let _leftovers = common::KillServicesOf(dir.path().join("agent-logs"));
+    let mut a = replica("a", &users, &database_url, &dir);
+    a.wait_ready(Duration::from_secs(60));
+    let b = replica("b", &users, &database_url, &dir);
+    let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
+    assert_eq!(holder(&pool).await, Some(("a".into(), 1)));
+
+    // An instance that keeps beating (every 300 ms, TTL 3 s), registered through the leader.
+    let client = users.connect("harness").await;
+    let subjects = Subjects::default();
+    let reply = client.request(subjects.request("registry", "register"), registration("beater", "web", 3).into());
+    let reply = reply.await.expect("the leader answers");
+    assert_eq!(serde_json::from_slice::<Value>(&reply.payload).unwrap()["status"], "registered");
+    let beats = tokio::spawn({
+        let client = client.clone();
+        async move {
+            loop {
+                let _ = client.publish("orch.hb.beater", "".into()).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    });
+
+    // The leader pauses past its lease: b is elected with the next term and takes over.
+    signal(&a, libc::SIGSTOP);
+    let term = eventually(Duration::from_secs(30), "b elected", || async {
+        holder(&pool).await.and_then(|(name, term)| (name == "b").then_some(term))
+    })
+    .await;
+    assert!(term >= 2, "a new term: {term}");
+    let port = b.http_port;
+    eventually(Duration::from_secs(60), "b serving", || async move {
+        let ready = tokio::task::spawn_blocking(move || orch_testkit::http_get(port, "/readyz")).await.unwrap();
+        ready.is_ok_and(|(status, _)| status == 200).then_some(())
+    })
+    .await;
+    // A request reaches the new leader (asked again while it went to the paused one).
+    eventually(Duration::from_secs(30), "a registration answered by b", || async {
+        let request = client.request(subjects.request("registry", "register"), registration("later", "web", 30).into());
+        let reply = tokio::time::timeout(Duration::from_secs(2), request).await.ok()?.ok()?;
+        (serde_json::from_slice::<Value>(&reply.payload).ok()?["status"] == "registered").then_some(())
+    })
+    .await;
+
+    // a wakes up with a stale view (its lease of `beater` long overdue): it steps down by itself,
+    // and nothing it tried to write on the way landed.
+    signal(&a, libc::SIGCONT);
+    let log = dir.path().join("a.log");
+    eventually(Duration::from_secs(30), "a steps down", || async {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("stepped down").then_some(())
+    })
+    .await;
+    assert_eq!(holder(&pool).await, Some(("b".into(), term)), "b still leads, in the term it was elected for");
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    for line in said.lines().filter(|l| l.contains("lease") || l.contains("stepped down")) {
+        eprintln!("a: {line}");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    beats.abort();
+    let js = async_nats::jetstream::new(client.clone());
+    let events = read_stream(&js, &subjects.events_stream(), None).await;
+    let expired: Vec<&Value> =
+        events.iter().filter(|e| e["type"] == "io.orch.registry.expired.v1" && e["subject"] == "beater").collect();
+    assert!(expired.is_empty(), "the instance that kept beating was expired: {expired:?}");
+    let health: String =
+        sqlx::query_scalar("SELECT health FROM instances WHERE id = 'beater'").fetch_one(&pool).await.unwrap();
+    assert_eq!(health, "passing");
+    drop(b);
+    drop(a);
+}
