@@ -117,3 +117,49 @@ async fn a_successor_waits_for_the_fenced_transaction_under_way() {
     let writes: i64 = sqlx::query_scalar("SELECT count(*) FROM scratch").fetch_one(&pool).await.unwrap();
     assert_eq!(writes, 1, "the write committed before the takeover, and nothing after it");
 }
+
+/// Every table but the lease's own is fenced: a table added later without the trigger fails here.
+#[tokio::test]
+async fn every_table_is_fenced() {
+    let pool = database().await;
+    let unfenced: Vec<String> = sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables t WHERE schemaname = current_schema()
+           AND tablename NOT IN ('leadership', '_sqlx_migrations', 'scratch')
+           AND NOT EXISTS (SELECT 1 FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid
+                           WHERE c.relname = t.tablename AND g.tgname = 'orch_fence')
+         ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(unfenced.is_empty(), "tables without the orch_fence trigger (add it in their migration): {unfenced:?}");
+}
+
+/// A connection that names a lease (a replica's leader) writes while the lease is held, and its
+/// writes are refused with SQLSTATE OR001 once another replica holds a newer term.
+#[tokio::test]
+async fn a_connection_under_a_lost_lease_is_refused_by_every_table() {
+    let pool = database().await;
+    claim(&pool, "a", None, TTL, false).await;
+    let options: sqlx::postgres::PgConnectOptions =
+        pool.connect_options().as_ref().clone().options([("orch.fence", "a:1")]);
+    let leader = PgPool::connect_with(options).await.unwrap();
+    sqlx::query("INSERT INTO scratch VALUES ('a', 1)").execute(&leader).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER orch_fence BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON scratch
+                 FOR EACH STATEMENT EXECUTE FUNCTION orch_fence()",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO scratch VALUES ('a', 1)").execute(&leader).await.unwrap();
+
+    leadership::release(&pool, "a", 1).await.unwrap();
+    claim(&pool, "b", None, TTL, false).await;
+    let refused = sqlx::query("INSERT INTO scratch VALUES ('a', 1)").execute(&leader).await.unwrap_err();
+    assert!(StorageError::from(refused).is_fenced());
+    let refused = sqlx::query("DELETE FROM instances").execute(&leader).await.unwrap_err();
+    assert!(StorageError::from(refused).is_fenced(), "every table");
+    // An unfenced connection (one orchestrator alone, tools) is not affected.
+    sqlx::query("DELETE FROM scratch").execute(&pool).await.unwrap();
+}
