@@ -1,7 +1,8 @@
 //! The leadership lease of a replica group against a real PostgreSQL: one holder at a time, each
-//! new holder with the next term, renewals by the holder only, and the fence: once a successor is
-//! elected, nothing the old leader writes commits, even a transaction it had open; a successor
-//! waits for that transaction instead of overtaking it.
+//! new holder with the next term, renewals by the holder only, and the fence (migration `fence`:
+//! a trigger on every table checks the lease a connection names): once a successor is elected,
+//! nothing the old leader writes commits; a successor waits for a transaction it had open
+//! instead of overtaking it.
 
 use std::time::Duration;
 
@@ -17,7 +18,20 @@ async fn database() -> PgPool {
     let pool = PgPool::connect(&url).await.unwrap();
     storage::migrate(&pool).await.unwrap();
     sqlx::query("CREATE TABLE scratch (writer text, term bigint)").execute(&pool).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER orch_fence BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON scratch
+         FOR EACH STATEMENT EXECUTE FUNCTION orch_fence()",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
     pool
+}
+
+/// Connections as a replica's leader makes them: naming the lease they write under.
+async fn leader(pool: &PgPool, me: &str, term: i64) -> PgPool {
+    let options = pool.connect_options().as_ref().clone().options([("orch.fence", format!("{me}:{term}"))]);
+    PgPool::connect_with(options).await.unwrap()
 }
 
 /// The lease a claim left, and whether the claim got it.
@@ -28,12 +42,10 @@ async fn claim(pool: &PgPool, me: &str, term: Option<i64>, ttl: Duration, force:
     }
 }
 
-/// A leader's write: fenced by its term, then committed.
+/// A leader's write, on a connection that names its lease: the database fences it.
 async fn fenced_write(pool: &PgPool, me: &str, term: i64) -> Result<(), StorageError> {
-    let mut tx = pool.begin().await?;
-    leadership::fence(&mut tx, me, term).await?;
-    sqlx::query("INSERT INTO scratch VALUES ($1, $2)").bind(me).bind(term).execute(&mut *tx).await?;
-    tx.commit().await?;
+    let leader = leader(pool, me, term).await;
+    sqlx::query("INSERT INTO scratch VALUES ($1, $2)").bind(me).bind(term).execute(&leader).await?;
     Ok(())
 }
 
@@ -50,7 +62,7 @@ async fn one_holder_at_a_time_renewed_by_it_alone_released_to_the_next() {
     assert_eq!((renewed.term, renewed.since, got), (1, a.since, true));
     assert!(renewed.expires_at >= a.expires_at);
     fenced_write(&pool, "a", 1).await.unwrap();
-    assert!(matches!(fenced_write(&pool, "b", 1).await, Err(StorageError::Fenced { term: 1 })));
+    assert!(matches!(fenced_write(&pool, "b", 1).await, Err(e) if e.is_fenced()));
 
     // A leader that stops gives the lease up: the next replica takes it at once, with term 2.
     leadership::release(&pool, "a", 1).await.unwrap();
@@ -74,7 +86,7 @@ async fn a_leader_paused_past_its_lease_commits_nothing_after_its_successor_is_e
     .await;
     assert_eq!(b.term, 2);
 
-    assert!(matches!(fenced_write(&pool, "a", 1).await, Err(StorageError::Fenced { term: 1 })));
+    assert!(matches!(fenced_write(&pool, "a", 1).await, Err(e) if e.is_fenced()));
     let (renewal, got) = claim(&pool, "a", Some(1), TTL, false).await;
     assert_eq!((renewal.holder.as_str(), renewal.term, got), ("b", 2, false));
     fenced_write(&pool, "b", 2).await.unwrap();
@@ -88,8 +100,8 @@ async fn a_leader_paused_past_its_lease_commits_nothing_after_its_successor_is_e
 async fn a_successor_waits_for_the_fenced_transaction_under_way() {
     let pool = database().await;
     claim(&pool, "a", None, TTL, false).await;
-    let mut tx = pool.begin().await.unwrap();
-    leadership::fence(&mut tx, "a", 1).await.unwrap();
+    let a = leader(&pool, "a", 1).await;
+    let mut tx = a.begin().await.unwrap();
     sqlx::query("INSERT INTO scratch VALUES ('a', 1)").execute(&mut *tx).await.unwrap();
 
     let takeover = tokio::spawn({
@@ -113,7 +125,7 @@ async fn a_successor_waits_for_the_fenced_transaction_under_way() {
     tx.commit().await.unwrap();
     let (b, got) = takeover.await.unwrap();
     assert_eq!((b.holder.as_str(), b.term, got), ("b", 2, true));
-    assert!(matches!(fenced_write(&pool, "a", 1).await, Err(StorageError::Fenced { term: 1 })));
+    assert!(matches!(fenced_write(&pool, "a", 1).await, Err(e) if e.is_fenced()));
     let writes: i64 = sqlx::query_scalar("SELECT count(*) FROM scratch").fetch_one(&pool).await.unwrap();
     assert_eq!(writes, 1, "the write committed before the takeover, and nothing after it");
 }
@@ -124,7 +136,7 @@ async fn every_table_is_fenced() {
     let pool = database().await;
     let unfenced: Vec<String> = sqlx::query_scalar(
         "SELECT tablename::text FROM pg_tables t WHERE schemaname = current_schema()
-           AND tablename NOT IN ('leadership', '_sqlx_migrations', 'scratch')
+           AND tablename NOT IN ('leadership', '_sqlx_migrations')
            AND NOT EXISTS (SELECT 1 FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid
                            WHERE c.relname = t.tablename AND g.tgname = 'orch_fence')
          ORDER BY 1",
@@ -141,17 +153,7 @@ async fn every_table_is_fenced() {
 async fn a_connection_under_a_lost_lease_is_refused_by_every_table() {
     let pool = database().await;
     claim(&pool, "a", None, TTL, false).await;
-    let options: sqlx::postgres::PgConnectOptions =
-        pool.connect_options().as_ref().clone().options([("orch.fence", "a:1")]);
-    let leader = PgPool::connect_with(options).await.unwrap();
-    sqlx::query("INSERT INTO scratch VALUES ('a', 1)").execute(&leader).await.unwrap();
-    sqlx::query(
-        "CREATE TRIGGER orch_fence BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON scratch
-                 FOR EACH STATEMENT EXECUTE FUNCTION orch_fence()",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    let leader = leader(&pool, "a", 1).await;
     sqlx::query("INSERT INTO scratch VALUES ('a', 1)").execute(&leader).await.unwrap();
 
     leadership::release(&pool, "a", 1).await.unwrap();

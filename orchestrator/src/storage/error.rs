@@ -11,10 +11,6 @@ pub enum StorageError {
     /// Another writer committed the same command id first; the batch must be run again.
     #[error("a command of the batch was processed concurrently; retrying the batch")]
     ConcurrentCommand,
-    /// This replica no longer holds the leadership of `term`: another was elected, so nothing it
-    /// writes may commit (see `storage::leadership::fence`).
-    #[error("this replica lost the leadership of term {term}; its write was not committed")]
-    Fenced { term: i64 },
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -28,7 +24,6 @@ impl StorageError {
             StorageError::Sqlx(e) => is_transient(e),
             StorageError::Migrate(_) => false,
             StorageError::ConcurrentCommand => true,
-            StorageError::Fenced { .. } => false,
         }
     }
 
@@ -36,7 +31,6 @@ impl StorageError {
     /// and will be refused again.
     pub fn is_fenced(&self) -> bool {
         match self {
-            StorageError::Fenced { .. } => true,
             StorageError::Sqlx(e) => fenced(e),
             _ => false,
         }

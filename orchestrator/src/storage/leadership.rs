@@ -1,8 +1,9 @@
-//! The leadership lease in PostgreSQL (`leadership`, one row): claimed and renewed in one
-//! statement on the database's clock, and the fence that a leader's write transactions check.
+//! The leadership lease in PostgreSQL (`leadership`, one row): claimed and renewed on the
+//! database's clock. The fence of a leader's writes is in the database itself (migration `fence`:
+//! a trigger on every table checks the lease its connection names, `DatabaseSettings::fence`).
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 
 use super::{Result, StorageError};
 
@@ -84,22 +85,4 @@ pub async fn release(pool: &PgPool, me: &str, term: i64) -> Result<()> {
         .execute(pool)
         .await?;
     Ok(())
-}
-
-/// The fence of a leader's write: in the transaction `tx`, checks that `me` still holds `term`
-/// and keeps the lease row locked (FOR SHARE) until the transaction ends, so no successor can be
-/// elected between this check and the commit. Fails with [`StorageError::Fenced`] otherwise:
-/// the transaction must be rolled back and the replica step down.
-pub async fn fence(tx: &mut PgConnection, me: &str, term: i64) -> Result<()> {
-    let held: Option<i64> = sqlx::query_scalar(
-        "SELECT term FROM leadership WHERE holder = $1 AND term = $2 AND expires_at > now() FOR SHARE",
-    )
-    .bind(me)
-    .bind(term)
-    .fetch_optional(&mut *tx)
-    .await?;
-    match held {
-        Some(_) => Ok(()),
-        None => Err(StorageError::Fenced { term }),
-    }
 }
