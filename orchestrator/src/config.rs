@@ -284,6 +284,7 @@ impl DatabaseArgs {
             max_connections: self.database_max_connections,
             acquire_timeout: self.database_acquire_timeout,
             fence: None,
+            application_name: "orchestrator".into(),
         }
     }
 }

@@ -2,7 +2,8 @@
 //! other waits. The leader is paused (SIGSTOP) past its lease: the standby is elected and takes
 //! the work over; the instance that kept beating is never expired, neither by the new leader nor
 //! by the old one when it wakes up (SIGCONT) with its stale view, whose writes the database
-//! refuses; and the old leader steps down by itself.
+//! refuses; and the old leader steps down by itself. A leader that dies is replaced at once,
+//! without waiting for its lease to run out.
 
 mod common;
 
@@ -13,13 +14,13 @@ use orch_protocol::Subjects;
 use orch_testkit::{OrchestratorProcess, ShippedUsers, TempDir};
 use serde_json::Value;
 
-fn replica(name: &str, users: &ShippedUsers, database_url: &str, dir: &TempDir) -> OrchestratorProcess {
+fn replica(name: &str, users: &ShippedUsers, database_url: &str, dir: &TempDir, ttl: &str) -> OrchestratorProcess {
     let env = [
         ("ORCH_NATS_URL", users.nats.url()),
         ("ORCH_CONFIG", users.path("orchestrator.toml").display().to_string()),
         ("ORCH_DATABASE_URL", database_url.to_string()),
         ("ORCH_REPLICA", name.to_string()),
-        ("ORCH_LEASE_TTL", "2s".to_string()),
+        ("ORCH_LEASE_TTL", ttl.to_string()),
         ("ORCH_LOG", "info".to_string()),
         ("ORCH_AGENT_LOG_DIR", dir.path().join("agent-logs").display().to_string()),
     ];
@@ -41,9 +42,9 @@ async fn a_paused_leader_is_replaced_its_late_writes_are_refused_and_it_steps_do
     let database_url = orch_testkit::fresh_database().await;
     let dir = TempDir::new("orch-replicas");
     let _leftovers = common::KillServicesOf(dir.path().join("agent-logs"));
-    let mut a = replica("a", &users, &database_url, &dir);
+    let mut a = replica("a", &users, &database_url, &dir, "2s");
     a.wait_ready(Duration::from_secs(60));
-    let b = replica("b", &users, &database_url, &dir);
+    let b = replica("b", &users, &database_url, &dir, "2s");
     let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
     assert_eq!(holder(&pool).await, Some(("a".into(), 1)));
 
@@ -109,4 +110,39 @@ async fn a_paused_leader_is_replaced_its_late_writes_are_refused_and_it_steps_do
     assert_eq!(health, "passing");
     drop(b);
     drop(a);
+}
+
+/// A leader that dies (SIGKILL) is replaced without waiting for its lease to run out: its
+/// standby sees that it has no session left in PostgreSQL and takes the lease over at once with
+/// the next term. The lease here lasts 30 s; the takeover must come well before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_before_its_lease_runs_out() {
+    let users = ShippedUsers::start_with_harness(&[]);
+    let database_url = orch_testkit::fresh_database().await;
+    let dir = TempDir::new("orch-replicas");
+    let _leftovers = common::KillServicesOf(dir.path().join("agent-logs"));
+    let mut a = replica("a", &users, &database_url, &dir, "30s");
+    a.wait_ready(Duration::from_secs(60));
+    let b = replica("b", &users, &database_url, &dir, "30s");
+    let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
+    // b has seen a's lease (its standby claims run).
+    let b_log = dir.path().join("b.log");
+    eventually(Duration::from_secs(30), "b a standby", || async {
+        std::fs::read_to_string(&b_log).unwrap_or_default().contains("replica started").then_some(())
+    })
+    .await;
+    let killed_at = std::time::Instant::now();
+    a.kill();
+    let term = eventually(Duration::from_secs(10), "b elected before a's 30 s lease ran out", || async {
+        holder(&pool).await.and_then(|(name, term)| (name == "b").then_some(term))
+    })
+    .await;
+    assert_eq!(term, 2);
+    eprintln!("b elected {:?} after a was killed", killed_at.elapsed());
+    let port = b.http_port;
+    eventually(Duration::from_secs(60), "b serving", || async move {
+        let ready = tokio::task::spawn_blocking(move || orch_testkit::http_get(port, "/readyz")).await.unwrap();
+        ready.is_ok_and(|(status, _)| status == 200).then_some(())
+    })
+    .await;
 }

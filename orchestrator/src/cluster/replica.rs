@@ -23,6 +23,8 @@ pub async fn run(
     lease: LeaseSettings,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let mut settings = settings;
+    settings.database.application_name = application_name(&name);
     let pool = storage::pool(&settings.database)?;
     storage::migrate(&pool).await?;
     let (actions_tx, mut actions) = mpsc::unbounded_channel();
@@ -74,14 +76,40 @@ async fn stop_work(running: crate::Running) {
     }
 }
 
+/// The name a replica's connections carry (`application_name`): a standby sees whether the
+/// leader still has any session, and when it has none (its process died) need not wait for the
+/// lease to run out. Safety does not rest on it: a claim it forces takes a new term, which fences
+/// a leader that was only cut off.
+pub fn application_name(replica: &str) -> String {
+    format!("orchestrator:{replica}")
+}
+
+/// True when the lease's holder has no session left in PostgreSQL.
+async fn sessions_gone(pool: &sqlx::PgPool, holder: &str) -> bool {
+    sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = $1)")
+        .bind(application_name(holder))
+        .fetch_one(pool)
+        .await
+        .unwrap_or(false)
+}
+
 /// Claims or renews the lease whenever the machine says so; sends on what it decided.
 async fn claim_loop(pool: sqlx::PgPool, name: String, settings: LeaseSettings, out: mpsc::UnboundedSender<Action>) {
     let mut lease = Lease::new(settings);
-    let mut tick = tokio::time::interval((settings.renew_every / 4).max(Duration::from_millis(10)));
+    // Often enough that a dead leader is seen within a quarter of a second, whatever the TTL.
+    let mut tick =
+        tokio::time::interval((settings.renew_every / 4).clamp(Duration::from_millis(10), Duration::from_millis(250)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        for action in lease.tick(Instant::now(), false) {
+        // A standby whose leader has no session left knows it died.
+        let holder_gone = match lease.role() {
+            super::Role::Standby { leader: Some(leader) } if leader.holder != name => {
+                sessions_gone(&pool, &leader.holder).await
+            }
+            _ => false,
+        };
+        for action in lease.tick(Instant::now(), holder_gone) {
             let Action::Claim { term, force } = action else {
                 let _ = out.send(action);
                 continue;

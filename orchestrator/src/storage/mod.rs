@@ -33,6 +33,9 @@ pub struct DatabaseSettings {
     /// change is then refused once another replica leads (migration `fence`). `None`: one
     /// orchestrator, not fenced.
     pub fence: Option<String>,
+    /// The name its connections show in `pg_stat_activity` (`orchestrator`, or
+    /// `orchestrator:<replica>` for a replica, whose standbys look for its sessions).
+    pub application_name: String,
 }
 
 impl Default for DatabaseSettings {
@@ -42,6 +45,7 @@ impl Default for DatabaseSettings {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
             fence: None,
+            application_name: "orchestrator".into(),
         }
     }
 }
@@ -57,7 +61,7 @@ pub fn pool(settings: &DatabaseSettings) -> Result<PgPool> {
         .parse::<PgConnectOptions>()
         .map_err(StorageError::from)?
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2))
-        .application_name("orchestrator")
+        .application_name(&settings.application_name)
         // Every statement takes arrays whose size changes with the batch; a cached generic plan
         // made for one size (or for an empty table) can turn an index lookup into a table scan.
         .options([("plan_cache_mode", "force_custom_plan")]);
