@@ -27,6 +27,40 @@ fn replica(name: &str, users: &ShippedUsers, database_url: &str, dir: &TempDir, 
     OrchestratorProcess::start(env!("CARGO_BIN_EXE_orchestrator"), &env, dir.path().join(format!("{name}.log")))
 }
 
+/// Two replicas with a lease of `ttl`: `a`, the leader (serving), and `b`, started after it.
+struct Pair {
+    a: OrchestratorProcess,
+    b: OrchestratorProcess,
+    pool: sqlx::PgPool,
+    _leftovers: common::KillServicesOf,
+    dir: TempDir,
+    users: ShippedUsers,
+}
+
+impl Pair {
+    async fn start(ttl: &str) -> Pair {
+        let users = ShippedUsers::start_with_harness(&[]);
+        let database_url = orch_testkit::fresh_database().await;
+        let dir = TempDir::new("orch-replicas");
+        let _leftovers = common::KillServicesOf(dir.path().join("agent-logs"));
+        let mut a = replica("a", &users, &database_url, &dir, ttl);
+        a.wait_ready(Duration::from_secs(60));
+        let b = replica("b", &users, &database_url, &dir, ttl);
+        let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
+        Pair { a, b, pool, _leftovers, dir, users }
+    }
+}
+
+/// Waits until `replica` answers `/readyz` with 200: it leads and serves.
+async fn serving(replica: &OrchestratorProcess) {
+    let port = replica.http_port;
+    eventually(Duration::from_secs(60), "the new leader serving", || async move {
+        let ready = tokio::task::spawn_blocking(move || orch_testkit::http_get(port, "/readyz")).await.unwrap();
+        ready.is_ok_and(|(status, _)| status == 200).then_some(())
+    })
+    .await;
+}
+
 async fn holder(pool: &sqlx::PgPool) -> Option<(String, i64)> {
     sqlx::query_as("SELECT holder, term FROM leadership").fetch_optional(pool).await.unwrap()
 }
@@ -38,15 +72,8 @@ fn signal(process: &OrchestratorProcess, signal: i32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_is_replaced_its_late_writes_are_refused_and_it_steps_down() {
-    let users = ShippedUsers::start_with_harness(&[]);
-    let database_url = orch_testkit::fresh_database().await;
-    let dir = TempDir::new("orch-replicas");
-    let _leftovers = common::KillServicesOf(dir.path().join("agent-logs"));
-    let mut a = replica("a", &users, &database_url, &dir, "2s");
-    a.wait_ready(Duration::from_secs(60));
-    let b = replica("b", &users, &database_url, &dir, "2s");
-    let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
-    assert_eq!(holder(&pool).await, Some(("a".into(), 1)));
+    let Pair { a, b, pool, dir, users, .. } = &mut Pair::start("2s").await;
+    assert_eq!(holder(pool).await, Some(("a".into(), 1)));
 
     // An instance that keeps beating (every 300 ms, TTL 3 s), registered through the leader.
     let client = users.connect("harness").await;
@@ -65,18 +92,13 @@ async fn a_paused_leader_is_replaced_its_late_writes_are_refused_and_it_steps_do
     });
 
     // The leader pauses past its lease: b is elected with the next term and takes over.
-    signal(&a, libc::SIGSTOP);
+    signal(a, libc::SIGSTOP);
     let term = eventually(Duration::from_secs(30), "b elected", || async {
-        holder(&pool).await.and_then(|(name, term)| (name == "b").then_some(term))
+        holder(pool).await.and_then(|(name, term)| (name == "b").then_some(term))
     })
     .await;
     assert!(term >= 2, "a new term: {term}");
-    let port = b.http_port;
-    eventually(Duration::from_secs(60), "b serving", || async move {
-        let ready = tokio::task::spawn_blocking(move || orch_testkit::http_get(port, "/readyz")).await.unwrap();
-        ready.is_ok_and(|(status, _)| status == 200).then_some(())
-    })
-    .await;
+    serving(b).await;
     // A request reaches the new leader (asked again while it went to the paused one).
     eventually(Duration::from_secs(30), "a registration answered by b", || async {
         let request = client.request(subjects.request("registry", "register"), registration("later", "web", 30).into());
@@ -87,13 +109,13 @@ async fn a_paused_leader_is_replaced_its_late_writes_are_refused_and_it_steps_do
 
     // a wakes up with a stale view (its lease of `beater` long overdue): it steps down by itself,
     // and nothing it tried to write on the way landed.
-    signal(&a, libc::SIGCONT);
+    signal(a, libc::SIGCONT);
     let log = dir.path().join("a.log");
     eventually(Duration::from_secs(30), "a steps down", || async {
         std::fs::read_to_string(&log).unwrap_or_default().contains("stepped down").then_some(())
     })
     .await;
-    assert_eq!(holder(&pool).await, Some(("b".into(), term)), "b still leads, in the term it was elected for");
+    assert_eq!(holder(pool).await, Some(("b".into(), term)), "b still leads, in the term it was elected for");
     let said = std::fs::read_to_string(&log).unwrap_or_default();
     for line in said.lines().filter(|l| l.contains("lease") || l.contains("stepped down")) {
         eprintln!("a: {line}");
@@ -106,10 +128,8 @@ async fn a_paused_leader_is_replaced_its_late_writes_are_refused_and_it_steps_do
         events.iter().filter(|e| e["type"] == "io.orch.registry.expired.v1" && e["subject"] == "beater").collect();
     assert!(expired.is_empty(), "the instance that kept beating was expired: {expired:?}");
     let health: String =
-        sqlx::query_scalar("SELECT health FROM instances WHERE id = 'beater'").fetch_one(&pool).await.unwrap();
+        sqlx::query_scalar("SELECT health FROM instances WHERE id = 'beater'").fetch_one(&*pool).await.unwrap();
     assert_eq!(health, "passing");
-    drop(b);
-    drop(a);
 }
 
 /// A leader that dies (SIGKILL) is replaced without waiting for its lease to run out: its
@@ -117,14 +137,7 @@ async fn a_paused_leader_is_replaced_its_late_writes_are_refused_and_it_steps_do
 /// the next term. The lease here lasts 30 s; the takeover must come well before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_is_replaced_before_its_lease_runs_out() {
-    let users = ShippedUsers::start_with_harness(&[]);
-    let database_url = orch_testkit::fresh_database().await;
-    let dir = TempDir::new("orch-replicas");
-    let _leftovers = common::KillServicesOf(dir.path().join("agent-logs"));
-    let mut a = replica("a", &users, &database_url, &dir, "30s");
-    a.wait_ready(Duration::from_secs(60));
-    let b = replica("b", &users, &database_url, &dir, "30s");
-    let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
+    let Pair { a, b, pool, dir, .. } = &mut Pair::start("30s").await;
     // b has seen a's lease (its standby claims run).
     let b_log = dir.path().join("b.log");
     eventually(Duration::from_secs(30), "b a standby", || async {
@@ -134,15 +147,10 @@ async fn a_killed_leader_is_replaced_before_its_lease_runs_out() {
     let killed_at = std::time::Instant::now();
     a.kill();
     let term = eventually(Duration::from_secs(10), "b elected before a's 30 s lease ran out", || async {
-        holder(&pool).await.and_then(|(name, term)| (name == "b").then_some(term))
+        holder(pool).await.and_then(|(name, term)| (name == "b").then_some(term))
     })
     .await;
     assert_eq!(term, 2);
     eprintln!("b elected {:?} after a was killed", killed_at.elapsed());
-    let port = b.http_port;
-    eventually(Duration::from_secs(60), "b serving", || async move {
-        let ready = tokio::task::spawn_blocking(move || orch_testkit::http_get(port, "/readyz")).await.unwrap();
-        ready.is_ok_and(|(status, _)| status == 200).then_some(())
-    })
-    .await;
+    serving(b).await;
 }

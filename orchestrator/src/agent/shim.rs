@@ -152,19 +152,14 @@ impl ShimState {
     /// The service's first process runs now and still leads its group: signalling the group
     /// reaches this service, not a process that took a reused pid.
     pub fn service_alive(&self) -> bool {
-        self.boot == boot_id() && start_time(self.pid) == Some(self.pid_start) && group_of(self.pid) == Some(self.pid)
+        self.boot == boot_id()
+            && stat(self.pid).is_some_and(|s| !s.zombie && s.start == self.pid_start && s.group == self.pid)
     }
 }
 
 /// This boot's id; empty where the kernel does not say.
 pub fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
-}
-
-/// The process group of process `pid` (field 5 of /proc/PID/stat).
-fn group_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// How a service ended, as its shim recorded it in `<run-dir>/<service>.exit`: `code` is the exit
@@ -215,18 +210,26 @@ pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
 /// The start time of process `pid` in clock ticks since boot (field 22 of /proc/PID/stat), or
 /// `None` when it does not run (a zombie counts as ended).
 pub fn start_time(pid: u32) -> Option<u64> {
-    match stat_start(pid)? {
-        ("Z", _) => None,
-        (_, start) => Some(start),
-    }
+    stat(pid).filter(|s| !s.zombie).map(|s| s.start)
 }
 
-/// The state letter and start time of process `pid`, a zombie included.
-fn stat_start(pid: u32) -> Option<(&'static str, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let state = if fields.first() == Some(&"Z") { "Z" } else { "" };
-    Some((state, fields.get(19)?.parse().ok()?))
+/// What /proc/PID/stat says of a process, a zombie included.
+struct Stat {
+    zombie: bool,
+    /// Its process group (field 5).
+    group: u32,
+    /// Clock ticks since boot (field 22).
+    start: u64,
+}
+
+fn stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(Stat {
+        zombie: fields.first() == Some(&"Z"),
+        group: fields.get(2)?.parse().ok()?,
+        start: fields.get(19)?.parse().ok()?,
+    })
 }
 
 fn now_ms() -> u64 {
@@ -290,7 +293,7 @@ fn run(args: ShimArgs) -> ExitCode {
     };
     let pid = child.id();
     // The service may have ended already (a zombie until reaped below): its start time still is.
-    let (Some(shim_start), Some((_, pid_start))) = (start_time(std::process::id()), stat_start(pid)) else {
+    let (Some(shim_start), Some(pid_start)) = (start_time(std::process::id()), stat(pid).map(|s| s.start)) else {
         // Without start times a later agent could not tell these processes from others.
         // SAFETY: kill(2) has no memory effects.
         unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };

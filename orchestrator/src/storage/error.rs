@@ -20,7 +20,6 @@ impl StorageError {
     /// down or starting, serialization failures, lack of resources.
     pub fn is_transient(&self) -> bool {
         match self {
-            StorageError::Sqlx(e) if fenced(e) => false,
             StorageError::Sqlx(e) => is_transient(e),
             StorageError::Migrate(_) => false,
             StorageError::ConcurrentCommand => true,
