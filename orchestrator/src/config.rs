@@ -344,6 +344,12 @@ pub struct ServeArgs {
     #[arg(long, env = "ORCH_LEASE_TTL", default_value = "5s", value_parser = positive_duration)]
     pub lease_ttl: Duration,
 
+    /// The URL other replicas forward HTTP requests to when this replica leads (`--replica`):
+    /// what they can reach this one's `--http-addr` at, e.g. `http://orchestrator-a:8080`.
+    /// Defaults to `http://<--http-addr>` (the host's name when it listens on every address).
+    #[arg(long, env = "ORCH_ADVERTISE_URL", value_parser = http_url)]
+    pub advertise_url: Option<String>,
+
     /// Name this orchestrator gives its NATS connection (visible in server monitoring).
     #[arg(long, env = "ORCH_NATS_NAME", default_value = "orchestrator")]
     pub nats_name: String,
@@ -801,13 +807,18 @@ impl ServeArgs {
     /// The orchestrator's settings, checked ([`Settings::validate`]). The embedded agent runs
     /// its services under `--agent-shim` when given; the binary defaults it to itself.
     /// The replica's name and lease, when it runs as one of a group (`--replica`).
-    pub fn replica(&self) -> Result<Option<(String, crate::cluster::LeaseSettings)>, String> {
+    pub fn replica(&self) -> Result<Option<crate::cluster::replica::ReplicaSettings>, String> {
         let Some(name) = &self.replica else { return Ok(None) };
-        if name.is_empty() || name.len() > 63 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            return Err(format!("--replica {name:?}: 1-63 letters, digits, '-', '_' or '.'"));
+        // A subject token (its events are `orch.evt.cluster.<replica>.…`).
+        if name.is_empty() || name.len() > 63 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) {
+            return Err(format!("--replica {name:?}: 1-63 letters, digits, '-' or '_'"));
         }
         let renew_every = (self.lease_ttl / 5).max(Duration::from_millis(50));
-        Ok(Some((name.clone(), crate::cluster::LeaseSettings { ttl: self.lease_ttl, renew_every })))
+        Ok(Some(crate::cluster::replica::ReplicaSettings {
+            name: name.clone(),
+            lease: crate::cluster::LeaseSettings { ttl: self.lease_ttl, renew_every },
+            advertise_url: self.advertise_url.clone(),
+        }))
     }
 
     pub fn settings(&self) -> Result<Settings, String> {
@@ -913,10 +924,24 @@ impl ServeArgs {
                 manifests: self.manifest_versions_kept,
                 startup_runs: self.startup_runs_kept,
             },
+            replica: None,
         };
         settings.validate().map_err(|e| format!("{}: {}", flag_of(e.setting), e.message))?;
         Ok(settings)
     }
+}
+
+/// An `http://` or `https://` URL without a path.
+fn http_url(text: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host_str().is_none()
+        || url.path() != "/"
+        || url.query().is_some()
+    {
+        return Err(format!("{text:?}: expected http://HOST[:PORT] or https://HOST[:PORT], without a path"));
+    }
+    Ok(text.trim_end_matches('/').to_string())
 }
 
 /// The flag (and config-file key) of a setting named by its place in `Settings`.

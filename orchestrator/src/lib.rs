@@ -171,6 +171,24 @@ fn nats_authentication(settings: &Settings) -> anyhow::Result<()> {
 
 /// Starts the orchestrator. Waits for PostgreSQL and NATS when they are not reachable yet.
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
+    start_with(settings, Listen::Bind).await
+}
+
+/// Starts the orchestrator behind a listener it does not own (a replica's front, at
+/// `front_addr`): the caller serves [`Running::router`].
+pub async fn start_behind(settings: Settings, front_addr: SocketAddr) -> anyhow::Result<Running> {
+    start_with(settings, Listen::Behind(front_addr)).await
+}
+
+/// Where the HTTP application is served.
+enum Listen {
+    /// On a listener of its own, at `settings.http.addr`.
+    Bind,
+    /// By the caller, at this address.
+    Behind(SocketAddr),
+}
+
+async fn start_with(settings: Settings, listen: Listen) -> anyhow::Result<Running> {
     let started = Instant::now();
     settings.validate()?;
     let subjects = Subjects::new(&settings.subject_prefix)?;
@@ -375,10 +393,23 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     tasks.push(priority_task);
     tasks.push(controller_task);
 
-    let listener = tokio::net::TcpListener::bind(settings.http.addr)
-        .await
-        .with_context(|| format!("binding the HTTP API to {}", settings.http.addr))?;
-    let http_addr = listener.local_addr()?;
+    // One orchestrator alone answers `orch.req.cluster.status` itself; replicas answer it from
+    // their own connection, standbys too (`cluster::replica`).
+    if settings.replica.is_none() {
+        tasks.push(
+            cluster::requests::start(client.clone(), subjects.clone(), pool.clone(), None, shutdown_rx.clone()).await?,
+        );
+    }
+    let (listener, http_addr) = match listen {
+        Listen::Bind => {
+            let listener = tokio::net::TcpListener::bind(settings.http.addr)
+                .await
+                .with_context(|| format!("binding the HTTP API to {}", settings.http.addr))?;
+            let addr = listener.local_addr()?;
+            (Some(listener), addr)
+        }
+        Listen::Behind(addr) => (None, addr),
+    };
     let state = http::AppState {
         registry: registry.clone(),
         pool: pool.clone(),
@@ -395,6 +426,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         dashboard_dir: settings.http.dashboard_dir.clone(),
         browser: Arc::new(settings.http.browser_guard(http_addr)),
         limits: http::server::RequestLimits::new(&settings.http.limits),
+        replica: settings.replica.clone(),
     };
     if !settings.http.dashboard_dir.join("index.html").is_file() {
         tracing::warn!(
@@ -404,7 +436,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     }
     let app = http::app(state);
     let router = app.clone();
-    tasks.push(tokio::spawn(http::server::serve(listener, app, settings.http.limits, shutdown_rx.clone())));
+    if let Some(listener) = listener {
+        tasks.push(tokio::spawn(http::server::serve(listener, app, settings.http.limits, shutdown_rx.clone())));
+    }
 
     tracing::info!(
         http = %http_addr,

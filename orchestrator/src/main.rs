@@ -61,8 +61,8 @@ async fn run(cli: config::Cli) -> ExitCode {
             }
             match args.replica() {
                 Ok(None) => {}
-                Ok(Some((name, lease))) => {
-                    return match orchestrator::cluster::replica::run(settings, name, lease, wait_for_signal()).await {
+                Ok(Some(replica)) => {
+                    return match orchestrator::cluster::replica::run(settings, replica, wait_for_signal()).await {
                         Ok(()) => ExitCode::SUCCESS,
                         Err(e) => {
                             tracing::error!(error = format!("{e:#}"), "replica failed");

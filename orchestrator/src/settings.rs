@@ -32,6 +32,9 @@ pub struct Settings {
     pub agent: Option<AgentSettings>,
     pub http: HttpSettings,
     pub retention: Retention,
+    /// The replica this runs as (`serve --replica`, set by `cluster::replica::run`); `None`: one
+    /// orchestrator alone.
+    pub replica: Option<String>,
 }
 
 impl Default for Settings {
@@ -47,6 +50,7 @@ impl Default for Settings {
             agent: Some(AgentSettings::default()),
             http: HttpSettings::default(),
             retention: Retention::default(),
+            replica: None,
         }
     }
 }

@@ -36,7 +36,7 @@ async fn leader(pool: &PgPool, me: &str, term: i64) -> PgPool {
 
 /// The lease a claim left, and whether the claim got it.
 async fn claim(pool: &PgPool, me: &str, term: Option<i64>, ttl: Duration, force: bool) -> (Holder, bool) {
-    match leadership::claim(pool, me, term, ttl, force).await.unwrap() {
+    match leadership::claim(pool, &orch_protocol::Subjects::default(), me, term, ttl, force).await.unwrap() {
         Claim::Claimed(holder) => (holder, true),
         Claim::HeldBy(holder) => (holder, false),
     }
@@ -164,4 +164,51 @@ async fn a_connection_under_a_lost_lease_is_refused_by_every_table() {
     assert!(StorageError::from(refused).is_fenced(), "every table");
     // An unfenced connection (one orchestrator alone, tools) is not affected.
     sqlx::query("DELETE FROM scratch").execute(&pool).await.unwrap();
+}
+
+/// Each new term is committed with its events in the outbox (shard -3): `leader_elected`, and the
+/// `leader_lost` of the term it ended; a renewal writes none.
+#[tokio::test]
+async fn each_new_term_is_committed_with_its_elected_and_lost_events() {
+    let pool = database().await;
+    let events = || async {
+        let rows: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT subject, payload FROM outbox WHERE shard = -3 ORDER BY seq")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        rows.into_iter()
+            .map(|(subject, payload)| (subject, serde_json::from_slice::<serde_json::Value>(&payload).unwrap()))
+            .collect::<Vec<_>>()
+    };
+    claim(&pool, "a", None, TTL, false).await;
+    claim(&pool, "a", Some(1), TTL, false).await;
+    let first = events().await;
+    assert_eq!(first.len(), 1, "the renewal made no event: {first:?}");
+    assert_eq!(first[0].0, "orch.evt.cluster.a.leader_elected");
+    assert_eq!(first[0].1["type"], "io.orch.cluster.leader_elected.v1");
+    assert_eq!(first[0].1["data"]["term"], 1);
+    assert_eq!(first[0].1["data"]["reason"], "first");
+
+    // b forces the lease (a's sessions are gone): a's term ends, b's begins.
+    claim(&pool, "b", None, TTL, true).await;
+    let all = events().await;
+    let subjects: Vec<&str> = all.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        subjects,
+        ["orch.evt.cluster.a.leader_elected", "orch.evt.cluster.a.leader_lost", "orch.evt.cluster.b.leader_elected"]
+    );
+    let lost = &all[1].1["data"];
+    assert_eq!((lost["replica"].as_str(), lost["term"].as_i64()), (Some("a"), Some(1)));
+    assert_eq!((lost["successor"].as_str(), lost["successor_term"].as_i64()), (Some("b"), Some(2)));
+    assert_eq!(lost["reason"], "holder_gone");
+    let elected = &all[2].1["data"];
+    assert_eq!((elected["term"].as_i64(), elected["previous"].as_str()), (Some(2), Some("a")));
+
+    // A lease that ran out: the next term names why.
+    leadership::release(&pool, "b", 2).await.unwrap();
+    claim(&pool, "c", None, TTL, false).await;
+    let all = events().await;
+    assert_eq!(all.last().unwrap().1["data"]["reason"], "lease_ended");
+    assert_eq!(all[all.len() - 2].0, "orch.evt.cluster.b.leader_lost");
 }

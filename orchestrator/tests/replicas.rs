@@ -51,12 +51,13 @@ impl Pair {
     }
 }
 
-/// Waits until `replica` answers `/readyz` with 200: it leads and serves.
+/// Waits until `replica` answers `/readyz` with 200 as the leader: it leads and serves.
 async fn serving(replica: &OrchestratorProcess) {
     let port = replica.http_port;
     eventually(Duration::from_secs(60), "the new leader serving", || async move {
         let ready = tokio::task::spawn_blocking(move || orch_testkit::http_get(port, "/readyz")).await.unwrap();
-        ready.is_ok_and(|(status, _)| status == 200).then_some(())
+        let (status, body) = ready.ok()?;
+        (status == 200 && serde_json::from_str::<Value>(&body).ok()?["role"] == "leader").then_some(())
     })
     .await;
 }
@@ -153,4 +154,109 @@ async fn a_killed_leader_is_replaced_before_its_lease_runs_out() {
     assert_eq!(term, 2);
     eprintln!("b elected {:?} after a was killed", killed_at.elapsed());
     serving(b).await;
+}
+
+fn http(replica: &OrchestratorProcess, method: &'static str, path: &str, body: Option<String>) -> (u16, Value) {
+    let (status, text) = orch_testkit::http_request(replica.http_port, method, path, body.as_deref()).unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// A client may talk to any replica: a standby answers who leads (HTTP and NATS), forwards
+/// writes and reads to the leader, and, when the leader dies, becomes it and takes writes
+/// itself; the group's history is on the events stream (`leader_lost`, `leader_elected`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_replica_answers_a_standby_forwards_to_the_leader_and_takes_over() {
+    let Pair { a, b, users, .. } = &mut Pair::start("30s").await;
+    let b_port = b.http_port;
+    eventually(Duration::from_secs(60), "b a ready standby", || async move {
+        let (status, body) =
+            tokio::task::spawn_blocking(move || orch_testkit::http_get(b_port, "/readyz")).await.unwrap().ok()?;
+        (status == 200 && body.contains(r#""role":"standby""#)).then_some(())
+    })
+    .await;
+
+    let (status, view) = http(b, "GET", "/api/v1/cluster", None);
+    assert_eq!(status, 200, "{view}");
+    assert_eq!((view["mode"].as_str(), view["answered_by"].as_str()), (Some("replicated"), Some("b")));
+    assert_eq!((view["leader"]["replica"].as_str(), view["leader"]["term"].as_i64()), (Some("a"), Some(1)));
+    let roles: Vec<(String, String)> = view["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap().into(), r["role"].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(roles, [("a".into(), "leader".into()), ("b".into(), "standby".into())]);
+    let a_url = format!("http://127.0.0.1:{}", a.http_port);
+    assert_eq!(view["replicas"][0]["http_url"], a_url.as_str());
+
+    // The same over NATS, answered by whichever replica.
+    let client = users.connect("harness").await;
+    let subjects = Subjects::default();
+    let reply = client.request(subjects.request("cluster", "status"), "".into()).await.unwrap();
+    let over_nats: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(over_nats["leader"]["replica"], "a");
+    let refused = client.request(subjects.request("cluster", "status"), "[1]".into()).await.unwrap();
+    let refused: Value = serde_json::from_slice(&refused.payload).unwrap();
+    assert_eq!(refused["error"]["field"], "payload", "{refused}");
+
+    // A write and a read sent to the standby are answered by the leader.
+    let body = registration("via-standby", "web", 30).to_string();
+    let (status, registered) = http(b, "POST", "/api/v1/services", Some(body));
+    assert_eq!(status, 201, "{registered}");
+    let (status, got) = http(a, "GET", "/api/v1/services/via-standby", None);
+    assert_eq!((status, got["id"].as_str()), (200, Some("via-standby")), "the leader has it: {got}");
+    let (status, got) = http(b, "GET", "/api/v1/services/via-standby", None);
+    assert_eq!((status, got["id"].as_str()), (200, Some("via-standby")), "read through the standby: {got}");
+    // Bad input is refused by the leader with the usual error, through the standby.
+    let (status, refused) = http(b, "POST", "/api/v1/services", Some(r#"{"name": 7}"#.into()));
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused["error"]["code"].is_string(), "{refused}");
+
+    // The leader dies: b takes over and takes writes itself.
+    a.kill();
+    let after = eventually(Duration::from_secs(60), "a write answered after the failover", || async {
+        let body = registration("after-failover", "web", 30).to_string();
+        let (status, _) = tokio::task::spawn_blocking(move || {
+            orch_testkit::http_request(b_port, "POST", "/api/v1/services", Some(&body))
+        })
+        .await
+        .unwrap()
+        .ok()?;
+        // 201 the first time, 200 if an earlier try was applied without its answer arriving.
+        matches!(status, 200 | 201).then_some(status)
+    })
+    .await;
+    eprintln!("write after the failover answered {after}");
+    serving(b).await;
+    let (_, view) = http(b, "GET", "/api/v1/cluster", None);
+    assert_eq!((view["leader"]["replica"].as_str(), view["leader"]["term"].as_i64()), (Some("b"), Some(2)));
+    let (_, metrics) = http(b, "GET", "/metrics", None);
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    assert!(metrics.contains(r#"orch_cluster_leader{replica="b"} 1"#), "{metrics}");
+    assert!(metrics.contains("orch_commands_total"), "the orchestrator's own figures too");
+
+    let js = async_nats::jetstream::new(client.clone());
+    let history = eventually(Duration::from_secs(30), "the leadership events", || {
+        let js = js.clone();
+        let subjects = subjects.clone();
+        async move {
+            let events = read_stream(&js, &subjects.events_stream(), Some("orch.evt.cluster.>")).await;
+            let kinds: Vec<String> = events
+                .iter()
+                .map(|e| {
+                    format!("{} {}", e["type"].as_str().unwrap_or(""), e["data"]["replica"].as_str().unwrap_or(""))
+                })
+                .collect();
+            (kinds.len() >= 3).then_some(kinds)
+        }
+    })
+    .await;
+    assert_eq!(
+        history,
+        [
+            "io.orch.cluster.leader_elected.v1 a",
+            "io.orch.cluster.leader_lost.v1 a",
+            "io.orch.cluster.leader_elected.v1 b",
+        ]
+    );
 }

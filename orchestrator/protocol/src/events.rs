@@ -63,10 +63,15 @@ pub enum EventKind {
     /// A node's pressure crossed a threshold (domain `resource`, node name as the service token).
     PressureHigh,
     PressureCleared,
+    /// A replica took the group's lease with a new term (domain `cluster`, the replica's name as
+    /// the service token, data [`LeaderElectedData`]).
+    LeaderElected,
+    /// A replica's term ended because another took the lease (data [`LeaderLostData`]).
+    LeaderLost,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 44] = [
+    pub const ALL: [EventKind; 46] = [
         EventKind::Registered,
         EventKind::Updated,
         EventKind::Deregistered,
@@ -111,6 +116,8 @@ impl EventKind {
         EventKind::Restored,
         EventKind::PressureHigh,
         EventKind::PressureCleared,
+        EventKind::LeaderElected,
+        EventKind::LeaderLost,
     ];
 
     /// Domain token of the subject: `registry`, `health`, `lifecycle` or `system`.
@@ -144,6 +151,7 @@ impl EventKind {
             | EventKind::Restored => "lifecycle",
             EventKind::Priority(_) => "priority",
             EventKind::PressureHigh | EventKind::PressureCleared => "resource",
+            EventKind::LeaderElected | EventKind::LeaderLost => "cluster",
         }
     }
 
@@ -179,6 +187,8 @@ impl EventKind {
             EventKind::Restored => "restored",
             EventKind::PressureHigh => "pressure_high",
             EventKind::PressureCleared => "pressure_cleared",
+            EventKind::LeaderElected => "leader_elected",
+            EventKind::LeaderLost => "leader_lost",
         }
     }
 
@@ -233,6 +243,8 @@ impl EventKind {
             EventKind::Restored => "io.orch.lifecycle.restored.v1",
             EventKind::PressureHigh => "io.orch.resource.pressure_high.v1",
             EventKind::PressureCleared => "io.orch.resource.pressure_cleared.v1",
+            EventKind::LeaderElected => "io.orch.cluster.leader_elected.v1",
+            EventKind::LeaderLost => "io.orch.cluster.leader_lost.v1",
         }
     }
 
@@ -416,6 +428,47 @@ pub struct CheckerLagData {
     /// The configured drift above which the checker reports lagging.
     pub max_drift_ms: f64,
     pub message: String,
+}
+
+/// Why a term ended and the next began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Succession {
+    /// No replica held the lease before: the group's first term.
+    First,
+    /// The lease ran out: its holder stopped (a stopping leader gives it up at once), paused, or
+    /// was cut off from PostgreSQL for longer than the lease.
+    LeaseEnded,
+    /// The holder had no session left in PostgreSQL (its process died): taken before the lease
+    /// ran out.
+    HolderGone,
+}
+
+/// Data of `leader_elected`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderElectedData {
+    /// The replica that leads now.
+    pub replica: String,
+    /// Its term: one more than the one before; every write of an older term is refused.
+    pub term: i64,
+    /// When the term began (PostgreSQL's clock).
+    pub since: DateTime<Utc>,
+    /// The replica whose term ended, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    pub reason: Succession,
+}
+
+/// Data of `leader_lost`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderLostData {
+    /// The replica whose term ended.
+    pub replica: String,
+    pub term: i64,
+    /// The replica that leads now, and its term.
+    pub successor: String,
+    pub successor_term: i64,
+    pub reason: Succession,
 }
 
 /// An event ready to publish: its id (also the `Nats-Msg-Id`), subject and serialized body.

@@ -28,6 +28,8 @@ pub mod verbs {
     pub const RESTART: &str = "restart";
     pub const PROFILE: &str = "profile";
     pub const PRIORITY: &str = "priority";
+    /// The group of replicas (`orch.req.cluster.status`), answered by every replica.
+    pub const CLUSTER: &str = "cluster";
     pub const SET: &str = "set";
     pub const CLEAR: &str = "clear";
     pub const POLICY: &str = "policy";

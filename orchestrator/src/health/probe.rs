@@ -231,6 +231,7 @@ impl Prober {
 }
 
 fn http_client(accept_invalid_certs: bool, targets: &Arc<CheckTargets>) -> reqwest::Result<reqwest::Client> {
+    crate::tls::install_crypto_provider();
     reqwest::Client::builder()
         // Checks target instances directly; a proxy from the environment would test the proxy.
         .no_proxy()

@@ -6,7 +6,8 @@
 //! ([`observe`]).
 
 pub mod auth;
-mod browser;
+pub(crate) mod browser;
+mod cluster;
 mod dashboard;
 mod discovery;
 mod error;
@@ -124,6 +125,8 @@ pub struct AppState {
     pub browser: Arc<browser::BrowserGuard>,
     /// Requests in flight and how long each may take.
     pub limits: server::RequestLimits,
+    /// The replica this runs as (`serve --replica`), `None` for one orchestrator alone.
+    pub replica: Option<String>,
 }
 
 impl HttpSettings {
@@ -166,6 +169,7 @@ pub(crate) fn api_routes(manifest_max_bytes: usize) -> OpenApiRouter<AppState> {
                 .merge(health::router())
                 .merge(priorities::router())
                 .merge(stack::router(manifest_max_bytes))
+                .merge(cluster::router())
                 .merge(openapi::router())
                 .routes(routes!(auth::whoami))
                 .routes(routes!(ws::feed)),

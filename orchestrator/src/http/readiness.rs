@@ -38,6 +38,9 @@ struct Readiness {
     nats: bool,
     /// Leases held.
     instances: usize,
+    /// `single` for one orchestrator alone, `leader` for the replica that leads (a standby
+    /// answers `standby`, see docs/protocol.md).
+    role: &'static str,
 }
 
 /// The orchestrator can serve: PostgreSQL answers and NATS is connected
@@ -55,5 +58,6 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let postgres = storage::ping(&state.pool).await;
     let nats = state.nats.connection_state() == async_nats::connection::State::Connected;
     let status = if postgres && nats { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(Readiness { postgres, nats, instances: state.registry.leases.len() }))
+    let role = if state.replica.is_some() { "leader" } else { "single" };
+    (status, Json(Readiness { postgres, nats, instances: state.registry.leases.len(), role }))
 }

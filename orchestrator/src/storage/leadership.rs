@@ -3,6 +3,9 @@
 //! a trigger on every table checks the lease its connection names, `DatabaseSettings::fence`).
 
 use chrono::{DateTime, Utc};
+use orch_protocol::Subjects;
+use orch_protocol::events::{self, EventKind, LeaderElectedData, LeaderLostData, Succession};
+use orch_protocol::principal::ORCHESTRATOR;
 use sqlx::PgPool;
 
 use super::{Result, StorageError};
@@ -32,8 +35,16 @@ pub enum Claim {
 /// Claims the lease for `me` for `ttl`, or renews it: renewed when `me` holds `term` and it has
 /// not expired; taken with the next term when it has expired (or was never held), or at once with
 /// `force` (the holder's database sessions are known to be gone: its writes are fenced by the new
-/// term anyway).
-pub async fn claim(pool: &PgPool, me: &str, term: Option<i64>, ttl: std::time::Duration, force: bool) -> Result<Claim> {
+/// term anyway). A new term is committed with its `leader_elected` event (and the `leader_lost`
+/// of the term it ends) in the outbox, so the group's history is on the events stream.
+pub async fn claim(
+    pool: &PgPool,
+    subjects: &Subjects,
+    me: &str,
+    term: Option<i64>,
+    ttl: std::time::Duration,
+    force: bool,
+) -> Result<Claim> {
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
     // Read first, without a lock: a standby asks every fraction of a second, and the upsert below
     // locks the row, which would queue behind (and hold up) every fenced write of the leader.
@@ -41,12 +52,18 @@ pub async fn claim(pool: &PgPool, me: &str, term: Option<i64>, ttl: std::time::D
         sqlx::query_as("SELECT holder, term, since, expires_at, expires_at > now() FROM leadership")
             .fetch_optional(pool)
             .await?;
-    if let Some((holder, held_term, since, expires_at, live)) = seen {
-        let renewal = holder == me && term == Some(held_term);
-        if live && !renewal && !force {
-            return Ok(Claim::HeldBy(Holder { holder, term: held_term, since, expires_at }));
+    if let Some((holder, held_term, since, expires_at, live)) = &seen {
+        let renewal = holder == me && term == Some(*held_term);
+        if *live && !renewal && !force {
+            return Ok(Claim::HeldBy(Holder {
+                holder: holder.clone(),
+                term: *held_term,
+                since: *since,
+                expires_at: *expires_at,
+            }));
         }
     }
+    let mut tx = pool.begin().await?;
     let claimed: Option<Holder> = sqlx::query_as(
         "INSERT INTO leadership AS l (singleton, holder, term, since, expires_at)
          VALUES (true, $1, 1, now(), now() + make_interval(secs => $3::double precision / 1000))
@@ -62,8 +79,47 @@ pub async fn claim(pool: &PgPool, me: &str, term: Option<i64>, ttl: std::time::D
     .bind(term.unwrap_or(-1))
     .bind(ttl_ms)
     .bind(force)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
+    if let Some(new) = &claimed
+        && term != Some(new.term)
+    {
+        // The term before is the one just read, unless another claim came between (then who
+        // held it is not known here, and no `leader_lost` is made up for it).
+        let previous = seen
+            .as_ref()
+            .filter(|(_, held, ..)| *held == new.term - 1)
+            .map(|(holder, held, .., live)| (holder, *held, *live));
+        let reason = match previous {
+            Some((.., true)) => Succession::HolderGone,
+            Some(_) => Succession::LeaseEnded,
+            None if new.term == 1 => Succession::First,
+            None => Succession::LeaseEnded,
+        };
+        let mut rows = Vec::new();
+        if let Some((holder, held, _)) = previous {
+            let lost = LeaderLostData {
+                replica: holder.clone(),
+                term: held,
+                successor: me.to_string(),
+                successor_term: new.term,
+                reason,
+            };
+            rows.push(
+                events::encode(subjects, EventKind::LeaderLost, holder, holder, ORCHESTRATOR, new.since, &lost).into(),
+            );
+        }
+        let elected = LeaderElectedData {
+            replica: me.to_string(),
+            term: new.term,
+            since: new.since,
+            previous: previous.map(|(holder, ..)| holder.clone()),
+            reason,
+        };
+        rows.push(events::encode(subjects, EventKind::LeaderElected, me, me, ORCHESTRATOR, new.since, &elected).into());
+        super::outbox::insert(&mut tx, super::outbox::shard::CLUSTER, &rows).await?;
+    }
+    tx.commit().await?;
     match claimed {
         Some(holder) => Ok(Claim::Claimed(holder)),
         None => current(pool).await?.map(Claim::HeldBy).ok_or_else(|| {
@@ -85,4 +141,70 @@ pub async fn release(pool: &PgPool, me: &str, term: i64) -> Result<()> {
         .execute(pool)
         .await?;
     Ok(())
+}
+
+/// A replica of the group as it last said (`replicas`).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Replica {
+    pub name: String,
+    /// Where it answers HTTP.
+    pub http_url: String,
+    pub version: String,
+    pub started_at: DateTime<Utc>,
+    /// Its last refresh.
+    pub seen_at: DateTime<Utc>,
+    /// Seconds since `seen_at` on PostgreSQL's clock.
+    pub silent_for: f64,
+}
+
+/// Records (or refreshes) `name` as a replica answering HTTP at `http_url`.
+pub async fn announce(
+    pool: &PgPool,
+    name: &str,
+    http_url: &str,
+    version: &str,
+    started_at: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO replicas (name, http_url, version, started_at, seen_at) VALUES ($1, $2, $3, $4, now())
+         ON CONFLICT (name) DO UPDATE SET http_url = EXCLUDED.http_url, version = EXCLUDED.version,
+             started_at = EXCLUDED.started_at, seen_at = now()",
+    )
+    .bind(name)
+    .bind(http_url)
+    .bind(version)
+    .bind(started_at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Every replica that ever announced itself, by name.
+pub async fn replicas(pool: &PgPool) -> Result<Vec<Replica>> {
+    Ok(sqlx::query_as(
+        "SELECT name, http_url, version, started_at, seen_at,
+                EXTRACT(EPOCH FROM now() - seen_at)::float8 AS silent_for
+         FROM replicas ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Where the leader answers HTTP, when a live lease names a replica that announced itself.
+pub async fn leader_url(pool: &PgPool) -> Result<Option<(String, i64, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT l.holder, l.term, r.http_url FROM leadership l JOIN replicas r ON r.name = l.holder
+         WHERE l.expires_at > now()",
+    )
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// The lease and whether it runs still (`None` before any replica claimed it).
+pub async fn current_with_liveness(pool: &PgPool) -> Result<Option<(Holder, bool)>> {
+    let row: Option<Seen> =
+        sqlx::query_as("SELECT holder, term, since, expires_at, expires_at > now() FROM leadership")
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(holder, term, since, expires_at, live)| (Holder { holder, term, since, expires_at }, live)))
 }

@@ -13,8 +13,10 @@ pub mod shard {
     pub const LIFECYCLE: i16 = -1;
     /// Priority events (the priority task).
     pub const PRIORITIES: i16 = -2;
+    /// Leadership events (written with the claim that begins a term).
+    pub const CLUSTER: i16 = -3;
     /// The shards that exist whatever the number of registry writers.
-    pub const FIXED: [i16; 2] = [LIFECYCLE, PRIORITIES];
+    pub const FIXED: [i16; 3] = [LIFECYCLE, PRIORITIES, CLUSTER];
 }
 
 #[derive(Debug, FromRow)]
