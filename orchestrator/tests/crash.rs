@@ -158,3 +158,70 @@ async fn kill_9_of_the_orchestrator_leaves_its_services_running_and_the_next_one
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("adopted a running service"), "the agent says what it adopted:\n{text}");
 }
+
+/// The exactly-once test above against a group of three replicas (`serve --replica`): the leader
+/// is killed (SIGKILL) again and again while commands are published; each time another replica
+/// takes over, and the killed one comes back as a standby. Every command is applied once and
+/// every change has exactly one event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_across_repeated_leader_kills_in_a_group_of_three_replicas() {
+    let users = ShippedUsers::start_with_harness(&[]);
+    let database_url = orch_testkit::fresh_database().await;
+    let dir = TempDir::new("orch-crash-replicas");
+    let _leftovers = common::KillServicesOf(dir.path().join("agent-logs"));
+    let names = ["a", "b", "c"];
+    let mut replicas: Vec<OrchestratorProcess> =
+        names.iter().map(|name| common::replica(name, &users, &database_url, &dir, "2s")).collect();
+    let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
+    let js = async_nats::jetstream::new(users.connect("harness").await);
+    let subjects = Subjects::default();
+    let first = common::eventually(Duration::from_secs(60), "a leader", || common::leader(&pool)).await;
+    eprintln!("first leader: {first:?}");
+    for replica in &mut replicas {
+        replica.wait_ready(Duration::from_secs(60));
+    }
+
+    let load = Load { registers: 2000, updates: 500, deregisters: 500, pace: Duration::from_millis(150) };
+    let total = load.total() as i64;
+    let publisher = load.spawn_publish(&js, &subjects);
+    let mut kills = Vec::new();
+    while !publisher.is_finished() || kills.len() < 6 {
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(200..600))).await;
+        let Some((leader, term)) = common::leader(&pool).await else { continue };
+        let index = names.iter().position(|n| *n == leader).expect("a replica of the group leads");
+        replicas[index].kill();
+        let processed: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM processed_commands").fetch_one(&pool).await.unwrap();
+        kills.push((leader.clone(), term, processed));
+        // The next leader is elected before the killed one comes back as a standby.
+        common::eventually(Duration::from_secs(30), "another replica elected", || async {
+            common::leader(&pool).await.filter(|(_, t)| *t > term)
+        })
+        .await;
+        replicas[index].start_again();
+    }
+    publisher.await.unwrap();
+    wait_drained(&js, &subjects, &pool, Duration::from_secs(120)).await;
+
+    let events = read_stream(&js, &subjects.events_stream(), None).await;
+    let (group, registry): (Vec<_>, Vec<_>) =
+        events.into_iter().partition(|e| e["type"].as_str().is_some_and(|t| t.starts_with("io.orch.cluster.")));
+    load.verify(&pool, &registry).await;
+    let events = group;
+    eprintln!("kills (leader, term, commands processed) of {total}: {kills:?}");
+    let mid_flight = kills.iter().filter(|(_, _, p)| *p > 0 && *p < total).count();
+    assert!(mid_flight >= 2, "kills landed while commands were being applied: {kills:?}");
+    let (_, last_term) = common::leader(&pool).await.expect("a leader at the end");
+    let mut terms: Vec<i64> = events
+        .iter()
+        .filter(|e| e["type"] == "io.orch.cluster.leader_elected.v1")
+        .filter_map(|e| e["data"]["term"].as_i64())
+        .collect();
+    terms.sort();
+    assert_eq!(terms, (1..=last_term).collect::<Vec<_>>(), "one leader_elected per term");
+    assert!(last_term > kills.len() as i64, "each kill began a term");
+    for name in names {
+        let text = std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap_or_default();
+        assert!(!text.contains("panicked"), "no panic in the log of {name}");
+    }
+}

@@ -35,8 +35,11 @@ async fn leader(pool: &PgPool, me: &str, term: i64) -> PgPool {
 }
 
 /// The lease a claim left, and whether the claim got it.
+/// `force`: from the holder as it is now, as a standby that saw its sessions gone claims.
 async fn claim(pool: &PgPool, me: &str, term: Option<i64>, ttl: Duration, force: bool) -> (Holder, bool) {
-    match leadership::claim(pool, &orch_protocol::Subjects::default(), me, term, ttl, force).await.unwrap() {
+    let now = if force { leadership::current(pool).await.unwrap() } else { None };
+    let gone = now.as_ref().map(|h| (h.holder.as_str(), h.term));
+    match leadership::claim(pool, &orch_protocol::Subjects::default(), me, term, ttl, gone).await.unwrap() {
         Claim::Claimed(holder) => (holder, true),
         Claim::HeldBy(holder) => (holder, false),
     }
@@ -211,4 +214,17 @@ async fn each_new_term_is_committed_with_its_elected_and_lost_events() {
     let all = events().await;
     assert_eq!(all.last().unwrap().1["data"]["reason"], "lease_ended");
     assert_eq!(all[all.len() - 2].0, "orch.evt.cluster.b.leader_lost");
+}
+
+/// Standbys that both saw the holder's sessions gone: the first takes the lease from it; the
+/// second, forcing from the same holder and term, finds the lease held by the first and leaves it.
+#[tokio::test]
+async fn of_two_standbys_forcing_from_a_gone_holder_only_the_first_takes_the_lease() {
+    let pool = database().await;
+    claim(&pool, "a", None, TTL, false).await;
+    let subjects = orch_protocol::Subjects::default();
+    let b = leadership::claim(&pool, &subjects, "b", None, TTL, Some(("a", 1))).await.unwrap();
+    assert!(matches!(&b, Claim::Claimed(h) if h.holder == "b" && h.term == 2), "{b:?}");
+    let c = leadership::claim(&pool, &subjects, "c", None, TTL, Some(("a", 1))).await.unwrap();
+    assert!(matches!(&c, Claim::HeldBy(h) if h.holder == "b" && h.term == 2), "c leaves b's lease: {c:?}");
 }

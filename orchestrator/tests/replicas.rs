@@ -9,23 +9,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, read_stream, registration};
+use common::{eventually, read_stream, registration, replica};
 use orch_protocol::Subjects;
 use orch_testkit::{OrchestratorProcess, ShippedUsers, TempDir};
-use serde_json::Value;
 
-fn replica(name: &str, users: &ShippedUsers, database_url: &str, dir: &TempDir, ttl: &str) -> OrchestratorProcess {
-    let env = [
-        ("ORCH_NATS_URL", users.nats.url()),
-        ("ORCH_CONFIG", users.path("orchestrator.toml").display().to_string()),
-        ("ORCH_DATABASE_URL", database_url.to_string()),
-        ("ORCH_REPLICA", name.to_string()),
-        ("ORCH_LEASE_TTL", ttl.to_string()),
-        ("ORCH_LOG", "info".to_string()),
-        ("ORCH_AGENT_LOG_DIR", dir.path().join("agent-logs").display().to_string()),
-    ];
-    OrchestratorProcess::start(env!("CARGO_BIN_EXE_orchestrator"), &env, dir.path().join(format!("{name}.log")))
-}
+use serde_json::Value;
 
 /// Two replicas with a lease of `ttl`: `a`, the leader (serving), and `b`, started after it.
 struct Pair {

@@ -172,7 +172,10 @@ pub fn application_name(replica: &str) -> String {
 
 /// True when the lease's holder has no session left in PostgreSQL.
 async fn sessions_gone(pool: &sqlx::PgPool, holder: &str) -> bool {
-    sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = $1)")
+    // Of this database only: groups in other databases of the cluster may use the same names.
+    sqlx::query_scalar(
+        "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database())",
+    )
         .bind(application_name(holder))
         .fetch_one(pool)
         .await
@@ -195,19 +198,22 @@ async fn claim_loop(
     loop {
         tick.tick().await;
         // A standby whose leader has no session left knows it died.
-        let holder_gone = match lease.role() {
+        let gone = match lease.role() {
             super::Role::Standby { leader: Some(leader) } if leader.holder != name => {
-                sessions_gone(&pool, &leader.holder).await
+                sessions_gone(&pool, &leader.holder).await.then(|| (leader.holder.clone(), leader.term))
             }
-            _ => false,
+            _ => None,
         };
-        for action in lease.tick(Instant::now(), holder_gone) {
+        for action in lease.tick(Instant::now(), gone.is_some()) {
             let Action::Claim { term, force } = action else {
                 let _ = out.send(action);
                 continue;
             };
             let asked = Instant::now();
-            let claim = leadership::claim(&pool, &subjects, &name, term, settings.ttl, force);
+            // Forced only from the holder seen gone: of standbys that saw it at once, the first
+            // takes the lease; the others find it held by that one.
+            let from = gone.as_ref().filter(|_| force).map(|(holder, term)| (holder.as_str(), *term));
+            let claim = leadership::claim(&pool, &subjects, &name, term, settings.ttl, from);
             // Up to half the lease: a renewal may wait for the leader's own writes to commit.
             let patience = settings.ttl / 2;
             let answer = match tokio::time::timeout(patience, claim).await {

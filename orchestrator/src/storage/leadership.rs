@@ -33,9 +33,10 @@ pub enum Claim {
 }
 
 /// Claims the lease for `me` for `ttl`, or renews it: renewed when `me` holds `term` and it has
-/// not expired; taken with the next term when it has expired (or was never held), or at once with
-/// `force` (the holder's database sessions are known to be gone: its writes are fenced by the new
-/// term anyway). A new term is committed with its `leader_elected` event (and the `leader_lost`
+/// not expired; taken with the next term when it has expired (or was never held), or at once
+/// when it is still held by `gone` (holder and term whose database sessions are known to be gone:
+/// its writes are fenced by the new term anyway). Several standbys may see the holder gone at
+/// once: the first takes the lease, and the others, finding another holder or term, leave it. A new term is committed with its `leader_elected` event (and the `leader_lost`
 /// of the term it ends) in the outbox, so the group's history is on the events stream.
 pub async fn claim(
     pool: &PgPool,
@@ -43,7 +44,7 @@ pub async fn claim(
     me: &str,
     term: Option<i64>,
     ttl: std::time::Duration,
-    force: bool,
+    gone: Option<(&str, i64)>,
 ) -> Result<Claim> {
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
     // Read first, without a lock: a standby asks every fraction of a second, and the upsert below
@@ -54,7 +55,8 @@ pub async fn claim(
             .await?;
     if let Some((holder, held_term, since, expires_at, live)) = &seen {
         let renewal = holder == me && term == Some(*held_term);
-        if *live && !renewal && !force {
+        let forced = gone.is_some_and(|(h, t)| h == holder && t == *held_term);
+        if *live && !renewal && !forced {
             return Ok(Claim::HeldBy(Holder {
                 holder: holder.clone(),
                 term: *held_term,
@@ -72,13 +74,15 @@ pub async fn claim(
              term = CASE WHEN l.holder = $1 AND l.term = $2 AND l.expires_at > now() THEN l.term ELSE l.term + 1 END,
              since = CASE WHEN l.holder = $1 AND l.term = $2 AND l.expires_at > now() THEN l.since ELSE now() END,
              expires_at = EXCLUDED.expires_at
-         WHERE (l.holder = $1 AND l.term = $2 AND l.expires_at > now()) OR l.expires_at <= now() OR $4
+         WHERE (l.holder = $1 AND l.term = $2 AND l.expires_at > now()) OR l.expires_at <= now()
+            OR (l.holder = $4 AND l.term = $5)
          RETURNING l.holder, l.term, l.since, l.expires_at",
     )
     .bind(me)
     .bind(term.unwrap_or(-1))
     .bind(ttl_ms)
-    .bind(force)
+    .bind(gone.map(|(holder, _)| holder))
+    .bind(gone.map_or(-1, |(_, term)| term))
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(new) = &claimed

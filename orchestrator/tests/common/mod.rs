@@ -274,3 +274,39 @@ pub fn of_type<'a>(events: &'a [Value], ty: &str) -> Vec<&'a Value> {
 pub fn registration(id: &str, name: &str, ttl: u32) -> String {
     serde_json::json!({ "id": id, "name": name, "address": "127.0.0.1", "port": 8080, "ttl_seconds": ttl }).to_string()
 }
+
+/// A replica `name` of a group (`serve --replica`) on the shipped users' NATS and `database_url`,
+/// with a lease of `ttl`, logging to `<dir>/<name>.log`. Replicas on one machine share the agent
+/// log dir (`<dir>/agent-logs`): their embedded agents all act as node `local`.
+pub fn replica(
+    name: &str,
+    users: &orch_testkit::ShippedUsers,
+    database_url: &str,
+    dir: &orch_testkit::TempDir,
+    ttl: &str,
+) -> orch_testkit::OrchestratorProcess {
+    let env = [
+        ("ORCH_NATS_URL", users.nats.url()),
+        ("ORCH_CONFIG", users.path("orchestrator.toml").display().to_string()),
+        ("ORCH_DATABASE_URL", database_url.to_string()),
+        ("ORCH_REPLICA", name.to_string()),
+        ("ORCH_LEASE_TTL", ttl.to_string()),
+        ("ORCH_LOG", "info".to_string()),
+        ("ORCH_AGENT_LOG_DIR", dir.path().join("agent-logs").display().to_string()),
+    ];
+    orch_testkit::OrchestratorProcess::start(
+        env!("CARGO_BIN_EXE_orchestrator"),
+        &env,
+        dir.path().join(format!("{name}.log")),
+    )
+}
+
+/// The replica that holds a live lease, and its term (`None` also before the first replica
+/// made the tables).
+pub async fn leader(pool: &sqlx::PgPool) -> Option<(String, i64)> {
+    sqlx::query_as("SELECT holder, term FROM leadership WHERE expires_at > now()")
+        .fetch_optional(pool)
+        .await
+        .ok()
+        .flatten()
+}
