@@ -29,6 +29,12 @@ Runs the benchmarks (release build). PART limits the run to some of:
   priority:
     runaway_engine        registry round trips (p50/p99) alone, then under 10,000 priority changes per
                           second from a runaway engine: the slowdown against the 1.5x target
+  cluster:
+    failover              3 replicas, 10,000 heartbeating instances, 200 commands/s: the leader killed
+                          20 times; time to the new leader's first commit and to an HTTP write through
+                          a standby (p50/p99), commands lost or applied twice, false expiries, restarts
+    upgrade               200 managed services; the orchestrator's binary replaced and started again:
+                          services restarted (target 0) and the time until all are adopted
   bridge (Python, orch_bridge built in release):
     bridge_events         events per second a Python consumer receives as typed objects, against the
                           pure-Python nats-py client on the same pre-filled stream
@@ -45,13 +51,14 @@ unset ORCH_PG_FAST
 export ORCH_NATS_SERVER="$NATS_SERVER"
 cd "$ROOT"
 log "building and running the benchmarks (release); this takes a few minutes"
-registry=() health=() lifecycle=() priority=() bridge=()
+registry=() health=() lifecycle=() priority=() cluster=() bridge=()
 for part in "$@"; do
     case "$part" in
     baseline | commands | heartbeats | cold_start) registry+=("$part") ;;
     ttl_detection | http_detection | scale) health+=("$part") ;;
     dag_startup | independent_launches) lifecycle+=("$part") ;;
     runaway_engine) priority+=("$part") ;;
+    failover | upgrade) cluster+=("$part") ;;
     bridge_events | priority_round_trip) bridge+=("$part") ;;
     *) die "unknown benchmark part '$part' (see scripts/bench.sh --help)" ;;
     esac
@@ -67,6 +74,9 @@ if [ $# -eq 0 ] || [ ${#lifecycle[@]} -gt 0 ]; then
 fi
 if [ $# -eq 0 ] || [ ${#priority[@]} -gt 0 ]; then
     cargo bench -p orchestrator --bench priority -- "${priority[@]}"
+fi
+if [ $# -eq 0 ] || [ ${#cluster[@]} -gt 0 ]; then
+    cargo bench -p orchestrator --bench cluster -- "${cluster[@]}"
 fi
 if [ $# -eq 0 ] || [ ${#bridge[@]} -gt 0 ]; then
     "$ROOT/scripts/bridge.sh" --release
