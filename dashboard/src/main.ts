@@ -9,6 +9,7 @@ import { EventStream, type StreamState } from './stream';
 import { Loader } from './refresh';
 import type {
   CloudEvent,
+  ClusterView,
   Instance,
   InstancePage,
   PriorityChange,
@@ -20,6 +21,7 @@ import type {
   SystemHealth,
   WhoAmI,
 } from './types';
+import { renderCluster, renderClusterSummary } from './views/cluster';
 import { FeedView } from './views/feed';
 import { legend, renderGraph } from './views/graph';
 import { renderProfile } from './views/gantt';
@@ -56,6 +58,7 @@ class App {
   private readonly errorStrip = h('div', { class: 'errors', id: 'errors', role: 'alert', hidden: true });
   private readonly conn = h('span', { class: 'conn conn-connecting', id: 'connection', role: 'status' }, 'connecting…');
   private readonly who = h('span', { class: 'who', id: 'whoami' });
+  private readonly clusterSummary = h('button', { type: 'button', class: 'link cluster-summary', id: 'cluster-summary', title: 'Show the replicas', hidden: true });
   private readonly signOut = h('button', { type: 'button', class: 'link', id: 'change-token' }, 'Change token');
   private readonly login = h('div', { class: 'login', id: 'login', hidden: true });
   private readonly tabs = new Map<string, { button: HTMLButtonElement; panel: HTMLElement }>();
@@ -65,6 +68,7 @@ class App {
   private readonly graphEl = h('div', { class: 'graph-box', id: 'graph' });
   private readonly profileEl = h('div', { class: 'profile-box', id: 'profile' });
   private readonly stackMeta = h('p', { class: 'stack-meta muted', id: 'stack-meta' });
+  private readonly clusterEl = h('div', { class: 'cluster', id: 'cluster' });
 
   constructor(private readonly root: HTMLElement) {
     this.services = new ServicesView((name) => this.openHistory(name));
@@ -97,11 +101,13 @@ class App {
 
   private build(): void {
     on(this.signOut, 'click', () => this.askToken('Paste another token.'));
+    on(this.clusterSummary, 'click', () => this.showTab('cluster'));
+    renderCluster(this.clusterEl, null);
     const header = h(
       'header',
       { class: 'top' },
       h('h1', {}, 'Orchestrator'),
-      h('div', { class: 'top-right' }, this.conn, this.who, this.signOut, h('a', { href: '/api-docs/', class: 'api-link', id: 'api-docs-link' }, 'API reference')),
+      h('div', { class: 'top-right' }, this.clusterSummary, this.conn, this.who, this.signOut, h('a', { href: '/api-docs/', class: 'api-link', id: 'api-docs-link' }, 'API reference')),
     );
     const nav = h('nav', { class: 'tabs', role: 'tablist', 'aria-label': 'Views' });
     const main = h('main', { class: 'content' });
@@ -116,6 +122,7 @@ class App {
       ['stack', 'Stack', stack],
       ['events', 'Events', this.feed.root],
       ['priorities', 'Priorities', this.priorities.root],
+      ['cluster', 'Cluster', h('section', { class: 'card' }, h('h2', {}, 'Replicas'), this.clusterEl)],
     ];
     for (const [id, label, content] of panels) {
       const button = h('button', { type: 'button', role: 'tab', id: `tab-${id}`, 'aria-controls': `panel-${id}`, 'aria-selected': 'false' }, label, h('span', { class: 'count' }));
@@ -156,6 +163,7 @@ class App {
     add('history', () => this.loadHistory());
     add('graph', () => this.loadGraph());
     add('profile', () => this.loadProfile());
+    add('cluster', () => this.loadCluster());
   }
 
   private refresh(...names: string[]): void {
@@ -308,6 +316,13 @@ class App {
     renderProfile(this.profileEl, value);
   }
 
+  private async loadCluster(): Promise<void> {
+    const { body } = await getJson<ClusterView>('/cluster');
+    renderCluster(this.clusterEl, body);
+    renderClusterSummary(this.clusterSummary, body);
+    this.setTabCount('cluster', body.mode === 'replicated' ? body.replicas.length : 0);
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Events
 
@@ -342,6 +357,11 @@ class App {
         break;
       case 'system':
         this.refresh('health', 'priorities');
+        break;
+      case 'cluster':
+        // A new term: who leads and each replica's role. A replica that stops answering has no
+        // event (it is shown gone once silent), so the periodic read covers that.
+        this.refresh('cluster');
         break;
       default:
         break;

@@ -41,6 +41,14 @@ export type StackProfile = Reply<'/api/v1/stack/profile'>;
 /** The caller (§14.1). */
 export type WhoAmI = Reply<'/api/v1/auth/whoami'>;
 
+/** `GET /api/v1/cluster`: one orchestrator alone (`single`) or a group of replicas, who leads and
+ * each replica's role. */
+export type ClusterView = Reply<'/api/v1/cluster'>;
+/** The replica that holds the lease: its term and since when. */
+export type LeaderView = Schema<'LeaderView'>;
+/** A replica of the group; its role is `leader`, `standby` or `gone` (silent for a while). */
+export type ReplicaView = Schema<'ReplicaView'>;
+
 // The live feed's frames are not HTTP bodies, so the document does not describe them: these two
 // follow docs/protocol.md §6 and §14.3 by hand.
 

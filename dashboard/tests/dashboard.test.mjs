@@ -2,7 +2,7 @@
 // managed stack), in headless Chromium. Run by scripts/browser-test.sh.
 
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { chromium } from 'playwright-core';
 
@@ -74,12 +74,13 @@ describe('dashboard', { timeout: 300_000 }, () => {
       await page.locator('#services-table').waitFor({ timeout: WAIT });
       assert.equal(await page.locator('#api-docs-link').getAttribute('href'), '/api-docs/');
       // Every view renders once (the stack and priorities are read at start).
-      for (const tab of ['stack', 'events', 'priorities', 'services']) {
+      for (const tab of ['stack', 'events', 'priorities', 'cluster', 'services']) {
         await page.click(`#tab-${tab}`);
         assert.equal(await page.locator(`#panel-${tab}`).isVisible(), true, `${tab} panel visible`);
       }
       await page.locator('#stack-graph').waitFor({ state: 'attached', timeout: WAIT });
       await page.locator('#priorities-table').waitFor({ state: 'attached', timeout: WAIT });
+      await page.locator('#cluster-mode').waitFor({ state: 'attached', timeout: WAIT });
       // Let a periodic refresh or two pass with the page open.
       await page.waitForTimeout(1500);
       assert.equal(await page.locator('#errors').isVisible(), false, 'no error strip');
@@ -329,6 +330,136 @@ describe('dashboard', { timeout: 300_000 }, () => {
       // Only the browser's own lines for the refused requests (401), nothing else.
       for (const m of problems.console) assert.match(m.text, /status of 401|429|503/, m.text);
     });
+  });
+
+  test('the cluster view says that one orchestrator runs alone', async () => {
+    const res = await env.viewer('GET', '/api/v1/cluster');
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.body.mode, 'single');
+    assert.deepEqual(res.body.replicas, []);
+    assert.equal(res.body.leader ?? null, null);
+    assert.equal(res.body.answered_by ?? null, null);
+    await withPage(env.viewerToken, async ({ page, problems }) => {
+      await ready(page, 'viewer');
+      await page.click('#tab-cluster');
+      const mode = page.locator('#cluster-mode[data-mode="single"]');
+      await mode.waitFor({ timeout: WAIT });
+      const text = await textOf(mode);
+      assert.match(text, /One orchestrator runs alone/);
+      assert.match(text, /orchestrator serve --replica NAME/);
+      assert.match(text, /Leadership of replicas/);
+      assert.equal(await page.locator('#cluster-table').count(), 0, 'no table of replicas');
+      assert.equal(await page.locator('#cluster-leader').count(), 0, 'no leader line');
+      // The header's "replica · leader" line and the tab's count are rendered with the view.
+      assert.equal(await page.locator('#cluster-summary').isVisible(), false, 'no replica line in the header');
+      assert.equal(await textOf(page.locator('#tab-cluster .count')), '');
+      assert.equal(await page.locator('#errors').isVisible(), false, 'no error strip');
+      assert.deepEqual(problems.page, []);
+      assert.deepEqual(unexpected(problems), []);
+    });
+  });
+
+  test('the cluster view shows the replicas, the leader, a failover and the new term (stubbed answers)', async () => {
+    // The test orchestrator runs alone, so a group of three replicas is played in the page: its
+    // GET /api/v1/cluster answers are stubbed, and the leadership events are added to the real
+    // event stream, as the new leader's relay would publish them.
+    const now = Date.now();
+    const iso = (msAgo) => new Date(now - msAgo).toISOString();
+    const replica = (name, port, role, seenMsAgo, version = '0.1.0') => ({
+      name,
+      http_url: `http://127.0.0.1:${port}`,
+      version,
+      role,
+      started_at: iso(3_600_000),
+      seen_at: iso(seenMsAgo),
+    });
+    let answer = {
+      mode: 'replicated',
+      answered_by: 'b',
+      leader: { replica: 'a', term: 3, since: iso(600_000), expires_at: iso(-5_000) },
+      replicas: [replica('c', 8082, 'gone', 60_000, HOSTILE), replica('b', 8081, 'standby', 500), replica('a', 8080, 'leader', 400)],
+    };
+    const feeds = [];
+    const setup = async (page) => {
+      await page.route(/\/api\/v1\/cluster$/, (route) => route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify(answer) }));
+      await page.routeWebSocket(/\/api\/v1\/ws(\?|$)/, (ws) => {
+        ws.connectToServer(); // the real feed, forwarded both ways
+        feeds.push(ws);
+      });
+    };
+    await withPage(env.adminToken, async ({ page, problems }) => {
+      await ready(page);
+      const summary = page.locator('#cluster-summary');
+      await summary.waitFor({ timeout: WAIT });
+      assert.equal(await textOf(summary), 'replica b · leader a (term 3)');
+      // The header's line opens the view.
+      await summary.click();
+      assert.equal(await page.locator('#panel-cluster').isVisible(), true);
+      assert.equal(await textOf(page.locator('#tab-cluster .count')), '3');
+      const rows = page.locator('#cluster-table tbody tr.replica');
+      const listed = () => rows.evaluateAll((els) => els.map((e) => `${e.dataset.replica}:${e.dataset.role}`).join(' '));
+      assert.equal(await listed(), 'a:leader b:standby c:gone', 'the leader first, the replicas gone last');
+      const leaderRow = page.locator('#cluster-table tr.replica.leader');
+      assert.equal(await leaderRow.count(), 1, 'one row marked as the leader');
+      const cells = await leaderRow.locator('td').allTextContents();
+      assert.deepEqual(cells.slice(0, 4), ['a', '★ leader term 3', 'http://127.0.0.1:8080', '0.1.0']);
+      assert.match(cells[4], /\(1 h ago\)$/, `started: ${cells[4]}`);
+      assert.match(cells[5], /\(\d+ s ago\)$/, `last seen: ${cells[5]}`);
+      assert.match(await textOf(page.locator('#cluster-leader[data-leader="a"][data-term="3"]')), /^Leader a · term 3 · since .*\(10 min ago\) · lease until /);
+      assert.equal(await textOf(page.locator('#cluster-answered-by')), 'This page is answered by replica b.');
+      assert.equal(await page.locator('#cluster-table tr[data-replica="b"] .answered').count(), 1, 'the replica that answered is marked');
+      assert.equal(await textOf(page.locator('#cluster-table tr[data-replica="c"] td.version')), HOSTILE, 'untrusted text shown as text');
+      assert.equal(await page.locator('img').count(), 0, 'no <img> element in the page');
+
+      // The leader is gone and no standby has taken the lease yet: no event says so, the
+      // periodic read (every 10 s) shows it.
+      answer = {
+        ...answer,
+        leader: null,
+        replicas: [replica('a', 8080, 'gone', 6_000), replica('b', 8081, 'standby', 300), replica('c', 8082, 'gone', 66_000)],
+      };
+      const failover = page.locator('#cluster-leader.failover');
+      await failover.waitFor({ timeout: WAIT });
+      assert.match(await textOf(failover), /^No leader: failover under way/);
+      assert.equal(await textOf(summary), 'replica b · no leader: failover under way');
+      assert.equal(await page.locator('#cluster-table tr.replica.leader').count(), 0);
+
+      // b takes the lease: its leader_lost and leader_elected events come on the feed, and the
+      // view is read again at once, long before the next periodic read.
+      answer = {
+        ...answer,
+        leader: { replica: 'b', term: 4, since: iso(0), expires_at: iso(-5_000) },
+        replicas: [replica('a', 8080, 'gone', 7_000), replica('b', 8081, 'leader', 100), replica('c', 8082, 'gone', 67_000)],
+      };
+      const feed = feeds.at(-1);
+      assert.ok(feed, 'the page opened its event stream');
+      const event = (replicaName, kind, data) => ({
+        type: 'event',
+        seq: 0,
+        subject: `${env.prefix}.evt.cluster.${replicaName}.${kind}`,
+        event: { specversion: '1.0', id: randomUUID(), type: `io.orch.cluster.${kind}.v1`, source: '/orchestrator', subject: replicaName, time: iso(0), principal: 'orchestrator', data },
+      });
+      feed.send(JSON.stringify(event('a', 'leader_lost', { replica: 'a', term: 3, successor: 'b', successor_term: 4, reason: 'holder_gone' })));
+      feed.send(JSON.stringify(event('b', 'leader_elected', { replica: 'b', term: 4, since: iso(0), previous: 'a', reason: 'holder_gone' })));
+      // The events make the view read again (so does the periodic read: the wait does not
+      // depend on which comes first, only that the new leader is shown).
+      await page.locator('#cluster-leader[data-leader="b"][data-term="4"]').waitFor({ timeout: WAIT });
+      assert.equal(await listed(), 'b:leader a:gone c:gone');
+      assert.equal(await textOf(summary), 'replica b · leader b (term 4)');
+      assert.equal(await page.locator('#cluster-table tr[data-replica="b"] .answered').count(), 1);
+
+      // The feed says what happened in words.
+      await page.click('#tab-events');
+      const elected = page.locator('#feed li.domain-cluster[data-type="io.orch.cluster.leader_elected.v1"]');
+      const lost = page.locator('#feed li.domain-cluster[data-type="io.orch.cluster.leader_lost.v1"]');
+      await elected.waitFor({ timeout: WAIT });
+      assert.equal(await textOf(elected.locator('.ev-kind')), 'cluster.leader_elected');
+      assert.equal(await textOf(elected.locator('.ev-summary')), "b leads, term 4 (after a): the leader's process was gone");
+      assert.equal(await textOf(lost.locator('.ev-summary')), "a lost the lead (term 3) to b, term 4: the leader's process was gone");
+      assert.equal(await page.locator('#errors').isVisible(), false, 'no error strip');
+      assert.deepEqual(problems.page, []);
+      assert.deepEqual(unexpected(problems), []);
+    }, '/', setup);
   });
 
   test('the API reference page renders the OpenAPI document offline', async () => {

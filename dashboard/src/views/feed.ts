@@ -7,13 +7,26 @@ import type { CloudEvent } from '../types';
 
 const CAP = 500;
 
+/** Why a term ended and the next began (the `reason` of the leadership events). */
+const SUCCESSION = new Map<string, string>([
+  ['first', "the group's first term"],
+  ['lease_ended', 'the lease ran out'],
+  ['holder_gone', "the leader's process was gone"],
+]);
+
 type Data = Record<string, unknown>;
 
 function str(v: unknown): string {
   return typeof v === 'string' ? v : typeof v === 'number' || typeof v === 'boolean' ? String(v) : '';
 }
 
-/** One line saying what the event is about, from the fields of §6, §12.6 and §13.5. */
+function succession(v: unknown): string {
+  const reason = str(v);
+  return SUCCESSION.get(reason) ?? reason;
+}
+
+/** One line saying what the event is about, from the fields of §6, §12.6 and §13.5, and of the
+ * replicas' leadership events. */
 export function summarize(ev: CloudEvent): string {
   const d = (ev.data && typeof ev.data === 'object' ? ev.data : {}) as Data;
   const kind = String(ev.type ?? '').replace(/^io\.orch\./, '').replace(/\.v\d+$/, '');
@@ -42,6 +55,10 @@ export function summarize(ev: CloudEvent): string {
       return `manifest version ${str(d.version)} from ${str(d.source)}: ${str(d.services)} services`;
     case 'lifecycle.run_finished':
       return `start-up run ${str(d.outcome)} in ${str(d.wall_ms)} ms`;
+    case 'cluster.leader_elected':
+      return `${str(d.replica)} leads, term ${str(d.term)}${str(d.previous) ? ` (after ${str(d.previous)})` : ''}: ${succession(d.reason)}`;
+    case 'cluster.leader_lost':
+      return `${str(d.replica)} lost the lead (term ${str(d.term)}) to ${str(d.successor)}, term ${str(d.successor_term)}: ${succession(d.reason)}`;
     default:
       break;
   }

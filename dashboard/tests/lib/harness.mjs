@@ -321,7 +321,8 @@ export async function launchBrowser(chromium) {
 export async function openDashboard(browser, env, token, path = '/', setup = null) {
   const context = await browser.newContext({ viewport: { width: 1366, height: 768 } });
   const page = await context.newPage();
-  if (setup) setup(page);
+  // Awaited: routes set up here must be in place before the page's first request.
+  if (setup) await setup(page);
   const problems = { console: [], page: [] };
   page.on('console', (msg) => {
     if (msg.type() === 'error' || msg.type() === 'warning') {
