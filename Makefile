@@ -16,7 +16,7 @@ ARGS ?=
 # engine's user that "make dev" made (scripts/nats-auth.sh).
 DEV_NATS_URL ?= $(shell cat "$(ORCH_LOCAL)/dev/nats-auth/engine.url" 2>/dev/null || echo nats://127.0.0.1:$(or $(ORCH_DEV_NATS_PORT),4222))
 
-.PHONY: help dev test bench engine prod deps dashboard fmt lint clean-local stop
+.PHONY: help dev dev-ha test bench engine prod deps dashboard fmt lint clean-local stop
 
 help: ## List the targets
 	@echo "Targets:"
@@ -25,6 +25,9 @@ help: ## List the targets
 
 dev: ## Run the orchestrator locally with its own NATS + PostgreSQL (Ctrl-C stops all)
 	scripts/dev.sh
+
+dev-ha: ## Three orchestrator replicas on a 3-node NATS cluster + PostgreSQL (Ctrl-C stops all)
+	scripts/dev-ha.sh
 
 test: ## Run all tests (shared test PostgreSQL; ARGS='...' goes to the runner)
 	scripts/test.sh $(ARGS)
@@ -59,19 +62,23 @@ fmt: ## Format all Rust code
 lint: ## Clippy on the whole workspace, warnings are errors
 	cargo clippy --workspace --all-targets -- -D warnings
 
-stop: ## Stop the dev stack's managed services, dev NATS/PostgreSQL (and the test PostgreSQL)
+stop: ## Stop the dev stacks' managed services, dev NATS/PostgreSQL (and the test PostgreSQL)
 	@# Managed services outlive the orchestrator; its agent's --cleanup stops them.
 	-if [ -x target/debug/orchestrator ]; then target/debug/orchestrator agent --cleanup --log warn \
 		--log-dir "$(ORCH_LOCAL)/dev/agent-logs"; fi
 	scripts/nats.sh stop "$(ORCH_LOCAL)/dev/nats"
 	scripts/pg.sh stop "$(ORCH_LOCAL)/dev/pg"
+	@# make dev-ha's replicas (left running when its terminal went), their services, NATS and PostgreSQL.
+	scripts/dev-ha.sh stop
 	scripts/pg.sh stop "$(ORCH_LOCAL)/test/pg"
 
 clean-local: ## Stop dev/test servers and delete .local (venv, all dev/test data)
 	-if [ -x target/debug/orchestrator ]; then target/debug/orchestrator agent --cleanup --log warn \
 		--log-dir "$(ORCH_LOCAL)/dev/agent-logs"; fi
 	-scripts/nats.sh stop "$(ORCH_LOCAL)/dev/nats"
+	-scripts/dev-ha.sh stop
 	@# "remove" also deletes clusters relocated to /var/tmp/orch-pg (root runs).
 	-scripts/pg.sh remove "$(ORCH_LOCAL)/dev/pg"
+	-scripts/pg.sh remove "$(ORCH_LOCAL)/dev-ha/pg"
 	-scripts/pg.sh remove "$(ORCH_LOCAL)/test/pg"
 	rm -rf "$(ORCH_LOCAL)"

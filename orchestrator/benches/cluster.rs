@@ -83,7 +83,11 @@ async fn all_ready(pool: &sqlx::PgPool, n: usize, timeout: Duration) -> Vec<(Str
 }
 
 async fn leader(pool: &sqlx::PgPool) -> Option<(String, i64)> {
-    sqlx::query_as("SELECT holder, term FROM leadership WHERE expires_at > now()").fetch_optional(pool).await.ok().flatten()
+    sqlx::query_as("SELECT holder, term FROM leadership WHERE expires_at > now()")
+        .fetch_optional(pool)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Every message of `stream` on `filter`, read with an ordered consumer.
@@ -143,7 +147,11 @@ async fn failover() {
             ],
         ]
         .concat();
-        OrchestratorProcess::start(env!("CARGO_BIN_EXE_orchestrator"), &env, bench_dir().join(format!("replica-{name}.log")))
+        OrchestratorProcess::start(
+            env!("CARGO_BIN_EXE_orchestrator"),
+            &env,
+            bench_dir().join(format!("replica-{name}.log")),
+        )
     };
     let mut group = Group { replicas: Vec::new(), names: names.clone() };
     for name in &names {
@@ -210,7 +218,8 @@ async fn failover() {
             for n in 0.. {
                 tick.tick().await;
                 let id = format!("load-{n}");
-                let body = json!({ "id": id, "name": "load", "address": "127.0.0.1", "port": 9000, "ttl_seconds": 3600 });
+                let body =
+                    json!({ "id": id, "name": "load", "address": "127.0.0.1", "port": 9000, "ttl_seconds": 3600 });
                 let publish = jetstream::message::PublishMessage::build()
                     .payload(serde_json::to_vec(&body).unwrap().into())
                     .message_id(id.clone());
@@ -290,7 +299,8 @@ async fn failover() {
         };
         let mut write_times = Vec::new();
         for write in writes {
-            write_times.push(tokio::time::timeout(Duration::from_secs(60), write).await.expect("a write answered").unwrap());
+            write_times
+                .push(tokio::time::timeout(Duration::from_secs(60), write).await.expect("a write answered").unwrap());
         }
         let (new, new_term) = leader(&pool).await.expect("a leader after the failover");
         let mut standby_write = Duration::ZERO;
@@ -335,8 +345,12 @@ async fn failover() {
     }
     beats.abort();
     watcher.abort();
-    let stored: BTreeSet<String> =
-        sqlx::query_scalar("SELECT id FROM instances WHERE id LIKE 'load-%'").fetch_all(&pool).await.unwrap().into_iter().collect();
+    let stored: BTreeSet<String> = sqlx::query_scalar("SELECT id FROM instances WHERE id LIKE 'load-%'")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
     let lost = acknowledged.iter().filter(|id| !stored.contains(*id)).count();
     let registered = read_all(&js, &subjects.events_stream(), "orch.evt.registry.load.registered").await;
     let mut per_id: BTreeMap<String, usize> = BTreeMap::new();
@@ -394,7 +408,9 @@ async fn failover() {
 /// One orchestrator with 200 managed services; its binary replaced (a copy at another path, as a
 /// package upgrade leaves it) and started again.
 async fn upgrade() {
-    println!("upgrade: {UPGRADE_SERVICES} managed services; the orchestrator stopped, its binary replaced, started again");
+    println!(
+        "upgrade: {UPGRADE_SERVICES} managed services; the orchestrator stopped, its binary replaced, started again"
+    );
     let users = ShippedUsers::start_with_harness(&[]);
     let postgres = Postgres::start();
     let database_url = orch_testkit::fresh_database_on(&postgres.url).await;

@@ -73,6 +73,9 @@ pub enum Command {
     /// Show the last start-up: wall time, critical path, parallel efficiency, the critical chain
     /// and the bottlenecks (like `systemd-analyze critical-chain`).
     Profile(ApiArgs),
+    /// Show the group of replicas (`serve --replica`): which one leads, in which term and since
+    /// when, and each replica's role, address and last sign of life. Any replica answers.
+    Cluster(ApiArgs),
 }
 
 #[derive(Debug, Clone, Args)]

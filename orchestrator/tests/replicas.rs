@@ -177,6 +177,15 @@ async fn any_replica_answers_a_standby_forwards_to_the_leader_and_takes_over() {
     let a_url = format!("http://127.0.0.1:{}", a.http_port);
     assert_eq!(view["replicas"][0]["http_url"], a_url.as_str());
 
+    // The command line, through the standby.
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(["cluster", "--api-url", &format!("http://127.0.0.1:{}", b.http_port)])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&cli.stdout);
+    assert!(cli.status.success() && said.contains("leader a (term 1)") && said.contains("answered by b"), "{said}");
+    assert!(said.lines().any(|l| l.starts_with('b') && l.contains("standby")), "{said}");
+
     // The same over NATS, answered by whichever replica.
     let client = users.connect("harness").await;
     let subjects = Subjects::default();

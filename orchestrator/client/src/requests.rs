@@ -139,6 +139,11 @@ impl Request {
         Request::new(verbs::LIFECYCLE, verbs::RESTART, &body, ReplyKind::Json)
     }
 
+    /// `<prefix>.req.cluster.status`: the replicas, the leader, its term (protocol.md §15.2).
+    pub fn cluster_status() -> Result<Request> {
+        Request::new(verbs::CLUSTER, verbs::STATUS, &serde_json::json!({}), ReplyKind::Json)
+    }
+
     /// Any request: `body` is sent as it is, the reply returned as JSON.
     pub fn raw(domain: String, verb: String, body: Vec<u8>) -> Result<Request> {
         for (field, token) in [("domain", &domain), ("verb", &verb)] {

@@ -71,6 +71,11 @@ impl StackClient {
         self.send(self.http.get(format!("{}/stack/profile", self.base)), "GET /stack/profile").await
     }
 
+    /// `GET /cluster`: the replicas, the leader, its term (protocol.md §15.2), as JSON.
+    pub async fn cluster(&self) -> Result<serde_json::Value> {
+        self.send(self.http.get(format!("{}/cluster", self.base)), "GET /cluster").await
+    }
+
     /// `DELETE /stack`: stops every managed service in reverse dependency order; answered once all
     /// have stopped.
     pub async fn down(&self) -> Result<Stopped> {

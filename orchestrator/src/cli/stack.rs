@@ -141,6 +141,38 @@ pub async fn status(args: &ApiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `orchestrator cluster`: the group of replicas and its leader.
+pub async fn cluster(args: &ApiArgs) -> anyhow::Result<()> {
+    let view = client(args)?.cluster().await?;
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+    if view["mode"] == "single" {
+        println!("one orchestrator alone (no replicas: run `serve --replica NAME` for a group)");
+        return Ok(());
+    }
+    match view["leader"].as_object() {
+        Some(leader) => println!(
+            "leader {} (term {}) since {}; answered by {}",
+            text(&leader["replica"]),
+            leader["term"],
+            text(&leader["since"]),
+            text(&view["answered_by"])
+        ),
+        None => println!("no leader: a failover is under way; answered by {}", text(&view["answered_by"])),
+    }
+    println!("{:<20} {:<8} {:<32} {:<10} last seen", "replica", "role", "http", "version");
+    for r in view["replicas"].as_array().into_iter().flatten() {
+        println!(
+            "{:<20} {:<8} {:<32} {:<10} {}",
+            text(&r["name"]),
+            text(&r["role"]),
+            text(&r["http_url"]),
+            text(&r["version"]),
+            text(&r["seen_at"])
+        );
+    }
+    Ok(())
+}
+
 /// `orchestrator profile`: the last start-up run, like `systemd-analyze critical-chain`.
 pub async fn profile(args: &ApiArgs) -> anyhow::Result<()> {
     print_profile(&client(args)?.profile().await?);
