@@ -99,7 +99,7 @@ authorization {
                              "$P.req.registry.list.engine", "$P.req.registry.get.engine",
                              "$P.req.registry.discover.engine", "$P.req.health.system.engine",
                              "$P.req.health.service.engine", "$P.req.lifecycle.status.engine",
-                             "$P.req.lifecycle.restart.engine",
+                             "$P.req.lifecycle.restart.engine", "$P.req.cluster.status.engine",
                              "\$JS.API.INFO", "\$JS.API.STREAM.INFO.${S}_EVENTS", "\$JS.API.CONSUMER.*.${S}_EVENTS",
                              "\$JS.API.CONSUMER.*.${S}_EVENTS.>", "\$JS.API.CONSUMER.DURABLE.CREATE.${S}_EVENTS.>",
                              "\$JS.API.CONSUMER.MSG.NEXT.${S}_EVENTS.>", "\$JS.ACK.${S}_EVENTS.>"] }
@@ -122,6 +122,7 @@ authorization {
                              "$P.req.registry.discover.observer", "$P.req.health.system.observer",
                              "$P.req.health.service.observer", "$P.req.lifecycle.status.observer",
                              "$P.req.priority.get.observer", "$P.req.priority.list.observer",
+                             "$P.req.cluster.status.observer",
                              "\$JS.API.INFO", "\$JS.API.STREAM.INFO.${S}_EVENTS", "\$JS.API.CONSUMER.*.${S}_EVENTS",
                              "\$JS.API.CONSUMER.*.${S}_EVENTS.>", "\$JS.API.CONSUMER.MSG.NEXT.${S}_EVENTS.>"] }
         subscribe: { allow: ["_INBOX.>"] } } }

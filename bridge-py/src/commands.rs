@@ -87,6 +87,13 @@ impl Request {
         Ok(Request(orch_client::Request::restart(&service)?))
     }
 
+    /// `<prefix>.req.cluster.status` (body `{}`): the group of replicas, the leader and its term
+    /// (protocol.md §15.2).
+    #[staticmethod]
+    fn cluster_status() -> Result<Request> {
+        Ok(Request(orch_client::Request::cluster_status()?))
+    }
+
     /// Any request: `body` is sent as it is, the reply returned as JSON.
     #[staticmethod]
     fn raw(domain: String, verb: String, body: Vec<u8>) -> Result<Request> {
@@ -121,6 +128,8 @@ mod tests {
         assert_eq!(ok.name(), "priority.set");
         let e = Request::set_priority("api".into(), 101, "engine".into(), "x".into(), None).unwrap_err();
         assert_eq!((e.code(), e.field()), ("validation_failed", Some("value")));
+        let status = Request::cluster_status().unwrap();
+        assert_eq!((status.name().as_str(), status.0.body.as_slice()), ("cluster.status", &b"{}"[..]));
         assert_eq!(Request::raw("a.b".into(), "set".into(), Vec::new()).unwrap_err().field(), Some("domain"));
     }
 }

@@ -100,13 +100,15 @@ impl Event {
         self.raw.principal()
     }
 
-    /// The subject's domain token: `registry`, `health`, `lifecycle`, `priority`, `system`, ...
+    /// The subject's domain token: `registry`, `health`, `lifecycle`, `priority`, `system`,
+    /// `resource`, `cluster`.
     #[getter]
     fn domain(&self) -> Option<&str> {
         self.subject_token(2)
     }
 
-    /// The subject's service token (`_system` for events of no single service).
+    /// The subject's service token (`_system` for events of no single service; the node for
+    /// `resource` events, the replica for `cluster` events).
     #[getter]
     fn service(&self) -> Option<&str> {
         self.subject_token(3)

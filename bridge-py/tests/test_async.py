@@ -84,6 +84,9 @@ def test_services_restart_and_errors(stack):
         assert service.health.service == "api"
         assert (await client.service_health("api")).counts
         assert (await client.restart("worker")).restarting
+        alone = await client.cluster_status()
+        assert isinstance(alone, orch_bridge.ClusterStatus)
+        assert (alone.mode, alone.answered_by, alone.leader, alone.replicas) == ("single", None, None, [])
         with pytest.raises(NotFoundError):
             await client.restart("ghost")
         with pytest.raises(ValidationError) as bad:

@@ -1,5 +1,6 @@
 """The blocking client against a real nats-server and orchestrator: priorities and their
-guardrails, events, services, restarts, every exception kind, threads and Ctrl-C."""
+guardrails, events, services, restarts, the cluster's status, every exception kind, threads and
+Ctrl-C."""
 
 from __future__ import annotations
 
@@ -186,6 +187,58 @@ def test_services_their_health_and_a_restart(stack):
         with pytest.raises(NotFoundError) as missing:
             client.restart("ghost")
         assert missing.value.field == "service"
+
+
+REPLICATED = {
+    "mode": "replicated",
+    "answered_by": "b",
+    "leader": {"replica": "a", "term": 3, "since": "2026-12-04T05:00:00Z", "expires_at": "2026-12-04T05:00:05Z"},
+    "replicas": [
+        {"name": "a", "http_url": "http://10.0.0.1:8080", "version": "0.1.0", "role": "leader",
+         "started_at": "2026-12-04T04:59:58Z", "seen_at": "2026-12-04T05:00:04Z"},
+        {"name": "b", "http_url": "http://10.0.0.2:8080", "version": "0.1.0", "role": "standby",
+         "started_at": "2026-12-04T04:59:59Z", "seen_at": "2026-12-04T05:00:04.250Z"},
+        {"name": "c", "http_url": "http://10.0.0.3:8080", "version": "0.0.9", "role": "gone",
+         "started_at": "2026-12-04T04:00:00Z", "seen_at": "2026-12-04T04:30:00Z"},
+    ],
+}  # fmt: skip
+
+
+def test_cluster_status_of_an_orchestrator_alone_and_of_replicas(stack):
+    with Client.connect(stack.url) as client:
+        alone = client.cluster_status()
+        assert isinstance(alone, orch_bridge.ClusterStatus)
+        assert (alone.mode, alone.answered_by, alone.leader, alone.replicas) == ("single", None, None, [])
+        assert alone.raw["mode"] == "single" and "answered_by" not in alone.raw, alone.raw
+        # Alone, no replica ever claims a lease: no leadership events.
+        with client.events("orch.evt.cluster.>", deliver="all") as events:
+            assert events.next(timeout=0.5) is None
+
+    # What a replica answers (protocol.md §15.2), typed.
+    group = orch_bridge.ClusterStatus.from_json(REPLICATED)
+    assert (group.mode, group.answered_by) == ("replicated", "b")
+    leader = group.leader
+    assert isinstance(leader, orch_bridge.Leader)
+    assert (leader.replica, leader.term) == ("a", 3)
+    assert leader.since == datetime(2026, 12, 4, 5, 0, 0, tzinfo=timezone.utc)
+    assert leader.expires_at - leader.since == timedelta(seconds=5)
+    assert all(isinstance(r, orch_bridge.Replica) for r in group.replicas)
+    assert [(r.name, r.role) for r in group.replicas] == [("a", "leader"), ("b", "standby"), ("c", "gone")]
+    standby = group.replicas[1]
+    assert (standby.http_url, standby.version) == ("http://10.0.0.2:8080", "0.1.0")
+    assert standby.seen_at == datetime(2026, 12, 4, 5, 0, 4, 250_000, tzinfo=timezone.utc)
+    assert standby.started_at.tzinfo is not None
+    assert group.raw is REPLICATED
+    # During a failover no lease runs.
+    assert orch_bridge.ClusterStatus.from_json({**REPLICATED, "leader": None}).leader is None
+    # A reply the bridge cannot read says so.
+    with pytest.raises(OrchError) as bad:
+        orch_bridge.ClusterStatus.from_json({**REPLICATED, "leader": {"replica": "a", "term": 3}})
+    assert bad.value.code == "bad_reply"
+    with pytest.raises(OrchError) as bad:
+        unreadable = {**REPLICATED["replicas"][0], "seen_at": "yesterday"}
+        orch_bridge.ClusterStatus.from_json({**REPLICATED, "replicas": [unreadable]})
+    assert bad.value.code == "bad_reply"
 
 
 def test_every_exception_kind(private_cluster, make_stack):

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from . import _core
 from ._errors import ValidationError
 from ._types import (
+    ClusterStatus,
     HoldRelease,
     Instance,
     PriorityChange,
@@ -110,6 +111,10 @@ class _Requests:
     @staticmethod
     def restart(service):
         return _core.Request.restart(service), RestartResult.from_json
+
+    @staticmethod
+    def cluster_status():
+        return _core.Request.cluster_status(), ClusterStatus.from_json
 
 
 class Client:
@@ -362,6 +367,17 @@ class Client:
         """
         return self._call(_Requests.restart(service), timeout)
 
+    # -- the group of replicas --------------------------------------------------------------------
+
+    def cluster_status(self, *, timeout: Optional[float] = None) -> ClusterStatus:
+        """The group of replicas: whether the orchestrator runs alone (``mode`` ``single``) or
+        as replicas (``replicated``), which replica leads, in which term and since when, and
+        each replica's role (``leader``, ``standby`` or ``gone``). Every replica answers, the
+        standbys too, so it has an answer during a failover (``leader`` is then None)."""
+        return self._call(_Requests.cluster_status(), timeout)
+
+    # -- any request ------------------------------------------------------------------------------
+
     def request(self, domain: str, verb: str, body: Any = None, *, timeout: Optional[float] = None) -> Any:
         """Any request ``<prefix>.req.<domain>.<verb>`` (docs/protocol.md) with a JSON ``body``;
         returns the reply as Python objects. Errors raise like every other method."""
@@ -596,6 +612,10 @@ class AsyncClient:
     async def restart(self, service: str, *, timeout: Optional[float] = None) -> RestartResult:
         """See :meth:`Client.restart`."""
         return await self._call(_Requests.restart(service), timeout)
+
+    async def cluster_status(self, *, timeout: Optional[float] = None) -> ClusterStatus:
+        """See :meth:`Client.cluster_status`."""
+        return await self._call(_Requests.cluster_status(), timeout)
 
     async def request(self, domain: str, verb: str, body: Any = None, *, timeout: Optional[float] = None) -> Any:
         """See :meth:`Client.request`."""

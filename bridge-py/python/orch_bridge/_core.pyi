@@ -140,6 +140,10 @@ class Request:
     def restart(service: str) -> "Request":
         """``lifecycle.restart`` of a managed service (protocol.md §12.7)."""
     @staticmethod
+    def cluster_status() -> "Request":
+        """``cluster.status`` (body ``{}``): the group of replicas, the leader and its term
+        (protocol.md §15.2). Every replica answers it, standbys too."""
+    @staticmethod
     def raw(domain: str, verb: str, body: bytes) -> "Request":
         """Any request: ``domain`` and ``verb`` must be single subject tokens; ``body`` is sent
         as it is and the reply returned as JSON."""
@@ -301,10 +305,11 @@ class Event:
     @property
     def domain(self) -> Optional[str]:
         """The subject's domain token: ``registry``, ``health``, ``lifecycle``, ``priority``,
-        ``system``, ``resource``."""
+        ``system``, ``resource``, ``cluster``."""
     @property
     def service(self) -> Optional[str]:
-        """The subject's service token (``_system`` for events of no single service)."""
+        """The subject's service token (``_system`` for events of no single service; the node
+        for ``resource`` events, the replica for ``cluster`` events)."""
     @property
     def kind(self) -> Optional[str]:
         """The subject's last token: the kind of event, e.g. ``crashed`` or ``applied``."""

@@ -26,6 +26,9 @@ __all__ = [
     "ServiceHealth",
     "Service",
     "RestartResult",
+    "Leader",
+    "Replica",
+    "ClusterStatus",
 ]
 
 Json = Dict[str, Any]
@@ -369,3 +372,79 @@ class RestartResult:
             return cls(d["service"], d["restarting"])
         except (KeyError, TypeError) as e:
             raise _bad_reply("restart", e, d) from None
+
+
+@dataclass(frozen=True)
+class Leader:
+    """The replica that holds the group's lease (protocol.md §15.1)."""
+
+    replica: str
+    term: int
+    """Grows by one with each election; writes under an older term are refused."""
+    since: datetime
+    """When this term began."""
+    expires_at: datetime
+    """When the lease runs out unless renewed (the leader renews it every fifth of its length)."""
+
+    @classmethod
+    def from_json(cls, d: Json) -> "Leader":
+        return cls(d["replica"], d["term"], _core.parse_time(d["since"]), _core.parse_time(d["expires_at"]))
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One replica of the group, as it announced itself."""
+
+    name: str
+    http_url: str
+    """Where it answers HTTP (a standby forwards to the leader's)."""
+    version: str
+    """The orchestrator's version it runs."""
+    role: str
+    """``leader`` (holds the lease), ``standby`` (ready to take over) or ``gone`` (silent for
+    over 5 s)."""
+    started_at: datetime
+    seen_at: datetime
+    """Its last sign of life (each replica refreshes it every second)."""
+
+    @classmethod
+    def from_json(cls, d: Json) -> "Replica":
+        return cls(
+            d["name"],
+            d["http_url"],
+            d["version"],
+            d["role"],
+            _core.parse_time(d["started_at"]),
+            _core.parse_time(d["seen_at"]),
+        )
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    """The reply to ``cluster_status``: the group of replicas, which one leads, in which term and
+    since when (protocol.md §15.2). Every replica answers it, standbys too."""
+
+    mode: str
+    """``replicated`` when orchestrators run as replicas (``serve --replica``), ``single`` for one
+    orchestrator alone (then ``answered_by`` and ``leader`` are None and ``replicas`` is empty)."""
+    answered_by: Optional[str]
+    """The replica that answered (None for one orchestrator alone)."""
+    leader: Optional[Leader]
+    """The lease's holder, or None while no lease runs (a failover under way) or alone."""
+    replicas: List[Replica]
+    """Every replica that announced itself, by name."""
+    raw: Json = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: Json) -> "ClusterStatus":
+        try:
+            leader = d.get("leader")
+            return cls(
+                d["mode"],
+                d.get("answered_by"),
+                None if leader is None else Leader.from_json(leader),
+                [Replica.from_json(r) for r in d["replicas"]],
+                d,
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise _bad_reply("cluster status", e, d) from None
