@@ -52,8 +52,14 @@ fn manifest(prefix: &str, n: usize) -> (String, BTreeSet<u16>) {
     let mut text = String::new();
     let mut ports = BTreeSet::new();
     for i in 0..n {
-        let port = orch_testkit::free_port();
-        ports.insert(port);
+        // Distinct ports: a free port may be handed out twice by the kernel, and two services
+        // on one port would crash each other.
+        let port = loop {
+            let port = orch_testkit::free_port();
+            if ports.insert(port) {
+                break port;
+            }
+        };
         text.push_str(&format!(
             "[services.{prefix}-{i}]\ncommand = \"{SLEEPER}\"\nargs = [\"--ready-after\", \"0ms\"]\nport = {port}\n\
              readiness = {{ kind = \"tcp\", interval = \"1s\" }}\ngrace_period = \"5s\"\n\n"
@@ -448,19 +454,20 @@ async fn upgrade() {
     let mut upgraded = OrchestratorProcess::start(new.to_str().unwrap(), &env, bench_dir().join("upgrade-new.log"));
     upgraded.wait_ready(Duration::from_secs(120));
     let serving = started.elapsed();
-    // Fully reconciled: every service ready again under the same pid.
+    // Fully reconciled: the new agent has adopted every service (its log says so for each) and
+    // the rows say ready under the same pids. The rows alone would not tell: they are unchanged
+    // from before the upgrade until the controller looks.
+    let log = bench_dir().join("upgrade-new.log");
     let deadline = Instant::now() + Duration::from_secs(300);
     let after = loop {
+        let adopted = std::fs::read_to_string(&log).unwrap_or_default().matches("adopted a running service").count();
         let rows = managed(&pool).await;
         let same = rows.len() == before.len()
             && rows.iter().zip(&before).all(|(a, b)| a.1 == "ready" && a.2 == b.2 && a.3 == 0);
-        if same {
+        if (adopted >= UPGRADE_SERVICES && same) || Instant::now() > deadline {
             break rows;
         }
-        if Instant::now() > deadline {
-            break rows;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let reconciled = started.elapsed();
     let restarted = before
