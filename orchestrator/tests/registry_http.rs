@@ -273,5 +273,5 @@ async fn real_socket_and_readiness() {
         tokio::task::spawn_blocking(move || orch_testkit::http_get(port, "/readyz").unwrap()).await.unwrap();
     assert_eq!(status, 200);
     let ready: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(ready, json!({"postgres": true, "nats": true, "instances": 1}));
+    assert_eq!(ready, json!({"postgres": true, "nats": true, "instances": 1, "role": "single"}));
 }
