@@ -35,6 +35,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod consumers;
+pub mod dag;
 pub mod errors;
 pub mod health;
 pub mod http;
@@ -50,6 +51,7 @@ pub mod storage;
 pub mod telemetry;
 pub mod tls;
 pub mod workers;
+pub mod workflow;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
-use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use super::manifest::{Condition, Dependency, Manifest, ManifestError, Problem};
@@ -50,45 +49,7 @@ impl Graph {
 
     /// Every cycle, each as the path from its smallest name back to it.
     fn cycles(&self) -> Vec<Vec<String>> {
-        let mut cycles = Vec::new();
-        for component in tarjan_scc(&self.graph) {
-            let self_loop = component.len() == 1 && self.graph.contains_edge(component[0], component[0]);
-            if component.len() < 2 && !self_loop {
-                continue;
-            }
-            // The shortest cycle through the component's smallest name (breadth first).
-            let start = *component.iter().min_by_key(|n| &self.graph[**n]).expect("not empty");
-            let mut previous: HashMap<NodeIndex, NodeIndex> = HashMap::new();
-            let mut queue = std::collections::VecDeque::from([start]);
-            let mut last = start;
-            while let Some(node) = queue.pop_front() {
-                let mut next: Vec<NodeIndex> = self.graph.neighbors(node).filter(|n| component.contains(n)).collect();
-                next.sort_by_key(|n| self.graph[*n].clone());
-                if next.contains(&start) {
-                    last = node;
-                    break;
-                }
-                for n in next {
-                    if let std::collections::hash_map::Entry::Vacant(e) = previous.entry(n) {
-                        e.insert(node);
-                        queue.push_back(n);
-                    }
-                }
-            }
-            let mut path = vec![last];
-            while let Some(&p) = previous.get(path.last().expect("not empty")) {
-                path.push(p);
-                if p == start {
-                    break;
-                }
-            }
-            path.reverse();
-            let mut names: Vec<String> = path.iter().map(|n| self.graph[*n].clone()).collect();
-            names.push(self.graph[start].clone());
-            cycles.push(names);
-        }
-        cycles.sort();
-        cycles
+        crate::dag::cycles(&self.graph)
     }
 
     /// The services `name` depends on, with the dependency.
