@@ -68,11 +68,12 @@ cat >"$DIR/nats-auth.conf" <<EOF
 authorization {
   users = [
     # The orchestrator: its streams and consumer, requests and heartbeats, the node agents,
-    # events and dead letters, nats checks on the service API, outcomes on $P.replies.
+    # events and dead letters, nats checks on the service API, outcomes on $P.replies, and the
+    # calls of workflow steps on $P.call.> (add other subjects here to call services there).
     { user: orchestrator, password: "$(pw orchestrator)",
       permissions: {
         publish:   { allow: ["\$JS.API.>", "\$JS.ACK.${S}_COMMANDS.>", "$P.evt.>", "$P.dlq.>",
-                             "$P.agent.>", "\$SRV.>", "$P.replies.>"] }
+                             "$P.agent.>", "\$SRV.>", "$P.replies.>", "$P.call.>"] }
         subscribe: { allow: ["$P.req.>", "$P.hb.>", "$P.agent.>", "_INBOX.>"] }
         allow_responses: true } }
     # The orchestrator's nats health checks, on a connection of their own: the NATS service API
@@ -81,14 +82,14 @@ authorization {
       permissions: {
         publish:   { allow: ["\$SRV.>"] }
         subscribe: { allow: ["_INBOX.>"] } } }
-    # A service that registers itself, beats and reports its ttl checks, and answers the NATS
-    # service API (\$SRV.PING..., which nats checks request). Its own endpoints are its own
-    # business: add their subjects to subscribe.
+    # A service that registers itself, beats and reports its ttl checks, answers workflow calls
+    # on $P.call.>, and answers the NATS service API (\$SRV.PING..., which nats checks request).
+    # Its own endpoints are its own business: add their subjects to subscribe.
     { user: service, password: "$(pw service)",
       permissions: {
         publish:   { allow: ["$P.req.registry.*.service", "$P.req.health.ttl.service", "$P.hb.>",
                              "$P.cmd.registry.*.service", "\$JS.API.STREAM.INFO.${S}_COMMANDS"] }
-        subscribe: { allow: ["_INBOX.>", "$P.replies.service.>", "\$SRV.>"] }
+        subscribe: { allow: ["_INBOX.>", "$P.replies.service.>", "\$SRV.>", "$P.call.>"] }
         allow_responses: true } }
     # The AI engine: reads events, sets and clears adjustments; not policy, pins, bounds or
     # the release of a hold, which are the operator's.

@@ -347,6 +347,16 @@ pub struct ServeArgs {
     #[arg(long, env = "ORCH_LEASE_TTL", default_value = "5s", value_parser = positive_duration)]
     pub lease_ttl: Duration,
 
+    /// Workflow executions under way at once in each queue; the others wait, highest priority
+    /// first.
+    #[arg(long, env = "ORCH_WORKFLOW_QUEUE_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub workflow_queue_concurrency: u16,
+
+    /// Priority points a waiting workflow execution gains per minute it waits, so low priorities
+    /// are never starved (0: strict priority order).
+    #[arg(long, env = "ORCH_WORKFLOW_AGING", default_value_t = 1.0)]
+    pub workflow_aging_per_minute: f64,
+
     /// The URL other replicas forward HTTP requests to when this replica leads (`--replica`):
     /// what they can reach this one's `--http-addr` at, e.g. `http://orchestrator-a:8080`.
     /// Defaults to `http://<--http-addr>` (the host's name when it listens on every address).
@@ -928,6 +938,10 @@ impl ServeArgs {
                 startup_runs: self.startup_runs_kept,
             },
             replica: None,
+            workflow: crate::workflow::executor::ExecutorSettings {
+                queue_concurrency: usize::from(self.workflow_queue_concurrency),
+                aging_per_minute: self.workflow_aging_per_minute,
+            },
         };
         settings.validate().map_err(|e| format!("{}: {}", flag_of(e.setting), e.message))?;
         Ok(settings)

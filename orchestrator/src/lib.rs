@@ -328,6 +328,19 @@ async fn start_with(settings: Settings, listen: Listen) -> anyhow::Result<Runnin
     )
     .await?;
 
+    let (workflows, workflow_task) = workflow::executor::start(
+        pool.clone(),
+        workflow::steps::Effects {
+            nats: client.clone(),
+            subjects: subjects.clone(),
+            controller: controller.clone(),
+            priorities: priorities.clone(),
+        },
+        settings.workflow.clone(),
+        outbox_written.clone(),
+        shutdown_rx.clone(),
+    )
+    .await?;
     let backends = consumers::requests::Backends {
         registry: registry.clone(),
         health: monitor.clone(),
@@ -394,6 +407,7 @@ async fn start_with(settings: Settings, listen: Listen) -> anyhow::Result<Runnin
     tasks.push(recorder_task);
     tasks.push(priority_task);
     tasks.push(controller_task);
+    tasks.push(workflow_task);
 
     // One orchestrator alone answers `orch.req.cluster.status` itself; replicas answer it from
     // their own connection, standbys too (`cluster::replica`).
@@ -429,6 +443,7 @@ async fn start_with(settings: Settings, listen: Listen) -> anyhow::Result<Runnin
         browser: Arc::new(settings.http.browser_guard(http_addr)),
         limits: http::server::RequestLimits::new(&settings.http.limits),
         replica: settings.replica.clone(),
+        workflows,
     };
     if !settings.http.dashboard_dir.join("index.html").is_file() {
         tracing::warn!(

@@ -35,6 +35,8 @@ pub struct Settings {
     /// The replica this runs as (`serve --replica`, set by `cluster::replica::run`); `None`: one
     /// orchestrator alone.
     pub replica: Option<String>,
+    /// The workflow executor's queues.
+    pub workflow: crate::workflow::executor::ExecutorSettings,
 }
 
 impl Default for Settings {
@@ -51,6 +53,7 @@ impl Default for Settings {
             http: HttpSettings::default(),
             retention: Retention::default(),
             replica: None,
+            workflow: crate::workflow::executor::ExecutorSettings::default(),
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::priority::Outcome;
 pub use crate::priority::{Change, HoldData};
 use crate::registry::{Health, Instance};
 use crate::subjects::Subjects;
+use crate::workflow::WorkflowEvent;
 
 pub use cloudevents::Event;
 use cloudevents::{AttributesReader, EventBuilder, EventBuilderV10};
@@ -68,10 +69,13 @@ pub enum EventKind {
     LeaderElected,
     /// A replica's term ended because another took the lease (data [`LeaderLostData`]).
     LeaderLost,
+    /// A change of a workflow execution or of one of its steps (domain `workflow`, the
+    /// workflow's name as the service token, data [`crate::workflow::WorkflowEventData`]).
+    Workflow(crate::workflow::WorkflowEvent),
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 46] = [
+    pub const ALL: [EventKind; 56] = [
         EventKind::Registered,
         EventKind::Updated,
         EventKind::Deregistered,
@@ -118,6 +122,16 @@ impl EventKind {
         EventKind::PressureCleared,
         EventKind::LeaderElected,
         EventKind::LeaderLost,
+        EventKind::Workflow(WorkflowEvent::Started),
+        EventKind::Workflow(WorkflowEvent::StepStarted),
+        EventKind::Workflow(WorkflowEvent::StepSucceeded),
+        EventKind::Workflow(WorkflowEvent::StepRetrying),
+        EventKind::Workflow(WorkflowEvent::StepFailed),
+        EventKind::Workflow(WorkflowEvent::StepSkipped),
+        EventKind::Workflow(WorkflowEvent::CompensationStarted),
+        EventKind::Workflow(WorkflowEvent::Succeeded),
+        EventKind::Workflow(WorkflowEvent::Failed),
+        EventKind::Workflow(WorkflowEvent::Cancelled),
     ];
 
     /// Domain token of the subject: `registry`, `health`, `lifecycle` or `system`.
@@ -152,6 +166,7 @@ impl EventKind {
             EventKind::Priority(_) => "priority",
             EventKind::PressureHigh | EventKind::PressureCleared => "resource",
             EventKind::LeaderElected | EventKind::LeaderLost => "cluster",
+            EventKind::Workflow(_) => "workflow",
         }
     }
 
@@ -189,6 +204,7 @@ impl EventKind {
             EventKind::PressureCleared => "pressure_cleared",
             EventKind::LeaderElected => "leader_elected",
             EventKind::LeaderLost => "leader_lost",
+            EventKind::Workflow(kind) => kind.as_str(),
         }
     }
 
@@ -245,6 +261,7 @@ impl EventKind {
             EventKind::PressureCleared => "io.orch.resource.pressure_cleared.v1",
             EventKind::LeaderElected => "io.orch.cluster.leader_elected.v1",
             EventKind::LeaderLost => "io.orch.cluster.leader_lost.v1",
+            EventKind::Workflow(kind) => kind.type_str(),
         }
     }
 

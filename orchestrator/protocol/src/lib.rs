@@ -15,6 +15,7 @@ pub mod priority;
 pub mod registry;
 pub mod stack;
 pub mod subjects;
+pub mod workflow;
 
 pub use error::{ErrorBody, ErrorCode, ProtocolError};
 pub use events::{Event, EventKind};

@@ -15,6 +15,7 @@
 //!   nobody: a server without users, or users an operator allowed the plain subjects;
 //! - `agent:<node>`: a node agent, by the subject it reports on (its NATS user may publish only
 //!   there);
+//! - `workflow:<name>`: a step of an execution of the workflow `<name>`;
 //! - `orchestrator`: the orchestrator's own work (lease expiry, checks, restarts, expiries).
 
 /// The orchestrator's own work.

@@ -119,6 +119,11 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     if path == "/api/v1/stack" {
         return Some(Role::Admin);
     }
+    // A workflow's steps act on services and, in time, run commands: defining one is for admins;
+    // running and cancelling executions is for operators.
+    if path == "/api/v1/workflows/{name}" && *method == Method::PUT {
+        return Some(Role::Admin);
+    }
     // An engine's adjustments; their policy, pins, bounds and the guard stay the operator's.
     if path == "/api/v1/priorities/{service}" && (*method == Method::PUT || *method == Method::DELETE) {
         return Some(Role::Engine);

@@ -20,6 +20,7 @@ mod readiness;
 pub mod server;
 mod services;
 mod stack;
+mod workflows;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -127,6 +128,8 @@ pub struct AppState {
     pub limits: server::RequestLimits,
     /// The replica this runs as (`serve --replica`), `None` for one orchestrator alone.
     pub replica: Option<String>,
+    /// The workflow executor.
+    pub workflows: crate::workflow::executor::Workflows,
 }
 
 impl HttpSettings {
@@ -170,6 +173,7 @@ pub(crate) fn api_routes(manifest_max_bytes: usize) -> OpenApiRouter<AppState> {
                 .merge(priorities::router())
                 .merge(stack::router(manifest_max_bytes))
                 .merge(cluster::router())
+                .merge(workflows::router(manifest_max_bytes))
                 .merge(openapi::router())
                 .routes(routes!(auth::whoami))
                 .routes(routes!(ws::feed)),

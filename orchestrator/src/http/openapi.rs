@@ -32,6 +32,7 @@ pub mod tags {
     pub const STACK: &str = "stack";
     pub const PRIORITIES: &str = "priorities";
     pub const SYSTEM: &str = "system";
+    pub const WORKFLOWS: &str = "workflows";
 }
 
 /// The name of the security scheme that [`apply_roles`] asks for.
@@ -60,8 +61,10 @@ docs/protocol.md is the contract this document is generated for.";
             graph and the start-up profile, restart one, read its output, take the stack down."),
         (name = tags::PRIORITIES, description = "Service priorities: engine adjustments, operator policy and the \
             mass-change guard."),
-        (name = tags::SYSTEM, description = "The orchestrator itself: liveness, readiness, metrics and this \
-            document."),
+        (name = tags::SYSTEM, description = "The orchestrator itself: liveness, readiness, metrics, the group of \
+            replicas and this document."),
+        (name = tags::WORKFLOWS, description = "Workflow definitions with their versions, and their executions: \
+            start, follow, cancel."),
     )
 )]
 struct ApiDoc;

@@ -12,6 +12,7 @@ pub mod outbox;
 pub mod priorities;
 pub mod retention;
 pub mod system;
+pub mod workflows;
 
 use std::time::Duration;
 

@@ -15,8 +15,10 @@ pub mod shard {
     pub const PRIORITIES: i16 = -2;
     /// Leadership events (written with the claim that begins a term).
     pub const CLUSTER: i16 = -3;
+    /// Workflow events (the workflow executor).
+    pub const WORKFLOWS: i16 = -4;
     /// The shards that exist whatever the number of registry writers.
-    pub const FIXED: [i16; 3] = [LIFECYCLE, PRIORITIES, CLUSTER];
+    pub const FIXED: [i16; 4] = [LIFECYCLE, PRIORITIES, CLUSTER, WORKFLOWS];
 }
 
 #[derive(Debug, FromRow)]

@@ -79,6 +79,13 @@ impl StepKind {
         }
     }
 
+    /// The kinds this version runs; the others are refused when a definition is stored.
+    pub const AVAILABLE: [StepKind; 4] = [StepKind::Call, StepKind::Wait, StepKind::Restart, StepKind::SetPriority];
+
+    pub fn available(self) -> bool {
+        StepKind::AVAILABLE.contains(&self)
+    }
+
     /// The kind's own fields: which it needs and which it also takes.
     fn fields(self) -> (&'static [&'static str], &'static [&'static str]) {
         match self {
@@ -468,6 +475,19 @@ impl Definition {
                     "a step id is 1-63 lowercase letters, digits or '_', starting with a letter".into(),
                 );
             }
+            if !step.kind.available() {
+                problem(
+                    at("kind"),
+                    format!(
+                        "{} steps are not available in this version yet; these are: {}",
+                        step.kind.as_str(),
+                        StepKind::AVAILABLE.map(StepKind::as_str).join(", ")
+                    ),
+                );
+            }
+            if step.kind == StepKind::Call && step.path.is_some() {
+                problem(at("path"), "HTTP calls are not available in this version yet: call a NATS `subject`".into());
+            }
             let (needed, taken) = step.kind.fields();
             let set = step.set_fields();
             for field in needed {
@@ -607,10 +627,10 @@ service = "${{ inputs.service }}"
 retry = { attempts = 3, backoff = "2s" }
 
 [steps.healthy]
-kind = "wait_event"
+kind = "call"
 needs = ["restart"]
-subject = "orch.evt.lifecycle.*.ready"
-filter = "event.subject == inputs.service"
+subject = "checks.healthy"
+body = { service = "${{ inputs.service }}" }
 timeout = "2m"
 on_failure = "compensate"
 compensate_with = "page"
@@ -682,6 +702,7 @@ subject = "${{ inputs.x + }}"
         let has = |needle: &str| found.iter().any(|p| p.contains(needle));
         assert!(has("line 2: workflow.name"), "{found:#?}");
         assert!(has("line 5: steps.a.command: a job step needs `command`"), "{found:#?}");
+        assert!(has("line 5: steps.a.kind: job steps are not available in this version yet"), "{found:#?}");
         assert!(has("line 5: steps.a.needs: no step \"ghost\""), "{found:#?}");
         assert!(has("line 9: steps.b.command: a wait step takes no `command`"), "{found:#?}");
         assert!(has("line 9: steps.b.when"), "{found:#?}");

@@ -647,11 +647,12 @@ needs = ["call"]
 
     #[test]
     fn only_the_failures_a_policy_names_are_retried() {
-        let d =
-            definition("[steps.job]\nkind = \"job\"\ncommand = \"x\"\nretry = { attempts = 5, on = [\"timeout\"] }\n");
+        let d = definition(
+            "[steps.call]\nkind = \"call\"\nsubject = \"x\"\nretry = { attempts = 5, on = [\"timeout\"] }\n",
+        );
         let mut e = Execution::new("x", &d, json!({}));
         e.advance(&d, Input::Start, 0);
-        assert_eq!(events(&e.advance(&d, err("job", 1, Retryable::Error), 10)), ["step_failed", "failed"]);
+        assert_eq!(events(&e.advance(&d, err("call", 1, Retryable::Error), 10)), ["step_failed", "failed"]);
     }
 
     #[test]
@@ -779,8 +780,8 @@ kind = "call"
 subject = "s"
 retry = { attempts = 2, backoff = "1s" }
 [steps.once]
-kind = "job"
-command = "migrate"
+kind = "restart"
+service = "db"
 on_failure = "continue"
 "#,
         );

@@ -1,13 +1,20 @@
-//! Workflows: declarative multi-step executions (`definition`), whose expressions are CEL
-//! (`expr`), run as pure state machines (`machine`) by an executor on the leader.
+//! Workflows: declarative multi-step executions ([`definition`]) whose expressions are checked
+//! and evaluated by [`expr`], each run as a pure state machine ([`machine`]) by the executor on
+//! the leader ([`executor`]), which starts queued executions by priority ([`queue`]) and runs the
+//! steps' effects ([`steps`]); [`api`] stores definitions and starts, reads and cancels
+//! executions for the HTTP routes.
 //!
-//! Built so far: the definitions with their validation, the expressions, and the execution
-//! state machine. Not yet: storage, the executor, triggers, queues and the API (issue
-//! "Workflows and scheduled jobs"; docs/architecture.md, "Workflows").
+//! Built so far: manual runs of the step kinds `call` (NATS), `wait`, `restart` and
+//! `set_priority`. Not yet: the other step kinds, cron, event and webhook triggers, queue
+//! statistics, the bridge, CLI and dashboard (docs/architecture.md, "Workflows").
 
+pub mod api;
 pub mod definition;
+pub mod executor;
 pub mod expr;
 pub mod machine;
+pub mod queue;
+pub mod steps;
 
 pub use definition::{Definition, DefinitionError, StepKind};
 pub use machine::{Action, Execution, ExecutionStatus, Input, StepStatus};

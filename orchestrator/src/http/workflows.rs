@@ -1,0 +1,174 @@
+//! `/api/v1/workflows` and `/api/v1/executions`: store workflow definitions (TOML, with
+//! versions), start executions, read and cancel them ([`crate::workflow::api`]).
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use orch_protocol::ErrorCode;
+use orch_protocol::registry::validate_name;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::ApiError;
+use super::extract::{query_pairs, unknown_parameter};
+use super::openapi::{BadRequest, Conflict, Internal, NotFound, PayloadTooLarge, Unavailable, tags};
+use crate::workflow::api::{self, ExecutionView, Stored, WorkflowView};
+
+pub fn router(definition_max_bytes: usize) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(get_one, put).layer(axum::extract::DefaultBodyLimit::max(definition_max_bytes)))
+        .routes(routes!(run))
+        .routes(routes!(executions))
+        .routes(routes!(execution))
+        .routes(routes!(cancel))
+}
+
+fn execution_id(text: &str) -> Result<Uuid, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::field(ErrorCode::ValidationFailed, "id", format!("{text:?} is not an execution id (a UUID)"))
+    })
+}
+
+/// Every workflow, its latest version
+#[utoipa::path(get, path = "/workflows", operation_id = "list_workflows", tag = tags::WORKFLOWS,
+    responses((status = 200, description = "The latest version of each workflow, by name", body = Vec<WorkflowView>), Internal))]
+async fn list(State(state): State<AppState>) -> Result<Json<Vec<WorkflowView>>, ApiError> {
+    Ok(Json(api::list(&state.pool).await?))
+}
+
+/// One workflow's latest version, with its text
+#[utoipa::path(get, path = "/workflows/{name}", operation_id = "get_workflow", tag = tags::WORKFLOWS,
+    params(("name" = String, Path, description = "The workflow's name")),
+    responses((status = 200, description = "The latest version", body = WorkflowView), BadRequest, NotFound, Internal))]
+async fn get_one(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<WorkflowView>, ApiError> {
+    validate_name("name", &name)?;
+    Ok(Json(api::get(&state.pool, &name).await?))
+}
+
+/// Stores a workflow definition (TOML) as its next version
+///
+/// Validated in full: every problem is named with its field and line (`validation_failed`). The
+/// same text as the latest version stores nothing and answers that version (`created: false`).
+#[utoipa::path(put, path = "/workflows/{name}", operation_id = "put_workflow", tag = tags::WORKFLOWS,
+    params(("name" = String, Path, description = "The workflow's name, as its `[workflow] name` says")),
+    request_body(content = String, content_type = "application/toml", description = "The definition (docs/workflows.md)"),
+    responses(
+        (status = 201, description = "Stored as a new version", body = Stored),
+        (status = 200, description = "The same as the latest version: nothing stored", body = Stored),
+        BadRequest, PayloadTooLarge, Internal,
+    ))]
+async fn put(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    validate_name("name", &name)?;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::field(
+                ErrorCode::PayloadTooLarge,
+                "workflow",
+                "the definition is larger than --manifest-max-bytes",
+            )
+        } else {
+            ApiError::field(ErrorCode::MalformedPayload, "workflow", rejection.body_text())
+        }
+    })?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::field(ErrorCode::MalformedPayload, "workflow", "the definition must be UTF-8 TOML"))?;
+    let stored = api::put(&state.pool, &name, text, &caller.principal).await?;
+    let status = if stored.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(stored)).into_response())
+}
+
+/// The inputs of a new execution.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RunRequest {
+    /// The workflow's inputs by name; defaults fill in the missing ones.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    inputs: Option<serde_json::Value>,
+}
+
+/// Starts an execution of the workflow's latest version
+///
+/// It waits in the workflow's queue (highest priority first) and starts when the queue has room.
+#[utoipa::path(post, path = "/workflows/{name}/executions", operation_id = "run_workflow", tag = tags::WORKFLOWS,
+    params(("name" = String, Path, description = "The workflow's name")),
+    request_body(content = RunRequest, description = "Inputs (an empty body runs with none)"),
+    responses((status = 202, description = "Queued", body = ExecutionView), BadRequest, NotFound, Internal))]
+async fn run(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    validate_name("name", &name)?;
+    let request: RunRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RunRequest { inputs: None }
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::field(ErrorCode::MalformedPayload, "body", e.to_string()))?
+    };
+    let view = api::run(&state.pool, &state.workflows, &name, request.inputs, &caller.principal).await?;
+    Ok((StatusCode::ACCEPTED, Json(view)).into_response())
+}
+
+/// The newest executions
+#[utoipa::path(get, path = "/executions", operation_id = "list_executions", tag = tags::WORKFLOWS,
+    params(("workflow" = Option<String>, Query, description = "Of this workflow only"),
+           ("limit" = Option<i64>, Query, description = "At most this many (1-1000, default 100)")),
+    responses((status = 200, description = "Newest first", body = Vec<ExecutionView>), BadRequest, Internal))]
+async fn executions(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Vec<ExecutionView>>, ApiError> {
+    let (mut workflow, mut limit) = (None, 100i64);
+    for (key, value) in query_pairs(query.as_deref())? {
+        match key.as_str() {
+            "workflow" => {
+                validate_name("workflow", &value)?;
+                workflow = Some(value);
+            }
+            "limit" => {
+                limit = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| ApiError::field(ErrorCode::ValidationFailed, "limit", "1-1000"))?;
+            }
+            other => return Err(unknown_parameter(other, "workflow, limit")),
+        }
+    }
+    Ok(Json(api::executions(&state.pool, workflow.as_deref(), limit).await?))
+}
+
+/// One execution: its status and each step's
+#[utoipa::path(get, path = "/executions/{id}", operation_id = "get_execution", tag = tags::WORKFLOWS,
+    params(("id" = String, Path, description = "The execution's id (a UUID)")),
+    responses((status = 200, description = "The execution", body = ExecutionView), BadRequest, NotFound, Internal))]
+async fn execution(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ExecutionView>, ApiError> {
+    Ok(Json(api::execution_view(&state.pool, execution_id(&id)?).await?))
+}
+
+/// Cancels an execution that has not ended
+#[utoipa::path(post, path = "/executions/{id}/cancel", operation_id = "cancel_execution", tag = tags::WORKFLOWS,
+    params(("id" = String, Path, description = "The execution's id (a UUID)")),
+    responses((status = 200, description = "Cancelled", body = ExecutionView), BadRequest, NotFound, Conflict, Unavailable, Internal))]
+async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ExecutionView>, ApiError> {
+    let id = execution_id(&id)?;
+    Ok(Json(api::cancel(&state.pool, &state.workflows, id, &caller.principal).await?))
+}

@@ -1,0 +1,257 @@
+//! What the API does with workflows, apart from the wire: store a definition as a new version,
+//! start an execution (its inputs checked against the definition), read and cancel executions.
+
+use chrono::{DateTime, Utc};
+use orch_protocol::{ErrorCode, ProtocolError};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::definition::Definition;
+use super::executor::Workflows;
+use super::machine::Execution;
+use crate::storage::workflows::{self, NewExecution, StoredDefinition, StoredExecution};
+
+/// Most bytes of an execution's inputs (as JSON).
+pub const MAX_INPUTS_BYTES: usize = 64 * 1024;
+
+/// A stored definition.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkflowView {
+    pub name: String,
+    pub version: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub queue: String,
+    pub priority: u8,
+    pub created_at: DateTime<Utc>,
+    /// Who stored this version.
+    pub created_by: String,
+    /// The steps with their kinds and what they need.
+    pub steps: Vec<StepSummary>,
+    /// The TOML text as stored (in the answer for one workflow).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StepSummary {
+    pub id: String,
+    pub kind: String,
+    pub needs: Vec<String>,
+    /// Runs only as another step's compensation.
+    pub compensation: bool,
+}
+
+/// The answer to storing a definition.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Stored {
+    pub name: String,
+    pub version: i32,
+    /// False when the text equals the latest version (nothing new was stored).
+    pub created: bool,
+}
+
+/// An execution.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecutionView {
+    pub id: Uuid,
+    pub workflow: String,
+    pub version: i32,
+    /// `queued`, `running`, `compensating`, `succeeded`, `failed` or `cancelled`.
+    pub status: String,
+    pub queue: String,
+    pub priority: i16,
+    #[schema(value_type = Object)]
+    pub inputs: Value,
+    /// Each step: `status` (`pending`, `retrying`, `running`, `succeeded`, `failed`, `skipped`,
+    /// `cancelled`), `attempt`, and when they apply `started_at` / `due_at` (ms since the epoch),
+    /// `output`, `error` (`kind`, `message`).
+    #[schema(value_type = Object)]
+    pub steps: Value,
+    /// Why it failed or was cancelled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// Who started it.
+    pub created_by: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+fn not_found(what: String) -> ProtocolError {
+    ProtocolError::new(ErrorCode::NotFound, what)
+}
+
+fn view_of(stored: StoredDefinition, with_text: bool) -> Result<WorkflowView, ProtocolError> {
+    let definition: Definition = serde_json::from_value(stored.definition.0)
+        .map_err(|e| ProtocolError::new(ErrorCode::Internal, format!("a stored definition cannot be read: {e}")))?;
+    Ok(WorkflowView {
+        name: stored.name,
+        version: stored.version,
+        description: definition.workflow.description.clone(),
+        queue: definition.workflow.queue.clone(),
+        priority: definition.workflow.priority,
+        created_at: stored.created_at,
+        created_by: stored.created_by,
+        steps: definition
+            .steps
+            .iter()
+            .map(|(id, s)| StepSummary {
+                id: id.clone(),
+                kind: s.kind.as_str().into(),
+                needs: s.needs.clone(),
+                compensation: s.compensation,
+            })
+            .collect(),
+        text: with_text.then_some(stored.text),
+    })
+}
+
+/// Parses `text` and stores it as the next version of `name` (which it must declare).
+pub async fn put(pool: &sqlx::PgPool, name: &str, text: &str, by: &str) -> Result<Stored, ProtocolError> {
+    let definition = Definition::parse(text)?;
+    if definition.workflow.name != name {
+        return Err(ProtocolError::field(
+            ErrorCode::ValidationFailed,
+            "workflow.name",
+            format!("the definition is named {:?}, not {name:?} as in the path", definition.workflow.name),
+        ));
+    }
+    let json = serde_json::to_value(&definition).expect("a definition serializes");
+    let (version, created) = workflows::put_definition(pool, name, text, &json, by).await?;
+    Ok(Stored { name: name.to_string(), version, created })
+}
+
+pub async fn list(pool: &sqlx::PgPool) -> Result<Vec<WorkflowView>, ProtocolError> {
+    workflows::definitions(pool).await?.into_iter().map(|d| view_of(d, false)).collect()
+}
+
+pub async fn get(pool: &sqlx::PgPool, name: &str) -> Result<WorkflowView, ProtocolError> {
+    let stored =
+        workflows::definition(pool, name, None).await?.ok_or_else(|| not_found(format!("no workflow {name:?}")))?;
+    view_of(stored, true)
+}
+
+/// `inputs` checked against the definition's: unknown ones refused, required ones present,
+/// defaults filled in.
+pub fn check_inputs(definition: &Definition, inputs: Option<Value>) -> Result<Value, ProtocolError> {
+    let mut given = match inputs {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(map)) => map,
+        Some(_) => return Err(ProtocolError::invalid("inputs", "an object of input names and values")),
+    };
+    if serde_json::to_vec(&given).map_or(0, |v| v.len()) > MAX_INPUTS_BYTES {
+        return Err(ProtocolError::invalid("inputs", format!("larger than {MAX_INPUTS_BYTES} bytes")));
+    }
+    if let Some(unknown) = given.keys().find(|k| !definition.inputs.contains_key(*k)) {
+        let known: Vec<&str> = definition.inputs.keys().map(String::as_str).collect();
+        return Err(ProtocolError::invalid(
+            format!("inputs.{unknown}"),
+            format!(
+                "the workflow takes no input {unknown:?} (it takes: {})",
+                if known.is_empty() { "none".into() } else { known.join(", ") }
+            ),
+        ));
+    }
+    for (name, spec) in &definition.inputs {
+        if !given.contains_key(name) {
+            match (&spec.default, spec.required) {
+                (Some(default), _) => {
+                    given.insert(name.clone(), default.clone());
+                }
+                (None, true) => return Err(ProtocolError::invalid(format!("inputs.{name}"), "required")),
+                (None, false) => {
+                    given.insert(name.clone(), Value::Null);
+                }
+            }
+        }
+    }
+    Ok(Value::Object(given))
+}
+
+/// Queues an execution of the latest version of `name`; the executor starts it.
+pub async fn run(
+    pool: &sqlx::PgPool,
+    executor: &Workflows,
+    name: &str,
+    inputs: Option<Value>,
+    by: &str,
+) -> Result<ExecutionView, ProtocolError> {
+    let stored =
+        workflows::definition(pool, name, None).await?.ok_or_else(|| not_found(format!("no workflow {name:?}")))?;
+    let definition: Definition = serde_json::from_value(stored.definition.0.clone())
+        .map_err(|e| ProtocolError::new(ErrorCode::Internal, format!("a stored definition cannot be read: {e}")))?;
+    let inputs = check_inputs(&definition, inputs)?;
+    let id = Uuid::now_v7();
+    let execution = Execution::new(id.to_string(), &definition, inputs);
+    let state = serde_json::to_value(&execution).expect("an execution serializes");
+    workflows::insert_execution(
+        pool,
+        NewExecution {
+            id,
+            workflow: name,
+            version: stored.version,
+            queue: &definition.workflow.queue,
+            priority: i16::from(definition.workflow.priority),
+            state,
+            by,
+        },
+    )
+    .await?;
+    executor.queued(id);
+    execution_view(pool, id).await
+}
+
+fn to_view(row: StoredExecution) -> ExecutionView {
+    let state = row.state.0;
+    ExecutionView {
+        id: row.id,
+        workflow: row.workflow,
+        version: row.version,
+        status: row.status,
+        queue: row.queue,
+        priority: row.priority,
+        inputs: state.get("inputs").cloned().unwrap_or(Value::Null),
+        steps: state.get("steps").cloned().unwrap_or(Value::Null),
+        reason: state.get("reason").and_then(Value::as_str).map(str::to_string),
+        created_at: row.created_at,
+        created_by: row.created_by,
+        started_at: row.started_at,
+        finished_at: row.finished_at,
+    }
+}
+
+pub async fn execution_view(pool: &sqlx::PgPool, id: Uuid) -> Result<ExecutionView, ProtocolError> {
+    let row = workflows::execution(pool, id).await?.ok_or_else(|| not_found(format!("no execution {id}")))?;
+    Ok(to_view(row))
+}
+
+pub async fn executions(
+    pool: &sqlx::PgPool,
+    workflow: Option<&str>,
+    limit: i64,
+) -> Result<Vec<ExecutionView>, ProtocolError> {
+    Ok(workflows::executions(pool, workflow, limit).await?.into_iter().map(to_view).collect())
+}
+
+/// Cancels an execution that has not ended.
+pub async fn cancel(
+    pool: &sqlx::PgPool,
+    executor: &Workflows,
+    id: Uuid,
+    by: &str,
+) -> Result<ExecutionView, ProtocolError> {
+    let view = execution_view(pool, id).await?;
+    if matches!(view.status.as_str(), "succeeded" | "failed" | "cancelled") {
+        return Err(ProtocolError::new(ErrorCode::Conflict, format!("execution {id} has ended ({})", view.status)));
+    }
+    executor
+        .cancel(id, format!("cancelled by {by}"))
+        .await
+        .map_err(|e| ProtocolError::new(ErrorCode::Unavailable, e))?;
+    execution_view(pool, id).await
+}

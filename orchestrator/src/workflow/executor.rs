@@ -1,0 +1,406 @@
+//! The executor: one task on the leader that owns every execution under way. It feeds each
+//! execution's state machine what happened, stores the new state with its events (one
+//! transaction) **before** it does what the machine says, then runs the attempts (each in a task
+//! of its own, reporting back here), cancels attempts, and wakes executions when a back-off or a
+//! timeout is due. Queued executions start by queue, highest priority first, within each queue's
+//! concurrency limit ([`super::queue`]).
+//!
+//! A new leader loads every execution that has not ended and resumes it ([`Input::Resumed`]):
+//! nothing that completed runs again, and an attempt that was in flight is retried only under its
+//! policy.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use orch_protocol::events::{self, EventKind};
+use orch_protocol::principal::ORCHESTRATOR;
+use orch_protocol::workflow::{WorkflowEvent, WorkflowEventData};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+use uuid::Uuid;
+
+use super::definition::Definition;
+use super::machine::{Action, Event, Execution, ExecutionStatus, Input, Millis, StepError};
+use super::queue::{self, Waiting};
+use super::steps::{self, Attempt, Effects};
+use crate::shutdown::Shutdown;
+use crate::storage::{self, StorageError, batch::OutboxRow, workflows};
+
+/// Settings of the executor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutorSettings {
+    /// Executions under way at once per queue.
+    pub queue_concurrency: usize,
+    /// Priority points a waiting execution gains per minute of waiting (so none starves).
+    pub aging_per_minute: f64,
+}
+
+impl Default for ExecutorSettings {
+    fn default() -> Self {
+        ExecutorSettings { queue_concurrency: 16, aging_per_minute: 1.0 }
+    }
+}
+
+/// What the API asks of the executor.
+enum Command {
+    /// A new execution was stored (queued).
+    Queued {
+        id: Uuid,
+    },
+    Cancel {
+        id: Uuid,
+        reason: String,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// A handle on the executor (cheap to clone).
+#[derive(Clone)]
+pub struct Workflows {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Workflows {
+    /// Tells the executor a stored execution is queued.
+    pub fn queued(&self, id: Uuid) {
+        let _ = self.commands.send(Command::Queued { id });
+    }
+
+    /// Cancels an execution that has not ended.
+    pub async fn cancel(&self, id: Uuid, reason: String) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Cancel { id, reason, reply })
+            .map_err(|_| "the workflow executor has stopped".to_string())?;
+        answer.await.map_err(|_| "the workflow executor has stopped".to_string())?
+    }
+}
+
+/// An execution under way (or queued) in memory.
+struct Live {
+    workflow: String,
+    version: i32,
+    queue: String,
+    priority: i16,
+    queued_at: Millis,
+    definition: Arc<Definition>,
+    execution: Execution,
+    wake: Option<Millis>,
+    attempts: HashMap<String, AbortHandle>,
+}
+
+/// An attempt's end, as its task reports it.
+struct Ended {
+    id: Uuid,
+    step: String,
+    attempt: u32,
+    result: Result<Value, StepError>,
+}
+
+fn now_ms() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Starts the executor; it resumes every execution that has not ended.
+pub async fn start(
+    pool: sqlx::PgPool,
+    effects: Effects,
+    settings: ExecutorSettings,
+    written: Arc<tokio::sync::Notify>,
+    shutdown: Shutdown,
+) -> Result<(Workflows, tokio::task::JoinHandle<()>), StorageError> {
+    let (commands_tx, commands) = mpsc::unbounded_channel();
+    let mut executor =
+        Executor { pool, effects, settings, written, live: HashMap::new(), ended: mpsc::unbounded_channel() };
+    let stored = storage::retry("loading workflow executions", || workflows::active_executions(&executor.pool)).await?;
+    let resumed = stored.len();
+    for row in stored {
+        executor.load(row).await;
+    }
+    if resumed > 0 {
+        tracing::info!(executions = resumed, "workflow executions taken up again");
+    }
+    let task = tokio::spawn(executor.run(commands, shutdown));
+    Ok((Workflows { commands: commands_tx }, task))
+}
+
+struct Executor {
+    pool: sqlx::PgPool,
+    effects: Effects,
+    settings: ExecutorSettings,
+    written: Arc<tokio::sync::Notify>,
+    live: HashMap<Uuid, Live>,
+    ended: (mpsc::UnboundedSender<Ended>, mpsc::UnboundedReceiver<Ended>),
+}
+
+impl Executor {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>, mut shutdown: Shutdown) {
+        // Executions under way when the last leader stopped go on; queued ones wait their turn.
+        let under_way: Vec<Uuid> = self
+            .live
+            .iter()
+            .filter(|(_, l)| l.execution.status != ExecutionStatus::Queued)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in under_way {
+            self.advance(id, Input::Resumed).await;
+        }
+        self.admit().await;
+        loop {
+            let next_wake = self.live.values().filter_map(|l| l.wake).min();
+            let sleep = async {
+                match next_wake {
+                    Some(at) => {
+                        let left = (at - now_ms()).max(0) as u64;
+                        tokio::time::sleep(std::time::Duration::from_millis(left)).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.requested() => break,
+                command = commands.recv() => match command {
+                    Some(Command::Queued { id }) => {
+                        if let Ok(Some(row)) = workflows::execution(&self.pool, id).await {
+                            self.load(row).await;
+                        }
+                    }
+                    Some(Command::Cancel { id, reason, reply }) => {
+                        let answer = if self.live.contains_key(&id) {
+                            self.advance(id, Input::Cancel { reason }).await;
+                            Ok(())
+                        } else {
+                            Err(format!("execution {id} is not under way"))
+                        };
+                        let _ = reply.send(answer);
+                    }
+                    None => break,
+                },
+                Some(ended) = self.ended.1.recv() => {
+                    if let Some(live) = self.live.get_mut(&ended.id) {
+                        live.attempts.remove(&ended.step);
+                    }
+                    let input = Input::StepEnded { step: ended.step, attempt: ended.attempt, result: ended.result };
+                    self.advance(ended.id, input).await;
+                }
+                _ = sleep => {
+                    let now = now_ms();
+                    let due: Vec<Uuid> =
+                        self.live.iter().filter(|(_, l)| l.wake.is_some_and(|w| w <= now)).map(|(id, _)| *id).collect();
+                    for id in due {
+                        self.advance(id, Input::Tick).await;
+                    }
+                }
+            }
+            self.admit().await;
+        }
+        // The attempts stop with the executor; the next leader resumes the executions.
+        for live in self.live.values() {
+            for attempt in live.attempts.values() {
+                attempt.abort();
+            }
+        }
+    }
+
+    /// Takes a stored execution into memory.
+    async fn load(&mut self, row: workflows::StoredExecution) {
+        let definition = match workflows::definition(&self.pool, &row.workflow, Some(row.version)).await {
+            Ok(Some(d)) => match serde_json::from_value::<Definition>(d.definition.0) {
+                Ok(d) => Arc::new(d),
+                Err(e) => {
+                    tracing::error!(execution = %row.id, error = %e, "a stored workflow definition cannot be read");
+                    return;
+                }
+            },
+            other => {
+                tracing::error!(execution = %row.id, result = ?other.map(|d| d.is_some()), "the execution's definition is missing");
+                return;
+            }
+        };
+        let execution: Execution = match serde_json::from_value(row.state.0) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(execution = %row.id, error = %e, "a stored execution cannot be read");
+                return;
+            }
+        };
+        self.live.insert(
+            row.id,
+            Live {
+                workflow: row.workflow,
+                version: row.version,
+                queue: row.queue,
+                priority: row.priority,
+                queued_at: row.created_at.timestamp_millis(),
+                definition,
+                execution,
+                wake: None,
+                attempts: HashMap::new(),
+            },
+        );
+    }
+
+    /// Starts queued executions while their queues have room.
+    async fn admit(&mut self) {
+        let now = now_ms();
+        let mut running: HashMap<String, usize> = HashMap::new();
+        let mut waiting = Vec::new();
+        for (id, live) in &self.live {
+            if live.execution.status == ExecutionStatus::Queued {
+                waiting.push(Waiting {
+                    id: *id,
+                    queue: live.queue.clone(),
+                    priority: live.priority,
+                    queued_at: live.queued_at,
+                });
+            } else {
+                *running.entry(live.queue.clone()).or_default() += 1;
+            }
+        }
+        let chosen =
+            queue::admit(&waiting, &running, self.settings.queue_concurrency, self.settings.aging_per_minute, now);
+        for id in chosen {
+            self.advance(id, Input::Start).await;
+        }
+    }
+
+    /// Feeds `input` to execution `id`, stores the result, then does what it says.
+    async fn advance(&mut self, id: Uuid, input: Input) {
+        let Some(live) = self.live.get_mut(&id) else { return };
+        let before = live.execution.status;
+        let mut execution = live.execution.clone();
+        let actions = execution.advance(&live.definition, input, now_ms());
+        let started = before == ExecutionStatus::Queued && execution.status != ExecutionStatus::Queued;
+        let finished = execution.status.is_final();
+        let rows = event_rows(&self.effects.subjects, id, live, &execution, &actions);
+        let state = serde_json::to_value(&execution).expect("an execution serializes");
+        let saved =
+            workflows::save_execution(&self.pool, id, execution.status.as_str(), &state, started, finished, &rows)
+                .await;
+        if let Err(e) = saved {
+            // Nothing of this step is done: the state stays as stored, and it is tried again at
+            // the next wake-up (or by the next leader, when this one was fenced).
+            tracing::warn!(execution = %id, error = %e, "a workflow execution's change could not be stored; it is tried again");
+            live.wake = Some(now_ms() + 1000);
+            return;
+        }
+        if !rows.is_empty() {
+            self.written.notify_one();
+        }
+        live.execution = execution;
+        live.wake = None;
+        for action in actions {
+            match action {
+                Action::Run { step, attempt, key, scope, resumed: _ } => {
+                    let Some(spec) = live.definition.steps.get(&step).cloned() else { continue };
+                    let started_at = live.execution.steps.get(&step).and_then(|s| s.started_at).unwrap_or_else(now_ms);
+                    let attempt_run = Attempt {
+                        workflow: live.workflow.clone(),
+                        execution: id.to_string(),
+                        step: step.clone(),
+                        key,
+                        started_at,
+                        spec,
+                        scope,
+                    };
+                    let effects = self.effects.clone();
+                    let report = self.ended.0.clone();
+                    let handle = tokio::spawn(async move {
+                        let result = steps::run(&effects, &attempt_run).await;
+                        let _ = report.send(Ended { id, step: attempt_run.step, attempt, result });
+                    });
+                    live.attempts.insert(step, handle.abort_handle());
+                }
+                Action::Cancel { step } => {
+                    if let Some(handle) = live.attempts.remove(&step) {
+                        handle.abort();
+                    }
+                }
+                Action::WakeAt(at) => live.wake = Some(at),
+                Action::Event(_) => {}
+            }
+        }
+        if finished {
+            let status = live.execution.status;
+            tracing::info!(execution = %id, workflow = %live.workflow, status = status.as_str(), "workflow execution ended");
+            self.live.remove(&id);
+        }
+    }
+}
+
+/// The outbox rows of the events among `actions`.
+fn event_rows(
+    subjects: &orch_protocol::Subjects,
+    id: Uuid,
+    live: &Live,
+    execution: &Execution,
+    actions: &[Action],
+) -> Vec<OutboxRow> {
+    {
+        let now = chrono::Utc::now();
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Event(e) => Some(e),
+                _ => None,
+            })
+            .map(|event| {
+                let mut data = WorkflowEventData {
+                    execution_id: id.to_string(),
+                    workflow: live.workflow.clone(),
+                    version: live.version,
+                    status: execution.status.as_str().to_string(),
+                    step: None,
+                    attempt: None,
+                    error: None,
+                    reason: None,
+                    next_at: None,
+                    compensation: None,
+                };
+                let kind = match event {
+                    Event::ExecutionStarted => WorkflowEvent::Started,
+                    Event::StepStarted { step, attempt } => {
+                        (data.step, data.attempt) = (Some(step.clone()), Some(*attempt));
+                        WorkflowEvent::StepStarted
+                    }
+                    Event::StepSucceeded { step, attempt } => {
+                        (data.step, data.attempt) = (Some(step.clone()), Some(*attempt));
+                        WorkflowEvent::StepSucceeded
+                    }
+                    Event::StepRetrying { step, attempt, error, next_at } => {
+                        (data.step, data.attempt, data.error) =
+                            (Some(step.clone()), Some(*attempt), Some(error.clone()));
+                        data.next_at = chrono::DateTime::from_timestamp_millis(*next_at).map(|t| t.to_rfc3339());
+                        WorkflowEvent::StepRetrying
+                    }
+                    Event::StepFailed { step, attempt, error } => {
+                        (data.step, data.attempt, data.error) =
+                            (Some(step.clone()), Some(*attempt), Some(error.clone()));
+                        WorkflowEvent::StepFailed
+                    }
+                    Event::StepSkipped { step, reason } => {
+                        (data.step, data.reason) = (Some(step.clone()), Some(reason.clone()));
+                        WorkflowEvent::StepSkipped
+                    }
+                    Event::CompensationStarted { step, compensation } => {
+                        (data.step, data.compensation) = (Some(step.clone()), Some(compensation.clone()));
+                        WorkflowEvent::CompensationStarted
+                    }
+                    Event::ExecutionSucceeded => WorkflowEvent::Succeeded,
+                    Event::ExecutionFailed { reason } => {
+                        data.reason = Some(reason.clone());
+                        WorkflowEvent::Failed
+                    }
+                    Event::ExecutionCancelled { reason } => {
+                        data.reason = Some(reason.clone());
+                        WorkflowEvent::Cancelled
+                    }
+                };
+                let id = id.to_string();
+                events::encode(subjects, EventKind::Workflow(kind), &live.workflow, &id, ORCHESTRATOR, now, &data)
+                    .into()
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,255 @@
+//! Workflows against a real orchestrator, NATS and PostgreSQL: definitions stored with versions
+//! and refused with their field and line, executions that call a real NATS responder (retried,
+//! with a stable idempotency key per attempt), wait, set a priority, skip a step by condition,
+//! publish every transition as an event, resume after a restart of the orchestrator without
+//! running a completed step again, and can be cancelled.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use common::http::{call, call_raw};
+use common::{Stack, eventually};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+const REMEDIATE: &str = r#"
+[workflow]
+name = "remediate"
+queue = "remediation"
+priority = 70
+
+[inputs.service]
+required = true
+
+[inputs.crashes]
+default = 1
+
+[steps.check]
+kind = "call"
+subject = "orch.call.check"
+body = { service = "${{ inputs.service }}" }
+retry = { attempts = 3, backoff = "100ms" }
+
+[steps.pause]
+kind = "wait"
+duration = "200ms"
+needs = ["check"]
+
+[steps.raise]
+kind = "set_priority"
+needs = ["pause"]
+when = 'steps.check.output.code == 200'
+service = "${{ inputs.service }}"
+value = 80
+reason = "checked after ${{ inputs.crashes }} crashes"
+
+[steps.escalate]
+kind = "wait"
+duration = "1s"
+needs = ["check"]
+when = "inputs.crashes > 5"
+"#;
+
+/// Answers `subject`: an error reply for the first `failures` requests, then `{"code": 200}`;
+/// records each request's idempotency key.
+async fn responder(stack: &Stack, subject: &str, failures: usize) -> Arc<Mutex<Vec<String>>> {
+    let keys: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut sub = stack.client.subscribe(subject.to_string()).await.unwrap();
+    stack.client.flush().await.unwrap();
+    let (client, seen) = (stack.client.clone(), keys.clone());
+    tokio::spawn(async move {
+        while let Some(message) = sub.next().await {
+            let key = message.headers.as_ref().and_then(|h| h.get("Orch-Idempotency-Key")).map(|v| v.to_string());
+            let n = {
+                let mut seen = seen.lock().unwrap();
+                seen.push(key.unwrap_or_default());
+                seen.len()
+            };
+            let Some(reply) = message.reply else { continue };
+            if n <= failures {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Service-Error-Code", "503");
+                headers.insert("Nats-Service-Error", "not ready");
+                let _ = client.publish_with_headers(reply, headers, "{\"error\":\"not ready\"}".into()).await;
+            } else {
+                let _ = client.publish(reply, "{\"code\": 200}".into()).await;
+            }
+        }
+    });
+    keys
+}
+
+async fn put(stack: &Stack, name: &str, text: &str) -> (StatusCode, Value) {
+    call_raw(stack, "PUT", &format!("/api/v1/workflows/{name}"), Some(text.to_string()), "application/toml", &[]).await
+}
+
+async fn finished(stack: &Stack, id: &str) -> Value {
+    eventually(Duration::from_secs(30), "the execution ended", || async {
+        let (_, view) = call(stack, "GET", &format!("/api/v1/executions/{id}"), None).await;
+        matches!(view["status"].as_str(), Some("succeeded" | "failed" | "cancelled")).then_some(view)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_execution_calls_retries_waits_sets_a_priority_and_skips_by_condition() {
+    let stack = Stack::start().await;
+    let keys = responder(&stack, "orch.call.check", 1).await;
+
+    let (status, stored) = put(&stack, "remediate", REMEDIATE).await;
+    assert_eq!((status, stored["version"].as_i64()), (StatusCode::CREATED, Some(1)), "{stored}");
+    let (status, again) = put(&stack, "remediate", REMEDIATE).await;
+    assert_eq!((status, again["created"].as_bool(), again["version"].as_i64()), (StatusCode::OK, Some(false), Some(1)));
+
+    let body = json!({ "inputs": { "service": "billing", "crashes": 3 } });
+    let (status, queued) = call(&stack, "POST", "/api/v1/workflows/remediate/executions", Some(body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    let id = queued["id"].as_str().unwrap().to_string();
+    let view = finished(&stack, &id).await;
+    assert_eq!(view["status"], "succeeded", "{view}");
+    let steps = &view["steps"];
+    assert_eq!((steps["check"]["status"].as_str(), steps["check"]["attempt"].as_u64()), (Some("succeeded"), Some(2)));
+    assert_eq!(steps["check"]["output"], json!({ "code": 200 }));
+    assert_eq!(steps["pause"]["status"], "succeeded");
+    assert_eq!(steps["raise"]["status"], "succeeded");
+    assert_eq!(steps["escalate"]["status"], "skipped", "crashes = 3 is not > 5");
+    assert_eq!(view["inputs"], json!({ "service": "billing", "crashes": 3 }));
+
+    // One key per attempt, the same on every delivery of that attempt.
+    assert_eq!(*keys.lock().unwrap(), [format!("{id}:check:1"), format!("{id}:check:2")]);
+    // The step's effect, made under the guardrails and recorded as the workflow's.
+    let (_, priority) = call(&stack, "GET", "/api/v1/priorities/billing?history=1", None).await;
+    assert_eq!(priority["priority"]["effective"], 80, "{priority}");
+    assert_eq!(priority["history"][0]["principal"], "workflow:remediate", "{priority}");
+    assert_eq!(priority["history"][0]["reason"], "checked after 3 crashes");
+
+    // Every transition is an event on orch.evt.workflow.remediate.*, in order.
+    let events = stack
+        .wait_events(11, "the workflow's events", |e| {
+            e["type"].as_str().is_some_and(|t| t.starts_with("io.orch.workflow.")) && e["subject"] == id.as_str()
+        })
+        .await;
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|e| {
+            let ty = e["type"].as_str().unwrap().trim_start_matches("io.orch.workflow.").trim_end_matches(".v1");
+            match e["data"]["step"].as_str() {
+                Some(step) => format!("{ty} {step}"),
+                None => ty.to_string(),
+            }
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "started",
+            "step_started check",
+            "step_retrying check",
+            "step_started check",
+            "step_succeeded check",
+            "step_skipped escalate",
+            "step_started pause",
+            "step_succeeded pause",
+            "step_started raise",
+            "step_succeeded raise",
+            "succeeded",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn bad_definitions_and_inputs_are_refused_naming_the_field() {
+    let stack = Stack::start().await;
+    let bad = "[workflow]\nname = \"broken\"\n\n[steps.a]\nkind = \"wait\"\nneeds = [\"b\"]\nduration = \"1s\"\n\n[steps.b]\nkind = \"wait\"\nneeds = [\"a\"]\nduration = \"1s\"\n";
+    let (status, error) = put(&stack, "broken", bad).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert_eq!(error["error"]["code"], "validation_failed");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("line 4: steps.a.needs: the steps need each other: a -> b -> a"), "{message}");
+    let (status, error) = put(&stack, "other-name", REMEDIATE).await;
+    assert_eq!((status, error["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("workflow.name")));
+    let (status, error) =
+        put(&stack, "remediate", "[workflow]\nname = \"remediate\"\n[steps.x]\nkind = \"job\"\ncommand = \"ls\"\n")
+            .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error["error"]["message"].as_str().unwrap().contains("job steps are not available in this version yet"));
+
+    put(&stack, "remediate", REMEDIATE).await;
+    for (body, field) in [
+        (json!({ "inputs": {} }), "inputs.service"),
+        (json!({ "inputs": { "service": "x", "colour": "red" } }), "inputs.colour"),
+        (json!({ "inputs": [1] }), "inputs"),
+    ] {
+        let (status, error) = call(&stack, "POST", "/api/v1/workflows/remediate/executions", Some(body)).await;
+        assert_eq!((status, error["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{error}");
+    }
+    let (status, _) = call(&stack, "POST", "/api/v1/workflows/nothing/executions", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, error) = call(&stack, "GET", "/api/v1/executions/not-a-uuid", None).await;
+    assert_eq!((status, error["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("id")));
+    assert_eq!(stack.count("SELECT count(*) FROM workflow_executions").await, 0, "nothing refused was stored");
+}
+
+/// The orchestrator stops in the middle of an execution (as in an upgrade or a failover): the
+/// next one resumes it. The completed call is not made again; the wait goes on from where it
+/// was; the execution ends as if nothing happened.
+#[tokio::test]
+async fn an_execution_resumes_after_a_restart_without_running_a_completed_step_again() {
+    let mut stack = Stack::start().await;
+    let keys = responder(&stack, "orch.call.first", 0).await;
+    let text = r#"
+[workflow]
+name = "slow"
+
+[steps.first]
+kind = "call"
+subject = "orch.call.first"
+
+[steps.pause]
+kind = "wait"
+duration = "3s"
+needs = ["first"]
+
+[steps.last]
+kind = "wait"
+duration = "10ms"
+needs = ["pause"]
+"#;
+    put(&stack, "slow", text).await;
+    let (_, queued) = call(&stack, "POST", "/api/v1/workflows/slow/executions", None).await;
+    let id = queued["id"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(30), "the pause under way", || async {
+        let (_, view) = call(&stack, "GET", &format!("/api/v1/executions/{id}"), None).await;
+        (view["steps"]["pause"]["status"] == "running").then_some(())
+    })
+    .await;
+    stack.stop_orchestrator().await;
+    stack.start_orchestrator().await;
+    let view = finished(&stack, &id).await;
+    assert_eq!(view["status"], "succeeded", "{view}");
+    assert_eq!(view["steps"]["pause"]["attempt"], 1, "the wait went on, it did not start over");
+    assert_eq!(keys.lock().unwrap().len(), 1, "the completed call was not made again");
+}
+
+#[tokio::test]
+async fn an_execution_under_way_can_be_cancelled_once() {
+    let stack = Stack::start().await;
+    put(&stack, "long", "[workflow]\nname = \"long\"\n[steps.sleep]\nkind = \"wait\"\nduration = \"1h\"\n").await;
+    let (_, queued) = call(&stack, "POST", "/api/v1/workflows/long/executions", None).await;
+    let id = queued["id"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(30), "running", || async {
+        let (_, view) = call(&stack, "GET", &format!("/api/v1/executions/{id}"), None).await;
+        (view["status"] == "running").then_some(())
+    })
+    .await;
+    let (status, view) = call(&stack, "POST", &format!("/api/v1/executions/{id}/cancel"), None).await;
+    assert_eq!((status, view["status"].as_str()), (StatusCode::OK, Some("cancelled")), "{view}");
+    assert_eq!(view["steps"]["sleep"]["status"], "cancelled");
+    let (status, error) = call(&stack, "POST", &format!("/api/v1/executions/{id}/cancel"), None).await;
+    assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")));
+    let (_, list) = call(&stack, "GET", "/api/v1/executions?workflow=long", None).await;
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+}
