@@ -341,6 +341,7 @@ async fn start_with(settings: Settings, listen: Listen) -> anyhow::Result<Runnin
         shutdown_rx.clone(),
     )
     .await?;
+    let scheduler_task = tokio::spawn(workflow::scheduler::run(pool.clone(), workflows.clone(), shutdown_rx.clone()));
     let backends = consumers::requests::Backends {
         registry: registry.clone(),
         health: monitor.clone(),
@@ -408,6 +409,7 @@ async fn start_with(settings: Settings, listen: Listen) -> anyhow::Result<Runnin
     tasks.push(priority_task);
     tasks.push(controller_task);
     tasks.push(workflow_task);
+    tasks.push(scheduler_task);
 
     // One orchestrator alone answers `orch.req.cluster.status` itself; replicas answer it from
     // their own connection, standbys too (`cluster::replica`).

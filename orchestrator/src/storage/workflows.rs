@@ -21,11 +21,14 @@ pub struct StoredDefinition {
 
 /// Stores `text` as the next version of `name` (1 for a new workflow); returns the version. The
 /// same text as the latest version is not stored again: its version is returned.
+/// A new version replaces the workflow's schedules with `schedules` (spec, first firing), in the
+/// same transaction.
 pub async fn put_definition(
     pool: &PgPool,
     name: &str,
     text: &str,
     definition: &serde_json::Value,
+    schedules: &[(serde_json::Value, DateTime<Utc>)],
     by: &str,
 ) -> Result<(i32, bool)> {
     let mut tx = pool.begin().await?;
@@ -53,6 +56,19 @@ pub async fn put_definition(
     .bind(by)
     .execute(&mut *tx)
     .await?;
+    sqlx::query("DELETE FROM workflow_schedules WHERE workflow = $1").bind(name).execute(&mut *tx).await?;
+    for (idx, (spec, first)) in schedules.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO workflow_schedules (workflow, idx, version, spec, next_fire_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(name)
+        .bind(idx as i32)
+        .bind(version)
+        .bind(sqlx::types::Json(spec))
+        .bind(first)
+        .execute(&mut *tx)
+        .await?;
+    }
     tx.commit().await?;
     Ok((version, true))
 }
@@ -94,9 +110,12 @@ pub struct StoredExecution {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    pub trigger: String,
+    pub fire_at: Option<DateTime<Utc>>,
 }
 
-const EXECUTION_COLUMNS: &str = "id, workflow, version, status, queue, priority, state, created_at, created_by, started_at, finished_at, updated_at";
+const EXECUTION_COLUMNS: &str = "id, workflow, version, status, queue, priority, state, created_at, created_by, \
+     started_at, finished_at, updated_at, trigger, fire_at";
 
 /// A new execution, queued.
 #[derive(Debug, Clone)]
@@ -108,12 +127,16 @@ pub struct NewExecution<'a> {
     pub priority: i16,
     pub state: serde_json::Value,
     pub by: &'a str,
+    /// `manual`, or `cron:<idx>`.
+    pub trigger: String,
+    /// The firing it was started for.
+    pub fire_at: Option<DateTime<Utc>>,
 }
 
-pub async fn insert_execution(pool: &PgPool, new: NewExecution<'_>) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO workflow_executions (id, workflow, version, status, queue, priority, state, created_by)
-         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7)",
+async fn insert_with<'e>(executor: impl sqlx::PgExecutor<'e>, new: &NewExecution<'_>) -> Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO workflow_executions (id, workflow, version, status, queue, priority, state, created_by, trigger, fire_at)
+         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
     )
     .bind(new.id)
     .bind(new.workflow)
@@ -122,9 +145,117 @@ pub async fn insert_execution(pool: &PgPool, new: NewExecution<'_>) -> Result<()
     .bind(new.priority)
     .bind(sqlx::types::Json(&new.state))
     .bind(new.by)
-    .execute(pool)
-    .await?;
+    .bind(&new.trigger)
+    .bind(new.fire_at)
+    .execute(executor)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+pub async fn insert_execution(pool: &PgPool, new: NewExecution<'_>) -> Result<()> {
+    insert_with(pool, &new).await?;
     Ok(())
+}
+
+/// A schedule as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredSchedule {
+    pub workflow: String,
+    pub idx: i32,
+    pub version: i32,
+    pub spec: sqlx::types::Json<serde_json::Value>,
+    pub next_fire_at: DateTime<Utc>,
+}
+
+/// The earliest next firing of any schedule.
+pub async fn next_firing(pool: &PgPool) -> Result<Option<DateTime<Utc>>> {
+    Ok(sqlx::query_scalar("SELECT min(next_fire_at) FROM workflow_schedules").fetch_one(pool).await?)
+}
+
+/// The schedules whose next firing is at or before `now`.
+pub async fn due_schedules(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<StoredSchedule>> {
+    Ok(sqlx::query_as(
+        "SELECT workflow, idx, version, spec, next_fire_at FROM workflow_schedules WHERE next_fire_at <= $1
+         ORDER BY next_fire_at",
+    )
+    .bind(now)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// What a committed firing did.
+#[derive(Debug, Default)]
+pub struct Fired {
+    /// Executions started (queued).
+    pub started: Vec<Uuid>,
+    /// Executions of the schedule still under way that the firing replaces (to cancel).
+    pub replaced: Vec<Uuid>,
+    /// Firings not started because one of the schedule's executions still runs.
+    pub skipped: usize,
+}
+
+/// Commits the firings of one schedule, if its next firing is still `expected` (else another
+/// commit took them: nothing is done): the executions of `fire` (skipped with `skip_overlap`
+/// while one of the schedule's executions is under way; the ones under way returned to cancel
+/// with `replace`), and the schedule's `next` firing.
+pub async fn fire(
+    pool: &PgPool,
+    schedule: &StoredSchedule,
+    expected: DateTime<Utc>,
+    executions: &[NewExecution<'_>],
+    skip_overlap: bool,
+    replace: bool,
+    next: DateTime<Utc>,
+) -> Result<Fired> {
+    let mut tx = pool.begin().await?;
+    let current: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT next_fire_at FROM workflow_schedules WHERE workflow = $1 AND idx = $2 AND version = $3 FOR UPDATE",
+    )
+    .bind(&schedule.workflow)
+    .bind(schedule.idx)
+    .bind(schedule.version)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if current != Some(expected) {
+        return Ok(Fired::default());
+    }
+    let trigger = format!("cron:{}", schedule.idx);
+    let active: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM workflow_executions WHERE workflow = $1 AND trigger = $2
+           AND status NOT IN ('succeeded', 'failed', 'cancelled')",
+    )
+    .bind(&schedule.workflow)
+    .bind(&trigger)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut fired = Fired::default();
+    for (i, new) in executions.iter().enumerate() {
+        // Only the last of several firings replaces (or is skipped for) what runs.
+        let overlapping = !active.is_empty() || i > 0;
+        if skip_overlap && overlapping {
+            fired.skipped += 1;
+            continue;
+        }
+        if insert_with(&mut *tx, new).await? {
+            fired.started.push(new.id);
+        }
+    }
+    if replace && !fired.started.is_empty() {
+        fired.replaced = active;
+    }
+    sqlx::query(
+        "UPDATE workflow_schedules SET next_fire_at = $3, last_fired_at = CASE WHEN $4 THEN now() ELSE last_fired_at END
+         WHERE workflow = $1 AND idx = $2",
+    )
+    .bind(&schedule.workflow)
+    .bind(schedule.idx)
+    .bind(next)
+    .bind(!fired.started.is_empty())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(fired)
 }
 
 /// Stores an execution's new state and status with its events, in one transaction.

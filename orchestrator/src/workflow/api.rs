@@ -4,13 +4,14 @@
 use chrono::{DateTime, Utc};
 use orch_protocol::{ErrorCode, ProtocolError};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::definition::Definition;
 use super::executor::Workflows;
 use super::machine::Execution;
+use super::schedule::Schedule;
 use crate::storage::workflows::{self, NewExecution, StoredDefinition, StoredExecution};
 
 /// Most bytes of an execution's inputs (as JSON).
@@ -80,6 +81,11 @@ pub struct ExecutionView {
     pub started_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
+    /// What started it: `manual`, or `cron:<n>` for the `n`th schedule of the workflow.
+    pub trigger: String,
+    /// The firing a scheduled execution was started for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fire_at: Option<DateTime<Utc>>,
 }
 
 fn not_found(what: String) -> ProtocolError {
@@ -122,7 +128,16 @@ pub async fn put(pool: &sqlx::PgPool, name: &str, text: &str, by: &str) -> Resul
         ));
     }
     let json = serde_json::to_value(&definition).expect("a definition serializes");
-    let (version, created) = workflows::put_definition(pool, name, text, &json, by).await?;
+    let now = Utc::now();
+    let mut schedules = Vec::new();
+    for spec in &definition.schedules {
+        let schedule = Schedule::new(spec.clone()).map_err(|(field, m)| ProtocolError::invalid(field, m))?;
+        let first = schedule.next_after(now).ok_or_else(|| {
+            ProtocolError::invalid("schedule", format!("the pattern {:?} never fires after now", spec.cron))
+        })?;
+        schedules.push((serde_json::to_value(spec).expect("a schedule serializes"), first));
+    }
+    let (version, created) = workflows::put_definition(pool, name, text, &json, &schedules, by).await?;
     Ok(Stored { name: name.to_string(), version, created })
 }
 
@@ -134,43 +149,6 @@ pub async fn get(pool: &sqlx::PgPool, name: &str) -> Result<WorkflowView, Protoc
     let stored =
         workflows::definition(pool, name, None).await?.ok_or_else(|| not_found(format!("no workflow {name:?}")))?;
     view_of(stored, true)
-}
-
-/// `inputs` checked against the definition's: unknown ones refused, required ones present,
-/// defaults filled in.
-pub fn check_inputs(definition: &Definition, inputs: Option<Value>) -> Result<Value, ProtocolError> {
-    let mut given = match inputs {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(map)) => map,
-        Some(_) => return Err(ProtocolError::invalid("inputs", "an object of input names and values")),
-    };
-    if serde_json::to_vec(&given).map_or(0, |v| v.len()) > MAX_INPUTS_BYTES {
-        return Err(ProtocolError::invalid("inputs", format!("larger than {MAX_INPUTS_BYTES} bytes")));
-    }
-    if let Some(unknown) = given.keys().find(|k| !definition.inputs.contains_key(*k)) {
-        let known: Vec<&str> = definition.inputs.keys().map(String::as_str).collect();
-        return Err(ProtocolError::invalid(
-            format!("inputs.{unknown}"),
-            format!(
-                "the workflow takes no input {unknown:?} (it takes: {})",
-                if known.is_empty() { "none".into() } else { known.join(", ") }
-            ),
-        ));
-    }
-    for (name, spec) in &definition.inputs {
-        if !given.contains_key(name) {
-            match (&spec.default, spec.required) {
-                (Some(default), _) => {
-                    given.insert(name.clone(), default.clone());
-                }
-                (None, true) => return Err(ProtocolError::invalid(format!("inputs.{name}"), "required")),
-                (None, false) => {
-                    given.insert(name.clone(), Value::Null);
-                }
-            }
-        }
-    }
-    Ok(Value::Object(given))
 }
 
 /// Queues an execution of the latest version of `name`; the executor starts it.
@@ -185,7 +163,10 @@ pub async fn run(
         workflows::definition(pool, name, None).await?.ok_or_else(|| not_found(format!("no workflow {name:?}")))?;
     let definition: Definition = serde_json::from_value(stored.definition.0.clone())
         .map_err(|e| ProtocolError::new(ErrorCode::Internal, format!("a stored definition cannot be read: {e}")))?;
-    let inputs = check_inputs(&definition, inputs)?;
+    if inputs.as_ref().and_then(|i| serde_json::to_vec(i).ok()).is_some_and(|bytes| bytes.len() > MAX_INPUTS_BYTES) {
+        return Err(ProtocolError::invalid("inputs", format!("larger than {MAX_INPUTS_BYTES} bytes")));
+    }
+    let inputs = definition.check_inputs("inputs", inputs)?;
     let id = Uuid::now_v7();
     let execution = Execution::new(id.to_string(), &definition, inputs);
     let state = serde_json::to_value(&execution).expect("an execution serializes");
@@ -199,6 +180,8 @@ pub async fn run(
             priority: i16::from(definition.workflow.priority),
             state,
             by,
+            trigger: "manual".into(),
+            fire_at: None,
         },
     )
     .await?;
@@ -222,6 +205,8 @@ fn to_view(row: StoredExecution) -> ExecutionView {
         created_by: row.created_by,
         started_at: row.started_at,
         finished_at: row.finished_at,
+        trigger: row.trigger,
+        fire_at: row.fire_at,
     }
 }
 

@@ -354,6 +354,9 @@ pub struct Definition {
     #[serde(default)]
     pub inputs: BTreeMap<String, InputSpec>,
     pub steps: BTreeMap<String, StepSpec>,
+    /// `[[schedule]]`: cron schedules that start executions.
+    #[serde(default, rename = "schedule", skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<super::schedule::ScheduleSpec>,
 }
 
 /// Everything wrong with a definition.
@@ -411,12 +414,51 @@ impl Definition {
                     ["steps", id, ..] => table_line(text, "steps", id),
                     ["inputs", name, ..] => table_line(text, "inputs", name),
                     ["workflow", ..] => table_line(text, "workflow", ""),
+                    [first, ..] if first.starts_with("schedule[") => schedule_line(text, first),
                     _ => None,
                 };
                 p
             })
             .collect();
         Err(DefinitionError { problems })
+    }
+
+    /// `inputs` checked against the definition's: unknown ones refused, required ones present,
+    /// defaults filled in (`null` for an optional input without one). `field` prefixes the
+    /// field the error names (`inputs`, or `schedule[0].inputs`).
+    pub fn check_inputs(
+        &self,
+        field: &str,
+        inputs: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, orch_protocol::ProtocolError> {
+        use orch_protocol::ProtocolError;
+        let mut given = match inputs {
+            None | Some(serde_json::Value::Null) => serde_json::Map::new(),
+            Some(serde_json::Value::Object(map)) => map,
+            Some(_) => return Err(ProtocolError::invalid(field, "an object of input names and values")),
+        };
+        if let Some(unknown) = given.keys().find(|k| !self.inputs.contains_key(*k)) {
+            let known: Vec<&str> = self.inputs.keys().map(String::as_str).collect();
+            let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+            return Err(ProtocolError::invalid(
+                format!("{field}.{unknown}"),
+                format!("the workflow takes no input {unknown:?} (it takes: {known})"),
+            ));
+        }
+        for (name, spec) in &self.inputs {
+            if !given.contains_key(name) {
+                match (&spec.default, spec.required) {
+                    (Some(default), _) => {
+                        given.insert(name.clone(), default.clone());
+                    }
+                    (None, true) => return Err(ProtocolError::invalid(format!("{field}.{name}"), "required")),
+                    (None, false) => {
+                        given.insert(name.clone(), serde_json::Value::Null);
+                    }
+                }
+            }
+        }
+        Ok(serde_json::Value::Object(given))
     }
 
     /// The steps of the normal flow (not the compensations), by id.
@@ -581,6 +623,15 @@ impl Definition {
                 }
             }
         }
+        for (i, spec) in self.schedules.iter().enumerate() {
+            if let Err((field, message)) = super::schedule::Schedule::new(spec.clone()) {
+                problem(format!("schedule[{i}].{field}"), message);
+            }
+            let inputs = serde_json::to_value(&spec.inputs).unwrap_or_default();
+            if let Err(e) = self.check_inputs(&format!("schedule[{i}].inputs"), Some(inputs)) {
+                problem(e.0.field.clone().unwrap_or_else(|| format!("schedule[{i}].inputs")), e.0.message);
+            }
+        }
         // Cycles, named in full.
         let (graph, _) = crate::dag::graph(
             self.steps.keys().map(String::as_str),
@@ -591,6 +642,12 @@ impl Definition {
         }
         problems
     }
+}
+
+/// The line of the `n`th `[[schedule]]` of `schedule[n]`.
+fn schedule_line(text: &str, field: &str) -> Option<usize> {
+    let n: usize = field.strip_prefix("schedule[")?.strip_suffix(']')?.parse().ok()?;
+    text.lines().enumerate().filter(|(_, l)| l.trim_start().starts_with("[[schedule]]")).nth(n).map(|(i, _)| i + 1)
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

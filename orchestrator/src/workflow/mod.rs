@@ -4,9 +4,12 @@
 //! steps' effects ([`steps`]); [`api`] stores definitions and starts, reads and cancels
 //! executions for the HTTP routes.
 //!
-//! Built so far: manual runs of the step kinds `call` (NATS), `wait`, `restart` and
-//! `set_priority`. Not yet: the other step kinds, cron, event and webhook triggers, queue
-//! statistics, the bridge, CLI and dashboard (docs/architecture.md, "Workflows").
+//! Cron schedules ([`schedule`], pure) are fired by [`scheduler`] on the leader, each firing
+//! committed once with the schedule's next time.
+//!
+//! Built so far: manual and cron runs of the step kinds `call` (NATS), `wait`, `restart` and
+//! `set_priority`. Not yet: the other step kinds, event and webhook triggers, queue statistics,
+//! the bridge, CLI and dashboard (docs/architecture.md, "Workflows").
 
 pub mod api;
 pub mod definition;
@@ -14,6 +17,8 @@ pub mod executor;
 pub mod expr;
 pub mod machine;
 pub mod queue;
+pub mod schedule;
+pub mod scheduler;
 pub mod steps;
 
 pub use definition::{Definition, DefinitionError, StepKind};
