@@ -76,6 +76,55 @@ pub enum Command {
     /// Show the group of replicas (`serve --replica`): which one leads, in which term and since
     /// when, and each replica's role, address and last sign of life. Any replica answers.
     Cluster(ApiArgs),
+    /// Workflows (docs/workflows.md): store a definition, run it and follow it, list, show and
+    /// cancel executions.
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkflowCommand {
+    /// Store a workflow definition (TOML) as its next version (needs an admin token).
+    Put {
+        /// The definition; its `[workflow] name` names it.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Start an execution of a workflow's latest version and follow it to its end (exit code 0
+    /// when it succeeded, 1 otherwise), or return at once with `--detach`.
+    Run {
+        /// The workflow's name.
+        name: String,
+        /// An input, `NAME=VALUE` (VALUE as JSON when it parses, else as text); repeatable.
+        #[arg(long = "input", short = 'i', value_name = "NAME=VALUE")]
+        inputs: Vec<String>,
+        /// Print the execution's id and return without following it.
+        #[arg(long, short = 'd')]
+        detach: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Show one execution: its status and each step's.
+    Get {
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List the newest executions (of one workflow with `--workflow`).
+    List {
+        #[arg(long)]
+        workflow: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Cancel an execution that has not ended.
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

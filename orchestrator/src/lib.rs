@@ -347,6 +347,7 @@ async fn start_with(settings: Settings, listen: Listen) -> anyhow::Result<Runnin
         health: monitor.clone(),
         controller: controller.clone(),
         priorities: priorities.clone(),
+        workflows: workflows.clone(),
     };
     let request_tasks = request_subs.into_iter().map(|(domain, sub)| {
         tokio::spawn(consumers::requests::run(

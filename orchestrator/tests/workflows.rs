@@ -317,3 +317,72 @@ inputs = { label = "every second" }
         .await;
     assert!(succeeded >= times.len() as i64 - 2, "the scheduled executions ran: {succeeded} of {}", times.len());
 }
+
+/// The same over NATS: `orch.req.workflow.run|get|list|cancel`, with the usual error replies.
+#[tokio::test]
+async fn executions_are_started_read_listed_and_cancelled_over_nats() {
+    let stack = Stack::start().await;
+    put(&stack, "long", "[workflow]\nname = \"long\"\n[inputs.why]\ndefault = \"test\"\n[steps.sleep]\nkind = \"wait\"\nduration = \"1h\"\n").await;
+    let (code, started) = stack.request_on("workflow", "run", r#"{"workflow": "long"}"#).await;
+    assert_eq!(code, None, "{started}");
+    assert_eq!(started["inputs"], json!({ "why": "test" }));
+    let id = started["id"].as_str().unwrap().to_string();
+    let (code, view) = stack.request_on("workflow", "get", &json!({ "id": id }).to_string()).await;
+    assert_eq!((code, view["workflow"].as_str()), (None, Some("long")));
+    let (code, list) = stack.request_on("workflow", "list", "").await;
+    assert_eq!((code, list.as_array().map(Vec::len)), (None, Some(1)));
+    eventually(Duration::from_secs(30), "running", || async {
+        let (_, view) = stack.request_on("workflow", "get", &json!({ "id": id }).to_string()).await;
+        (view["status"] == "running").then_some(())
+    })
+    .await;
+    let (code, cancelled) = stack.request_on("workflow", "cancel", &json!({ "id": id }).to_string()).await;
+    assert_eq!((code, cancelled["status"].as_str()), (None, Some("cancelled")), "{cancelled}");
+    assert_eq!(cancelled["steps"]["sleep"]["status"], "cancelled");
+
+    for (verb, payload, field) in [
+        ("run", r#"{"workflow": "Not A Name"}"#, "workflow"),
+        ("run", r#"{"workflow": "long", "inputs": {"nope": 1}}"#, "inputs.nope"),
+        ("get", r#"{"id": "x"}"#, "id"),
+        ("list", r#"{"limit": 0}"#, "limit"),
+    ] {
+        let (code, error) = stack.request_on("workflow", verb, payload).await;
+        assert_eq!(
+            (code.as_deref(), error["error"]["field"].as_str()),
+            (Some("400"), Some(field)),
+            "{verb} {payload}: {error}"
+        );
+    }
+    let (code, _) = stack.request_on("workflow", "run", r#"{"workflow": "ghost"}"#).await;
+    assert_eq!(code.as_deref(), Some("404"));
+    let (code, error) = stack.request_on("workflow", "teleport", "{}").await;
+    assert_eq!((code.as_deref(), error["error"]["code"].as_str()), (Some("404"), Some("unknown_command")));
+}
+
+/// The command line stores a definition, runs it with inputs and follows it to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_stores_runs_and_follows_a_workflow() {
+    let stack = Stack::start().await;
+    let dir = orch_testkit::TempDir::new("orch-workflow-cli");
+    let file = dir.path().join("hello.toml");
+    std::fs::write(&file, "[workflow]\nname = \"hello\"\n[inputs.who]\nrequired = true\n[steps.pause]\nkind = \"wait\"\nduration = \"10ms\"\n").unwrap();
+    let api = format!("http://127.0.0.1:{}", stack.http_port());
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator")).args(args).output().unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let (code, said) =
+        tokio::task::block_in_place(|| cli(&["workflow", "put", "-f", file.to_str().unwrap(), "--api-url", &api]));
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("stored hello version 1"), "{said}");
+    let (code, said) =
+        tokio::task::block_in_place(|| cli(&["workflow", "run", "hello", "-i", "who=world", "--api-url", &api]));
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("pause") && said.contains("succeeded"), "{said}");
+    let (code, said) = tokio::task::block_in_place(|| cli(&["workflow", "run", "hello", "--api-url", &api]));
+    assert_eq!(code, Some(2), "a missing required input is refused: {said}");
+    let (code, said) =
+        tokio::task::block_in_place(|| cli(&["workflow", "list", "--workflow", "hello", "--api-url", &api]));
+    assert_eq!(code, Some(0));
+    assert_eq!(said.lines().filter(|l| l.contains("succeeded")).count(), 1, "{said}");
+}

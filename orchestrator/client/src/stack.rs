@@ -76,6 +76,42 @@ impl StackClient {
         self.send(self.http.get(format!("{}/cluster", self.base)), "GET /cluster").await
     }
 
+    /// `PUT /workflows/{name}`: stores a workflow definition (TOML) as its next version.
+    pub async fn put_workflow(&self, name: &str, text: String) -> Result<serde_json::Value> {
+        let request = self
+            .http
+            .put(format!("{}/workflows/{name}", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/toml")
+            .body(text);
+        self.send(request, "PUT /workflows").await
+    }
+
+    /// `POST /workflows/{name}/executions`: queues an execution with `inputs`.
+    pub async fn run_workflow(&self, name: &str, inputs: serde_json::Value) -> Result<serde_json::Value> {
+        let request = self
+            .http
+            .post(format!("{}/workflows/{name}/executions", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::json!({ "inputs": inputs }).to_string());
+        self.send(request, "POST /workflows/{name}/executions").await
+    }
+
+    /// `GET /executions/{id}`.
+    pub async fn execution(&self, id: &str) -> Result<serde_json::Value> {
+        self.send(self.http.get(format!("{}/executions/{id}", self.base)), "GET /executions/{id}").await
+    }
+
+    /// `GET /executions`, of `workflow` when given.
+    pub async fn executions(&self, workflow: Option<&str>) -> Result<serde_json::Value> {
+        let query = workflow.map(|w| format!("?workflow={w}")).unwrap_or_default();
+        self.send(self.http.get(format!("{}/executions{query}", self.base)), "GET /executions").await
+    }
+
+    /// `POST /executions/{id}/cancel`.
+    pub async fn cancel_execution(&self, id: &str) -> Result<serde_json::Value> {
+        self.send(self.http.post(format!("{}/executions/{id}/cancel", self.base)), "POST /executions/{id}/cancel").await
+    }
+
     /// `DELETE /stack`: stops every managed service in reverse dependency order; answered once all
     /// have stopped.
     pub async fn down(&self) -> Result<Stopped> {

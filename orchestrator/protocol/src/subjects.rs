@@ -30,6 +30,9 @@ pub mod verbs {
     pub const PRIORITY: &str = "priority";
     /// The group of replicas (`orch.req.cluster.status`), answered by every replica.
     pub const CLUSTER: &str = "cluster";
+    pub const WORKFLOW: &str = "workflow";
+    pub const RUN: &str = "run";
+    pub const CANCEL: &str = "cancel";
     pub const SET: &str = "set";
     pub const CLEAR: &str = "clear";
     pub const POLICY: &str = "policy";
@@ -38,7 +41,8 @@ pub mod verbs {
 
 /// The service token of an event whose service (or node) name is not a safe subject token.
 /// The domains answered over request/reply (`orch.req.<domain>.<verb>`).
-pub const REQUEST_DOMAINS: [&str; 4] = [verbs::REGISTRY, verbs::HEALTH, verbs::LIFECYCLE, verbs::PRIORITY];
+pub const REQUEST_DOMAINS: [&str; 5] =
+    [verbs::REGISTRY, verbs::HEALTH, verbs::LIFECYCLE, verbs::PRIORITY, verbs::WORKFLOW];
 
 /// Whether `user` can name a sender in a subject: 1-64 letters, digits, `-` or `_` (a NATS user
 /// name of other characters cannot, and its client sends the plain subjects).

@@ -150,6 +150,78 @@ pub enum Request {
     Checks(String),
     Lifecycle(LifecycleRequest),
     Priority(PriorityRequest),
+    Workflow(WorkflowRequest),
+}
+
+/// A request about workflows (protocol.md §16.4).
+#[derive(Debug)]
+pub enum WorkflowRequest {
+    /// Start an execution of the latest version of `workflow`.
+    Run {
+        workflow: String,
+        inputs: Option<serde_json::Value>,
+    },
+    Get(uuid::Uuid),
+    List {
+        workflow: Option<String>,
+        limit: i64,
+    },
+    Cancel(uuid::Uuid),
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunBody {
+    workflow: String,
+    #[serde(default)]
+    inputs: Option<serde_json::Value>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecutionRef {
+    id: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListBody {
+    #[serde(default)]
+    workflow: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+fn workflow_request(verb: &str, payload: &Bytes) -> Result<WorkflowRequest, ProtocolError> {
+    let execution_id = |payload: &Bytes| -> Result<uuid::Uuid, ProtocolError> {
+        let r: ExecutionRef = parse_json(payload)?;
+        r.id.parse().map_err(|_| ProtocolError::invalid("id", format!("{:?} is not an execution id (a UUID)", r.id)))
+    };
+    match verb {
+        verbs::RUN => {
+            let body: RunBody = parse_json(payload)?;
+            orch_protocol::registry::validate_name("workflow", &body.workflow)?;
+            Ok(WorkflowRequest::Run { workflow: body.workflow, inputs: body.inputs })
+        }
+        verbs::GET => Ok(WorkflowRequest::Get(execution_id(payload)?)),
+        verbs::CANCEL => Ok(WorkflowRequest::Cancel(execution_id(payload)?)),
+        verbs::LIST => {
+            let payload = if payload.is_empty() { Bytes::from_static(b"{}") } else { payload.clone() };
+            let body: ListBody = parse_json(&payload)?;
+            if let Some(workflow) = &body.workflow {
+                orch_protocol::registry::validate_name("workflow", workflow)?;
+            }
+            let limit = body.limit.unwrap_or(100);
+            if !(1..=1000).contains(&limit) {
+                return Err(ProtocolError::invalid("limit", "1-1000"));
+            }
+            Ok(WorkflowRequest::List { workflow: body.workflow, limit })
+        }
+        _ => Err(ProtocolError::new(
+            ErrorCode::UnknownCommand,
+            format!("workflow.{verb}: one of run, get, list, cancel"),
+        )),
+    }
 }
 
 /// A request to the priority task.
@@ -192,7 +264,8 @@ pub fn decode_request(
             "{0}.req.registry.<register|deregister|get|list|discover> or \
              {0}.req.health.<ttl|maintenance|system|service|checks> or \
              {0}.req.lifecycle.<status|apply|down|restart|profile> or \
-             {0}.req.priority.<set|clear|get|list|policy|release>",
+             {0}.req.priority.<set|clear|get|list|policy|release> or \
+             {0}.req.workflow.<run|get|list|cancel>",
             subjects.prefix()
         )
     };
@@ -244,6 +317,9 @@ pub fn decode_request(
         }
         (verbs::PRIORITY, verbs::POLICY) => Ok(Request::Priority(PriorityRequest::Policy(parse_json(payload)?))),
         (verbs::PRIORITY, verbs::RELEASE) => Ok(Request::Priority(PriorityRequest::Release(parse_json(payload)?))),
+        (verbs::WORKFLOW, verb @ (verbs::RUN | verbs::GET | verbs::LIST | verbs::CANCEL)) => {
+            workflow_request(verb, payload).map(Request::Workflow)
+        }
         _ => Err(unknown(subject, &expected())),
     }
 }

@@ -9,7 +9,9 @@ mod fuzz_tests;
 pub mod heartbeats;
 pub mod requests;
 
-pub use decode::{LifecycleRequest, PriorityRequest, Request, StreamPosition, decode_command, decode_request};
+pub use decode::{
+    LifecycleRequest, PriorityRequest, Request, StreamPosition, WorkflowRequest, decode_command, decode_request,
+};
 
 /// Queue group shared by orchestrator replicas for core-NATS subscriptions.
 pub const QUEUE_GROUP: &str = "orchestrator";

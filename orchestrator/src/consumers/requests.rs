@@ -16,7 +16,7 @@ use orch_protocol::{ErrorCode, ProtocolError, Subjects, headers, principal};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use super::{LifecycleRequest, PriorityRequest, Request, decode_request, reply_message};
+use super::{LifecycleRequest, PriorityRequest, Request, WorkflowRequest, decode_request, reply_message};
 use crate::errors;
 use crate::health::Monitor;
 use crate::lifecycle::{ControlError, Controller};
@@ -35,6 +35,7 @@ pub struct Backends {
     pub health: Arc<Monitor>,
     pub controller: Controller,
     pub priorities: crate::priority::Priorities,
+    pub workflows: crate::workflow::executor::Workflows,
 }
 
 /// How a domain's requests run.
@@ -172,6 +173,20 @@ async fn answer(
         ),
         Request::Lifecycle(request) => lifecycle(&backends.controller, request, sender(subjects, message)).await,
         Request::Priority(request) => priority(&backends.priorities, request, sender(subjects, message)).await,
+        Request::Workflow(request) => workflow(backends, request, sender(subjects, message)).await,
+    }
+}
+
+async fn workflow(backends: &Backends, request: WorkflowRequest, by: String) -> (async_nats::HeaderMap, bytes::Bytes) {
+    use crate::workflow::api;
+    let pool = backends.registry.pool();
+    match request {
+        WorkflowRequest::Run { workflow, inputs } => {
+            reply(api::run(pool, &backends.workflows, &workflow, inputs, &by).await)
+        }
+        WorkflowRequest::Get(id) => reply(api::execution_view(pool, id).await),
+        WorkflowRequest::List { workflow, limit } => reply(api::executions(pool, workflow.as_deref(), limit).await),
+        WorkflowRequest::Cancel(id) => reply(api::cancel(pool, &backends.workflows, id, &by).await),
     }
 }
 
