@@ -173,11 +173,14 @@ pub struct Book {
 
 impl Book {
     /// The book of the stored priorities, and the stored hold (it goes on, until the same time,
-    /// holding the same requests, if that time is still ahead of `at`).
+    /// holding the same requests, if that time is still ahead of `at`). `recent`: the engine's
+    /// changes still within the guardrails' windows (service, when, and whether it counts for the
+    /// mass-change window), so the rate and mass-change windows go on where they were.
     pub fn new(
         limits: Limits,
         stored: Vec<StoredPriority>,
         hold: Option<StoredHold>,
+        recent: Vec<(String, DateTime<Utc>, bool)>,
         now: Instant,
         at: DateTime<Utc>,
     ) -> Book {
@@ -207,6 +210,14 @@ impl Book {
         let services: Vec<String> = book.entries.keys().cloned().collect();
         for service in services {
             book.watch_expiry(&service);
+        }
+        for (service, when, mass) in recent {
+            let ago = (at - when).to_std().unwrap_or_default();
+            let Some(then) = now.checked_sub(ago) else { continue };
+            book.rate.entry(service.clone()).or_default().push_back(then);
+            if mass {
+                book.window.push_back((then, service));
+            }
         }
         if let Some(stored) = hold {
             let held: Vec<(String, EngineRequest, Uuid)> = serde_json::from_value(stored.held).unwrap_or_else(|e| {
@@ -878,7 +889,7 @@ mod tests {
     }
 
     fn book(services: usize) -> Book {
-        let mut b = Book::new(limits(), Vec::new(), None, Instant::now(), Utc::now());
+        let mut b = Book::new(limits(), Vec::new(), None, Vec::new(), Instant::now(), Utc::now());
         b.set_registered((0..services).map(|i| format!("s{i}")));
         b
     }
@@ -910,6 +921,19 @@ mod tests {
         let refused = b.take_effects().changes.pop().unwrap();
         assert_eq!((refused.outcome, refused.guardrail), (Outcome::Refused, Some(Guardrail::Pinned)));
         assert_eq!(b.effective("s0"), 60);
+    }
+
+    #[test]
+    fn the_windows_go_on_after_a_restart_from_the_stored_changes() {
+        // Three changes of s0 two seconds before a restart (limit 3 per 10 s): the fourth, just
+        // after, is refused as it would have been without the restart; it passes once the window
+        // of the stored ones has gone by.
+        let (now, at) = (Instant::now() + Duration::from_secs(30), Utc::now());
+        let two_ago = at - chrono::Duration::seconds(2);
+        let recent = vec![("s0".to_string(), two_ago, true); 3];
+        let mut b = Book::new(limits(), Vec::new(), None, recent, now, at);
+        assert_eq!(b.engine(set("s0", 40), now, at).unwrap_err().code(), ErrorCode::RateLimited);
+        assert!(b.engine(set("s0", 40), now + Duration::from_secs(8), at).is_ok(), "the stored ones left the window");
     }
 
     #[test]
@@ -1059,7 +1083,8 @@ mod tests {
 
         // A new book (the orchestrator started again) holds the same requests until the same time.
         let later = now + Duration::from_secs(5);
-        let mut again = Book::new(limits(), Vec::new(), Some(stored.clone()), later, at + chrono::Duration::seconds(5));
+        let mut again =
+            Book::new(limits(), Vec::new(), Some(stored.clone()), Vec::new(), later, at + chrono::Duration::seconds(5));
         again.set_registered((0..4).map(|i| format!("s{i}")));
         let guard = again.guard(later);
         assert_eq!((guard.holding, guard.held.clone(), guard.until), (true, b.guard(now).held, Some(stored.until)));

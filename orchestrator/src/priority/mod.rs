@@ -77,7 +77,12 @@ impl Priorities {
         let rate_window = config.limits.rate_window;
         let hold =
             crate::storage::retry("loading the priority hold", || crate::storage::priorities::load_hold(&pool)).await?;
-        let book = book::Book::new(config.limits, stored, hold, std::time::Instant::now(), chrono::Utc::now());
+        let within = config.limits.rate_window.max(config.limits.mass_window);
+        let recent = crate::storage::retry("loading the recent priority changes", || {
+            crate::storage::priorities::recent_engine_changes(&pool, within)
+        })
+        .await?;
+        let book = book::Book::new(config.limits, stored, hold, recent, std::time::Instant::now(), chrono::Utc::now());
         let (effective_tx, effective) = watch::channel(Arc::new(book.effective_map()));
         let (inputs, rx) = mpsc::channel(QUEUE);
         let (defaults, defaults_rx) = watch::channel(BTreeMap::new());

@@ -143,3 +143,24 @@ pub async fn history(pool: &PgPool, service: &str, limit: u32) -> Result<Vec<Cha
 pub async fn registered_services(pool: &PgPool) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar("SELECT DISTINCT name FROM instances").fetch_all(pool).await?)
 }
+
+/// The engine's changes that count against the guardrails' windows (accepted or held `set` and
+/// `clear`, and released held changes that applied) within `within` of now, oldest first, with
+/// whether each counts for the mass-change window too (held ones do not): a new leader or a
+/// restarted orchestrator goes on with the windows where they were.
+pub async fn recent_engine_changes(
+    pool: &PgPool,
+    within: std::time::Duration,
+) -> Result<Vec<(String, DateTime<Utc>, bool)>> {
+    let within_ms = i64::try_from(within.as_millis()).unwrap_or(i64::MAX);
+    Ok(sqlx::query_as(
+        "SELECT service, at, outcome <> 'held' FROM priority_changes
+         WHERE at > now() - make_interval(secs => $1::double precision / 1000)
+           AND ((action IN ('set', 'clear') AND outcome IN ('applied', 'clamped', 'held'))
+                OR (action = 'release' AND outcome IN ('applied', 'clamped')))
+         ORDER BY at",
+    )
+    .bind(within_ms)
+    .fetch_all(pool)
+    .await?)
+}
