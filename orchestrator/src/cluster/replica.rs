@@ -58,10 +58,15 @@ pub async fn run(
         settings.http.browser_guard(http_addr),
         settings.http.manifest_max_bytes.max(settings.registry.command_max_bytes),
     )?;
+    // Recorded before the front answers: a replica that says it is ready is in the cluster view.
+    let started_at = chrono::Utc::now();
+    storage::retry("recording this replica", || {
+        leadership::announce(&pool, &name, &http_url, env!("CARGO_PKG_VERSION"), started_at)
+    })
+    .await?;
     let (front_stop, front_stopped) = Stopper::new();
     let front_task =
         tokio::spawn(crate::http::server::serve(listener, front.app(), settings.http.limits, front_stopped.clone()));
-    let started_at = chrono::Utc::now();
     let announcing = tokio::spawn(announce_loop(pool.clone(), name.clone(), http_url.clone(), started_at));
     let client = crate::nats::connect(&crate::nats::NatsSettings {
         name: format!("{}-{name}", settings.nats.name),
