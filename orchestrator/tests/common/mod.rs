@@ -229,13 +229,14 @@ pub async fn read_stream_raw(js: &jetstream::Context, stream: &str, filter: Opti
         return Vec::new();
     }
     // In a cluster that has just lost a member, a JetStream request can time out while the
-    // consumer's placement is agreed on: asked again, as any client does, until 30 s have passed.
+    // consumer's placement is agreed on: asked again, as any client does. The bounds below guard
+    // against a hang, they measure nothing: generous, so a busy machine does not trip them.
     let config = jetstream::consumer::pull::OrderedConfig {
         deliver_policy: DeliverPolicy::All,
         filter_subject: filter.unwrap_or_default().to_string(),
         ..Default::default()
     };
-    let asked_until = tokio::time::Instant::now() + Duration::from_secs(30);
+    let asked_until = tokio::time::Instant::now() + Duration::from_secs(120);
     let consumer = loop {
         match stream_handle.create_consumer(config.clone()).await {
             Ok(consumer) => break consumer,
@@ -243,7 +244,7 @@ pub async fn read_stream_raw(js: &jetstream::Context, stream: &str, filter: Opti
                 eprintln!("reading {stream}: making the consumer failed ({e}); asking again");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(e) => panic!("reading {stream}: no ordered consumer within 30s: {e}"),
+            Err(e) => panic!("reading {stream}: no ordered consumer within 120s: {e}"),
         }
     };
     // How many messages match, as the server counted them when the consumer was made: read
@@ -252,14 +253,14 @@ pub async fn read_stream_raw(js: &jetstream::Context, stream: &str, filter: Opti
     let expected = consumer.cached_info().num_pending;
     let mut messages = consumer.messages().await.expect("messages");
     let mut out = Vec::with_capacity(expected as usize);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while (out.len() as u64) < expected {
         match tokio::time::timeout_at(deadline, messages.next()).await {
             Ok(Some(Ok(m))) => out.push(m.message.clone()),
             // An ordered consumer recreates itself after a hiccup; it goes on from where it was.
             Ok(Some(Err(_))) => continue,
             Ok(None) => panic!("the consumer of {stream} ended after {} of {expected} messages", out.len()),
-            Err(_) => panic!("reading {stream}: {} of {expected} messages after 30s", out.len()),
+            Err(_) => panic!("reading {stream}: {} of {expected} messages after 120s", out.len()),
         }
     }
     out
