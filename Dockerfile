@@ -35,7 +35,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 orch \
     && useradd --system --uid 10001 --gid orch --home-dir /nonexistent --no-create-home \
-        --shell /usr/sbin/nologin orch
+        --shell /usr/sbin/nologin orch \
+    && install -d -o orch -g orch /var/lib/orchestrator
 COPY --from=builder /usr/local/bin/orchestrator /usr/local/bin/orchestrator
 # The embedded agent runs each managed service under this small shim (beside the binary).
 COPY --from=builder /usr/local/bin/orch-shim /usr/local/bin/orch-shim
@@ -46,10 +47,15 @@ COPY --from=dashboard /src/dashboard/dist /usr/share/orchestrator/dashboard
 # and API tokens (ORCH_API_KEYS, ORCH_API_KEYS_FILE or ORCH_JWT_*) must be given
 # at run time (see docker-compose.yml): the production profile refuses to start
 # with an open API.
+# The embedded agent's state (managed services' logs and their shims' records) goes to a
+# directory the unprivileged user owns; mount a volume there to keep it across containers.
 ENV ORCH_HTTP_ADDR=0.0.0.0:8080 \
     ORCH_LOG_FORMAT=json \
     ORCH_PROFILE=production \
-    ORCH_DASHBOARD_DIR=/usr/share/orchestrator/dashboard
+    ORCH_DASHBOARD_DIR=/usr/share/orchestrator/dashboard \
+    ORCH_AGENT_LOG_DIR=/var/lib/orchestrator/agent-logs
+
+WORKDIR /var/lib/orchestrator
 
 USER orch
 EXPOSE 8080
