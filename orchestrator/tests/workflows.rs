@@ -186,6 +186,14 @@ async fn bad_definitions_and_inputs_are_refused_naming_the_field() {
         let (status, error) = call(&stack, "POST", "/api/v1/workflows/remediate/executions", Some(body)).await;
         assert_eq!((status, error["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{error}");
     }
+    let body = Some(r#"{"inputs": {"service": "x"}}"#.to_string());
+    let (status, error) =
+        call_raw(&stack, "POST", "/api/v1/workflows/remediate/executions", body, "text/plain", &[]).await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("malformed_payload")),
+        "JSON only"
+    );
     let (status, _) = call(&stack, "POST", "/api/v1/workflows/nothing/executions", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, error) = call(&stack, "GET", "/api/v1/executions/not-a-uuid", None).await;

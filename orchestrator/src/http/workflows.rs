@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
-use super::extract::{query_pairs, unknown_parameter};
+use super::extract::{is_json, query_pairs, unknown_parameter};
 use super::openapi::{BadRequest, Conflict, Internal, NotFound, PayloadTooLarge, Unavailable, tags};
 use crate::workflow::api::{self, ExecutionView, Stored, WorkflowView};
 
@@ -110,14 +110,22 @@ async fn run(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     validate_name("name", &name)?;
     let request: RunRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RunRequest { inputs: None }
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::field(ErrorCode::MalformedPayload, "body", e.to_string()))?
+        // A body is JSON, declared as such (a cross-site form cannot send that without a preflight).
+        let json = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(is_json);
+        if !json {
+            return Err(ApiError::new(
+                ErrorCode::MalformedPayload,
+                "expected a body with Content-Type: application/json",
+            ));
+        }
+        orch_protocol::error::parse_json(&body)?
     };
     let view = api::run(&state.pool, &state.workflows, &name, request.inputs, &caller.principal).await?;
     Ok((StatusCode::ACCEPTED, Json(view)).into_response())
