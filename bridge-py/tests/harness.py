@@ -163,9 +163,15 @@ class Nats:
         return os.path.join(self.auth, "orchestrator.toml")
 
     def start(self) -> None:
+        # JetStream's file store limit set explicitly: left unset it is 75% of the disk space free
+        # at start, and the orchestrator's streams reserve their max_bytes from it, so on a machine
+        # with little free disk they would not fit. Tests write a few megabytes.
+        config = os.path.join(self.auth, "test-nats.conf")
+        with open(config, "w") as f:
+            f.write("jetstream {\n  max_file_store: 1TB\n}\ninclude ./nats-auth.conf\n")
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [NATS_SERVER, "-c", os.path.join(self.auth, "nats-auth.conf"), "-js", "-a", "127.0.0.1",
+                [NATS_SERVER, "-c", config, "-js", "-a", "127.0.0.1",
                  "-p", str(self.port), "-sd", self.store],
                 stdout=subprocess.DEVNULL,
                 stderr=log,

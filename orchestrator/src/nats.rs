@@ -298,7 +298,17 @@ pub fn drift(current: &stream::Config, wanted: &stream::Config) -> Vec<(&'static
 }
 
 fn provision_error(what: &str, e: impl std::fmt::Display) -> NatsError {
-    NatsError::Provision { what: what.to_string(), message: e.to_string() }
+    let mut message = e.to_string();
+    // JetStream's error 10047: the stream's max_bytes does not fit in what the server has left of
+    // its file store (by default 75% of the disk space free when it started).
+    if message.contains("10047") {
+        message.push_str(
+            "; the server's JetStream store cannot reserve this stream's max_bytes: free disk space, \
+             raise the server's jetstream max_file_store, or lower --commands-max-bytes, \
+             --events-max-bytes or --dead-letter-max-bytes",
+        );
+    }
+    NatsError::Provision { what: what.to_string(), message }
 }
 
 /// Creates or reconciles one stream.
@@ -419,5 +429,15 @@ mod tests {
         let limited = stream::Config { max_messages: 10, ..wanted.clone() };
         let found = drift(&as_reported, &limited);
         assert_eq!(found, vec![("max_messages", "-1".to_string(), "10".to_string(), true)]);
+    }
+
+    #[test]
+    fn a_stream_that_does_not_fit_the_store_says_what_to_change() {
+        let reported = "jetstream error: insufficient storage resources available (code 500, error code 10047)";
+        let error = provision_error("ORCH_DLQ", reported).to_string();
+        assert!(error.starts_with("JetStream request failed while provisioning ORCH_DLQ: jetstream error"), "{error}");
+        assert!(error.contains("max_file_store") && error.contains("--dead-letter-max-bytes"), "{error}");
+        let other = provision_error("ORCH_DLQ", "timed out").to_string();
+        assert!(!other.contains("max_file_store"), "{other}");
     }
 }

@@ -9,7 +9,7 @@
 
 import { spawn, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -238,9 +238,13 @@ export async function startEnvironment() {
       env: { ...process.env, PREFIX: env.prefix },
       stdio: ['ignore', 'ignore', 'pipe'],
     });
+    // JetStream's file store limit set explicitly: left unset it is 75% of the disk space free at
+    // start, and the orchestrator's streams reserve their max_bytes from it, so on a machine with
+    // little free disk they would not fit. The tests write a few megabytes.
+    writeFileSync(join(auth, 'test-nats.conf'), 'jetstream {\n  max_file_store: 1TB\n}\ninclude ./nats-auth.conf\n');
     env.nats = start(
       natsBin,
-      ['-c', join(auth, 'nats-auth.conf'), '-js', '-a', '127.0.0.1', '-p', String(natsPort), '-sd', join(tmp, 'jetstream')],
+      ['-c', join(auth, 'test-nats.conf'), '-js', '-a', '127.0.0.1', '-p', String(natsPort), '-sd', join(tmp, 'jetstream')],
       join(tmp, 'nats.log'),
     );
     await waitFor('nats-server to listen', async () => {

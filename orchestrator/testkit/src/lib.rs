@@ -177,6 +177,14 @@ impl ShippedUsers {
     }
 }
 
+/// `config` with JetStream's file store limit set. Left unset, nats-server takes 75% of the disk
+/// space free when it starts, and each stream reserves its `max_bytes` from that: on a machine
+/// with little free disk the orchestrator's streams would not fit, and whether a test passes would
+/// depend on the disk. Tests write a few megabytes, so the limit is accounting, not space used.
+fn with_store_limit(config: &str) -> String {
+    format!("jetstream {{\n  max_file_store: 1TB\n}}\n{config}")
+}
+
 /// A nats-server with JetStream on its own port and store directory.
 pub struct NatsServer {
     child: Option<Child>,
@@ -199,16 +207,7 @@ struct Member {
 
 impl NatsServer {
     pub fn start() -> NatsServer {
-        let mut server = NatsServer {
-            child: None,
-            port: free_port(),
-            dir: TempDir::new("orch-nats"),
-            config: None,
-            cluster: vec![],
-            monitor: 0,
-        };
-        server.spawn().expect("start nats-server");
-        server
+        NatsServer::start_with_config("")
     }
 
     /// Starts with `config` (nats-server configuration syntax) as its configuration file, e.g.
@@ -216,7 +215,7 @@ impl NatsServer {
     pub fn start_with_config(config: &str) -> NatsServer {
         let dir = TempDir::new("orch-nats");
         let path = dir.path().join("nats.conf");
-        std::fs::write(&path, config).expect("write nats.conf");
+        std::fs::write(&path, with_store_limit(config)).expect("write nats.conf");
         let mut server =
             NatsServer { child: None, port: free_port(), dir, config: Some(path), cluster: vec![], monitor: 0 };
         server.spawn().expect("start nats-server");
@@ -237,7 +236,7 @@ impl NatsServer {
             .map(|(i, member)| {
                 let dir = TempDir::new("orch-nats");
                 let path = dir.path().join("nats.conf");
-                std::fs::write(&path, config).expect("write nats.conf");
+                std::fs::write(&path, with_store_limit(config)).expect("write nats.conf");
                 let cluster = vec![
                     "--name".to_string(),
                     format!("n{i}"),
