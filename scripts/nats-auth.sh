@@ -91,8 +91,9 @@ authorization {
                              "$P.cmd.registry.*.service", "\$JS.API.STREAM.INFO.${S}_COMMANDS"] }
         subscribe: { allow: ["_INBOX.>", "$P.replies.service.>", "\$SRV.>", "$P.call.>"] }
         allow_responses: true } }
-    # The AI engine: reads events, sets and clears adjustments; not policy, pins, bounds or
-    # the release of a hold, which are the operator's.
+    # The AI engine: reads events, sets and clears adjustments, restarts and starts workflows
+    # (a remediation); not policy, pins, bounds, the release of a hold, cancelling executions or
+    # deciding approvals, which are the operator's.
     { user: engine, password: "$(pw engine)",
       permissions: {
         publish:   { allow: ["$P.req.priority.set.engine", "$P.req.priority.clear.engine",
@@ -101,6 +102,9 @@ authorization {
                              "$P.req.registry.discover.engine", "$P.req.health.system.engine",
                              "$P.req.health.service.engine", "$P.req.lifecycle.status.engine",
                              "$P.req.lifecycle.restart.engine", "$P.req.cluster.status.engine",
+                             "$P.req.workflow.run.engine", "$P.req.workflow.get.engine",
+                             "$P.req.workflow.list.engine", "$P.req.workflow.schedules.engine",
+                             "$P.req.workflow.queues.engine",
                              "\$JS.API.INFO", "\$JS.API.STREAM.INFO.${S}_EVENTS", "\$JS.API.CONSUMER.*.${S}_EVENTS",
                              "\$JS.API.CONSUMER.*.${S}_EVENTS.>", "\$JS.API.CONSUMER.DURABLE.CREATE.${S}_EVENTS.>",
                              "\$JS.API.CONSUMER.MSG.NEXT.${S}_EVENTS.>", "\$JS.ACK.${S}_EVENTS.>"] }
@@ -123,7 +127,9 @@ authorization {
                              "$P.req.registry.discover.observer", "$P.req.health.system.observer",
                              "$P.req.health.service.observer", "$P.req.lifecycle.status.observer",
                              "$P.req.priority.get.observer", "$P.req.priority.list.observer",
-                             "$P.req.cluster.status.observer",
+                             "$P.req.cluster.status.observer", "$P.req.workflow.get.observer",
+                             "$P.req.workflow.list.observer", "$P.req.workflow.schedules.observer",
+                             "$P.req.workflow.queues.observer",
                              "\$JS.API.INFO", "\$JS.API.STREAM.INFO.${S}_EVENTS", "\$JS.API.CONSUMER.*.${S}_EVENTS",
                              "\$JS.API.CONSUMER.*.${S}_EVENTS.>", "\$JS.API.CONSUMER.MSG.NEXT.${S}_EVENTS.>"] }
         subscribe: { allow: ["_INBOX.>"] } } }

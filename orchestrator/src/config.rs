@@ -125,6 +125,37 @@ pub enum WorkflowCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Approve an approval step that waits (the execution goes on).
+    Approve {
+        /// The execution's id.
+        id: String,
+        /// The approval step.
+        step: String,
+        /// Why (kept with the decision).
+        #[arg(long)]
+        comment: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Reject an approval step that waits (the step fails).
+    Reject {
+        id: String,
+        step: String,
+        #[arg(long)]
+        comment: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List the cron schedules with their next firings.
+    Schedules {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Show each queue: waiting, running, ended in the last day, wait before start (p50/p99).
+    Queues {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

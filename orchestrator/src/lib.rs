@@ -331,8 +331,10 @@ async fn start_with(settings: Settings, listen: Listen) -> anyhow::Result<Runnin
     let (workflows, workflow_task) = workflow::executor::start(
         pool.clone(),
         workflow::steps::Effects {
+            pool: pool.clone(),
             nats: client.clone(),
             subjects: subjects.clone(),
+            registry: registry.clone(),
             controller: controller.clone(),
             priorities: priorities.clone(),
         },

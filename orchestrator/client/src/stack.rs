@@ -107,6 +107,33 @@ impl StackClient {
         self.send(self.http.get(format!("{}/executions{query}", self.base)), "GET /executions").await
     }
 
+    /// `POST /executions/{id}/signal`: `decision` (`approve` or `reject`) for the approval step
+    /// `step`.
+    pub async fn signal_execution(
+        &self,
+        id: &str,
+        step: &str,
+        decision: &str,
+        comment: Option<&str>,
+    ) -> Result<serde_json::Value> {
+        let request = self
+            .http
+            .post(format!("{}/executions/{id}/signal", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::json!({ "step": step, "decision": decision, "comment": comment }).to_string());
+        self.send(request, "POST /executions/{id}/signal").await
+    }
+
+    /// `GET /schedules`.
+    pub async fn schedules(&self) -> Result<serde_json::Value> {
+        self.send(self.http.get(format!("{}/schedules", self.base)), "GET /schedules").await
+    }
+
+    /// `GET /queues`.
+    pub async fn queues(&self) -> Result<serde_json::Value> {
+        self.send(self.http.get(format!("{}/queues", self.base)), "GET /queues").await
+    }
+
     /// `POST /executions/{id}/cancel`.
     pub async fn cancel_execution(&self, id: &str) -> Result<serde_json::Value> {
         self.send(self.http.post(format!("{}/executions/{id}/cancel", self.base)), "POST /executions/{id}/cancel").await

@@ -33,13 +33,15 @@ pub mod verbs {
     pub const WORKFLOW: &str = "workflow";
     pub const RUN: &str = "run";
     pub const CANCEL: &str = "cancel";
+    pub const SIGNAL: &str = "signal";
+    pub const SCHEDULES: &str = "schedules";
+    pub const QUEUES: &str = "queues";
     pub const SET: &str = "set";
     pub const CLEAR: &str = "clear";
     pub const POLICY: &str = "policy";
     pub const RELEASE: &str = "release";
 }
 
-/// The service token of an event whose service (or node) name is not a safe subject token.
 /// The domains answered over request/reply (`orch.req.<domain>.<verb>`).
 pub const REQUEST_DOMAINS: [&str; 5] =
     [verbs::REGISTRY, verbs::HEALTH, verbs::LIFECYCLE, verbs::PRIORITY, verbs::WORKFLOW];

@@ -70,7 +70,63 @@ pub async fn run(command: WorkflowCommand) -> anyhow::Result<bool> {
             println!("execution {id}: {}", text(&view["status"]));
             Ok(true)
         }
+        WorkflowCommand::Approve { id, step, comment, api } => decide(&api, &id, &step, "approve", comment).await,
+        WorkflowCommand::Reject { id, step, comment, api } => decide(&api, &id, &step, "reject", comment).await,
+        WorkflowCommand::Schedules { api } => {
+            let list = client(&api)?.schedules().await?;
+            println!(
+                "{:<20} {:>5} {:<20} {:<14} {:<8} {:<6} next firing",
+                "workflow", "index", "cron", "timezone", "overlap", "catch-up"
+            );
+            for s in list.as_array().into_iter().flatten() {
+                println!(
+                    "{:<20} {:>5} {:<20} {:<14} {:<8} {:<6} {}",
+                    text(&s["workflow"]),
+                    s["index"],
+                    text(&s["cron"]),
+                    text(&s["timezone"]),
+                    text(&s["overlap"]),
+                    text(&s["catch_up"]),
+                    text(&s["next_fire_at"])
+                );
+            }
+            Ok(true)
+        }
+        WorkflowCommand::Queues { api } => {
+            let list = client(&api)?.queues().await?;
+            println!(
+                "{:<20} {:>8} {:>8} {:>10} {:>7} {:>10} {:>12} {:>12}",
+                "queue", "waiting", "running", "succeeded", "failed", "cancelled", "wait p50 ms", "wait p99 ms"
+            );
+            let ms = |v: &Value| v.as_f64().map_or_else(|| "-".to_string(), |ms| format!("{ms:.0}"));
+            for q in list.as_array().into_iter().flatten() {
+                println!(
+                    "{:<20} {:>8} {:>8} {:>10} {:>7} {:>10} {:>12} {:>12}",
+                    text(&q["queue"]),
+                    q["waiting"],
+                    q["running"],
+                    q["succeeded"],
+                    q["failed"],
+                    q["cancelled"],
+                    ms(&q["wait_p50_ms"]),
+                    ms(&q["wait_p99_ms"])
+                );
+            }
+            Ok(true)
+        }
     }
+}
+
+/// Sends a decision to an approval step and prints where the execution stands.
+async fn decide(api: &ApiArgs, id: &str, step: &str, decision: &str, comment: Option<String>) -> anyhow::Result<bool> {
+    let view = client(api)?.signal_execution(id, step, decision, comment.as_deref()).await?;
+    let state = &view["steps"][step];
+    println!(
+        "execution {id}: step {step} {} ({decision}); execution {}",
+        text(&state["status"]),
+        text(&view["status"])
+    );
+    Ok(true)
 }
 
 fn text(v: &Value) -> String {

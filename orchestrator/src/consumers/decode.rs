@@ -167,6 +167,25 @@ pub enum WorkflowRequest {
         limit: i64,
     },
     Cancel(uuid::Uuid),
+    /// A decision for an approval step.
+    Signal {
+        id: uuid::Uuid,
+        step: String,
+        decision: crate::workflow::api::Decision,
+        comment: Option<String>,
+    },
+    Schedules,
+    Queues,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignalBody {
+    id: String,
+    step: String,
+    decision: crate::workflow::api::Decision,
+    #[serde(default)]
+    comment: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -205,6 +224,22 @@ fn workflow_request(verb: &str, payload: &Bytes) -> Result<WorkflowRequest, Prot
         }
         verbs::GET => Ok(WorkflowRequest::Get(execution_id(payload)?)),
         verbs::CANCEL => Ok(WorkflowRequest::Cancel(execution_id(payload)?)),
+        verbs::SIGNAL => {
+            let body: SignalBody = parse_json(payload)?;
+            let id = body
+                .id
+                .parse()
+                .map_err(|_| ProtocolError::invalid("id", format!("{:?} is not an execution id (a UUID)", body.id)))?;
+            Ok(WorkflowRequest::Signal { id, step: body.step, decision: body.decision, comment: body.comment })
+        }
+        verbs::SCHEDULES => {
+            let _: EmptyRequest = parse_json(&empty_is_object(payload))?;
+            Ok(WorkflowRequest::Schedules)
+        }
+        verbs::QUEUES => {
+            let _: EmptyRequest = parse_json(&empty_is_object(payload))?;
+            Ok(WorkflowRequest::Queues)
+        }
         verbs::LIST => {
             let payload = if payload.is_empty() { Bytes::from_static(b"{}") } else { payload.clone() };
             let body: ListBody = parse_json(&payload)?;
@@ -219,7 +254,7 @@ fn workflow_request(verb: &str, payload: &Bytes) -> Result<WorkflowRequest, Prot
         }
         _ => Err(ProtocolError::new(
             ErrorCode::UnknownCommand,
-            format!("workflow.{verb}: one of run, get, list, cancel"),
+            format!("workflow.{verb}: one of run, get, list, cancel, signal, schedules, queues"),
         )),
     }
 }
@@ -233,6 +268,11 @@ pub enum PriorityRequest {
     List,
     Policy(orch_protocol::priority::PolicyRequest),
     Release(orch_protocol::priority::ReleaseRequest),
+}
+
+/// An empty payload read as `{}`.
+fn empty_is_object(payload: &Bytes) -> Bytes {
+    if payload.is_empty() { Bytes::from_static(b"{}") } else { payload.clone() }
 }
 
 /// A request without parameters: `{}` (or an empty payload).
@@ -265,7 +305,7 @@ pub fn decode_request(
              {0}.req.health.<ttl|maintenance|system|service|checks> or \
              {0}.req.lifecycle.<status|apply|down|restart|profile> or \
              {0}.req.priority.<set|clear|get|list|policy|release> or \
-             {0}.req.workflow.<run|get|list|cancel>",
+             {0}.req.workflow.<run|get|list|cancel|signal|schedules|queues>",
             subjects.prefix()
         )
     };
@@ -275,9 +315,6 @@ pub fn decode_request(
         let meta = Meta::new("req", msg_id(headers), subject, payload.clone(), by);
         return Ok(Request::Write(Box::new(Submission { meta, body: Body::Command(command?) })));
     }
-    let empty_is_object = |p: &Bytes| {
-        if p.is_empty() { Bytes::from_static(b"{}") } else { p.clone() }
-    };
     match (domain, verb) {
         (verbs::REGISTRY, verbs::GET) => {
             let r: InstanceRef = parse_json(payload)?;
@@ -317,9 +354,16 @@ pub fn decode_request(
         }
         (verbs::PRIORITY, verbs::POLICY) => Ok(Request::Priority(PriorityRequest::Policy(parse_json(payload)?))),
         (verbs::PRIORITY, verbs::RELEASE) => Ok(Request::Priority(PriorityRequest::Release(parse_json(payload)?))),
-        (verbs::WORKFLOW, verb @ (verbs::RUN | verbs::GET | verbs::LIST | verbs::CANCEL)) => {
-            workflow_request(verb, payload).map(Request::Workflow)
-        }
+        (
+            verbs::WORKFLOW,
+            verb @ (verbs::RUN
+            | verbs::GET
+            | verbs::LIST
+            | verbs::CANCEL
+            | verbs::SIGNAL
+            | verbs::SCHEDULES
+            | verbs::QUEUES),
+        ) => workflow_request(verb, payload).map(Request::Workflow),
         _ => Err(unknown(subject, &expected())),
     }
 }

@@ -187,6 +187,11 @@ async fn workflow(backends: &Backends, request: WorkflowRequest, by: String) -> 
         WorkflowRequest::Get(id) => reply(api::execution_view(pool, id).await),
         WorkflowRequest::List { workflow, limit } => reply(api::executions(pool, workflow.as_deref(), limit).await),
         WorkflowRequest::Cancel(id) => reply(api::cancel(pool, &backends.workflows, id, &by).await),
+        WorkflowRequest::Signal { id, step, decision, comment } => {
+            reply(api::signal(pool, &backends.workflows, id, &step, decision, comment, &by).await)
+        }
+        WorkflowRequest::Schedules => reply(api::schedules(pool).await),
+        WorkflowRequest::Queues => reply(api::queues(pool).await),
     }
 }
 

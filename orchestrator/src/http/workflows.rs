@@ -18,7 +18,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{is_json, query_pairs, unknown_parameter};
 use super::openapi::{BadRequest, Conflict, Internal, NotFound, PayloadTooLarge, Unavailable, tags};
-use crate::workflow::api::{self, ExecutionView, Stored, WorkflowView};
+use crate::workflow::api::{self, Decision, ExecutionView, QueueView, ScheduleView, Stored, WorkflowView};
 
 pub fn router(definition_max_bytes: usize) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -28,6 +28,9 @@ pub fn router(definition_max_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(executions))
         .routes(routes!(execution))
         .routes(routes!(cancel))
+        .routes(routes!(signal))
+        .routes(routes!(schedules))
+        .routes(routes!(queues))
 }
 
 fn execution_id(text: &str) -> Result<Uuid, ApiError> {
@@ -179,4 +182,63 @@ async fn cancel(
 ) -> Result<Json<ExecutionView>, ApiError> {
     let id = execution_id(&id)?;
     Ok(Json(api::cancel(&state.pool, &state.workflows, id, &caller.principal).await?))
+}
+
+/// A decision for an approval step.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SignalRequest {
+    /// The approval step that waits for it.
+    step: String,
+    /// `approve` (the step succeeds) or `reject` (it fails, not retried unless its policy lists
+    /// `rejected`).
+    decision: Decision,
+    /// Why; kept in the step's output or error (at most 1024 bytes).
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+/// Approves or rejects an approval step that waits
+///
+/// Who decided is kept in the step's output (`by`) or error.
+#[utoipa::path(post, path = "/executions/{id}/signal", operation_id = "signal_execution", tag = tags::WORKFLOWS,
+    params(("id" = String, Path, description = "The execution's id (a UUID)")),
+    request_body(content = SignalRequest, content_type = "application/json"),
+    responses((status = 200, description = "Decided: the execution as it is now", body = ExecutionView),
+        BadRequest, NotFound, Conflict, Unavailable, Internal))]
+async fn signal(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    super::extract::Json(request): super::extract::Json<SignalRequest>,
+) -> Result<Json<ExecutionView>, ApiError> {
+    let id = execution_id(&id)?;
+    let view = api::signal(
+        &state.pool,
+        &state.workflows,
+        id,
+        &request.step,
+        request.decision,
+        request.comment,
+        &caller.principal,
+    )
+    .await?;
+    Ok(Json(view))
+}
+
+/// Every cron schedule with its next firing
+#[utoipa::path(get, path = "/schedules", operation_id = "list_schedules", tag = tags::WORKFLOWS,
+    responses((status = 200, description = "By workflow, then index", body = Vec<ScheduleView>), Internal))]
+async fn schedules(State(state): State<AppState>) -> Result<Json<Vec<ScheduleView>>, ApiError> {
+    Ok(Json(api::schedules(&state.pool).await?))
+}
+
+/// Every queue's figures
+///
+/// Waiting and running now; succeeded, failed, cancelled and the wait before starting (p50,
+/// p99) over executions of the last day.
+#[utoipa::path(get, path = "/queues", operation_id = "list_queues", tag = tags::WORKFLOWS,
+    responses((status = 200, description = "By name", body = Vec<QueueView>), Internal))]
+async fn queues(State(state): State<AppState>) -> Result<Json<Vec<QueueView>>, ApiError> {
+    Ok(Json(api::queues(&state.pool).await?))
 }

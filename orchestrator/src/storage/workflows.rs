@@ -317,3 +317,59 @@ pub async fn active_executions(pool: &PgPool) -> Result<Vec<StoredExecution>> {
     .fetch_all(pool)
     .await?)
 }
+
+/// A schedule with its last firing, for reading.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ScheduleRow {
+    pub workflow: String,
+    pub idx: i32,
+    pub version: i32,
+    pub spec: sqlx::types::Json<serde_json::Value>,
+    pub next_fire_at: DateTime<Utc>,
+    pub last_fired_at: Option<DateTime<Utc>>,
+}
+
+/// Every schedule, by workflow and index.
+pub async fn schedules(pool: &PgPool) -> Result<Vec<ScheduleRow>> {
+    Ok(sqlx::query_as(
+        "SELECT workflow, idx, version, spec, next_fire_at, last_fired_at FROM workflow_schedules
+         ORDER BY workflow, idx",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// One queue's figures: what waits and runs now, what ended in the last day, and how long
+/// executions of the last day waited before they started.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct QueueRow {
+    pub queue: String,
+    pub waiting: i64,
+    pub running: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    pub wait_p50_ms: Option<f64>,
+    pub wait_p99_ms: Option<f64>,
+}
+
+/// The figures of every queue that has an execution under way or one from the last day.
+pub async fn queues(pool: &PgPool) -> Result<Vec<QueueRow>> {
+    Ok(sqlx::query_as(
+        "SELECT queue,
+                count(*) FILTER (WHERE status = 'queued') AS waiting,
+                count(*) FILTER (WHERE status IN ('running', 'compensating')) AS running,
+                count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+                count(*) FILTER (WHERE status = 'failed') AS failed,
+                count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - created_at) * 1000)
+                    FILTER (WHERE started_at IS NOT NULL) AS wait_p50_ms,
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - created_at) * 1000)
+                    FILTER (WHERE started_at IS NOT NULL) AS wait_p99_ms
+         FROM workflow_executions
+         WHERE status NOT IN ('succeeded', 'failed', 'cancelled') OR created_at > now() - interval '1 day'
+         GROUP BY queue ORDER BY queue",
+    )
+    .fetch_all(pool)
+    .await?)
+}

@@ -88,6 +88,42 @@ pub struct ExecutionView {
     pub fire_at: Option<DateTime<Utc>>,
 }
 
+/// A cron schedule of a workflow and its next firing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScheduleView {
+    pub workflow: String,
+    /// Its place among the workflow's `[[schedule]]` (0 first): executions it starts have the
+    /// trigger `cron:<index>`.
+    pub index: i32,
+    /// The workflow version the schedule comes from.
+    pub version: i32,
+    pub cron: String,
+    pub timezone: String,
+    /// `allow`, `skip` or `replace`.
+    pub overlap: String,
+    /// `skip`, `once` or `all`.
+    pub catch_up: String,
+    pub next_fire_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_fired_at: Option<DateTime<Utc>>,
+}
+
+/// A queue's figures: executions waiting and under way now; those that ended, and the wait
+/// before starting (p50, p99, in milliseconds), over the last day.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueView {
+    pub queue: String,
+    pub waiting: i64,
+    pub running: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_p99_ms: Option<f64>,
+}
+
 fn not_found(what: String) -> ProtocolError {
     ProtocolError::new(ErrorCode::NotFound, what)
 }
@@ -151,7 +187,7 @@ pub async fn get(pool: &sqlx::PgPool, name: &str) -> Result<WorkflowView, Protoc
     view_of(stored, true)
 }
 
-/// Queues an execution of the latest version of `name`; the executor starts it.
+/// Queues an execution of the latest version of `name`, started by hand; the executor starts it.
 pub async fn run(
     pool: &sqlx::PgPool,
     executor: &Workflows,
@@ -159,6 +195,38 @@ pub async fn run(
     inputs: Option<Value>,
     by: &str,
 ) -> Result<ExecutionView, ProtocolError> {
+    let start = Start { id: Uuid::now_v7(), by: by.to_string(), trigger: "manual".into(), depth: 0 };
+    let id = queue(pool, executor, name, inputs, start).await?;
+    execution_view(pool, id).await
+}
+
+/// Who and what starts an execution.
+#[derive(Debug, Clone)]
+pub struct Start {
+    /// The new execution's id: a derived one makes starting it again a no-op.
+    pub id: Uuid,
+    pub by: String,
+    /// `manual`, `cron:<n>`, `parent:<execution>/<step>`, `event:<n>` or `hook:<name>`.
+    pub trigger: String,
+    /// How deep it nests (0 unless a sub-workflow).
+    pub depth: u32,
+}
+
+/// The id of the sub-workflow that attempt `attempt` of `step` of `parent` starts: the same
+/// each time the attempt is taken up, so it is started once.
+pub fn child_id(parent: Uuid, step: &str, attempt: u32) -> Uuid {
+    Uuid::new_v5(&parent, format!("{step}:{attempt}").as_bytes())
+}
+
+/// Checks `inputs` against the latest version of `name` and queues an execution of it, unless
+/// one with `start.id` exists already. Returns the id.
+pub async fn queue(
+    pool: &sqlx::PgPool,
+    executor: &Workflows,
+    name: &str,
+    inputs: Option<Value>,
+    start: Start,
+) -> Result<Uuid, ProtocolError> {
     let stored =
         workflows::definition(pool, name, None).await?.ok_or_else(|| not_found(format!("no workflow {name:?}")))?;
     let definition: Definition = serde_json::from_value(stored.definition.0.clone())
@@ -167,26 +235,26 @@ pub async fn run(
         return Err(ProtocolError::invalid("inputs", format!("larger than {MAX_INPUTS_BYTES} bytes")));
     }
     let inputs = definition.check_inputs("inputs", inputs)?;
-    let id = Uuid::now_v7();
-    let execution = Execution::new(id.to_string(), &definition, inputs);
+    let mut execution = Execution::new(start.id.to_string(), &definition, inputs);
+    execution.depth = start.depth;
     let state = serde_json::to_value(&execution).expect("an execution serializes");
     workflows::insert_execution(
         pool,
         NewExecution {
-            id,
+            id: start.id,
             workflow: name,
             version: stored.version,
             queue: &definition.workflow.queue,
             priority: i16::from(definition.workflow.priority),
             state,
-            by,
-            trigger: "manual".into(),
+            by: &start.by,
+            trigger: start.trigger,
             fire_at: None,
         },
     )
     .await?;
-    executor.queued(id);
-    execution_view(pool, id).await
+    executor.queued(start.id);
+    Ok(start.id)
 }
 
 fn to_view(row: StoredExecution) -> ExecutionView {
@@ -223,6 +291,35 @@ pub async fn executions(
     Ok(workflows::executions(pool, workflow, limit).await?.into_iter().map(to_view).collect())
 }
 
+/// A person's decision on an approval step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Approve,
+    Reject,
+}
+
+/// Sends `decision` to the approval step `step` of execution `id`, which must be waiting for it.
+pub async fn signal(
+    pool: &sqlx::PgPool,
+    executor: &Workflows,
+    id: Uuid,
+    step: &str,
+    decision: Decision,
+    comment: Option<String>,
+    by: &str,
+) -> Result<ExecutionView, ProtocolError> {
+    if comment.as_ref().is_some_and(|c| c.len() > 1024) {
+        return Err(ProtocolError::invalid("comment", "at most 1024 bytes"));
+    }
+    let view = execution_view(pool, id).await?;
+    if matches!(view.status.as_str(), "succeeded" | "failed" | "cancelled") {
+        return Err(ProtocolError::new(ErrorCode::Conflict, format!("execution {id} has ended ({})", view.status)));
+    }
+    executor.signal(id, step.to_string(), decision, comment, by.to_string()).await?;
+    execution_view(pool, id).await
+}
+
 /// Cancels an execution that has not ended.
 pub async fn cancel(
     pool: &sqlx::PgPool,
@@ -239,4 +336,44 @@ pub async fn cancel(
         .await
         .map_err(|e| ProtocolError::new(ErrorCode::Unavailable, e))?;
     execution_view(pool, id).await
+}
+
+/// Every cron schedule with its next firing.
+pub async fn schedules(pool: &sqlx::PgPool) -> Result<Vec<ScheduleView>, ProtocolError> {
+    let text = |spec: &Value, field: &str, default: &str| {
+        spec.get(field).and_then(Value::as_str).unwrap_or(default).to_string()
+    };
+    Ok(workflows::schedules(pool)
+        .await?
+        .into_iter()
+        .map(|row| ScheduleView {
+            cron: text(&row.spec.0, "cron", ""),
+            timezone: text(&row.spec.0, "timezone", "UTC"),
+            overlap: text(&row.spec.0, "overlap", "skip"),
+            catch_up: text(&row.spec.0, "catch_up", "once"),
+            workflow: row.workflow,
+            index: row.idx,
+            version: row.version,
+            next_fire_at: row.next_fire_at,
+            last_fired_at: row.last_fired_at,
+        })
+        .collect())
+}
+
+/// Every queue's figures.
+pub async fn queues(pool: &sqlx::PgPool) -> Result<Vec<QueueView>, ProtocolError> {
+    Ok(workflows::queues(pool)
+        .await?
+        .into_iter()
+        .map(|q| QueueView {
+            queue: q.queue,
+            waiting: q.waiting,
+            running: q.running,
+            succeeded: q.succeeded,
+            failed: q.failed,
+            cancelled: q.cancelled,
+            wait_p50_ms: q.wait_p50_ms,
+            wait_p99_ms: q.wait_p99_ms,
+        })
+        .collect())
 }

@@ -80,7 +80,16 @@ impl StepKind {
     }
 
     /// The kinds this version runs; the others are refused when a definition is stored.
-    pub const AVAILABLE: [StepKind; 4] = [StepKind::Call, StepKind::Wait, StepKind::Restart, StepKind::SetPriority];
+    pub const AVAILABLE: [StepKind; 8] = [
+        StepKind::Call,
+        StepKind::Wait,
+        StepKind::WaitEvent,
+        StepKind::Approval,
+        StepKind::Workflow,
+        StepKind::Restart,
+        StepKind::SetPriority,
+        StepKind::Maintenance,
+    ];
 
     pub fn available(self) -> bool {
         StepKind::AVAILABLE.contains(&self)
@@ -125,6 +134,8 @@ pub enum Retryable {
     Error,
     /// What the step needed was not there (no healthy instance, no agent, NATS unavailable).
     Unavailable,
+    /// A person rejected an approval. Not retried unless listed (a retry asks again).
+    Rejected,
 }
 
 /// A step's retry policy: `attempts` in all (1: no retry), waiting `backoff`, multiplied by

@@ -15,13 +15,15 @@ use std::sync::Arc;
 use orch_protocol::events::{self, EventKind};
 use orch_protocol::principal::ORCHESTRATOR;
 use orch_protocol::workflow::{WorkflowEvent, WorkflowEventData};
-use serde_json::Value;
+use orch_protocol::{ErrorCode, ProtocolError};
+use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use uuid::Uuid;
 
-use super::definition::Definition;
-use super::machine::{Action, Event, Execution, ExecutionStatus, Input, Millis, StepError};
+use super::api::Decision;
+use super::definition::{Definition, Retryable, StepKind};
+use super::machine::{Action, Event, Execution, ExecutionStatus, Input, Millis, StepError, StepStatus};
 use super::queue::{self, Waiting};
 use super::steps::{self, Attempt, Effects};
 use crate::shutdown::Shutdown;
@@ -53,6 +55,20 @@ enum Command {
         reason: String,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// A decision for an approval step.
+    Signal {
+        id: Uuid,
+        step: String,
+        decision: Decision,
+        comment: Option<String>,
+        by: String,
+        reply: oneshot::Sender<Result<(), ProtocolError>>,
+    },
+    /// Answer once execution `id` is no longer under way (at once if it is not).
+    WatchEnd {
+        id: Uuid,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// A handle on the executor (cheap to clone).
@@ -75,6 +91,29 @@ impl Workflows {
             .map_err(|_| "the workflow executor has stopped".to_string())?;
         answer.await.map_err(|_| "the workflow executor has stopped".to_string())?
     }
+
+    /// Sends a decision to an approval step that waits for one; answers once it is stored.
+    pub async fn signal(
+        &self,
+        id: Uuid,
+        step: String,
+        decision: Decision,
+        comment: Option<String>,
+        by: String,
+    ) -> Result<(), ProtocolError> {
+        let stopped = || ProtocolError::new(ErrorCode::Unavailable, "the workflow executor has stopped");
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Signal { id, step, decision, comment, by, reply }).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Returns once execution `id` has ended, or this executor stopped (read the stored status).
+    pub async fn ended(&self, id: Uuid) {
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(Command::WatchEnd { id, reply }).is_ok() {
+            let _ = answer.await;
+        }
+    }
 }
 
 /// An execution under way (or queued) in memory.
@@ -88,6 +127,11 @@ struct Live {
     execution: Execution,
     wake: Option<Millis>,
     attempts: HashMap<String, AbortHandle>,
+    /// Started by a step of another execution: admitted at once, whatever its queue holds, since
+    /// its parent already holds a place (waiting there could deadlock a full queue).
+    child: bool,
+    /// Tasks waiting for its end (sub-workflow steps).
+    watchers: Vec<oneshot::Sender<()>>,
 }
 
 /// An attempt's end, as its task reports it.
@@ -111,8 +155,17 @@ pub async fn start(
     shutdown: Shutdown,
 ) -> Result<(Workflows, tokio::task::JoinHandle<()>), StorageError> {
     let (commands_tx, commands) = mpsc::unbounded_channel();
-    let mut executor =
-        Executor { pool, effects, settings, written, live: HashMap::new(), ended: mpsc::unbounded_channel() };
+    let handle = Workflows { commands: commands_tx };
+    let mut executor = Executor {
+        pool,
+        effects,
+        handle: handle.clone(),
+        settings,
+        written,
+        live: HashMap::new(),
+        ended: mpsc::unbounded_channel(),
+        cascade: Vec::new(),
+    };
     let stored = storage::retry("loading workflow executions", || workflows::active_executions(&executor.pool)).await?;
     let resumed = stored.len();
     for row in stored {
@@ -122,16 +175,20 @@ pub async fn start(
         tracing::info!(executions = resumed, "workflow executions taken up again");
     }
     let task = tokio::spawn(executor.run(commands, shutdown));
-    Ok((Workflows { commands: commands_tx }, task))
+    Ok((handle, task))
 }
 
 struct Executor {
     pool: sqlx::PgPool,
     effects: Effects,
+    /// Its own handle, for the steps that start sub-workflows.
+    handle: Workflows,
     settings: ExecutorSettings,
     written: Arc<tokio::sync::Notify>,
     live: HashMap<Uuid, Live>,
     ended: (mpsc::UnboundedSender<Ended>, mpsc::UnboundedReceiver<Ended>),
+    /// Sub-workflows to cancel because the step that started them was cancelled.
+    cascade: Vec<(Uuid, String)>,
 }
 
 impl Executor {
@@ -162,10 +219,23 @@ impl Executor {
                 _ = shutdown.requested() => break,
                 command = commands.recv() => match command {
                     Some(Command::Queued { id }) => {
-                        if let Ok(Some(row)) = workflows::execution(&self.pool, id).await {
+                        // Already here when a sub-workflow step taken up again starts its child again.
+                        if !self.live.contains_key(&id)
+                            && let Ok(Some(row)) = workflows::execution(&self.pool, id).await
+                        {
                             self.load(row).await;
                         }
                     }
+                    Some(Command::Signal { id, step, decision, comment, by, reply }) => {
+                        let answer = self.signal(id, &step, decision, comment, &by).await;
+                        let _ = reply.send(answer);
+                    }
+                    Some(Command::WatchEnd { id, reply }) => match self.live.get_mut(&id) {
+                        Some(live) => live.watchers.push(reply),
+                        None => {
+                            let _ = reply.send(());
+                        }
+                    },
                     Some(Command::Cancel { id, reason, reply }) => {
                         let answer = if self.live.contains_key(&id) {
                             self.advance(id, Input::Cancel { reason }).await;
@@ -192,6 +262,9 @@ impl Executor {
                         self.advance(id, Input::Tick).await;
                     }
                 }
+            }
+            while let Some((id, reason)) = self.cascade.pop() {
+                self.advance(id, Input::Cancel { reason }).await;
             }
             self.admit().await;
         }
@@ -237,8 +310,62 @@ impl Executor {
                 execution,
                 wake: None,
                 attempts: HashMap::new(),
+                child: row.trigger.starts_with("parent:"),
+                watchers: Vec::new(),
             },
         );
+    }
+
+    /// A decision for the approval step `step` of `id`: the end of its running attempt.
+    async fn signal(
+        &mut self,
+        id: Uuid,
+        step: &str,
+        decision: Decision,
+        comment: Option<String>,
+        by: &str,
+    ) -> Result<(), ProtocolError> {
+        let live = self
+            .live
+            .get(&id)
+            .ok_or_else(|| ProtocolError::new(ErrorCode::Conflict, format!("execution {id} is not under way")))?;
+        let spec = live.definition.steps.get(step).ok_or_else(|| {
+            ProtocolError::field(ErrorCode::NotFound, "step", format!("execution {id} has no step {step:?}"))
+        })?;
+        if spec.kind != StepKind::Approval {
+            return Err(ProtocolError::invalid(
+                "step",
+                format!("{step:?} is a {} step; only approval steps take a decision", spec.kind.as_str()),
+            ));
+        }
+        let state = &live.execution.steps[step];
+        if state.status != StepStatus::Running {
+            return Err(ProtocolError::new(
+                ErrorCode::Conflict,
+                format!("step {step:?} is not waiting for a decision (it is {})", state.status.as_str()),
+            ));
+        }
+        let attempt = state.attempt;
+        let result = match decision {
+            Decision::Approve => Ok(json!({ "decision": "approve", "by": by, "comment": comment })),
+            Decision::Reject => Err(StepError::new(
+                Retryable::Rejected,
+                match &comment {
+                    Some(c) => format!("rejected by {by}: {c}"),
+                    None => format!("rejected by {by}"),
+                },
+            )),
+        };
+        if !self.advance(id, Input::StepEnded { step: step.to_string(), attempt, result }).await {
+            return Err(ProtocolError::new(ErrorCode::Unavailable, "the decision could not be stored; send it again"));
+        }
+        if let Some(live) = self.live.get_mut(&id)
+            && let Some(waiting) = live.attempts.remove(step)
+        {
+            waiting.abort();
+        }
+        tracing::info!(execution = %id, step, by, decision = ?decision, "approval decided");
+        Ok(())
     }
 
     /// Starts queued executions while their queues have room.
@@ -258,16 +385,24 @@ impl Executor {
                 *running.entry(live.queue.clone()).or_default() += 1;
             }
         }
+        let children: Vec<Uuid> = self
+            .live
+            .iter()
+            .filter(|(_, l)| l.child && l.execution.status == ExecutionStatus::Queued)
+            .map(|(id, _)| *id)
+            .collect();
+        waiting.retain(|w| !children.contains(&w.id));
         let chosen =
             queue::admit(&waiting, &running, self.settings.queue_concurrency, self.settings.aging_per_minute, now);
-        for id in chosen {
+        for id in children.into_iter().chain(chosen) {
             self.advance(id, Input::Start).await;
         }
     }
 
-    /// Feeds `input` to execution `id`, stores the result, then does what it says.
-    async fn advance(&mut self, id: Uuid, input: Input) {
-        let Some(live) = self.live.get_mut(&id) else { return };
+    /// Feeds `input` to execution `id`, stores the result, then does what it says. False when
+    /// the result could not be stored (nothing was done; it is tried again at the next wake-up).
+    async fn advance(&mut self, id: Uuid, input: Input) -> bool {
+        let Some(live) = self.live.get_mut(&id) else { return false };
         let before = live.execution.status;
         let mut execution = live.execution.clone();
         let actions = execution.advance(&live.definition, input, now_ms());
@@ -283,13 +418,14 @@ impl Executor {
             // the next wake-up (or by the next leader, when this one was fenced).
             tracing::warn!(execution = %id, error = %e, "a workflow execution's change could not be stored; it is tried again");
             live.wake = Some(now_ms() + 1000);
-            return;
+            return false;
         }
         if !rows.is_empty() {
             self.written.notify_one();
         }
         live.execution = execution;
         live.wake = None;
+        let mut cascade = Vec::new();
         for action in actions {
             match action {
                 Action::Run { step, attempt, key, scope, resumed: _ } => {
@@ -303,11 +439,14 @@ impl Executor {
                         started_at,
                         spec,
                         scope,
+                        attempt,
+                        depth: live.execution.depth,
                     };
                     let effects = self.effects.clone();
+                    let workflows = self.handle.clone();
                     let report = self.ended.0.clone();
                     let handle = tokio::spawn(async move {
-                        let result = steps::run(&effects, &attempt_run).await;
+                        let result = steps::run(&effects, &workflows, &attempt_run).await;
                         let _ = report.send(Ended { id, step: attempt_run.step, attempt, result });
                     });
                     live.attempts.insert(step, handle.abort_handle());
@@ -316,16 +455,30 @@ impl Executor {
                     if let Some(handle) = live.attempts.remove(&step) {
                         handle.abort();
                     }
+                    // A sub-workflow ends with the step that waits for it.
+                    let kind = live.definition.steps.get(&step).map(|s| s.kind);
+                    if kind == Some(StepKind::Workflow)
+                        && let Some(state) = live.execution.steps.get(&step)
+                    {
+                        let child = super::api::child_id(id, &step, state.attempt);
+                        cascade.push((child, format!("its parent's step {step:?} was cancelled")));
+                    }
                 }
                 Action::WakeAt(at) => live.wake = Some(at),
                 Action::Event(_) => {}
             }
         }
+        self.cascade.extend(cascade);
         if finished {
             let status = live.execution.status;
             tracing::info!(execution = %id, workflow = %live.workflow, status = status.as_str(), "workflow execution ended");
-            self.live.remove(&id);
+            if let Some(live) = self.live.remove(&id) {
+                for watcher in live.watchers {
+                    let _ = watcher.send(());
+                }
+            }
         }
+        true
     }
 }
 

@@ -130,6 +130,13 @@ pub struct Execution {
     /// Why it failed or was cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// How deep it nests: 0, or one more than the execution whose step started it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub depth: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What happened to an execution.
@@ -210,6 +217,7 @@ impl Execution {
             steps: definition.steps.keys().map(|id| (id.clone(), StepState::pending())).collect(),
             deadline: None,
             reason: None,
+            depth: 0,
         }
     }
 

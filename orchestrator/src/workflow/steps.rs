@@ -8,7 +8,8 @@ use orch_protocol::{ProtocolError, Subjects, headers};
 use serde_json::{Value, json};
 
 use super::definition::{Retryable, StepKind, StepSpec};
-use super::expr;
+use super::executor::Workflows;
+use super::expr::{self, Expr};
 use super::machine::{Millis, StepError};
 
 /// The header that carries a call's idempotency key: the same for every delivery of one attempt.
@@ -20,11 +21,16 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// What steps act on.
 #[derive(Clone)]
 pub struct Effects {
+    pub pool: sqlx::PgPool,
     pub nats: async_nats::Client,
     pub subjects: Subjects,
+    pub registry: std::sync::Arc<crate::registry::Registry>,
     pub controller: crate::lifecycle::Controller,
     pub priorities: crate::priority::Priorities,
 }
+
+/// How deep sub-workflows may nest: an execution at this depth cannot start another.
+pub const MAX_DEPTH: u32 = 8;
 
 /// One attempt to run.
 pub struct Attempt {
@@ -36,6 +42,10 @@ pub struct Attempt {
     pub started_at: Millis,
     pub spec: StepSpec,
     pub scope: Value,
+    /// The attempt's number (1 for the first).
+    pub attempt: u32,
+    /// How deep the execution is nested (0: not a sub-workflow).
+    pub depth: u32,
 }
 
 impl Attempt {
@@ -57,11 +67,16 @@ fn bad_input(field: &str, e: expr::ExprError) -> StepError {
     StepError::new(Retryable::Error, format!("`{field}`: {e}"))
 }
 
-/// Runs the attempt to its end.
-pub async fn run(effects: &Effects, attempt: &Attempt) -> Result<Value, StepError> {
+/// Runs the attempt to its end. `workflows` starts and follows sub-workflows.
+pub async fn run(effects: &Effects, workflows: &Workflows, attempt: &Attempt) -> Result<Value, StepError> {
     match attempt.spec.kind {
         StepKind::Wait => wait(attempt).await,
         StepKind::Call => call(effects, attempt).await,
+        StepKind::WaitEvent => wait_event(effects, attempt).await,
+        // The decision comes as a signal, which the executor turns into the attempt's end.
+        StepKind::Approval => std::future::pending().await,
+        StepKind::Workflow => sub_workflow(effects, workflows, attempt).await,
+        StepKind::Maintenance => maintenance(effects, attempt).await,
         StepKind::Restart => {
             let service = attempt.text("service", &attempt.spec.service)?;
             effects.controller.restart(service.clone(), attempt.principal()).await.map_err(|e| {
@@ -159,5 +174,159 @@ async fn call(effects: &Effects, attempt: &Attempt) -> Result<Value, StepError> 
     match error {
         Some(code) => Err(StepError::new(Retryable::Error, format!("{subject} answered error {code}: {output}"))),
         None => Ok(output),
+    }
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> StepError {
+    StepError::new(Retryable::Unavailable, format!("{what}: {e}"))
+}
+
+/// The first event on `<prefix>.evt.<subject>` since the attempt began for which `filter` holds
+/// (over the step's scope with `event`, the CloudEvent). It reads the events stream from the
+/// attempt's start, so an event published while the orchestrator was away still counts.
+async fn wait_event(effects: &Effects, attempt: &Attempt) -> Result<Value, StepError> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+    use futures::StreamExt;
+
+    let pattern = attempt.text("subject", &attempt.spec.subject)?;
+    let subject = format!("{}.evt.{pattern}", effects.subjects.prefix());
+    let filter = match &attempt.spec.filter {
+        Some(f) => Some(Expr::parse(f).map_err(|e| bad_input("filter", e))?),
+        None => None,
+    };
+    let since = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(attempt.started_at) * 1_000_000)
+        .map_err(|e| StepError::new(Retryable::Error, format!("the attempt's start: {e}")))?;
+    let js = async_nats::jetstream::new(effects.nats.clone());
+    let stream = js
+        .get_stream(effects.subjects.events_stream())
+        .await
+        .map_err(|e| unavailable("the events stream cannot be read", e))?;
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: subject.clone(),
+            deliver_policy: DeliverPolicy::ByStartTime { start_time: since },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| unavailable("the events stream cannot be read", e))?;
+    let mut messages = consumer.messages().await.map_err(|e| unavailable("the events stream cannot be read", e))?;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| unavailable("reading the events stream", e))?;
+        let Ok(event) = serde_json::from_slice::<Value>(&message.payload) else { continue };
+        let matches = match &filter {
+            None => true,
+            Some(filter) => {
+                let mut scope = attempt.scope.clone();
+                scope["event"] = event.clone();
+                // An event the filter cannot read (a field it names is missing) is not the one.
+                filter.eval_bool(&scope).unwrap_or(false)
+            }
+        };
+        if matches {
+            return Ok(event);
+        }
+    }
+    Err(StepError::new(Retryable::Unavailable, format!("the events stream stopped while waiting on {subject}")))
+}
+
+/// Starts the sub-workflow (once per attempt: its id comes from this execution, step and
+/// attempt) and waits for its end; its steps' outputs are this step's output.
+async fn sub_workflow(effects: &Effects, workflows: &Workflows, attempt: &Attempt) -> Result<Value, StepError> {
+    let name = attempt.text("workflow", &attempt.spec.workflow)?;
+    if attempt.depth >= MAX_DEPTH {
+        return Err(StepError::new(
+            Retryable::Error,
+            format!("sub-workflows nest at most {MAX_DEPTH} deep; {name:?} would be deeper"),
+        ));
+    }
+    let inputs = match &attempt.spec.inputs {
+        Some(inputs) => Some(
+            expr::render(&serde_json::to_value(inputs).unwrap_or_default(), &attempt.scope)
+                .map_err(|e| bad_input("inputs", e))?,
+        ),
+        None => None,
+    };
+    let parent: uuid::Uuid =
+        attempt.execution.parse().map_err(|_| StepError::new(Retryable::Error, "bad execution id"))?;
+    let child = super::api::child_id(parent, &attempt.step, attempt.attempt);
+    let start = super::api::Start {
+        id: child,
+        by: attempt.principal(),
+        trigger: format!("parent:{}/{}", attempt.execution, attempt.step),
+        depth: attempt.depth + 1,
+    };
+    super::api::queue(&effects.pool, workflows, &name, inputs, start).await.map_err(|e| {
+        let kind = if e.0.code.status() >= 500 { Retryable::Unavailable } else { Retryable::Error };
+        StepError::new(kind, format!("sub-workflow {name:?}: {}", e.0.message))
+    })?;
+    workflows.ended(child).await;
+    let view = super::api::execution_view(&effects.pool, child)
+        .await
+        .map_err(|e| unavailable("reading the sub-workflow's end", e.0.message))?;
+    let outputs: serde_json::Map<String, Value> = view
+        .steps
+        .as_object()
+        .map(|steps| {
+            steps.iter().map(|(id, s)| (id.clone(), s.get("output").cloned().unwrap_or(Value::Null))).collect()
+        })
+        .unwrap_or_default();
+    match view.status.as_str() {
+        "succeeded" => Ok(json!({ "execution_id": child, "status": view.status, "outputs": outputs })),
+        status => Err(StepError::new(
+            Retryable::Error,
+            format!(
+                "sub-workflow {name:?} (execution {child}) {status}: {}",
+                view.reason.as_deref().unwrap_or("no reason given")
+            ),
+        )),
+    }
+}
+
+/// Puts a service (every instance) or one instance in maintenance, or takes it out
+/// (`enabled = false`), as a registry command made by the workflow.
+async fn maintenance(effects: &Effects, attempt: &Attempt) -> Result<Value, StepError> {
+    use crate::registry::state::Command;
+    use crate::registry::writer::{Body, Meta, Submission};
+
+    let enabled = attempt.spec.enabled.unwrap_or(true);
+    let reason = match &attempt.spec.reason {
+        Some(_) => attempt.text("reason", &attempt.spec.reason)?,
+        None => format!("workflow {} (execution {})", attempt.workflow, attempt.execution),
+    };
+    let reason = enabled.then_some(reason);
+    let (command, target) = match &attempt.spec.instance {
+        Some(_) => {
+            let id = attempt.text("instance", &attempt.spec.instance)?;
+            orch_protocol::registry::validate_instance_id("instance", &id)
+                .map_err(|e| StepError::new(Retryable::Error, e.0.message))?;
+            (Command::Maintenance { id: id.clone(), reason: reason.clone() }, json!({ "instance": id }))
+        }
+        None => {
+            let service = attempt.text("service", &attempt.spec.service)?;
+            orch_protocol::registry::validate_name("service", &service)
+                .map_err(|e| StepError::new(Retryable::Error, e.0.message))?;
+            (
+                Command::ServiceMaintenance { service: service.clone(), reason: reason.clone() },
+                json!({ "service": service }),
+            )
+        }
+    };
+    let payload =
+        serde_json::to_vec(&json!({ "target": target, "enabled": enabled, "reason": reason })).unwrap_or_default();
+    let meta =
+        Meta::new("workflow", Some(attempt.key.clone()), "workflow:maintenance", payload.into(), attempt.principal());
+    let outcome = effects
+        .registry
+        .submit(Submission { meta, body: Body::Command(command) })
+        .await
+        .map_err(|e| unavailable("the registry", e))?;
+    match outcome {
+        crate::registry::state::Outcome::Applied(reply) => {
+            Ok(json!({ "target": target, "maintenance": enabled, "status": reply.status }))
+        }
+        crate::registry::state::Outcome::Failed(e) => {
+            let kind = if e.error.code.status() >= 500 { Retryable::Unavailable } else { Retryable::Error };
+            Err(StepError::new(kind, e.error.message))
+        }
     }
 }

@@ -1,0 +1,392 @@
+//! The step kinds that wait on something outside the execution, against a real orchestrator,
+//! NATS and PostgreSQL: an approval decided over HTTP, NATS and the command line (who decided is
+//! kept), an event awaited on the events stream with a filter, a sub-workflow run to its end
+//! (its failure and its cancellation follow its parent's step), and maintenance of a service
+//! taken on and off by a workflow. Also the schedules and queues read by every client.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use common::http::{call, call_raw};
+use common::{Stack, eventually};
+use serde_json::{Value, json};
+
+async fn put(stack: &Stack, name: &str, text: &str) {
+    let (status, stored) =
+        call_raw(stack, "PUT", &format!("/api/v1/workflows/{name}"), Some(text.to_string()), "application/toml", &[])
+            .await;
+    assert!(status.is_success(), "{status}: {stored}");
+}
+
+async fn start(stack: &Stack, name: &str, inputs: Value) -> String {
+    let body = json!({ "inputs": inputs });
+    let (status, queued) = call(stack, "POST", &format!("/api/v1/workflows/{name}/executions"), Some(body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    queued["id"].as_str().unwrap().to_string()
+}
+
+async fn view(stack: &Stack, id: &str) -> Value {
+    call(stack, "GET", &format!("/api/v1/executions/{id}"), None).await.1
+}
+
+async fn step_running(stack: &Stack, id: &str, step: &str) {
+    eventually(Duration::from_secs(30), &format!("step {step} running"), || async {
+        (view(stack, id).await["steps"][step]["status"] == "running").then_some(())
+    })
+    .await;
+}
+
+async fn finished(stack: &Stack, id: &str) -> Value {
+    eventually(Duration::from_secs(30), "the execution ended", || async {
+        let view = view(stack, id).await;
+        matches!(view["status"].as_str(), Some("succeeded" | "failed" | "cancelled")).then_some(view)
+    })
+    .await
+}
+
+async fn signal(stack: &Stack, id: &str, body: Value) -> (StatusCode, Value) {
+    call(stack, "POST", &format!("/api/v1/executions/{id}/signal"), Some(body)).await
+}
+
+const DEPLOY: &str = r#"
+[workflow]
+name = "deploy"
+
+[steps.ask]
+kind = "approval"
+prompt = "deploy ${{ inputs.version }}?"
+timeout = "1h"
+
+[steps.roll]
+kind = "wait"
+duration = "10ms"
+needs = ["ask"]
+
+[inputs.version]
+default = "1.2"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_waits_for_a_decision_and_keeps_who_made_it() {
+    let stack = Stack::start().await;
+    put(&stack, "deploy", DEPLOY).await;
+
+    // Approved over HTTP.
+    let id = start(&stack, "deploy", json!({})).await;
+    step_running(&stack, &id, "ask").await;
+    for (body, status, field) in [
+        (json!({ "step": "roll", "decision": "approve" }), StatusCode::BAD_REQUEST, Some("step")),
+        (json!({ "step": "nope", "decision": "approve" }), StatusCode::NOT_FOUND, Some("step")),
+        (json!({ "step": "ask", "decision": "maybe" }), StatusCode::BAD_REQUEST, None),
+        (
+            json!({ "step": "ask", "decision": "approve", "comment": "x".repeat(2000) }),
+            StatusCode::BAD_REQUEST,
+            Some("comment"),
+        ),
+    ] {
+        let (got, error) = signal(&stack, &id, body.clone()).await;
+        assert_eq!(got, status, "{body}: {error}");
+        if field.is_some() {
+            assert_eq!(error["error"]["field"].as_str(), field, "{body}: {error}");
+        }
+    }
+    assert_eq!(view(&stack, &id).await["steps"]["ask"]["status"], "running", "a refused signal decides nothing");
+    let (status, decided) =
+        signal(&stack, &id, json!({ "step": "ask", "decision": "approve", "comment": "tested in staging" })).await;
+    assert_eq!(status, StatusCode::OK, "{decided}");
+    let output = &decided["steps"]["ask"]["output"];
+    assert_eq!(output["decision"], "approve", "{decided}");
+    assert_eq!(output["comment"], "tested in staging");
+    assert!(output["by"].as_str().is_some_and(|by| !by.is_empty()), "who decided is kept: {decided}");
+    let ended = finished(&stack, &id).await;
+    assert_eq!(
+        (ended["status"].as_str(), ended["steps"]["roll"]["status"].as_str()),
+        (Some("succeeded"), Some("succeeded"))
+    );
+    let (status, error) = signal(&stack, &id, json!({ "step": "ask", "decision": "approve" })).await;
+    assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")), "decided once");
+
+    // Rejected over NATS: the step fails (a rejection is not retried), and so does the execution.
+    let id = start(&stack, "deploy", json!({ "version": "2.0" })).await;
+    step_running(&stack, &id, "ask").await;
+    let (code, error) =
+        stack.request_on("workflow", "signal", r#"{"id": "x", "step": "ask", "decision": "reject"}"#).await;
+    assert_eq!((code.as_deref(), error["error"]["field"].as_str()), (Some("400"), Some("id")), "{error}");
+    let body = json!({ "id": id, "step": "ask", "decision": "reject", "comment": "not on a Friday" });
+    let (code, rejected) = stack.request_on("workflow", "signal", &body.to_string()).await;
+    assert_eq!(code, None, "{rejected}");
+    let ended = finished(&stack, &id).await;
+    assert_eq!(ended["status"], "failed", "{ended}");
+    let error = &ended["steps"]["ask"]["error"];
+    assert_eq!(error["kind"], "rejected", "{ended}");
+    assert!(error["message"].as_str().unwrap().contains("not on a Friday"), "{ended}");
+    assert_eq!(ended["steps"]["ask"]["attempt"], 1);
+    assert_eq!(ended["steps"]["roll"]["status"], "cancelled", "{ended}");
+
+    // From the command line.
+    let id = start(&stack, "deploy", json!({})).await;
+    step_running(&stack, &id, "ask").await;
+    let api = format!("http://127.0.0.1:{}", stack.http_port());
+    let output = tokio::task::block_in_place(|| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+            .args(["workflow", "approve", &id, "ask", "--comment", "go", "--api-url", &api])
+            .output()
+            .unwrap()
+    });
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{said} {}", String::from_utf8_lossy(&output.stderr));
+    assert!(said.contains("step ask succeeded (approve)"), "{said}");
+    assert_eq!(finished(&stack, &id).await["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn a_wait_event_step_ends_on_the_first_matching_event_or_times_out() {
+    let stack = Stack::start().await;
+    put(
+        &stack,
+        "await-web",
+        r#"
+[workflow]
+name = "await-web"
+
+[inputs.address]
+required = true
+
+[steps.registered]
+kind = "wait_event"
+subject = "registry.web.registered"
+filter = 'event.data.instance.address == inputs.address'
+timeout = "30s"
+
+[steps.then]
+kind = "wait"
+duration = "10ms"
+needs = ["registered"]
+"#,
+    )
+    .await;
+    let id = start(&stack, "await-web", json!({ "address": "10.0.0.2" })).await;
+    step_running(&stack, &id, "registered").await;
+    for (instance, address) in [("api-1", "10.0.0.2"), ("web-1", "10.0.0.1"), ("web-2", "10.0.0.2")] {
+        let service = instance.split('-').next().unwrap();
+        let body = json!({ "id": instance, "name": service, "address": address, "port": 80 });
+        let (status, reply) = call(&stack, "POST", "/api/v1/services", Some(body)).await;
+        assert!(status.is_success(), "{reply}");
+    }
+    let ended = finished(&stack, &id).await;
+    assert_eq!(ended["status"], "succeeded", "{ended}");
+    let event = &ended["steps"]["registered"]["output"];
+    assert_eq!(event["type"], "io.orch.registry.registered.v1", "{event}");
+    assert_eq!(event["data"]["instance"]["id"], "web-2", "the first event on the subject that the filter passes");
+
+    // Nothing matches: the step times out.
+    put(
+        &stack,
+        "await-nothing",
+        "[workflow]\nname = \"await-nothing\"\n[steps.never]\nkind = \"wait_event\"\nsubject = \"registry.ghost.*\"\ntimeout = \"300ms\"\n",
+    )
+    .await;
+    let id = start(&stack, "await-nothing", json!({})).await;
+    let ended = finished(&stack, &id).await;
+    assert_eq!(
+        (ended["status"].as_str(), ended["steps"]["never"]["error"]["kind"].as_str()),
+        (Some("failed"), Some("timeout"))
+    );
+}
+
+const CHILD: &str = r#"
+[workflow]
+name = "child"
+
+[inputs.label]
+required = true
+
+[steps.pause]
+kind = "wait"
+duration = "10ms"
+
+[steps.echo]
+kind = "call"
+subject = "orch.call.echo"
+body = { label = "${{ inputs.label }}" }
+needs = ["pause"]
+"#;
+
+const PARENT: &str = r#"
+[workflow]
+name = "parent"
+
+[inputs.label]
+default = "from the parent"
+
+[steps.sub]
+kind = "workflow"
+workflow = "child"
+inputs = { label = "${{ inputs.label }}" }
+
+[steps.after]
+kind = "wait"
+duration = "10ms"
+needs = ["sub"]
+when = 'steps.sub.output.outputs.echo.label == inputs.label'
+"#;
+
+/// Sub-workflows run in the parent's queue even when it is full (one place here): the child
+/// does not wait behind its own parent.
+#[tokio::test]
+async fn a_sub_workflow_runs_to_its_end_and_its_failure_and_cancellation_follow_the_parent() {
+    let stack = Stack::start_with(|s| s.workflow.queue_concurrency = 1).await;
+    let mut echo = stack.client.subscribe("orch.call.echo").await.unwrap();
+    stack.client.flush().await.unwrap();
+    let client = stack.client.clone();
+    tokio::spawn(async move {
+        use futures::StreamExt;
+        while let Some(message) = echo.next().await {
+            if let Some(reply) = message.reply {
+                let _ = client.publish(reply, message.payload).await;
+            }
+        }
+    });
+    put(&stack, "child", CHILD).await;
+    put(&stack, "parent", PARENT).await;
+
+    let id = start(&stack, "parent", json!({})).await;
+    let ended = finished(&stack, &id).await;
+    assert_eq!(ended["status"], "succeeded", "{ended}");
+    let output = &ended["steps"]["sub"]["output"];
+    assert_eq!(output["status"], "succeeded", "{output}");
+    assert_eq!(output["outputs"]["echo"], json!({ "label": "from the parent" }), "{output}");
+    assert_eq!(ended["steps"]["after"]["status"], "succeeded", "a later step reads the child's outputs");
+    let child = output["execution_id"].as_str().unwrap().to_string();
+    let child_view = view(&stack, &child).await;
+    assert_eq!(child_view["trigger"], format!("parent:{id}/sub"), "{child_view}");
+    assert_eq!(child_view["created_by"], "workflow:parent");
+
+    // The child fails (nobody answers its call): so does the parent's step.
+    put(&stack, "child", &CHILD.replace("orch.call.echo", "orch.call.nobody")).await;
+    let id = start(&stack, "parent", json!({})).await;
+    let ended = finished(&stack, &id).await;
+    assert_eq!(ended["status"], "failed", "{ended}");
+    let message = ended["steps"]["sub"]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("sub-workflow \"child\"") && message.contains("failed"), "{message}");
+
+    // The parent is cancelled while its child runs: the child is cancelled too.
+    put(&stack, "child", &CHILD.replace("duration = \"10ms\"", "duration = \"1h\"")).await;
+    let id = start(&stack, "parent", json!({})).await;
+    step_running(&stack, &id, "sub").await;
+    let child = eventually(Duration::from_secs(30), "the child running", || async {
+        let (_, list) = call(&stack, "GET", "/api/v1/executions?workflow=child&limit=1", None).await;
+        let child = &list[0];
+        (child["status"] == "running" && child["trigger"] == format!("parent:{id}/sub"))
+            .then(|| child["id"].as_str().unwrap().to_string())
+    })
+    .await;
+    let (status, _) = call(&stack, "POST", &format!("/api/v1/executions/{id}/cancel"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let ended = finished(&stack, &child).await;
+    assert_eq!(ended["status"], "cancelled", "{ended}");
+    assert!(ended["reason"].as_str().unwrap().contains("parent's step \"sub\""), "{ended}");
+}
+
+#[tokio::test]
+async fn a_maintenance_step_takes_a_service_out_of_discovery_and_back() {
+    let stack = Stack::start().await;
+    let body = json!({ "id": "api-1", "name": "api", "address": "127.0.0.1", "port": 80 });
+    let (status, _) = call(&stack, "POST", "/api/v1/services", Some(body)).await;
+    assert!(status.is_success());
+    put(
+        &stack,
+        "upgrade",
+        r#"
+[workflow]
+name = "upgrade"
+
+[steps.drain]
+kind = "maintenance"
+service = "api"
+reason = "kernel upgrade"
+
+[steps.ready]
+kind = "approval"
+needs = ["drain"]
+
+[steps.back]
+kind = "maintenance"
+service = "api"
+enabled = false
+needs = ["ready"]
+"#,
+    )
+    .await;
+    let discovered = || async {
+        let (_, d) = call(&stack, "GET", "/api/v1/discovery/api", None).await;
+        d["instances"].as_array().map(Vec::len).unwrap_or(0)
+    };
+    assert_eq!(discovered().await, 1);
+    let id = start(&stack, "upgrade", json!({})).await;
+    step_running(&stack, &id, "ready").await;
+    assert_eq!(discovered().await, 0, "in maintenance: out of discovery");
+    let (_, system) = call(&stack, "GET", "/api/v1/health", None).await;
+    assert_eq!(system["services_in_maintenance"], json!(["api"]), "{system}");
+    let (status, _) = signal(&stack, &id, json!({ "step": "ready", "decision": "approve" })).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(finished(&stack, &id).await["status"], "succeeded");
+    assert_eq!(discovered().await, 1, "back in discovery");
+    let entered =
+        stack.wait_events(1, "maintenance entered", |e| e["type"] == "io.orch.health.maintenance_entered.v1").await;
+    assert_eq!(entered[0]["principal"], "workflow:upgrade", "{}", entered[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_and_queues_are_read_over_http_nats_and_the_command_line() {
+    let stack = Stack::start().await;
+    put(
+        &stack,
+        "nightly",
+        "[workflow]\nname = \"nightly\"\nqueue = \"batch\"\n[steps.pause]\nkind = \"wait\"\nduration = \"10ms\"\n\n[[schedule]]\ncron = \"0 30 2 * * *\"\ntimezone = \"Europe/Berlin\"\n",
+    )
+    .await;
+    let (status, schedules) = call(&stack, "GET", "/api/v1/schedules", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let schedule = &schedules[0];
+    assert_eq!((schedule["workflow"].as_str(), schedule["index"].as_i64()), (Some("nightly"), Some(0)), "{schedules}");
+    assert_eq!(
+        (schedule["cron"].as_str(), schedule["timezone"].as_str()),
+        (Some("0 30 2 * * *"), Some("Europe/Berlin"))
+    );
+    let next: chrono::DateTime<chrono::FixedOffset> = schedule["next_fire_at"].as_str().unwrap().parse().unwrap();
+    let local = next.with_timezone(&chrono_tz::Europe::Berlin);
+    assert_eq!(local.format("%H:%M:%S").to_string(), "02:30:00", "read in its time zone: {next}");
+
+    let id = start(&stack, "nightly", json!({})).await;
+    assert_eq!(finished(&stack, &id).await["status"], "succeeded");
+    let (_, queues) = call(&stack, "GET", "/api/v1/queues", None).await;
+    let batch = queues.as_array().unwrap().iter().find(|q| q["queue"] == "batch").expect("the batch queue").clone();
+    assert_eq!(
+        (batch["succeeded"].as_i64(), batch["waiting"].as_i64(), batch["running"].as_i64()),
+        (Some(1), Some(0), Some(0))
+    );
+    assert!(batch["wait_p50_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{batch}");
+
+    let (code, over_nats) = stack.request_on("workflow", "schedules", "").await;
+    assert_eq!((code, over_nats.as_array().map(Vec::len)), (None, Some(1)));
+    let (code, over_nats) = stack.request_on("workflow", "queues", "{}").await;
+    assert_eq!((code, over_nats[0]["queue"].as_str()), (None, Some("batch")));
+    let (code, error) = stack.request_on("workflow", "queues", r#"{"queue": "x"}"#).await;
+    assert_eq!(code.as_deref(), Some("400"), "{error}");
+
+    let api = format!("http://127.0.0.1:{}", stack.http_port());
+    for (command, expected) in [("schedules", "0 30 2 * * *"), ("queues", "batch")] {
+        let output = tokio::task::block_in_place(|| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+                .args(["workflow", command, "--api-url", &api])
+                .output()
+                .unwrap()
+        });
+        let said = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(0), "{said}");
+        assert!(said.contains(expected), "{command}: {said}");
+    }
+}
