@@ -344,6 +344,13 @@ async fn start_with(settings: Settings, listen: Listen) -> anyhow::Result<Runnin
     )
     .await?;
     let scheduler_task = tokio::spawn(workflow::scheduler::run(pool.clone(), workflows.clone(), shutdown_rx.clone()));
+    let listener_task = tokio::spawn(workflow::listener::run(
+        pool.clone(),
+        client.clone(),
+        subjects.clone(),
+        workflows.clone(),
+        shutdown_rx.clone(),
+    ));
     let backends = consumers::requests::Backends {
         registry: registry.clone(),
         health: monitor.clone(),
@@ -413,6 +420,7 @@ async fn start_with(settings: Settings, listen: Listen) -> anyhow::Result<Runnin
     tasks.push(controller_task);
     tasks.push(workflow_task);
     tasks.push(scheduler_task);
+    tasks.push(listener_task);
 
     // One orchestrator alone answers `orch.req.cluster.status` itself; replicas answer it from
     // their own connection, standbys too (`cluster::replica`).

@@ -87,7 +87,7 @@ async fn put(
     })?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::field(ErrorCode::MalformedPayload, "workflow", "the definition must be UTF-8 TOML"))?;
-    let stored = api::put(&state.pool, &name, text, &caller.principal).await?;
+    let stored = api::put(&state.pool, &state.workflows, &name, text, &caller.principal).await?;
     let status = if stored.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(stored)).into_response())
 }

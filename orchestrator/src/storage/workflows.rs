@@ -21,14 +21,15 @@ pub struct StoredDefinition {
 
 /// Stores `text` as the next version of `name` (1 for a new workflow); returns the version. The
 /// same text as the latest version is not stored again: its version is returned.
-/// A new version replaces the workflow's schedules with `schedules` (spec, first firing), in the
-/// same transaction.
+/// A new version replaces the workflow's schedules with `schedules` (spec, first firing) and its
+/// event triggers with `triggers` (their count windows start empty), in the same transaction.
 pub async fn put_definition(
     pool: &PgPool,
     name: &str,
     text: &str,
     definition: &serde_json::Value,
     schedules: &[(serde_json::Value, DateTime<Utc>)],
+    triggers: &[serde_json::Value],
     by: &str,
 ) -> Result<(i32, bool)> {
     let mut tx = pool.begin().await?;
@@ -68,6 +69,17 @@ pub async fn put_definition(
         .bind(first)
         .execute(&mut *tx)
         .await?;
+    }
+    sqlx::query("DELETE FROM workflow_event_triggers WHERE workflow = $1").bind(name).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM workflow_event_windows WHERE workflow = $1").bind(name).execute(&mut *tx).await?;
+    for (idx, spec) in triggers.iter().enumerate() {
+        sqlx::query("INSERT INTO workflow_event_triggers (workflow, idx, version, spec) VALUES ($1, $2, $3, $4)")
+            .bind(name)
+            .bind(idx as i32)
+            .bind(version)
+            .bind(sqlx::types::Json(spec))
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok((version, true))
@@ -372,4 +384,83 @@ pub async fn queues(pool: &PgPool) -> Result<Vec<QueueRow>> {
     )
     .fetch_all(pool)
     .await?)
+}
+
+/// An event trigger as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredTrigger {
+    pub workflow: String,
+    pub idx: i32,
+    pub version: i32,
+    pub spec: sqlx::types::Json<serde_json::Value>,
+    pub since: DateTime<Utc>,
+}
+
+/// Every event trigger, by workflow and index.
+pub async fn event_triggers(pool: &PgPool) -> Result<Vec<StoredTrigger>> {
+    Ok(sqlx::query_as("SELECT workflow, idx, version, spec, since FROM workflow_event_triggers ORDER BY workflow, idx")
+        .fetch_all(pool)
+        .await?)
+}
+
+/// The events' times counted in a trigger's window for `group` (oldest first).
+pub async fn event_window(pool: &PgPool, workflow: &str, idx: i32, group: &str) -> Result<Vec<i64>> {
+    let times: Option<sqlx::types::Json<Vec<i64>>> = sqlx::query_scalar(
+        "SELECT times FROM workflow_event_windows WHERE workflow = $1 AND idx = $2 AND group_key = $3",
+    )
+    .bind(workflow)
+    .bind(idx)
+    .bind(group)
+    .fetch_optional(pool)
+    .await?;
+    Ok(times.map(|t| t.0).unwrap_or_default())
+}
+
+/// The sequence of the last event the triggers took, if they ever took one.
+pub async fn event_position(pool: &PgPool) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar("SELECT stream_seq FROM workflow_event_position").fetch_optional(pool).await?)
+}
+
+async fn set_position<'e>(executor: impl sqlx::PgExecutor<'e>, seq: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO workflow_event_position (one, stream_seq) VALUES (true, $1)
+         ON CONFLICT (one) DO UPDATE SET stream_seq = $1",
+    )
+    .bind(seq)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// Records that the triggers have taken every event up to `seq`.
+pub async fn set_event_position(pool: &PgPool, seq: i64) -> Result<()> {
+    set_position(pool, seq).await
+}
+
+/// Stores a trigger's window for `group` (empty: deleted) with the position `seq` of the event
+/// just counted, in one transaction.
+pub async fn count_event(pool: &PgPool, workflow: &str, idx: i32, group: &str, times: &[i64], seq: i64) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    if times.is_empty() {
+        sqlx::query("DELETE FROM workflow_event_windows WHERE workflow = $1 AND idx = $2 AND group_key = $3")
+            .bind(workflow)
+            .bind(idx)
+            .bind(group)
+            .execute(&mut *tx)
+            .await?;
+    } else {
+        sqlx::query(
+            "INSERT INTO workflow_event_windows (workflow, idx, group_key, times) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (workflow, idx, group_key) DO UPDATE SET times = $4",
+        )
+        .bind(workflow)
+        .bind(idx)
+        .bind(group)
+        .bind(sqlx::types::Json(times))
+        .execute(&mut *tx)
+        .await?;
+    }
+    set_position(&mut *tx, seq).await?;
+    tx.commit().await?;
+    Ok(())
 }

@@ -154,7 +154,13 @@ fn view_of(stored: StoredDefinition, with_text: bool) -> Result<WorkflowView, Pr
 }
 
 /// Parses `text` and stores it as the next version of `name` (which it must declare).
-pub async fn put(pool: &sqlx::PgPool, name: &str, text: &str, by: &str) -> Result<Stored, ProtocolError> {
+pub async fn put(
+    pool: &sqlx::PgPool,
+    executor: &Workflows,
+    name: &str,
+    text: &str,
+    by: &str,
+) -> Result<Stored, ProtocolError> {
     let definition = Definition::parse(text)?;
     if definition.workflow.name != name {
         return Err(ProtocolError::field(
@@ -173,7 +179,12 @@ pub async fn put(pool: &sqlx::PgPool, name: &str, text: &str, by: &str) -> Resul
         })?;
         schedules.push((serde_json::to_value(spec).expect("a schedule serializes"), first));
     }
-    let (version, created) = workflows::put_definition(pool, name, text, &json, &schedules, by).await?;
+    let triggers: Vec<Value> =
+        definition.event_triggers.iter().map(|t| serde_json::to_value(t).expect("a trigger serializes")).collect();
+    let (version, created) = workflows::put_definition(pool, name, text, &json, &schedules, &triggers, by).await?;
+    if created {
+        executor.definitions_changed();
+    }
     Ok(Stored { name: name.to_string(), version, created })
 }
 

@@ -368,6 +368,9 @@ pub struct Definition {
     /// `[[schedule]]`: cron schedules that start executions.
     #[serde(default, rename = "schedule", skip_serializing_if = "Vec::is_empty")]
     pub schedules: Vec<super::schedule::ScheduleSpec>,
+    /// `[[on_event]]`: events that start executions.
+    #[serde(default, rename = "on_event", skip_serializing_if = "Vec::is_empty")]
+    pub event_triggers: Vec<super::trigger::EventTrigger>,
 }
 
 /// Everything wrong with a definition.
@@ -425,7 +428,8 @@ impl Definition {
                     ["steps", id, ..] => table_line(text, "steps", id),
                     ["inputs", name, ..] => table_line(text, "inputs", name),
                     ["workflow", ..] => table_line(text, "workflow", ""),
-                    [first, ..] if first.starts_with("schedule[") => schedule_line(text, first),
+                    [first, ..] if first.starts_with("schedule[") => array_line(text, "schedule", first),
+                    [first, ..] if first.starts_with("on_event[") => array_line(text, "on_event", first),
                     _ => None,
                 };
                 p
@@ -643,6 +647,16 @@ impl Definition {
                 problem(e.0.field.clone().unwrap_or_else(|| format!("schedule[{i}].inputs")), e.0.message);
             }
         }
+        for (i, trigger) in self.event_triggers.iter().enumerate() {
+            for (field, message) in trigger.problems() {
+                problem(format!("on_event[{i}].{field}"), message);
+            }
+            for name in trigger.inputs.keys() {
+                if !self.inputs.contains_key(name) {
+                    problem(format!("on_event[{i}].inputs.{name}"), format!("the workflow has no input {name:?}"));
+                }
+            }
+        }
         // Cycles, named in full.
         let (graph, _) = crate::dag::graph(
             self.steps.keys().map(String::as_str),
@@ -655,10 +669,11 @@ impl Definition {
     }
 }
 
-/// The line of the `n`th `[[schedule]]` of `schedule[n]`.
-fn schedule_line(text: &str, field: &str) -> Option<usize> {
-    let n: usize = field.strip_prefix("schedule[")?.strip_suffix(']')?.parse().ok()?;
-    text.lines().enumerate().filter(|(_, l)| l.trim_start().starts_with("[[schedule]]")).nth(n).map(|(i, _)| i + 1)
+/// The line of the `n`th `[[<array>]]` of `<array>[n]`.
+fn array_line(text: &str, array: &str, field: &str) -> Option<usize> {
+    let n: usize = field.strip_prefix(array)?.strip_prefix('[')?.strip_suffix(']')?.parse().ok()?;
+    let header = format!("[[{array}]]");
+    text.lines().enumerate().filter(|(_, l)| l.trim_start().starts_with(&header)).nth(n).map(|(i, _)| i + 1)
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

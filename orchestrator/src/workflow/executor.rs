@@ -75,9 +75,22 @@ enum Command {
 #[derive(Clone)]
 pub struct Workflows {
     commands: mpsc::UnboundedSender<Command>,
+    /// Counts the definitions stored: the scheduler and the event triggers look again when it
+    /// changes.
+    definitions: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Workflows {
+    /// Says a new version of a definition was stored.
+    pub fn definitions_changed(&self) {
+        self.definitions.send_modify(|n| *n += 1);
+    }
+
+    /// Changes whenever a new version of a definition is stored.
+    pub fn watch_definitions(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.definitions.subscribe()
+    }
+
     /// Tells the executor a stored execution is queued.
     pub fn queued(&self, id: Uuid) {
         let _ = self.commands.send(Command::Queued { id });
@@ -155,7 +168,7 @@ pub async fn start(
     shutdown: Shutdown,
 ) -> Result<(Workflows, tokio::task::JoinHandle<()>), StorageError> {
     let (commands_tx, commands) = mpsc::unbounded_channel();
-    let handle = Workflows { commands: commands_tx };
+    let handle = Workflows { commands: commands_tx, definitions: Arc::new(tokio::sync::watch::Sender::new(0)) };
     let mut executor = Executor {
         pool,
         effects,
@@ -276,8 +289,12 @@ impl Executor {
         }
     }
 
-    /// Takes a stored execution into memory.
+    /// Takes a stored execution into memory (unless it has ended: a trigger that starts an
+    /// execution again finds the one it started before).
     async fn load(&mut self, row: workflows::StoredExecution) {
+        if matches!(row.status.as_str(), "succeeded" | "failed" | "cancelled") {
+            return;
+        }
         let definition = match workflows::definition(&self.pool, &row.workflow, Some(row.version)).await {
             Ok(Some(d)) => match serde_json::from_value::<Definition>(d.definition.0) {
                 Ok(d) => Arc::new(d),

@@ -5,21 +5,23 @@
 //! executions for the HTTP routes.
 //!
 //! Cron schedules ([`schedule`], pure) are fired by [`scheduler`] on the leader, each firing
-//! committed once with the schedule's next time.
+//! committed once with the schedule's next time. Event triggers ([`trigger`], pure) are counted
+//! by [`listener`] on the leader, which reads the events stream from where it stopped.
 //!
-//! Built so far: manual and cron runs of the step kinds `call` (NATS), `wait`, `restart` and
-//! `set_priority`. Not yet: the other step kinds, event and webhook triggers, queue statistics,
-//! the bridge, CLI and dashboard (docs/architecture.md, "Workflows").
+//! Not built yet: `job` steps, HTTP calls and webhook triggers (docs/architecture.md,
+//! "Workflows").
 
 pub mod api;
 pub mod definition;
 pub mod executor;
 pub mod expr;
+pub mod listener;
 pub mod machine;
 pub mod queue;
 pub mod schedule;
 pub mod scheduler;
 pub mod steps;
+pub mod trigger;
 
 pub use definition::{Definition, DefinitionError, StepKind};
 pub use machine::{Action, Execution, ExecutionStatus, Input, StepStatus};

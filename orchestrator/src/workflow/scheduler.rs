@@ -19,10 +19,11 @@ use crate::storage::workflows::{self, NewExecution, StoredSchedule};
 /// A firing at most this late is on time; a later one was missed (catch-up policy).
 pub const TOLERANCE: Duration = Duration::from_secs(5);
 
-/// How often new or changed schedules are looked for when none is due sooner.
-const LOOK_EVERY: Duration = Duration::from_secs(1);
+/// The longest the scheduler sleeps: storing a definition wakes it, this is a safety net.
+const LOOK_EVERY: Duration = Duration::from_secs(60);
 
 pub async fn run(pool: sqlx::PgPool, executor: Workflows, mut shutdown: Shutdown) {
+    let mut changed = executor.watch_definitions();
     loop {
         let now = Utc::now();
         let wait = match workflows::next_firing(&pool).await {
@@ -30,12 +31,13 @@ pub async fn run(pool: sqlx::PgPool, executor: Workflows, mut shutdown: Shutdown
             Ok(None) => LOOK_EVERY,
             Err(e) => {
                 tracing::warn!(error = %e, "the workflow schedules cannot be read; trying again");
-                LOOK_EVERY
+                Duration::from_secs(1)
             }
         };
         tokio::select! {
             _ = shutdown.requested() => return,
             _ = tokio::time::sleep(wait) => {}
+            _ = changed.changed() => continue,
         }
         let now = Utc::now();
         let due = match workflows::due_schedules(&pool, now).await {
