@@ -156,6 +156,19 @@ pub enum WorkflowCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// List the webhooks (`[[webhook]]` of the workflows) and whether each has its secret.
+    Hooks {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Set a webhook's secret, read from standard input (so it stays out of the shell's
+    /// history); needs an admin token. Deliveries are refused until it is set.
+    HookSecret {
+        /// The webhook's name.
+        name: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

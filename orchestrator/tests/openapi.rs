@@ -154,7 +154,8 @@ fn routes_are_added_only_through_the_document() {
 /// the stack an admin; probes, metrics and this document are public.
 fn role_of(method: &str, path: &str) -> Option<&'static str> {
     match (method, path) {
-        (_, "/healthz" | "/readyz" | "/api/v1/openapi.json") => None,
+        (_, "/healthz" | "/readyz" | "/api/v1/openapi.json" | "/api/v1/hooks/{name}") => None,
+        ("PUT", "/api/v1/hooks/{name}/secret") => Some("admin"),
         ("PUT" | "DELETE", "/api/v1/stack") => Some("admin"),
         ("PUT", "/api/v1/workflows/{name}") => Some("admin"),
         ("PUT" | "DELETE", "/api/v1/priorities/{service}") => Some("engine"),

@@ -147,3 +147,167 @@ async fn a_bad_trigger_is_refused_naming_its_field_and_line() {
     assert!(message.contains("line 15: on_event[0].within: a count of more than 1 needs `within`"), "{message}");
     assert!(message.contains("on_event[0].inputs.colour: the workflow has no input \"colour\""), "{message}");
 }
+
+const ADMIN: &str = "admin:hooks-admin:hooks-admin-secret-0123";
+const ADMIN_AUTH: (&str, &str) = ("authorization", "Bearer hooks-admin-secret-0123");
+const HOOK_SECRET: &str = "a-secret-of-at-least-16";
+
+const DEPLOY: &str = r#"
+[workflow]
+name = "deploy"
+
+[inputs.sha]
+required = true
+
+[steps.roll]
+kind = "wait"
+duration = "10ms"
+
+[[webhook]]
+name = "deploy-hook"
+inputs = { sha = "${{ body.after }}" }
+replay_window = "5m"
+"#;
+
+/// A signed delivery of `body` at `at` (Unix seconds) under `secret`.
+async fn deliver(stack: &Stack, body: &str, at: i64, secret: &str) -> (StatusCode, Value) {
+    let timestamp = at.to_string();
+    let signature = orchestrator::workflow::hook::sign(secret.as_bytes(), &timestamp, body.as_bytes());
+    let headers = [("x-orch-timestamp", timestamp.as_str()), ("x-orch-signature", signature.as_str())];
+    call_raw(stack, "POST", "/api/v1/hooks/deploy-hook", Some(body.into()), "application/json", &headers).await
+}
+
+/// A webhook needs no API token but a body signed with its secret, at a time within its replay
+/// window: the same delivery starts its execution once; anything else is refused naming the
+/// header at fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_webhook_starts_its_workflow_once_and_anything_else_is_refused() {
+    let stack = Stack::start_with(|s| s.http.auth.api_keys = vec![ADMIN.parse().unwrap()]).await;
+    let put = |name: &'static str, text: String| {
+        let stack = &stack;
+        async move {
+            call_raw(stack, "PUT", &format!("/api/v1/workflows/{name}"), Some(text), "application/toml", &[ADMIN_AUTH])
+                .await
+        }
+    };
+    let (status, stored) = put("deploy", DEPLOY.to_string()).await;
+    assert_eq!(status, StatusCode::CREATED, "{stored}");
+    let now = chrono::Utc::now().timestamp();
+    let secret = HOOK_SECRET;
+    let body = r#"{"ref": "refs/heads/main", "after": "abc123"}"#;
+
+    // No secret yet: refused.
+    let (status, error) = deliver(&stack, body, now, secret).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{error}");
+    assert!(error["error"]["message"].as_str().unwrap().contains("no secret yet"), "{error}");
+    let (_, hooks) = call_raw(&stack, "GET", "/api/v1/hooks", None, "application/json", &[ADMIN_AUTH]).await;
+    assert_eq!(
+        (hooks[0]["name"].as_str(), hooks[0]["has_secret"].as_bool()),
+        (Some("deploy-hook"), Some(false)),
+        "{hooks}"
+    );
+
+    let set = |name: &'static str, secret: &'static str| {
+        let stack = &stack;
+        async move {
+            let body = json!({ "secret": secret }).to_string();
+            call_raw(
+                stack,
+                "PUT",
+                &format!("/api/v1/hooks/{name}/secret"),
+                Some(body),
+                "application/json",
+                &[ADMIN_AUTH],
+            )
+            .await
+        }
+    };
+    let (status, error) = set("deploy-hook", "short").await;
+    assert_eq!((status, error["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("secret")), "{error}");
+    let (status, _) = set("nobody", HOOK_SECRET).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let body_json = json!({ "secret": secret }).to_string();
+    let (status, _) =
+        call_raw(&stack, "PUT", "/api/v1/hooks/deploy-hook/secret", Some(body_json), "application/json", &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "setting a secret needs an admin token");
+    // Set from the command line, the secret on standard input.
+    let api = format!("http://127.0.0.1:{}", stack.http_port());
+    let cli = |args: &[&str], input: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+            .args(args)
+            .args(["--api-url", &api, "--api-token", ADMIN_AUTH.1.trim_start_matches("Bearer ")])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let output = child.wait_with_output().unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let (code, said) =
+        tokio::task::block_in_place(|| cli(&["workflow", "hook-secret", "deploy-hook"], &format!("{HOOK_SECRET}\n")));
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("secret set by key:hooks-admin"), "{said}");
+    let (code, said) = tokio::task::block_in_place(|| cli(&["workflow", "hooks"], ""));
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.lines().any(|l| l.contains("deploy-hook") && l.contains("yes")), "{said}");
+    let (_, hooks) = call_raw(&stack, "GET", "/api/v1/hooks", None, "application/json", &[ADMIN_AUTH]).await;
+    let view = &hooks[0];
+    assert_eq!(
+        (view["has_secret"].as_bool(), view["secret_set_by"].as_str()),
+        (Some(true), Some("key:hooks-admin")),
+        "{view}"
+    );
+    assert!(view.get("secret").is_none(), "the secret is never shown: {view}");
+
+    // Signed: started, with the inputs from the body; the same delivery again: the same execution.
+    let (status, started) = deliver(&stack, body, now, secret).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    assert_eq!(started["inputs"], json!({ "sha": "abc123" }));
+    assert_eq!(
+        (started["trigger"].as_str(), started["created_by"].as_str()),
+        (Some("hook:deploy-hook"), Some("hook:deploy-hook"))
+    );
+    let (status, again) = deliver(&stack, body, now, secret).await;
+    assert_eq!((status, again["id"].clone()), (StatusCode::OK, started["id"].clone()), "a replay starts nothing new");
+
+    // Refused, naming the header at fault; nothing started.
+    let (status, error) = deliver(&stack, body, now, "another-secret-0123456").await;
+    assert_eq!(
+        (status, error["error"]["field"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("X-Orch-Signature")),
+        "{error}"
+    );
+    let (status, error) = deliver(&stack, body, now - 600, secret).await;
+    assert_eq!(
+        (status, error["error"]["field"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("X-Orch-Timestamp")),
+        "{error}"
+    );
+    let (status, error) =
+        call_raw(&stack, "POST", "/api/v1/hooks/deploy-hook", Some(body.into()), "application/json", &[]).await;
+    assert_eq!(
+        (status, error["error"]["field"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("X-Orch-Timestamp")),
+        "{error}"
+    );
+    let (status, error) = deliver(&stack, "not json", now, secret).await;
+    assert_eq!((status, error["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("body")), "{error}");
+    let (status, error) = deliver(&stack, r#"{"ref": "x"}"#, now, secret).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "the body lacks what the inputs need: {error}");
+    assert_eq!(stack.count("SELECT count(*) FROM workflow_executions").await, 1);
+
+    // A hook's name belongs to one workflow.
+    let (status, error) = put("other", DEPLOY.replace("name = \"deploy\"", "name = \"other\"")).await;
+    assert_eq!((status, error["error"]["field"].as_str()), (StatusCode::CONFLICT, Some("webhook[0].name")), "{error}");
+
+    let ended = eventually(Duration::from_secs(30), "the execution ended", || async {
+        let id = started["id"].as_str().unwrap();
+        let (_, view) =
+            call_raw(&stack, "GET", &format!("/api/v1/executions/{id}"), None, "application/json", &[ADMIN_AUTH]).await;
+        (view["status"] == "succeeded").then_some(view)
+    })
+    .await;
+    assert_eq!(ended["steps"]["roll"]["status"], "succeeded");
+}

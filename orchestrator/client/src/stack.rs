@@ -129,6 +129,21 @@ impl StackClient {
         self.send(self.http.get(format!("{}/schedules", self.base)), "GET /schedules").await
     }
 
+    /// `GET /hooks`.
+    pub async fn hooks(&self) -> Result<serde_json::Value> {
+        self.send(self.http.get(format!("{}/hooks", self.base)), "GET /hooks").await
+    }
+
+    /// `PUT /hooks/{name}/secret`.
+    pub async fn set_hook_secret(&self, name: &str, secret: &str) -> Result<serde_json::Value> {
+        let request = self
+            .http
+            .put(format!("{}/hooks/{name}/secret", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::json!({ "secret": secret }).to_string());
+        self.send(request, "PUT /hooks/{name}/secret").await
+    }
+
     /// `GET /queues`.
     pub async fn queues(&self) -> Result<serde_json::Value> {
         self.send(self.http.get(format!("{}/queues", self.base)), "GET /queues").await

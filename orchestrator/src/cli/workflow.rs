@@ -92,6 +92,31 @@ pub async fn run(command: WorkflowCommand) -> anyhow::Result<bool> {
             }
             Ok(true)
         }
+        WorkflowCommand::Hooks { api } => {
+            let list = client(&api)?.hooks().await?;
+            println!("{:<24} {:<20} {:>8} {:<7} secret set", "webhook", "workflow", "window s", "secret");
+            for h in list.as_array().into_iter().flatten() {
+                let set = match (h["secret_set_by"].as_str(), h["secret_set_at"].as_str()) {
+                    (Some(by), Some(at)) => format!("by {by} at {at}"),
+                    _ => "-".into(),
+                };
+                println!(
+                    "{:<24} {:<20} {:>8} {:<7} {set}",
+                    text(&h["name"]),
+                    text(&h["workflow"]),
+                    h["replay_window_seconds"],
+                    if h["has_secret"] == true { "yes" } else { "no" },
+                );
+            }
+            Ok(true)
+        }
+        WorkflowCommand::HookSecret { name, api } => {
+            let mut secret = String::new();
+            std::io::stdin().read_line(&mut secret).context("reading the secret from standard input")?;
+            let view = client(&api)?.set_hook_secret(&name, secret.trim()).await?;
+            println!("webhook {name}: secret set by {}", text(&view["secret_set_by"]));
+            Ok(true)
+        }
         WorkflowCommand::Queues { api } => {
             let list = client(&api)?.queues().await?;
             println!(

@@ -98,7 +98,8 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
 
 /// The routes anyone may call: probes, the API description and the dashboard's files. `/metrics`
 /// needs a viewer unless the operator opens it (`--metrics-public`).
-const PUBLIC: &[&str] = &["/healthz", "/readyz", "/api/v1/openapi.json"];
+/// Webhook deliveries (`POST /api/v1/hooks/{name}`) are signed with the hook's secret instead.
+const PUBLIC: &[&str] = &["/healthz", "/readyz", "/api/v1/openapi.json", "/api/v1/hooks/{name}"];
 
 /// The Prometheus endpoint.
 pub const METRICS_PATH: &str = "/metrics";
@@ -122,6 +123,10 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     // A workflow's steps act on services and, in time, run commands: defining one is for admins;
     // running and cancelling executions is for operators.
     if path == "/api/v1/workflows/{name}" && *method == Method::PUT {
+        return Some(Role::Admin);
+    }
+    // A webhook's secret lets anyone who holds it start the workflow.
+    if path == "/api/v1/hooks/{name}/secret" {
         return Some(Role::Admin);
     }
     // An engine's adjustments; their policy, pins, bounds and the guard stay the operator's.

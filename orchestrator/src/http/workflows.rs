@@ -18,7 +18,8 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{is_json, query_pairs, unknown_parameter};
 use super::openapi::{BadRequest, Conflict, Internal, NotFound, PayloadTooLarge, Unavailable, tags};
-use crate::workflow::api::{self, Decision, ExecutionView, QueueView, ScheduleView, Stored, WorkflowView};
+use crate::workflow::api::{self, Decision, ExecutionView, HookView, QueueView, ScheduleView, Stored, WorkflowView};
+use crate::workflow::hook;
 
 pub fn router(definition_max_bytes: usize) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -31,6 +32,9 @@ pub fn router(definition_max_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(signal))
         .routes(routes!(schedules))
         .routes(routes!(queues))
+        .routes(routes!(hooks))
+        .routes(routes!(set_hook_secret))
+        .routes(routes!(deliver))
 }
 
 fn execution_id(text: &str) -> Result<Uuid, ApiError> {
@@ -241,4 +245,74 @@ async fn schedules(State(state): State<AppState>) -> Result<Json<Vec<ScheduleVie
     responses((status = 200, description = "By name", body = Vec<QueueView>), Internal))]
 async fn queues(State(state): State<AppState>) -> Result<Json<Vec<QueueView>>, ApiError> {
     Ok(Json(api::queues(&state.pool).await?))
+}
+
+/// Every webhook, without secrets
+#[utoipa::path(get, path = "/hooks", operation_id = "list_hooks", tag = tags::WORKFLOWS,
+    responses((status = 200, description = "By name", body = Vec<HookView>), Internal))]
+async fn hooks(State(state): State<AppState>) -> Result<Json<Vec<HookView>>, ApiError> {
+    Ok(Json(api::hooks(&state.pool).await?))
+}
+
+/// A webhook's secret.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SecretRequest {
+    /// 16-512 visible ASCII characters; deliveries are signed with it.
+    secret: String,
+}
+
+/// Sets a webhook's secret
+///
+/// The secret is never shown again; setting it anew replaces it (deliveries signed with the old
+/// one are refused from then on).
+#[utoipa::path(put, path = "/hooks/{name}/secret", operation_id = "set_hook_secret", tag = tags::WORKFLOWS,
+    params(("name" = String, Path, description = "The webhook's name, as its workflow's [[webhook]] declares it")),
+    request_body(content = SecretRequest, content_type = "application/json"),
+    responses((status = 200, description = "Set", body = HookView), BadRequest, NotFound, Internal))]
+async fn set_hook_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    super::extract::Json(request): super::extract::Json<SecretRequest>,
+) -> Result<Json<HookView>, ApiError> {
+    validate_name("name", &name)?;
+    Ok(Json(api::set_hook_secret(&state.pool, &name, &request.secret, &caller.principal).await?))
+}
+
+/// Delivers a webhook: starts its workflow
+///
+/// Needs no token: the body is signed instead. `X-Orch-Timestamp` is the time in Unix seconds
+/// (within the hook's replay window of the orchestrator's clock) and `X-Orch-Signature` is
+/// `sha256=<hex HMAC-SHA256 of "<timestamp>.<body>" under the hook's secret>`. The body is JSON;
+/// the hook's `inputs` map it to the workflow's inputs. The same delivery sent again starts
+/// nothing new: it is answered `200` with the execution it started.
+#[utoipa::path(post, path = "/hooks/{name}", operation_id = "deliver_hook", tag = tags::WORKFLOWS,
+    params(("name" = String, Path, description = "The webhook's name"),
+        ("X-Orch-Timestamp" = String, Header, description = "The delivery's time, Unix seconds"),
+        ("X-Orch-Signature" = String, Header, description = "sha256=<hex HMAC-SHA256 of \"<timestamp>.<body>\">")),
+    request_body(content = Object, content_type = "application/json", description = "Mapped to inputs by the hook"),
+    responses(
+        (status = 202, description = "An execution was queued", body = ExecutionView),
+        (status = 200, description = "The same delivery came before: its execution", body = ExecutionView),
+        (status = 401, description = "No secret set, a signature that does not match, or a time outside the replay window (`field` names the header)", body = orch_protocol::error::ErrorReply),
+        BadRequest, NotFound, PayloadTooLarge, Internal,
+    ),
+    security(()))]
+async fn deliver(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    validate_name("name", &name)?;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let delivery = api::Delivery {
+        timestamp: header(hook::TIMESTAMP_HEADER),
+        signature: header(hook::SIGNATURE_HEADER),
+        body: &body,
+    };
+    let (view, created) = api::deliver(&state.pool, &state.workflows, &name, delivery).await?;
+    let status = if created { StatusCode::ACCEPTED } else { StatusCode::OK };
+    Ok((status, Json(view)).into_response())
 }

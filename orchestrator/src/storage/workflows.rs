@@ -21,17 +21,24 @@ pub struct StoredDefinition {
 
 /// Stores `text` as the next version of `name` (1 for a new workflow); returns the version. The
 /// same text as the latest version is not stored again: its version is returned.
-/// A new version replaces the workflow's schedules with `schedules` (spec, first firing) and its
-/// event triggers with `triggers` (their count windows start empty), in the same transaction.
-pub async fn put_definition(
-    pool: &PgPool,
-    name: &str,
-    text: &str,
-    definition: &serde_json::Value,
-    schedules: &[(serde_json::Value, DateTime<Utc>)],
-    triggers: &[serde_json::Value],
-    by: &str,
-) -> Result<(i32, bool)> {
+/// A new version of a definition, to store.
+pub struct NewVersion<'a> {
+    pub name: &'a str,
+    pub text: &'a str,
+    pub definition: &'a serde_json::Value,
+    /// Its schedules: spec and first firing.
+    pub schedules: &'a [(serde_json::Value, DateTime<Utc>)],
+    /// Its event triggers' specs.
+    pub triggers: &'a [serde_json::Value],
+    /// Its webhooks: name and spec.
+    pub hooks: &'a [(String, serde_json::Value)],
+    pub by: &'a str,
+}
+
+/// A new version replaces the workflow's schedules, its event triggers (their count windows
+/// start empty) and its webhooks, in the same transaction.
+pub async fn put_definition(pool: &PgPool, new: NewVersion<'_>) -> Result<Put> {
+    let NewVersion { name, text, definition, schedules, triggers, hooks, by } = new;
     let mut tx = pool.begin().await?;
     // One writer of a name's versions at a time.
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('workflow:' || $1))").bind(name).execute(&mut *tx).await?;
@@ -44,7 +51,18 @@ pub async fn put_definition(
         && latest_text == text
     {
         tx.commit().await?;
-        return Ok((*version, false));
+        return Ok(Put::Stored { version: *version, created: false });
+    }
+    let names: Vec<&str> = hooks.iter().map(|(n, _)| n.as_str()).collect();
+    let taken: Option<(String, String)> = sqlx::query_as(
+        "SELECT name, workflow FROM workflow_hooks WHERE name = ANY($1) AND workflow <> $2 ORDER BY name LIMIT 1",
+    )
+    .bind(&names)
+    .bind(name)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((hook, workflow)) = taken {
+        return Ok(Put::HookTaken { hook, workflow });
     }
     let version = latest.map_or(1, |(v, _)| v + 1);
     sqlx::query(
@@ -81,8 +99,28 @@ pub async fn put_definition(
             .execute(&mut *tx)
             .await?;
     }
+    sqlx::query("DELETE FROM workflow_hooks WHERE workflow = $1").bind(name).execute(&mut *tx).await?;
+    for (idx, (hook, spec)) in hooks.iter().enumerate() {
+        sqlx::query("INSERT INTO workflow_hooks (name, workflow, idx, version, spec) VALUES ($1, $2, $3, $4, $5)")
+            .bind(hook)
+            .bind(name)
+            .bind(idx as i32)
+            .bind(version)
+            .bind(sqlx::types::Json(spec))
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
-    Ok((version, true))
+    Ok(Put::Stored { version, created: true })
+}
+
+/// What storing a definition did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Put {
+    /// Stored as `version` (`created`: false when the text equals the latest version's).
+    Stored { version: i32, created: bool },
+    /// Nothing stored: the webhook `hook` belongs to another workflow.
+    HookTaken { hook: String, workflow: String },
 }
 
 /// Version `version` of `name`, or its latest.
@@ -462,5 +500,61 @@ pub async fn count_event(pool: &PgPool, workflow: &str, idx: i32, group: &str, t
     }
     set_position(&mut *tx, seq).await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// A webhook as stored, with who set its secret and when (never the secret).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct HookRow {
+    pub name: String,
+    pub workflow: String,
+    pub version: i32,
+    pub spec: sqlx::types::Json<serde_json::Value>,
+    pub secret_set_by: Option<String>,
+    pub secret_set_at: Option<DateTime<Utc>>,
+}
+
+const HOOK_COLUMNS: &str =
+    "h.name, h.workflow, h.version, h.spec, s.set_by AS secret_set_by, s.set_at AS secret_set_at";
+
+/// Every webhook, by name.
+pub async fn hooks(pool: &PgPool) -> Result<Vec<HookRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {HOOK_COLUMNS} FROM workflow_hooks h LEFT JOIN workflow_hook_secrets s USING (name) ORDER BY h.name"
+    ))
+    .fetch_all(pool)
+    .await?)
+}
+
+#[derive(sqlx::FromRow)]
+struct HookWithSecret {
+    #[sqlx(flatten)]
+    hook: HookRow,
+    secret: Option<String>,
+}
+
+/// One webhook and its secret, if it has one.
+pub async fn hook(pool: &PgPool, name: &str) -> Result<Option<(HookRow, Option<String>)>> {
+    let row: Option<HookWithSecret> = sqlx::query_as(&format!(
+        "SELECT {HOOK_COLUMNS}, s.secret FROM workflow_hooks h LEFT JOIN workflow_hook_secrets s USING (name)
+         WHERE h.name = $1"
+    ))
+    .bind(name)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| (r.hook, r.secret)))
+}
+
+/// Sets (or replaces) a webhook's secret.
+pub async fn set_hook_secret(pool: &PgPool, name: &str, secret: &str, by: &str) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO workflow_hook_secrets (name, secret, set_by) VALUES ($1, $2, $3)
+         ON CONFLICT (name) DO UPDATE SET secret = $2, set_by = $3, set_at = now()",
+    )
+    .bind(name)
+    .bind(secret)
+    .bind(by)
+    .execute(pool)
+    .await?;
     Ok(())
 }

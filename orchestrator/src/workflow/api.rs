@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::definition::Definition;
 use super::executor::Workflows;
+use super::hook::{self, WebhookSpec};
 use super::machine::Execution;
 use super::schedule::Schedule;
 use crate::storage::workflows::{self, NewExecution, StoredDefinition, StoredExecution};
@@ -124,6 +125,27 @@ pub struct QueueView {
     pub wait_p99_ms: Option<f64>,
 }
 
+/// A webhook: where deliveries go and whether it can take them (never its secret).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HookView {
+    /// `POST /api/v1/hooks/<name>`.
+    pub name: String,
+    pub workflow: String,
+    /// The workflow version that declares it.
+    pub version: i32,
+    /// How far a delivery's `X-Orch-Timestamp` may be from the orchestrator's clock.
+    pub replay_window_seconds: u64,
+    /// The inputs it maps from the body (expressions over `body`).
+    #[schema(value_type = Object)]
+    pub inputs: Value,
+    /// False until an admin sets its secret: deliveries are refused until then.
+    pub has_secret: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_set_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_set_at: Option<DateTime<Utc>>,
+}
+
 fn not_found(what: String) -> ProtocolError {
     ProtocolError::new(ErrorCode::NotFound, what)
 }
@@ -181,7 +203,35 @@ pub async fn put(
     }
     let triggers: Vec<Value> =
         definition.event_triggers.iter().map(|t| serde_json::to_value(t).expect("a trigger serializes")).collect();
-    let (version, created) = workflows::put_definition(pool, name, text, &json, &schedules, &triggers, by).await?;
+    let hooks: Vec<(String, Value)> = definition
+        .webhooks
+        .iter()
+        .map(|h| (h.name.clone(), serde_json::to_value(h).expect("a webhook serializes")))
+        .collect();
+    let (version, created) = match workflows::put_definition(
+        pool,
+        workflows::NewVersion {
+            name,
+            text,
+            definition: &json,
+            schedules: &schedules,
+            triggers: &triggers,
+            hooks: &hooks,
+            by,
+        },
+    )
+    .await?
+    {
+        workflows::Put::Stored { version, created } => (version, created),
+        workflows::Put::HookTaken { hook, workflow } => {
+            let index = definition.webhooks.iter().position(|h| h.name == hook).unwrap_or_default();
+            return Err(ProtocolError::field(
+                ErrorCode::Conflict,
+                format!("webhook[{index}].name"),
+                format!("the webhook {hook:?} belongs to the workflow {workflow:?}"),
+            ));
+        }
+    };
     if created {
         executor.definitions_changed();
     }
@@ -387,4 +437,96 @@ pub async fn queues(pool: &sqlx::PgPool) -> Result<Vec<QueueView>, ProtocolError
             wait_p99_ms: q.wait_p99_ms,
         })
         .collect())
+}
+
+fn hook_view(row: workflows::HookRow) -> Result<HookView, ProtocolError> {
+    let spec: WebhookSpec = serde_json::from_value(row.spec.0)
+        .map_err(|e| ProtocolError::new(ErrorCode::Internal, format!("a stored webhook cannot be read: {e}")))?;
+    Ok(HookView {
+        name: row.name,
+        workflow: row.workflow,
+        version: row.version,
+        replay_window_seconds: spec.replay_window.as_secs(),
+        inputs: serde_json::to_value(&spec.inputs).unwrap_or_default(),
+        has_secret: row.secret_set_by.is_some(),
+        secret_set_by: row.secret_set_by,
+        secret_set_at: row.secret_set_at,
+    })
+}
+
+/// Every webhook.
+pub async fn hooks(pool: &sqlx::PgPool) -> Result<Vec<HookView>, ProtocolError> {
+    workflows::hooks(pool).await?.into_iter().map(hook_view).collect()
+}
+
+/// Sets the secret of the webhook `name`.
+pub async fn set_hook_secret(
+    pool: &sqlx::PgPool,
+    name: &str,
+    secret: &str,
+    by: &str,
+) -> Result<HookView, ProtocolError> {
+    if secret.len() < hook::MIN_SECRET_LEN || secret.len() > hook::MAX_SECRET_LEN {
+        return Err(ProtocolError::invalid(
+            "secret",
+            format!("{}-{} bytes (a short secret can be guessed)", hook::MIN_SECRET_LEN, hook::MAX_SECRET_LEN),
+        ));
+    }
+    if !secret.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ProtocolError::invalid("secret", "visible ASCII characters only"));
+    }
+    if workflows::hook(pool, name).await?.is_none() {
+        return Err(not_found(format!("no webhook {name:?}: declare it in a workflow's [[webhook]]")));
+    }
+    workflows::set_hook_secret(pool, name, secret, by).await?;
+    let (row, _) = workflows::hook(pool, name).await?.ok_or_else(|| not_found(format!("no webhook {name:?}")))?;
+    hook_view(row)
+}
+
+/// A delivery of a webhook, as received.
+pub struct Delivery<'a> {
+    pub timestamp: Option<&'a str>,
+    pub signature: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// Checks a delivery to the webhook `name` and starts its workflow. `Ok((view, true))` for a
+/// new execution; `false` when the same delivery came before (its execution, nothing new).
+pub async fn deliver(
+    pool: &sqlx::PgPool,
+    executor: &Workflows,
+    name: &str,
+    delivery: Delivery<'_>,
+) -> Result<(ExecutionView, bool), ProtocolError> {
+    let (row, secret) = workflows::hook(pool, name).await?.ok_or_else(|| not_found(format!("no webhook {name:?}")))?;
+    let spec: WebhookSpec = serde_json::from_value(row.spec.0.clone())
+        .map_err(|e| ProtocolError::new(ErrorCode::Internal, format!("a stored webhook cannot be read: {e}")))?;
+    let Some(secret) = secret else {
+        return Err(ProtocolError::new(
+            ErrorCode::Unauthorized,
+            format!("the webhook {name:?} has no secret yet: an admin sets it with PUT /api/v1/hooks/{name}/secret"),
+        ));
+    };
+    let now = Utc::now().timestamp();
+    hook::verify(secret.as_bytes(), delivery.timestamp, delivery.signature, delivery.body, now, spec.replay_window)
+        .map_err(|refusal| {
+            tracing::warn!(hook = name, header = refusal.header, reason = %refusal.message, "a webhook delivery was refused");
+            ProtocolError::field(ErrorCode::Unauthorized, refusal.header, refusal.message)
+        })?;
+    let body: Value = if delivery.body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(delivery.body)
+            .map_err(|e| ProtocolError::field(ErrorCode::MalformedPayload, "body", format!("not JSON: {e}")))?
+    };
+    let inputs = spec.render_inputs(&body).map_err(|e| ProtocolError::invalid("inputs", e.0))?;
+    let signature = delivery.signature.unwrap_or_default();
+    let id = hook::execution_id(name, signature);
+    let existed = workflows::execution(pool, id).await?.is_some();
+    if !existed {
+        let start = Start { id, by: format!("hook:{name}"), trigger: format!("hook:{name}"), depth: 0 };
+        queue(pool, executor, &row.workflow, Some(inputs), start).await?;
+        tracing::info!(hook = name, workflow = %row.workflow, execution = %id, "a webhook started an execution");
+    }
+    Ok((execution_view(pool, id).await?, !existed))
 }

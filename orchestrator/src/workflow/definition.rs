@@ -371,6 +371,9 @@ pub struct Definition {
     /// `[[on_event]]`: events that start executions.
     #[serde(default, rename = "on_event", skip_serializing_if = "Vec::is_empty")]
     pub event_triggers: Vec<super::trigger::EventTrigger>,
+    /// `[[webhook]]`: signed HTTP deliveries that start executions.
+    #[serde(default, rename = "webhook", skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<super::hook::WebhookSpec>,
 }
 
 /// Everything wrong with a definition.
@@ -430,6 +433,7 @@ impl Definition {
                     ["workflow", ..] => table_line(text, "workflow", ""),
                     [first, ..] if first.starts_with("schedule[") => array_line(text, "schedule", first),
                     [first, ..] if first.starts_with("on_event[") => array_line(text, "on_event", first),
+                    [first, ..] if first.starts_with("webhook[") => array_line(text, "webhook", first),
                     _ => None,
                 };
                 p
@@ -654,6 +658,19 @@ impl Definition {
             for name in trigger.inputs.keys() {
                 if !self.inputs.contains_key(name) {
                     problem(format!("on_event[{i}].inputs.{name}"), format!("the workflow has no input {name:?}"));
+                }
+            }
+        }
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            for (field, message) in hook.problems() {
+                problem(format!("webhook[{i}].{field}"), message);
+            }
+            if self.webhooks[..i].iter().any(|h| h.name == hook.name) {
+                problem(format!("webhook[{i}].name"), format!("another [[webhook]] is named {:?}", hook.name));
+            }
+            for name in hook.inputs.keys() {
+                if !self.inputs.contains_key(name) {
+                    problem(format!("webhook[{i}].inputs.{name}"), format!("the workflow has no input {name:?}"));
                 }
             }
         }

@@ -15,6 +15,7 @@ pub mod api;
 pub mod definition;
 pub mod executor;
 pub mod expr;
+pub mod hook;
 pub mod listener;
 pub mod machine;
 pub mod queue;
