@@ -18,7 +18,8 @@ or by hand, once the bridge is installed (scripts/bridge.sh):
         --nats-url "$(cat .local/dev/nats-auth/engine.url)"
 
 (``make dev``'s NATS refuses anonymous clients: the engine connects as the ``engine`` user that
-``make dev`` made, which may set and clear adjustments and read events, nothing more.)
+``make dev`` made, which may set and clear adjustments, start workflows and read events, and
+little more.)
 
 Then make something fail, e.g. apply the demo stack (`orchestrator up -f examples/demo.toml`) and
 kill one of its processes: the engine logs lines such as
@@ -42,9 +43,17 @@ How it works:
   it before its TTL runs out while the trouble lasts, and clears it once the score is back near 0.
 * Guardrails of the orchestrator (pinned services, the per-service rate limit, the mass-change
   hold) are logged and respected; the engine carries on.
+* Remediation (:class:`CrashRemediator`, pure): a service that crashed ``--remediate-crashes``
+  times (3) within ``--remediate-window`` (10 min) gets the workflow ``--remediate-workflow``
+  (``remediate-crashes``, shipped as ``remediate-crashes.toml`` next to this file: restart it,
+  wait until it is ready, raise its priority), started with the inputs ``{"service",
+  "crashes"}``, at most once per ``--remediate-cooldown`` (10 min) per service. A workflow that
+  cannot be started (not stored, refused, ...) is logged and the engine carries on. The
+  remediations of the last cooldown, read at start-up, count, so a restarted engine does not
+  start them again.
 
-The scoring is importable without NATS or orch_bridge: ``from attention_engine import
-AttentionScorer, target_priority, decide``.
+The scoring and the remediation decisions are importable without NATS or orch_bridge: ``from
+attention_engine import AttentionScorer, target_priority, decide, CrashRemediator``.
 """
 
 from __future__ import annotations
@@ -327,6 +336,109 @@ def decide(target: int, baseline: int, current: Optional[int], *, now: float,
     return None
 
 
+# -- remediation: a workflow for a service that keeps crashing --------------------------------------
+
+CRASHED_TYPE = "io.orch.lifecycle.crashed.v1"
+
+
+@dataclass(frozen=True)
+class Remediation:
+    """A remediation that is due: start the workflow for ``service``, which crashed ``crashes``
+    times within the window (since the last remediation)."""
+
+    service: str
+    crashes: int
+    first_at: float
+    """When the first of those crashes happened (seconds since the epoch)."""
+    last_at: float
+
+    def inputs(self) -> Dict[str, Any]:
+        """The workflow's inputs: ``{"service", "crashes"}``."""
+        return {"service": self.service, "crashes": self.crashes}
+
+
+class CrashRemediator:
+    """Decides when a service that keeps crashing gets a remediation workflow: once it crashed
+    ``threshold`` times within ``window`` seconds, and at most once per ``cooldown`` seconds per
+    service. Crashes from before the last remediation of a service do not count again. Pure: it
+    is fed crash events (id, service, time) and every method takes ``now`` (seconds since the
+    epoch); starting the workflow is the caller's business (:meth:`started` records it).
+
+    >>> r = CrashRemediator(threshold=3, window=600, cooldown=600)
+    >>> for i, at in enumerate((100.0, 160.0)):
+    ...     _ = r.observe(f"e{i}", "db", at=at, now=at)
+    >>> r.due(now=170.0)
+    []
+    >>> r.observe("e2", "db", at=200.0, now=200.0)
+    True
+    >>> r.due(now=200.0)
+    [Remediation(service='db', crashes=3, first_at=100.0, last_at=200.0)]
+    >>> r.started("db", now=200.0)
+    >>> r.observe("e3", "db", at=300.0, now=300.0), r.due(now=300.0)  # cooling down
+    (True, [])
+    """
+
+    def __init__(self, threshold: int = 3, window: float = 600.0, cooldown: float = 600.0) -> None:
+        if threshold < 1:
+            raise ValueError("threshold must be at least 1")
+        if window <= 0 or cooldown < 0:
+            raise ValueError("window must be positive and cooldown 0 or more")
+        self.threshold = int(threshold)
+        self.window = float(window)
+        self.cooldown = float(cooldown)
+        self._crashes: Dict[str, List[float]] = {}  # service -> crash times, sorted
+        self._seen: Dict[str, float] = {}  # event id -> at, within the window
+        self._last: Dict[str, float] = {}  # service -> when its last remediation was started
+
+    def observe(self, event_id: str, service: Optional[str], *, at: Optional[float], now: float) -> bool:
+        """Takes one crash of ``service`` into account. False if it is a duplicate (by event id),
+        older than the window, or of no single service."""
+        at = now if at is None else min(at, now)
+        if not service or service.startswith("_") or at <= now - self.window or event_id in self._seen:
+            return False
+        self._seen[event_id] = at
+        crashes = self._crashes.setdefault(service, [])
+        crashes.append(at)
+        crashes.sort()  # a replay may interleave with the live events
+        return True
+
+    def started(self, service: str, now: float) -> None:
+        """Records that a remediation of ``service`` was started (or tried) at ``now``: the
+        cooldown runs from here, and the crashes so far are used up."""
+        self._last[service] = max(now, self._last.get(service, now))
+
+    def crashes(self, service: str, now: float) -> List[float]:
+        """The crashes of ``service`` that count at ``now``: within the window, and after its
+        last remediation."""
+        since = max(now - self.window, self._last.get(service, float("-inf")))
+        return [at for at in self._crashes.get(service, []) if since < at <= now]
+
+    def due(self, now: float) -> List[Remediation]:
+        """The remediations to start now, by service name."""
+        found = []
+        for service in sorted(self._crashes):
+            last = self._last.get(service)
+            if last is not None and now - last < self.cooldown:
+                continue
+            crashes = self.crashes(service, now)
+            if len(crashes) >= self.threshold:
+                found.append(Remediation(service, len(crashes), crashes[0], crashes[-1]))
+        return found
+
+    def prune(self, now: float) -> None:
+        """Forgets the crashes and event ids that fell out of the window, and cooldowns that
+        ended."""
+        horizon = now - self.window
+        for service in list(self._crashes):
+            kept = [at for at in self._crashes[service] if at > horizon]
+            if kept:
+                self._crashes[service] = kept
+            else:
+                del self._crashes[service]
+        self._seen = {i: at for i, at in self._seen.items() if at > horizon}
+        self._last = {s: at for s, at in self._last.items() if now - at < max(self.cooldown, self.window)}
+
+
 # -- the engine: orch_bridge glue -----------------------------------------------------------------
 
 
@@ -354,17 +466,20 @@ class Engine:
     """Feeds events to the scorer and turns scores into priority requests through a
     ``orch_bridge.Client``."""
 
-    def __init__(self, client: Any, args: argparse.Namespace, scorer: AttentionScorer) -> None:
+    def __init__(self, client: Any, args: argparse.Namespace, scorer: AttentionScorer,
+                 remediator: Optional[CrashRemediator] = None) -> None:
         import orch_bridge
 
         self.ob = orch_bridge
         self.client = client
         self.args = args
         self.scorer = scorer
+        self.remediator = remediator
         self.mine: Dict[str, _Mine] = {}
         self.baselines: Dict[str, Tuple[int, bool]] = {}  # service -> (baseline, pinned)
         self.baselines_at = 0.0
         self.changes = 0
+        self.remediations = 0
 
     # -- what the orchestrator holds ----------------------------------------------------------
 
@@ -402,18 +517,21 @@ class Engine:
     # -- events -------------------------------------------------------------------------------
 
     def observe(self, event: Any, now: float) -> bool:
-        """Takes an event into account; True if it changed a score."""
+        """Takes an event into account; True if it changed a score or a crash count."""
         domain, service = event.domain, event.service
+        counted = False
+        if self.remediator is not None and event.type == CRASHED_TYPE:
+            counted = self.remediator.observe(event.id, service, at=_epoch(event.time), now=now)
         if domain == "priority":
             self._priority_event(service, event.data, _epoch(event.time))
             return False
         if domain not in ("health", "lifecycle"):
-            return False
+            return counted
         noted = self.scorer.observe(event.id, event.type, service, event.data, at=_epoch(event.time), now=now)
         if noted:
             log.debug("%s: %s (%s) -> score %.1f", service, noted, event.type,
                       self.scorer.score(service, now).points)
-        return noted is not None
+        return noted is not None or counted
 
     def _priority_event(self, service: Optional[str], change: Any, at: Optional[float]) -> None:
         """Keeps track of what happens to the engine's adjustments: they expire, a held one is
@@ -445,6 +563,72 @@ class Engine:
             log.info("%s: the engine's priority %d is no longer in force (%s %s by %s)",
                      service, mine.value, action, outcome, source)
             mine.value, mine.expires_at = None, None
+
+    # -- remediation ----------------------------------------------------------------------------
+
+    def load_remediations(self, now: float) -> None:
+        """At start-up: the remediations started lately (by this engine before a restart, or by
+        anyone) start their service's cooldown, so a replay of the same crashes starts no second
+        one."""
+        if self.remediator is None:
+            return
+        name = self.args.remediate_workflow
+        try:
+            executions = self.client.executions(name, limit=1000)
+        except self.ob.OrchError as e:
+            log.warning("cannot read the executions of %s (%s); assuming none lately", name, e)
+            return
+        for execution in executions:
+            service = execution.inputs.get("service")
+            at = execution.created_at.timestamp()
+            if isinstance(service, str) and now - at < self.remediator.cooldown:
+                self.remediator.started(service, at)
+                log.info("%s: the workflow %s ran for it lately (execution %s, %s, %s): cooling down",
+                         service, name, execution.id, execution.status, execution.created_at.isoformat())
+
+    def remediate(self, now: float) -> None:
+        """Starts the remediation workflow for each service that crashed often enough lately
+        (:class:`CrashRemediator` decides). A failure to start it is logged, never raised."""
+        if self.remediator is None:
+            return
+        self.remediator.prune(now)
+        for due in self.remediator.due(now):
+            if self.args.stop.is_set():
+                return
+            # The cooldown runs from the attempt, whatever its outcome: at most one per cooldown.
+            self.remediator.started(due.service, now)
+            try:
+                self._start_remediation(due)
+            except Exception:  # a bug here must not stop the engine
+                log.exception("%s: could not start the remediation", due.service)
+
+    def _start_remediation(self, due: Remediation) -> None:
+        ob, args = self.ob, self.args
+        name = args.remediate_workflow
+        why = f"{due.crashes} crashes within {describe_duration(args.remediate_window)}"
+        later = f"next try in {describe_duration(args.remediate_cooldown)} at the earliest"
+        if args.dry_run:
+            log.info("%s: %s: would start the workflow %s with %s [dry run: not started]",
+                     due.service, why, name, due.inputs())
+            return
+        try:
+            execution = self.client.start_workflow(name, due.inputs())
+        except ob.NotFoundError as e:
+            log.error("%s: %s, but the workflow %s is not defined (%s); store it, e.g. "
+                      "orchestrator workflow put -f bridge-py/examples/remediate-crashes.toml; %s",
+                      due.service, why, name, e.message, later)
+        except ob.ValidationError as e:
+            log.error("%s: %s, but the workflow %s refused the inputs %s: %s; %s",
+                      due.service, why, name, due.inputs(), e, later)
+        except ob.PermissionDenied as e:
+            log.error("%s: %s, but this engine may not start workflows: %s; %s", due.service, why, e.message, later)
+        except ob.OrchError as e:  # timeout, connection, unavailable, ...
+            log.warning("%s: %s, but the workflow %s could not be started: %s; %s",
+                        due.service, why, name, e, later)
+        else:
+            self.remediations += 1
+            log.info("%s: %s: started the workflow %s (execution %s, %s, inputs %s)",
+                     due.service, why, name, execution.id, execution.status, execution.inputs)
 
     # -- decisions ----------------------------------------------------------------------------
 
@@ -548,9 +732,15 @@ def _install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _span(args: argparse.Namespace) -> float:
+    """How far back the engine looks at start-up: the score's window, or the remediation's."""
+    return max(args.window, 0.0 if args.no_remediation else args.remediate_window)
+
+
 def _replay(client: Any, engine: Engine, args: argparse.Namespace, started: float) -> int:
-    """Reads the last window of events (live read, no acks) to rebuild the scores."""
-    since = datetime.fromtimestamp(started - args.window, tz=timezone.utc)
+    """Reads the last window of events (live read, no acks) to rebuild the scores and the crash
+    counts."""
+    since = datetime.fromtimestamp(started - _span(args), tz=timezone.utc)
     seen = 0
     with client.events(args.subject, start_time=since) as events:
         while not args.stop.is_set():
@@ -575,18 +765,25 @@ def run(args: argparse.Namespace) -> int:
     with client:
         args.subject = f"{client.prefix}.evt.>"
         scorer = AttentionScorer(window=args.window)
-        engine = Engine(client, args, scorer)
+        remediator = None if args.no_remediation else CrashRemediator(
+            args.remediate_crashes, args.remediate_window, args.remediate_cooldown)
+        engine = Engine(client, args, scorer, remediator)
         log.info("connected to %s (prefix %s); source %r, window %s, ttl %s, min change %d, min interval %gs%s",
                  without_credentials(args.nats_url), client.prefix, args.source, describe_duration(args.window),
                  f"{args.ttl:g}s" if args.ttl else "none", args.min_change, args.min_interval,
                  " [dry run]" if args.dry_run else "")
+        if remediator is not None:
+            log.info("remediation: the workflow %s for a service with %d crashes within %s, at most once per %s",
+                     args.remediate_workflow, args.remediate_crashes, describe_duration(args.remediate_window),
+                     describe_duration(args.remediate_cooldown))
         engine.load_priorities(started, initial=True)
+        engine.load_remediations(started)
         if args.reset and client.delete_durable(args.durable):
             log.info("deleted the durable consumer %s: starting afresh", args.durable)
         replayed = _replay(client, engine, args, started)
         log.info("replayed %d events of the last %s: %d services with signals",
-                 replayed, describe_duration(args.window), len(scorer.services()))
-        since = datetime.fromtimestamp(started - args.window, tz=timezone.utc)
+                 replayed, describe_duration(_span(args)), len(scorer.services()))
+        since = datetime.fromtimestamp(started - _span(args), tz=timezone.utc)
         next_tick = 0.0
         backoff = 1.0
         while not args.stop.is_set():
@@ -636,12 +833,15 @@ def run(args: argparse.Namespace) -> int:
                         event.ack()
                     if args.once and not batch:
                         engine.evaluate(time.time())
-                        log.info("--once: caught up; %d priority changes", engine.changes)
+                        engine.remediate(time.time())
+                        log.info("--once: caught up; %d priority changes, %d remediations started",
+                                 engine.changes, engine.remediations)
                         return 0
                     if not args.once and (changed or now >= next_tick):
                         engine.evaluate(now)
+                        engine.remediate(now)
                         next_tick = now + args.tick
-    log.info("stopped; %d priority changes sent", engine.changes)
+    log.info("stopped; %d priority changes sent, %d remediations started", engine.changes, engine.remediations)
     return 0
 
 
@@ -675,8 +875,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
             "  attention_engine.py --dry-run --verbose    # log the decisions, change nothing\n"
             "  attention_engine.py --duration 60          # stop after a minute (tests)\n"
             "\n"
+            "remediation:\n"
+            "  A service that crashed --remediate-crashes times within --remediate-window (crashes\n"
+            "  before its last remediation do not count again) gets the workflow --remediate-workflow,\n"
+            "  started with the inputs {service, crashes}, at most once per --remediate-cooldown. A\n"
+            "  workflow that cannot be started (not defined, ...) is logged; the engine carries on.\n"
+            "  Store the shipped one: orchestrator workflow put -f bridge-py/examples/remediate-crashes.toml\n"
+            "\n"
             "Events come from the durable consumer --durable on <prefix>.evt.> (each acknowledged once\n"
-            "handled), after a replay of the last --window at start-up.\n"
+            "handled), after a replay of the last --window (or --remediate-window) at start-up.\n"
             "Ctrl-C or SIGTERM stops it cleanly (acknowledgements flushed; a second Ctrl-C stops it at\n"
             "once); its priorities lapse after --ttl. Exit status: 0 when stopped, 1 when the\n"
             "orchestrator or NATS cannot be used, 2 on a usage error, 130 on a second Ctrl-C."
@@ -715,6 +922,18 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     prio.add_argument("--tick", type=float, default=5.0, metavar="SECONDS",
                       help="how often scores are re-evaluated without new events, as they fade (default: 5)")
     prio.add_argument("--dry-run", action="store_true", help="log the decisions without sending them")
+    fix = parser.add_argument_group("remediation")
+    fix.add_argument("--remediate-workflow", default="remediate-crashes", metavar="NAME",
+                     help="the workflow started for a service that keeps crashing, with the inputs "
+                          "{service, crashes} (default: remediate-crashes, bridge-py/examples/remediate-crashes.toml)")
+    fix.add_argument("--remediate-crashes", type=int, default=3, metavar="N",
+                     help="crashes within --remediate-window that start it (default: 3)")
+    fix.add_argument("--remediate-window", type=float, default=600.0, metavar="SECONDS",
+                     help="the window the crashes are counted in (default: 600)")
+    fix.add_argument("--remediate-cooldown", type=float, default=600.0, metavar="SECONDS",
+                     help="least time between two remediations of one service, whether the last one "
+                          "could be started or not (default: 600)")
+    fix.add_argument("--no-remediation", action="store_true", help="never start the remediation workflow")
     run_group = parser.add_argument_group("running")
     run_group.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                            help="stop after this many seconds (tests); default: run until Ctrl-C / SIGTERM")
@@ -732,6 +951,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         (args.tick <= 0, "--tick must be positive"),
         (args.duration is not None and args.duration <= 0, "--duration must be positive"),
         (args.timeout <= 0, "--timeout must be positive"),
+        (args.remediate_crashes < 1, "--remediate-crashes must be at least 1"),
+        (args.remediate_window <= 0, "--remediate-window must be positive"),
+        (args.remediate_cooldown < 0, "--remediate-cooldown must be 0 or positive"),
+        (not re.fullmatch(r"[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?", args.remediate_workflow),
+         "--remediate-workflow must be a workflow name (1-63 of a-z, 0-9, '-', '_')"),
         (not args.source.strip() or len(args.source) > 128, "--source must be 1-128 characters"),
     ]
     for bad, message in problems:

@@ -1,23 +1,110 @@
 //! `Connection`: one NATS connection to the orchestrator's server (an `orch_client::Client`),
 //! shared by every thread of the process that uses it. The client sends the requests, opens the
-//! event streams and acknowledges durable events; this module only translates to Python.
+//! event streams and acknowledges durable events; this module translates to Python, and turns a
+//! request the NATS server refuses to carry (its user's permissions) into an immediate
+//! `forbidden` error instead of a timeout ([`Denials`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::ConnectOptions;
+use bytes::Bytes;
 use orch_client::{Client, ConnectSettings};
+use orch_protocol::{ErrorBody, ErrorCode};
 use pyo3::prelude::*;
+use tokio::sync::broadcast;
 
 use crate::commands::Request;
 use crate::convert::{JsonBytes, json_to_py};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::events::{self, EventStream};
 use crate::runtime::{block_on, seconds};
+
+/// The permission violations the NATS server reported on one connection.
+///
+/// NATS drops a message its user may not publish and tells the connection only asynchronously
+/// (`-ERR 'Permissions Violation for Publish to "<subject>"'`), so a refused request would
+/// otherwise wait out its whole timeout and look like a stuck orchestrator. Each request watches
+/// for the violation naming its subject while it waits for the reply, and fails at once with
+/// `forbidden` when it comes.
+#[derive(Clone)]
+struct Denials(broadcast::Sender<Arc<str>>);
+
+impl Denials {
+    fn new() -> Denials {
+        Denials(broadcast::channel(64).0)
+    }
+
+    /// The connection's event callback: passes permission violations on, ignores the rest.
+    fn watch(&self, options: ConnectOptions) -> ConnectOptions {
+        let tx = self.0.clone();
+        options.event_callback(move |event| {
+            let tx = tx.clone();
+            async move {
+                if let async_nats::Event::ServerError(async_nats::ServerError::Other(message)) = event
+                    && message.to_ascii_lowercase().starts_with("permissions violation")
+                {
+                    // No receiver: no request is waiting; nothing to tell.
+                    let _ = tx.send(message.into());
+                }
+            }
+        })
+    }
+
+    /// Resolves with the server's message once it refuses a publish on `subject`; never
+    /// otherwise.
+    async fn refused(mut rx: broadcast::Receiver<Arc<str>>, subject: &str) -> Arc<str> {
+        let quoted = format!("publish to \"{}\"", subject.to_ascii_lowercase());
+        loop {
+            match rx.recv().await {
+                Ok(message) if message.to_ascii_lowercase().contains(&quoted) => return message,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+            }
+        }
+    }
+}
+
+/// `orch_client::Client::connect`, with the server's errors watched ([`Denials`]).
+async fn connect(settings: ConnectSettings, denials: &Denials) -> Result<Client> {
+    Ok(Client::connect_with(settings, |options| denials.watch(options)).await?)
+}
+
+/// Sends `request` and waits for its reply, or for the server's refusal to carry it.
+async fn call(
+    client: Client,
+    denials: Denials,
+    request: orch_client::Request,
+    timeout: Option<Duration>,
+) -> Result<Bytes> {
+    let subject = client.subjects().request_as(&request.domain, &request.verb, client.sender());
+    let watch = denials.0.subscribe(); // before sending: the refusal cannot come earlier
+    tokio::select! {
+        reply = client.call(&request, timeout) => Ok(reply?),
+        message = Denials::refused(watch, &subject) => {
+            let user = client.sender().map_or_else(|| "this connection's user".to_string(), |u| format!("user {u:?}"));
+            Err(Error(orch_client::Error::Remote(
+                ErrorBody {
+                    code: ErrorCode::Forbidden,
+                    message: format!(
+                        "the NATS server refused the request {}: {user} may not publish on {subject} ({message}); \
+                         it needs a NATS user whose permissions allow it",
+                        request.name()
+                    ),
+                    field: None,
+                },
+                None,
+            )))
+        }
+    }
+}
 
 /// A connection to the orchestrator over NATS. Made by `Connection.connect` (blocking) or
 /// `Connection.connect_async` (awaitable); safe to use from several threads at once.
 #[pyclass(frozen, module = "orch_bridge._core")]
 pub struct Connection {
     client: Client,
+    denials: Denials,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -91,8 +178,10 @@ impl Connection {
             timeout,
             name,
         )?;
-        let client = block_on(py, async move { Ok(Client::connect(settings).await?) })?;
-        Ok(Connection { client })
+        let denials = Denials::new();
+        let watching = denials.clone();
+        let client = block_on(py, async move { connect(settings, &watching).await })?;
+        Ok(Connection { client, denials })
     }
 
     /// Connects; returns an awaitable of the `Connection`.
@@ -130,8 +219,9 @@ impl Connection {
             name,
         )?;
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let client = Client::connect(settings).await.map_err(crate::error::Error::from)?;
-            Ok(Connection { client })
+            let denials = Denials::new();
+            let client = connect(settings, &denials).await?;
+            Ok(Connection { client, denials })
         })
     }
 
@@ -163,9 +253,8 @@ impl Connection {
     #[pyo3(signature = (request, timeout=None))]
     fn call<'py>(&self, py: Python<'py>, request: &Request, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         let timeout = optional_seconds("timeout", timeout)?;
-        let client = self.client.clone();
-        let request = request.0.clone();
-        let payload = block_on(py, async move { Ok(client.call(&request, timeout).await?) })?;
+        let (client, denials, request) = (self.client.clone(), self.denials.clone(), request.0.clone());
+        let payload = block_on(py, call(client, denials, request, timeout))?;
         json_to_py(py, &payload)
     }
 
@@ -173,10 +262,9 @@ impl Connection {
     #[pyo3(signature = (request, timeout=None))]
     fn call_async<'py>(&self, py: Python<'py>, request: &Request, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         let timeout = optional_seconds("timeout", timeout)?;
-        let client = self.client.clone();
-        let request = request.0.clone();
+        let (client, denials, request) = (self.client.clone(), self.denials.clone(), request.0.clone());
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            Ok(JsonBytes(client.call(&request, timeout).await.map_err(crate::error::Error::from)?))
+            Ok(JsonBytes(call(client, denials, request, timeout).await?))
         })
     }
 

@@ -101,14 +101,14 @@ impl Event {
     }
 
     /// The subject's domain token: `registry`, `health`, `lifecycle`, `priority`, `system`,
-    /// `resource`, `cluster`.
+    /// `resource`, `cluster`, `workflow`.
     #[getter]
     fn domain(&self) -> Option<&str> {
         self.subject_token(2)
     }
 
     /// The subject's service token (`_system` for events of no single service; the node for
-    /// `resource` events, the replica for `cluster` events).
+    /// `resource` events, the replica for `cluster` events, the workflow for `workflow` events).
     #[getter]
     fn service(&self) -> Option<&str> {
         self.subject_token(3)

@@ -51,6 +51,12 @@ fn json_loads<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> 
     convert::json_to_py(py, data)
 }
 
+/// The kinds of workflow events (`<prefix>.evt.workflow.<workflow>.<kind>`, type
+/// `io.orch.workflow.<kind>.v1`), as the protocol crate lists them.
+fn workflow_event_kinds() -> Vec<&'static str> {
+    orch_protocol::workflow::WorkflowEvent::ALL.iter().map(|k| k.as_str()).collect()
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     runtime::init_async();
@@ -60,6 +66,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_REASON_LEN", orch_protocol::priority::MAX_REASON_LEN)?;
     m.add("MAX_SOURCE_LEN", orch_protocol::priority::MAX_SOURCE_LEN)?;
     m.add("MAX_TTL_SECONDS", orch_protocol::priority::MAX_TTL_SECONDS)?;
+    m.add("WORKFLOW_EVENT_KINDS", pyo3::types::PyTuple::new(m.py(), workflow_event_kinds())?)?;
+    m.add("MAX_EXECUTIONS", commands::MAX_EXECUTIONS)?;
+    m.add("MAX_COMMENT_LEN", commands::MAX_COMMENT_LEN)?;
     m.add_function(wrap_pyfunction!(subject_for_command, m)?)?;
     m.add_function(wrap_pyfunction!(subject_for_request, m)?)?;
     m.add_function(wrap_pyfunction!(events_stream_name, m)?)?;
@@ -79,5 +88,23 @@ mod tests {
         assert_eq!(super::subject_for_command("registry", "register", "orch").unwrap(), "orch.cmd.registry.register");
         assert_eq!(super::subject_for_request("priority", "set", "t-1").unwrap(), "t-1.req.priority.set");
         assert_eq!(super::events_stream_name("t-1").unwrap(), "T_1_EVENTS");
+    }
+
+    /// The events the bridge types as workflow events are the protocol's: every kind is an
+    /// `EventKind` of the domain `workflow`, with the type `io.orch.workflow.<kind>.v1`.
+    #[test]
+    fn workflow_event_kinds_are_the_protocols() {
+        use orch_protocol::EventKind;
+        use orch_protocol::workflow::WorkflowEvent;
+        let kinds = super::workflow_event_kinds();
+        assert_eq!(kinds.len(), 10);
+        for kind in WorkflowEvent::ALL {
+            assert!(EventKind::ALL.contains(&EventKind::Workflow(kind)), "{kind:?} missing from EventKind::ALL");
+            let event = EventKind::Workflow(kind);
+            assert_eq!(event.domain(), "workflow");
+            assert_eq!(event.name(), kind.as_str());
+            assert_eq!(kind.type_str(), format!("io.orch.workflow.{}.v1", kind.as_str()));
+            assert!(kinds.contains(&kind.as_str()));
+        }
     }
 }

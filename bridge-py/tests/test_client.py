@@ -20,6 +20,7 @@ from orch_bridge import (
     OrchConnectionError,
     OrchError,
     OrchTimeoutError,
+    PermissionDenied,
     RateLimited,
     UnavailableError,
     ValidationError,
@@ -381,9 +382,10 @@ def test_the_shipped_nats_users_bound_what_a_client_may_do(stack):
         Client.connect(stack.nats.url, timeout=2)
     with Client.connect(stack.user_url("engine"), timeout=2) as engine:
         assert engine.set_priority("api", 70, reason="busy", source="engine:test").effective == 70
-        # NATS refuses the publish and tells the connection asynchronously: the caller sees no
-        # reply within its timeout, and nothing reaches the orchestrator.
-        with pytest.raises(OrchTimeoutError):
+        # NATS refuses the publish and tells the connection asynchronously; the bridge raises it
+        # at once (not after the timeout), and nothing reaches the orchestrator.
+        with pytest.raises(PermissionDenied) as refused:
             engine.set_priority_policy("api", pinned=True, reason="not the engine's to pin")
+        assert refused.value.code == "forbidden" and "priority.policy" in refused.value.message
     status, api = stack.http("GET", "/api/v1/priorities/api")
     assert status == 200 and api["priority"]["pinned"] is False, api

@@ -1,6 +1,8 @@
 // HTTP client of /api/v1: adds the bearer token, parses JSON bodies and turns every failure into
 // an ApiError with a message fit to show. Health reads answer 429 and 503 with a valid body for a
-// degraded or critical system; those bodies are returned, not treated as errors.
+// degraded or critical system; those bodies are returned, not treated as errors. Changes (POST)
+// send their body as JSON, declared so (the API refuses a body of another type), with the same
+// bearer token: a cross-site page can neither send the header nor read the answer.
 
 import { token } from './auth';
 
@@ -9,6 +11,8 @@ export class ApiError extends Error {
     readonly status: number,
     readonly code: string,
     message: string,
+    /** The field of the request the error names, when it names one. */
+    readonly field: string | null = null,
   ) {
     super(message);
     this.name = 'ApiError';
@@ -31,19 +35,36 @@ function errorOf(status: number, body: unknown, fallback: string): ApiError {
   const err = (body as { error?: { code?: unknown; message?: unknown; field?: unknown } } | null)?.error;
   if (err && typeof err.message === 'string') {
     const field = typeof err.field === 'string' ? ` (${err.field})` : '';
-    return new ApiError(status, typeof err.code === 'string' ? err.code : 'error', err.message + field);
+    return new ApiError(status, typeof err.code === 'string' ? err.code : 'error', err.message + field, typeof err.field === 'string' ? err.field : null);
   }
   return new ApiError(status, 'http', fallback);
 }
 
 /** GET a JSON resource under /api/v1 (path starts with "/"). */
-export async function getJson<T>(path: string, opts: Options = {}): Promise<{ status: number; body: T }> {
+export function getJson<T>(path: string, opts: Options = {}): Promise<{ status: number; body: T }> {
+  return request<T>('GET', path, undefined, opts);
+}
+
+/**
+ * POST to /api/v1 (path starts with "/"): `body` is sent as JSON (none when undefined), and the
+ * answer's JSON body is returned. Failures are ApiErrors, as for reads.
+ */
+export function postJson<T>(path: string, body?: unknown, opts: Options = {}): Promise<{ status: number; body: T }> {
+  return request<T>('POST', path, body, opts);
+}
+
+async function request<T>(method: 'GET' | 'POST', path: string, payload: unknown, opts: Options): Promise<{ status: number; body: T }> {
   const headers: Record<string, string> = { Accept: 'application/json' };
   const t = token();
   if (t) headers.Authorization = `Bearer ${t}`;
+  const init: RequestInit = { method, headers, signal: opts.signal ?? null, cache: 'no-store' };
+  if (payload !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(payload);
+  }
   let res: Response;
   try {
-    res = await fetch(`/api/v1${path}`, { headers, signal: opts.signal ?? null, cache: 'no-store' });
+    res = await fetch(`/api/v1${path}`, init);
   } catch (e) {
     if (e instanceof DOMException && e.name === 'AbortError') throw e;
     throw new ApiError(0, 'network', 'the orchestrator cannot be reached');
@@ -62,8 +83,8 @@ export async function getJson<T>(path: string, opts: Options = {}): Promise<{ st
     throw errorOf(401, body, 'a valid token is needed');
   }
   if (res.ok || opts.accept?.includes(res.status)) {
-    if (body === null) throw new ApiError(res.status, 'bad_body', `GET ${path}: the answer is not JSON`);
+    if (body === null) throw new ApiError(res.status, 'bad_body', `${method} ${path}: the answer is not JSON`);
     return { status: res.status, body: body as T };
   }
-  throw errorOf(res.status, body, `GET ${path}: HTTP ${res.status} ${res.statusText}`.trim());
+  throw errorOf(res.status, body, `${method} ${path}: HTTP ${res.status} ${res.statusText}`.trim());
 }

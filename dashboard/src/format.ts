@@ -14,7 +14,7 @@ export function time(iso: string | null | undefined): string {
 }
 
 /** "3 s ago", "5 min ago", "2 h ago". */
-export function ago(iso: string | undefined): string {
+export function ago(iso: string | null | undefined): string {
   if (!iso) return '';
   const t = new Date(iso).getTime();
   if (Number.isNaN(t)) return '';
@@ -23,6 +23,26 @@ export function ago(iso: string | undefined): string {
   if (s < 3600) return `${Math.round(s / 60)} min ago`;
   if (s < 86400) return `${Math.round(s / 3600)} h ago`;
   return `${Math.round(s / 86400)} d ago`;
+}
+
+/** "in 5 min", "in 3 h" for a time to come; "3 s ago" (as ago()) for a time past. */
+export function fromNow(iso: string | null | undefined): string {
+  if (!iso) return '';
+  const t = new Date(iso).getTime();
+  if (Number.isNaN(t)) return '';
+  const s = Math.round((t - Date.now()) / 1000);
+  if (s <= 0) return ago(iso);
+  if (s < 60) return `in ${s} s`;
+  if (s < 3600) return `in ${Math.round(s / 60)} min`;
+  if (s < 86400) return `in ${Math.round(s / 3600)} h`;
+  return `in ${Math.round(s / 86400)} d`;
+}
+
+/** An ISO time from milliseconds since the Unix epoch; "" for none or a value that is not one. */
+export function epoch(msSinceEpoch: unknown): string {
+  if (typeof msSinceEpoch !== 'number' || !Number.isFinite(msSinceEpoch)) return '';
+  const d = new Date(msSinceEpoch);
+  return Number.isNaN(d.getTime()) ? '' : d.toISOString();
 }
 
 /** Milliseconds for people: "850 ms", "1.24 s". */

@@ -10,16 +10,22 @@ import { Loader } from './refresh';
 import type {
   CloudEvent,
   ClusterView,
+  ExecutionList,
+  ExecutionView,
   Instance,
   InstancePage,
   PriorityChange,
   PriorityDetail,
   PriorityList,
   PriorityView,
+  QueueList,
+  ScheduleList,
   StackGraph,
   StackProfile,
   SystemHealth,
   WhoAmI,
+  WorkflowList,
+  WorkflowView,
 } from './types';
 import { renderCluster, renderClusterSummary } from './views/cluster';
 import { FeedView } from './views/feed';
@@ -28,6 +34,7 @@ import { renderProfile } from './views/gantt';
 import { renderBanner } from './views/health';
 import { HISTORY, PrioritiesView } from './views/priorities';
 import { ServicesView, type ServicesModel } from './views/services';
+import { EXECUTIONS, WorkflowsView } from './views/workflows';
 
 const SAFETY_REFRESH_MS = 10_000;
 const PAGE_SIZE = 1000;
@@ -65,6 +72,7 @@ class App {
   private readonly services: ServicesView;
   private readonly feed: FeedView;
   private readonly priorities: PrioritiesView;
+  private readonly workflows: WorkflowsView;
   private readonly graphEl = h('div', { class: 'graph-box', id: 'graph' });
   private readonly profileEl = h('div', { class: 'profile-box', id: 'profile' });
   private readonly stackMeta = h('p', { class: 'stack-meta muted', id: 'stack-meta' });
@@ -80,6 +88,7 @@ class App {
       (n) => this.setTabCount('events', n),
     );
     this.priorities = new PrioritiesView((name) => this.selectHistory(name));
+    this.workflows = new WorkflowsView({ reload: (...names) => names.forEach((n) => this.loaders.get(n)?.schedule(0)) });
     this.stream = new EventStream({
       token,
       onEvent: (subject, ev) => this.onEvent(subject, ev),
@@ -122,6 +131,7 @@ class App {
       ['stack', 'Stack', stack],
       ['events', 'Events', this.feed.root],
       ['priorities', 'Priorities', this.priorities.root],
+      ['workflows', 'Workflows', this.workflows.root],
       ['cluster', 'Cluster', h('section', { class: 'card' }, h('h2', {}, 'Replicas'), this.clusterEl)],
     ];
     for (const [id, label, content] of panels) {
@@ -164,6 +174,12 @@ class App {
     add('graph', () => this.loadGraph());
     add('profile', () => this.loadProfile());
     add('cluster', () => this.loadCluster());
+    add('workflows', () => this.loadWorkflows());
+    add('workflow', () => this.loadWorkflow());
+    add('executions', () => this.loadExecutions());
+    add('execution', () => this.loadExecution());
+    add('schedules', () => this.loadSchedules());
+    add('queues', () => this.loadQueues());
   }
 
   private refresh(...names: string[]): void {
@@ -198,9 +214,11 @@ class App {
     try {
       const { body } = await getJson<WhoAmI>('/auth/whoami');
       fill(this.who, 'Signed in as ', h('strong', { id: 'whoami-name' }, String(body.name)), ' · ', h('span', { class: 'role', id: 'whoami-role' }, String(body.role)));
+      this.workflows.setRole(body.role);
     } catch (e) {
       if (e instanceof ApiError && e.status === 404) {
         fill(this.who, 'caller unknown');
+        this.workflows.setRole('unknown');
         return;
       }
       throw e;
@@ -323,6 +341,48 @@ class App {
     this.setTabCount('cluster', body.mode === 'replicated' ? body.replicas.length : 0);
   }
 
+  private async loadWorkflows(): Promise<void> {
+    const { body } = await getJson<WorkflowList>('/workflows');
+    this.workflows.updateWorkflows(body);
+    this.setTabCount('workflows', body.length);
+  }
+
+  private async loadWorkflow(): Promise<void> {
+    const name = this.workflows.selectedWorkflow;
+    if (!name) return;
+    try {
+      const { body } = await getJson<WorkflowView>(`/workflows/${encodeURIComponent(name)}`);
+      this.workflows.updateWorkflow(body, null);
+    } catch (e) {
+      if (this.workflows.selectedWorkflow === name) this.workflows.updateWorkflow(null, message(e));
+      throw e;
+    }
+  }
+
+  private async loadExecutions(): Promise<void> {
+    const filter = this.workflows.filter;
+    const q = `?limit=${EXECUTIONS}${filter ? `&workflow=${encodeURIComponent(filter)}` : ''}`;
+    const { body } = await getJson<ExecutionList>(`/executions${q}`);
+    this.workflows.updateExecutions(body, filter);
+  }
+
+  private async loadExecution(): Promise<void> {
+    const id = this.workflows.selectedExecution;
+    if (!id) return;
+    const { body } = await getJson<ExecutionView>(`/executions/${encodeURIComponent(id)}`);
+    this.workflows.updateExecution(body);
+  }
+
+  private async loadSchedules(): Promise<void> {
+    const { body } = await getJson<ScheduleList>('/schedules');
+    this.workflows.updateSchedules(body);
+  }
+
+  private async loadQueues(): Promise<void> {
+    const { body } = await getJson<QueueList>('/queues');
+    this.workflows.updateQueues(body);
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Events
 
@@ -358,6 +418,15 @@ class App {
       case 'system':
         this.refresh('health', 'priorities');
         break;
+      case 'workflow': {
+        // An execution or one of its steps moved (§16.3): the lists and figures change with it, a
+        // firing moves its schedule on, and the execution shown is read again if it is this one.
+        this.refresh('executions', 'queues', 'schedules');
+        const data = ev.data && typeof ev.data === 'object' ? (ev.data as { execution_id?: unknown }) : {};
+        const id = typeof data.execution_id === 'string' ? data.execution_id : ev.subject;
+        if (id && id === this.workflows.selectedExecution) this.refresh('execution');
+        break;
+      }
       case 'cluster':
         // A new term: who leads and each replica's role. A replica that stops answering has no
         // event (it is shown gone once silent), so the periodic read covers that.

@@ -40,6 +40,8 @@ export type StackProfile = Reply<'/api/v1/stack/profile'>;
 
 /** The caller (§14.1). */
 export type WhoAmI = Reply<'/api/v1/auth/whoami'>;
+/** What a caller may do; each role includes the ones before it. */
+export type Role = Schema<'Role'>;
 
 /** `GET /api/v1/cluster`: one orchestrator alone (`single`) or a group of replicas, who leads and
  * each replica's role. */
@@ -48,6 +50,51 @@ export type ClusterView = Reply<'/api/v1/cluster'>;
 export type LeaderView = Schema<'LeaderView'>;
 /** A replica of the group; its role is `leader`, `standby` or `gone` (silent for a while). */
 export type ReplicaView = Schema<'ReplicaView'>;
+
+/** `GET /api/v1/workflows`: the latest version of each workflow (§16.1). */
+export type WorkflowList = Reply<'/api/v1/workflows'>;
+/** A stored workflow; `GET /api/v1/workflows/{name}` adds its TOML `text`. */
+export type WorkflowView = Reply<'/api/v1/workflows/{name}'>;
+/** A step of a workflow: its kind and the steps it needs. */
+export type StepSummary = Schema<'StepSummary'>;
+/** `GET /api/v1/executions?workflow=&limit=`: the newest executions first. */
+export type ExecutionList = Reply<'/api/v1/executions'>;
+/** An execution with each step's state (`GET /api/v1/executions/{id}`). */
+export type ExecutionView = Reply<'/api/v1/executions/{id}'>;
+/** `GET /api/v1/schedules`: every cron schedule and its next firing. */
+export type ScheduleList = Reply<'/api/v1/schedules'>;
+export type ScheduleView = ScheduleList[number];
+/** `GET /api/v1/queues`: each queue's figures (now, and over the last day). */
+export type QueueList = Reply<'/api/v1/queues'>;
+export type QueueView = QueueList[number];
+
+/** The JSON body of `POST path`. */
+type Request<Path extends keyof paths> = paths[Path]['post'] extends {
+  requestBody?: { content: { 'application/json': infer Body } };
+}
+  ? Body
+  : never;
+/** `POST /api/v1/workflows/{name}/executions`: the inputs of a new execution. */
+export type RunRequest = Request<'/api/v1/workflows/{name}/executions'>;
+/** `POST /api/v1/executions/{id}/signal`: a decision for an approval step that waits. */
+export type SignalRequest = Request<'/api/v1/executions/{id}/signal'>;
+
+/**
+ * A step's state in an execution. The document gives `steps` as a free-form object (step id ->
+ * state), so this follows docs/protocol.md §16.1 by hand; views check each field before use.
+ * Times are milliseconds since the Unix epoch.
+ */
+export interface StepState {
+  /** `pending`, `retrying`, `running`, `succeeded`, `failed`, `skipped` or `cancelled`. */
+  status: string;
+  /** Counts from 1; 0 before the first. */
+  attempt: number;
+  started_at?: number | null;
+  /** `running`: when the attempt times out; `retrying`: when the next attempt is due. */
+  due_at?: number | null;
+  output?: unknown;
+  error?: { kind: string; message: string } | null;
+}
 
 // The live feed's frames are not HTTP bodies, so the document does not describe them: these two
 // follow docs/protocol.md §6 and §14.3 by hand.

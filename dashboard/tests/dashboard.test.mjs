@@ -74,13 +74,14 @@ describe('dashboard', { timeout: 300_000 }, () => {
       await page.locator('#services-table').waitFor({ timeout: WAIT });
       assert.equal(await page.locator('#api-docs-link').getAttribute('href'), '/api-docs/');
       // Every view renders once (the stack and priorities are read at start).
-      for (const tab of ['stack', 'events', 'priorities', 'cluster', 'services']) {
+      for (const tab of ['stack', 'events', 'priorities', 'workflows', 'cluster', 'services']) {
         await page.click(`#tab-${tab}`);
         assert.equal(await page.locator(`#panel-${tab}`).isVisible(), true, `${tab} panel visible`);
       }
       await page.locator('#stack-graph').waitFor({ state: 'attached', timeout: WAIT });
       await page.locator('#priorities-table').waitFor({ state: 'attached', timeout: WAIT });
       await page.locator('#cluster-mode').waitFor({ state: 'attached', timeout: WAIT });
+      for (const t of ['#workflows-table', '#executions-table', '#schedules-table', '#queues-table']) await page.locator(t).waitFor({ state: 'attached', timeout: WAIT });
       // Let a periodic refresh or two pass with the page open.
       await page.waitForTimeout(1500);
       assert.equal(await page.locator('#errors').isVisible(), false, 'no error strip');
@@ -460,6 +461,194 @@ describe('dashboard', { timeout: 300_000 }, () => {
       assert.deepEqual(problems.page, []);
       assert.deepEqual(unexpected(problems), []);
     }, '/', setup);
+  });
+
+  test('the workflows view: a workflow and its schedule, a run from the form, its DAG live, an approval, a cancel', async () => {
+    const name = `deploy-${suffix()}`;
+    // A firing 12 hours away: the schedule cannot fire while the test runs.
+    const hour = (new Date().getUTCHours() + 12) % 24;
+    const cron = `0 0 ${hour} * * *`;
+    const toml = [
+      '[workflow]',
+      `name = "${name}"`,
+      'queue = "releases"',
+      `description = "${HOSTILE}"`,
+      '[steps.ask]',
+      'kind = "approval"',
+      'timeout = "1h"',
+      '[steps.roll]',
+      'kind = "wait"',
+      'duration = "10ms"',
+      'needs = ["ask"]',
+      '[[schedule]]',
+      `cron = "${cron}"`,
+      'timezone = "UTC"',
+      '',
+    ].join('\n');
+    const put = await env.admin('PUT', `/api/v1/workflows/${name}`, toml, { contentType: 'application/toml' });
+    assert.equal(put.status, 201, put.text);
+    const schedules = await env.viewer('GET', '/api/v1/schedules');
+    assert.equal(schedules.status, 200, schedules.text);
+    const schedule = schedules.body.find((s) => s.workflow === name);
+    assert.ok(schedule, `a schedule of ${name}: ${schedules.text}`);
+    const runPath = `/api/v1/workflows/${name}/executions`;
+
+    await withPage(env.adminToken, async ({ page, problems }) => {
+      await ready(page);
+      await page.evaluate(() => {
+        window.__sameDocument = true;
+      });
+      await page.click('#tab-workflows');
+      assert.equal(await page.locator('#panel-workflows').isVisible(), true);
+
+      // The workflow, its description shown as text.
+      const row = page.locator(`#workflows-table tr[data-workflow="${name}"]`);
+      await row.waitFor({ timeout: WAIT });
+      const cells = await row.locator('td').allTextContents();
+      assert.deepEqual(cells.slice(0, 6), [name, '1', 'releases', '50', HOSTILE, '2']);
+      assert.match(cells[6], /key:test-admin/);
+
+      // Its schedule, with the next firing as the API gives it, relative to now.
+      const sched = page.locator(`#schedules-table tr[data-workflow="${name}"]`);
+      await sched.waitFor({ timeout: WAIT });
+      const sc = await sched.locator('td').allTextContents();
+      assert.deepEqual(sc.slice(1, 5), [cron, 'UTC', 'skip', 'once']);
+      assert.equal(await sched.locator('td.next').getAttribute('data-next'), schedule.next_fire_at);
+      assert.match(sc[5], /\(in (11|12) h\)$/, `next firing: ${sc[5]}`);
+      assert.equal(sc[6], 'never');
+
+      // Its steps as a DAG: ask, then roll.
+      await row.locator('button.workflow-name').click();
+      const dag = page.locator('#workflow-dag');
+      await dag.waitFor({ timeout: WAIT });
+      assert.equal(await dag.locator('g.node').count(), 2);
+      assert.equal(await dag.locator('g.node[data-step="ask"]').getAttribute('data-kind'), 'approval');
+      assert.equal(await dag.locator('g.node[data-step="roll"]').getAttribute('data-kind'), 'wait');
+      assert.equal(await dag.locator('path.edge[data-from="ask"][data-to="roll"]').count(), 1);
+      assert.equal(await dag.locator('path.edge').count(), 1);
+      assert.match(await textOf(page.locator('#workflow-head')), /version 1/);
+
+      // Inputs that are not JSON are refused before sending; an unknown input by the API, which
+      // names it.
+      const inputs = page.locator('#run-inputs');
+      await inputs.fill('{"nope": ');
+      await page.click('#run-submit');
+      await page.locator('#run-problem', { hasText: 'not JSON' }).waitFor({ timeout: WAIT });
+      await inputs.fill('{"nope": 1}');
+      await page.click('#run-submit');
+      await page.locator('#run-problem[data-field="inputs.nope"]').waitFor({ timeout: WAIT });
+
+      // A run from the form: the execution is shown at once, and its approval step comes to wait.
+      await inputs.fill('{}');
+      await page.click('#run-submit');
+      const detail = page.locator('#execution-detail[data-execution]');
+      await detail.waitFor({ timeout: WAIT });
+      const id = await detail.getAttribute('data-execution');
+      assert.equal(await textOf(page.locator('#run-problem')), '', 'the earlier problem is gone');
+      const stored = await env.viewer('GET', `/api/v1/executions/${id}`);
+      assert.equal(stored.status, 200, stored.text);
+      assert.equal(stored.body.workflow, name);
+      assert.equal(stored.body.created_by, 'key:test-admin');
+      const execDag = page.locator('#execution-dag');
+      await execDag.locator('g.node[data-step="ask"][data-status="running"]').waitFor({ timeout: WAIT });
+      assert.equal(await execDag.locator('g.node[data-step="roll"]').getAttribute('data-status'), 'pending');
+      assert.equal(await execDag.locator('g.node[data-step="ask"]').getAttribute('data-attempt'), '1');
+      assert.equal(await execDag.locator('path.edge[data-from="ask"][data-to="roll"]').count(), 1);
+      const listed = page.locator(`#executions-table tr[data-execution="${id}"]`);
+      await listed.waitFor({ timeout: WAIT });
+      const lc = await listed.locator('td').allTextContents();
+      assert.equal(lc[0], id.slice(0, 8));
+      assert.equal(lc[4], 'manual');
+      assert.equal(lc[6], 'key:test-admin');
+      assert.equal(await page.locator('#execution-cancel').isVisible(), true, 'an execution under way can be cancelled');
+
+      // Approved with a comment: the execution goes on to its end, live.
+      const approval = page.locator('#execution-actions .approval[data-step="ask"]');
+      await approval.locator('input.comment').fill('ship it');
+      await approval.locator('button.approve').click();
+      await page.locator(`#execution-detail[data-execution="${id}"][data-status="succeeded"]`).waitFor({ timeout: WAIT });
+      for (const step of ['ask', 'roll']) {
+        const node = execDag.locator(`g.node[data-step="${step}"]`);
+        assert.equal(await node.getAttribute('data-status'), 'succeeded', step);
+        assert.equal(await node.getAttribute('data-attempt'), '1', step);
+      }
+      const askRow = page.locator('#steps-table tr[data-step="ask"]');
+      assert.equal(await textOf(askRow.locator('td.attempt')), '1');
+      const output = await textOf(askRow.locator('td.step-output'));
+      for (const part of ['"decision":"approve"', '"by":"key:test-admin"', '"comment":"ship it"']) assert.ok(output.includes(part), `${part} in ${output}`);
+      assert.equal(await page.locator('#execution-actions .approval').count(), 0, 'nothing left to decide');
+      assert.equal(await page.locator('#execution-cancel').count(), 0, 'an execution that ended cannot be cancelled');
+      await page.locator(`#executions-table tr[data-execution="${id}"][data-status="succeeded"]`).waitFor({ timeout: WAIT });
+      await page.locator('#queues-table tr[data-queue="releases"] td.succeeded', { hasText: /^1$/ }).waitFor({ timeout: WAIT });
+      const queue = await page.locator('#queues-table tr[data-queue="releases"] td').allTextContents();
+      assert.deepEqual(queue.slice(0, 6), ['releases', '0', '0', '1', '0', '0']);
+      assert.match(queue[6], /\d ms|\d\.\d\d s/);
+
+      // A second run, cancelled while its approval waits.
+      await page.click('#run-submit');
+      const second = page.locator(`#execution-detail[data-execution]:not([data-execution="${id}"])`);
+      await second.waitFor({ timeout: WAIT });
+      const id2 = await second.getAttribute('data-execution');
+      await execDag.locator('g.node[data-step="ask"][data-status="running"]').waitFor({ timeout: WAIT });
+      await page.click('#execution-cancel');
+      await page.click('#execution-cancel-confirm');
+      await page.locator(`#execution-detail[data-execution="${id2}"][data-status="cancelled"]`).waitFor({ timeout: WAIT });
+      assert.match(await textOf(page.locator('#execution-detail .execution-reason')), /cancelled by key:test-admin/);
+      await execDag.locator('g.node[data-step="ask"][data-status="cancelled"]').waitFor({ timeout: WAIT });
+      await page.locator('#queues-table tr[data-queue="releases"] td.cancelled', { hasText: /^1$/ }).waitFor({ timeout: WAIT });
+
+      // The list narrowed to the workflow: both runs, the newest first.
+      await page.locator('#executions-workflow').selectOption(name);
+      await waitFor('the executions of the workflow', async () => {
+        const ids = await page.locator('#executions-table tbody tr[data-execution]').evaluateAll((els) => els.map((e) => e.dataset.execution));
+        return ids.join(' ') === `${id2} ${id}`;
+      }, WAIT);
+
+      // The feed says what happened in words.
+      await page.click('#tab-events');
+      const short = id.slice(0, 8);
+      const done = page.locator('#feed li[data-type="io.orch.workflow.succeeded.v1"]', { hasText: short });
+      await done.waitFor({ timeout: WAIT });
+      assert.equal(await textOf(done.locator('.ev-summary')), `${name} ${short} succeeded`);
+      const approved = page.locator('#feed li[data-type="io.orch.workflow.step_succeeded.v1"]', { hasText: `${short} step ask` });
+      assert.equal(await textOf(approved.locator('.ev-summary')), `${name} ${short} step ask succeeded (attempt 1) · running`);
+
+      assert.equal(await page.evaluate(() => window.__sameDocument), true, 'the page was not reloaded');
+      assert.equal(await page.locator('img').count(), 0, 'no <img> element in the page');
+      assert.equal(await page.evaluate(() => typeof window.__xss), 'undefined');
+      await page.locator('#errors').waitFor({ state: 'hidden', timeout: WAIT });
+      assert.deepEqual(problems.page, []);
+      // The browser logs the refused run (400); nothing else.
+      assert.deepEqual(unexpected(problems, [[400, runPath]]), []);
+    });
+
+    // A viewer sees the same, without the buttons it may not use.
+    const run = await env.admin('POST', runPath, { inputs: {} });
+    assert.equal(run.status, 202, run.text);
+    const id3 = run.body.id;
+    await waitFor('the approval to wait', async () => {
+      const e = await env.viewer('GET', `/api/v1/executions/${id3}`);
+      return e.body?.steps?.ask?.status === 'running';
+    }, WAIT);
+    await withPage(env.viewerToken, async ({ page, problems }) => {
+      await ready(page, 'viewer');
+      await page.click('#tab-workflows');
+      await page.locator(`#workflows-table tr[data-workflow="${name}"] button.workflow-name`).click();
+      await page.locator('#workflow-dag').waitFor({ timeout: WAIT });
+      assert.match(await textOf(page.locator('#run-form')), /needs the operator role/);
+      assert.equal(await page.locator('#run-submit').count(), 0);
+      await page.locator(`#executions-table tr[data-execution="${id3}"] button.execution-link`).click();
+      await page.locator(`#execution-detail[data-execution="${id3}"] #execution-dag g.node[data-step="ask"][data-status="running"]`).waitFor({ timeout: WAIT });
+      assert.match(await textOf(page.locator('#execution-actions .approval[data-step="ask"]')), /needs the operator role/);
+      assert.equal(await page.locator('#execution-actions button').count(), 0, 'no Cancel, Approve or Reject');
+      // Cancelled elsewhere: the page follows.
+      const cancel = await env.admin('POST', `/api/v1/executions/${id3}/cancel`);
+      assert.equal(cancel.status, 200, cancel.text);
+      await page.locator(`#execution-detail[data-execution="${id3}"][data-status="cancelled"]`).waitFor({ timeout: WAIT });
+      assert.equal(await page.locator('#errors').isVisible(), false, 'no error strip');
+      assert.deepEqual(problems.page, []);
+      assert.deepEqual(unexpected(problems), []);
+    });
   });
 
   test('the API reference page renders the OpenAPI document offline', async () => {

@@ -146,6 +146,18 @@ pub enum WorkflowCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Retry an ended execution as a new one: from its failed steps (what succeeded keeps its
+    /// output), or every step with `--from-start`; then follow it like `run`.
+    Retry {
+        id: String,
+        #[arg(long)]
+        from_start: bool,
+        /// Print the new execution's id and return without following it.
+        #[arg(long, short = 'd')]
+        detach: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// List the cron schedules with their next firings.
     Schedules {
         #[command(flatten)]

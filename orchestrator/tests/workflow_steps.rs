@@ -390,3 +390,81 @@ async fn schedules_and_queues_are_read_over_http_nats_and_the_command_line() {
         assert!(said.contains(expected), "{command}: {said}");
     }
 }
+
+/// Answers `subject` with `{"n": <calls so far>}`; returns the call count.
+async fn counter(stack: &Stack, subject: &str) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    use futures::StreamExt;
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut sub = stack.client.subscribe(subject.to_string()).await.unwrap();
+    stack.client.flush().await.unwrap();
+    let (client, seen) = (stack.client.clone(), calls.clone());
+    tokio::spawn(async move {
+        while let Some(message) = sub.next().await {
+            let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            if let Some(reply) = message.reply {
+                let _ = client.publish(reply, json!({ "n": n }).to_string().into()).await;
+            }
+        }
+    });
+    calls
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_execution_is_retried_from_its_failed_step_or_from_the_start() {
+    use std::sync::atomic::Ordering;
+    let stack = Stack::start().await;
+    let first_calls = counter(&stack, "orch.call.first").await;
+    put(
+        &stack,
+        "two-calls",
+        "[workflow]\nname = \"two-calls\"\n[steps.first]\nkind = \"call\"\nsubject = \"orch.call.first\"\n[steps.second]\nkind = \"call\"\nsubject = \"orch.call.second\"\nneeds = [\"first\"]\ntimeout = \"2s\"\n",
+    )
+    .await;
+    let id = start(&stack, "two-calls", json!({})).await;
+    let failed = finished(&stack, &id).await;
+    assert_eq!(
+        (failed["status"].as_str(), failed["steps"]["second"]["status"].as_str()),
+        (Some("failed"), Some("failed")),
+        "{failed}"
+    );
+    let (status, error) =
+        call(&stack, "POST", &format!("/api/v1/executions/{id}/retry"), Some(json!({ "from": "nowhere" }))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+
+    // Whoever answers `second` is back: retried from the failed step, `first` is not called again.
+    let _second_calls = counter(&stack, "orch.call.second").await;
+    let (status, retried) = call(&stack, "POST", &format!("/api/v1/executions/{id}/retry"), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{retried}");
+    assert_eq!(retried["trigger"], format!("retry:{id}"));
+    let new = retried["id"].as_str().unwrap().to_string();
+    let ended = finished(&stack, &new).await;
+    assert_eq!(ended["status"], "succeeded", "{ended}");
+    assert_eq!(ended["steps"]["first"]["output"], json!({ "n": 1 }), "kept from the first execution");
+    assert_eq!(first_calls.load(Ordering::SeqCst), 1, "first was not called again");
+
+    // From the start, over NATS: every step runs again.
+    let (code, again) = stack.request_on("workflow", "retry", &json!({ "id": new, "from": "start" }).to_string()).await;
+    assert_eq!(code, None, "{again}");
+    let ended = finished(&stack, again["id"].as_str().unwrap()).await;
+    assert_eq!(ended["status"], "succeeded");
+    assert_eq!(first_calls.load(Ordering::SeqCst), 2);
+    // Nothing failed in a succeeded execution; one under way is not retried.
+    let (status, _) = call(&stack, "POST", &format!("/api/v1/executions/{new}/retry"), None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    put(&stack, "long", "[workflow]\nname = \"long\"\n[steps.sleep]\nkind = \"wait\"\nduration = \"1h\"\n").await;
+    let running = start(&stack, "long", json!({})).await;
+    let (status, error) = call(&stack, "POST", &format!("/api/v1/executions/{running}/retry"), None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{error}");
+
+    // From the command line, followed to its end.
+    let api = format!("http://127.0.0.1:{}", stack.http_port());
+    let output = tokio::task::block_in_place(|| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+            .args(["workflow", "retry", &id, "--api-url", &api])
+            .output()
+            .unwrap()
+    });
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{said}");
+    assert!(said.contains(&format!("retries {id}")) && said.contains("succeeded"), "{said}");
+}

@@ -2,8 +2,9 @@
 
 It streams the orchestrator's events (CloudEvents on NATS JetStream) into Python as typed
 :class:`Event` objects, and sends commands back, above all service priorities, so that an AI
-engine can steer where attention goes. Two clients with the same methods: :class:`Client`
-(blocking, thread-safe) and :class:`AsyncClient` (asyncio). See bridge-py/README.md.
+engine can steer where attention goes; it also starts and follows workflows. Two clients with
+the same methods: :class:`Client` (blocking, thread-safe) and :class:`AsyncClient` (asyncio).
+See bridge-py/README.md.
 """
 
 from ._core import DEFAULT_PRIORITY, MAX_PRIORITY, Event, EventStream, __version__
@@ -15,14 +16,17 @@ from ._errors import (
     OrchConnectionError,
     OrchError,
     OrchTimeoutError,
+    PermissionDenied,
     RateLimited,
     UnavailableError,
     ValidationError,
 )
 from ._types import (
+    EXECUTION_ENDED,
     Adjustment,
     Change,
     ClusterStatus,
+    Execution,
     GuardView,
     HoldRelease,
     Instance,
@@ -31,11 +35,17 @@ from ._types import (
     PriorityDetail,
     PriorityList,
     PriorityView,
+    QueueStats,
     Replica,
     RestartResult,
+    Schedule,
     Service,
     ServiceHealth,
     ServicePage,
+    StepError,
+    StepState,
+    WorkflowEvent,
+    WorkflowEventData,
 )
 
 __all__ = [
@@ -57,6 +67,8 @@ __all__ = [
     "UnavailableError",
     "GuardrailRefused",
     "RateLimited",
+    "PermissionDenied",
+    "EXECUTION_ENDED",
     "Adjustment",
     "Change",
     "ClusterStatus",
@@ -73,4 +85,11 @@ __all__ = [
     "Service",
     "ServiceHealth",
     "ServicePage",
+    "Execution",
+    "StepState",
+    "StepError",
+    "Schedule",
+    "QueueStats",
+    "WorkflowEvent",
+    "WorkflowEventData",
 ]

@@ -7,25 +7,34 @@ turns the reply into the typed results of :mod:`orch_bridge._types`.
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Union
 
 from . import _core
 from ._errors import ValidationError
 from ._types import (
     ClusterStatus,
+    Execution,
     HoldRelease,
     Instance,
     PriorityChange,
     PriorityDetail,
     PriorityList,
+    QueueStats,
     RestartResult,
+    Schedule,
     Service,
     ServiceHealth,
     ServicePage,
 )
 
-__all__ = ["Client", "AsyncClient", "AsyncEventStream", "DEFAULT_URL"]
+__all__ = ["Client", "AsyncClient", "AsyncEventStream", "DEFAULT_URL", "Decision", "ExecutionId"]
+
+#: An approval's decision (``signal_execution``).
+Decision = Literal["approve", "reject"]
+#: An execution's id: its UUID as text (``Execution.id``), or a ``uuid.UUID``.
+ExecutionId = Union[str, uuid.UUID]
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
 
@@ -65,6 +74,27 @@ def _list_filter(
     if metadata is not None:
         body["metadata"] = dict(metadata)
     return json.dumps(body).encode()
+
+
+def _inputs_json(inputs: Optional[Mapping[str, Any]]) -> Optional[bytes]:
+    """A run's inputs as JSON text, refusing what is no object of JSON values (naming
+    ``inputs`` or ``inputs.<name>``, like the orchestrator)."""
+    if inputs is None:
+        return None
+    if not isinstance(inputs, Mapping):
+        raise ValidationError(
+            f"inputs must be a mapping of input names to values, not {type(inputs).__name__}",
+            "validation_failed",
+            "inputs",
+        )
+    for name, value in inputs.items():
+        if not isinstance(name, str):
+            raise ValidationError(f"input names are strings (got {name!r})", "validation_failed", "inputs")
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ValidationError(f"not a JSON value: {e}", "validation_failed", f"inputs.{name}") from None
+    return json.dumps(dict(inputs), allow_nan=False).encode()
 
 
 def _service(name: str, health: Any, page: Any) -> Service:
@@ -115,6 +145,38 @@ class _Requests:
     @staticmethod
     def cluster_status():
         return _core.Request.cluster_status(), ClusterStatus.from_json
+
+    @staticmethod
+    def start_workflow(name, inputs):
+        return _core.Request.run_workflow(name, _inputs_json(inputs)), Execution.from_json
+
+    @staticmethod
+    def execution(id):
+        return _core.Request.get_execution(str(id)), Execution.from_json
+
+    @staticmethod
+    def executions(workflow, limit):
+        return _core.Request.list_executions(workflow, limit), Execution.list_from_json
+
+    @staticmethod
+    def cancel_execution(id):
+        return _core.Request.cancel_execution(str(id)), Execution.from_json
+
+    @staticmethod
+    def signal_execution(id, step, decision, comment):
+        return _core.Request.signal_execution(str(id), step, decision, comment), Execution.from_json
+
+    @staticmethod
+    def retry_execution(id, from_):
+        return _core.Request.retry_execution(str(id), from_), Execution.from_json
+
+    @staticmethod
+    def schedules():
+        return _core.Request.workflow_schedules(), Schedule.list_from_json
+
+    @staticmethod
+    def queues():
+        return _core.Request.workflow_queues(), QueueStats.list_from_json
 
 
 class Client:
@@ -376,6 +438,101 @@ class Client:
         standbys too, so it has an answer during a failover (``leader`` is then None)."""
         return self._call(_Requests.cluster_status(), timeout)
 
+    # -- workflows (protocol.md §16) -------------------------------------------------------------
+
+    def start_workflow(
+        self, name: str, inputs: Optional[Mapping[str, Any]] = None, *, timeout: Optional[float] = None
+    ) -> Execution:
+        """Starts an execution of the latest version of the workflow ``name`` with ``inputs``
+        (``<prefix>.req.workflow.run``). It is queued: the reply is the execution, ``queued``;
+        follow it with :meth:`execution` or the events ``<prefix>.evt.workflow.<name>.>``.
+        ``created_by`` is ``nats:<user>`` and ``trigger`` ``manual``.
+
+        Raises:
+            NotFoundError: no workflow ``name`` is stored.
+            ValidationError: a bad name (field ``workflow``), ``inputs`` that are not a mapping of
+                JSON values (``inputs``), an input the workflow does not take or a required one
+                missing (``inputs.<name>``).
+            PermissionDenied: the NATS user may not start workflows.
+        """
+        return self._call(_Requests.start_workflow(name, inputs), timeout)
+
+    def execution(self, id: ExecutionId, *, timeout: Optional[float] = None) -> Execution:
+        """One execution, with the state of each step.
+
+        Raises:
+            ValidationError: ``id`` is not a UUID (field ``id``).
+            NotFoundError: no such execution.
+        """
+        return self._call(_Requests.execution(id), timeout)
+
+    def executions(
+        self, workflow: Optional[str] = None, limit: int = 100, *, timeout: Optional[float] = None
+    ) -> List[Execution]:
+        """The newest executions first, of ``workflow`` only when given, at most ``limit``
+        (1-1000)."""
+        return self._call(_Requests.executions(workflow, limit), timeout)
+
+    def cancel_execution(self, id: ExecutionId, *, timeout: Optional[float] = None) -> Execution:
+        """Operators: cancels an execution that has not ended (running attempts are stopped,
+        pending steps will not run); returns it, ``cancelled``, with the canceller in ``reason``.
+
+        Raises:
+            ConflictError: it has ended already.
+            NotFoundError: no such execution.
+            PermissionDenied: the NATS user may not cancel (the shipped ``engine`` may not).
+        """
+        return self._call(_Requests.cancel_execution(id), timeout)
+
+    def retry_execution(
+        self, id: ExecutionId, from_: str = "failed", *, timeout: Optional[float] = None
+    ) -> Execution:
+        """Operators: starts a new execution that retries the ended execution ``id``, of the same
+        version and with the same inputs: from its failed steps (``from_="failed"``, the default:
+        what succeeded keeps its output and does not run again) or from the start
+        (``from_="start"``). Returns the new execution, ``queued``, with the trigger
+        ``retry:<id>``.
+
+        Raises:
+            ConflictError: the execution has not ended, or it succeeded and ``from_`` is
+                ``"failed"``.
+            NotFoundError: no such execution.
+        """
+        return self._call(_Requests.retry_execution(id, from_), timeout)
+
+    def signal_execution(
+        self,
+        id: ExecutionId,
+        step: str,
+        decision: Decision,
+        comment: Optional[str] = None,
+        *,
+        timeout: Optional[float] = None,
+    ) -> Execution:
+        """Operators: decides the approval step ``step`` of an execution: ``"approve"`` (the
+        step succeeds with the output ``{"decision", "by", "comment"}``) or ``"reject"`` (it
+        fails with the error kind ``rejected``). ``comment``: at most 1024 bytes. Returns the
+        execution once the decision is stored.
+
+        Raises:
+            ValidationError: a bad ``id``, ``decision`` or ``comment``; ``step`` is no approval
+                step (field ``step``).
+            NotFoundError: no such execution, or no such step (field ``step``).
+            ConflictError: the execution has ended, or the step is not waiting for a decision.
+            PermissionDenied: the NATS user may not decide approvals (the shipped ``engine`` may
+                not).
+        """
+        return self._call(_Requests.signal_execution(id, step, decision, comment), timeout)
+
+    def schedules(self, *, timeout: Optional[float] = None) -> List[Schedule]:
+        """Every cron schedule of the stored workflows, with its next firing."""
+        return self._call(_Requests.schedules(), timeout)
+
+    def queues(self, *, timeout: Optional[float] = None) -> List[QueueStats]:
+        """Each execution queue's figures: waiting and running now; succeeded, failed and
+        cancelled, and the wait before starting (p50, p99), over the last day."""
+        return self._call(_Requests.queues(), timeout)
+
     # -- any request ------------------------------------------------------------------------------
 
     def request(self, domain: str, verb: str, body: Any = None, *, timeout: Optional[float] = None) -> Any:
@@ -616,6 +773,52 @@ class AsyncClient:
     async def cluster_status(self, *, timeout: Optional[float] = None) -> ClusterStatus:
         """See :meth:`Client.cluster_status`."""
         return await self._call(_Requests.cluster_status(), timeout)
+
+    async def start_workflow(
+        self, name: str, inputs: Optional[Mapping[str, Any]] = None, *, timeout: Optional[float] = None
+    ) -> Execution:
+        """See :meth:`Client.start_workflow`."""
+        return await self._call(_Requests.start_workflow(name, inputs), timeout)
+
+    async def execution(self, id: ExecutionId, *, timeout: Optional[float] = None) -> Execution:
+        """See :meth:`Client.execution`."""
+        return await self._call(_Requests.execution(id), timeout)
+
+    async def executions(
+        self, workflow: Optional[str] = None, limit: int = 100, *, timeout: Optional[float] = None
+    ) -> List[Execution]:
+        """See :meth:`Client.executions`."""
+        return await self._call(_Requests.executions(workflow, limit), timeout)
+
+    async def cancel_execution(self, id: ExecutionId, *, timeout: Optional[float] = None) -> Execution:
+        """See :meth:`Client.cancel_execution`."""
+        return await self._call(_Requests.cancel_execution(id), timeout)
+
+    async def signal_execution(
+        self,
+        id: ExecutionId,
+        step: str,
+        decision: Decision,
+        comment: Optional[str] = None,
+        *,
+        timeout: Optional[float] = None,
+    ) -> Execution:
+        """See :meth:`Client.signal_execution`."""
+        return await self._call(_Requests.signal_execution(id, step, decision, comment), timeout)
+
+    async def retry_execution(
+        self, id: ExecutionId, from_: str = "failed", *, timeout: Optional[float] = None
+    ) -> Execution:
+        """See :meth:`Client.retry_execution`."""
+        return await self._call(_Requests.retry_execution(id, from_), timeout)
+
+    async def schedules(self, *, timeout: Optional[float] = None) -> List[Schedule]:
+        """See :meth:`Client.schedules`."""
+        return await self._call(_Requests.schedules(), timeout)
+
+    async def queues(self, *, timeout: Optional[float] = None) -> List[QueueStats]:
+        """See :meth:`Client.queues`."""
+        return await self._call(_Requests.queues(), timeout)
 
     async def request(self, domain: str, verb: str, body: Any = None, *, timeout: Optional[float] = None) -> Any:
         """See :meth:`Client.request`."""

@@ -15,7 +15,7 @@ returns an awaitable that resolves on the bridge's own tokio runtime.
 
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Awaitable, Dict, Iterator, List, Literal, Optional, Type, final
+from typing import Any, Awaitable, Dict, Iterator, List, Literal, Optional, Tuple, Type, final
 
 __all__ = [
     "__version__",
@@ -24,6 +24,9 @@ __all__ = [
     "MAX_REASON_LEN",
     "MAX_SOURCE_LEN",
     "MAX_TTL_SECONDS",
+    "MAX_EXECUTIONS",
+    "MAX_COMMENT_LEN",
+    "WORKFLOW_EVENT_KINDS",
     "subject_for_command",
     "subject_for_request",
     "events_stream_name",
@@ -48,6 +51,15 @@ MAX_SOURCE_LEN: int
 """Longest ``source`` of a priority change (128)."""
 MAX_TTL_SECONDS: float
 """Longest lifetime of an engine's adjustment, in seconds (30 days)."""
+MAX_EXECUTIONS: int
+"""Most executions one ``workflow.list`` returns (1000)."""
+MAX_COMMENT_LEN: int
+"""Longest comment of an approval's decision, in bytes (1024)."""
+WORKFLOW_EVENT_KINDS: Tuple[str, ...]
+"""The kinds of workflow events, as the protocol crate lists them (``started``,
+``step_started``, ``step_succeeded``, ``step_retrying``, ``step_failed``, ``step_skipped``,
+``compensation_started``, ``succeeded``, ``failed``, ``cancelled``): the last token of
+``<prefix>.evt.workflow.<workflow>.<kind>`` and the ``<kind>`` of ``io.orch.workflow.<kind>.v1``."""
 
 def subject_for_command(domain: str, verb: str, prefix: str = "orch") -> str:
     """Subject of a command, e.g. ``subject_for_command("registry", "register")`` ->
@@ -144,6 +156,35 @@ class Request:
         """``cluster.status`` (body ``{}``): the group of replicas, the leader and its term
         (protocol.md §15.2). Every replica answers it, standbys too."""
     @staticmethod
+    def run_workflow(workflow: str, inputs: Optional[bytes] = None) -> "Request":
+        """``workflow.run`` (protocol.md §16.4): queues an execution of the latest version of
+        ``workflow`` (a name, field ``workflow``) with ``inputs``, the JSON text of an object
+        (field ``inputs``; None or ``null``: none). The reply is the execution."""
+    @staticmethod
+    def get_execution(id: str) -> "Request":
+        """``workflow.get``: one execution; ``id`` must be a UUID (field ``id``)."""
+    @staticmethod
+    def list_executions(workflow: Optional[str] = None, limit: int = 100) -> "Request":
+        """``workflow.list``: the newest executions first, of ``workflow`` when given; ``limit``
+        1-1000. The reply is a list of executions."""
+    @staticmethod
+    def cancel_execution(id: str) -> "Request":
+        """``workflow.cancel`` (operators): cancels an execution that has not ended."""
+    @staticmethod
+    def signal_execution(id: str, step: str, decision: str, comment: Optional[str] = None) -> "Request":
+        """``workflow.signal`` (operators): ``decision`` (``approve`` or ``reject``, field
+        ``decision``) on the approval step ``step``; ``comment`` at most 1024 bytes."""
+    @staticmethod
+    def retry_execution(id: str, from_: str = "failed") -> "Request":
+        """``workflow.retry`` (operators): a new execution retrying an ended one, from its
+        failed steps (``"failed"``) or from the start (``"start"``; field ``from``)."""
+    @staticmethod
+    def workflow_schedules() -> "Request":
+        """``workflow.schedules`` (body ``{}``): every cron schedule and its next firing."""
+    @staticmethod
+    def workflow_queues() -> "Request":
+        """``workflow.queues`` (body ``{}``): each execution queue's figures."""
+    @staticmethod
     def raw(domain: str, verb: str, body: bytes) -> "Request":
         """Any request: ``domain`` and ``verb`` must be single subject tokens; ``body`` is sent
         as it is and the reply returned as JSON."""
@@ -222,7 +263,8 @@ class Connection:
             OrchError: the orchestrator's error reply as its class (``ValidationError``,
                 ``NotFoundError``, ``GuardrailRefused``, ...); ``OrchTimeoutError`` after
                 ``timeout`` (default: the connection's); ``OrchConnectionError`` when closed or
-                nobody answers.
+                nobody answers; ``PermissionDenied`` (code ``forbidden``) as soon as the NATS
+                server refuses to carry the request (the user may not publish on its subject).
         """
     def call_async(self, request: Request, timeout: Optional[float] = None) -> Awaitable[Any]:
         """Sends ``request``; returns an awaitable of its reply (errors as :meth:`call`)."""
@@ -305,11 +347,12 @@ class Event:
     @property
     def domain(self) -> Optional[str]:
         """The subject's domain token: ``registry``, ``health``, ``lifecycle``, ``priority``,
-        ``system``, ``resource``, ``cluster``."""
+        ``system``, ``resource``, ``cluster``, ``workflow``."""
     @property
     def service(self) -> Optional[str]:
         """The subject's service token (``_system`` for events of no single service; the node
-        for ``resource`` events, the replica for ``cluster`` events)."""
+        for ``resource`` events, the replica for ``cluster`` events, the workflow's name for
+        ``workflow`` events: ``orch_bridge.WorkflowEvent.from_event`` types those)."""
     @property
     def kind(self) -> Optional[str]:
         """The subject's last token: the kind of event, e.g. ``crashed`` or ``applied``."""

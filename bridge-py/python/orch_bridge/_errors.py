@@ -20,6 +20,7 @@ __all__ = [
     "UnavailableError",
     "GuardrailRefused",
     "RateLimited",
+    "PermissionDenied",
 ]
 
 
@@ -98,6 +99,14 @@ class RateLimited(GuardrailRefused):
     """Too many changes of one service within the rate window (``rate_limited``); retry later."""
 
 
+class PermissionDenied(OrchError, PermissionError):
+    """The request is not allowed to the caller (``forbidden``): above all, the NATS server
+    refused to carry it because the connection's user may not publish on its subject (e.g. the
+    shipped ``engine`` user cancelling an execution or deciding an approval, which are the
+    ``operator``'s). Raised as soon as the server says so; the orchestrator never saw the
+    request. ``unauthorized`` (no or wrong credentials) is raised as this class too."""
+
+
 _BY_CODE: Dict[str, Type[OrchError]] = {
     "connection": OrchConnectionError,
     "timeout": OrchTimeoutError,
@@ -110,6 +119,8 @@ _BY_CODE: Dict[str, Type[OrchError]] = {
     "unavailable": UnavailableError,
     "refused": GuardrailRefused,
     "rate_limited": RateLimited,
+    "forbidden": PermissionDenied,
+    "unauthorized": PermissionDenied,
 }
 
 

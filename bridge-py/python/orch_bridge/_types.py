@@ -6,8 +6,8 @@ as received, so fields a newer orchestrator adds are not lost.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Dict, List, Optional
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Optional, TypedDict
 
 from . import _core
 from ._errors import OrchError
@@ -29,6 +29,14 @@ __all__ = [
     "Leader",
     "Replica",
     "ClusterStatus",
+    "StepError",
+    "StepState",
+    "Execution",
+    "Schedule",
+    "QueueStats",
+    "WorkflowEventData",
+    "WorkflowEvent",
+    "EXECUTION_ENDED",
 ]
 
 Json = Dict[str, Any]
@@ -448,3 +456,309 @@ class ClusterStatus:
             )
         except (KeyError, TypeError, ValueError) as e:
             raise _bad_reply("cluster status", e, d) from None
+
+
+# -- workflows (protocol.md §16) ------------------------------------------------------------------
+
+#: The statuses of an execution that has ended: it changes no more.
+EXECUTION_ENDED = frozenset({"succeeded", "failed", "cancelled"})
+
+
+def _millis(value: Optional[int]) -> Optional[datetime]:
+    """A step's time (milliseconds since the Unix epoch) as an aware datetime in UTC."""
+    return None if value is None else datetime.fromtimestamp(value / 1000.0, tz=timezone.utc)
+
+
+@dataclass(frozen=True)
+class StepError:
+    """Why a step's attempt failed."""
+
+    kind: str
+    """``timeout``, ``error``, ``unavailable`` or ``rejected`` (an approval a person rejected)."""
+    message: str
+
+    @classmethod
+    def from_json(cls, d: Json) -> "StepError":
+        return cls(d["kind"], d.get("message", ""))
+
+
+@dataclass(frozen=True)
+class StepState:
+    """One step of an execution (protocol.md §16.1)."""
+
+    status: str
+    """``pending``, ``retrying`` (waiting for its next attempt at ``due_at``), ``running``
+    (``due_at``: when the attempt times out), ``succeeded``, ``failed``, ``skipped`` or
+    ``cancelled``."""
+    attempt: int
+    """The attempt running or last run, from 1 (0 before the first)."""
+    started_at: Optional[datetime]
+    """When the running (or last) attempt started."""
+    due_at: Optional[datetime]
+    """When the running attempt times out, or the next attempt is due."""
+    output: Any
+    """What the step produced (JSON), e.g. an approval's ``{"decision", "by", "comment"}``;
+    None if nothing."""
+    error: Optional[StepError]
+
+    @classmethod
+    def from_json(cls, d: Json) -> "StepState":
+        error = d.get("error")
+        return cls(
+            d["status"],
+            d.get("attempt", 0),
+            _millis(d.get("started_at")),
+            _millis(d.get("due_at")),
+            d.get("output"),
+            None if error is None else StepError.from_json(error),
+        )
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One execution of a workflow (protocol.md §16.1): the reply to ``start_workflow``,
+    ``execution``, ``cancel_execution`` and ``signal_execution``, and each item of
+    ``executions``."""
+
+    id: str
+    """Its id (a UUID), also the CloudEvents ``subject`` of its events."""
+    workflow: str
+    version: int
+    """The version of the workflow's definition it runs."""
+    status: str
+    """``queued``, ``running``, ``compensating``, ``succeeded``, ``failed`` or ``cancelled``."""
+    queue: str
+    priority: int
+    inputs: Dict[str, Any]
+    """The inputs, with the defaults filled in (None for an optional input without one)."""
+    steps: Dict[str, StepState]
+    """Each step by id."""
+    reason: Optional[str]
+    """Why it failed or was cancelled."""
+    created_at: datetime
+    created_by: str
+    """Who started it, as authenticated: ``nats:<user>`` over NATS, ``key:<name>`` over HTTP,
+    ``workflow:<name>`` for a sub-workflow (protocol.md §6.1)."""
+    started_at: Optional[datetime]
+    finished_at: Optional[datetime]
+    trigger: str
+    """``manual``, ``cron:<n>`` (the ``n``-th schedule), or ``parent:<execution>/<step>``."""
+    fire_at: Optional[datetime]
+    """The firing a scheduled execution was started for."""
+    raw: Json = field(repr=False, compare=False)
+
+    @property
+    def ended(self) -> bool:
+        """True once it succeeded, failed or was cancelled."""
+        return self.status in EXECUTION_ENDED
+
+    @classmethod
+    def from_json(cls, d: Json) -> "Execution":
+        try:
+            return cls(
+                d["id"],
+                d["workflow"],
+                d["version"],
+                d["status"],
+                d["queue"],
+                d["priority"],
+                dict(d.get("inputs") or {}),
+                {step: StepState.from_json(state) for step, state in (d.get("steps") or {}).items()},
+                d.get("reason"),
+                _core.parse_time(d["created_at"]),
+                d["created_by"],
+                _time(d.get("started_at")),
+                _time(d.get("finished_at")),
+                d["trigger"],
+                _time(d.get("fire_at")),
+                d,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise _bad_reply("execution", e, d) from None
+
+    @classmethod
+    def list_from_json(cls, d: Any) -> List["Execution"]:
+        if not isinstance(d, list):
+            raise _bad_reply("execution list", TypeError("not a list"), d)
+        return [cls.from_json(e) for e in d]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A cron schedule of a workflow and its next firing (``schedules``)."""
+
+    workflow: str
+    index: int
+    """Its place among the workflow's ``[[schedule]]`` (0 first): the executions it starts have
+    the trigger ``cron:<index>``."""
+    version: int
+    """The workflow version the schedule comes from."""
+    cron: str
+    timezone: str
+    overlap: str
+    """``skip``, ``allow`` or ``replace``."""
+    catch_up: str
+    """``once``, ``skip`` or ``all``."""
+    next_fire_at: datetime
+    last_fired_at: Optional[datetime]
+    raw: Json = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: Json) -> "Schedule":
+        return cls(
+            d["workflow"],
+            d["index"],
+            d["version"],
+            d["cron"],
+            d["timezone"],
+            d["overlap"],
+            d["catch_up"],
+            _core.parse_time(d["next_fire_at"]),
+            _time(d.get("last_fired_at")),
+            d,
+        )
+
+    @classmethod
+    def list_from_json(cls, d: Any) -> List["Schedule"]:
+        try:
+            return [cls.from_json(s) for s in d]
+        except (KeyError, TypeError, ValueError) as e:
+            raise _bad_reply("schedules", e, d) from None
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """A queue's figures (``queues``): executions waiting and running now; those that ended, and
+    the wait before starting (p50, p99, in milliseconds), over the last day."""
+
+    queue: str
+    waiting: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    wait_p50_ms: Optional[float]
+    """None when no execution of the queue started within the last day."""
+    wait_p99_ms: Optional[float]
+    raw: Json = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: Json) -> "QueueStats":
+        return cls(
+            d["queue"],
+            d["waiting"],
+            d["running"],
+            d["succeeded"],
+            d["failed"],
+            d["cancelled"],
+            d.get("wait_p50_ms"),
+            d.get("wait_p99_ms"),
+            d,
+        )
+
+    @classmethod
+    def list_from_json(cls, d: Any) -> List["QueueStats"]:
+        try:
+            return [cls.from_json(q) for q in d]
+        except (KeyError, TypeError, ValueError) as e:
+            raise _bad_reply("queues", e, d) from None
+
+
+class _WorkflowEventKeys(TypedDict):
+    execution_id: str
+    workflow: str
+    version: int
+    status: str
+    """The execution's status after the change."""
+
+
+class WorkflowEventData(_WorkflowEventKeys, total=False):
+    """The ``data`` of a workflow event (``io.orch.workflow.<kind>.v1``, protocol.md §16.3), as
+    ``Event.data`` holds it: ``execution_id``, ``workflow``, ``version`` and ``status`` always;
+    the keys below only for the kinds they apply to."""
+
+    step: str
+    """``step_*`` and ``compensation_started``: the step (the one that failed, for the latter)."""
+    attempt: int
+    error: str
+    """``step_retrying``, ``step_failed``: why the attempt failed."""
+    reason: str
+    """``step_skipped``, ``failed``, ``cancelled``: why."""
+    next_at: str
+    """``step_retrying``: when the next attempt is due (RFC 3339)."""
+    compensation: str
+    """``compensation_started``: the compensating step."""
+
+
+@dataclass(frozen=True)
+class WorkflowEvent:
+    """A workflow event, typed: ``WorkflowEvent.from_event(event)`` for an :class:`Event` of
+    ``<prefix>.evt.workflow.<workflow>.<kind>`` (None for any other event).
+
+    Example::
+
+        with client.events("orch.evt.workflow.>") as events:
+            for event in events:
+                wf = WorkflowEvent.from_event(event)
+                print(wf.workflow, wf.kind, wf.step, wf.status)
+    """
+
+    kind: str
+    """``started``, ``step_started``, ``step_succeeded``, ``step_retrying``, ``step_failed``,
+    ``step_skipped``, ``compensation_started``, ``succeeded``, ``failed`` or ``cancelled``
+    (``orch_bridge._core.WORKFLOW_EVENT_KINDS``)."""
+    execution_id: str
+    workflow: str
+    version: int
+    status: str
+    """The execution's status after the change."""
+    step: Optional[str]
+    attempt: Optional[int]
+    error: Optional[str]
+    reason: Optional[str]
+    next_at: Optional[datetime]
+    compensation: Optional[str]
+    id: str
+    """The event's id (unique)."""
+    time: Optional[datetime]
+    principal: Optional[str]
+
+    @property
+    def ended(self) -> bool:
+        """True for the events that end an execution: ``succeeded``, ``failed``, ``cancelled``."""
+        return self.kind in EXECUTION_ENDED
+
+    @classmethod
+    def from_event(cls, event: Any) -> Optional["WorkflowEvent"]:
+        """The typed workflow event of ``event``, or None if it is no workflow event.
+
+        Raises:
+            OrchError: (code ``bad_reply``) a workflow event whose data does not have the
+                protocol's shape.
+        """
+        ty = event.type
+        if not (ty.startswith("io.orch.workflow.") and ty.endswith(".v1")):
+            return None
+        kind = ty[len("io.orch.workflow.") : -len(".v1")]
+        d = event.data
+        try:
+            if kind not in _core.WORKFLOW_EVENT_KINDS:
+                raise ValueError(f"unknown workflow event kind {kind!r}")
+            return cls(
+                kind,
+                d["execution_id"],
+                d["workflow"],
+                d["version"],
+                d["status"],
+                d.get("step"),
+                d.get("attempt"),
+                d.get("error"),
+                d.get("reason"),
+                _time(d.get("next_at")),
+                d.get("compensation"),
+                event.id,
+                event.time,
+                event.principal,
+            )
+        except (KeyError, TypeError, ValueError, OrchError) as e:
+            raise _bad_reply(f"workflow event {ty}", e, d) from None

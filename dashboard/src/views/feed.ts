@@ -25,8 +25,8 @@ function succession(v: unknown): string {
   return SUCCESSION.get(reason) ?? reason;
 }
 
-/** One line saying what the event is about, from the fields of §6, §12.6 and §13.5, and of the
- * replicas' leadership events. */
+/** One line saying what the event is about, from the fields of §6, §12.6, §13.5 and §16.3, and
+ * of the replicas' leadership events. */
 export function summarize(ev: CloudEvent): string {
   const d = (ev.data && typeof ev.data === 'object' ? ev.data : {}) as Data;
   const kind = String(ev.type ?? '').replace(/^io\.orch\./, '').replace(/\.v\d+$/, '');
@@ -64,6 +64,18 @@ export function summarize(ev: CloudEvent): string {
   }
   if (kind.startsWith('lifecycle.') && d.state !== undefined) {
     return `${str(d.service)}: ${arrow(d.previous, d.state)}${str(d.reason) ? ` — ${str(d.reason)}` : ''}`;
+  }
+  if (kind.startsWith('workflow.')) {
+    // §16.3: "deploy 01a23f95 step ask started (attempt 1) · running", "deploy 01a23f95 succeeded".
+    const what = kind.slice('workflow.'.length).replace(/^step_/, '').replace(/_/g, ' ');
+    const step = str(d.step);
+    const err = d.error && typeof d.error === 'object' ? str((d.error as Data).message) : str(d.error);
+    const why = err || str(d.reason);
+    const head = `${str(d.workflow)} ${str(d.execution_id).slice(0, 8)}`;
+    if (!step) return `${head} ${what}${why ? `: ${why}` : ''}`;
+    const attempt = typeof d.attempt === 'number' ? ` (attempt ${d.attempt})` : '';
+    const compensation = str(d.compensation) ? `, compensated by ${str(d.compensation)}` : '';
+    return `${head} step ${step} ${what}${attempt}${compensation}${why ? `: ${why}` : ''} · ${str(d.status)}`;
   }
   if (kind.startsWith('priority.')) {
     const count = typeof d.count === 'number' ? ` (×${d.count})` : '';

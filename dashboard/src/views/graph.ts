@@ -1,14 +1,15 @@
 // The dependency graph of the managed services (GET /api/v1/stack/graph?format=json) as SVG: one
 // column per start-up level, left to right, an arrow from each service to each dependency
-// (dashed when optional, labelled with its condition), nodes filled by state.
+// (dashed when optional, labelled with its condition), nodes filled by state. The layout (columns,
+// links, arcs over the graph) is shared with the workflows' DAGs (views/workflows.ts).
 
 import { h, s, fill } from '../dom';
 import { cut } from '../format';
 import type { StackGraph, StackService } from '../types';
 import { empty } from './common';
 
-const NODE_W = 168;
-const NODE_H = 46;
+export const NODE_W = 168;
+export const NODE_H = 46;
 const GAP_X = 96;
 const GAP_Y = 18;
 const PAD = 16;
@@ -37,25 +38,38 @@ export function legend(): HTMLElement {
   );
 }
 
-export function renderGraph(el: HTMLElement, graph: StackGraph | null): void {
-  if (!graph || !graph.levels.length) {
-    fill(el, empty('No stack is applied. Apply a manifest (orchestrator up -f FILE, or PUT /api/v1/stack) to see its services here.'));
-    return;
-  }
-  const byName = new Map<string, StackService>(graph.services.map((sv) => [sv.name, sv]));
+/** A link between two nodes of a layered graph: `from` is in a later column than `to`. */
+export interface Link {
+  from: string;
+  to: string;
+}
+
+/** Where each node of a layered graph goes, and the size of the drawing. */
+export interface Layered {
+  pos: Map<string, { x: number; y: number }>;
+  width: number;
+  height: number;
+  /** Links that skip a column: they arc over the graph instead of crossing the nodes between. */
+  long: Set<Link>;
+}
+
+/**
+ * Lays out columns of nodes left to right (`levels[0]` first): each node goes next to the nodes
+ * it links to in earlier columns (their mean height), so that links cross less; room is left
+ * above the nodes for the arcs of the links that skip a column.
+ */
+export function layoutLevels(levels: string[][], links: Link[]): Layered {
   const levelOf = new Map<string, number>();
-  graph.levels.forEach((level, li) => level.forEach((name) => levelOf.set(name, li)));
-  // Edges that skip a level arc over the graph instead of crossing the nodes in between.
-  const long = graph.edges.filter((e) => (levelOf.get(e.from) ?? 0) - (levelOf.get(e.to) ?? 0) > 1);
-  const top = PAD + (long.length ? 18 + 10 * Math.min(long.length, 8) : 0);
-  const rows = Math.max(...graph.levels.map((l) => l.length));
-  const width = PAD * 2 + graph.levels.length * NODE_W + (graph.levels.length - 1) * GAP_X;
+  levels.forEach((level, li) => level.forEach((name) => levelOf.set(name, li)));
+  const long = new Set(links.filter((e) => (levelOf.get(e.from) ?? 0) - (levelOf.get(e.to) ?? 0) > 1));
+  const top = PAD + (long.size ? 18 + 10 * Math.min(long.size, 8) : 0);
+  const rows = Math.max(...levels.map((l) => l.length));
+  const width = PAD * 2 + levels.length * NODE_W + (levels.length - 1) * GAP_X;
   const height = top + PAD + rows * NODE_H + (rows - 1) * GAP_Y;
   const deps = new Map<string, string[]>();
-  for (const e of graph.edges) deps.set(e.from, [...(deps.get(e.from) ?? []), e.to]);
+  for (const e of links) deps.set(e.from, [...(deps.get(e.from) ?? []), e.to]);
   const pos = new Map<string, { x: number; y: number }>();
-  graph.levels.forEach((level, li) => {
-    // Each service goes next to its dependencies (mean height), so edges cross less.
+  levels.forEach((level, li) => {
     const bary = (name: string) => {
       const ys = (deps.get(name) ?? []).map((d) => pos.get(d)?.y).filter((y): y is number => y !== undefined);
       return ys.length ? ys.reduce((a, b) => a + b, 0) / ys.length : Number.POSITIVE_INFINITY;
@@ -64,6 +78,46 @@ export function renderGraph(el: HTMLElement, graph: StackGraph | null): void {
     const offset = ((rows - ordered.length) * (NODE_H + GAP_Y)) / 2;
     ordered.forEach((name, i) => pos.set(name, { x: PAD + li * (NODE_W + GAP_X), y: top + offset + i * (NODE_H + GAP_Y) }));
   });
+  return { pos, width, height, long };
+}
+
+/**
+ * The path of a link, from the left side of `a` (the later node) to the right side of `b`, or
+ * an arc over the graph for a link that skips a column (`arc` numbers the arcs, so that they do
+ * not overlap); and where its label goes.
+ */
+export function linkPath(a: { x: number; y: number }, b: { x: number; y: number }, arc: number | null): { d: string; lx: number; ly: number } {
+  if (arc !== null) {
+    const peak = PAD + 4 + 10 * (arc % 8);
+    const x1 = a.x + 16;
+    const x2 = b.x + NODE_W - 16;
+    // The label at the curve's height half-way: a cubic Bézier's point at t = 0.5.
+    return { d: `M${x1},${a.y} C${x1},${peak - 10} ${x2},${peak - 10} ${x2},${b.y}`, lx: (x1 + x2) / 2, ly: 0.125 * (a.y + b.y) + 0.75 * (peak - 10) - 3 };
+  }
+  const x1 = a.x;
+  const y1 = a.y + NODE_H / 2;
+  const x2 = b.x + NODE_W;
+  const y2 = b.y + NODE_H / 2;
+  const mx = (x1 + x2) / 2;
+  return { d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`, lx: mx, ly: (y1 + y2) / 2 - 4 };
+}
+
+/** The arrow head of the links, as a marker of id `id` (unique in the page). */
+export function arrowMarker(id: string): SVGDefsElement {
+  return s(
+    'defs',
+    {},
+    s('marker', { id, viewBox: '0 0 10 10', refX: 10, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' }, s('path', { d: 'M0,0 L10,5 L0,10 z', class: 'arrow-head' })),
+  );
+}
+
+export function renderGraph(el: HTMLElement, graph: StackGraph | null): void {
+  if (!graph || !graph.levels.length) {
+    fill(el, empty('No stack is applied. Apply a manifest (orchestrator up -f FILE, or PUT /api/v1/stack) to see its services here.'));
+    return;
+  }
+  const byName = new Map<string, StackService>(graph.services.map((sv) => [sv.name, sv]));
+  const { pos, width, height, long } = layoutLevels(graph.levels, graph.edges);
 
   const svg = s('svg', {
     class: 'graph',
@@ -74,40 +128,14 @@ export function renderGraph(el: HTMLElement, graph: StackGraph | null): void {
     role: 'img',
     'aria-label': 'Dependency graph of the managed services',
   });
-  svg.append(
-    s(
-      'defs',
-      {},
-      s('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 10, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' }, s('path', { d: 'M0,0 L10,5 L0,10 z', class: 'arrow-head' })),
-    ),
-  );
+  svg.append(arrowMarker('arrow'));
   const edges = s('g', { class: 'edges' });
   let arc = 0;
   for (const e of graph.edges) {
     const a = pos.get(e.from);
     const b = pos.get(e.to);
     if (!a || !b) continue;
-    let d: string;
-    let lx: number;
-    let ly: number;
-    if (long.includes(e)) {
-      const peak = PAD + 4 + 10 * (arc++ % 8);
-      const x1 = a.x + 16;
-      const x2 = b.x + NODE_W - 16;
-      d = `M${x1},${a.y} C${x1},${peak - 10} ${x2},${peak - 10} ${x2},${b.y}`;
-      lx = (x1 + x2) / 2;
-      // The curve's height half-way: a cubic Bézier's point at t = 0.5.
-      ly = 0.125 * (a.y + b.y) + 0.75 * (peak - 10) - 3;
-    } else {
-      const x1 = a.x;
-      const y1 = a.y + NODE_H / 2;
-      const x2 = b.x + NODE_W;
-      const y2 = b.y + NODE_H / 2;
-      const mx = (x1 + x2) / 2;
-      d = `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`;
-      lx = mx;
-      ly = (y1 + y2) / 2 - 4;
-    }
+    const { d, lx, ly } = linkPath(a, b, long.has(e) ? arc++ : null);
     const path = s('path', { class: `edge${e.required ? '' : ' optional'}`, d, 'marker-end': 'url(#arrow)', 'data-from': e.from, 'data-to': e.to });
     path.append(s('title', {}, `${e.from} needs ${e.to} ${e.condition}${e.required ? '' : ' (optional)'}`));
     edges.append(path, s('text', { class: 'edge-label', x: lx, y: ly, 'text-anchor': 'middle' }, e.condition));

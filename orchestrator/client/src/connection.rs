@@ -173,6 +173,15 @@ struct Inner {
 impl Client {
     /// Connects with `settings`. Must run within a tokio runtime (the acker is a task on it).
     pub async fn connect(settings: ConnectSettings) -> Result<Client> {
+        Client::connect_with(settings, |options| options).await
+    }
+
+    /// [`Client::connect`], with `customize` applied to the connection's options last (e.g. an
+    /// event callback that watches the server's errors).
+    pub async fn connect_with(
+        settings: ConnectSettings,
+        customize: impl FnOnce(ConnectOptions) -> ConnectOptions,
+    ) -> Result<Client> {
         let subjects = Subjects::new(&settings.prefix)?;
         let mut options = match &settings.credentials {
             Some(path) => ConnectOptions::with_credentials_file(path)
@@ -210,11 +219,13 @@ impl Client {
         if let Some(name) = &settings.name {
             options = options.name(name);
         }
-        let options = options
-            .connection_timeout(settings.timeout)
-            .request_timeout(Some(settings.timeout))
-            // Events arrive in bursts; a larger buffer per subscription keeps the consumer fed.
-            .subscription_capacity(65_536);
+        let options = customize(
+            options
+                .connection_timeout(settings.timeout)
+                .request_timeout(Some(settings.timeout))
+                // Events arrive in bursts; a larger buffer per subscription keeps the consumer fed.
+                .subscription_capacity(65_536),
+        );
         let nats = options.connect(servers(&settings.url).as_slice()).await.map_err(|e| {
             Error::Connection(format!("cannot connect to NATS at {}: {e}", redacted_url(&settings.url)))
         })?;

@@ -124,6 +124,16 @@ impl StackClient {
         self.send(request, "POST /executions/{id}/signal").await
     }
 
+    /// `POST /executions/{id}/retry` from `from` (`failed` or `start`).
+    pub async fn retry_execution(&self, id: &str, from: &str) -> Result<serde_json::Value> {
+        let request = self
+            .http
+            .post(format!("{}/executions/{id}/retry", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::json!({ "from": from }).to_string());
+        self.send(request, "POST /executions/{id}/retry").await
+    }
+
     /// `GET /schedules`.
     pub async fn schedules(&self) -> Result<serde_json::Value> {
         self.send(self.http.get(format!("{}/schedules", self.base)), "GET /schedules").await

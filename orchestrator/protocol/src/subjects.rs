@@ -34,6 +34,7 @@ pub mod verbs {
     pub const RUN: &str = "run";
     pub const CANCEL: &str = "cancel";
     pub const SIGNAL: &str = "signal";
+    pub const RETRY: &str = "retry";
     pub const SCHEDULES: &str = "schedules";
     pub const QUEUES: &str = "queues";
     pub const SET: &str = "set";

@@ -70,6 +70,16 @@ pub async fn run(command: WorkflowCommand) -> anyhow::Result<bool> {
             println!("execution {id}: {}", text(&view["status"]));
             Ok(true)
         }
+        WorkflowCommand::Retry { id, from_start, detach, api } => {
+            let client = client(&api)?;
+            let started = client.retry_execution(&id, if from_start { "start" } else { "failed" }).await?;
+            let new = started["id"].as_str().context("the answer names no execution")?.to_string();
+            println!("execution {new} retries {id}");
+            if detach {
+                return Ok(true);
+            }
+            follow(&client, &new).await
+        }
         WorkflowCommand::Approve { id, step, comment, api } => decide(&api, &id, &step, "approve", comment).await,
         WorkflowCommand::Reject { id, step, comment, api } => decide(&api, &id, &step, "reject", comment).await,
         WorkflowCommand::Schedules { api } => {

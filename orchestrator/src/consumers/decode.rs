@@ -174,8 +174,20 @@ pub enum WorkflowRequest {
         decision: crate::workflow::api::Decision,
         comment: Option<String>,
     },
+    Retry {
+        id: uuid::Uuid,
+        from: crate::workflow::api::RetryFrom,
+    },
     Schedules,
     Queues,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryBody {
+    id: String,
+    #[serde(default)]
+    from: crate::workflow::api::RetryFrom,
 }
 
 #[derive(serde::Deserialize)]
@@ -232,6 +244,14 @@ fn workflow_request(verb: &str, payload: &Bytes) -> Result<WorkflowRequest, Prot
                 .map_err(|_| ProtocolError::invalid("id", format!("{:?} is not an execution id (a UUID)", body.id)))?;
             Ok(WorkflowRequest::Signal { id, step: body.step, decision: body.decision, comment: body.comment })
         }
+        verbs::RETRY => {
+            let body: RetryBody = parse_json(payload)?;
+            let id = body
+                .id
+                .parse()
+                .map_err(|_| ProtocolError::invalid("id", format!("{:?} is not an execution id (a UUID)", body.id)))?;
+            Ok(WorkflowRequest::Retry { id, from: body.from })
+        }
         verbs::SCHEDULES => {
             let _: EmptyRequest = parse_json(&empty_is_object(payload))?;
             Ok(WorkflowRequest::Schedules)
@@ -254,7 +274,7 @@ fn workflow_request(verb: &str, payload: &Bytes) -> Result<WorkflowRequest, Prot
         }
         _ => Err(ProtocolError::new(
             ErrorCode::UnknownCommand,
-            format!("workflow.{verb}: one of run, get, list, cancel, signal, schedules, queues"),
+            format!("workflow.{verb}: one of run, get, list, cancel, signal, retry, schedules, queues"),
         )),
     }
 }
@@ -305,7 +325,7 @@ pub fn decode_request(
              {0}.req.health.<ttl|maintenance|system|service|checks> or \
              {0}.req.lifecycle.<status|apply|down|restart|profile> or \
              {0}.req.priority.<set|clear|get|list|policy|release> or \
-             {0}.req.workflow.<run|get|list|cancel|signal|schedules|queues>",
+             {0}.req.workflow.<run|get|list|cancel|signal|retry|schedules|queues>",
             subjects.prefix()
         )
     };
@@ -361,6 +381,7 @@ pub fn decode_request(
             | verbs::LIST
             | verbs::CANCEL
             | verbs::SIGNAL
+            | verbs::RETRY
             | verbs::SCHEDULES
             | verbs::QUEUES),
         ) => workflow_request(verb, payload).map(Request::Workflow),

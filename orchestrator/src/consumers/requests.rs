@@ -190,6 +190,7 @@ async fn workflow(backends: &Backends, request: WorkflowRequest, by: String) -> 
         WorkflowRequest::Signal { id, step, decision, comment } => {
             reply(api::signal(pool, &backends.workflows, id, &step, decision, comment, &by).await)
         }
+        WorkflowRequest::Retry { id, from } => reply(api::retry(pool, &backends.workflows, id, from, &by).await),
         WorkflowRequest::Schedules => reply(api::schedules(pool).await),
         WorkflowRequest::Queues => reply(api::queues(pool).await),
     }

@@ -18,7 +18,9 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{is_json, query_pairs, unknown_parameter};
 use super::openapi::{BadRequest, Conflict, Internal, NotFound, PayloadTooLarge, Unavailable, tags};
-use crate::workflow::api::{self, Decision, ExecutionView, HookView, QueueView, ScheduleView, Stored, WorkflowView};
+use crate::workflow::api::{
+    self, Decision, ExecutionView, HookView, QueueView, RetryFrom, ScheduleView, Stored, WorkflowView,
+};
 use crate::workflow::hook;
 
 pub fn router(definition_max_bytes: usize) -> OpenApiRouter<AppState> {
@@ -30,6 +32,7 @@ pub fn router(definition_max_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(execution))
         .routes(routes!(cancel))
         .routes(routes!(signal))
+        .routes(routes!(retry))
         .routes(routes!(schedules))
         .routes(routes!(queues))
         .routes(routes!(hooks))
@@ -186,6 +189,48 @@ async fn cancel(
 ) -> Result<Json<ExecutionView>, ApiError> {
     let id = execution_id(&id)?;
     Ok(Json(api::cancel(&state.pool, &state.workflows, id, &caller.principal).await?))
+}
+
+/// Where a retry starts.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RetryRequest {
+    /// `failed` (the default): the steps that did not succeed run again, what succeeded keeps
+    /// its output; `start`: every step.
+    #[serde(default)]
+    from: RetryFrom,
+}
+
+/// Retries an ended execution as a new one
+///
+/// Of the same version, with the same inputs; its `trigger` is `retry:<id>`.
+#[utoipa::path(post, path = "/executions/{id}/retry", operation_id = "retry_execution", tag = tags::WORKFLOWS,
+    params(("id" = String, Path, description = "The ended execution's id (a UUID)")),
+    request_body(content = RetryRequest, description = "Where to start (an empty body: from the failed steps)"),
+    responses((status = 202, description = "The new execution, queued", body = ExecutionView),
+        BadRequest, NotFound, Conflict, Internal))]
+async fn retry(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let id = execution_id(&id)?;
+    let request: RetryRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RetryRequest::default()
+    } else {
+        let json = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(is_json);
+        if !json {
+            return Err(ApiError::new(
+                ErrorCode::MalformedPayload,
+                "expected a body with Content-Type: application/json",
+            ));
+        }
+        orch_protocol::error::parse_json(&body)?
+    };
+    let view = api::retry(&state.pool, &state.workflows, id, request.from, &caller.principal).await?;
+    Ok((StatusCode::ACCEPTED, Json(view)).into_response())
 }
 
 /// A decision for an approval step.

@@ -257,8 +257,7 @@ pub async fn run(
     by: &str,
 ) -> Result<ExecutionView, ProtocolError> {
     let start = Start { id: Uuid::now_v7(), by: by.to_string(), trigger: "manual".into(), depth: 0 };
-    let id = queue(pool, executor, name, inputs, start).await?;
-    execution_view(pool, id).await
+    queue(pool, executor, name, inputs, start).await
 }
 
 /// Who and what starts an execution.
@@ -280,14 +279,15 @@ pub fn child_id(parent: Uuid, step: &str, attempt: u32) -> Uuid {
 }
 
 /// Checks `inputs` against the latest version of `name` and queues an execution of it, unless
-/// one with `start.id` exists already. Returns the id.
+/// one with `start.id` exists already. Returns it as stored, before the executor takes it up
+/// (so a new one is `queued`).
 pub async fn queue(
     pool: &sqlx::PgPool,
     executor: &Workflows,
     name: &str,
     inputs: Option<Value>,
     start: Start,
-) -> Result<Uuid, ProtocolError> {
+) -> Result<ExecutionView, ProtocolError> {
     let stored =
         workflows::definition(pool, name, None).await?.ok_or_else(|| not_found(format!("no workflow {name:?}")))?;
     let definition: Definition = serde_json::from_value(stored.definition.0.clone())
@@ -314,8 +314,9 @@ pub async fn queue(
         },
     )
     .await?;
+    let view = execution_view(pool, start.id).await?;
     executor.queued(start.id);
-    Ok(start.id)
+    Ok(view)
 }
 
 fn to_view(row: StoredExecution) -> ExecutionView {
@@ -350,6 +351,78 @@ pub async fn executions(
     limit: i64,
 ) -> Result<Vec<ExecutionView>, ProtocolError> {
     Ok(workflows::executions(pool, workflow, limit).await?.into_iter().map(to_view).collect())
+}
+
+/// Where a retry starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryFrom {
+    /// The steps that did not succeed (nor were skipped): what succeeded is not run again.
+    #[default]
+    Failed,
+    /// Every step, with the same inputs.
+    Start,
+}
+
+/// Starts a new execution that retries the ended execution `id`, of the same version and with
+/// the same inputs, from its failed steps or from the start.
+pub async fn retry(
+    pool: &sqlx::PgPool,
+    executor: &Workflows,
+    id: Uuid,
+    from: RetryFrom,
+    by: &str,
+) -> Result<ExecutionView, ProtocolError> {
+    let row = workflows::execution(pool, id).await?.ok_or_else(|| not_found(format!("no execution {id}")))?;
+    match (row.status.as_str(), from) {
+        ("failed" | "cancelled", _) | ("succeeded", RetryFrom::Start) => {}
+        ("succeeded", RetryFrom::Failed) => {
+            return Err(ProtocolError::new(
+                ErrorCode::Conflict,
+                format!("execution {id} succeeded: nothing failed to run again (retry from the start instead)"),
+            ));
+        }
+        (status, _) => {
+            return Err(ProtocolError::new(
+                ErrorCode::Conflict,
+                format!("execution {id} is {status}: only an ended execution is retried (cancel it first)"),
+            ));
+        }
+    }
+    let stored = workflows::definition(pool, &row.workflow, Some(row.version))
+        .await?
+        .ok_or_else(|| not_found(format!("version {} of {:?} is missing", row.version, row.workflow)))?;
+    let definition: Definition = serde_json::from_value(stored.definition.0)
+        .map_err(|e| ProtocolError::new(ErrorCode::Internal, format!("a stored definition cannot be read: {e}")))?;
+    let old: Execution = serde_json::from_value(row.state.0)
+        .map_err(|e| ProtocolError::new(ErrorCode::Internal, format!("a stored execution cannot be read: {e}")))?;
+    let new_id = Uuid::now_v7();
+    let execution = match from {
+        RetryFrom::Failed => old.rerun(new_id.to_string(), &definition),
+        RetryFrom::Start => {
+            let mut fresh = Execution::new(new_id.to_string(), &definition, old.inputs.clone());
+            fresh.depth = old.depth;
+            fresh
+        }
+    };
+    workflows::insert_execution(
+        pool,
+        NewExecution {
+            id: new_id,
+            workflow: &row.workflow,
+            version: row.version,
+            queue: &row.queue,
+            priority: row.priority,
+            state: serde_json::to_value(&execution).expect("an execution serializes"),
+            by,
+            trigger: format!("retry:{id}"),
+            fire_at: None,
+        },
+    )
+    .await?;
+    let view = execution_view(pool, new_id).await?;
+    executor.queued(new_id);
+    Ok(view)
 }
 
 /// A person's decision on an approval step.

@@ -221,6 +221,22 @@ impl Execution {
         }
     }
 
+    /// A new execution `id` that re-runs this ended one from where it failed: the steps that
+    /// succeeded or were skipped keep their state and outputs (they do not run again); every
+    /// other step is pending. Queued, with the same inputs and depth.
+    pub fn rerun(&self, id: impl Into<String>, definition: &Definition) -> Execution {
+        let mut next = Execution::new(id, definition, self.inputs.clone());
+        next.depth = self.depth;
+        for (step, state) in &self.steps {
+            let kept = matches!(state.status, StepStatus::Succeeded | StepStatus::Skipped);
+            let compensation = definition.steps.get(step).is_some_and(|s| s.compensation);
+            if kept && !compensation && next.steps.contains_key(step) {
+                next.steps.insert(step.clone(), state.clone());
+            }
+        }
+        next
+    }
+
     /// What the expressions of a step read.
     pub fn scope(&self) -> Value {
         let steps: serde_json::Map<String, Value> = self
@@ -574,6 +590,27 @@ mod tests {
 
     fn err(step: &str, attempt: u32, kind: Retryable) -> Input {
         Input::StepEnded { step: step.into(), attempt, result: Err(StepError::new(kind, "boom")) }
+    }
+
+    #[test]
+    fn a_rerun_keeps_what_succeeded_and_runs_the_rest() {
+        let def = definition(FAN);
+        let mut first = Execution::new("x", &def, json!({}));
+        first.advance(&def, Input::Start, 0);
+        first.advance(&def, ok("a", 1, json!(1)), 1);
+        first.advance(&def, ok("b", 1, json!(2)), 2);
+        first.advance(&def, err("c", 1, Retryable::Error), 3);
+        assert_eq!(first.status, ExecutionStatus::Failed);
+        let mut again = first.rerun("y", &def);
+        assert_eq!(again.status, ExecutionStatus::Queued);
+        assert_eq!(again.steps["a"].output, Some(json!(1)));
+        assert_eq!(again.steps["b"].status, StepStatus::Succeeded);
+        assert_eq!(again.steps["c"].status, StepStatus::Pending);
+        assert_eq!(again.steps["d"].status, StepStatus::Pending);
+        let actions = again.advance(&def, Input::Start, 10);
+        assert_eq!(runs(&actions), [("c".to_string(), 1)], "only the failed step runs; d waits for it");
+        let actions = again.advance(&def, ok("c", 1, json!(3)), 11);
+        assert_eq!(runs(&actions), [("d".to_string(), 1)]);
     }
 
     const FAN: &str = r#"
