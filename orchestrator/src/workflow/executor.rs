@@ -25,6 +25,7 @@ use super::api::Decision;
 use super::definition::{Definition, Retryable, StepKind};
 use super::machine::{Action, Event, Execution, ExecutionStatus, Input, Millis, StepError, StepStatus};
 use super::queue::{self, Waiting};
+use super::schedule::Overlap;
 use super::steps::{self, Attempt, Effects};
 use crate::shutdown::Shutdown;
 use crate::storage::{self, StorageError, batch::OutboxRow, workflows};
@@ -145,6 +146,29 @@ struct Live {
     child: bool,
     /// Tasks waiting for its end (sub-workflow steps).
     watchers: Vec<oneshot::Sender<()>>,
+    /// What started it: `manual`, `cron:<n>`, …
+    trigger: String,
+}
+
+impl Live {
+    /// Executions that run one at a time share this key: those of a schedule with
+    /// `overlap = "queue"`.
+    fn serial_key(&self) -> Option<(String, String)> {
+        let index: usize = self.trigger.strip_prefix("cron:")?.parse().ok()?;
+        let overlap = self.definition.schedules.get(index)?.overlap;
+        (overlap == Overlap::Queue).then(|| (self.workflow.clone(), self.trigger.clone()))
+    }
+
+    /// The priority it waits with: the effective priority of the service it follows (which the
+    /// AI engine steers) when it has one, else its workflow's.
+    fn priority(&self, effective: &crate::priority::Effective) -> i16 {
+        self.definition
+            .workflow
+            .follow_priority_of
+            .as_ref()
+            .and_then(|service| effective.get(service))
+            .map_or(self.priority, |p| i16::from(*p))
+    }
 }
 
 /// An attempt's end, as its task reports it.
@@ -169,10 +193,12 @@ pub async fn start(
 ) -> Result<(Workflows, tokio::task::JoinHandle<()>), StorageError> {
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let handle = Workflows { commands: commands_tx, definitions: Arc::new(tokio::sync::watch::Sender::new(0)) };
+    let effective = effects.priorities.watch();
     let mut executor = Executor {
         pool,
         effects,
         handle: handle.clone(),
+        effective,
         settings,
         written,
         live: HashMap::new(),
@@ -196,6 +222,8 @@ struct Executor {
     effects: Effects,
     /// Its own handle, for the steps that start sub-workflows.
     handle: Workflows,
+    /// The services' effective priorities, for executions that follow one.
+    effective: tokio::sync::watch::Receiver<crate::priority::Effective>,
     settings: ExecutorSettings,
     written: Arc<tokio::sync::Notify>,
     live: HashMap<Uuid, Live>,
@@ -329,6 +357,7 @@ impl Executor {
                 attempts: HashMap::new(),
                 child: row.trigger.starts_with("parent:"),
                 watchers: Vec::new(),
+                trigger: row.trigger,
             },
         );
     }
@@ -388,14 +417,36 @@ impl Executor {
     /// Starts queued executions while their queues have room.
     async fn admit(&mut self) {
         let now = now_ms();
+        let effective = self.effective.borrow().clone();
         let mut running: HashMap<String, usize> = HashMap::new();
+        let mut serial_running = std::collections::HashSet::new();
+        // Of each serial key, only the oldest waiting execution may start.
+        let mut serial_next: HashMap<(String, String), (Millis, Uuid)> = HashMap::new();
+        for (id, live) in &self.live {
+            match (live.execution.status, live.serial_key()) {
+                (ExecutionStatus::Queued, Some(key)) => {
+                    let candidate = (live.queued_at, *id);
+                    let next = serial_next.entry(key).or_insert(candidate);
+                    *next = (*next).min(candidate);
+                }
+                (ExecutionStatus::Queued, None) => {}
+                (_, key) => {
+                    serial_running.extend(key);
+                }
+            }
+        }
         let mut waiting = Vec::new();
         for (id, live) in &self.live {
             if live.execution.status == ExecutionStatus::Queued {
+                if let Some(key) = live.serial_key()
+                    && (serial_running.contains(&key) || serial_next.get(&key).is_some_and(|(_, next)| next != id))
+                {
+                    continue;
+                }
                 waiting.push(Waiting {
                     id: *id,
                     queue: live.queue.clone(),
-                    priority: live.priority,
+                    priority: live.priority(&effective),
                     queued_at: live.queued_at,
                 });
             } else {

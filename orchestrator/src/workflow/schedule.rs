@@ -28,6 +28,9 @@ pub enum Overlap {
     Skip,
     /// Cancel the running one, then start it.
     Replace,
+    /// Start it once the running one ends: the schedule's executions run one at a time, in the
+    /// order of their firings.
+    Queue,
 }
 
 /// Firings missed while no leader ran (a firing more than `tolerance` late).
