@@ -257,3 +257,58 @@ async fn any_replica_answers_a_standby_forwards_to_the_leader_and_takes_over() {
         ]
     );
 }
+
+/// A schedule firing every second, across a leader killed in the middle: the new leader runs the
+/// seconds the old one missed (`catch_up = "all"`) and every second has exactly one execution,
+/// none lost and none doubled (Nomad issues 11052 and 14505 are this, done wrong).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_fires_each_second_exactly_once_across_a_leader_failover() {
+    let Pair { a, b, pool, dir, .. } = &mut Pair::start("30s").await;
+    let b_log = dir.path().join("b.log");
+    eventually(Duration::from_secs(30), "b a standby", || async {
+        std::fs::read_to_string(&b_log).unwrap_or_default().contains("replica started").then_some(())
+    })
+    .await;
+    let text = "[workflow]\nname = \"ticker\"\n[steps.tick]\nkind = \"wait\"\nduration = \"10ms\"\n\n[[schedule]]\ncron = \"* * * * * *\"\noverlap = \"allow\"\ncatch_up = \"all\"\n";
+    let (status, stored) = http(a, "PUT", "/api/v1/workflows/ticker", Some(text.into()));
+    assert_eq!(status, 201, "{stored}");
+    let fired = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>(
+            "SELECT fire_at FROM workflow_executions WHERE workflow = 'ticker' ORDER BY fire_at",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    eventually(Duration::from_secs(30), "three firings on a", || async {
+        (fired(pool.clone()).await.len() >= 3).then_some(())
+    })
+    .await;
+    a.kill();
+    let before = fired(pool.clone()).await.len();
+    serving(b).await;
+    eventually(Duration::from_secs(60), "five more firings on b", || async {
+        (fired(pool.clone()).await.len() >= before + 5).then_some(())
+    })
+    .await;
+    let unscheduled = text.split("[[schedule]]").next().unwrap();
+    let (status, _) = http(b, "PUT", "/api/v1/workflows/ticker", Some(unscheduled.into()));
+    assert_eq!(status, 201);
+    let times = fired(pool.clone()).await;
+    for pair in times.windows(2) {
+        assert_eq!((pair[1] - pair[0]).num_milliseconds(), 1000, "each second once, none lost: {times:?}");
+    }
+    let (_, list) = http(b, "GET", "/api/v1/executions?workflow=ticker&limit=1000", None);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), times.len());
+    eventually(Duration::from_secs(30), "every firing ran", || async {
+        let unfinished: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM workflow_executions WHERE workflow = 'ticker' AND status <> 'succeeded'",
+        )
+        .fetch_one(&*pool)
+        .await
+        .unwrap();
+        (unfinished == 0).then_some(())
+    })
+    .await;
+}
