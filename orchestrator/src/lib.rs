@@ -337,6 +337,7 @@ async fn start_with(settings: Settings, listen: Listen) -> anyhow::Result<Runnin
             registry: registry.clone(),
             controller: controller.clone(),
             priorities: priorities.clone(),
+            prober: prober.clone(),
         },
         settings.workflow.clone(),
         outbox_written.clone(),

@@ -468,3 +468,71 @@ async fn a_failed_execution_is_retried_from_its_failed_step_or_from_the_start() 
     assert_eq!(output.status.code(), Some(0), "{said}");
     assert!(said.contains(&format!("retries {id}")) && said.contains("succeeded"), "{said}");
 }
+
+/// A call over HTTP goes to a passing instance of the service, found as discovery finds it, with
+/// the idempotency key; an error status fails the attempt (and is retried under its policy);
+/// no passing instance is `unavailable`.
+#[tokio::test]
+async fn an_http_call_reaches_a_passing_instance_of_the_service() {
+    use axum::routing::{get, post};
+    let stack = Stack::start().await;
+    let app = axum::Router::new()
+        .route(
+            "/deploy",
+            post(|headers: axum::http::HeaderMap, axum::Json(body): axum::Json<Value>| async move {
+                let key =
+                    headers.get("orch-idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+                axum::Json(json!({ "deployed": body["version"], "key": key }))
+            }),
+        )
+        .route("/broken", get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "warming up") }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let body = json!({ "id": "deployer-1", "name": "deployer", "address": "127.0.0.1", "port": port });
+    let (status, reply) = call(&stack, "POST", "/api/v1/services", Some(body)).await;
+    assert!(status.is_success(), "{reply}");
+    put(
+        &stack,
+        "ship",
+        r#"
+[workflow]
+name = "ship"
+
+[inputs.version]
+required = true
+
+[steps.deploy]
+kind = "call"
+service = "deployer"
+path = "/deploy"
+body = { version = "${{ inputs.version }}" }
+
+[steps.probe]
+kind = "call"
+service = "deployer"
+method = "GET"
+path = "/broken"
+needs = ["deploy"]
+retry = { attempts = 2, backoff = "10ms" }
+on_failure = "continue"
+
+[steps.elsewhere]
+kind = "call"
+service = "nobody"
+path = "/x"
+needs = ["probe"]
+on_failure = "continue"
+"#,
+    )
+    .await;
+    let id = start(&stack, "ship", json!({ "version": "2.1" })).await;
+    let ended = finished(&stack, &id).await;
+    assert_eq!(ended["status"], "succeeded", "{ended}");
+    let steps = &ended["steps"];
+    assert_eq!(steps["deploy"]["output"], json!({ "deployed": "2.1", "key": format!("{id}:deploy:1") }), "{ended}");
+    assert_eq!((steps["probe"]["status"].as_str(), steps["probe"]["attempt"].as_u64()), (Some("failed"), Some(2)));
+    let error = steps["probe"]["error"]["message"].as_str().unwrap();
+    assert!(error.contains("503") && error.contains("deployer-1"), "{error}");
+    assert_eq!(steps["elsewhere"]["error"]["kind"], "unavailable", "{ended}");
+}

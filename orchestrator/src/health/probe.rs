@@ -108,6 +108,13 @@ impl Prober {
         })
     }
 
+    /// The HTTP client of checks (certificates verified; addresses limited to the allowed
+    /// targets, redirects to the same origin only), for other calls to registered instances:
+    /// the workflows' HTTP steps.
+    pub fn http_client(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// Runs one check of kind http, tcp, nats or exec, bounded by `spec.timeout()`. Never panics;
     /// every failure is a critical result with an output saying what happened.
     pub async fn run(&self, spec: &CheckSpec, target: &Target<'_>) -> ProbeResult {

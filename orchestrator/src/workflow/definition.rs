@@ -546,9 +546,6 @@ impl Definition {
                     ),
                 );
             }
-            if step.kind == StepKind::Call && step.path.is_some() {
-                problem(at("path"), "HTTP calls are not available in this version yet: call a NATS `subject`".into());
-            }
             let (needed, taken) = step.kind.fields();
             let set = step.set_fields();
             for field in needed {

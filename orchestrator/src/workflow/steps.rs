@@ -27,7 +27,12 @@ pub struct Effects {
     pub registry: std::sync::Arc<crate::registry::Registry>,
     pub controller: crate::lifecycle::Controller,
     pub priorities: crate::priority::Priorities,
+    /// Its HTTP client reaches only the addresses health checks may (no metadata endpoints).
+    pub prober: crate::health::probe::Prober,
 }
+
+/// The most bytes of an HTTP call's answer kept as the step's output.
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 /// How deep sub-workflows may nest: an execution at this depth cannot start another.
 pub const MAX_DEPTH: u32 = 8;
@@ -71,6 +76,7 @@ fn bad_input(field: &str, e: expr::ExprError) -> StepError {
 pub async fn run(effects: &Effects, workflows: &Workflows, attempt: &Attempt) -> Result<Value, StepError> {
     match attempt.spec.kind {
         StepKind::Wait => wait(attempt).await,
+        StepKind::Call if attempt.spec.path.is_some() => http_call(effects, attempt).await,
         StepKind::Call => call(effects, attempt).await,
         StepKind::WaitEvent => wait_event(effects, attempt).await,
         // The decision comes as a signal, which the executor turns into the attempt's end.
@@ -328,5 +334,82 @@ async fn maintenance(effects: &Effects, attempt: &Attempt) -> Result<Value, Step
             let kind = if e.error.code.status() >= 500 { Retryable::Unavailable } else { Retryable::Error };
             Err(StepError::new(kind, e.error.message))
         }
+    }
+}
+
+/// An HTTP request to `path` on a passing instance of `service`, chosen by `strategy` (as
+/// discovery does), with the rendered `body` as JSON; a 2xx answer's body (JSON, or text) is the
+/// output.
+async fn http_call(effects: &Effects, attempt: &Attempt) -> Result<Value, StepError> {
+    let service = attempt.text("service", &attempt.spec.service)?;
+    orch_protocol::registry::validate_name("service", &service)
+        .map_err(|e| StepError::new(Retryable::Error, e.0.message))?;
+    let path = attempt.text("path", &attempt.spec.path)?;
+    if !path.starts_with('/') || path.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(StepError::new(Retryable::Error, format!("`path` {path:?} must start with / and hold no spaces")));
+    }
+    let body = match &attempt.spec.body {
+        Some(body) => Some(expr::render(body, &attempt.scope).map_err(|e| bad_input("body", e))?),
+        None => None,
+    };
+    let strategy = attempt.spec.strategy.unwrap_or_default();
+    let found = effects.registry.discover(&service, strategy).await.map_err(|e| unavailable("the registry", e))?;
+    let instance = found
+        .instance
+        .ok_or_else(|| StepError::new(Retryable::Unavailable, format!("no passing instance of {service:?} to call")))?;
+    let host = if instance.address.contains(':') { format!("[{}]", instance.address) } else { instance.address };
+    let url = format!("http://{host}:{}{path}", instance.port);
+    let method = attempt.spec.method.clone().unwrap_or_else(|| if body.is_some() { "POST" } else { "GET" }.into());
+    let method = reqwest::Method::from_bytes(method.as_bytes())
+        .map_err(|_| StepError::new(Retryable::Error, format!("`method` {method:?} is not an HTTP method")))?;
+    let timeout = attempt.spec.timeout.unwrap_or(CALL_TIMEOUT);
+    let mut request = effects
+        .prober
+        .http_client()
+        .request(method.clone(), &url)
+        .header(IDEMPOTENCY_KEY, &attempt.key)
+        .timeout(timeout);
+    if let Some(body) = &body {
+        request = request
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(body).unwrap_or_default());
+    }
+    let what = format!("{method} {url} (instance {})", instance.id);
+    let mut response = request.send().await.map_err(|e| {
+        if e.is_timeout() {
+            StepError::new(Retryable::Timeout, format!("{what}: no answer within {timeout:?}"))
+        } else {
+            StepError::new(Retryable::Unavailable, format!("{what}: {e}"))
+        }
+    })?;
+    let status = response.status();
+    let mut bytes = Vec::new();
+    loop {
+        match tokio::time::timeout(timeout, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => {
+                if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+                    return Err(StepError::new(
+                        Retryable::Error,
+                        format!("{what}: the answer is larger than {MAX_ANSWER_BYTES} bytes"),
+                    ));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => {
+                return Err(StepError::new(Retryable::Unavailable, format!("{what}: reading the answer: {e}")));
+            }
+            Err(_) => {
+                return Err(StepError::new(Retryable::Timeout, format!("{what}: the answer took over {timeout:?}")));
+            }
+        }
+    }
+    let output =
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    if status.is_success() {
+        Ok(output)
+    } else {
+        let excerpt: String = output.to_string().chars().take(200).collect();
+        Err(StepError::new(Retryable::Error, format!("{what} answered {status}: {excerpt}")))
     }
 }
