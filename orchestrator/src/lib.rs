@@ -338,6 +338,7 @@ async fn start_with(settings: Settings, listen: Listen) -> anyhow::Result<Runnin
             controller: controller.clone(),
             priorities: priorities.clone(),
             prober: prober.clone(),
+            local_node: settings.agent.as_ref().map(|a| a.node.clone()),
         },
         settings.workflow.clone(),
         outbox_written.clone(),

@@ -536,3 +536,105 @@ on_failure = "continue"
     assert!(error.contains("503") && error.contains("deployer-1"), "{error}");
     assert_eq!(steps["elsewhere"]["error"]["kind"], "unavailable", "{ended}");
 }
+
+/// The processes the embedded agent runs now (`orch.agent.local.status`).
+async fn agent_processes(stack: &Stack) -> Vec<(String, u64)> {
+    let reply = stack.client.request(stack.subjects.agent("local", "status"), "{}".into()).await.unwrap();
+    let status: Value = serde_json::from_slice(&reply.payload).unwrap();
+    status["running"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["service"].as_str().unwrap().to_string(), r["pid"].as_u64().unwrap()))
+        .collect()
+}
+
+/// A job runs a real process on the node's agent: its exit code decides the step, its output's
+/// last lines are kept; a cancelled job's process is stopped; a restart of the orchestrator in
+/// the middle re-attaches to the same process instead of starting another.
+#[tokio::test]
+async fn a_job_runs_a_process_on_the_agent_and_outlives_a_restart() {
+    let mut stack = Stack::start().await;
+    let dir = orch_testkit::TempDir::new("orch-workflow-job");
+    let release = dir.path().join("release");
+    put(
+        &stack,
+        "jobs",
+        r#"
+[workflow]
+name = "jobs"
+
+[inputs.who]
+default = "world"
+
+[inputs.release]
+required = true
+
+[steps.hello]
+kind = "job"
+command = "sh"
+args = ["-c", "echo hello $WHO; echo warning >&2"]
+env = { WHO = "${{ inputs.who }}" }
+
+[steps.held]
+kind = "job"
+command = "sh"
+args = ["-c", "while [ ! -e '${{ inputs.release }}' ]; do sleep 0.05; done; echo released"]
+needs = ["hello"]
+
+[steps.fails]
+kind = "job"
+command = "sh"
+args = ["-c", "echo about to fail; exit 3"]
+needs = ["held"]
+on_failure = "continue"
+"#,
+    )
+    .await;
+    let id = start(&stack, "jobs", json!({ "release": release.display().to_string() })).await;
+    step_running(&stack, &id, "held").await;
+    let before = eventually(Duration::from_secs(30), "the held job's process", || async {
+        agent_processes(&stack).await.into_iter().find(|(name, _)| name.starts_with("job-"))
+    })
+    .await;
+
+    // The orchestrator goes away and comes back (an upgrade, a failover): the job goes on.
+    stack.stop_orchestrator().await;
+    stack.start_orchestrator().await;
+    step_running(&stack, &id, "held").await;
+    std::fs::write(&release, "").unwrap();
+    let ended = finished(&stack, &id).await;
+    assert_eq!(ended["status"], "succeeded", "{ended}");
+    let steps = &ended["steps"];
+    assert_eq!(steps["hello"]["output"]["exit"], json!({ "by": "code", "code": 0 }));
+    let lines: Vec<&str> =
+        steps["hello"]["output"]["output"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    assert!(lines.iter().any(|l| l.ends_with("stdout hello world")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.ends_with("stderr warning")), "{lines:?}");
+    let held = &steps["held"];
+    assert_eq!(
+        (held["attempt"].as_u64(), held["output"]["pid"].as_u64()),
+        (Some(1), Some(before.1)),
+        "the same process, re-attached: {held}"
+    );
+    assert_eq!(held["output"]["process"], before.0.as_str());
+    let fails = &steps["fails"];
+    assert_eq!(fails["status"], "failed");
+    let message = fails["error"]["message"].as_str().unwrap();
+    assert!(message.contains("exit code 3") && message.contains("about to fail"), "{message}");
+
+    // Cancelled while it runs: its process is stopped.
+    std::fs::remove_file(&release).unwrap();
+    let id = start(&stack, "jobs", json!({ "release": release.display().to_string() })).await;
+    step_running(&stack, &id, "held").await;
+    eventually(Duration::from_secs(30), "the held job's process", || async {
+        agent_processes(&stack).await.into_iter().find(|(name, _)| name.starts_with("job-"))
+    })
+    .await;
+    let (status, _) = call(&stack, "POST", &format!("/api/v1/executions/{id}/cancel"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    eventually(Duration::from_secs(30), "the cancelled job's process stopped", || async {
+        agent_processes(&stack).await.iter().all(|(name, _)| !name.starts_with("job-")).then_some(())
+    })
+    .await;
+}

@@ -172,10 +172,13 @@ async fn bad_definitions_and_inputs_are_refused_naming_the_field() {
     let (status, error) = put(&stack, "other-name", REMEDIATE).await;
     assert_eq!((status, error["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("workflow.name")));
     let (status, error) =
-        put(&stack, "remediate", "[workflow]\nname = \"remediate\"\n[steps.x]\nkind = \"job\"\ncommand = \"ls\"\n")
+        put(&stack, "remediate", "[workflow]\nname = \"remediate\"\n[steps.x]\nkind = \"job\"\nargs = [\"-l\"]\n")
             .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(error["error"]["message"].as_str().unwrap().contains("job steps are not available in this version yet"));
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("steps.x.command: a job step needs `command`"),
+        "{error}"
+    );
 
     put(&stack, "remediate", REMEDIATE).await;
     for (body, field) in [

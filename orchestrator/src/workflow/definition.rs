@@ -79,22 +79,6 @@ impl StepKind {
         }
     }
 
-    /// The kinds this version runs; the others are refused when a definition is stored.
-    pub const AVAILABLE: [StepKind; 8] = [
-        StepKind::Call,
-        StepKind::Wait,
-        StepKind::WaitEvent,
-        StepKind::Approval,
-        StepKind::Workflow,
-        StepKind::Restart,
-        StepKind::SetPriority,
-        StepKind::Maintenance,
-    ];
-
-    pub fn available(self) -> bool {
-        StepKind::AVAILABLE.contains(&self)
-    }
-
     /// The kind's own fields: which it needs and which it also takes.
     fn fields(self) -> (&'static [&'static str], &'static [&'static str]) {
         match self {
@@ -536,16 +520,6 @@ impl Definition {
                     "a step id is 1-63 lowercase letters, digits or '_', starting with a letter".into(),
                 );
             }
-            if !step.kind.available() {
-                problem(
-                    at("kind"),
-                    format!(
-                        "{} steps are not available in this version yet; these are: {}",
-                        step.kind.as_str(),
-                        StepKind::AVAILABLE.map(StepKind::as_str).join(", ")
-                    ),
-                );
-            }
             let (needed, taken) = step.kind.fields();
             let set = step.set_fields();
             for field in needed {
@@ -799,7 +773,6 @@ subject = "${{ inputs.x + }}"
         let has = |needle: &str| found.iter().any(|p| p.contains(needle));
         assert!(has("line 2: workflow.name"), "{found:#?}");
         assert!(has("line 5: steps.a.command: a job step needs `command`"), "{found:#?}");
-        assert!(has("line 5: steps.a.kind: job steps are not available in this version yet"), "{found:#?}");
         assert!(has("line 5: steps.a.needs: no step \"ghost\""), "{found:#?}");
         assert!(has("line 9: steps.b.command: a wait step takes no `command`"), "{found:#?}");
         assert!(has("line 9: steps.b.when"), "{found:#?}");

@@ -496,7 +496,7 @@ impl Executor {
         let mut cascade = Vec::new();
         for action in actions {
             match action {
-                Action::Run { step, attempt, key, scope, resumed: _ } => {
+                Action::Run { step, attempt, key, scope, resumed } => {
                     let Some(spec) = live.definition.steps.get(&step).cloned() else { continue };
                     let started_at = live.execution.steps.get(&step).and_then(|s| s.started_at).unwrap_or_else(now_ms);
                     let attempt_run = Attempt {
@@ -508,6 +508,7 @@ impl Executor {
                         spec,
                         scope,
                         attempt,
+                        resumed,
                         depth: live.execution.depth,
                     };
                     let effects = self.effects.clone();
@@ -523,8 +524,16 @@ impl Executor {
                     if let Some(handle) = live.attempts.remove(&step) {
                         handle.abort();
                     }
-                    // A sub-workflow ends with the step that waits for it.
+                    // A sub-workflow ends with the step that waits for it; a job's process is stopped.
                     let kind = live.definition.steps.get(&step).map(|s| s.kind);
+                    if kind == Some(StepKind::Job)
+                        && let Some(state) = live.execution.steps.get(&step)
+                        && let Some(spec) = live.definition.steps.get(&step)
+                        && let Ok(node) = steps::job_node(&self.effects, spec, &live.execution.scope())
+                    {
+                        let (effects, key) = (self.effects.clone(), live.execution.key(&step, state.attempt));
+                        tokio::spawn(async move { steps::stop_job(&effects, &node, &key).await });
+                    }
                     if kind == Some(StepKind::Workflow)
                         && let Some(state) = live.execution.steps.get(&step)
                     {

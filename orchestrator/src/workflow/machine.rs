@@ -202,9 +202,10 @@ impl Event {
     }
 }
 
-/// Step kinds that only wait: after a restart they go on waiting rather than count as failed.
+/// Step kinds that wait for something that goes on without the orchestrator: after a restart
+/// they go on waiting (a job re-attaches to its process) rather than count as failed.
 fn waits(kind: StepKind) -> bool {
-    matches!(kind, StepKind::Wait | StepKind::WaitEvent | StepKind::Approval | StepKind::Workflow)
+    matches!(kind, StepKind::Wait | StepKind::WaitEvent | StepKind::Approval | StepKind::Workflow | StepKind::Job)
 }
 
 impl Execution {

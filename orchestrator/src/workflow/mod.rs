@@ -6,10 +6,8 @@
 //!
 //! Cron schedules ([`schedule`], pure) are fired by [`scheduler`] on the leader, each firing
 //! committed once with the schedule's next time. Event triggers ([`trigger`], pure) are counted
-//! by [`listener`] on the leader, which reads the events stream from where it stopped.
-//!
-//! Not built yet: `job` steps, HTTP calls and webhook triggers (docs/architecture.md,
-//! "Workflows").
+//! by [`listener`] on the leader, which reads the events stream from where it stopped. Webhook
+//! deliveries are checked by [`hook`] (pure) and start executions through [`api`].
 
 pub mod api;
 pub mod definition;

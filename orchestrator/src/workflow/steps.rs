@@ -29,6 +29,8 @@ pub struct Effects {
     pub priorities: crate::priority::Priorities,
     /// Its HTTP client reaches only the addresses health checks may (no metadata endpoints).
     pub prober: crate::health::probe::Prober,
+    /// The node of the embedded agent: where `job` steps run when they name none.
+    pub local_node: Option<String>,
 }
 
 /// The most bytes of an HTTP call's answer kept as the step's output.
@@ -49,6 +51,8 @@ pub struct Attempt {
     pub scope: Value,
     /// The attempt's number (1 for the first).
     pub attempt: u32,
+    /// Taken up again after a restart or a failover (a job re-attaches to its process).
+    pub resumed: bool,
     /// How deep the execution is nested (0: not a sub-workflow).
     pub depth: u32,
 }
@@ -83,6 +87,7 @@ pub async fn run(effects: &Effects, workflows: &Workflows, attempt: &Attempt) ->
         StepKind::Approval => std::future::pending().await,
         StepKind::Workflow => sub_workflow(effects, workflows, attempt).await,
         StepKind::Maintenance => maintenance(effects, attempt).await,
+        StepKind::Job => job(effects, attempt).await,
         StepKind::Restart => {
             let service = attempt.text("service", &attempt.spec.service)?;
             effects.controller.restart(service.clone(), attempt.principal()).await.map_err(|e| {
@@ -118,10 +123,6 @@ pub async fn run(effects: &Effects, workflows: &Workflows, attempt: &Attempt) ->
             })?;
             Ok(serde_json::to_value(reply.change).unwrap_or(Value::Null))
         }
-        other => Err(StepError::new(
-            Retryable::Error,
-            format!("{} steps cannot run in this version (the definition should have been refused)", other.as_str()),
-        )),
     }
 }
 
@@ -411,5 +412,151 @@ async fn http_call(effects: &Effects, attempt: &Attempt) -> Result<Value, StepEr
     } else {
         let excerpt: String = output.to_string().chars().take(200).collect();
         Err(StepError::new(Retryable::Error, format!("{what} answered {status}: {excerpt}")))
+    }
+}
+
+/// Lines of a job's output kept in its step's output.
+const JOB_OUTPUT_LINES: usize = 20;
+
+/// The agent's name for the process of a job attempt: the same whenever the attempt is taken up
+/// (so a new leader finds it), unlike any managed service's.
+pub fn job_service(key: &str) -> String {
+    let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, key.as_bytes()).simple().to_string();
+    format!("job-{}", &id[..20])
+}
+
+/// The node a job step runs on: its `node`, rendered, or the embedded agent's.
+pub fn job_node(effects: &Effects, spec: &StepSpec, scope: &Value) -> Result<String, StepError> {
+    match &spec.node {
+        Some(node) => match expr::render(&Value::String(node.clone()), scope).map_err(|e| bad_input("node", e))? {
+            Value::String(s) => Ok(s),
+            other => Ok(other.to_string()),
+        },
+        None => effects.local_node.clone().ok_or_else(|| {
+            StepError::new(Retryable::Error, "the orchestrator runs no embedded agent: name the job's `node`")
+        }),
+    }
+}
+
+/// Runs `command` with `args` and `env` as a process on `node`'s agent (or re-attaches to it
+/// after a restart) and waits for its end: exit code 0 succeeds with the exit, the pid, the run
+/// time and the last lines of its output; another end fails as `error`.
+async fn job(effects: &Effects, attempt: &Attempt) -> Result<Value, StepError> {
+    use futures::StreamExt;
+    use orch_protocol::agent::{LogsRequest, StartRequest};
+
+    let node = job_node(effects, &attempt.spec, &attempt.scope)?;
+    let command = attempt.text("command", &attempt.spec.command)?;
+    let args = match &attempt.spec.args {
+        Some(args) => match expr::render(&json!(args), &attempt.scope).map_err(|e| bad_input("args", e))? {
+            Value::Array(items) => {
+                items.into_iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)).collect()
+            }
+            _ => Vec::new(),
+        },
+        None => Vec::new(),
+    };
+    let env = match &attempt.spec.env {
+        Some(env) => match expr::render(&json!(env), &attempt.scope).map_err(|e| bad_input("env", e))? {
+            Value::Object(map) => {
+                map.into_iter().map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_string))).collect()
+            }
+            _ => Default::default(),
+        },
+        None => Default::default(),
+    };
+    let agent = crate::agent::client::AgentClient::new(effects.nats.clone(), effects.subjects.clone());
+    let failed = |e: crate::agent::client::AgentError| {
+        use crate::agent::client::AgentError;
+        let kind = match &e {
+            AgentError::Refused { code, .. } if code.status() < 500 => Retryable::Error,
+            AgentError::Timeout(_) => Retryable::Timeout,
+            _ => Retryable::Unavailable,
+        };
+        StepError::new(kind, e.to_string())
+    };
+    let service = job_service(&attempt.key);
+    // Listen for its end before starting it (or looking for it), so the end is never missed.
+    let mut exits = effects
+        .nats
+        .subscribe(effects.subjects.agent(&node, "exited"))
+        .await
+        .map_err(|e| unavailable("listening for the job's end", e))?;
+    let running = if attempt.resumed {
+        agent.status(&node).await.map_err(failed)?.running.into_iter().find(|r| r.service == service).map(|r| r.pid)
+    } else {
+        None
+    };
+    let pid = match running {
+        Some(pid) => pid,
+        None if attempt.resumed => {
+            return Err(StepError::new(
+                Retryable::Unavailable,
+                format!("the job's process ({service} on {node}) ended while no leader ran: its exit is not known"),
+            ));
+        }
+        None => {
+            let request = StartRequest {
+                service: service.clone(),
+                command: command.clone(),
+                args,
+                env,
+                workdir: None,
+                stop_signal: "SIGTERM".into(),
+                grace_period: Duration::from_secs(10),
+            };
+            agent.start(&node, &request).await.map_err(failed)?.pid
+        }
+    };
+    let ended = loop {
+        let Some(message) = exits.next().await else {
+            return Err(StepError::new(Retryable::Unavailable, "the NATS connection closed while the job ran"));
+        };
+        if let Ok(report) = serde_json::from_slice::<orch_protocol::agent::Exited>(&message.payload)
+            && report.service == service
+        {
+            break report;
+        }
+    };
+    let lines = agent
+        .logs(&node, &LogsRequest { service: service.clone(), lines: JOB_OUTPUT_LINES })
+        .await
+        .map(|l| l.lines)
+        .unwrap_or_default();
+    let output = json!({
+        "node": node,
+        "process": service,
+        "pid": pid,
+        "exit": ended.exit,
+        "ran_for_ms": ended.ran_for_ms,
+        "output": lines,
+    });
+    match ended.exit {
+        orch_protocol::agent::Exit::Code { code: 0 } => Ok(output),
+        exit => {
+            let how = match exit {
+                orch_protocol::agent::Exit::Code { code } => format!("exit code {code}"),
+                orch_protocol::agent::Exit::Signal { signal } => format!("signal {signal}"),
+            };
+            let last = lines.last().map(|l| format!("; its last line: {l}")).unwrap_or_default();
+            Err(StepError::new(Retryable::Error, format!("{command} on {node} ended with {how}{last}")))
+        }
+    }
+}
+
+/// Stops the process of a job attempt that was cancelled or timed out.
+pub async fn stop_job(effects: &Effects, node: &str, key: &str) {
+    let agent = crate::agent::client::AgentClient::new(effects.nats.clone(), effects.subjects.clone());
+    let request = orch_protocol::agent::StopRequest {
+        service: job_service(key),
+        signal: "SIGTERM".into(),
+        grace_period: Duration::from_secs(10),
+    };
+    match agent.stop(node, &request).await {
+        Ok(_) => tracing::info!(node, process = %request.service, "a cancelled job's process was stopped"),
+        Err(crate::agent::client::AgentError::Refused { code: orch_protocol::ErrorCode::NotFound, .. }) => {}
+        Err(e) => {
+            tracing::warn!(node, process = %request.service, error = %e, "a cancelled job's process could not be stopped")
+        }
     }
 }
