@@ -8,56 +8,32 @@ mod common;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use common::http::{call, call_raw};
+use common::http::call;
+use common::workflows::{start_execution, store_workflow, until_status};
 use common::{Stack, eventually};
 use serde_json::{Value, json};
-
-async fn put(stack: &Stack, name: &str, text: &str) {
-    let (status, stored) =
-        call_raw(stack, "PUT", &format!("/api/v1/workflows/{name}"), Some(text.to_string()), "application/toml", &[])
-            .await;
-    assert!(status.is_success(), "{status}: {stored}");
-}
-
-async fn start(stack: &Stack, name: &str) -> String {
-    let (status, queued) = call(stack, "POST", &format!("/api/v1/workflows/{name}/executions"), None).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
-    queued["id"].as_str().unwrap().to_string()
-}
-
-async fn view(stack: &Stack, id: &str) -> Value {
-    call(stack, "GET", &format!("/api/v1/executions/{id}"), None).await.1
-}
-
-async fn until_status(stack: &Stack, id: &str, status: &str) -> Value {
-    eventually(Duration::from_secs(30), &format!("{id} {status}"), || async {
-        let view = view(stack, id).await;
-        (view["status"] == status).then_some(view)
-    })
-    .await
-}
 
 #[tokio::test]
 async fn an_execution_following_a_service_priority_passes_when_the_engine_raises_it() {
     // One place in the queue: the order of admission is visible.
     let stack = Stack::start_with(|s| s.workflow.queue_concurrency = 1).await;
-    put(
+    store_workflow(
         &stack,
         "blocker",
         "[workflow]\nname = \"blocker\"\nqueue = \"ops\"\n[steps.hold]\nkind = \"wait\"\nduration = \"1h\"\n",
     )
     .await;
-    put(&stack, "static", "[workflow]\nname = \"static\"\nqueue = \"ops\"\npriority = 50\n[steps.a]\nkind = \"wait\"\nduration = \"10ms\"\n").await;
-    put(
+    store_workflow(&stack, "static", "[workflow]\nname = \"static\"\nqueue = \"ops\"\npriority = 50\n[steps.a]\nkind = \"wait\"\nduration = \"10ms\"\n").await;
+    store_workflow(
         &stack,
         "follower",
         "[workflow]\nname = \"follower\"\nqueue = \"ops\"\npriority = 10\nfollow_priority_of = \"web\"\n[steps.a]\nkind = \"wait\"\nduration = \"10ms\"\n",
     )
     .await;
-    let blocker = start(&stack, "blocker").await;
+    let blocker = start_execution(&stack, "blocker", json!({})).await;
     until_status(&stack, &blocker, "running").await;
-    let fixed = start(&stack, "static").await;
-    let follower = start(&stack, "follower").await;
+    let fixed = start_execution(&stack, "static", json!({})).await;
+    let follower = start_execution(&stack, "follower", json!({})).await;
     // The engine raises web above the static workflow's 50.
     let body = json!({ "value": 90, "reason": "web is what users wait for" });
     let (status, reply) = call(&stack, "PUT", "/api/v1/priorities/web", Some(body)).await;
@@ -90,7 +66,7 @@ duration = "1500ms"
 cron = "* * * * * *"
 overlap = "queue"
 "#;
-    put(&stack, "serial", text).await;
+    store_workflow(&stack, "serial", text).await;
     let rows = |pool: sqlx::PgPool| async move {
         sqlx::query_as::<_, (chrono::DateTime<chrono::Utc>, String, Option<chrono::DateTime<chrono::Utc>>, Option<chrono::DateTime<chrono::Utc>>)>(
             "SELECT fire_at, status, started_at, finished_at FROM workflow_executions WHERE workflow = 'serial' ORDER BY fire_at",
@@ -105,7 +81,7 @@ overlap = "queue"
         (rows.iter().filter(|r| r.1 == "succeeded").count() >= 3).then_some(())
     })
     .await;
-    put(&stack, "serial", text.split("[[schedule]]").next().unwrap()).await;
+    store_workflow(&stack, "serial", text.split("[[schedule]]").next().unwrap()).await;
     let rows = rows(stack.pool.clone()).await;
     assert!(rows.len() >= 4, "every second fired: {rows:?}");
     let finished: Vec<_> = rows.iter().filter(|r| r.1 == "succeeded").collect();

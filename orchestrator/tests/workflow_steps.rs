@@ -9,42 +9,10 @@ mod common;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use common::http::{call, call_raw};
+use common::http::call;
+use common::workflows::{execution, start_execution, store_workflow, until_ended, until_step_running};
 use common::{Stack, eventually};
 use serde_json::{Value, json};
-
-async fn put(stack: &Stack, name: &str, text: &str) {
-    let (status, stored) =
-        call_raw(stack, "PUT", &format!("/api/v1/workflows/{name}"), Some(text.to_string()), "application/toml", &[])
-            .await;
-    assert!(status.is_success(), "{status}: {stored}");
-}
-
-async fn start(stack: &Stack, name: &str, inputs: Value) -> String {
-    let body = json!({ "inputs": inputs });
-    let (status, queued) = call(stack, "POST", &format!("/api/v1/workflows/{name}/executions"), Some(body)).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
-    queued["id"].as_str().unwrap().to_string()
-}
-
-async fn view(stack: &Stack, id: &str) -> Value {
-    call(stack, "GET", &format!("/api/v1/executions/{id}"), None).await.1
-}
-
-async fn step_running(stack: &Stack, id: &str, step: &str) {
-    eventually(Duration::from_secs(30), &format!("step {step} running"), || async {
-        (view(stack, id).await["steps"][step]["status"] == "running").then_some(())
-    })
-    .await;
-}
-
-async fn finished(stack: &Stack, id: &str) -> Value {
-    eventually(Duration::from_secs(30), "the execution ended", || async {
-        let view = view(stack, id).await;
-        matches!(view["status"].as_str(), Some("succeeded" | "failed" | "cancelled")).then_some(view)
-    })
-    .await
-}
 
 async fn signal(stack: &Stack, id: &str, body: Value) -> (StatusCode, Value) {
     call(stack, "POST", &format!("/api/v1/executions/{id}/signal"), Some(body)).await
@@ -71,11 +39,11 @@ default = "1.2"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_waits_for_a_decision_and_keeps_who_made_it() {
     let stack = Stack::start().await;
-    put(&stack, "deploy", DEPLOY).await;
+    store_workflow(&stack, "deploy", DEPLOY).await;
 
     // Approved over HTTP.
-    let id = start(&stack, "deploy", json!({})).await;
-    step_running(&stack, &id, "ask").await;
+    let id = start_execution(&stack, "deploy", json!({})).await;
+    until_step_running(&stack, &id, "ask").await;
     for (body, status, field) in [
         (json!({ "step": "roll", "decision": "approve" }), StatusCode::BAD_REQUEST, Some("step")),
         (json!({ "step": "nope", "decision": "approve" }), StatusCode::NOT_FOUND, Some("step")),
@@ -92,7 +60,7 @@ async fn an_approval_waits_for_a_decision_and_keeps_who_made_it() {
             assert_eq!(error["error"]["field"].as_str(), field, "{body}: {error}");
         }
     }
-    assert_eq!(view(&stack, &id).await["steps"]["ask"]["status"], "running", "a refused signal decides nothing");
+    assert_eq!(execution(&stack, &id).await["steps"]["ask"]["status"], "running", "a refused signal decides nothing");
     let (status, decided) =
         signal(&stack, &id, json!({ "step": "ask", "decision": "approve", "comment": "tested in staging" })).await;
     assert_eq!(status, StatusCode::OK, "{decided}");
@@ -100,7 +68,7 @@ async fn an_approval_waits_for_a_decision_and_keeps_who_made_it() {
     assert_eq!(output["decision"], "approve", "{decided}");
     assert_eq!(output["comment"], "tested in staging");
     assert!(output["by"].as_str().is_some_and(|by| !by.is_empty()), "who decided is kept: {decided}");
-    let ended = finished(&stack, &id).await;
+    let ended = until_ended(&stack, &id).await;
     assert_eq!(
         (ended["status"].as_str(), ended["steps"]["roll"]["status"].as_str()),
         (Some("succeeded"), Some("succeeded"))
@@ -109,15 +77,15 @@ async fn an_approval_waits_for_a_decision_and_keeps_who_made_it() {
     assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")), "decided once");
 
     // Rejected over NATS: the step fails (a rejection is not retried), and so does the execution.
-    let id = start(&stack, "deploy", json!({ "version": "2.0" })).await;
-    step_running(&stack, &id, "ask").await;
+    let id = start_execution(&stack, "deploy", json!({ "version": "2.0" })).await;
+    until_step_running(&stack, &id, "ask").await;
     let (code, error) =
         stack.request_on("workflow", "signal", r#"{"id": "x", "step": "ask", "decision": "reject"}"#).await;
     assert_eq!((code.as_deref(), error["error"]["field"].as_str()), (Some("400"), Some("id")), "{error}");
     let body = json!({ "id": id, "step": "ask", "decision": "reject", "comment": "not on a Friday" });
     let (code, rejected) = stack.request_on("workflow", "signal", &body.to_string()).await;
     assert_eq!(code, None, "{rejected}");
-    let ended = finished(&stack, &id).await;
+    let ended = until_ended(&stack, &id).await;
     assert_eq!(ended["status"], "failed", "{ended}");
     let error = &ended["steps"]["ask"]["error"];
     assert_eq!(error["kind"], "rejected", "{ended}");
@@ -126,8 +94,8 @@ async fn an_approval_waits_for_a_decision_and_keeps_who_made_it() {
     assert_eq!(ended["steps"]["roll"]["status"], "cancelled", "{ended}");
 
     // From the command line.
-    let id = start(&stack, "deploy", json!({})).await;
-    step_running(&stack, &id, "ask").await;
+    let id = start_execution(&stack, "deploy", json!({})).await;
+    until_step_running(&stack, &id, "ask").await;
     let api = format!("http://127.0.0.1:{}", stack.http_port());
     let output = tokio::task::block_in_place(|| {
         std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
@@ -138,13 +106,13 @@ async fn an_approval_waits_for_a_decision_and_keeps_who_made_it() {
     let said = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{said} {}", String::from_utf8_lossy(&output.stderr));
     assert!(said.contains("step ask succeeded (approve)"), "{said}");
-    assert_eq!(finished(&stack, &id).await["status"], "succeeded");
+    assert_eq!(until_ended(&stack, &id).await["status"], "succeeded");
 }
 
 #[tokio::test]
 async fn a_wait_event_step_ends_on_the_first_matching_event_or_times_out() {
     let stack = Stack::start().await;
-    put(
+    store_workflow(
         &stack,
         "await-web",
         r#"
@@ -167,29 +135,29 @@ needs = ["registered"]
 "#,
     )
     .await;
-    let id = start(&stack, "await-web", json!({ "address": "10.0.0.2" })).await;
-    step_running(&stack, &id, "registered").await;
+    let id = start_execution(&stack, "await-web", json!({ "address": "10.0.0.2" })).await;
+    until_step_running(&stack, &id, "registered").await;
     for (instance, address) in [("api-1", "10.0.0.2"), ("web-1", "10.0.0.1"), ("web-2", "10.0.0.2")] {
         let service = instance.split('-').next().unwrap();
         let body = json!({ "id": instance, "name": service, "address": address, "port": 80 });
         let (status, reply) = call(&stack, "POST", "/api/v1/services", Some(body)).await;
         assert!(status.is_success(), "{reply}");
     }
-    let ended = finished(&stack, &id).await;
+    let ended = until_ended(&stack, &id).await;
     assert_eq!(ended["status"], "succeeded", "{ended}");
     let event = &ended["steps"]["registered"]["output"];
     assert_eq!(event["type"], "io.orch.registry.registered.v1", "{event}");
     assert_eq!(event["data"]["instance"]["id"], "web-2", "the first event on the subject that the filter passes");
 
     // Nothing matches: the step times out.
-    put(
+    store_workflow(
         &stack,
         "await-nothing",
         "[workflow]\nname = \"await-nothing\"\n[steps.never]\nkind = \"wait_event\"\nsubject = \"registry.ghost.*\"\ntimeout = \"300ms\"\n",
     )
     .await;
-    let id = start(&stack, "await-nothing", json!({})).await;
-    let ended = finished(&stack, &id).await;
+    let id = start_execution(&stack, "await-nothing", json!({})).await;
+    let ended = until_ended(&stack, &id).await;
     assert_eq!(
         (ended["status"].as_str(), ended["steps"]["never"]["error"]["kind"].as_str()),
         (Some("failed"), Some("timeout"))
@@ -249,33 +217,33 @@ async fn a_sub_workflow_runs_to_its_end_and_its_failure_and_cancellation_follow_
             }
         }
     });
-    put(&stack, "child", CHILD).await;
-    put(&stack, "parent", PARENT).await;
+    store_workflow(&stack, "child", CHILD).await;
+    store_workflow(&stack, "parent", PARENT).await;
 
-    let id = start(&stack, "parent", json!({})).await;
-    let ended = finished(&stack, &id).await;
+    let id = start_execution(&stack, "parent", json!({})).await;
+    let ended = until_ended(&stack, &id).await;
     assert_eq!(ended["status"], "succeeded", "{ended}");
     let output = &ended["steps"]["sub"]["output"];
     assert_eq!(output["status"], "succeeded", "{output}");
     assert_eq!(output["outputs"]["echo"], json!({ "label": "from the parent" }), "{output}");
     assert_eq!(ended["steps"]["after"]["status"], "succeeded", "a later step reads the child's outputs");
     let child = output["execution_id"].as_str().unwrap().to_string();
-    let child_view = view(&stack, &child).await;
+    let child_view = execution(&stack, &child).await;
     assert_eq!(child_view["trigger"], format!("parent:{id}/sub"), "{child_view}");
     assert_eq!(child_view["created_by"], "workflow:parent");
 
     // The child fails (nobody answers its call): so does the parent's step.
-    put(&stack, "child", &CHILD.replace("orch.call.echo", "orch.call.nobody")).await;
-    let id = start(&stack, "parent", json!({})).await;
-    let ended = finished(&stack, &id).await;
+    store_workflow(&stack, "child", &CHILD.replace("orch.call.echo", "orch.call.nobody")).await;
+    let id = start_execution(&stack, "parent", json!({})).await;
+    let ended = until_ended(&stack, &id).await;
     assert_eq!(ended["status"], "failed", "{ended}");
     let message = ended["steps"]["sub"]["error"]["message"].as_str().unwrap();
     assert!(message.contains("sub-workflow \"child\"") && message.contains("failed"), "{message}");
 
     // The parent is cancelled while its child runs: the child is cancelled too.
-    put(&stack, "child", &CHILD.replace("duration = \"10ms\"", "duration = \"1h\"")).await;
-    let id = start(&stack, "parent", json!({})).await;
-    step_running(&stack, &id, "sub").await;
+    store_workflow(&stack, "child", &CHILD.replace("duration = \"10ms\"", "duration = \"1h\"")).await;
+    let id = start_execution(&stack, "parent", json!({})).await;
+    until_step_running(&stack, &id, "sub").await;
     let child = eventually(Duration::from_secs(30), "the child running", || async {
         let (_, list) = call(&stack, "GET", "/api/v1/executions?workflow=child&limit=1", None).await;
         let child = &list[0];
@@ -285,7 +253,7 @@ async fn a_sub_workflow_runs_to_its_end_and_its_failure_and_cancellation_follow_
     .await;
     let (status, _) = call(&stack, "POST", &format!("/api/v1/executions/{id}/cancel"), None).await;
     assert_eq!(status, StatusCode::OK);
-    let ended = finished(&stack, &child).await;
+    let ended = until_ended(&stack, &child).await;
     assert_eq!(ended["status"], "cancelled", "{ended}");
     assert!(ended["reason"].as_str().unwrap().contains("parent's step \"sub\""), "{ended}");
 }
@@ -296,7 +264,7 @@ async fn a_maintenance_step_takes_a_service_out_of_discovery_and_back() {
     let body = json!({ "id": "api-1", "name": "api", "address": "127.0.0.1", "port": 80 });
     let (status, _) = call(&stack, "POST", "/api/v1/services", Some(body)).await;
     assert!(status.is_success());
-    put(
+    store_workflow(
         &stack,
         "upgrade",
         r#"
@@ -325,14 +293,14 @@ needs = ["ready"]
         d["instances"].as_array().map(Vec::len).unwrap_or(0)
     };
     assert_eq!(discovered().await, 1);
-    let id = start(&stack, "upgrade", json!({})).await;
-    step_running(&stack, &id, "ready").await;
+    let id = start_execution(&stack, "upgrade", json!({})).await;
+    until_step_running(&stack, &id, "ready").await;
     assert_eq!(discovered().await, 0, "in maintenance: out of discovery");
     let (_, system) = call(&stack, "GET", "/api/v1/health", None).await;
     assert_eq!(system["services_in_maintenance"], json!(["api"]), "{system}");
     let (status, _) = signal(&stack, &id, json!({ "step": "ready", "decision": "approve" })).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(finished(&stack, &id).await["status"], "succeeded");
+    assert_eq!(until_ended(&stack, &id).await["status"], "succeeded");
     assert_eq!(discovered().await, 1, "back in discovery");
     let entered =
         stack.wait_events(1, "maintenance entered", |e| e["type"] == "io.orch.health.maintenance_entered.v1").await;
@@ -342,7 +310,7 @@ needs = ["ready"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedules_and_queues_are_read_over_http_nats_and_the_command_line() {
     let stack = Stack::start().await;
-    put(
+    store_workflow(
         &stack,
         "nightly",
         "[workflow]\nname = \"nightly\"\nqueue = \"batch\"\n[steps.pause]\nkind = \"wait\"\nduration = \"10ms\"\n\n[[schedule]]\ncron = \"0 30 2 * * *\"\ntimezone = \"Europe/Berlin\"\n",
@@ -360,8 +328,8 @@ async fn schedules_and_queues_are_read_over_http_nats_and_the_command_line() {
     let local = next.with_timezone(&chrono_tz::Europe::Berlin);
     assert_eq!(local.format("%H:%M:%S").to_string(), "02:30:00", "read in its time zone: {next}");
 
-    let id = start(&stack, "nightly", json!({})).await;
-    assert_eq!(finished(&stack, &id).await["status"], "succeeded");
+    let id = start_execution(&stack, "nightly", json!({})).await;
+    assert_eq!(until_ended(&stack, &id).await["status"], "succeeded");
     let (_, queues) = call(&stack, "GET", "/api/v1/queues", None).await;
     let batch = queues.as_array().unwrap().iter().find(|q| q["queue"] == "batch").expect("the batch queue").clone();
     assert_eq!(
@@ -414,14 +382,14 @@ async fn a_failed_execution_is_retried_from_its_failed_step_or_from_the_start() 
     use std::sync::atomic::Ordering;
     let stack = Stack::start().await;
     let first_calls = counter(&stack, "orch.call.first").await;
-    put(
+    store_workflow(
         &stack,
         "two-calls",
         "[workflow]\nname = \"two-calls\"\n[steps.first]\nkind = \"call\"\nsubject = \"orch.call.first\"\n[steps.second]\nkind = \"call\"\nsubject = \"orch.call.second\"\nneeds = [\"first\"]\ntimeout = \"2s\"\n",
     )
     .await;
-    let id = start(&stack, "two-calls", json!({})).await;
-    let failed = finished(&stack, &id).await;
+    let id = start_execution(&stack, "two-calls", json!({})).await;
+    let failed = until_ended(&stack, &id).await;
     assert_eq!(
         (failed["status"].as_str(), failed["steps"]["second"]["status"].as_str()),
         (Some("failed"), Some("failed")),
@@ -437,7 +405,7 @@ async fn a_failed_execution_is_retried_from_its_failed_step_or_from_the_start() 
     assert_eq!(status, StatusCode::ACCEPTED, "{retried}");
     assert_eq!(retried["trigger"], format!("retry:{id}"));
     let new = retried["id"].as_str().unwrap().to_string();
-    let ended = finished(&stack, &new).await;
+    let ended = until_ended(&stack, &new).await;
     assert_eq!(ended["status"], "succeeded", "{ended}");
     assert_eq!(ended["steps"]["first"]["output"], json!({ "n": 1 }), "kept from the first execution");
     assert_eq!(first_calls.load(Ordering::SeqCst), 1, "first was not called again");
@@ -445,14 +413,15 @@ async fn a_failed_execution_is_retried_from_its_failed_step_or_from_the_start() 
     // From the start, over NATS: every step runs again.
     let (code, again) = stack.request_on("workflow", "retry", &json!({ "id": new, "from": "start" }).to_string()).await;
     assert_eq!(code, None, "{again}");
-    let ended = finished(&stack, again["id"].as_str().unwrap()).await;
+    let ended = until_ended(&stack, again["id"].as_str().unwrap()).await;
     assert_eq!(ended["status"], "succeeded");
     assert_eq!(first_calls.load(Ordering::SeqCst), 2);
     // Nothing failed in a succeeded execution; one under way is not retried.
     let (status, _) = call(&stack, "POST", &format!("/api/v1/executions/{new}/retry"), None).await;
     assert_eq!(status, StatusCode::CONFLICT);
-    put(&stack, "long", "[workflow]\nname = \"long\"\n[steps.sleep]\nkind = \"wait\"\nduration = \"1h\"\n").await;
-    let running = start(&stack, "long", json!({})).await;
+    store_workflow(&stack, "long", "[workflow]\nname = \"long\"\n[steps.sleep]\nkind = \"wait\"\nduration = \"1h\"\n")
+        .await;
+    let running = start_execution(&stack, "long", json!({})).await;
     let (status, error) = call(&stack, "POST", &format!("/api/v1/executions/{running}/retry"), None).await;
     assert_eq!(status, StatusCode::CONFLICT, "{error}");
 
@@ -492,7 +461,7 @@ async fn an_http_call_reaches_a_passing_instance_of_the_service() {
     let body = json!({ "id": "deployer-1", "name": "deployer", "address": "127.0.0.1", "port": port });
     let (status, reply) = call(&stack, "POST", "/api/v1/services", Some(body)).await;
     assert!(status.is_success(), "{reply}");
-    put(
+    store_workflow(
         &stack,
         "ship",
         r#"
@@ -526,8 +495,8 @@ on_failure = "continue"
 "#,
     )
     .await;
-    let id = start(&stack, "ship", json!({ "version": "2.1" })).await;
-    let ended = finished(&stack, &id).await;
+    let id = start_execution(&stack, "ship", json!({ "version": "2.1" })).await;
+    let ended = until_ended(&stack, &id).await;
     assert_eq!(ended["status"], "succeeded", "{ended}");
     let steps = &ended["steps"];
     assert_eq!(steps["deploy"]["output"], json!({ "deployed": "2.1", "key": format!("{id}:deploy:1") }), "{ended}");
@@ -557,7 +526,7 @@ async fn a_job_runs_a_process_on_the_agent_and_outlives_a_restart() {
     let mut stack = Stack::start().await;
     let dir = orch_testkit::TempDir::new("orch-workflow-job");
     let release = dir.path().join("release");
-    put(
+    store_workflow(
         &stack,
         "jobs",
         r#"
@@ -591,8 +560,8 @@ on_failure = "continue"
 "#,
     )
     .await;
-    let id = start(&stack, "jobs", json!({ "release": release.display().to_string() })).await;
-    step_running(&stack, &id, "held").await;
+    let id = start_execution(&stack, "jobs", json!({ "release": release.display().to_string() })).await;
+    until_step_running(&stack, &id, "held").await;
     let before = eventually(Duration::from_secs(30), "the held job's process", || async {
         agent_processes(&stack).await.into_iter().find(|(name, _)| name.starts_with("job-"))
     })
@@ -601,9 +570,9 @@ on_failure = "continue"
     // The orchestrator goes away and comes back (an upgrade, a failover): the job goes on.
     stack.stop_orchestrator().await;
     stack.start_orchestrator().await;
-    step_running(&stack, &id, "held").await;
+    until_step_running(&stack, &id, "held").await;
     std::fs::write(&release, "").unwrap();
-    let ended = finished(&stack, &id).await;
+    let ended = until_ended(&stack, &id).await;
     assert_eq!(ended["status"], "succeeded", "{ended}");
     let steps = &ended["steps"];
     assert_eq!(steps["hello"]["output"]["exit"], json!({ "by": "code", "code": 0 }));
@@ -625,8 +594,8 @@ on_failure = "continue"
 
     // Cancelled while it runs: its process is stopped.
     std::fs::remove_file(&release).unwrap();
-    let id = start(&stack, "jobs", json!({ "release": release.display().to_string() })).await;
-    step_running(&stack, &id, "held").await;
+    let id = start_execution(&stack, "jobs", json!({ "release": release.display().to_string() })).await;
+    until_step_running(&stack, &id, "held").await;
     eventually(Duration::from_secs(30), "the held job's process", || async {
         agent_processes(&stack).await.into_iter().find(|(name, _)| name.starts_with("job-"))
     })

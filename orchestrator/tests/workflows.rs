@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::http::{call, call_raw};
+use common::workflows::{put_workflow, until_ended};
 use common::{Stack, eventually};
 use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const REMEDIATE: &str = r#"
 [workflow]
@@ -82,33 +83,21 @@ async fn responder(stack: &Stack, subject: &str, failures: usize) -> Arc<Mutex<V
     keys
 }
 
-async fn put(stack: &Stack, name: &str, text: &str) -> (StatusCode, Value) {
-    call_raw(stack, "PUT", &format!("/api/v1/workflows/{name}"), Some(text.to_string()), "application/toml", &[]).await
-}
-
-async fn finished(stack: &Stack, id: &str) -> Value {
-    eventually(Duration::from_secs(30), "the execution ended", || async {
-        let (_, view) = call(stack, "GET", &format!("/api/v1/executions/{id}"), None).await;
-        matches!(view["status"].as_str(), Some("succeeded" | "failed" | "cancelled")).then_some(view)
-    })
-    .await
-}
-
 #[tokio::test]
 async fn an_execution_calls_retries_waits_sets_a_priority_and_skips_by_condition() {
     let stack = Stack::start().await;
     let keys = responder(&stack, "orch.call.check", 1).await;
 
-    let (status, stored) = put(&stack, "remediate", REMEDIATE).await;
+    let (status, stored) = put_workflow(&stack, "remediate", REMEDIATE).await;
     assert_eq!((status, stored["version"].as_i64()), (StatusCode::CREATED, Some(1)), "{stored}");
-    let (status, again) = put(&stack, "remediate", REMEDIATE).await;
+    let (status, again) = put_workflow(&stack, "remediate", REMEDIATE).await;
     assert_eq!((status, again["created"].as_bool(), again["version"].as_i64()), (StatusCode::OK, Some(false), Some(1)));
 
     let body = json!({ "inputs": { "service": "billing", "crashes": 3 } });
     let (status, queued) = call(&stack, "POST", "/api/v1/workflows/remediate/executions", Some(body)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
     let id = queued["id"].as_str().unwrap().to_string();
-    let view = finished(&stack, &id).await;
+    let view = until_ended(&stack, &id).await;
     assert_eq!(view["status"], "succeeded", "{view}");
     let steps = &view["steps"];
     assert_eq!((steps["check"]["status"].as_str(), steps["check"]["attempt"].as_u64()), (Some("succeeded"), Some(2)));
@@ -164,23 +153,26 @@ async fn an_execution_calls_retries_waits_sets_a_priority_and_skips_by_condition
 async fn bad_definitions_and_inputs_are_refused_naming_the_field() {
     let stack = Stack::start().await;
     let bad = "[workflow]\nname = \"broken\"\n\n[steps.a]\nkind = \"wait\"\nneeds = [\"b\"]\nduration = \"1s\"\n\n[steps.b]\nkind = \"wait\"\nneeds = [\"a\"]\nduration = \"1s\"\n";
-    let (status, error) = put(&stack, "broken", bad).await;
+    let (status, error) = put_workflow(&stack, "broken", bad).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
     assert_eq!(error["error"]["code"], "validation_failed");
     let message = error["error"]["message"].as_str().unwrap();
     assert!(message.contains("line 4: steps.a.needs: the steps need each other: a -> b -> a"), "{message}");
-    let (status, error) = put(&stack, "other-name", REMEDIATE).await;
+    let (status, error) = put_workflow(&stack, "other-name", REMEDIATE).await;
     assert_eq!((status, error["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("workflow.name")));
-    let (status, error) =
-        put(&stack, "remediate", "[workflow]\nname = \"remediate\"\n[steps.x]\nkind = \"job\"\nargs = [\"-l\"]\n")
-            .await;
+    let (status, error) = put_workflow(
+        &stack,
+        "remediate",
+        "[workflow]\nname = \"remediate\"\n[steps.x]\nkind = \"job\"\nargs = [\"-l\"]\n",
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
         error["error"]["message"].as_str().unwrap().contains("steps.x.command: a job step needs `command`"),
         "{error}"
     );
 
-    put(&stack, "remediate", REMEDIATE).await;
+    put_workflow(&stack, "remediate", REMEDIATE).await;
     for (body, field) in [
         (json!({ "inputs": {} }), "inputs.service"),
         (json!({ "inputs": { "service": "x", "colour": "red" } }), "inputs.colour"),
@@ -229,7 +221,7 @@ kind = "wait"
 duration = "10ms"
 needs = ["pause"]
 "#;
-    put(&stack, "slow", text).await;
+    put_workflow(&stack, "slow", text).await;
     let (_, queued) = call(&stack, "POST", "/api/v1/workflows/slow/executions", None).await;
     let id = queued["id"].as_str().unwrap().to_string();
     eventually(Duration::from_secs(30), "the pause under way", || async {
@@ -239,7 +231,7 @@ needs = ["pause"]
     .await;
     stack.stop_orchestrator().await;
     stack.start_orchestrator().await;
-    let view = finished(&stack, &id).await;
+    let view = until_ended(&stack, &id).await;
     assert_eq!(view["status"], "succeeded", "{view}");
     assert_eq!(view["steps"]["pause"]["attempt"], 1, "the wait went on, it did not start over");
     assert_eq!(keys.lock().unwrap().len(), 1, "the completed call was not made again");
@@ -248,7 +240,8 @@ needs = ["pause"]
 #[tokio::test]
 async fn an_execution_under_way_can_be_cancelled_once() {
     let stack = Stack::start().await;
-    put(&stack, "long", "[workflow]\nname = \"long\"\n[steps.sleep]\nkind = \"wait\"\nduration = \"1h\"\n").await;
+    put_workflow(&stack, "long", "[workflow]\nname = \"long\"\n[steps.sleep]\nkind = \"wait\"\nduration = \"1h\"\n")
+        .await;
     let (_, queued) = call(&stack, "POST", "/api/v1/workflows/long/executions", None).await;
     let id = queued["id"].as_str().unwrap().to_string();
     eventually(Duration::from_secs(30), "running", || async {
@@ -288,7 +281,7 @@ overlap = "allow"
 catch_up = "all"
 inputs = { label = "every second" }
 "#;
-    let (status, stored) = put(&stack, "ticker", text).await;
+    let (status, stored) = put_workflow(&stack, "ticker", text).await;
     assert_eq!(status, StatusCode::CREATED, "{stored}");
     let fired = |pool: sqlx::PgPool| async move {
         sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>(
@@ -314,7 +307,7 @@ inputs = { label = "every second" }
     .await;
     // Stop firing, then look at the whole series: one execution per second, no gap, no double.
     let unscheduled = text.split("[[schedule]]").next().unwrap();
-    let (status, _) = put(&stack, "ticker", unscheduled).await;
+    let (status, _) = put_workflow(&stack, "ticker", unscheduled).await;
     assert_eq!(status, StatusCode::CREATED);
     let times = fired(stack.pool.clone()).await.into_iter().take(times.len()).collect::<Vec<_>>();
     for pair in times.windows(2) {
@@ -333,7 +326,7 @@ inputs = { label = "every second" }
 #[tokio::test]
 async fn executions_are_started_read_listed_and_cancelled_over_nats() {
     let stack = Stack::start().await;
-    put(&stack, "long", "[workflow]\nname = \"long\"\n[inputs.why]\ndefault = \"test\"\n[steps.sleep]\nkind = \"wait\"\nduration = \"1h\"\n").await;
+    put_workflow(&stack, "long", "[workflow]\nname = \"long\"\n[inputs.why]\ndefault = \"test\"\n[steps.sleep]\nkind = \"wait\"\nduration = \"1h\"\n").await;
     let (code, started) = stack.request_on("workflow", "run", r#"{"workflow": "long"}"#).await;
     assert_eq!(code, None, "{started}");
     assert_eq!(started["inputs"], json!({ "why": "test" }));

@@ -6,6 +6,7 @@
 pub mod http;
 pub mod lifecycle;
 pub mod load;
+pub mod workflows;
 
 use std::time::Duration;
 
