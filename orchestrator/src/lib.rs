@@ -43,6 +43,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod nats;
 pub mod priority;
+pub mod problems;
 pub mod process;
 pub mod registry;
 pub mod settings;

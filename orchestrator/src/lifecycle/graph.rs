@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use super::manifest::{Condition, Dependency, Manifest, ManifestError, Problem};
+use super::manifest::{Condition, Dependency, Manifest, ManifestError};
+use crate::problems::Problem;
 
 /// Services as nodes; an edge `a -> b` means `a` depends on `b`.
 #[derive(Debug, Clone)]
@@ -35,6 +36,7 @@ impl Graph {
             Ok(g)
         } else {
             Err(ManifestError {
+                document: "manifest",
                 problems: cycles
                     .into_iter()
                     .map(|cycle| Problem {

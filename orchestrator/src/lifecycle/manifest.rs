@@ -12,6 +12,7 @@ use orch_protocol::health::{CheckKind, CheckSpec, duration};
 use orch_protocol::registry::is_valid_name;
 use serde::{Deserialize, Serialize};
 
+use crate::problems::{Problem, line_of};
 use crate::process::{STOP_SIGNALS, signal_number};
 
 /// What a dependency waits for.
@@ -213,61 +214,15 @@ pub struct Manifest {
     pub services: BTreeMap<String, ServiceSpec>,
 }
 
-/// One problem found in a manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Problem {
-    /// Where: `services.api.depends_on.db`.
-    pub field: String,
-    /// The line of the service (or of the TOML error), when known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub line: Option<usize>,
-    pub message: String,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "line {line}: {}: {}", self.field, self.message),
-            None => write!(f, "{}: {}", self.field, self.message),
-        }
-    }
-}
-
 /// Everything wrong with a manifest.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
-pub struct ManifestError {
-    pub problems: Vec<Problem>,
-}
-
-impl std::fmt::Display for ManifestError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.problems.len();
-        writeln!(f, "the manifest has {n} problem{}:", if n == 1 { "" } else { "s" })?;
-        for p in &self.problems {
-            writeln!(f, "  {p}")?;
-        }
-        Ok(())
-    }
-}
-
-/// A refused manifest on the wire: every problem in the message, the first one's field as the
-/// error's `field`.
-impl From<ManifestError> for orch_protocol::ProtocolError {
-    fn from(e: ManifestError) -> Self {
-        let field = e.problems.first().map(|p| p.field.clone()).unwrap_or_else(|| "manifest".into());
-        let message = e.problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-        orch_protocol::ProtocolError::field(orch_protocol::ErrorCode::ValidationFailed, field, message)
-    }
-}
+pub type ManifestError = crate::problems::Problems;
 
 impl Manifest {
     /// Parses and validates `text`. Every problem is reported, each with the line of its service.
     pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
         let mut manifest: Manifest = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
-            ManifestError {
-                problems: vec![Problem { field: "manifest".into(), line, message: e.message().to_string() }],
-            }
+            ManifestError::one("manifest", "manifest", line, e.message())
         })?;
         for spec in manifest.services.values_mut() {
             for (check, id) in [(&mut spec.readiness, "readiness"), (&mut spec.liveness, "liveness")] {
@@ -291,19 +246,14 @@ impl Manifest {
                     p
                 })
                 .collect();
-            Err(ManifestError { problems })
+            Err(ManifestError { document: "manifest", problems })
         }
     }
 
     /// Reads and parses a file.
     pub fn load(path: &std::path::Path) -> Result<Manifest, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
-            problems: vec![Problem {
-                field: "manifest".into(),
-                line: None,
-                message: format!("{}: {e}", path.display()),
-            }],
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ManifestError::one("manifest", "manifest", None, format!("{}: {e}", path.display())))?;
         Manifest::parse(&text)
     }
 
@@ -433,11 +383,6 @@ impl Manifest {
         }
         problems
     }
-}
-
-/// The 1-based line of byte `offset` in `text`.
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
 }
 
 /// The line of the `[services.<name>]` header (or the first `services.<name>.` key).

@@ -32,7 +32,7 @@ use orch_protocol::registry::is_valid_name;
 use serde::{Deserialize, Serialize};
 
 use super::expr::{self, Expr};
-use crate::lifecycle::manifest::Problem;
+use crate::problems::{Problem, line_of};
 
 /// Most steps in one workflow.
 pub const MAX_STEPS: usize = 1000;
@@ -361,31 +361,7 @@ pub struct Definition {
 }
 
 /// Everything wrong with a definition.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
-pub struct DefinitionError {
-    pub problems: Vec<Problem>,
-}
-
-impl std::fmt::Display for DefinitionError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.problems.len();
-        writeln!(f, "the workflow has {n} problem{}:", if n == 1 { "" } else { "s" })?;
-        for p in &self.problems {
-            writeln!(f, "  {p}")?;
-        }
-        Ok(())
-    }
-}
-
-/// A refused definition on the wire: every problem in the message, the first one's field as the
-/// error's `field`.
-impl From<DefinitionError> for orch_protocol::ProtocolError {
-    fn from(e: DefinitionError) -> Self {
-        let field = e.problems.first().map(|p| p.field.clone()).unwrap_or_else(|| "workflow".into());
-        let message = e.problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-        orch_protocol::ProtocolError::field(orch_protocol::ErrorCode::ValidationFailed, field, message)
-    }
-}
+pub type DefinitionError = crate::problems::Problems;
 
 /// Step ids and input names: letters, digits, `-` and `_`, starting with a letter (CEL reads
 /// `steps.<id>` and `inputs.<name>`, so `-` is allowed only where CEL can index: see docs).
@@ -400,9 +376,7 @@ impl Definition {
     pub fn parse(text: &str) -> Result<Definition, DefinitionError> {
         let definition: Definition = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
-            DefinitionError {
-                problems: vec![Problem { field: "workflow".into(), line, message: e.message().to_string() }],
-            }
+            DefinitionError::one("workflow", "workflow", line, e.message())
         })?;
         let problems = definition.problems();
         if problems.is_empty() {
@@ -423,7 +397,7 @@ impl Definition {
                 p
             })
             .collect();
-        Err(DefinitionError { problems })
+        Err(DefinitionError { document: "workflow", problems })
     }
 
     /// `inputs` checked against the definition's: unknown ones refused, required ones present,
@@ -662,10 +636,6 @@ fn array_line(text: &str, array: &str, field: &str) -> Option<usize> {
     let n: usize = field.strip_prefix(array)?.strip_prefix('[')?.strip_suffix(']')?.parse().ok()?;
     let header = format!("[[{array}]]");
     text.lines().enumerate().filter(|(_, l)| l.trim_start().starts_with(&header)).nth(n).map(|(i, _)| i + 1)
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
 }
 
 /// The line of `[<table>.<key>]` (or of `[<table>]` for an empty key).
