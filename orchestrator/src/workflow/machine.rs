@@ -335,6 +335,16 @@ impl Execution {
         out
     }
 
+    /// The steps in `status` whose `due_at` has come by `now`: running attempts that timed out,
+    /// retries whose back-off is over.
+    fn due(&self, status: StepStatus, now: Millis) -> Vec<String> {
+        self.steps
+            .iter()
+            .filter(|(_, s)| s.status == status && s.due_at.is_some_and(|d| d <= now))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// Timeouts of attempts and of the execution that are due at `now`.
     fn expire(&mut self, definition: &Definition, now: Millis, out: &mut Vec<Action>) {
         if self.deadline.is_some_and(|d| d <= now) && self.status == ExecutionStatus::Running {
@@ -343,13 +353,7 @@ impl Execution {
             out.push(Action::Event(Event::ExecutionFailed { reason }));
             return;
         }
-        let late: Vec<String> = self
-            .steps
-            .iter()
-            .filter(|(_, s)| s.status == StepStatus::Running && s.due_at.is_some_and(|d| d <= now))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for step in late {
+        for step in self.due(StepStatus::Running, now) {
             out.push(Action::Cancel { step: step.clone() });
             let timeout = definition.steps.get(&step).and_then(|s| s.timeout).unwrap_or_default();
             let error =
@@ -426,13 +430,7 @@ impl Execution {
         if self.status != ExecutionStatus::Running {
             return;
         }
-        let due: Vec<String> = self
-            .steps
-            .iter()
-            .filter(|(_, s)| s.status == StepStatus::Retrying && s.due_at.is_some_and(|d| d <= now))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for step in due {
+        for step in self.due(StepStatus::Retrying, now) {
             self.start_attempt(definition, &step, now, out);
         }
         // Repeat: a skipped step can make its dependents ready at once.
