@@ -225,3 +225,79 @@ async fn exactly_once_across_repeated_leader_kills_in_a_group_of_three_replicas(
         assert!(!text.contains("panicked"), "no panic in the log of {name}");
     }
 }
+
+/// The orchestrator is killed (SIGKILL) in the middle of a workflow execution: the next one
+/// resumes it from what was committed. The call that completed is not made again; the job whose
+/// process was running is re-attached (same process, same attempt), not started a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_the_middle_of_a_workflow_runs_no_completed_step_again() {
+    use futures::StreamExt;
+    let agent_logs = TempDir::new("orch-agent-logs");
+    let _leftovers = common::KillServicesOf(agent_logs.path().to_path_buf());
+    let ProcessStack { _nats, _logs, mut orchestrator, pool, .. } =
+        ProcessStack::start(&[("ORCH_AGENT_LOG_DIR", agent_logs.path().display().to_string())]).await;
+    let client = _nats.connect("harness").await;
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut sub = client.subscribe("orch.call.once").await.unwrap();
+    client.flush().await.unwrap();
+    let (answering, seen) = (client.clone(), calls.clone());
+    tokio::spawn(async move {
+        while let Some(message) = sub.next().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if let Some(reply) = message.reply {
+                let _ = answering.publish(reply, "{\"ok\": true}".into()).await;
+            }
+        }
+    });
+    let release = _logs.path().join("release");
+    let text = format!(
+        "[workflow]\nname = \"survivor\"\n[steps.once]\nkind = \"call\"\nsubject = \"orch.call.once\"\n\
+         [steps.held]\nkind = \"job\"\ncommand = \"sh\"\nargs = [\"-c\", \"while [ ! -e '{}' ]; do sleep 0.05; done\"]\nneeds = [\"once\"]\n",
+        release.display()
+    );
+    let port = orchestrator.http_port;
+    let (status, body) = orch_testkit::http_request(port, "PUT", "/api/v1/workflows/survivor", Some(&text)).unwrap();
+    assert_eq!(status, 201, "{body}");
+    let (status, body) =
+        orch_testkit::http_request(port, "POST", "/api/v1/workflows/survivor/executions", Some("{}")).unwrap();
+    assert_eq!(status, 202, "{body}");
+    let id: uuid::Uuid =
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"].as_str().unwrap().parse().unwrap();
+    let state = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, serde_json::Value>("SELECT state FROM workflow_executions WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let before = common::eventually(Duration::from_secs(30), "the job running", || async {
+        let state = state(pool.clone()).await;
+        (state["steps"]["held"]["status"] == "running").then_some(state)
+    })
+    .await;
+    // The job's process runs under the agent; wait until it is there, then kill the orchestrator.
+    common::eventually(Duration::from_secs(30), "the job's process", || async {
+        let shims = std::fs::read_dir(agent_logs.path()).ok()?;
+        shims.filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().starts_with("job-")).then_some(())
+    })
+    .await;
+    orchestrator.kill();
+    orchestrator.start_again();
+    orchestrator.wait_ready(Duration::from_secs(60));
+    std::fs::write(&release, "").unwrap();
+    common::eventually(Duration::from_secs(30), "the execution succeeded", || async {
+        let status: String = sqlx::query_scalar("SELECT status FROM workflow_executions WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        (status == "succeeded").then_some(())
+    })
+    .await;
+    let state = state(pool.clone()).await;
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1, "the completed call was not made again");
+    assert_eq!(state["steps"]["once"]["attempt"], 1);
+    assert_eq!(state["steps"]["held"]["attempt"], 1, "the job was re-attached, not retried: {state}");
+    assert_eq!(state["steps"]["held"]["started_at"], before["steps"]["held"]["started_at"]);
+    assert_eq!(state["steps"]["held"]["output"]["exit"], serde_json::json!({ "by": "code", "code": 0 }));
+}
