@@ -308,32 +308,42 @@ pub async fn fire(
     Ok(fired)
 }
 
-/// Stores an execution's new state and status with its events, in one transaction.
-pub async fn save_execution(
-    pool: &PgPool,
-    id: Uuid,
-    status: &str,
-    state: &serde_json::Value,
-    started: bool,
-    finished: bool,
-    events: &[OutboxRow],
-) -> Result<()> {
+/// An execution's new state, to store.
+pub struct ExecutionChange {
+    pub id: Uuid,
+    pub status: &'static str,
+    pub state: serde_json::Value,
+    /// It left its queue (`started_at` is set).
+    pub started: bool,
+    /// It ended (`finished_at` is set).
+    pub finished: bool,
+    pub events: Vec<OutboxRow>,
+}
+
+/// Stores the new states of executions with their events, in one transaction.
+pub async fn save_executions(pool: &PgPool, changes: &[ExecutionChange]) -> Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
     let mut tx = pool.begin().await?;
-    sqlx::query(
-        "UPDATE workflow_executions SET status = $2, state = $3, updated_at = now(),
-             started_at = CASE WHEN $4 THEN coalesce(started_at, now()) ELSE started_at END,
-             finished_at = CASE WHEN $5 THEN now() ELSE finished_at END
-         WHERE id = $1",
-    )
-    .bind(id)
-    .bind(status)
-    .bind(sqlx::types::Json(state))
-    .bind(started)
-    .bind(finished)
-    .execute(&mut *tx)
-    .await?;
+    for change in changes {
+        sqlx::query(
+            "UPDATE workflow_executions SET status = $2, state = $3, updated_at = now(),
+                 started_at = CASE WHEN $4 THEN coalesce(started_at, now()) ELSE started_at END,
+                 finished_at = CASE WHEN $5 THEN now() ELSE finished_at END
+             WHERE id = $1",
+        )
+        .bind(change.id)
+        .bind(change.status)
+        .bind(sqlx::types::Json(&change.state))
+        .bind(change.started)
+        .bind(change.finished)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let events: Vec<OutboxRow> = changes.iter().flat_map(|c| c.events.iter().cloned()).collect();
     if !events.is_empty() {
-        super::outbox::insert(&mut tx, super::outbox::shard::WORKFLOWS, events).await?;
+        super::outbox::insert(&mut tx, super::outbox::shard::WORKFLOWS, &events).await?;
     }
     tx.commit().await?;
     Ok(())

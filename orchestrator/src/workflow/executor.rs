@@ -45,6 +45,9 @@ impl Default for ExecutorSettings {
     }
 }
 
+/// Most inputs taken in one batch (one transaction).
+const BATCH: usize = 1024;
+
 /// What the API asks of the executor.
 enum Command {
     /// A new execution was stored (queued).
@@ -235,15 +238,13 @@ struct Executor {
 impl Executor {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>, mut shutdown: Shutdown) {
         // Executions under way when the last leader stopped go on; queued ones wait their turn.
-        let under_way: Vec<Uuid> = self
+        let under_way: Vec<(Uuid, Input)> = self
             .live
             .iter()
             .filter(|(_, l)| l.execution.status != ExecutionStatus::Queued)
-            .map(|(id, _)| *id)
+            .map(|(id, _)| (*id, Input::Resumed))
             .collect();
-        for id in under_way {
-            self.advance(id, Input::Resumed).await;
-        }
+        self.advance_all(under_way).await;
         self.admit().await;
         loop {
             let next_wake = self.live.values().filter_map(|l| l.wake).min();
@@ -288,24 +289,35 @@ impl Executor {
                     }
                     None => break,
                 },
-                Some(ended) = self.ended.1.recv() => {
-                    if let Some(live) = self.live.get_mut(&ended.id) {
-                        live.attempts.remove(&ended.step);
+                Some(first) = self.ended.1.recv() => {
+                    // Every attempt that has ended by now, in one batch.
+                    let mut batch = Vec::new();
+                    let mut next = Some(first);
+                    while let Some(ended) = next {
+                        if let Some(live) = self.live.get_mut(&ended.id) {
+                            live.attempts.remove(&ended.step);
+                        }
+                        let input = Input::StepEnded { step: ended.step, attempt: ended.attempt, result: ended.result };
+                        batch.push((ended.id, input));
+                        next = if batch.len() < BATCH { self.ended.1.try_recv().ok() } else { None };
                     }
-                    let input = Input::StepEnded { step: ended.step, attempt: ended.attempt, result: ended.result };
-                    self.advance(ended.id, input).await;
+                    self.advance_all(batch).await;
                 }
                 _ = sleep => {
                     let now = now_ms();
-                    let due: Vec<Uuid> =
-                        self.live.iter().filter(|(_, l)| l.wake.is_some_and(|w| w <= now)).map(|(id, _)| *id).collect();
-                    for id in due {
-                        self.advance(id, Input::Tick).await;
-                    }
+                    let due: Vec<(Uuid, Input)> = self
+                        .live
+                        .iter()
+                        .filter(|(_, l)| l.wake.is_some_and(|w| w <= now))
+                        .map(|(id, _)| (*id, Input::Tick))
+                        .collect();
+                    self.advance_all(due).await;
                 }
             }
-            while let Some((id, reason)) = self.cascade.pop() {
-                self.advance(id, Input::Cancel { reason }).await;
+            // Cancelling a child may cancel its own children: until none is left.
+            while !self.cascade.is_empty() {
+                let cascade = self.cascade.drain(..).map(|(id, reason)| (id, Input::Cancel { reason })).collect();
+                self.advance_all(cascade).await;
             }
             self.admit().await;
         }
@@ -462,35 +474,72 @@ impl Executor {
         waiting.retain(|w| !children.contains(&w.id));
         let chosen =
             queue::admit(&waiting, &running, self.settings.queue_concurrency, self.settings.aging_per_minute, now);
-        for id in children.into_iter().chain(chosen) {
-            self.advance(id, Input::Start).await;
-        }
+        let starts = children.into_iter().chain(chosen).map(|id| (id, Input::Start)).collect();
+        self.advance_all(starts).await;
     }
 
     /// Feeds `input` to execution `id`, stores the result, then does what it says. False when
     /// the result could not be stored (nothing was done; it is tried again at the next wake-up).
     async fn advance(&mut self, id: Uuid, input: Input) -> bool {
-        let Some(live) = self.live.get_mut(&id) else { return false };
-        let before = live.execution.status;
-        let mut execution = live.execution.clone();
-        let actions = execution.advance(&live.definition, input, now_ms());
-        let started = before == ExecutionStatus::Queued && execution.status != ExecutionStatus::Queued;
-        let finished = execution.status.is_final();
-        let rows = event_rows(&self.effects.subjects, id, live, &execution, &actions);
-        let state = serde_json::to_value(&execution).expect("an execution serializes");
-        let saved =
-            workflows::save_execution(&self.pool, id, execution.status.as_str(), &state, started, finished, &rows)
-                .await;
-        if let Err(e) = saved {
-            // Nothing of this step is done: the state stays as stored, and it is tried again at
-            // the next wake-up (or by the next leader, when this one was fenced).
-            tracing::warn!(execution = %id, error = %e, "a workflow execution's change could not be stored; it is tried again");
-            live.wake = Some(now_ms() + 1000);
-            return false;
+        self.advance_all(vec![(id, input)]).await.contains(&id)
+    }
+
+    /// [`Executor::advance`] for many inputs at once: each execution takes its inputs in order,
+    /// then every changed execution is stored with its events in **one** transaction, and only
+    /// then are the actions done. A burst (a thousand steps of a fan-out ending together, a
+    /// thousand executions starting on the same second) costs one commit, not one per input.
+    /// Returns the executions stored.
+    async fn advance_all(&mut self, inputs: Vec<(Uuid, Input)>) -> std::collections::HashSet<Uuid> {
+        let now = now_ms();
+        // Per execution, in the order first seen: its new state and the actions, in order.
+        let mut order: Vec<Uuid> = Vec::new();
+        let mut changed: HashMap<Uuid, (ExecutionStatus, Execution, Vec<Action>)> = HashMap::new();
+        for (id, input) in inputs {
+            let Some(live) = self.live.get(&id) else { continue };
+            let (_, execution, actions) = changed.entry(id).or_insert_with(|| {
+                order.push(id);
+                (live.execution.status, live.execution.clone(), Vec::new())
+            });
+            actions.extend(execution.advance(&live.definition, input, now));
         }
-        if !rows.is_empty() {
+        let mut saves = Vec::with_capacity(order.len());
+        for id in &order {
+            let (before, execution, actions) = &changed[id];
+            let live = &self.live[id];
+            saves.push(workflows::ExecutionChange {
+                id: *id,
+                status: execution.status.as_str(),
+                state: serde_json::to_value(execution).expect("an execution serializes"),
+                started: *before == ExecutionStatus::Queued && execution.status != ExecutionStatus::Queued,
+                finished: execution.status.is_final(),
+                events: event_rows(&self.effects.subjects, *id, live, execution, actions),
+            });
+        }
+        if let Err(e) = workflows::save_executions(&self.pool, &saves).await {
+            // Nothing of this is done: the states stay as stored, and they are tried again at
+            // the next wake-up (or by the next leader, when this one was fenced).
+            tracing::warn!(executions = order.len(), error = %e, "workflow executions' changes could not be stored; they are tried again");
+            for id in &order {
+                if let Some(live) = self.live.get_mut(id) {
+                    live.wake = Some(now_ms() + 1000);
+                }
+            }
+            return Default::default();
+        }
+        if saves.iter().any(|s| !s.events.is_empty()) {
             self.written.notify_one();
         }
+        for id in &order {
+            let (_, execution, actions) = changed.remove(id).expect("changed");
+            self.act(*id, execution, actions);
+        }
+        order.into_iter().collect()
+    }
+
+    /// Does what the machine said for execution `id`, whose new state `execution` is stored.
+    fn act(&mut self, id: Uuid, execution: Execution, actions: Vec<Action>) {
+        let Some(live) = self.live.get_mut(&id) else { return };
+        let finished = execution.status.is_final();
         live.execution = execution;
         live.wake = None;
         let mut cascade = Vec::new();
@@ -555,7 +604,6 @@ impl Executor {
                 }
             }
         }
-        true
     }
 }
 
