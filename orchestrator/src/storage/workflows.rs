@@ -356,6 +356,16 @@ pub async fn execution(pool: &PgPool, id: Uuid) -> Result<Option<StoredExecution
         .await?)
 }
 
+/// The executions `ids` (those that exist).
+pub async fn executions_by_id(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<StoredExecution>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {EXECUTION_COLUMNS} FROM workflow_executions WHERE id = ANY($1) ORDER BY created_at"
+    ))
+    .bind(ids)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// The newest executions (of `workflow` when given), at most `limit`.
 pub async fn executions(pool: &PgPool, workflow: Option<&str>, limit: i64) -> Result<Vec<StoredExecution>> {
     Ok(sqlx::query_as(&format!(

@@ -207,6 +207,7 @@ pub async fn start(
         live: HashMap::new(),
         ended: mpsc::unbounded_channel(),
         cascade: Vec::new(),
+        definitions: super::definitions::Definitions::default(),
     };
     let stored = storage::retry("loading workflow executions", || workflows::active_executions(&executor.pool)).await?;
     let resumed = stored.len();
@@ -233,6 +234,7 @@ struct Executor {
     ended: (mpsc::UnboundedSender<Ended>, mpsc::UnboundedReceiver<Ended>),
     /// Sub-workflows to cancel because the step that started them was cancelled.
     cascade: Vec<(Uuid, String)>,
+    definitions: super::definitions::Definitions,
 }
 
 impl Executor {
@@ -259,36 +261,17 @@ impl Executor {
             };
             tokio::select! {
                 _ = shutdown.requested() => break,
-                command = commands.recv() => match command {
-                    Some(Command::Queued { id }) => {
-                        // Already here when a sub-workflow step taken up again starts its child again.
-                        if !self.live.contains_key(&id)
-                            && let Ok(Some(row)) = workflows::execution(&self.pool, id).await
-                        {
-                            self.load(row).await;
-                        }
+                command = commands.recv() => {
+                    let Some(command) = command else { break };
+                    // Commands that came together: queued executions are loaded in one read.
+                    let mut batch = vec![command];
+                    while batch.len() < BATCH
+                        && let Ok(more) = commands.try_recv()
+                    {
+                        batch.push(more);
                     }
-                    Some(Command::Signal { id, step, decision, comment, by, reply }) => {
-                        let answer = self.signal(id, &step, decision, comment, &by).await;
-                        let _ = reply.send(answer);
-                    }
-                    Some(Command::WatchEnd { id, reply }) => match self.live.get_mut(&id) {
-                        Some(live) => live.watchers.push(reply),
-                        None => {
-                            let _ = reply.send(());
-                        }
-                    },
-                    Some(Command::Cancel { id, reason, reply }) => {
-                        let answer = if self.live.contains_key(&id) {
-                            self.advance(id, Input::Cancel { reason }).await;
-                            Ok(())
-                        } else {
-                            Err(format!("execution {id} is not under way"))
-                        };
-                        let _ = reply.send(answer);
-                    }
-                    None => break,
-                },
+                    self.handle(batch).await;
+                }
                 Some(first) = self.ended.1.recv() => {
                     // Every attempt that has ended by now, in one batch.
                     let mut batch = Vec::new();
@@ -329,22 +312,71 @@ impl Executor {
         }
     }
 
+    /// Does what the API asked, in order; consecutive `Queued` are loaded together.
+    async fn handle(&mut self, commands: Vec<Command>) {
+        let mut queued = Vec::new();
+        for command in commands {
+            if let Command::Queued { id } = command {
+                // Already here when a sub-workflow step taken up again starts its child again.
+                if !self.live.contains_key(&id) {
+                    queued.push(id);
+                }
+                continue;
+            }
+            self.load_all(std::mem::take(&mut queued)).await;
+            match command {
+                Command::Queued { .. } => unreachable!("handled above"),
+                Command::Signal { id, step, decision, comment, by, reply } => {
+                    let answer = self.signal(id, &step, decision, comment, &by).await;
+                    let _ = reply.send(answer);
+                }
+                Command::WatchEnd { id, reply } => match self.live.get_mut(&id) {
+                    Some(live) => live.watchers.push(reply),
+                    None => {
+                        let _ = reply.send(());
+                    }
+                },
+                Command::Cancel { id, reason, reply } => {
+                    let answer = if self.live.contains_key(&id) {
+                        self.advance(id, Input::Cancel { reason }).await;
+                        Ok(())
+                    } else {
+                        Err(format!("execution {id} is not under way"))
+                    };
+                    let _ = reply.send(answer);
+                }
+            }
+        }
+        self.load_all(queued).await;
+    }
+
+    /// Loads the stored executions `ids` into memory, in one read.
+    async fn load_all(&mut self, ids: Vec<Uuid>) {
+        if ids.is_empty() {
+            return;
+        }
+        match workflows::executions_by_id(&self.pool, &ids).await {
+            Ok(rows) => {
+                for row in rows {
+                    self.load(row).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(executions = ids.len(), error = %e, "queued executions could not be read; the next leader takes them up")
+            }
+        }
+    }
+
     /// Takes a stored execution into memory (unless it has ended: a trigger that starts an
     /// execution again finds the one it started before).
     async fn load(&mut self, row: workflows::StoredExecution) {
         if matches!(row.status.as_str(), "succeeded" | "failed" | "cancelled") {
             return;
         }
-        let definition = match workflows::definition(&self.pool, &row.workflow, Some(row.version)).await {
-            Ok(Some(d)) => match serde_json::from_value::<Definition>(d.definition.0) {
-                Ok(d) => Arc::new(d),
-                Err(e) => {
-                    tracing::error!(execution = %row.id, error = %e, "a stored workflow definition cannot be read");
-                    return;
-                }
-            },
-            other => {
-                tracing::error!(execution = %row.id, result = ?other.map(|d| d.is_some()), "the execution's definition is missing");
+        let definition = match self.definitions.get(&self.pool, &row.workflow, row.version).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(execution = %row.id, error = %e, "the execution's definition cannot be read");
                 return;
             }
         };

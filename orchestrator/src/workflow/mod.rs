@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod definition;
+pub mod definitions;
 pub mod executor;
 pub mod expr;
 pub mod hook;

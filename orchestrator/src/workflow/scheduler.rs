@@ -4,12 +4,10 @@
 //! leader that dies before the commit leaves it to the next one (which finds it due, late, and
 //! applies the catch-up policy), and a deposed leader cannot commit at all.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 
-use super::definition::Definition;
 use super::executor::Workflows;
 use super::machine::Execution;
 use super::schedule::{self, Overlap, Schedule, ScheduleSpec};
@@ -24,6 +22,7 @@ const LOOK_EVERY: Duration = Duration::from_secs(60);
 
 pub async fn run(pool: sqlx::PgPool, executor: Workflows, mut shutdown: Shutdown) {
     let mut changed = executor.watch_definitions();
+    let definitions = super::definitions::Definitions::default();
     loop {
         let now = Utc::now();
         let wait = match workflows::next_firing(&pool).await {
@@ -48,7 +47,7 @@ pub async fn run(pool: sqlx::PgPool, executor: Workflows, mut shutdown: Shutdown
             }
         };
         for row in due {
-            if let Err(e) = fire(&pool, &executor, &row).await {
+            if let Err(e) = fire(&pool, &executor, &definitions, &row).await {
                 tracing::warn!(workflow = %row.workflow, schedule = row.idx, error = %e, "a schedule's firing was not committed; it is tried again");
             }
         }
@@ -56,13 +55,15 @@ pub async fn run(pool: sqlx::PgPool, executor: Workflows, mut shutdown: Shutdown
 }
 
 /// Commits the due firings of one schedule.
-async fn fire(pool: &sqlx::PgPool, executor: &Workflows, row: &StoredSchedule) -> anyhow::Result<()> {
+async fn fire(
+    pool: &sqlx::PgPool,
+    executor: &Workflows,
+    definitions: &super::definitions::Definitions,
+    row: &StoredSchedule,
+) -> anyhow::Result<()> {
     let spec: ScheduleSpec = serde_json::from_value(row.spec.0.clone())?;
     let schedule = Schedule::new(spec).map_err(|(field, message)| anyhow::anyhow!("{field}: {message}"))?;
-    let stored = workflows::definition(pool, &row.workflow, Some(row.version))
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("version {} of {} is missing", row.version, row.workflow))?;
-    let definition: Arc<Definition> = Arc::new(serde_json::from_value(stored.definition.0)?);
+    let definition = definitions.get(pool, &row.workflow, row.version).await?;
     let now = Utc::now();
     let due = schedule::due(&schedule, row.next_fire_at, now, TOLERANCE);
     let Some(next) = due.next else {
