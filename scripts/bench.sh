@@ -35,6 +35,13 @@ Runs the benchmarks (release build). PART limits the run to some of:
                           a standby (p50/p99), commands lost or applied twice, false expiries, restarts
     upgrade               200 managed services; the orchestrator's binary replaced and started again:
                           services restarted (target 0) and the time until all are adopted
+  workflows:
+    workflow_steps        no-op steps in one execution: a 1,000-step fan-out/fan-in and a 200-step chain;
+                          steps per second and the time from "could start" to "started" per step (p50/p99)
+    cron_precision        1,000 schedules firing every second for 120 s: lateness (p50/p99), firings
+                          missed and doubled; then on 2 replicas with the leader killed half-way
+    waiting_executions    10,000 executions each in a 1 h wait: orchestrator RSS and idle CPU, time to
+                          start them all
   bridge (Python, orch_bridge built in release):
     bridge_events         events per second a Python consumer receives as typed objects, against the
                           pure-Python nats-py client on the same pre-filled stream
@@ -51,7 +58,7 @@ unset ORCH_PG_FAST
 export ORCH_NATS_SERVER="$NATS_SERVER"
 cd "$ROOT"
 log "building and running the benchmarks (release); this takes a few minutes"
-registry=() health=() lifecycle=() priority=() cluster=() bridge=()
+registry=() health=() lifecycle=() priority=() cluster=() workflows=() bridge=()
 for part in "$@"; do
     case "$part" in
     baseline | commands | heartbeats | cold_start) registry+=("$part") ;;
@@ -59,6 +66,7 @@ for part in "$@"; do
     dag_startup | independent_launches) lifecycle+=("$part") ;;
     runaway_engine) priority+=("$part") ;;
     failover | upgrade) cluster+=("$part") ;;
+    workflow_steps | cron_precision | waiting_executions) workflows+=("$part") ;;
     bridge_events | priority_round_trip) bridge+=("$part") ;;
     *) die "unknown benchmark part '$part' (see scripts/bench.sh --help)" ;;
     esac
@@ -77,6 +85,9 @@ if [ $# -eq 0 ] || [ ${#priority[@]} -gt 0 ]; then
 fi
 if [ $# -eq 0 ] || [ ${#cluster[@]} -gt 0 ]; then
     cargo bench -p orchestrator --bench cluster -- "${cluster[@]}"
+fi
+if [ $# -eq 0 ] || [ ${#workflows[@]} -gt 0 ]; then
+    cargo bench -p orchestrator --bench workflows -- "${workflows[@]}"
 fi
 if [ $# -eq 0 ] || [ ${#bridge[@]} -gt 0 ]; then
     "$ROOT/scripts/bridge.sh" --release

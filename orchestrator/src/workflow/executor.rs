@@ -575,9 +575,13 @@ impl Executor {
         live.execution = execution;
         live.wake = None;
         let mut cascade = Vec::new();
+        // What the steps started now render their inputs over: built once, shared by them all (a
+        // fan-out of a thousand steps would otherwise build it a thousand times).
+        let mut scope: Option<Arc<Value>> = None;
         for action in actions {
             match action {
-                Action::Run { step, attempt, key, scope, resumed } => {
+                Action::Run { step, attempt, key, resumed } => {
+                    let scope = scope.get_or_insert_with(|| Arc::new(live.execution.scope())).clone();
                     let Some(spec) = live.definition.steps.get(&step).cloned() else { continue };
                     let started_at = live.execution.steps.get(&step).and_then(|s| s.started_at).unwrap_or_else(now_ms);
                     let attempt_run = Attempt {

@@ -157,10 +157,10 @@ pub enum Input {
 /// What the executor is to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Run attempt `attempt` of `step`, with its inputs rendered over `scope`; the idempotency
+    /// Run attempt `attempt` of `step` (its inputs rendered over [`Execution::scope`]); the idempotency
     /// key is stable for that attempt. `resumed` when an attempt that was waiting goes on
     /// waiting after a restart (its `started_at` is the original one).
-    Run { step: String, attempt: u32, key: String, scope: Value, resumed: bool },
+    Run { step: String, attempt: u32, key: String, resumed: bool },
     /// Stop the running attempt of `step` (it timed out, or the execution ended).
     Cancel { step: String },
     /// Record and publish this event.
@@ -311,7 +311,6 @@ impl Execution {
                             step: step.clone(),
                             attempt: state.attempt,
                             key: self.key(&step, state.attempt),
-                            scope: self.scope(),
                             resumed: true,
                         });
                     } else {
@@ -474,7 +473,6 @@ impl Execution {
 
     fn start_attempt(&mut self, definition: &Definition, step: &str, now: Millis, out: &mut Vec<Action>) {
         let timeout = definition.steps.get(step).and_then(|s| s.timeout);
-        let scope = self.scope();
         let state = self.steps.get_mut(step).expect("every step has a state");
         state.attempt += 1;
         state.status = StepStatus::Running;
@@ -482,7 +480,7 @@ impl Execution {
         state.due_at = timeout.map(|t| now + t.as_millis() as Millis);
         let attempt = state.attempt;
         out.push(Action::Event(Event::StepStarted { step: step.to_string(), attempt }));
-        out.push(Action::Run { step: step.to_string(), attempt, key: self.key(step, attempt), scope, resumed: false });
+        out.push(Action::Run { step: step.to_string(), attempt, key: self.key(step, attempt), resumed: false });
     }
 
     /// Done, as far as the steps that need it are concerned.

@@ -48,7 +48,8 @@ pub struct Attempt {
     /// The attempt's start (the original one for a wait that goes on after a restart).
     pub started_at: Millis,
     pub spec: StepSpec,
-    pub scope: Value,
+    /// What its expressions read ([`super::machine::Execution::scope`]).
+    pub scope: std::sync::Arc<Value>,
     /// The attempt's number (1 for the first).
     pub attempt: u32,
     /// Taken up again after a restart or a failover (a job re-attaches to its process).
@@ -223,7 +224,7 @@ async fn wait_event(effects: &Effects, attempt: &Attempt) -> Result<Value, StepE
         let matches = match &filter {
             None => true,
             Some(filter) => {
-                let mut scope = attempt.scope.clone();
+                let mut scope = (*attempt.scope).clone();
                 scope["event"] = event.clone();
                 // An event the filter cannot read (a field it names is missing) is not the one.
                 filter.eval_bool(&scope).unwrap_or(false)
