@@ -245,29 +245,41 @@ pub struct Fired {
     pub skipped: usize,
 }
 
-/// Commits the firings of one schedule, if its next firing is still `expected` (else another
-/// commit took them: nothing is done): the executions of `fire` (skipped with `skip_overlap`
-/// while one of the schedule's executions is under way; the ones under way returned to cancel
-/// with `replace`), and the schedule's `next` firing.
-pub async fn fire(
-    pool: &PgPool,
-    schedule: &StoredSchedule,
-    expected: DateTime<Utc>,
-    executions: &[NewExecution<'_>],
-    skip_overlap: bool,
-    replace: bool,
-    next: DateTime<Utc>,
-) -> Result<Fired> {
+/// The firings of one schedule to commit: the executions of `executions` (skipped with
+/// `skip_overlap` while one of the schedule's executions is under way; the ones under way
+/// returned to cancel with `replace`), and the schedule's `next` firing, if its next firing is
+/// still `expected` (else another commit took them: nothing is done).
+pub struct Firing<'a> {
+    pub schedule: &'a StoredSchedule,
+    pub expected: DateTime<Utc>,
+    pub executions: Vec<NewExecution<'a>>,
+    pub skip_overlap: bool,
+    pub replace: bool,
+    pub next: DateTime<Utc>,
+}
+
+/// Commits `firings` in one transaction; what each did, in order.
+pub async fn fire_all(pool: &PgPool, firings: &[Firing<'_>]) -> Result<Vec<Fired>> {
     let mut tx = pool.begin().await?;
+    let mut out = Vec::with_capacity(firings.len());
+    for firing in firings {
+        out.push(fire_in(&mut tx, firing).await?);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+async fn fire_in(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, firing: &Firing<'_>) -> Result<Fired> {
+    let Firing { schedule, expected, executions, skip_overlap, replace, next } = firing;
     let current: Option<DateTime<Utc>> = sqlx::query_scalar(
         "SELECT next_fire_at FROM workflow_schedules WHERE workflow = $1 AND idx = $2 AND version = $3 FOR UPDATE",
     )
     .bind(&schedule.workflow)
     .bind(schedule.idx)
     .bind(schedule.version)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?;
-    if current != Some(expected) {
+    if current != Some(*expected) {
         return Ok(Fired::default());
     }
     let trigger = format!("cron:{}", schedule.idx);
@@ -277,21 +289,21 @@ pub async fn fire(
     )
     .bind(&schedule.workflow)
     .bind(&trigger)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?;
     let mut fired = Fired::default();
     for (i, new) in executions.iter().enumerate() {
         // Only the last of several firings replaces (or is skipped for) what runs.
         let overlapping = !active.is_empty() || i > 0;
-        if skip_overlap && overlapping {
+        if *skip_overlap && overlapping {
             fired.skipped += 1;
             continue;
         }
-        if insert_with(&mut *tx, new).await? {
+        if insert_with(&mut **tx, new).await? {
             fired.started.push(new.id);
         }
     }
-    if replace && !fired.started.is_empty() {
+    if *replace && !fired.started.is_empty() {
         fired.replaced = active;
     }
     sqlx::query(
@@ -302,9 +314,8 @@ pub async fn fire(
     .bind(schedule.idx)
     .bind(next)
     .bind(!fired.started.is_empty())
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
-    tx.commit().await?;
     Ok(fired)
 }
 

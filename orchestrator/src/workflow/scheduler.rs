@@ -46,77 +46,111 @@ pub async fn run(pool: sqlx::PgPool, executor: Workflows, mut shutdown: Shutdown
                 continue;
             }
         };
-        for row in due {
-            if let Err(e) = fire(&pool, &executor, &definitions, &row).await {
-                tracing::warn!(workflow = %row.workflow, schedule = row.idx, error = %e, "a schedule's firing was not committed; it is tried again");
-            }
+        // Every due schedule's firings in one transaction: a thousand schedules due on the same
+        // second cost one commit. A schedule that cannot be prepared is left due (logged).
+        if let Err(e) = fire_all(&pool, &executor, &definitions, &due).await {
+            tracing::warn!(schedules = due.len(), error = %e, "the due schedules' firings were not committed; they are tried again");
         }
     }
 }
 
-/// Commits the due firings of one schedule.
-async fn fire(
+/// What one due schedule fires, before it is committed.
+struct Prepared<'a> {
+    row: &'a StoredSchedule,
+    definition: std::sync::Arc<super::definition::Definition>,
+    overlap: Overlap,
+    due: schedule::Due,
+    next: chrono::DateTime<Utc>,
+    inputs: serde_json::Value,
+}
+
+/// Prepares each due schedule's firings (schedules that cannot be are logged and left due),
+/// commits them all in one transaction, then queues the started executions and cancels the
+/// replaced ones.
+async fn fire_all(
     pool: &sqlx::PgPool,
     executor: &Workflows,
     definitions: &super::definitions::Definitions,
-    row: &StoredSchedule,
+    rows: &[StoredSchedule],
 ) -> anyhow::Result<()> {
+    let now = Utc::now();
+    let mut prepared = Vec::with_capacity(rows.len());
+    for row in rows {
+        match prepare(pool, definitions, row, now).await {
+            Ok(p) => prepared.push(p),
+            Err(e) => {
+                tracing::warn!(workflow = %row.workflow, schedule = row.idx, error = %e, "a schedule cannot fire; it is tried again")
+            }
+        }
+    }
+    let mut firings = Vec::with_capacity(prepared.len());
+    for p in &prepared {
+        let trigger = format!("cron:{}", p.row.idx);
+        let mut executions = Vec::with_capacity(p.due.fire.len());
+        for fire_at in &p.due.fire {
+            let id = schedule::execution_id(&p.row.workflow, p.row.idx as usize, *fire_at);
+            let execution = Execution::new(id.to_string(), &p.definition, p.inputs.clone());
+            executions.push(NewExecution {
+                id,
+                workflow: &p.row.workflow,
+                version: p.row.version,
+                queue: &p.definition.workflow.queue,
+                priority: i16::from(p.definition.workflow.priority),
+                state: serde_json::to_value(&execution)?,
+                by: "orchestrator",
+                trigger: trigger.clone(),
+                fire_at: Some(*fire_at),
+            });
+        }
+        firings.push(workflows::Firing {
+            schedule: p.row,
+            expected: p.row.next_fire_at,
+            executions,
+            skip_overlap: p.overlap == Overlap::Skip,
+            replace: p.overlap == Overlap::Replace,
+            next: p.next,
+        });
+    }
+    let all_fired = workflows::fire_all(pool, &firings).await?;
+    for (p, fired) in prepared.iter().zip(all_fired) {
+        if p.due.dropped > 0 || fired.skipped > 0 || !fired.started.is_empty() {
+            tracing::debug!(
+                workflow = %p.row.workflow,
+                schedule = p.row.idx,
+                started = fired.started.len(),
+                skipped_overlapping = fired.skipped,
+                dropped_missed = p.due.dropped,
+                next = %p.next,
+                "schedule fired"
+            );
+        }
+        for id in &fired.replaced {
+            if let Err(e) = executor.cancel(*id, "replaced by a newer firing of its schedule".into()).await {
+                tracing::warn!(execution = %id, error = %e, "a replaced execution could not be cancelled");
+            }
+        }
+        for id in fired.started {
+            executor.queued(id);
+        }
+    }
+    Ok(())
+}
+
+/// What a due schedule fires now.
+async fn prepare<'a>(
+    pool: &sqlx::PgPool,
+    definitions: &super::definitions::Definitions,
+    row: &'a StoredSchedule,
+    now: chrono::DateTime<Utc>,
+) -> anyhow::Result<Prepared<'a>> {
     let spec: ScheduleSpec = serde_json::from_value(row.spec.0.clone())?;
     let schedule = Schedule::new(spec).map_err(|(field, message)| anyhow::anyhow!("{field}: {message}"))?;
     let definition = definitions.get(pool, &row.workflow, row.version).await?;
-    let now = Utc::now();
     let due = schedule::due(&schedule, row.next_fire_at, now, TOLERANCE);
     let Some(next) = due.next else {
         anyhow::bail!("the pattern {:?} never fires again", schedule.spec.cron);
     };
     let inputs = serde_json::to_value(&schedule.spec.inputs)?;
     let inputs = definition.check_inputs("inputs", Some(inputs)).map_err(|e| anyhow::anyhow!(e.0.message))?;
-    let trigger = format!("cron:{}", row.idx);
-    let mut executions = Vec::new();
-    for fire_at in &due.fire {
-        let id = schedule::execution_id(&row.workflow, row.idx as usize, *fire_at);
-        let execution = Execution::new(id.to_string(), &definition, inputs.clone());
-        executions.push(NewExecution {
-            id,
-            workflow: &row.workflow,
-            version: row.version,
-            queue: &definition.workflow.queue,
-            priority: i16::from(definition.workflow.priority),
-            state: serde_json::to_value(&execution)?,
-            by: "orchestrator",
-            trigger: trigger.clone(),
-            fire_at: Some(*fire_at),
-        });
-    }
-    let overlap = schedule.spec.overlap;
-    let fired = workflows::fire(
-        pool,
-        row,
-        row.next_fire_at,
-        &executions,
-        overlap == Overlap::Skip,
-        overlap == Overlap::Replace,
-        next,
-    )
-    .await?;
-    if due.dropped > 0 || fired.skipped > 0 || !fired.started.is_empty() {
-        tracing::info!(
-            workflow = %row.workflow,
-            schedule = row.idx,
-            started = fired.started.len(),
-            skipped_overlapping = fired.skipped,
-            dropped_missed = due.dropped,
-            next = %next,
-            "schedule fired"
-        );
-    }
-    for id in &fired.replaced {
-        if let Err(e) = executor.cancel(*id, "replaced by a newer firing of its schedule".into()).await {
-            tracing::warn!(execution = %id, error = %e, "a replaced execution could not be cancelled");
-        }
-    }
-    for id in fired.started {
-        executor.queued(id);
-    }
-    Ok(())
+    Ok(Prepared { row, definition, overlap: schedule.spec.overlap, due, next, inputs })
 }
