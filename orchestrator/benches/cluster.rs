@@ -29,7 +29,7 @@ use orch_protocol::registry::Registration;
 use orch_testkit::{OrchestratorProcess, Postgres, ShippedUsers, TempDir};
 use serde_json::{Value, json};
 
-use common::{bench_dir, orchestrator_env, percentile_ms, write_json};
+use common::{bench_dir, orchestrator_env, percentile_ms, read_all, write_json};
 
 const SLEEPER: &str = env!("CARGO_BIN_EXE_orch-sleeper");
 /// Live instances heartbeating through the failovers.
@@ -94,28 +94,6 @@ async fn leader(pool: &sqlx::PgPool) -> Option<(String, i64)> {
         .await
         .ok()
         .flatten()
-}
-
-/// Every message of `stream` on `filter`, read with an ordered consumer.
-async fn read_all(js: &jetstream::Context, stream: &str, filter: &str) -> Vec<Value> {
-    let stream = js.get_stream(stream).await.expect("stream");
-    let config = jetstream::consumer::pull::OrderedConfig {
-        deliver_policy: jetstream::consumer::DeliverPolicy::All,
-        filter_subject: filter.to_string(),
-        ..Default::default()
-    };
-    let consumer = stream.create_consumer(config).await.expect("ordered consumer");
-    let expected = consumer.cached_info().num_pending;
-    let mut messages = consumer.messages().await.expect("messages");
-    let mut out = Vec::with_capacity(expected as usize);
-    while (out.len() as u64) < expected {
-        match tokio::time::timeout(Duration::from_secs(60), messages.next()).await {
-            Ok(Some(Ok(m))) => out.push(serde_json::from_slice(&m.payload).unwrap_or(Value::Null)),
-            Ok(Some(Err(_))) => continue,
-            other => panic!("reading events: {} of {expected}, then {:?}", out.len(), other.map(|_| ())),
-        }
-    }
-    out
 }
 
 struct Group {

@@ -17,7 +17,10 @@ use orch_protocol::registry::Registration;
 use orch_testkit::{OrchestratorProcess, TempDir};
 use serde_json::json;
 
-use common::{Bench, WINDOW, bench_dir, cpu_seconds, metric, orchestrator_env, percentile_ms, write_json};
+use common::{
+    Bench, WINDOW, bench_dir, cpu_seconds, metric, orchestrator_env, percentile_ms, postgres_pids, rss_bytes,
+    write_json,
+};
 
 /// Commands and instances of the throughput run (also the heartbeat and cold-start population).
 const INSTANCES: usize = 100_000;
@@ -70,22 +73,6 @@ async fn publish_windowed(
     started.elapsed()
 }
 
-/// Pids of every PostgreSQL server process of the cluster listening on `port`.
-fn postgres_pids(port: u16) -> Vec<u32> {
-    let needle = format!("-p {port}");
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if comm.trim() == "postgres" && (cmdline.contains(&needle) || cmdline.starts_with("postgres:")) {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
 /// CPU seconds used so far by the orchestrator, nats-server and PostgreSQL.
 fn cpu_split(b: &Bench) -> [f64; 3] {
     [
@@ -93,16 +80,6 @@ fn cpu_split(b: &Bench) -> [f64; 3] {
         b.nats().pid().map(cpu_seconds).unwrap_or(0.0),
         postgres_pids(b._postgres.port).into_iter().map(cpu_seconds).sum(),
     ]
-}
-
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024
 }
 
 /// The one field the load generator reads from each event (a light client, so it takes little of

@@ -25,7 +25,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream;
 use chrono::{DateTime, DurationRound, Utc};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
@@ -33,7 +32,7 @@ use orch_testkit::{OrchestratorProcess, Postgres, ShippedUsers, TempDir};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use common::{Bench, bench_dir, cpu_seconds, orchestrator_env, write_json};
+use common::{Bench, bench_dir, cpu_seconds, orchestrator_env, postgres_pids, read_all, rss_bytes, write_json};
 
 /// Targets of the issue (printed beside the figures, not asserted).
 const TARGET_STEPS_PER_SEC: f64 = 2000.0;
@@ -86,33 +85,6 @@ fn show(h: &Histogram<u64>) -> String {
 
 fn p99_ms(h: &Histogram<u64>) -> f64 {
     h.value_at_quantile(0.99) as f64 / 1e3
-}
-
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024
-}
-
-/// Pids of every PostgreSQL server process of the cluster listening on `port` (as in
-/// `benches/registry.rs`): the CPU split tells where the time of a run goes.
-fn postgres_pids(port: u16) -> Vec<u32> {
-    let needle = format!("-p {port}");
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if comm.trim() == "postgres" && (cmdline.contains(&needle) || cmdline.starts_with("postgres:")) {
-            pids.push(pid);
-        }
-    }
-    pids
 }
 
 /// CPU seconds so far of the orchestrator `pid` and of PostgreSQL.
@@ -172,29 +144,6 @@ impl Api {
         }
         panic!("POST /api/v1/workflows/{name}/executions refused 100 times");
     }
-}
-
-/// Every message of `stream` on `filter`, read with an ordered consumer (as in
-/// `benches/cluster.rs`).
-async fn read_all(js: &jetstream::Context, stream: &str, filter: &str) -> Vec<Value> {
-    let stream = js.get_stream(stream).await.expect("stream");
-    let config = jetstream::consumer::pull::OrderedConfig {
-        deliver_policy: jetstream::consumer::DeliverPolicy::All,
-        filter_subject: filter.to_string(),
-        ..Default::default()
-    };
-    let consumer = stream.create_consumer(config).await.expect("ordered consumer");
-    let expected = consumer.cached_info().num_pending;
-    let mut messages = consumer.messages().await.expect("messages");
-    let mut out = Vec::with_capacity(expected as usize);
-    while (out.len() as u64) < expected {
-        match tokio::time::timeout(Duration::from_secs(60), messages.next()).await {
-            Ok(Some(Ok(m))) => out.push(serde_json::from_slice(&m.payload).unwrap_or(Value::Null)),
-            Ok(Some(Err(_))) => continue,
-            other => panic!("reading events: {} of {expected}, then {:?}", out.len(), other.map(|_| ())),
-        }
-    }
-    out
 }
 
 /// Waits until the relay has published every committed event (the outbox is empty).

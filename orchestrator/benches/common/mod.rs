@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
+use futures::StreamExt;
 use hdrhistogram::Histogram;
 use orch_protocol::Subjects;
 use orch_testkit::{NatsServer, OrchestratorProcess, Postgres, ShippedUsers, TempDir, http_get};
@@ -149,4 +150,53 @@ impl Bench {
     pub fn user_url(&self, role: &str) -> String {
         self.nats.url(role)
     }
+}
+
+/// Pids of every PostgreSQL server process of the cluster listening on `port`.
+pub fn postgres_pids(port: u16) -> Vec<u32> {
+    let needle = format!("-p {port}");
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if comm.trim() == "postgres" && (cmdline.contains(&needle) || cmdline.starts_with("postgres:")) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// The resident memory of process `pid`, in bytes (`VmRSS`).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Every message of `stream` on `filter`, read with an ordered consumer.
+pub async fn read_all(js: &jetstream::Context, stream: &str, filter: &str) -> Vec<Value> {
+    let stream = js.get_stream(stream).await.expect("stream");
+    let config = jetstream::consumer::pull::OrderedConfig {
+        deliver_policy: jetstream::consumer::DeliverPolicy::All,
+        filter_subject: filter.to_string(),
+        ..Default::default()
+    };
+    let consumer = stream.create_consumer(config).await.expect("ordered consumer");
+    let expected = consumer.cached_info().num_pending;
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut out = Vec::with_capacity(expected as usize);
+    while (out.len() as u64) < expected {
+        match tokio::time::timeout(Duration::from_secs(60), messages.next()).await {
+            Ok(Some(Ok(m))) => out.push(serde_json::from_slice(&m.payload).unwrap_or(Value::Null)),
+            Ok(Some(Err(_))) => continue,
+            other => panic!("reading events: {} of {expected}, then {:?}", out.len(), other.map(|_| ())),
+        }
+    }
+    out
 }
