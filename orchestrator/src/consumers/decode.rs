@@ -224,9 +224,12 @@ struct ListBody {
 }
 
 fn workflow_request(verb: &str, payload: &Bytes) -> Result<WorkflowRequest, ProtocolError> {
+    let parse_id = |id: &str| -> Result<uuid::Uuid, ProtocolError> {
+        id.parse().map_err(|_| ProtocolError::invalid("id", format!("{id:?} is not an execution id (a UUID)")))
+    };
     let execution_id = |payload: &Bytes| -> Result<uuid::Uuid, ProtocolError> {
         let r: ExecutionRef = parse_json(payload)?;
-        r.id.parse().map_err(|_| ProtocolError::invalid("id", format!("{:?} is not an execution id (a UUID)", r.id)))
+        parse_id(&r.id)
     };
     match verb {
         verbs::RUN => {
@@ -238,27 +241,17 @@ fn workflow_request(verb: &str, payload: &Bytes) -> Result<WorkflowRequest, Prot
         verbs::CANCEL => Ok(WorkflowRequest::Cancel(execution_id(payload)?)),
         verbs::SIGNAL => {
             let body: SignalBody = parse_json(payload)?;
-            let id = body
-                .id
-                .parse()
-                .map_err(|_| ProtocolError::invalid("id", format!("{:?} is not an execution id (a UUID)", body.id)))?;
+            let id = parse_id(&body.id)?;
             Ok(WorkflowRequest::Signal { id, step: body.step, decision: body.decision, comment: body.comment })
         }
         verbs::RETRY => {
             let body: RetryBody = parse_json(payload)?;
-            let id = body
-                .id
-                .parse()
-                .map_err(|_| ProtocolError::invalid("id", format!("{:?} is not an execution id (a UUID)", body.id)))?;
+            let id = parse_id(&body.id)?;
             Ok(WorkflowRequest::Retry { id, from: body.from })
         }
-        verbs::SCHEDULES => {
+        verbs::SCHEDULES | verbs::QUEUES => {
             let _: EmptyRequest = parse_json(&empty_is_object(payload))?;
-            Ok(WorkflowRequest::Schedules)
-        }
-        verbs::QUEUES => {
-            let _: EmptyRequest = parse_json(&empty_is_object(payload))?;
-            Ok(WorkflowRequest::Queues)
+            Ok(if verb == verbs::SCHEDULES { WorkflowRequest::Schedules } else { WorkflowRequest::Queues })
         }
         verbs::LIST => {
             let payload = if payload.is_empty() { Bytes::from_static(b"{}") } else { payload.clone() };

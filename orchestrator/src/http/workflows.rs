@@ -40,6 +40,22 @@ pub fn router(definition_max_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(deliver))
 }
 
+/// A body that may be empty; when it is not, it is JSON, declared as such (a cross-site form
+/// cannot send that without a preflight).
+fn optional_json<T: serde::de::DeserializeOwned>(
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<Option<T>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let json = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(is_json);
+    if !json {
+        return Err(ApiError::new(ErrorCode::MalformedPayload, "expected a body with Content-Type: application/json"));
+    }
+    Ok(Some(orch_protocol::error::parse_json(body)?))
+}
+
 fn execution_id(text: &str) -> Result<Uuid, ApiError> {
     text.parse().map_err(|_| {
         ApiError::field(ErrorCode::ValidationFailed, "id", format!("{text:?} is not an execution id (a UUID)"))
@@ -124,19 +140,7 @@ async fn run(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     validate_name("name", &name)?;
-    let request: RunRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RunRequest { inputs: None }
-    } else {
-        // A body is JSON, declared as such (a cross-site form cannot send that without a preflight).
-        let json = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(is_json);
-        if !json {
-            return Err(ApiError::new(
-                ErrorCode::MalformedPayload,
-                "expected a body with Content-Type: application/json",
-            ));
-        }
-        orch_protocol::error::parse_json(&body)?
-    };
+    let request: RunRequest = optional_json(&headers, &body)?.unwrap_or(RunRequest { inputs: None });
     let view = api::run(&state.pool, &state.workflows, &name, request.inputs, &caller.principal).await?;
     Ok((StatusCode::ACCEPTED, Json(view)).into_response())
 }
@@ -217,18 +221,7 @@ async fn retry(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let id = execution_id(&id)?;
-    let request: RetryRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RetryRequest::default()
-    } else {
-        let json = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(is_json);
-        if !json {
-            return Err(ApiError::new(
-                ErrorCode::MalformedPayload,
-                "expected a body with Content-Type: application/json",
-            ));
-        }
-        orch_protocol::error::parse_json(&body)?
-    };
+    let request: RetryRequest = optional_json(&headers, &body)?.unwrap_or_default();
     let view = api::retry(&state.pool, &state.workflows, id, request.from, &caller.principal).await?;
     Ok((StatusCode::ACCEPTED, Json(view)).into_response())
 }

@@ -216,6 +216,7 @@ pub struct StoredSchedule {
     pub version: i32,
     pub spec: sqlx::types::Json<serde_json::Value>,
     pub next_fire_at: DateTime<Utc>,
+    pub last_fired_at: Option<DateTime<Utc>>,
 }
 
 /// The earliest next firing of any schedule.
@@ -226,7 +227,7 @@ pub async fn next_firing(pool: &PgPool) -> Result<Option<DateTime<Utc>>> {
 /// The schedules whose next firing is at or before `now`.
 pub async fn due_schedules(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<StoredSchedule>> {
     Ok(sqlx::query_as(
-        "SELECT workflow, idx, version, spec, next_fire_at FROM workflow_schedules WHERE next_fire_at <= $1
+        "SELECT workflow, idx, version, spec, next_fire_at, last_fired_at FROM workflow_schedules WHERE next_fire_at <= $1
          ORDER BY next_fire_at",
     )
     .bind(now)
@@ -399,19 +400,8 @@ pub async fn active_executions(pool: &PgPool) -> Result<Vec<StoredExecution>> {
     .await?)
 }
 
-/// A schedule with its last firing, for reading.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ScheduleRow {
-    pub workflow: String,
-    pub idx: i32,
-    pub version: i32,
-    pub spec: sqlx::types::Json<serde_json::Value>,
-    pub next_fire_at: DateTime<Utc>,
-    pub last_fired_at: Option<DateTime<Utc>>,
-}
-
 /// Every schedule, by workflow and index.
-pub async fn schedules(pool: &PgPool) -> Result<Vec<ScheduleRow>> {
+pub async fn schedules(pool: &PgPool) -> Result<Vec<StoredSchedule>> {
     Ok(sqlx::query_as(
         "SELECT workflow, idx, version, spec, next_fire_at, last_fired_at FROM workflow_schedules
          ORDER BY workflow, idx",

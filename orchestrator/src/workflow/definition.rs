@@ -574,16 +574,8 @@ impl Definition {
                 problem(at("filter"), e.0);
             }
             for (field, value) in step.templated() {
-                let mut found = Vec::new();
-                match expr::expressions_in(&value, &mut found) {
-                    Err(e) => problem(at(field), e.0),
-                    Ok(()) => {
-                        for e in found {
-                            if let Err(e) = Expr::parse(&e) {
-                                problem(at(field), e.0);
-                            }
-                        }
-                    }
+                for message in expr::template_problems(&value) {
+                    problem(at(field), message);
                 }
             }
         }

@@ -214,6 +214,15 @@ pub fn expressions_in(value: &serde_json::Value, out: &mut Vec<String>) -> Resul
     Ok(())
 }
 
+/// Problems of the `${{ … }}` in `value`'s strings: an unclosed one, or one that does not parse.
+pub fn template_problems(value: &serde_json::Value) -> Vec<String> {
+    let mut found = Vec::new();
+    if let Err(e) = expressions_in(value, &mut found) {
+        return vec![e.0];
+    }
+    found.into_iter().filter_map(|source| Expr::parse(&source).err().map(|e| e.0)).collect()
+}
+
 /// `value` with every `${{ … }}` replaced: a string that is one expression takes its value, other
 /// strings get the values as text.
 pub fn render(value: &serde_json::Value, scope: &serde_json::Value) -> Result<serde_json::Value, ExprError> {

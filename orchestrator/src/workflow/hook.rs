@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::expr::{self, Expr, ExprError};
+use super::expr::{self, ExprError};
 
 /// The header with the delivery's time, in seconds since the Unix epoch.
 pub const TIMESTAMP_HEADER: &str = "X-Orch-Timestamp";
@@ -65,15 +65,7 @@ impl WebhookSpec {
             out.push(("replay_window", "more than 0 and at most 1h".into()));
         }
         for value in self.inputs.values() {
-            let mut found = Vec::new();
-            if let Err(e) = expr::expressions_in(value, &mut found) {
-                out.push(("inputs", e.0));
-            }
-            for source in found {
-                if let Err(e) = Expr::parse(&source) {
-                    out.push(("inputs", e.0));
-                }
-            }
+            out.extend(expr::template_problems(value).into_iter().map(|m| ("inputs", m)));
         }
         out
     }

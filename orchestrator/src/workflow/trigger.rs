@@ -89,15 +89,7 @@ impl EventTrigger {
             }
         }
         for value in self.inputs.values() {
-            let mut found = Vec::new();
-            if let Err(e) = expr::expressions_in(value, &mut found) {
-                out.push(("inputs", e.0));
-            }
-            for source in found {
-                if let Err(e) = Expr::parse(&source) {
-                    out.push(("inputs", e.0));
-                }
-            }
+            out.extend(expr::template_problems(value).into_iter().map(|m| ("inputs", m)));
         }
         out
     }
