@@ -607,3 +607,31 @@ on_failure = "continue"
     })
     .await;
 }
+
+/// A restart step restarts a managed service of the applied stack: a new process, ready again,
+/// recorded as the workflow's.
+#[tokio::test]
+async fn a_restart_step_restarts_a_managed_service() {
+    use common::lifecycle::{apply, service, sleeper, wait_for};
+    let stack = Stack::start().await;
+    let _leftovers = common::KillServicesOf(stack.agent_logs.path().to_path_buf());
+    apply(&stack, &sleeper("web", orch_testkit::free_port(), "0ms", "")).await;
+    let before = wait_for(&stack, &[("web", "ready")]).await;
+    let pid = service(&before, "web")["pid"].clone();
+    store_workflow(
+        &stack,
+        "bounce",
+        "[workflow]\nname = \"bounce\"\n[steps.restart]\nkind = \"restart\"\nservice = \"web\"\n",
+    )
+    .await;
+    let id = start_execution(&stack, "bounce", json!({})).await;
+    let ended = until_ended(&stack, &id).await;
+    assert_eq!(ended["status"], "succeeded", "{ended}");
+    assert_eq!(ended["steps"]["restart"]["output"], json!({ "restarting": true, "service": "web" }));
+    let after = eventually(Duration::from_secs(30), "web ready in a new process", || async {
+        let view = wait_for(&stack, &[("web", "ready")]).await;
+        (service(&view, "web")["pid"] != pid).then_some(view)
+    })
+    .await;
+    assert!(service(&after, "web")["pid"].as_u64().is_some(), "{after}");
+}
