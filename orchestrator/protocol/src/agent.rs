@@ -16,6 +16,8 @@ pub mod verbs {
     pub const LOGS: &str = "logs";
     pub const EXITED: &str = "exited";
     pub const PRESSURE: &str = "pressure";
+    /// The node's heartbeat: capacity, labels and allocations ([`crate::resources::NodeReport`]).
+    pub const NODE: &str = "node";
 }
 
 /// The default stop signal of a process (also a managed service's default).

@@ -13,6 +13,7 @@ pub mod names;
 pub mod principal;
 pub mod priority;
 pub mod registry;
+pub mod resources;
 pub mod stack;
 pub mod subjects;
 pub mod workflow;

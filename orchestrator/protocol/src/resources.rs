@@ -1,0 +1,216 @@
+//! Resources on the wire (protocol.md §17): what a service asks for, what a node has, and what a
+//! node's agent reports at each heartbeat on `<prefix>.agent.<node>.node`.
+//!
+//! CPU is counted in millicores (1000 = one core) and memory in MiB, as the manifest writes them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ProtocolError;
+
+/// An amount of CPU and memory: `{"cpu": 500, "memory": 256}` is half a core and 256 MiB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Resources {
+    /// Millicores: 1000 is one core.
+    #[serde(default)]
+    pub cpu: u64,
+    /// MiB.
+    #[serde(default)]
+    pub memory: u64,
+}
+
+impl Resources {
+    pub const ZERO: Resources = Resources { cpu: 0, memory: 0 };
+
+    pub fn new(cpu: u64, memory: u64) -> Resources {
+        Resources { cpu, memory }
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.cpu == 0 && self.memory == 0
+    }
+
+    /// Whether `other` fits in `self` in both dimensions.
+    pub fn fits(&self, other: &Resources) -> bool {
+        other.cpu <= self.cpu && other.memory <= self.memory
+    }
+
+    pub fn saturating_sub(&self, other: &Resources) -> Resources {
+        Resources { cpu: self.cpu.saturating_sub(other.cpu), memory: self.memory.saturating_sub(other.memory) }
+    }
+
+    pub fn saturating_add(&self, other: &Resources) -> Resources {
+        Resources { cpu: self.cpu.saturating_add(other.cpu), memory: self.memory.saturating_add(other.memory) }
+    }
+}
+
+impl std::ops::Add for Resources {
+    type Output = Resources;
+    fn add(self, other: Resources) -> Resources {
+        self.saturating_add(&other)
+    }
+}
+
+impl std::ops::AddAssign for Resources {
+    fn add_assign(&mut self, other: Resources) {
+        *self = self.saturating_add(&other);
+    }
+}
+
+impl std::iter::Sum for Resources {
+    fn sum<I: Iterator<Item = Resources>>(iter: I) -> Resources {
+        iter.fold(Resources::ZERO, |a, b| a + b)
+    }
+}
+
+impl std::fmt::Display for Resources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} millicores, {} MiB", self.cpu, self.memory)
+    }
+}
+
+/// Limits the kernel enforces on one process (its cgroup): a CPU quota and a memory ceiling.
+/// A field left out is not limited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Millicores: the process gets at most this share of CPU time per period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<u64>,
+    /// MiB: above it, the kernel reclaims and then OOM-kills the process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+}
+
+impl Limits {
+    pub fn is_empty(&self) -> bool {
+        self.cpu.is_none() && self.memory.is_none()
+    }
+}
+
+impl From<Resources> for Limits {
+    fn from(r: Resources) -> Limits {
+        Limits { cpu: (r.cpu > 0).then_some(r.cpu), memory: (r.memory > 0).then_some(r.memory) }
+    }
+}
+
+/// How an agent enforces limits, as it found the machine at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Enforcement {
+    /// cgroup v2 (the unified hierarchy) with the cpu and memory controllers.
+    CgroupV2,
+    /// cgroup v1 with the cpu and memory hierarchies.
+    CgroupV1,
+    /// No usable cgroups, and the operator allowed running services without limits.
+    Unlimited,
+    /// No usable cgroups: services that ask for limits are refused.
+    None,
+}
+
+/// What a node's agent reports at each heartbeat on `<prefix>.agent.<node>.node`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodeReport {
+    pub node: String,
+    /// Everything the machine has (all CPUs, all memory).
+    pub capacity: Resources,
+    /// Kept for the system and the agent itself: never placed on.
+    pub reserved: Resources,
+    /// Labels that constraints select on (`zone = "a"`, `disk = "ssd"`).
+    pub labels: BTreeMap<String, String>,
+    /// How limits are enforced on this node.
+    pub enforcement: Enforcement,
+    /// The services whose processes run here, with what each asked for.
+    pub allocations: Vec<Allocation>,
+    /// Measured use: busy share of all CPUs (0-1) and used share of memory (0-1).
+    pub cpu_used: f64,
+    pub memory_used: f64,
+    /// The agent's version and when it started.
+    pub agent_version: String,
+    pub agent_started: DateTime<Utc>,
+    pub at: DateTime<Utc>,
+}
+
+/// One process on a node and what it asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Allocation {
+    pub service: String,
+    pub pid: u32,
+    pub resources: Resources,
+}
+
+impl NodeReport {
+    /// What may be placed on the node: capacity less the reservation.
+    pub fn allocatable(&self) -> Resources {
+        self.capacity.saturating_sub(&self.reserved)
+    }
+
+    pub fn allocated(&self) -> Resources {
+        self.allocations.iter().map(|a| a.resources).sum()
+    }
+}
+
+/// Checks a label map as agents and manifests write it: names as service names (plus `.` and `/`
+/// for prefixes such as `topology/zone`), values up to 63 printable characters.
+pub fn validate_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<(), ProtocolError> {
+    for (key, value) in labels {
+        if !is_label_key(key) {
+            return Err(ProtocolError::invalid(
+                format!("{field}.{key}"),
+                "label names are 1-63 characters of a-z, A-Z, 0-9, '-', '_', '.', '/'",
+            ));
+        }
+        if value.len() > 63 || value.chars().any(|c| c.is_control()) {
+            return Err(ProtocolError::invalid(
+                format!("{field}.{key}"),
+                "label values are at most 63 characters, none of them control characters",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn is_label_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 63
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources_add_and_fit() {
+        let node = Resources::new(2000, 1024);
+        let a = Resources::new(500, 256);
+        assert!(node.fits(&a));
+        assert!(!a.fits(&node));
+        assert_eq!(a + a, Resources::new(1000, 512));
+        assert_eq!(node.saturating_sub(&Resources::new(3000, 1)), Resources::new(0, 1023));
+        assert_eq!([a, a, a].into_iter().sum::<Resources>(), Resources::new(1500, 768));
+        assert_eq!(serde_json::to_value(a).unwrap(), serde_json::json!({"cpu": 500, "memory": 256}));
+    }
+
+    #[test]
+    fn limits_leave_out_what_is_zero() {
+        assert_eq!(Limits::from(Resources::new(0, 64)), Limits { cpu: None, memory: Some(64) });
+        assert!(Limits::from(Resources::ZERO).is_empty());
+    }
+
+    #[test]
+    fn label_names_are_checked() {
+        let ok = BTreeMap::from([("topology/zone".to_string(), "a".to_string())]);
+        assert!(validate_labels("labels", &ok).is_ok());
+        let bad = BTreeMap::from([("zone name".to_string(), "a".to_string())]);
+        let err = validate_labels("labels", &bad).unwrap_err();
+        assert!(err.to_string().contains("labels.zone name"), "{err}");
+    }
+}
