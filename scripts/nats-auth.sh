@@ -54,7 +54,7 @@ agent_user() {
     # them; reports its node's process ends and pressure. Nothing for another node.
     { user: agent-$1, password: "$(pw "agent-$1")",
       permissions: {
-        publish:   { allow: ["$P.agent.$1.exited", "$P.agent.$1.pressure"] }
+        publish:   { allow: ["$P.agent.$1.exited", "$P.agent.$1.pressure", "$P.agent.$1.node"] }
         subscribe: { allow: ["$P.agent.$1.*"] }
         allow_responses: true } }
 AGENT
@@ -104,7 +104,8 @@ authorization {
                              "$P.req.lifecycle.restart.engine", "$P.req.cluster.status.engine",
                              "$P.req.workflow.run.engine", "$P.req.workflow.get.engine",
                              "$P.req.workflow.list.engine", "$P.req.workflow.schedules.engine",
-                             "$P.req.workflow.queues.engine",
+                             "$P.req.workflow.queues.engine", "$P.req.resource.nodes.engine",
+                             "$P.req.resource.node.engine",
                              "\$JS.API.INFO", "\$JS.API.STREAM.INFO.${S}_EVENTS", "\$JS.API.CONSUMER.*.${S}_EVENTS",
                              "\$JS.API.CONSUMER.*.${S}_EVENTS.>", "\$JS.API.CONSUMER.DURABLE.CREATE.${S}_EVENTS.>",
                              "\$JS.API.CONSUMER.MSG.NEXT.${S}_EVENTS.>", "\$JS.ACK.${S}_EVENTS.>"] }
@@ -129,7 +130,8 @@ authorization {
                              "$P.req.priority.get.observer", "$P.req.priority.list.observer",
                              "$P.req.cluster.status.observer", "$P.req.workflow.get.observer",
                              "$P.req.workflow.list.observer", "$P.req.workflow.schedules.observer",
-                             "$P.req.workflow.queues.observer",
+                             "$P.req.workflow.queues.observer", "$P.req.resource.nodes.observer",
+                             "$P.req.resource.node.observer",
                              "\$JS.API.INFO", "\$JS.API.STREAM.INFO.${S}_EVENTS", "\$JS.API.CONSUMER.*.${S}_EVENTS",
                              "\$JS.API.CONSUMER.*.${S}_EVENTS.>", "\$JS.API.CONSUMER.MSG.NEXT.${S}_EVENTS.>"] }
         subscribe: { allow: ["_INBOX.>"] } } }

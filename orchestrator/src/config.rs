@@ -76,6 +76,9 @@ pub enum Command {
     /// Show the group of replicas (`serve --replica`): which one leads, in which term and since
     /// when, and each replica's role, address and last sign of life. Any replica answers.
     Cluster(ApiArgs),
+    /// Show the nodes: each one's status (ready or down), capacity, what is reserved, allocated
+    /// and free, its labels, and what runs there; with a NAME, that node in full.
+    Nodes(NodesArgs),
     /// Workflows (docs/workflows.md): store a definition, run it and follow it, list, show and
     /// cancel executions.
     #[command(subcommand)]
@@ -233,6 +236,9 @@ pub struct AgentArgs {
     #[command(flatten)]
     pub pressure: PressureArgs,
 
+    #[command(flatten)]
+    pub node_report: NodeReportArgs,
+
     /// A service's log is rotated past this size (bytes); three rotated files are kept.
     #[arg(long, env = "ORCH_AGENT_LOG_MAX_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub log_max_bytes: u64,
@@ -285,6 +291,67 @@ impl AgentArgs {
             },
             shim: crate::agent::shim::default_path(),
             pressure: self.pressure.settings(),
+            node_report: self.node_report.settings()?,
+        })
+    }
+}
+
+/// What a node's agent reports about the node (docs/resources.md).
+#[derive(Debug, Clone, Args)]
+pub struct NodesArgs {
+    /// One node, shown in full (its labels and every allocation).
+    pub name: Option<String>,
+
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NodeReportArgs {
+    /// How often the agent reports its node (capacity, labels, what runs there) to the
+    /// orchestrator, which marks a node down after `--node-down-after` without a report.
+    #[arg(long, env = "ORCH_NODE_HEARTBEAT", default_value = "2s", value_parser = positive_duration)]
+    pub node_heartbeat: Duration,
+
+    /// The node's CPU in millicores (1000 per core); measured (all CPUs) by default. Lower it to
+    /// give services only part of a machine, or to run several simulated nodes on one machine.
+    #[arg(long, env = "ORCH_NODE_CPU")]
+    pub node_cpu: Option<u64>,
+
+    /// The node's memory in MiB; measured (`MemTotal`) by default.
+    #[arg(long, env = "ORCH_NODE_MEMORY")]
+    pub node_memory: Option<u64>,
+
+    /// CPU (millicores) kept for the system and the agent: never placed on.
+    #[arg(long, env = "ORCH_RESERVE_CPU", default_value_t = 100)]
+    pub reserve_cpu: u64,
+
+    /// Memory (MiB) kept for the system and the agent: never placed on.
+    #[arg(long, env = "ORCH_RESERVE_MEMORY", default_value_t = 256)]
+    pub reserve_memory: u64,
+
+    /// A label of this node, `KEY=VALUE` (repeatable), that placement constraints select on,
+    /// e.g. `--label zone=a --label disk=ssd`.
+    #[arg(long = "label", env = "ORCH_NODE_LABELS", value_delimiter = ',', value_parser = crate::agent::node::parse_label)]
+    pub labels: Vec<(String, String)>,
+
+    /// Labels from a file of `KEY = VALUE` lines (`#` comments); `--label` wins over it.
+    #[arg(long, env = "ORCH_NODE_LABELS_FILE")]
+    pub labels_file: Option<PathBuf>,
+}
+
+impl NodeReportArgs {
+    fn settings(&self) -> Result<crate::agent::node::NodeSettings, String> {
+        let mut labels = match &self.labels_file {
+            Some(path) => crate::agent::node::read_labels(path).map_err(|e| format!("--labels-file: {e}"))?,
+            None => Default::default(),
+        };
+        labels.extend(self.labels.iter().cloned());
+        Ok(crate::agent::node::NodeSettings {
+            interval: self.node_heartbeat,
+            capacity: crate::agent::node::CapacityOverride { cpu: self.node_cpu, memory: self.node_memory },
+            reserved: orch_protocol::resources::Resources::new(self.reserve_cpu, self.reserve_memory),
+            labels,
         })
     }
 }
@@ -461,6 +528,11 @@ pub struct ServeArgs {
     /// are never starved (0: strict priority order).
     #[arg(long, env = "ORCH_WORKFLOW_AGING", default_value_t = 1.0)]
     pub workflow_aging_per_minute: f64,
+
+    /// A node whose agent has not reported for this long is `down`: nothing new is placed there
+    /// (agents report every `--node-heartbeat`, 2s by default).
+    #[arg(long, env = "ORCH_NODE_DOWN_AFTER", default_value = "10s", value_parser = positive_duration)]
+    pub node_down_after: Duration,
 
     /// The URL other replicas forward HTTP requests to when this replica leads (`--replica`):
     /// what they can reach this one's `--http-addr` at, e.g. `http://orchestrator-a:8080`.
@@ -673,6 +745,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub pressure: PressureArgs,
+
+    #[command(flatten)]
+    pub node_report: NodeReportArgs,
 
     #[command(flatten)]
     pub shedding: ShedArgs,
@@ -941,6 +1016,7 @@ impl ServeArgs {
 
     pub fn settings(&self) -> Result<Settings, String> {
         let (credentials, tls) = self.nats_auth.settings()?;
+        let node_report = self.node_report.settings()?;
         let settings = Settings {
             subject_prefix: self.subject_prefix.clone(),
             database: self.database.settings(),
@@ -1003,6 +1079,7 @@ impl ServeArgs {
                 rotation: crate::agent::logs::Rotation::default(),
                 shim: self.agent_shim.clone(),
                 pressure: self.pressure.settings(),
+                node_report: node_report.clone(),
             }),
             http: HttpSettings {
                 addr: self.http_addr,
@@ -1047,6 +1124,7 @@ impl ServeArgs {
                 queue_concurrency: usize::from(self.workflow_queue_concurrency),
                 aging_per_minute: self.workflow_aging_per_minute,
             },
+            nodes: crate::resources::NodeSettings { down_after: self.node_down_after },
         };
         settings.validate().map_err(|e| format!("{}: {}", flag_of(e.setting), e.message))?;
         Ok(settings)

@@ -85,6 +85,10 @@ pub fn no_service(name: &str) -> ProtocolError {
     ProtocolError::field(ErrorCode::NotFound, "name", format!("no instance of service {name:?} is registered"))
 }
 
+pub fn no_node(name: &str) -> ProtocolError {
+    ProtocolError::field(ErrorCode::NotFound, "name", format!("no node named {name:?} has reported"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,6 +46,7 @@ pub mod priority;
 pub mod problems;
 pub mod process;
 pub mod registry;
+pub mod resources;
 pub mod settings;
 pub mod shutdown;
 pub mod storage;
@@ -354,12 +355,22 @@ async fn start_with(settings: Settings, listen: Listen) -> anyhow::Result<Runnin
         workflows.clone(),
         shutdown_rx.clone(),
     ));
+    let (nodes, nodes_task) = resources::tracker::start(
+        pool.clone(),
+        client.clone(),
+        subjects.clone(),
+        settings.nodes,
+        outbox_written.clone(),
+        shutdown_rx.clone(),
+    )
+    .await?;
     let backends = consumers::requests::Backends {
         registry: registry.clone(),
         health: monitor.clone(),
         controller: controller.clone(),
         priorities: priorities.clone(),
         workflows: workflows.clone(),
+        nodes: nodes.clone(),
     };
     let request_tasks = request_subs.into_iter().map(|(domain, sub)| {
         tokio::spawn(consumers::requests::run(
@@ -424,6 +435,7 @@ async fn start_with(settings: Settings, listen: Listen) -> anyhow::Result<Runnin
     tasks.push(workflow_task);
     tasks.push(scheduler_task);
     tasks.push(listener_task);
+    tasks.push(nodes_task);
 
     // One orchestrator alone answers `orch.req.cluster.status` itself; replicas answer it from
     // their own connection, standbys too (`cluster::replica`).
@@ -460,6 +472,7 @@ async fn start_with(settings: Settings, listen: Listen) -> anyhow::Result<Runnin
         limits: http::server::RequestLimits::new(&settings.http.limits),
         replica: settings.replica.clone(),
         workflows,
+        nodes,
     };
     if !settings.http.dashboard_dir.join("index.html").is_file() {
         tracing::warn!(

@@ -108,6 +108,7 @@ async fn run(cli: config::Cli) -> ExitCode {
         Command::Status(args) => cli_result("status", orchestrator::cli::stack::status(&args).await),
         Command::Profile(args) => cli_result("profile", orchestrator::cli::stack::profile(&args).await),
         Command::Cluster(args) => cli_result("cluster", orchestrator::cli::stack::cluster(&args).await),
+        Command::Nodes(args) => cli_result("nodes", orchestrator::cli::nodes::run(&args).await),
         Command::Workflow(command) => match orchestrator::cli::workflow::run(command).await {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(1),

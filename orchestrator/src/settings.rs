@@ -37,6 +37,8 @@ pub struct Settings {
     pub replica: Option<String>,
     /// The workflow executor's queues.
     pub workflow: crate::workflow::executor::ExecutorSettings,
+    /// How the node inventory judges nodes.
+    pub nodes: crate::resources::NodeSettings,
 }
 
 impl Default for Settings {
@@ -54,6 +56,7 @@ impl Default for Settings {
             retention: Retention::default(),
             replica: None,
             workflow: crate::workflow::executor::ExecutorSettings::default(),
+            nodes: crate::resources::NodeSettings::default(),
         }
     }
 }

@@ -76,6 +76,16 @@ impl StackClient {
         self.send(self.http.get(format!("{}/cluster", self.base)), "GET /cluster").await
     }
 
+    /// `GET /nodes`: the node inventory.
+    pub async fn nodes(&self) -> Result<serde_json::Value> {
+        self.send(self.http.get(format!("{}/nodes", self.base)), "GET /nodes").await
+    }
+
+    /// `GET /nodes/{name}`: one node.
+    pub async fn node(&self, name: &str) -> Result<serde_json::Value> {
+        self.send(self.http.get(format!("{}/nodes/{name}", self.base)), "GET /nodes/{name}").await
+    }
+
     /// `PUT /workflows/{name}`: stores a workflow definition (TOML) as its next version.
     pub async fn put_workflow(&self, name: &str, text: String) -> Result<serde_json::Value> {
         let request = self

@@ -64,6 +64,13 @@ pub enum EventKind {
     /// A node's pressure crossed a threshold (domain `resource`, node name as the service token).
     PressureHigh,
     PressureCleared,
+    /// A node's agent reported for the first time (domain `resource`, node name as the service
+    /// token, data [`crate::resources::NodeEventData`]).
+    NodeJoined,
+    /// A node's agent fell silent for longer than the orchestrator's node-down setting.
+    NodeDown,
+    /// A node that was down reported again.
+    NodeUp,
     /// A replica took the group's lease with a new term (domain `cluster`, the replica's name as
     /// the service token, data [`LeaderElectedData`]).
     LeaderElected,
@@ -75,7 +82,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 56] = [
+    pub const ALL: [EventKind; 59] = [
         EventKind::Registered,
         EventKind::Updated,
         EventKind::Deregistered,
@@ -120,6 +127,9 @@ impl EventKind {
         EventKind::Restored,
         EventKind::PressureHigh,
         EventKind::PressureCleared,
+        EventKind::NodeJoined,
+        EventKind::NodeDown,
+        EventKind::NodeUp,
         EventKind::LeaderElected,
         EventKind::LeaderLost,
         EventKind::Workflow(WorkflowEvent::Started),
@@ -164,7 +174,11 @@ impl EventKind {
             | EventKind::Shed
             | EventKind::Restored => "lifecycle",
             EventKind::Priority(_) => "priority",
-            EventKind::PressureHigh | EventKind::PressureCleared => "resource",
+            EventKind::PressureHigh
+            | EventKind::PressureCleared
+            | EventKind::NodeJoined
+            | EventKind::NodeDown
+            | EventKind::NodeUp => "resource",
             EventKind::LeaderElected | EventKind::LeaderLost => "cluster",
             EventKind::Workflow(_) => "workflow",
         }
@@ -202,6 +216,9 @@ impl EventKind {
             EventKind::Restored => "restored",
             EventKind::PressureHigh => "pressure_high",
             EventKind::PressureCleared => "pressure_cleared",
+            EventKind::NodeJoined => "node_joined",
+            EventKind::NodeDown => "node_down",
+            EventKind::NodeUp => "node_up",
             EventKind::LeaderElected => "leader_elected",
             EventKind::LeaderLost => "leader_lost",
             EventKind::Workflow(kind) => kind.as_str(),
@@ -259,6 +276,9 @@ impl EventKind {
             EventKind::Restored => "io.orch.lifecycle.restored.v1",
             EventKind::PressureHigh => "io.orch.resource.pressure_high.v1",
             EventKind::PressureCleared => "io.orch.resource.pressure_cleared.v1",
+            EventKind::NodeJoined => "io.orch.resource.node_joined.v1",
+            EventKind::NodeDown => "io.orch.resource.node_down.v1",
+            EventKind::NodeUp => "io.orch.resource.node_up.v1",
             EventKind::LeaderElected => "io.orch.cluster.leader_elected.v1",
             EventKind::LeaderLost => "io.orch.cluster.leader_lost.v1",
             EventKind::Workflow(kind) => kind.type_str(),

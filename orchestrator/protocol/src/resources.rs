@@ -157,6 +157,115 @@ impl NodeReport {
     }
 }
 
+/// Whether a node's agent is heard from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum NodeStatus {
+    /// Its agent reported within the node-down time.
+    Ready,
+    /// Its agent has been silent longer than the node-down time: nothing new is placed there.
+    Down,
+}
+
+impl NodeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Ready => "ready",
+            NodeStatus::Down => "down",
+        }
+    }
+
+    /// Reads the stored value; anything but `ready` is down.
+    pub fn from_stored(value: &str) -> NodeStatus {
+        if value == "ready" { NodeStatus::Ready } else { NodeStatus::Down }
+    }
+}
+
+/// A node as the inventory shows it (`GET /api/v1/nodes`, `orch.req.resource.nodes`): its last
+/// report with whether it is heard from, since when, and what is left to place on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodeInfo {
+    pub name: String,
+    pub status: NodeStatus,
+    /// When it entered its status.
+    pub since: DateTime<Utc>,
+    /// When its last report arrived (by the orchestrator's clock).
+    pub last_seen: DateTime<Utc>,
+    pub capacity: Resources,
+    pub reserved: Resources,
+    /// capacity - reserved: what placement may use.
+    pub allocatable: Resources,
+    /// What the processes running there asked for.
+    pub allocated: Resources,
+    /// allocatable - allocated.
+    pub free: Resources,
+    pub labels: BTreeMap<String, String>,
+    pub enforcement: Enforcement,
+    pub allocations: Vec<Allocation>,
+    /// Measured busy share of all CPUs (0-1) at the last report.
+    pub cpu_used: f64,
+    /// Measured used share of memory (0-1) at the last report.
+    pub memory_used: f64,
+    pub agent_version: String,
+    pub agent_started: DateTime<Utc>,
+}
+
+impl NodeInfo {
+    /// The view of a node from its last report.
+    pub fn new(report: &NodeReport, status: NodeStatus, since: DateTime<Utc>, last_seen: DateTime<Utc>) -> NodeInfo {
+        let allocated = report.allocated();
+        NodeInfo {
+            name: report.node.clone(),
+            status,
+            since,
+            last_seen,
+            capacity: report.capacity,
+            reserved: report.reserved,
+            allocatable: report.allocatable(),
+            allocated,
+            free: report.allocatable().saturating_sub(&allocated),
+            labels: report.labels.clone(),
+            enforcement: report.enforcement,
+            allocations: report.allocations.clone(),
+            cpu_used: report.cpu_used,
+            memory_used: report.memory_used,
+            agent_version: report.agent_version.clone(),
+            agent_started: report.agent_started,
+        }
+    }
+}
+
+/// Reply to `orch.req.resource.nodes` and body of `GET /api/v1/nodes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodeList {
+    pub nodes: Vec<NodeInfo>,
+}
+
+/// Body of `orch.req.resource.node`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeRef {
+    pub name: String,
+}
+
+/// Data of `node_joined`, `node_down` and `node_up` (`orch.evt.resource.<node>.<kind>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodeEventData {
+    pub node: String,
+    pub status: NodeStatus,
+    /// Why, in words: "first report", "silent for 10.2s (node-down time 10s)", "reported again".
+    pub reason: String,
+    pub last_seen: DateTime<Utc>,
+    pub capacity: Resources,
+    pub labels: BTreeMap<String, String>,
+    /// The services whose processes it reported at its last report.
+    pub services: Vec<String>,
+}
+
 /// Checks a label map as agents and manifests write it: names as service names (plus `.` and `/`
 /// for prefixes such as `topology/zone`), values up to 63 printable characters.
 pub fn validate_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<(), ProtocolError> {

@@ -41,11 +41,15 @@ pub mod verbs {
     pub const CLEAR: &str = "clear";
     pub const POLICY: &str = "policy";
     pub const RELEASE: &str = "release";
+    /// Resources: the node inventory (`orch.req.resource.nodes|node`).
+    pub const RESOURCE: &str = "resource";
+    pub const NODES: &str = "nodes";
+    pub const NODE: &str = "node";
 }
 
 /// The domains answered over request/reply (`orch.req.<domain>.<verb>`).
-pub const REQUEST_DOMAINS: [&str; 5] =
-    [verbs::REGISTRY, verbs::HEALTH, verbs::LIFECYCLE, verbs::PRIORITY, verbs::WORKFLOW];
+pub const REQUEST_DOMAINS: [&str; 6] =
+    [verbs::REGISTRY, verbs::HEALTH, verbs::LIFECYCLE, verbs::PRIORITY, verbs::WORKFLOW, verbs::RESOURCE];
 
 /// Whether `user` can name a sender in a subject: 1-64 letters, digits, `-` or `_` (a NATS user
 /// name of other characters cannot, and its client sends the plain subjects).

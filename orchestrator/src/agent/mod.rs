@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod logs;
+pub mod node;
 pub mod pressure;
 pub mod service;
 pub mod shim;
@@ -32,6 +33,8 @@ pub struct AgentSettings {
     /// `orch-shim` beside the running binary, else the running binary itself.
     pub shim: Option<PathBuf>,
     pub pressure: pressure::PressureSettings,
+    /// What the node reports about itself at each heartbeat.
+    pub node_report: node::NodeSettings,
 }
 
 impl Default for AgentSettings {
@@ -42,6 +45,7 @@ impl Default for AgentSettings {
             rotation: logs::Rotation::default(),
             shim: None,
             pressure: pressure::PressureSettings::default(),
+            node_report: node::NodeSettings::default(),
         }
     }
 }
@@ -81,8 +85,19 @@ pub async fn run(
         settings.pressure,
         shutdown.clone(),
     ));
+    let heartbeat = tokio::spawn(node::run(
+        client.clone(),
+        subjects.clone(),
+        settings.node.clone(),
+        settings.node_report.clone(),
+        // INTEGRATION: what the machine's cgroups allow.
+        orch_protocol::resources::Enforcement::None,
+        supervisor.clone(),
+        shutdown.clone(),
+    ));
     let result = service::run(client, subjects, settings.node, supervisor, exits, shutdown).await;
     let _ = pressure.await;
+    let _ = heartbeat.await;
     result
 }
 

@@ -68,12 +68,13 @@ fn read_file(path: &Path) -> Result<(f64, f64), String> {
 }
 
 /// Measures from `/proc`: CPU busy share since the previous call.
-struct Sampler {
+#[derive(Debug, Default)]
+pub(crate) struct Sampler {
     previous: Option<(u64, u64)>,
 }
 
 impl Sampler {
-    fn sample(&mut self) -> Result<(f64, f64), String> {
+    pub(crate) fn sample(&mut self) -> Result<(f64, f64), String> {
         let stat = std::fs::read_to_string("/proc/stat").map_err(|e| format!("reading /proc/stat: {e}"))?;
         let meminfo = std::fs::read_to_string("/proc/meminfo").map_err(|e| format!("reading /proc/meminfo: {e}"))?;
         let now = cpu_times(&stat).ok_or("/proc/stat has no cpu line")?;
@@ -95,7 +96,7 @@ pub async fn run(
     mut shutdown: Shutdown,
 ) {
     let subject = subjects.agent(&node, verbs::PRESSURE);
-    let mut sampler = Sampler { previous: None };
+    let mut sampler = Sampler::default();
     let mut ticks = tokio::time::interval(settings.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;

@@ -173,6 +173,12 @@ impl Supervisor {
         all
     }
 
+    /// Services running now with their pids and what each asked for.
+    pub fn allocations(&self) -> Vec<(String, u32, orch_protocol::resources::Resources)> {
+        // INTEGRATION: the resources come with the limits of each process.
+        self.running().into_iter().map(|(s, pid)| (s, pid, Default::default())).collect()
+    }
+
     /// Takes over what the run directory names: each service still running is watched again
     /// (same pid), and each end recorded while no agent ran is reported with its real status.
     /// Returns the services adopted.

@@ -3,5 +3,6 @@
 //! `config.rs`, this is the edge: the domain modules import neither.
 
 pub mod events;
+pub mod nodes;
 pub mod stack;
 pub mod workflow;

@@ -151,6 +151,10 @@ pub enum Request {
     Lifecycle(LifecycleRequest),
     Priority(PriorityRequest),
     Workflow(WorkflowRequest),
+    /// `orch.req.resource.nodes`: every node.
+    Nodes,
+    /// `orch.req.resource.node`: one node by name.
+    Node(String),
 }
 
 /// A request about workflows (protocol.md §16.4).
@@ -318,7 +322,8 @@ pub fn decode_request(
              {0}.req.health.<ttl|maintenance|system|service|checks> or \
              {0}.req.lifecycle.<status|apply|down|restart|profile> or \
              {0}.req.priority.<set|clear|get|list|policy|release> or \
-             {0}.req.workflow.<run|get|list|cancel|signal|retry|schedules|queues>",
+             {0}.req.workflow.<run|get|list|cancel|signal|retry|schedules|queues> or \
+             {0}.req.resource.<nodes|node>",
             subjects.prefix()
         )
     };
@@ -378,6 +383,15 @@ pub fn decode_request(
             | verbs::SCHEDULES
             | verbs::QUEUES),
         ) => workflow_request(verb, payload).map(Request::Workflow),
+        (verbs::RESOURCE, verbs::NODES) => {
+            let _: EmptyRequest = parse_json(&empty_is_object(payload))?;
+            Ok(Request::Nodes)
+        }
+        (verbs::RESOURCE, verbs::NODE) => {
+            let r: orch_protocol::resources::NodeRef = parse_json(payload)?;
+            orch_protocol::registry::validate_name("name", &r.name)?;
+            Ok(Request::Node(r.name))
+        }
         _ => Err(unknown(subject, &expected())),
     }
 }

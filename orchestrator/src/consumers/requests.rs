@@ -36,6 +36,7 @@ pub struct Backends {
     pub controller: Controller,
     pub priorities: crate::priority::Priorities,
     pub workflows: crate::workflow::executor::Workflows,
+    pub nodes: crate::resources::Nodes,
 }
 
 /// How a domain's requests run.
@@ -174,6 +175,8 @@ async fn answer(
         Request::Lifecycle(request) => lifecycle(&backends.controller, request, sender(subjects, message)).await,
         Request::Priority(request) => priority(&backends.priorities, request, sender(subjects, message)).await,
         Request::Workflow(request) => workflow(backends, request, sender(subjects, message)).await,
+        Request::Nodes => ok(&orch_protocol::resources::NodeList { nodes: backends.nodes.list().to_vec() }),
+        Request::Node(name) => reply(backends.nodes.get(&name).ok_or_else(|| errors::no_node(&name))),
     }
 }
 

@@ -13,6 +13,7 @@ mod discovery;
 mod error;
 mod extract;
 mod health;
+mod nodes;
 mod observe;
 mod openapi;
 mod priorities;
@@ -130,6 +131,8 @@ pub struct AppState {
     pub replica: Option<String>,
     /// The workflow executor.
     pub workflows: crate::workflow::executor::Workflows,
+    /// The node inventory.
+    pub nodes: crate::resources::Nodes,
 }
 
 impl HttpSettings {
@@ -174,6 +177,7 @@ pub(crate) fn api_routes(manifest_max_bytes: usize) -> OpenApiRouter<AppState> {
                 .merge(stack::router(manifest_max_bytes))
                 .merge(cluster::router())
                 .merge(workflows::router(manifest_max_bytes))
+                .merge(nodes::router())
                 .merge(openapi::router())
                 .routes(routes!(auth::whoami))
                 .routes(routes!(ws::feed)),

@@ -33,6 +33,7 @@ pub mod tags {
     pub const PRIORITIES: &str = "priorities";
     pub const SYSTEM: &str = "system";
     pub const WORKFLOWS: &str = "workflows";
+    pub const RESOURCES: &str = "resources";
 }
 
 /// The name of the security scheme that [`apply_roles`] asks for.
@@ -65,6 +66,8 @@ docs/protocol.md is the contract this document is generated for.";
             replicas and this document."),
         (name = tags::WORKFLOWS, description = "Workflow definitions with their versions, and their executions: \
             start, follow, cancel."),
+        (name = tags::RESOURCES, description = "Nodes: their capacity, reservation, labels, what runs there and \
+            whether their agent is heard from."),
     )
 )]
 struct ApiDoc;

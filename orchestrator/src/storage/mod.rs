@@ -8,6 +8,7 @@ pub mod instances;
 pub mod leadership;
 pub mod ledger;
 pub mod lifecycle;
+pub mod nodes;
 pub mod outbox;
 pub mod priorities;
 pub mod retention;

@@ -17,8 +17,10 @@ pub mod shard {
     pub const CLUSTER: i16 = -3;
     /// Workflow events (the workflow executor).
     pub const WORKFLOWS: i16 = -4;
+    /// Resource events: nodes joining, going down, coming back (the node tracker).
+    pub const RESOURCES: i16 = -5;
     /// The shards that exist whatever the number of registry writers.
-    pub const FIXED: [i16; 4] = [LIFECYCLE, PRIORITIES, CLUSTER, WORKFLOWS];
+    pub const FIXED: [i16; 5] = [LIFECYCLE, PRIORITIES, CLUSTER, WORKFLOWS, RESOURCES];
 }
 
 #[derive(Debug, FromRow)]
