@@ -53,7 +53,14 @@ impl Desired {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ManagedService {
+    /// The service, or one replica of it (`api-0`).
     pub name: String,
+    /// The service a replica belongs to (`api` for `api-0`); absent for a service of one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_of: Option<String>,
+    /// What it asked for (manifest `resources`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<crate::resources::Resources>,
     pub node: String,
     pub state: ServiceState,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -144,6 +144,21 @@ fn loopback() -> String {
 fn default_max_parallel() -> usize {
     16
 }
+fn one() -> u32 {
+    1
+}
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// Most replicas of one service.
+pub const COUNT_MAX: u32 = 1000;
+/// Largest CPU a service may ask for: 1024 cores.
+pub const CPU_MAX: u64 = 1_024_000;
+/// Largest memory a service may ask for: 16 TiB.
+pub const MEMORY_MAX: u64 = 16 * 1024 * 1024;
+/// Smallest memory limit: below it a process is killed before it has started.
+pub const MEMORY_MIN: u64 = 4;
 
 /// One managed service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,6 +209,18 @@ pub struct ServiceSpec {
     /// The node whose agent runs it.
     #[serde(default = "local")]
     pub node: String,
+    /// What each replica asks of its node: `cpu` in millicores (1000 = one core), `memory` in
+    /// MiB. The agent enforces them as limits (cgroups) and placement counts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<orch_protocol::resources::Resources>,
+    /// How many replicas run: each its own process and registry instance, named
+    /// `<service>-0` … `<service>-<count - 1>` (one replica keeps the service's own name).
+    /// Replica `i` listens on `port + i`.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub count: u32,
+    /// The service a replica belongs to (set when a manifest is read, never written in one).
+    #[serde(skip)]
+    pub replica_of: Option<String>,
     /// Where it listens: registered in the registry and the target of its checks.
     #[serde(default = "loopback")]
     pub address: String,
@@ -236,7 +263,7 @@ impl Manifest {
         }
         let problems = manifest.problems();
         if problems.is_empty() {
-            Ok(manifest)
+            Ok(manifest.expanded())
         } else {
             let problems = problems
                 .into_iter()
@@ -255,6 +282,54 @@ impl Manifest {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ManifestError::one("manifest", "manifest", None, format!("{}: {e}", path.display())))?;
         Manifest::parse(&text)
+    }
+
+    /// The manifest with every replicated service (`count` > 1) replaced by its replicas,
+    /// `<name>-0` … `<name>-<count - 1>`, each a service of its own with the same entry; a
+    /// dependency on (or a binding to) a replicated service becomes one on each of its replicas.
+    fn expanded(self) -> Manifest {
+        let replicas = |name: &str, spec: &ServiceSpec| -> Vec<String> {
+            if spec.count > 1 {
+                (0..spec.count).map(|i| format!("{name}-{i}")).collect()
+            } else {
+                vec![name.to_string()]
+            }
+        };
+        let units_of: BTreeMap<String, Vec<String>> =
+            self.services.iter().map(|(name, spec)| (name.clone(), replicas(name, spec))).collect();
+        let mut services = BTreeMap::new();
+        for (name, spec) in &self.services {
+            let mut unit = spec.clone();
+            unit.depends_on = spec
+                .depends_on
+                .iter()
+                .flat_map(|(dep, decl)| units_of[dep].iter().map(move |u| (u.clone(), *decl)))
+                .collect();
+            unit.binds_to = spec.binds_to.iter().flat_map(|b| units_of[b].iter().cloned()).collect();
+            for (i, replica) in units_of[name].iter().enumerate() {
+                let mut unit = unit.clone();
+                if spec.count > 1 {
+                    unit.replica_of = Some(name.clone());
+                    // Replicas may share a node: each listens on a port of its own.
+                    unit.port = spec.port.map(|p| p + i as u32);
+                }
+                services.insert(replica.clone(), unit);
+            }
+        }
+        Manifest { services, ..self }
+    }
+
+    /// The service whose replica `unit` is (itself when it is not replicated).
+    pub fn service_of<'a>(&'a self, unit: &'a str) -> &'a str {
+        self.services.get(unit).and_then(|s| s.replica_of.as_deref()).unwrap_or(unit)
+    }
+
+    /// The units of a service: its replicas, or itself.
+    pub fn units_of(&self, service: &str) -> Vec<String> {
+        if self.services.get(service).is_some_and(|s| s.replica_of.is_none()) {
+            return vec![service.to_string()];
+        }
+        self.services.iter().filter(|(_, s)| s.replica_of.as_deref() == Some(service)).map(|(n, _)| n.clone()).collect()
     }
 
     /// The dependencies of `service` with their defaults.
@@ -341,6 +416,42 @@ impl Manifest {
                     format!("unknown signal {:?}; use one of {}", spec.stop_signal, names.join(", ")),
                 );
             }
+            if spec.count == 0 || spec.count > COUNT_MAX {
+                problem(at("count"), format!("must be 1-{COUNT_MAX} (got {})", spec.count));
+            } else if spec.count > 1 {
+                let last = format!("{name}-{}", spec.count - 1);
+                if !is_valid_name(&last) {
+                    problem(
+                        at("count"),
+                        format!(
+                            "the replicas' names ({name}-0 … {last}) must be valid service names: shorten the name"
+                        ),
+                    );
+                }
+                for i in 0..spec.count {
+                    let replica = format!("{name}-{i}");
+                    if self.services.contains_key(&replica) {
+                        problem(at("count"), format!("replica {replica:?} would have the name of another service"));
+                    }
+                }
+            }
+            if let Some(r) = &spec.resources {
+                if r.cpu > CPU_MAX {
+                    problem(at("resources.cpu"), format!("at most {CPU_MAX} millicores (1024 cores)"));
+                }
+                if r.memory > MEMORY_MAX {
+                    problem(at("resources.memory"), format!("at most {MEMORY_MAX} MiB (16 TiB)"));
+                }
+                if r.memory != 0 && r.memory < MEMORY_MIN {
+                    problem(at("resources.memory"), format!("at least {MEMORY_MIN} MiB, or 0 for no memory limit"));
+                }
+                if r.is_zero() {
+                    problem(
+                        at("resources"),
+                        "asks for nothing: give cpu (millicores) or memory (MiB), or leave resources out".into(),
+                    );
+                }
+            }
             if !is_valid_name(&spec.node) {
                 problem(at("node"), "a node name is 1-63 of lower-case letters, digits, '-' or '_'".into());
             }
@@ -348,6 +459,14 @@ impl Manifest {
                 && !(1..=65_535).contains(&port)
             {
                 problem(at("port"), "must be between 1 and 65535".into());
+            } else if let Some(port) = spec.port
+                && spec.count > 1
+                && port + (spec.count - 1) > 65_535
+            {
+                problem(
+                    at("port"),
+                    format!("replica {} would listen on {}: above 65535", spec.count - 1, port + spec.count - 1),
+                );
             }
             let r = &spec.restart;
             if r.backoff.is_zero() || r.backoff > r.backoff_max {
@@ -400,6 +519,7 @@ fn service_line(text: &str, name: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lifecycle::Graph;
 
     const STACK: &str = r#"
 max_parallel = 4
@@ -482,5 +602,80 @@ depends_on = { a = "healthy" }
         assert_eq!(found[0].line, Some(3), "{found:?}");
         let found = problems("[services.a]\ncommand = \"x\"\ncolour = \"red\"\n");
         assert!(found[0].message.contains("colour"), "{found:?}");
+    }
+
+    #[test]
+    fn replicas_become_services_of_their_own_and_dependencies_follow_them() {
+        let text = r#"
+[services.db]
+command = "/usr/bin/db"
+
+[services.api]
+command = "/usr/bin/api"
+count = 3
+resources = { cpu = 500, memory = 256 }
+depends_on = { db = "started" }
+
+[services.web]
+command = "/usr/bin/web"
+depends_on = { api = "started" }
+binds_to = ["api"]
+"#;
+        let m = Manifest::parse(text).unwrap();
+        let names: Vec<&str> = m.services.keys().map(String::as_str).collect();
+        assert_eq!(names, ["api-0", "api-1", "api-2", "db", "web"]);
+        let api1 = &m.services["api-1"];
+        assert_eq!(api1.replica_of.as_deref(), Some("api"));
+        assert_eq!(api1.resources, Some(orch_protocol::resources::Resources::new(500, 256)));
+        assert_eq!(api1.depends_on.keys().collect::<Vec<_>>(), ["db"]);
+        let web = &m.services["web"];
+        assert_eq!(web.depends_on.keys().collect::<Vec<_>>(), ["api-0", "api-1", "api-2"], "one on each replica");
+        assert_eq!(web.binds_to, ["api-0", "api-1", "api-2"]);
+        assert_eq!(m.service_of("api-2"), "api");
+        assert_eq!(m.service_of("db"), "db");
+        assert_eq!(m.units_of("api"), ["api-0", "api-1", "api-2"]);
+        assert_eq!(m.units_of("db"), ["db"]);
+        assert!(m.units_of("ghost").is_empty());
+        assert!(Graph::new(&m).is_ok());
+        // Reading the same text again gives the same units: a stored version resumes as applied.
+        assert_eq!(Manifest::parse(text).unwrap(), m);
+    }
+
+    #[test]
+    fn counts_and_resources_are_checked() {
+        let text = r#"
+[services.a]
+command = "x"
+count = 0
+
+[services.b]
+command = "x"
+count = 2
+resources = { cpu = 2000000, memory = 2 }
+
+[services.b-1]
+command = "x"
+
+[services.c]
+command = "x"
+resources = { cpu = 0 }
+
+[services.d]
+command = "x"
+resources = { cpu = 100, disk = 5 }
+"#;
+        let found = problems(text);
+        // An unknown field inside resources is a TOML error, reported alone with its line.
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].message.contains("disk"), "{found:?}");
+        let found = problems(&text.replace(", disk = 5", ""));
+        let fields: Vec<(&str, Option<usize>)> = found.iter().map(|p| (p.field.as_str(), p.line)).collect();
+        assert!(fields.contains(&("services.a.count", Some(2))), "{found:?}");
+        assert!(fields.contains(&("services.b.count", Some(6))), "b-1 collides: {found:?}");
+        assert!(fields.contains(&("services.b.resources.cpu", Some(6))), "{found:?}");
+        assert!(fields.contains(&("services.b.resources.memory", Some(6))), "{found:?}");
+        assert!(fields.contains(&("services.c.resources", Some(14))), "{found:?}");
+        let long = format!("[services.{}]\ncommand = \"x\"\ncount = 10\n", "a".repeat(62));
+        assert!(problems(&long)[0].message.contains("shorten"), "{:?}", problems(&long));
     }
 }

@@ -1,6 +1,7 @@
 //! The registry side of managed services: a ready service with a port is registered as instance
-//! `managed-<service>` (its readiness check stays on it, so discovery follows readiness), its
-//! lease renewed while it runs, and deregistered when it stops or crashes.
+//! `managed-<service>` (`managed-<service>-<i>` for each replica, all under the service's name),
+//! its readiness check staying on it so discovery follows readiness, its lease renewed while it
+//! runs, and deregistered when it stops or crashes.
 
 use std::sync::Arc;
 
@@ -38,7 +39,7 @@ pub(super) fn spawn_registrar(registry: Arc<Registry>) -> mpsc::UnboundedSender<
     tx
 }
 
-/// The registry instance id of a managed service (one instance per managed service).
+/// The registry instance id of a managed service or of one of its replicas.
 pub fn instance_id(service: &str) -> String {
     format!("managed-{service}")
 }
@@ -48,7 +49,7 @@ pub fn instance_id(service: &str) -> String {
 pub(super) fn registration(name: &str, spec: &ServiceSpec, port: u32, version: i64) -> Registration {
     Registration {
         id: Some(instance_id(name)),
-        name: name.to_string(),
+        name: spec.replica_of.clone().unwrap_or_else(|| name.to_string()),
         version: format!("manifest-{version}"),
         address: spec.address.clone(),
         port,

@@ -57,7 +57,8 @@ impl Machine {
                 (name.clone(), managed)
             })
             .collect();
-        let defaults = manifest.services.iter().map(|(n, s)| (n.clone(), s.priority)).collect();
+        let defaults =
+            manifest.services.iter().map(|(n, s)| (manifest.service_of(n).to_string(), s.priority)).collect();
         self.out.push(Effect::SetDefaultPriorities(defaults));
         self.stack = Some(Stack {
             version,
@@ -158,7 +159,26 @@ impl Machine {
 
     /// A restart asked for: a running service is stopped and started again (the services bound
     /// to it follow once it is ready); one that does not run is started now.
+    /// A replicated service restarts each of its replicas (none is restarted unless all can be).
     pub(super) fn restart_request(&mut self, name: &str) -> Result<(), ControlError> {
+        let stack = self.stack.as_ref().ok_or(ControlError::NoStack)?;
+        let units = stack.manifest.units_of(name);
+        if units.len() > 1 || units.first().is_some_and(|u| u != name) {
+            for unit in &units {
+                let m = &stack.services[unit];
+                if matches!(m.state, ServiceState::Starting | ServiceState::Stopping | ServiceState::Pending) {
+                    return Err(ControlError::Busy(format!("{unit} is {}; try again in a moment", m.state)));
+                }
+            }
+            for unit in &units {
+                self.restart_unit(unit)?;
+            }
+            return Ok(());
+        }
+        self.restart_unit(name)
+    }
+
+    fn restart_unit(&mut self, name: &str) -> Result<(), ControlError> {
         let stack = self.stack.as_mut().ok_or(ControlError::NoStack)?;
         let m = stack.services.get_mut(name).ok_or_else(|| ControlError::UnknownService(name.to_string()))?;
         match m.state {

@@ -334,6 +334,8 @@ impl Machine {
                 *counts.entry(m.state).or_insert(0) += 1;
                 ManagedService {
                     name: name.clone(),
+                    replica_of: m.spec.replica_of.clone(),
+                    resources: m.spec.resources,
                     node: m.spec.node.clone(),
                     state: m.state,
                     reason: m.reason.clone(),
@@ -450,6 +452,13 @@ impl Machine {
         self.out.push(Effect::Record(Transition { at: self.now.wall, data, restarts: m.restart_count }));
     }
 
+    /// The effective priority of every unit (each replica has its service's), as start-up runs
+    /// order by them.
+    fn unit_priorities(&self) -> BTreeMap<String, u8> {
+        let Some(stack) = &self.stack else { return BTreeMap::new() };
+        stack.services.iter().map(|(name, m)| (name.clone(), priority_of(&self.effective, name, &m.spec))).collect()
+    }
+
     /// Puts `name` in the queue of services waiting for a slot, by its effective priority.
     fn enqueue(&mut self, name: &str) {
         let Some(stack) = self.stack.as_mut() else { return };
@@ -470,7 +479,9 @@ fn run_profile(stack: &Stack, run: &Run, outcome: Option<RunOutcome>) -> RunProf
     }
 }
 
-/// A service's effective priority: as the priority task says, else its manifest's.
+/// A service's effective priority: as the priority task says, else its manifest's. Replicas have
+/// their service's.
 fn priority_of(effective: &BTreeMap<String, u8>, name: &str, spec: &ServiceSpec) -> u8 {
-    effective.get(name).copied().unwrap_or(spec.priority)
+    let service = spec.replica_of.as_deref().unwrap_or(name);
+    effective.get(service).copied().unwrap_or(spec.priority)
 }

@@ -17,9 +17,10 @@ impl Machine {
     /// The effective priorities changed: the run and the restart queue follow them.
     pub(super) fn reprioritize(&mut self, effective: Effective) {
         self.effective = effective;
+        let priorities = self.unit_priorities();
         let Some(stack) = self.stack.as_mut() else { return };
         if let Some(run) = stack.run.as_mut() {
-            run.startup.set_priorities(&self.effective);
+            run.startup.set_priorities(&priorities);
         }
         let queued = std::mem::take(&mut stack.queue);
         stack.queue = queued

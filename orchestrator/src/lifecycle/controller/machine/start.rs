@@ -19,10 +19,11 @@ impl Machine {
     /// Starts a start-up run of every service not in `ready` (those already run and are ready).
     pub(super) fn begin_run(&mut self, id: Uuid, ready: &BTreeSet<String>) {
         let now = self.now;
+        let priorities = self.unit_priorities();
         let Some(stack) = self.stack.as_mut() else { return };
         stack.desired = super::Desired::Up;
         let mut startup = Startup::new(&stack.manifest, stack.graph.clone());
-        startup.set_priorities(&self.effective);
+        startup.set_priorities(&priorities);
         for name in ready {
             startup.already_ready(name);
         }
@@ -153,7 +154,13 @@ impl Machine {
         m.restarts.started(now.instant);
         let spec = &m.spec;
         let mut env = spec.env.clone();
-        env.entry("ORCH_SERVICE".into()).or_insert_with(|| name.to_string());
+        // A replica knows its service, its own name and its index (`api`, `api-1`, 1).
+        let service = spec.replica_of.as_deref().unwrap_or(name);
+        env.entry("ORCH_SERVICE".into()).or_insert_with(|| service.to_string());
+        if let Some(index) = name.strip_prefix(service).and_then(|rest| rest.strip_prefix('-')) {
+            env.entry("ORCH_REPLICA".into()).or_insert_with(|| index.to_string());
+            env.entry("ORCH_REPLICA_NAME".into()).or_insert_with(|| name.to_string());
+        }
         env.entry("ORCH_MANIFEST_VERSION".into()).or_insert_with(|| version.to_string());
         if let Some(port) = spec.port {
             env.entry("PORT".into()).or_insert_with(|| port.to_string());
