@@ -529,6 +529,16 @@ pub struct ServeArgs {
     #[arg(long, env = "ORCH_WORKFLOW_AGING", default_value_t = 1.0)]
     pub workflow_aging_per_minute: f64,
 
+    /// At most this many managed services are stopped to make room for ones of higher priority
+    /// (preemption) per `--preemption-window`, whatever the priorities say: an engine that
+    /// raises priorities in a loop cannot empty the cluster. 0 turns preemption off.
+    #[arg(long, env = "ORCH_PREEMPTION_BUDGET", default_value_t = 5)]
+    pub preemption_budget: u32,
+
+    /// The sliding window of `--preemption-budget`.
+    #[arg(long, env = "ORCH_PREEMPTION_WINDOW", default_value = "10m", value_parser = positive_duration)]
+    pub preemption_window: Duration,
+
     /// A node whose agent has not reported for this long is `down`: nothing new is placed there
     /// (agents report every `--node-heartbeat`, 2s by default).
     #[arg(long, env = "ORCH_NODE_DOWN_AFTER", default_value = "10s", value_parser = positive_duration)]
@@ -1070,6 +1080,10 @@ impl ServeArgs {
                     memory: self.shedding.shed_memory,
                     step: self.shedding.shed_step,
                     restore_after: self.shedding.shed_restore_after,
+                },
+                preemption: crate::resources::preemption::PreemptionBudget {
+                    max: self.preemption_budget,
+                    window: self.preemption_window,
                 },
             },
             priority: self.priority.limits(),

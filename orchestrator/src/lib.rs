@@ -291,6 +291,17 @@ async fn start_with(settings: Settings, listen: Listen) -> anyhow::Result<Runnin
         request_subs.push((domain, sub));
     }
     let heartbeat_sub = client.queue_subscribe(subjects.heartbeats_all(), consumers::QUEUE_GROUP.into()).await?;
+    // The node inventory subscribes to the agents' reports before the embedded agent sends its
+    // first, so the nodes are known as early as possible.
+    let (nodes, nodes_task) = resources::tracker::start(
+        pool.clone(),
+        client.clone(),
+        subjects.clone(),
+        settings.nodes,
+        outbox_written.clone(),
+        shutdown_rx.clone(),
+    )
+    .await?;
     // A round trip: the server handles a connection's messages in order, so once this is
     // answered the subscriptions above are registered.
     js.query_account().await.context("confirming subscriptions with the NATS server")?;
@@ -325,6 +336,7 @@ async fn start_with(settings: Settings, listen: Listen) -> anyhow::Result<Runnin
             records: records_tx,
             priorities: priorities.clone(),
             metrics: metrics.clone(),
+            nodes: nodes.clone(),
         },
         shutdown_rx.clone(),
     )
@@ -355,15 +367,6 @@ async fn start_with(settings: Settings, listen: Listen) -> anyhow::Result<Runnin
         workflows.clone(),
         shutdown_rx.clone(),
     ));
-    let (nodes, nodes_task) = resources::tracker::start(
-        pool.clone(),
-        client.clone(),
-        subjects.clone(),
-        settings.nodes,
-        outbox_written.clone(),
-        shutdown_rx.clone(),
-    )
-    .await?;
     let backends = consumers::requests::Backends {
         registry: registry.clone(),
         health: monitor.clone(),

@@ -71,6 +71,12 @@ pub enum EventKind {
     NodeDown,
     /// A node that was down reported again.
     NodeUp,
+    /// A managed service (or replica) ran on a node that went down: it is placed again
+    /// (domain `resource`, the service as the token, data [`crate::resources::LostData`]).
+    Lost,
+    /// A managed service was stopped to make room for one of higher priority (data
+    /// [`crate::resources::PreemptedData`]).
+    Preempted,
     /// A replica took the group's lease with a new term (domain `cluster`, the replica's name as
     /// the service token, data [`LeaderElectedData`]).
     LeaderElected,
@@ -82,7 +88,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 59] = [
+    pub const ALL: [EventKind; 61] = [
         EventKind::Registered,
         EventKind::Updated,
         EventKind::Deregistered,
@@ -130,6 +136,8 @@ impl EventKind {
         EventKind::NodeJoined,
         EventKind::NodeDown,
         EventKind::NodeUp,
+        EventKind::Lost,
+        EventKind::Preempted,
         EventKind::LeaderElected,
         EventKind::LeaderLost,
         EventKind::Workflow(WorkflowEvent::Started),
@@ -178,7 +186,9 @@ impl EventKind {
             | EventKind::PressureCleared
             | EventKind::NodeJoined
             | EventKind::NodeDown
-            | EventKind::NodeUp => "resource",
+            | EventKind::NodeUp
+            | EventKind::Lost
+            | EventKind::Preempted => "resource",
             EventKind::LeaderElected | EventKind::LeaderLost => "cluster",
             EventKind::Workflow(_) => "workflow",
         }
@@ -219,6 +229,8 @@ impl EventKind {
             EventKind::NodeJoined => "node_joined",
             EventKind::NodeDown => "node_down",
             EventKind::NodeUp => "node_up",
+            EventKind::Lost => "lost",
+            EventKind::Preempted => "preempted",
             EventKind::LeaderElected => "leader_elected",
             EventKind::LeaderLost => "leader_lost",
             EventKind::Workflow(kind) => kind.as_str(),
@@ -279,6 +291,8 @@ impl EventKind {
             EventKind::NodeJoined => "io.orch.resource.node_joined.v1",
             EventKind::NodeDown => "io.orch.resource.node_down.v1",
             EventKind::NodeUp => "io.orch.resource.node_up.v1",
+            EventKind::Lost => "io.orch.resource.lost.v1",
+            EventKind::Preempted => "io.orch.resource.preempted.v1",
             EventKind::LeaderElected => "io.orch.cluster.leader_elected.v1",
             EventKind::LeaderLost => "io.orch.cluster.leader_lost.v1",
             EventKind::Workflow(kind) => kind.type_str(),

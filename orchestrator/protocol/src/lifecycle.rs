@@ -85,7 +85,9 @@ impl std::fmt::Display for ServiceState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransitionData {
     pub service: String,
-    pub node: String,
+    /// The node it runs on, or is placed on; absent while no node is chosen (`pending`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub state: ServiceState,
     pub previous: ServiceState,
     /// Why, in words: the exit, the blocking dependency, the back-off, the stop request.

@@ -244,6 +244,43 @@ pub struct NodeList {
     pub nodes: Vec<NodeInfo>,
 }
 
+/// Data of `lost` (`orch.evt.resource.<service>.lost`): a managed service ran on a node that went
+/// down; it is placed again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LostData {
+    /// The managed service (a replica's own name, `api-1`).
+    pub service: String,
+    /// The service a replica belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_of: Option<String>,
+    /// The node that went down.
+    pub node: String,
+    /// The pid it had there, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    pub reason: String,
+}
+
+/// Data of `preempted` (`orch.evt.resource.<service>.preempted`): a managed service was stopped to
+/// make room for one of higher priority; it waits to be placed again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PreemptedData {
+    /// The service stopped (a replica's own name).
+    pub service: String,
+    /// Its effective priority.
+    pub priority: u8,
+    /// The service it made room for, and that one's effective priority.
+    pub by: String,
+    pub by_priority: u8,
+    pub node: String,
+    /// Who preempted whom and why, in words.
+    pub reason: String,
+    /// Preemptions left in the budget's window after this one.
+    pub budget_left: u32,
+}
+
 /// Body of `orch.req.resource.node`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -276,7 +313,7 @@ pub fn validate_labels(field: &str, labels: &BTreeMap<String, String>) -> Result
                 "label names are 1-63 characters of a-z, A-Z, 0-9, '-', '_', '.', '/'",
             ));
         }
-        if value.len() > 63 || value.chars().any(|c| c.is_control()) {
+        if !is_label_value(value) {
             return Err(ProtocolError::invalid(
                 format!("{field}.{key}"),
                 "label values are at most 63 characters, none of them control characters",
@@ -286,10 +323,16 @@ pub fn validate_labels(field: &str, labels: &BTreeMap<String, String>) -> Result
     Ok(())
 }
 
-fn is_label_key(key: &str) -> bool {
+/// A label name as [`validate_labels`] accepts it (constraints name labels the same way).
+pub fn is_label_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= 63
         && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+}
+
+/// A label value as [`validate_labels`] accepts it.
+pub fn is_label_value(value: &str) -> bool {
+    value.len() <= 63 && !value.chars().any(|c| c.is_control())
 }
 
 #[cfg(test)]

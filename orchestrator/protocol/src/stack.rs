@@ -61,7 +61,12 @@ pub struct ManagedService {
     /// What it asked for (manifest `resources`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<crate::resources::Resources>,
-    pub node: String,
+    /// Why it runs where it runs, or why it waits for a node: its last placement, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<String>,
+    /// The node it runs on (its pin, or where it was placed); absent while it waits for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub state: ServiceState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

@@ -131,7 +131,7 @@ pub async fn status(args: &ApiArgs) -> anyhow::Result<()> {
         println!(
             "{:<24} {:<8} {:<11} {:>8} {:>8}  {}",
             s.name,
-            s.node,
+            s.node.as_deref().unwrap_or("-"),
             s.state.as_str(),
             s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             s.restarts,

@@ -135,9 +135,6 @@ fn sixty_seconds() -> Duration {
 fn fifty() -> u8 {
     50
 }
-fn local() -> String {
-    "local".to_string()
-}
 fn loopback() -> String {
     "127.0.0.1".to_string()
 }
@@ -206,9 +203,11 @@ pub struct ServiceSpec {
     /// is started again once the pressure has cleared for a while.
     #[serde(default)]
     pub sheddable: bool,
-    /// The node whose agent runs it.
-    #[serde(default = "local")]
-    pub node: String,
+    /// The node whose agent runs it: a hard pin. Without one, the scheduler places it (each
+    /// replica) on a node that is up, satisfies its `constraints` and has room for its
+    /// `resources`, by its `placement` strategy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// What each replica asks of its node: `cpu` in millicores (1000 = one core), `memory` in
     /// MiB. The agent enforces them as limits (cgroups) and placement counts them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -218,6 +217,15 @@ pub struct ServiceSpec {
     /// Replica `i` listens on `port + i`.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub count: u32,
+    /// Node labels each replica's node must have: `"zone == a"`, `"zone != a"`,
+    /// `"disk in ssd, nvme"`, `"disk not in hdd"`, `"gpu"` (present), `"!gpu"` (absent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<crate::resources::Constraint>,
+    /// How the scheduler chooses among the nodes that fit: `spread` (replicas on as many nodes
+    /// as possible, then the node with the most room; the default) or `binpack` (the fullest
+    /// node that still fits).
+    #[serde(default)]
+    pub placement: crate::resources::Strategy,
     /// The service a replica belongs to (set when a manifest is read, never written in one).
     #[serde(skip)]
     pub replica_of: Option<String>,
@@ -452,7 +460,9 @@ impl Manifest {
                     );
                 }
             }
-            if !is_valid_name(&spec.node) {
+            if let Some(node) = &spec.node
+                && !is_valid_name(node)
+            {
                 problem(at("node"), "a node name is 1-63 of lower-case letters, digits, '-' or '_'".into());
             }
             if let Some(port) = spec.port

@@ -27,6 +27,9 @@ pub struct LifecycleSettings {
     /// runs, so that a lost process-end report is noticed.
     pub reconcile_interval: Duration,
     pub shedding: shedding::ShedSettings,
+    /// At most so many services preempted per window, whatever priorities say: a runaway
+    /// priority source cannot empty the cluster.
+    pub preemption: crate::resources::preemption::PreemptionBudget,
 }
 
 impl Default for LifecycleSettings {
@@ -35,6 +38,7 @@ impl Default for LifecycleSettings {
             startup_probe_interval: Duration::from_millis(5),
             reconcile_interval: Duration::from_secs(5),
             shedding: shedding::ShedSettings::default(),
+            preemption: crate::resources::preemption::PreemptionBudget { max: 5, window: Duration::from_secs(600) },
         }
     }
 }

@@ -111,6 +111,13 @@ async fn upsert_states(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, states: &
     Ok(())
 }
 
+/// The node each managed service was last recorded on (services not placed yet have none).
+pub async fn placed_nodes(pool: &PgPool) -> Result<std::collections::BTreeMap<String, String>> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT name, node FROM managed_services WHERE node <> ''").fetch_all(pool).await?;
+    Ok(rows.into_iter().collect())
+}
+
 /// Forgets the state of services no longer in the stack.
 pub async fn retain_services(pool: &PgPool, names: &[String]) -> Result<()> {
     sqlx::query("DELETE FROM managed_services WHERE NOT (name = ANY($1))").bind(names).execute(pool).await?;

@@ -45,6 +45,8 @@ pub(super) struct Executor {
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// The probe or back-off timer of each service, as the machine asked for them.
     watches: HashMap<String, AbortHandle>,
+    /// The node inventory.
+    nodes: crate::resources::Nodes,
     replies: Replies,
     /// Who the changes being made are by (orch-protocol `principal`): the sender of the request
     /// being fed, with everything it leads to at once; the orchestrator for its own work (reports,
@@ -54,7 +56,7 @@ pub(super) struct Executor {
 
 impl Executor {
     pub(super) fn new(config: ControllerConfig, with: Collaborators, tx: mpsc::UnboundedSender<Message>) -> Executor {
-        let Collaborators { pool, nats, registry, prober, records, priorities, metrics } = with;
+        let Collaborators { pool, nats, registry, prober, records, priorities, metrics, nodes } = with;
         let effective = priorities.watch().borrow().clone();
         Executor {
             startup_probe_interval: config.settings.startup_probe_interval,
@@ -70,6 +72,7 @@ impl Executor {
             priorities,
             metrics,
             watches: HashMap::new(),
+            nodes,
             replies: Replies::default(),
             acting: principal::ORCHESTRATOR.into(),
         }
@@ -80,12 +83,15 @@ impl Executor {
     pub(super) async fn stored_stack(&self) -> anyhow::Result<Option<Input>> {
         let latest = || storage::lifecycle::latest_manifest(&self.pool);
         let Some(stored) = storage::retry("loading the applied manifest", latest).await? else { return Ok(None) };
+        let placed =
+            storage::retry("loading where services run", || storage::lifecycle::placed_nodes(&self.pool)).await?;
         match Manifest::parse(&stored.body).and_then(|m| Graph::new(&m).map(|_| m)) {
             Ok(manifest) => Ok(Some(Input::Resume {
                 version: stored.version,
                 manifest: Box::new(manifest),
                 desired: Desired::from_stored(&stored.desired),
                 run_id: Uuid::now_v7(),
+                placed,
             })),
             Err(e) => {
                 tracing::error!(version = stored.version, error = %e, "the stored manifest no longer validates; not resuming it");
@@ -102,6 +108,8 @@ impl Executor {
         mut rx: mpsc::UnboundedReceiver<Message>,
         mut shutdown: crate::shutdown::Shutdown,
     ) {
+        // The nodes first: a resumed stack is placed on them.
+        self.feed(Input::Nodes(self.nodes.list()), principal::ORCHESTRATOR).await;
         if let Some(input) = resume {
             self.feed(input, principal::ORCHESTRATOR).await;
         }
@@ -116,6 +124,9 @@ impl Executor {
                 Some(Message::Report(input)) => self.feed(input, principal::ORCHESTRATOR).await,
                 // The permit goes once the report is handled, making room for the next.
                 Some(Message::AgentReport(input, _permit)) => self.feed(input, principal::ORCHESTRATOR).await,
+                Some(Message::NodesChanged) => {
+                    self.feed(Input::Nodes(self.nodes.list()), principal::ORCHESTRATOR).await;
+                }
                 Some(Message::PrioritiesChanged) => {
                     let effective = self.priorities.watch().borrow().clone();
                     self.feed(Input::Priorities(effective), principal::ORCHESTRATOR).await;
@@ -232,6 +243,19 @@ impl Executor {
                     self.runs.send(RunWrite::Finished { id: profile.run_id, outcome: outcome.as_str(), profile: json });
             }
             Effect::SetDefaultPriorities(defaults) => self.priorities.set_defaults(defaults),
+            Effect::StopStale { node, request } => {
+                let agents = self.agents.clone();
+                tokio::spawn(async move {
+                    match agents.stop(&node, &request).await {
+                        Ok(stopped) => {
+                            tracing::info!(node = %node, service = %request.service, exit = %stopped.exit, "stale process stopped")
+                        }
+                        Err(e) => {
+                            tracing::info!(node = %node, service = %request.service, error = %e, "stale process not stopped (gone already?)")
+                        }
+                    }
+                });
+            }
             Effect::Reply(reply) => self.replies.send(reply),
         }
         None
@@ -341,7 +365,7 @@ impl Executor {
         let row = StateRow {
             name: data.service.clone(),
             manifest_version: data.manifest_version,
-            node: data.node.clone(),
+            node: data.node.clone().unwrap_or_default(),
             state: data.state.as_str().to_string(),
             reason: data.reason.clone(),
             pid: data.pid.map(i64::from),
@@ -365,6 +389,8 @@ impl Executor {
                 self.metrics.shed_steps.get_or_create(&crate::metrics::ResultLabel { result: kind.name() }).inc();
                 events::encode(&self.subjects, kind, service, service, &self.acting, at, data)
             }
+            Event::Lost(data) => events::encode(&self.subjects, kind, service, service, &self.acting, at, data),
+            Event::Preempted(data) => events::encode(&self.subjects, kind, service, service, &self.acting, at, data),
         };
         let _ = self.records.send(Record::Event(encoded.into()));
     }

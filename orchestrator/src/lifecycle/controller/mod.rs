@@ -49,6 +49,8 @@ pub struct Collaborators {
     pub records: mpsc::UnboundedSender<Record>,
     pub priorities: crate::priority::Priorities,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The node inventory: where services may be placed.
+    pub nodes: crate::resources::Nodes,
 }
 
 /// Settings of the controller.
@@ -120,6 +122,8 @@ enum Message {
     AgentReport(Input, tokio::sync::OwnedSemaphorePermit),
     /// The effective priorities changed (the task reads the newest when it gets to this).
     PrioritiesChanged,
+    /// The node inventory changed (the task reads the newest when it gets to this).
+    NodesChanged,
 }
 
 /// Most agents' reports waiting for the controller.
@@ -207,6 +211,15 @@ impl Controller {
         tokio::spawn(async move {
             while effective.changed().await.is_ok() {
                 if forward.send(Message::PrioritiesChanged).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut inventory = with.nodes.watch();
+        let forward = tx.clone();
+        tokio::spawn(async move {
+            while inventory.changed().await.is_ok() {
+                if forward.send(Message::NodesChanged).is_err() {
                     return;
                 }
             }

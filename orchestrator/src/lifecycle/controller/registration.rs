@@ -46,7 +46,7 @@ pub fn instance_id(service: &str) -> String {
 
 /// The registry instance of a ready managed service: its readiness check stays on it, so
 /// discovery follows readiness.
-pub(super) fn registration(name: &str, spec: &ServiceSpec, port: u32, version: i64) -> Registration {
+pub(super) fn registration(name: &str, spec: &ServiceSpec, node: &str, port: u32, version: i64) -> Registration {
     Registration {
         id: Some(instance_id(name)),
         name: spec.replica_of.clone().unwrap_or_else(|| name.to_string()),
@@ -55,7 +55,7 @@ pub(super) fn registration(name: &str, spec: &ServiceSpec, port: u32, version: i
         port,
         protocol: "http".into(),
         tags: vec!["managed".into()],
-        metadata: [("node".to_string(), spec.node.clone())].into(),
+        metadata: [("node".to_string(), node.to_string())].into(),
         dependencies: spec.depends_on.keys().cloned().collect(),
         weight: orch_protocol::registry::limits::DEFAULT_WEIGHT,
         ttl_seconds: orch_protocol::registry::limits::DEFAULT_TTL,

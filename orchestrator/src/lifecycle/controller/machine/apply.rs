@@ -18,7 +18,16 @@ use crate::lifecycle::startup;
 
 impl Machine {
     /// Installs the stored stack, and begins a start-up run when it is wanted up.
-    pub(super) fn resume(&mut self, version: i64, manifest: Manifest, desired: Desired, run_id: Uuid) {
+    /// `placed`: the node each unpinned service ran on, as stored; it keeps it while that node is
+    /// up, so what still runs there is adopted, not started twice.
+    pub(super) fn resume(
+        &mut self,
+        version: i64,
+        manifest: Manifest,
+        desired: Desired,
+        run_id: Uuid,
+        placed: BTreeMap<String, String>,
+    ) {
         let graph = Graph::new(&manifest).expect("the caller validated the stored manifest");
         tracing::info!(
             version,
@@ -26,20 +35,30 @@ impl Machine {
             up = desired == Desired::Up,
             "resuming the applied stack"
         );
-        self.install(version, manifest, graph, desired);
+        self.install(version, manifest, graph, desired, &placed);
         if desired == Desired::Up {
             self.begin_run(run_id, &BTreeSet::new());
         }
     }
 
-    /// Replaces the stack in memory (nothing runs yet).
-    fn install(&mut self, version: i64, manifest: Manifest, graph: Graph, desired: Desired) {
+    /// Replaces the stack in memory (nothing runs yet). Each service keeps its pin, else the node
+    /// it was `placed` on.
+    fn install(
+        &mut self,
+        version: i64,
+        manifest: Manifest,
+        graph: Graph,
+        desired: Desired,
+        placed: &BTreeMap<String, String>,
+    ) {
         let since = self.now.wall;
         let services = manifest
             .services
             .iter()
             .map(|(name, spec)| {
                 let managed = Managed {
+                    node: spec.node.clone().or_else(|| placed.get(name).cloned()),
+                    placement: None,
                     spec: spec.clone(),
                     state: ServiceState::Stopped,
                     reason: None,
@@ -69,6 +88,7 @@ impl Machine {
             queue: BTreeSet::new(),
             teardown: None,
             desired,
+            unplaced: BTreeMap::new(),
         });
     }
 
@@ -143,8 +163,12 @@ impl Machine {
     /// what was pending for the others is dropped.
     pub(super) fn adopt(&mut self, version: i64, manifest: Manifest, graph: Graph, keep: &BTreeSet<String>) {
         let mut carried: BTreeMap<String, Managed> = BTreeMap::new();
+        let mut placed = BTreeMap::new();
         if let Some(old) = self.stack.take() {
             for (name, m) in old.services {
+                if let Some(node) = &m.node {
+                    placed.insert(name.clone(), node.clone());
+                }
                 if keep.contains(&name) {
                     carried.insert(name, m);
                 } else if m.watch.is_some() {
@@ -152,7 +176,7 @@ impl Machine {
                 }
             }
         }
-        self.install(version, manifest, graph, Desired::Up);
+        self.install(version, manifest, graph, Desired::Up, &placed);
         let stack = self.stack.as_mut().expect("just installed");
         stack.services.extend(carried);
     }

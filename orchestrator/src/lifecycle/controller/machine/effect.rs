@@ -119,6 +119,11 @@ pub enum Effect {
         outcome: RunOutcome,
         profile: Box<RunProfile>,
     },
+    /// Stop what a node still runs of a service placed elsewhere now; nothing reports back.
+    StopStale {
+        node: String,
+        request: orch_protocol::agent::StopRequest,
+    },
     /// The manifest's priorities become the baselines of services without an operator's value.
     SetDefaultPriorities(BTreeMap<String, u8>),
     Reply(Reply),
@@ -142,6 +147,8 @@ pub enum Event {
     PressureCleared(PressureData),
     Shed(ShedData),
     Restored(ShedData),
+    Lost(orch_protocol::resources::LostData),
+    Preempted(orch_protocol::resources::PreemptedData),
 }
 
 impl Event {
@@ -153,6 +160,8 @@ impl Event {
             Event::PressureCleared(_) => EventKind::PressureCleared,
             Event::Shed(_) => EventKind::Shed,
             Event::Restored(_) => EventKind::Restored,
+            Event::Lost(_) => EventKind::Lost,
+            Event::Preempted(_) => EventKind::Preempted,
         }
     }
 
@@ -163,6 +172,8 @@ impl Event {
             Event::ManifestApplied(_) | Event::RunFinished(_) => orch_protocol::events::SYSTEM_SERVICE,
             Event::PressureHigh(d) | Event::PressureCleared(d) => &d.node,
             Event::Shed(d) | Event::Restored(d) => &d.service,
+            Event::Lost(d) => &d.service,
+            Event::Preempted(d) => &d.service,
         }
     }
 }

@@ -28,7 +28,7 @@ impl Machine {
     pub(super) fn exited(&mut self, report: agent::Exited) {
         let Some(stack) = self.stack.as_ref() else { return };
         let Some(m) = stack.services.get(&report.service) else { return };
-        if m.spec.node != report.node || m.pid != Some(report.pid) || m.stop.is_some() {
+        if m.node.as_deref() != Some(report.node.as_str()) || m.pid != Some(report.pid) || m.stop.is_some() {
             // Another process, or one being stopped on purpose (its stop reply finishes it).
             return;
         }
@@ -132,6 +132,7 @@ impl Machine {
 
     /// Renews the leases of registered services; now and then, asks the agents what they run.
     pub(super) fn tick(&mut self) {
+        self.placement_deadlines();
         let Some(stack) = self.stack.as_ref() else { return };
         for (name, m) in &stack.services {
             if m.registered {
@@ -144,9 +145,11 @@ impl Machine {
         self.last_reconcile = self.now.instant;
         let mut by_node: BTreeMap<String, Vec<Asked>> = BTreeMap::new();
         for (name, m) in &stack.services {
-            if let (Some(pid), None, ServiceState::Started | ServiceState::Ready) = (m.pid, &m.stop, m.state) {
+            if let (Some(pid), None, ServiceState::Started | ServiceState::Ready, Some(node)) =
+                (m.pid, &m.stop, m.state, &m.node)
+            {
                 let asked = Asked { service: name.clone(), generation: m.generation, pid };
-                by_node.entry(m.spec.node.clone()).or_default().push(asked);
+                by_node.entry(node.clone()).or_default().push(asked);
             }
         }
         for (node, asked) in by_node {

@@ -16,6 +16,7 @@
 mod apply;
 pub mod effect;
 mod failure;
+mod placing;
 mod pressure;
 mod start;
 mod stop;
@@ -84,7 +85,16 @@ impl RunOutcome {
 #[derive(Debug)]
 pub enum Input {
     /// The stack stored before the orchestrator started: installed, and started if wanted up.
-    Resume { version: i64, manifest: Box<Manifest>, desired: Desired, run_id: Uuid },
+    Resume {
+        version: i64,
+        manifest: Box<Manifest>,
+        desired: Desired,
+        run_id: Uuid,
+        /// The node each unpinned service was placed on, as stored.
+        placed: BTreeMap<String, String>,
+    },
+    /// The node inventory changed (or its periodic refresh).
+    Nodes(std::sync::Arc<Vec<orch_protocol::resources::NodeInfo>>),
     /// A validated manifest to store as a new version and bring the stack to.
     Apply { request: RequestId, manifest: Box<Manifest>, body: String, source: String },
     /// The manifest of an `Apply` was stored (as `version`), or not.
@@ -135,12 +145,15 @@ enum StopIntent {
     Restart(String),
     /// Shed under node pressure: `stopped` until the pressure clears.
     Shed(String),
+    /// Stopped to make room for `by`, of higher priority: `pending` until placed again.
+    Preempt { by: String, reason: String },
 }
 
 impl StopIntent {
     fn reason(&self) -> &str {
         match self {
             StopIntent::Down(r) | StopIntent::Kill(r) | StopIntent::Restart(r) | StopIntent::Shed(r) => r,
+            StopIntent::Preempt { reason, .. } => reason,
         }
     }
 }
@@ -157,6 +170,9 @@ enum Watch {
 #[derive(Debug)]
 struct Managed {
     spec: ServiceSpec,
+    /// The node it runs on: its pin, else where it was placed (kept across restarts while the
+    /// node is up); `None` until placed.
+    node: Option<String>,
     state: ServiceState,
     reason: Option<String>,
     since: DateTime<Utc>,
@@ -168,6 +184,8 @@ struct Managed {
     watch: Option<Watch>,
     registered: bool,
     stop: Option<StopIntent>,
+    /// Why it runs where it runs, or why it waits: its last placement.
+    placement: Option<String>,
     /// Set by a restart after having been ready: services bound to this one restart once it is
     /// ready again.
     rebind: bool,
@@ -219,6 +237,8 @@ struct Stack {
     queue: BTreeSet<(Reverse<u8>, String)>,
     teardown: Option<Teardown>,
     desired: Desired,
+    /// Services that found no node, since when.
+    unplaced: BTreeMap<String, Instant>,
 }
 
 /// Details of a transition besides the state.
@@ -246,6 +266,12 @@ pub struct Machine {
     /// The effective priorities: they order start-up, restarts and shedding.
     effective: Effective,
     nodes: BTreeMap<String, shedding::Node>,
+    /// The node inventory as last reported: where services may be placed.
+    inventory: std::sync::Arc<Vec<orch_protocol::resources::NodeInfo>>,
+    /// Preemptions in the budget's window.
+    preemptions: crate::resources::preemption::BudgetWindow,
+    /// Stale processes already asked to stop (node, service, pid).
+    stale_stopped: BTreeSet<(String, String, u32)>,
     /// The last generation given out (one sequence for every service and stack).
     generation: u64,
     /// The time of the input being handled.
@@ -257,12 +283,15 @@ pub struct Machine {
 impl Machine {
     pub fn new(settings: LifecycleSettings, effective: Effective, now: Now) -> Machine {
         Machine {
+            preemptions: crate::resources::preemption::BudgetWindow::new(settings.preemption),
             settings,
             stack: None,
             last_profile: None,
             last_reconcile: now.instant,
             effective,
             nodes: BTreeMap::new(),
+            inventory: Default::default(),
+            stale_stopped: BTreeSet::new(),
             generation: 0,
             now,
             out: Vec::new(),
@@ -273,7 +302,10 @@ impl Machine {
     pub fn handle(&mut self, input: Input, now: Now) -> Vec<Effect> {
         self.now = now;
         match input {
-            Input::Resume { version, manifest, desired, run_id } => self.resume(version, *manifest, desired, run_id),
+            Input::Resume { version, manifest, desired, run_id, placed } => {
+                self.resume(version, *manifest, desired, run_id, placed)
+            }
+            Input::Nodes(nodes) => self.nodes_changed(nodes),
             Input::Apply { request, manifest, body, source } => self.apply(request, manifest, body, source),
             Input::ManifestStored { request, manifest, source, run_id, result } => match result {
                 Ok(version) => self.manifest_stored(request, *manifest, source, run_id, version),
@@ -336,7 +368,8 @@ impl Machine {
                     name: name.clone(),
                     replica_of: m.spec.replica_of.clone(),
                     resources: m.spec.resources,
-                    node: m.spec.node.clone(),
+                    placement: m.placement.clone(),
+                    node: m.node.clone(),
                     state: m.state,
                     reason: m.reason.clone(),
                     pid: m.pid,
@@ -367,7 +400,7 @@ impl Machine {
 
     /// The node that runs `service`, if the stack has it.
     pub fn node_of(&self, service: &str) -> Option<&str> {
-        self.stack.as_ref()?.services.get(service).map(|m| m.spec.node.as_str())
+        self.stack.as_ref()?.services.get(service).and_then(|m| m.node.as_deref())
     }
 
     fn reply(&mut self, reply: Reply) {
@@ -438,7 +471,7 @@ impl Machine {
         }
         let data = TransitionData {
             service: name.to_string(),
-            node: m.spec.node.clone(),
+            node: m.node.clone(),
             state,
             previous,
             reason: detail.reason,

@@ -33,7 +33,7 @@ impl Machine {
     pub(super) fn pressure(&mut self, report: agent::Pressure) {
         let now = self.now.instant;
         let Some(stack) = self.stack.as_ref() else { return };
-        let on_node = |m: &&Managed| m.spec.node == report.node;
+        let on_node = |m: &&Managed| m.node.as_deref() == Some(report.node.as_str());
         let sheddable = |m: &&Managed| {
             m.spec.sheddable
                 && m.stop.is_none()

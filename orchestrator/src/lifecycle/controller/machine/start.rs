@@ -130,6 +130,7 @@ impl Machine {
     }
 
     fn launch(&mut self, name: &str) {
+        let Some(node) = self.node_for(name) else { return };
         // A new process: whatever was pending for the one before is void.
         self.cancel_watch(name);
         let generation = self.next_generation();
@@ -174,7 +175,7 @@ impl Machine {
             stop_signal: spec.stop_signal.clone(),
             grace_period: spec.grace_period,
         };
-        let node = spec.node.clone();
+        m.node = Some(node.clone());
         self.transition(name, ServiceState::Starting, Detail::default());
         self.out.push(Effect::Launch { service: name.to_string(), generation, node, request });
     }
@@ -229,7 +230,13 @@ impl Machine {
         let rebind = std::mem::take(&mut m.rebind);
         if let Some(port) = m.spec.port {
             m.registered = true;
-            self.out.push(Effect::Register(Box::new(registration(name, &m.spec, port, version))));
+            self.out.push(Effect::Register(Box::new(registration(
+                name,
+                &m.spec,
+                m.node.as_deref().unwrap_or_default(),
+                port,
+                version,
+            ))));
         }
         if let Some(check) = m.spec.liveness.clone() {
             m.watch = Some(Watch::Liveness);

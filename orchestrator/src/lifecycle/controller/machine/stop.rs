@@ -117,7 +117,7 @@ impl Machine {
         self.cancel_watch(name);
         let Some(m) = self.managed(name) else { return };
         m.stop = Some(intent.clone());
-        let (state, generation, node) = (m.state, m.generation, m.spec.node.clone());
+        let (state, generation, node) = (m.state, m.generation, m.node.clone().unwrap_or_default());
         let request = StopRequest {
             service: name.to_string(),
             signal: m.spec.stop_signal.clone(),
@@ -146,6 +146,7 @@ impl Machine {
                 self.transition(name, ServiceState::Stopped, Detail { exit, ..Detail::reason(reason) });
                 self.enqueue(name);
             }
+            Some(StopIntent::Preempt { reason, .. }) => self.preempted(name, reason, exit),
             Some(StopIntent::Shed(reason)) => {
                 self.transition(name, ServiceState::Stopped, Detail { exit, ..Detail::reason(reason) });
             }

@@ -4,6 +4,7 @@
 
 mod agents;
 mod apply;
+mod placement;
 mod restarts;
 mod shedding;
 mod shutdown;
@@ -27,6 +28,26 @@ use crate::lifecycle::shedding::ShedSettings;
 
 /// The node every test service runs on (the manifest's default).
 const NODE: &str = "local";
+
+/// A node that is up, with `cpu` millicores and `memory` MiB to place on and no labels.
+fn node(name: &str, cpu: u64, memory: u64) -> orch_protocol::resources::NodeInfo {
+    use orch_protocol::resources::{Enforcement, NodeInfo, NodeReport, NodeStatus, Resources};
+    let at = DateTime::from_timestamp(1_767_225_600, 0).unwrap();
+    let report = NodeReport {
+        node: name.into(),
+        capacity: Resources::new(cpu, memory),
+        reserved: Resources::ZERO,
+        labels: BTreeMap::new(),
+        enforcement: Enforcement::CgroupV2,
+        allocations: Vec::new(),
+        cpu_used: 0.0,
+        memory_used: 0.0,
+        agent_version: "test".into(),
+        agent_started: at,
+        at,
+    };
+    NodeInfo::new(&report, NodeStatus::Ready, at, at)
+}
 
 /// Reconciliation with the agents at most this often.
 const RECONCILE: Duration = Duration::from_secs(5);
@@ -59,22 +80,22 @@ impl Harness {
         let now = Now { instant: Instant::now(), wall: DateTime::from_timestamp(1_767_225_600, 0).unwrap() };
         let settings =
             LifecycleSettings { reconcile_interval: RECONCILE, shedding: shedding(), ..LifecycleSettings::default() };
-        Harness {
-            machine: Machine::new(settings, Arc::new(BTreeMap::new()), now),
-            now,
-            generations: HashMap::new(),
-            pids: HashMap::new(),
-            next_pid: 1000,
-            next_request: 0,
-        }
+        let mut machine = Machine::new(settings, Arc::new(BTreeMap::new()), now);
+        machine.handle(Input::Nodes(Arc::new(vec![node(NODE, 64_000, 256 * 1024)])), now);
+        Harness { machine, now, generations: HashMap::new(), pids: HashMap::new(), next_pid: 1000, next_request: 0 }
     }
 
     /// A machine that resumed `text` as version 1, wanted up: its start-up run has begun; the
     /// effects of that.
     fn up(text: &str) -> (Harness, Vec<Effect>) {
         let mut h = Harness::new();
-        let effects =
-            h.send(Input::Resume { version: 1, manifest: manifest(text), desired: Desired::Up, run_id: Uuid::nil() });
+        let effects = h.send(Input::Resume {
+            version: 1,
+            manifest: manifest(text),
+            desired: Desired::Up,
+            run_id: Uuid::nil(),
+            placed: BTreeMap::new(),
+        });
         (h, effects)
     }
 

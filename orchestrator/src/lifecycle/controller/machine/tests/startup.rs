@@ -166,8 +166,13 @@ fn a_manifest_is_refused_while_a_run_is_in_progress() {
 #[test]
 fn a_stored_stack_wanted_down_is_installed_without_starting() {
     let mut h = Harness::new();
-    let e =
-        h.send(Input::Resume { version: 3, manifest: manifest(STACK), desired: Desired::Down, run_id: Uuid::nil() });
+    let e = h.send(Input::Resume {
+        version: 3,
+        manifest: manifest(STACK),
+        desired: Desired::Down,
+        run_id: Uuid::nil(),
+        placed: BTreeMap::new(),
+    });
     assert!(launches(&e).is_empty() && transitions(&e).is_empty());
     let (view, _) = h.machine.view().unwrap();
     assert_eq!((view.version, view.desired), (3, Desired::Down));
