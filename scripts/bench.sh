@@ -42,6 +42,9 @@ Runs the benchmarks (release build). PART limits the run to some of:
                           missed and doubled; then on 2 replicas with the leader killed half-way
     waiting_executions    10,000 executions each in a 1 h wait: orchestrator RSS and idle CPU, time to
                           start them all
+  resources:
+    placement             the pure scheduler: 10,000 replicas onto 1,000 simulated nodes, bin-packed and
+                          spread; placements per second and the decision time per replica (p50/p99)
   bridge (Python, orch_bridge built in release):
     bridge_events         events per second a Python consumer receives as typed objects, against the
                           pure-Python nats-py client on the same pre-filled stream
@@ -58,7 +61,7 @@ unset ORCH_PG_FAST
 export ORCH_NATS_SERVER="$NATS_SERVER"
 cd "$ROOT"
 log "building and running the benchmarks (release); this takes a few minutes"
-registry=() health=() lifecycle=() priority=() cluster=() workflows=() bridge=()
+registry=() health=() lifecycle=() priority=() cluster=() workflows=() resources=() bridge=()
 for part in "$@"; do
     case "$part" in
     baseline | commands | heartbeats | cold_start) registry+=("$part") ;;
@@ -67,6 +70,7 @@ for part in "$@"; do
     runaway_engine) priority+=("$part") ;;
     failover | upgrade) cluster+=("$part") ;;
     workflow_steps | cron_precision | waiting_executions) workflows+=("$part") ;;
+    placement) resources+=("$part") ;;
     bridge_events | priority_round_trip) bridge+=("$part") ;;
     *) die "unknown benchmark part '$part' (see scripts/bench.sh --help)" ;;
     esac
@@ -88,6 +92,9 @@ if [ $# -eq 0 ] || [ ${#cluster[@]} -gt 0 ]; then
 fi
 if [ $# -eq 0 ] || [ ${#workflows[@]} -gt 0 ]; then
     cargo bench -p orchestrator --bench workflows -- "${workflows[@]}"
+fi
+if [ $# -eq 0 ] || [ ${#resources[@]} -gt 0 ]; then
+    cargo bench -p orchestrator --bench placement -- "${resources[@]}"
 fi
 if [ $# -eq 0 ] || [ ${#bridge[@]} -gt 0 ]; then
     "$ROOT/scripts/bridge.sh" --release

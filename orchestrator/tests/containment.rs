@@ -82,7 +82,7 @@ async fn an_agent_report_speaks_for_the_node_of_its_subject_only() {
     assert_eq!(high[0]["data"]["node"], "edge", "{}", high[0]);
     assert_eq!(high[0]["subject"], "edge", "{}", high[0]);
     // The events stream stores each event's NATS subject: the node's, never the payload's.
-    let raw = common::read_stream_raw(&stack.js, "ORCH_EVENTS", Some("orch.evt.resource.>")).await;
+    let raw = common::read_stream_raw(&stack.js, "ORCH_EVENTS", Some("orch.evt.resource.*.pressure_high")).await;
     let subjects: Vec<&str> = raw.iter().map(|m| m.subject.as_str()).collect();
     assert_eq!(subjects, ["orch.evt.resource.edge.pressure_high"]);
 }

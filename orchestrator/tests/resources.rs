@@ -1,7 +1,10 @@
-//! Services with resources and replicas, against real servers and processes: `count` runs each
-//! replica as a process and registry instance of its own, under the service's name, each on its
-//! own port; a dependency on the service waits for every replica; a restart of the service
-//! restarts each replica.
+//! Services with resources and replicas, against real servers, processes and standalone agents
+//! (each its own process, reporting its node's capacity and labels): `count` runs each replica as
+//! a process and registry instance of its own, under the service's name, each on its own port; a
+//! dependency on the service waits for every replica; a restart of the service restarts each
+//! replica. Replicas are placed by constraints and capacity, spread over the nodes; a node whose
+//! agent is killed loses its replicas to the others, and what it still runs when it comes back is
+//! stopped; a service of higher priority preempts one of lower priority.
 
 mod common;
 
@@ -77,4 +80,148 @@ async fn replicas_run_as_processes_and_instances_of_their_own() {
         (ready && renewed).then_some(())
     })
     .await;
+}
+
+/// A standalone agent on `node`, reporting every 100 ms with `cpu` millicores and `labels`.
+struct Agent {
+    child: std::process::Child,
+}
+
+impl Agent {
+    fn start(stack: &Stack, node: &str, cpu: u64, labels: &str, logs: &orch_testkit::TempDir) -> Agent {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+            .args(["agent", "--node", node, "--nats-url", &stack.nats.url(&format!("agent-{node}")), "--log", "warn"])
+            .args(["--node-heartbeat", "100ms", "--reserve-cpu", "0", "--reserve-memory", "0"])
+            .args(["--node-cpu", &cpu.to_string(), "--node-memory", "4096", "--label", labels])
+            .arg("--log-dir")
+            .arg(logs.path())
+            .spawn()
+            .expect("agent starts");
+        Agent { child }
+    }
+
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A service of `orch-sleeper` without a port (nodes on one machine share the ports).
+fn portless(name: &str, extra: &str) -> String {
+    format!(
+        "\n[services.{name}]\ncommand = \"{SLEEPER}\"\nargs = [\"--ready-after\", \"0ms\"]\ngrace_period = \"2s\"\n{extra}\n"
+    )
+}
+
+async fn nodes_ready(stack: &Stack, names: &[&str]) {
+    eventually(Duration::from_secs(30), "the agents' nodes are ready", || async {
+        let (_, body) = call(stack, "GET", "/api/v1/nodes", None).await;
+        let ready: Vec<&str> = body["nodes"]
+            .as_array()?
+            .iter()
+            .filter(|n| n["status"] == "ready")
+            .map(|n| n["name"].as_str().unwrap())
+            .collect();
+        names.iter().all(|n| ready.contains(n)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn replicas_are_placed_by_constraints_and_capacity_and_move_when_their_node_is_lost() {
+    let stack = Stack::start_with(|s| {
+        s.nodes.down_after = Duration::from_secs(1);
+        s.agent.as_mut().unwrap().node_report.interval = Duration::from_millis(100);
+    })
+    .await;
+    let (logs2, logs3) = (orch_testkit::TempDir::new("agent-n2"), orch_testkit::TempDir::new("agent-n3"));
+    let _left = (common::KillServicesOf(logs2.path().into()), common::KillServicesOf(logs3.path().into()));
+    let _n2 = Agent::start(&stack, "n2", 1500, "zone=b", &logs2);
+    let mut n3 = Agent::start(&stack, "n3", 1000, "zone=b", &logs3);
+    nodes_ready(&stack, &["local", "n2", "n3"]).await;
+
+    let manifest = format!(
+        "{}{}",
+        portless("api", "count = 2\nresources = { cpu = 600, memory = 64 }\nconstraints = [\"zone == b\"]"),
+        portless("web", "constraints = [\"zone == c\"]"),
+    );
+    apply(&stack, &manifest).await;
+    let view = wait_for(&stack, &[("api-0", "ready"), ("api-1", "ready")]).await;
+    // Spread: one replica on each node of zone b; never on `local` (no such label).
+    assert_eq!(service(&view, "api-0")["node"], "n2", "{view}");
+    assert_eq!(service(&view, "api-1")["node"], "n3", "{view}");
+    assert!(service(&view, "api-1")["placement"].as_str().unwrap().starts_with("placed on n3"), "{view}");
+    // No node has the label: web waits, saying why.
+    let web = service(&view, "web");
+    assert_eq!(web["state"], "pending", "{web}");
+    let why = web["reason"].as_str().unwrap();
+    assert!(why.contains("waiting for a node") && why.contains("zone == c"), "{why}");
+    let old_pid = pid(&view, "api-1");
+
+    // The agent of n3 dies: n3 goes down, api-1 is lost and placed on n2 (which has room left).
+    n3.kill();
+    let view = eventually(Duration::from_secs(30), "api-1 runs on n2", || async {
+        let view = stack_view(&stack).await;
+        let api1 = service(&view, "api-1");
+        (api1["node"] == "n2" && api1["state"] == "ready").then_some(view.clone())
+    })
+    .await;
+    assert_ne!(pid(&view, "api-1"), old_pid);
+    let events = stack.events().await;
+    let lost: Vec<_> = events.iter().filter(|e| e["type"] == "io.orch.resource.lost.v1").collect();
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert_eq!(lost[0]["data"]["service"], "api-1");
+    assert_eq!(lost[0]["data"]["replica_of"], "api");
+    assert_eq!(lost[0]["data"]["node"], "n3");
+    assert!(orch_testkit::process_alive(old_pid), "a process outlives its agent: it still runs");
+
+    // n3 comes back (a new agent adopts the old process): it is stopped there, not kept twice.
+    let _n3 = Agent::start(&stack, "n3", 1000, "zone=b", &logs3);
+    eventually(Duration::from_secs(30), "the stale api-1 on n3 is stopped", || async {
+        (!orch_testkit::process_alive(old_pid)).then_some(())
+    })
+    .await;
+    let view = stack_view(&stack).await;
+    assert_eq!(service(&view, "api-1")["node"], "n2");
+    assert_eq!(service(&view, "api-1")["state"], "ready");
+}
+
+#[tokio::test]
+async fn a_service_of_higher_priority_preempts_one_of_lower_priority() {
+    let stack = Stack::start().await;
+    let logs = orch_testkit::TempDir::new("agent-n2");
+    let _left = common::KillServicesOf(logs.path().into());
+    let _n2 = Agent::start(&stack, "n2", 1000, "zone=b", &logs);
+    nodes_ready(&stack, &["n2"]).await;
+    let low = portless("batch", "priority = 10\nresources = { cpu = 600 }\nnode = \"n2\"");
+    apply(&stack, &low).await;
+    let view = wait_for(&stack, &[("batch", "ready")]).await;
+    let batch_pid = pid(&view, "batch");
+
+    let both =
+        format!("{low}{}", portless("api", "priority = 90\nresources = { cpu = 600 }\nconstraints = [\"zone == b\"]"));
+    apply(&stack, &both).await;
+    let view = wait_for(&stack, &[("api", "ready")]).await;
+    assert_eq!(service(&view, "api")["node"], "n2", "{view}");
+    let batch = service(&view, "batch");
+    assert_eq!(batch["state"], "pending", "{batch}");
+    assert!(batch["reason"].as_str().unwrap().starts_with("waiting for a node"), "{batch}");
+    assert!(!orch_testkit::process_alive(batch_pid), "stopped to make room");
+    let events = stack.events().await;
+    let preempted: Vec<_> = events.iter().filter(|e| e["type"] == "io.orch.resource.preempted.v1").collect();
+    assert_eq!(preempted.len(), 1);
+    let data = &preempted[0]["data"];
+    assert_eq!(
+        (data["service"].as_str(), data["by"].as_str(), data["node"].as_str()),
+        (Some("batch"), Some("api"), Some("n2"))
+    );
+    assert_eq!((data["priority"].as_u64(), data["by_priority"].as_u64()), (Some(10), Some(90)));
+    assert!(data["reason"].as_str().unwrap().contains("batch"), "{data}");
 }

@@ -132,6 +132,14 @@ impl Inventory {
         }
     }
 
+    /// Counts no silence up to `at`: while the orchestrator itself cannot hear the agents (its
+    /// NATS connection is down), their silence says nothing about the nodes.
+    pub fn excuse_silence(&mut self, at: At) {
+        for node in self.nodes.values_mut() {
+            node.heard = at.instant;
+        }
+    }
+
     /// Marks down every ready node silent for longer than the node-down time.
     pub fn sweep(&mut self, at: At) -> Vec<Change> {
         let down_after = self.down_after;
@@ -243,6 +251,16 @@ mod tests {
         inv.resume(vec![stored], at(t, 100));
         assert!(inv.sweep(at(t, 105)).is_empty(), "silence counts from the takeover, not the last report");
         assert_eq!(inv.sweep(at(t, 111)).len(), 1);
+    }
+
+    #[test]
+    fn silence_while_the_orchestrator_could_not_hear_is_excused() {
+        let t = Instant::now();
+        let mut inv = Inventory::new(Duration::from_secs(10));
+        inv.observe(report("n1", "a"), at(t, 0));
+        inv.excuse_silence(at(t, 30));
+        assert!(inv.sweep(at(t, 35)).is_empty());
+        assert_eq!(inv.sweep(at(t, 41)).len(), 1);
     }
 
     #[test]

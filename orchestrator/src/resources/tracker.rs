@@ -70,12 +70,13 @@ pub async fn start(
     inventory.resume(stored, At::now());
     let (view_tx, view) = watch::channel(Arc::new(inventory.list()));
     let reports = nats.subscribe(subjects.agents_report(verbs::NODE)).await?;
-    let tracker = Tracker { pool, subjects, inventory, view: view_tx, outbox_written };
+    let tracker = Tracker { pool, nats: nats.clone(), subjects, inventory, view: view_tx, outbox_written };
     Ok((Nodes { view }, tokio::spawn(tracker.run(reports, shutdown))))
 }
 
 struct Tracker {
     pool: sqlx::PgPool,
+    nats: async_nats::Client,
     subjects: Subjects,
     inventory: Inventory,
     view: watch::Sender<Arc<Vec<NodeInfo>>>,
@@ -90,6 +91,11 @@ impl Tracker {
             let changes = tokio::select! {
                 _ = shutdown.requested() => return,
                 _ = tick.tick() => {
+                    // Cut off from NATS, the orchestrator hears no agent: that is no news of the
+                    // nodes, and their silence counts again from the reconnection.
+                    if self.nats.connection_state() != async_nats::connection::State::Connected {
+                        self.inventory.excuse_silence(At::now());
+                    }
                     let changes = self.inventory.sweep(At::now());
                     self.publish_view();
                     changes

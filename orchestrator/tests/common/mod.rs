@@ -55,7 +55,7 @@ pub fn settings_from_flags(flags: &[&str]) -> Result<Settings, String> {
 
 /// The nodes a test runs a standalone agent on, beside the orchestrator's own: each has its
 /// shipped `agent-<node>` user.
-pub const AGENT_NODES: &[&str] = &["n2"];
+pub const AGENT_NODES: &[&str] = &["n2", "n3"];
 
 /// One NATS server locked down with the shipped users, one database, one orchestrator. The
 /// orchestrator runs as the shipped `orchestrator` user (its nats checks as `checks`), so every test

@@ -57,7 +57,8 @@ impl Machine {
             .iter()
             .map(|(name, spec)| {
                 let managed = Managed {
-                    node: spec.node.clone().or_else(|| placed.get(name).cloned()),
+                    node: placed.get(name).cloned(),
+                    resumed: placed.contains_key(name),
                     placement: None,
                     spec: spec.clone(),
                     state: ServiceState::Stopped,

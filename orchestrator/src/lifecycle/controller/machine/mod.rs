@@ -184,6 +184,9 @@ struct Managed {
     watch: Option<Watch>,
     registered: bool,
     stop: Option<StopIntent>,
+    /// Its node is the one it ran on before the orchestrator restarted: it is started there
+    /// (and adopted, if it still runs), not placed anew.
+    resumed: bool,
     /// Why it runs where it runs, or why it waits: its last placement.
     placement: Option<String>,
     /// Set by a restart after having been ready: services bound to this one restart once it is

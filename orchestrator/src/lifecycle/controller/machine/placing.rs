@@ -1,7 +1,9 @@
-//! Where each service runs. A service pinned with `node` runs there. Any other is placed by the
-//! scheduler (`crate::resources::placement`) when it is about to start, on the nodes the
-//! inventory reports up, against what this stack's services already hold on each node, and keeps
-//! its node across restarts while that node is up (so a process that outlived the orchestrator is
+//! Where each service runs. Every service is placed by the scheduler
+//! (`crate::resources::placement`) when it is about to start, on the nodes the inventory reports
+//! up, against what this stack's services already hold on each node; one pinned with `node` only
+//! on that node (a pin to a node the inventory does not know is started there unchecked). A
+//! service keeps its node across restarts while that node is up, and after a restart of the
+//! orchestrator starts on the node it ran on (so a process that outlived the orchestrator is
 //! adopted where it runs, not started twice).
 //!
 //! A service that fits nowhere waits `pending`, its reason saying why (the placement's
@@ -58,19 +60,29 @@ impl Machine {
         self.inventory.iter().any(|n| n.name == node && n.status == NodeStatus::Ready)
     }
 
-    /// The node `name` is to start on: its pin, the node it holds while that node is up, or a new
-    /// placement. `None`: no node fits now; it waits (`pending`, with why), perhaps for services
-    /// preempted for it.
+    /// The node `name` is to start on: the node it holds while that node is up (it waits there
+    /// to restart, or ran there before the orchestrator restarted), else a placement, on its pin
+    /// if it has one. `None`: no node fits now; it waits (`pending`, with why), perhaps for
+    /// services preempted for it.
     pub(super) fn node_for(&mut self, name: &str) -> Option<String> {
         let stack = self.stack.as_ref()?;
         let m = stack.services.get(name)?;
-        if let Some(pin) = &m.spec.node {
-            return Some(pin.clone());
-        }
         if let Some(node) = &m.node
+            && (m.resumed || holds_room(m.state))
             && self.node_is_up(node)
         {
-            return Some(node.clone());
+            let node = node.clone();
+            self.managed(name).expect("present").resumed = false;
+            return Some(node);
+        }
+        // A pin to a node the inventory does not know (its agent never reported, or is older than
+        // node reports) is the operator's word: it is started there, and the agent's answer tells.
+        if let Some(pin) = &m.spec.node
+            && !self.inventory.iter().any(|n| n.name == *pin)
+        {
+            let pin = pin.clone();
+            self.managed(name).expect("present").node = Some(pin.clone());
+            return Some(pin);
         }
         let ask = self.ask(name);
         let views = self.node_views(name);
