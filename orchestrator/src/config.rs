@@ -239,6 +239,9 @@ pub struct AgentArgs {
     #[command(flatten)]
     pub node_report: NodeReportArgs,
 
+    #[command(flatten)]
+    pub cgroups: CgroupArgs,
+
     /// A service's log is rotated past this size (bytes); three rotated files are kept.
     #[arg(long, env = "ORCH_AGENT_LOG_MAX_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub log_max_bytes: u64,
@@ -292,6 +295,8 @@ impl AgentArgs {
             shim: crate::agent::shim::default_path(),
             pressure: self.pressure.settings(),
             node_report: self.node_report.settings()?,
+            cgroup_root: self.cgroups.cgroup_root.clone(),
+            allow_unlimited: self.cgroups.allow_unlimited,
         })
     }
 }
@@ -354,6 +359,23 @@ impl NodeReportArgs {
             labels,
         })
     }
+}
+
+/// How the agent enforces the CPU and memory limits services ask for (their `limits`).
+#[derive(Debug, Clone, Args)]
+pub struct CgroupArgs {
+    /// Run services that ask for CPU or memory limits without them (a warning for each) when this
+    /// machine has no usable cgroups: neither cgroup v2 with the cpu and memory controllers nor
+    /// cgroup v1 cpu and memory hierarchies, writable by the agent. Without this flag such
+    /// starts are refused. The agent says at its start what it found.
+    #[arg(long, env = "ORCH_ALLOW_UNLIMITED", default_value_t = false)]
+    pub allow_unlimited: bool,
+
+    /// Where the cgroup file systems are mounted. Each service runs in a cgroup of its own,
+    /// `orch/<node>/<service>-<run>` below it (in each hierarchy on cgroup v1), removed when it
+    /// ends.
+    #[arg(long, env = "ORCH_CGROUP_ROOT", default_value = crate::agent::DEFAULT_CGROUP_ROOT)]
+    pub cgroup_root: PathBuf,
 }
 
 /// Where the agent's pressure readings come from and how often.
@@ -760,6 +782,9 @@ pub struct ServeArgs {
     pub node_report: NodeReportArgs,
 
     #[command(flatten)]
+    pub cgroups: CgroupArgs,
+
+    #[command(flatten)]
     pub shedding: ShedArgs,
 
     #[command(flatten)]
@@ -1094,6 +1119,8 @@ impl ServeArgs {
                 shim: self.agent_shim.clone(),
                 pressure: self.pressure.settings(),
                 node_report: node_report.clone(),
+                cgroup_root: self.cgroups.cgroup_root.clone(),
+                allow_unlimited: self.cgroups.allow_unlimited,
             }),
             http: HttpSettings {
                 addr: self.http_addr,

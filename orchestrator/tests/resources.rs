@@ -225,3 +225,36 @@ async fn a_service_of_higher_priority_preempts_one_of_lower_priority() {
     assert_eq!((data["priority"].as_u64(), data["by_priority"].as_u64()), (Some(10), Some(90)));
     assert!(data["reason"].as_str().unwrap().contains("batch"), "{data}");
 }
+
+#[tokio::test]
+async fn a_service_over_its_memory_limit_is_oom_killed_reported_as_such_and_restarted() {
+    let stack = Stack::start().await;
+    let _leftovers = common::KillServicesOf(stack.agent_logs.path().to_path_buf());
+    let enforced = eventually(Duration::from_secs(30), "the local node reports", || async {
+        let (status, node) = call(&stack, "GET", "/api/v1/nodes/local", None).await;
+        (status == StatusCode::OK).then(|| node["enforcement"].as_str().unwrap().to_string())
+    })
+    .await;
+    let manifest = format!(
+        "\n[services.hog]\ncommand = \"{SLEEPER}\"\nargs = [\"--allocate\", \"200\"]\n\
+         resources = {{ memory = 32 }}\nrestart = {{ policy = \"on-failure\", backoff = \"100ms\", start_limit = 2 }}\n"
+    );
+    if !matches!(enforced.as_str(), "cgroup_v1" | "cgroup_v2") {
+        // No usable cgroups here: the agent refuses the limits, and the start fails saying so.
+        eprintln!("cgroups: {enforced}; checking the refusal");
+        apply(&stack, &manifest).await;
+        let events = wait_event(&stack, "hog", "crashed").await;
+        let (_, _, data) = events.iter().find(|(s, st, _)| s == "hog" && st == "crashed").unwrap();
+        assert!(data["reason"].as_str().unwrap().contains("limits"), "{data}");
+        return;
+    }
+    apply(&stack, &manifest).await;
+    let events = wait_event(&stack, "hog", "crashed").await;
+    let (_, _, data) = events.iter().find(|(s, st, _)| s == "hog" && st == "crashed").unwrap();
+    let reason = data["reason"].as_str().unwrap();
+    assert!(reason.starts_with("killed by the kernel: out of memory (over its limit of 32 MiB)"), "{reason}");
+    assert_eq!(data["exit"], json!({"by": "signal", "signal": 9}), "{data}");
+    // The restart policy handles it like any crash: restarted, then given up after the limit.
+    wait_event(&stack, "hog", "restarting").await;
+    wait_event(&stack, "hog", "failed").await;
+}

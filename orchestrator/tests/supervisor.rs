@@ -20,6 +20,7 @@ fn sh(service: &str, script: &str) -> ProcessSpec {
         workdir: None,
         stop_signal: libc::SIGTERM,
         grace_period: Duration::from_secs(5),
+        limits: Default::default(),
     }
 }
 

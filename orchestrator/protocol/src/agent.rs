@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ProtocolError;
+use crate::resources::Limits;
 
 /// Verbs of the agent's subjects.
 pub mod verbs {
@@ -49,6 +50,10 @@ pub struct StartRequest {
     pub stop_signal: String,
     #[serde(default = "default_grace_period", with = "crate::health::duration")]
     pub grace_period: std::time::Duration,
+    /// CPU and memory limits the kernel enforces on the process (its cgroup). An agent that
+    /// cannot enforce them refuses the start, unless it runs with `--allow-unlimited`.
+    #[serde(default, skip_serializing_if = "Limits::is_empty")]
+    pub limits: Limits,
 }
 
 /// Reply to `start`.
@@ -140,6 +145,10 @@ pub struct Exited {
     pub ran_for_ms: u64,
     /// The end was asked for (`stop`), not a crash.
     pub stopped: bool,
+    /// The kernel killed the process (or one of its own) for exceeding its memory limit.
+    /// Reports of agents before limits existed leave it out: false.
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 /// Published on `<prefix>.agent.<node>.pressure` at the agent's pressure interval: how busy the
@@ -163,6 +172,40 @@ impl StartRequest {
         if self.command.trim().is_empty() {
             return Err(ProtocolError::invalid("command", "must name a program"));
         }
-        Ok(())
+        self.limits.validate("limits")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_from_before_limits_still_read() {
+        let start: StartRequest = serde_json::from_str(r#"{"service": "web", "command": "/bin/true"}"#).unwrap();
+        assert!(start.limits.is_empty());
+        let written = serde_json::to_value(&start).unwrap();
+        assert!(written.get("limits").is_none(), "no limits, no field: {written}");
+        let exited: Exited = serde_json::from_str(
+            r#"{"node": "n", "service": "web", "pid": 1, "exit": {"by": "code", "code": 0}, "ran_for_ms": 1, "stopped": false}"#,
+        )
+        .unwrap();
+        assert!(!exited.oom_killed);
+    }
+
+    #[test]
+    fn limits_travel_and_are_checked() {
+        let start: StartRequest =
+            serde_json::from_str(r#"{"service": "web", "command": "/bin/true", "limits": {"cpu": 250, "memory": 64}}"#)
+                .unwrap();
+        assert_eq!(start.limits, Limits { cpu: Some(250), memory: Some(64) });
+        assert_eq!(serde_json::to_value(&start).unwrap()["limits"], serde_json::json!({"cpu": 250, "memory": 64}));
+        let mut tiny = start.clone();
+        tiny.limits.cpu = Some(5);
+        let err = tiny.validate().unwrap_err();
+        assert_eq!(err.0.field.as_deref(), Some("limits.cpu"), "{err}");
+        let mut none = start;
+        none.limits.memory = Some(0);
+        assert_eq!(none.validate().unwrap_err().0.field.as_deref(), Some("limits.memory"));
     }
 }

@@ -87,8 +87,38 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The smallest CPU limit: the kernel's smallest quota is 1 ms, and the quota is taken per
+    /// period of 100 ms.
+    pub const CPU_MIN: u64 = 10;
+    /// The largest CPU limit (1000 cores): far above any machine, below the kernel's bound.
+    pub const CPU_MAX: u64 = 1_000_000;
+    /// The largest memory limit (1 PiB), so that its size in bytes cannot overflow.
+    pub const MEMORY_MAX: u64 = 1 << 30;
+
     pub fn is_empty(&self) -> bool {
         self.cpu.is_none() && self.memory.is_none()
+    }
+
+    /// Checks that the kernel can take these limits; errors name `<field>.cpu` or
+    /// `<field>.memory`.
+    pub fn validate(&self, field: &str) -> Result<(), ProtocolError> {
+        if let Some(cpu) = self.cpu
+            && !(Self::CPU_MIN..=Self::CPU_MAX).contains(&cpu)
+        {
+            return Err(ProtocolError::invalid(
+                format!("{field}.cpu"),
+                format!("{cpu} millicores: a CPU limit is {} to {} millicores", Self::CPU_MIN, Self::CPU_MAX),
+            ));
+        }
+        if let Some(memory) = self.memory
+            && !(1..=Self::MEMORY_MAX).contains(&memory)
+        {
+            return Err(ProtocolError::invalid(
+                format!("{field}.memory"),
+                format!("{memory} MiB: a memory limit is 1 to {} MiB", Self::MEMORY_MAX),
+            ));
+        }
+        Ok(())
     }
 }
 

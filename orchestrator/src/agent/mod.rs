@@ -1,7 +1,9 @@
 //! The node agent: supervises the processes of managed services on one node, takes its requests
 //! over NATS, and reports how each process ended.
 
+pub mod cgroup;
 pub mod client;
+pub mod enforcement;
 pub mod logs;
 pub mod node;
 pub mod pressure;
@@ -16,12 +18,13 @@ use anyhow::Context;
 
 use crate::shutdown::Shutdown;
 use orch_protocol::Subjects;
+use orch_protocol::resources::Enforcement;
 use tokio::sync::mpsc;
 
 pub use supervisor::{Exit, Exited, ProcessSpec, Supervisor, SupervisorError};
 
 /// One node's agent: the node it serves, where it keeps its services' output, the shim it runs
-/// them under and how it reports the node's pressure.
+/// them under, how it enforces their limits and how it reports the node's pressure.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentSettings {
     /// This node's name: the agent answers on `<prefix>.agent.<node>.*`.
@@ -35,7 +38,16 @@ pub struct AgentSettings {
     pub pressure: pressure::PressureSettings,
     /// What the node reports about itself at each heartbeat.
     pub node_report: node::NodeSettings,
+    /// Where the cgroup file systems are mounted: each run of a service has the cgroup
+    /// `orch/<node>/<service>-<run>` below it (per hierarchy on v1), with its limits.
+    pub cgroup_root: PathBuf,
+    /// Without usable cgroups, run the services that ask for limits without them (a warning
+    /// each) instead of refusing them.
+    pub allow_unlimited: bool,
 }
+
+/// Where Linux mounts the cgroup file systems.
+pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 impl Default for AgentSettings {
     fn default() -> Self {
@@ -46,6 +58,8 @@ impl Default for AgentSettings {
             shim: None,
             pressure: pressure::PressureSettings::default(),
             node_report: node::NodeSettings::default(),
+            cgroup_root: PathBuf::from(DEFAULT_CGROUP_ROOT),
+            allow_unlimited: false,
         }
     }
 }
@@ -55,6 +69,11 @@ impl AgentSettings {
     /// starts next on this directory adopts what they name.
     pub fn run_dir(&self) -> PathBuf {
         self.log_dir.join("shims")
+    }
+
+    /// How this node enforces limits: looked for under the cgroup root, the node's cgroups made.
+    pub fn cgroups(&self) -> enforcement::Cgroups {
+        enforcement::Cgroups::detect(&self.cgroup_root, &self.node, self.allow_unlimited)
     }
 
     fn supervisor(&self, exits: mpsc::UnboundedSender<Exited>) -> anyhow::Result<Supervisor> {
@@ -73,7 +92,17 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let (exits_tx, exits) = mpsc::unbounded_channel();
-    let supervisor = Arc::new(settings.supervisor(exits_tx)?);
+    let cgroups = settings.cgroups();
+    match cgroups.enforcement {
+        Enforcement::CgroupV2 | Enforcement::CgroupV1 => {
+            tracing::info!(node = %settings.node, enforcement = ?cgroups.enforcement, "{}", cgroups.summary())
+        }
+        Enforcement::Unlimited | Enforcement::None => {
+            tracing::warn!(node = %settings.node, enforcement = ?cgroups.enforcement, "{}", cgroups.summary())
+        }
+    }
+    let enforcement = cgroups.enforcement;
+    let supervisor = Arc::new(settings.supervisor(exits_tx)?.with_cgroups(cgroups));
     let adopted = supervisor.adopt();
     if !adopted.is_empty() {
         tracing::info!(node = %settings.node, count = adopted.len(), services = ?adopted, "adopted the services that were running");
@@ -90,8 +119,7 @@ pub async fn run(
         subjects.clone(),
         settings.node.clone(),
         settings.node_report.clone(),
-        // INTEGRATION: what the machine's cgroups allow.
-        orch_protocol::resources::Enforcement::None,
+        enforcement,
         supervisor.clone(),
         shutdown.clone(),
     ));
@@ -102,8 +130,8 @@ pub async fn run(
 }
 
 /// Stops every service the agent of `settings` runs (adopting them first), each with its stop
-/// signal and grace period, and forgets their records: `orchestrator agent --cleanup`, for a node
-/// that no agent will serve again. Returns the services stopped.
+/// signal and grace period, and forgets their records and cgroups: `orchestrator agent
+/// --cleanup`, for a node that no agent will serve again. Returns the services stopped.
 pub async fn cleanup(settings: &AgentSettings) -> anyhow::Result<Vec<String>> {
     let (exits_tx, mut exits) = mpsc::unbounded_channel();
     let supervisor = settings.supervisor(exits_tx)?;
@@ -120,5 +148,8 @@ pub async fn cleanup(settings: &AgentSettings) -> anyhow::Result<Vec<String>> {
     while let Ok(exited) = exits.try_recv() {
         supervisor.reported(&exited);
     }
+    // Their cgroups went with them (removed by each shim, or by `recorded_end` for a shim that
+    // was gone); the node's own go now.
+    enforcement::forget_node(&settings.cgroup_root, &settings.node);
     Ok(stopped)
 }

@@ -82,7 +82,11 @@ pub async fn run(
 
 /// Publishes how a process ended on `<prefix>.agent.<node>.exited`, then forgets its records.
 async fn report_exit(client: &async_nats::Client, subject: &str, node: &str, supervisor: &Supervisor, e: Exited) {
-    tracing::info!(node = %node, service = %e.service, pid = e.pid, exit = %e.exit, stopped = e.stopped, "process ended");
+    if e.oom_killed {
+        tracing::warn!(node = %node, service = %e.service, pid = e.pid, exit = %e.exit, "process OOM-killed: it exceeded its memory limit");
+    } else {
+        tracing::info!(node = %node, service = %e.service, pid = e.pid, exit = %e.exit, stopped = e.stopped, "process ended");
+    }
     let report = agent::Exited {
         node: node.to_string(),
         service: e.service.clone(),
@@ -90,6 +94,7 @@ async fn report_exit(client: &async_nats::Client, subject: &str, node: &str, sup
         exit: e.exit,
         ran_for_ms: e.ran_for.as_millis() as u64,
         stopped: e.stopped,
+        oom_killed: e.oom_killed,
     };
     let body = serde_json::to_vec(&report).expect("a report serializes");
     if let Err(e) = client.publish(subject.to_string(), body.into()).await {
@@ -111,6 +116,7 @@ fn supervisor_error(e: SupervisorError) -> ProtocolError {
         SupervisorError::AlreadyRunning(_) => ProtocolError::field(ErrorCode::Conflict, "service", e.to_string()),
         SupervisorError::NotRunning(_) => ProtocolError::field(ErrorCode::NotFound, "service", e.to_string()),
         SupervisorError::Spawn { .. } => ProtocolError::field(ErrorCode::ValidationFailed, "command", e.to_string()),
+        SupervisorError::Limits { .. } => ProtocolError::field(ErrorCode::Refused, "limits", e.to_string()),
     }
 }
 
@@ -127,6 +133,7 @@ async fn answer(supervisor: &Supervisor, node: &str, verb: &str, payload: &[u8])
                 workdir: r.workdir.map(Into::into),
                 stop_signal: signal("stop_signal", &r.stop_signal)?,
                 grace_period: r.grace_period,
+                limits: r.limits,
             };
             let pid = supervisor.start(&spec).await.map_err(supervisor_error)?;
             Ok(json(&agent::Started { service: r.service, pid }))

@@ -4,19 +4,24 @@
 //!
 //! - it runs in a session of its own, so neither the agent's death (even by SIGKILL) nor a
 //!   terminal's signals reach it, and it ignores the stop signals an operator might send it;
-//! - it starts the service in a process group of its own, the unit the agent signals;
+//! - it starts the service in a process group of its own, the unit the agent signals, and, where
+//!   the node has cgroups, in a cgroup of its own with the service's CPU and memory limits (see
+//!   `super::cgroup`), joined before the service's first instruction;
 //! - it writes the service's stdout and stderr to the service's rotating log itself, so the log
 //!   goes on while no agent runs;
 //! - it records the service in `<run-dir>/<service>.state`, and how it ended in
 //!   `<run-dir>/<service>.exit`, which stays until an agent has reported it;
-//! - once the service has ended it kills whatever the service left in its group, then exits.
+//! - once the service has ended it kills whatever the service left in its group (and in its
+//!   cgroup), records whether the kernel OOM-killed it, removes the cgroup, then exits.
 //!
 //! An agent that starts later adopts every service its run directory names (see `supervisor`).
 //! Nothing of a service is left without a shim: `orchestrator agent --cleanup` stops them all.
 //!
 //! ```text
 //! <shim> shim --run-dir DIR --log-dir DIR --service NAME --log-max-bytes N --log-keep N
-//!             --stop-signal N --grace-ms N -- PROGRAM [ARGS...]
+//!             --stop-signal N --grace-ms N
+//!             [--cgroup-version 1|2 --cgroup DIR... [--cpu MILLICORES] [--memory MIB]]
+//!             -- PROGRAM [ARGS...]
 //! ```
 //!
 //! Once the service runs, the shim writes its pid on standard output (one line), or `error: ...`
@@ -29,6 +34,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::cgroup::{Cgroup, CgroupSpec, Version};
 use super::logs::{RotatingLog, Rotation, read_line};
 
 /// What the agent tells the shim.
@@ -41,6 +47,8 @@ pub struct ShimArgs {
     /// Recorded in the state file, for `orchestrator agent --cleanup`.
     pub stop_signal: i32,
     pub grace: Duration,
+    /// The service's cgroup and limits; `None` where the node has no cgroups.
+    pub cgroup: Option<CgroupSpec>,
     pub program: String,
     pub args: Vec<String>,
 }
@@ -63,9 +71,19 @@ impl ShimArgs {
             self.stop_signal.to_string(),
             "--grace-ms".into(),
             self.grace.as_millis().to_string(),
-            "--".into(),
-            self.program.clone(),
         ];
+        if let Some(cgroup) = &self.cgroup {
+            out.extend(["--cgroup-version".to_string(), cgroup.version.number().to_string()]);
+            for dir in &cgroup.dirs {
+                out.extend(["--cgroup".to_string(), dir.display().to_string()]);
+            }
+            for (flag, value) in [("--cpu", cgroup.cpu), ("--memory", cgroup.memory)] {
+                if let Some(value) = value {
+                    out.extend([flag.to_string(), value.to_string()]);
+                }
+            }
+        }
+        out.extend(["--".to_string(), self.program.clone()]);
         out.extend(self.args.iter().cloned());
         out
     }
@@ -82,6 +100,22 @@ impl ShimArgs {
         let number = |name: &str| -> Result<u64, String> {
             value(name)?.parse::<u64>().map_err(|_| format!("{name}: not a whole number"))
         };
+        let optional = |name: &str| options.iter().any(|a| a == name).then(|| number(name)).transpose();
+        let cgroup = match optional("--cgroup-version")? {
+            None => None,
+            Some(n) => {
+                let version = Version::from_number(n).ok_or("--cgroup-version: 1 or 2")?;
+                let dirs: Vec<PathBuf> = options
+                    .windows(2)
+                    .filter(|pair| pair[0] == "--cgroup")
+                    .map(|pair| PathBuf::from(&pair[1]))
+                    .collect();
+                if dirs.is_empty() {
+                    return Err("--cgroup-version needs --cgroup DIR".into());
+                }
+                Some(CgroupSpec { version, dirs, cpu: optional("--cpu")?, memory: optional("--memory")? })
+            }
+        };
         Ok(ShimArgs {
             run_dir: value("--run-dir")?.into(),
             log_dir: value("--log-dir")?.into(),
@@ -89,6 +123,7 @@ impl ShimArgs {
             rotation: Rotation { max_bytes: number("--log-max-bytes")?, keep: number("--log-keep")? as usize },
             stop_signal: number("--stop-signal")? as i32,
             grace: Duration::from_millis(number("--grace-ms")?),
+            cgroup,
             program,
             args: command[1..].to_vec(),
         })
@@ -110,12 +145,17 @@ pub struct ShimState {
     pub started_ms: u64,
     pub stop_signal: i32,
     pub grace_ms: u64,
+    /// The service's cgroup, one directory per hierarchy (none without cgroups): an agent that
+    /// finds the shim gone reads its OOM counter and removes it.
+    pub cgroups: Vec<PathBuf>,
+    /// The limits its cgroup enforces: what the node reports as its allocation.
+    pub limits: orch_protocol::resources::Limits,
 }
 
 impl ShimState {
     pub fn encode(&self) -> String {
-        format!(
-            "boot={} shim={} shim_start={} pid={} pid_start={} started_ms={} stop_signal={} grace_ms={}\n",
+        let mut text = format!(
+            "boot={} shim={} shim_start={} pid={} pid_start={} started_ms={} stop_signal={} grace_ms={}",
             self.boot,
             self.shim,
             self.shim_start,
@@ -124,7 +164,19 @@ impl ShimState {
             self.started_ms,
             self.stop_signal,
             self.grace_ms
-        )
+        );
+        for dir in &self.cgroups {
+            text.push_str(" cgroup=");
+            text.push_str(&escape(&dir.display().to_string()));
+        }
+        if let Some(cpu) = self.limits.cpu {
+            text.push_str(&format!(" cpu={cpu}"));
+        }
+        if let Some(memory) = self.limits.memory {
+            text.push_str(&format!(" memory={memory}"));
+        }
+        text.push('\n');
+        text
     }
 
     pub fn decode(text: &str) -> Option<ShimState> {
@@ -141,6 +193,13 @@ impl ShimState {
             started_ms: field("started_ms")?,
             stop_signal: field("stop_signal")? as i32,
             grace_ms: field("grace_ms")?,
+            // Records of shims before cgroups have none.
+            cgroups: text
+                .split_whitespace()
+                .filter_map(|kv| kv.strip_prefix("cgroup="))
+                .map(|dir| PathBuf::from(unescape(dir)))
+                .collect(),
+            limits: orch_protocol::resources::Limits { cpu: field("cpu"), memory: field("memory") },
         })
     }
 
@@ -157,6 +216,43 @@ impl ShimState {
     }
 }
 
+/// `text` without whitespace, for a record whose fields are separated by it: `%` and whitespace
+/// become `%XX`.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c == '%' || c.is_whitespace() {
+            let mut utf8 = [0; 4];
+            for byte in c.encode_utf8(&mut utf8).bytes() {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn unescape(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%').then(|| text.get(i + 1..i + 3)).flatten();
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// This boot's id; empty where the kernel does not say.
 pub fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
@@ -169,14 +265,17 @@ pub struct ShimExit {
     pub code: Option<i32>,
     pub signal: Option<i32>,
     pub ran_for_ms: u64,
+    /// The kernel OOM-killed a process of the service's cgroup.
+    pub oom_killed: bool,
 }
 
 impl ShimExit {
     pub fn encode(&self) -> String {
-        match (self.code, self.signal) {
-            (Some(code), _) => format!("code={code} ran_for_ms={}\n", self.ran_for_ms),
-            (None, signal) => format!("signal={} ran_for_ms={}\n", signal.unwrap_or(libc::SIGKILL), self.ran_for_ms),
-        }
+        let end = match (self.code, self.signal) {
+            (Some(code), _) => format!("code={code}"),
+            (None, signal) => format!("signal={}", signal.unwrap_or(libc::SIGKILL)),
+        };
+        format!("{end} ran_for_ms={} oom_killed={}\n", self.ran_for_ms, u8::from(self.oom_killed))
     }
 
     pub fn decode(text: &str) -> Option<ShimExit> {
@@ -184,9 +283,11 @@ impl ShimExit {
             text.split_whitespace().find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
         };
         let ran_for_ms = field("ran_for_ms")? as u64;
+        // Records of shims before cgroups leave it out.
+        let oom_killed = field("oom_killed") == Some(1);
         match (field("code"), field("signal")) {
-            (Some(code), _) => Some(ShimExit { code: Some(code as i32), signal: None, ran_for_ms }),
-            (None, Some(signal)) => Some(ShimExit { code: None, signal: Some(signal as i32), ran_for_ms }),
+            (Some(code), _) => Some(ShimExit { code: Some(code as i32), signal: None, ran_for_ms, oom_killed }),
+            (None, Some(signal)) => Some(ShimExit { code: None, signal: Some(signal as i32), ran_for_ms, oom_killed }),
             (None, None) => None,
         }
     }
@@ -279,17 +380,33 @@ fn run(args: ShimArgs) -> ExitCode {
     if let Err(e) = std::fs::create_dir_all(&args.run_dir) {
         return fail(&mut handshake, format!("could not create {}: {e}", args.run_dir.display()));
     }
+    // Made before the service, which joins it before its first instruction: what it allocates
+    // or forks is limited and counted from the start.
+    let cgroup = match args.cgroup.as_ref().map(Cgroup::create).transpose() {
+        Ok(cgroup) => cgroup,
+        Err(e) => return fail(&mut handshake, e.to_string()),
+    };
+    let remove_cgroup = || {
+        if let Some(cgroup) = &cgroup {
+            let _ = cgroup.remove();
+        }
+    };
     let started = Instant::now();
-    let mut child = match Command::new(&args.program)
-        .args(&args.args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-    {
+    let mut command = Command::new(&args.program);
+    command.args(&args.args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    if let Some(cgroup) = &cgroup {
+        let files = cgroup.procs_files();
+        // SAFETY: `join` only makes system calls (no allocation, no lock), as the child of a fork
+        // must until it execs.
+        unsafe { command.pre_exec(move || super::cgroup::join(&files)) };
+    }
+    let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(e) => return fail(&mut handshake, format!("could not start {}: {e}", args.program)),
+        Err(e) => {
+            remove_cgroup();
+            let place = if cgroup.is_some() { " in its cgroup" } else { "" };
+            return fail(&mut handshake, format!("could not start {}{place}: {e}", args.program));
+        }
     };
     let pid = child.id();
     // The service may have ended already (a zombie until reaped below): its start time still is.
@@ -298,6 +415,7 @@ fn run(args: ShimArgs) -> ExitCode {
         // SAFETY: kill(2) has no memory effects.
         unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
         let _ = child.wait();
+        remove_cgroup();
         return fail(&mut handshake, "could not read the start time of the processes from /proc".into());
     };
     let state = ShimState {
@@ -309,12 +427,19 @@ fn run(args: ShimArgs) -> ExitCode {
         started_ms: now_ms(),
         stop_signal: args.stop_signal,
         grace_ms: args.grace.as_millis() as u64,
+        cgroups: cgroup.as_ref().map(|c| c.dirs().to_vec()).unwrap_or_default(),
+        limits: args
+            .cgroup
+            .as_ref()
+            .map(|c| orch_protocol::resources::Limits { cpu: c.cpu, memory: c.memory })
+            .unwrap_or_default(),
     };
     let _ = std::fs::remove_file(exit_path(&args.run_dir, &args.service));
     if let Err(e) = write_atomically(&state_path(&args.run_dir, &args.service), &state.encode()) {
         // SAFETY: kill(2) has no memory effects.
         unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
         let _ = child.wait();
+        remove_cgroup();
         return fail(&mut handshake, format!("could not record the service: {e}"));
     }
     let _ = writeln!(handshake, "{pid}");
@@ -352,8 +477,12 @@ fn run(args: ShimArgs) -> ExitCode {
         libc::kill(-(pid as i32), libc::SIGKILL);
     }
     let status = child.wait();
+    // What left the group is still in the cgroup: it goes too.
+    if let Some(cgroup) = &cgroup {
+        cgroup.kill();
+    }
     // The last lines are in the log before the end is reported, unless something that left the
-    // group still holds the pipes.
+    // group (and runs without a cgroup) still holds the pipes.
     let deadline = Instant::now() + Duration::from_secs(2);
     for _ in 0..readers {
         if done.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_err() {
@@ -361,10 +490,14 @@ fn run(args: ShimArgs) -> ExitCode {
         }
     }
     let ran_for_ms = started.elapsed().as_millis() as u64;
-    let exit = match status {
-        Ok(status) => ShimExit { code: status.code(), signal: status.signal(), ran_for_ms },
-        Err(_) => ShimExit { code: Some(-1), signal: None, ran_for_ms },
+    let (code, signal) = match status {
+        Ok(status) => (status.code(), status.signal()),
+        Err(_) => (Some(-1), None),
     };
+    // Read before the cgroup goes, and recorded, so that an agent that was away reports it too.
+    let oom_killed = cgroup.as_ref().is_some_and(|c| c.oom_killed(signal));
+    remove_cgroup();
+    let exit = ShimExit { code, signal, ran_for_ms, oom_killed };
     let _ = write_atomically(&exit_path(&args.run_dir, &args.service), &exit.encode());
     ExitCode::SUCCESS
 }
@@ -403,10 +536,21 @@ mod tests {
             rotation: Rotation { max_bytes: 1000, keep: 2 },
             stop_signal: libc::SIGINT,
             grace: Duration::from_millis(2500),
+            cgroup: None,
             program: "/bin/sh".into(),
             args: vec!["-c".into(), "echo -- hi".into()],
         };
-        assert_eq!(ShimArgs::parse(&args.to_args()), Ok(args));
+        assert_eq!(ShimArgs::parse(&args.to_args()), Ok(args.clone()));
+        let limited = ShimArgs {
+            cgroup: Some(CgroupSpec {
+                version: Version::V1,
+                dirs: vec!["/sys/fs/cgroup/cpu/orch/n1/web".into(), "/sys/fs/cgroup/memory/orch/n1/web".into()],
+                cpu: Some(250),
+                memory: None,
+            }),
+            ..args
+        };
+        assert_eq!(ShimArgs::parse(&limited.to_args()), Ok(limited));
         assert!(ShimArgs::parse(&["--service".into(), "web".into()]).unwrap_err().contains("PROGRAM"));
 
         let state = ShimState {
@@ -418,14 +562,21 @@ mod tests {
             started_ms: 30,
             stop_signal: 15,
             grace_ms: 5000,
+            cgroups: vec!["/sys/fs/cgroup/orch/n1/web".into(), "/tmp/a dir/100%".into()],
+            limits: orch_protocol::resources::Limits { cpu: Some(250), memory: Some(64) },
         };
-        assert_eq!(ShimState::decode(&state.encode()), Some(state));
+        assert_eq!(ShimState::decode(&state.encode()), Some(state.clone()));
+        // A record written before cgroups.
+        let old = "boot=b-1 shim=10 shim_start=20 pid=11 pid_start=21 started_ms=30 stop_signal=15 grace_ms=5000\n";
+        assert_eq!(ShimState::decode(old), Some(ShimState { cgroups: vec![], limits: Default::default(), ..state }));
         assert_eq!(ShimState::decode("shim=1"), None);
         for exit in [
-            ShimExit { code: Some(3), signal: None, ran_for_ms: 7 },
-            ShimExit { code: None, signal: Some(9), ran_for_ms: 8 },
+            ShimExit { code: Some(3), signal: None, ran_for_ms: 7, oom_killed: false },
+            ShimExit { code: None, signal: Some(9), ran_for_ms: 8, oom_killed: true },
         ] {
             assert_eq!(ShimExit::decode(&exit.encode()), Some(exit));
         }
+        let old = ShimExit::decode("signal=9 ran_for_ms=8\n").unwrap();
+        assert!(!old.oom_killed, "a record written before cgroups");
     }
 }

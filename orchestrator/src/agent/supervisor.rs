@@ -1,6 +1,8 @@
 //! The process supervisor of a node agent: starts each service's process under its shim (see
-//! [`super::shim`]), which runs it in a process group of its own and keeps its log, reports how it
-//! ended, and stops it with its stop signal, a grace period, then SIGKILL for the whole group.
+//! [`super::shim`]), which runs it in a process group of its own (and, where the node has
+//! cgroups, a cgroup of its own with its limits) and keeps its log, reports how it ended (and
+//! whether the kernel OOM-killed it), and stops it with its stop signal, a grace period, then
+//! SIGKILL for the whole group.
 //!
 //! Services outlive the agent: a shim does not die with it. A new agent on the same run
 //! directory adopts what runs there ([`Supervisor::adopt`]): same pid, its log going on, and an
@@ -17,6 +19,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
+use orch_protocol::resources::{Enforcement, Limits};
+
+use super::cgroup::Cgroup;
+use super::enforcement::{Cgroups, Placement, run_name};
 use super::logs::Rotation;
 use super::shim::{ShimArgs, ShimExit, ShimState, exit_path, start_time, state_path};
 use crate::process::signal_group;
@@ -32,6 +38,8 @@ pub struct ProcessSpec {
     /// How `orchestrator agent --cleanup` stops it.
     pub stop_signal: i32,
     pub grace_period: Duration,
+    /// What the kernel holds it to (its cgroup); see [`Supervisor::with_cgroups`].
+    pub limits: Limits,
 }
 
 pub use orch_protocol::agent::Exit;
@@ -45,6 +53,8 @@ pub struct Exited {
     pub ran_for: Duration,
     /// The end was asked for (`stop`), not a crash.
     pub stopped: bool,
+    /// The kernel OOM-killed it (or a process of its cgroup) for exceeding its memory limit.
+    pub oom_killed: bool,
     /// The shim whose records name this end (pid, start time): they are removed once it is
     /// reported.
     shim: (u32, u64),
@@ -58,10 +68,14 @@ pub enum SupervisorError {
     NotRunning(String),
     #[error("could not start {service:?} ({command}): {error}")]
     Spawn { service: String, command: String, error: std::io::Error },
+    #[error("{service:?} asks for limits: {reason}")]
+    Limits { service: String, reason: String },
 }
 
 struct Handle {
     pid: u32,
+    /// What its cgroup enforces (nothing without cgroups).
+    limits: orch_protocol::resources::Limits,
     stop_signal: i32,
     grace_period: Duration,
     exited: watch::Receiver<Option<Exit>>,
@@ -89,6 +103,8 @@ pub struct Supervisor {
     events: mpsc::UnboundedSender<Exited>,
     /// The program each service runs under (`orch-shim`, or `orchestrator shim`).
     shim: PathBuf,
+    /// Where services get their cgroups, if anywhere.
+    cgroups: Cgroups,
 }
 
 /// True when `program` names an executable file: a path, or a name found on `PATH`.
@@ -101,20 +117,44 @@ fn runnable(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| executable(&dir.join(program))))
 }
 
+/// How a service ended.
+struct End {
+    exit: Exit,
+    ran_for: Duration,
+    oom_killed: bool,
+}
+
 /// How the service of a shim that has ended ended: as the shim recorded it, or, when the shim
-/// itself was killed before it could, as killed (and what is left of the service goes too).
-fn recorded_end(run_dir: &Path, service: &str, state: &ShimState) -> (Exit, Duration) {
+/// itself was killed before it could, as killed (and what is left of the service goes too,
+/// with its cgroup, once its OOM counter is read). The cgroup is this run's alone: a later run
+/// of the service has another.
+fn recorded_end(run_dir: &Path, service: &str, state: &ShimState) -> End {
     let recorded = std::fs::read_to_string(exit_path(run_dir, service)).ok().and_then(|t| ShimExit::decode(&t));
-    match recorded {
-        Some(recorded) => (exit_of(recorded), Duration::from_millis(recorded.ran_for_ms)),
+    let cgroup = Cgroup::at(state.cgroups.clone());
+    let end = match recorded {
+        Some(recorded) => End {
+            exit: exit_of(recorded),
+            ran_for: Duration::from_millis(recorded.ran_for_ms),
+            oom_killed: recorded.oom_killed,
+        },
         None => {
             if state.service_alive() {
                 signal_group(state.pid, libc::SIGKILL);
             }
+            cgroup.kill();
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-            (Exit::Signal { signal: libc::SIGKILL }, now.saturating_sub(Duration::from_millis(state.started_ms)))
+            End {
+                exit: Exit::Signal { signal: libc::SIGKILL },
+                ran_for: now.saturating_sub(Duration::from_millis(state.started_ms)),
+                oom_killed: cgroup.oom_killed(Some(libc::SIGKILL)),
+            }
         }
+    };
+    // Gone already when the shim ended as it should.
+    if let Err(e) = cgroup.remove() {
+        tracing::warn!(service, error = %e, "could not remove the cgroup of a service that ended");
     }
+    end
 }
 
 fn exit_of(recorded: ShimExit) -> Exit {
@@ -153,7 +193,28 @@ impl Supervisor {
         // Absolute: the shim runs in the service's working directory.
         let (log_dir, run_dir) =
             (std::path::absolute(&log_dir).unwrap_or(log_dir), std::path::absolute(&run_dir).unwrap_or(run_dir));
-        Supervisor { log_dir, run_dir, rotation, children: Arc::default(), starting: Arc::default(), events, shim }
+        Supervisor {
+            log_dir,
+            run_dir,
+            rotation,
+            children: Arc::default(),
+            starting: Arc::default(),
+            events,
+            shim,
+            cgroups: Cgroups::unavailable(),
+        }
+    }
+
+    /// Runs each service in a cgroup of its own with its limits, as `cgroups` (found at the
+    /// agent's start) allows; without, services that ask for limits are refused.
+    pub fn with_cgroups(mut self, cgroups: Cgroups) -> Supervisor {
+        self.cgroups = cgroups;
+        self
+    }
+
+    /// How this supervisor enforces limits.
+    pub fn enforcement(&self) -> Enforcement {
+        self.cgroups.enforcement
     }
 
     pub fn log_dir(&self) -> &Path {
@@ -174,9 +235,19 @@ impl Supervisor {
     }
 
     /// Services running now with their pids and what each asked for.
+    /// (The limits each process's cgroup enforces; nothing for a process without cgroups.)
     pub fn allocations(&self) -> Vec<(String, u32, orch_protocol::resources::Resources)> {
-        // INTEGRATION: the resources come with the limits of each process.
-        self.running().into_iter().map(|(s, pid)| (s, pid, Default::default())).collect()
+        let children = self.children.lock().expect("supervisor lock");
+        let mut all: Vec<_> = children
+            .iter()
+            .map(|(s, h)| {
+                let asked =
+                    orch_protocol::resources::Resources::new(h.limits.cpu.unwrap_or(0), h.limits.memory.unwrap_or(0));
+                (s.clone(), h.pid, asked)
+            })
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     /// Takes over what the run directory names: each service still running is watched again
@@ -200,14 +271,15 @@ impl Supervisor {
             } else {
                 // Ended while no agent ran: reported now (before any request is taken) with what
                 // the shim recorded.
-                let (exit, ran_for) = recorded_end(&self.run_dir, service, &state);
+                let end = recorded_end(&self.run_dir, service, &state);
                 let shim = (state.shim, state.shim_start);
                 let _ = self.events.send(Exited {
                     service: service.to_string(),
                     pid: state.pid,
-                    exit,
-                    ran_for,
+                    exit: end.exit,
+                    ran_for: end.ran_for,
                     stopped: false,
+                    oom_killed: end.oom_killed,
                     shim,
                 });
             }
@@ -231,6 +303,19 @@ impl Supervisor {
             command: spec.command.clone(),
             error,
         };
+        let cgroup = match self.cgroups.place(&run_name(&spec.service), &spec.limits) {
+            Ok(Placement::Cgroup(cgroup)) => Some(cgroup),
+            Ok(Placement::Plain) => None,
+            Ok(Placement::Unenforced) => {
+                tracing::warn!(
+                    service = %spec.service,
+                    limits = ?spec.limits,
+                    "this node has no usable cgroups: the service runs without the limits it asks for (--allow-unlimited)"
+                );
+                None
+            }
+            Err(reason) => return Err(SupervisorError::Limits { service: spec.service.clone(), reason }),
+        };
         // Checked here because under the shim a missing program would only show as its answer.
         if !runnable(&spec.command) {
             return Err(spawn_error(std::io::Error::new(std::io::ErrorKind::NotFound, "no such executable program")));
@@ -245,6 +330,7 @@ impl Supervisor {
             rotation: self.rotation,
             stop_signal: spec.stop_signal,
             grace: spec.grace_period,
+            cgroup,
             program: spec.command.clone(),
             args: spec.args.clone(),
         };
@@ -310,7 +396,14 @@ impl Supervisor {
         if let Some((stop_signal, grace_period)) = running {
             self.children.lock().expect("supervisor lock").insert(
                 service.clone(),
-                Handle { pid: state.pid, stop_signal, grace_period, exited, stopping: stopping.clone() },
+                Handle {
+                    pid: state.pid,
+                    limits: state.limits,
+                    stop_signal,
+                    grace_period,
+                    exited,
+                    stopping: stopping.clone(),
+                },
             );
         }
         let (events, children, run_dir, state) =
@@ -322,7 +415,7 @@ impl Supervisor {
                 }
                 Shim::Adopted(pid) => ended(pid, state.shim_start).await,
             }
-            let (exit, ran_for) = recorded_end(&run_dir, &service, &state);
+            let End { exit, ran_for, oom_killed } = recorded_end(&run_dir, &service, &state);
             {
                 let mut children = children.lock().expect("supervisor lock");
                 if children.get(&service).is_some_and(|h| h.pid == state.pid) {
@@ -332,7 +425,7 @@ impl Supervisor {
             let _ = exited_tx.send(Some(exit));
             let stopped = stopping.load(std::sync::atomic::Ordering::Relaxed);
             let shim = (state.shim, state.shim_start);
-            let _ = events.send(Exited { service, pid: state.pid, exit, ran_for, stopped, shim });
+            let _ = events.send(Exited { service, pid: state.pid, exit, ran_for, stopped, oom_killed, shim });
         });
     }
 
@@ -410,7 +503,8 @@ async fn ended(pid: u32, start: u64) {
 }
 
 /// Kills every service a run directory names, at once (tests, benchmarks): each service's
-/// process group, then its shim. `orchestrator agent --cleanup` stops them gracefully instead
+/// process group, then its shim, then what is left in its cgroup, which goes too.
+/// `orchestrator agent --cleanup` stops them gracefully instead
 /// (`agent::cleanup`).
 pub fn kill_all(run_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(run_dir) else { return };
@@ -427,6 +521,8 @@ pub fn kill_all(run_dir: &Path) {
                 // SAFETY: kill(2) has no memory effects; the start time says it is our shim.
                 unsafe { libc::kill(state.shim as libc::pid_t, libc::SIGKILL) };
             }
+            // The shim cannot remove its cgroup now; what the record names is this run's.
+            let _ = Cgroup::at(state.cgroups).remove();
         }
     }
 }

@@ -9,6 +9,9 @@
 use std::process::ExitCode;
 
 // The modules' sources themselves, not the orchestrator library: the shim links little.
+#[path = "../agent/cgroup.rs"]
+#[allow(dead_code)]
+mod cgroup;
 #[path = "../agent/logs.rs"]
 #[allow(dead_code)]
 mod logs;

@@ -1,11 +1,16 @@
 //! `orch-sleeper`: a stand-in service for tests and benchmarks of the lifecycle. It waits a
 //! configured time (its start-up), then listens on its port and answers every connection with
-//! `HTTP/1.1 200 OK`; optionally it stops answering, or exits, after a while.
+//! `HTTP/1.1 200 OK`; optionally it stops answering, or exits, after a while. For tests of
+//! limits it can first take memory, and burn CPU all along.
 //!
 //! ```text
 //! orch-sleeper [--ready-after 500ms] [--port N | $PORT] [--healthy-for 2s] [--exit-after 1s] [--exit-code 3]
+//!              [--allocate MIB] [--burn]
 //! ```
 //! It prints `ready <unix ms>` when it starts listening, and ignores nothing: SIGTERM ends it.
+//! `--allocate` takes MIB MiB of memory and writes to every page of it (so that it is really
+//! used, not only reserved), prints `allocated <MIB> MiB` and keeps it. `--burn` spins one
+//! thread in a loop that never sleeps (a whole core, where nothing limits it), from the start.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -24,7 +29,8 @@ fn duration(text: &str) -> Duration {
 fn usage(problem: &str) -> ! {
     eprintln!("orch-sleeper: {problem}");
     eprintln!(
-        "usage: orch-sleeper [--ready-after DUR] [--port N] [--healthy-for DUR] [--exit-after DUR] [--exit-code N]"
+        "usage: orch-sleeper [--ready-after DUR] [--port N] [--healthy-for DUR] [--exit-after DUR] [--exit-code N] \
+         [--allocate MIB] [--burn]"
     );
     std::process::exit(64);
 }
@@ -35,6 +41,8 @@ fn main() {
     let mut healthy_for: Option<Duration> = None;
     let mut exit_after: Option<Duration> = None;
     let mut exit_code = 0;
+    let mut allocate: Option<usize> = None;
+    let mut burn = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
@@ -44,6 +52,8 @@ fn main() {
             "--healthy-for" => healthy_for = Some(duration(&value())),
             "--exit-after" => exit_after = Some(duration(&value())),
             "--exit-code" => exit_code = value().parse().unwrap_or_else(|_| usage("bad exit code")),
+            "--allocate" => allocate = Some(value().parse().unwrap_or_else(|_| usage("bad MiB count"))),
+            "--burn" => burn = true,
             other => usage(&format!("unknown flag {other}")),
         }
     }
@@ -54,6 +64,15 @@ fn main() {
             println!("exiting with code {exit_code}");
             std::process::exit(exit_code);
         });
+    }
+    if burn {
+        std::thread::spawn(spin);
+        println!("burning");
+    }
+    if let Some(mib) = allocate {
+        // Kept until the process ends.
+        std::mem::forget(take_memory(mib));
+        println!("allocated {mib} MiB");
     }
     std::thread::sleep(ready_after);
     let Some(port) = port else {
@@ -82,6 +101,27 @@ fn main() {
             let _ = stream.read(&mut buffer);
             let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
         }
+    }
+}
+
+/// `mib` MiB, each page written: memory the kernel must really give.
+fn take_memory(mib: usize) -> Vec<Vec<u8>> {
+    const MIB: usize = 1024 * 1024;
+    (0..mib)
+        .map(|_| {
+            let mut chunk = Vec::<u8>::with_capacity(MIB);
+            chunk.resize(MIB, 1);
+            std::hint::black_box(&mut chunk);
+            chunk
+        })
+        .collect()
+}
+
+/// Busy forever: never sleeps, never yields.
+fn spin() {
+    let mut n = 0u64;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
     }
 }
 

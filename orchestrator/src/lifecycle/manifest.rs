@@ -150,8 +150,10 @@ fn is_one(n: &u32) -> bool {
 
 /// Most replicas of one service.
 pub const COUNT_MAX: u32 = 1000;
-/// Largest CPU a service may ask for: 1024 cores.
-pub const CPU_MAX: u64 = 1_024_000;
+/// Largest CPU a service may ask for, as agents take limits: 1000 cores.
+pub const CPU_MAX: u64 = orch_protocol::resources::Limits::CPU_MAX;
+/// Smallest CPU limit: the kernel's smallest quota is 1 ms of a 100 ms period.
+pub const CPU_MIN: u64 = orch_protocol::resources::Limits::CPU_MIN;
 /// Largest memory a service may ask for: 16 TiB.
 pub const MEMORY_MAX: u64 = 16 * 1024 * 1024;
 /// Smallest memory limit: below it a process is killed before it has started.
@@ -445,7 +447,9 @@ impl Manifest {
             }
             if let Some(r) = &spec.resources {
                 if r.cpu > CPU_MAX {
-                    problem(at("resources.cpu"), format!("at most {CPU_MAX} millicores (1024 cores)"));
+                    problem(at("resources.cpu"), format!("at most {CPU_MAX} millicores (1000 cores)"));
+                } else if r.cpu != 0 && r.cpu < CPU_MIN {
+                    problem(at("resources.cpu"), format!("at least {CPU_MIN} millicores, or 0 for no CPU limit"));
                 }
                 if r.memory > MEMORY_MAX {
                     problem(at("resources.memory"), format!("at most {MEMORY_MAX} MiB (16 TiB)"));

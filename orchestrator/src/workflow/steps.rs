@@ -505,6 +505,7 @@ async fn job(effects: &Effects, attempt: &Attempt) -> Result<Value, StepError> {
                 workdir: None,
                 stop_signal: "SIGTERM".into(),
                 grace_period: Duration::from_secs(10),
+                limits: Default::default(),
             };
             agent.start(&node, &request).await.map_err(failed)?.pid
         }

@@ -32,11 +32,18 @@ impl Machine {
             // Another process, or one being stopped on purpose (its stop reply finishes it).
             return;
         }
-        self.process_ended(&report.service, Some(report.exit));
+        let oom = report.oom_killed.then(|| m.spec.resources.map(|r| r.memory).unwrap_or_default());
+        self.process_ended_with(&report.service, Some(report.exit), oom);
     }
 
     /// The process ended by itself (`exit`) or vanished (`None`).
     fn process_ended(&mut self, name: &str, exit: Option<Exit>) {
+        self.process_ended_with(name, exit, None);
+    }
+
+    /// [`Self::process_ended`]; `oom`: the kernel killed it for going over its memory limit (of
+    /// so many MiB).
+    fn process_ended_with(&mut self, name: &str, exit: Option<Exit>, oom: Option<u64>) {
         self.cancel_watch(name);
         let Some(m) = self.managed(name) else { return };
         m.pid = None;
@@ -54,9 +61,12 @@ impl Machine {
             }
             return;
         }
-        let reason = match exit {
-            Some(e) => format!("the process ended: {e}"),
-            None => "the process is gone (its agent no longer runs it)".to_string(),
+        let reason = match (exit, oom) {
+            (Some(e), Some(limit)) => {
+                format!("killed by the kernel: out of memory (over its limit of {limit} MiB): {e}")
+            }
+            (Some(e), None) => format!("the process ended: {e}"),
+            (None, _) => "the process is gone (its agent no longer runs it)".to_string(),
         };
         self.crashed(name, reason, exit, !clean);
     }

@@ -174,6 +174,8 @@ impl Machine {
             workdir: spec.workdir.as_ref().map(|p| p.display().to_string()),
             stop_signal: spec.stop_signal.clone(),
             grace_period: spec.grace_period,
+            // The kernel holds it to what it asks for (cgroups on its node).
+            limits: spec.resources.map(orch_protocol::resources::Limits::from).unwrap_or_default(),
         };
         m.node = Some(node.clone());
         self.transition(name, ServiceState::Starting, Detail::default());

@@ -93,6 +93,7 @@ fn an_end_report_counts_only_for_the_current_process_on_its_node() {
         exit,
         ran_for_ms: 1,
         stopped: false,
+        oom_killed: false,
     };
     assert!(h.send(Input::Exited(report("edge", h.pid("b")))).is_empty(), "another node's process");
     assert!(h.send(Input::Exited(report(NODE, h.pid("b") + 100))).is_empty(), "another process");

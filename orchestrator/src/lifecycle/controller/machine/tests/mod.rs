@@ -184,6 +184,7 @@ impl Harness {
             exit: Exit::Code { code },
             ran_for_ms: 10,
             stopped: false,
+            oom_killed: false,
         }))
     }
 

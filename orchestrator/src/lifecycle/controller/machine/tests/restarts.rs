@@ -187,6 +187,7 @@ readiness = { kind = "tcp" }
             exit: Exit::Code { code: 1 },
             ran_for_ms: 5,
             stopped: false,
+            oom_killed: false,
         }),
     ];
     for input in stale {
