@@ -60,6 +60,7 @@ impl From<ControlError> for ProtocolError {
         // A storage failure maps like any other, whoever met it.
         let e = match e {
             ControlError::Storage(storage) => return storage.into(),
+            ControlError::Refused(problems) => return problems.into(),
             other => other,
         };
         let code = match &e {
@@ -67,6 +68,7 @@ impl From<ControlError> for ProtocolError {
             ControlError::Busy(_) => ErrorCode::Conflict,
             ControlError::Agent(AgentError::Refused { code, .. }) => *code,
             ControlError::Agent(_) | ControlError::Stopped | ControlError::Storage(_) => ErrorCode::Unavailable,
+            ControlError::Refused(_) => ErrorCode::ValidationFailed,
         };
         match e {
             ControlError::UnknownService(_) => ProtocolError::field(code, "service", e.to_string()),

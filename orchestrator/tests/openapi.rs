@@ -156,6 +156,7 @@ fn role_of(method: &str, path: &str) -> Option<&'static str> {
     match (method, path) {
         (_, "/healthz" | "/readyz" | "/api/v1/openapi.json" | "/api/v1/hooks/{name}") => None,
         ("PUT", "/api/v1/hooks/{name}/secret") => Some("admin"),
+        ("PUT" | "DELETE", "/api/v1/quotas/{name}") => Some("admin"),
         ("PUT" | "DELETE", "/api/v1/stack") => Some("admin"),
         ("PUT", "/api/v1/workflows/{name}") => Some("admin"),
         ("PUT" | "DELETE", "/api/v1/priorities/{service}") => Some("engine"),

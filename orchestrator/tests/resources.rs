@@ -258,3 +258,48 @@ async fn a_service_over_its_memory_limit_is_oom_killed_reported_as_such_and_rest
     wait_event(&stack, "hog", "restarting").await;
     wait_event(&stack, "hog", "failed").await;
 }
+
+#[tokio::test]
+async fn a_manifest_over_its_groups_quota_is_refused_naming_the_field() {
+    let stack = Stack::start().await;
+    let _leftovers = common::KillServicesOf(stack.agent_logs.path().to_path_buf());
+    let (status, set) = call(&stack, "PUT", "/api/v1/quotas/batch", Some(json!({"cpu": 1000, "memory": 512}))).await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+    assert_eq!(set["quota"], json!({"cpu": 1000, "memory": 512}));
+    assert!(set["set_by"].is_string());
+
+    let over = portless("worker", "group = \"batch\"\ncount = 3\nresources = { cpu = 400, memory = 64 }");
+    let refused = common::http::call_raw(&stack, "PUT", "/api/v1/stack", Some(over), "application/toml", &[]).await;
+    common::http::assert_error(&refused, StatusCode::BAD_REQUEST, "validation_failed", Some("services.worker.group"));
+    let message = refused.1["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("1200 millicores, 192 MiB") && message.contains("quota of 1000 millicores, 512 MiB"),
+        "{message}"
+    );
+    let without_resources = portless("worker", "group = \"batch\"");
+    let refused =
+        common::http::call_raw(&stack, "PUT", "/api/v1/stack", Some(without_resources), "application/toml", &[]).await;
+    common::http::assert_error(
+        &refused,
+        StatusCode::BAD_REQUEST,
+        "validation_failed",
+        Some("services.worker.resources"),
+    );
+
+    let within = portless("worker", "group = \"batch\"\ncount = 2\nresources = { cpu = 400, memory = 64 }");
+    apply(&stack, &within).await;
+    wait_for(&stack, &[("worker-0", "ready"), ("worker-1", "ready")]).await;
+    let (_, list) = call(&stack, "GET", "/api/v1/quotas", None).await;
+    assert_eq!(list["quotas"][0]["used"], json!({"cpu": 800, "memory": 128}), "{list}");
+
+    let bad = call(&stack, "PUT", "/api/v1/quotas/batch", Some(json!({"cpu": -1, "memory": 1}))).await;
+    assert_eq!(bad.0, StatusCode::BAD_REQUEST, "{}", bad.1);
+    let (status, _) = call(&stack, "DELETE", "/api/v1/quotas/batch", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    common::http::assert_error(
+        &call(&stack, "DELETE", "/api/v1/quotas/batch", None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        Some("name"),
+    );
+}

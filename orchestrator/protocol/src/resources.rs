@@ -311,6 +311,34 @@ pub struct PreemptedData {
     pub budget_left: u32,
 }
 
+/// A quota as shown (`GET /api/v1/quotas`): what all the managed services of a group may ask for
+/// together, and what the applied stack's services of the group ask for now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct QuotaView {
+    pub name: String,
+    pub quota: Resources,
+    pub used: Resources,
+    pub set_by: String,
+    pub set_at: DateTime<Utc>,
+}
+
+/// Body of `GET /api/v1/quotas`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct QuotaList {
+    pub quotas: Vec<QuotaView>,
+}
+
+/// Body of `PUT /api/v1/quotas/{name}`: CPU in millicores and memory in MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct QuotaRequest {
+    pub cpu: u64,
+    pub memory: u64,
+}
+
 /// Body of `orch.req.resource.node`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -61,6 +61,9 @@ pub struct ManagedService {
     /// What it asked for (manifest `resources`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<crate::resources::Resources>,
+    /// The quota group it counts against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// Why it runs where it runs, or why it waits for a node: its last placement, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<String>,

@@ -125,6 +125,10 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     if path == "/api/v1/workflows/{name}" && *method == Method::PUT {
         return Some(Role::Admin);
     }
+    // Quotas bound what every stack may ask for.
+    if path == "/api/v1/quotas/{name}" {
+        return Some(Role::Admin);
+    }
     // A webhook's secret lets anyone who holds it start the workflow.
     if path == "/api/v1/hooks/{name}/secret" {
         return Some(Role::Admin);

@@ -13,11 +13,11 @@ mod discovery;
 mod error;
 mod extract;
 mod health;
-mod nodes;
 mod observe;
 mod openapi;
 mod priorities;
 mod readiness;
+mod resources;
 pub mod server;
 mod services;
 mod stack;
@@ -177,7 +177,7 @@ pub(crate) fn api_routes(manifest_max_bytes: usize) -> OpenApiRouter<AppState> {
                 .merge(stack::router(manifest_max_bytes))
                 .merge(cluster::router())
                 .merge(workflows::router(manifest_max_bytes))
-                .merge(nodes::router())
+                .merge(resources::router())
                 .merge(openapi::router())
                 .routes(routes!(auth::whoami))
                 .routes(routes!(ws::feed)),

@@ -228,6 +228,10 @@ pub struct ServiceSpec {
     /// node that still fits).
     #[serde(default)]
     pub placement: crate::resources::Strategy,
+    /// The quota group it counts against (`[quotas]`, set by admins): all the services of one
+    /// group together may ask for no more CPU and memory than its quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// The service a replica belongs to (set when a manifest is read, never written in one).
     #[serde(skip)]
     pub replica_of: Option<String>,
@@ -463,6 +467,11 @@ impl Manifest {
                         "asks for nothing: give cpu (millicores) or memory (MiB), or leave resources out".into(),
                     );
                 }
+            }
+            if let Some(group) = &spec.group
+                && !is_valid_name(group)
+            {
+                problem(at("group"), "a group name is 1-63 of lower-case letters, digits, '-' or '_'".into());
             }
             if let Some(node) = &spec.node
                 && !is_valid_name(node)

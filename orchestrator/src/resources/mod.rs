@@ -10,6 +10,7 @@ pub mod constraint;
 pub mod inventory;
 pub mod placement;
 pub mod preemption;
+pub mod quota;
 pub mod tracker;
 
 pub use constraint::Constraint;

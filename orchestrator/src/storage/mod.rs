@@ -11,6 +11,7 @@ pub mod lifecycle;
 pub mod nodes;
 pub mod outbox;
 pub mod priorities;
+pub mod quotas;
 pub mod retention;
 pub mod system;
 pub mod workflows;

@@ -78,6 +78,9 @@ pub enum ControlError {
     Storage(#[from] storage::StorageError),
     #[error("the lifecycle controller has stopped")]
     Stopped,
+    /// The manifest goes beyond what an admin allowed (quotas).
+    #[error("{0}")]
+    Refused(crate::problems::Problems),
 }
 
 /// A request to the controller, with the channel of its answer.
@@ -168,6 +171,8 @@ async fn forward_reports<R: serde::de::DeserializeOwned + Send + 'static>(
 #[derive(Clone)]
 pub struct Controller {
     tx: mpsc::UnboundedSender<Message>,
+    /// Where the quotas a manifest is checked against are kept.
+    pool: sqlx::PgPool,
 }
 
 impl Controller {
@@ -178,6 +183,7 @@ impl Controller {
         shutdown: crate::shutdown::Shutdown,
     ) -> anyhow::Result<(Controller, tokio::task::JoinHandle<()>)> {
         let nats = with.nats.clone();
+        let pool = with.pool.clone();
         let priorities = with.priorities.clone();
         let subjects = config.subjects.clone();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -237,7 +243,7 @@ impl Controller {
         let executor = Executor::new(config, with, tx.clone());
         let resume = executor.stored_stack().await?;
         let handle = tokio::spawn(executor.run(resume, rx, shutdown));
-        Ok((Controller { tx }, handle))
+        Ok((Controller { tx, pool }, handle))
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, ControlError> {
@@ -254,6 +260,15 @@ impl Controller {
         source: String,
         principal: String,
     ) -> Result<StackApplied, ControlError> {
+        let quotas = storage::quotas::all(&self.pool).await?;
+        let quotas = quotas
+            .into_iter()
+            .map(|q| (q.name, orch_protocol::resources::Resources::new(q.cpu as u64, q.memory as u64)))
+            .collect();
+        let problems = crate::resources::quota::check(&manifest, &quotas);
+        if !problems.is_empty() {
+            return Err(ControlError::Refused(crate::problems::Problems { document: "manifest", problems }));
+        }
         self.ask(|reply| Request::Apply { manifest: Box::new(manifest), body, source, principal, reply }).await?
     }
 

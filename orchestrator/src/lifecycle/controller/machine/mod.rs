@@ -371,6 +371,7 @@ impl Machine {
                     name: name.clone(),
                     replica_of: m.spec.replica_of.clone(),
                     resources: m.spec.resources,
+                    group: m.spec.group.clone(),
                     placement: m.placement.clone(),
                     node: m.node.clone(),
                     state: m.state,
