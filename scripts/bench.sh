@@ -45,6 +45,8 @@ Runs the benchmarks (release build). PART limits the run to some of:
   resources:
     placement             the pure scheduler: 10,000 replicas onto 1,000 simulated nodes, bin-packed and
                           spread; placements per second and the decision time per replica (p50/p99)
+    node_loss             3 standalone agents, 60 replicas spread over them; one agent SIGKILLed: time
+                          until its node is down, and until its replicas run on the others
   bridge (Python, orch_bridge built in release):
     bridge_events         events per second a Python consumer receives as typed objects, against the
                           pure-Python nats-py client on the same pre-filled stream
@@ -61,7 +63,7 @@ unset ORCH_PG_FAST
 export ORCH_NATS_SERVER="$NATS_SERVER"
 cd "$ROOT"
 log "building and running the benchmarks (release); this takes a few minutes"
-registry=() health=() lifecycle=() priority=() cluster=() workflows=() resources=() bridge=()
+registry=() health=() lifecycle=() priority=() cluster=() workflows=() resources=() node_loss=() bridge=()
 for part in "$@"; do
     case "$part" in
     baseline | commands | heartbeats | cold_start) registry+=("$part") ;;
@@ -71,6 +73,7 @@ for part in "$@"; do
     failover | upgrade) cluster+=("$part") ;;
     workflow_steps | cron_precision | waiting_executions) workflows+=("$part") ;;
     placement) resources+=("$part") ;;
+    node_loss) node_loss+=("$part") ;;
     bridge_events | priority_round_trip) bridge+=("$part") ;;
     *) die "unknown benchmark part '$part' (see scripts/bench.sh --help)" ;;
     esac
@@ -95,6 +98,9 @@ if [ $# -eq 0 ] || [ ${#workflows[@]} -gt 0 ]; then
 fi
 if [ $# -eq 0 ] || [ ${#resources[@]} -gt 0 ]; then
     cargo bench -p orchestrator --bench placement -- "${resources[@]}"
+fi
+if [ $# -eq 0 ] || [ ${#node_loss[@]} -gt 0 ]; then
+    cargo bench -p orchestrator --bench node_loss
 fi
 if [ $# -eq 0 ] || [ ${#bridge[@]} -gt 0 ]; then
     "$ROOT/scripts/bridge.sh" --release

@@ -97,6 +97,12 @@ impl Bench {
         Bench::start_on(ShippedUsers::start_with_harness(&[]), extra, None).await
     }
 
+    /// [`Bench::start`] with a shipped agent user (`agent-<node>`) for each of `nodes`, for
+    /// standalone agents ([`Bench::user_url`]).
+    pub async fn start_with_nodes(nodes: &[&str], extra: &[(&'static str, String)]) -> Bench {
+        Bench::start_on(ShippedUsers::start_with_harness(nodes), extra, None).await
+    }
+
     /// [`Bench::start`] with the bench's client as the shipped user `role` (naming it on its
     /// requests), other parts with [`Bench::user_url`].
     pub async fn start_locked(extra: &[(&'static str, String)], role: &str) -> Bench {
