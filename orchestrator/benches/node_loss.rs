@@ -35,7 +35,16 @@ impl Agent {
         let logs = TempDir::new(&format!("bench-agent-{node}"));
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
             .args(["agent", "--node", node, "--nats-url", &b.user_url(&format!("agent-{node}")), "--log", "warn"])
-            .args(["--node-heartbeat", HEARTBEAT, "--node-cpu", "4000", "--node-memory", "8192", "--label", "pool=bench"])
+            .args([
+                "--node-heartbeat",
+                HEARTBEAT,
+                "--node-cpu",
+                "4000",
+                "--node-memory",
+                "8192",
+                "--label",
+                "pool=bench",
+            ])
             .arg("--log-dir")
             .arg(logs.path())
             .spawn()
@@ -135,7 +144,8 @@ async fn main() {
     };
     let elsewhere = loop {
         let all = replicas(&get(&http, port, "/api/v1/stack").await);
-        let moved = on_victim.iter().all(|r| all.get(r).is_some_and(|(node, state)| node != victim && state == "ready"));
+        let moved =
+            on_victim.iter().all(|r| all.get(r).is_some_and(|(node, state)| node != victim && state == "ready"));
         if moved {
             break killed.elapsed();
         }
@@ -144,7 +154,10 @@ async fn main() {
     };
     let reaction = elsewhere.saturating_sub(down_at);
     println!("  replicas on {victim}:             {}", on_victim.len());
-    println!("  kill -> node down:           {:>8.0} ms (node-down time {DOWN_AFTER}, heartbeat {HEARTBEAT})", down_at.as_secs_f64() * 1000.0);
+    println!(
+        "  kill -> node down:           {:>8.0} ms (node-down time {DOWN_AFTER}, heartbeat {HEARTBEAT})",
+        down_at.as_secs_f64() * 1000.0
+    );
     println!("  node down -> all ready elsewhere: {:>8.0} ms", reaction.as_secs_f64() * 1000.0);
     println!("  kill -> all ready elsewhere: {:>8.0} ms", elsewhere.as_secs_f64() * 1000.0);
     write_json(

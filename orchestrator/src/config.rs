@@ -79,6 +79,10 @@ pub enum Command {
     /// Show the nodes: each one's status (ready or down), capacity, what is reserved, allocated
     /// and free, its labels, and what runs there; with a NAME, that node in full.
     Nodes(NodesArgs),
+    /// Quotas of groups of managed services (docs/resources.md): list them with what each group
+    /// asks for now, set one, or remove one (setting and removing need an admin token).
+    #[command(subcommand)]
+    Quota(QuotaCommand),
     /// Workflows (docs/workflows.md): store a definition, run it and follow it, list, show and
     /// cancel executions.
     #[command(subcommand)]
@@ -302,6 +306,33 @@ impl AgentArgs {
 }
 
 /// What a node's agent reports about the node (docs/resources.md).
+#[derive(Debug, Clone, Subcommand)]
+pub enum QuotaCommand {
+    /// Every quota, with what the applied stack's services of its group ask for.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Sets what all the services of GROUP (manifest `group`) may ask for together.
+    Set {
+        group: String,
+        /// Millicores (1000 = one core).
+        #[arg(long)]
+        cpu: u64,
+        /// MiB.
+        #[arg(long)]
+        memory: u64,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Removes GROUP's quota.
+    Clear {
+        group: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct NodesArgs {
     /// One node, shown in full (its labels and every allocation).

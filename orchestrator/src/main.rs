@@ -109,6 +109,7 @@ async fn run(cli: config::Cli) -> ExitCode {
         Command::Profile(args) => cli_result("profile", orchestrator::cli::stack::profile(&args).await),
         Command::Cluster(args) => cli_result("cluster", orchestrator::cli::stack::cluster(&args).await),
         Command::Nodes(args) => cli_result("nodes", orchestrator::cli::nodes::run(&args).await),
+        Command::Quota(command) => cli_result("quota", orchestrator::cli::nodes::quota(command).await),
         Command::Workflow(command) => match orchestrator::cli::workflow::run(command).await {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(1),

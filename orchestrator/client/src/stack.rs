@@ -86,6 +86,28 @@ impl StackClient {
         self.send(self.http.get(format!("{}/nodes/{name}", self.base)), "GET /nodes/{name}").await
     }
 
+    /// `GET /quotas`: every quota with what its group asks for now.
+    pub async fn quotas(&self) -> Result<orch_protocol::resources::QuotaList> {
+        self.send(self.http.get(format!("{}/quotas", self.base)), "GET /quotas").await
+    }
+
+    /// `PUT /quotas/{name}` (admins): sets a group's quota.
+    pub async fn set_quota(&self, name: &str, cpu: u64, memory: u64) -> Result<orch_protocol::resources::QuotaView> {
+        let body = orch_protocol::resources::QuotaRequest { cpu, memory };
+        let request = self
+            .http
+            .put(format!("{}/quotas/{name}", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(&body).expect("a quota serializes"));
+        self.send(request, "PUT /quotas/{name}").await
+    }
+
+    /// `DELETE /quotas/{name}` (admins): removes a group's quota.
+    pub async fn clear_quota(&self, name: &str) -> Result<()> {
+        self.send_raw(self.http.delete(format!("{}/quotas/{name}", self.base)), "DELETE /quotas/{name}").await?;
+        Ok(())
+    }
+
     /// `PUT /workflows/{name}`: stores a workflow definition (TOML) as its next version.
     pub async fn put_workflow(&self, name: &str, text: String) -> Result<serde_json::Value> {
         let request = self
@@ -181,6 +203,12 @@ impl StackClient {
     }
 
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder, what: &str) -> Result<T> {
+        let bytes = self.send_raw(request, what).await?;
+        crate::requests::decode(what, &bytes)
+    }
+
+    /// The body of a successful answer; an error answer as [`Error::Remote`].
+    async fn send_raw(&self, request: reqwest::RequestBuilder, what: &str) -> Result<bytes::Bytes> {
         let response = request.send().await.map_err(|e| {
             if e.is_timeout() {
                 Error::Timeout(format!("{what}: no answer from {} in time", self.base))
@@ -202,6 +230,6 @@ impl StackClient {
                 )),
             });
         }
-        crate::requests::decode(what, &bytes)
+        Ok(bytes)
     }
 }

@@ -1,12 +1,41 @@
-//! `orchestrator nodes [NAME]`: the node inventory through the HTTP API.
+//! `orchestrator nodes [NAME]` and `orchestrator quota …`: the node inventory and the quotas
+//! through the HTTP API.
 
 use orch_client::stack::StackClient;
 use orch_protocol::resources::{NodeInfo, NodeList, Resources};
 
-use crate::config::NodesArgs;
+use crate::config::{ApiArgs, NodesArgs, QuotaCommand};
+
+fn client(api: &ApiArgs) -> anyhow::Result<StackClient> {
+    Ok(StackClient::new(&api.api_url, api.api_token.as_deref())?)
+}
+
+pub async fn quota(command: QuotaCommand) -> anyhow::Result<()> {
+    match command {
+        QuotaCommand::List { api } => {
+            let list = client(&api)?.quotas().await?;
+            if list.quotas.is_empty() {
+                println!("no quota is set (`orchestrator quota set GROUP --cpu N --memory N`)");
+            }
+            println!("{:<20} {:>17} {:>17}  set by", "group", "quota", "used");
+            for q in list.quotas {
+                println!("{:<20} {:>17} {:>17}  {} at {}", q.name, short(q.quota), short(q.used), q.set_by, q.set_at);
+            }
+        }
+        QuotaCommand::Set { group, cpu, memory, api } => {
+            let q = client(&api)?.set_quota(&group, cpu, memory).await?;
+            println!("quota of {} set to {}", q.name, q.quota);
+        }
+        QuotaCommand::Clear { group, api } => {
+            client(&api)?.clear_quota(&group).await?;
+            println!("quota of {group} removed");
+        }
+    }
+    Ok(())
+}
 
 pub async fn run(args: &NodesArgs) -> anyhow::Result<()> {
-    let client = StackClient::new(&args.api.api_url, args.api.api_token.as_deref())?;
+    let client = client(&args.api)?;
     match &args.name {
         None => {
             let list: NodeList = serde_json::from_value(client.nodes().await?)?;
