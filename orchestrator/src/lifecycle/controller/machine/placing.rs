@@ -16,7 +16,7 @@
 //! When a node goes down, the services placed on it are `lost`: placed again elsewhere. When it
 //! comes back, whatever it still runs of services now placed elsewhere is stopped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use orch_protocol::agent::StopRequest;
@@ -261,12 +261,20 @@ impl Machine {
     /// again. What the node runs is stopped if it comes back (see `stop_stale_processes`).
     fn lose_services_on_down_nodes(&mut self) {
         let Some(stack) = self.stack.as_ref() else { return };
+        // Going down, nothing is placed again; the stops asked of the silent agent fail, and
+        // that finishes them.
+        if stack.teardown.is_some() || stack.desired != super::Desired::Up {
+            return;
+        }
         let down: Vec<String> =
             self.inventory.iter().filter(|n| n.status == NodeStatus::Down).map(|n| n.name.clone()).collect();
         let lost: Vec<(String, String, Option<u32>)> = stack
             .services
             .iter()
-            .filter(|(_, m)| m.spec.node.is_none() && holds_room(m.state))
+            // One being stopped is finished by its stop's answer (an error, from a silent agent).
+            .filter(|(_, m)| {
+                m.spec.node.is_none() && holds_room(m.state) && m.state != ServiceState::Stopping && m.stop.is_none()
+            })
             .filter_map(|(name, m)| {
                 let node = m.node.as_ref().filter(|n| down.contains(n))?;
                 Some((name.clone(), node.clone(), m.pid))
@@ -299,6 +307,14 @@ impl Machine {
     /// came back, or lost a race) has them stopped, once each.
     fn stop_stale_processes(&mut self) {
         let Some(stack) = self.stack.as_ref() else { return };
+        // Forget the stops of processes no node reports any more: the set stays as small as what
+        // is stale now.
+        let reported: BTreeSet<(&str, &str, u32)> = self
+            .inventory
+            .iter()
+            .flat_map(|n| n.allocations.iter().map(move |a| (n.name.as_str(), a.service.as_str(), a.pid)))
+            .collect();
+        self.stale_stopped.retain(|(node, service, pid)| reported.contains(&(node.as_str(), service.as_str(), *pid)));
         let mut stale = Vec::new();
         for node in self.inventory.iter().filter(|n| n.status == NodeStatus::Ready) {
             for allocation in &node.allocations {
