@@ -49,8 +49,9 @@ async fn replicas_run_as_processes_and_instances_of_their_own() {
     assert_eq!(api1["priority"], 70);
     assert!(service(&view, "web").get("replica_of").is_none());
 
-    // Web waited for every replica.
-    let events = transitions(&stack).await;
+    // Web waited for every replica. (Lifecycle events are published in the order they were
+    // recorded: once web's `ready` is on the stream, everything before it is.)
+    let events = wait_event(&stack, "web", "ready").await;
     for i in 0..3 {
         assert!(at(&events, &format!("api-{i}"), "ready") < at(&events, "web", "starting"), "{:?}", summary(&events));
     }
@@ -76,7 +77,8 @@ async fn replicas_run_as_processes_and_instances_of_their_own() {
     eventually(Duration::from_secs(30), "every replica runs a new process", || async {
         let view = stack_view(&stack).await;
         let ready = (0..3).all(|i| service(&view, &format!("api-{i}"))["state"] == "ready");
-        let renewed = (0..3).all(|i| pid(&view, &format!("api-{i}")) != pids[i]);
+        let renewed =
+            (0..3).all(|i| service(&view, &format!("api-{i}"))["pid"].as_u64().is_some_and(|p| p as u32 != pids[i]));
         (ready && renewed).then_some(())
     })
     .await;
@@ -174,8 +176,7 @@ async fn replicas_are_placed_by_constraints_and_capacity_and_move_when_their_nod
     })
     .await;
     assert_ne!(pid(&view, "api-1"), old_pid);
-    let events = stack.events().await;
-    let lost: Vec<_> = events.iter().filter(|e| e["type"] == "io.orch.resource.lost.v1").collect();
+    let lost = stack.wait_events(1, "the lost event", |e| e["type"] == "io.orch.resource.lost.v1").await;
     assert_eq!(lost.len(), 1, "{lost:?}");
     assert_eq!(lost[0]["data"]["service"], "api-1");
     assert_eq!(lost[0]["data"]["replica_of"], "api");
@@ -214,8 +215,7 @@ async fn a_service_of_higher_priority_preempts_one_of_lower_priority() {
     assert_eq!(batch["state"], "pending", "{batch}");
     assert!(batch["reason"].as_str().unwrap().starts_with("waiting for a node"), "{batch}");
     assert!(!orch_testkit::process_alive(batch_pid), "stopped to make room");
-    let events = stack.events().await;
-    let preempted: Vec<_> = events.iter().filter(|e| e["type"] == "io.orch.resource.preempted.v1").collect();
+    let preempted = stack.wait_events(1, "the preempted event", |e| e["type"] == "io.orch.resource.preempted.v1").await;
     assert_eq!(preempted.len(), 1);
     let data = &preempted[0]["data"];
     assert_eq!(
