@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use orch_client::stack::StackClient;
 use orch_testkit::TempDir;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use common::{Bench, write_json};
 
@@ -61,23 +62,10 @@ impl Drop for Agent {
     }
 }
 
-async fn get(client: &reqwest::Client, port: u16, path: &str) -> Value {
-    let url = format!("http://127.0.0.1:{port}{path}");
-    let body = client.get(url).send().await.expect("GET").bytes().await.expect("body");
-    serde_json::from_slice(&body).expect("JSON")
-}
-
 /// Each replica's (node, state).
-fn replicas(stack: &Value) -> BTreeMap<String, (String, String)> {
-    stack["services"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            let text = |k: &str| s[k].as_str().unwrap_or("").to_string();
-            (text("name"), (text("node"), text("state")))
-        })
-        .collect()
+async fn replicas(api: &StackClient) -> BTreeMap<String, (String, String)> {
+    let stack = api.stack().await.expect("GET /stack");
+    stack.services.into_iter().map(|s| (s.name, (s.node.unwrap_or_default(), s.state.as_str().to_string()))).collect()
 }
 
 #[tokio::main]
@@ -88,17 +76,16 @@ async fn main() {
         &[("ORCH_NODE_DOWN_AFTER", DOWN_AFTER.into()), ("ORCH_NO_AGENT", "true".into())],
     )
     .await;
-    let port = b.orchestrator.http_port;
-    let http = reqwest::Client::new();
+    let api = StackClient::new(&format!("http://127.0.0.1:{}", b.orchestrator.http_port), None).expect("HTTP client");
     let mut agents: Vec<Agent> = NODES.iter().map(|n| Agent::start(&b, n)).collect();
     let started = Instant::now();
     loop {
-        let nodes = get(&http, port, "/api/v1/nodes").await;
-        let ready = nodes["nodes"].as_array().into_iter().flatten().filter(|n| n["status"] == "ready").count();
+        let nodes = api.nodes().await.expect("GET /nodes");
+        let ready = nodes.nodes.iter().filter(|n| n.status == orch_protocol::resources::NodeStatus::Ready).count();
         if ready == NODES.len() {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "the agents' nodes never all reported: {nodes}");
+        assert!(started.elapsed() < Duration::from_secs(60), "the agents' nodes never all reported: {nodes:?}");
         tokio::time::sleep(POLL).await;
     }
     let manifest = format!(
@@ -106,18 +93,10 @@ async fn main() {
          grace_period = \"2s\"\ncount = {REPLICAS}\nresources = {{ cpu = 100, memory = 32 }}\n\
          constraints = [\"pool == bench\"]\nrestart = {{ policy = \"always\" }}\n"
     );
-    let applied = http
-        .put(format!("http://127.0.0.1:{port}/api/v1/stack"))
-        .header("content-type", "application/toml")
-        .body(manifest)
-        .send()
-        .await
-        .expect("PUT /stack");
-    assert!(applied.status().is_success(), "{}", applied.text().await.unwrap_or_default());
+    api.apply(manifest, "bench").await.unwrap_or_else(|e| panic!("PUT /stack: {e}"));
     let up = Instant::now();
     let placed = loop {
-        let stack = get(&http, port, "/api/v1/stack").await;
-        let all = replicas(&stack);
+        let all = replicas(&api).await;
         if all.len() == REPLICAS && all.values().all(|(_, state)| state == "ready") {
             break all;
         }
@@ -143,7 +122,7 @@ async fn main() {
         _ = tokio::time::sleep(Duration::from_secs(60)) => panic!("{victim} never went down"),
     };
     let elsewhere = loop {
-        let all = replicas(&get(&http, port, "/api/v1/stack").await);
+        let all = replicas(&api).await;
         let moved =
             on_victim.iter().all(|r| all.get(r).is_some_and(|(node, state)| node != victim && state == "ready"));
         if moved {

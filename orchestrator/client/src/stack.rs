@@ -77,12 +77,12 @@ impl StackClient {
     }
 
     /// `GET /nodes`: the node inventory.
-    pub async fn nodes(&self) -> Result<serde_json::Value> {
+    pub async fn nodes(&self) -> Result<orch_protocol::resources::NodeList> {
         self.send(self.http.get(format!("{}/nodes", self.base)), "GET /nodes").await
     }
 
     /// `GET /nodes/{name}`: one node.
-    pub async fn node(&self, name: &str) -> Result<serde_json::Value> {
+    pub async fn node(&self, name: &str) -> Result<orch_protocol::resources::NodeInfo> {
         self.send(self.http.get(format!("{}/nodes/{name}", self.base)), "GET /nodes/{name}").await
     }
 

@@ -2,7 +2,7 @@
 //! through the HTTP API.
 
 use orch_client::stack::StackClient;
-use orch_protocol::resources::{NodeInfo, NodeList, Resources};
+use orch_protocol::resources::{NodeInfo, Resources};
 
 use crate::config::{ApiArgs, NodesArgs, QuotaCommand};
 
@@ -38,7 +38,7 @@ pub async fn run(args: &NodesArgs) -> anyhow::Result<()> {
     let client = client(&args.api)?;
     match &args.name {
         None => {
-            let list: NodeList = serde_json::from_value(client.nodes().await?)?;
+            let list = client.nodes().await?;
             if list.nodes.is_empty() {
                 println!("no node has reported yet (agents report every --node-heartbeat)");
                 return Ok(());
@@ -61,7 +61,7 @@ pub async fn run(args: &NodesArgs) -> anyhow::Result<()> {
             }
         }
         Some(name) => {
-            let n: NodeInfo = serde_json::from_value(client.node(name).await?)?;
+            let n = client.node(name).await?;
             println!("node {} is {} since {} (last report {})", n.name, n.status.as_str(), n.since, n.last_seen);
             println!("  capacity     {}", n.capacity);
             println!("  reserved     {}", n.reserved);
