@@ -89,14 +89,19 @@ impl Harness {
     /// effects of that.
     fn up(text: &str) -> (Harness, Vec<Effect>) {
         let mut h = Harness::new();
-        let effects = h.send(Input::Resume {
+        let effects = h.resume(text);
+        (h, effects)
+    }
+
+    /// Resumes `text` as version 1, wanted up, with nothing placed before; the effects.
+    fn resume(&mut self, text: &str) -> Vec<Effect> {
+        self.send(Input::Resume {
             version: 1,
             manifest: manifest(text),
             desired: Desired::Up,
             run_id: Uuid::nil(),
             placed: BTreeMap::new(),
-        });
-        (h, effects)
+        })
     }
 
     /// A machine that resumed `text` and brought every service to ready.

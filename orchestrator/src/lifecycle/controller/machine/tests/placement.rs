@@ -45,13 +45,7 @@ resources = { cpu = 400, memory = 256 }
 fn replicas_spread_over_the_nodes_and_one_that_fits_nowhere_waits_with_why() {
     let mut h = Harness::new();
     h.send(two_small_nodes());
-    let e = h.send(Input::Resume {
-        version: 1,
-        manifest: manifest(REPLICAS),
-        desired: Desired::Up,
-        run_id: Uuid::nil(),
-        placed: BTreeMap::new(),
-    });
+    let e = h.resume(REPLICAS);
     let seen = h.settle(e);
     // Spread: one on each node, then the third on the node with more room left (a tie: the
     // first by name).
@@ -63,13 +57,7 @@ fn replicas_spread_over_the_nodes_and_one_that_fits_nowhere_waits_with_why() {
     let bigger = REPLICAS.replace("count = 3", "count = 4").replace("cpu = 400", "cpu = 700");
     let mut h = Harness::new();
     h.send(two_small_nodes());
-    let e = h.send(Input::Resume {
-        version: 1,
-        manifest: manifest(&bigger),
-        desired: Desired::Up,
-        run_id: Uuid::nil(),
-        placed: BTreeMap::new(),
-    });
+    let e = h.resume(&bigger);
     let seen = h.settle(e);
     assert_eq!(launched_on(&seen).len(), 2, "one per node: {:?}", launched_on(&seen));
     let waiting = ["api-2", "api-3"];
@@ -98,13 +86,7 @@ startup_timeout = "5s"
 resources = { memory = 999999 }
 "#;
     let mut h = Harness::new();
-    let e = h.send(Input::Resume {
-        version: 1,
-        manifest: manifest(text),
-        desired: Desired::Up,
-        run_id: Uuid::nil(),
-        placed: BTreeMap::new(),
-    });
+    let e = h.resume(text);
     assert_eq!(h.state("huge"), Pending, "{e:?}");
     h.advance(Duration::from_secs(4));
     let e = h.send(Input::Tick);
@@ -128,13 +110,7 @@ node = "n1"
 "#;
     let mut h = Harness::new();
     h.send(nodes(vec![node("n1", 1000, 1024)]));
-    let e = h.send(Input::Resume {
-        version: 1,
-        manifest: manifest(text),
-        desired: Desired::Up,
-        run_id: Uuid::nil(),
-        placed: BTreeMap::new(),
-    });
+    let e = h.resume(text);
     let seen = h.settle(e);
     assert!(launched_on(&seen).contains(&("api", "n1")));
     let old_pid = h.pid("api");
@@ -216,13 +192,7 @@ fn a_higher_priority_service_preempts_the_lowest_that_make_room_never_a_critical
     // Two nodes of one core: batch-0 + critical-low on one, batch-1 on the other (spread).
     let mut h = Harness::new();
     h.send(two_small_nodes());
-    let e = h.send(Input::Resume {
-        version: 1,
-        manifest: manifest(CONTENDED),
-        desired: Desired::Up,
-        run_id: Uuid::nil(),
-        placed: BTreeMap::new(),
-    });
+    let e = h.resume(CONTENDED);
     h.settle(e);
     let batch1_node = h.service("batch-1").node.unwrap();
     // A new version adds a service of priority 90 that needs a whole core: no node has it.
@@ -280,13 +250,7 @@ priority = 90
 resources = { cpu = 1000 }
 depends_on = { low-a = "started", low-b = "started" }
 "#;
-    let e = h.send(Input::Resume {
-        version: 1,
-        manifest: manifest(text),
-        desired: Desired::Up,
-        run_id: Uuid::nil(),
-        placed: BTreeMap::new(),
-    });
+    let e = h.resume(text);
     let seen = h.settle(e);
     // high needs both lows gone: two victims, over the budget of one: nobody is preempted.
     assert!(preemptions(&seen).is_empty(), "{seen:?}");
