@@ -24,6 +24,13 @@ fn workflow(verb: &str, body: &Value) -> Result<Request> {
     Ok(Request(orch_client::Request::raw(verbs::WORKFLOW.into(), verb.into(), body)?))
 }
 
+/// A `<prefix>.req.resource.<verb>` request with `body` (protocol.md §17.3); its reply is JSON
+/// (a node, or the list of them), read by the Python layer.
+fn resource(verb: &str, body: &Value) -> Result<Request> {
+    let body = serde_json::to_vec(body).map_err(|e| Error::decode(format!("cannot encode the request: {e}")))?;
+    Ok(Request(orch_client::Request::raw(verbs::RESOURCE.into(), verb.into(), body)?))
+}
+
 /// An execution id is a UUID; refused here, naming `id`, as the orchestrator would.
 fn execution_id(id: &str) -> Result<String> {
     uuid::Uuid::parse_str(id)
@@ -215,6 +222,21 @@ impl Request {
         workflow(verbs::QUEUES, &json!({}))
     }
 
+    /// `<prefix>.req.resource.nodes` (body `{}`): every node whose agent ever reported
+    /// (protocol.md §17.3).
+    #[staticmethod]
+    fn list_nodes() -> Result<Request> {
+        resource(verbs::NODES, &json!({}))
+    }
+
+    /// `<prefix>.req.resource.node`: one node by name, checked (field `name`) as the orchestrator
+    /// checks it.
+    #[staticmethod]
+    fn get_node(name: String) -> Result<Request> {
+        validate_name("name", &name)?;
+        resource(verbs::NODE, &json!({ "name": name }))
+    }
+
     /// Any request: `body` is sent as it is, the reply returned as JSON.
     #[staticmethod]
     fn raw(domain: String, verb: String, body: Vec<u8>) -> Result<Request> {
@@ -290,5 +312,16 @@ mod tests {
 
         assert_eq!(body(&Request::workflow_schedules().unwrap()), json!({}));
         assert_eq!(Request::workflow_queues().unwrap().name(), "workflow.queues");
+    }
+
+    #[test]
+    fn node_requests_are_checked_like_the_server_does() {
+        pyo3::Python::initialize();
+        let nodes = Request::list_nodes().unwrap();
+        assert_eq!((nodes.name().as_str(), body(&nodes)), ("resource.nodes", json!({})));
+        let node = Request::get_node("n2".into()).unwrap();
+        assert_eq!((node.name().as_str(), body(&node)), ("resource.node", json!({"name": "n2"})));
+        assert_eq!(Request::get_node("Not A Node".into()).unwrap_err().field(), Some("name"));
+        assert_eq!(Request::get_node(String::new()).unwrap_err().field(), Some("name"));
     }
 }

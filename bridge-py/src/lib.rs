@@ -57,6 +57,13 @@ fn workflow_event_kinds() -> Vec<&'static str> {
     orch_protocol::workflow::WorkflowEvent::ALL.iter().map(|k| k.as_str()).collect()
 }
 
+/// The kinds of node events (`<prefix>.evt.resource.<node>.<kind>`, type
+/// `io.orch.resource.<kind>.v1`, data `NodeEventData`), as the protocol crate names them.
+fn node_event_kinds() -> Vec<&'static str> {
+    use orch_protocol::EventKind;
+    [EventKind::NodeJoined, EventKind::NodeDown, EventKind::NodeUp].iter().map(|k| k.name()).collect()
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     runtime::init_async();
@@ -67,6 +74,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_SOURCE_LEN", orch_protocol::priority::MAX_SOURCE_LEN)?;
     m.add("MAX_TTL_SECONDS", orch_protocol::priority::MAX_TTL_SECONDS)?;
     m.add("WORKFLOW_EVENT_KINDS", pyo3::types::PyTuple::new(m.py(), workflow_event_kinds())?)?;
+    m.add("NODE_EVENT_KINDS", pyo3::types::PyTuple::new(m.py(), node_event_kinds())?)?;
     m.add("MAX_EXECUTIONS", commands::MAX_EXECUTIONS)?;
     m.add("MAX_COMMENT_LEN", commands::MAX_COMMENT_LEN)?;
     m.add_function(wrap_pyfunction!(subject_for_command, m)?)?;
@@ -105,6 +113,20 @@ mod tests {
             assert_eq!(event.name(), kind.as_str());
             assert_eq!(kind.type_str(), format!("io.orch.workflow.{}.v1", kind.as_str()));
             assert!(kinds.contains(&kind.as_str()));
+        }
+    }
+
+    /// The node events the bridge types are the protocol's resource events, with their types.
+    #[test]
+    fn node_event_kinds_are_the_protocols() {
+        use orch_protocol::EventKind;
+        assert_eq!(super::node_event_kinds(), ["node_joined", "node_down", "node_up"]);
+        for kind in
+            [EventKind::NodeJoined, EventKind::NodeDown, EventKind::NodeUp, EventKind::Lost, EventKind::Preempted]
+        {
+            assert!(EventKind::ALL.contains(&kind), "{kind:?} missing from EventKind::ALL");
+            assert_eq!(kind.domain(), "resource");
+            assert_eq!(kind.type_str(), format!("io.orch.resource.{}.v1", kind.name()));
         }
     }
 }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import pytest
 
@@ -41,11 +41,12 @@ def private_cluster():
 
 @pytest.fixture
 def make_stack(cluster_url):
-    """``make_stack(*flags)``: a stack whose orchestrator gets these extra ``serve`` flags."""
+    """``make_stack(*flags)``: a stack whose orchestrator gets these extra ``serve`` flags
+    (``nodes=[...]``: the nodes standalone agents may serve)."""
     made: List[Stack] = []
 
-    def make(*args: str, database_url: Optional[str] = None) -> Stack:
-        stack = Stack(cluster_url, list(args), database_url)
+    def make(*args: str, database_url: Optional[str] = None, nodes: Sequence[str] = ()) -> Stack:
+        stack = Stack(cluster_url, list(args), database_url, nodes=nodes)
         made.append(stack)
         return stack
 

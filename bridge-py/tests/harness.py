@@ -26,10 +26,10 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 __all__ = [
-    "ROOT", "SLEEPER", "Cluster", "Nats", "Orchestrator", "Stack", "eventually", "free_port",
+    "ROOT", "SLEEPER", "Agent", "Cluster", "Nats", "Orchestrator", "Stack", "eventually", "free_port",
     "fresh_database", "in_thread", "run_python", "sleeper",
 ]
 
@@ -133,16 +133,17 @@ def fresh_database(cluster_url: str) -> str:
 
 class Nats:
     """nats-server with JetStream, refusing anonymous clients: the users of ``scripts/nats-auth.sh``
-    (orchestrator, checks, service, engine, observer, operator) in ``<workdir>/nats-auth``."""
+    (orchestrator, checks, service, engine, observer, operator, and ``agent-<node>`` for each of
+    ``nodes``) in ``<workdir>/nats-auth``."""
 
-    def __init__(self, workdir: str) -> None:
+    def __init__(self, workdir: str, nodes: Sequence[str] = ()) -> None:
         if not os.access(NATS_SERVER, os.X_OK):
             raise RuntimeError(f"no nats-server at {NATS_SERVER}: run scripts/deps.sh (or set ORCH_NATS_SERVER)")
         self.port = free_port()
         self.store = os.path.join(workdir, "jetstream")
         self.log = os.path.join(workdir, "nats.log")
         self.auth = os.path.join(workdir, "nats-auth")
-        subprocess.run(["sh", str(NATS_AUTH_SCRIPT), self.auth, f"127.0.0.1:{self.port}"], check=True)
+        subprocess.run(["sh", str(NATS_AUTH_SCRIPT), self.auth, f"127.0.0.1:{self.port}", *nodes], check=True)
         self.process: Optional[subprocess.Popen] = None
         self.start()
 
@@ -311,7 +312,8 @@ class Orchestrator:
 
 
 class Stack:
-    """NATS + a fresh database + the orchestrator, for one test."""
+    """NATS + a fresh database + the orchestrator, for one test. ``nodes``: the nodes standalone
+    agents may serve (their NATS users are made; see :class:`Agent`)."""
 
     def __init__(
         self,
@@ -319,9 +321,10 @@ class Stack:
         args: List[str],
         database_url: Optional[str] = None,
         binary: Path = ORCHESTRATOR,
+        nodes: Sequence[str] = (),
     ) -> None:
         self.workdir = tempfile.mkdtemp(prefix="orch-bridge-test-")
-        self.nats = Nats(self.workdir)
+        self.nats = Nats(self.workdir, nodes)
         self.database_url = database_url or fresh_database(cluster_url)
         self.orchestrator = Orchestrator(
             self.nats.url, self.database_url, self.workdir, args, binary, self.nats.orchestrator_config
@@ -372,6 +375,42 @@ class Stack:
         self.orchestrator.cleanup_services()
         self.nats.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class Agent:
+    """A standalone node agent (``orchestrator agent --node NODE``) in a child process, on a node
+    of the stack's ``nodes``, reporting every 100 ms with the given capacity and labels (nothing
+    reserved). Its services outlive it, as on a real node: ``close`` stops them too."""
+
+    def __init__(self, stack: Stack, node: str, cpu: int, memory: int, labels: Sequence[str] = ()) -> None:
+        self.node = node
+        self.log_dir = os.path.join(stack.workdir, f"agent-{node}-logs")
+        self.log = os.path.join(stack.workdir, f"agent-{node}.log")
+        command = [
+            str(ORCHESTRATOR), "agent", "--node", node, "--nats-url", stack.user_url(f"agent-{node}"),
+            "--node-heartbeat", "100ms", "--reserve-cpu", "0", "--reserve-memory", "0",
+            "--node-cpu", str(cpu), "--node-memory", str(memory), "--log-dir", self.log_dir,
+            "--log", "warn", "--log-format", "human",
+            *(arg for label in labels for arg in ("--label", label)),
+        ]  # fmt: skip
+        with open(self.log, "ab") as log:
+            self.process: Optional[subprocess.Popen] = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log
+            )
+
+    def kill(self) -> None:
+        """SIGKILL: the agent falls silent at once; the processes it started go on running."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def close(self) -> None:
+        self.kill()
+        subprocess.run(
+            [str(ORCHESTRATOR), "agent", "--cleanup", "--log", "warn", "--log-dir", self.log_dir],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=False, timeout=30,
+        )
 
 
 def sleeper(name: str, extra: str = "", ready_after: str = "0ms") -> str:

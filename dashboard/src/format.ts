@@ -56,3 +56,23 @@ export function ms(v: number | undefined): string {
 export function cut(v: string, n: number): string {
   return v.length > n ? `${v.slice(0, n - 1)}…` : v;
 }
+
+/** Millicores for people: "500 m", "2 CPU", "1.5 CPU" (1000 m is one CPU). */
+export function cpu(millicores: number | undefined): string {
+  if (millicores === undefined || !Number.isFinite(millicores)) return '';
+  if (millicores < 1000 || millicores % 100 !== 0) return `${millicores} m`;
+  return `${millicores / 1000} CPU`;
+}
+
+/** MiB for people: "256 MiB", "7.75 GiB". */
+export function mib(v: number | undefined): string {
+  if (v === undefined || !Number.isFinite(v)) return '';
+  if (v < 1024) return `${v} MiB`;
+  return `${Number((v / 1024).toFixed(2))} GiB`;
+}
+
+/** A share (0-1) as a percentage: "12 %"; "" for no number. */
+export function percent(share: number | undefined): string {
+  if (share === undefined || !Number.isFinite(share)) return '';
+  return `${Math.round(share * 100)} %`;
+}

@@ -14,6 +14,7 @@ import type {
   ExecutionView,
   Instance,
   InstancePage,
+  NodeList,
   PriorityChange,
   PriorityDetail,
   PriorityList,
@@ -22,6 +23,7 @@ import type {
   ScheduleList,
   StackGraph,
   StackProfile,
+  StackService,
   SystemHealth,
   WhoAmI,
   WorkflowList,
@@ -32,6 +34,8 @@ import { FeedView } from './views/feed';
 import { legend, renderGraph } from './views/graph';
 import { renderProfile } from './views/gantt';
 import { renderBanner } from './views/health';
+import { renderNodes } from './views/nodes';
+import { renderPlacement } from './views/placement';
 import { HISTORY, PrioritiesView } from './views/priorities';
 import { ServicesView, type ServicesModel } from './views/services';
 import { EXECUTIONS, WorkflowsView } from './views/workflows';
@@ -39,6 +43,9 @@ import { EXECUTIONS, WorkflowsView } from './views/workflows';
 const SAFETY_REFRESH_MS = 10_000;
 const PAGE_SIZE = 1000;
 const MAX_PAGES = 10;
+/** Agents report their node every 2 s by default (§17.1): a change of what runs on a node shows in
+ * the inventory at the next report, so the nodes are read again a little after that. */
+const NODE_REPORT_MS = 2_500;
 
 function message(e: unknown): string {
   if (e instanceof ApiError) return e.message;
@@ -77,6 +84,17 @@ class App {
   private readonly profileEl = h('div', { class: 'profile-box', id: 'profile' });
   private readonly stackMeta = h('p', { class: 'stack-meta muted', id: 'stack-meta' });
   private readonly clusterEl = h('div', { class: 'cluster', id: 'cluster' });
+  private readonly placementEl = h('div', { class: 'placement-box', id: 'placement' });
+  private readonly nodesEl = h('div', { class: 'nodes', id: 'nodes' });
+  /** The last read of the nodes, rendered again when the stack's replicas change. */
+  private nodes: NodeList | null = null;
+  /** The stack's services by name, from the last graph read: the Nodes view names the service
+   * of each replica (`api-1` of `api`) and what it asked for. */
+  private managed = new Map<string, StackService>();
+  /** The node chosen from a service's row in the Stack view, marked in the Nodes view. */
+  private selectedNode: string | null = null;
+  /** The read of the nodes due after the agents' next report (one for a burst of changes). */
+  private nodesAfterReport: number | undefined;
 
   constructor(private readonly root: HTMLElement) {
     this.services = new ServicesView((name) => this.openHistory(name));
@@ -112,6 +130,7 @@ class App {
     on(this.signOut, 'click', () => this.askToken('Paste another token.'));
     on(this.clusterSummary, 'click', () => this.showTab('cluster'));
     renderCluster(this.clusterEl, null);
+    renderNodes(this.nodesEl, null, this.managed);
     const header = h(
       'header',
       { class: 'top' },
@@ -124,11 +143,13 @@ class App {
       'div',
       { class: 'stack' },
       h('section', { class: 'card' }, h('h2', {}, 'Dependency graph'), this.stackMeta, legend(), this.graphEl),
+      h('section', { class: 'card' }, h('h2', {}, 'Where each service runs'), this.placementEl),
       h('section', { class: 'card' }, h('h2', {}, 'Start-up timeline'), this.profileEl),
     );
     const panels: [string, string, HTMLElement][] = [
       ['services', 'Services', this.services.root],
       ['stack', 'Stack', stack],
+      ['nodes', 'Nodes', h('section', { class: 'card' }, h('h2', {}, 'Nodes'), this.nodesEl)],
       ['events', 'Events', this.feed.root],
       ['priorities', 'Priorities', this.priorities.root],
       ['workflows', 'Workflows', this.workflows.root],
@@ -174,6 +195,7 @@ class App {
     add('graph', () => this.loadGraph());
     add('profile', () => this.loadProfile());
     add('cluster', () => this.loadCluster());
+    add('nodes', () => this.loadNodes());
     add('workflows', () => this.loadWorkflows());
     add('workflow', () => this.loadWorkflow());
     add('executions', () => this.loadExecutions());
@@ -320,6 +342,9 @@ class App {
   private async loadGraph(): Promise<void> {
     const value = await this.stackRead<StackGraph>('graph', '/stack/graph?format=json');
     renderGraph(this.graphEl, value);
+    renderPlacement(this.placementEl, value, (node) => this.openNode(node));
+    this.managed = new Map((value?.services ?? []).map((sv) => [sv.name, sv]));
+    renderNodes(this.nodesEl, this.nodes, this.managed, this.selectedNode);
     if (value) {
       const counts = new Map<string, number>();
       for (const sv of value.services) counts.set(sv.state, (counts.get(sv.state) ?? 0) + 1);
@@ -339,6 +364,13 @@ class App {
     renderCluster(this.clusterEl, body);
     renderClusterSummary(this.clusterSummary, body);
     this.setTabCount('cluster', body.mode === 'replicated' ? body.replicas.length : 0);
+  }
+
+  private async loadNodes(): Promise<void> {
+    const { body } = await getJson<NodeList>('/nodes');
+    this.nodes = body;
+    renderNodes(this.nodesEl, body, this.managed, this.selectedNode);
+    this.setTabCount('nodes', body.nodes.length);
   }
 
   private async loadWorkflows(): Promise<void> {
@@ -410,6 +442,20 @@ class App {
       case 'lifecycle':
         this.refresh('graph', 'profile');
         if (about === '_system') this.refresh('priorities');
+        // What runs on a node changed: its agent says so at its next report. A timer of its own,
+        // so that it does not hold back a read asked for sooner.
+        if (this.nodesAfterReport === undefined) {
+          this.nodesAfterReport = window.setTimeout(() => {
+            this.nodesAfterReport = undefined;
+            this.refresh('nodes');
+          }, NODE_REPORT_MS);
+        }
+        break;
+      case 'resource':
+        // A node joined, went down or came back (§17.2), or a service was lost with its node or
+        // preempted: the nodes, and where the services run.
+        this.refresh('nodes');
+        if (/\.(lost|preempted)\.v\d+$/.test(String(ev.type ?? ''))) this.refresh('graph');
         break;
       case 'priority':
         this.refresh('priorities');
@@ -460,6 +506,16 @@ class App {
     this.conn.className = `conn conn-${cls}`;
     this.conn.dataset.state = st.kind;
     this.conn.textContent = `● ${text}`;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Nodes
+
+  private openNode(node: string): void {
+    this.selectedNode = node;
+    renderNodes(this.nodesEl, this.nodes, this.managed, node);
+    this.showTab('nodes');
+    this.nodesEl.querySelector<HTMLElement>('tr.node-row.selected')?.scrollIntoView({ block: 'nearest' });
   }
 
   // ---------------------------------------------------------------------------------------------

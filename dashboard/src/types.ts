@@ -51,6 +51,15 @@ export type LeaderView = Schema<'LeaderView'>;
 /** A replica of the group; its role is `leader`, `standby` or `gone` (silent for a while). */
 export type ReplicaView = Schema<'ReplicaView'>;
 
+/** `GET /api/v1/nodes`: every node whose agent ever reported, by name (§17.3). */
+export type NodeList = Reply<'/api/v1/nodes'>;
+/** A node: its last report, whether it is heard from, and what is left to place on it. */
+export type NodeView = Schema<'NodeInfo'>;
+/** CPU (millicores) and memory (MiB). */
+export type Resources = Schema<'Resources'>;
+/** A process on a node and what its service asked for. */
+export type Allocation = Schema<'Allocation'>;
+
 /** `GET /api/v1/workflows`: the latest version of each workflow (§16.1). */
 export type WorkflowList = Reply<'/api/v1/workflows'>;
 /** A stored workflow; `GET /api/v1/workflows/{name}` adds its TOML `text`. */

@@ -74,13 +74,15 @@ describe('dashboard', { timeout: 300_000 }, () => {
       await page.locator('#services-table').waitFor({ timeout: WAIT });
       assert.equal(await page.locator('#api-docs-link').getAttribute('href'), '/api-docs/');
       // Every view renders once (the stack and priorities are read at start).
-      for (const tab of ['stack', 'events', 'priorities', 'workflows', 'cluster', 'services']) {
+      for (const tab of ['stack', 'nodes', 'events', 'priorities', 'workflows', 'cluster', 'services']) {
         await page.click(`#tab-${tab}`);
         assert.equal(await page.locator(`#panel-${tab}`).isVisible(), true, `${tab} panel visible`);
       }
       await page.locator('#stack-graph').waitFor({ state: 'attached', timeout: WAIT });
       await page.locator('#priorities-table').waitFor({ state: 'attached', timeout: WAIT });
       await page.locator('#cluster-mode').waitFor({ state: 'attached', timeout: WAIT });
+      await page.locator('#nodes-table').waitFor({ state: 'attached', timeout: WAIT });
+      await page.locator('#placement-table').waitFor({ state: 'attached', timeout: WAIT });
       for (const t of ['#workflows-table', '#executions-table', '#schedules-table', '#queues-table']) await page.locator(t).waitFor({ state: 'attached', timeout: WAIT });
       // Let a periodic refresh or two pass with the page open.
       await page.waitForTimeout(1500);
@@ -458,6 +460,128 @@ describe('dashboard', { timeout: 300_000 }, () => {
       assert.equal(await textOf(elected.locator('.ev-summary')), "b leads, term 4 (after a): the leader's process was gone");
       assert.equal(await textOf(lost.locator('.ev-summary')), "a lost the lead (term 3) to b, term 4: the leader's process was gone");
       assert.equal(await page.locator('#errors').isVisible(), false, 'no error strip');
+      assert.deepEqual(problems.page, []);
+      assert.deepEqual(unexpected(problems), []);
+    }, '/', setup);
+  });
+
+  test('the nodes view shows the embedded agent’s node, and the stack view where each replica runs', async () => {
+    // The agent names a process at its next report (every 2 s): wait until it has named both replicas.
+    const node = await waitFor('the embedded agent’s node, with the replicas of web', async () => {
+      const res = await env.viewer('GET', '/api/v1/nodes');
+      const local = res.body?.nodes?.find((n) => n.name === 'local');
+      const services = (local?.allocations ?? []).map((a) => a.service);
+      return local?.status === 'ready' && services.includes('web-0') && services.includes('web-1') ? local : null;
+    }, WAIT);
+    assert.equal(node.labels.disk, 'ssd');
+    const stack = (await env.viewer('GET', '/api/v1/stack')).body;
+    const byName = new Map(stack.services.map((sv) => [sv.name, sv]));
+    for (const name of ['web-0', 'web-1']) {
+      const sv = byName.get(name);
+      assert.equal(sv.replica_of, 'web', name);
+      assert.equal(sv.node, 'local', name);
+      assert.match(sv.placement, /^placed on local/, name);
+    }
+    const web1 = node.allocations.find((a) => a.service === 'web-1');
+    // As the view writes amounts: millicores below one CPU ("900 m"), whole tenths of CPUs above.
+    const cpu = (m) => (m < 1000 || m % 100 !== 0 ? `${m} m` : `${m / 1000} CPU`);
+    await withPage(env.viewerToken, async ({ page, problems }) => {
+      await ready(page, 'viewer');
+      await page.click('#tab-nodes');
+      const row = page.locator('#nodes-table tr.node-row[data-node="local"][data-status="ready"]');
+      await row.waitFor({ timeout: WAIT });
+      assert.equal(await textOf(page.locator('#tab-nodes .count')), '1');
+      assert.equal(await textOf(row.locator('td.status .badge')), 'ready');
+      const cpuCell = row.locator('td.resource.cpu');
+      assert.equal(await cpuCell.getAttribute('data-capacity'), String(node.capacity.cpu));
+      assert.equal(await cpuCell.getAttribute('data-allocatable'), String(node.allocatable.cpu));
+      assert.match(await textOf(cpuCell), new RegExp(`capacity ${cpu(node.capacity.cpu)} · reserved ${cpu(node.reserved.cpu)} · free`));
+      assert.equal(await cpuCell.locator('svg.bar-meter').count(), 1, 'a bar of what is allocated');
+      const memCell = row.locator('td.resource.memory');
+      assert.equal(await memCell.getAttribute('data-capacity'), String(node.capacity.memory));
+      assert.equal(await textOf(row.locator('td.enforcement')), node.enforcement);
+      assert.equal(await textOf(row.locator('td.labels .chip')), 'disk=ssd');
+      assert.match(await textOf(row.locator('td.use')), /CPU .*%.*memory .*%/);
+      // The replicas running there, each with its service, pid and what it asked for.
+      const replica = row.locator('td.node-services .allocation[data-service="web-1"]');
+      await replica.waitFor({ timeout: WAIT });
+      assert.equal(await textOf(replica), `web-1 of web pid ${web1.pid} · 100 m · 32 MiB`);
+      assert.equal(await row.locator('td.node-services .allocation[data-service="web-0"]').count(), 1);
+
+      // The stack view: where each service runs, the service of each replica, and why there.
+      await page.click('#tab-stack');
+      const placed = page.locator('#placement-table tr[data-service="web-1"]');
+      await placed.waitFor({ timeout: WAIT });
+      assert.equal(await placed.getAttribute('data-node'), 'local');
+      assert.equal(await textOf(placed.locator('td.replica-of')), 'web');
+      assert.equal(await textOf(placed.locator('td.node')), 'local');
+      assert.equal(await textOf(placed.locator('td.resources')), '100 m · 32 MiB');
+      assert.equal(await textOf(placed.locator('td.placement')), byName.get('web-1').placement);
+      const api = page.locator('#placement-table tr[data-service="api"]');
+      assert.equal(await api.getAttribute('data-node'), byName.get('api').node);
+      assert.equal(await textOf(api.locator('td.replica-of')), '—', 'a service of one');
+      assert.equal(await page.locator('#placement-table tbody tr').count(), STACK_SERVICES.length);
+      const title = await textOf(page.locator('#stack-graph g.node[data-service="web-1"] > title'));
+      for (const part of ['node local', 'replica of web', 'placed on local']) assert.ok(title.includes(part), `${part} in the graph's tooltip: ${title}`);
+      // A service's node opens it in the Nodes view.
+      await placed.locator('button.node-link').click();
+      assert.equal(await page.locator('#panel-nodes').isVisible(), true);
+      await page.locator('#nodes-table tr.node-row.selected[data-node="local"]').waitFor({ timeout: WAIT });
+      assert.equal(await page.locator('#errors').isVisible(), false, 'no error strip');
+      assert.deepEqual(problems.page, []);
+      assert.deepEqual(unexpected(problems), []);
+    });
+  });
+
+  test('the feed shows the resource events in words, and they make the nodes be read again (events added to the stream)', async () => {
+    // A node going down, a replica lost with it and a preemption cannot be made to happen with
+    // the one embedded agent, so they are added to the page's real event stream, as the relay
+    // would publish them.
+    const feeds = [];
+    const setup = async (page) => {
+      await page.routeWebSocket(/\/api\/v1\/ws(\?|$)/, (ws) => {
+        ws.connectToServer();
+        feeds.push(ws);
+      });
+    };
+    const now = new Date().toISOString();
+    const event = (about, kind, data) => ({
+      type: 'event',
+      seq: 0,
+      subject: `${env.prefix}.evt.resource.${about}.${kind}`,
+      event: { specversion: '1.0', id: randomUUID(), type: `io.orch.resource.${kind}.v1`, source: '/orchestrator', subject: about, time: now, principal: 'orchestrator', data },
+    });
+    await withPage(env.viewerToken, async ({ page, problems }) => {
+      await ready(page, 'viewer');
+      await page.click('#tab-events');
+      const feed = feeds.at(-1);
+      assert.ok(feed, 'the page opened its event stream');
+      const reads = [];
+      page.on('request', (r) => {
+        if (new URL(r.url()).pathname === '/api/v1/nodes') reads.push(r.url());
+      });
+      feed.send(JSON.stringify(event('n2', 'node_down', {
+        node: 'n2', status: 'down', reason: 'silent for 10.4s (node-down time 10s)', last_seen: now,
+        capacity: { cpu: 2000, memory: 4096 }, labels: { zone: HOSTILE }, services: ['api-1', 'batch'],
+      })));
+      feed.send(JSON.stringify(event('api-1', 'lost', { service: 'api-1', replica_of: 'api', node: 'n2', pid: 4242, reason: 'n2 went down' })));
+      feed.send(JSON.stringify(event('batch', 'preempted', {
+        service: 'batch', priority: 10, by: 'api', by_priority: 90, node: 'n3', reason: HOSTILE, budget_left: 4,
+      })));
+      const summary = (type) => page.locator(`#feed li.domain-resource[data-type="io.orch.resource.${type}.v1"] .ev-summary`);
+      await summary('preempted').waitFor({ timeout: WAIT });
+      assert.equal(await textOf(summary('node_down')), 'node n2 down: silent for 10.4s (node-down time 10s) · ran api-1, batch');
+      assert.equal(await textOf(summary('lost')), 'api-1 (replica of api) lost with node n2 (pid 4242): n2 went down');
+      assert.equal(await textOf(summary('preempted')), 'batch (priority 10) preempted on n3 for api (priority 90) · 4 left in the budget');
+      assert.equal(await textOf(page.locator('#feed li[data-type="io.orch.resource.node_down.v1"] .ev-kind')), 'resource.node_down');
+      // They schedule a read of the nodes (coalesced over 250 ms, after a read under way, which
+      // takes a while on a loaded machine). The bound stays below the 10 s of the periodic read,
+      // which may still come first by chance: then this passes by luck.
+      await waitFor('a read of the nodes', async () => reads.length > 0, 8_000, 50);
+      await page.locator('#feed li[data-type="io.orch.resource.preempted.v1"] button.event-head').click();
+      assert.match(await textOf(page.locator('#feed li[data-type="io.orch.resource.preempted.v1"] pre')), /<img src=x onerror=window\.__xss=1>/);
+      assert.equal(await page.locator('img').count(), 0, 'no <img> element in the page');
+      assert.equal(await page.evaluate(() => typeof window.__xss), 'undefined');
       assert.deepEqual(problems.page, []);
       assert.deepEqual(unexpected(problems), []);
     }, '/', setup);

@@ -2,9 +2,9 @@
 
 It streams the orchestrator's events (CloudEvents on NATS JetStream) into Python as typed
 :class:`Event` objects, and sends commands back, above all service priorities, so that an AI
-engine can steer where attention goes; it also starts and follows workflows. Two clients with
-the same methods: :class:`Client` (blocking, thread-safe) and :class:`AsyncClient` (asyncio).
-See bridge-py/README.md.
+engine can steer where attention goes; it also starts and follows workflows and reads the nodes
+and what runs on them. Two clients with the same methods: :class:`Client` (blocking,
+thread-safe) and :class:`AsyncClient` (asyncio). See bridge-py/README.md.
 """
 
 from ._core import DEFAULT_PRIORITY, MAX_PRIORITY, Event, EventStream, __version__
@@ -24,6 +24,7 @@ from ._errors import (
 from ._types import (
     EXECUTION_ENDED,
     Adjustment,
+    Allocation,
     Change,
     ClusterStatus,
     Execution,
@@ -31,21 +32,28 @@ from ._types import (
     HoldRelease,
     Instance,
     Leader,
+    Node,
+    NodeEvent,
     PriorityChange,
     PriorityDetail,
     PriorityList,
     PriorityView,
     QueueStats,
     Replica,
+    ResourceEvent,
+    Resources,
     RestartResult,
     Schedule,
     Service,
     ServiceHealth,
+    ServiceLost,
     ServicePage,
+    ServicePreempted,
     StepError,
     StepState,
     WorkflowEvent,
     WorkflowEventData,
+    resource_event,
 )
 
 __all__ = [
@@ -92,4 +100,12 @@ __all__ = [
     "QueueStats",
     "WorkflowEvent",
     "WorkflowEventData",
+    "Resources",
+    "Allocation",
+    "Node",
+    "NodeEvent",
+    "ServiceLost",
+    "ServicePreempted",
+    "ResourceEvent",
+    "resource_event",
 ]

@@ -18,6 +18,7 @@ from ._types import (
     Execution,
     HoldRelease,
     Instance,
+    Node,
     PriorityChange,
     PriorityDetail,
     PriorityList,
@@ -145,6 +146,14 @@ class _Requests:
     @staticmethod
     def cluster_status():
         return _core.Request.cluster_status(), ClusterStatus.from_json
+
+    @staticmethod
+    def nodes():
+        return _core.Request.list_nodes(), Node.list_from_json
+
+    @staticmethod
+    def node(name):
+        return _core.Request.get_node(name), Node.from_json
 
     @staticmethod
     def start_workflow(name, inputs):
@@ -437,6 +446,24 @@ class Client:
         each replica's role (``leader``, ``standby`` or ``gone``). Every replica answers, the
         standbys too, so it has an answer during a failover (``leader`` is then None)."""
         return self._call(_Requests.cluster_status(), timeout)
+
+    # -- nodes (protocol.md §17) --------------------------------------------------------------------
+
+    def nodes(self, *, timeout: Optional[float] = None) -> List[Node]:
+        """Every node whose agent ever reported, by name: whether it is ``ready`` or ``down``,
+        its capacity, reservation, what is allocated and free, labels, how limits are enforced,
+        the processes running there (``allocations``) and its measured use. The inventory is the
+        leading orchestrator's, at most a second old."""
+        return self._call(_Requests.nodes(), timeout)
+
+    def node(self, name: str, *, timeout: Optional[float] = None) -> Node:
+        """One node, as :meth:`nodes` lists it.
+
+        Raises:
+            NotFoundError: no node of that name ever reported (field ``name``).
+            ValidationError: ``name`` is no node name (field ``name``).
+        """
+        return self._call(_Requests.node(name), timeout)
 
     # -- workflows (protocol.md §16) -------------------------------------------------------------
 
@@ -773,6 +800,14 @@ class AsyncClient:
     async def cluster_status(self, *, timeout: Optional[float] = None) -> ClusterStatus:
         """See :meth:`Client.cluster_status`."""
         return await self._call(_Requests.cluster_status(), timeout)
+
+    async def nodes(self, *, timeout: Optional[float] = None) -> List[Node]:
+        """See :meth:`Client.nodes`."""
+        return await self._call(_Requests.nodes(), timeout)
+
+    async def node(self, name: str, *, timeout: Optional[float] = None) -> Node:
+        """See :meth:`Client.node`."""
+        return await self._call(_Requests.node(name), timeout)
 
     async def start_workflow(
         self, name: str, inputs: Optional[Mapping[str, Any]] = None, *, timeout: Optional[float] = None

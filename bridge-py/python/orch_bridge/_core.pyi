@@ -60,6 +60,10 @@ WORKFLOW_EVENT_KINDS: Tuple[str, ...]
 ``step_started``, ``step_succeeded``, ``step_retrying``, ``step_failed``, ``step_skipped``,
 ``compensation_started``, ``succeeded``, ``failed``, ``cancelled``): the last token of
 ``<prefix>.evt.workflow.<workflow>.<kind>`` and the ``<kind>`` of ``io.orch.workflow.<kind>.v1``."""
+NODE_EVENT_KINDS: Tuple[str, ...]
+"""The kinds of node events, as the protocol crate names them (``node_joined``, ``node_down``,
+``node_up``): the last token of ``<prefix>.evt.resource.<node>.<kind>`` and the ``<kind>`` of
+``io.orch.resource.<kind>.v1``."""
 
 def subject_for_command(domain: str, verb: str, prefix: str = "orch") -> str:
     """Subject of a command, e.g. ``subject_for_command("registry", "register")`` ->
@@ -184,6 +188,14 @@ class Request:
     @staticmethod
     def workflow_queues() -> "Request":
         """``workflow.queues`` (body ``{}``): each execution queue's figures."""
+    @staticmethod
+    def list_nodes() -> "Request":
+        """``resource.nodes`` (body ``{}``): every node whose agent ever reported (protocol.md
+        §17.3). The reply is ``{"nodes": [...]}``."""
+    @staticmethod
+    def get_node(name: str) -> "Request":
+        """``resource.node``: one node; ``name`` must be a node name (field ``name``). The reply
+        is the node."""
     @staticmethod
     def raw(domain: str, verb: str, body: bytes) -> "Request":
         """Any request: ``domain`` and ``verb`` must be single subject tokens; ``body`` is sent

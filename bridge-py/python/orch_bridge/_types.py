@@ -1,13 +1,14 @@
-"""Typed results of the orchestrator's replies (see docs/protocol.md and the protocol crate's
-``priority.rs``). Each is a frozen dataclass built from the reply's JSON; ``raw`` keeps the JSON
-as received, so fields a newer orchestrator adds are not lost.
+"""Typed results of the orchestrator's replies, and typed events (see docs/protocol.md and the
+protocol crate's ``priority.rs``, ``workflow.rs`` and ``resources.rs``). Each is a frozen
+dataclass built from the reply's JSON; ``raw`` keeps the JSON as received, so fields a newer
+orchestrator adds are not lost.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, TypedDict
+from typing import Any, Dict, List, Optional, TypedDict, Union
 
 from . import _core
 from ._errors import OrchError
@@ -37,6 +38,14 @@ __all__ = [
     "WorkflowEventData",
     "WorkflowEvent",
     "EXECUTION_ENDED",
+    "Resources",
+    "Allocation",
+    "Node",
+    "NodeEvent",
+    "ServiceLost",
+    "ServicePreempted",
+    "ResourceEvent",
+    "resource_event",
 ]
 
 Json = Dict[str, Any]
@@ -762,3 +771,317 @@ class WorkflowEvent:
             )
         except (KeyError, TypeError, ValueError, OrchError) as e:
             raise _bad_reply(f"workflow event {ty}", e, d) from None
+
+
+# -- resources: nodes, and the services placed on them (protocol.md §17) --------------------------
+
+
+@dataclass(frozen=True)
+class Resources:
+    """An amount of CPU and memory: ``Resources(500, 256)`` is half a core and 256 MiB."""
+
+    cpu: int
+    """Millicores: 1000 is one core."""
+    memory: int
+    """MiB."""
+
+    def fits(self, other: "Resources") -> bool:
+        """Whether ``other`` fits in this amount, in both dimensions."""
+        return other.cpu <= self.cpu and other.memory <= self.memory
+
+    @classmethod
+    def from_json(cls, d: Json) -> "Resources":
+        return cls(d.get("cpu", 0), d.get("memory", 0))
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """One process on a node and what its service asked for."""
+
+    service: str
+    """The managed service (a replica's own name, ``api-1``)."""
+    pid: int
+    resources: Resources
+
+    @classmethod
+    def from_json(cls, d: Json) -> "Allocation":
+        return cls(d["service"], d["pid"], Resources.from_json(d["resources"]))
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node as the inventory shows it (protocol.md §17.3): the reply to ``node``, and each item
+    of ``nodes``. Its agent's last report, whether it is heard from, and what is left on it."""
+
+    name: str
+    status: str
+    """``ready`` (its agent reports) or ``down`` (silent longer than the node-down time: nothing
+    new is placed there)."""
+    since: datetime
+    """When it entered its status."""
+    last_seen: datetime
+    """When its last report arrived (by the orchestrator's clock)."""
+    capacity: Resources
+    """What the machine has."""
+    reserved: Resources
+    """Kept for the system and the agent: never placed on."""
+    allocatable: Resources
+    """``capacity`` less ``reserved``: what placement may use."""
+    allocated: Resources
+    """What the processes running there asked for."""
+    free: Resources
+    """``allocatable`` less ``allocated``."""
+    labels: Dict[str, str]
+    """What placement constraints select on (``zone``, ``disk``, ...)."""
+    enforcement: str
+    """How the agent enforces limits: ``cgroup_v2``, ``cgroup_v1``, ``unlimited`` or ``none``."""
+    allocations: List[Allocation]
+    """Every process its agent runs, with what it asked for."""
+    cpu_used: float
+    """Measured busy share of all CPUs (0-1) at the last report."""
+    memory_used: float
+    """Measured used share of memory (0-1) at the last report."""
+    agent_version: str
+    agent_started: datetime
+    raw: Json = field(repr=False, compare=False)
+
+    @property
+    def ready(self) -> bool:
+        """True while its agent is heard from."""
+        return self.status == "ready"
+
+    @property
+    def services(self) -> List[str]:
+        """The services whose processes run there, as its last report named them."""
+        return [a.service for a in self.allocations]
+
+    @classmethod
+    def from_json(cls, d: Json) -> "Node":
+        try:
+            return cls(
+                d["name"],
+                d["status"],
+                _core.parse_time(d["since"]),
+                _core.parse_time(d["last_seen"]),
+                Resources.from_json(d["capacity"]),
+                Resources.from_json(d["reserved"]),
+                Resources.from_json(d["allocatable"]),
+                Resources.from_json(d["allocated"]),
+                Resources.from_json(d["free"]),
+                dict(d.get("labels") or {}),
+                d["enforcement"],
+                [Allocation.from_json(a) for a in d.get("allocations") or []],
+                d["cpu_used"],
+                d["memory_used"],
+                d.get("agent_version", ""),
+                _core.parse_time(d["agent_started"]),
+                d,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError, OrchError) as e:
+            raise _bad_reply("node", e, d) from None
+
+    @classmethod
+    def list_from_json(cls, d: Any) -> List["Node"]:
+        try:
+            nodes = d["nodes"]
+        except (KeyError, TypeError) as e:
+            raise _bad_reply("node list", e, d) from None
+        if not isinstance(nodes, list):
+            raise _bad_reply("node list", TypeError("nodes is not a list"), d)
+        return [cls.from_json(n) for n in nodes]
+
+
+def _resource_kind(event: Any) -> Optional[str]:
+    """``node_joined`` for ``io.orch.resource.node_joined.v1``; None for an event of another
+    domain."""
+    ty = event.type
+    if not (ty.startswith("io.orch.resource.") and ty.endswith(".v1")):
+        return None
+    return ty[len("io.orch.resource.") : -len(".v1")]
+
+
+@dataclass(frozen=True)
+class NodeEvent:
+    """A node joined, went down or came back (``io.orch.resource.node_joined.v1``,
+    ``node_down.v1``, ``node_up.v1`` on ``<prefix>.evt.resource.<node>.<kind>``; protocol.md
+    §17.2), typed: ``NodeEvent.from_event(event)`` (None for any other event).
+
+    Example::
+
+        with client.events("orch.evt.resource.>") as events:
+            for event in events:
+                node = NodeEvent.from_event(event)
+                if node is not None and node.kind == "node_down":
+                    print(node.node, node.reason, node.services)
+    """
+
+    kind: str
+    """``node_joined`` (its agent's first report), ``node_down`` (silent longer than the
+    node-down time) or ``node_up`` (reported again); ``orch_bridge._core.NODE_EVENT_KINDS``."""
+    node: str
+    status: str
+    """``ready`` or ``down``: the node's status after the change."""
+    reason: str
+    """Why, in words: ``first report``, ``silent for 10.4s (node-down time 10s)``,
+    ``reported again``."""
+    last_seen: datetime
+    capacity: Resources
+    labels: Dict[str, str]
+    services: List[str]
+    """The services its last report named (those lost with a node that went down)."""
+    id: str
+    """The event's id (unique)."""
+    time: Optional[datetime]
+    principal: Optional[str]
+
+    @property
+    def ready(self) -> bool:
+        """True when the node is ready after the change (joined, or up again)."""
+        return self.status == "ready"
+
+    @classmethod
+    def from_event(cls, event: Any) -> Optional["NodeEvent"]:
+        """The typed node event of ``event``, or None if it is no node event.
+
+        Raises:
+            OrchError: (code ``bad_reply``) a node event whose data does not have the protocol's
+                shape.
+        """
+        kind = _resource_kind(event)
+        if kind is None or kind not in _core.NODE_EVENT_KINDS:
+            return None
+        d = event.data
+        try:
+            return cls(
+                kind,
+                d["node"],
+                d["status"],
+                d.get("reason", ""),
+                _core.parse_time(d["last_seen"]),
+                Resources.from_json(d["capacity"]),
+                dict(d.get("labels") or {}),
+                list(d.get("services") or []),
+                event.id,
+                event.time,
+                event.principal,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError, OrchError) as e:
+            raise _bad_reply(f"node event {event.type}", e, d) from None
+
+
+@dataclass(frozen=True)
+class ServiceLost:
+    """A managed service (or replica) ran on a node that went down; it is placed again
+    (``io.orch.resource.lost.v1`` on ``<prefix>.evt.resource.<service>.lost``), typed:
+    ``ServiceLost.from_event(event)`` (None for any other event)."""
+
+    service: str
+    """The managed service: a replica's own name (``api-1``)."""
+    replica_of: Optional[str]
+    """The service a replica belongs to (``api``); None for a service of one."""
+    node: str
+    """The node that went down."""
+    pid: Optional[int]
+    """The pid it had there, if it had one (the process may still run there, out of reach)."""
+    reason: str
+    id: str
+    """The event's id (unique)."""
+    time: Optional[datetime]
+    principal: Optional[str]
+
+    @classmethod
+    def from_event(cls, event: Any) -> Optional["ServiceLost"]:
+        """The typed event of ``event``, or None if it is no ``lost`` event.
+
+        Raises:
+            OrchError: (code ``bad_reply``) a ``lost`` event whose data does not have the
+                protocol's shape.
+        """
+        if _resource_kind(event) != "lost":
+            return None
+        d = event.data
+        try:
+            return cls(
+                d["service"],
+                d.get("replica_of"),
+                d["node"],
+                d.get("pid"),
+                d.get("reason", ""),
+                event.id,
+                event.time,
+                event.principal,
+            )
+        except (KeyError, TypeError, AttributeError) as e:
+            raise _bad_reply(f"event {event.type}", e, d) from None
+
+
+@dataclass(frozen=True)
+class ServicePreempted:
+    """A managed service was stopped to make room for one of higher priority, and waits to be
+    placed again (``io.orch.resource.preempted.v1`` on
+    ``<prefix>.evt.resource.<service>.preempted``), typed: ``ServicePreempted.from_event(event)``
+    (None for any other event)."""
+
+    service: str
+    """The service stopped (a replica's own name)."""
+    priority: int
+    """Its effective priority."""
+    by: str
+    """The service it made room for."""
+    by_priority: int
+    """That service's effective priority."""
+    node: str
+    reason: str
+    """Who preempted whom and why, in words."""
+    budget_left: int
+    """Preemptions left in the budget's window after this one."""
+    id: str
+    """The event's id (unique)."""
+    time: Optional[datetime]
+    principal: Optional[str]
+
+    @classmethod
+    def from_event(cls, event: Any) -> Optional["ServicePreempted"]:
+        """The typed event of ``event``, or None if it is no ``preempted`` event.
+
+        Raises:
+            OrchError: (code ``bad_reply``) a ``preempted`` event whose data does not have the
+                protocol's shape.
+        """
+        if _resource_kind(event) != "preempted":
+            return None
+        d = event.data
+        try:
+            return cls(
+                d["service"],
+                d["priority"],
+                d["by"],
+                d["by_priority"],
+                d["node"],
+                d.get("reason", ""),
+                d["budget_left"],
+                event.id,
+                event.time,
+                event.principal,
+            )
+        except (KeyError, TypeError, AttributeError) as e:
+            raise _bad_reply(f"event {event.type}", e, d) from None
+
+
+#: The typed resource events (see :func:`resource_event`).
+ResourceEvent = Union[NodeEvent, ServiceLost, ServicePreempted]
+
+
+def resource_event(event: Any) -> Optional[ResourceEvent]:
+    """The typed resource event of ``event``: a :class:`NodeEvent`, :class:`ServiceLost` or
+    :class:`ServicePreempted`; None for any other event (node pressure events included).
+
+    Example::
+
+        with client.events("orch.evt.resource.>", durable="engine-resources", auto_ack=True) as events:
+            for event in events:
+                typed = resource_event(event)
+                if isinstance(typed, ServicePreempted):
+                    print(typed.service, "made room for", typed.by, "on", typed.node)
+    """
+    return NodeEvent.from_event(event) or ServiceLost.from_event(event) or ServicePreempted.from_event(event)

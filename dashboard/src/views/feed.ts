@@ -1,7 +1,7 @@
 // The live event feed: newest first, capped, each event expandable to its full JSON.
 
 import { h, on, fill } from '../dom';
-import { cut, time } from '../format';
+import { cpu, cut, mib, time } from '../format';
 import { subjectFilterProblem } from '../stream';
 import type { CloudEvent } from '../types';
 
@@ -25,8 +25,14 @@ function succession(v: unknown): string {
   return SUCCESSION.get(reason) ?? reason;
 }
 
-/** One line saying what the event is about, from the fields of §6, §12.6, §13.5 and §16.3, and
- * of the replicas' leadership events. */
+/** "2 CPU, 7.75 GiB" from a `{cpu, memory}` object; "" when it is none. */
+function amount(v: unknown): string {
+  const r = (v && typeof v === 'object' ? v : {}) as Data;
+  return typeof r.cpu === 'number' && typeof r.memory === 'number' ? `${cpu(r.cpu)}, ${mib(r.memory)}` : '';
+}
+
+/** One line saying what the event is about, from the fields of §6, §12.6, §13.5, §16.3 and §17.2,
+ * of the replicas' leadership events, and of a service lost with its node or preempted. */
 export function summarize(ev: CloudEvent): string {
   const d = (ev.data && typeof ev.data === 'object' ? ev.data : {}) as Data;
   const kind = String(ev.type ?? '').replace(/^io\.orch\./, '').replace(/\.v\d+$/, '');
@@ -55,6 +61,21 @@ export function summarize(ev: CloudEvent): string {
       return `manifest version ${str(d.version)} from ${str(d.source)}: ${str(d.services)} services`;
     case 'lifecycle.run_finished':
       return `start-up run ${str(d.outcome)} in ${str(d.wall_ms)} ms`;
+    case 'resource.node_joined':
+    case 'resource.node_down':
+    case 'resource.node_up': {
+      // "node n2 down: silent for 10.4s (node-down time 10s) · ran api-1, batch"
+      const verb = kind === 'resource.node_joined' ? 'joined' : kind === 'resource.node_down' ? 'down' : 'up';
+      const services = Array.isArray(d.services) ? d.services.map(str).filter(Boolean) : [];
+      const size = kind === 'resource.node_joined' ? amount(d.capacity) : '';
+      return `node ${str(d.node)} ${verb}: ${str(d.reason)}${size ? ` · ${size}` : ''}${services.length ? ` · ran ${services.join(', ')}` : ''}`;
+    }
+    case 'resource.lost':
+      // "api-1 (replica of api) lost with node n3 (pid 4242): n3 went down"
+      return `${str(d.service)}${str(d.replica_of) ? ` (replica of ${str(d.replica_of)})` : ''} lost with node ${str(d.node)}${typeof d.pid === 'number' ? ` (pid ${d.pid})` : ''}${str(d.reason) ? `: ${str(d.reason)}` : ''}`;
+    case 'resource.preempted':
+      // "batch (priority 10) preempted on n2 for api (priority 90) · 4 left in the budget"
+      return `${str(d.service)} (priority ${str(d.priority)}) preempted on ${str(d.node)} for ${str(d.by)} (priority ${str(d.by_priority)})${typeof d.budget_left === 'number' ? ` · ${d.budget_left} left in the budget` : ''}`;
     case 'cluster.leader_elected':
       return `${str(d.replica)} leads, term ${str(d.term)}${str(d.previous) ? ` (after ${str(d.previous)})` : ''}: ${succession(d.reason)}`;
     case 'cluster.leader_lost':

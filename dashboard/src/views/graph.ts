@@ -149,7 +149,19 @@ export function renderGraph(el: HTMLElement, graph: StackGraph | null): void {
       s('rect', { class: `node-rect ${stateClass(state)}${sv?.critical ? ' critical' : ''}`, width: NODE_W, height: NODE_H, rx: 6 }),
       s('text', { class: 'node-name', x: 10, y: 19 }, cut(name, 22)),
       s('text', { class: 'node-state', x: 10, y: 36 }, [state, sv?.pid ? `pid ${sv.pid}` : '', sv ? `p${sv.priority}` : '', sv?.critical ? 'critical' : ''].filter(Boolean).join(' · ')),
-      s('title', {}, [`${name}: ${state}`, sv?.reason ?? '', sv ? `node ${sv.node}, restarts ${sv.restarts}` : ''].filter(Boolean).join('\n')),
+      s(
+        'title',
+        {},
+        [
+          `${name}: ${state}`,
+          sv?.reason ?? '',
+          sv ? `${sv.node ? `node ${sv.node}` : 'no node yet'}, restarts ${sv.restarts}` : '',
+          sv?.replica_of ? `replica of ${sv.replica_of}` : '',
+          sv?.placement ?? '',
+        ]
+          .filter(Boolean)
+          .join('\n'),
+      ),
     );
     nodes.append(g);
   }

@@ -30,7 +30,10 @@ export const CHROMIUM_ARGS = [
   '--disable-sync',
 ];
 
-/** A stack with edges and a critical chain: db → migrate (one-shot) → api → worker, plus cache. */
+/**
+ * A stack with edges and a critical chain: db → migrate (one-shot) → api → worker, plus cache,
+ * and web: two replicas (web-0, web-1) that ask for resources, placed on the embedded agent's node.
+ */
 export const STACK_TOML = `
 max_parallel = 4
 
@@ -64,8 +67,15 @@ args = ["3600"]
 priority = 30
 depends_on = { api = "started" }
 grace_period = "2s"
+
+[services.web]
+command = "/bin/sleep"
+args = ["3600"]
+count = 2
+resources = { cpu = 100, memory = 32 }
+grace_period = "2s"
 `;
-export const STACK_SERVICES = ['api', 'cache', 'db', 'migrate', 'worker'];
+export const STACK_SERVICES = ['api', 'cache', 'db', 'migrate', 'web-0', 'web-1', 'worker'];
 export const STACK_EDGES = 4;
 
 function need(name) {
@@ -270,6 +280,8 @@ export async function startEnvironment() {
       '--api-key', `admin:test-admin:${env.adminToken}`,
       '--api-key', `viewer:test-viewer:${env.viewerToken}`,
       '--agent-log-dir', join(tmp, 'agent-logs'),
+      // A label of the embedded agent's node, which the Nodes view shows.
+      '--label', 'disk=ssd',
       '--log-format', 'json',
     ];
     let runs = 0;
