@@ -776,8 +776,8 @@ pub struct ServeArgs {
     #[arg(long, env = "ORCH_MANIFEST_MAX_BYTES", default_value_t = 1024 * 1024)]
     pub manifest_max_bytes: usize,
 
-    /// This machine's node name: the embedded agent runs the managed services whose `node` is
-    /// this name (the manifest's default is `local`).
+    /// This machine's node name: the embedded agent reports this node and runs the managed
+    /// services placed on it (or pinned to it with `node`).
     #[arg(long, env = "ORCH_NODE", default_value = "local")]
     pub node: String,
 
