@@ -25,6 +25,8 @@ Runs the benchmarks (release build). PART limits the run to some of:
   lifecycle:
     dag_startup           200 real processes in a 10-level dependency graph: wall time against the
                           known critical path, overhead per service, speed-up over a serial start
+    dag_startup_notify    the same graph with readiness by notification (sd_notify READY=1) instead
+                          of a polled readiness check
     independent_launches  500 real processes without dependencies: launches per second, ready times
   priority:
     runaway_engine        registry round trips (p50/p99) alone, then under 10,000 priority changes per
@@ -68,7 +70,7 @@ for part in "$@"; do
     case "$part" in
     baseline | commands | heartbeats | cold_start) registry+=("$part") ;;
     ttl_detection | http_detection | scale) health+=("$part") ;;
-    dag_startup | independent_launches) lifecycle+=("$part") ;;
+    dag_startup | dag_startup_notify | independent_launches) lifecycle+=("$part") ;;
     runaway_engine) priority+=("$part") ;;
     failover | upgrade) cluster+=("$part") ;;
     workflow_steps | cron_precision | waiting_executions) workflows+=("$part") ;;

@@ -16,7 +16,8 @@
 #                          observer, operator, agent-<NODE>): the CLI, the bridge,
 #                          and `orchestrator agent --node NODE --nats-url "$(cat DIR/agent-NODE.url)"`
 # A standalone agent's user may only take its own node's requests and report its own node's
-# process ends and pressure: it cannot start anything, here or on another node.
+# process ends, pressure and readiness notifications: it cannot start anything, here or on
+# another node.
 # With OWNER=uid:gid set, DIR is handed to that user (the orchestrator's, in a container).
 # POSIX sh: it also runs in the NATS image.
 set -eu
@@ -51,10 +52,12 @@ pw() { cat "$DIR/$1.password"; }
 agent_user() {
     cat <<AGENT
     # The node agent of $1: takes its node's requests (start, stop, status, logs) and answers
-    # them; reports its node's process ends and pressure. Nothing for another node.
+    # them; reports its node's process ends, pressure, heartbeat and its services' readiness
+    # notifications. Nothing for another node.
     { user: agent-$1, password: "$(pw "agent-$1")",
       permissions: {
-        publish:   { allow: ["$P.agent.$1.exited", "$P.agent.$1.pressure", "$P.agent.$1.node"] }
+        publish:   { allow: ["$P.agent.$1.exited", "$P.agent.$1.pressure", "$P.agent.$1.node",
+                             "$P.agent.$1.notify"] }
         subscribe: { allow: ["$P.agent.$1.*"] }
         allow_responses: true } }
 AGENT

@@ -3,13 +3,17 @@
 //! nats-server and a private PostgreSQL, the orchestrator as a release binary in its own process.
 //! Prints each figure and writes it as JSON to `target/bench/<name>.json`.
 //!
-//! Run one part with `cargo bench -p orchestrator --bench lifecycle -- <dag_startup|independent_launches>`.
+//! Run one part with
+//! `cargo bench -p orchestrator --bench lifecycle -- <dag_startup|dag_startup_notify|independent_launches>`.
+//! `dag_startup_notify` is `dag_startup` with services that notify their readiness (`notify =
+//! true`, `sd_notify`'s `READY=1`) instead of being probed.
 //! The orchestrator inherits this process's environment, so `ORCH_STARTUP_PROBE_INTERVAL=5ms`
 //! measures another start-up probe interval than the default 5 ms.
 //!
 //! Times come from the orchestrator's own start-up profile (`GET /api/v1/stack/profile`, polled
 //! every 50 ms): `started_ms` is when the launch was asked of the agent, `ready_ms` when the
-//! readiness check first passed, both from the start of the run.
+//! readiness check first passed (or the service's `READY=1` was taken), both from the start of
+//! the run.
 
 mod common;
 
@@ -84,18 +88,41 @@ fn free_ports(count: usize) -> Vec<u16> {
     listeners.iter().map(|l| l.local_addr().expect("local addr").port()).collect()
 }
 
-/// The manifest of `specs`, service `i` listening on `ports[i]` once ready.
-fn manifest(specs: &[Spec], ports: &[u16], max_parallel: usize) -> String {
+/// How the services of a stack say they are ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readiness {
+    /// A TCP readiness check, polled every start-up probe interval until the sleeper listens.
+    Probe,
+    /// The sleeper sends `READY=1` to its `NOTIFY_SOCKET` (`notify = true`); nothing is polled.
+    Notify,
+}
+
+impl Readiness {
+    fn describe(self) -> String {
+        match self {
+            Readiness::Probe => format!("tcp readiness probed every {}", probe_interval()),
+            Readiness::Notify => "readiness by notification (sd_notify READY=1)".into(),
+        }
+    }
+}
+
+/// The manifest of `specs`, service `i` on port `ports[i]` (registered once ready; the sleeper
+/// listens there, or, notifying, only carries it on its command line).
+fn manifest(specs: &[Spec], ports: &[u16], max_parallel: usize, readiness: Readiness) -> String {
     let mut text = format!("max_parallel = {max_parallel}\n");
     for (spec, port) in specs.iter().zip(ports) {
         let deps: Vec<String> = spec.deps.iter().map(|&d| format!("\"{}\" = \"healthy\"", specs[d].name)).collect();
+        let (notify_arg, ready) = match readiness {
+            Readiness::Probe => ("", r#"readiness = { kind = "tcp", interval = "1s" }"#),
+            Readiness::Notify => (r#", "--notify""#, "notify = true"),
+        };
         text.push_str(&format!(
             r#"
 [services.{name}]
 command = "{SLEEPER}"
-args = ["--ready-after", "{ms}ms", "--port", "{port}"]
+args = ["--ready-after", "{ms}ms", "--port", "{port}"{notify_arg}]
 port = {port}
-readiness = {{ kind = "tcp", interval = "1s" }}
+{ready}
 grace_period = "5s"
 depends_on = {{ {deps} }}
 "#,
@@ -398,24 +425,26 @@ impl Overheads {
 }
 
 /// 200 sleepers in a DAG with known start-up times, as parallel as the graph allows; then the
-/// same graph one service at a time as the serial baseline.
-async fn dag_startup(b: &Bench, api: &Api, transitions: &Transitions) {
+/// same graph one service at a time as the serial baseline. `readiness` says how they are found
+/// ready; the figures go to `target/bench/<part>.json`.
+async fn dag_startup(b: &Bench, api: &Api, transitions: &Transitions, part: &str, readiness: Readiness) {
     let specs = dag();
     let n = specs.len();
     let edges: usize = specs.iter().map(|s| s.deps.len()).sum();
     let (known_ms, path) = known_critical_path(&specs);
     let serial_sum_ms: u64 = specs.iter().map(|s| s.ready_after_ms).sum();
     println!(
-        "dag_startup: {n} orch-sleeper processes in {LEVELS} levels of {WIDTH}, each needing {}-{} of the level \
-         before healthy ({edges} edges), ready after {}-{} ms (seed {SEED}); max_parallel {n}; start-up probe every {}",
+        "{part}: {n} orch-sleeper processes in {LEVELS} levels of {WIDTH}, each needing {}-{} of the level \
+         before healthy ({edges} edges), ready after {}-{} ms (seed {SEED}); max_parallel {n}; {}",
         DEPENDENCIES.start(),
         DEPENDENCIES.end(),
         READY_AFTER_MS.start(),
         READY_AFTER_MS.end(),
-        probe_interval()
+        readiness.describe()
     );
     let ports = free_ports(n);
-    let Some(parallel) = start_up(b, api, manifest(&specs, &ports, n), Duration::from_secs(120)).await else {
+    let Some(parallel) = start_up(b, api, manifest(&specs, &ports, n, readiness), Duration::from_secs(120)).await
+    else {
         take_down(api, &ports).await;
         return;
     };
@@ -472,7 +501,7 @@ async fn dag_startup(b: &Bench, api: &Api, transitions: &Transitions) {
     take_down(api, &ports).await;
 
     let ports = free_ports(n);
-    let Some(serial) = start_up(b, api, manifest(&specs, &ports, 1), Duration::from_secs(300)).await else {
+    let Some(serial) = start_up(b, api, manifest(&specs, &ports, 1, readiness), Duration::from_secs(300)).await else {
         take_down(api, &ports).await;
         return;
     };
@@ -497,9 +526,10 @@ async fn dag_startup(b: &Bench, api: &Api, transitions: &Transitions) {
     let ready_after: serde_json::Map<String, Value> =
         specs.iter().map(|s| (s.name.clone(), json!(s.ready_after_ms))).collect();
     write_json(
-        "dag_startup",
+        part,
         &json!({
             "services": n, "levels": LEVELS, "width": WIDTH, "edges": edges, "seed": SEED,
+            "readiness": readiness.describe(),
             "startup_probe_interval": probe_interval(),
             "wall_ms": wall, "observed_ms": parallel.observed.as_secs_f64() * 1000.0,
             "known_critical_path_ms": known_ms, "known_critical_path": names,
@@ -533,7 +563,9 @@ async fn independent_launches(b: &Bench, api: &Api, transitions: &Transitions) {
         probe_interval()
     );
     let ports = free_ports(INDEPENDENT);
-    let Some(run) = start_up(b, api, manifest(&specs, &ports, INDEPENDENT), Duration::from_secs(120)).await else {
+    let Some(run) =
+        start_up(b, api, manifest(&specs, &ports, INDEPENDENT, Readiness::Probe), Duration::from_secs(120)).await
+    else {
         take_down(api, &ports).await;
         return;
     };
@@ -603,7 +635,10 @@ async fn main() {
     let api = Api::new(b.orchestrator.http_port);
     let transitions = Transitions::watch(&b).await;
     if wants("dag_startup") {
-        dag_startup(&b, &api, &transitions).await;
+        dag_startup(&b, &api, &transitions, "dag_startup", Readiness::Probe).await;
+    }
+    if wants("dag_startup_notify") {
+        dag_startup(&b, &api, &transitions, "dag_startup_notify", Readiness::Notify).await;
     }
     if wants("independent_launches") {
         independent_launches(&b, &api, &transitions).await;

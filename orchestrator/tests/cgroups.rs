@@ -33,6 +33,7 @@ fn spec(service: &str, command: &str, args: &[&str], limits: Limits) -> ProcessS
         stop_signal: libc::SIGTERM,
         grace_period: Duration::from_secs(5),
         limits,
+        notify: false,
     }
 }
 

@@ -21,6 +21,7 @@ fn sh(service: &str, script: &str) -> ProcessSpec {
         stop_signal: libc::SIGTERM,
         grace_period: Duration::from_secs(5),
         limits: Default::default(),
+        notify: false,
     }
 }
 

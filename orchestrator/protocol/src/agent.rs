@@ -1,6 +1,7 @@
-//! The node agent's protocol: requests on `<prefix>.agent.<node>.<verb>` (core NATS request/reply)
-//! and the report of every process end on `<prefix>.agent.<node>.exited`. Reports are hints for
-//! promptness; `status` is the truth a controller reconciles with after missing some.
+//! The node agent's protocol: requests on `<prefix>.agent.<node>.<verb>` (core NATS request/reply),
+//! the report of every process end on `<prefix>.agent.<node>.exited` and of every readiness
+//! notification (the systemd `sd_notify` protocol) on `<prefix>.agent.<node>.notify`. Reports are
+//! hints for promptness; `status` is the truth a controller reconciles with after missing some.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +18,8 @@ pub mod verbs {
     pub const LOGS: &str = "logs";
     pub const EXITED: &str = "exited";
     pub const PRESSURE: &str = "pressure";
+    /// A service's `sd_notify` message: readiness and status ([`super::Notified`]).
+    pub const NOTIFY: &str = "notify";
     /// The node's heartbeat: capacity, labels and allocations ([`crate::resources::NodeReport`]).
     pub const NODE: &str = "node";
 }
@@ -31,6 +34,9 @@ pub fn default_grace_period() -> std::time::Duration {
 }
 fn hundred() -> usize {
     100
+}
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 /// `start`: run a service's process.
@@ -54,6 +60,11 @@ pub struct StartRequest {
     /// cannot enforce them refuses the start, unless it runs with `--allow-unlimited`.
     #[serde(default, skip_serializing_if = "Limits::is_empty")]
     pub limits: Limits,
+    /// The process says when it is ready with the systemd `sd_notify` protocol: the agent gives it
+    /// `NOTIFY_SOCKET` and reports its `READY=1` on `<prefix>.agent.<node>.notify`. Left out when
+    /// false, so that agents from before it still take every other start.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub notify: bool,
 }
 
 /// Reply to `start`.
@@ -109,6 +120,10 @@ pub struct Stopped {
 pub struct RunningProcess {
     pub service: String,
     pub pid: u32,
+    /// The process (or one of its process group or session) sent `READY=1` on the agent's notify
+    /// socket. Agents from before notifications leave it out: false.
+    #[serde(default)]
+    pub ready: bool,
 }
 
 /// Reply to `status`.
@@ -163,6 +178,25 @@ pub struct Pressure {
     pub at: chrono::DateTime<chrono::Utc>,
 }
 
+/// Published on `<prefix>.agent.<node>.notify` for each `sd_notify` message the agent takes from
+/// one of its services (at most a few a second per process: the agent drops the rest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notified {
+    pub node: String,
+    pub service: String,
+    /// The service's pid (the leader of its process group), whichever of its processes sent it.
+    pub pid: u32,
+    /// The process has said `READY=1`, in this message or an earlier one.
+    pub ready: bool,
+    /// Its last `STATUS=` text, if this message had one (at most [`STATUS_MAX`] characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Longest `STATUS=` text a notify report carries, in characters; longer ones are cut.
+pub const STATUS_MAX: usize = 256;
+
 /// Most lines one `logs` request returns.
 pub const LOG_LINES_MAX: usize = 10_000;
 
@@ -191,6 +225,23 @@ mod tests {
         )
         .unwrap();
         assert!(!exited.oom_killed);
+    }
+
+    #[test]
+    fn payloads_from_before_notifications_still_read() {
+        let start: StartRequest = serde_json::from_str(r#"{"service": "web", "command": "/bin/true"}"#).unwrap();
+        assert!(!start.notify);
+        assert!(serde_json::to_value(&start).unwrap().get("notify").is_none(), "an older agent still takes it");
+        let asked = StartRequest { notify: true, ..start };
+        assert_eq!(serde_json::to_value(&asked).unwrap()["notify"], true);
+        let status: Status =
+            serde_json::from_str(r#"{"node": "n", "running": [{"service": "web", "pid": 7}]}"#).unwrap();
+        assert_eq!(status.running, [RunningProcess { service: "web".into(), pid: 7, ready: false }]);
+        let report: Notified = serde_json::from_str(
+            r#"{"node": "n", "service": "web", "pid": 7, "ready": true, "at": "2026-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!((report.ready, report.status), (true, None));
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The node agent: supervises the processes of managed services on one node, takes its requests
-//! over NATS, and reports how each process ended.
+//! over NATS, reports how each process ended, and which said they are ready (`sd_notify`).
 
 pub mod cgroup;
 pub mod client;
 pub mod enforcement;
 pub mod logs;
 pub mod node;
+pub mod notify;
 pub mod pressure;
 pub mod service;
 pub mod shim;
@@ -102,7 +103,19 @@ pub async fn run(
         }
     }
     let enforcement = cgroups.enforcement;
-    let supervisor = Arc::new(settings.supervisor(exits_tx)?.with_cgroups(cgroups));
+    let mut supervisor = settings.supervisor(exits_tx)?.with_cgroups(cgroups);
+    // Bound before any service starts (or is adopted): their NOTIFY_SOCKET names it.
+    let notify = match notify::NotifySocket::bind(&settings.run_dir()) {
+        Ok(socket) => {
+            supervisor = supervisor.with_notify_socket(socket.address().to_string());
+            Some(socket)
+        }
+        Err(e) => {
+            tracing::warn!(node = %settings.node, error = %e, "no notify socket: services that notify their readiness are refused");
+            None
+        }
+    };
+    let supervisor = Arc::new(supervisor);
     let adopted = supervisor.adopt();
     if !adopted.is_empty() {
         tracing::info!(node = %settings.node, count = adopted.len(), services = ?adopted, "adopted the services that were running");
@@ -123,9 +136,22 @@ pub async fn run(
         supervisor.clone(),
         shutdown.clone(),
     ));
+    let notifications = notify.map(|socket| {
+        tokio::spawn(notify::run(
+            socket,
+            client.clone(),
+            subjects.agent(&settings.node, orch_protocol::agent::verbs::NOTIFY),
+            settings.node.clone(),
+            supervisor.clone(),
+            shutdown.clone(),
+        ))
+    });
     let result = service::run(client, subjects, settings.node, supervisor, exits, shutdown).await;
     let _ = pressure.await;
     let _ = heartbeat.await;
+    if let Some(notifications) = notifications {
+        let _ = notifications.await;
+    }
     result
 }
 
@@ -149,7 +175,8 @@ pub async fn cleanup(settings: &AgentSettings) -> anyhow::Result<Vec<String>> {
         supervisor.reported(&exited);
     }
     // Their cgroups went with them (removed by each shim, or by `recorded_end` for a shim that
-    // was gone); the node's own go now.
+    // was gone); the node's own go now, and so does the notify socket's file.
     enforcement::forget_node(&settings.cgroup_root, &settings.node);
+    notify::NotifySocket::forget(&settings.run_dir());
     Ok(stopped)
 }

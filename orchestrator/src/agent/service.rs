@@ -1,5 +1,6 @@
 //! The agent on NATS: answers `start`, `stop`, `status` and `logs` on `<prefix>.agent.<node>.*`
-//! and publishes every process end on `<prefix>.agent.<node>.exited`. Runs embedded in the
+//! and publishes every process end on `<prefix>.agent.<node>.exited` (its services' readiness
+//! notifications go out from `super::notify`). Runs embedded in the
 //! orchestrator or standalone (`orchestrator agent --node NAME`), connected only to NATS.
 
 use std::sync::Arc;
@@ -117,6 +118,7 @@ fn supervisor_error(e: SupervisorError) -> ProtocolError {
         SupervisorError::NotRunning(_) => ProtocolError::field(ErrorCode::NotFound, "service", e.to_string()),
         SupervisorError::Spawn { .. } => ProtocolError::field(ErrorCode::ValidationFailed, "command", e.to_string()),
         SupervisorError::Limits { .. } => ProtocolError::field(ErrorCode::Refused, "limits", e.to_string()),
+        SupervisorError::Notify(_) => ProtocolError::field(ErrorCode::Refused, "notify", e.to_string()),
     }
 }
 
@@ -134,6 +136,7 @@ async fn answer(supervisor: &Supervisor, node: &str, verb: &str, payload: &[u8])
                 stop_signal: signal("stop_signal", &r.stop_signal)?,
                 grace_period: r.grace_period,
                 limits: r.limits,
+                notify: r.notify,
             };
             let pid = supervisor.start(&spec).await.map_err(supervisor_error)?;
             Ok(json(&agent::Started { service: r.service, pid }))
@@ -146,8 +149,11 @@ async fn answer(supervisor: &Supervisor, node: &str, verb: &str, payload: &[u8])
             Ok(json(&agent::Stopped { service: r.service, exit }))
         }
         verbs::STATUS => {
-            let running =
-                supervisor.running().into_iter().map(|(service, pid)| agent::RunningProcess { service, pid }).collect();
+            let running = supervisor
+                .running()
+                .into_iter()
+                .map(|(service, pid)| agent::RunningProcess { ready: supervisor.is_ready(&service, pid), service, pid })
+                .collect();
             Ok(json(&agent::Status { node: node.to_string(), running }))
         }
         verbs::LOGS => {

@@ -319,8 +319,17 @@ struct Stat {
     zombie: bool,
     /// Its process group (field 5).
     group: u32,
+    /// Its session (field 6).
+    session: u32,
     /// Clock ticks since boot (field 22).
     start: u64,
+}
+
+/// The process group and the session of process `pid`. A service leads its own group, and its
+/// shim leads the session: what a process of a service sends is traced back to it by them. A
+/// zombie still says them (a helper that notified and exited at once, not yet reaped).
+pub fn group_and_session(pid: u32) -> Option<(u32, u32)> {
+    stat(pid).map(|s| (s.group, s.session))
 }
 
 fn stat(pid: u32) -> Option<Stat> {
@@ -329,6 +338,7 @@ fn stat(pid: u32) -> Option<Stat> {
     Some(Stat {
         zombie: fields.first() == Some(&"Z"),
         group: fields.get(2)?.parse().ok()?,
+        session: fields.get(3)?.parse().ok()?,
         start: fields.get(19)?.parse().ok()?,
     })
 }

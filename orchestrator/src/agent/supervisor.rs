@@ -4,12 +4,17 @@
 //! whether the kernel OOM-killed it), and stops it with its stop signal, a grace period, then
 //! SIGKILL for the whole group.
 //!
+//! A service that asks for it gets `NOTIFY_SOCKET`, the agent's socket of the systemd `sd_notify`
+//! protocol (see `super::notify`): the supervisor tells which service a process that writes there
+//! belongs to ([`Supervisor::service_of`]) and remembers which ones said `READY=1`, in its run
+//! directory too (`<service>.ready`), so that an agent that adopts a ready service knows it is.
+//!
 //! Services outlive the agent: a shim does not die with it. A new agent on the same run
 //! directory adopts what runs there ([`Supervisor::adopt`]): same pid, its log going on, and an
 //! end that happened while no agent ran reported with the status the shim kept. Nothing is left
 //! without an owner: [`Supervisor::stop_all`] (`orchestrator agent --cleanup`) stops them all.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -24,7 +29,7 @@ use orch_protocol::resources::{Enforcement, Limits};
 use super::cgroup::Cgroup;
 use super::enforcement::{Cgroups, Placement, run_name};
 use super::logs::Rotation;
-use super::shim::{ShimArgs, ShimExit, ShimState, exit_path, start_time, state_path};
+use super::shim::{ShimArgs, ShimExit, ShimState, exit_path, start_time, state_path, write_atomically};
 use crate::process::signal_group;
 
 /// What to run for one service.
@@ -40,6 +45,8 @@ pub struct ProcessSpec {
     pub grace_period: Duration,
     /// What the kernel holds it to (its cgroup); see [`Supervisor::with_cgroups`].
     pub limits: Limits,
+    /// It gets `NOTIFY_SOCKET`: it says itself when it is ready (see [`Supervisor::with_notify_socket`]).
+    pub notify: bool,
 }
 
 pub use orch_protocol::agent::Exit;
@@ -70,10 +77,14 @@ pub enum SupervisorError {
     Spawn { service: String, command: String, error: std::io::Error },
     #[error("{service:?} asks for limits: {reason}")]
     Limits { service: String, reason: String },
+    #[error("{0:?} asks for readiness by notification, but this agent has no notify socket (see its log)")]
+    Notify(String),
 }
 
 struct Handle {
     pid: u32,
+    /// Its shim, which leads the service's session.
+    shim: u32,
     /// What its cgroup enforces (nothing without cgroups).
     limits: orch_protocol::resources::Limits,
     stop_signal: i32,
@@ -97,9 +108,13 @@ pub struct Supervisor {
     rotation: Rotation,
     /// Shared with each process's waiting task, which removes its entry when the process ends.
     children: Arc<Mutex<HashMap<String, Handle>>>,
-    /// Services being started (their shims not yet answered): a second start of one is refused,
-    /// starts of different services go on at once.
-    starting: Arc<Mutex<HashSet<String>>>,
+    /// Services being started (their shims not yet answered), with their shim's pid once it
+    /// runs: a second start of one is refused, starts of different services go on at once.
+    starting: Arc<Mutex<HashMap<String, Option<u32>>>>,
+    /// The pid of each service whose process said `READY=1` (see `super::notify`).
+    ready: Arc<Mutex<HashMap<String, u32>>>,
+    /// `NOTIFY_SOCKET` for the services that ask for it; `None` when the agent has no socket.
+    notify_socket: Option<String>,
     events: mpsc::UnboundedSender<Exited>,
     /// The program each service runs under (`orch-shim`, or `orchestrator shim`).
     shim: PathBuf,
@@ -157,6 +172,16 @@ fn recorded_end(run_dir: &Path, service: &str, state: &ShimState) -> End {
     end
 }
 
+/// Where the agent records that a service's process said `READY=1`: `pid=<pid>`.
+fn ready_path(run_dir: &Path, service: &str) -> PathBuf {
+    run_dir.join(format!("{service}.ready"))
+}
+
+/// The pid a service's readiness record names, if there is one.
+fn recorded_ready(run_dir: &Path, service: &str) -> Option<u32> {
+    std::fs::read_to_string(ready_path(run_dir, service)).ok()?.trim().strip_prefix("pid=")?.parse().ok()
+}
+
 fn exit_of(recorded: ShimExit) -> Exit {
     match (recorded.code, recorded.signal) {
         (Some(code), _) => Exit::Code { code },
@@ -167,7 +192,7 @@ fn exit_of(recorded: ShimExit) -> Exit {
 
 /// A start under way, forgotten when it ends however it ends.
 struct Starting {
-    set: Arc<Mutex<HashSet<String>>>,
+    set: Arc<Mutex<HashMap<String, Option<u32>>>>,
     service: String,
 }
 
@@ -199,10 +224,19 @@ impl Supervisor {
             rotation,
             children: Arc::default(),
             starting: Arc::default(),
+            ready: Arc::default(),
+            notify_socket: None,
             events,
             shim,
             cgroups: Cgroups::unavailable(),
         }
+    }
+
+    /// Gives `NOTIFY_SOCKET=address` to the services that ask for it (`ProcessSpec::notify`);
+    /// without, such starts are refused.
+    pub fn with_notify_socket(mut self, address: String) -> Supervisor {
+        self.notify_socket = Some(address);
+        self
     }
 
     /// Runs each service in a cgroup of its own with its limits, as `cgroups` (found at the
@@ -224,6 +258,38 @@ impl Supervisor {
     /// The pid of the service's process, if it runs.
     pub fn pid(&self, service: &str) -> Option<u32> {
         self.children.lock().expect("supervisor lock").get(service).map(|h| h.pid)
+    }
+
+    /// The service a process of group `group` in session `session` belongs to, and the service's
+    /// pid: the service whose process leads that group (the service itself, or a process it
+    /// started that stayed in its group), else the one whose shim leads that session (a process
+    /// that made a group of its own). A service whose shim has not answered yet is known by its
+    /// session only; its pid is then taken to be `group`.
+    pub fn service_of(&self, group: u32, session: u32) -> Option<(String, u32)> {
+        let children = self.children.lock().expect("supervisor lock");
+        if let Some((service, h)) = children.iter().find(|(_, h)| h.pid == group) {
+            return Some((service.clone(), h.pid));
+        }
+        if let Some((service, h)) = children.iter().find(|(_, h)| h.shim == session) {
+            return Some((service.clone(), h.pid));
+        }
+        let starting = self.starting.lock().expect("supervisor lock");
+        starting.iter().find(|(_, shim)| **shim == Some(session)).map(|(service, _)| (service.clone(), group))
+    }
+
+    /// Remembers that the process `pid` of `service` said `READY=1`, here and in the run
+    /// directory (for the next agent); false when it was known already.
+    pub fn mark_ready(&self, service: &str, pid: u32) -> bool {
+        let known = self.ready.lock().expect("supervisor lock").insert(service.to_string(), pid) == Some(pid);
+        if !known && let Err(e) = write_atomically(&ready_path(&self.run_dir, service), &format!("pid={pid}\n")) {
+            tracing::warn!(service, error = %e, "could not record that the service is ready; an agent after this one will not know");
+        }
+        !known
+    }
+
+    /// The process `pid` of `service` said `READY=1`.
+    pub fn is_ready(&self, service: &str, pid: u32) -> bool {
+        self.ready.lock().expect("supervisor lock").get(service) == Some(&pid)
     }
 
     /// Services running now, with their pids.
@@ -266,6 +332,9 @@ impl Supervisor {
             if state.shim_alive() {
                 tracing::info!(service, pid = state.pid, shim = state.shim, "adopted a running service");
                 adopted.push((service.to_string(), state.pid));
+                if recorded_ready(&self.run_dir, service) == Some(state.pid) {
+                    self.ready.lock().expect("supervisor lock").insert(service.to_string(), state.pid);
+                }
                 let grace = Duration::from_millis(state.grace_ms);
                 self.watch(service.to_string(), &state, Shim::Adopted(state.shim), Some((state.stop_signal, grace)));
             } else {
@@ -293,9 +362,10 @@ impl Supervisor {
         let _starting = {
             let children = self.children.lock().expect("supervisor lock");
             let mut starting = self.starting.lock().expect("supervisor lock");
-            if children.contains_key(&spec.service) || !starting.insert(spec.service.clone()) {
+            if children.contains_key(&spec.service) || starting.contains_key(&spec.service) {
                 return Err(SupervisorError::AlreadyRunning(spec.service.clone()));
             }
+            starting.insert(spec.service.clone(), None);
             Starting { set: self.starting.clone(), service: spec.service.clone() }
         };
         let spawn_error = |error: std::io::Error| SupervisorError::Spawn {
@@ -320,6 +390,14 @@ impl Supervisor {
         if !runnable(&spec.command) {
             return Err(spawn_error(std::io::Error::new(std::io::ErrorKind::NotFound, "no such executable program")));
         }
+        let notify_socket = match (&self.notify_socket, spec.notify) {
+            (Some(address), true) => Some(address),
+            (None, true) => return Err(SupervisorError::Notify(spec.service.clone())),
+            (_, false) => None,
+        };
+        // A readiness of an earlier run is not this one's.
+        self.ready.lock().expect("supervisor lock").remove(&spec.service);
+        let _ = std::fs::remove_file(ready_path(&self.run_dir, &spec.service));
         // Records of an earlier run that was reported are gone; a stale one must not be read as
         // this run's end.
         let _ = std::fs::remove_file(exit_path(&self.run_dir, &spec.service));
@@ -335,6 +413,12 @@ impl Supervisor {
             args: spec.args.clone(),
         };
         let mut command = Command::new(&self.shim);
+        // The agent's own NOTIFY_SOCKET (when systemd runs it) is not for its services: a service
+        // has the agent's socket when it asks for it, or what its manifest sets.
+        command.env_remove("NOTIFY_SOCKET");
+        if let Some(address) = notify_socket {
+            command.env("NOTIFY_SOCKET", address);
+        }
         command
             .arg("shim")
             .args(args.to_args())
@@ -346,6 +430,11 @@ impl Supervisor {
             command.current_dir(dir);
         }
         let mut child = command.spawn().map_err(spawn_error)?;
+        // From now on what its processes send to the notify socket is known as theirs: the shim
+        // leads their session (a fast service may notify before the shim has answered).
+        if let Some(shim) = self.starting.lock().expect("supervisor lock").get_mut(&spec.service) {
+            *shim = child.id();
+        }
         let mut handshake = BufReader::new(child.stdout.take().expect("piped"));
         let mut line = String::new();
         let read = tokio::time::timeout(HANDSHAKE, handshake.read_line(&mut line)).await;
@@ -398,6 +487,7 @@ impl Supervisor {
                 service.clone(),
                 Handle {
                     pid: state.pid,
+                    shim: state.shim,
                     limits: state.limits,
                     stop_signal,
                     grace_period,
@@ -406,8 +496,8 @@ impl Supervisor {
                 },
             );
         }
-        let (events, children, run_dir, state) =
-            (self.events.clone(), self.children.clone(), self.run_dir.clone(), state.clone());
+        let (events, children, ready, run_dir, state) =
+            (self.events.clone(), self.children.clone(), self.ready.clone(), self.run_dir.clone(), state.clone());
         tokio::spawn(async move {
             match shim {
                 Shim::Child(mut child) => {
@@ -420,6 +510,10 @@ impl Supervisor {
                 let mut children = children.lock().expect("supervisor lock");
                 if children.get(&service).is_some_and(|h| h.pid == state.pid) {
                     children.remove(&service);
+                }
+                let mut ready = ready.lock().expect("supervisor lock");
+                if ready.get(&service) == Some(&state.pid) {
+                    ready.remove(&service);
                 }
             }
             let _ = exited_tx.send(Some(exit));
@@ -438,6 +532,7 @@ impl Supervisor {
             .is_some_and(|s| (s.shim, s.shim_start) == exited.shim);
         if same_run {
             let _ = std::fs::remove_file(exit_path(&self.run_dir, &exited.service));
+            let _ = std::fs::remove_file(ready_path(&self.run_dir, &exited.service));
             let _ = std::fs::remove_file(state);
         }
     }

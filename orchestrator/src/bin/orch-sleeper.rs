@@ -1,13 +1,17 @@
 //! `orch-sleeper`: a stand-in service for tests and benchmarks of the lifecycle. It waits a
 //! configured time (its start-up), then listens on its port and answers every connection with
 //! `HTTP/1.1 200 OK`; optionally it stops answering, or exits, after a while. For tests of
-//! limits it can first take memory, and burn CPU all along.
+//! limits it can first take memory, and burn CPU all along. With `--notify` it says itself that
+//! it is ready, with the systemd `sd_notify` protocol, instead of listening.
 //!
 //! ```text
 //! orch-sleeper [--ready-after 500ms] [--port N | $PORT] [--healthy-for 2s] [--exit-after 1s] [--exit-code 3]
-//!              [--allocate MIB] [--burn]
+//!              [--allocate MIB] [--burn] [--notify]
 //! ```
 //! It prints `ready <unix ms>` when it starts listening, and ignores nothing: SIGTERM ends it.
+//! `--notify` sends `READY=1` and a `STATUS=` line to the unix datagram socket `$NOTIFY_SOCKET`
+//! (a path, or `@name` for an abstract socket) once its start-up time has passed, prints
+//! `ready <unix ms> (notified)`, and then only waits.
 //! `--allocate` takes MIB MiB of memory and writes to every page of it (so that it is really
 //! used, not only reserved), prints `allocated <MIB> MiB` and keeps it. `--burn` spins one
 //! thread in a loop that never sleeps (a whole core, where nothing limits it), from the start.
@@ -30,7 +34,7 @@ fn usage(problem: &str) -> ! {
     eprintln!("orch-sleeper: {problem}");
     eprintln!(
         "usage: orch-sleeper [--ready-after DUR] [--port N] [--healthy-for DUR] [--exit-after DUR] [--exit-code N] \
-         [--allocate MIB] [--burn]"
+         [--allocate MIB] [--burn] [--notify]"
     );
     std::process::exit(64);
 }
@@ -43,6 +47,7 @@ fn main() {
     let mut exit_code = 0;
     let mut allocate: Option<usize> = None;
     let mut burn = false;
+    let mut notify = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
@@ -54,6 +59,7 @@ fn main() {
             "--exit-code" => exit_code = value().parse().unwrap_or_else(|_| usage("bad exit code")),
             "--allocate" => allocate = Some(value().parse().unwrap_or_else(|_| usage("bad MiB count"))),
             "--burn" => burn = true,
+            "--notify" => notify = true,
             other => usage(&format!("unknown flag {other}")),
         }
     }
@@ -75,6 +81,17 @@ fn main() {
         println!("allocated {mib} MiB");
     }
     std::thread::sleep(ready_after);
+    if notify {
+        let status = format!("STATUS=ready after {} ms", ready_after.as_millis());
+        if let Err(e) = sd_notify(&format!("READY=1\n{status}")) {
+            eprintln!("orch-sleeper: cannot notify its readiness: {e}");
+            std::process::exit(3);
+        }
+        println!("ready {} (notified)", unix_ms());
+        loop {
+            std::thread::park();
+        }
+    }
     let Some(port) = port else {
         println!("ready {} (no port)", unix_ms());
         loop {
@@ -102,6 +119,23 @@ fn main() {
             let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
         }
     }
+}
+
+/// Sends `message` to `$NOTIFY_SOCKET`, as `sd_notify(3)` does.
+fn sd_notify(message: &str) -> std::io::Result<()> {
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let address = std::env::var("NOTIFY_SOCKET")
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::NotFound, "NOTIFY_SOCKET is not set"))?;
+    let to = match address.strip_prefix('@') {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            SocketAddr::from_abstract_name(name.as_bytes())?
+        }
+        None => SocketAddr::from_pathname(&address)?,
+    };
+    let socket = UnixDatagram::unbound()?;
+    socket.send_to_addr(message.as_bytes(), &to)?;
+    Ok(())
 }
 
 /// `mib` MiB, each page written: memory the kernel must really give.

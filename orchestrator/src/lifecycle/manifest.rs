@@ -21,7 +21,7 @@ use crate::process::{STOP_SIGNALS, signal_number};
 pub enum Condition {
     /// The process was started.
     Started,
-    /// Its readiness check passes.
+    /// It is ready: its readiness check passed, or it notified `READY=1` (`notify`).
     Healthy,
     /// It ran to completion with exit code 0 (a one-shot task, such as a migration).
     Completed,
@@ -183,9 +183,16 @@ pub struct ServiceSpec {
     /// How long the service may take from start to ready before the attempt counts as failed.
     #[serde(default = "sixty_seconds", with = "duration")]
     pub startup_timeout: Duration,
-    /// Decides `ready` (and the `healthy` condition); without one, a started service is ready.
+    /// Decides `ready` (and the `healthy` condition); without one (and without `notify`), a
+    /// started service is ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness: Option<CheckSpec>,
+    /// The service says itself when it is ready, with the systemd `sd_notify` protocol (like
+    /// systemd's `Type=notify`): `ready` once it sends `READY=1` to `$NOTIFY_SOCKET`, within
+    /// `startup_timeout`. It replaces the readiness check for reaching `ready`; a `readiness`
+    /// check, if also given, stays the check of its registry instance.
+    #[serde(default)]
+    pub notify: bool,
     /// Critical means restart (by the policy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub liveness: Option<CheckSpec>,
@@ -396,10 +403,13 @@ impl Manifest {
                     continue;
                 }
                 let condition = Dependency::from(*decl).condition;
-                if condition == Condition::Healthy && target.readiness.is_none() {
+                if condition == Condition::Healthy && target.readiness.is_none() && !target.notify {
                     problem(
                         field.clone(),
-                        format!("condition \"healthy\" needs a readiness check on {dep:?} (services.{dep}.readiness)"),
+                        format!(
+                            "condition \"healthy\" needs a readiness check on {dep:?} (services.{dep}.readiness) or \
+                             readiness by notification (services.{dep}.notify = true)"
+                        ),
                     );
                 }
                 if condition == Condition::Completed && target.restart.policy == RestartPolicy::Always {
@@ -617,6 +627,25 @@ depends_on = { a = "healthy" }
         assert!(fields.contains(&("services.b.priority", Some(6))), "{found:?}");
         assert!(fields.contains(&("services.b.stop_signal", Some(6))), "{found:?}");
         assert!(fields.contains(&("services.b.depends_on.a", Some(6))), "healthy needs readiness: {found:?}");
+    }
+
+    #[test]
+    fn a_service_that_notifies_its_readiness_meets_the_healthy_condition() {
+        let text = r#"
+[services.daemon]
+command = "x"
+notify = true
+
+[services.client]
+command = "x"
+depends_on = { daemon = "healthy" }
+"#;
+        let m = Manifest::parse(text).unwrap();
+        assert!(m.services["daemon"].notify && !m.services["client"].notify);
+        let without = text.replace("notify = true\n", "");
+        let found = problems(&without);
+        assert_eq!(found[0].field, "services.client.depends_on.daemon", "{found:?}");
+        assert!(found[0].message.contains("services.daemon.notify"), "{found:?}");
     }
 
     #[test]

@@ -506,6 +506,7 @@ async fn job(effects: &Effects, attempt: &Attempt) -> Result<Value, StepError> {
                 stop_signal: "SIGTERM".into(),
                 grace_period: Duration::from_secs(10),
                 limits: Default::default(),
+                notify: false,
             };
             agent.start(&node, &request).await.map_err(failed)?.pid
         }

@@ -26,6 +26,27 @@ grace_period = "5s"
     )
 }
 
+/// A sleeper service that says itself when it is ready (`notify = true`): it sends `READY=1` to
+/// its `NOTIFY_SOCKET` after `ready_after`, and listens on no port.
+pub fn notifier(name: &str, ready_after: &str, extra: &str) -> String {
+    format!(
+        r#"
+[services.{name}]
+command = "{SLEEPER}"
+args = ["--ready-after", "{ready_after}", "--notify"]
+notify = true
+grace_period = "5s"
+{extra}
+"#
+    )
+}
+
+/// What the embedded agent (node `local`) runs now, as its `status` reply says.
+pub async fn agent_status(stack: &Stack) -> Value {
+    let reply = stack.client.request(stack.subjects.agent("local", "status"), "{}".into()).await.unwrap();
+    serde_json::from_slice(&reply.payload).unwrap()
+}
+
 pub async fn apply(stack: &Stack, manifest: &str) -> Value {
     let (status, reply) =
         call_raw(stack, "PUT", "/api/v1/stack", Some(manifest.to_string()), "application/toml", &[]).await;

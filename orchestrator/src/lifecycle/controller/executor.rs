@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use orch_protocol::ErrorCode;
-use orch_protocol::agent::{LogsRequest, StartRequest, StopRequest};
+use orch_protocol::agent::{self, LogsRequest, StartRequest, StopRequest};
 use orch_protocol::events::{self, EventKind};
 use orch_protocol::{Subjects, health::CheckSpec, principal};
 use sqlx::PgPool;
@@ -201,13 +201,12 @@ impl Executor {
                 self.watch_liveness(service, generation, check, endpoint)
             }
             Effect::ScheduleRestart { service, generation, after } => {
-                let tx = self.tx.clone();
                 let name = service.clone();
-                let timer = tokio::spawn(async move {
-                    tokio::time::sleep(after).await;
-                    let _ = tx.send(Message::Report(Input::RestartDue { service: name, generation }));
-                });
-                self.set_watch(service, timer.abort_handle());
+                self.timer(service, after, Input::RestartDue { service: name, generation });
+            }
+            Effect::WaitNotified { service, generation, timeout } => {
+                let name = service.clone();
+                self.timer(service, timeout, Input::NotifyDue { service: name, generation });
             }
             Effect::Cancel { service } => {
                 if let Some(watch) = self.watches.remove(&service) {
@@ -261,10 +260,21 @@ impl Executor {
         None
     }
 
+    /// Reports `input` after `after`, as the service's watch (cancelled with it).
+    fn timer(&mut self, service: String, after: Duration, input: Input) {
+        let tx = self.tx.clone();
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = tx.send(Message::Report(input));
+        });
+        self.set_watch(service, timer.abort_handle());
+    }
+
     /// Each launch is its own request, so a slow start (or a slow node) holds up no other.
     fn launch(&self, service: String, generation: u64, node: String, request: StartRequest) {
         let (agents, tx) = (self.agents.clone(), self.tx.clone());
         tokio::spawn(async move {
+            let mut adopted_ready = false;
             let result = match agents.start(&node, &request).await {
                 Ok(started) => Ok(started.pid),
                 // Still running from before (a standalone agent outlives the orchestrator): adopt
@@ -274,13 +284,23 @@ impl Executor {
                         .running
                         .into_iter()
                         .find(|r| r.service == service)
-                        .map(|r| r.pid)
+                        .map(|r| {
+                            adopted_ready = r.ready;
+                            r.pid
+                        })
                         .ok_or_else(|| "the agent reported it running, then not".to_string()),
                     Err(e) => Err(e.to_string()),
                 },
                 Err(e) => Err(e.to_string()),
             };
-            let _ = tx.send(Message::Report(Input::Launched { service, generation, result }));
+            let pid = result.as_ref().ok().copied();
+            let _ = tx.send(Message::Report(Input::Launched { service: service.clone(), generation, result }));
+            // An adopted process that notified its readiness long ago will not again: what its
+            // agent remembers stands for the report.
+            if let (Some(pid), true, true) = (pid, adopted_ready, request.notify) {
+                let report = agent::Notified { node, service, pid, ready: true, status: None, at: Utc::now() };
+                let _ = tx.send(Message::Report(Input::Notified(report)));
+            }
         });
     }
 

@@ -1,8 +1,8 @@
 //! The lifecycle controller: one task that owns the applied stack and drives it. It launches
-//! services through the node agents in dependency order, watches readiness and liveness,
-//! restarts by each service's policy (bound services after the one they bind to, higher priority
-//! first), sheds and restores services under node pressure, and stops in reverse dependency
-//! order. Every transition is recorded in PostgreSQL with its lifecycle event (see
+//! services through the node agents in dependency order, watches readiness (by their checks, or
+//! by the services' own `sd_notify` messages, which their agents report) and liveness, restarts
+//! by each service's policy (bound services after the one they bind to, higher priority first),
+//! sheds and restores services under node pressure, and stops in reverse dependency order. Every transition is recorded in PostgreSQL with its lifecycle event (see
 //! [`super::recorder`]).
 //!
 //! Decisions apart from effects: [`machine`] decides, free of I/O (an input in, effects out);
@@ -205,10 +205,22 @@ impl Controller {
             &subjects,
             agent::verbs::PRESSURE,
             tx.clone(),
-            queued,
+            queued.clone(),
             |node, mut report: agent::Pressure| {
                 report.node = node;
                 Input::Pressure(report)
+            },
+        )
+        .await?;
+        forward_reports(
+            &nats,
+            &subjects,
+            agent::verbs::NOTIFY,
+            tx.clone(),
+            queued,
+            |node, mut report: agent::Notified| {
+                report.node = node;
+                Input::Notified(report)
             },
         )
         .await?;

@@ -73,6 +73,7 @@ impl Machine {
                     stop: None,
                     rebind: false,
                     shed: false,
+                    notified: None,
                 };
                 (name.clone(), managed)
             })

@@ -55,6 +55,13 @@ pub enum Effect {
         endpoint: Endpoint,
         timeout: Duration,
     },
+    /// Report `NotifyDue` after `timeout`: the start-up timeout of a service that notifies its
+    /// readiness (its `READY=1` comes as a `Notified` report, or through `AskStatus`).
+    WaitNotified {
+        service: String,
+        generation: u64,
+        timeout: Duration,
+    },
     /// Run the liveness check until it goes critical; reports `Unhealthy`.
     WatchLiveness {
         service: String,

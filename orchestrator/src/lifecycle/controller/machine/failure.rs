@@ -140,21 +140,26 @@ impl Machine {
         self.next_wave();
     }
 
-    /// Renews the leases of registered services; now and then, asks the agents what they run.
+    /// Renews the leases of registered services; now and then, asks the agents what they run, and
+    /// at each tick about the services waiting for their `READY=1` (a lost notify report then
+    /// costs a second, not the start-up timeout).
     pub(super) fn tick(&mut self) {
         self.placement_deadlines();
+        let due = self.now.instant.saturating_duration_since(self.last_reconcile) >= self.settings.reconcile_interval;
+        if due && self.stack.is_some() {
+            self.last_reconcile = self.now.instant;
+        }
         let Some(stack) = self.stack.as_ref() else { return };
         for (name, m) in &stack.services {
             if m.registered {
                 self.out.push(Effect::Heartbeat { instance: instance_id(name) });
             }
         }
-        if self.now.instant.saturating_duration_since(self.last_reconcile) < self.settings.reconcile_interval {
-            return;
-        }
-        self.last_reconcile = self.now.instant;
         let mut by_node: BTreeMap<String, Vec<Asked>> = BTreeMap::new();
         for (name, m) in &stack.services {
+            if !due && m.watch != Some(Watch::Notify) {
+                continue;
+            }
             if let (Some(pid), None, ServiceState::Started | ServiceState::Ready, Some(node)) =
                 (m.pid, &m.stop, m.state, &m.node)
             {
@@ -167,7 +172,9 @@ impl Machine {
         }
     }
 
-    /// Services the agent of `node` no longer runs have ended; their end report was lost.
+    /// Services the agent of `node` no longer runs have ended; their end report was lost. Services
+    /// waiting for their `READY=1` that the agent knows ready are ready; their notify report was
+    /// lost (or is on its way).
     pub(super) fn reconcile(&mut self, node: &str, result: Result<agent::Status, AgentError>, asked: Vec<Asked>) {
         let status = match result {
             Ok(status) => status,
@@ -177,15 +184,26 @@ impl Machine {
             }
         };
         for Asked { service, generation, pid } in asked {
-            let gone = !status.running.iter().any(|r| r.service == service && r.pid == pid);
-            let still = self
+            let running = status.running.iter().find(|r| r.service == service && r.pid == pid);
+            let Some(m) = self
                 .stack
                 .as_ref()
                 .and_then(|s| s.services.get(&service))
-                .is_some_and(|m| m.generation == generation && m.pid == Some(pid) && m.stop.is_none());
-            if gone && still {
-                tracing::warn!(service = %service, node, pid, "process gone without an end report");
-                self.process_ended(&service, None);
+                .filter(|m| m.generation == generation && m.pid == Some(pid) && m.stop.is_none())
+            else {
+                continue;
+            };
+            match running {
+                None => {
+                    tracing::warn!(service = %service, node, pid, "process gone without an end report");
+                    self.process_ended(&service, None);
+                }
+                Some(r) if r.ready && m.watch == Some(Watch::Notify) => {
+                    tracing::info!(service = %service, node, pid, "ready by its agent's status (its notify report was missed)");
+                    self.cancel_watch(&service);
+                    self.ready(&service);
+                }
+                Some(_) => {}
             }
         }
     }

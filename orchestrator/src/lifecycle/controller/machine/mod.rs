@@ -116,6 +116,11 @@ pub enum Input {
     Launched { service: String, generation: u64, result: Result<u32, String> },
     /// The readiness check passed.
     Ready { service: String, generation: u64 },
+    /// A service's `sd_notify` message, as its agent reported it (`READY=1` counts for the
+    /// service's current process only).
+    Notified(agent::Notified),
+    /// The start-up timeout of a service that notifies its readiness has passed.
+    NotifyDue { service: String, generation: u64 },
     /// The readiness check did not pass within the start-up timeout, or liveness went critical.
     Unhealthy { service: String, generation: u64, reason: String },
     /// A process stopped on purpose has ended (`None`: it was already gone).
@@ -162,6 +167,8 @@ impl StopIntent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Watch {
     Readiness,
+    /// The start-up timeout of a service that says itself when it is ready (`notify`).
+    Notify,
     Liveness,
     RestartTimer,
 }
@@ -194,6 +201,9 @@ struct Managed {
     rebind: bool,
     /// Stopped by load shedding; started again when its node's pressure has cleared.
     shed: bool,
+    /// The pid whose `READY=1` was reported before the agent's answer to its launch (a fast
+    /// service): ready as soon as the launch answers with that pid.
+    notified: Option<u32>,
 }
 
 /// A start-up run in progress.
@@ -334,6 +344,8 @@ impl Machine {
                     self.ready(&service);
                 }
             }
+            Input::Notified(report) => self.notified(report),
+            Input::NotifyDue { service, generation } => self.notify_due(&service, generation),
             Input::Unhealthy { service, generation, reason } => {
                 if let Some(m) = self.current_mut(&service, generation) {
                     m.watch = None;

@@ -1,9 +1,10 @@
 //! Starting services: start-up runs (in dependency order, by priority, within `max_parallel`),
-//! the queue of services waiting to start again, launches and readiness.
+//! the queue of services waiting to start again, launches and readiness (by a readiness check, or
+//! by the service's own `READY=1` for those that notify).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use orch_protocol::agent::StartRequest;
+use orch_protocol::agent::{self, StartRequest};
 use orch_protocol::events::RunFinishedData;
 use orch_protocol::lifecycle::ServiceState;
 use uuid::Uuid;
@@ -152,6 +153,7 @@ impl Machine {
         m.generation = generation;
         m.stop = None;
         m.pid = None;
+        m.notified = None;
         m.restarts.started(now.instant);
         let spec = &m.spec;
         let mut env = spec.env.clone();
@@ -176,6 +178,7 @@ impl Machine {
             grace_period: spec.grace_period,
             // The kernel holds it to what it asks for (cgroups on its node).
             limits: spec.resources.map(orch_protocol::resources::Limits::from).unwrap_or_default(),
+            notify: spec.notify,
         };
         m.node = Some(node.clone());
         self.transition(name, ServiceState::Starting, Detail::default());
@@ -197,6 +200,17 @@ impl Machine {
                     return self.stop_process(name, intent);
                 }
                 let m = self.managed(name).expect("current");
+                if m.spec.notify {
+                    // Its own word replaces the readiness check (which, if any, stays on its
+                    // registry instance).
+                    if m.notified.take() == Some(pid) {
+                        return self.ready(name);
+                    }
+                    m.watch = Some(Watch::Notify);
+                    let (generation, timeout) = (m.generation, m.spec.startup_timeout);
+                    self.out.push(Effect::WaitNotified { service: name.to_string(), generation, timeout });
+                    return;
+                }
                 let Some(check) = m.spec.readiness.clone() else {
                     return self.ready(name);
                 };
@@ -212,6 +226,40 @@ impl Machine {
                 }
             }
         }
+    }
+
+    /// A service's `sd_notify` message: its current process, waiting for it, is ready once it says
+    /// `READY=1`. A report about another process (an earlier one, or one on another node) or a
+    /// service that does not notify changes nothing.
+    pub(super) fn notified(&mut self, report: agent::Notified) {
+        let name = report.service.as_str();
+        let Some(m) = self.managed(name) else { return };
+        if !report.ready || !m.spec.notify || m.node.as_deref() != Some(report.node.as_str()) || m.stop.is_some() {
+            return;
+        }
+        match m.pid {
+            Some(pid) if pid == report.pid && m.watch == Some(Watch::Notify) => {
+                self.cancel_watch(name);
+                self.ready(name);
+            }
+            // Ahead of the agent's answer to the launch: the report and the answer travel apart.
+            None if m.state == ServiceState::Starting => m.notified = Some(report.pid),
+            // Another process, or one ready already.
+            _ => {}
+        }
+    }
+
+    /// The start-up timeout of a service waiting for its `READY=1` has passed: the attempt
+    /// fails, as a readiness check that never passed does.
+    pub(super) fn notify_due(&mut self, name: &str, generation: u64) {
+        let Some(m) = self.current_mut(name, generation) else { return };
+        if m.watch != Some(Watch::Notify) {
+            return;
+        }
+        m.watch = None;
+        let timeout = humantime::format_duration(m.spec.startup_timeout);
+        let reason = format!("not ready within {timeout} (startup_timeout): no READY=1 from the process (notify)");
+        self.stop_process(name, StopIntent::Kill(reason));
     }
 
     /// The current process of `name` is ready: registered (with a port), watched (with a

@@ -55,8 +55,10 @@ fn a_process_its_agent_no_longer_runs_has_ended_without_a_report() {
     h.advance(RECONCILE);
     let e = h.send(Input::Tick);
     let local = asked(&e)[NODE].to_vec();
-    let status =
-        agent::Status { node: NODE.into(), running: vec![RunningProcess { service: "a".into(), pid: h.pid("a") }] };
+    let status = agent::Status {
+        node: NODE.into(),
+        running: vec![RunningProcess { service: "a".into(), pid: h.pid("a"), ready: false }],
+    };
     let e = h.send(Input::Status { node: NODE.into(), result: Ok(status), asked: local });
     assert_eq!(states_of(&e, "b"), [Crashed, Restarting]);
     assert_eq!(reason(&e, "b", Crashed), "the process is gone (its agent no longer runs it)");

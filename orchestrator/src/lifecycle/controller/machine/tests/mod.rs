@@ -4,6 +4,7 @@
 
 mod agents;
 mod apply;
+mod notify;
 mod placement;
 mod restarts;
 mod shedding;
@@ -124,6 +125,7 @@ impl Harness {
                 Effect::Launch { service, generation, .. }
                 | Effect::Stop { service, generation, .. }
                 | Effect::WaitReady { service, generation, .. }
+                | Effect::WaitNotified { service, generation, .. }
                 | Effect::WatchLiveness { service, generation, .. }
                 | Effect::ScheduleRestart { service, generation, .. } => Some((service, *generation)),
                 _ => None,
@@ -167,6 +169,12 @@ impl Harness {
         self.send(Input::Ready { service: service.into(), generation })
     }
 
+    /// The agent reports that the service's current process said `READY=1`.
+    fn notified(&mut self, service: &str) -> Vec<Effect> {
+        let pid = self.pid(service);
+        self.send(Input::Notified(notification(service, pid)))
+    }
+
     fn unhealthy(&mut self, service: &str, reason: &str) -> Vec<Effect> {
         let generation = self.generation(service);
         self.send(Input::Unhealthy { service: service.into(), generation, reason: reason.into() })
@@ -208,6 +216,7 @@ impl Harness {
             let next = match &effect {
                 Effect::Launch { service, .. } => self.launched(service),
                 Effect::WaitReady { service, .. } => self.probed_ready(service),
+                Effect::WaitNotified { service, .. } => self.notified(service),
                 _ => Vec::new(),
             };
             seen.push(effect);
@@ -239,6 +248,18 @@ impl Harness {
 
     fn state(&self, name: &str) -> ServiceState {
         self.service(name).state
+    }
+}
+
+/// The report of a `READY=1` from process `pid` of `service` on the test node.
+fn notification(service: &str, pid: u32) -> agent::Notified {
+    agent::Notified {
+        node: NODE.into(),
+        service: service.into(),
+        pid,
+        ready: true,
+        status: Some("serving".into()),
+        at: DateTime::from_timestamp(1_767_225_600, 0).unwrap(),
     }
 }
 
