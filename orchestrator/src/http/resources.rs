@@ -29,12 +29,9 @@ const QUOTA_MAX: u64 = i64::MAX as u64;
 async fn quotas(State(state): State<AppState>) -> Result<Json<QuotaList>, ApiError> {
     let stored = crate::storage::quotas::all(&state.pool).await?;
     let view = state.controller.view().await.ok().flatten().map(|(view, _)| view);
-    let mut used: std::collections::BTreeMap<String, Resources> = Default::default();
-    for service in view.iter().flat_map(|v| v.services.iter()) {
-        if let Some(group) = &service.group {
-            *used.entry(group.clone()).or_default() += service.resources.unwrap_or_default();
-        }
-    }
+    let used = crate::resources::quota::usage_of(
+        view.iter().flat_map(|v| v.services.iter()).map(|s| (s.group.as_deref(), s.resources)),
+    );
     let quotas = stored
         .into_iter()
         .map(|q| QuotaView {

@@ -12,10 +12,17 @@ use crate::problems::Problem;
 /// What the services of each group ask for in all, counting every replica; services in no group
 /// are left out.
 pub fn usage(manifest: &Manifest) -> BTreeMap<String, Resources> {
+    usage_of(manifest.services.values().map(|spec| (spec.group.as_deref(), spec.resources)))
+}
+
+/// [`usage`] of services given as (group, resources), e.g. as the stack view shows them.
+pub fn usage_of<'a>(
+    services: impl IntoIterator<Item = (Option<&'a str>, Option<Resources>)>,
+) -> BTreeMap<String, Resources> {
     let mut used: BTreeMap<String, Resources> = BTreeMap::new();
-    for spec in manifest.services.values() {
-        if let Some(group) = &spec.group {
-            *used.entry(group.clone()).or_default() += spec.resources.unwrap_or_default();
+    for (group, resources) in services {
+        if let Some(group) = group {
+            *used.entry(group.to_string()).or_default() += resources.unwrap_or_default();
         }
     }
     used

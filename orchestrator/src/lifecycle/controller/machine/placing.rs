@@ -87,6 +87,7 @@ impl Machine {
         let ask = self.ask(name);
         let views = self.node_views(name);
         let placed = placement::place(&views, std::slice::from_ref(&ask)).pop().expect("one ask, one placement");
+        let views = if placed.node.is_none() { Some(views) } else { None };
         let summary = placed.explanation.summary();
         let now = self.now.instant;
         let stack = self.stack.as_mut().expect("present");
@@ -107,7 +108,7 @@ impl Machine {
                 if first || m.reason.as_deref() != Some(reason.as_str()) {
                     self.transition(name, ServiceState::Pending, Detail::reason(reason));
                 }
-                self.preempt_for(name, &ask);
+                self.preempt_for(name, &ask, views.expect("kept when nothing was placed"));
                 None
             }
         }
@@ -158,14 +159,14 @@ impl Machine {
 
     /// Stops lower-priority services to make room for `name`, when a plan within the budget
     /// exists and none is under way for it already.
-    fn preempt_for(&mut self, name: &str, ask: &Ask) {
+    /// `views`: the nodes as the failed placement saw them.
+    fn preempt_for(&mut self, name: &str, ask: &Ask, views: Vec<NodeView>) {
         let stack = self.stack.as_ref().expect("present");
         let making_room =
             stack.services.values().any(|m| matches!(&m.stop, Some(StopIntent::Preempt { by, .. }) if by == name));
         if making_room {
             return;
         }
-        let views = self.node_views(name);
         let mut running: BTreeMap<&str, Vec<Running>> = BTreeMap::new();
         for (unit, m) in &stack.services {
             let Some(node) = &m.node else { continue };
