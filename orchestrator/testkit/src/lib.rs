@@ -315,11 +315,20 @@ impl NatsServer {
         }
     }
 
-    /// SIGTERM and wait.
+    /// SIGTERM and wait for the server to exit; a server still there after 30 s fails the test
+    /// (killed first, so nothing is left behind) instead of hanging it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let _ = child.wait();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while child.try_wait().ok().flatten().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("nats-server on port {} did not stop within 30s of SIGTERM", self.port);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     }
 
