@@ -331,3 +331,70 @@ async fn a_manifest_over_its_groups_quota_is_refused_naming_the_field() {
         Some("name"),
     );
 }
+
+/// A changed service with an `update` block is replaced one replica at a time, each healthy for
+/// `min_healthy_time` before the next is touched; a version whose replica crashes fails its
+/// update, and the last good version is applied again by the orchestrator (a new version), which
+/// starts the crashed replica on it and leaves the others, never replaced, running.
+#[tokio::test]
+async fn a_changed_service_rolls_out_a_replica_at_a_time_and_a_failing_version_is_reverted() {
+    let stack = Stack::start().await;
+    let _leftovers = common::KillServicesOf(stack.agent_logs.path().to_path_buf());
+    // The new version's `update` block governs its rollout.
+    let version = |v: &str, args: &str, min_healthy_time: &str| {
+        format!(
+            "[services.api]\ncommand = \"{SLEEPER}\"\nargs = [\"--ready-after\", \"0ms\"{args}]\n\
+             grace_period = \"2s\"\ncount = 3\nenv = {{ VERSION = \"{v}\" }}\n\
+             update = {{ max_parallel = 1, min_healthy_time = \"{min_healthy_time}\", healthy_deadline = \"2h\" }}\n"
+        )
+    };
+    apply(&stack, &version("1", "", "1s")).await;
+    let view = wait_for(&stack, &[("api-0", "ready"), ("api-1", "ready"), ("api-2", "ready")]).await;
+    let v1: Vec<u32> = (0..3).map(|i| pid(&view, &format!("api-{i}"))).collect();
+    let before = transitions(&stack).await.len();
+
+    let applied = apply(&stack, &version("2", "", "1s")).await;
+    assert_eq!(applied["rolling"], json!(["api-0", "api-1", "api-2"]), "{applied}");
+    assert!(applied["replaced"].as_array().unwrap().is_empty(), "nothing stopped up front: {applied}");
+    let completed =
+        stack.wait_events(1, "the update completes", |e| e["type"] == "io.orch.lifecycle.rollout_completed.v1").await;
+    assert_eq!(completed[0]["data"]["replaced"], json!(["api-0", "api-1", "api-2"]));
+    let events: Vec<_> = wait_event_after(&stack, before, "api-2", "ready").await;
+    // One at a time: a replica is stopped only once the one before is ready again.
+    for (done, next) in [("api-0", "api-1"), ("api-1", "api-2")] {
+        assert!(at(&events, done, "ready") < at(&events, next, "stopping"), "{:?}", summary(&events));
+    }
+    let progressed =
+        stack.wait_events(2, "two batches done", |e| e["type"] == "io.orch.lifecycle.rollout_progressed.v1").await;
+    assert_eq!(progressed.len(), 2);
+    let view = stack_view(&stack).await;
+    let v2: Vec<u32> = (0..3).map(|i| pid(&view, &format!("api-{i}"))).collect();
+    assert!((0..3).all(|i| v1[i] != v2[i]), "every replica runs a new process: {v1:?} {v2:?}");
+    assert!(view.get("rollouts").is_none(), "none in progress: {view}");
+
+    // Version 3 crashes shortly after it starts, well within its minimum healthy time, however
+    // slow the machine.
+    apply(&stack, &version("3", r#", "--exit-after", "200ms", "--exit-code", "3""#, "1h")).await;
+    let failed = stack.wait_events(1, "the update fails", |e| e["type"] == "io.orch.lifecycle.rollout_failed.v1").await;
+    let data = &failed[0]["data"];
+    assert_eq!((data["version"].as_i64(), data["revert_to"].as_i64()), (Some(3), Some(2)), "{data}");
+    assert!(data["reason"].as_str().unwrap().starts_with("api-0 crashed on version 3"), "{data}");
+    let reverted = stack
+        .wait_events(1, "the revert is applied", |e| {
+            e["type"] == "io.orch.lifecycle.manifest_applied.v1" && e["data"]["version"] == 4
+        })
+        .await;
+    assert_eq!(reverted[0]["principal"], "orchestrator");
+    assert!(
+        reverted[0]["data"]["source"].as_str().unwrap().starts_with("auto-revert to version 2: the rolling update"),
+        "{}",
+        reverted[0]
+    );
+    let view = eventually(Duration::from_secs(30), "api-0 runs version 2 again", || async {
+        let view = stack_view(&stack).await;
+        (view["version"] == 4 && service(&view, "api-0")["state"] == "ready").then_some(view)
+    })
+    .await;
+    assert_eq!([pid(&view, "api-1"), pid(&view, "api-2")], [v2[1], v2[2]], "never replaced, never touched");
+    assert_ne!(pid(&view, "api-0"), v2[0]);
+}

@@ -77,6 +77,16 @@ pub enum EventKind {
     /// A managed service was stopped to make room for one of higher priority (data
     /// [`crate::resources::PreemptedData`]).
     Preempted,
+    /// A rolling update of a changed service began (domain `lifecycle`, the service as the
+    /// token, data [`crate::stack::RolloutData`]).
+    RolloutStarted,
+    /// A batch of a rolling update was healthy for its `min_healthy_time`; the next begins.
+    RolloutProgressed,
+    /// Every replica of the service runs the new version.
+    RolloutCompleted,
+    /// A batch was not healthy within its deadline, or crashed: the update stops there (and the
+    /// last good version is applied again when `auto_revert`).
+    RolloutFailed,
     /// A replica took the group's lease with a new term (domain `cluster`, the replica's name as
     /// the service token, data [`LeaderElectedData`]).
     LeaderElected,
@@ -88,7 +98,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 61] = [
+    pub const ALL: [EventKind; 65] = [
         EventKind::Registered,
         EventKind::Updated,
         EventKind::Deregistered,
@@ -138,6 +148,10 @@ impl EventKind {
         EventKind::NodeUp,
         EventKind::Lost,
         EventKind::Preempted,
+        EventKind::RolloutStarted,
+        EventKind::RolloutProgressed,
+        EventKind::RolloutCompleted,
+        EventKind::RolloutFailed,
         EventKind::LeaderElected,
         EventKind::LeaderLost,
         EventKind::Workflow(WorkflowEvent::Started),
@@ -180,7 +194,11 @@ impl EventKind {
             | EventKind::ManifestApplied
             | EventKind::RunFinished
             | EventKind::Shed
-            | EventKind::Restored => "lifecycle",
+            | EventKind::Restored
+            | EventKind::RolloutStarted
+            | EventKind::RolloutProgressed
+            | EventKind::RolloutCompleted
+            | EventKind::RolloutFailed => "lifecycle",
             EventKind::Priority(_) => "priority",
             EventKind::PressureHigh
             | EventKind::PressureCleared
@@ -231,6 +249,10 @@ impl EventKind {
             EventKind::NodeUp => "node_up",
             EventKind::Lost => "lost",
             EventKind::Preempted => "preempted",
+            EventKind::RolloutStarted => "rollout_started",
+            EventKind::RolloutProgressed => "rollout_progressed",
+            EventKind::RolloutCompleted => "rollout_completed",
+            EventKind::RolloutFailed => "rollout_failed",
             EventKind::LeaderElected => "leader_elected",
             EventKind::LeaderLost => "leader_lost",
             EventKind::Workflow(kind) => kind.as_str(),
@@ -293,6 +315,10 @@ impl EventKind {
             EventKind::NodeUp => "io.orch.resource.node_up.v1",
             EventKind::Lost => "io.orch.resource.lost.v1",
             EventKind::Preempted => "io.orch.resource.preempted.v1",
+            EventKind::RolloutStarted => "io.orch.lifecycle.rollout_started.v1",
+            EventKind::RolloutProgressed => "io.orch.lifecycle.rollout_progressed.v1",
+            EventKind::RolloutCompleted => "io.orch.lifecycle.rollout_completed.v1",
+            EventKind::RolloutFailed => "io.orch.lifecycle.rollout_failed.v1",
             EventKind::LeaderElected => "io.orch.cluster.leader_elected.v1",
             EventKind::LeaderLost => "io.orch.cluster.leader_lost.v1",
             EventKind::Workflow(kind) => kind.type_str(),

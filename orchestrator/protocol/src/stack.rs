@@ -23,6 +23,37 @@ pub struct StackApplied {
     pub services: usize,
     /// Services stopped first because they changed or left the stack.
     pub replaced: Vec<String>,
+    /// Replicas replaced a batch at a time once the stack is up (changed services with an
+    /// `update` block): see `rollouts` in the stack view and the `rollout_*` events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rolling: Vec<String>,
+}
+
+/// A rolling update of one service, as the stack view shows it and as its `rollout_*` events
+/// carry it (protocol.md §12.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RolloutData {
+    /// The service (its replicas are replaced).
+    pub service: String,
+    /// The manifest version rolled out, and the one its replicas ran before.
+    pub version: i64,
+    pub from_version: i64,
+    /// The version applied again if the update fails (`auto_revert`); absent when it does not
+    /// revert (turned off, or this update is itself a revert).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert_to: Option<i64>,
+    pub max_parallel: u32,
+    /// Replicas running the new version, healthy for `min_healthy_time`.
+    pub replaced: Vec<String>,
+    /// The batch being replaced now.
+    pub batch: Vec<String>,
+    /// Replicas still on the old version, in the order they will be replaced.
+    pub remaining: Vec<String>,
+    pub started_at: DateTime<Utc>,
+    /// Why it failed (`rollout_failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Whether the stack is wanted running.
@@ -97,6 +128,9 @@ pub struct StackView {
     /// Services in each state.
     pub counts: BTreeMap<ServiceState, usize>,
     pub services: Vec<ManagedService>,
+    /// Rolling updates in progress.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollouts: Vec<RolloutData>,
 }
 
 /// What `DELETE /stack` stopped.

@@ -111,6 +111,40 @@ impl Default for Restart {
     }
 }
 
+/// How a changed service is replaced while it runs (Nomad's `update` block): a batch of at most
+/// `max_parallel` replicas at a time, each batch stopped, started on the new definition and
+/// healthy (`ready`) for `min_healthy_time` before the next one begins. A batch not healthy within
+/// `healthy_deadline`, or one that crashes, fails the update; with `auto_revert` the last good
+/// manifest version is applied again (as a new version). Without an `update` block a changed
+/// service is stopped and started again whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSpec {
+    #[serde(default = "one")]
+    pub max_parallel: u32,
+    #[serde(default = "ten_seconds", with = "duration")]
+    pub min_healthy_time: Duration,
+    #[serde(default = "five_minutes", with = "duration")]
+    pub healthy_deadline: Duration,
+    #[serde(default = "yes")]
+    pub auto_revert: bool,
+}
+
+impl Default for UpdateSpec {
+    fn default() -> Self {
+        UpdateSpec {
+            max_parallel: one(),
+            min_healthy_time: ten_seconds(),
+            healthy_deadline: five_minutes(),
+            auto_revert: true,
+        }
+    }
+}
+
+fn ten_seconds() -> Duration {
+    Duration::from_secs(10)
+}
+
 fn yes() -> bool {
     true
 }
@@ -239,6 +273,10 @@ pub struct ServiceSpec {
     /// group together may ask for no more CPU and memory than its quota.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// How a change to it is rolled out while it runs; without one, it is stopped and started
+    /// again whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateSpec>,
     /// The service a replica belongs to (set when a manifest is read, never written in one).
     #[serde(skip)]
     pub replica_of: Option<String>,
@@ -247,6 +285,16 @@ pub struct ServiceSpec {
     pub address: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
+}
+
+impl ServiceSpec {
+    /// Whether a process started from `other` is the one this entry would start: equal but for
+    /// how many replicas there are and how changes are rolled out (scaling or changing the
+    /// update strategy replaces no running replica).
+    pub fn same_process(&self, other: &ServiceSpec) -> bool {
+        let strip = |s: &ServiceSpec| ServiceSpec { count: 1, update: None, ..s.clone() };
+        strip(self) == strip(other)
+    }
 }
 
 /// The whole manifest.
@@ -482,6 +530,24 @@ impl Manifest {
                 && !is_valid_name(group)
             {
                 problem(at("group"), "a group name is 1-63 of lower-case letters, digits, '-' or '_'".into());
+            }
+            if let Some(update) = &spec.update {
+                if update.max_parallel == 0 {
+                    problem(at("update.max_parallel"), "must be at least 1".into());
+                }
+                if update.healthy_deadline < Duration::from_secs(1)
+                    || update.healthy_deadline > Duration::from_secs(24 * 3600)
+                {
+                    problem(at("update.healthy_deadline"), "must be between 1s and 24h".into());
+                } else if update.min_healthy_time >= update.healthy_deadline {
+                    problem(
+                        at("update.min_healthy_time"),
+                        format!(
+                            "must be shorter than update.healthy_deadline ({})",
+                            humantime::format_duration(update.healthy_deadline)
+                        ),
+                    );
+                }
             }
             if let Some(node) = &spec.node
                 && !is_valid_name(node)
@@ -729,5 +795,41 @@ resources = { cpu = 100, disk = 5 }
         assert!(fields.contains(&("services.c.resources", Some(14))), "{found:?}");
         let long = format!("[services.{}]\ncommand = \"x\"\ncount = 10\n", "a".repeat(62));
         assert!(problems(&long)[0].message.contains("shorten"), "{:?}", problems(&long));
+    }
+
+    #[test]
+    fn an_update_strategy_has_defaults_and_is_checked() {
+        let m = Manifest::parse("[services.a]\ncommand = \"x\"\ncount = 2\nupdate = {}\n").unwrap();
+        assert_eq!(m.services["a-0"].update, Some(UpdateSpec::default()));
+        assert_eq!(
+            UpdateSpec::default(),
+            UpdateSpec {
+                max_parallel: 1,
+                min_healthy_time: Duration::from_secs(10),
+                healthy_deadline: Duration::from_secs(300),
+                auto_revert: true
+            }
+        );
+        let text = r#"
+[services.a]
+command = "x"
+update = { max_parallel = 0, min_healthy_time = "1m", healthy_deadline = "30s" }
+
+[services.b]
+command = "x"
+update = { healthy_deadline = "2d" }
+"#;
+        let found = problems(text);
+        let fields: Vec<(&str, Option<usize>)> = found.iter().map(|p| (p.field.as_str(), p.line)).collect();
+        assert_eq!(
+            fields,
+            [
+                ("services.a.update.max_parallel", Some(2)),
+                ("services.a.update.min_healthy_time", Some(2)),
+                ("services.b.update.healthy_deadline", Some(6)),
+            ],
+            "{found:?}"
+        );
+        assert!(found[1].message.contains("shorter than update.healthy_deadline (30s)"), "{found:?}");
     }
 }

@@ -28,9 +28,51 @@ pub fn usage_of<'a>(
     used
 }
 
+/// What the units of `manifest` may ask for at the most while it replaces `running` (each
+/// running unit's group and resources): a unit replaced by a rolling update (it has an `update`
+/// block and runs now) runs its old or its new version, never both, so it counts at the larger of
+/// the two in each dimension; every other unit is stopped before its new version starts.
+pub fn peak(manifest: &Manifest, running: &BTreeMap<String, Option<Resources>>) -> Manifest {
+    let mut peak = manifest.clone();
+    for (unit, spec) in peak.services.iter_mut() {
+        if spec.update.is_none() {
+            continue;
+        }
+        if let Some(old) = running.get(unit) {
+            let (old, new) = (old.unwrap_or_default(), spec.resources.unwrap_or_default());
+            let larger = Resources::new(old.cpu.max(new.cpu), old.memory.max(new.memory));
+            spec.resources = (!larger.is_zero()).then_some(larger);
+        }
+    }
+    peak
+}
+
 /// Every way `manifest` (with its replicas expanded) goes beyond `quotas`: a group over its
 /// quota, and a service of a group with a quota that does not say what it asks for (it could
-/// otherwise take anything).
+/// otherwise take anything). `running`: the units that run now, with what they ask for; a
+/// rolling update may not take a group over its quota midway either ([`peak`]).
+pub fn check_rollout(
+    manifest: &Manifest,
+    running: &BTreeMap<String, Option<Resources>>,
+    quotas: &BTreeMap<String, Resources>,
+) -> Vec<Problem> {
+    let problems = check(manifest, quotas);
+    if !problems.is_empty() {
+        return problems;
+    }
+    check(&peak(manifest, running), quotas)
+        .into_iter()
+        .map(|mut p| {
+            p.message = format!(
+                "during its rolling update (each replica counted at the larger of its old and new resources): {}",
+                p.message
+            );
+            p
+        })
+        .collect()
+}
+
+/// [`check_rollout`] of a manifest applied with nothing running.
 pub fn check(manifest: &Manifest, quotas: &BTreeMap<String, Resources>) -> Vec<Problem> {
     let mut problems = Vec::new();
     // A service's replicas share its entry: one problem per service, not per replica.
@@ -119,5 +161,27 @@ resources = { cpu = 4000 }
         let problems = check(&manifest(&text), &quota);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].field, "services.cron.resources");
+    }
+
+    #[test]
+    fn a_rolling_update_counts_each_replica_at_its_larger_version() {
+        let old = BATCH.replace("group = \"batch\"", "group = \"batch\"\nupdate = { max_parallel = 1 }");
+        let running: BTreeMap<String, Option<Resources>> =
+            manifest(&old).services.iter().map(|(n, s)| (n.clone(), s.resources)).collect();
+        // CPU moves from the workers to cron: 3 x 500 + 250 before, 3 x 300 + 600 after; midway
+        // (cron replaced first, say) 3 x 500 + 600.
+        let new = old
+            .replace("resources = { cpu = 500, memory = 256 }", "resources = { cpu = 300, memory = 256 }")
+            .replace("resources = { cpu = 250, memory = 128 }", "resources = { cpu = 600, memory = 128 }");
+        let quota = BTreeMap::from([("batch".to_string(), Resources::new(1800, 1024))]);
+        assert!(check(&manifest(&old), &quota).is_empty(), "the old version alone fits: 1750 m");
+        assert!(check(&manifest(&new), &quota).is_empty(), "the new version alone fits: 1500 m");
+        let problems = check_rollout(&manifest(&new), &running, &quota);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].message.starts_with("during its rolling update"), "{}", problems[0].message);
+        assert!(problems[0].message.contains("2100 millicores, 896 MiB"), "{}", problems[0].message);
+        let whole = new.replace("update = { max_parallel = 1 }", "");
+        assert!(check_rollout(&manifest(&whole), &running, &quota).is_empty(), "replaced whole: stopped first");
+        assert!(check_rollout(&manifest(&new), &BTreeMap::new(), &quota).is_empty(), "nothing runs yet");
     }
 }

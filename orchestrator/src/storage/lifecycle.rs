@@ -45,6 +45,14 @@ pub async fn latest_manifest(pool: &PgPool) -> Result<Option<StoredManifest>> {
     .await?)
 }
 
+/// The manifest stored as `version`.
+pub async fn manifest_version(pool: &PgPool, version: i64) -> Result<Option<StoredManifest>> {
+    Ok(sqlx::query_as("SELECT version, body, source, principal, desired, applied_at FROM manifests WHERE version = $1")
+        .bind(version)
+        .fetch_optional(pool)
+        .await?)
+}
+
 /// Marks the stack of `version` as wanted up or down.
 pub async fn set_desired(pool: &PgPool, version: i64, up: bool) -> Result<()> {
     sqlx::query("UPDATE manifests SET desired = $2 WHERE version = $1")

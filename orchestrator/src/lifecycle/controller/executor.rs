@@ -223,6 +223,21 @@ impl Executor {
                 let result = self.store_manifest(&manifest, &body, &source).await;
                 return Some(Input::ManifestStored { request, manifest, source, run_id: Uuid::now_v7(), result });
             }
+            Effect::RevertManifest { version, source } => {
+                // The orchestrator applies it, whoever's input made the update fail.
+                principal::ORCHESTRATOR.clone_into(&mut self.acting);
+                let result = self.revert_manifest(version, &source).await;
+                let (manifest, result) = match result {
+                    Ok((manifest, stored)) => (manifest, Ok(stored)),
+                    Err(e) => {
+                        tracing::error!(version, error = %e, "cannot apply the last good version again");
+                        return None;
+                    }
+                };
+                // No one waits for the answer (request 0 is never given out).
+                let request = RequestId(0);
+                return Some(Input::ManifestStored { request, manifest, source, run_id: Uuid::now_v7(), result });
+            }
             Effect::StoreDesiredDown { request, versions } => {
                 let mut result = Ok(());
                 for version in versions {
@@ -411,8 +426,25 @@ impl Executor {
             }
             Event::Lost(data) => events::encode(&self.subjects, kind, service, service, &self.acting, at, data),
             Event::Preempted(data) => events::encode(&self.subjects, kind, service, service, &self.acting, at, data),
+            Event::RolloutStarted(data)
+            | Event::RolloutProgressed(data)
+            | Event::RolloutCompleted(data)
+            | Event::RolloutFailed(data) => {
+                events::encode(&self.subjects, kind, service, service, &self.acting, at, data)
+            }
         };
         let _ = self.records.send(Record::Event(encoded.into()));
+    }
+
+    /// Stores the manifest of `version` again as a new version; returns it parsed, with the new
+    /// version.
+    async fn revert_manifest(&self, version: i64, source: &str) -> anyhow::Result<(Box<Manifest>, i64)> {
+        let stored = storage::lifecycle::manifest_version(&self.pool, version)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("manifest version {version} is not stored"))?;
+        let manifest = Manifest::parse(&stored.body).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let new = self.store_manifest(&manifest, &stored.body, source).await?;
+        Ok((Box::new(manifest), new))
     }
 
     async fn store_manifest(

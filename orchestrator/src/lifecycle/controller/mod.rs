@@ -277,7 +277,17 @@ impl Controller {
             .into_iter()
             .map(|q| (q.name, orch_protocol::resources::Resources::new(q.cpu as u64, q.memory as u64)))
             .collect();
-        let problems = crate::resources::quota::check(&manifest, &quotas);
+        // What runs now, for the quota a rolling update must stay within midway.
+        let running = match self.view().await? {
+            Some((view, _)) => view
+                .services
+                .into_iter()
+                .filter(|s| s.state.running() || s.state == orch_protocol::lifecycle::ServiceState::Restarting)
+                .map(|s| (s.name, s.resources))
+                .collect(),
+            None => Default::default(),
+        };
+        let problems = crate::resources::quota::check_rollout(&manifest, &running, &quotas);
         if !problems.is_empty() {
             return Err(ControlError::Refused(crate::problems::Problems { document: "manifest", problems }));
         }

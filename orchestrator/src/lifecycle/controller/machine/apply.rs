@@ -91,6 +91,7 @@ impl Machine {
             teardown: None,
             desired,
             unplaced: BTreeMap::new(),
+            rollouts: BTreeMap::new(),
         });
     }
 
@@ -126,24 +127,37 @@ impl Machine {
         let services = manifest.services.len();
         self.publish(Event::ManifestApplied(ManifestAppliedData { version, source, services }));
         tracing::info!(version, services, "manifest applied");
+        let reverting = std::mem::take(&mut self.reverting);
+        let from_version = self.stack.as_ref().map_or(0, |s| s.version);
+        let good = self.supersede_rollouts(version);
         let mut replaced = Vec::new();
         let mut keep = BTreeSet::new();
+        let mut rolled = BTreeSet::new();
         if let Some(stack) = &self.stack {
             for (name, m) in &stack.services {
                 if !(m.state.running() || m.state == ServiceState::Restarting) {
                     continue;
                 }
-                if manifest.services.get(name) == Some(&m.spec) && m.state == ServiceState::Ready {
-                    keep.insert(name.clone());
-                } else {
-                    replaced.push(name.clone());
+                let ready = m.state == ServiceState::Ready;
+                match manifest.services.get(name) {
+                    Some(new) if ready && new.same_process(&m.spec) => {
+                        keep.insert(name.clone());
+                    }
+                    // Changed, with an update strategy: it keeps running the old version until a
+                    // rolling update replaces it.
+                    Some(new) if ready && new.update.is_some() => {
+                        rolled.insert(name.clone());
+                    }
+                    _ => replaced.push(name.clone()),
                 }
             }
         }
-        let applied = StackApplied { version, run_id, services, replaced };
+        let applied = StackApplied { version, run_id, services, replaced, rolling: rolled.iter().cloned().collect() };
         if applied.replaced.is_empty() {
+            keep.extend(rolled.iter().cloned());
             self.adopt(version, manifest, graph, &keep);
             self.begin_run(run_id, &keep);
+            self.begin_rollouts(&rolled, from_version, &good, reverting);
         } else {
             let stack = self.stack.as_mut().expect("services were running");
             let waves = startup::shutdown_waves(&stack.graph, &applied.replaced);
@@ -153,7 +167,7 @@ impl Machine {
                 waiting: BTreeSet::new(),
                 replies: Vec::new(),
                 stopped: 0,
-                then: Some(Replacement { version, manifest, graph, run_id }),
+                then: Some(Replacement { version, manifest, graph, run_id, rolled, from_version, good, reverting }),
                 reason: format!("replaced by manifest version {version}"),
             });
             self.next_wave();
@@ -161,8 +175,9 @@ impl Machine {
         self.reply(Reply::Applied(request, Ok(applied)));
     }
 
-    /// Installs a new stack wanted up, carrying over the services in `keep` (running, unchanged);
-    /// what was pending for the others is dropped.
+    /// Installs a new stack wanted up, carrying over the services in `keep` (running: unchanged,
+    /// which take the new entry, or to be replaced by a rolling update, which keep the old one
+    /// until then); what was pending for the others is dropped.
     pub(super) fn adopt(&mut self, version: i64, manifest: Manifest, graph: Graph, keep: &BTreeSet<String>) {
         let mut carried: BTreeMap<String, Managed> = BTreeMap::new();
         let mut placed = BTreeMap::new();
@@ -180,6 +195,13 @@ impl Machine {
         }
         self.install(version, manifest, graph, Desired::Up, &placed);
         let stack = self.stack.as_mut().expect("just installed");
+        for (name, m) in carried.iter_mut() {
+            if let Some(new) = stack.manifest.services.get(name)
+                && new.same_process(&m.spec)
+            {
+                m.spec = new.clone();
+            }
+        }
         stack.services.extend(carried);
     }
 

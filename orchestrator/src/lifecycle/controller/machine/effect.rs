@@ -109,6 +109,13 @@ pub enum Effect {
         body: String,
         source: String,
     },
+    /// Store the manifest of `version` again as a new version (a failed rolling update's
+    /// auto-revert), applied by the orchestrator with `source`; reports `ManifestStored` before
+    /// any other input is handled.
+    RevertManifest {
+        version: i64,
+        source: String,
+    },
     /// Mark the stacks of `versions` as wanted down; reports `DesiredStored` before any other
     /// input is handled.
     StoreDesiredDown {
@@ -156,6 +163,10 @@ pub enum Event {
     Restored(ShedData),
     Lost(orch_protocol::resources::LostData),
     Preempted(orch_protocol::resources::PreemptedData),
+    RolloutStarted(orch_protocol::stack::RolloutData),
+    RolloutProgressed(orch_protocol::stack::RolloutData),
+    RolloutCompleted(orch_protocol::stack::RolloutData),
+    RolloutFailed(orch_protocol::stack::RolloutData),
 }
 
 impl Event {
@@ -169,6 +180,10 @@ impl Event {
             Event::Restored(_) => EventKind::Restored,
             Event::Lost(_) => EventKind::Lost,
             Event::Preempted(_) => EventKind::Preempted,
+            Event::RolloutStarted(_) => EventKind::RolloutStarted,
+            Event::RolloutProgressed(_) => EventKind::RolloutProgressed,
+            Event::RolloutCompleted(_) => EventKind::RolloutCompleted,
+            Event::RolloutFailed(_) => EventKind::RolloutFailed,
         }
     }
 
@@ -181,6 +196,10 @@ impl Event {
             Event::Shed(d) | Event::Restored(d) => &d.service,
             Event::Lost(d) => &d.service,
             Event::Preempted(d) => &d.service,
+            Event::RolloutStarted(d)
+            | Event::RolloutProgressed(d)
+            | Event::RolloutCompleted(d)
+            | Event::RolloutFailed(d) => &d.service,
         }
     }
 }

@@ -73,6 +73,7 @@ impl Machine {
 
     /// After a crash: restart by the policy after the back-off, or give up.
     pub(super) fn crashed(&mut self, name: &str, reason: String, exit: Option<Exit>, failure: bool) {
+        self.rollout_crash(name, &reason);
         self.transition(name, ServiceState::Crashed, Detail { exit, ..Detail::reason(reason.clone()) });
         let now = self.now.instant;
         let m = self.managed(name).expect("present");

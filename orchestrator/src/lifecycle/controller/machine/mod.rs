@@ -10,14 +10,16 @@
 //!
 //! The work is split by concern: [`apply`] (manifests, resume, restart requests), [`start`]
 //! (start-up runs and launching), [`stop`] (stopping on purpose, shutdown waves), [`failure`]
-//! (crashes, restarts, giving up, reconciling with the agents) and [`pressure`] (load shedding
-//! and priority changes).
+//! (crashes, restarts, giving up, reconciling with the agents), [`pressure`] (load shedding
+//! and priority changes), [`placing`] (nodes, placement, preemption) and [`rollout`] (rolling
+//! updates).
 
 mod apply;
 pub mod effect;
 mod failure;
 mod placing;
 mod pressure;
+mod rollout;
 mod start;
 mod stop;
 #[cfg(test)]
@@ -152,12 +154,18 @@ enum StopIntent {
     Shed(String),
     /// Stopped to make room for `by`, of higher priority: `pending` until placed again.
     Preempt { by: String, reason: String },
+    /// Replaced by a rolling update: started again on the installed manifest's definition.
+    Replace(String),
 }
 
 impl StopIntent {
     fn reason(&self) -> &str {
         match self {
-            StopIntent::Down(r) | StopIntent::Kill(r) | StopIntent::Restart(r) | StopIntent::Shed(r) => r,
+            StopIntent::Down(r)
+            | StopIntent::Kill(r)
+            | StopIntent::Restart(r)
+            | StopIntent::Shed(r)
+            | StopIntent::Replace(r) => r,
             StopIntent::Preempt { reason, .. } => reason,
         }
     }
@@ -223,6 +231,11 @@ struct Replacement {
     manifest: Manifest,
     graph: Graph,
     run_id: Uuid,
+    /// Replicas kept running the old version, to be replaced by rolling updates.
+    rolled: BTreeSet<String>,
+    from_version: i64,
+    good: rollout::GoodVersions,
+    reverting: bool,
 }
 
 /// Stopping services wave by wave (reverse dependency order).
@@ -252,6 +265,8 @@ struct Stack {
     desired: Desired,
     /// Services that found no node, since when.
     unplaced: BTreeMap<String, Instant>,
+    /// Rolling updates in progress, by service.
+    rollouts: BTreeMap<String, rollout::Rollout>,
 }
 
 /// Details of a transition besides the state.
@@ -287,6 +302,9 @@ pub struct Machine {
     stale_stopped: BTreeSet<(String, String, u32)>,
     /// The last generation given out (one sequence for every service and stack).
     generation: u64,
+    /// A failed rolling update asked for the last good version to be applied again: the version
+    /// stored next is that revert (whose own updates do not revert).
+    reverting: bool,
     /// The time of the input being handled.
     now: Now,
     /// The effects decided so far for the input being handled.
@@ -306,6 +324,7 @@ impl Machine {
             inventory: Default::default(),
             stale_stopped: BTreeSet::new(),
             generation: 0,
+            reverting: false,
             now,
             out: Vec::new(),
         }
@@ -364,7 +383,10 @@ impl Machine {
             Input::Status { node, result, asked } => self.reconcile(&node, result, asked),
             Input::Tick => self.tick(),
         }
-        // Idempotent: with nothing changed since the last input, it launches nothing.
+        // Idempotent: with nothing changed since the last input, they do nothing. Rolling
+        // updates move on once a finished run is out of the way, and may queue a launch.
+        self.pump();
+        self.roll();
         self.pump();
         std::mem::take(&mut self.out)
     }
@@ -404,6 +426,7 @@ impl Machine {
             run_id: stack.run.as_ref().map(|r| r.id),
             counts,
             services,
+            rollouts: stack.rollouts.values().map(|r| r.view()).collect(),
         };
         Some((view, stack.graph.clone()))
     }

@@ -41,6 +41,9 @@ impl Machine {
         }
         let stack = self.stack.as_mut().expect("checked above");
         stack.queue.clear();
+        for (service, rollout) in std::mem::take(&mut stack.rollouts) {
+            tracing::info!(service, version = rollout.version, "rolling update ended: the stack is taken down");
+        }
         let mut running = Vec::new();
         let mut idle = Vec::new();
         for (name, m) in &stack.services {
@@ -86,16 +89,21 @@ impl Machine {
                 }
                 if let Some(next) = teardown.then {
                     let stack = self.stack.as_ref().expect("checked above");
+                    // Still ready: unchanged, or to be replaced by a rolling update.
                     let keep: BTreeSet<String> = stack
                         .services
                         .iter()
                         .filter(|(n, m)| {
-                            m.state == ServiceState::Ready && next.manifest.services.get(*n) == Some(&m.spec)
+                            m.state == ServiceState::Ready
+                                && (next.rolled.contains(*n)
+                                    || next.manifest.services.get(*n).is_some_and(|s| s.same_process(&m.spec)))
                         })
                         .map(|(n, _)| n.clone())
                         .collect();
+                    let rolled = next.rolled.intersection(&keep).cloned().collect();
                     self.adopt(next.version, next.manifest, next.graph, &keep);
                     self.begin_run(next.run_id, &keep);
+                    self.begin_rollouts(&rolled, next.from_version, &next.good, next.reverting);
                 }
                 return;
             };
@@ -147,6 +155,7 @@ impl Machine {
                 self.enqueue(name);
             }
             Some(StopIntent::Preempt { reason, .. }) => self.preempted(name, reason, exit),
+            Some(StopIntent::Replace(reason)) => self.replaced(name, reason, exit),
             Some(StopIntent::Shed(reason)) => {
                 self.transition(name, ServiceState::Stopped, Detail { exit, ..Detail::reason(reason) });
             }

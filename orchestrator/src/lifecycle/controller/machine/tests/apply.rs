@@ -35,7 +35,7 @@ depends_on = { api = "started" }
 "#;
 
 /// Applies `text` up to its storage, as version `version`; the effects once stored.
-fn apply(h: &mut Harness, text: &str, version: i64, run_id: Uuid) -> (RequestId, Vec<Effect>) {
+pub(super) fn apply(h: &mut Harness, text: &str, version: i64, run_id: Uuid) -> (RequestId, Vec<Effect>) {
     let request = h.request();
     let e = h.send(Input::Apply { request, manifest: manifest(text), body: text.into(), source: "test".into() });
     let [Effect::StoreManifest { request: stored, manifest, body, source }] = &e[..] else {

@@ -7,6 +7,7 @@ mod apply;
 mod notify;
 mod placement;
 mod restarts;
+mod rollout;
 mod shedding;
 mod shutdown;
 mod startup;
