@@ -353,9 +353,29 @@ async fn a_changed_service_rolls_out_a_replica_at_a_time_and_a_failing_version_i
     let v1: Vec<u32> = (0..3).map(|i| pid(&view, &format!("api-{i}"))).collect();
     let before = transitions(&stack).await.len();
 
-    let applied = apply(&stack, &version("2", "", "1s")).await;
-    assert_eq!(applied["rolling"], json!(["api-0", "api-1", "api-2"]), "{applied}");
-    assert!(applied["replaced"].as_array().unwrap().is_empty(), "nothing stopped up front: {applied}");
+    // Version 2 through the command line, which follows the update to its end.
+    let dir = orch_testkit::TempDir::new("rollout");
+    let file = dir.path().join("stack.toml");
+    std::fs::write(&file, version("2", "", "1s")).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(["up", "--api-url", &format!("http://127.0.0.1:{}", stack.http_port()), "-f"])
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("manifest version 2 applied: 3 services\n"), "nothing replaced up front: {stdout}");
+    assert!(stdout.contains("rolling update of api-0, api-1, api-2 (a batch at a time"), "{stdout}");
+    // Progress as it goes (each step lasts at least min_healthy_time; which ones a poll sees is
+    // the machine's business).
+    assert!(
+        stdout.lines().any(|l| l.starts_with("api v1 -> v2: ")
+            && l.contains("/3 replaced, replacing api-")
+            && l.ends_with(" (reverts to v1 on failure)")),
+        "{stdout}"
+    );
+    assert!(stdout.trim_end().ends_with("rolling update of version 2 completed"), "{stdout}");
     let completed =
         stack.wait_events(1, "the update completes", |e| e["type"] == "io.orch.lifecycle.rollout_completed.v1").await;
     assert_eq!(completed[0]["data"]["replaced"], json!(["api-0", "api-1", "api-2"]));

@@ -51,7 +51,8 @@ pub struct RolloutData {
     /// Replicas still on the old version, in the order they will be replaced.
     pub remaining: Vec<String>,
     pub started_at: DateTime<Utc>,
-    /// Why it failed (`rollout_failed`).
+    /// Why it failed. A failed update moves no further; it stays in the stack view, with its
+    /// reason, until a newer version (an auto-revert, or the next apply) supersedes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -128,7 +129,7 @@ pub struct StackView {
     /// Services in each state.
     pub counts: BTreeMap<ServiceState, usize>,
     pub services: Vec<ManagedService>,
-    /// Rolling updates in progress.
+    /// Rolling updates in progress, and failed ones not yet superseded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rollouts: Vec<RolloutData>,
 }

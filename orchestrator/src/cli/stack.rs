@@ -52,6 +52,9 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<bool> {
         format!(", replacing {}", applied.replaced.join(", "))
     };
     println!("manifest version {} applied: {} services{replacing}", applied.version, applied.services);
+    if !applied.rolling.is_empty() {
+        println!("rolling update of {} (a batch at a time, once the stack is up)", applied.rolling.join(", "));
+    }
     if args.detach {
         return Ok(true);
     }
@@ -81,10 +84,57 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<bool> {
                 }
             }
             print_profile(&p);
-            return Ok(p.outcome.as_deref() == Some("ready"));
+            let ready = p.outcome.as_deref() == Some("ready");
+            if applied.rolling.is_empty() {
+                return Ok(ready);
+            }
+            return Ok(follow_rollouts(&api, applied.version).await? && ready);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Follows the rolling updates of `version` until they complete or fail, printing each step;
+/// whether they completed.
+async fn follow_rollouts(api: &StackClient, version: i64) -> anyhow::Result<bool> {
+    let mut last = String::new();
+    loop {
+        let stack = api.stack().await?;
+        if stack.version != version {
+            // A newer version: an auto-revert after a failed update, or someone else's apply.
+            println!(
+                "manifest version {} is applied now: the rolling update of version {version} failed or was superseded (orchestrator events rollout_failed)",
+                stack.version
+            );
+            return Ok(false);
+        }
+        let rollouts: Vec<_> = stack.rollouts.iter().filter(|r| r.version == version).collect();
+        let line = rollouts.iter().map(|r| rollout_line(r)).collect::<Vec<_>>().join("; ");
+        if line != last && !line.is_empty() {
+            println!("{line}");
+            last = line;
+        }
+        if let Some(failed) = rollouts.iter().find(|r| r.reason.is_some()) {
+            println!("rolling update of {} failed: {}", failed.service, failed.reason.as_deref().unwrap_or_default());
+            return Ok(false);
+        }
+        if rollouts.is_empty() {
+            println!("rolling update of version {version} completed");
+            return Ok(true);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// One rolling update in a line: `api to v3: 1/3 replaced, replacing api-1 (reverts to v2)`.
+fn rollout_line(r: &orch_protocol::stack::RolloutData) -> String {
+    let total = r.replaced.len() + r.batch.len() + r.remaining.len();
+    let batch = if r.batch.is_empty() { String::new() } else { format!(", replacing {}", r.batch.join(" ")) };
+    let revert = match r.revert_to {
+        Some(v) => format!(" (reverts to v{v} on failure)"),
+        None => " (no revert)".into(),
+    };
+    format!("{} v{} -> v{}: {}/{total} replaced{batch}{revert}", r.service, r.from_version, r.version, r.replaced.len())
 }
 
 fn by_state(stack: &StackView) -> BTreeMap<ServiceState, Vec<&str>> {
@@ -137,6 +187,12 @@ pub async fn status(args: &ApiArgs) -> anyhow::Result<()> {
             s.restarts,
             s.reason.as_deref().unwrap_or("")
         );
+    }
+    for r in &stack.rollouts {
+        match &r.reason {
+            Some(why) => println!("rolling update failed: {}: {why}", rollout_line(r)),
+            None => println!("rolling update: {}", rollout_line(r)),
+        }
     }
     Ok(())
 }

@@ -42,16 +42,19 @@ pub(super) struct Rollout {
     pub batch_deadline: Option<Instant>,
     pub done: Vec<String>,
     pub started_at: DateTime<Utc>,
-    /// Set when a replica of the batch crashed on the new version.
+    /// Why it failed: set when a replica of the batch crashed on the new version or the batch
+    /// was late. A failed update stays in the view (with its reason) until a newer version
+    /// supersedes it, and moves no further.
     pub failure: Option<String>,
+    pub failed: bool,
 }
 
 impl Rollout {
     pub fn view(&self) -> RolloutData {
-        self.data(None)
+        self.data()
     }
 
-    fn data(&self, reason: Option<String>) -> RolloutData {
+    fn data(&self) -> RolloutData {
         RolloutData {
             service: self.service.clone(),
             version: self.version,
@@ -62,7 +65,7 @@ impl Rollout {
             batch: self.batch.keys().cloned().collect(),
             remaining: self.todo.iter().cloned().collect(),
             started_at: self.started_at,
-            reason,
+            reason: self.failed.then(|| self.failure.clone()).flatten(),
         }
     }
 }
@@ -108,6 +111,7 @@ impl Machine {
                 done: Vec::new(),
                 started_at: now,
                 failure: None,
+                failed: false,
             };
             tracing::info!(
                 service,
@@ -117,7 +121,7 @@ impl Machine {
                 max_parallel = policy.max_parallel,
                 "rolling update begins"
             );
-            started.push(rollout.data(None));
+            started.push(rollout.data());
             stack.rollouts.insert(service, rollout);
         }
         for data in started {
@@ -166,6 +170,10 @@ impl Machine {
         let now = self.now.instant;
         let stack = self.stack.as_mut().expect("checked by roll");
         let mut rollout = stack.rollouts.remove(service).expect("listed by roll");
+        if rollout.failed {
+            stack.rollouts.insert(service.to_string(), rollout);
+            return;
+        }
         // Where the batch stands.
         for (unit, since) in rollout.batch.iter_mut() {
             match stack.services.get(unit).map(|m| m.state) {
@@ -218,7 +226,7 @@ impl Machine {
                 replicas = rollout.done.len(),
                 "rolling update completed"
             );
-            return self.publish(Event::RolloutCompleted(rollout.data(None)));
+            return self.publish(Event::RolloutCompleted(rollout.data()));
         }
         // The next batch: replicas still on the old version that run; one that no longer does
         // (crashed, stopped) is left to its own recovery, on the new definition.
@@ -232,7 +240,7 @@ impl Machine {
             rollout.batch.insert(unit.clone(), None);
         }
         rollout.batch_deadline = Some(now + rollout.policy.healthy_deadline);
-        let data = rollout.data(None);
+        let data = rollout.data();
         stack.rollouts.insert(service.to_string(), rollout);
         tracing::info!(service, batch = ?batch, "rolling update: replacing a batch");
         if finished_batch {
@@ -271,7 +279,8 @@ impl Machine {
         self.enqueue(name);
     }
 
-    fn rollout_failed(&mut self, rollout: Rollout, reason: String) {
+    fn rollout_failed(&mut self, mut rollout: Rollout, reason: String) {
+        rollout.failed = true;
         tracing::warn!(
             service = rollout.service,
             version = rollout.version,
@@ -279,11 +288,16 @@ impl Machine {
             reason,
             "rolling update failed"
         );
-        self.publish(Event::RolloutFailed(rollout.data(Some(reason.clone()))));
-        if let Some(to) = rollout.revert_to {
+        self.publish(Event::RolloutFailed(rollout.data()));
+        let revert_to = rollout.revert_to;
+        let service = rollout.service.clone();
+        let version = rollout.version;
+        if let Some(stack) = self.stack.as_mut() {
+            stack.rollouts.insert(service.clone(), rollout);
+        }
+        if let Some(to) = revert_to {
             let source = format!(
-                "auto-revert to version {to}: the rolling update of {} to version {} failed ({reason})",
-                rollout.service, rollout.version
+                "auto-revert to version {to}: the rolling update of {service} to version {version} failed ({reason})"
             );
             self.reverting = true;
             self.out.push(Effect::RevertManifest { version: to, source });

@@ -169,6 +169,14 @@ update = { max_parallel = 2, min_healthy_time = "5s", healthy_deadline = "30s", 
     assert_eq!(failed.reason.as_deref(), Some("api-1 not healthy for 5s within healthy_deadline (30s)"));
     assert_eq!(failed.revert_to, None, "auto_revert = false");
     assert!(!e.iter().any(|e| matches!(e, Effect::RevertManifest { .. })));
+    // It stays in the view, failed, and moves no further.
+    h.advance(Duration::from_secs(60));
+    h.probed_ready("api-1");
+    let e = h.send(Input::Tick);
+    assert!(stops(&e).is_empty() && rollout_events(&e).is_empty(), "{e:?}");
+    let (view, _) = h.machine.view().unwrap();
+    assert_eq!(view.rollouts.len(), 1);
+    assert_eq!(view.rollouts[0].reason, failed.reason);
 }
 
 #[test]
