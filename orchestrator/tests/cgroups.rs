@@ -26,6 +26,7 @@ const SLEEPER: &str = env!("CARGO_BIN_EXE_orch-sleeper");
 fn spec(service: &str, command: &str, args: &[&str], limits: Limits) -> ProcessSpec {
     ProcessSpec {
         service: service.into(),
+        fingerprint: String::new(),
         command: command.into(),
         args: args.iter().map(|a| a.to_string()).collect(),
         env: BTreeMap::new(),

@@ -418,3 +418,46 @@ async fn a_changed_service_rolls_out_a_replica_at_a_time_and_a_failing_version_i
     assert_eq!([pid(&view, "api-1"), pid(&view, "api-2")], [v2[1], v2[2]], "never replaced, never touched");
     assert_ne!(pid(&view, "api-0"), v2[0]);
 }
+
+/// The orchestrator restarted in the middle of a rolling update resumes the newest version: the
+/// replica already replaced is adopted (same process), and the one still running the old
+/// definition is not taken for the new one: adoption compares what each process was started from
+/// (its fingerprint, kept by the agent) and replaces it.
+#[tokio::test]
+async fn a_restart_during_a_rolling_update_adopts_the_replaced_replica_and_replaces_the_outdated_one() {
+    let mut stack = Stack::start().await;
+    let _leftovers = common::KillServicesOf(stack.agent_logs.path().to_path_buf());
+    let version = |v: &str| {
+        portless(
+            "api",
+            &format!(
+                "count = 2\nenv = {{ VERSION = \"{v}\" }}\n\
+                 update = {{ max_parallel = 1, min_healthy_time = \"1h\", healthy_deadline = \"2h\" }}"
+            ),
+        )
+    };
+    apply(&stack, &version("1")).await;
+    let view = wait_for(&stack, &[("api-0", "ready"), ("api-1", "ready")]).await;
+    let old = [pid(&view, "api-0"), pid(&view, "api-1")];
+    let before = transitions(&stack).await.len();
+    apply(&stack, &version("2")).await;
+    // api-0 runs version 2; api-1 waits for api-0's hour of health, on version 1.
+    wait_event_after(&stack, before, "api-0", "ready").await;
+    let view = wait_for(&stack, &[("api-0", "ready"), ("api-1", "ready")]).await;
+    let replaced = pid(&view, "api-0");
+    assert_ne!(replaced, old[0]);
+    assert_eq!(pid(&view, "api-1"), old[1]);
+    assert_eq!(view["rollouts"][0]["batch"], json!(["api-0"]), "{view}");
+
+    stack.stop_orchestrator().await;
+    stack.start_orchestrator().await;
+    let view = eventually(Duration::from_secs(30), "both ready after the restart", || async {
+        let view = stack_view(&stack).await;
+        let ready = ["api-0", "api-1"].iter().all(|s| service(&view, s)["state"] == "ready");
+        (ready && pid(&view, "api-1") != old[1]).then_some(view)
+    })
+    .await;
+    assert_eq!(view["version"], 2);
+    assert_eq!(pid(&view, "api-0"), replaced, "adopted: it runs version 2");
+    assert!(!orch_testkit::process_alive(old[1]), "the process of version 1 was stopped");
+}

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 fn sh(service: &str, script: &str) -> ProcessSpec {
     ProcessSpec {
         service: service.into(),
+        fingerprint: format!("fp-{service}"),
         command: "/bin/sh".into(),
         args: vec!["-c".into(), script.into()],
         env: BTreeMap::from([("GREETING".to_string(), "hello".to_string())]),
@@ -140,6 +141,10 @@ async fn a_new_supervisor_adopts_what_runs_and_reports_what_ended_while_away() {
     );
     second.reported(&ended);
     assert_eq!(second.running(), vec![("counter".to_string(), pid)]);
+    // What the adopted process was started from is known (adoption compares it); the record of
+    // the ended one went with its report.
+    assert_eq!(second.fingerprint("counter").as_deref(), Some("fp-counter"));
+    assert_eq!(second.fingerprint("ending"), None);
 
     // A third supervisor does not report that end again; the adopted one stops as any other.
     drop(second);

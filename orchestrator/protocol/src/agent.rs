@@ -120,6 +120,10 @@ pub struct Stopped {
 pub struct RunningProcess {
     pub service: String,
     pub pid: u32,
+    /// The [`StartRequest::fingerprint`] it was started from. Agents from before fingerprints,
+    /// and processes started by them, leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
     /// The process (or one of its process group or session) sent `READY=1` on the agent's notify
     /// socket. Agents from before notifications leave it out: false.
     #[serde(default)]
@@ -201,6 +205,26 @@ pub const STATUS_MAX: usize = 256;
 pub const LOG_LINES_MAX: usize = 10_000;
 
 impl StartRequest {
+    /// What the process is started from, as a stable digest (16 hex digits, FNV-1a 64 of a
+    /// canonical JSON array): equal for two requests that start the same program the same way,
+    /// whichever manifest version asked. Command, arguments, environment (without
+    /// `ORCH_MANIFEST_VERSION`, which every version changes), working directory, limits and
+    /// `notify` count; how it is stopped does not. The agent keeps it beside the process and
+    /// reports it in `status`, so an orchestrator that finds a service still running (adoption)
+    /// can tell whether it runs what it would start now (protocol.md §11).
+    pub fn fingerprint(&self) -> String {
+        let mut env = self.env.clone();
+        env.remove("ORCH_MANIFEST_VERSION");
+        let canonical =
+            serde_json::json!([self.command, self.args, env, self.workdir, self.limits, self.notify]).to_string();
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in canonical.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{hash:016x}")
+    }
+
     pub fn validate(&self) -> Result<(), ProtocolError> {
         crate::registry::validate_name("service", &self.service)?;
         if self.command.trim().is_empty() {
@@ -228,6 +252,26 @@ mod tests {
     }
 
     #[test]
+    fn a_fingerprint_tells_what_a_process_runs_whichever_version_asked() {
+        let start: StartRequest =
+            serde_json::from_str(r#"{"service": "web", "command": "/bin/web", "args": ["--v1"], "env": {"A": "1", "ORCH_MANIFEST_VERSION": "3"}}"#)
+                .unwrap();
+        let fingerprint = start.fingerprint();
+        assert_eq!(fingerprint.len(), 16);
+        assert!(fingerprint.chars().all(|c| c.is_ascii_hexdigit()));
+        let mut later = start.clone();
+        later.env.insert("ORCH_MANIFEST_VERSION".into(), "4".into());
+        later.grace_period = std::time::Duration::from_secs(1);
+        assert_eq!(later.fingerprint(), fingerprint, "a later version of the same definition, or another grace period");
+        let changed = StartRequest { args: vec!["--v2".into()], ..start.clone() };
+        assert_ne!(changed.fingerprint(), fingerprint);
+        let env = StartRequest { env: BTreeMap::from([("A".into(), "2".into())]), ..start };
+        assert_ne!(env.fingerprint(), fingerprint);
+        let running: RunningProcess = serde_json::from_str(r#"{"service": "web", "pid": 7}"#).unwrap();
+        assert_eq!(running.fingerprint, None, "from an agent before fingerprints");
+    }
+
+    #[test]
     fn payloads_from_before_notifications_still_read() {
         let start: StartRequest = serde_json::from_str(r#"{"service": "web", "command": "/bin/true"}"#).unwrap();
         assert!(!start.notify);
@@ -236,7 +280,7 @@ mod tests {
         assert_eq!(serde_json::to_value(&asked).unwrap()["notify"], true);
         let status: Status =
             serde_json::from_str(r#"{"node": "n", "running": [{"service": "web", "pid": 7}]}"#).unwrap();
-        assert_eq!(status.running, [RunningProcess { service: "web".into(), pid: 7, ready: false }]);
+        assert_eq!(status.running, [RunningProcess { service: "web".into(), pid: 7, ready: false, fingerprint: None }]);
         let report: Notified = serde_json::from_str(
             r#"{"node": "n", "service": "web", "pid": 7, "ready": true, "at": "2026-01-01T00:00:00Z"}"#,
         )

@@ -128,6 +128,7 @@ async fn answer(supervisor: &Supervisor, node: &str, verb: &str, payload: &[u8])
             let r: StartRequest = parse_json(payload)?;
             r.validate()?;
             let spec = ProcessSpec {
+                fingerprint: r.fingerprint(),
                 service: r.service.clone(),
                 command: r.command,
                 args: r.args,
@@ -152,7 +153,12 @@ async fn answer(supervisor: &Supervisor, node: &str, verb: &str, payload: &[u8])
             let running = supervisor
                 .running()
                 .into_iter()
-                .map(|(service, pid)| agent::RunningProcess { ready: supervisor.is_ready(&service, pid), service, pid })
+                .map(|(service, pid)| agent::RunningProcess {
+                    ready: supervisor.is_ready(&service, pid),
+                    fingerprint: supervisor.fingerprint(&service),
+                    service,
+                    pid,
+                })
                 .collect();
             Ok(json(&agent::Status { node: node.to_string(), running }))
         }

@@ -36,6 +36,9 @@ use crate::process::signal_group;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessSpec {
     pub service: String,
+    /// What it is started from ([`orch_protocol::agent::StartRequest::fingerprint`]), kept beside
+    /// it (`<service>.spec`) and reported by `status`; empty: none kept.
+    pub fingerprint: String,
     pub command: String,
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
@@ -173,6 +176,10 @@ fn recorded_end(run_dir: &Path, service: &str, state: &ShimState) -> End {
 }
 
 /// Where the agent records that a service's process said `READY=1`: `pid=<pid>`.
+fn spec_path(run_dir: &Path, service: &str) -> PathBuf {
+    run_dir.join(format!("{service}.spec"))
+}
+
 fn ready_path(run_dir: &Path, service: &str) -> PathBuf {
     run_dir.join(format!("{service}.ready"))
 }
@@ -288,6 +295,13 @@ impl Supervisor {
     }
 
     /// The process `pid` of `service` said `READY=1`.
+    /// The fingerprint of what the running `service` was started from, when it was kept.
+    pub fn fingerprint(&self, service: &str) -> Option<String> {
+        let text = std::fs::read_to_string(spec_path(&self.run_dir, service)).ok()?;
+        let fingerprint = text.trim().strip_prefix("fingerprint=")?;
+        (!fingerprint.is_empty()).then(|| fingerprint.to_string())
+    }
+
     pub fn is_ready(&self, service: &str, pid: u32) -> bool {
         self.ready.lock().expect("supervisor lock").get(service) == Some(&pid)
     }
@@ -401,6 +415,16 @@ impl Supervisor {
         // Records of an earlier run that was reported are gone; a stale one must not be read as
         // this run's end.
         let _ = std::fs::remove_file(exit_path(&self.run_dir, &spec.service));
+        // Before the process exists, so a process found running always has the record of what
+        // it was started from (an agent that cannot write it starts nothing).
+        std::fs::create_dir_all(&self.run_dir)
+            .and_then(|()| {
+                write_atomically(
+                    &spec_path(&self.run_dir, &spec.service),
+                    &format!("fingerprint={}\n", spec.fingerprint),
+                )
+            })
+            .map_err(spawn_error)?;
         let args = ShimArgs {
             run_dir: self.run_dir.clone(),
             log_dir: self.log_dir.clone(),
@@ -533,6 +557,7 @@ impl Supervisor {
         if same_run {
             let _ = std::fs::remove_file(exit_path(&self.run_dir, &exited.service));
             let _ = std::fs::remove_file(ready_path(&self.run_dir, &exited.service));
+            let _ = std::fs::remove_file(spec_path(&self.run_dir, &exited.service));
             let _ = std::fs::remove_file(state);
         }
     }

@@ -293,17 +293,18 @@ impl Executor {
             let result = match agents.start(&node, &request).await {
                 Ok(started) => Ok(started.pid),
                 // Still running from before (a standalone agent outlives the orchestrator): adopt
-                // the process.
+                // the process, if it runs what would be started now.
                 Err(AgentError::Refused { code: ErrorCode::Conflict, .. }) => match agents.status(&node).await {
-                    Ok(status) => status
-                        .running
-                        .into_iter()
-                        .find(|r| r.service == service)
-                        .map(|r| {
+                    Ok(status) => match status.running.into_iter().find(|r| r.service == service) {
+                        None => Err("the agent reported it running, then not".to_string()),
+                        Some(r) if r.fingerprint.as_ref().is_some_and(|f| *f != request.fingerprint()) => {
+                            replace_outdated(&agents, &node, &request, r.pid).await
+                        }
+                        Some(r) => {
                             adopted_ready = r.ready;
-                            r.pid
-                        })
-                        .ok_or_else(|| "the agent reported it running, then not".to_string()),
+                            Ok(r.pid)
+                        }
+                    },
                     Err(e) => Err(e.to_string()),
                 },
                 Err(e) => Err(e.to_string()),
@@ -458,6 +459,26 @@ impl Executor {
         storage::lifecycle::retain_services(&self.pool, &names).await?;
         Ok(stored.version)
     }
+}
+
+/// A process found running that was started from another definition (an earlier version: the
+/// orchestrator died before it was replaced, or during a rolling update): stopped, and the
+/// service started as asked. Its end is reported as a stop, about a pid the controller never
+/// took as the service's.
+async fn replace_outdated(agents: &AgentClient, node: &str, request: &StartRequest, pid: u32) -> Result<u32, String> {
+    tracing::warn!(
+        service = request.service,
+        node,
+        pid,
+        "found running from another definition than the applied one: replacing it"
+    );
+    let stop = StopRequest {
+        service: request.service.clone(),
+        signal: request.stop_signal.clone(),
+        grace_period: request.grace_period,
+    };
+    agents.stop(node, &stop).await.map_err(|e| format!("could not stop the process of an earlier definition: {e}"))?;
+    agents.start(node, request).await.map(|started| started.pid).map_err(|e| e.to_string())
 }
 
 /// The time now, as the machine takes it with each input.

@@ -57,7 +57,7 @@ fn a_process_its_agent_no_longer_runs_has_ended_without_a_report() {
     let local = asked(&e)[NODE].to_vec();
     let status = agent::Status {
         node: NODE.into(),
-        running: vec![RunningProcess { service: "a".into(), pid: h.pid("a"), ready: false }],
+        running: vec![RunningProcess { service: "a".into(), pid: h.pid("a"), ready: false, fingerprint: None }],
     };
     let e = h.send(Input::Status { node: NODE.into(), result: Ok(status), asked: local });
     assert_eq!(states_of(&e, "b"), [Crashed, Restarting]);

@@ -134,7 +134,7 @@ fn readiness_is_found_through_the_agents_status_when_the_report_was_lost() {
     let pid = h.pid("daemon");
     let status = |ready| agent::Status {
         node: NODE.into(),
-        running: vec![RunningProcess { service: "daemon".into(), pid, ready }],
+        running: vec![RunningProcess { service: "daemon".into(), pid, ready, fingerprint: None }],
     };
     let e = h.send(Input::Status { node: NODE.into(), result: Ok(status(false)), asked: asked.clone() });
     assert!(e.is_empty(), "not ready yet: {e:?}");
