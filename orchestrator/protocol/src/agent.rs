@@ -257,8 +257,11 @@ mod tests {
             serde_json::from_str(r#"{"service": "web", "command": "/bin/web", "args": ["--v1"], "env": {"A": "1", "ORCH_MANIFEST_VERSION": "3"}}"#)
                 .unwrap();
         let fingerprint = start.fingerprint();
-        assert_eq!(fingerprint.len(), 16);
-        assert!(fingerprint.chars().all(|c| c.is_ascii_hexdigit()));
+        // As protocol.md §11 says a client in another language computes it.
+        let canonical = r#"["/bin/web",["--v1"],{"A":"1"},null,{},false]"#;
+        let fnv =
+            canonical.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        assert_eq!(fingerprint, format!("{fnv:016x}"));
         let mut later = start.clone();
         later.env.insert("ORCH_MANIFEST_VERSION".into(), "4".into());
         later.grace_period = std::time::Duration::from_secs(1);
