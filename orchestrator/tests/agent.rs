@@ -80,11 +80,14 @@ async fn standalone_agent_runs_processes_over_nats_and_its_services_outlive_it()
     .await;
 
     // Start, status, logs.
-    let (code, started) = request(&client, "start", sh("web", "echo serving on $PORT; sleep 1000 & sleep 1000")).await;
+    let web = sh("web", "echo serving on $PORT; sleep 1000 & sleep 1000");
+    let fingerprint = serde_json::from_value::<orch_protocol::agent::StartRequest>(web.clone()).unwrap().fingerprint();
+    let (code, started) = request(&client, "start", web).await;
     assert_eq!(code, None, "{started}");
     let pid = started["pid"].as_u64().unwrap() as u32;
     let (_, status) = request(&client, "status", json!({})).await;
-    assert_eq!(status["running"], json!([{"service": "web", "pid": pid, "ready": false}]));
+    // With what it was started from, for an orchestrator that finds it running later.
+    assert_eq!(status["running"], json!([{"service": "web", "pid": pid, "ready": false, "fingerprint": fingerprint}]));
     let logs = eventually(Duration::from_secs(10), "output captured", || async {
         let (_, logs) = request(&client, "logs", json!({"service": "web", "lines": 10})).await;
         (!logs["lines"].as_array().unwrap().is_empty()).then_some(logs)
@@ -157,7 +160,13 @@ async fn standalone_agent_runs_processes_over_nats_and_its_services_outlive_it()
         (&json!("crashes-alone"), &json!(crashing), &json!({"by": "code", "code": 9}), &json!(false))
     );
     let (_, status) = request(&client, "status", json!({})).await;
-    assert_eq!(status["running"], json!([{"service": "orphans", "pid": pid, "ready": false}]));
+    // What it was started from survives the upgrade: an orchestrator can still compare it.
+    let orphans = sh("orphans", "sleep 1000 & echo $!; sleep 1000");
+    let fingerprint = serde_json::from_value::<orch_protocol::agent::StartRequest>(orphans).unwrap().fingerprint();
+    assert_eq!(
+        status["running"],
+        json!([{"service": "orphans", "pid": pid, "ready": false, "fingerprint": fingerprint}])
+    );
     assert!(logs_of("crashes-alone").await.iter().any(|l| l.as_str().unwrap().ends_with("stdout crashing")));
     // What the upgraded agent starts runs under its own binary's shim (`orchestrator shim`).
     let (code, started) = request(&client, "start", sh("after-upgrade", "sleep 1000")).await;
