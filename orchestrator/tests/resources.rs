@@ -286,11 +286,29 @@ async fn a_manifest_over_its_groups_quota_is_refused_naming_the_field() {
         Some("services.worker.resources"),
     );
 
-    let within = portless("worker", "group = \"batch\"\ncount = 2\nresources = { cpu = 400, memory = 64 }");
-    apply(&stack, &within).await;
-    wait_for(&stack, &[("worker-0", "ready"), ("worker-1", "ready")]).await;
+    // Both rolled on change: replaced in place, each replica at its old or its new version.
+    let group = |worker_cpu: u64, cron_cpu: u64| {
+        let update = "update = { max_parallel = 1, min_healthy_time = \"1s\" }";
+        format!(
+            "{}{}",
+            portless(
+                "worker",
+                &format!("group = \"batch\"\ncount = 2\nresources = {{ cpu = {worker_cpu}, memory = 64 }}\n{update}")
+            ),
+            portless("cron", &format!("group = \"batch\"\nresources = {{ cpu = {cron_cpu}, memory = 64 }}\n{update}")),
+        )
+    };
+    apply(&stack, &group(400, 100)).await;
+    wait_for(&stack, &[("worker-0", "ready"), ("worker-1", "ready"), ("cron", "ready")]).await;
     let (_, list) = call(&stack, "GET", "/api/v1/quotas", None).await;
-    assert_eq!(list["quotas"][0]["used"], json!({"cpu": 800, "memory": 128}), "{list}");
+    assert_eq!(list["quotas"][0]["used"], json!({"cpu": 900, "memory": 192}), "{list}");
+    // CPU moved from the workers to cron: 900 millicores before and after, but midway (cron
+    // replaced, the workers not yet) 2 x 400 + 500.
+    let refused =
+        common::http::call_raw(&stack, "PUT", "/api/v1/stack", Some(group(200, 500)), "application/toml", &[]).await;
+    common::http::assert_error(&refused, StatusCode::BAD_REQUEST, "validation_failed", Some("services.cron.group"));
+    let message = refused.1["error"]["message"].as_str().unwrap();
+    assert!(message.contains("during its rolling update") && message.contains("1300 millicores"), "{message}");
 
     // The command line: set, list, and the node inventory.
     // (Run without blocking: the orchestrator answering it runs on this test's thread.)
@@ -310,7 +328,7 @@ async fn a_manifest_over_its_groups_quota_is_refused_naming_the_field() {
     };
     assert!(cli(&["quota", "set", "tools", "--cpu", "100", "--memory", "10"]).await.contains("quota of tools set"));
     let listed = cli(&["quota", "list"]).await;
-    assert!(listed.contains("tools") && listed.contains("100m/10Mi") && listed.contains("800m/128Mi"), "{listed}");
+    assert!(listed.contains("tools") && listed.contains("100m/10Mi") && listed.contains("900m/192Mi"), "{listed}");
     assert!(cli(&["quota", "clear", "tools"]).await.contains("removed"));
     let nodes = cli(&["nodes"]).await;
     assert!(nodes.contains("local") && nodes.contains("ready"), "{nodes}");
