@@ -64,6 +64,16 @@ fn node_event_kinds() -> Vec<&'static str> {
     [EventKind::NodeJoined, EventKind::NodeDown, EventKind::NodeUp].iter().map(|k| k.name()).collect()
 }
 
+/// The kinds of a rolling update's events (`<prefix>.evt.lifecycle.<service>.<kind>`, type
+/// `io.orch.lifecycle.<kind>.v1`, data `RolloutData`), as the protocol crate names them.
+fn rollout_event_kinds() -> Vec<&'static str> {
+    use orch_protocol::EventKind;
+    [EventKind::RolloutStarted, EventKind::RolloutProgressed, EventKind::RolloutCompleted, EventKind::RolloutFailed]
+        .iter()
+        .map(|k| k.name())
+        .collect()
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     runtime::init_async();
@@ -75,6 +85,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_TTL_SECONDS", orch_protocol::priority::MAX_TTL_SECONDS)?;
     m.add("WORKFLOW_EVENT_KINDS", pyo3::types::PyTuple::new(m.py(), workflow_event_kinds())?)?;
     m.add("NODE_EVENT_KINDS", pyo3::types::PyTuple::new(m.py(), node_event_kinds())?)?;
+    m.add("ROLLOUT_EVENT_KINDS", pyo3::types::PyTuple::new(m.py(), rollout_event_kinds())?)?;
     m.add("MAX_EXECUTIONS", commands::MAX_EXECUTIONS)?;
     m.add("MAX_COMMENT_LEN", commands::MAX_COMMENT_LEN)?;
     m.add_function(wrap_pyfunction!(subject_for_command, m)?)?;
@@ -127,6 +138,26 @@ mod tests {
             assert!(EventKind::ALL.contains(&kind), "{kind:?} missing from EventKind::ALL");
             assert_eq!(kind.domain(), "resource");
             assert_eq!(kind.type_str(), format!("io.orch.resource.{}.v1", kind.name()));
+        }
+    }
+
+    /// The rollout events the bridge types are the protocol's lifecycle events, with their types.
+    #[test]
+    fn rollout_event_kinds_are_the_protocols() {
+        use orch_protocol::EventKind;
+        assert_eq!(
+            super::rollout_event_kinds(),
+            ["rollout_started", "rollout_progressed", "rollout_completed", "rollout_failed"]
+        );
+        for kind in [
+            EventKind::RolloutStarted,
+            EventKind::RolloutProgressed,
+            EventKind::RolloutCompleted,
+            EventKind::RolloutFailed,
+        ] {
+            assert!(EventKind::ALL.contains(&kind), "{kind:?} missing from EventKind::ALL");
+            assert_eq!(kind.domain(), "lifecycle");
+            assert_eq!(kind.type_str(), format!("io.orch.lifecycle.{}.v1", kind.name()));
         }
     }
 }

@@ -24,6 +24,7 @@ import type {
   StackGraph,
   StackProfile,
   StackService,
+  StackView,
   SystemHealth,
   WhoAmI,
   WorkflowList,
@@ -37,6 +38,7 @@ import { renderBanner } from './views/health';
 import { renderNodes } from './views/nodes';
 import { renderPlacement } from './views/placement';
 import { HISTORY, PrioritiesView } from './views/priorities';
+import { renderRollouts } from './views/rollouts';
 import { ServicesView, type ServicesModel } from './views/services';
 import { EXECUTIONS, WorkflowsView } from './views/workflows';
 
@@ -85,6 +87,9 @@ class App {
   private readonly stackMeta = h('p', { class: 'stack-meta muted', id: 'stack-meta' });
   private readonly clusterEl = h('div', { class: 'cluster', id: 'cluster' });
   private readonly placementEl = h('div', { class: 'placement-box', id: 'placement' });
+  private readonly rolloutsEl = h('div', { class: 'rollouts-box', id: 'rollouts' });
+  /** Shown only while a rolling update is in progress. */
+  private readonly rolloutsCard = h('section', { class: 'card', id: 'rollouts-card', hidden: true }, h('h2', {}, 'Rolling updates'), this.rolloutsEl);
   private readonly nodesEl = h('div', { class: 'nodes', id: 'nodes' });
   /** The last read of the nodes, rendered again when the stack's replicas change. */
   private nodes: NodeList | null = null;
@@ -143,6 +148,7 @@ class App {
       'div',
       { class: 'stack' },
       h('section', { class: 'card' }, h('h2', {}, 'Dependency graph'), this.stackMeta, legend(), this.graphEl),
+      this.rolloutsCard,
       h('section', { class: 'card' }, h('h2', {}, 'Where each service runs'), this.placementEl),
       h('section', { class: 'card' }, h('h2', {}, 'Start-up timeline'), this.profileEl),
     );
@@ -194,6 +200,7 @@ class App {
     add('history', () => this.loadHistory());
     add('graph', () => this.loadGraph());
     add('profile', () => this.loadProfile());
+    add('stack', () => this.loadStack());
     add('cluster', () => this.loadCluster());
     add('nodes', () => this.loadNodes());
     add('workflows', () => this.loadWorkflows());
@@ -359,6 +366,12 @@ class App {
     renderProfile(this.profileEl, value);
   }
 
+  /** The stack itself, for its rolling updates in progress (the graph has the services). */
+  private async loadStack(): Promise<void> {
+    const value = await this.stackRead<StackView>('stack', '/stack');
+    this.rolloutsCard.hidden = renderRollouts(this.rolloutsEl, value) === 0;
+  }
+
   private async loadCluster(): Promise<void> {
     const { body } = await getJson<ClusterView>('/cluster');
     renderCluster(this.clusterEl, body);
@@ -440,7 +453,8 @@ class App {
         this.refresh('services', 'health');
         break;
       case 'lifecycle':
-        this.refresh('graph', 'profile');
+        // A rollout's events, and its replicas' own, move its progress on.
+        this.refresh('graph', 'profile', 'stack');
         if (about === '_system') this.refresh('priorities');
         // What runs on a node changed: its agent says so at its next report. A timer of its own,
         // so that it does not hold back a read asked for sooner.

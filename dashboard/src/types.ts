@@ -37,6 +37,11 @@ export type StackGraph = Reply<'/api/v1/stack/graph'>;
 export type StackService = StackGraph['services'][number];
 /** The profile of the last start-up run (§12.7). */
 export type StackProfile = Reply<'/api/v1/stack/profile'>;
+/** `GET /api/v1/stack` (§12.7): the managed services, and the rolling updates in progress. */
+export type StackView = Reply<'/api/v1/stack'>;
+/** A rolling update of one service: as the stack view lists it, and the data of its
+ * `rollout_started|progressed|completed|failed` events. */
+export type Rollout = Schema<'RolloutData'>;
 
 /** The caller (§14.1). */
 export type WhoAmI = Reply<'/api/v1/auth/whoami'>;

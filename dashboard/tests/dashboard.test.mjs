@@ -6,7 +6,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { chromium } from 'playwright-core';
 
-import { applyStack, launchBrowser, openDashboard, startEnvironment, startProxy, STACK_EDGES, STACK_SERVICES, waitFor } from './lib/harness.mjs';
+import { applyStack, launchBrowser, openDashboard, startEnvironment, startProxy, STACK_EDGES, STACK_SERVICES, STACK_TOML, waitFor } from './lib/harness.mjs';
 
 const WAIT = 20_000;
 const HOSTILE = '<img src=x onerror=window.__xss=1>';
@@ -587,6 +587,50 @@ describe('dashboard', { timeout: 300_000 }, () => {
     }, '/', setup);
   });
 
+  test('the feed shows each event of a rolling update in words (events added to the stream)', async () => {
+    // A batch that moved on, an update completed and one failed, added to the page's real event
+    // stream as the relay would publish them (the live test below holds its update in progress).
+    const feeds = [];
+    const setup = async (page) => {
+      await page.routeWebSocket(/\/api\/v1\/ws(\?|$)/, (ws) => {
+        ws.connectToServer();
+        feeds.push(ws);
+      });
+    };
+    const now = new Date().toISOString();
+    const rollout = (kind, data) => ({
+      type: 'event',
+      seq: 0,
+      subject: `${env.prefix}.evt.lifecycle.api.${kind}`,
+      event: {
+        specversion: '1.0', id: randomUUID(), type: `io.orch.lifecycle.${kind}.v1`, source: '/orchestrator', subject: 'api', time: now, principal: 'orchestrator',
+        data: { service: 'api', version: 3, from_version: 2, max_parallel: 1, replaced: [], batch: [], remaining: [], started_at: now, ...data },
+      },
+    });
+    await withPage(env.viewerToken, async ({ page, problems }) => {
+      await ready(page, 'viewer');
+      await page.click('#tab-events');
+      const feed = feeds.at(-1);
+      assert.ok(feed, 'the page opened its event stream');
+      feed.send(JSON.stringify(rollout('rollout_progressed', { revert_to: 2, replaced: ['api-0'], batch: ['api-1'], remaining: ['api-2'] })));
+      feed.send(JSON.stringify(rollout('rollout_completed', { revert_to: 2, replaced: ['api-0', 'api-1', 'api-2'] })));
+      feed.send(JSON.stringify(rollout('rollout_failed', { revert_to: 2, batch: ['api-0'], remaining: ['api-1', 'api-2'], reason: HOSTILE })));
+      const summary = (kind) => page.locator(`#feed li.domain-lifecycle[data-type="io.orch.lifecycle.${kind}.v1"] .ev-summary`);
+      await summary('rollout_failed').waitFor({ timeout: WAIT });
+      assert.equal(await textOf(summary('rollout_progressed')), 'api: rolling to v3 (1 of 3 replaced, batch api-1)');
+      assert.equal(await textOf(summary('rollout_completed')), 'api: rolled out v3 (3 of 3 replaced)');
+      assert.equal(await textOf(summary('rollout_failed')), `api: rollout to v3 failed: ${HOSTILE}; reverting to v2`);
+      // An update that does not revert (turned off, or itself a revert) says so.
+      feed.send(JSON.stringify(rollout('rollout_failed', { batch: ['api-1'], reason: 'api-1 not healthy for 10s within healthy_deadline (5m)' })));
+      await page.locator('#feed li[data-type="io.orch.lifecycle.rollout_failed.v1"]', { hasText: 'not reverted' }).waitFor({ timeout: WAIT });
+      assert.equal(await textOf(summary('rollout_failed').first()), 'api: rollout to v3 failed: api-1 not healthy for 10s within healthy_deadline (5m); not reverted');
+      assert.equal(await page.locator('img').count(), 0, 'no <img> element in the page');
+      assert.equal(await page.evaluate(() => typeof window.__xss), 'undefined');
+      assert.deepEqual(problems.page, []);
+      assert.deepEqual(unexpected(problems), []);
+    }, '/', setup);
+  });
+
   test('the workflows view: a workflow and its schedule, a run from the form, its DAG live, an approval, a cancel', async () => {
     const name = `deploy-${suffix()}`;
     // A firing 12 hours away: the schedule cannot fire while the test runs.
@@ -773,6 +817,88 @@ describe('dashboard', { timeout: 300_000 }, () => {
       assert.deepEqual(problems.page, []);
       assert.deepEqual(unexpected(problems), []);
     });
+  });
+
+  test('a rolling update shows in the stack view while it is in progress, and its start in the feed', async () => {
+    // The small stack plus "roll", two replicas of orch-sleeper replaced one at a time. The
+    // version rolled out must be healthy for an hour per replica, so the update stays in
+    // progress, its first batch replaced and waiting, for as long as the test looks at it.
+    const roll = (version, minHealthy, deadline) => `${STACK_TOML}
+[services.roll]
+command = ${JSON.stringify(env.sleeper)}
+args = ["--ready-after", "0ms"]
+count = 2
+grace_period = "2s"
+env = { VERSION = "${version}" }
+update = { max_parallel = 1, min_healthy_time = "${minHealthy}", healthy_deadline = "${deadline}" }
+`;
+    const apply = async (manifest) => {
+      const res = await env.admin('PUT', '/api/v1/stack?source=browser-test', manifest, { contentType: 'application/toml' });
+      assert.equal(res.status, 202, res.text);
+      return res.body;
+    };
+    const states = async () => {
+      const res = await env.viewer('GET', '/api/v1/stack');
+      return res.status === 200 ? res.body : null;
+    };
+    let restored = false;
+    try {
+      const first = await apply(roll('1', '1s', '1m'));
+      await waitFor('both replicas of roll ready', async () => {
+        const view = await states();
+        const ready = (name) => view?.services.some((sv) => sv.name === name && sv.state === 'ready');
+        return view?.version === first.version && ready('roll-0') && ready('roll-1');
+      }, WAIT);
+      await withPage(env.viewerToken, async ({ page, problems }) => {
+        await ready(page, 'viewer');
+        await page.click('#tab-stack');
+        // No update in progress: the card is hidden.
+        await page.locator('#rollouts', { hasText: 'No rolling update in progress.' }).waitFor({ state: 'attached', timeout: WAIT });
+        assert.equal(await page.locator('#rollouts-card').isVisible(), false, 'no card without a rolling update');
+
+        const second = await apply(roll('2', '1h', '2h'));
+        assert.deepEqual(second.rolling, ['roll-0', 'roll-1'], 'both replicas are rolled, none stopped up front');
+        const from = `v${first.version}`;
+        const to = `v${second.version}`;
+        const row = page.locator(`#rollouts-table tr.rollout[data-service="roll"][data-version="${second.version}"]`);
+        await row.waitFor({ timeout: WAIT });
+        assert.equal(await page.locator('#rollouts-card').isVisible(), true);
+        assert.equal(await row.getAttribute('data-from-version'), String(first.version));
+        assert.equal(await textOf(row.locator('td.name')), 'roll');
+        assert.equal(await textOf(row.locator('td.versions')), `${from} → ${to}`);
+        assert.equal(await textOf(row.locator('td.revert')), `reverts to ${from}`);
+        assert.match(await textOf(row.locator('td.started')), /^\d+ (s|min) ago$/);
+        // The first batch is roll-0, replaced and healthy for less than its hour: the update
+        // waits there, with roll-1 still to do.
+        await waitFor('roll-0 in the batch, roll-1 remaining', async () => (await textOf(row.locator('td.batch'))) === 'roll-0' && (await textOf(row.locator('td.remaining'))) === 'roll-1', WAIT);
+        assert.equal(await textOf(row.locator('td.progress')), '0 of 2 replaced · 1 at a time');
+        assert.equal(await page.locator('#rollouts-table tbody tr').count(), 1, 'one update in progress');
+        // As the API says it.
+        const [listed] = (await states()).rollouts;
+        assert.deepEqual([listed.service, listed.version, listed.from_version, listed.revert_to], ['roll', second.version, first.version, first.version]);
+
+        // The feed has the update's start, in words, on the service's subject.
+        await page.click('#tab-events');
+        const started = page.locator('#feed li[data-type="io.orch.lifecycle.rollout_started.v1"]');
+        await started.waitFor({ timeout: WAIT });
+        assert.equal(await started.getAttribute('data-subject'), `${env.prefix}.evt.lifecycle.roll.rollout_started`);
+        assert.equal(await textOf(started.locator('.ev-kind')), 'lifecycle.rollout_started');
+        assert.equal(await textOf(started.locator('.ev-summary')), `roll: rolling update ${from} → ${to} started: 2 replicas, 1 at a time; reverts to ${from} if it fails`);
+
+        // The small stack again: roll leaves it, its update with it, and the card goes.
+        await applyStack(env);
+        restored = true;
+        await page.click('#tab-stack');
+        await page.locator('#rollouts-card').waitFor({ state: 'hidden', timeout: WAIT });
+        assert.equal(await page.locator('#rollouts-table').count(), 0);
+        assert.equal(await page.locator('#errors').isVisible(), false, 'no error strip');
+        assert.deepEqual(problems.page, []);
+        assert.deepEqual(unexpected(problems), []);
+      });
+    } finally {
+      // The tests after this one expect the small stack.
+      if (!restored) await applyStack(env);
+    }
   });
 
   test('the API reference page renders the OpenAPI document offline', async () => {

@@ -2,8 +2,8 @@
 
 It streams the orchestrator's events (CloudEvents on NATS JetStream) into Python as typed
 :class:`Event` objects, and sends commands back, above all service priorities, so that an AI
-engine can steer where attention goes; it also starts and follows workflows and reads the nodes
-and what runs on them. Two clients with the same methods: :class:`Client` (blocking,
+engine can steer where attention goes; it also starts and follows workflows, reads the nodes
+and what runs on them, and types the events of rolling updates. Two clients with the same methods: :class:`Client` (blocking,
 thread-safe) and :class:`AsyncClient` (asyncio). See bridge-py/README.md.
 """
 
@@ -43,6 +43,8 @@ from ._types import (
     ResourceEvent,
     Resources,
     RestartResult,
+    RolloutEvent,
+    RolloutPhase,
     Schedule,
     Service,
     ServiceHealth,
@@ -108,4 +110,6 @@ __all__ = [
     "ServicePreempted",
     "ResourceEvent",
     "resource_event",
+    "RolloutEvent",
+    "RolloutPhase",
 ]

@@ -27,6 +27,8 @@ __all__ = [
     "MAX_EXECUTIONS",
     "MAX_COMMENT_LEN",
     "WORKFLOW_EVENT_KINDS",
+    "NODE_EVENT_KINDS",
+    "ROLLOUT_EVENT_KINDS",
     "subject_for_command",
     "subject_for_request",
     "events_stream_name",
@@ -64,6 +66,10 @@ NODE_EVENT_KINDS: Tuple[str, ...]
 """The kinds of node events, as the protocol crate names them (``node_joined``, ``node_down``,
 ``node_up``): the last token of ``<prefix>.evt.resource.<node>.<kind>`` and the ``<kind>`` of
 ``io.orch.resource.<kind>.v1``."""
+ROLLOUT_EVENT_KINDS: Tuple[str, ...]
+"""The kinds of a rolling update's events, as the protocol crate names them (``rollout_started``,
+``rollout_progressed``, ``rollout_completed``, ``rollout_failed``): the last token of
+``<prefix>.evt.lifecycle.<service>.<kind>`` and the ``<kind>`` of ``io.orch.lifecycle.<kind>.v1``."""
 
 def subject_for_command(domain: str, verb: str, prefix: str = "orch") -> str:
     """Subject of a command, e.g. ``subject_for_command("registry", "register")`` ->

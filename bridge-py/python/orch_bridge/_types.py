@@ -1,5 +1,5 @@
 """Typed results of the orchestrator's replies, and typed events (see docs/protocol.md and the
-protocol crate's ``priority.rs``, ``workflow.rs`` and ``resources.rs``). Each is a frozen
+protocol crate's ``priority.rs``, ``workflow.rs``, ``resources.rs`` and ``stack.rs``). Each is a frozen
 dataclass built from the reply's JSON; ``raw`` keeps the JSON as received, so fields a newer
 orchestrator adds are not lost.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, TypedDict, Union
+from typing import Any, Dict, List, Literal, Optional, TypedDict, Union
 
 from . import _core
 from ._errors import OrchError
@@ -46,6 +46,8 @@ __all__ = [
     "ServicePreempted",
     "ResourceEvent",
     "resource_event",
+    "RolloutPhase",
+    "RolloutEvent",
 ]
 
 Json = Dict[str, Any]
@@ -1085,3 +1087,112 @@ def resource_event(event: Any) -> Optional[ResourceEvent]:
                     print(typed.service, "made room for", typed.by, "on", typed.node)
     """
     return NodeEvent.from_event(event) or ServiceLost.from_event(event) or ServicePreempted.from_event(event)
+
+
+# -- rolling updates (the manifest's ``update`` block) -------------------------------------------
+
+#: Where a rolling update stands, from its event: ``io.orch.lifecycle.rollout_<phase>.v1``.
+RolloutPhase = Literal["started", "progressed", "completed", "failed"]
+
+
+@dataclass(frozen=True)
+class RolloutEvent:
+    """An event of a rolling update: a changed service with an ``update`` block has its replicas
+    replaced a batch of at most ``max_parallel`` at a time, each batch healthy for
+    ``min_healthy_time`` before the next (``io.orch.lifecycle.rollout_started.v1``,
+    ``rollout_progressed.v1``, ``rollout_completed.v1``, ``rollout_failed.v1`` on
+    ``<prefix>.evt.lifecycle.<service>.<kind>``, data ``RolloutData``), typed:
+    ``RolloutEvent.from_event(event)`` (None for any other event).
+
+    Example::
+
+        with client.events("orch.evt.lifecycle.>") as events:
+            for event in events:
+                rollout = RolloutEvent.from_event(event)
+                if rollout is not None:
+                    print(rollout.service, rollout.phase, f"v{rollout.version}",
+                          f"{len(rollout.replaced)} of {rollout.total} replaced", rollout.reason or "")
+    """
+
+    phase: RolloutPhase
+    """``started`` (the new version is installed; no replica replaced yet), ``progressed`` (a
+    batch was healthy long enough and the next one is being replaced), ``completed`` (every
+    replica runs the new version) or ``failed`` (a batch crashed or was not healthy within
+    ``healthy_deadline``: see ``reason`` and ``revert_to``)."""
+    service: str
+    """The service whose replicas are replaced (its event's service token)."""
+    version: int
+    """The manifest version rolled out."""
+    from_version: int
+    """The manifest version its replicas ran before."""
+    revert_to: Optional[int]
+    """The version applied again if the update fails (``auto_revert``); None when it does not
+    revert (turned off, or this update is itself a revert). On ``failed``: the version now being
+    applied again, if any."""
+    max_parallel: int
+    """Most replicas replaced at a time."""
+    replaced: List[str]
+    """Replicas running the new version, healthy for ``min_healthy_time``."""
+    batch: List[str]
+    """The batch being replaced now."""
+    remaining: List[str]
+    """Replicas still on the old version, in the order they will be replaced."""
+    started_at: datetime
+    """When the update began."""
+    reason: Optional[str]
+    """``failed``: why (``api-0 crashed on version 3: ...``); None otherwise."""
+    id: str
+    """The event's id (unique)."""
+    time: Optional[datetime]
+    principal: Optional[str]
+
+    @property
+    def kind(self) -> str:
+        """The event's kind, ``rollout_<phase>``: the last token of its subject
+        (``orch_bridge._core.ROLLOUT_EVENT_KINDS``)."""
+        return f"rollout_{self.phase}"
+
+    @property
+    def total(self) -> int:
+        """How many replicas the update replaces in all."""
+        return len(self.replaced) + len(self.batch) + len(self.remaining)
+
+    @property
+    def ended(self) -> bool:
+        """True for the events that end an update: ``completed`` and ``failed``."""
+        return self.phase in ("completed", "failed")
+
+    @classmethod
+    def from_event(cls, event: Any) -> Optional["RolloutEvent"]:
+        """The typed event of ``event``, or None if it is no rollout event.
+
+        Raises:
+            OrchError: (code ``bad_reply``) a rollout event whose data does not have the
+                protocol's shape.
+        """
+        ty = event.type
+        if not (ty.startswith("io.orch.lifecycle.") and ty.endswith(".v1")):
+            return None
+        kind = ty[len("io.orch.lifecycle.") : -len(".v1")]
+        if kind not in _core.ROLLOUT_EVENT_KINDS:
+            return None
+        d = event.data
+        try:
+            return cls(
+                kind[len("rollout_") :],  # a RolloutPhase: the kind is one of ROLLOUT_EVENT_KINDS
+                d["service"],
+                d["version"],
+                d["from_version"],
+                d.get("revert_to"),
+                d["max_parallel"],
+                list(d["replaced"]),
+                list(d["batch"]),
+                list(d["remaining"]),
+                _core.parse_time(d["started_at"]),
+                d.get("reason"),
+                event.id,
+                event.time,
+                event.principal,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError, OrchError) as e:
+            raise _bad_reply(f"rollout event {ty}", e, d) from None

@@ -31,8 +31,39 @@ function amount(v: unknown): string {
   return typeof r.cpu === 'number' && typeof r.memory === 'number' ? `${cpu(r.cpu)}, ${mib(r.memory)}` : '';
 }
 
+/** Names from a list of the event's data; none when it is no list. */
+function names(v: unknown): string[] {
+  return Array.isArray(v) ? v.map(str).filter(Boolean) : [];
+}
+
+/** One line for an event of a rolling update (`lifecycle.rollout_<phase>`, data RolloutData):
+ * the replica lists it carries say how far it got, and `revert_to` what a failure leads to. */
+function rollout(phase: string, d: Data): string {
+  const replaced = names(d.replaced);
+  const batch = names(d.batch);
+  const total = replaced.length + batch.length + names(d.remaining).length;
+  const to = `v${str(d.version)}`;
+  // Absent (or null) when it does not revert: turned off, or this update is itself a revert.
+  const revert = typeof d.revert_to === 'number' ? `v${d.revert_to}` : '';
+  switch (phase) {
+    case 'started':
+      // "api: rolling update v2 → v3 started: 3 replicas, 1 at a time; reverts to v2 if it fails"
+      return `${str(d.service)}: rolling update v${str(d.from_version)} → ${to} started: ${total} replica${total === 1 ? '' : 's'}, ${str(d.max_parallel)} at a time; ${revert ? `reverts to ${revert} if it fails` : 'no revert'}`;
+    case 'progressed':
+      // "api: rolling to v3 (1 of 3 replaced, batch api-1)"
+      return `${str(d.service)}: rolling to ${to} (${replaced.length} of ${total} replaced${batch.length ? `, batch ${batch.join(', ')}` : ''})`;
+    case 'completed':
+      // "api: rolled out v3 (3 of 3 replaced)"
+      return `${str(d.service)}: rolled out ${to} (${replaced.length} of ${total} replaced)`;
+    default:
+      // "api: rollout to v3 failed: api-0 crashed on version 3: …; reverting to v2"
+      return `${str(d.service)}: rollout to ${to} failed: ${str(d.reason) || 'no reason given'}; ${revert ? `reverting to ${revert}` : 'not reverted'}`;
+  }
+}
+
 /** One line saying what the event is about, from the fields of §6, §12.6, §13.5, §16.3 and §17.2,
- * of the replicas' leadership events, and of a service lost with its node or preempted. */
+ * of the replicas' leadership events, of a service lost with its node or preempted, and of a
+ * rolling update. */
 export function summarize(ev: CloudEvent): string {
   const d = (ev.data && typeof ev.data === 'object' ? ev.data : {}) as Data;
   const kind = String(ev.type ?? '').replace(/^io\.orch\./, '').replace(/\.v\d+$/, '');
@@ -61,6 +92,11 @@ export function summarize(ev: CloudEvent): string {
       return `manifest version ${str(d.version)} from ${str(d.source)}: ${str(d.services)} services`;
     case 'lifecycle.run_finished':
       return `start-up run ${str(d.outcome)} in ${str(d.wall_ms)} ms`;
+    case 'lifecycle.rollout_started':
+    case 'lifecycle.rollout_progressed':
+    case 'lifecycle.rollout_completed':
+    case 'lifecycle.rollout_failed':
+      return rollout(kind.slice('lifecycle.rollout_'.length), d);
     case 'resource.node_joined':
     case 'resource.node_down':
     case 'resource.node_up': {

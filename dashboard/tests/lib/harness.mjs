@@ -194,6 +194,7 @@ export async function startEnvironment() {
   for (const [what, p] of [
     ['ORCH_NATS_SERVER', natsBin],
     ['ORCH_BIN', orchBin],
+    ['orch-sleeper (built with the orchestrator)', join(dirname(orchBin), 'orch-sleeper')],
     ['the built dashboard (scripts/dashboard.sh)', join(DASHBOARD, 'dist', 'index.html')],
   ]) {
     if (!existsSync(p)) throw new Error(`${what}: ${p} does not exist`);
@@ -208,6 +209,8 @@ export async function startEnvironment() {
     nats: null,
     orch: null,
     database: null,
+    /** A stand-in service (orchestrator/src/bin/orch-sleeper.rs), built beside the orchestrator. */
+    sleeper: join(dirname(orchBin), 'orch-sleeper'),
   };
   const stop = async () => {
     if (env.orch && env.base) {

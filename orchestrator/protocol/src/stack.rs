@@ -30,7 +30,7 @@ pub struct StackApplied {
 }
 
 /// A rolling update of one service, as the stack view shows it and as its `rollout_*` events
-/// carry it (protocol.md §12.4).
+/// carry it (protocol.md §12.10).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RolloutData {
