@@ -109,6 +109,38 @@ def test_a_crashing_version_fails_its_update_and_the_good_one_is_applied_again(s
     eventually(back, "api-0 runs the good version again")
 
 
+def test_the_stack_shows_where_each_replica_runs_and_the_update_in_progress(stack):
+    """``stack()`` types the applied stack: each replica with its node and placement, and a
+    rolling update waiting out its minimum healthy time."""
+    first = stack.apply(api("1", "1s"))
+    stack.wait_states({"api-0": "ready", "api-1": "ready"})
+    with Client.connect(stack.url) as client:
+        old = client.stack().service("api-0").pid
+        second = stack.apply(api("2", "1h", "2h"))
+
+        def replacing():
+            view = client.stack()
+            api0 = view.service("api-0")
+            return view if view.rollouts and api0.state == "ready" and api0.pid != old else None
+
+        view = eventually(replacing, "api-0 replaced, waiting out its hour")
+    assert view.version == second["version"] and view.desired == "up"
+    (rollout,) = view.rollouts
+    assert (rollout.service, rollout.version, rollout.from_version, rollout.revert_to) == (
+        "api", second["version"], first["version"], first["version"],
+    )  # fmt: skip
+    assert (rollout.replaced, rollout.batch, rollout.remaining, rollout.total) == ([], ["api-0"], ["api-1"], 2)
+    assert not rollout.failed
+    replicas = view.replicas("api")
+    assert [r.name for r in replicas] == ["api-0", "api-1"]
+    for r in replicas:
+        assert (r.service, r.replica_of, r.node, r.state) == ("api", "api", "local", "ready"), r
+        assert r.placement is not None and r.placement.startswith("placed on local"), r
+        assert r.pid is not None and r.since.tzinfo is not None
+    with pytest.raises(KeyError):
+        view.service("nope")
+
+
 def test_rollout_events_are_typed_from_any_event():
     """``RolloutEvent`` types the four rollout events, leaves others alone, and refuses data that
     does not have the protocol's shape (no servers needed)."""

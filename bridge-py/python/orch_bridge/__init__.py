@@ -44,6 +44,9 @@ from ._types import (
     Resources,
     RestartResult,
     RolloutEvent,
+    Rollout,
+    ManagedService,
+    Stack,
     RolloutPhase,
     Schedule,
     Service,
@@ -111,5 +114,8 @@ __all__ = [
     "ResourceEvent",
     "resource_event",
     "RolloutEvent",
+    "Rollout",
+    "ManagedService",
+    "Stack",
     "RolloutPhase",
 ]

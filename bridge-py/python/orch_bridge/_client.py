@@ -28,6 +28,7 @@ from ._types import (
     Service,
     ServiceHealth,
     ServicePage,
+    Stack,
 )
 
 __all__ = ["Client", "AsyncClient", "AsyncEventStream", "DEFAULT_URL", "Decision", "ExecutionId"]
@@ -146,6 +147,10 @@ class _Requests:
     @staticmethod
     def cluster_status():
         return _core.Request.cluster_status(), ClusterStatus.from_json
+
+    @staticmethod
+    def stack():
+        return _core.Request.raw("lifecycle", "status", b"{}"), Stack.from_json
 
     @staticmethod
     def nodes():
@@ -446,6 +451,17 @@ class Client:
         each replica's role (``leader``, ``standby`` or ``gone``). Every replica answers, the
         standbys too, so it has an answer during a failover (``leader`` is then None)."""
         return self._call(_Requests.cluster_status(), timeout)
+
+    # -- the stack (protocol.md §12) --------------------------------------------------------------
+
+    def stack(self, *, timeout: Optional[float] = None) -> Stack:
+        """The applied stack: every managed service and replica with its state, process, the node
+        it runs on and why there (``placement``), and the rolling updates in progress.
+
+        Raises:
+            NotFoundError: no manifest was ever applied.
+        """
+        return self._call(_Requests.stack(), timeout)
 
     # -- nodes (protocol.md §17) --------------------------------------------------------------------
 
@@ -800,6 +816,10 @@ class AsyncClient:
     async def cluster_status(self, *, timeout: Optional[float] = None) -> ClusterStatus:
         """See :meth:`Client.cluster_status`."""
         return await self._call(_Requests.cluster_status(), timeout)
+
+    async def stack(self, *, timeout: Optional[float] = None) -> Stack:
+        """See :meth:`Client.stack`."""
+        return await self._call(_Requests.stack(), timeout)
 
     async def nodes(self, *, timeout: Optional[float] = None) -> List[Node]:
         """See :meth:`Client.nodes`."""

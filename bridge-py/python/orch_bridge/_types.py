@@ -48,6 +48,9 @@ __all__ = [
     "resource_event",
     "RolloutPhase",
     "RolloutEvent",
+    "Rollout",
+    "ManagedService",
+    "Stack",
 ]
 
 Json = Dict[str, Any]
@@ -1196,3 +1199,149 @@ class RolloutEvent:
             )
         except (KeyError, TypeError, ValueError, AttributeError, OrchError) as e:
             raise _bad_reply(f"rollout event {ty}", e, d) from None
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A rolling update as the stack shows it (protocol.md §12.10): in progress, or failed (with
+    its ``reason``) until a newer version supersedes it. The fields are those of
+    :class:`RolloutEvent`."""
+
+    service: str
+    version: int
+    from_version: int
+    revert_to: Optional[int]
+    max_parallel: int
+    replaced: List[str]
+    batch: List[str]
+    remaining: List[str]
+    started_at: datetime
+    reason: Optional[str]
+
+    @property
+    def total(self) -> int:
+        """How many replicas the update replaces in all."""
+        return len(self.replaced) + len(self.batch) + len(self.remaining)
+
+    @property
+    def failed(self) -> bool:
+        return self.reason is not None
+
+    @classmethod
+    def from_json(cls, d: Json) -> "Rollout":
+        return cls(
+            d["service"],
+            d["version"],
+            d["from_version"],
+            d.get("revert_to"),
+            d["max_parallel"],
+            list(d["replaced"]),
+            list(d["batch"]),
+            list(d["remaining"]),
+            _core.parse_time(d["started_at"]),
+            d.get("reason"),
+        )
+
+
+@dataclass(frozen=True)
+class ManagedService:
+    """One managed service of the stack, or one replica of a replicated service (protocol.md
+    §12.7): where it runs and why, its state and process."""
+
+    name: str
+    """The service, or a replica's own name (``api-1``)."""
+    replica_of: Optional[str]
+    """The service a replica belongs to (``api``); None for a service of one."""
+    node: Optional[str]
+    """The node it runs on (its pin, or where it was placed); None while it waits for one."""
+    placement: Optional[str]
+    """Why it runs where it runs, or why it waits for a node, in words (its last placement)."""
+    resources: Optional[Resources]
+    """What each replica asks of its node (manifest ``resources``)."""
+    group: Optional[str]
+    """The quota group it counts against."""
+    state: str
+    """``pending``, ``starting``, ``started``, ``ready``, ``completed``, ``stopping``,
+    ``stopped``, ``crashed``, ``restarting``, ``blocked`` or ``failed`` (protocol.md §12.2)."""
+    reason: Optional[str]
+    pid: Optional[int]
+    restarts: int
+    since: datetime
+    """Its last transition."""
+    priority: int
+    """Its effective priority."""
+    critical: bool
+    depends_on: List[str]
+    level: int
+    """Its level in the dependency graph (0: depends on nothing)."""
+
+    @property
+    def service(self) -> str:
+        """The service it is (a replica's service, else its own name)."""
+        return self.replica_of or self.name
+
+    @classmethod
+    def from_json(cls, d: Json) -> "ManagedService":
+        resources = d.get("resources")
+        return cls(
+            d["name"],
+            d.get("replica_of"),
+            d.get("node"),
+            d.get("placement"),
+            None if resources is None else Resources.from_json(resources),
+            d.get("group"),
+            d["state"],
+            d.get("reason"),
+            d.get("pid"),
+            d["restarts"],
+            _core.parse_time(d["since"]),
+            d["priority"],
+            d["critical"],
+            list(d["depends_on"]),
+            d["level"],
+        )
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The applied stack (``orch.req.lifecycle.status``, protocol.md §12.7): its version, every
+    managed service and replica with its node and placement, and the rolling updates."""
+
+    version: int
+    desired: str
+    """``up`` or ``down``."""
+    run_id: Optional[str]
+    """The start-up run in progress, if any."""
+    counts: Dict[str, int]
+    """Services in each state (only states that occur)."""
+    services: List[ManagedService]
+    rollouts: List[Rollout]
+
+    def service(self, name: str) -> ManagedService:
+        """The service or replica ``name``.
+
+        Raises:
+            KeyError: the stack has none of that name.
+        """
+        for s in self.services:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def replicas(self, service: str) -> List[ManagedService]:
+        """The replicas of ``service`` (itself, for a service of one), by name."""
+        return [s for s in self.services if s.service == service]
+
+    @classmethod
+    def from_json(cls, d: Json) -> "Stack":
+        try:
+            return cls(
+                d["version"],
+                d["desired"],
+                d.get("run_id"),
+                dict(d["counts"]),
+                [ManagedService.from_json(s) for s in d["services"]],
+                [Rollout.from_json(r) for r in d.get("rollouts", [])],
+            )
+        except (KeyError, TypeError, ValueError, OrchError) as e:
+            raise _bad_reply("stack", e, d) from None
