@@ -1181,18 +1181,19 @@ class RolloutEvent:
             return None
         d = event.data
         try:
+            r = Rollout.from_json(d)
             return cls(
                 kind[len("rollout_") :],  # a RolloutPhase: the kind is one of ROLLOUT_EVENT_KINDS
-                d["service"],
-                d["version"],
-                d["from_version"],
-                d.get("revert_to"),
-                d["max_parallel"],
-                list(d["replaced"]),
-                list(d["batch"]),
-                list(d["remaining"]),
-                _core.parse_time(d["started_at"]),
-                d.get("reason"),
+                r.service,
+                r.version,
+                r.from_version,
+                r.revert_to,
+                r.max_parallel,
+                r.replaced,
+                r.batch,
+                r.remaining,
+                r.started_at,
+                r.reason,
                 event.id,
                 event.time,
                 event.principal,

@@ -43,6 +43,14 @@ fn rollout_events(effects: &[Effect]) -> Vec<(&'static str, Vec<String>, Vec<Str
         .collect()
 }
 
+/// The data of the first rollout event of `phase` (`started`, `failed`) among `effects`.
+fn rollout_event(effects: &[Effect], phase: &str) -> Option<orch_protocol::stack::RolloutData> {
+    events(effects).into_iter().find_map(|e| match (phase, e) {
+        ("started", Event::RolloutStarted(d)) | ("failed", Event::RolloutFailed(d)) => Some(d.clone()),
+        _ => None,
+    })
+}
+
 fn strings(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
@@ -97,13 +105,7 @@ fn a_replica_crashing_on_the_new_version_fails_the_update_and_the_last_good_vers
     let e = h.stopped("api-0");
     h.settle(e);
     let e = h.exited("api-0", 3);
-    let failed = events(&e)
-        .into_iter()
-        .find_map(|ev| match ev {
-            Event::RolloutFailed(d) => Some(d.clone()),
-            _ => None,
-        })
-        .expect("the update failed");
+    let failed = rollout_event(&e, "failed").expect("the update failed");
     assert_eq!((failed.version, failed.revert_to), (2, Some(1)));
     assert!(failed.reason.as_deref().unwrap().starts_with("api-0 crashed on version 2"), "{failed:?}");
     let (version, source) = e
@@ -159,13 +161,7 @@ update = { max_parallel = 2, min_healthy_time = "5s", healthy_deadline = "30s", 
     // api-1 never passes its readiness check (its check has its own, longer, startup timeout).
     h.advance(Duration::from_secs(30));
     let e = h.send(Input::Tick);
-    let failed = events(&e)
-        .into_iter()
-        .find_map(|ev| match ev {
-            Event::RolloutFailed(d) => Some(d.clone()),
-            _ => None,
-        })
-        .expect("the update failed");
+    let failed = rollout_event(&e, "failed").expect("the update failed");
     assert_eq!(failed.reason.as_deref(), Some("api-1 not healthy for 5s within healthy_deadline (30s)"));
     assert_eq!(failed.revert_to, None, "auto_revert = false");
     assert!(!e.iter().any(|e| matches!(e, Effect::RevertManifest { .. })));
@@ -214,13 +210,7 @@ fn a_version_applied_during_an_update_supersedes_it_keeping_the_version_to_rever
         [Reply::Applied(_, Ok(applied))] => assert_eq!(applied.rolling, ["api-0", "api-1", "api-2"]),
         other => panic!("{other:?}"),
     }
-    let started = events(&e)
-        .into_iter()
-        .find_map(|ev| match ev {
-            Event::RolloutStarted(d) => Some(d.clone()),
-            _ => None,
-        })
-        .expect("a new update");
+    let started = rollout_event(&e, "started").expect("a new update");
     assert_eq!((started.version, started.from_version, started.revert_to), (3, 2, Some(1)));
     assert_eq!(stops(&e), ["api-0"]);
 }
