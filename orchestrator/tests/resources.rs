@@ -195,19 +195,29 @@ async fn replicas_are_placed_by_constraints_and_capacity_and_move_when_their_nod
 }
 
 #[tokio::test]
-async fn a_service_of_higher_priority_preempts_one_of_lower_priority() {
-    let stack = Stack::start().await;
+async fn a_service_of_higher_priority_preempts_one_of_lower_priority_within_the_budget() {
+    let stack = Stack::start_with(|s| {
+        s.lifecycle.preemption =
+            orchestrator::resources::preemption::PreemptionBudget { max: 1, window: Duration::from_secs(600) };
+    })
+    .await;
     let logs = orch_testkit::TempDir::new("agent-n2");
     let _left = common::KillServicesOf(logs.path().into());
     let _n2 = Agent::start(&stack, "n2", 1000, "zone=b", &logs);
     nodes_ready(&stack, &["n2"]).await;
-    let low = portless("batch", "priority = 10\nresources = { cpu = 600 }\nnode = \"n2\"");
+    let low = format!(
+        "{}{}",
+        portless("batch", "priority = 10\nresources = { cpu = 600 }\nnode = \"n2\""),
+        portless("cron", "priority = 10\nresources = { cpu = 300 }\nnode = \"n2\"")
+    );
     apply(&stack, &low).await;
-    let view = wait_for(&stack, &[("batch", "ready")]).await;
-    let batch_pid = pid(&view, "batch");
+    let view = wait_for(&stack, &[("batch", "ready"), ("cron", "ready")]).await;
+    let (batch_pid, cron_pid) = (pid(&view, "batch"), pid(&view, "cron"));
 
-    let both =
-        format!("{low}{}", portless("api", "priority = 90\nresources = { cpu = 600 }\nconstraints = [\"zone == b\"]"));
+    let high = |name: &str, cpu: u32| {
+        portless(name, &format!("priority = 90\nresources = {{ cpu = {cpu} }}\nconstraints = [\"zone == b\"]"))
+    };
+    let both = format!("{low}{}", high("api", 600));
     apply(&stack, &both).await;
     let view = wait_for(&stack, &[("api", "ready")]).await;
     assert_eq!(service(&view, "api")["node"], "n2", "{view}");
@@ -223,7 +233,27 @@ async fn a_service_of_higher_priority_preempts_one_of_lower_priority() {
         (Some("batch"), Some("api"), Some("n2"))
     );
     assert_eq!((data["priority"].as_u64(), data["by_priority"].as_u64()), (Some(10), Some(90)));
+    assert_eq!(data["budget_left"], 0, "a budget of one per window");
     assert!(data["reason"].as_str().unwrap().contains("batch"), "{data}");
+
+    // Another service of high priority would need cron gone: the budget is spent, so it waits,
+    // saying why, and cron runs on.
+    apply(&stack, &format!("{both}{}", high("web", 400))).await;
+    let view = eventually(Duration::from_secs(30), "web waits for the budget", || async {
+        let view = stack_view(&stack).await;
+        let why = service(&view, "web")["reason"].as_str().unwrap_or_default().to_string();
+        why.contains("budget").then_some((view, why))
+    })
+    .await;
+    let (view, why) = view;
+    assert!(
+        why.ends_with("preempting cron would make room, but the preemption budget (1 per 10m) has 0 left"),
+        "{why}"
+    );
+    assert_eq!(service(&view, "web")["state"], "pending");
+    assert_eq!((service(&view, "cron")["state"].as_str(), pid(&view, "cron")), (Some("ready"), cron_pid));
+    let preempted = stack.events().await.into_iter().filter(|e| e["type"] == "io.orch.resource.preempted.v1").count();
+    assert_eq!(preempted, 1);
 }
 
 #[tokio::test]

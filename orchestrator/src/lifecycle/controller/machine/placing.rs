@@ -104,11 +104,15 @@ impl Machine {
                 m.node = None;
                 let first = !stack.unplaced.contains_key(name);
                 stack.unplaced.entry(name.to_string()).or_insert(now);
-                let reason = format!("waiting for a node: {summary}");
+                let held_back = self.preempt_for(name, &ask, views.expect("kept when nothing was placed"));
+                let reason = match held_back {
+                    Some(why) => format!("waiting for a node: {summary}; {why}"),
+                    None => format!("waiting for a node: {summary}"),
+                };
+                let m = &self.stack.as_ref().expect("present").services[name];
                 if first || m.reason.as_deref() != Some(reason.as_str()) {
                     self.transition(name, ServiceState::Pending, Detail::reason(reason));
                 }
-                self.preempt_for(name, &ask, views.expect("kept when nothing was placed"));
                 None
             }
         }
@@ -158,14 +162,15 @@ impl Machine {
     }
 
     /// Stops lower-priority services to make room for `name`, when a plan within the budget
-    /// exists and none is under way for it already.
+    /// exists and none is under way for it already. Returns why none was made when only the
+    /// budget holds it back (for the reason `name` waits).
     /// `views`: the nodes as the failed placement saw them.
-    fn preempt_for(&mut self, name: &str, ask: &Ask, views: Vec<NodeView>) {
+    fn preempt_for(&mut self, name: &str, ask: &Ask, views: Vec<NodeView>) -> Option<String> {
         let stack = self.stack.as_ref().expect("present");
         let making_room =
             stack.services.values().any(|m| matches!(&m.stop, Some(StopIntent::Preempt { by, .. }) if by == name));
         if making_room {
-            return;
+            return None;
         }
         let mut running: BTreeMap<&str, Vec<Running>> = BTreeMap::new();
         for (unit, m) in &stack.services {
@@ -189,7 +194,18 @@ impl Machine {
             })
             .collect();
         let now = self.now.instant;
-        let Some(plan) = preemption::plan(&nodes, ask, self.preemptions.left(now)) else { return };
+        let left = self.preemptions.left(now);
+        let Some(plan) = preemption::plan(&nodes, ask, left) else {
+            let budget = self.preemptions.budget();
+            return preemption::plan(&nodes, ask, u32::MAX).map(|plan| {
+                format!(
+                    "preempting {} would make room, but the preemption budget ({} per {}) has {left} left",
+                    plan.victims.iter().map(|v| v.replica.as_str()).collect::<Vec<_>>().join(", "),
+                    budget.max,
+                    humantime::format_duration(budget.window)
+                )
+            });
+        };
         self.preemptions.record(now, plan.victims.len() as u32);
         let budget_left = self.preemptions.left(now);
         tracing::warn!(service = name, node = %plan.node, victims = plan.victims.len(), "{}", plan.reason);
@@ -206,6 +222,7 @@ impl Machine {
             let reason = format!("preempted by {name} (priority {}): {}", ask.priority, plan.reason);
             self.stop_process(&victim.replica, StopIntent::Preempt { by: name.to_string(), reason });
         }
+        None
     }
 
     /// A preempted service has stopped: it lets go of its node and waits to be placed again,

@@ -257,4 +257,13 @@ depends_on = { low-a = "started", low-b = "started" }
     assert_eq!(h.state("high"), Pending);
     assert_eq!(h.state("low-a"), Ready);
     assert_eq!(h.state("low-b"), Ready);
+    // It waits saying so: what would make room, and that the budget holds it back.
+    let why = h.service("high").reason.unwrap();
+    assert!(
+        why.starts_with("waiting for a node: ")
+            && why.ends_with(
+                "; preempting low-a, low-b would make room, but the preemption budget (1 per 1m) has 1 left"
+            ),
+        "{why}"
+    );
 }
