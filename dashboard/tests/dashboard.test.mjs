@@ -823,14 +823,14 @@ describe('dashboard', { timeout: 300_000 }, () => {
     // The small stack plus "roll", two replicas of orch-sleeper replaced one at a time. The
     // version rolled out must be healthy for an hour per replica, so the update stays in
     // progress, its first batch replaced and waiting, for as long as the test looks at it.
-    const roll = (version, minHealthy, deadline) => `${STACK_TOML}
+    const roll = (version, minHealthy, deadline, { crash = false } = {}) => `${STACK_TOML}
 [services.roll]
 command = ${JSON.stringify(env.sleeper)}
-args = ["--ready-after", "0ms"]
+args = ["--ready-after", "0ms"${crash ? ', "--exit-after", "200ms", "--exit-code", "3"' : ''}]
 count = 2
 grace_period = "2s"
 env = { VERSION = "${version}" }
-update = { max_parallel = 1, min_healthy_time = "${minHealthy}", healthy_deadline = "${deadline}" }
+update = { max_parallel = 1, min_healthy_time = "${minHealthy}", healthy_deadline = "${deadline}", auto_revert = ${!crash} }
 `;
     const apply = async (manifest) => {
       const res = await env.admin('PUT', '/api/v1/stack?source=browser-test', manifest, { contentType: 'application/toml' });
@@ -884,6 +884,14 @@ update = { max_parallel = 1, min_healthy_time = "${minHealthy}", healthy_deadlin
         assert.equal(await started.getAttribute('data-subject'), `${env.prefix}.evt.lifecycle.roll.rollout_started`);
         assert.equal(await textOf(started.locator('.ev-kind')), 'lifecycle.rollout_started');
         assert.equal(await textOf(started.locator('.ev-summary')), `roll: rolling update ${from} → ${to} started: 2 replicas, 1 at a time; reverts to ${from} if it fails`);
+
+        // A version that crashes, without revert: its update fails and stays shown, with why.
+        const third = await apply(roll('3', '1h', '2h', { crash: true }));
+        await page.click('#tab-stack');
+        const failed = page.locator(`#rollouts-table tr.rollout.failed[data-service="roll"][data-version="${third.version}"]`);
+        await failed.waitFor({ timeout: WAIT });
+        assert.match(await textOf(failed.locator('td.progress')), new RegExp(`^failed: roll-0 crashed on version ${third.version}: `));
+        assert.equal(await textOf(failed.locator('td.revert')), 'not reverted');
 
         // The small stack again: roll leaves it, its update with it, and the card goes.
         await applyStack(env);

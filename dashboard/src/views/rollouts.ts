@@ -1,4 +1,5 @@
-// The rolling updates in progress (the `rollouts` of GET /api/v1/stack, §12.7): a changed service
+// The rolling updates in progress, and failed ones until a newer version supersedes them (the
+// `rollouts` of GET /api/v1/stack, protocol.md §12.10): a changed service
 // with an `update` block has its replicas replaced a batch at a time, each batch healthy for a
 // while before the next begins; a batch that crashes or is late fails the update, which then
 // applies the last good version again unless it may not revert.
@@ -16,24 +17,43 @@ function units(cls: string, names: string[], none: string): HTMLTableCellElement
   return h('td', { class: cls, title: all }, cut(all, 200));
 }
 
+/** How far it got, or, for a failed update (which stays until a newer version supersedes it),
+ * why it failed. */
+function progress(r: Rollout, total: number): HTMLTableCellElement {
+  const attrs = { 'data-replaced': r.replaced.length, 'data-total': total };
+  if (r.reason) {
+    return h('td', { class: 'progress reason', title: r.reason, ...attrs }, `failed: ${cut(r.reason, 200)}`);
+  }
+  return h(
+    'td',
+    { class: 'progress nowrap', ...attrs },
+    `${r.replaced.length} of ${total} replaced`,
+    muted(` · ${r.max_parallel} at a time`),
+  );
+}
+
 function row(r: Rollout): HTMLTableRowElement {
   const total = r.replaced.length + r.batch.length + r.remaining.length;
   // revert_to may be absent or, as the document allows, null: either way it does not revert.
   const revert = typeof r.revert_to === 'number' ? r.revert_to : null;
+  const failed = Boolean(r.reason);
+  const ifItFails = failed
+    ? revert !== null ? `reverting to v${revert}` : muted('not reverted')
+    : revert !== null ? `reverts to v${revert}` : muted('no revert');
   return h(
     'tr',
-    { class: 'rollout', 'data-service': r.service, 'data-version': r.version, 'data-from-version': r.from_version },
+    {
+      class: failed ? 'rollout failed' : 'rollout',
+      'data-service': r.service,
+      'data-version': r.version,
+      'data-from-version': r.from_version,
+    },
     h('td', { class: 'name' }, h('strong', {}, r.service)),
     h('td', { class: 'versions nowrap' }, `v${r.from_version} → v${r.version}`),
-    h(
-      'td',
-      { class: 'progress nowrap', 'data-replaced': r.replaced.length, 'data-total': total },
-      `${r.replaced.length} of ${total} replaced`,
-      muted(` · ${r.max_parallel} at a time`),
-    ),
+    progress(r, total),
     units('batch', r.batch, 'none yet'),
     units('remaining', r.remaining, 'none'),
-    h('td', { class: 'revert nowrap' }, revert !== null ? `reverts to v${revert}` : muted('no revert')),
+    h('td', { class: 'revert nowrap' }, ifItFails),
     h('td', { class: 'started nowrap', title: r.started_at }, ago(r.started_at)),
   );
 }
