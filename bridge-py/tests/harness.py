@@ -62,6 +62,21 @@ def wait_for_port(port: int, timeout: float, what: str) -> None:
     raise RuntimeError(f"{what} is not listening on port {port} after {timeout}s")
 
 
+def typed_events(stream, parse: Callable[[Any], Any], want, what: str, timeout: float = 30.0) -> list:
+    """The events of ``stream`` that ``parse`` types (None: another event), until ``want(found)``
+    holds."""
+    found: list = []
+    deadline = time.monotonic() + timeout
+    while not want(found):
+        left = deadline - time.monotonic()
+        assert left > 0, f"not within {timeout}s: {what} (got {found!r})"
+        event = stream.next(timeout=left)
+        typed = None if event is None else parse(event)
+        if typed is not None:
+            found.append(typed)
+    return found
+
+
 def eventually(check: Callable[[], Any], what: str, timeout: float = 20.0, interval: float = 0.05) -> Any:
     """Calls ``check`` until it returns something truthy (returned) or ``timeout`` passes."""
     deadline = time.monotonic() + timeout

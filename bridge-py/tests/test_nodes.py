@@ -6,7 +6,6 @@ preempted by one of higher priority; with the sync and the asyncio client."""
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import datetime
 from types import SimpleNamespace
 
@@ -28,7 +27,7 @@ from orch_bridge import (
     resource_event,
 )
 
-from harness import SLEEPER, Agent, eventually
+from harness import SLEEPER, Agent, eventually, typed_events
 
 # The embedded agent's node (`serve --node`, `local` by default) with a capacity of its own, so
 # that what the inventory shows does not depend on the machine the tests run on.
@@ -54,20 +53,6 @@ def ready_node(client, name: str) -> Node:
         lambda: next((n for n in client.nodes() if n.name == name and n.ready), None),
         f"node {name} is listed ready",
     )
-
-
-def typed_events(stream, want, what: str, timeout: float = 30.0) -> list:
-    """The typed resource events of ``stream`` (``resource_event``) until ``want(found)`` holds."""
-    found: list = []
-    deadline = time.monotonic() + timeout
-    while not want(found):
-        left = deadline - time.monotonic()
-        assert left > 0, f"not within {timeout}s: {what} (got {found!r})"
-        event = stream.next(timeout=left)
-        typed = None if event is None else resource_event(event)
-        if typed is not None:
-            found.append(typed)
-    return found
 
 
 def test_the_embedded_agents_node_is_listed_and_its_joining_arrives_typed(make_stack):
@@ -110,7 +95,7 @@ def test_the_embedded_agents_node_is_listed_and_its_joining_arrives_typed(make_s
 
         # The node joined with the agent's first report: its event is in the stream.
         with client.events("orch.evt.resource.>", deliver="all") as stream:
-            (joined,) = typed_events(stream, lambda found: found, "the node_joined event of local")
+            (joined,) = typed_events(stream, resource_event, lambda found: found, "the node_joined event of local")
         assert isinstance(joined, NodeEvent)
         assert (joined.kind, joined.node, joined.status, joined.ready) == ("node_joined", "local", "ready", True)
         assert joined.reason == "first report"
@@ -153,7 +138,7 @@ def test_a_service_placed_on_the_node_is_allocated_there_and_one_of_higher_prior
         # api (priority 90) does not fit beside batch (priority 10): batch is stopped for it.
         with client.events("orch.evt.resource.>") as stream:
             stack.apply(low + portless("api", "priority = 90\nresources = { cpu = 600 }"))
-            found = typed_events(stream, lambda f: any(isinstance(e, ServicePreempted) for e in f), "the preemption")
+            found = typed_events(stream, resource_event, lambda f: any(isinstance(e, ServicePreempted) for e in f), "the preemption")
         (preempted,) = [e for e in found if isinstance(e, ServicePreempted)]
         assert (preempted.service, preempted.priority) == ("batch", 10)
         assert (preempted.by, preempted.by_priority, preempted.node) == ("api", 90, "local")
@@ -193,7 +178,7 @@ def test_a_node_whose_agent_stops_goes_down_and_its_replicas_are_lost(make_stack
                     lost = {e.service for e in found if isinstance(e, ServiceLost)}
                     return lost == {"batch-0", "batch-1"} and any(isinstance(e, NodeEvent) for e in found)
 
-                found = typed_events(stream, complete, "n2 down and its replicas lost")
+                found = typed_events(stream, resource_event, complete, "n2 down and its replicas lost")
             (down,) = [e for e in found if isinstance(e, NodeEvent)]
             assert (down.kind, down.node, down.status, down.ready) == ("node_down", "n2", "down", False)
             assert down.reason.startswith("silent for") and "node-down time 1s" in down.reason, down.reason

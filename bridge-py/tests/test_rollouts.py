@@ -6,7 +6,6 @@ client, a version that crashes fails its update, and the last good version is ap
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import datetime
 from types import SimpleNamespace
 
@@ -15,7 +14,7 @@ import pytest
 import orch_bridge
 from orch_bridge import AsyncClient, Client, OrchError, RolloutEvent
 
-from harness import SLEEPER, eventually
+from harness import SLEEPER, eventually, typed_events
 
 
 def api(version: str, min_healthy_time: str, healthy_deadline: str = "2m", args: str = "") -> str:
@@ -32,20 +31,6 @@ def api(version: str, min_healthy_time: str, healthy_deadline: str = "2m", args:
     )
 
 
-def rollout_events(stream, want, what: str, timeout: float = 60.0) -> list:
-    """The typed rollout events of ``stream`` until ``want(found)`` holds."""
-    found: list = []
-    deadline = time.monotonic() + timeout
-    while not want(found):
-        left = deadline - time.monotonic()
-        assert left > 0, f"not within {timeout}s: {what} (got {found!r})"
-        event = stream.next(timeout=left)
-        typed = None if event is None else RolloutEvent.from_event(event)
-        if typed is not None:
-            found.append(typed)
-    return found
-
-
 def test_a_changed_service_is_rolled_out_a_replica_at_a_time_with_typed_events(stack):
     first = stack.apply(api("1", "1s"))
     stack.wait_states({"api-0": "ready", "api-1": "ready"})
@@ -53,7 +38,9 @@ def test_a_changed_service_is_rolled_out_a_replica_at_a_time_with_typed_events(s
         with client.events("orch.evt.lifecycle.>") as stream:
             second = stack.apply(api("2", "1s"))
             assert second["rolling"] == ["api-0", "api-1"], second
-            found = rollout_events(stream, lambda f: any(e.phase == "completed" for e in f), "the update completes")
+            found = typed_events(
+                stream, RolloutEvent.from_event, lambda f: any(e.phase == "completed" for e in f), "the update completes", timeout=60.0
+            )
     assert [e.phase for e in found] == ["started", "progressed", "completed"], found
     started, progressed, completed = found
     for e in found:

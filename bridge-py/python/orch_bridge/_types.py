@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Literal, Optional, TypedDict, Union
+from typing import Any, Callable, Dict, List, Literal, Optional, TypedDict, TypeVar, Union
 
 from . import _core
 from ._errors import OrchError
@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 Json = Dict[str, Any]
+T = TypeVar("T")
 
 
 def _time(value: Optional[str]) -> Optional[datetime]:
@@ -62,6 +63,16 @@ def _time(value: Optional[str]) -> Optional[datetime]:
 
 def _bad_reply(what: str, error: Exception, raw: Any) -> OrchError:
     return OrchError(f"cannot read the orchestrator's {what} reply ({error!r}): {raw!r}"[:2000], "bad_reply")
+
+
+def _typed_event(event: Any, what: str, build: Callable[[Json], T]) -> T:
+    """``build(event.data)``, for the ``from_event`` of each typed event: data without the
+    protocol's shape is an ``OrchError`` with code ``bad_reply`` naming ``what``."""
+    d = event.data
+    try:
+        return build(d)
+    except (KeyError, TypeError, ValueError, AttributeError, OrchError) as e:
+        raise _bad_reply(what, e, d) from None
 
 
 @dataclass(frozen=True)
@@ -955,9 +966,10 @@ class NodeEvent:
         kind = _resource_kind(event)
         if kind is None or kind not in _core.NODE_EVENT_KINDS:
             return None
-        d = event.data
-        try:
-            return cls(
+        return _typed_event(
+            event,
+            f"node event {event.type}",
+            lambda d: cls(
                 kind,
                 d["node"],
                 d["status"],
@@ -969,9 +981,8 @@ class NodeEvent:
                 event.id,
                 event.time,
                 event.principal,
-            )
-        except (KeyError, TypeError, ValueError, AttributeError, OrchError) as e:
-            raise _bad_reply(f"node event {event.type}", e, d) from None
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -1004,9 +1015,10 @@ class ServiceLost:
         """
         if _resource_kind(event) != "lost":
             return None
-        d = event.data
-        try:
-            return cls(
+        return _typed_event(
+            event,
+            f"event {event.type}",
+            lambda d: cls(
                 d["service"],
                 d.get("replica_of"),
                 d["node"],
@@ -1015,9 +1027,8 @@ class ServiceLost:
                 event.id,
                 event.time,
                 event.principal,
-            )
-        except (KeyError, TypeError, AttributeError) as e:
-            raise _bad_reply(f"event {event.type}", e, d) from None
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -1055,9 +1066,10 @@ class ServicePreempted:
         """
         if _resource_kind(event) != "preempted":
             return None
-        d = event.data
-        try:
-            return cls(
+        return _typed_event(
+            event,
+            f"event {event.type}",
+            lambda d: cls(
                 d["service"],
                 d["priority"],
                 d["by"],
@@ -1068,9 +1080,8 @@ class ServicePreempted:
                 event.id,
                 event.time,
                 event.principal,
-            )
-        except (KeyError, TypeError, AttributeError) as e:
-            raise _bad_reply(f"event {event.type}", e, d) from None
+            ),
+        )
 
 
 #: The typed resource events (see :func:`resource_event`).
@@ -1179,27 +1190,23 @@ class RolloutEvent:
         kind = ty[len("io.orch.lifecycle.") : -len(".v1")]
         if kind not in _core.ROLLOUT_EVENT_KINDS:
             return None
-        d = event.data
-        try:
-            r = Rollout.from_json(d)
-            return cls(
-                kind[len("rollout_") :],  # a RolloutPhase: the kind is one of ROLLOUT_EVENT_KINDS
-                r.service,
-                r.version,
-                r.from_version,
-                r.revert_to,
-                r.max_parallel,
-                r.replaced,
-                r.batch,
-                r.remaining,
-                r.started_at,
-                r.reason,
-                event.id,
-                event.time,
-                event.principal,
-            )
-        except (KeyError, TypeError, ValueError, AttributeError, OrchError) as e:
-            raise _bad_reply(f"rollout event {ty}", e, d) from None
+        r = _typed_event(event, f"rollout event {ty}", Rollout.from_json)
+        return cls(
+            kind[len("rollout_") :],  # a RolloutPhase: the kind is one of ROLLOUT_EVENT_KINDS
+            r.service,
+            r.version,
+            r.from_version,
+            r.revert_to,
+            r.max_parallel,
+            r.replaced,
+            r.batch,
+            r.remaining,
+            r.started_at,
+            r.reason,
+            event.id,
+            event.time,
+            event.principal,
+        )
 
 
 @dataclass(frozen=True)

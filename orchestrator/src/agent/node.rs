@@ -139,8 +139,7 @@ pub async fn run(
             agent_started: started,
             at: Utc::now(),
         };
-        let body = serde_json::to_vec(&report).expect("a node report serializes");
-        if let Err(e) = client.publish(subject.clone(), body.into()).await {
+        if let Err(e) = super::service::publish_report(&client, &subject, &report).await {
             tracing::debug!(error = %e, "node report not published");
         }
     }

@@ -348,8 +348,7 @@ pub async fn run(
         };
         let report =
             agent::Notified { node: node.clone(), service, pid, ready, status: message.status, at: chrono::Utc::now() };
-        let body = serde_json::to_vec(&report).expect("a report serializes");
-        if let Err(e) = client.publish(subject.clone(), body.into()).await {
+        if let Err(e) = super::service::publish_report(&client, &subject, &report).await {
             tracing::warn!(error = %e, "could not publish a notification; status requests still show readiness");
         }
     }

@@ -123,8 +123,7 @@ pub async fn run(
             }
         };
         let report = Pressure { node: node.clone(), cpu, memory, at: chrono::Utc::now() };
-        let body = serde_json::to_vec(&report).expect("a pressure report serializes");
-        if let Err(e) = client.publish(subject.clone(), body.into()).await {
+        if let Err(e) = super::service::publish_report(&client, &subject, &report).await {
             tracing::debug!(error = %e, "pressure report not published");
         }
     }

@@ -97,15 +97,28 @@ async fn report_exit(client: &async_nats::Client, subject: &str, node: &str, sup
         stopped: e.stopped,
         oom_killed: e.oom_killed,
     };
-    let body = serde_json::to_vec(&report).expect("a report serializes");
-    if let Err(e) = client.publish(subject.to_string(), body.into()).await {
+    if let Err(e) = publish_report(client, subject, &report).await {
         tracing::warn!(error = %e, "could not publish a process end; status requests still show it");
     }
     supervisor.reported(&e);
 }
 
-fn json(value: &impl Serialize) -> Bytes {
-    serde_json::to_vec(value).expect("a reply serializes").into()
+/// A reply or report as JSON (the agent's types always serialize).
+pub(crate) fn json(value: &impl Serialize) -> Bytes {
+    serde_json::to_vec(value).expect("an agent message serializes").into()
+}
+
+/// Publishes one of the agent's reports (a process's end, a notification, a node or pressure
+/// report). A report lost here is made good by the next one or by a status request, so callers
+/// only log the error.
+pub(crate) fn publish_report(
+    client: &async_nats::Client,
+    subject: &str,
+    report: &impl Serialize,
+) -> impl std::future::Future<Output = Result<(), async_nats::client::PublishError>> + Send + 'static {
+    // Serialized now: the future holds no borrow of the report.
+    let (client, subject, body) = (client.clone(), subject.to_string(), json(report));
+    async move { client.publish(subject, body).await }
 }
 
 fn signal(field: &str, name: &str) -> Result<i32, ProtocolError> {

@@ -116,6 +116,9 @@ pub struct Supervisor {
     starting: Arc<Mutex<HashMap<String, Option<u32>>>>,
     /// The pid of each service whose process said `READY=1` (see `super::notify`).
     ready: Arc<Mutex<HashMap<String, u32>>>,
+    /// What each service's process was started from (its `<service>.spec`, read once at
+    /// adoption): `status` reports it for every process, so it is not read from disk each time.
+    fingerprints: Arc<Mutex<HashMap<String, String>>>,
     /// `NOTIFY_SOCKET` for the services that ask for it; `None` when the agent has no socket.
     notify_socket: Option<String>,
     events: mpsc::UnboundedSender<Exited>,
@@ -180,6 +183,13 @@ fn spec_path(run_dir: &Path, service: &str) -> PathBuf {
     run_dir.join(format!("{service}.spec"))
 }
 
+/// The fingerprint recorded for `service`, if any (none: started by an agent from before them).
+fn recorded_fingerprint(run_dir: &Path, service: &str) -> Option<String> {
+    let text = std::fs::read_to_string(spec_path(run_dir, service)).ok()?;
+    let fingerprint = text.trim().strip_prefix("fingerprint=")?;
+    (!fingerprint.is_empty()).then(|| fingerprint.to_string())
+}
+
 fn ready_path(run_dir: &Path, service: &str) -> PathBuf {
     run_dir.join(format!("{service}.ready"))
 }
@@ -230,6 +240,7 @@ impl Supervisor {
             run_dir,
             rotation,
             children: Arc::default(),
+            fingerprints: Arc::default(),
             starting: Arc::default(),
             ready: Arc::default(),
             notify_socket: None,
@@ -297,9 +308,7 @@ impl Supervisor {
     /// The process `pid` of `service` said `READY=1`.
     /// The fingerprint of what the running `service` was started from, when it was kept.
     pub fn fingerprint(&self, service: &str) -> Option<String> {
-        let text = std::fs::read_to_string(spec_path(&self.run_dir, service)).ok()?;
-        let fingerprint = text.trim().strip_prefix("fingerprint=")?;
-        (!fingerprint.is_empty()).then(|| fingerprint.to_string())
+        self.fingerprints.lock().expect("supervisor lock").get(service).cloned()
     }
 
     pub fn is_ready(&self, service: &str, pid: u32) -> bool {
@@ -346,6 +355,9 @@ impl Supervisor {
             if state.shim_alive() {
                 tracing::info!(service, pid = state.pid, shim = state.shim, "adopted a running service");
                 adopted.push((service.to_string(), state.pid));
+                if let Some(fingerprint) = recorded_fingerprint(&self.run_dir, service) {
+                    self.fingerprints.lock().expect("supervisor lock").insert(service.to_string(), fingerprint);
+                }
                 if recorded_ready(&self.run_dir, service) == Some(state.pid) {
                     self.ready.lock().expect("supervisor lock").insert(service.to_string(), state.pid);
                 }
@@ -425,6 +437,14 @@ impl Supervisor {
                 )
             })
             .map_err(spawn_error)?;
+        {
+            let mut fingerprints = self.fingerprints.lock().expect("supervisor lock");
+            if spec.fingerprint.is_empty() {
+                fingerprints.remove(&spec.service);
+            } else {
+                fingerprints.insert(spec.service.clone(), spec.fingerprint.clone());
+            }
+        }
         let args = ShimArgs {
             run_dir: self.run_dir.clone(),
             log_dir: self.log_dir.clone(),

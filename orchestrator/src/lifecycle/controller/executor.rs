@@ -221,22 +221,29 @@ impl Executor {
             Effect::Publish { event, at } => self.publish(event, at),
             Effect::StoreManifest { request, manifest, body, source } => {
                 let result = self.store_manifest(&manifest, &body, &source).await;
-                return Some(Input::ManifestStored { request, manifest, source, run_id: Uuid::now_v7(), result });
+                let run_id = Uuid::now_v7();
+                return Some(Input::ManifestStored { request, manifest, source, run_id, revert: false, result });
             }
             Effect::RevertManifest { version, source } => {
                 // The orchestrator applies it, whoever's input made the update fail.
                 principal::ORCHESTRATOR.clone_into(&mut self.acting);
-                let result = self.revert_manifest(version, &source).await;
-                let (manifest, result) = match result {
-                    Ok((manifest, stored)) => (manifest, Ok(stored)),
+                let (manifest, stored) = match self.revert_manifest(version, &source).await {
+                    Ok(reverted) => reverted,
                     Err(e) => {
                         tracing::error!(version, error = %e, "cannot apply the last good version again");
                         return None;
                     }
                 };
                 // No one waits for the answer (request 0 is never given out).
-                let request = RequestId(0);
-                return Some(Input::ManifestStored { request, manifest, source, run_id: Uuid::now_v7(), result });
+                let (request, run_id) = (RequestId(0), Uuid::now_v7());
+                return Some(Input::ManifestStored {
+                    request,
+                    manifest,
+                    source,
+                    run_id,
+                    revert: true,
+                    result: Ok(stored),
+                });
             }
             Effect::StoreDesiredDown { request, versions } => {
                 let mut result = Ok(());

@@ -122,12 +122,12 @@ impl Machine {
         source: String,
         run_id: Uuid,
         version: i64,
+        reverting: bool,
     ) {
         let graph = Graph::new(&manifest).expect("the caller validated the manifest");
         let services = manifest.services.len();
         self.publish(Event::ManifestApplied(ManifestAppliedData { version, source, services }));
         tracing::info!(version, services, "manifest applied");
-        let reverting = std::mem::take(&mut self.reverting);
         let from_version = self.stack.as_ref().map_or(0, |s| s.version);
         let good = self.supersede_rollouts(version);
         let mut replaced = Vec::new();

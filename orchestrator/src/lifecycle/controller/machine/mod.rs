@@ -106,6 +106,9 @@ pub enum Input {
         source: String,
         /// The id of the start-up run the new version begins.
         run_id: Uuid,
+        /// It is the last good version applied again by a failed rolling update (whose own
+        /// updates do not revert).
+        revert: bool,
         result: Result<i64, StorageError>,
     },
     /// Take the stack down and keep it down.
@@ -302,9 +305,6 @@ pub struct Machine {
     stale_stopped: BTreeSet<(String, String, u32)>,
     /// The last generation given out (one sequence for every service and stack).
     generation: u64,
-    /// A failed rolling update asked for the last good version to be applied again: the version
-    /// stored next is that revert (whose own updates do not revert).
-    reverting: bool,
     /// The time of the input being handled.
     now: Now,
     /// The effects decided so far for the input being handled.
@@ -324,7 +324,6 @@ impl Machine {
             inventory: Default::default(),
             stale_stopped: BTreeSet::new(),
             generation: 0,
-            reverting: false,
             now,
             out: Vec::new(),
         }
@@ -339,8 +338,8 @@ impl Machine {
             }
             Input::Nodes(nodes) => self.nodes_changed(nodes),
             Input::Apply { request, manifest, body, source } => self.apply(request, manifest, body, source),
-            Input::ManifestStored { request, manifest, source, run_id, result } => match result {
-                Ok(version) => self.manifest_stored(request, *manifest, source, run_id, version),
+            Input::ManifestStored { request, manifest, source, run_id, revert, result } => match result {
+                Ok(version) => self.manifest_stored(request, *manifest, source, run_id, version, revert),
                 Err(e) => self.reply(Reply::Applied(request, Err(e.into()))),
             },
             Input::Down { request } => self.down(request),
@@ -426,7 +425,7 @@ impl Machine {
             run_id: stack.run.as_ref().map(|r| r.id),
             counts,
             services,
-            rollouts: stack.rollouts.values().map(|r| r.view()).collect(),
+            rollouts: stack.rollouts.values().map(rollout::Rollout::data).collect(),
         };
         Some((view, stack.graph.clone()))
     }

@@ -50,11 +50,8 @@ pub(super) struct Rollout {
 }
 
 impl Rollout {
-    pub fn view(&self) -> RolloutData {
-        self.data()
-    }
-
-    fn data(&self) -> RolloutData {
+    /// As the stack view shows it and its events carry it.
+    pub fn data(&self) -> RolloutData {
         RolloutData {
             service: self.service.clone(),
             version: self.version,
@@ -299,7 +296,6 @@ impl Machine {
             let source = format!(
                 "auto-revert to version {to}: the rolling update of {service} to version {version} failed ({reason})"
             );
-            self.reverting = true;
             self.out.push(Effect::RevertManifest { version: to, source });
         }
     }

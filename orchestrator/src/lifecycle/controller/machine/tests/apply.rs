@@ -43,7 +43,14 @@ pub(super) fn apply(h: &mut Harness, text: &str, version: i64, run_id: Uuid) -> 
     };
     assert_eq!((*stored, body.as_str(), source.as_str()), (request, text, "test"));
     let manifest = manifest.clone();
-    let e = h.send(Input::ManifestStored { request, manifest, source: "test".into(), run_id, result: Ok(version) });
+    let e = h.send(Input::ManifestStored {
+        request,
+        manifest,
+        source: "test".into(),
+        run_id,
+        revert: false,
+        result: Ok(version),
+    });
     (request, e)
 }
 
@@ -120,6 +127,7 @@ fn a_manifest_that_could_not_be_stored_changes_nothing() {
         manifest: manifest(V2),
         source: "test".into(),
         run_id: Uuid::nil(),
+        revert: false,
         result: Err(StorageError::ConcurrentCommand),
     });
     assert!(matches!(&replies(&e)[..], [Reply::Applied(_, Err(ControlError::Storage(_)))]));

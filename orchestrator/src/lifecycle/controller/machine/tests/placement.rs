@@ -205,6 +205,7 @@ fn a_higher_priority_service_preempts_the_lowest_that_make_room_never_a_critical
         manifest: manifest(&text),
         source: "t".into(),
         run_id: Uuid::nil(),
+        revert: false,
         result: Ok(2),
     });
     let preempted = preemptions(&stored);

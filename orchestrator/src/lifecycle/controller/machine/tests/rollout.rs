@@ -127,6 +127,7 @@ fn a_replica_crashing_on_the_new_version_fails_the_update_and_the_last_good_vers
         manifest: manifest(V1),
         source,
         run_id: Uuid::from_u128(3),
+        revert: true,
         result: Ok(3),
     });
     assert_eq!(launch_args(&e), [("api-0", "--v1")]);
