@@ -87,6 +87,66 @@ pub enum Command {
     /// cancel executions.
     #[command(subcommand)]
     Workflow(WorkflowCommand),
+    /// Manifest history: list the stored versions with who applied them and when, show one, diff
+    /// two service by service and field by field, roll back to one.
+    #[command(subcommand)]
+    History(HistoryCommand),
+    /// Self-preservation of the registry (docs/protocol.md §6): end it when a large scale-down
+    /// was deliberate, so the overdue instances expire (needs an operator token).
+    #[command(subcommand, name = "self-preservation")]
+    SelfPreservation(SelfPreservationCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HistoryCommand {
+    /// The stored versions, newest first: version, when, who, source; the current one marked.
+    List {
+        /// How many (1-500).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Only versions older than this one (the next page).
+        #[arg(long)]
+        before: Option<i64>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Print the manifest of one version as it was applied.
+    Show {
+        version: i64,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// What changed from one version to another: `+` added, `-` removed, `~` changed services,
+    /// each changed field with its old and new value (defaults filled in).
+    Diff {
+        from: i64,
+        to: i64,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Apply a stored version again, as a new version (needs an admin token), and follow its
+    /// start-up like `up` (exit code 0 when everything is ready, 1 otherwise).
+    Rollback {
+        version: i64,
+        /// Return once it is accepted instead of following the start-up.
+        #[arg(long, short = 'd')]
+        detach: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SelfPreservationCommand {
+    /// End self-preservation now: the end is recorded with who asked and why, and every overdue
+    /// instance expires at once. Fails when it is not active.
+    End {
+        /// Why (recorded in the `self_preservation_exited` event).
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -64,7 +64,11 @@ impl From<ControlError> for ProtocolError {
             other => other,
         };
         let code = match &e {
-            ControlError::NoStack | ControlError::NoRun | ControlError::UnknownService(_) => ErrorCode::NotFound,
+            ControlError::NoStack
+            | ControlError::NoRun
+            | ControlError::UnknownService(_)
+            | ControlError::UnknownVersion { .. } => ErrorCode::NotFound,
+            ControlError::Invalid { .. } => ErrorCode::ValidationFailed,
             ControlError::Busy(_) => ErrorCode::Conflict,
             ControlError::Agent(AgentError::Refused { code, .. }) => *code,
             ControlError::Agent(_) | ControlError::Stopped | ControlError::Storage(_) => ErrorCode::Unavailable,
@@ -72,6 +76,9 @@ impl From<ControlError> for ProtocolError {
         };
         match e {
             ControlError::UnknownService(_) => ProtocolError::field(code, "service", e.to_string()),
+            ControlError::UnknownVersion { field, .. } | ControlError::Invalid { field, .. } => {
+                ProtocolError::field(code, field, e.to_string())
+            }
             _ => ProtocolError::new(code, e.to_string()),
         }
     }

@@ -110,6 +110,17 @@ async fn run(cli: config::Cli) -> ExitCode {
         Command::Cluster(args) => cli_result("cluster", orchestrator::cli::stack::cluster(&args).await),
         Command::Nodes(args) => cli_result("nodes", orchestrator::cli::nodes::run(&args).await),
         Command::Quota(command) => cli_result("quota", orchestrator::cli::nodes::quota(command).await),
+        Command::History(command) => match orchestrator::cli::stack::history(command).await {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("orchestrator history: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::SelfPreservation(orchestrator::config::SelfPreservationCommand::End { reason, api }) => {
+            cli_result("self-preservation", orchestrator::cli::stack::end_self_preservation(reason, &api).await)
+        }
         Command::Workflow(command) => match orchestrator::cli::workflow::run(command).await {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(1),

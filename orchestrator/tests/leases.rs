@@ -5,8 +5,10 @@ mod common;
 
 use std::time::Duration;
 
+use axum::http::StatusCode;
+use common::http::{assert_error, call};
 use common::{Stack, of_type, registration};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn fast(settings: &mut orchestrator::Settings) {
     settings.registry.sweep.interval = Duration::from_millis(100);
@@ -106,6 +108,60 @@ async fn mass_expiry_triggers_self_preservation_until_beats_return() {
     let mut ids: Vec<&str> = expired.iter().map(|e| e["subject"].as_str().unwrap()).collect();
     ids.sort();
     assert_eq!(ids, ["sp-18", "sp-19"]);
+}
+
+/// A deliberate scale-down looks like a mass failure and keeps self-preservation on: an operator
+/// ends it (an audited request, with a reason), and the overdue instances expire at once.
+#[tokio::test]
+async fn an_operator_ends_self_preservation_after_a_deliberate_scale_down() {
+    let stack = Stack::start_with(fast).await;
+    // Not active: there is nothing to end, over HTTP and NATS alike.
+    let idle = call(&stack, "POST", "/api/v1/health/self-preservation/end", None).await;
+    assert_error(&idle, StatusCode::CONFLICT, "conflict", None);
+    let (_, refused) = stack.request_on("health", "end_self_preservation", "").await;
+    assert_eq!(refused["error"]["code"], "conflict", "{refused}");
+
+    let payloads: Vec<String> = (0..20).map(|i| registration(&format!("down-{i}"), "web", 1)).collect();
+    futures::future::join_all(payloads.iter().map(|p| stack.request("register", p))).await;
+    // Every lease was granted before its registration was answered, so one TTL from now all 20
+    // are overdue, whatever the machine's speed.
+    let all_overdue = tokio::time::Instant::now() + Duration::from_millis(1_100);
+    stack
+        .wait_events(1, "self-preservation entered", |e| e["type"] == "io.orch.system.self_preservation_entered.v1")
+        .await;
+    tokio::time::sleep_until(all_overdue).await;
+
+    let bad =
+        call(&stack, "POST", "/api/v1/health/self-preservation/end", Some(json!({ "reason": "x".repeat(600) }))).await;
+    assert_error(&bad, StatusCode::BAD_REQUEST, "validation_failed", Some("reason"));
+    let (status, ended) = call(
+        &stack,
+        "POST",
+        "/api/v1/health/self-preservation/end",
+        Some(json!({ "reason": "web scaled down from 20 to 0" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{ended}");
+    assert_eq!((ended["expiring"].as_u64(), ended["live"].as_u64()), (Some(20), Some(20)), "{ended}");
+
+    let exited = stack
+        .wait_events(1, "self-preservation exited", |e| e["type"] == "io.orch.system.self_preservation_exited.v1")
+        .await;
+    assert_eq!(exited[0]["principal"], "anonymous", "who ended it is on the event");
+    assert_eq!(exited[0]["data"]["reason"], "web scaled down from 20 to 0");
+    assert!(exited[0]["data"]["message"].as_str().unwrap().starts_with("ended by anonymous"), "{}", exited[0]);
+    let expired = stack.wait_events(20, "all 20 expire", |e| e["type"] == "io.orch.registry.expired.v1").await;
+    assert_eq!(expired.len(), 20);
+    let active: Value = sqlx::query_scalar("SELECT value FROM system_state WHERE key = 'self_preservation'")
+        .fetch_one(&stack.pool)
+        .await
+        .unwrap();
+    assert_eq!(active["active"], false);
+    // Once ended, it is not on any more.
+    let (_, refused) = stack.request_on("health", "end_self_preservation", r#"{"reason":"again"}"#).await;
+    assert_eq!(refused["error"]["code"], "conflict", "{refused}");
+    let events = stack.events().await;
+    assert_eq!(of_type(&events, "io.orch.system.self_preservation_entered.v1").len(), 1, "not entered again");
 }
 
 #[tokio::test]

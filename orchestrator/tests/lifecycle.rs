@@ -664,3 +664,120 @@ async fn managed_services_outlive_a_restart_of_the_orchestrator_and_are_adopted(
         "steady was never stopped: {after:?}"
     );
 }
+
+/// Manifest history: the versions with who applied them and when (paged), one version's text, a
+/// diff service by service and field by field, and a rollback to an old version (a new version
+/// equal to it, applied like any other, by whoever asked): over HTTP, NATS and the command line.
+#[tokio::test]
+async fn manifest_versions_are_listed_shown_diffed_and_rolled_back() {
+    let stack = Stack::start().await;
+    let shell = |name: &str, mode: &str| {
+        format!(
+            "[services.{name}]\ncommand = \"/bin/sh\"\nargs = [\"-c\", \"exec sleep 1000\"]\nenv = {{ MODE = \"{mode}\" }}\ngrace_period = \"1s\"\n"
+        )
+    };
+    let v1 = shell("web", "one");
+    let v2 = format!("{}{}", shell("web", "two"), shell("extra", "x"));
+    apply(&stack, &v1).await;
+    wait_for(&stack, &[("web", "ready")]).await;
+    // The second by NATS: another principal and source.
+    let (code, applied) =
+        stack.request_on("lifecycle", "apply", &json!({ "manifest": v2, "source": "deploy-42" }).to_string()).await;
+    assert_eq!((code, applied["version"].as_i64()), (None, Some(2)), "{applied}");
+    wait_for(&stack, &[("web", "ready"), ("extra", "ready")]).await;
+
+    let (status, page) = call(&stack, "GET", "/api/v1/stack/versions", None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let versions = page["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2);
+    assert_eq!((versions[0]["version"].as_i64(), versions[0]["current"].as_bool()), (Some(2), Some(true)));
+    assert_eq!((versions[0]["source"].as_str(), versions[0]["principal"].as_str()), (Some("deploy-42"), Some("nats")));
+    assert_eq!((versions[1]["source"].as_str(), versions[1]["principal"].as_str()), (Some("api"), Some("anonymous")));
+    assert_eq!(versions[1]["current"], false);
+    assert!(versions[1]["applied_at"].as_str().unwrap() <= versions[0]["applied_at"].as_str().unwrap());
+    assert!(page.get("next_before").is_none(), "{page}");
+    // Paged: one at a time, newest first.
+    let (_, first) = call(&stack, "GET", "/api/v1/stack/versions?limit=1", None).await;
+    assert_eq!((first["versions"][0]["version"].as_i64(), first["next_before"].as_i64()), (Some(2), Some(2)));
+    let (_, second) = call(&stack, "GET", "/api/v1/stack/versions?limit=1&before=2", None).await;
+    assert_eq!(second["versions"][0]["version"], 1);
+    assert!(second.get("next_before").is_none(), "{second}");
+
+    let (status, shown) = call(&stack, "GET", "/api/v1/stack/versions/1", None).await;
+    assert_eq!((status, shown["manifest"].as_str()), (StatusCode::OK, Some(v1.as_str())), "{shown}");
+    assert_eq!(shown["version"], 1);
+
+    // The diff, field by field; the same over NATS.
+    let (status, diff) = call(&stack, "GET", "/api/v1/stack/diff?from=1&to=2", None).await;
+    assert_eq!(status, StatusCode::OK, "{diff}");
+    assert_eq!(diff["stack"], json!([]));
+    assert_eq!(
+        diff["services"],
+        json!([
+            { "service": "extra", "change": "added" },
+            { "service": "web", "change": "changed", "fields": [{ "field": "env.MODE", "from": "one", "to": "two" }] },
+        ])
+    );
+    let (code, over_nats) = stack.request_on("lifecycle", "diff", r#"{"from":1,"to":2}"#).await;
+    assert_eq!((code, &over_nats), (None, &diff));
+    let (code, listed) = stack.request_on("lifecycle", "versions", "").await;
+    assert_eq!((code, &listed), (None, &page));
+    let (code, one) = stack.request_on("lifecycle", "version", r#"{"version":2}"#).await;
+    assert_eq!((code.as_deref(), one["manifest"].as_str()), (None, Some(v2.as_str())));
+
+    // Bad input names its field.
+    let missing = call(&stack, "GET", "/api/v1/stack/diff?from=1", None).await;
+    assert_error(&missing, StatusCode::BAD_REQUEST, "validation_failed", Some("to"));
+    let unknown = call(&stack, "GET", "/api/v1/stack/versions/99", None).await;
+    assert_error(&unknown, StatusCode::NOT_FOUND, "not_found", Some("version"));
+    let garbled = call(&stack, "GET", "/api/v1/stack/versions/abc", None).await;
+    assert_error(&garbled, StatusCode::BAD_REQUEST, "validation_failed", Some("version"));
+    let limit = call(&stack, "GET", "/api/v1/stack/versions?limit=0", None).await;
+    assert_error(&limit, StatusCode::BAD_REQUEST, "validation_failed", Some("limit"));
+    let unknown_to = call(&stack, "GET", "/api/v1/stack/diff?from=1&to=7", None).await;
+    assert_error(&unknown_to, StatusCode::NOT_FOUND, "not_found", Some("to"));
+    let (code, zero) = stack.request_on("lifecycle", "rollback", r#"{"version":0}"#).await;
+    assert_eq!(code.as_deref(), Some("400"));
+    assert_eq!(
+        (zero["error"]["code"].as_str(), zero["error"]["field"].as_str()),
+        (Some("validation_failed"), Some("version"))
+    );
+
+    // The command line: list, diff, and the rollback, followed to the end like `up`.
+    let url = format!("http://127.0.0.1:{}", stack.http_port());
+    let cli = |args: Vec<&'static str>| {
+        let url = url.clone();
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+                .args(&args)
+                .args(["--api-url", &url])
+                .output()
+                .await
+                .expect("the command line runs");
+            assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).to_string()
+        }
+    };
+    let listed = cli(vec!["history", "list"]).await;
+    assert!(listed.contains("deploy-42") && listed.contains("(current)"), "{listed}");
+    let diffed = cli(vec!["history", "diff", "1", "2"]).await;
+    assert!(diffed.contains("+ extra") && diffed.contains("env.MODE: \"one\" -> \"two\""), "{diffed}");
+    assert_eq!(cli(vec!["history", "show", "1"]).await, v1);
+    let web_before = pid(&stack_view(&stack).await, "web");
+    let rolled = cli(vec!["history", "rollback", "1"]).await;
+    assert!(rolled.contains("rolled back to version 1") && rolled.contains("manifest version 3 applied"), "{rolled}");
+
+    let view = wait_for(&stack, &[("web", "ready")]).await;
+    assert_eq!(view["version"], 3);
+    assert!(view["services"].as_array().unwrap().iter().all(|s| s["name"] != "extra"), "{view}");
+    let web = pid(&view, "web");
+    assert_ne!(web, web_before, "web is started again from version 1");
+    let environ = std::fs::read(format!("/proc/{web}/environ")).unwrap();
+    assert!(environ.split(|b| *b == 0).any(|v| v == b"MODE=one"), "web runs with version 1's environment");
+    let (_, page) = call(&stack, "GET", "/api/v1/stack/versions?limit=1", None).await;
+    let rollback = &page["versions"][0];
+    assert_eq!((rollback["version"].as_i64(), rollback["source"].as_str()), (Some(3), Some("rollback to v1")));
+    assert_eq!(rollback["principal"], "anonymous", "the caller of the command line, as the API knows it");
+    let (_, same) = call(&stack, "GET", "/api/v1/stack/diff?from=1&to=3", None).await;
+    assert_eq!((same["stack"].clone(), same["services"].clone()), (json!([]), json!([])), "{same}");
+}

@@ -196,6 +196,57 @@ impl StackClient {
         self.send(self.http.post(format!("{}/executions/{id}/cancel", self.base)), "POST /executions/{id}/cancel").await
     }
 
+    /// `GET /stack/versions`: stored manifest versions, newest first, older than `before`.
+    pub async fn versions(
+        &self,
+        limit: Option<usize>,
+        before: Option<i64>,
+    ) -> Result<orch_protocol::history::ManifestVersions> {
+        let mut query = Vec::new();
+        if let Some(limit) = limit {
+            query.push(("limit", limit.to_string()));
+        }
+        if let Some(before) = before {
+            query.push(("before", before.to_string()));
+        }
+        let query = serde_urlencoded::to_string(&query).expect("numbers encode");
+        let request = self.http.get(format!("{}/stack/versions?{query}", self.base));
+        self.send(request, "GET /stack/versions").await
+    }
+
+    /// `GET /stack/versions/{version}`: one version with the manifest's text.
+    pub async fn version(&self, version: i64) -> Result<orch_protocol::history::ManifestVersionText> {
+        let request = self.http.get(format!("{}/stack/versions/{version}", self.base));
+        self.send(request, "GET /stack/versions/{version}").await
+    }
+
+    /// `GET /stack/diff`: what changed from one version to another.
+    pub async fn diff(&self, from: i64, to: i64) -> Result<orch_protocol::history::ManifestDiff> {
+        let request = self.http.get(format!("{}/stack/diff?from={from}&to={to}", self.base));
+        self.send(request, "GET /stack/diff").await
+    }
+
+    /// `POST /stack/versions/{version}/rollback`: applies that version again as a new one.
+    pub async fn rollback(&self, version: i64) -> Result<StackApplied> {
+        let request = self.http.post(format!("{}/stack/versions/{version}/rollback", self.base));
+        self.send(request, "POST /stack/versions/{version}/rollback").await
+    }
+
+    /// `POST /health/self-preservation/end`: ends self-preservation, saying why.
+    pub async fn end_self_preservation(&self, reason: Option<&str>) -> Result<serde_json::Value> {
+        let request = self
+            .http
+            .post(format!("{}/health/self-preservation/end", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(
+                serde_json::to_vec(&orch_protocol::health::EndSelfPreservationRequest {
+                    reason: reason.map(str::to_string),
+                })
+                .expect("serializes"),
+            );
+        self.send(request, "POST /health/self-preservation/end").await
+    }
+
     /// `DELETE /stack`: stops every managed service in reverse dependency order; answered once all
     /// have stopped.
     pub async fn down(&self) -> Result<Stopped> {

@@ -389,6 +389,10 @@ pub struct SelfPreservationData {
     /// The configured share above which expiry is suspended.
     pub threshold: f64,
     pub message: String,
+    /// Why an operator ended it (`self_preservation_exited` by request, whose `principal` is the
+    /// operator); absent when heartbeats recovered by themselves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Data of `command_rejected`: a command could not be applied and went to the dead-letter stream.
@@ -631,7 +635,7 @@ mod tests {
     #[test]
     fn encodes_structured_cloudevent() {
         let s = Subjects::default();
-        let data = SelfPreservationData { expiring: 3, live: 10, threshold: 0.15, message: "m".into() };
+        let data = SelfPreservationData { expiring: 3, live: 10, threshold: 0.15, message: "m".into(), reason: None };
         let e =
             encode(&s, EventKind::SelfPreservationEntered, SYSTEM_SERVICE, "registry", "key:ops", Utc::now(), &data);
         assert_eq!(e.subject, "orch.evt.system._system.self_preservation_entered");

@@ -537,13 +537,36 @@ pub struct MaintenanceRequest {
 
 impl MaintenanceRequest {
     pub fn validate(&self) -> Result<(), ProtocolError> {
-        if self.reason.chars().count() > limits::REASON_MAX || self.reason.chars().any(|c| c.is_control()) {
-            return Err(ProtocolError::invalid(
-                "reason",
-                format!("must be at most {} characters without control characters", limits::REASON_MAX),
-            ));
-        }
-        Ok(())
+        validate_reason(&self.reason)
+    }
+}
+
+/// A reason given by an operator: at most [`limits::REASON_MAX`] characters, no control characters.
+fn validate_reason(reason: &str) -> Result<(), ProtocolError> {
+    if reason.chars().count() > limits::REASON_MAX || reason.chars().any(|c| c.is_control()) {
+        return Err(ProtocolError::invalid(
+            "reason",
+            format!("must be at most {} characters without control characters", limits::REASON_MAX),
+        ));
+    }
+    Ok(())
+}
+
+/// Body of `POST /api/v1/health/self-preservation/end` and payload of
+/// `<prefix>.req.health.end_self_preservation`: an operator ends self-preservation (a deliberate
+/// mass shutdown otherwise keeps it on), saying why.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EndSelfPreservationRequest {
+    /// Why (recorded in the `self_preservation_exited` event), at most 512 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl EndSelfPreservationRequest {
+    pub fn validate(&self) -> Result<(), ProtocolError> {
+        self.reason.as_deref().map_or(Ok(()), validate_reason)
     }
 }
 

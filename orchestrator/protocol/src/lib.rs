@@ -8,6 +8,7 @@ pub mod error;
 pub mod events;
 pub mod headers;
 pub mod health;
+pub mod history;
 pub mod lifecycle;
 pub mod names;
 pub mod principal;

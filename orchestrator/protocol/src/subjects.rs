@@ -27,6 +27,13 @@ pub mod verbs {
     pub const DOWN: &str = "down";
     pub const RESTART: &str = "restart";
     pub const PROFILE: &str = "profile";
+    /// Manifest history (`orch.req.lifecycle.versions|version|diff|rollback`).
+    pub const VERSIONS: &str = "versions";
+    pub const VERSION: &str = "version";
+    pub const DIFF: &str = "diff";
+    pub const ROLLBACK: &str = "rollback";
+    /// An operator ends self-preservation (`orch.req.health.end_self_preservation`).
+    pub const END_SELF_PRESERVATION: &str = "end_self_preservation";
     pub const PRIORITY: &str = "priority";
     /// The group of replicas (`orch.req.cluster.status`), answered by every replica.
     pub const CLUSTER: &str = "cluster";

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use orch_client::stack::StackClient;
+use orch_protocol::history::{Change, ManifestDiff};
 use orch_protocol::lifecycle::ServiceState;
-use orch_protocol::stack::{RunProfile, StackView};
+use orch_protocol::stack::{RunProfile, StackApplied, StackView};
 
-use crate::config::{ApiArgs, UpArgs};
+use crate::config::{ApiArgs, HistoryCommand, UpArgs};
 use crate::lifecycle::{Graph, Manifest};
 
 fn client(args: &ApiArgs) -> anyhow::Result<StackClient> {
@@ -46,6 +47,12 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<bool> {
     let api = client(&args.api)?;
     let source = format!("cli:{}", args.file.display());
     let applied = api.apply(text, &source).await.context("applying the manifest")?;
+    follow_applied(&api, &applied, args.detach).await
+}
+
+/// Prints what an apply (or a rollback) accepted and, unless `detach`, follows its start-up and
+/// rolling updates to the end; whether everything came up.
+async fn follow_applied(api: &StackClient, applied: &StackApplied, detach: bool) -> anyhow::Result<bool> {
     let replacing = if applied.replaced.is_empty() {
         String::new()
     } else {
@@ -55,7 +62,7 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<bool> {
     if !applied.rolling.is_empty() {
         println!("rolling update of {} (a batch at a time, once the stack is up)", applied.rolling.join(", "));
     }
-    if args.detach {
+    if detach {
         return Ok(true);
     }
     let terminal = std::io::stdout().is_terminal();
@@ -88,7 +95,7 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<bool> {
             if applied.rolling.is_empty() {
                 return Ok(ready);
             }
-            return Ok(follow_rollouts(&api, applied.version).await? && ready);
+            return Ok(follow_rollouts(api, applied.version).await? && ready);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -261,5 +268,97 @@ fn print_profile(p: &RunProfile) {
         for b in &p.profile.bottlenecks {
             println!("  {:<24} {:>9.1}ms  {}", b.service, ms(b.took), b.why);
         }
+    }
+}
+
+/// `orchestrator history …`: the stored manifest versions, one's text, a diff, a rollback.
+pub async fn history(command: HistoryCommand) -> anyhow::Result<bool> {
+    match command {
+        HistoryCommand::List { limit, before, api } => {
+            let page = client(&api)?.versions(Some(limit), before).await?;
+            println!("{:>8}  {:<25} {:<24} source", "version", "applied at", "by");
+            for v in &page.versions {
+                println!(
+                    "{:>8}  {:<25} {:<24} {}{}",
+                    v.version,
+                    v.applied_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    v.principal.as_deref().unwrap_or("-"),
+                    v.source,
+                    if v.current { "  (current)" } else { "" }
+                );
+            }
+            if let Some(before) = page.next_before {
+                println!("older versions: --before {before}");
+            }
+        }
+        HistoryCommand::Show { version, api } => print!("{}", client(&api)?.version(version).await?.manifest),
+        HistoryCommand::Diff { from, to, api } => print!("{}", diff_text(&client(&api)?.diff(from, to).await?)),
+        HistoryCommand::Rollback { version, detach, api } => {
+            let api = client(&api)?;
+            let applied = api.rollback(version).await.with_context(|| format!("rolling back to version {version}"))?;
+            println!("rolled back to version {version}");
+            return follow_applied(&api, &applied, detach).await;
+        }
+    }
+    Ok(true)
+}
+
+/// A diff as text: `+ service`, `- service`, `~ service` with `  field: old -> new` lines.
+fn diff_text(diff: &ManifestDiff) -> String {
+    let value = |v: &Option<serde_json::Value>| v.as_ref().map_or("(unset)".to_string(), |v| v.to_string());
+    let mut out = format!("version {} -> {}\n", diff.from, diff.to);
+    if diff.is_empty() {
+        out.push_str("no difference\n");
+    }
+    for f in &diff.stack {
+        out.push_str(&format!("~ {}: {} -> {}\n", f.field, value(&f.from), value(&f.to)));
+    }
+    for s in &diff.services {
+        let mark = match s.change {
+            Change::Added => '+',
+            Change::Removed => '-',
+            Change::Changed => '~',
+        };
+        out.push_str(&format!("{mark} {}\n", s.service));
+        for f in &s.fields {
+            out.push_str(&format!("    {}: {} -> {}\n", f.field, value(&f.from), value(&f.to)));
+        }
+    }
+    out
+}
+
+/// `orchestrator self-preservation end`: ends self-preservation, saying why.
+pub async fn end_self_preservation(reason: Option<String>, api: &ApiArgs) -> anyhow::Result<()> {
+    let ended = client(api)?.end_self_preservation(reason.as_deref()).await?;
+    println!("{}", ended["message"].as_str().unwrap_or("self-preservation ended"));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use orch_protocol::history::{FieldChange, ServiceChange};
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_diff_reads_service_by_service() {
+        let diff = ManifestDiff {
+            from: 1,
+            to: 2,
+            stack: vec![FieldChange { field: "max_parallel".into(), from: Some(json!(4)), to: Some(json!(8)) }],
+            services: vec![
+                ServiceChange { service: "cache".into(), change: Change::Added, fields: vec![] },
+                ServiceChange {
+                    service: "web".into(),
+                    change: Change::Changed,
+                    fields: vec![FieldChange { field: "env.LOG".into(), from: None, to: Some(json!("debug")) }],
+                },
+            ],
+        };
+        assert_eq!(
+            diff_text(&diff),
+            "version 1 -> 2\n~ max_parallel: 4 -> 8\n+ cache\n~ web\n    env.LOG: (unset) -> \"debug\"\n"
+        );
     }
 }

@@ -146,6 +146,8 @@ pub enum Request {
     Discover(DiscoverRequest),
     Ttl(TtlCommand),
     SystemHealth,
+    /// An operator ends self-preservation.
+    EndSelfPreservation(orch_protocol::health::EndSelfPreservationRequest),
     ServiceHealth(String),
     Checks(String),
     Lifecycle(LifecycleRequest),
@@ -305,6 +307,10 @@ pub enum LifecycleRequest {
     Apply { manifest: Box<crate::lifecycle::Manifest>, text: String, source: String },
     Down,
     Restart(String),
+    Versions(orch_protocol::history::VersionsRequest),
+    Version(i64),
+    Diff { from: i64, to: i64 },
+    Rollback(i64),
 }
 
 /// A message on a request/reply subject.
@@ -319,8 +325,8 @@ pub fn decode_request(
     let expected = || {
         format!(
             "{0}.req.registry.<register|deregister|get|list|discover> or \
-             {0}.req.health.<ttl|maintenance|system|service|checks> or \
-             {0}.req.lifecycle.<status|apply|down|restart|profile> or \
+             {0}.req.health.<ttl|maintenance|system|service|checks|end_self_preservation> or \
+             {0}.req.lifecycle.<status|apply|down|restart|profile|versions|version|diff|rollback> or \
              {0}.req.priority.<set|clear|get|list|policy|release> or \
              {0}.req.workflow.<run|get|list|cancel|signal|retry|schedules|queues> or \
              {0}.req.resource.<nodes|node>",
@@ -352,6 +358,11 @@ pub fn decode_request(
             Ok(Request::Ttl(ttl))
         }
         (verbs::HEALTH, verbs::SYSTEM) => Ok(Request::SystemHealth),
+        (verbs::HEALTH, verbs::END_SELF_PRESERVATION) => {
+            let request: orch_protocol::health::EndSelfPreservationRequest = parse_json(&empty_is_object(payload))?;
+            request.validate()?;
+            Ok(Request::EndSelfPreservation(request))
+        }
         (verbs::HEALTH, verbs::SERVICE) => {
             let request: ServiceRequest = parse_json(payload)?;
             orch_protocol::registry::validate_name("name", &request.name)?;
@@ -397,6 +408,7 @@ pub fn decode_request(
 }
 
 fn lifecycle_request(verb: &str, payload: &Bytes) -> Result<LifecycleRequest, ProtocolError> {
+    use orch_protocol::history::{DiffRequest, RollbackRequest, VersionRef, validate_version};
     use orch_protocol::lifecycle::{ApplyRequest, ServiceRef};
     match verb {
         verbs::STATUS => Ok(LifecycleRequest::Status),
@@ -414,9 +426,29 @@ fn lifecycle_request(verb: &str, payload: &Bytes) -> Result<LifecycleRequest, Pr
             let source = r.source.unwrap_or_else(|| "nats".into());
             Ok(LifecycleRequest::Apply { manifest: Box::new(manifest), text: r.manifest, source })
         }
+        verbs::VERSIONS => Ok(LifecycleRequest::Versions(parse_json(&empty_is_object(payload))?)),
+        verbs::VERSION => {
+            let r: VersionRef = parse_json(payload)?;
+            validate_version("version", r.version)?;
+            Ok(LifecycleRequest::Version(r.version))
+        }
+        verbs::DIFF => {
+            let r: DiffRequest = parse_json(payload)?;
+            validate_version("from", r.from)?;
+            validate_version("to", r.to)?;
+            Ok(LifecycleRequest::Diff { from: r.from, to: r.to })
+        }
+        verbs::ROLLBACK => {
+            let r: RollbackRequest = parse_json(payload)?;
+            validate_version("version", r.version)?;
+            Ok(LifecycleRequest::Rollback(r.version))
+        }
         other => Err(ProtocolError::new(
             ErrorCode::UnknownCommand,
-            format!("{other:?} is not a lifecycle request; use status, apply, down, restart or profile"),
+            format!(
+                "{other:?} is not a lifecycle request; use status, apply, down, restart, profile, versions, version, \
+                 diff or rollback"
+            ),
         )),
     }
 }

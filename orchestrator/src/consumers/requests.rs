@@ -157,6 +157,9 @@ async fn answer(
         Request::Discover(d) => reply(registry.discover(&d.name, d.strategy).await),
         Request::Ttl(t) => reply(health.checker.ttl_update(&t.id, &t.check, t.status, t.output).await),
         Request::SystemHealth => ok(&health.system_report(registry)),
+        Request::EndSelfPreservation(request) => {
+            reply(registry.end_self_preservation(sender(subjects, message), request.reason).await)
+        }
         Request::ServiceHealth(name) => reply(
             health
                 .service_report(registry.pool(), &name)
@@ -172,7 +175,7 @@ async fn answer(
                 .and_then(|view| view.ok_or_else(|| errors::no_instance(&id)))
                 .map(|view| serde_json::json!({ "checks": health.checks(registry, &view.instance) })),
         ),
-        Request::Lifecycle(request) => lifecycle(&backends.controller, request, sender(subjects, message)).await,
+        Request::Lifecycle(request) => lifecycle(backends, request, sender(subjects, message)).await,
         Request::Priority(request) => priority(&backends.priorities, request, sender(subjects, message)).await,
         Request::Workflow(request) => workflow(backends, request, sender(subjects, message)).await,
         Request::Nodes => ok(&orch_protocol::resources::NodeList { nodes: backends.nodes.list().to_vec() }),
@@ -229,10 +232,12 @@ async fn priority(
 }
 
 async fn lifecycle(
-    controller: &Controller,
+    backends: &Backends,
     request: LifecycleRequest,
     by: String,
 ) -> (async_nats::HeaderMap, bytes::Bytes) {
+    use crate::lifecycle::history;
+    let (controller, pool) = (&backends.controller, backends.registry.pool());
     match request {
         LifecycleRequest::Status => {
             reply(controller.view().await.and_then(|v| v.map(|(view, _)| view).ok_or(ControlError::NoStack)))
@@ -248,5 +253,9 @@ async fn lifecycle(
                 .await
                 .map(|()| serde_json::json!({ "service": service, "restarting": true })),
         ),
+        LifecycleRequest::Versions(r) => reply(history::versions(pool, r.limit, r.before).await),
+        LifecycleRequest::Version(version) => reply(history::version(pool, version).await),
+        LifecycleRequest::Diff { from, to } => reply(history::diff_versions(pool, from, to).await),
+        LifecycleRequest::Rollback(version) => reply(controller.rollback(pool, version, by).await),
     }
 }

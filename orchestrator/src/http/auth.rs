@@ -117,7 +117,7 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
         return Some(Role::Viewer);
     }
     // The stack runs commands on the nodes' hosts: replacing or stopping it is for admins.
-    if path == "/api/v1/stack" {
+    if path == "/api/v1/stack" || path == "/api/v1/stack/versions/{version}/rollback" {
         return Some(Role::Admin);
     }
     // A workflow's steps act on services and, in time, run commands: defining one is for admins;
@@ -481,6 +481,8 @@ mod tests {
         assert_eq!(required_role(&Method::POST, "/api/v1/services"), Some(Role::Operator));
         assert_eq!(required_role(&Method::PUT, "/api/v1/stack"), Some(Role::Admin));
         assert_eq!(required_role(&Method::DELETE, "/api/v1/stack"), Some(Role::Admin));
+        assert_eq!(required_role(&Method::POST, "/api/v1/stack/versions/{version}/rollback"), Some(Role::Admin));
+        assert_eq!(required_role(&Method::GET, "/api/v1/stack/diff"), Some(Role::Viewer));
         assert_eq!(required_role(&Method::GET, "/metrics"), Some(Role::Viewer));
         assert_eq!(required_role(&Method::PUT, "/api/v1/priorities/{service}"), Some(Role::Engine));
         assert_eq!(required_role(&Method::DELETE, "/api/v1/priorities/{service}"), Some(Role::Engine));

@@ -60,6 +60,22 @@ pub fn unknown_parameter(name: &str, known: &str) -> ApiError {
     ApiError::field(ErrorCode::ValidationFailed, name, format!("unknown query parameter; use {known}"))
 }
 
+/// A body that may be empty; when it is not, it is JSON, declared as such (a cross-site form
+/// cannot send that without a preflight).
+pub fn optional_json<T: serde::de::DeserializeOwned>(
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<Option<T>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let json = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(is_json);
+    if !json {
+        return Err(ApiError::new(ErrorCode::MalformedPayload, "expected a body with Content-Type: application/json"));
+    }
+    Ok(Some(orch_protocol::error::parse_json(body)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::{is_json, query_pairs};

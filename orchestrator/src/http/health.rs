@@ -12,7 +12,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use orch_protocol::ErrorCode;
 use orch_protocol::error::ErrorReply;
-use orch_protocol::health::{Aggregate, CheckSpec, MaintenanceRequest, TtlUpdate, validate_check_id};
+use orch_protocol::health::{
+    Aggregate, CheckSpec, EndSelfPreservationRequest, MaintenanceRequest, TtlUpdate, validate_check_id,
+};
 use orch_protocol::registry::{Instance, validate_instance_id, validate_name};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -34,6 +36,7 @@ use crate::storage::instances::PAGE_MAX;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(system))
+        .routes(routes!(end_self_preservation))
         .routes(routes!(history))
         .routes(routes!(service))
         .routes(routes!(service_maintenance_on, service_maintenance_off))
@@ -129,6 +132,45 @@ async fn service(State(state): State<AppState>, Path(name): Path<String>) -> Res
         Some(report) => Ok((status_of(report.view.state), Json(report)).into_response()),
         None => Err(crate::errors::no_service(&name).into()),
     }
+}
+
+/// End self-preservation
+///
+/// For a deliberate large scale-down, which otherwise keeps self-preservation on: the end is
+/// recorded with a `self_preservation_exited` event by the caller (with the reason), then every
+/// overdue lease expires at once. The body may be empty. `409` when it is not active.
+#[utoipa::path(
+    post,
+    path = "/health/self-preservation/end",
+    operation_id = "end_self_preservation",
+    tag = tags::HEALTH,
+    request_body(content = Option<EndSelfPreservationRequest>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Ended: the overdue leases and the message recorded", body = SelfPreservationEnded),
+        BadRequest, Conflict, PayloadTooLarge, Internal, Unavailable,
+    )
+)]
+async fn end_self_preservation(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let request: EndSelfPreservationRequest = super::extract::optional_json(&headers, &body)?.unwrap_or_default();
+    request.validate()?;
+    let data = state.registry.end_self_preservation(caller.principal, request.reason).await?;
+    Ok(Json(SelfPreservationEnded { expiring: data.expiring, live: data.live, message: data.message }).into_response())
+}
+
+/// Self-preservation ended at an operator's request.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct SelfPreservationEnded {
+    /// Overdue leases, expired at once.
+    expiring: usize,
+    /// Instances with a live lease before.
+    live: usize,
+    /// As recorded in the `self_preservation_exited` event.
+    message: String,
 }
 
 /// Put every instance of a service in maintenance

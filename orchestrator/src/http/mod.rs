@@ -13,6 +13,7 @@ mod discovery;
 mod error;
 mod extract;
 mod health;
+mod history;
 mod observe;
 mod openapi;
 mod priorities;
@@ -175,6 +176,7 @@ pub(crate) fn api_routes(manifest_max_bytes: usize) -> OpenApiRouter<AppState> {
                 .merge(health::router())
                 .merge(priorities::router())
                 .merge(stack::router(manifest_max_bytes))
+                .merge(history::router())
                 .merge(cluster::router())
                 .merge(workflows::router(manifest_max_bytes))
                 .merge(resources::router())

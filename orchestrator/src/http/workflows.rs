@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
-use super::extract::{is_json, query_pairs, unknown_parameter};
+use super::extract::{optional_json, query_pairs, unknown_parameter};
 use super::openapi::{BadRequest, Conflict, Internal, NotFound, PayloadTooLarge, Unavailable, tags};
 use crate::workflow::api::{
     self, Decision, ExecutionView, HookView, QueueView, RetryFrom, ScheduleView, Stored, WorkflowView,
@@ -38,22 +38,6 @@ pub fn router(definition_max_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(hooks))
         .routes(routes!(set_hook_secret))
         .routes(routes!(deliver))
-}
-
-/// A body that may be empty; when it is not, it is JSON, declared as such (a cross-site form
-/// cannot send that without a preflight).
-fn optional_json<T: serde::de::DeserializeOwned>(
-    headers: &axum::http::HeaderMap,
-    body: &[u8],
-) -> Result<Option<T>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    let json = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(is_json);
-    if !json {
-        return Err(ApiError::new(ErrorCode::MalformedPayload, "expected a body with Content-Type: application/json"));
-    }
-    Ok(Some(orch_protocol::error::parse_json(body)?))
 }
 
 fn execution_id(text: &str) -> Result<Uuid, ApiError> {

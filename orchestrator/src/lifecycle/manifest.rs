@@ -316,6 +316,12 @@ pub type ManifestError = crate::problems::Problems;
 impl Manifest {
     /// Parses and validates `text`. Every problem is reported, each with the line of its service.
     pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse_declared(text).map(Manifest::expanded)
+    }
+
+    /// [`Manifest::parse`] without expanding replicated services into their replicas: the
+    /// services as declared (what a diff between versions compares).
+    pub fn parse_declared(text: &str) -> Result<Manifest, ManifestError> {
         let mut manifest: Manifest = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
             ManifestError::one("manifest", "manifest", line, e.message())
@@ -332,7 +338,7 @@ impl Manifest {
         }
         let problems = manifest.problems();
         if problems.is_empty() {
-            Ok(manifest.expanded())
+            Ok(manifest)
         } else {
             let problems = problems
                 .into_iter()

@@ -3,6 +3,7 @@
 
 pub mod controller;
 pub mod graph;
+pub mod history;
 pub mod manifest;
 pub mod probes;
 pub mod profile;

@@ -92,6 +92,9 @@ pub struct Registry {
     /// Set by the sweeper while too many leases run out at once; the health tracker deregisters
     /// nothing meanwhile.
     self_preservation: AtomicBool,
+    /// Operators' requests to end self-preservation, for the sweeper (which takes the receiver).
+    end_requests: tokio::sync::mpsc::Sender<sweeper::EndRequest>,
+    end_receiver: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<sweeper::EndRequest>>>,
     pool: PgPool,
     balancer: discovery::Balancer,
     request_timeout: Duration,
@@ -106,10 +109,13 @@ impl Registry {
         request_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Registry {
+        let (end_requests, end_receiver) = tokio::sync::mpsc::channel(16);
         Registry {
             writer,
             leases,
             self_preservation: AtomicBool::new(false),
+            end_requests,
+            end_receiver: std::sync::Mutex::new(Some(end_receiver)),
             pool,
             balancer: Default::default(),
             request_timeout,
@@ -127,6 +133,27 @@ impl Registry {
 
     pub fn set_self_preservation(&self, active: bool) {
         self.self_preservation.store(active, Ordering::Relaxed);
+    }
+
+    /// Ends self-preservation at an operator's request (`principal`, with an optional `reason`),
+    /// for a deliberate mass shutdown that would otherwise keep it on: the end is committed with
+    /// its `self_preservation_exited` event by `principal`, then the overdue leases expire.
+    /// `conflict` when it is not on.
+    pub async fn end_self_preservation(
+        &self,
+        principal: String,
+        reason: Option<String>,
+    ) -> Result<orch_protocol::events::SelfPreservationData, orch_protocol::ProtocolError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = sweeper::EndRequest { principal, reason, reply };
+        let stopped = || WriteError::Unavailable("the lease sweeper is not running; retry shortly".into());
+        self.end_requests.send(request).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// The receiver of [`Registry::end_self_preservation`]'s requests, for the one sweeper.
+    pub(crate) fn take_end_requests(&self) -> Option<tokio::sync::mpsc::Receiver<sweeper::EndRequest>> {
+        self.end_receiver.lock().expect("not poisoned").take()
     }
 
     /// Submits a command on behalf of a caller that waits (HTTP, request/reply): gives up with

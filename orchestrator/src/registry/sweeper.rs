@@ -7,11 +7,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orch_protocol::events::SelfPreservationData;
+use orch_protocol::{ErrorCode, ProtocolError};
+use tokio::sync::{mpsc, oneshot};
 
 use super::Registry;
 use super::state::Command;
-use super::writer::internal;
+use super::writer::{Body, Meta, Submission, internal};
 use crate::shutdown::Shutdown;
+
+/// An operator's request to end self-preservation now (see [`Registry::end_self_preservation`]).
+pub struct EndRequest {
+    pub principal: String,
+    pub reason: Option<String>,
+    pub reply: oneshot::Sender<Result<SelfPreservationData, ProtocolError>>,
+}
 
 /// How often leases are checked, and when expiry is suspended.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,9 +46,15 @@ pub async fn run(registry: Arc<Registry>, config: SweepSettings, mut self_preser
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     registry.set_self_preservation(self_preservation);
+    let mut ends = registry.take_end_requests();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            Some(request) = next_end(&mut ends) => {
+                let ended = end(&registry, &config, &mut self_preservation, request.principal, request.reason).await;
+                let _ = request.reply.send(ended);
+                continue;
+            }
             _ = shutdown.requested() => return,
         }
         let peek = registry.leases.sweep(false);
@@ -50,6 +65,7 @@ pub async fn run(registry: Arc<Registry>, config: SweepSettings, mut self_preser
             live: peek.live,
             threshold: config.threshold,
             message,
+            reason: None,
         };
         if mass_expiry {
             if !self_preservation {
@@ -85,10 +101,63 @@ pub async fn run(registry: Arc<Registry>, config: SweepSettings, mut self_preser
             let command = Command::SelfPreservation { entered: false, data: data(message) };
             registry.writer.submit_detached(internal(command)).await;
         }
-        let sweep = registry.leases.sweep(true);
-        for (id, last_heartbeat_at) in sweep.expiring {
-            tracing::info!(instance = %id, "lease expired");
-            registry.writer.submit_detached(internal(Command::Expire { id, last_heartbeat_at })).await;
-        }
+        expire_overdue(&registry).await;
     }
+}
+
+/// The next operator's request, or never when another sweeper took the receiver.
+async fn next_end(ends: &mut Option<mpsc::Receiver<EndRequest>>) -> Option<EndRequest> {
+    match ends {
+        Some(ends) => ends.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Expires every live lease whose deadline passed.
+async fn expire_overdue(registry: &Registry) {
+    let sweep = registry.leases.sweep(true);
+    for (id, last_heartbeat_at) in sweep.expiring {
+        tracing::info!(instance = %id, "lease expired");
+        registry.writer.submit_detached(internal(Command::Expire { id, last_heartbeat_at })).await;
+    }
+}
+
+/// Ends self-preservation for `principal`: commits the exit with its event (by `principal`, so it
+/// is audited before anything expires), then expires the overdue leases at once; left overdue,
+/// they would make the next sweep enter it again.
+async fn end(
+    registry: &Registry,
+    config: &SweepSettings,
+    self_preservation: &mut bool,
+    principal: String,
+    reason: Option<String>,
+) -> Result<SelfPreservationData, ProtocolError> {
+    if !*self_preservation {
+        return Err(ProtocolError::new(
+            ErrorCode::Conflict,
+            "self-preservation is not active; there is nothing to end",
+        ));
+    }
+    let peek = registry.leases.sweep(false);
+    let message = format!(
+        "ended by {principal}{}: {} of {} live instances are overdue and expire now; expiry resumes",
+        reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
+        peek.expiring.len(),
+        peek.live,
+    );
+    let data = SelfPreservationData {
+        expiring: peek.expiring.len(),
+        live: peek.live,
+        threshold: config.threshold,
+        message: message.clone(),
+        reason,
+    };
+    let command = Command::SelfPreservation { entered: false, data: data.clone() };
+    let meta = Meta::new("req", None, "self_preservation.end", bytes::Bytes::new(), principal);
+    registry.submit(Submission { meta, body: Body::Command(command) }).await?;
+    *self_preservation = false;
+    registry.set_self_preservation(false);
+    tracing::warn!("self-preservation exited: {message}");
+    expire_overdue(registry).await;
+    Ok(data)
 }

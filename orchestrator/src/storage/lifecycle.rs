@@ -53,6 +53,18 @@ pub async fn manifest_version(pool: &PgPool, version: i64) -> Result<Option<Stor
         .await?)
 }
 
+/// Up to `limit` versions older than `before` (all when `None`), newest first.
+pub async fn manifest_versions(pool: &PgPool, before: Option<i64>, limit: i64) -> Result<Vec<StoredManifest>> {
+    Ok(sqlx::query_as(
+        "SELECT version, body, source, principal, desired, applied_at FROM manifests
+         WHERE $1::bigint IS NULL OR version < $1 ORDER BY version DESC LIMIT $2",
+    )
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// Marks the stack of `version` as wanted up or down.
 pub async fn set_desired(pool: &PgPool, version: i64, up: bool) -> Result<()> {
     sqlx::query("UPDATE manifests SET desired = $2 WHERE version = $1")

@@ -72,6 +72,12 @@ pub enum ControlError {
     Busy(String),
     #[error("no managed service {0:?} in the applied stack")]
     UnknownService(String),
+    /// No manifest was stored as this version (`field` names where the client gave it).
+    #[error("no manifest version {version}")]
+    UnknownVersion { field: &'static str, version: i64 },
+    /// A parameter of a request is out of range.
+    #[error("{message}")]
+    Invalid { field: &'static str, message: String },
     #[error(transparent)]
     Agent(#[from] AgentError),
     #[error(transparent)]
