@@ -33,7 +33,7 @@ async fn served_document(stack: &Stack) -> Value {
 #[track_caller]
 fn fill(template: &str) -> String {
     let mut path = template.to_string();
-    for (placeholder, value) in [("{id}", "web-1"), ("{check}", "http"), ("{name}", "web"), ("{service}", "web")] {
+    for (placeholder, value) in [("{id}", "web-1"), ("{check}", "http"), ("{name}", "web"), ("{service}", "web"), ("{version}", "1")] {
         path = path.replace(placeholder, value);
     }
     assert!(!path.contains('{'), "a placeholder of {template} has no test value");
@@ -151,13 +151,14 @@ fn routes_are_added_only_through_the_document() {
 }
 
 /// The rule of the access roles: reads need a viewer, changes an operator, replacing or removing
-/// the stack an admin; probes, metrics and this document are public.
+/// the stack (or rolling it back) an admin; probes, metrics and this document are public.
 fn role_of(method: &str, path: &str) -> Option<&'static str> {
     match (method, path) {
         (_, "/healthz" | "/readyz" | "/api/v1/openapi.json" | "/api/v1/hooks/{name}") => None,
         ("PUT", "/api/v1/hooks/{name}/secret") => Some("admin"),
         ("PUT" | "DELETE", "/api/v1/quotas/{name}") => Some("admin"),
         ("PUT" | "DELETE", "/api/v1/stack") => Some("admin"),
+        ("POST", "/api/v1/stack/versions/{version}/rollback") => Some("admin"),
         ("PUT", "/api/v1/workflows/{name}") => Some("admin"),
         ("PUT" | "DELETE", "/api/v1/priorities/{service}") => Some("engine"),
         ("GET" | "HEAD", _) => Some("viewer"),
