@@ -15,6 +15,11 @@ from . import _core
 from ._errors import ValidationError
 from ._types import (
     ClusterStatus,
+    ManifestDiff,
+    ManifestVersion,
+    ManifestVersions,
+    SelfPreservationEnded,
+    StackApplied,
     Execution,
     HoldRelease,
     Instance,
@@ -55,6 +60,17 @@ def _start_ns(start_time: Optional[datetime]) -> Optional[int]:
         )
     delta = start_time.astimezone(timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+def _version(field: str, value: Any) -> int:
+    """A manifest version given by the caller: an int of at least 1, as the server checks it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationError(f"{field} must be a version number (1 or more), not {value!r}", "validation_failed", field)
+    return value
+
+
+def _json(body: Mapping[str, Any]) -> bytes:
+    return json.dumps({k: v for k, v in body.items() if v is not None}).encode()
 
 
 def _list_filter(
@@ -151,6 +167,35 @@ class _Requests:
     @staticmethod
     def stack():
         return _core.Request.raw("lifecycle", "status", b"{}"), Stack.from_json
+
+    @staticmethod
+    def manifest_versions(limit, before):
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 500):
+            raise ValidationError(f"limit must be 1-500, not {limit!r}", "validation_failed", "limit")
+        body = _json({"limit": limit, "before": None if before is None else _version("before", before)})
+        return _core.Request.raw("lifecycle", "versions", body), ManifestVersions.from_json
+
+    @staticmethod
+    def manifest_version(version):
+        body = _json({"version": _version("version", version)})
+        return _core.Request.raw("lifecycle", "version", body), ManifestVersion.from_json
+
+    @staticmethod
+    def manifest_diff(old, new):
+        body = _json({"from": _version("old", old), "to": _version("new", new)})
+        return _core.Request.raw("lifecycle", "diff", body), ManifestDiff.from_json
+
+    @staticmethod
+    def rollback(version):
+        body = _json({"version": _version("version", version)})
+        return _core.Request.raw("lifecycle", "rollback", body), StackApplied.from_json
+
+    @staticmethod
+    def end_self_preservation(reason):
+        if reason is not None and not isinstance(reason, str):
+            raise ValidationError("reason must be text", "validation_failed", "reason")
+        body = _json({"reason": reason})
+        return _core.Request.raw("health", "end_self_preservation", body), SelfPreservationEnded.from_json
 
     @staticmethod
     def nodes():
@@ -462,6 +507,57 @@ class Client:
             NotFoundError: no manifest was ever applied.
         """
         return self._call(_Requests.stack(), timeout)
+
+    # -- manifest history (protocol.md §12.11) ----------------------------------------------------
+
+    def manifest_versions(
+        self, *, limit: Optional[int] = None, before: Optional[int] = None, timeout: Optional[float] = None
+    ) -> ManifestVersions:
+        """The stored manifest versions, newest first, with who applied each and when: at most
+        ``limit`` (1-500, default 50), older than ``before`` (the previous page's
+        ``next_before``)."""
+        return self._call(_Requests.manifest_versions(limit, before), timeout)
+
+    def manifest_version(self, version: int, *, timeout: Optional[float] = None) -> ManifestVersion:
+        """One stored version with its text (``manifest``).
+
+        Raises:
+            NotFoundError: no such version (field ``version``).
+        """
+        return self._call(_Requests.manifest_version(version), timeout)
+
+    def manifest_diff(self, old: int, new: int, *, timeout: Optional[float] = None) -> ManifestDiff:
+        """What changed from version ``old`` to version ``new``: services added, removed and
+        changed, each changed field with its value in both.
+
+        Raises:
+            NotFoundError: a version was never stored (field ``from`` or ``to``).
+        """
+        return self._call(_Requests.manifest_diff(old, new), timeout)
+
+    def rollback(self, version: int, *, timeout: Optional[float] = None) -> StackApplied:
+        """Applies the stored text of ``version`` again, as a new version by this client, like any
+        apply (validated, within quotas, changed services replaced or rolled). Needs the
+        ``operator`` NATS user.
+
+        Raises:
+            NotFoundError: no such version.
+            ConflictError: a start-up run or a shutdown is in progress.
+            PermissionDenied: this client's NATS user may not roll back.
+        """
+        return self._call(_Requests.rollback(version), timeout)
+
+    def end_self_preservation(
+        self, reason: Optional[str] = None, *, timeout: Optional[float] = None
+    ) -> SelfPreservationEnded:
+        """Ends the registry's self-preservation after a deliberate large scale-down: recorded
+        with this client as its principal and ``reason``, then every overdue instance expires.
+        Needs the ``operator`` NATS user.
+
+        Raises:
+            ConflictError: self-preservation is not active.
+        """
+        return self._call(_Requests.end_self_preservation(reason), timeout)
 
     # -- nodes (protocol.md §17) --------------------------------------------------------------------
 
@@ -820,6 +916,30 @@ class AsyncClient:
     async def stack(self, *, timeout: Optional[float] = None) -> Stack:
         """See :meth:`Client.stack`."""
         return await self._call(_Requests.stack(), timeout)
+
+    async def manifest_versions(
+        self, *, limit: Optional[int] = None, before: Optional[int] = None, timeout: Optional[float] = None
+    ) -> ManifestVersions:
+        """See :meth:`Client.manifest_versions`."""
+        return await self._call(_Requests.manifest_versions(limit, before), timeout)
+
+    async def manifest_version(self, version: int, *, timeout: Optional[float] = None) -> ManifestVersion:
+        """See :meth:`Client.manifest_version`."""
+        return await self._call(_Requests.manifest_version(version), timeout)
+
+    async def manifest_diff(self, old: int, new: int, *, timeout: Optional[float] = None) -> ManifestDiff:
+        """See :meth:`Client.manifest_diff`."""
+        return await self._call(_Requests.manifest_diff(old, new), timeout)
+
+    async def rollback(self, version: int, *, timeout: Optional[float] = None) -> StackApplied:
+        """See :meth:`Client.rollback`."""
+        return await self._call(_Requests.rollback(version), timeout)
+
+    async def end_self_preservation(
+        self, reason: Optional[str] = None, *, timeout: Optional[float] = None
+    ) -> SelfPreservationEnded:
+        """See :meth:`Client.end_self_preservation`."""
+        return await self._call(_Requests.end_self_preservation(reason), timeout)
 
     async def nodes(self, *, timeout: Optional[float] = None) -> List[Node]:
         """See :meth:`Client.nodes`."""

@@ -1353,3 +1353,153 @@ class Stack:
             )
         except (KeyError, TypeError, ValueError, OrchError) as e:
             raise _bad_reply("stack", e, d) from None
+
+
+# -- manifest history (protocol.md §12.11) and self-preservation (§4, §5.9) ------------------------
+
+
+@dataclass(frozen=True)
+class ManifestVersion:
+    """One stored version of the manifest: who applied it, when and from where."""
+
+    version: int
+    source: str
+    """What applied it: ``api``, ``nats``, ``cli:stack.toml``, ``rollback to v3``, ``auto-revert …``."""
+    principal: Optional[str]
+    """Who applied it, as authenticated (``key:ops``, ``nats:operator``, ``orchestrator``); None for
+    a version stored before principals were recorded."""
+    applied_at: datetime
+    desired: Literal["up", "down"]
+    current: bool
+    """The newest version: the stack the orchestrator brings about."""
+    manifest: Optional[str]
+    """The TOML text as applied (:meth:`Client.manifest_version`; None in a listing)."""
+
+    @classmethod
+    def from_json(cls, d: Json) -> "ManifestVersion":
+        try:
+            return cls(
+                d["version"],
+                d["source"],
+                d.get("principal"),
+                _core.parse_time(d["applied_at"]),
+                d["desired"],
+                d["current"],
+                d.get("manifest"),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise _bad_reply("manifest version", e, d) from None
+
+
+@dataclass(frozen=True)
+class ManifestVersions:
+    """A page of stored versions, newest first."""
+
+    versions: List[ManifestVersion]
+    next_before: Optional[int]
+    """Pass as ``before`` for the next (older) page; None on the last page."""
+
+    @classmethod
+    def from_json(cls, d: Json) -> "ManifestVersions":
+        try:
+            return cls([ManifestVersion.from_json(v) for v in d["versions"]], d.get("next_before"))
+        except (KeyError, TypeError) as e:
+            raise _bad_reply("manifest versions", e, d) from None
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """One field that differs between two versions: its dotted path (``env.LOG_LEVEL``,
+    ``readiness.interval``, ``args``) and its value in each (None where it is not set)."""
+
+    field: str
+    old: Any
+    new: Any
+
+    @classmethod
+    def from_json(cls, d: Json) -> "FieldChange":
+        return cls(d["field"], d.get("from"), d.get("to"))
+
+
+@dataclass(frozen=True)
+class ServiceDiff:
+    """A service that differs between two versions."""
+
+    service: str
+    change: Literal["added", "removed", "changed"]
+    fields: List[FieldChange]
+    """The fields that differ (``changed`` only)."""
+
+    @classmethod
+    def from_json(cls, d: Json) -> "ServiceDiff":
+        return cls(d["service"], d["change"], [FieldChange.from_json(f) for f in d.get("fields", [])])
+
+
+@dataclass(frozen=True)
+class ManifestDiff:
+    """What changed from version ``old`` to version ``new``, service by service and field by
+    field, defaults filled in (a field written out with its default is no change)."""
+
+    old: int
+    new: int
+    stack: List[FieldChange]
+    """Stack-wide settings that differ (``max_parallel``, ``stop_on_critical_failure``)."""
+    services: List[ServiceDiff]
+
+    @property
+    def empty(self) -> bool:
+        """Whether the two versions declare the same stack."""
+        return not self.stack and not self.services
+
+    @classmethod
+    def from_json(cls, d: Json) -> "ManifestDiff":
+        try:
+            return cls(
+                d["from"],
+                d["to"],
+                [FieldChange.from_json(f) for f in d["stack"]],
+                [ServiceDiff.from_json(s) for s in d["services"]],
+            )
+        except (KeyError, TypeError) as e:
+            raise _bad_reply("manifest diff", e, d) from None
+
+
+@dataclass(frozen=True)
+class StackApplied:
+    """An accepted apply (here: a rollback): the new version and the start-up run that brings it
+    about."""
+
+    version: int
+    run_id: str
+    services: int
+    replaced: List[str]
+    """Services stopped first because they changed or left the stack."""
+    rolling: List[str]
+    """Replicas replaced a batch at a time once the stack is up (rolling updates)."""
+
+    @classmethod
+    def from_json(cls, d: Json) -> "StackApplied":
+        try:
+            return cls(d["version"], d["run_id"], d["services"], list(d["replaced"]), list(d.get("rolling", [])))
+        except (KeyError, TypeError) as e:
+            raise _bad_reply("stack applied", e, d) from None
+
+
+@dataclass(frozen=True)
+class SelfPreservationEnded:
+    """Self-preservation ended at an operator's request: the overdue leases expired at once."""
+
+    expiring: int
+    """Overdue leases, expired at once."""
+    live: int
+    """Live leases before."""
+    message: str
+    """As recorded in the ``self_preservation_exited`` event."""
+    reason: Optional[str]
+
+    @classmethod
+    def from_json(cls, d: Json) -> "SelfPreservationEnded":
+        try:
+            return cls(d["expiring"], d["live"], d["message"], d.get("reason"))
+        except (KeyError, TypeError) as e:
+            raise _bad_reply("self-preservation ended", e, d) from None

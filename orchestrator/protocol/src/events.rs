@@ -379,8 +379,10 @@ pub struct RecoveredData {
     pub critical_for_ms: i64,
 }
 
-/// Data of `self_preservation_entered` / `self_preservation_exited`.
+/// Data of `self_preservation_entered` / `self_preservation_exited`, and the reply to an
+/// operator's end of it (protocol.md §5.9).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SelfPreservationData {
     /// Instances whose lease ran out in the sweep that decided.
     pub expiring: usize,

@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use orch_protocol::ErrorCode;
 use orch_protocol::error::ErrorReply;
+use orch_protocol::events::SelfPreservationData;
 use orch_protocol::health::{
     Aggregate, CheckSpec, EndSelfPreservationRequest, MaintenanceRequest, TtlUpdate, validate_check_id,
 };
@@ -146,7 +147,7 @@ async fn service(State(state): State<AppState>, Path(name): Path<String>) -> Res
     tag = tags::HEALTH,
     request_body(content = Option<EndSelfPreservationRequest>, content_type = "application/json"),
     responses(
-        (status = 200, description = "Ended: the overdue leases and the message recorded", body = SelfPreservationEnded),
+        (status = 200, description = "Ended: the data of its `self_preservation_exited` event", body = SelfPreservationData),
         BadRequest, Conflict, PayloadTooLarge, Internal, Unavailable,
     )
 )]
@@ -159,18 +160,7 @@ async fn end_self_preservation(
     let request: EndSelfPreservationRequest = super::extract::optional_json(&headers, &body)?.unwrap_or_default();
     request.validate()?;
     let data = state.registry.end_self_preservation(caller.principal, request.reason).await?;
-    Ok(Json(SelfPreservationEnded { expiring: data.expiring, live: data.live, message: data.message }).into_response())
-}
-
-/// Self-preservation ended at an operator's request.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-struct SelfPreservationEnded {
-    /// Overdue leases, expired at once.
-    expiring: usize,
-    /// Instances with a live lease before.
-    live: usize,
-    /// As recorded in the `self_preservation_exited` event.
-    message: String,
+    Ok(Json(data).into_response())
 }
 
 /// Put every instance of a service in maintenance
