@@ -2,7 +2,7 @@
 // stream (each event schedules a read of what it affects) and a slow periodic read as a safety net.
 
 import './style.css';
-import { ApiError, getJson, onUnauthorized } from './api';
+import { ApiError, getJson, onUnauthorized, postJson } from './api';
 import { adoptFragmentToken, clearToken, setToken, token } from './auth';
 import { h, on, fill } from './dom';
 import { EventStream, type StreamState } from './stream';
@@ -21,6 +21,7 @@ import type {
   PriorityView,
   QueueList,
   ScheduleList,
+  SelfPreservationData,
   StackGraph,
   StackProfile,
   StackService,
@@ -35,6 +36,7 @@ import { FeedView } from './views/feed';
 import { legend, renderGraph } from './views/graph';
 import { renderProfile } from './views/gantt';
 import { renderBanner } from './views/health';
+import { HistoryView } from './views/history';
 import { renderNodes } from './views/nodes';
 import { renderPlacement } from './views/placement';
 import { HISTORY, PrioritiesView } from './views/priorities';
@@ -82,6 +84,7 @@ class App {
   private readonly feed: FeedView;
   private readonly priorities: PrioritiesView;
   private readonly workflows: WorkflowsView;
+  private readonly history: HistoryView;
   private readonly graphEl = h('div', { class: 'graph-box', id: 'graph' });
   private readonly profileEl = h('div', { class: 'profile-box', id: 'profile' });
   private readonly stackMeta = h('p', { class: 'stack-meta muted', id: 'stack-meta' });
@@ -112,6 +115,7 @@ class App {
     );
     this.priorities = new PrioritiesView((name) => this.selectHistory(name));
     this.workflows = new WorkflowsView({ reload: (...names) => names.forEach((n) => this.loaders.get(n)?.schedule(0)) });
+    this.history = new HistoryView({ reload: (...names) => names.forEach((n) => this.loaders.get(n)?.schedule(0)) });
     this.stream = new EventStream({
       token,
       onEvent: (subject, ev) => this.onEvent(subject, ev),
@@ -151,6 +155,7 @@ class App {
       this.rolloutsCard,
       h('section', { class: 'card' }, h('h2', {}, 'Where each service runs'), this.placementEl),
       h('section', { class: 'card' }, h('h2', {}, 'Start-up timeline'), this.profileEl),
+      this.history.root,
     );
     const panels: [string, string, HTMLElement][] = [
       ['services', 'Services', this.services.root],
@@ -201,6 +206,7 @@ class App {
     add('graph', () => this.loadGraph());
     add('profile', () => this.loadProfile());
     add('stack', () => this.loadStack());
+    add('versions', async () => this.history.update(await HistoryView.read()));
     add('cluster', () => this.loadCluster());
     add('nodes', () => this.loadNodes());
     add('workflows', () => this.loadWorkflows());
@@ -243,11 +249,14 @@ class App {
     try {
       const { body } = await getJson<WhoAmI>('/auth/whoami');
       fill(this.who, 'Signed in as ', h('strong', { id: 'whoami-name' }, String(body.name)), ' · ', h('span', { class: 'role', id: 'whoami-role' }, String(body.role)));
+      this.role = String(body.role);
       this.workflows.setRole(body.role);
+      this.history.setRole(body.role);
     } catch (e) {
       if (e instanceof ApiError && e.status === 404) {
         fill(this.who, 'caller unknown');
         this.workflows.setRole('unknown');
+        this.history.setRole('unknown');
         return;
       }
       throw e;
@@ -259,13 +268,33 @@ class App {
       // status_codes=false: the state is in the body; a 429/503 would be logged by the browser as an error.
       const { body } = await getJson<SystemHealth | { error: unknown }>('/health?status_codes=false', { accept: [503] });
       if ('error' in body || typeof (body as SystemHealth).state !== 'string') throw new ApiError(503, 'unavailable', 'the orchestrator cannot say its health now');
-      renderBanner(this.banner, body as SystemHealth, null);
+      renderBanner(this.banner, body as SystemHealth, null, this.mayOperate() ? () => void this.endSelfPreservation() : undefined);
       document.title = `${(body as SystemHealth).state} · Orchestrator`;
     } catch (e) {
       renderBanner(this.banner, null, message(e));
       document.title = 'Orchestrator';
       throw e;
     }
+  }
+
+  private role: string = 'unknown';
+
+  private mayOperate(): boolean {
+    return this.role === 'operator' || this.role === 'admin' || this.role === 'unknown';
+  }
+
+  /** Ends self-preservation at the operator's word, with the reason they give (§5.9). */
+  private async endSelfPreservation(): Promise<void> {
+    const reason = window.prompt('End self-preservation: every overdue instance expires now. Why (recorded with your name)?', 'deliberate scale-down');
+    if (reason === null) return;
+    try {
+      // The answer is the data of the self_preservation_exited event, which the feed shows.
+      await postJson<SelfPreservationData>('/health/self-preservation/end', reason.trim() ? { reason: reason.trim() } : {});
+      this.report('self-preservation', null);
+    } catch (e) {
+      this.report('self-preservation', e);
+    }
+    this.refresh('health', 'services');
   }
 
   private async loadServices(): Promise<void> {
@@ -455,7 +484,8 @@ class App {
       case 'lifecycle':
         // A rollout's events, and its replicas' own, move its progress on.
         this.refresh('graph', 'profile', 'stack');
-        if (about === '_system') this.refresh('priorities');
+        // A new version (manifest_applied, an auto-revert's among them) joins the history.
+        if (about === '_system') this.refresh('priorities', 'versions');
         // What runs on a node changed: its agent says so at its next report. A timer of its own,
         // so that it does not hold back a read asked for sooner.
         if (this.nodesAfterReport === undefined) {

@@ -43,6 +43,15 @@ export type StackView = Reply<'/api/v1/stack'>;
  * `rollout_started|progressed|completed|failed` events. */
 export type Rollout = Schema<'RolloutData'>;
 
+/** `GET /api/v1/stack/versions` (§12.11): stored manifest versions, newest first. */
+export type ManifestVersions = Reply<'/api/v1/stack/versions'>;
+/** `GET /api/v1/stack/diff` (§12.11): two versions compared service by service, field by field. */
+export type ManifestDiff = Reply<'/api/v1/stack/diff'>;
+/** What an apply or a rollback accepted (§12.7). */
+export type StackApplied = Schema<'StackApplied'>;
+/** The answer to ending self-preservation (§5.9): the data of its `self_preservation_exited` event. */
+export type SelfPreservationData = Schema<'SelfPreservationData'>;
+
 /** The caller (§14.1). */
 export type WhoAmI = Reply<'/api/v1/auth/whoami'>;
 /** What a caller may do; each role includes the ones before it. */

@@ -909,6 +909,59 @@ update = { max_parallel = 1, min_healthy_time = "${minHealthy}", healthy_deadlin
     }
   });
 
+  test('the manifest history: versions with who applied them, the diff of the last apply, a rollback asked twice', async () => {
+    const withHist = `${STACK_TOML}
+[services.hist]
+command = ${JSON.stringify(env.sleeper)}
+args = ["--ready-after", "0ms"]
+grace_period = "1s"
+env = { MODE = "history" }
+`;
+    let restored = false;
+    try {
+      const before = (await env.viewer('GET', '/api/v1/stack/versions?limit=1')).body.versions[0].version;
+      const res = await env.admin('PUT', '/api/v1/stack?source=history-test', withHist, { contentType: 'application/toml' });
+      assert.equal(res.status, 202, res.text);
+      const added = res.body.version;
+      await withPage(env.adminToken, async ({ page, problems }) => {
+        await ready(page);
+        await page.click('#tab-stack');
+        const newest = page.locator(`#versions tr[data-version="${added}"]`);
+        await newest.waitFor({ timeout: WAIT });
+        assert.equal(await newest.getAttribute('class'), 'current');
+        assert.equal(await textOf(newest.locator('td.source')), 'history-test');
+        assert.equal(await textOf(newest.locator('td.principal')), 'key:test-admin');
+        // By default the diff of the last apply: hist added.
+        const row = page.locator('#manifest-diff tr.added[data-service="hist"]');
+        await row.waitFor({ timeout: WAIT });
+        assert.match(await textOf(page.locator('#manifest-diff h3')), new RegExp(`^Changes from v${before} to v${added}$`));
+
+        // Roll back to the version before: the first click only asks.
+        const button = page.locator(`#versions button.rollback[data-version="${before}"]`);
+        await button.click();
+        await page.locator(`#versions button.rollback.danger[data-version="${before}"]`, { hasText: `Confirm: roll back to v${before}` }).waitFor({ timeout: WAIT });
+        assert.equal((await env.viewer('GET', '/api/v1/stack/versions?limit=1')).body.versions[0].version, added, 'nothing applied yet');
+        await page.locator(`#versions button.rollback[data-version="${before}"]`).click();
+        await page.locator('#history-notice', { hasText: `Rolled back to v${before}: applied as v${added + 1}` }).waitFor({ timeout: WAIT });
+        restored = true;
+        const rolled = page.locator(`#versions tr.current[data-version="${added + 1}"]`);
+        await rolled.waitFor({ timeout: WAIT });
+        assert.equal(await textOf(rolled.locator('td.source')), `rollback to v${before}`);
+        // The diff follows the newest apply: hist removed.
+        await page.locator('#manifest-diff tr.removed[data-service="hist"]').waitFor({ timeout: WAIT });
+        await waitFor('the stack without hist', async () => {
+          const view = (await env.viewer('GET', '/api/v1/stack')).body;
+          return view.version === added + 1 && !view.services.some((sv) => sv.name === 'hist');
+        }, WAIT);
+        assert.equal(await page.locator('#errors').isVisible(), false, 'no error strip');
+        assert.deepEqual(problems.page, []);
+        assert.deepEqual(unexpected(problems), []);
+      });
+    } finally {
+      if (!restored) await applyStack(env);
+    }
+  });
+
   test('the API reference page renders the OpenAPI document offline', async () => {
     const doc = await fetch(`${env.base}/api/v1/openapi.json`);
     assert.equal(doc.status, 200, 'the orchestrator serves /api/v1/openapi.json (the page renders it)');

@@ -90,6 +90,10 @@ export function summarize(ev: CloudEvent): string {
       return `${str(d.service)} ${str(d.instance_id)} ${str(d.reason)}`;
     case 'lifecycle.manifest_applied':
       return `manifest version ${str(d.version)} from ${str(d.source)}: ${str(d.services)} services`;
+    case 'system.self_preservation_entered':
+    case 'system.self_preservation_exited':
+      // The message says why, and who ended it when an operator did (§5.9).
+      return str(d.message);
     case 'lifecycle.run_finished':
       return `start-up run ${str(d.outcome)} in ${str(d.wall_ms)} ms`;
     case 'lifecycle.rollout_started':

@@ -1,9 +1,11 @@
 // The system health banner (GET /api/v1/health, §5.9).
 
-import { h, fill } from '../dom';
+import { h, fill, on } from '../dom';
 import type { SystemHealth } from '../types';
 
-export function renderBanner(el: HTMLElement, health: SystemHealth | null, error: string | null): void {
+/** `endSelfPreservation`, when given, is offered while self-preservation holds (an operator ends
+ * it after a deliberate scale-down, §5.9). */
+export function renderBanner(el: HTMLElement, health: SystemHealth | null, error: string | null, endSelfPreservation?: () => void): void {
   if (!health) {
     el.className = 'banner banner-unknown';
     el.dataset.state = 'unknown';
@@ -20,7 +22,13 @@ export function renderBanner(el: HTMLElement, health: SystemHealth | null, error
   if (health.critical_services_down?.length) {
     parts.push(h('span', { class: 'alert' }, `critical services down: ${health.critical_services_down.join(', ')}`));
   }
-  if (health.self_preservation) parts.push(h('span', { class: 'alert' }, 'self-preservation: expiry suspended'));
+  if (health.self_preservation) {
+    parts.push(h('span', { class: 'alert', id: 'self-preservation' }, 'self-preservation: expiry suspended'));
+    if (endSelfPreservation) {
+      const button = h('button', { type: 'button', class: 'link', id: 'end-self-preservation', title: 'After a deliberate scale-down: expire the overdue instances now' }, 'End it…');
+      parts.push(on(button, 'click', endSelfPreservation));
+    }
+  }
   if (health.checker?.lagging) parts.push(h('span', { class: 'alert' }, 'health checker lagging'));
   if (health.services_in_maintenance?.length) {
     parts.push(h('span', {}, `in maintenance: ${health.services_in_maintenance.join(', ')}`));
