@@ -71,12 +71,13 @@ cat >"$DIR/nats-auth.conf" <<EOF
 authorization {
   users = [
     # The orchestrator: its streams and consumer, requests and heartbeats, the node agents,
-    # events and dead letters, nats checks on the service API, outcomes on $P.replies, and the
-    # calls of workflow steps on $P.call.> (add other subjects here to call services there).
+    # events and dead letters, nats checks on the service API, outcomes on $P.replies, the
+    # calls of workflow steps on $P.call.> (add other subjects here to call services there), and
+    # the writes of the config store's KV bucket (only the orchestrator writes it).
     { user: orchestrator, password: "$(pw orchestrator)",
       permissions: {
         publish:   { allow: ["\$JS.API.>", "\$JS.ACK.${S}_COMMANDS.>", "$P.evt.>", "$P.dlq.>",
-                             "$P.agent.>", "\$SRV.>", "$P.replies.>", "$P.call.>"] }
+                             "$P.agent.>", "\$SRV.>", "$P.replies.>", "$P.call.>", "\$KV.${S}_CONFIG.>"] }
         subscribe: { allow: ["$P.req.>", "$P.hb.>", "$P.agent.>", "_INBOX.>"] }
         allow_responses: true } }
     # The orchestrator's nats health checks, on a connection of their own: the NATS service API

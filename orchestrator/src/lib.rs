@@ -34,6 +34,7 @@ pub mod agent;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod config_store;
 pub mod consumers;
 pub mod dag;
 pub mod errors;
@@ -205,6 +206,12 @@ async fn start_with(settings: Settings, listen: Listen) -> anyhow::Result<Runnin
     let client = nats::connect(&settings.nats).await?;
     let js = async_nats::jetstream::new(client.clone());
     nats::provision(&js, &settings.nats.streams, &subjects).await?;
+    let config_kv = config_store::provision(&js, &subjects, settings.nats.streams.replicas)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.0.message))?;
+    let config = config_store::ConfigStore::open(config_kv, pool.clone(), subjects.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("opening the config store: {}", e.0.message))?;
 
     let leases = Arc::new(Leases::default());
     let summaries = storage::retry("loading instances", || storage::instances::all_summaries(&pool)).await?;
@@ -374,6 +381,7 @@ async fn start_with(settings: Settings, listen: Listen) -> anyhow::Result<Runnin
         priorities: priorities.clone(),
         workflows: workflows.clone(),
         nodes: nodes.clone(),
+        config: config.clone(),
     };
     let request_tasks = request_subs.into_iter().map(|(domain, sub)| {
         tokio::spawn(consumers::requests::run(
@@ -476,6 +484,7 @@ async fn start_with(settings: Settings, listen: Listen) -> anyhow::Result<Runnin
         replica: settings.replica.clone(),
         workflows,
         nodes,
+        config,
     };
     if !settings.http.dashboard_dir.join("index.html").is_file() {
         tracing::warn!(

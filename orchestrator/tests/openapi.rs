@@ -33,7 +33,15 @@ async fn served_document(stack: &Stack) -> Value {
 #[track_caller]
 fn fill(template: &str) -> String {
     let mut path = template.to_string();
-    for (placeholder, value) in [("{id}", "web-1"), ("{check}", "http"), ("{name}", "web"), ("{service}", "web"), ("{version}", "1")] {
+    for (placeholder, value) in [
+        ("{id}", "web-1"),
+        ("{check}", "http"),
+        ("{name}", "web"),
+        ("{service}", "web"),
+        ("{version}", "1"),
+        ("{key}", "web.db"),
+        ("{prefix}", "web"),
+    ] {
         path = path.replace(placeholder, value);
     }
     assert!(!path.contains('{'), "a placeholder of {template} has no test value");
@@ -157,6 +165,7 @@ fn role_of(method: &str, path: &str) -> Option<&'static str> {
         (_, "/healthz" | "/readyz" | "/api/v1/openapi.json" | "/api/v1/hooks/{name}") => None,
         ("PUT", "/api/v1/hooks/{name}/secret") => Some("admin"),
         ("PUT" | "DELETE", "/api/v1/quotas/{name}") => Some("admin"),
+        ("PUT" | "DELETE", "/api/v1/config-schemas/{prefix}") => Some("admin"),
         ("PUT" | "DELETE", "/api/v1/stack") => Some("admin"),
         ("POST", "/api/v1/stack/versions/{version}/rollback") => Some("admin"),
         ("PUT", "/api/v1/workflows/{name}") => Some("admin"),

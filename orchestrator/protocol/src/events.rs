@@ -95,10 +95,15 @@ pub enum EventKind {
     /// A change of a workflow execution or of one of its steps (domain `workflow`, the
     /// workflow's name as the service token, data [`crate::workflow::WorkflowEventData`]).
     Workflow(crate::workflow::WorkflowEvent),
+    /// A key of the config store was set or reverted (domain `config`, the key's first token as
+    /// the service token, data [`crate::config_store::ConfigChange`]).
+    ConfigChanged,
+    /// A key of the config store was deleted (same domain and data).
+    ConfigDeleted,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 65] = [
+    pub const ALL: [EventKind; 67] = [
         EventKind::Registered,
         EventKind::Updated,
         EventKind::Deregistered,
@@ -154,6 +159,8 @@ impl EventKind {
         EventKind::RolloutFailed,
         EventKind::LeaderElected,
         EventKind::LeaderLost,
+        EventKind::ConfigChanged,
+        EventKind::ConfigDeleted,
         EventKind::Workflow(WorkflowEvent::Started),
         EventKind::Workflow(WorkflowEvent::StepStarted),
         EventKind::Workflow(WorkflowEvent::StepSucceeded),
@@ -208,6 +215,7 @@ impl EventKind {
             | EventKind::Lost
             | EventKind::Preempted => "resource",
             EventKind::LeaderElected | EventKind::LeaderLost => "cluster",
+            EventKind::ConfigChanged | EventKind::ConfigDeleted => "config",
             EventKind::Workflow(_) => "workflow",
         }
     }
@@ -254,6 +262,8 @@ impl EventKind {
             EventKind::RolloutCompleted => "rollout_completed",
             EventKind::RolloutFailed => "rollout_failed",
             EventKind::LeaderElected => "leader_elected",
+            EventKind::ConfigChanged => "changed",
+            EventKind::ConfigDeleted => "deleted",
             EventKind::LeaderLost => "leader_lost",
             EventKind::Workflow(kind) => kind.as_str(),
         }
@@ -321,6 +331,8 @@ impl EventKind {
             EventKind::RolloutFailed => "io.orch.lifecycle.rollout_failed.v1",
             EventKind::LeaderElected => "io.orch.cluster.leader_elected.v1",
             EventKind::LeaderLost => "io.orch.cluster.leader_lost.v1",
+            EventKind::ConfigChanged => "io.orch.config.changed.v1",
+            EventKind::ConfigDeleted => "io.orch.config.deleted.v1",
             EventKind::Workflow(kind) => kind.type_str(),
         }
     }

@@ -4,6 +4,7 @@
 //! everything defined here.
 
 pub mod agent;
+pub mod config_store;
 pub mod error;
 pub mod events;
 pub mod headers;

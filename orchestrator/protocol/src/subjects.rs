@@ -34,6 +34,16 @@ pub mod verbs {
     pub const ROLLBACK: &str = "rollback";
     /// An operator ends self-preservation (`orch.req.health.end_self_preservation`).
     pub const END_SELF_PRESERVATION: &str = "end_self_preservation";
+    /// The config store (`orch.req.config.<get|put|delete|list|history|revert|schemas|schema_put|
+    /// schema_delete>`).
+    pub const CONFIG: &str = "config";
+    pub const PUT: &str = "put";
+    pub const DELETE: &str = "delete";
+    pub const HISTORY: &str = "history";
+    pub const REVERT: &str = "revert";
+    pub const SCHEMAS: &str = "schemas";
+    pub const SCHEMA_PUT: &str = "schema_put";
+    pub const SCHEMA_DELETE: &str = "schema_delete";
     pub const PRIORITY: &str = "priority";
     /// The group of replicas (`orch.req.cluster.status`), answered by every replica.
     pub const CLUSTER: &str = "cluster";
@@ -55,8 +65,15 @@ pub mod verbs {
 }
 
 /// The domains answered over request/reply (`orch.req.<domain>.<verb>`).
-pub const REQUEST_DOMAINS: [&str; 6] =
-    [verbs::REGISTRY, verbs::HEALTH, verbs::LIFECYCLE, verbs::PRIORITY, verbs::WORKFLOW, verbs::RESOURCE];
+pub const REQUEST_DOMAINS: [&str; 7] = [
+    verbs::REGISTRY,
+    verbs::HEALTH,
+    verbs::LIFECYCLE,
+    verbs::PRIORITY,
+    verbs::WORKFLOW,
+    verbs::RESOURCE,
+    verbs::CONFIG,
+];
 
 /// Whether `user` can name a sender in a subject: 1-64 letters, digits, `-` or `_` (a NATS user
 /// name of other characters cannot, and its client sends the plain subjects).

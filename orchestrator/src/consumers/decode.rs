@@ -151,6 +151,7 @@ pub enum Request {
     ServiceHealth(String),
     Checks(String),
     Lifecycle(LifecycleRequest),
+    Config(ConfigRequest),
     Priority(PriorityRequest),
     Workflow(WorkflowRequest),
     /// `orch.req.resource.nodes`: every node.
@@ -299,6 +300,64 @@ fn empty_is_object(payload: &Bytes) -> Bytes {
 #[serde(deny_unknown_fields)]
 struct EmptyRequest {}
 
+/// A request to the config store.
+#[derive(Debug)]
+pub enum ConfigRequest {
+    Get(String),
+    Put { key: String, value: serde_json::Value, revision: Option<u64> },
+    Delete { key: String, revision: Option<u64> },
+    List(String),
+    History(String),
+    Revert { key: String, to: u64 },
+    Schemas,
+    SchemaPut { prefix: String, schema: serde_json::Value },
+    SchemaDelete(String),
+}
+
+fn config_request(verb: &str, payload: &Bytes) -> Result<ConfigRequest, ProtocolError> {
+    use orch_protocol::config_store::{KeyRequest, ListRequest, PutRequest, RevertRequest, SchemaRequest};
+    let key = |key: Option<String>| key.ok_or_else(|| ProtocolError::invalid("key", "required"));
+    let prefix = |prefix: Option<String>| prefix.ok_or_else(|| ProtocolError::invalid("prefix", "required"));
+    // Keys and values are checked by the store, the one place that writes them.
+    match verb {
+        verbs::GET => Ok(ConfigRequest::Get(parse_json::<KeyRequest>(payload)?.key)),
+        verbs::HISTORY => Ok(ConfigRequest::History(parse_json::<KeyRequest>(payload)?.key)),
+        verbs::PUT => {
+            let r: PutRequest = parse_json(payload)?;
+            Ok(ConfigRequest::Put { key: key(r.key)?, value: r.value, revision: r.revision })
+        }
+        verbs::DELETE => {
+            let r: KeyRequest = parse_json(payload)?;
+            Ok(ConfigRequest::Delete { key: r.key, revision: r.revision })
+        }
+        verbs::LIST => Ok(ConfigRequest::List(parse_json::<ListRequest>(&empty_is_object(payload))?.prefix)),
+        verbs::REVERT => {
+            let r: RevertRequest = parse_json(payload)?;
+            Ok(ConfigRequest::Revert { key: key(r.key)?, to: r.to })
+        }
+        verbs::SCHEMAS => {
+            let _: EmptyRequest = parse_json(&empty_is_object(payload))?;
+            Ok(ConfigRequest::Schemas)
+        }
+        verbs::SCHEMA_PUT => {
+            let r: SchemaRequest = parse_json(payload)?;
+            let schema = r.schema.ok_or_else(|| ProtocolError::invalid("schema", "required"))?;
+            Ok(ConfigRequest::SchemaPut { prefix: prefix(r.prefix)?, schema })
+        }
+        verbs::SCHEMA_DELETE => {
+            let r: SchemaRequest = parse_json(payload)?;
+            Ok(ConfigRequest::SchemaDelete(prefix(r.prefix)?))
+        }
+        other => Err(ProtocolError::new(
+            ErrorCode::UnknownCommand,
+            format!(
+                "{other:?} is not a config request; use get, put, delete, list, history, revert, schemas, schema_put \
+                 or schema_delete"
+            ),
+        )),
+    }
+}
+
 /// A request to the lifecycle controller.
 #[derive(Debug)]
 pub enum LifecycleRequest {
@@ -329,7 +388,8 @@ pub fn decode_request(
              {0}.req.lifecycle.<status|apply|down|restart|profile|versions|version|diff|rollback> or \
              {0}.req.priority.<set|clear|get|list|policy|release> or \
              {0}.req.workflow.<run|get|list|cancel|signal|retry|schedules|queues> or \
-             {0}.req.resource.<nodes|node>",
+             {0}.req.resource.<nodes|node> or \
+             {0}.req.config.<get|put|delete|list|history|revert|schemas|schema_put|schema_delete>",
             subjects.prefix()
         )
     };
@@ -374,6 +434,7 @@ pub fn decode_request(
             Ok(Request::Checks(r.id))
         }
         (verbs::LIFECYCLE, verb) => lifecycle_request(verb, payload).map(Request::Lifecycle),
+        (verbs::CONFIG, verb) => config_request(verb, payload).map(Request::Config),
         (verbs::PRIORITY, verbs::SET) => Ok(Request::Priority(PriorityRequest::Set(parse_json(payload)?))),
         (verbs::PRIORITY, verbs::CLEAR) => Ok(Request::Priority(PriorityRequest::Clear(parse_json(payload)?))),
         (verbs::PRIORITY, verbs::GET) => Ok(Request::Priority(PriorityRequest::Get(parse_json(payload)?))),

@@ -10,7 +10,8 @@ pub mod heartbeats;
 pub mod requests;
 
 pub use decode::{
-    LifecycleRequest, PriorityRequest, Request, StreamPosition, WorkflowRequest, decode_command, decode_request,
+    ConfigRequest, LifecycleRequest, PriorityRequest, Request, StreamPosition, WorkflowRequest, decode_command,
+    decode_request,
 };
 
 /// Queue group shared by orchestrator replicas for core-NATS subscriptions.

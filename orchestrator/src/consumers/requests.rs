@@ -16,7 +16,9 @@ use orch_protocol::{ErrorCode, ProtocolError, Subjects, headers, principal};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use super::{LifecycleRequest, PriorityRequest, Request, WorkflowRequest, decode_request, reply_message};
+use super::{
+    ConfigRequest, LifecycleRequest, PriorityRequest, Request, WorkflowRequest, decode_request, reply_message,
+};
 use crate::errors;
 use crate::health::Monitor;
 use crate::lifecycle::{ControlError, Controller};
@@ -37,6 +39,7 @@ pub struct Backends {
     pub priorities: crate::priority::Priorities,
     pub workflows: crate::workflow::executor::Workflows,
     pub nodes: crate::resources::Nodes,
+    pub config: crate::config_store::ConfigStore,
 }
 
 /// How a domain's requests run.
@@ -178,6 +181,7 @@ async fn answer(
         Request::Lifecycle(request) => lifecycle(backends, request, sender(subjects, message)).await,
         Request::Priority(request) => priority(&backends.priorities, request, sender(subjects, message)).await,
         Request::Workflow(request) => workflow(backends, request, sender(subjects, message)).await,
+        Request::Config(request) => config(&backends.config, request, sender(subjects, message)).await,
         Request::Nodes => ok(&orch_protocol::resources::NodeList { nodes: backends.nodes.list().to_vec() }),
         Request::Node(name) => reply(backends.nodes.get(&name).ok_or_else(|| errors::no_node(&name))),
     }
@@ -199,6 +203,26 @@ async fn workflow(backends: &Backends, request: WorkflowRequest, by: String) -> 
         WorkflowRequest::Retry { id, from } => reply(api::retry(pool, &backends.workflows, id, from, &by).await),
         WorkflowRequest::Schedules => reply(api::schedules(pool).await),
         WorkflowRequest::Queues => reply(api::queues(pool).await),
+    }
+}
+
+async fn config(
+    store: &crate::config_store::ConfigStore,
+    request: ConfigRequest,
+    by: String,
+) -> (async_nats::HeaderMap, bytes::Bytes) {
+    match request {
+        ConfigRequest::Get(key) => reply(store.get(&key).await),
+        ConfigRequest::Put { key, value, revision } => reply(store.put(&key, value, revision, &by).await),
+        ConfigRequest::Delete { key, revision } => reply(store.delete(&key, revision, &by).await),
+        ConfigRequest::List(prefix) => reply(store.list(&prefix).await),
+        ConfigRequest::History(key) => reply(store.history(&key).await),
+        ConfigRequest::Revert { key, to } => reply(store.revert(&key, to, &by).await),
+        ConfigRequest::Schemas => reply(store.schemas().await),
+        ConfigRequest::SchemaPut { prefix, schema } => reply(store.set_schema(&prefix, schema, &by).await),
+        ConfigRequest::SchemaDelete(prefix) => reply(
+            store.clear_schema(&prefix, &by).await.map(|()| serde_json::json!({ "prefix": prefix, "removed": true })),
+        ),
     }
 }
 

@@ -125,8 +125,8 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     if path == "/api/v1/workflows/{name}" && *method == Method::PUT {
         return Some(Role::Admin);
     }
-    // Quotas bound what every stack may ask for.
-    if path == "/api/v1/quotas/{name}" {
+    // Quotas bound what every stack may ask for; schemas what every value of a prefix may be.
+    if path == "/api/v1/quotas/{name}" || path == "/api/v1/config-schemas/{prefix}" {
         return Some(Role::Admin);
     }
     // A webhook's secret lets anyone who holds it start the workflow.

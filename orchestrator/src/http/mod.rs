@@ -8,6 +8,7 @@
 pub mod auth;
 pub(crate) mod browser;
 mod cluster;
+mod config;
 mod dashboard;
 mod discovery;
 mod error;
@@ -134,6 +135,8 @@ pub struct AppState {
     pub workflows: crate::workflow::executor::Workflows,
     /// The node inventory.
     pub nodes: crate::resources::Nodes,
+    /// The config store.
+    pub config: crate::config_store::ConfigStore,
 }
 
 impl HttpSettings {
@@ -180,6 +183,7 @@ pub(crate) fn api_routes(manifest_max_bytes: usize) -> OpenApiRouter<AppState> {
                 .merge(cluster::router())
                 .merge(workflows::router(manifest_max_bytes))
                 .merge(resources::router())
+                .merge(config::router())
                 .merge(openapi::router())
                 .routes(routes!(auth::whoami))
                 .routes(routes!(ws::feed)),

@@ -34,6 +34,7 @@ pub mod tags {
     pub const SYSTEM: &str = "system";
     pub const WORKFLOWS: &str = "workflows";
     pub const RESOURCES: &str = "resources";
+    pub const CONFIG: &str = "config";
 }
 
 /// The name of the security scheme that [`apply_roles`] asks for.
@@ -68,6 +69,8 @@ docs/protocol.md is the contract this document is generated for.";
             start, follow, cancel."),
         (name = tags::RESOURCES, description = "Nodes: their capacity, reservation, labels, what runs there and \
             whether their agent is heard from."),
+        (name = tags::CONFIG, description = "The config store: keys with JSON values, compare-and-set on the \
+            revision, history and revert, JSON Schemas per key prefix (protocol.md §18)."),
     )
 )]
 struct ApiDoc;

@@ -2,6 +2,7 @@
 //! batch (see `registry::writer`); this module holds the pool, migrations and the SQL.
 
 pub mod batch;
+pub mod config;
 mod error;
 pub mod health;
 pub mod instances;

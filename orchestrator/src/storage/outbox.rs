@@ -19,8 +19,10 @@ pub mod shard {
     pub const WORKFLOWS: i16 = -4;
     /// Resource events: nodes joining, going down, coming back (the node tracker).
     pub const RESOURCES: i16 = -5;
+    /// Config store events: a key changed or deleted (written with the change's record).
+    pub const CONFIG: i16 = -6;
     /// The shards that exist whatever the number of registry writers.
-    pub const FIXED: [i16; 5] = [LIFECYCLE, PRIORITIES, CLUSTER, WORKFLOWS, RESOURCES];
+    pub const FIXED: [i16; 6] = [LIFECYCLE, PRIORITIES, CLUSTER, WORKFLOWS, RESOURCES, CONFIG];
 }
 
 #[derive(Debug, FromRow)]
