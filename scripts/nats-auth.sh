@@ -57,7 +57,7 @@ agent_user() {
     { user: agent-$1, password: "$(pw "agent-$1")",
       permissions: {
         publish:   { allow: ["$P.agent.$1.exited", "$P.agent.$1.pressure", "$P.agent.$1.node",
-                             "$P.agent.$1.notify"] }
+                             "$P.agent.$1.notify", "$P.log.$1.*"] }
         subscribe: { allow: ["$P.agent.$1.*"] }
         allow_responses: true } }
 AGENT
@@ -77,8 +77,9 @@ authorization {
     { user: orchestrator, password: "$(pw orchestrator)",
       permissions: {
         publish:   { allow: ["\$JS.API.>", "\$JS.ACK.${S}_COMMANDS.>", "$P.evt.>", "$P.dlq.>",
-                             "$P.agent.>", "\$SRV.>", "$P.replies.>", "$P.call.>", "\$KV.${S}_CONFIG.>"] }
-        subscribe: { allow: ["$P.req.>", "$P.hb.>", "$P.agent.>", "_INBOX.>"] }
+                             "$P.agent.>", "\$SRV.>", "$P.replies.>", "$P.call.>", "$P.log.>",
+                             "\$KV.${S}_CONFIG.>"] }
+        subscribe: { allow: ["$P.req.>", "$P.hb.>", "$P.agent.>", "_INBOX.>", "$P.log.>"] }
         allow_responses: true } }
     # The orchestrator's nats health checks, on a connection of their own: the NATS service API
     # only. Add the subjects of --check-allow-nats-subjects here when you allow more.
@@ -126,8 +127,8 @@ authorization {
                              "\$JS.API.CONSUMER.*.${S}_EVENTS", "\$JS.API.CONSUMER.*.${S}_EVENTS.>",
                              "\$JS.API.CONSUMER.DURABLE.CREATE.${S}_EVENTS.>",
                              "\$JS.API.CONSUMER.MSG.NEXT.${S}_EVENTS.>", "\$JS.ACK.${S}_EVENTS.>"] }
-        subscribe: { allow: ["_INBOX.>", "$P.replies.operator.>"] } } }
-    # A read-only observer: reads, and follows the events.
+        subscribe: { allow: ["_INBOX.>", "$P.replies.operator.>", "$P.log.>"] } } }
+    # A read-only observer: reads, and follows the events and the services' output.
     { user: observer, password: "$(pw observer)",
       permissions: {
         publish:   { allow: ["$P.req.registry.list.observer", "$P.req.registry.get.observer",
@@ -139,10 +140,10 @@ authorization {
                              "$P.req.cluster.status.observer", "$P.req.workflow.get.observer",
                              "$P.req.workflow.list.observer", "$P.req.workflow.schedules.observer",
                              "$P.req.workflow.queues.observer", "$P.req.resource.nodes.observer",
-                             "$P.req.resource.node.observer",
+                             "$P.req.resource.node.observer", "$P.req.lifecycle.logs.observer",
                              "\$JS.API.INFO", "\$JS.API.STREAM.INFO.${S}_EVENTS", "\$JS.API.CONSUMER.*.${S}_EVENTS",
                              "\$JS.API.CONSUMER.*.${S}_EVENTS.>", "\$JS.API.CONSUMER.MSG.NEXT.${S}_EVENTS.>"] }
-        subscribe: { allow: ["_INBOX.>"] } } }
+        subscribe: { allow: ["_INBOX.>", "$P.log.>"] } } }
 $(for node in $NODES; do agent_user "$node"; done)
   ]
 }

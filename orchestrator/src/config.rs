@@ -70,6 +70,10 @@ pub enum Command {
     Down(ApiArgs),
     /// Show each managed service: node, state, pid, restarts and why.
     Status(ApiArgs),
+    /// Show a managed service's output, merged across its replicas and nodes in time order, one
+    /// line each: `<time> <unit>@<node> <stream> <text>`. Without filters, the last lines; with
+    /// `-f`, then every new line as it is written (until interrupted).
+    Logs(LogsArgs),
     /// Show the last start-up: wall time, critical path, parallel efficiency, the critical chain
     /// and the bottlenecks (like `systemd-analyze critical-chain`).
     Profile(ApiArgs),
@@ -259,6 +263,35 @@ pub struct ApiArgs {
     /// Bearer token for the API when it requires one (`up` and `down` need an admin token).
     #[arg(long, env = "ORCH_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogsArgs {
+    /// The managed service (all its replicas).
+    pub service: String,
+    /// Follow: after the last lines, print new ones as they are written.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// How many of the last matching lines (1-10000).
+    #[arg(short = 'n', long = "lines", default_value_t = 100)]
+    pub lines: usize,
+    /// Only lines written at or after this time (RFC 3339, e.g. 2026-01-01T10:00:00Z).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only lines written before this time (RFC 3339).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only lines of this stream: stdout or stderr.
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// Only lines containing this text (case-sensitive).
+    #[arg(long, conflicts_with = "regex")]
+    pub grep: Option<String>,
+    /// Only lines matching this regular expression.
+    #[arg(long)]
+    pub regex: Option<String>,
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 #[derive(Debug, Clone, Args)]

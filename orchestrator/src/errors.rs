@@ -61,6 +61,7 @@ impl From<ControlError> for ProtocolError {
         let e = match e {
             ControlError::Storage(storage) => return storage.into(),
             ControlError::Refused(problems) => return problems.into(),
+            ControlError::Invalid(e) => return e,
             other => other,
         };
         let code = match &e {
@@ -68,17 +69,14 @@ impl From<ControlError> for ProtocolError {
             | ControlError::NoRun
             | ControlError::UnknownService(_)
             | ControlError::UnknownVersion { .. } => ErrorCode::NotFound,
-            ControlError::Invalid { .. } => ErrorCode::ValidationFailed,
             ControlError::Busy(_) => ErrorCode::Conflict,
             ControlError::Agent(AgentError::Refused { code, .. }) => *code,
             ControlError::Agent(_) | ControlError::Stopped | ControlError::Storage(_) => ErrorCode::Unavailable,
-            ControlError::Refused(_) => ErrorCode::ValidationFailed,
+            ControlError::Refused(_) | ControlError::Invalid(_) => ErrorCode::ValidationFailed,
         };
         match e {
             ControlError::UnknownService(_) => ProtocolError::field(code, "service", e.to_string()),
-            ControlError::UnknownVersion { field, .. } | ControlError::Invalid { field, .. } => {
-                ProtocolError::field(code, field, e.to_string())
-            }
+            ControlError::UnknownVersion { field, .. } => ProtocolError::field(code, field, e.to_string()),
             _ => ProtocolError::new(code, e.to_string()),
         }
     }

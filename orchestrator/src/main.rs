@@ -106,6 +106,7 @@ async fn run(cli: config::Cli) -> ExitCode {
         },
         Command::Down(args) => cli_result("down", orchestrator::cli::stack::down(&args).await),
         Command::Status(args) => cli_result("status", orchestrator::cli::stack::status(&args).await),
+        Command::Logs(args) => cli_result("logs", orchestrator::cli::logs::run(&args).await),
         Command::Profile(args) => cli_result("profile", orchestrator::cli::stack::profile(&args).await),
         Command::Cluster(args) => cli_result("cluster", orchestrator::cli::stack::cluster(&args).await),
         Command::Nodes(args) => cli_result("nodes", orchestrator::cli::nodes::run(&args).await),

@@ -35,6 +35,7 @@ fn spec(service: &str, command: &str, args: &[&str], limits: Limits) -> ProcessS
         grace_period: Duration::from_secs(5),
         limits,
         notify: false,
+        logs: Default::default(),
     }
 }
 

@@ -58,6 +58,8 @@ async fn keys_are_versioned_compared_and_set_audited_reverted_and_checked_agains
     assert_eq!(reverted["reverted_to"].as_u64(), Some(r1));
     let gone = call(&stack, "POST", "/api/v1/config/web.db.url/revert", Some(json!({"to": 99999}))).await;
     assert_error(&gone, StatusCode::NOT_FOUND, "not_found", Some("to"));
+    let zero = call(&stack, "POST", "/api/v1/config/web.db.url/revert", Some(json!({"to": 0}))).await;
+    assert_error(&zero, StatusCode::BAD_REQUEST, "validation_failed", Some("to"));
 
     // Delete, with compare-and-set; then the key is gone but its history stays.
     let r3 = reverted["revision"].as_u64().unwrap();

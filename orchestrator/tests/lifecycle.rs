@@ -90,7 +90,10 @@ depends_on = { db = "healthy" }
     // Logs of a service through the API.
     let (status, logs) = call(&stack, "GET", "/api/v1/stack/services/migrate/logs?lines=5", None).await;
     assert_eq!(status, StatusCode::OK, "{logs}");
-    assert!(logs["lines"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().ends_with("migrated")), "{logs}");
+    assert!(
+        logs["lines"].as_array().unwrap().iter().any(|l| l["text"] == "migrated" && l["unit"] == "migrate"),
+        "{logs}"
+    );
 
     // Shutdown in reverse dependency order; nothing keeps running.
     let pids: Vec<u32> = ["db", "cache", "api", "web"].iter().map(|n| pid(&view, n)).collect();
@@ -182,7 +185,7 @@ depends_on = {{ needs = "started" }}
     // The output is kept.
     let (_, logs) = call(&stack, "GET", "/api/v1/stack/services/broken/logs", None).await;
     assert_eq!(
-        logs["lines"].as_array().unwrap().iter().filter(|l| l.as_str().unwrap().ends_with("failing")).count(),
+        logs["lines"].as_array().unwrap().iter().filter(|l| l["text"].as_str().unwrap().ends_with("failing")).count(),
         3
     );
 
@@ -456,7 +459,8 @@ async fn a_standalone_agent_on_another_node_runs_services_for_the_orchestrator()
     // Its output is on the agent's node, read through the orchestrator's API.
     let (status, lines) = call(&stack, "GET", "/api/v1/stack/services/remote/logs", None).await;
     assert_eq!(status, StatusCode::OK, "{lines}");
-    assert!(lines["lines"][0].as_str().unwrap().contains("ready"), "{lines}");
+    assert!(lines["lines"][0]["text"].as_str().unwrap().contains("ready"), "{lines}");
+    assert_eq!(lines["lines"][0]["node"], "n2", "{lines}");
     assert!(logs.path().join("remote.log").exists());
 
     // A crash on n2 is reported over NATS and recovered.

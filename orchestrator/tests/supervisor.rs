@@ -23,6 +23,7 @@ fn sh(service: &str, script: &str) -> ProcessSpec {
         grace_period: Duration::from_secs(5),
         limits: Default::default(),
         notify: false,
+        logs: Default::default(),
     }
 }
 

@@ -253,6 +253,58 @@ impl StackClient {
         self.send(self.http.delete(format!("{}/stack", self.base)), "DELETE /stack").await
     }
 
+    /// `GET /stack/services/{service}/logs`: the last lines of a service's output matching
+    /// `query` (`limit`, `since`, `until`, `stream`, `q`, `regex`, `scan_bytes`).
+    pub async fn logs(&self, service: &str, query: &[(&str, String)]) -> Result<orch_protocol::lifecycle::ServiceLogs> {
+        let query = serde_urlencoded::to_string(query).map_err(|e| Error::invalid("query", e.to_string()))?;
+        let url = format!("{}/stack/services/{service}/logs?{query}", self.base);
+        self.send(self.http.get(url), "GET /stack/services/{name}/logs").await
+    }
+
+    /// `GET /stack/services/{service}/logs/follow`: the service's new lines matching `query`
+    /// (`stream`, `q`, `regex`) as they are written, until the stream is dropped. Subscribed
+    /// when this returns.
+    pub async fn follow_logs(
+        &self,
+        service: &str,
+        query: &[(&str, String)],
+    ) -> Result<impl futures::Stream<Item = Result<orch_protocol::lifecycle::ServiceLogLine>> + use<>> {
+        use futures::StreamExt;
+        let what = "GET /stack/services/{name}/logs/follow";
+        let query = serde_urlencoded::to_string(query).map_err(|e| Error::invalid("query", e.to_string()))?;
+        let url = format!("{}/stack/services/{service}/logs/follow?{query}", self.base);
+        // A follow lasts as long as its reader wants: no overall timeout (a year).
+        let request = self.http.get(url).timeout(Duration::from_secs(365 * 24 * 3600));
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Error::Connection(format!("{what}: is the orchestrator running at {}? ({e})", self.base)))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let bytes = response.bytes().await.unwrap_or_default();
+            return Err(match serde_json::from_slice::<ErrorReply>(&bytes) {
+                Ok(reply) => Error::Remote(reply.error, None),
+                Err(_) => Error::Decode(format!("{what}: {status} without an error object")),
+            });
+        }
+        let mut pending: Vec<u8> = Vec::new();
+        Ok(response.bytes_stream().flat_map(move |chunk| {
+            let lines: Vec<Result<orch_protocol::lifecycle::ServiceLogLine>> = match chunk {
+                Err(e) => vec![Err(Error::Connection(format!("{what}: the stream broke off: {e}")))],
+                Ok(chunk) => {
+                    pending.extend_from_slice(&chunk);
+                    let mut lines = Vec::new();
+                    while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=end).collect();
+                        lines.push(crate::requests::decode(what, &line));
+                    }
+                    lines
+                }
+            };
+            futures::stream::iter(lines)
+        }))
+    }
+
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder, what: &str) -> Result<T> {
         let bytes = self.send_raw(request, what).await?;
         crate::requests::decode(what, &bytes)

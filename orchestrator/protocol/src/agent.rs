@@ -65,6 +65,56 @@ pub struct StartRequest {
     /// false, so that agents from before it still take every other start.
     #[serde(default, skip_serializing_if = "is_false")]
     pub notify: bool,
+    /// How much of the process's output the agent keeps, where it differs from the agent's own
+    /// settings. Left out when empty, so that agents from before it still take the start; not
+    /// part of [`StartRequest::fingerprint`]: keeping more or less output does not change what
+    /// runs, so a new retention applies at the process's next start, never restarts it.
+    #[serde(default, skip_serializing_if = "LogRetention::is_empty")]
+    pub logs: LogRetention,
+}
+
+/// How much output of one service is kept: the current file rotates once it would pass
+/// `max_bytes` or once its first line is older than `max_age`; `keep` rotated files stay, those
+/// older than `max_age` go. A field left out takes the agent's setting (`max_age`: no limit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogRetention {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::health::duration::option")]
+    pub max_age: Option<std::time::Duration>,
+}
+
+impl LogRetention {
+    /// Smallest size of one file: below it a file would rotate at every few lines.
+    pub const MAX_BYTES_MIN: u64 = 4096;
+    /// Most rotated files kept.
+    pub const KEEP_MAX: usize = 100;
+    /// Shortest age kept.
+    pub const MAX_AGE_MIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+    pub fn is_empty(&self) -> bool {
+        *self == LogRetention::default()
+    }
+
+    /// Checks the bounds; `field` names the retention in errors (`logs`).
+    pub fn validate(&self, field: &str) -> Result<(), ProtocolError> {
+        if self.max_bytes.is_some_and(|b| b < Self::MAX_BYTES_MIN) {
+            return Err(ProtocolError::invalid(
+                format!("{field}.max_bytes"),
+                format!("at least {} bytes", Self::MAX_BYTES_MIN),
+            ));
+        }
+        if self.keep.is_some_and(|k| k > Self::KEEP_MAX) {
+            return Err(ProtocolError::invalid(format!("{field}.keep"), format!("at most {}", Self::KEEP_MAX)));
+        }
+        if self.max_age.is_some_and(|a| a < Self::MAX_AGE_MIN) {
+            return Err(ProtocolError::invalid(format!("{field}.max_age"), "at least 1m"));
+        }
+        Ok(())
+    }
 }
 
 /// Reply to `start`.
@@ -137,13 +187,127 @@ pub struct Status {
     pub running: Vec<RunningProcess>,
 }
 
-/// `logs`: the last lines of a service's output.
+/// `logs`: the last `lines` lines of a service's output, or, with any of the optional fields, the
+/// last `lines` lines that match them all. The agent reads its retained files from the newest line
+/// backwards and stops after `scan_bytes` bytes, so a search of a large log stays bounded; the
+/// reply says when it stopped early. Requests from before the search fields stay valid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogsRequest {
     pub service: String,
+    /// Most lines returned (at most [`LOG_LINES_MAX`]).
     #[serde(default = "hundred")]
     pub lines: usize,
+    /// Only lines written at or after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only lines written before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<LogStream>,
+    /// Only lines whose text contains this (case-sensitive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<String>,
+    /// Only lines whose text matches this regular expression (Rust `regex` syntax, at most
+    /// [`LOG_REGEX_MAX`] characters); not with `contains`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// Most bytes of log read for the answer (default [`LOG_SCAN_DEFAULT`], at most
+    /// [`LOG_SCAN_MAX`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_bytes: Option<u64>,
+}
+
+impl LogsRequest {
+    /// The last `lines` lines of `service`, as before searches existed.
+    pub fn last(service: impl Into<String>, lines: usize) -> LogsRequest {
+        LogsRequest {
+            service: service.into(),
+            lines,
+            since: None,
+            until: None,
+            stream: None,
+            contains: None,
+            regex: None,
+            scan_bytes: None,
+        }
+    }
+
+    /// Checks what the agent cannot check by reading (the regex compiles where it is used).
+    pub fn validate(&self) -> Result<(), ProtocolError> {
+        crate::registry::validate_name("service", &self.service)?;
+        if self.lines == 0 || self.lines > LOG_LINES_MAX {
+            return Err(ProtocolError::invalid("lines", format!("must be 1-{LOG_LINES_MAX}")));
+        }
+        if let (Some(since), Some(until)) = (self.since, self.until)
+            && until <= since
+        {
+            return Err(ProtocolError::invalid("until", "must be later than since"));
+        }
+        if self.contains.is_some() && self.regex.is_some() {
+            return Err(ProtocolError::invalid("regex", "give contains or regex, not both"));
+        }
+        if self.regex.as_ref().is_some_and(|r| r.len() > LOG_REGEX_MAX) {
+            return Err(ProtocolError::invalid("regex", format!("at most {LOG_REGEX_MAX} characters")));
+        }
+        if self.scan_bytes.is_some_and(|b| b == 0 || b > LOG_SCAN_MAX) {
+            return Err(ProtocolError::invalid("scan_bytes", format!("must be 1-{LOG_SCAN_MAX}")));
+        }
+        Ok(())
+    }
+}
+
+/// Which output of the process a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+impl LogStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+        }
+    }
+}
+
+impl std::str::FromStr for LogStream {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "stdout" => Ok(LogStream::Stdout),
+            "stderr" => Ok(LogStream::Stderr),
+            _ => Err("must be stdout or stderr".into()),
+        }
+    }
+}
+
+/// One line of a service's output: when it was written, from which stream, and its text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LogLine {
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub stream: LogStream,
+    pub text: String,
+}
+
+impl LogLine {
+    /// Reads a line as the agent keeps it: `<RFC 3339 time> <stdout|stderr> <text>`. `None` for
+    /// anything else (a line cut by a full disk).
+    pub fn parse(line: &str) -> Option<LogLine> {
+        let (time, rest) = line.split_once(' ')?;
+        let (stream, text) = rest.split_once(' ').unwrap_or((rest, ""));
+        Some(LogLine {
+            time: chrono::DateTime::parse_from_rfc3339(time).ok()?.with_timezone(&chrono::Utc),
+            stream: stream.parse().ok()?,
+            text: text.to_string(),
+        })
+    }
 }
 
 /// Reply to `logs`: `<RFC 3339 time> <stdout|stderr> <text>` per line, oldest first.
@@ -152,6 +316,24 @@ pub struct LogsRequest {
 pub struct Logs {
     pub service: String,
     pub lines: Vec<String>,
+    /// The scan stopped at `scan_bytes` before the retained output (or the time range) was read
+    /// through: older matching lines may exist. Agents from before searches leave it out.
+    #[serde(default)]
+    pub truncated: bool,
+    /// Bytes of log read for this answer.
+    #[serde(default)]
+    pub scanned_bytes: u64,
+}
+
+/// Published by an agent on `<prefix>.log.<node>.<service>` as a service writes output: the new
+/// lines, oldest first, at most [`LOG_BATCH_LINES`] of them. Core NATS: a subscriber that is not
+/// there misses them (searching with `logs` finds them later).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogBatch {
+    pub node: String,
+    /// The service as the agent knows it: a replica's own name (`web-0`).
+    pub service: String,
+    pub lines: Vec<LogLine>,
 }
 
 /// Published on `<prefix>.agent.<node>.exited` when a process ends.
@@ -203,6 +385,14 @@ pub const STATUS_MAX: usize = 256;
 
 /// Most lines one `logs` request returns.
 pub const LOG_LINES_MAX: usize = 10_000;
+/// Bytes of log a `logs` request reads when it does not say.
+pub const LOG_SCAN_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Most bytes of log one `logs` request may read.
+pub const LOG_SCAN_MAX: u64 = 1024 * 1024 * 1024;
+/// Longest regular expression of a `logs` request, in bytes.
+pub const LOG_REGEX_MAX: usize = 1024;
+/// Most lines in one [`LogBatch`].
+pub const LOG_BATCH_LINES: usize = 500;
 
 impl StartRequest {
     /// What the process is started from, as a stable digest (16 hex digits, FNV-1a 64 of a
@@ -230,7 +420,8 @@ impl StartRequest {
         if self.command.trim().is_empty() {
             return Err(ProtocolError::invalid("command", "must name a program"));
         }
-        self.limits.validate("limits")
+        self.limits.validate("limits")?;
+        self.logs.validate("logs")
     }
 }
 

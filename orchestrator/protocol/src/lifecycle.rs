@@ -173,3 +173,114 @@ pub struct PressureData {
     pub memory_threshold: f64,
     pub message: String,
 }
+
+/// `orch.req.lifecycle.logs` (and the query of `GET /api/v1/stack/services/{name}/logs`): the last
+/// `limit` lines of a managed service's output that match every filter given, from every unit
+/// of the service (each replica, on whichever node runs it), merged in time order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceLogsRequest {
+    pub service: String,
+    /// Most lines, 1-[`crate::agent::LOG_LINES_MAX`] (default 100).
+    #[serde(default = "hundred")]
+    pub limit: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<crate::agent::LogStream>,
+    /// Text the line must contain (case-sensitive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<String>,
+    /// A regular expression the line must match (not with `contains`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// Most bytes each agent reads for its unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_bytes: Option<u64>,
+}
+
+fn hundred() -> usize {
+    100
+}
+
+impl ServiceLogsRequest {
+    /// The last `limit` lines of `service`, unfiltered.
+    pub fn last(service: impl Into<String>, limit: usize) -> ServiceLogsRequest {
+        ServiceLogsRequest {
+            service: service.into(),
+            limit,
+            since: None,
+            until: None,
+            stream: None,
+            contains: None,
+            regex: None,
+            scan_bytes: None,
+        }
+    }
+
+    /// What the agent of `unit` is asked.
+    pub fn for_unit(&self, unit: &str) -> crate::agent::LogsRequest {
+        crate::agent::LogsRequest {
+            service: unit.to_string(),
+            lines: self.limit,
+            since: self.since,
+            until: self.until,
+            stream: self.stream,
+            contains: self.contains.clone(),
+            regex: self.regex.clone(),
+            scan_bytes: self.scan_bytes,
+        }
+    }
+
+    /// The bounds every agent checks, with this request's field names.
+    pub fn validate(&self) -> Result<(), crate::ProtocolError> {
+        self.for_unit(&self.service).validate().map_err(|mut e| {
+            if e.0.field.as_deref() == Some("lines") {
+                e.0.field = Some("limit".into());
+                e.0.message = format!("must be 1-{}", crate::agent::LOG_LINES_MAX);
+            }
+            e
+        })
+    }
+}
+
+/// One line of a service's output, with the unit (the service, or one of its replicas) and the
+/// node it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServiceLogLine {
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub unit: String,
+    pub node: String,
+    pub stream: crate::agent::LogStream,
+    pub text: String,
+}
+
+/// How the search of one unit went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UnitLogs {
+    pub unit: String,
+    /// The node that runs it (none: never placed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Its agent stopped at the scan bound: older matching lines may exist.
+    pub truncated: bool,
+    pub scanned_bytes: u64,
+    /// Why its lines are missing (its agent did not answer), if they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Reply to [`ServiceLogsRequest`]: lines oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServiceLogs {
+    pub service: String,
+    pub lines: Vec<ServiceLogLine>,
+    pub units: Vec<UnitLogs>,
+    /// Some unit's scan stopped at its bound, or some unit could not be read.
+    pub truncated: bool,
+}

@@ -44,6 +44,8 @@ pub mod verbs {
     pub const SCHEMAS: &str = "schemas";
     pub const SCHEMA_PUT: &str = "schema_put";
     pub const SCHEMA_DELETE: &str = "schema_delete";
+    /// A managed service's output, searched (`orch.req.lifecycle.logs`).
+    pub const LOGS: &str = "logs";
     pub const PRIORITY: &str = "priority";
     /// The group of replicas (`orch.req.cluster.status`), answered by every replica.
     pub const CLUSTER: &str = "cluster";
@@ -82,6 +84,11 @@ pub fn is_user_token(user: &str) -> bool {
 }
 
 pub const INVALID_TOKEN: &str = "_invalid";
+
+/// `token` if it is a safe subject token (letters, digits, `-`, `_`), else [`INVALID_TOKEN`].
+fn safe_token(token: &str) -> &str {
+    if crate::names::is_valid_instance_id(token) { token } else { INVALID_TOKEN }
+}
 
 /// Names derived from one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,6 +203,23 @@ impl Subjects {
         format!("{}.agent.*.{verb}", self.prefix)
     }
 
+    /// `orch.log.<node>.<service>`: the output of a service (as the agent of `node` names it, a
+    /// replica by its own name) as it is written ([`crate::agent::LogBatch`], core NATS). A name
+    /// that is not a safe subject token becomes [`INVALID_TOKEN`].
+    pub fn log(&self, node: &str, service: &str) -> String {
+        format!("{}.log.{}.{}", self.prefix, safe_token(node), safe_token(service))
+    }
+
+    /// `orch.log.*.<service>`: the output of a service on whichever node runs it.
+    pub fn logs_of(&self, service: &str) -> String {
+        format!("{}.log.*.{}", self.prefix, safe_token(service))
+    }
+
+    /// `orch.log.>`: the output of every service on every node.
+    pub fn logs_all(&self) -> String {
+        format!("{}.log.>", self.prefix)
+    }
+
     /// `orch.hb.*`: heartbeats, one token for the instance id.
     pub fn heartbeats_all(&self) -> String {
         format!("{}.hb.*", self.prefix)
@@ -297,6 +321,10 @@ mod tests {
         assert_eq!(s.dead_letter_for("orch.cmd.registry.bogus"), "orch.dlq.cmd.registry.bogus");
         let t = Subjects::new("t-1").unwrap();
         assert_eq!(t.events_stream(), "T_1_EVENTS");
+        assert_eq!(s.log("n2", "web-0"), "orch.log.n2.web-0");
+        assert_eq!(s.logs_of("web-0"), "orch.log.*.web-0");
+        assert_eq!(s.log("n2", "a.b"), "orch.log.n2._invalid", "never a subject of more tokens");
+        assert_eq!(s.logs_all(), "orch.log.>");
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! The node agent: supervises the processes of managed services on one node, takes its requests
-//! over NATS, reports how each process ended, and which said they are ready (`sd_notify`).
+//! over NATS, reports how each process ended, and which said they are ready (`sd_notify`), and
+//! publishes its services' output as it is written (`follow`).
 
 pub mod cgroup;
 pub mod client;
 pub mod enforcement;
+pub mod follow;
 pub mod logs;
 pub mod node;
 pub mod notify;
 pub mod pressure;
+pub mod search;
 pub mod service;
 pub mod shim;
 pub mod supervisor;
@@ -146,7 +149,14 @@ pub async fn run(
             shutdown.clone(),
         ))
     });
+    let output = tokio::spawn(follow::run(
+        client.clone(),
+        subjects.clone(),
+        follow::Follower::new(supervisor.log_dir().to_path_buf(), settings.node.clone()),
+        shutdown.clone(),
+    ));
     let result = service::run(client, subjects, settings.node, supervisor, exits, shutdown).await;
+    let _ = output.await;
     let _ = pressure.await;
     let _ = heartbeat.await;
     if let Some(notifications) = notifications {

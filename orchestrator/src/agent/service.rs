@@ -151,6 +151,7 @@ async fn answer(supervisor: &Supervisor, node: &str, verb: &str, payload: &[u8])
                 grace_period: r.grace_period,
                 limits: r.limits,
                 notify: r.notify,
+                logs: r.logs,
             };
             let pid = supervisor.start(&spec).await.map_err(supervisor_error)?;
             Ok(json(&agent::Started { service: r.service, pid }))
@@ -177,10 +178,22 @@ async fn answer(supervisor: &Supervisor, node: &str, verb: &str, payload: &[u8])
         }
         verbs::LOGS => {
             let r: LogsRequest = parse_json(payload)?;
-            orch_protocol::registry::validate_name("service", &r.service)?;
-            let lines = super::logs::tail(supervisor.log_dir(), &r.service, r.lines.min(agent::LOG_LINES_MAX))
-                .map_err(|e| ProtocolError::new(ErrorCode::Internal, format!("reading the log: {e}")))?;
-            Ok(json(&agent::Logs { service: r.service, lines }))
+            r.validate()?;
+            let filter = super::search::LogFilter::of_request(&r)?;
+            let (dir, service) = (supervisor.log_dir().to_path_buf(), r.service.clone());
+            // A search reads up to its scan bound from disk: off the async threads.
+            let found = tokio::task::spawn_blocking(move || {
+                super::search::search(&dir, &service, &filter, r.lines, r.scan_bytes)
+            })
+            .await
+            .map_err(|e| ProtocolError::new(ErrorCode::Internal, format!("reading the log: {e}")))?
+            .map_err(|e| ProtocolError::new(ErrorCode::Internal, format!("reading the log: {e}")))?;
+            Ok(json(&agent::Logs {
+                service: r.service,
+                lines: found.lines,
+                truncated: found.truncated,
+                scanned_bytes: found.scanned_bytes,
+            }))
         }
         other => Err(ProtocolError::new(
             ErrorCode::UnknownCommand,

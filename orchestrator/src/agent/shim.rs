@@ -19,7 +19,7 @@
 //!
 //! ```text
 //! <shim> shim --run-dir DIR --log-dir DIR --service NAME --log-max-bytes N --log-keep N
-//!             --stop-signal N --grace-ms N
+//!             [--log-max-age SECONDS] --stop-signal N --grace-ms N
 //!             [--cgroup-version 1|2 --cgroup DIR... [--cpu MILLICORES] [--memory MIB]]
 //!             -- PROGRAM [ARGS...]
 //! ```
@@ -67,11 +67,16 @@ impl ShimArgs {
             self.rotation.max_bytes.to_string(),
             "--log-keep".into(),
             self.rotation.keep.to_string(),
-            "--stop-signal".into(),
+        ];
+        if let Some(max_age) = self.rotation.max_age {
+            out.extend(["--log-max-age".to_string(), max_age.as_secs().max(1).to_string()]);
+        }
+        out.extend([
+            "--stop-signal".to_string(),
             self.stop_signal.to_string(),
             "--grace-ms".into(),
             self.grace.as_millis().to_string(),
-        ];
+        ]);
         if let Some(cgroup) = &self.cgroup {
             out.extend(["--cgroup-version".to_string(), cgroup.version.number().to_string()]);
             for dir in &cgroup.dirs {
@@ -120,7 +125,12 @@ impl ShimArgs {
             run_dir: value("--run-dir")?.into(),
             log_dir: value("--log-dir")?.into(),
             service: value("--service")?.to_string(),
-            rotation: Rotation { max_bytes: number("--log-max-bytes")?, keep: number("--log-keep")? as usize },
+            rotation: Rotation {
+                max_bytes: number("--log-max-bytes")?,
+                keep: number("--log-keep")? as usize,
+                // Shims started before the age limit leave it out.
+                max_age: optional("--log-max-age")?.map(Duration::from_secs),
+            },
             stop_signal: number("--stop-signal")? as i32,
             grace: Duration::from_millis(number("--grace-ms")?),
             cgroup,
@@ -461,6 +471,17 @@ fn run(args: ShimArgs) -> ExitCode {
         ("stdout", child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>)),
         ("stderr", child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>)),
     ];
+    // Old output goes even while the service writes nothing (each line also checks).
+    if let Some(max_age) = args.rotation.max_age {
+        let log = log.clone();
+        let every = (max_age / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                let _ = log.lock().map(|mut log| log.enforce_age(SystemTime::now()));
+            }
+        });
+    }
     let mut readers = 0;
     for (stream, pipe) in pipes {
         let Some(pipe) = pipe else { continue };
@@ -543,7 +564,7 @@ mod tests {
             run_dir: "/run/orch".into(),
             log_dir: "/var/log/orch".into(),
             service: "web".into(),
-            rotation: Rotation { max_bytes: 1000, keep: 2 },
+            rotation: Rotation { max_bytes: 1000, keep: 2, max_age: Some(Duration::from_secs(3600)) },
             stop_signal: libc::SIGINT,
             grace: Duration::from_millis(2500),
             cgroup: None,

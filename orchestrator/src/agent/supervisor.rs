@@ -50,6 +50,8 @@ pub struct ProcessSpec {
     pub limits: Limits,
     /// It gets `NOTIFY_SOCKET`: it says itself when it is ready (see [`Supervisor::with_notify_socket`]).
     pub notify: bool,
+    /// How much of its output is kept, where it differs from the agent's settings.
+    pub logs: orch_protocol::agent::LogRetention,
 }
 
 pub use orch_protocol::agent::Exit;
@@ -449,7 +451,7 @@ impl Supervisor {
             run_dir: self.run_dir.clone(),
             log_dir: self.log_dir.clone(),
             service: spec.service.clone(),
-            rotation: self.rotation,
+            rotation: self.rotation.with(&spec.logs),
             stop_signal: spec.stop_signal,
             grace: spec.grace_period,
             cgroup,

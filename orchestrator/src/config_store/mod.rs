@@ -194,6 +194,9 @@ impl ConfigStore {
     /// Puts the value `key` had at revision `to` again, as a new revision by `principal`.
     pub async fn revert(&self, key: &str, to: u64, principal: &str) -> Result<ConfigChange, ProtocolError> {
         validate_key("key", key)?;
+        if to == 0 {
+            return Err(ProtocolError::invalid("to", "revisions start at 1"));
+        }
         let old = self.kv.entry_for_revision(key, to).await.map_err(nats)?;
         let old = old.filter(|e| e.operation == kv::Operation::Put).ok_or_else(|| {
             ProtocolError::field(

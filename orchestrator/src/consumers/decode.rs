@@ -370,6 +370,7 @@ pub enum LifecycleRequest {
     Version(i64),
     Diff { from: i64, to: i64 },
     Rollback(i64),
+    Logs(orch_protocol::lifecycle::ServiceLogsRequest),
 }
 
 /// A message on a request/reply subject.
@@ -385,7 +386,7 @@ pub fn decode_request(
         format!(
             "{0}.req.registry.<register|deregister|get|list|discover> or \
              {0}.req.health.<ttl|maintenance|system|service|checks|end_self_preservation> or \
-             {0}.req.lifecycle.<status|apply|down|restart|profile|versions|version|diff|rollback> or \
+             {0}.req.lifecycle.<status|apply|down|restart|profile|logs|versions|version|diff|rollback> or \
              {0}.req.priority.<set|clear|get|list|policy|release> or \
              {0}.req.workflow.<run|get|list|cancel|signal|retry|schedules|queues> or \
              {0}.req.resource.<nodes|node> or \
@@ -480,6 +481,11 @@ fn lifecycle_request(verb: &str, payload: &Bytes) -> Result<LifecycleRequest, Pr
             orch_protocol::registry::validate_name("service", &r.service)?;
             Ok(LifecycleRequest::Restart(r.service))
         }
+        verbs::LOGS => {
+            let r: orch_protocol::lifecycle::ServiceLogsRequest = parse_json(payload)?;
+            r.validate()?;
+            Ok(LifecycleRequest::Logs(r))
+        }
         verbs::APPLY => {
             let r: ApplyRequest = parse_json(payload)?;
             let manifest = crate::lifecycle::Manifest::parse(&r.manifest)
@@ -507,8 +513,8 @@ fn lifecycle_request(verb: &str, payload: &Bytes) -> Result<LifecycleRequest, Pr
         other => Err(ProtocolError::new(
             ErrorCode::UnknownCommand,
             format!(
-                "{other:?} is not a lifecycle request; use status, apply, down, restart, profile, versions, version, \
-                 diff or rollback"
+                "{other:?} is not a lifecycle request; use status, apply, down, restart, profile, logs, versions, \
+                 version, diff or rollback"
             ),
         )),
     }

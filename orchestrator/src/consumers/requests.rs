@@ -271,6 +271,7 @@ async fn lifecycle(
             reply(controller.apply(*manifest, text, source, by).await)
         }
         LifecycleRequest::Down => reply(controller.down(by).await.map(|n| serde_json::json!({ "stopped": n }))),
+        LifecycleRequest::Logs(request) => reply(controller.logs(request).await),
         LifecycleRequest::Restart(service) => reply(
             controller
                 .restart(service.clone(), by)

@@ -1,14 +1,16 @@
 //! The managed stack: apply a manifest (`PUT /stack`, TOML body), see its services and their
-//! states, take it down, restart one service, read a service's output, the dependency graph
+//! states, take it down, restart one service, search and follow a service's output, the dependency graph
 //! (DOT or levels) and the start-up profile.
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use orch_protocol::ErrorCode;
-use orch_protocol::agent::Logs;
+use orch_protocol::agent::LogStream;
 use orch_protocol::error::ErrorReply;
+use orch_protocol::lifecycle::{ServiceLogLine, ServiceLogs, ServiceLogsRequest};
 use orch_protocol::registry::validate_name;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -32,6 +34,7 @@ pub fn router(manifest_max_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(profile))
         .routes(routes!(restart))
         .routes(routes!(logs))
+        .routes(routes!(follow))
 }
 
 /// A restart on its way.
@@ -246,9 +249,13 @@ async fn restart(
     Ok((StatusCode::ACCEPTED, Json(Restarting { service: name, restarting: true })).into_response())
 }
 
-/// The last lines of a managed service's output
+/// Search a managed service's output
 ///
-/// Read from the agent of the service's node, oldest first; a service that never ran has none.
+/// The last lines that match every filter given, read from the agents of all the service's units
+/// (each replica, on whichever node runs it) at once and merged in time order, oldest first;
+/// each line names its unit and node. Each agent reads at most `scan_bytes` of its files (newest
+/// first): `truncated` says a scan stopped there, or a unit's agent did not answer (named in
+/// `units`). A service that never ran has no lines.
 #[utoipa::path(
     get,
     path = "/stack/services/{name}/logs",
@@ -256,11 +263,19 @@ async fn restart(
     tag = tags::STACK,
     params(
         ("name" = String, Path, description = "Name of a managed service", pattern = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"),
-        ("lines" = Option<usize>, Query, minimum = 1, maximum = 10000,
-            description = "How many of the last lines, 1-10000 (default 100)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000,
+            description = "How many of the last matching lines, 1-10000 (default 100); `lines` is the same"),
+        ("lines" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "The older name of `limit`"),
+        ("since" = Option<String>, Query, format = DateTime, description = "Only lines written at or after this time (RFC 3339)"),
+        ("until" = Option<String>, Query, format = DateTime, description = "Only lines written before this time (RFC 3339)"),
+        ("stream" = Option<LogStream>, Query, description = "Only lines of this stream"),
+        ("q" = Option<String>, Query, description = "Only lines containing this text (case-sensitive)"),
+        ("regex" = Option<String>, Query, description = "Only lines matching this regular expression (not with `q`)"),
+        ("scan_bytes" = Option<u64>, Query, minimum = 1, maximum = 1073741824,
+            description = "Most bytes each agent reads (default 64 MiB)"),
     ),
     responses(
-        (status = 200, description = "`<RFC 3339 time> <stdout|stderr> <text>` per line", body = Logs),
+        (status = 200, description = "The matching lines, oldest first", body = ServiceLogs),
         BadRequest, NotFound, Internal, Unavailable,
     )
 )]
@@ -270,18 +285,107 @@ async fn logs(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     validate_name("name", &name)?;
+    let request = log_query(name, query.as_deref(), LogQuery::Search)?;
+    Ok(Json(state.controller.logs(request).await?).into_response())
+}
+
+/// Follow a managed service's output
+///
+/// New lines of every unit of the service as they are written, one JSON object a line
+/// (`application/x-ndjson`), until the client goes away. Only lines written after the request
+/// are sent (search for older ones); the units are those of the service when the request came.
+#[utoipa::path(
+    get,
+    path = "/stack/services/{name}/logs/follow",
+    operation_id = "follow_service_logs",
+    tag = tags::STACK,
+    params(
+        ("name" = String, Path, description = "Name of a managed service", pattern = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"),
+        ("stream" = Option<LogStream>, Query, description = "Only lines of this stream"),
+        ("q" = Option<String>, Query, description = "Only lines containing this text (case-sensitive)"),
+        ("regex" = Option<String>, Query, description = "Only lines matching this regular expression (not with `q`)"),
+    ),
+    responses(
+        (status = 200, description = "One `ServiceLogLine` as JSON a line", body = ServiceLogLine, content_type = "application/x-ndjson"),
+        BadRequest, NotFound, Internal, Unavailable,
+    )
+)]
+async fn follow(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    validate_name("name", &name)?;
+    let request = log_query(name, query.as_deref(), LogQuery::Follow)?;
+    let filter = crate::agent::search::LogFilter::new(
+        None,
+        None,
+        request.stream,
+        request.contains.as_deref(),
+        request.regex.as_deref(),
+    )?;
+    let units = state.controller.units(request.service).await?;
+    let lines =
+        crate::lifecycle::follow::follow(&state.nats, &state.subjects, units.into_iter().map(|(u, _)| u), filter)
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("subscribing to the service's output: {e}")))?;
+    let body = lines.map(|line| {
+        let mut json = serde_json::to_vec(&line).expect("a log line serializes");
+        json.push(b'\n');
+        Ok::<_, std::convert::Infallible>(bytes::Bytes::from(json))
+    });
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson"), (axum::http::header::CACHE_CONTROL, "no-store")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LogQuery {
+    Search,
+    Follow,
+}
+
+/// The query of a logs route, each parameter checked, a bad one named.
+fn log_query(service: String, query: Option<&str>, kind: LogQuery) -> Result<ServiceLogsRequest, ApiError> {
     let max = orch_protocol::agent::LOG_LINES_MAX;
-    let mut lines = 100;
-    for (key, value) in query_pairs(query.as_deref())? {
-        match key.as_str() {
-            "lines" => {
-                lines =
-                    value.parse().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
-                        ApiError::field(ErrorCode::ValidationFailed, "lines", format!("must be 1-{max}"))
-                    })?
+    let mut request = ServiceLogsRequest::last(service, 100);
+    let known = match kind {
+        LogQuery::Search => "limit, lines, since, until, stream, q, regex or scan_bytes",
+        LogQuery::Follow => "stream, q or regex",
+    };
+    let invalid = |field: &str, message: String| ApiError::field(ErrorCode::ValidationFailed, field, message);
+    let time = |field: &str, value: &str| {
+        chrono::DateTime::parse_from_rfc3339(value)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|_| invalid(field, "must be an RFC 3339 time such as 2026-01-01T00:00:00Z".into()))
+    };
+    for (key, value) in query_pairs(query)? {
+        match (kind, key.as_str()) {
+            (LogQuery::Search, "lines" | "limit") => {
+                request.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or_else(|| invalid(&key, format!("must be 1-{max}")))?
             }
-            other => return Err(unknown_parameter(other, "lines")),
+            (LogQuery::Search, "since") => request.since = Some(time("since", &value)?),
+            (LogQuery::Search, "until") => request.until = Some(time("until", &value)?),
+            (LogQuery::Search, "scan_bytes") => {
+                request.scan_bytes =
+                    Some(value.parse().map_err(|_| invalid("scan_bytes", "must be a number of bytes".into()))?)
+            }
+            (_, "stream") => request.stream = Some(value.parse().map_err(|e: String| invalid("stream", e))?),
+            (_, "q") if value.is_empty() => return Err(invalid("q", "must not be empty".into())),
+            (_, "q") => request.contains = Some(value),
+            (_, "regex") => request.regex = Some(value),
+            (_, other) => return Err(unknown_parameter(other, known)),
         }
     }
-    Ok(Json(state.controller.logs(name, lines).await?).into_response())
+    if request.contains.is_some() && request.regex.is_some() {
+        return Err(invalid("regex", "give q or regex, not both".into()));
+    }
+    request.validate()?;
+    Ok(request)
 }

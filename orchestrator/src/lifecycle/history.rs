@@ -26,7 +26,10 @@ pub async fn versions(
 ) -> Result<ManifestVersions, ControlError> {
     let limit = limit.unwrap_or(VERSIONS_DEFAULT);
     if !(1..=VERSIONS_MAX).contains(&limit) {
-        return Err(ControlError::Invalid { field: "limit", message: format!("must be 1-{VERSIONS_MAX}") });
+        return Err(ControlError::Invalid(orch_protocol::ProtocolError::invalid(
+            "limit",
+            format!("must be 1-{VERSIONS_MAX}"),
+        )));
     }
     let current = store::latest_manifest(pool).await?.map(|m| m.version);
     // One more than asked tells whether an older page exists.

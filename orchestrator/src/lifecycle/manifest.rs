@@ -141,6 +141,77 @@ impl Default for UpdateSpec {
     }
 }
 
+/// How much of a service's output its agent keeps (`logs = { max_bytes = "10MiB", keep = 3,
+/// max_age = "7d" }`); a field left out takes the agent's setting. It applies from the next start
+/// of the service: changing it restarts nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsSpec {
+    /// Size of one file: a number of bytes, or text with a unit (`"512KiB"`, `"10MiB"`, `"1GB"`).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "byte_size")]
+    pub max_bytes: Option<u64>,
+    /// Rotated files kept beside the current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<usize>,
+    /// Output older than this goes.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "orch_protocol::health::duration::option")]
+    pub max_age: Option<Duration>,
+}
+
+impl LogsSpec {
+    pub fn retention(&self) -> orch_protocol::agent::LogRetention {
+        orch_protocol::agent::LogRetention { max_bytes: self.max_bytes, keep: self.keep, max_age: self.max_age }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == LogsSpec::default()
+    }
+}
+
+/// A size in bytes, written as a number or as text with a unit (B, KB, KiB, MB, MiB, GB, GiB).
+pub fn parse_byte_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a size such as \"10MiB\""))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1000,
+        "KiB" => 1024,
+        "MB" => 1_000_000,
+        "MiB" => 1024 * 1024,
+        "GB" => 1_000_000_000,
+        "GiB" => 1024 * 1024 * 1024,
+        other => return Err(format!("{other:?} is not a size unit: B, KB, KiB, MB, MiB, GB or GiB")),
+    };
+    number.checked_mul(scale).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+mod byte_size {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Bytes(u64),
+        Text(String),
+    }
+
+    pub fn serialize<S: Serializer>(size: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match size {
+            Some(size) => s.serialize_u64(*size),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match Written::deserialize(d)? {
+            Written::Bytes(n) => Ok(Some(n)),
+            Written::Text(text) => super::parse_byte_size(&text).map(Some).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 fn ten_seconds() -> Duration {
     Duration::from_secs(10)
 }
@@ -277,6 +348,9 @@ pub struct ServiceSpec {
     /// again whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdateSpec>,
+    /// How much of its output is kept (see [`LogsSpec`]).
+    #[serde(default, skip_serializing_if = "LogsSpec::is_empty")]
+    pub logs: LogsSpec,
     /// The service a replica belongs to (set when a manifest is read, never written in one).
     #[serde(skip)]
     pub replica_of: Option<String>,
@@ -289,10 +363,10 @@ pub struct ServiceSpec {
 
 impl ServiceSpec {
     /// Whether a process started from `other` is the one this entry would start: equal but for
-    /// how many replicas there are and how changes are rolled out (scaling or changing the
-    /// update strategy replaces no running replica).
+    /// how many replicas there are, how changes are rolled out and how much output is kept
+    /// (scaling, or changing the update strategy or the retention, replaces no running replica).
     pub fn same_process(&self, other: &ServiceSpec) -> bool {
-        let strip = |s: &ServiceSpec| ServiceSpec { count: 1, update: None, ..s.clone() };
+        let strip = |s: &ServiceSpec| ServiceSpec { count: 1, update: None, logs: LogsSpec::default(), ..s.clone() };
         strip(self) == strip(other)
     }
 }
@@ -554,6 +628,9 @@ impl Manifest {
                         ),
                     );
                 }
+            }
+            if let Err(e) = spec.logs.retention().validate("logs") {
+                problem(at(e.0.field.as_deref().unwrap_or("logs")), e.0.message.clone());
             }
             if let Some(node) = &spec.node
                 && !is_valid_name(node)
@@ -837,5 +914,26 @@ update = { healthy_deadline = "2d" }
             "{found:?}"
         );
         assert!(found[1].message.contains("shorter than update.healthy_deadline (30s)"), "{found:?}");
+    }
+
+    #[test]
+    fn log_retention_is_read_checked_and_restarts_nothing() {
+        let text = "[services.a]\ncommand = \"x\"\nlogs = { max_bytes = \"10MiB\", keep = 5, max_age = \"7d\" }\n";
+        let m = Manifest::parse(text).unwrap();
+        let logs = m.services["a"].logs;
+        assert_eq!(logs.max_bytes, Some(10 * 1024 * 1024));
+        assert_eq!(logs.keep, Some(5));
+        assert_eq!(logs.max_age, Some(Duration::from_secs(7 * 24 * 3600)));
+        let plain = Manifest::parse("[services.a]\ncommand = \"x\"\n").unwrap();
+        assert!(plain.services["a"].same_process(&m.services["a"]), "retention is not part of the process");
+        assert_eq!(parse_byte_size("4096"), Ok(4096));
+        assert_eq!(parse_byte_size("2 KB"), Ok(2000));
+        assert!(parse_byte_size("10 parsecs").unwrap_err().contains("unit"));
+        let bad = "[services.a]\ncommand = \"x\"\n\n[services.b]\ncommand = \"x\"\nlogs = { max_bytes = 10, keep = 1000, max_age = \"1s\" }\n";
+        let found = problems(bad);
+        let fields: Vec<(&str, Option<usize>)> = found.iter().map(|p| (p.field.as_str(), p.line)).collect();
+        assert!(fields.contains(&("services.b.logs.max_bytes", Some(4))), "{found:?}");
+        let unit = problems(&bad.replace("max_bytes = 10", "max_bytes = \"10 XB\""));
+        assert!(unit[0].message.contains("XB"), "{unit:?}");
     }
 }

@@ -2,8 +2,10 @@
 //! start-up and shutdown orders (pure decisions; the agent runs the processes).
 
 pub mod controller;
+pub mod follow;
 pub mod graph;
 pub mod history;
+pub mod logs;
 pub mod manifest;
 pub mod probes;
 pub mod profile;

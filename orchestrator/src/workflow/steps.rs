@@ -507,6 +507,7 @@ async fn job(effects: &Effects, attempt: &Attempt) -> Result<Value, StepError> {
                 grace_period: Duration::from_secs(10),
                 limits: Default::default(),
                 notify: false,
+                logs: Default::default(),
             };
             agent.start(&node, &request).await.map_err(failed)?.pid
         }
@@ -522,7 +523,7 @@ async fn job(effects: &Effects, attempt: &Attempt) -> Result<Value, StepError> {
         }
     };
     let lines = agent
-        .logs(&node, &LogsRequest { service: service.clone(), lines: JOB_OUTPUT_LINES })
+        .logs(&node, &LogsRequest::last(service.clone(), JOB_OUTPUT_LINES))
         .await
         .map(|l| l.lines)
         .unwrap_or_default();

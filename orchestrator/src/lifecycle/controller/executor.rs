@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use orch_protocol::ErrorCode;
-use orch_protocol::agent::{self, LogsRequest, StartRequest, StopRequest};
+use orch_protocol::agent::{self, StartRequest, StopRequest};
 use orch_protocol::events::{self, EventKind};
+use orch_protocol::lifecycle::{ServiceLogs, ServiceLogsRequest};
 use orch_protocol::{Subjects, health::CheckSpec, principal};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
@@ -159,16 +160,19 @@ impl Executor {
                 let _ = reply.send(self.machine.profile());
                 return;
             }
-            Request::Logs { service, lines, reply } => {
-                let node = self.machine.node_of(&service).map(str::to_string);
+            Request::Logs { request, reply } => {
+                let units = self.machine.units_of(&request.service);
                 let agents = self.agents.clone();
                 tokio::spawn(async move {
-                    let result = match node {
-                        None => Err(ControlError::UnknownService(service)),
-                        Some(node) => agents.logs(&node, &LogsRequest { service, lines }).await.map_err(Into::into),
-                    };
-                    let _ = reply.send(result);
+                    let _ = reply.send(match units {
+                        None => Err(ControlError::UnknownService(request.service)),
+                        Some(units) => search_units(&agents, &request, units).await,
+                    });
                 });
+                return;
+            }
+            Request::Units { service, reply } => {
+                let _ = reply.send(self.machine.units_of(&service));
                 return;
             }
         };
@@ -529,4 +533,37 @@ impl Replies {
             Reply::Restart(id, result) => answer(&mut self.restart, id, result),
         }
     }
+}
+
+/// Asks the agents of every unit of a service at once and merges their answers. Fails only when
+/// no agent answered (the error of the first); otherwise the units whose agent did not answer are
+/// named in the reply.
+async fn search_units(
+    agents: &AgentClient,
+    request: &ServiceLogsRequest,
+    units: Vec<(String, Option<String>)>,
+) -> Result<ServiceLogs, ControlError> {
+    let asked = units.into_iter().map(|(unit, node)| async move {
+        let logs = match &node {
+            None => Err(None),
+            Some(node) => agents.logs(node, &request.for_unit(&unit)).await.map_err(Some),
+        };
+        (unit, node, logs)
+    });
+    let answers = futures::future::join_all(asked).await;
+    let placed = answers.iter().filter(|(_, node, _)| node.is_some()).count();
+    let failed = answers.iter().filter(|(_, _, logs)| matches!(logs, Err(Some(_)))).count();
+    if placed > 0 && failed == placed {
+        let first = answers.into_iter().find_map(|(_, _, logs)| logs.err().flatten());
+        return Err(first.expect("a failed unit").into());
+    }
+    let answers = answers
+        .into_iter()
+        .map(|(unit, node, logs)| crate::lifecycle::logs::UnitAnswer {
+            unit,
+            node,
+            logs: logs.map_err(|e| e.map_or_else(|| "not placed on a node yet".to_string(), |e| e.to_string())),
+        })
+        .collect();
+    Ok(crate::lifecycle::logs::merge(&request.service, answers, request.limit))
 }

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use orch_protocol::Subjects;
 use orch_protocol::agent;
+use orch_protocol::lifecycle::{ServiceLogs, ServiceLogsRequest};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
@@ -75,9 +76,6 @@ pub enum ControlError {
     /// No manifest was stored as this version (`field` names where the client gave it).
     #[error("no manifest version {version}")]
     UnknownVersion { field: &'static str, version: i64 },
-    /// A parameter of a request is out of range.
-    #[error("{message}")]
-    Invalid { field: &'static str, message: String },
     #[error(transparent)]
     Agent(#[from] AgentError),
     #[error(transparent)]
@@ -87,7 +85,13 @@ pub enum ControlError {
     /// The manifest goes beyond what an admin allowed (quotas).
     #[error("{0}")]
     Refused(crate::problems::Problems),
+    /// A request with a field out of bounds (a log search's, a history page's).
+    #[error("{0}")]
+    Invalid(orch_protocol::ProtocolError),
 }
+
+/// A unit of a managed service (the service, or one of its replicas) and the node it runs on.
+pub type Unit = (String, Option<String>);
 
 /// A request to the controller, with the channel of its answer.
 enum Request {
@@ -114,9 +118,12 @@ enum Request {
         reply: oneshot::Sender<Option<RunProfile>>,
     },
     Logs {
+        request: ServiceLogsRequest,
+        reply: oneshot::Sender<Result<ServiceLogs, ControlError>>,
+    },
+    Units {
         service: String,
-        lines: usize,
-        reply: oneshot::Sender<Result<agent::Logs, ControlError>>,
+        reply: oneshot::Sender<Option<Vec<Unit>>>,
     },
 }
 
@@ -318,7 +325,19 @@ impl Controller {
         self.ask(|reply| Request::Profile { reply }).await
     }
 
-    pub async fn logs(&self, service: String, lines: usize) -> Result<agent::Logs, ControlError> {
-        self.ask(|reply| Request::Logs { service, lines, reply }).await?
+    /// The last lines of a service's output that match `request`, from the agents of all its
+    /// units at once, merged in time order.
+    pub async fn logs(&self, request: ServiceLogsRequest) -> Result<ServiceLogs, ControlError> {
+        request.validate().map_err(ControlError::Invalid)?;
+        // Checked here too, so a bad expression is one error, not one per unit.
+        crate::agent::search::LogFilter::new(None, None, None, None, request.regex.as_deref())
+            .map_err(ControlError::Invalid)?;
+        self.ask(|reply| Request::Logs { request, reply }).await?
+    }
+
+    /// The units of a managed service (its replicas, or itself) with the node each runs on.
+    pub async fn units(&self, service: String) -> Result<Vec<Unit>, ControlError> {
+        let unknown = ControlError::UnknownService(service.clone());
+        self.ask(|reply| Request::Units { service, reply }).await?.ok_or(unknown)
     }
 }

@@ -436,9 +436,17 @@ impl Machine {
         current.or_else(|| self.last_profile.clone())
     }
 
-    /// The node that runs `service`, if the stack has it.
-    pub fn node_of(&self, service: &str) -> Option<&str> {
-        self.stack.as_ref()?.services.get(service).and_then(|m| m.node.as_deref())
+    /// The units of `service` (its replicas, or itself) with the node each runs on; `None` when
+    /// the stack has no such service.
+    pub fn units_of(&self, service: &str) -> Option<Vec<(String, Option<String>)>> {
+        let stack = self.stack.as_ref()?;
+        let units: Vec<(String, Option<String>)> = stack
+            .manifest
+            .units_of(service)
+            .into_iter()
+            .filter_map(|unit| stack.services.get(&unit).map(|m| (unit, m.node.clone())))
+            .collect();
+        (!units.is_empty()).then_some(units)
     }
 
     fn reply(&mut self, reply: Reply) {

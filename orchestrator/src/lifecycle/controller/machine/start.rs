@@ -179,6 +179,7 @@ impl Machine {
             // The kernel holds it to what it asks for (cgroups on its node).
             limits: spec.resources.map(orch_protocol::resources::Limits::from).unwrap_or_default(),
             notify: spec.notify,
+            logs: spec.logs.retention(),
         };
         m.node = Some(node.clone());
         self.transition(name, ServiceState::Starting, Detail::default());
