@@ -344,6 +344,7 @@ async fn start_with(settings: Settings, listen: Listen) -> anyhow::Result<Runnin
             priorities: priorities.clone(),
             metrics: metrics.clone(),
             nodes: nodes.clone(),
+            config: config.clone(),
         },
         shutdown_rx.clone(),
     )

@@ -144,3 +144,68 @@ async fn keys_are_versioned_compared_and_set_audited_reverted_and_checked_agains
     let seen: Vec<(&str, &str)> = seen.iter().map(|(t, k)| (t.as_str(), k.as_str())).collect();
     assert_eq!(seen, expect);
 }
+
+/// A managed service gets config keys as environment variables, and is restarted with the new
+/// value when one changes; a key that is not set fails its start, and its restart policy retries
+/// until it is.
+#[tokio::test]
+async fn a_managed_service_reads_config_keys_and_restarts_when_they_change() {
+    use common::lifecycle::{apply, pid, wait_for};
+    let stack = Stack::start().await;
+    call(&stack, "PUT", "/api/v1/config/web.mode", Some(json!({"value": "blue"}))).await;
+    call(&stack, "PUT", "/api/v1/config/web.limits", Some(json!({"value": {"rps": 10}}))).await;
+    let manifest = r#"
+[services.web]
+command = "/bin/sh"
+args = ["-c", "exec sleep 1000"]
+grace_period = "1s"
+config = { env = { MODE = "web.mode", LIMITS = "web.limits" } }
+
+[services.late]
+command = "/bin/sh"
+args = ["-c", "exec sleep 1000"]
+grace_period = "1s"
+restart = { policy = "always", backoff = "200ms", backoff_max = "500ms", start_limit = 1000 }
+config = { env = { FLAG = "late.flag" } }
+"#;
+    apply(&stack, manifest).await;
+    let view = wait_for(&stack, &[("web", "ready")]).await;
+    let environ = |pid: u32| {
+        let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        raw.split(|b| *b == 0).map(|v| String::from_utf8_lossy(v).to_string()).collect::<Vec<_>>()
+    };
+    let first = pid(&view, "web");
+    let env = environ(first);
+    assert!(env.contains(&"MODE=blue".to_string()), "a string as its text: {env:?}");
+    assert!(env.contains(&r#"LIMITS={"rps":10}"#.to_string()), "anything else as JSON: {env:?}");
+
+    // `late` reads a key that is not set: its start fails, saying which, and is retried.
+    let failed = stack
+        .wait_events(1, "late fails to start for its key", |e| {
+            e["type"] == "io.orch.lifecycle.crashed.v1" && e["subject"] == "late"
+        })
+        .await;
+    let why = failed[0]["data"]["reason"].as_str().unwrap();
+    assert!(why.contains("config key late.flag (for $FLAG)") && why.contains("no config key"), "{why}");
+    call(&stack, "PUT", "/api/v1/config/late.flag", Some(json!({"value": "on"}))).await;
+    let view = wait_for(&stack, &[("late", "ready")]).await;
+    assert!(environ(pid(&view, "late")).contains(&"FLAG=on".to_string()));
+
+    // A change of web.mode restarts web with the new value.
+    let (status, _) = call(&stack, "PUT", "/api/v1/config/web.mode", Some(json!({"value": "green"}))).await;
+    assert_eq!(status, StatusCode::OK);
+    let view = common::eventually(std::time::Duration::from_secs(30), "web runs again with the new value", || async {
+        let (_, view) = call(&stack, "GET", "/api/v1/stack", None).await;
+        let web = view["services"].as_array()?.iter().find(|s| s["name"] == "web")?.clone();
+        (web["state"] == "ready" && web["pid"].as_u64()? as u32 != first).then_some(view)
+    })
+    .await;
+    let second = pid(&view, "web");
+    assert!(environ(second).contains(&"MODE=green".to_string()));
+    let events = stack
+        .wait_events(1, "web stopped for the change", |e| {
+            e["type"] == "io.orch.lifecycle.stopping.v1" && e["data"]["reason"] == "config key web.mode changed"
+        })
+        .await;
+    assert_eq!(events[0]["subject"], "web");
+}

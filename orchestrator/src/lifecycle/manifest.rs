@@ -168,6 +168,39 @@ impl LogsSpec {
     }
 }
 
+/// Config store keys a service reads (`config = { env = { DB_URL = "web.db.url" }, on_change =
+/// "restart" }`, protocol.md §18): each key's value is given to the process as an environment
+/// variable at each start (a JSON string as its text, any other value as JSON), and a change of
+/// one of them restarts the service (`on_change = "none"`: it reads the new value at its next
+/// start). A key that is not set fails the start, which its restart policy retries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigSpec {
+    /// Environment variable -> config key.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub on_change: OnChange,
+}
+
+/// What a change of a key a service reads does to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnChange {
+    /// Stop it and start it again with the new values (like a restart asked by an operator).
+    #[default]
+    Restart,
+    /// Nothing now: the new value is read at its next start.
+    None,
+}
+
+impl ConfigSpec {
+    /// Whether a change of `key` concerns the service.
+    pub fn reads(&self, key: &str) -> bool {
+        self.env.values().any(|k| k == key)
+    }
+}
+
 /// A size in bytes, written as a number or as text with a unit (B, KB, KiB, MB, MiB, GB, GiB).
 pub fn parse_byte_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -351,6 +384,9 @@ pub struct ServiceSpec {
     /// How much of its output is kept (see [`LogsSpec`]).
     #[serde(default, skip_serializing_if = "LogsSpec::is_empty")]
     pub logs: LogsSpec,
+    /// Config store keys it reads (see [`ConfigSpec`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigSpec>,
     /// The service a replica belongs to (set when a manifest is read, never written in one).
     #[serde(skip)]
     pub replica_of: Option<String>,
@@ -518,6 +554,18 @@ impl Manifest {
                         at(&format!("env.{key}")),
                         "an environment name must be non-empty, without '=' or NUL".into(),
                     );
+                }
+            }
+            for (variable, key) in spec.config.iter().flat_map(|c| c.env.iter()) {
+                let field = at(&format!("config.env.{variable}"));
+                if variable.is_empty() || variable.contains('=') || variable.contains('\0') {
+                    problem(field.clone(), "an environment name must be non-empty, without '=' or NUL".into());
+                }
+                if spec.env.contains_key(variable) {
+                    problem(field.clone(), format!("{variable} is also set in env; give it one source"));
+                }
+                if let Err(e) = orch_protocol::config_store::validate_key("key", key) {
+                    problem(field, e.0.message);
                 }
             }
             for (dep, decl) in &spec.depends_on {

@@ -5,7 +5,7 @@
 //! recorder, runs to `super::runs`, registrations to `super::registration`). The two storage writes a reply depends on (a new manifest, a
 //! stack wanted down) are awaited in the loop, and their result is handled before anything else.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -33,6 +33,8 @@ use crate::storage::{self, lifecycle::StateRow};
 
 pub(super) struct Executor {
     machine: Machine,
+    /// Where the values of the config keys services read come from.
+    config: crate::config_store::ConfigStore,
     startup_probe_interval: Duration,
     pool: PgPool,
     subjects: Subjects,
@@ -57,7 +59,7 @@ pub(super) struct Executor {
 
 impl Executor {
     pub(super) fn new(config: ControllerConfig, with: Collaborators, tx: mpsc::UnboundedSender<Message>) -> Executor {
-        let Collaborators { pool, nats, registry, prober, records, priorities, metrics, nodes } = with;
+        let Collaborators { pool, nats, registry, prober, records, priorities, metrics, nodes, config: store } = with;
         let effective = priorities.watch().borrow().clone();
         Executor {
             startup_probe_interval: config.settings.startup_probe_interval,
@@ -76,6 +78,7 @@ impl Executor {
             nodes,
             replies: Replies::default(),
             acting: principal::ORCHESTRATOR.into(),
+            config: store,
         }
     }
 
@@ -196,7 +199,9 @@ impl Executor {
     /// Carries out one effect; returns the report of an awaited write.
     async fn perform(&mut self, effect: Effect) -> Option<Input> {
         match effect {
-            Effect::Launch { service, generation, node, request } => self.launch(service, generation, node, request),
+            Effect::Launch { service, generation, node, request, config } => {
+                self.launch(service, generation, node, request, config)
+            }
             Effect::Stop { service, generation, node, request } => self.stop(service, generation, node, request),
             Effect::WaitReady { service, generation, check, endpoint, timeout } => {
                 self.wait_ready(service, generation, check, endpoint, timeout)
@@ -297,10 +302,22 @@ impl Executor {
     }
 
     /// Each launch is its own request, so a slow start (or a slow node) holds up no other.
-    fn launch(&self, service: String, generation: u64, node: String, request: StartRequest) {
-        let (agents, tx) = (self.agents.clone(), self.tx.clone());
+    fn launch(
+        &self,
+        service: String,
+        generation: u64,
+        node: String,
+        mut request: StartRequest,
+        config: BTreeMap<String, String>,
+    ) {
+        let (agents, tx, store) = (self.agents.clone(), self.tx.clone(), self.config.clone());
         tokio::spawn(async move {
             let mut adopted_ready = false;
+            if let Err(why) = config_env(&store, &config, &mut request.env).await {
+                let result = Err(why);
+                let _ = tx.send(Message::Report(Input::Launched { service, generation, result }));
+                return;
+            }
             let result = match agents.start(&node, &request).await {
                 Ok(started) => Ok(started.pid),
                 // Still running from before (a standalone agent outlives the orchestrator): adopt
@@ -500,6 +517,25 @@ fn now() -> Now {
 type Waiting<T> = HashMap<RequestId, oneshot::Sender<Result<T, ControlError>>>;
 
 /// The reply channels of requests the machine has not answered yet.
+/// Sets each variable of `config` (variable -> key) in `env` to its key's value in the config
+/// store: a JSON string as its text, any other value as JSON. A key that is not set (or a store
+/// that does not answer) fails the launch, saying which.
+async fn config_env(
+    store: &crate::config_store::ConfigStore,
+    config: &BTreeMap<String, String>,
+    env: &mut BTreeMap<String, String>,
+) -> Result<(), String> {
+    for (variable, key) in config {
+        let entry = store.get(key).await.map_err(|e| format!("config key {key} (for ${variable}): {}", e.0.message))?;
+        let text = match entry.value {
+            serde_json::Value::String(text) => text,
+            other => other.to_string(),
+        };
+        env.insert(variable.clone(), text);
+    }
+    Ok(())
+}
+
 #[derive(Default)]
 struct Replies {
     next: u64,

@@ -52,6 +52,8 @@ pub struct Collaborators {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The node inventory: where services may be placed.
     pub nodes: crate::resources::Nodes,
+    /// The config store: values of the keys services read, and their changes.
+    pub config: crate::config_store::ConfigStore,
 }
 
 /// Settings of the controller.
@@ -243,6 +245,27 @@ impl Controller {
             while effective.changed().await.is_ok() {
                 if forward.send(Message::PrioritiesChanged).is_err() {
                     return;
+                }
+            }
+        });
+        // A change of a config key: the services that read it restart.
+        let mut config_changes = with.config.subscribe();
+        let forward = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                match config_changes.recv().await {
+                    Ok(change) => {
+                        if forward.send(Message::Report(Input::ConfigChanged { key: change.key })).is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::error!(
+                            missed,
+                            "config changes came faster than the controller took them; some services may run with old values until their next restart"
+                        );
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 }
             }
         });

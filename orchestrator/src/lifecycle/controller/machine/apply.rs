@@ -13,6 +13,7 @@ use super::{
 use crate::lifecycle::controller::StackApplied;
 use crate::lifecycle::graph::Graph;
 use crate::lifecycle::manifest::Manifest;
+use crate::lifecycle::manifest::OnChange;
 use crate::lifecycle::restart::Restarts;
 use crate::lifecycle::startup;
 
@@ -74,6 +75,7 @@ impl Machine {
                     rebind: false,
                     shed: false,
                     notified: None,
+                    config_stale: false,
                 };
                 (name.clone(), managed)
             })
@@ -224,6 +226,36 @@ impl Machine {
             return Ok(());
         }
         self.restart_unit(name)
+    }
+
+    /// A config key changed: each unit that reads it and restarts on a change is restarted if
+    /// its process runs, or marked to restart once it does (its launch may have read the old
+    /// value); a unit not running reads the new value at its next start.
+    pub(super) fn config_changed(&mut self, key: &str) {
+        let Some(stack) = self.stack.as_mut() else { return };
+        let mut restart = Vec::new();
+        for (name, m) in stack.services.iter_mut() {
+            let Some(config) = m.spec.config.as_ref().filter(|c| c.on_change == OnChange::Restart) else { continue };
+            if !config.reads(key) {
+                continue;
+            }
+            match m.state {
+                ServiceState::Started | ServiceState::Ready => restart.push(name.clone()),
+                ServiceState::Starting => m.config_stale = true,
+                _ => {}
+            }
+        }
+        for name in restart {
+            self.restart_for_config(&name, format!("config key {key} changed"));
+        }
+    }
+
+    /// Restarts `name` because a config key it reads changed (`why`).
+    pub(super) fn restart_for_config(&mut self, name: &str, why: String) {
+        let Some(m) = self.managed(name) else { return };
+        m.config_stale = false;
+        m.rebind = true;
+        self.stop_process(name, StopIntent::Restart(why));
     }
 
     fn restart_unit(&mut self, name: &str) -> Result<(), ControlError> {

@@ -38,6 +38,9 @@ pub enum Effect {
         generation: u64,
         node: String,
         request: StartRequest,
+        /// Environment variables to set from config store keys (variable -> key), read by the
+        /// executor just before the launch.
+        config: std::collections::BTreeMap<String, String>,
     },
     /// Ask the agent of `node` to stop the process; reports `Stopped`.
     Stop {

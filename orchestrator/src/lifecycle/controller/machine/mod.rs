@@ -142,6 +142,9 @@ pub enum Input {
     Status { node: String, result: Result<agent::Status, AgentError>, asked: Vec<Asked> },
     /// Once a second: renew leases, and now and then reconcile with the agents.
     Tick,
+    /// A key of the config store changed (or was deleted): the services that read it and restart
+    /// on a change do.
+    ConfigChanged { key: String },
 }
 
 /// Why the controller stops a process on purpose, and what follows when it has ended.
@@ -215,6 +218,9 @@ struct Managed {
     /// The pid whose `READY=1` was reported before the agent's answer to its launch (a fast
     /// service): ready as soon as the launch answers with that pid.
     notified: Option<u32>,
+    /// A config key it reads changed after its launch read the values: it restarts once its
+    /// process runs.
+    config_stale: bool,
 }
 
 /// A start-up run in progress.
@@ -381,6 +387,7 @@ impl Machine {
             Input::Priorities(effective) => self.reprioritize(effective),
             Input::Status { node, result, asked } => self.reconcile(&node, result, asked),
             Input::Tick => self.tick(),
+            Input::ConfigChanged { key } => self.config_changed(&key),
         }
         // Idempotent: with nothing changed since the last input, they do nothing. Rolling
         // updates move on once a finished run is out of the way, and may queue a launch.

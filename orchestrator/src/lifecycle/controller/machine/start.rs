@@ -182,8 +182,11 @@ impl Machine {
             logs: spec.logs.retention(),
         };
         m.node = Some(node.clone());
+        // The launch reads the config keys' values now.
+        m.config_stale = false;
+        let config = spec.config.as_ref().map(|c| c.env.clone()).unwrap_or_default();
         self.transition(name, ServiceState::Starting, Detail::default());
-        self.out.push(Effect::Launch { service: name.to_string(), generation, node, request });
+        self.out.push(Effect::Launch { service: name.to_string(), generation, node, request, config });
     }
 
     /// The agent answered the launch of the current process.
@@ -193,12 +196,16 @@ impl Machine {
             Ok(pid) => {
                 m.pid = Some(pid);
                 let stop = m.stop.clone();
+                let stale = m.config_stale;
                 self.transition(name, ServiceState::Started, Detail::default());
                 if let Some(run) = self.stack.as_mut().and_then(|s| s.run.as_mut()) {
                     run.startup.started(name);
                 }
                 if let Some(intent) = stop {
                     return self.stop_process(name, intent);
+                }
+                if stale {
+                    return self.restart_for_config(name, "a config key it reads changed while it started".into());
                 }
                 let m = self.managed(name).expect("current");
                 if m.spec.notify {

@@ -4,6 +4,7 @@
 
 mod agents;
 mod apply;
+mod config;
 mod notify;
 mod placement;
 mod restarts;
