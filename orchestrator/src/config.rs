@@ -95,10 +95,75 @@ pub enum Command {
     /// two service by service and field by field, roll back to one.
     #[command(subcommand)]
     History(HistoryCommand),
-    /// Self-preservation of the registry (docs/protocol.md §6): end it when a large scale-down
+    /// Self-preservation of the registry (docs/protocol.md §4): end it when a large scale-down
     /// was deliberate, so the overdue instances expire (needs an operator token).
     #[command(subcommand, name = "self-preservation")]
     SelfPreservation(SelfPreservationCommand),
+    /// The config store (docs/protocol.md §18): keys with JSON values, compare-and-set, history,
+    /// revert, and JSON Schemas per key prefix. Changes need an operator token, schemas an admin's.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print a key's value (JSON) and revision.
+    Get {
+        key: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Set a key. VALUE is JSON (`42`, `true`, `{"a":1}`, `"text"`); anything that is not JSON is
+    /// taken as text.
+    Put {
+        key: String,
+        value: String,
+        /// Only if the key's revision is still this one (0: only if it does not exist).
+        #[arg(long)]
+        revision: Option<u64>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Delete a key (its history stays).
+    Delete {
+        key: String,
+        /// Only if the key's revision is still this one.
+        #[arg(long)]
+        revision: Option<u64>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// The keys under a prefix (whole dot-separated parts), with their values.
+    List {
+        #[arg(default_value = "")]
+        prefix: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// A key's changes, newest first: revision, what, who, when, old -> new.
+    History {
+        key: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Put the value a key had at an earlier revision again, as a new revision.
+    Revert {
+        key: String,
+        /// The earlier revision.
+        #[arg(long)]
+        to: u64,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Set the JSON Schema of a key prefix from a file (needs an admin token).
+    Schema {
+        prefix: String,
+        /// The schema (JSON).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -119,6 +119,7 @@ async fn run(cli: config::Cli) -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Config(command) => cli_result("config", orchestrator::cli::config::run(command).await),
         Command::SelfPreservation(orchestrator::config::SelfPreservationCommand::End { reason, api }) => {
             cli_result("self-preservation", orchestrator::cli::stack::end_self_preservation(reason, &api).await)
         }

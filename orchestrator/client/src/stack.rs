@@ -232,6 +232,71 @@ impl StackClient {
         self.send(request, "POST /stack/versions/{version}/rollback").await
     }
 
+    /// `GET /config/{key}`. Keys and prefixes are sent as they are: a valid one needs no escaping,
+    /// and the server refuses another with its reason.
+    pub async fn config_get(&self, key: &str) -> Result<orch_protocol::config_store::ConfigEntry> {
+        self.send(self.http.get(format!("{}/config/{}", self.base, key)), "GET /config/{key}").await
+    }
+
+    /// `GET /config?prefix=`.
+    pub async fn config_list(&self, prefix: &str) -> Result<orch_protocol::config_store::ConfigList> {
+        let query = serde_urlencoded::to_string([("prefix", prefix)]).expect("text encodes");
+        self.send(self.http.get(format!("{}/config?{query}", self.base)), "GET /config").await
+    }
+
+    /// `PUT /config/{key}`, with compare-and-set when `revision` is given.
+    pub async fn config_put(
+        &self,
+        key: &str,
+        value: serde_json::Value,
+        revision: Option<u64>,
+    ) -> Result<orch_protocol::config_store::ConfigChange> {
+        let body = orch_protocol::config_store::PutRequest { key: None, value, revision };
+        let request = self.json(self.http.put(format!("{}/config/{}", self.base, key)), &body);
+        self.send(request, "PUT /config/{key}").await
+    }
+
+    /// `DELETE /config/{key}`, with compare-and-set when `revision` is given.
+    pub async fn config_delete(
+        &self,
+        key: &str,
+        revision: Option<u64>,
+    ) -> Result<orch_protocol::config_store::ConfigChange> {
+        let query = revision.map(|r| format!("?revision={r}")).unwrap_or_default();
+        let request = self.http.delete(format!("{}/config/{}{query}", self.base, key));
+        self.send(request, "DELETE /config/{key}").await
+    }
+
+    /// `GET /config/{key}/history`.
+    pub async fn config_history(&self, key: &str) -> Result<orch_protocol::config_store::ConfigHistory> {
+        let request = self.http.get(format!("{}/config/{}/history", self.base, key));
+        self.send(request, "GET /config/{key}/history").await
+    }
+
+    /// `POST /config/{key}/revert`.
+    pub async fn config_revert(&self, key: &str, to: u64) -> Result<orch_protocol::config_store::ConfigChange> {
+        let body = orch_protocol::config_store::RevertRequest { key: None, to };
+        let request = self.json(self.http.post(format!("{}/config/{}/revert", self.base, key)), &body);
+        self.send(request, "POST /config/{key}/revert").await
+    }
+
+    /// `PUT /config-schemas/{prefix}`.
+    pub async fn config_set_schema(
+        &self,
+        prefix: &str,
+        schema: serde_json::Value,
+    ) -> Result<orch_protocol::config_store::ConfigSchema> {
+        let body = orch_protocol::config_store::SchemaRequest { prefix: None, schema: Some(schema) };
+        let request = self.json(self.http.put(format!("{}/config-schemas/{}", self.base, prefix)), &body);
+        self.send(request, "PUT /config-schemas/{prefix}").await
+    }
+
+    fn json(&self, request: reqwest::RequestBuilder, body: &impl serde::Serialize) -> reqwest::RequestBuilder {
+        request
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(body).expect("a request serializes"))
+    }
+
     /// `POST /health/self-preservation/end`: ends self-preservation, saying why.
     pub async fn end_self_preservation(&self, reason: Option<&str>) -> Result<serde_json::Value> {
         let request = self

@@ -2,6 +2,7 @@
 //! HTTP API (`up`, `down`, `status`, `profile`, `logs`) and the event stream over NATS (`events`). Like
 //! `config.rs`, this is the edge: the domain modules import neither.
 
+pub mod config;
 pub mod events;
 pub mod logs;
 pub mod nodes;
