@@ -88,3 +88,52 @@ async function request<T>(method: 'GET' | 'POST', path: string, payload: unknown
   }
   throw errorOf(res.status, body, `${method} ${path}: HTTP ${res.status} ${res.statusText}`.trim());
 }
+
+/**
+ * Follows an NDJSON stream under /api/v1 (path starts with "/"): calls `onItem` with each JSON
+ * line as it arrives, until the server ends it or `signal` aborts. A line that is not JSON is
+ * skipped (the stream goes on). Failures before the stream starts are ApiErrors, as for reads.
+ */
+export async function followNdjson(path: string, signal: AbortSignal, onItem: (item: unknown) => void): Promise<void> {
+  const headers: Record<string, string> = { Accept: 'application/x-ndjson' };
+  const t = token();
+  if (t) headers.Authorization = `Bearer ${t}`;
+  let res: Response;
+  try {
+    res = await fetch(`/api/v1${path}`, { headers, signal, cache: 'no-store' });
+  } catch (e) {
+    if (e instanceof DOMException && e.name === 'AbortError') throw e;
+    throw new ApiError(0, 'network', 'the orchestrator cannot be reached');
+  }
+  if (!res.ok || !res.body) {
+    const text = await res.text().catch(() => '');
+    let body: unknown = null;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = null;
+    }
+    if (res.status === 401) unauthorized();
+    throw errorOf(res.status, body, `GET ${path}: HTTP ${res.status}`);
+  }
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let rest = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    rest += value;
+    let at = rest.indexOf('\n');
+    while (at >= 0) {
+      const line = rest.slice(0, at).trim();
+      rest = rest.slice(at + 1);
+      if (line) {
+        try {
+          onItem(JSON.parse(line));
+        } catch {
+          /* not JSON: skipped */
+        }
+      }
+      at = rest.indexOf('\n');
+    }
+  }
+}

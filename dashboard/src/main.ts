@@ -37,6 +37,7 @@ import { legend, renderGraph } from './views/graph';
 import { renderProfile } from './views/gantt';
 import { renderBanner } from './views/health';
 import { HistoryView } from './views/history';
+import { LogsView } from './views/logs';
 import { renderNodes } from './views/nodes';
 import { renderPlacement } from './views/placement';
 import { HISTORY, PrioritiesView } from './views/priorities';
@@ -85,6 +86,7 @@ class App {
   private readonly priorities: PrioritiesView;
   private readonly workflows: WorkflowsView;
   private readonly history: HistoryView;
+  private readonly logs = new LogsView();
   private readonly graphEl = h('div', { class: 'graph-box', id: 'graph' });
   private readonly profileEl = h('div', { class: 'profile-box', id: 'profile' });
   private readonly stackMeta = h('p', { class: 'stack-meta muted', id: 'stack-meta' });
@@ -162,6 +164,7 @@ class App {
       ['stack', 'Stack', stack],
       ['nodes', 'Nodes', h('section', { class: 'card' }, h('h2', {}, 'Nodes'), this.nodesEl)],
       ['events', 'Events', this.feed.root],
+      ['logs', 'Logs', this.logs.root],
       ['priorities', 'Priorities', this.priorities.root],
       ['workflows', 'Workflows', this.workflows.root],
       ['cluster', 'Cluster', h('section', { class: 'card' }, h('h2', {}, 'Replicas'), this.clusterEl)],
@@ -380,6 +383,7 @@ class App {
     renderGraph(this.graphEl, value);
     renderPlacement(this.placementEl, value, (node) => this.openNode(node));
     this.managed = new Map((value?.services ?? []).map((sv) => [sv.name, sv]));
+    this.logs.setServices((value?.services ?? []).map((sv) => sv.replica_of ?? sv.name));
     renderNodes(this.nodesEl, this.nodes, this.managed, this.selectedNode);
     if (value) {
       const counts = new Map<string, number>();

@@ -52,6 +52,11 @@ export type StackApplied = Schema<'StackApplied'>;
 /** The answer to ending self-preservation (§5.9): the data of its `self_preservation_exited` event. */
 export type SelfPreservationData = Schema<'SelfPreservationData'>;
 
+/** A service's output, searched (§12.7). */
+export type ServiceLogs = Reply<'/api/v1/stack/services/{name}/logs'>;
+/** One line of a service's output, with its unit and node. */
+export type ServiceLogLine = Schema<'ServiceLogLine'>;
+
 /** The caller (§14.1). */
 export type WhoAmI = Reply<'/api/v1/auth/whoami'>;
 /** What a caller may do; each role includes the ones before it. */

@@ -962,6 +962,50 @@ env = { MODE = "history" }
     }
   });
 
+  test('a service’s logs: its last lines, then a line it prints appears without a reload, with a filter', async () => {
+    const withTalker = `${STACK_TOML}
+[services.talker]
+command = "/bin/sh"
+args = ["-c", "i=0; while true; do echo \\"tick $i\\"; echo \\"warn $i\\" >&2; i=$((i+1)); sleep 0.2; done"]
+grace_period = "1s"
+`;
+    let restored = false;
+    try {
+      const res = await env.admin('PUT', '/api/v1/stack?source=logs-test', withTalker, { contentType: 'application/toml' });
+      assert.equal(res.status, 202, res.text);
+      await waitFor('talker ready', async () => {
+        const view = (await env.viewer('GET', '/api/v1/stack')).body;
+        return view.services.some((sv) => sv.name === 'talker' && sv.state === 'ready');
+      }, WAIT);
+      await withPage(env.viewerToken, async ({ page, problems }) => {
+        await ready(page, 'viewer');
+        await page.click('#tab-logs');
+        await page.locator('#logs-service option[value="talker"]').waitFor({ state: 'attached', timeout: WAIT });
+        // Only stdout lines containing "tick".
+        await page.selectOption('#logs-stream', 'stdout');
+        await page.fill('#logs-filter', 'tick');
+        await page.selectOption('#logs-service', 'talker');
+        await page.locator('#logs-status[data-state="following"]').waitFor({ timeout: WAIT });
+        const lines = page.locator('#log-lines li.log-line');
+        await lines.first().waitFor({ timeout: WAIT });
+        const number = async () => Number((await textOf(lines.last().locator('.log-text'))).replace('tick ', ''));
+        const before = await number();
+        // A line printed after the page showed the others appears without a reload.
+        await waitFor('a newer line appears live', async () => (await number()) > before + 2, WAIT);
+        const texts = await page.locator('#log-lines .log-text').allTextContents();
+        assert.ok(texts.every((t) => /^tick \d+$/.test(t)), `only the filtered stream and text: ${texts.slice(0, 5)}`);
+        assert.equal(await lines.last().getAttribute('data-unit'), 'talker');
+        assert.equal(await page.locator('#log-lines li[data-stream="stderr"]').count(), 0);
+        assert.deepEqual(problems.page, []);
+        assert.deepEqual(unexpected(problems), []);
+      });
+      await applyStack(env);
+      restored = true;
+    } finally {
+      if (!restored) await applyStack(env);
+    }
+  });
+
   test('the API reference page renders the OpenAPI document offline', async () => {
     const doc = await fetch(`${env.base}/api/v1/openapi.json`);
     assert.equal(doc.status, 200, 'the orchestrator serves /api/v1/openapi.json (the page renders it)');
