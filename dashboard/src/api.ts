@@ -53,7 +53,12 @@ export function postJson<T>(path: string, body?: unknown, opts: Options = {}): P
   return request<T>('POST', path, body, opts);
 }
 
-async function request<T>(method: 'GET' | 'POST', path: string, payload: unknown, opts: Options): Promise<{ status: number; body: T }> {
+/** PUT to /api/v1 (path starts with "/") with a JSON body; as {@link postJson}. */
+export function putJson<T>(path: string, body: unknown, opts: Options = {}): Promise<{ status: number; body: T }> {
+  return request<T>('PUT', path, body, opts);
+}
+
+async function request<T>(method: 'GET' | 'POST' | 'PUT', path: string, payload: unknown, opts: Options): Promise<{ status: number; body: T }> {
   const headers: Record<string, string> = { Accept: 'application/json' };
   const t = token();
   if (t) headers.Authorization = `Bearer ${t}`;

@@ -36,6 +36,7 @@ import { FeedView } from './views/feed';
 import { legend, renderGraph } from './views/graph';
 import { renderProfile } from './views/gantt';
 import { renderBanner } from './views/health';
+import { ConfigView } from './views/config';
 import { HistoryView } from './views/history';
 import { LogsView } from './views/logs';
 import { renderNodes } from './views/nodes';
@@ -87,6 +88,7 @@ class App {
   private readonly workflows: WorkflowsView;
   private readonly history: HistoryView;
   private readonly logs = new LogsView();
+  private readonly config: ConfigView;
   private readonly graphEl = h('div', { class: 'graph-box', id: 'graph' });
   private readonly profileEl = h('div', { class: 'profile-box', id: 'profile' });
   private readonly stackMeta = h('p', { class: 'stack-meta muted', id: 'stack-meta' });
@@ -118,6 +120,7 @@ class App {
     this.priorities = new PrioritiesView((name) => this.selectHistory(name));
     this.workflows = new WorkflowsView({ reload: (...names) => names.forEach((n) => this.loaders.get(n)?.schedule(0)) });
     this.history = new HistoryView({ reload: (...names) => names.forEach((n) => this.loaders.get(n)?.schedule(0)) });
+    this.config = new ConfigView({ reload: (...names) => names.forEach((n) => this.loaders.get(n)?.schedule(0)) });
     this.stream = new EventStream({
       token,
       onEvent: (subject, ev) => this.onEvent(subject, ev),
@@ -165,6 +168,7 @@ class App {
       ['nodes', 'Nodes', h('section', { class: 'card' }, h('h2', {}, 'Nodes'), this.nodesEl)],
       ['events', 'Events', this.feed.root],
       ['logs', 'Logs', this.logs.root],
+      ['config', 'Config', this.config.root],
       ['priorities', 'Priorities', this.priorities.root],
       ['workflows', 'Workflows', this.workflows.root],
       ['cluster', 'Cluster', h('section', { class: 'card' }, h('h2', {}, 'Replicas'), this.clusterEl)],
@@ -210,6 +214,7 @@ class App {
     add('profile', () => this.loadProfile());
     add('stack', () => this.loadStack());
     add('versions', async () => this.history.update(await HistoryView.read()));
+    add('config', () => this.config.load());
     add('cluster', () => this.loadCluster());
     add('nodes', () => this.loadNodes());
     add('workflows', () => this.loadWorkflows());
@@ -255,11 +260,13 @@ class App {
       this.role = String(body.role);
       this.workflows.setRole(body.role);
       this.history.setRole(body.role);
+      this.config.setRole(body.role);
     } catch (e) {
       if (e instanceof ApiError && e.status === 404) {
         fill(this.who, 'caller unknown');
         this.workflows.setRole('unknown');
         this.history.setRole('unknown');
+        this.config.setRole('unknown');
         return;
       }
       throw e;
@@ -508,6 +515,10 @@ class App {
       case 'priority':
         this.refresh('priorities');
         if (about && about === this.priorities.selected) this.refresh('history');
+        break;
+      case 'config':
+        // A key changed or was deleted (§18.3).
+        this.refresh('config');
         break;
       case 'system':
         this.refresh('health', 'priorities');

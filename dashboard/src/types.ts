@@ -57,6 +57,13 @@ export type ServiceLogs = Reply<'/api/v1/stack/services/{name}/logs'>;
 /** One line of a service's output, with its unit and node. */
 export type ServiceLogLine = Schema<'ServiceLogLine'>;
 
+/** `GET /api/v1/config` (§18): the keys under a prefix. */
+export type ConfigList = Reply<'/api/v1/config'>;
+/** A key's recorded changes, newest first (§18.2). */
+export type ConfigHistory = Reply<'/api/v1/config/{key}/history'>;
+/** One recorded change of a key: who, when, before and after (§18.2). */
+export type ConfigChange = Schema<'ConfigChange'>;
+
 /** The caller (§14.1). */
 export type WhoAmI = Reply<'/api/v1/auth/whoami'>;
 /** What a caller may do; each role includes the ones before it. */

@@ -1006,6 +1006,34 @@ grace_period = "1s"
     }
   });
 
+  test('the config store: keys under a prefix, a key’s history, and setting it with compare-and-set', async () => {
+    const key = `dash${suffix()}.mode`;
+    const first = await env.admin('PUT', `/api/v1/config/${key}`, { value: 'blue' });
+    assert.equal(first.status, 200, first.text);
+    await withPage(env.adminToken, async ({ page, problems }) => {
+      await ready(page);
+      await page.click('#tab-config');
+      await page.fill('#config-prefix', key.split('.')[0]);
+      const row = page.locator(`#config-list tr[data-key="${key}"]`);
+      await row.waitFor({ timeout: WAIT });
+      assert.equal(await textOf(row.locator('td.value')), '"blue"');
+      await row.locator('button.config-key').click();
+      await page.locator('#config-selected', { hasText: key }).waitFor({ timeout: WAIT });
+      assert.equal(await textOf(page.locator('.config-history tr[data-op="put"] td.principal')), 'key:test-admin');
+      // Set through the page: a new revision, shown in the list and the history.
+      await page.fill('#config-value', '"green"');
+      await page.click('#config-save');
+      await waitFor('the new value in the list', async () => (await textOf(row.locator('td.value'))) === '"green"', WAIT);
+      assert.equal(await page.locator('.config-history tbody tr').count(), 2);
+      // A change made elsewhere arrives by its event.
+      const elsewhere = await env.admin('PUT', `/api/v1/config/${key}`, { value: 'red' });
+      assert.equal(elsewhere.status, 200, elsewhere.text);
+      await waitFor('the change made elsewhere shows', async () => (await textOf(row.locator('td.value'))) === '"red"', WAIT);
+      assert.deepEqual(problems.page, []);
+      assert.deepEqual(unexpected(problems), []);
+    });
+  });
+
   test('the API reference page renders the OpenAPI document offline', async () => {
     const doc = await fetch(`${env.base}/api/v1/openapi.json`);
     assert.equal(doc.status, 200, 'the orchestrator serves /api/v1/openapi.json (the page renders it)');

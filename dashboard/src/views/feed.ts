@@ -90,6 +90,10 @@ export function summarize(ev: CloudEvent): string {
       return `${str(d.service)} ${str(d.instance_id)} ${str(d.reason)}`;
     case 'lifecycle.manifest_applied':
       return `manifest version ${str(d.version)} from ${str(d.source)}: ${str(d.services)} services`;
+    case 'config.changed':
+    case 'config.deleted':
+      // "web.db.url put, revision 7 (was revision 4)"
+      return `${str(d.key)} ${str(d.op)}, revision ${str(d.revision)}${typeof d.previous_revision === 'number' ? ` (was revision ${d.previous_revision})` : ''}`;
     case 'system.self_preservation_entered':
     case 'system.self_preservation_exited':
       // The message says why, and who ended it when an operator did (§5.9).
