@@ -96,9 +96,9 @@ authorization {
                              "$P.cmd.registry.*.service", "\$JS.API.STREAM.INFO.${S}_COMMANDS"] }
         subscribe: { allow: ["_INBOX.>", "$P.replies.service.>", "\$SRV.>", "$P.call.>"] }
         allow_responses: true } }
-    # The AI engine: reads events, sets and clears adjustments, restarts and starts workflows
-    # (a remediation); not policy, pins, bounds, the release of a hold, cancelling executions or
-    # deciding approvals, which are the operator's.
+    # The AI engine: reads events and the config store, sets and clears adjustments, restarts and
+    # starts workflows (a remediation); not config writes, policy, pins, bounds, the release of a
+    # hold, cancelling executions or deciding approvals, which are the operator's.
     { user: engine, password: "$(pw engine)",
       permissions: {
         publish:   { allow: ["$P.req.priority.set.engine", "$P.req.priority.clear.engine",
@@ -112,7 +112,9 @@ authorization {
                              "$P.req.workflow.run.engine", "$P.req.workflow.get.engine",
                              "$P.req.workflow.list.engine", "$P.req.workflow.schedules.engine",
                              "$P.req.workflow.queues.engine", "$P.req.resource.nodes.engine",
-                             "$P.req.resource.node.engine",
+                             "$P.req.resource.node.engine", "$P.req.config.get.engine",
+                             "$P.req.config.list.engine", "$P.req.config.history.engine",
+                             "$P.req.config.schemas.engine",
                              "\$JS.API.INFO", "\$JS.API.STREAM.INFO.${S}_EVENTS", "\$JS.API.CONSUMER.*.${S}_EVENTS",
                              "\$JS.API.CONSUMER.*.${S}_EVENTS.>", "\$JS.API.CONSUMER.DURABLE.CREATE.${S}_EVENTS.>",
                              "\$JS.API.CONSUMER.MSG.NEXT.${S}_EVENTS.>", "\$JS.ACK.${S}_EVENTS.>"] }
@@ -141,6 +143,8 @@ authorization {
                              "$P.req.workflow.list.observer", "$P.req.workflow.schedules.observer",
                              "$P.req.workflow.queues.observer", "$P.req.resource.nodes.observer",
                              "$P.req.resource.node.observer", "$P.req.lifecycle.logs.observer",
+                             "$P.req.config.get.observer", "$P.req.config.list.observer",
+                             "$P.req.config.history.observer", "$P.req.config.schemas.observer",
                              "\$JS.API.INFO", "\$JS.API.STREAM.INFO.${S}_EVENTS", "\$JS.API.CONSUMER.*.${S}_EVENTS",
                              "\$JS.API.CONSUMER.*.${S}_EVENTS.>", "\$JS.API.CONSUMER.MSG.NEXT.${S}_EVENTS.>"] }
         subscribe: { allow: ["_INBOX.>", "$P.log.>"] } } }

@@ -18,6 +18,7 @@ use crate::commands::Request;
 use crate::convert::{JsonBytes, json_to_py};
 use crate::error::{Error, Result};
 use crate::events::{self, EventStream};
+use crate::messages::{self, MessageStream};
 use crate::runtime::{block_on, seconds};
 
 /// The permission violations the NATS server reported on one connection.
@@ -27,8 +28,10 @@ use crate::runtime::{block_on, seconds};
 /// otherwise wait out its whole timeout and look like a stuck orchestrator. Each request watches
 /// for the violation naming its subject while it waits for the reply, and fails at once with
 /// `forbidden` when it comes.
+/// The same holds for a subscription the server refuses (`Permissions Violation for Subscription
+/// to "<subject>"`): a core subscription ([`crate::messages`]) ends with `forbidden` when it comes.
 #[derive(Clone)]
-struct Denials(broadcast::Sender<Arc<str>>);
+pub(crate) struct Denials(broadcast::Sender<Arc<str>>);
 
 impl Denials {
     fn new() -> Denials {
@@ -51,14 +54,34 @@ impl Denials {
         })
     }
 
+    /// The violations reported from now on (take it before the publish or subscribe it watches).
+    pub(crate) fn receiver(&self) -> broadcast::Receiver<Arc<str>> {
+        self.0.subscribe()
+    }
+
     /// Resolves with the server's message once it refuses a publish on `subject`; never
     /// otherwise.
-    async fn refused(mut rx: broadcast::Receiver<Arc<str>>, subject: &str) -> Arc<str> {
-        let quoted = format!("publish to \"{}\"", subject.to_ascii_lowercase());
+    async fn refused(rx: broadcast::Receiver<Arc<str>>, subject: &str) -> Arc<str> {
+        Denials::refused_any(rx, "publish to", &[subject.to_string()]).await.1
+    }
+
+    /// Resolves with the subject and the server's message once it refuses `what` (`publish to`,
+    /// `subscription to`) of one of `subjects`; never otherwise.
+    pub(crate) async fn refused_any(
+        mut rx: broadcast::Receiver<Arc<str>>,
+        what: &str,
+        subjects: &[String],
+    ) -> (String, Arc<str>) {
+        let quoted: Vec<String> = subjects.iter().map(|s| format!("{what} \"{}\"", s.to_ascii_lowercase())).collect();
         loop {
             match rx.recv().await {
-                Ok(message) if message.to_ascii_lowercase().contains(&quoted) => return message,
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Ok(message) => {
+                    let lower = message.to_ascii_lowercase();
+                    if let Some(at) = quoted.iter().position(|q| lower.contains(q)) {
+                        return (subjects[at].clone(), message);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
             }
         }
@@ -78,7 +101,7 @@ async fn call(
     timeout: Option<Duration>,
 ) -> Result<Bytes> {
     let subject = client.subjects().request_as(&request.domain, &request.verb, client.sender());
-    let watch = denials.0.subscribe(); // before sending: the refusal cannot come earlier
+    let watch = denials.receiver(); // before sending: the refusal cannot come earlier
     tokio::select! {
         reply = client.call(&request, timeout) => Ok(reply?),
         message = Denials::refused(watch, &subject) => {
@@ -324,6 +347,22 @@ impl Connection {
         )?;
         let client = self.client.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(events::open(client, options).await?) })
+    }
+
+    /// Subscribes (core NATS, no stream) to `subjects`, blocking until the server has the
+    /// subscriptions; returns the `MessageStream` of what is published on them from then on.
+    fn subscribe_messages(&self, py: Python<'_>, subjects: Vec<String>) -> PyResult<MessageStream> {
+        let (client, denials) = (self.client.clone(), self.denials.clone());
+        block_on(py, async move { messages::open(client, denials, subjects).await })
+    }
+
+    /// Subscribes (core NATS) to `subjects`; returns an awaitable of the `MessageStream`.
+    fn subscribe_messages_async<'py>(&self, py: Python<'py>, subjects: Vec<String>) -> PyResult<Bound<'py, PyAny>> {
+        let (client, denials) = (self.client.clone(), self.denials.clone());
+        pyo3_async_runtimes::tokio::future_into_py(
+            py,
+            async move { Ok(messages::open(client, denials, subjects).await?) },
+        )
     }
 
     /// Deletes a durable consumer of the events stream; False if there was none (blocking).

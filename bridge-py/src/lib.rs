@@ -1,6 +1,7 @@
 //! The Rust core of the Python package `orch_bridge` (imported as `orch_bridge._core`). It speaks
 //! the orchestrator's wire protocol through the protocol crate: requests (`commands`), the
-//! connection that sends them (`connection`), and the event streams (`events`). The Python layer
+//! connection that sends them (`connection`), the event streams (`events`) and plain subscriptions
+//! (`messages`, e.g. the services' output). The Python layer
 //! (`python/orch_bridge`) adds the sync and asyncio clients, typed results and exceptions; this
 //! crate only translates between Python and the protocol.
 
@@ -11,6 +12,7 @@ pub mod connection;
 pub mod convert;
 pub mod error;
 pub mod events;
+pub mod messages;
 pub mod runtime;
 
 /// Subject of a command, e.g. `subject_for_command("registry", "register")` ->
@@ -97,6 +99,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<connection::Connection>()?;
     m.add_class::<events::Event>()?;
     m.add_class::<events::EventStream>()?;
+    m.add_class::<messages::MessageStream>()?;
     Ok(())
 }
 

@@ -3,12 +3,13 @@
 It streams the orchestrator's events (CloudEvents on NATS JetStream) into Python as typed
 :class:`Event` objects, and sends commands back, above all service priorities, so that an AI
 engine can steer where attention goes; it also starts and follows workflows, reads the nodes
-and what runs on them, and types the events of rolling updates. Two clients with the same methods: :class:`Client` (blocking,
+and what runs on them, and types the events of rolling updates; it reads and watches the config store and reads and
+follows services' output. Two clients with the same methods: :class:`Client` (blocking,
 thread-safe) and :class:`AsyncClient` (asyncio). See bridge-py/README.md.
 """
 
-from ._core import DEFAULT_PRIORITY, MAX_PRIORITY, Event, EventStream, __version__
-from ._client import DEFAULT_URL, AsyncClient, AsyncEventStream, Client
+from ._core import DEFAULT_PRIORITY, MAX_PRIORITY, Event, EventStream, MessageStream, __version__
+from ._client import DEFAULT_URL, AsyncClient, AsyncEventStream, AsyncFeed, Client, Feed
 from ._errors import (
     ConflictError,
     GuardrailRefused,
@@ -22,7 +23,19 @@ from ._errors import (
     ValidationError,
 )
 from ._types import (
+    CONFIG_CHANGED,
+    CONFIG_DELETED,
     EXECUTION_ENDED,
+    ConfigChange,
+    ConfigEntry,
+    ConfigHistory,
+    ConfigList,
+    ConfigOp,
+    ConfigSchema,
+    LogLine,
+    LogStream,
+    ServiceLogs,
+    UnitLogs,
     Adjustment,
     Allocation,
     Change,
@@ -76,8 +89,11 @@ __all__ = [
     "Client",
     "AsyncClient",
     "AsyncEventStream",
+    "Feed",
+    "AsyncFeed",
     "Event",
     "EventStream",
+    "MessageStream",
     "OrchError",
     "OrchConnectionError",
     "OrchTimeoutError",
@@ -89,6 +105,18 @@ __all__ = [
     "RateLimited",
     "PermissionDenied",
     "EXECUTION_ENDED",
+    "CONFIG_CHANGED",
+    "CONFIG_DELETED",
+    "ConfigEntry",
+    "ConfigList",
+    "ConfigOp",
+    "ConfigChange",
+    "ConfigHistory",
+    "ConfigSchema",
+    "LogStream",
+    "LogLine",
+    "UnitLogs",
+    "ServiceLogs",
     "Adjustment",
     "Change",
     "ClusterStatus",

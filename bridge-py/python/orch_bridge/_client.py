@@ -7,14 +7,40 @@ turns the reply into the typed results of :mod:`orch_bridge._types`.
 from __future__ import annotations
 
 import json
+import re
+import time
 import uuid
+from collections import deque
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Union
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Deque,
+    Dict,
+    Generic,
+    Iterable,
+    List,
+    Literal,
+    Mapping,
+    Optional,
+    Sequence,
+    TypeVar,
+    Union,
+)
 
 from . import _core
-from ._errors import ValidationError
+from ._errors import NotFoundError, ValidationError
 from ._types import (
     ClusterStatus,
+    ConfigChange,
+    ConfigEntry,
+    ConfigHistory,
+    ConfigList,
+    ConfigSchema,
+    LogLine,
+    LogStream,
+    ServiceLogs,
     ManifestDiff,
     ManifestVersion,
     ManifestVersions,
@@ -36,7 +62,7 @@ from ._types import (
     Stack,
 )
 
-__all__ = ["Client", "AsyncClient", "AsyncEventStream", "DEFAULT_URL", "Decision", "ExecutionId"]
+__all__ = ["Client", "AsyncClient", "AsyncEventStream", "Feed", "AsyncFeed", "DEFAULT_URL", "Decision", "ExecutionId"]
 
 #: An approval's decision (``signal_execution``).
 Decision = Literal["approve", "reject"]
@@ -46,18 +72,24 @@ ExecutionId = Union[str, uuid.UUID]
 DEFAULT_URL = "nats://127.0.0.1:4222"
 
 
+def _aware(field: str, value: Any) -> datetime:
+    """An aware datetime given by the caller (a naive one is refused: ambiguous)."""
+    if not isinstance(value, datetime):
+        raise ValidationError(f"{field} must be a datetime", "validation_failed", field)
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(
+            f"{field} must be timezone-aware, e.g. datetime.now(timezone.utc) - timedelta(minutes=5)",
+            "validation_failed",
+            field,
+        )
+    return value
+
+
 def _start_ns(start_time: Optional[datetime]) -> Optional[int]:
     """Nanoseconds since the epoch of an aware datetime (a naive one is refused: ambiguous)."""
     if start_time is None:
         return None
-    if not isinstance(start_time, datetime):
-        raise ValidationError("start_time must be a datetime", "validation_failed", "start_time")
-    if start_time.tzinfo is None or start_time.utcoffset() is None:
-        raise ValidationError(
-            "start_time must be timezone-aware, e.g. datetime.now(timezone.utc) - timedelta(minutes=5)",
-            "validation_failed",
-            "start_time",
-        )
+    start_time = _aware("start_time", start_time)
     delta = start_time.astimezone(timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
 
@@ -113,6 +145,248 @@ def _inputs_json(inputs: Optional[Mapping[str, Any]]) -> Optional[bytes]:
         except (TypeError, ValueError) as e:
             raise ValidationError(f"not a JSON value: {e}", "validation_failed", f"inputs.{name}") from None
     return json.dumps(dict(inputs), allow_nan=False).encode()
+
+
+# -- the config store (protocol.md §18): the server's checks, so a bad key fails before sending ----
+
+#: Longest config key (or prefix), in bytes; most dot-separated parts (the protocol crate's
+#: ``KEY_MAX`` and ``KEY_TOKENS_MAX``).
+CONFIG_KEY_MAX = 255
+CONFIG_KEY_TOKENS_MAX = 16
+_CONFIG_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _config_path(field: str, path: Any, what: str = "key") -> str:
+    """A config key (``web.db.url``) or prefix, checked like the orchestrator's ``validate_key``:
+    dot-separated parts of ASCII letters, digits, ``_`` and ``-``."""
+    if not isinstance(path, str):
+        raise ValidationError(f"a {what} is text, not {type(path).__name__}", "validation_failed", field)
+    if not path:
+        raise ValidationError(f"a {what} must not be empty", "validation_failed", field)
+    if len(path.encode()) > CONFIG_KEY_MAX:
+        raise ValidationError(f"a {what} is at most {CONFIG_KEY_MAX} bytes", "validation_failed", field)
+    tokens = path.split(".")
+    if len(tokens) > CONFIG_KEY_TOKENS_MAX:
+        raise ValidationError(
+            f"a {what} has at most {CONFIG_KEY_TOKENS_MAX} dot-separated parts", "validation_failed", field
+        )
+    if not all(_CONFIG_TOKEN.fullmatch(t) for t in tokens):
+        raise ValidationError(
+            f"{path!r}: each dot-separated part of a {what} is 1 or more letters, digits, '_' or '-'",
+            "validation_failed",
+            field,
+        )
+    return path
+
+
+def _config_prefix(prefix: Any) -> str:
+    """A prefix of keys (whole parts); the empty prefix is every key."""
+    return "" if prefix == "" else _config_path("prefix", prefix, "prefix")
+
+
+def _under(key: str, prefix: str) -> bool:
+    """Whether ``key`` is under ``prefix``, whole parts only (``web.db`` covers ``web.db`` and
+    ``web.db.url``, not ``web.dbx``), as the orchestrator decides it."""
+    return not prefix or key == prefix or key.startswith(prefix + ".")
+
+
+def _revision(field: str, value: Any) -> Optional[int]:
+    """A compare-and-set revision: None (any), 0 (only if absent) or a revision."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(f"{field} must be a revision (0 or more), not {value!r}", "validation_failed", field)
+    return value
+
+
+def _config_value(value: Any) -> Any:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValidationError(f"not a JSON value: {e}", "validation_failed", "value") from None
+    return value
+
+
+def _config_events(prefix: str, events_prefix: str) -> str:
+    """The events' subject filter of a watch of ``prefix``: the key's first part is a token of the
+    subject (``<prefix>.evt.config.<first part>.<changed|deleted>``)."""
+    return f"{events_prefix}.evt.config." + (f"{prefix.split('.')[0]}.>" if prefix else ">")
+
+
+def _config_filter(prefix: str) -> Callable[[Any], List[ConfigChange]]:
+    def convert(event: Any) -> List[ConfigChange]:
+        change = ConfigChange.from_event(event)
+        return [change] if change is not None and _under(change.key, prefix) else []
+
+    return convert
+
+
+# -- services' output (protocol.md §11, §12.7) ------------------------------------------------------
+
+#: Most lines one ``logs`` request returns (the protocol crate's ``LOG_LINES_MAX``).
+LOG_LINES_MAX = 10_000
+#: Longest regular expression of a search, in bytes (``LOG_REGEX_MAX``).
+LOG_REGEX_MAX = 1024
+
+
+def _log_filter(stream: Optional[str], contains: Optional[str], regex: Optional[str]) -> None:
+    """The checks the orchestrator makes of a search's filters."""
+    if stream is not None and stream not in ("stdout", "stderr"):
+        raise ValidationError(f"stream must be stdout or stderr, not {stream!r}", "validation_failed", "stream")
+    if contains is not None and not isinstance(contains, str):
+        raise ValidationError("contains must be text", "validation_failed", "contains")
+    if regex is not None:
+        if not isinstance(regex, str):
+            raise ValidationError("regex must be text", "validation_failed", "regex")
+        if contains is not None:
+            raise ValidationError("give contains or regex, not both", "validation_failed", "regex")
+        if len(regex.encode()) > LOG_REGEX_MAX:
+            raise ValidationError(f"at most {LOG_REGEX_MAX} characters", "validation_failed", "regex")
+
+
+def _time_text(field: str, value: Optional[datetime]) -> Optional[str]:
+    return None if value is None else _aware(field, value).astimezone(timezone.utc).isoformat()
+
+
+def _line_filter(
+    stream: Optional[str], contains: Optional[str], regex: Optional[str]
+) -> Callable[[Any], List[LogLine]]:
+    """The lines of a ``(subject, payload)`` log batch that pass the filters, as the agent filters a
+    search (the regular expression is Python's ``re``, searched anywhere in the line)."""
+    _log_filter(stream, contains, regex)
+    try:
+        pattern = None if regex is None else re.compile(regex)
+    except re.error as e:
+        raise ValidationError(f"not a regular expression: {e}", "validation_failed", "regex") from None
+
+    def convert(message: Any) -> List[LogLine]:
+        _subject, payload = message
+        lines = LogLine.list_from_batch(json.loads(payload))
+        return [
+            line
+            for line in lines
+            if (stream is None or line.stream == stream)
+            and (contains is None or contains in line.text)
+            and (pattern is None or pattern.search(line.text))
+        ]
+
+    return convert
+
+
+def _log_subjects(prefix: str, service: str, stack: Stack) -> List[str]:
+    """``<prefix>.log.*.<unit>`` of every unit of ``service`` (each replica, or the service)."""
+    units = [s.name for s in stack.replicas(service)]
+    if not units:
+        raise NotFoundError(f"no managed service {service!r} in the applied stack", "not_found", "service")
+    return [f"{prefix}.log.*.{unit}" for unit in units]
+
+
+T = TypeVar("T")
+
+
+class Feed(Generic[T]):
+    """Typed items as they happen (:meth:`Client.config_watch`, :meth:`Client.follow_logs`): an
+    iterator over an event stream or a subscription, each raw item turned into none or more typed
+    ones. Iterate it (blocking; Ctrl-C interrupts; iteration ends once closed), or call
+    ``next(timeout)``. Close it, or use ``with``."""
+
+    def __init__(self, source: Any, convert: Callable[[Any], Iterable[T]]) -> None:
+        self._source = source
+        self._convert = convert
+        self._ready: Deque[T] = deque()
+
+    @property
+    def source(self) -> Any:
+        """The underlying ``EventStream`` or ``MessageStream``."""
+        return self._source
+
+    def __iter__(self) -> "Feed[T]":
+        return self
+
+    def __next__(self) -> T:
+        while not self._ready:
+            self._ready.extend(self._convert(next(self._source)))
+        return self._ready.popleft()
+
+    def next(self, timeout: Optional[float] = None) -> Optional[T]:
+        """The next item, or None if none comes within ``timeout`` seconds (None: wait forever).
+        Raises ``StopIteration`` once closed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._ready:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            raw = self._source.next(left)
+            if raw is None:
+                return None
+            self._ready.extend(self._convert(raw))
+            if not self._ready and deadline is not None and time.monotonic() >= deadline:
+                return None
+        return self._ready.popleft()
+
+    def close(self) -> None:
+        """Stops receiving. Idempotent."""
+        self._source.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._source.closed
+
+    def __enter__(self) -> "Feed[T]":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncFeed(Generic[T]):
+    """The asyncio face of a :class:`Feed`, for ``async for`` and ``async with``."""
+
+    def __init__(
+        self,
+        source: Any,
+        next_batch: Callable[[], Awaitable[Optional[List[Any]]]],
+        close: Callable[[], Awaitable[None]],
+        convert: Callable[[Any], Iterable[T]],
+    ) -> None:
+        self._source = source
+        self._next_batch = next_batch
+        self._close = close
+        self._convert = convert
+        self._ready: Deque[T] = deque()
+
+    @property
+    def source(self) -> Any:
+        """The underlying ``AsyncEventStream`` or ``MessageStream``."""
+        return self._source
+
+    def __aiter__(self) -> "AsyncFeed[T]":
+        return self
+
+    async def __anext__(self) -> T:
+        while not self._ready:
+            batch = await self._next_batch()
+            if batch is None:
+                raise StopAsyncIteration
+            for raw in batch:
+                self._ready.extend(self._convert(raw))
+        return self._ready.popleft()
+
+    async def close(self) -> None:
+        """Stops receiving. Idempotent."""
+        await self._close()
+
+    async def __aenter__(self) -> "AsyncFeed[T]":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _async_messages(messages: "_core.MessageStream") -> Callable[[], Awaitable[Optional[List[Any]]]]:
+    async def next_batch() -> Optional[List[Any]]:
+        message = await messages.next_async()
+        return None if message is None else [message]
+
+    return next_batch
 
 
 def _service(name: str, health: Any, page: Any) -> Service:
@@ -236,6 +510,85 @@ class _Requests:
     @staticmethod
     def queues():
         return _core.Request.workflow_queues(), QueueStats.list_from_json
+
+    # -- the config store (§18)
+
+    @staticmethod
+    def config_get(key):
+        body = _json({"key": _config_path("key", key)})
+        return _core.Request.raw("config", "get", body), ConfigEntry.from_json
+
+    @staticmethod
+    def config_put(key, value, revision):
+        body = {"key": _config_path("key", key), "value": _config_value(value)}
+        if revision is not None:
+            body["revision"] = _revision("revision", revision)
+        return _core.Request.raw("config", "put", json.dumps(body).encode()), ConfigChange.from_json
+
+    @staticmethod
+    def config_delete(key, revision):
+        body = _json({"key": _config_path("key", key), "revision": _revision("revision", revision)})
+        return _core.Request.raw("config", "delete", body), ConfigChange.from_json
+
+    @staticmethod
+    def config_list(prefix):
+        body = json.dumps({"prefix": _config_prefix(prefix)}).encode()
+        return _core.Request.raw("config", "list", body), ConfigList.from_json
+
+    @staticmethod
+    def config_history(key):
+        body = _json({"key": _config_path("key", key)})
+        return _core.Request.raw("config", "history", body), ConfigHistory.from_json
+
+    @staticmethod
+    def config_revert(key, to):
+        if isinstance(to, bool) or not isinstance(to, int) or to < 1:
+            raise ValidationError(f"to must be a revision (1 or more), not {to!r}", "validation_failed", "to")
+        body = _json({"key": _config_path("key", key), "to": to})
+        return _core.Request.raw("config", "revert", body), ConfigChange.from_json
+
+    @staticmethod
+    def config_schemas():
+        return _core.Request.raw("config", "schemas", b"{}"), ConfigSchema.list_from_json
+
+    @staticmethod
+    def config_set_schema(prefix, schema):
+        if not isinstance(schema, Mapping) and not isinstance(schema, bool):
+            raise ValidationError("a schema is a JSON Schema object", "validation_failed", "schema")
+        body = json.dumps({"prefix": _config_path("prefix", prefix, "prefix"), "schema": schema}).encode()
+        return _core.Request.raw("config", "schema_put", body), ConfigSchema.from_json
+
+    @staticmethod
+    def config_clear_schema(prefix):
+        body = _json({"prefix": _config_path("prefix", prefix, "prefix")})
+        return _core.Request.raw("config", "schema_delete", body), lambda reply: None
+
+    # -- services' output (§12.7)
+
+    @staticmethod
+    def logs(service, since, until, stream, contains, regex, limit):
+        if not isinstance(service, str) or not service:
+            raise ValidationError("service must be a service's name", "validation_failed", "service")
+        _log_filter(stream, contains, regex)
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LOG_LINES_MAX
+        ):
+            raise ValidationError(f"must be 1-{LOG_LINES_MAX}", "validation_failed", "limit")
+        since_text, until_text = _time_text("since", since), _time_text("until", until)
+        if since is not None and until is not None and until <= since:
+            raise ValidationError("must be later than since", "validation_failed", "until")
+        body = _json(
+            {
+                "service": service,
+                "since": since_text,
+                "until": until_text,
+                "stream": stream,
+                "contains": contains,
+                "regex": regex,
+                "limit": limit,
+            }
+        )
+        return _core.Request.raw("lifecycle", "logs", body), ServiceLogs.from_json
 
 
 class Client:
@@ -672,6 +1025,166 @@ class Client:
         cancelled, and the wait before starting (p50, p99), over the last day."""
         return self._call(_Requests.queues(), timeout)
 
+    # -- the config store (protocol.md §18) --------------------------------------------------------
+
+    def config_get(self, key: str, *, timeout: Optional[float] = None) -> ConfigEntry:
+        """The current value and revision of the config key ``key`` (``web.db.url``).
+
+        Raises:
+            ValidationError: ``key`` is no key (field ``key``): dot-separated parts of letters,
+                digits, ``_`` and ``-``, at most 255 bytes and 16 parts.
+            NotFoundError: no such key (or it was deleted).
+            PermissionDenied: the NATS user may not read the config store.
+        """
+        return self._call(_Requests.config_get(key), timeout)
+
+    def config_put(
+        self, key: str, value: Any, revision: Optional[int] = None, *, timeout: Optional[float] = None
+    ) -> ConfigChange:
+        """Sets ``key`` to the JSON value ``value`` (at most 64 KiB as JSON) and returns the
+        recorded change, with this client's principal (``nats:<user>``). With ``revision``, only
+        if the key's revision is still that one (compare-and-set; ``0``: only if the key does not
+        exist).
+
+        Raises:
+            ConflictError: the key's revision is not ``revision`` (field ``revision``).
+            ValidationError: a bad key, a value that is no JSON value or that the schema of the
+                key's prefix refuses (field ``value``).
+            PermissionDenied: the NATS user may not write the config store (only ``operator``
+                of the shipped users may).
+        """
+        return self._call(_Requests.config_put(key, value, revision), timeout)
+
+    def config_delete(
+        self, key: str, revision: Optional[int] = None, *, timeout: Optional[float] = None
+    ) -> ConfigChange:
+        """Deletes ``key`` (its history stays); with ``revision``, only if its revision is still
+        that one.
+
+        Raises:
+            NotFoundError: no such key.
+            ConflictError: the key's revision is not ``revision`` (field ``revision``).
+        """
+        return self._call(_Requests.config_delete(key, revision), timeout)
+
+    def config_list(self, prefix: str = "", *, timeout: Optional[float] = None) -> ConfigList:
+        """The keys under ``prefix`` (whole parts: ``web.db`` lists ``web.db`` and ``web.db.url``,
+        not ``web.dbx``; ``""``: every key), sorted, at most 1000 (``truncated`` says if more
+        matched)."""
+        return self._call(_Requests.config_list(prefix), timeout)
+
+    def config_history(self, key: str, *, timeout: Optional[float] = None) -> ConfigHistory:
+        """The recorded changes of ``key``, newest first, each with who made it and the values
+        before and after.
+
+        Raises:
+            NotFoundError: the key never existed.
+        """
+        return self._call(_Requests.config_history(key), timeout)
+
+    def config_revert(self, key: str, to: int, *, timeout: Optional[float] = None) -> ConfigChange:
+        """Puts the value that revision ``to`` of ``key`` had again, as a new revision (op
+        ``revert``, ``reverted_to`` = ``to``).
+
+        Raises:
+            NotFoundError: the key has no such revision (field ``to``), or never existed.
+            ValidationError: that value is refused by the schema now in force.
+        """
+        return self._call(_Requests.config_revert(key, to), timeout)
+
+    def config_schemas(self, *, timeout: Optional[float] = None) -> List[ConfigSchema]:
+        """Every JSON Schema of the config store, by prefix."""
+        return self._call(_Requests.config_schemas(), timeout)
+
+    def config_set_schema(
+        self, prefix: str, schema: Mapping[str, Any], *, timeout: Optional[float] = None
+    ) -> ConfigSchema:
+        """Sets the JSON Schema that every value written under ``prefix`` must satisfy (the
+        longest covering prefix's schema applies; values already stored are not checked again).
+
+        Raises:
+            ValidationError: a bad prefix, or ``schema`` is no valid JSON Schema (field ``schema``).
+        """
+        return self._call(_Requests.config_set_schema(prefix, schema), timeout)
+
+    def config_clear_schema(self, prefix: str, *, timeout: Optional[float] = None) -> None:
+        """Removes the schema of ``prefix``.
+
+        Raises:
+            NotFoundError: ``prefix`` has no schema (field ``prefix``).
+        """
+        self._call(_Requests.config_clear_schema(prefix), timeout)
+
+    def config_watch(self, prefix: str = "") -> Feed[ConfigChange]:
+        """The changes of the keys under ``prefix`` (whole parts; ``""``: every key) as they
+        happen, from now on, over HTTP or NATS alike: a :class:`Feed` of :class:`ConfigChange`
+        (a delete has ``op`` ``delete``). It reads the events ``io.orch.config.changed.v1`` and
+        ``io.orch.config.deleted.v1`` on ``<prefix>.evt.config.<first part of the key>.*``, so the
+        NATS user needs the events stream, like :meth:`events`.
+
+        Example::
+
+            with client.config_watch("web.db") as changes:
+                for change in changes:
+                    print(change.key, change.op, change.value, change.principal)
+        """
+        prefix = _config_prefix(prefix)
+        stream = self.events(_config_events(prefix, self.prefix))
+        return Feed(stream, _config_filter(prefix))
+
+    # -- services' output (protocol.md §12.7, §11) ------------------------------------------------
+
+    def logs(
+        self,
+        service: str,
+        *,
+        since: Optional[datetime] = None,
+        until: Optional[datetime] = None,
+        stream: Optional[LogStream] = None,
+        contains: Optional[str] = None,
+        regex: Optional[str] = None,
+        limit: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> ServiceLogs:
+        """The last ``limit`` (1-10000, default 100) lines of a managed service's output that
+        match every filter given, from each of its units (replicas, on whichever node runs them),
+        oldest first (``<prefix>.req.lifecycle.logs``). ``since``/``until``: aware datetimes;
+        ``stream``: ``"stdout"`` or ``"stderr"``; ``contains``: text the line contains
+        (case-sensitive); ``regex``: a regular expression it matches (the orchestrator's syntax,
+        Rust ``regex``; not with ``contains``).
+
+        Raises:
+            NotFoundError: no managed service of that name.
+            ValidationError: a bad filter (the field names it).
+            PermissionDenied: the NATS user may not read services' output (the shipped ``engine``
+                may not; ``observer`` and ``operator`` may).
+        """
+        return self._call(_Requests.logs(service, since, until, stream, contains, regex, limit), timeout)
+
+    def follow_logs(
+        self,
+        service: str,
+        *,
+        stream: Optional[LogStream] = None,
+        contains: Optional[str] = None,
+        regex: Optional[str] = None,
+    ) -> Feed[LogLine]:
+        """The lines a managed service writes from now on, live, as a :class:`Feed` of
+        :class:`LogLine`, filtered like :meth:`logs` (``regex`` with Python's ``re`` here). It
+        subscribes (core NATS) to ``<prefix>.log.*.<unit>`` of each unit the stack has for the
+        service now (``web-0``, ``web-1`` for a replicated ``web``; the service itself for a
+        service of one): replicas added later are not followed, and a reader too slow for the
+        output loses lines (core NATS keeps nothing; :meth:`logs` finds them later).
+
+        Raises:
+            NotFoundError: no managed service of that name in the applied stack.
+            PermissionDenied: (when the feed is read) the NATS user may not subscribe to
+                ``<prefix>.log.>`` (the shipped ``engine`` may not).
+        """
+        convert = _line_filter(stream, contains, regex)
+        subjects = _log_subjects(self.prefix, service, self.stack())
+        return Feed(self._conn.subscribe_messages(subjects), convert)
+
     # -- any request ------------------------------------------------------------------------------
 
     def request(self, domain: str, verb: str, body: Any = None, *, timeout: Optional[float] = None) -> Any:
@@ -994,6 +1507,83 @@ class AsyncClient:
     async def queues(self, *, timeout: Optional[float] = None) -> List[QueueStats]:
         """See :meth:`Client.queues`."""
         return await self._call(_Requests.queues(), timeout)
+
+    async def config_get(self, key: str, *, timeout: Optional[float] = None) -> ConfigEntry:
+        """See :meth:`Client.config_get`."""
+        return await self._call(_Requests.config_get(key), timeout)
+
+    async def config_put(
+        self, key: str, value: Any, revision: Optional[int] = None, *, timeout: Optional[float] = None
+    ) -> ConfigChange:
+        """See :meth:`Client.config_put`."""
+        return await self._call(_Requests.config_put(key, value, revision), timeout)
+
+    async def config_delete(
+        self, key: str, revision: Optional[int] = None, *, timeout: Optional[float] = None
+    ) -> ConfigChange:
+        """See :meth:`Client.config_delete`."""
+        return await self._call(_Requests.config_delete(key, revision), timeout)
+
+    async def config_list(self, prefix: str = "", *, timeout: Optional[float] = None) -> ConfigList:
+        """See :meth:`Client.config_list`."""
+        return await self._call(_Requests.config_list(prefix), timeout)
+
+    async def config_history(self, key: str, *, timeout: Optional[float] = None) -> ConfigHistory:
+        """See :meth:`Client.config_history`."""
+        return await self._call(_Requests.config_history(key), timeout)
+
+    async def config_revert(self, key: str, to: int, *, timeout: Optional[float] = None) -> ConfigChange:
+        """See :meth:`Client.config_revert`."""
+        return await self._call(_Requests.config_revert(key, to), timeout)
+
+    async def config_schemas(self, *, timeout: Optional[float] = None) -> List[ConfigSchema]:
+        """See :meth:`Client.config_schemas`."""
+        return await self._call(_Requests.config_schemas(), timeout)
+
+    async def config_set_schema(
+        self, prefix: str, schema: Mapping[str, Any], *, timeout: Optional[float] = None
+    ) -> ConfigSchema:
+        """See :meth:`Client.config_set_schema`."""
+        return await self._call(_Requests.config_set_schema(prefix, schema), timeout)
+
+    async def config_clear_schema(self, prefix: str, *, timeout: Optional[float] = None) -> None:
+        """See :meth:`Client.config_clear_schema`."""
+        await self._call(_Requests.config_clear_schema(prefix), timeout)
+
+    async def config_watch(self, prefix: str = "") -> AsyncFeed[ConfigChange]:
+        """See :meth:`Client.config_watch`; ``async with await client.config_watch(...)``."""
+        prefix = _config_prefix(prefix)
+        events = await self.events(_config_events(prefix, self.prefix))
+        return AsyncFeed(events, events.next_batch, events.close, _config_filter(prefix))
+
+    async def logs(
+        self,
+        service: str,
+        *,
+        since: Optional[datetime] = None,
+        until: Optional[datetime] = None,
+        stream: Optional[LogStream] = None,
+        contains: Optional[str] = None,
+        regex: Optional[str] = None,
+        limit: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> ServiceLogs:
+        """See :meth:`Client.logs`."""
+        return await self._call(_Requests.logs(service, since, until, stream, contains, regex, limit), timeout)
+
+    async def follow_logs(
+        self,
+        service: str,
+        *,
+        stream: Optional[LogStream] = None,
+        contains: Optional[str] = None,
+        regex: Optional[str] = None,
+    ) -> AsyncFeed[LogLine]:
+        """See :meth:`Client.follow_logs`; ``async with await client.follow_logs(...)``."""
+        convert = _line_filter(stream, contains, regex)
+        subjects = _log_subjects(self.prefix, service, await self.stack())
+        messages = await self._conn.subscribe_messages_async(subjects)
+        return AsyncFeed(messages, _async_messages(messages), messages.close_async, convert)
 
     async def request(self, domain: str, verb: str, body: Any = None, *, timeout: Optional[float] = None) -> Any:
         """See :meth:`Client.request`."""

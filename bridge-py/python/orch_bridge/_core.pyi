@@ -2,7 +2,8 @@
 
 The core speaks the orchestrator's wire protocol (docs/protocol.md): it builds and checks requests
 (:class:`Request`), sends them over one NATS connection (:class:`Connection`), and streams the
-CloudEvents of ``<PREFIX>_EVENTS`` (:class:`EventStream` of :class:`Event`). Errors are raised as
+CloudEvents of ``<PREFIX>_EVENTS`` (:class:`EventStream` of :class:`Event`), and subscribes to plain
+core NATS subjects such as the services' output (:class:`MessageStream`). Errors are raised as
 the exceptions of :mod:`orch_bridge._errors` (all under ``OrchError``).
 
 Most code should use :class:`orch_bridge.Client` / :class:`orch_bridge.AsyncClient` instead; only
@@ -327,6 +328,18 @@ class Connection:
         """Deletes a durable consumer of the events stream (blocking); False if there was none."""
     def delete_durable_async(self, name: str) -> Awaitable[bool]:
         """Deletes a durable consumer; returns an awaitable of whether it existed."""
+    def subscribe_messages(self, subjects: List[str]) -> "MessageStream":
+        """Subscribes (core NATS, no stream, nothing kept) to ``subjects`` (wildcards allowed),
+        blocking until the server has the subscriptions: what is published on them afterwards is
+        received.
+
+        Raises:
+            ValidationError: no subjects, too many (more than 256), or one that is no subject
+                (field ``subjects``).
+        """
+    def subscribe_messages_async(self, subjects: List[str]) -> Awaitable["MessageStream"]:
+        """Subscribes (core NATS) to ``subjects``; returns an awaitable of the
+        :class:`MessageStream`."""
     def close(self) -> None:
         """Flushes queued acknowledgements and closes the connection (blocking). Idempotent."""
     def close_async(self) -> Awaitable[None]:
@@ -466,4 +479,41 @@ class EventStream:
     @property
     def buffered(self) -> int:
         """Events received and not yet handed to Python."""
+    def __repr__(self) -> str: ...
+
+
+@final
+class MessageStream:
+    """A core NATS subscription (``Connection.subscribe_messages``): ``(subject, payload)``
+    tuples in the order they arrive. Core NATS keeps nothing, so only what is published while
+    subscribed comes; a reader too slow for a busy subject loses messages (the server drops them).
+    A subscription the NATS server refuses (its user's permissions) ends the stream: the next read
+    raises ``PermissionDenied``. Close it (or use ``with``) to unsubscribe."""
+
+    def __iter__(self) -> Iterator[Tuple[str, bytes]]: ...
+    def __next__(self) -> Tuple[str, bytes]:
+        """The next message; waits as long as it takes. ``StopIteration`` once closed."""
+    def next(self, timeout: Optional[float] = None) -> Optional[Tuple[str, bytes]]:
+        """The next message, or None if none arrives within ``timeout`` seconds (None: wait
+        forever). Raises ``StopIteration`` once the stream is closed."""
+    def next_async(self) -> Awaitable[Optional[Tuple[str, bytes]]]:
+        """Awaitable of the next message, or None once the stream has ended."""
+    def close(self) -> None:
+        """Unsubscribes; what was received and not read is dropped. Idempotent."""
+    def close_async(self) -> Awaitable[None]:
+        """Awaitable version of :meth:`close`."""
+    def __enter__(self) -> "MessageStream": ...
+    def __exit__(
+        self,
+        _exc_type: Optional[Type[BaseException]] = None,
+        _exc: Optional[BaseException] = None,
+        _tb: Optional[TracebackType] = None,
+    ) -> Literal[False]:
+        """Closes. Never swallows the exception."""
+    @property
+    def subjects(self) -> List[str]:
+        """The subjects subscribed to."""
+    @property
+    def closed(self) -> bool:
+        """True once closed."""
     def __repr__(self) -> str: ...

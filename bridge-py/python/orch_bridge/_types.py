@@ -51,6 +51,18 @@ __all__ = [
     "Rollout",
     "ManagedService",
     "Stack",
+    "CONFIG_CHANGED",
+    "CONFIG_DELETED",
+    "ConfigEntry",
+    "ConfigList",
+    "ConfigOp",
+    "ConfigChange",
+    "ConfigHistory",
+    "ConfigSchema",
+    "LogStream",
+    "LogLine",
+    "UnitLogs",
+    "ServiceLogs",
 ]
 
 Json = Dict[str, Any]
@@ -1503,3 +1515,231 @@ class SelfPreservationEnded:
             return cls(d["expiring"], d["live"], d["message"], d.get("reason"))
         except (KeyError, TypeError) as e:
             raise _bad_reply("self-preservation ended", e, d) from None
+
+
+# -- the config store (protocol.md §18) --------------------------------------------------------
+
+#: The type of the event of a put or revert of a config key (``<prefix>.evt.config.<first token
+#: of the key>.changed``, data ``ConfigChange``).
+CONFIG_CHANGED = "io.orch.config.changed.v1"
+#: The type of the event of a deleted config key (``<prefix>.evt.config.<first token>.deleted``).
+CONFIG_DELETED = "io.orch.config.deleted.v1"
+
+
+@dataclass(frozen=True)
+class ConfigEntry:
+    """A config key with its current value."""
+
+    key: str
+    value: Any
+    """The JSON value, as Python objects."""
+    revision: int
+    """The key's revision: pass it back as ``revision`` to change the key only if nobody changed
+    it since (compare-and-set)."""
+    updated_at: datetime
+
+    @classmethod
+    def from_json(cls, d: Json) -> "ConfigEntry":
+        try:
+            return cls(d["key"], d["value"], d["revision"], _core.parse_time(d["updated_at"]))
+        except (KeyError, TypeError) as e:
+            raise _bad_reply("config entry", e, d) from None
+
+
+@dataclass(frozen=True)
+class ConfigList:
+    """The keys under a prefix, sorted."""
+
+    prefix: str
+    entries: List[ConfigEntry]
+    truncated: bool
+    """More keys matched than one listing returns (1000): narrow the prefix."""
+
+    def values(self) -> Dict[str, Any]:
+        """Each key's value, by key."""
+        return {e.key: e.value for e in self.entries}
+
+    @classmethod
+    def from_json(cls, d: Json) -> "ConfigList":
+        try:
+            return cls(d["prefix"], [ConfigEntry.from_json(e) for e in d["entries"]], d["truncated"])
+        except (KeyError, TypeError) as e:
+            raise _bad_reply("config list", e, d) from None
+
+
+#: What a change of a config key did: a ``put``, a ``delete``, or a ``revert`` (a put of the value
+#: an earlier revision had).
+ConfigOp = Literal["put", "delete", "revert"]
+
+
+@dataclass(frozen=True)
+class ConfigChange:
+    """One recorded change of a config key: the reply to a write, an entry of its history, and the
+    data of its event (``ConfigChange.from_event``)."""
+
+    key: str
+    op: ConfigOp
+    revision: int
+    """The key's revision after the change."""
+    previous: Any
+    """The value before (None when the key did not exist; see ``previous_revision``)."""
+    previous_revision: Optional[int]
+    """The revision before; None when the key did not exist."""
+    value: Any
+    """The value after (None for a delete)."""
+    reverted_to: Optional[int]
+    """A revert: the revision whose value was put again."""
+    principal: str
+    """Who made it, as authenticated (``nats:operator``, ``key:<name>``, ``anonymous``;
+    protocol.md §6.1)."""
+    at: datetime
+
+    @property
+    def deleted(self) -> bool:
+        return self.op == "delete"
+
+    @classmethod
+    def from_json(cls, d: Json) -> "ConfigChange":
+        try:
+            return cls(
+                d["key"],
+                d["op"],
+                d["revision"],
+                d.get("previous"),
+                d.get("previous_revision"),
+                d.get("value"),
+                d.get("reverted_to"),
+                d["principal"],
+                _core.parse_time(d["at"]),
+            )
+        except (KeyError, TypeError) as e:
+            raise _bad_reply("config change", e, d) from None
+
+    @classmethod
+    def from_event(cls, event: Any) -> Optional["ConfigChange"]:
+        """The change of a config event (``io.orch.config.changed.v1`` or
+        ``io.orch.config.deleted.v1``), or None for any other event.
+
+        Raises:
+            OrchError: (code ``bad_reply``) a config event whose data does not have the protocol's
+                shape.
+        """
+        ty = event.type
+        if ty not in (CONFIG_CHANGED, CONFIG_DELETED):
+            return None
+        return _typed_event(event, f"config event {ty}", cls.from_json)
+
+
+@dataclass(frozen=True)
+class ConfigHistory:
+    """The recorded changes of a key, newest first (deletes included)."""
+
+    key: str
+    changes: List[ConfigChange]
+
+    @classmethod
+    def from_json(cls, d: Json) -> "ConfigHistory":
+        try:
+            return cls(d["key"], [ConfigChange.from_json(c) for c in d["changes"]])
+        except (KeyError, TypeError) as e:
+            raise _bad_reply("config history", e, d) from None
+
+
+@dataclass(frozen=True)
+class ConfigSchema:
+    """A JSON Schema that every value of the keys under ``prefix`` must satisfy (the longest
+    covering prefix's schema applies)."""
+
+    prefix: str
+    schema: Any
+    set_by: str
+    """Who set it (§6.1)."""
+    set_at: datetime
+
+    @classmethod
+    def from_json(cls, d: Json) -> "ConfigSchema":
+        try:
+            return cls(d["prefix"], d["schema"], d["set_by"], _core.parse_time(d["set_at"]))
+        except (KeyError, TypeError) as e:
+            raise _bad_reply("config schema", e, d) from None
+
+    @classmethod
+    def list_from_json(cls, d: Any) -> List["ConfigSchema"]:
+        try:
+            return [cls.from_json(s) for s in d["schemas"]]
+        except (KeyError, TypeError) as e:
+            raise _bad_reply("config schemas", e, d) from None
+
+
+# -- services' output (protocol.md §11, §12.7) ---------------------------------------------------
+
+#: Which output of a process a line came from.
+LogStream = Literal["stdout", "stderr"]
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line of a managed service's output."""
+
+    time: datetime
+    """When the agent read it (aware, UTC)."""
+    unit: str
+    """The process that wrote it: the service, or one of its replicas (``web-1``)."""
+    node: str
+    """The node it runs on."""
+    stream: LogStream
+    text: str
+
+    @classmethod
+    def from_json(cls, d: Json) -> "LogLine":
+        return cls(_core.parse_time(d["time"]), d["unit"], d["node"], d["stream"], d["text"])
+
+    @classmethod
+    def list_from_batch(cls, d: Json) -> List["LogLine"]:
+        """The lines of an agent's ``LogBatch`` (published on ``<prefix>.log.<node>.<unit>``)."""
+        try:
+            node, unit = d["node"], d["service"]
+            return [cls(_core.parse_time(line["time"]), unit, node, line["stream"], line["text"]) for line in d["lines"]]
+        except (KeyError, TypeError, OrchError) as e:
+            raise _bad_reply("log batch", e, d) from None
+
+
+@dataclass(frozen=True)
+class UnitLogs:
+    """How the search of one unit (the service, or one replica) went."""
+
+    unit: str
+    node: Optional[str]
+    """The node that runs it; None if it was never placed."""
+    truncated: bool
+    """Its agent stopped at the scan bound: older matching lines may exist."""
+    scanned_bytes: int
+    error: Optional[str]
+    """Why its lines are missing (its agent did not answer), if they are."""
+
+    @classmethod
+    def from_json(cls, d: Json) -> "UnitLogs":
+        return cls(d["unit"], d.get("node"), d["truncated"], d["scanned_bytes"], d.get("error"))
+
+
+@dataclass(frozen=True)
+class ServiceLogs:
+    """The last lines of a service's output that matched, from every unit, oldest first."""
+
+    service: str
+    lines: List[LogLine]
+    units: List[UnitLogs]
+    truncated: bool
+    """Some unit's scan stopped at its bound, or some unit could not be read."""
+
+    @classmethod
+    def from_json(cls, d: Json) -> "ServiceLogs":
+        try:
+            return cls(
+                d["service"],
+                [LogLine.from_json(line) for line in d["lines"]],
+                [UnitLogs.from_json(u) for u in d["units"]],
+                d["truncated"],
+            )
+        except (KeyError, TypeError, OrchError) as e:
+            raise _bad_reply("service logs", e, d) from None
