@@ -49,6 +49,10 @@ Runs the benchmarks (release build). PART limits the run to some of:
                           spread; placements per second and the decision time per replica (p50/p99)
     node_loss             3 standalone agents, 60 replicas spread over them; one agent SIGKILLed: time
                           until its node is down, and until its replicas run on the others
+  logs:
+    logs                  100 services writing 20,000 lines each on one standalone agent: lines per
+                          second followed (a NATS subscriber, the HTTP follow), the agent's CPU, and
+                          searches over what is retained (p50/p99, MB/s scanned)
   bridge (Python, orch_bridge built in release):
     bridge_events         events per second a Python consumer receives as typed objects, against the
                           pure-Python nats-py client on the same pre-filled stream
@@ -65,7 +69,7 @@ unset ORCH_PG_FAST
 export ORCH_NATS_SERVER="$NATS_SERVER"
 cd "$ROOT"
 log "building and running the benchmarks (release); this takes a few minutes"
-registry=() health=() lifecycle=() priority=() cluster=() workflows=() resources=() node_loss=() bridge=()
+registry=() health=() lifecycle=() priority=() cluster=() workflows=() resources=() node_loss=() logs=() bridge=()
 for part in "$@"; do
     case "$part" in
     baseline | commands | heartbeats | cold_start) registry+=("$part") ;;
@@ -76,6 +80,7 @@ for part in "$@"; do
     workflow_steps | cron_precision | waiting_executions) workflows+=("$part") ;;
     placement) resources+=("$part") ;;
     node_loss) node_loss+=("$part") ;;
+    logs) logs+=("$part") ;;
     bridge_events | priority_round_trip) bridge+=("$part") ;;
     *) die "unknown benchmark part '$part' (see scripts/bench.sh --help)" ;;
     esac
@@ -103,6 +108,9 @@ if [ $# -eq 0 ] || [ ${#resources[@]} -gt 0 ]; then
 fi
 if [ $# -eq 0 ] || [ ${#node_loss[@]} -gt 0 ]; then
     cargo bench -p orchestrator --bench node_loss
+fi
+if [ $# -eq 0 ] || [ ${#logs[@]} -gt 0 ]; then
+    cargo bench -p orchestrator --bench logs
 fi
 if [ $# -eq 0 ] || [ ${#bridge[@]} -gt 0 ]; then
     "$ROOT/scripts/bridge.sh" --release
