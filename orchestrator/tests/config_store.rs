@@ -112,27 +112,19 @@ async fn keys_are_versioned_compared_and_set_audited_reverted_and_checked_agains
     assert_eq!(status, StatusCode::OK, "no schema any more");
 
     // The command line.
-    let url = format!("http://127.0.0.1:{}", stack.http_port());
-    let cli = |args: Vec<&'static str>| {
-        let url = url.clone();
-        async move {
-            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
-                .args(&args)
-                .args(["--api-url", &url])
-                .output()
-                .await
-                .expect("the command line runs");
-            assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-            String::from_utf8_lossy(&out.stdout).to_string()
-        }
-    };
-    assert!(cli(vec!["config", "put", "cli.port", "8080", "--revision", "0"]).await.contains("cli.port set"));
-    assert_eq!(cli(vec!["config", "get", "cli.port"]).await, "8080\n");
-    cli(vec!["config", "put", "cli.port", "not json"]).await;
-    assert_eq!(cli(vec!["config", "get", "cli.port"]).await, "\"not json\"\n", "text that is not JSON is a string");
-    let listed = cli(vec!["config", "list", "cli"]).await;
+    assert!(
+        common::cli(&stack, &["config", "put", "cli.port", "8080", "--revision", "0"]).await.contains("cli.port set")
+    );
+    assert_eq!(common::cli(&stack, &["config", "get", "cli.port"]).await, "8080\n");
+    common::cli(&stack, &["config", "put", "cli.port", "not json"]).await;
+    assert_eq!(
+        common::cli(&stack, &["config", "get", "cli.port"]).await,
+        "\"not json\"\n",
+        "text that is not JSON is a string"
+    );
+    let listed = common::cli(&stack, &["config", "list", "cli"]).await;
     assert!(listed.contains("cli.port") && listed.contains("not json"), "{listed}");
-    let history = cli(vec!["config", "history", "cli.port"]).await;
+    let history = common::cli(&stack, &["config", "history", "cli.port"]).await;
     assert!(history.contains("8080 -> \"not json\"") && history.contains("anonymous"), "{history}");
 
     // Bad keys name the field.

@@ -748,27 +748,13 @@ async fn manifest_versions_are_listed_shown_diffed_and_rolled_back() {
     );
 
     // The command line: list, diff, and the rollback, followed to the end like `up`.
-    let url = format!("http://127.0.0.1:{}", stack.http_port());
-    let cli = |args: Vec<&'static str>| {
-        let url = url.clone();
-        async move {
-            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
-                .args(&args)
-                .args(["--api-url", &url])
-                .output()
-                .await
-                .expect("the command line runs");
-            assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-            String::from_utf8_lossy(&out.stdout).to_string()
-        }
-    };
-    let listed = cli(vec!["history", "list"]).await;
+    let listed = common::cli(&stack, &["history", "list"]).await;
     assert!(listed.contains("deploy-42") && listed.contains("(current)"), "{listed}");
-    let diffed = cli(vec!["history", "diff", "1", "2"]).await;
+    let diffed = common::cli(&stack, &["history", "diff", "1", "2"]).await;
     assert!(diffed.contains("+ extra") && diffed.contains("env.MODE: \"one\" -> \"two\""), "{diffed}");
-    assert_eq!(cli(vec!["history", "show", "1"]).await, v1);
+    assert_eq!(common::cli(&stack, &["history", "show", "1"]).await, v1);
     let web_before = pid(&stack_view(&stack).await, "web");
-    let rolled = cli(vec!["history", "rollback", "1"]).await;
+    let rolled = common::cli(&stack, &["history", "rollback", "1"]).await;
     assert!(rolled.contains("rolled back to version 1") && rolled.contains("manifest version 3 applied"), "{rolled}");
 
     let view = wait_for(&stack, &[("web", "ready")]).await;

@@ -341,30 +341,19 @@ async fn a_manifest_over_its_groups_quota_is_refused_naming_the_field() {
     assert!(message.contains("during its rolling update") && message.contains("1300 millicores"), "{message}");
 
     // The command line: set, list, and the node inventory.
-    // (Run without blocking: the orchestrator answering it runs on this test's thread.)
-    let url = format!("http://127.0.0.1:{}", stack.http_port());
-    let cli = |args: &'static [&'static str]| {
-        let url = url.clone();
-        async move {
-            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
-                .args(args)
-                .args(["--api-url", &url])
-                .output()
-                .await
-                .expect("the command line runs");
-            assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-            String::from_utf8_lossy(&out.stdout).to_string()
-        }
-    };
-    assert!(cli(&["quota", "set", "tools", "--cpu", "100", "--memory", "10"]).await.contains("quota of tools set"));
-    let listed = cli(&["quota", "list"]).await;
+    assert!(
+        common::cli(&stack, &["quota", "set", "tools", "--cpu", "100", "--memory", "10"])
+            .await
+            .contains("quota of tools set")
+    );
+    let listed = common::cli(&stack, &["quota", "list"]).await;
     assert!(listed.contains("tools") && listed.contains("100m/10Mi") && listed.contains("900m/192Mi"), "{listed}");
-    assert!(cli(&["quota", "clear", "tools"]).await.contains("removed"));
-    let nodes = cli(&["nodes"]).await;
+    assert!(common::cli(&stack, &["quota", "clear", "tools"]).await.contains("removed"));
+    let nodes = common::cli(&stack, &["nodes"]).await;
     assert!(nodes.contains("local") && nodes.contains("ready"), "{nodes}");
     // The agent names what runs on its node at its next report.
     eventually(Duration::from_secs(20), "the node shows the replicas it runs", || async {
-        cli(&["nodes", "local"]).await.contains("worker-0").then_some(())
+        common::cli(&stack, &["nodes", "local"]).await.contains("worker-0").then_some(())
     })
     .await;
 

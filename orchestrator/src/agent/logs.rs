@@ -184,9 +184,8 @@ pub fn log_path(dir: &Path, service: &str) -> PathBuf {
     dir.join(format!("{service}.log"))
 }
 
-/// The last `n` lines of a service's log, oldest first, reading the rotated files as needed and
-/// only the end of each.
-pub fn tail(dir: &Path, service: &str, n: usize) -> io::Result<Vec<String>> {
+/// The files of a service's output, newest first: `<service>.log`, `.log.1`, `.log.2`…
+pub fn retained_files(dir: &Path, service: &str) -> Vec<PathBuf> {
     let current = log_path(dir, service);
     let mut files = vec![current.clone()];
     for i in 1.. {
@@ -196,6 +195,13 @@ pub fn tail(dir: &Path, service: &str, n: usize) -> io::Result<Vec<String>> {
         }
         files.push(rotated);
     }
+    files
+}
+
+/// The last `n` lines of a service's log, oldest first, reading the rotated files as needed and
+/// only the end of each.
+pub fn tail(dir: &Path, service: &str, n: usize) -> io::Result<Vec<String>> {
+    let files = retained_files(dir, service);
     let mut lines: Vec<String> = Vec::new();
     for path in files {
         if lines.len() >= n {

@@ -5,13 +5,13 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use orch_protocol::ProtocolError;
 use orch_protocol::agent::{LOG_SCAN_DEFAULT, LogLine, LogStream, LogsRequest};
 
-use super::logs::log_path;
+use super::logs::retained_files;
 
 /// Most bytes a compiled regular expression may take: a request cannot make the agent build a
 /// huge automaton.
@@ -158,20 +158,6 @@ pub fn search(
     Ok(found)
 }
 
-/// The files of a service's output, newest first: `<service>.log`, `.log.1`, `.log.2`…
-fn retained_files(dir: &Path, service: &str) -> Vec<PathBuf> {
-    let current = log_path(dir, service);
-    let mut files = vec![current.clone()];
-    for i in 1.. {
-        let rotated = PathBuf::from(format!("{}.{i}", current.display()));
-        if !rotated.exists() {
-            break;
-        }
-        files.push(rotated);
-    }
-    files
-}
-
 /// The lines of a file from its last to its first, read in blocks from the end.
 struct Backwards {
     file: File,
@@ -242,7 +228,7 @@ impl Backwards {
 
 #[cfg(test)]
 mod tests {
-    use super::super::logs::{RotatingLog, Rotation};
+    use super::super::logs::{RotatingLog, Rotation, log_path};
     use super::*;
 
     fn write(dir: &Path, service: &str, lines: &[&str]) {

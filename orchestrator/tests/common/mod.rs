@@ -312,3 +312,18 @@ pub async fn leader(pool: &sqlx::PgPool) -> Option<(String, i64)> {
         .ok()
         .flatten()
 }
+
+/// Runs the command line against `stack`'s HTTP API and returns what it printed; fails the test
+/// on a non-zero exit. A child process awaited, not waited for: the orchestrator answering it
+/// runs on the test's own runtime.
+pub async fn cli(stack: &Stack, args: &[&str]) -> String {
+    let url = format!("http://127.0.0.1:{}", stack.http_port());
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(args)
+        .args(["--api-url", &url])
+        .output()
+        .await
+        .expect("the command line runs");
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
