@@ -486,6 +486,7 @@ async fn start_with(settings: Settings, listen: Listen) -> anyhow::Result<Runnin
         workflows,
         nodes,
         config,
+        followers: Arc::new(tokio::sync::Semaphore::new(http::FOLLOWERS_MAX)),
     };
     if !settings.http.dashboard_dir.join("index.html").is_file() {
         tracing::warn!(

@@ -38,6 +38,7 @@ use utoipa_axum::routes;
 
 pub use error::ApiError;
 pub use openapi::apply_roles;
+pub use stack::FOLLOWERS_MAX;
 
 use crate::registry::Registry;
 
@@ -137,6 +138,8 @@ pub struct AppState {
     pub nodes: crate::resources::Nodes,
     /// The config store.
     pub config: crate::config_store::ConfigStore,
+    /// Log follows open now, at most [`stack::FOLLOWERS_MAX`].
+    pub followers: Arc<tokio::sync::Semaphore>,
 }
 
 impl HttpSettings {

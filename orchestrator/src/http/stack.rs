@@ -26,6 +26,9 @@ use crate::lifecycle::manifest::Condition;
 use crate::lifecycle::{ControlError, Graph, Manifest};
 use orch_protocol::stack::{ManagedService, RunProfile, StackApplied, StackView, Stopped};
 
+/// Most log follows open at once (each holds a NATS subscription per unit of its service).
+pub const FOLLOWERS_MAX: usize = 256;
+
 /// `manifest_max_bytes`: the body limit of `PUT /stack` (a manifest can be larger than a command).
 pub fn router(manifest_max_bytes: usize) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -324,12 +327,21 @@ async fn follow(
         request.contains.as_deref(),
         request.regex.as_deref(),
     )?;
+    // Each follow holds NATS subscriptions for as long as its client stays: bounded, so that
+    // clients that open follows and never read cannot take the orchestrator's memory.
+    let Ok(permit) = state.followers.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            format!("{FOLLOWERS_MAX} log follows are open; close one, or retry later"),
+        ));
+    };
     let units = state.controller.units(request.service).await?;
     let lines =
         crate::lifecycle::follow::follow(&state.nats, &state.subjects, units.into_iter().map(|(u, _)| u), filter)
             .await
             .map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("subscribing to the service's output: {e}")))?;
-    let body = lines.map(|line| {
+    let body = lines.map(move |line| {
+        let _held = &permit;
         let mut json = serde_json::to_vec(&line).expect("a log line serializes");
         json.push(b'\n');
         Ok::<_, std::convert::Infallible>(bytes::Bytes::from(json))
