@@ -96,14 +96,7 @@ async fn run(cli: config::Cli) -> ExitCode {
             }
         },
         Command::Graph(args) => graph(&args),
-        Command::Up(args) => match orchestrator::cli::stack::up(&args).await {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::FAILURE,
-            Err(e) => {
-                eprintln!("orchestrator up: {e:#}");
-                ExitCode::from(2)
-            }
-        },
+        Command::Up(args) => cli_outcome("up", orchestrator::cli::stack::up(&args).await),
         Command::Down(args) => cli_result("down", orchestrator::cli::stack::down(&args).await),
         Command::Status(args) => cli_result("status", orchestrator::cli::stack::status(&args).await),
         Command::Logs(args) => cli_result("logs", orchestrator::cli::logs::run(&args).await),
@@ -111,26 +104,12 @@ async fn run(cli: config::Cli) -> ExitCode {
         Command::Cluster(args) => cli_result("cluster", orchestrator::cli::stack::cluster(&args).await),
         Command::Nodes(args) => cli_result("nodes", orchestrator::cli::nodes::run(&args).await),
         Command::Quota(command) => cli_result("quota", orchestrator::cli::nodes::quota(command).await),
-        Command::History(command) => match orchestrator::cli::stack::history(command).await {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::from(1),
-            Err(e) => {
-                eprintln!("orchestrator history: {e:#}");
-                ExitCode::from(2)
-            }
-        },
+        Command::History(command) => cli_outcome("history", orchestrator::cli::stack::history(command).await),
         Command::Config(command) => cli_result("config", orchestrator::cli::config::run(command).await),
         Command::SelfPreservation(orchestrator::config::SelfPreservationCommand::End { reason, api }) => {
             cli_result("self-preservation", orchestrator::cli::stack::end_self_preservation(reason, &api).await)
         }
-        Command::Workflow(command) => match orchestrator::cli::workflow::run(command).await {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::from(1),
-            Err(e) => {
-                eprintln!("orchestrator workflow: {e:#}");
-                ExitCode::from(2)
-            }
-        },
+        Command::Workflow(command) => cli_outcome("workflow", orchestrator::cli::workflow::run(command).await),
         Command::Migrate(args) => {
             telemetry::init(&args.log.log, args.log.log_format);
             let result = async {
@@ -189,6 +168,19 @@ fn graph(args: &config::GraphArgs) -> ExitCode {
         }
         Err(e) => {
             eprint!("{}: {e}", args.file.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The exit code of a command that follows something to its end: 0 when it succeeded, 1 when it
+/// ended badly (a degraded start-up, a failed execution), 2 when the command itself failed.
+fn cli_outcome(command: &str, result: anyhow::Result<bool>) -> ExitCode {
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("orchestrator {command}: {e:#}");
             ExitCode::from(2)
         }
     }

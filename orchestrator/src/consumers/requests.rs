@@ -281,6 +281,6 @@ async fn lifecycle(
         LifecycleRequest::Versions(r) => reply(history::versions(pool, r.limit, r.before).await),
         LifecycleRequest::Version(version) => reply(history::version(pool, version).await),
         LifecycleRequest::Diff { from, to } => reply(history::diff_versions(pool, from, to).await),
-        LifecycleRequest::Rollback(version) => reply(controller.rollback(pool, version, by).await),
+        LifecycleRequest::Rollback(version) => reply(controller.rollback(version, by).await),
     }
 }

@@ -145,6 +145,6 @@ async fn rollback(
     Path(version): Path<String>,
 ) -> Result<Response, ApiError> {
     let version = parse_version("version", &version)?;
-    let applied = state.controller.rollback(&state.pool, version, caller.principal).await?;
+    let applied = state.controller.rollback(version, caller.principal).await?;
     Ok((StatusCode::ACCEPTED, Json(applied)).into_response())
 }

@@ -60,11 +60,10 @@ impl Controller {
     /// under today's rules, quotas, rolling updates).
     pub async fn rollback(
         &self,
-        pool: &PgPool,
         version: i64,
         principal: String,
     ) -> Result<orch_protocol::stack::StackApplied, ControlError> {
-        let stored = stored(pool, "version", version).await?;
+        let stored = stored(&self.pool, "version", version).await?;
         let manifest = Manifest::parse(&stored.body)
             .and_then(|m| Graph::new(&m).map(|_| m))
             .map_err(|problems| no_longer_valid(version, problems))?;

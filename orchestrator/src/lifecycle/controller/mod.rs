@@ -186,8 +186,8 @@ async fn forward_reports<R: serde::de::DeserializeOwned + Send + 'static>(
 #[derive(Clone)]
 pub struct Controller {
     tx: mpsc::UnboundedSender<Message>,
-    /// Where the quotas a manifest is checked against are kept.
-    pool: sqlx::PgPool,
+    /// Where the quotas a manifest is checked against, and the stored versions, are kept.
+    pub(in crate::lifecycle) pool: sqlx::PgPool,
 }
 
 impl Controller {

@@ -246,12 +246,13 @@ impl Machine {
             }
         }
         for name in restart {
-            self.restart_for_config(&name, format!("config key {key} changed"));
+            self.restart_running(&name, format!("config key {key} changed"));
         }
     }
 
-    /// Restarts `name` because a config key it reads changed (`why`).
-    pub(super) fn restart_for_config(&mut self, name: &str, why: String) {
+    /// Stops `name`'s running process to start it again (`why`); the services bound to it follow
+    /// once it is ready again.
+    pub(super) fn restart_running(&mut self, name: &str, why: String) {
         let Some(m) = self.managed(name) else { return };
         m.config_stale = false;
         m.rebind = true;
@@ -262,10 +263,7 @@ impl Machine {
         let stack = self.stack.as_mut().ok_or(ControlError::NoStack)?;
         let m = stack.services.get_mut(name).ok_or_else(|| ControlError::UnknownService(name.to_string()))?;
         match m.state {
-            ServiceState::Started | ServiceState::Ready => {
-                m.rebind = true;
-                self.stop_process(name, StopIntent::Restart("restart requested".into()));
-            }
+            ServiceState::Started | ServiceState::Ready => self.restart_running(name, "restart requested".into()),
             ServiceState::Starting | ServiceState::Stopping | ServiceState::Pending => {
                 return Err(ControlError::Busy(format!("{name} is {}; try again in a moment", m.state)));
             }

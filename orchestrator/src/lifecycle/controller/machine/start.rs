@@ -205,7 +205,7 @@ impl Machine {
                     return self.stop_process(name, intent);
                 }
                 if stale {
-                    return self.restart_for_config(name, "a config key it reads changed while it started".into());
+                    return self.restart_running(name, "a config key it reads changed while it started".into());
                 }
                 let m = self.managed(name).expect("current");
                 if m.spec.notify {
