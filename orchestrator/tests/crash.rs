@@ -108,8 +108,9 @@ async fn sigterm_stops_gracefully_mid_load() {
 }
 
 /// SIGKILL of the orchestrator process, as a crash or an impatient upgrade would do: its managed
-/// services keep running, untouched. The orchestrator started again (the same binary, as after a
-/// replacement of it) adopts them: the same pids, ready, never restarted.
+/// services keep running, untouched. The orchestrator started again from another binary (an
+/// upgrade: a copy at another path, without `orch-shim` beside it) adopts them: the same pids,
+/// ready, never restarted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_orchestrator_leaves_its_services_running_and_the_next_one_adopts_them() {
     let agent_logs = TempDir::new("orch-agent-logs");
@@ -143,7 +144,9 @@ async fn kill_9_of_the_orchestrator_leaves_its_services_running_and_the_next_one
     orchestrator.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(pids.iter().all(|p| orch_testkit::process_alive(*p)), "the services outlived the orchestrator");
-    orchestrator.start_again();
+    let upgraded = _logs.path().join("orchestrator-upgraded");
+    std::fs::copy(env!("CARGO_BIN_EXE_orchestrator"), &upgraded).unwrap();
+    orchestrator.start_again_from(&upgraded);
     orchestrator.wait_ready(Duration::from_secs(60));
 
     // Adopted: the rows name the same pids, ready, with no restart; the processes never stopped.

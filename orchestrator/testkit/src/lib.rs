@@ -513,6 +513,12 @@ impl OrchestratorProcess {
     pub fn start_again(&mut self) {
         self.spawn();
     }
+
+    /// Starts it again from another binary (an upgrade replaces the file the next start runs).
+    pub fn start_again_from(&mut self, binary: impl Into<PathBuf>) {
+        self.binary = binary.into();
+        self.spawn();
+    }
 }
 
 impl Drop for OrchestratorProcess {
