@@ -131,6 +131,15 @@ async fn a_new_supervisor_adopts_what_runs_and_reports_what_ended_while_away() {
     std::fs::write(&gate, "").unwrap();
     eventually(Duration::from_secs(10), "the other service ended", || async { (!alive(ending_pid)).then_some(()) })
         .await;
+    // Its shim records the end, then exits: only then is it over for an agent that comes back (a
+    // shim still alive is adopted, and reports the end itself).
+    let record = dir.path().join("shims").join("ending.state");
+    eventually(Duration::from_secs(10), "the other service's shim gone", || async {
+        let state =
+            std::fs::read_to_string(&record).ok().and_then(|t| orchestrator::agent::shim::ShimState::decode(&t));
+        state.is_some_and(|s| !s.shim_alive()).then_some(())
+    })
+    .await;
 
     let (second, mut events) = supervisor(&dir);
     assert_eq!(second.adopt(), vec![("counter".to_string(), pid)]);
