@@ -1165,7 +1165,7 @@ grace_period = "1s"
       assert.deepEqual(problems.page, []);
       // While the orchestrator was down the browser logged the failed connections; nothing else.
       for (const m of problems.console) {
-        assert.match(m.text, /ERR_CONNECTION_REFUSED|ERR_CONNECTION_RESET|ERR_EMPTY_RESPONSE|ERR_CONNECTION_CLOSED|WebSocket connection to .* failed|status of (429|502|503)/, m.text);
+        assert.match(m.text, /ERR_CONNECTION_REFUSED|ERR_CONNECTION_RESET|ERR_EMPTY_RESPONSE|ERR_CONNECTION_CLOSED|ERR_SOCKET_NOT_CONNECTED|WebSocket connection to .* failed|status of (429|502|503)/, m.text);
       }
     } finally {
       await opened.context.close();
